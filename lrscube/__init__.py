@@ -18,33 +18,20 @@ The public API (the CLI calls only this; a notebook can do everything the CLI do
 
 from __future__ import annotations
 
-from importlib import import_module
-
 __version__ = "0.1.0"
 
-# name -> module that defines it; imported on first use so `import lrscube` stays light.
-_API = {
-    "simulate": "simulate",
-    "ingest": "ingest",
-    "open_cube": "cube",
-    "detect": "detect",
-    "open_intervals": "detect",
-    "evaluate": "evaluate",
-    "open_mask": "maskcube",
-    "mask_at": "maskcube",
-    "export_crds": "crds_export",
-    "apply_mask": "apply",
-    "report": "report",
-    "pixel_history": "history",
-    "get_client": "cluster",
-    "load_profile": "profiles",
-}
+# Functions are bound here eagerly: a submodule of the same name (lrscube.ingest) would
+# otherwise shadow the function once anything imports it.
+from .cluster import get_client
+from .cube import exposure_table, open_cube
+from .ingest import ingest
+from .profiles import load as load_profile
 
-__all__ = sorted(_API) + ["__version__"]
-
-
-def __getattr__(name: str):
-    if name in _API:
-        mod = import_module(f".{_API[name]}", __name__)
-        return getattr(mod, "load" if name == "load_profile" else name)
-    raise AttributeError(f"module 'lrscube' has no attribute {name!r}")
+__all__ = [
+    "__version__",
+    "exposure_table",
+    "get_client",
+    "ingest",
+    "load_profile",
+    "open_cube",
+]

@@ -1,0 +1,228 @@
+"""The ``lrscube`` command: a thin layer over the Python API (``lrscube.*``).
+
+Every subcommand parses its arguments, calls one API function and prints its summary.
+Exit codes: 0 success; 1 the job ran but something was rejected under ``--strict`` or a
+quality check failed; 2 a usage or store error (the message names the file and the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+def _add_store(p, required=True):
+    p.add_argument("--store", required=required, help="lrscube store: a path or an fsspec URL (s3://bucket/cube.zarr)")
+
+
+def _add_scheduler(p):
+    p.add_argument("--scheduler", default=None,
+                   help="dask scheduler address (default: $DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster)")
+
+
+def _add_mode(p):
+    p.add_argument("--mode", default=None, help="mode profile name or YAML path (default: the store's, else 'lrs')")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_simulate(a):
+    from .simulate import simulate
+
+    res = simulate(a.out, n=a.n, seed=a.seed, scenario=a.scenario, mode=a.mode or "lrs",
+                   start=a.start, span_days=a.span_days, subarray_mix=a.subarray_mix,
+                   full_frame=not a.subarray_only, progress=True)
+    print(f"wrote {len(res.files)} exposures to {res.out}; truth table {res.truth_path} "
+          f"({len(res.truth)} defect intervals)")
+    return 0
+
+
+def cmd_ingest(a):
+    from .ingest import ingest
+
+    s = ingest(a.paths, a.store, mode=a.mode, scheduler=a.scheduler, batch_size=a.batch_size)
+    print(s)
+    return 1 if (a.strict and s.rejected) else 0
+
+
+def cmd_detect(a):
+    from .detect import detect
+
+    res = detect(a.store, mode=a.mode, scheduler=a.scheduler, min_epoch_days=a.min_epoch_days)
+    print(res)
+    return 0
+
+
+def cmd_intervals(a):
+    from .detect import open_intervals
+
+    df = open_intervals(a.store)
+    out = str(a.out)
+    if out.endswith(".csv"):
+        df.to_csv(out, index=False)
+    elif out.endswith(".parquet"):
+        df.to_parquet(out, index=False)
+    else:
+        raise SystemExit(f"lrscube intervals: --out {out}: name a .csv or .parquet file")
+    print(f"wrote {len(df)} intervals ({df[['y', 'x']].drop_duplicates().shape[0]} pixels) to {out}")
+    return 0
+
+
+def cmd_mask_at(a):
+    from .maskcube import mask_at, summarize_mask, write_mask_fits
+
+    m = mask_at(a.store, a.time)
+    print(summarize_mask(m))
+    if a.out:
+        write_mask_fits(m, a.out)
+        print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_export_crds(a):
+    from .crds_export import export_crds
+
+    res = export_crds(a.store, a.out, author=a.author, pedigree=a.pedigree, max_files=a.max_files,
+                      min_epoch_days=a.min_epoch_days, baseline=a.baseline)
+    print(res)
+    return 0
+
+
+def cmd_apply(a):
+    from .apply import apply_mask
+
+    res = apply_mask(a.store, a.files, out=a.out, in_place=a.in_place, set_nan=a.set_nan)
+    print(res)
+    return 1 if (a.strict and not res.ok) else 0
+
+
+def cmd_evaluate(a):
+    from .evaluate import evaluate
+
+    res = evaluate(a.store, a.truth)
+    print(res)
+    return 0
+
+
+def cmd_report(a):
+    from .report import report
+
+    path = report(a.store, a.out)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_demo(a):
+    from .demo import demo
+
+    return demo(n=a.n, workdir=a.workdir, seed=a.seed, full_frame=a.full_frame, scheduler=a.scheduler)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lrscube", description=__doc__.split("\n")[0] + " Time-variable bad-pixel masks for JWST MIRI LRS.")
+    ap.add_argument("--version", action="version", version=f"lrscube {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="write simulated MIRI LRS rate files and a truth table")
+    p.add_argument("out", help="output directory (rate files; truth/ beside them)")
+    p.add_argument("--n", type=int, default=150, help="number of exposures (default 150)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scenario", default=None, help="scenario YAML (default configs/scenario-default.yaml)")
+    p.add_argument("--start", default="2022-07-15", help="date of the first exposure (ISO)")
+    p.add_argument("--span-days", type=float, default=900.0, help="time span of the set in days")
+    p.add_argument("--subarray-mix", type=float, default=None, help="fraction of SLITLESSPRISM exposures (0-1)")
+    p.add_argument("--subarray-only", action="store_true", help="only SLITLESSPRISM exposures (small and fast)")
+    _add_mode(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("ingest", help="add rate/rateints/cal/calints files to the exposure cube")
+    p.add_argument("paths", nargs="+", help="files, directories or globs (local or fsspec URLs)")
+    _add_store(p)
+    _add_mode(p)
+    _add_scheduler(p)
+    p.add_argument("--strict", action="store_true", help="exit 1 when any file was rejected")
+    p.add_argument("--batch-size", type=int, default=None, help="exposures per atomic commit")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("detect", help="find defect intervals and build the mask cube")
+    _add_store(p)
+    _add_mode(p)
+    _add_scheduler(p)
+    p.add_argument("--min-epoch-days", type=float, default=0.0, help="merge mask epochs shorter than this")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("intervals", help="export the defect intervals table")
+    _add_store(p)
+    p.add_argument("--out", required=True, help="F.csv or F.parquet")
+    p.set_defaults(func=cmd_intervals)
+
+    p = sub.add_parser("mask-at", help="the mask valid at a time")
+    _add_store(p)
+    p.add_argument("--time", required=True, help="ISO date/time (UTC) or MJD")
+    p.add_argument("--out", default=None, help="write that mask as a MASK FITS file")
+    p.set_defaults(func=cmd_mask_at)
+
+    p = sub.add_parser("export-crds", help="write MASK reference files, one per epoch")
+    _add_store(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--author", default="lrscube")
+    p.add_argument("--pedigree", default=None, help="default: INFLIGHT <first> <last exposure date>")
+    p.add_argument("--max-files", type=int, default=None, help="merge epochs, least cost first, to at most this many files")
+    p.add_argument("--min-epoch-days", type=float, default=0.0)
+    p.add_argument("--baseline", default=None, help="existing static MASK file whose flags every epoch keeps")
+    p.set_defaults(func=cmd_export_crds)
+
+    p = sub.add_parser("apply", help="OR the right epoch's mask into existing products' DQ")
+    _add_store(p)
+    p.add_argument("files", nargs="+")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--out", default=None, help="directory for the new files (default: beside the input, *_lrscube.fits)")
+    g.add_argument("--in-place", action="store_true", help="modify the input files")
+    p.add_argument("--set-nan", action="store_true", help="also set SCI to NaN where DO_NOT_USE is applied")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any file was rejected")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("evaluate", help="score the detection against a simulator truth table")
+    _add_store(p)
+    p.add_argument("--truth", required=True, help="truth.csv written by `lrscube simulate`")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="write an HTML report with plots")
+    _add_store(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="simulate, ingest, detect, export and report on a small set")
+    p.add_argument("--n", type=int, default=60, help="number of simulated exposures")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workdir", default=None, help="keep everything here (default: a temporary directory)")
+    p.add_argument("--full-frame", action="store_true", help="simulate full-frame and slitless exposures (slower)")
+    _add_scheduler(p)
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .cube import StoreError
+
+    try:
+        return int(a.func(a) or 0)
+    except (StoreError, FileNotFoundError, ValueError) as e:
+        print(f"lrscube {a.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Ingest: validate products, place subarrays in the full frame, append to the exposure cube.
+
+The composition, in order (each step a named function)::
+
+    find_inputs(paths)                  files, directories, globs, fsspec URLs -> product files
+    for each batch of files:
+        load (on workers)               read_product: Exposure, or Rejected with a reason
+        screen (here)                   drop duplicates of stored or earlier exposures, unit mismatches
+        cube.begin_append               room for the accepted ones after the committed ones
+        write (on workers)              each exposure writes its own chunks
+        cube.commit                     coordinates, then the committed count (atomic)
+        record                          ingest_log.parquet: every file and what became of it
+
+A batch is the unit of commit: a process killed during a batch leaves the cube as it was
+before the batch; re-running the same ingest skips what is stored and adds the rest.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import dask
+import pandas as pd
+
+from . import cube
+from . import profiles as prof
+from . import store as st
+from .cluster import get_client
+from .products import PRODUCT_SUFFIXES, Exposure, Rejected, read_product
+
+
+@dataclass
+class IngestSummary:
+    store: str
+    ingested: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    n_in_cube: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+    def __str__(self) -> str:
+        lines = [f"ingest into {self.store}: {len(self.ingested)} ingested, "
+                 f"{len(self.duplicates)} duplicates skipped, {len(self.rejected)} rejected "
+                 f"({self.seconds:.1f} s); the cube holds {self.n_in_cube} exposures"]
+        for f, why in self.rejected:
+            lines.append(f"  rejected {f}: {why}")
+        for f, why in self.duplicates:
+            lines.append(f"  duplicate {f}: {why}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def find_inputs(paths) -> tuple[list[str], list[tuple[str, str]]]:
+    """Expand files, directories (searched for product files) and globs; local or fsspec URLs.
+
+    Returns (files, problems) where problems name inputs that matched nothing.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for p in map(str, paths):
+        if st.is_remote(p):
+            fs, root = st.fs_and_path(p)
+            proto = p.split("://", 1)[0]
+            if any(ch in root for ch in "*?["):
+                found = sorted(fs.glob(root))
+            elif fs.isdir(root):
+                found = sorted(f for f in fs.find(root) if f.endswith(PRODUCT_SUFFIXES))
+            else:
+                found = [root] if fs.exists(root) else []
+            if not found:
+                problems.append((p, "no such file, or no product files (*_rate/_rateints/_cal/_calints.fits) under it"))
+            files.extend(f"{proto}://{f}" for f in found)
+            continue
+        if os.path.isdir(p):
+            found = sorted(
+                os.path.join(d, f) for d, _, fs_ in os.walk(p) for f in fs_ if f.endswith(PRODUCT_SUFFIXES)
+            )
+            if not found:
+                problems.append((p, "directory holds no *_rate/_rateints/_cal/_calints.fits files"))
+        elif os.path.exists(p):
+            found = [p]
+        else:
+            found = sorted(globmod.glob(p, recursive=True))
+            if not found:
+                problems.append((p, "no such file (and no file matches it as a glob)"))
+        files.extend(os.path.abspath(f) for f in found)
+    # one entry per file, first occurrence wins (the same directory given twice)
+    return list(dict.fromkeys(files)), problems
+
+
+def _load(path: str, profile, clip: float) -> Exposure | Rejected:
+    try:
+        return read_product(path, profile, clip=clip)
+    except Rejected as r:
+        return r
+
+
+def _summary(x: Exposure | Rejected) -> dict:
+    if isinstance(x, Rejected):
+        return {"rejected": str(x)}
+    return dict(x.meta)
+
+
+def _write(x: Exposure, index: int, store: str) -> int:
+    cube.write_exposure(store, index, x)
+    return index
+
+
+def screen(summaries: list[dict], seen_hash: dict, seen_key: dict, bunit: str | None):
+    """Split a batch's summaries into accepted metas, duplicates and rejections.
+
+    A duplicate has the content hash of its SCI data or the exposure identity (ids + start
+    time) of an exposure already stored or earlier in this batch. ``seen_*`` are updated.
+    A new cube takes the unit of its first exposure; returns (accepted, dups, rejects, bunit).
+    """
+    accepted, dups, rejects = [], [], []
+    for i, m in enumerate(summaries):
+        if "rejected" in m:
+            rejects.append((i, m["rejected"]))
+            continue
+        if bunit is not None and m["bunit"] != bunit:
+            rejects.append((i, f"SCI unit {m['bunit']!r} differs from the cube's {bunit!r}; "
+                               "ingest the rate products, or use a separate store"))
+            continue
+        prev = seen_hash.get(m["content_hash"]) or seen_key.get(m["exposure_key"])
+        if prev is not None:
+            dups.append((i, f"same exposure as {prev}"))
+            continue
+        seen_hash[m["content_hash"]] = m["filename"]
+        seen_key[m["exposure_key"]] = m["filename"]
+        bunit = bunit or m["bunit"]
+        accepted.append(i)
+    return accepted, dups, rejects, bunit
+
+
+def record(store: str, rows: list[dict]) -> None:
+    """Append rows to the store's ingest log (rewritten whole, atomically)."""
+    if not rows:
+        return
+    new = pd.DataFrame(rows)
+    if st.exists(store, st.INGEST_LOG):
+        new = pd.concat([st.read_table(store, st.INGEST_LOG), new], ignore_index=True)
+    st.write_table(store, st.INGEST_LOG, new)
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None = None,
+           batch_size: int | None = None, clip: float = 5.0, progress: bool = True) -> IngestSummary:
+    """Ingest product files into the exposure cube at ``store``; returns an IngestSummary.
+
+    Parameters
+    ----------
+    paths : path, URL, glob or directory, or a list of them
+    store : local path or fsspec URL of the lrscube store (created if absent)
+    mode : mode profile name or YAML path; default the cube's own, else ``lrs``
+    scheduler : dask scheduler address; default DASK_SCHEDULER_ADDRESS or a LocalCluster
+    batch_size : exposures per atomic commit (default from configs/dask.yaml)
+    clip : rateints integrations deviating by more than ``clip`` x ERR from their median are dropped
+
+    Example
+    -------
+    >>> s = lrscube.ingest("data/", "cube.zarr")   # doctest: +SKIP
+    >>> print(s)                                    # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    store = str(store)
+    if cube.exists(store):
+        meta = cube.info(store)
+        if mode and prof.load(mode).name != meta["profile"]:
+            raise cube.StoreError(f"{store}: the cube holds mode {meta['profile']!r}, not {mode!r}")
+        profile = prof.load(mode or meta["profile"])
+        bunit = meta["bunit"]
+    else:
+        profile = prof.load(mode)
+        bunit = None
+    files, problems = find_inputs(paths)
+    summary = IngestSummary(store=store, rejected=list(problems))
+    known = cube.exposure_table(store)
+    seen_hash = dict(zip(known["content_hash"], known["filename"]))
+    seen_key = dict(zip(known["exposure_key"], known["filename"]))
+    batch_size = batch_size or int(dask.config.get("lrscube.ingest.batch-size", 32))
+
+    with get_client(scheduler, quiet=not progress) as client:
+        for b0 in range(0, len(files), batch_size):
+            batch = files[b0:b0 + batch_size]
+            loaded = client.map(_load, batch, profile=profile, clip=clip, pure=False)
+            summaries = client.gather(client.map(_summary, loaded, pure=False))
+            new_cube = bunit is None
+            accepted, dups, rejects, bunit = screen(summaries, seen_hash, seen_key, bunit)
+            log_rows = []
+            for i, why in rejects:
+                summary.rejected.append((batch[i], why))
+                log_rows.append({"file": batch[i], "status": "rejected", "reason": why})
+            for i, why in dups:
+                summary.duplicates.append((batch[i], why))
+                log_rows.append({"file": batch[i], "status": "duplicate", "reason": why})
+            if accepted:
+                if new_cube:
+                    cube.create(store, profile, bunit=bunit)
+                start = cube.begin_append(store, len(accepted))
+                writes = [client.submit(_write, loaded[i], start + j, store, pure=False)
+                          for j, i in enumerate(accepted)]
+                client.gather(writes)
+                cube.commit(store, start, [summaries[i] for i in accepted])
+                for i in accepted:
+                    summary.ingested.append(batch[i])
+                    log_rows.append({"file": batch[i], "status": "ingested", "reason": ""})
+            now = pd.Timestamp.now(tz="UTC").isoformat()
+            for r in log_rows:
+                r["when"] = now
+            record(store, log_rows)
+            del loaded
+            if progress:
+                done = min(b0 + batch_size, len(files))
+                print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} ingested, "
+                      f"{len(summary.duplicates)} duplicates, {len(summary.rejected)} rejected",
+                      file=sys.stderr, flush=True)
+    if problems:
+        record(store, [{"file": f, "status": "rejected", "reason": why,
+                        "when": pd.Timestamp.now(tz="UTC").isoformat()} for f, why in problems])
+    summary.n_in_cube = cube.n_committed(store)
+    summary.seconds = time.perf_counter() - t0
+    return summary

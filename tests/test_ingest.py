@@ -1,0 +1,162 @@
+"""Ingest into the exposure cube: values, placement, order, bad inputs and duplicates."""
+
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import RAMP_REAL, RATEINTS_REAL
+
+import lrscube
+from lrscube import cli
+
+
+def test_values_land_in_the_full_frame(client, product_factory, tmp_path):
+    p1, sci1, err1, dq1 = product_factory("a_rate.fits", subarray="SLITLESSPRISM", mjd_start=60010.0, seed=1)
+    p2, sci2, _, dq2 = product_factory("b_rate.fits", subarray="FULL", mjd_start=60000.0, seed=2,
+                                       time_keys=("EXPSTART",), exptime=200.0)
+    s = lrscube.ingest([p1, p2], tmp_path / "store", progress=False)
+    assert s.ok and len(s.ingested) == 2
+    ds = lrscube.open_cube(tmp_path / "store")
+    assert ds.sizes == {"time": 2, "y": 1024, "x": 1032}
+    assert ds.sci.dtype == np.float32 and ds.dq.dtype == np.uint32
+    # sorted by time: the FULL exposure (earlier) comes first
+    assert list(ds.filename.values) == ["b_rate.fits", "a_rate.fits"]
+    np.testing.assert_array_equal(ds.sci[0].values, sci2)
+    slit = ds.sci[1].values
+    np.testing.assert_array_equal(slit[528:944, 0:72], sci1)
+    assert np.isnan(slit[:528]).all() and np.isnan(slit[944:]).all() and np.isnan(slit[:, 72:]).all()
+    np.testing.assert_array_equal(ds.dq[1].values[528:944, 0:72], dq1)
+    assert int(ds.dq[1, 600, 0]) == 2**31  # REFERENCE_PIXEL survives the int32+BZERO round trip
+    np.testing.assert_array_equal(ds.err[1].values[528:944, 0:72], err1)
+    # coordinates
+    assert ds.mjd.values[0] == pytest.approx(60000.0 + 100 / 86400)  # EXPSTART + EFFEXPTM/2
+    assert ds.mjd.values[1] == pytest.approx(60010.0 + 50 / 86400)  # EXPMID
+    assert list(ds.subarray.values) == ["FULL", "SLITLESSPRISM"]
+    assert list(ds.exp_type.values) == ["MIR_LRS-FIXEDSLIT", "MIR_LRS-SLITLESS"]
+    assert set(ds.detector.values) == {"MIRIMAGE"}
+    assert list(ds.exptime.values) == [200.0, 100.0]
+    assert np.issubdtype(ds.time.dtype, np.datetime64)
+
+
+def test_appends_over_runs_in_any_order_give_a_sorted_cube(client, product_factory, tmp_path):
+    times = [60005.0, 60001.0, 60009.0, 60003.0, 60007.0]
+    files = [product_factory(f"e{i}_rate.fits", mjd_start=t, seed=i, exposure=f"{i:05d}")[0]
+             for i, t in enumerate(times)]
+    store = tmp_path / "store"
+    lrscube.ingest(files[:2], store, progress=False)
+    lrscube.ingest(files[2:], store, progress=False, batch_size=2)
+    ds = lrscube.open_cube(store)
+    assert np.all(np.diff(ds.mjd.values) > 0)
+    assert sorted(times) == pytest.approx(ds.expstart.values.tolist())
+    # storage keeps arrival order; open_cube(sort=False) shows it
+    raw = lrscube.open_cube(store, sort=False)
+    assert list(raw.filename.values) == [f.name for f in files]
+
+
+def test_duplicates_are_skipped_and_counted(client, product_factory, tmp_path):
+    p, *_ = product_factory("jw01234001001_03102_00001_mirimage_rate.fits", seed=3)
+    copy = tmp_path / "renamed_rate.fits"
+    shutil.copy(p, copy)
+    # the same exposure as a rateints product (same ids and start time, other content)
+    ints, *_ = product_factory("jw01234001001_03102_00001_mirimage_rateints.fits", seed=4, nints=3)
+    store = tmp_path / "store"
+    s = lrscube.ingest([p, copy, ints], store, progress=False)
+    assert len(s.ingested) == 1 and len(s.duplicates) == 2 and not s.rejected
+    s2 = lrscube.ingest([tmp_path, tmp_path], store, progress=False)  # the same directory twice
+    assert not s2.ingested and len(s2.duplicates) == 3
+    assert lrscube.open_cube(store).sizes["time"] == 1
+
+
+def _junk(tmp_path, product_factory):
+    """Bad inputs of every kind, each with the words its rejection must contain."""
+    bad = {}
+    (tmp_path / "empty_rate.fits").write_bytes(b"")
+    bad["empty_rate.fits"] = "empty"
+    (tmp_path / "notes_rate.fits").write_text("this is not FITS at all\n" * 100)
+    bad["notes_rate.fits"] = "not a readable FITS"
+    good, *_ = product_factory("whole_rate.fits", seed=9, exposure="00090")
+    data = good.read_bytes()
+    (tmp_path / "truncated_rate.fits").write_bytes(data[: len(data) * 2 // 3])
+    bad["truncated_rate.fits"] = "truncated"
+    product_factory("nircam_rate.fits", instrument="NIRCAM", detector="NRCA1", exposure="00091")
+    bad["nircam_rate.fits"] = "instrument 'NIRCAM'"
+    product_factory("mrs_rate.fits", detector="MIRIFUSHORT", exp_type="MIR_MRS", exposure="00092")
+    bad["mrs_rate.fits"] = "detector 'MIRIFUSHORT'"
+    product_factory("image_rate.fits", exp_type="MIR_IMAGE", exposure="00093")
+    bad["image_rate.fits"] = "EXP_TYPE 'MIR_IMAGE'"
+    product_factory("notime_rate.fits", time_keys=(), exposure="00094")
+    bad["notime_rate.fits"] = "no usable time keyword"
+    product_factory("shape_rate.fits", shape=(416, 64), exposure="00095")
+    bad["shape_rate.fits"] = "does not match SUBSIZE"
+    product_factory("mjysr_cal.fits", bunit="MJy/sr", exposure="00096")
+    bad["mjysr_cal.fits"] = "unit"
+    shutil.copy(RAMP_REAL, tmp_path / "ramp_rate.fits")
+    bad["ramp_rate.fits"] = "raw ramp"
+    (tmp_path / "whole_rate.fits").unlink()
+    return bad
+
+
+def test_every_bad_input_is_named_with_its_reason(client, product_factory, tmp_path):
+    bad = _junk(tmp_path, product_factory)
+    goods = [product_factory(f"good{i}_rate.fits", seed=20 + i, exposure=f"{i:05d}", mjd_start=60000 + i)[0]
+             for i in range(3)]
+    shutil.copy(RATEINTS_REAL, tmp_path / "ers_rateints.fits")
+    store = tmp_path / "store"
+    s = lrscube.ingest([tmp_path, tmp_path / "missing_rate.fits"], store, progress=False)
+    reasons = {p.rsplit("/", 1)[-1]: why for p, why in s.rejected}
+    for name, words in bad.items():
+        assert name in reasons, f"{name} was not rejected"
+        assert words in reasons[name], f"{name}: {reasons[name]!r} lacks {words!r}"
+    assert "missing_rate.fits" in reasons and "no such file" in reasons["missing_rate.fits"]
+    assert sorted(f.rsplit("/", 1)[-1] for f in s.ingested) == sorted(
+        [g.name for g in goods] + ["ers_rateints.fits"])
+    ds = lrscube.open_cube(store)
+    assert ds.sizes["time"] == 4 and not set(ds.filename.values) & set(bad)
+    log = lrscube.store.read_table(str(store), lrscube.store.INGEST_LOG)
+    assert set(log.loc[log.status == "rejected", "file"].str.rsplit("/", n=1).str[-1]) >= set(bad)
+
+
+def test_cli_exit_codes(client, product_factory, tmp_path, capsys):
+    good, *_ = product_factory("good_rate.fits")
+    (tmp_path / "junk_rate.fits").write_text("junk")
+    store = str(tmp_path / "store")
+    assert cli.main(["ingest", str(good), str(tmp_path / "junk_rate.fits"), "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "1 ingested" in out and "1 rejected" in out and "junk_rate.fits" in out
+    assert cli.main(["ingest", str(tmp_path / "junk_rate.fits"), "--store", store, "--strict"]) == 1
+    # a store that is not an lrscube store is an error of the store: exit 2 with its name
+    (tmp_path / "notastore" / "exposures").mkdir(parents=True)
+    (tmp_path / "notastore" / "exposures" / "zarr.json").write_text("{broken")
+    assert cli.main(["ingest", str(good), "--store", str(tmp_path / "notastore")]) != 0
+
+
+def test_mode_of_an_existing_store_cannot_change(client, product_factory, tmp_path):
+    good, *_ = product_factory("good_rate.fits")
+    store = tmp_path / "store"
+    lrscube.ingest([good], store, progress=False)
+    with pytest.raises(Exception, match="holds mode 'lrs'"):
+        lrscube.ingest([good], store, mode=str(_other_profile(tmp_path)), progress=False)
+
+
+def _other_profile(tmp_path):
+    import yaml
+
+    from lrscube.profiles import configs_dir
+
+    d = yaml.safe_load((configs_dir() / "lrs.yaml").read_text())
+    d["name"] = "other"
+    p = tmp_path / "other.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_real_rateints_through_the_cli(client, tmp_path, capsys):
+    store = str(tmp_path / "store")
+    assert cli.main(["ingest", str(RATEINTS_REAL), str(RAMP_REAL), "--store", store]) == 0
+    ds = lrscube.open_cube(store)
+    finite = np.argwhere(np.isfinite(ds.sci[0].values))
+    assert finite.min(0).tolist() == [528, 0] and finite.max(0).tolist() == [943, 71]
+    with fits.open(RATEINTS_REAL) as h:
+        assert ds.mjd.values[0] == pytest.approx(h[0].header["EXPSTART"] + h[0].header["EFFEXPTM"] / 2 / 86400)
+    assert "raw ramp" in capsys.readouterr().out

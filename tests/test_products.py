@@ -1,0 +1,131 @@
+"""Header parsing, subarray placement and integration combining, on headers and numpy arrays."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import RAMP_REAL, RATEINTS_REAL
+
+from lrscube import flags, profiles
+from lrscube.products import (
+    Rejected,
+    combine_integrations,
+    exposure_key,
+    exposure_times,
+    placement,
+    read_product,
+)
+
+PROFILE = profiles.load("lrs")
+FRAME = (1024, 1032)
+
+
+def hdr(**kw):
+    h = fits.Header()
+    h.update(kw)
+    return h
+
+
+def test_time_prefers_expmid():
+    mid, start, t = exposure_times(hdr(EXPMID=60000.5, EXPSTART=60000.4, EFFEXPTM=864.0))
+    assert (mid, start, t) == (60000.5, 60000.4, 864.0)
+
+
+def test_time_falls_back_to_expstart_plus_half_exposure():
+    mid, start, t = exposure_times(hdr(EXPSTART=60000.0, EFFEXPTM=864.0))
+    assert start == 60000.0
+    assert mid == pytest.approx(60000.005, abs=1e-9)
+
+
+def test_time_falls_back_to_date_obs_time_obs():
+    # 2018-03-08T01:02:30 UTC is MJD 58185.04340277...
+    mid, start, t = exposure_times(hdr(**{"DATE-OBS": "2018-03-08", "TIME-OBS": "01:02:30"}))
+    assert start == pytest.approx(58185.043402777, abs=1e-8)
+    assert mid == start and np.isnan(t)
+
+
+def test_exposure_time_from_integrations_when_effexptm_missing():
+    _, _, t = exposure_times(hdr(EXPSTART=60000.0, EFFINTTM=10.0, NINTS=4))
+    assert t == 40.0
+
+
+def test_no_time_keyword_is_rejected():
+    with pytest.raises(Rejected, match="no usable time keyword"):
+        exposure_times(hdr(EFFEXPTM=10.0))
+
+
+def test_slitlessprism_placement():
+    h = hdr(SUBSTRT1=1, SUBSTRT2=529, SUBSIZE1=72, SUBSIZE2=416)
+    assert placement(h, (416, 72), FRAME) == (528, 0)
+
+
+def test_placement_rejects_shape_mismatch():
+    h = hdr(SUBSTRT1=1, SUBSTRT2=529, SUBSIZE1=72, SUBSIZE2=416)
+    with pytest.raises(Rejected, match="does not match SUBSIZE"):
+        placement(h, (416, 64), FRAME)
+
+
+def test_placement_rejects_subarray_outside_frame():
+    h = hdr(SUBSTRT1=1000, SUBSTRT2=1, SUBSIZE1=72, SUBSIZE2=64)
+    with pytest.raises(Rejected, match="outside"):
+        placement(h, (64, 72), FRAME)
+
+
+def test_placement_without_keywords_only_for_full_frame():
+    assert placement(hdr(), FRAME, FRAME) == (0, 0)
+    with pytest.raises(Rejected):
+        placement(hdr(), (64, 72), FRAME)
+
+
+def test_combine_drops_cosmic_ray_integration_and_propagates_error():
+    sci = np.full((4, 2, 2), 5.0)
+    err = np.full((4, 2, 2), 0.5)
+    dq = np.zeros((4, 2, 2), np.uint32)
+    sci[2, 0, 0] = 500.0  # a cosmic-ray residual in one integration
+    s, e, d = combine_integrations(sci, err, dq)
+    assert s[0, 0] == pytest.approx(5.0)  # the 500 was dropped, not averaged in
+    assert e[0, 0] == pytest.approx(np.sqrt(3 * 0.25) / 3)  # three kept
+    assert e[1, 1] == pytest.approx(np.sqrt(4 * 0.25) / 4)  # four kept
+    assert s.dtype == np.float32 and d.dtype == np.uint32
+
+
+def test_combine_do_not_use_everywhere_gives_nan_and_flag():
+    sci = np.ones((3, 1, 2))
+    err = np.ones((3, 1, 2))
+    dq = np.zeros((3, 1, 2), np.uint32)
+    dq[:, 0, 0] = flags.DO_NOT_USE | flags.PIXEL["HOT"]
+    dq[0, 0, 1] = flags.JUMP_DET | flags.DO_NOT_USE  # one bad integration, others fine
+    s, e, d = combine_integrations(sci, err, dq)
+    assert np.isnan(s[0, 0]) and d[0, 0] & flags.DO_NOT_USE and d[0, 0] & flags.PIXEL["HOT"]
+    assert s[0, 1] == 1.0 and not d[0, 1] & flags.DO_NOT_USE
+
+
+def test_combine_two_integrations_are_never_clipped():
+    # with two values neither can be called the outlier: both are kept
+    s, _, _ = combine_integrations(np.array([[[1.0]], [[101.0]]]), np.ones((2, 1, 1)), np.zeros((2, 1, 1)))
+    assert s[0, 0] == 51.0
+
+
+def test_exposure_key_ignores_file_name_but_not_start_time():
+    h = hdr(PROGRAM="01234", OBSERVTN="001", VISIT="001", EXPOSURE="00001")
+    assert exposure_key(h, "MIRIMAGE", 60000.0) == exposure_key(h.copy(), "MIRIMAGE", 60000.0)
+    assert exposure_key(h, "MIRIMAGE", 60000.0) != exposure_key(h, "MIRIMAGE", 60000.1)
+
+
+def test_real_rateints_is_read_placed_and_combined():
+    exp = read_product(str(RATEINTS_REAL), PROFILE)
+    assert (exp.y0, exp.x0) == (528, 0)
+    assert exp.sci.shape == (416, 72)
+    with fits.open(RATEINTS_REAL) as h:
+        sci, err, dq = h["SCI"].data, h["ERR"].data, h["DQ"].data
+        expstart, effexptm = h[0].header["EXPSTART"], h[0].header["EFFEXPTM"]
+    assert dq.dtype == np.uint32  # int32 + BZERO on disk, rescaled
+    s, e, d = combine_integrations(sci, err, dq)
+    np.testing.assert_array_equal(exp.sci, s)
+    np.testing.assert_array_equal(exp.dq, d)
+    assert exp.meta["mjd"] == pytest.approx(expstart + effexptm / 2 / 86400, abs=1e-9)
+    assert exp.meta["subarray"] == "SLITLESSPRISM" and exp.meta["nints"] == 4
+
+
+def test_real_raw_ramp_is_rejected_as_raw():
+    with pytest.raises(Rejected, match="raw ramp"):
+        read_product(str(RAMP_REAL), PROFILE)
