@@ -1,0 +1,787 @@
+"""Simulated MIRI LRS blank-sky rate files with a known truth of time-variable defects.
+
+:func:`simulate` is a short composition of named steps, each a function of plain arrays and a
+random generator that can be tested alone::
+
+    load_scenario -> plan_exposures -> draw_truth -> telegraph_states
+        -> for each exposure: render_exposure -> write_rate
+        -> write_truth
+
+Everything random comes from one ``numpy.random.SeedSequence(seed)``: the plan, the defect
+population, the telegraph states and each exposure have their own child stream, so the same seed
+gives the same files, and the population does not depend on how the files are rendered
+(:func:`defect_population` gives it without writing anything).
+
+Output layout::
+
+    OUT/jw<program><obs><visit>_<group><seq><activity>_<exposure>_mirimage_rate.fits   (one per exposure)
+    OUT/truth/truth.csv, truth.parquet   defects: one row per pixel and bad interval
+    OUT/truth/exposures.csv              one row per file: times, subarray, blank, sky, artefacts
+    OUT/truth/scenario.yaml              the scenario actually used, with the call's arguments
+
+Example
+-------
+>>> from lrscube.simulate import simulate
+>>> res = simulate("sim", n=20, full_frame=False, seed=1)      # doctest: +SKIP
+>>> res.truth.query("not static").flag.value_counts()           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from astropy.time import Time
+from stdatamodels.jwst.datamodels import ImageModel
+
+from . import flags, profiles
+from . import sim_defects as defects
+from .profiles import Box, Profile
+
+DEFAULT_SCENARIO = "scenario-default.yaml"
+RATE_GLOB = "*_rate.fits"
+TRUTH_DIR = "truth"
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenario
+# ----------------------------------------------------------------------------------------------
+
+def _configs_dir() -> Path:
+    try:
+        return profiles.configs_dir()
+    except ModuleNotFoundError:  # a checkout that is not installed
+        return Path(__file__).resolve().parents[1] / "configs"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_scenario(scenario: str | Path | dict | None = None) -> dict:
+    """The scenario as a dict: ``scenario`` (a YAML path, a shipped name or a dict) merged over the default.
+
+    A scenario only needs the keys it changes. Raises ValueError naming the file and the key
+    when a value is malformed.
+    """
+    default_path = _configs_dir() / DEFAULT_SCENARIO
+    with open(default_path) as f:
+        sc = yaml.safe_load(f)
+    source = str(default_path)
+    if scenario is not None:
+        if isinstance(scenario, dict):
+            user, source = scenario, "<dict>"
+        else:
+            path = Path(scenario)
+            if not path.exists():
+                shipped = _configs_dir() / f"scenario-{scenario}.yaml"
+                if not shipped.exists():
+                    raise ValueError(f"scenario {str(scenario)!r}: no such file, nor a shipped "
+                                     f"{shipped.name}; pass a YAML path or a dict")
+                path = shipped
+            with open(path) as f:
+                user = yaml.safe_load(f) or {}
+            source = str(path)
+            if not isinstance(user, dict):
+                raise ValueError(f"{path}: a scenario must be a YAML mapping")
+        sc = _merge(sc, user)
+    _validate_scenario(sc, source)
+    sc["source"] = source
+    return sc
+
+
+def _validate_scenario(sc: dict, source: str) -> None:
+    def get(dotted):
+        d = sc
+        for part in dotted.split("."):
+            if not isinstance(d, dict) or part not in d:
+                raise ValueError(f"{source}: scenario lacks '{dotted}' (see configs/{DEFAULT_SCENARIO})")
+            d = d[part]
+        return d
+
+    for key in ("exposures.exptime_s", "exposures.per_visit", "sky.level_factor", "emi.amplitude_dn_s",
+                "emi.frequency_hz", "cosmic_rays.track_length_px", "cosmic_rays.deposit_dn",
+                "showers.sigma_px", "showers.peak_deposit_dn", "sources.peak_dn_s",
+                "sources.persistence.fraction", "new.recovery_after_days", "new.cluster_size",
+                "telegraph.switch_probability", *(f"amplitudes.{c}" for c in ("HOT", "WARM", "TELEGRAPH", "DEAD", "LOW_QE"))):
+        v = get(key)
+        if not (isinstance(v, (list, tuple)) and len(v) == 2 and float(v[0]) <= float(v[1])):
+            raise ValueError(f"{source}: '{key}' must be [low, high] with low <= high, got {v!r}")
+    for key in ("static.classes", "new.classes"):
+        for cls in get(key):
+            flags.value(cls)
+    mix = get("exposures.subarray_mix")
+    if not 0 <= float(mix) <= 1:
+        raise ValueError(f"{source}: 'exposures.subarray_mix' must be in [0, 1], got {mix!r}")
+    for key in ("detector.gain_e_per_dn", "detector.read_noise_dn", "exposures.gap_s"):
+        if float(get(key)) < 0:
+            raise ValueError(f"{source}: '{key}' must be >= 0")
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+
+def footprints(profile: Profile, sc: dict) -> dict[str, Box]:
+    """Full-frame box each subarray reads: FULL is the frame, others the profile region the scenario names."""
+    ny, nx = profile.frame_shape
+    boxes = {}
+    for name in profile.subarrays:
+        if name == "FULL":
+            boxes[name] = Box(0, ny, 0, nx)
+        else:
+            region = sc["exposures"]["footprint_region"].get(name)
+            if region not in profile.regions:
+                raise ValueError(f"subarray {name!r}: scenario exposures.footprint_region names no region "
+                                 f"of mode profile {profile.name!r} ({profile.source})")
+            boxes[name] = profile.regions[region]
+    return boxes
+
+
+def _reference_mask(profile: Profile) -> np.ndarray:
+    ref = np.zeros(profile.frame_shape, bool)
+    for x0, x1 in profile.reference_columns:
+        ref[:, x0:x1] = True
+    return ref
+
+
+# ----------------------------------------------------------------------------------------------
+# Exposure plan
+# ----------------------------------------------------------------------------------------------
+
+def _loguniform(rng, lo_hi, size=None):
+    lo, hi = (float(v) for v in lo_hi)
+    return np.exp(rng.uniform(math.log(lo), math.log(hi), size))
+
+
+def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile, *, start: str | float = "2022-07-15",
+                   span_days: float = 900.0, subarray_mix: float | None = None,
+                   full_frame: bool = True) -> pd.DataFrame:
+    """One row per exposure, in time order: names, subarray, timing, sky level and source.
+
+    Exposures come in visits of ``exposures.per_visit`` back-to-back exposures sharing program,
+    observation, visit and subarray; visits start at random times over ``span_days``.
+    ``full_frame=False`` makes every exposure SLITLESSPRISM.
+    """
+    ex = sc["exposures"]
+    boxes = footprints(profile, sc)
+    mix = float(ex["subarray_mix"] if subarray_mix is None else subarray_mix)
+    t0 = float(start) if isinstance(start, (int, float)) else Time(str(start), scale="utc").mjd
+
+    # visits
+    lo, hi = (int(v) for v in ex["per_visit"])
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.integers(lo, hi + 1)))
+    if sizes:
+        sizes[-1] -= sum(sizes) - n
+    n_vis = len(sizes)
+    sub_names = [s for s in profile.subarrays if s != "FULL"]
+    slitless = "SLITLESSPRISM" if "SLITLESSPRISM" in profile.subarrays else (sub_names[0] if sub_names else "FULL")
+    if not full_frame:
+        vis_sub = [slitless] * n_vis
+    else:  # fill visits in random order until the wanted number of subarray exposures is reached
+        want = round(mix * n)
+        vis_sub, got = ["FULL"] * n_vis, 0
+        for v in rng.permutation(n_vis):
+            if got + sizes[v] <= want or (got < want and rng.random() < 0.5):
+                vis_sub[v] = slitless
+                got += sizes[v]
+
+    keys = set()
+    prog_lo, prog_hi = (int(v) for v in ex["program_range"])
+    rows = []
+    for v in range(n_vis):
+        while True:
+            key = (int(rng.integers(prog_lo, prog_hi + 1)), int(rng.integers(1, 40)), int(rng.integers(1, 4)))
+            if key not in keys:
+                keys.add(key)
+                break
+        group, seq, act = int(rng.integers(2, 5)), 1, int(rng.integers(1, 6))
+        sub = vis_sub[v]
+        tframe = float(ex["frame_time_s"][sub])
+        max_groups = int(ex["max_groups"][sub])
+        for e in range(sizes[v]):
+            want_t = float(_loguniform(rng, ex["exptime_s"]))
+            nints = max(1, math.ceil(want_t / ((max_groups - 1) * tframe)))
+            ngroups = max(5, round(want_t / nints / tframe) + 1)
+            effint = (ngroups - 1) * tframe
+            rows.append(dict(visit_index=v, program=key[0], observation=key[1], visit=key[2],
+                             visit_group=group, sequence=seq, activity=act, exposure=e + 1,
+                             subarray=sub, tframe=tframe, ngroups=ngroups, nints=nints,
+                             effinttm=effint, effexptm=effint * nints,
+                             duration_s=nints * (ngroups + 1) * tframe))
+    plan = pd.DataFrame(rows)
+    if plan.empty:
+        return plan
+
+    # times: visits at random sorted starts, exposures back to back; visits never overlap
+    vis_len = plan.groupby("visit_index").duration_s.sum() + float(ex["gap_s"]) * plan.groupby("visit_index").size()
+    vstart = np.sort(rng.uniform(t0, t0 + float(span_days), n_vis))
+    order = rng.permutation(n_vis)  # which visit happens at which start
+    starts = np.empty(n_vis)
+    t_free = -np.inf
+    for rank, v in enumerate(order):
+        starts[v] = max(vstart[rank], t_free)
+        t_free = starts[v] + vis_len[v] / 86400.0 + 1.0 / 24
+    expstart = np.empty(len(plan))
+    for v, grp in plan.groupby("visit_index"):
+        t = starts[v]
+        for i in grp.index:
+            expstart[i] = t
+            t += (plan.at[i, "duration_s"] + float(ex["gap_s"])) / 86400.0
+    plan["expstart"] = expstart
+    plan["expend"] = expstart + plan["duration_s"] / 86400.0
+    plan["expmid"] = 0.5 * (plan["expstart"] + plan["expend"])
+    plan = plan.sort_values("expstart", kind="stable").reset_index(drop=True)
+
+    plan["exp_type"] = [ex["exp_type"][s] for s in plan.subarray]
+    plan["file"] = [f"jw{r.program:05d}{r.observation:03d}{r.visit:03d}_{r.visit_group:02d}{r.sequence:1d}"
+                    f"{r.activity:02d}_{r.exposure:05d}_mirimage_rate.fits" for r in plan.itertuples()]
+    for s, col in (("y0", "substrt2"), ("x0", "substrt1")):
+        plan[col] = [getattr(boxes[sub], s) + 1 for sub in plan.subarray]
+    plan["subsize1"] = [boxes[sub].x1 - boxes[sub].x0 for sub in plan.subarray]
+    plan["subsize2"] = [boxes[sub].y1 - boxes[sub].y0 for sub in plan.subarray]
+
+    # per-exposure sky and source; drawn here because a latent needs the previous exposure's source
+    m = len(plan)
+    sky = sc["sky"]
+    plan["sky_factor"] = _loguniform(rng, sky["level_factor"], m)
+    plan["x_gradient"] = rng.normal(0.0, float(sky["x_gradient_sigma"]), m)
+    src = sc["sources"]
+    plan["blank"] = rng.random(m) >= float(src["fraction"])
+    plan["source_x"] = [float(src["x_center"][s]) for s in plan.subarray] + rng.normal(0, float(src["x_jitter_px"]), m)
+    plan["source_peak_dn_s"] = np.where(plan.blank, 0.0, _loguniform(rng, src["peak_dn_s"], m))
+    plan.loc[plan.blank, "source_x"] = np.nan
+    per = src["persistence"]
+    frac = rng.uniform(*(float(v) for v in per["fraction"]), m)
+    latent_from, latent_scale = [""] * m, np.zeros(m)
+    for i in range(1, m):
+        prev = plan.iloc[i - 1]
+        dt_h = (plan.at[i, "expstart"] - prev.expend) * 24.0
+        if not prev.blank and dt_h <= float(per["max_delay_hours"]):
+            latent_from[i] = prev.file
+            latent_scale[i] = frac[i] * math.exp(-dt_h / float(per["tau_hours"]))
+    plan["latent_from"] = latent_from
+    plan["latent_scale"] = latent_scale
+
+    isot = Time(plan.expstart.to_numpy(), format="mjd", scale="utc").isot
+    plan["date_obs"] = [s.split("T")[0] for s in isot]
+    plan["time_obs"] = [s.split("T")[1] for s in isot]
+    return plan.drop(columns=["visit_index"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Truth
+# ----------------------------------------------------------------------------------------------
+
+def _seen(plan: pd.DataFrame, boxes: dict[str, Box], shape, min_count: int = 1) -> np.ndarray:
+    seen = np.zeros(shape, bool)
+    counts = plan.subarray.value_counts()
+    for sub, c in counts.items():
+        if c >= min_count:
+            seen[boxes[sub].slices()] = True
+    return seen
+
+
+def draw_truth(rng: np.random.Generator, plan: pd.DataFrame, sc: dict, profile: Profile) -> pd.DataFrame:
+    """Static defects, the known bad columns and new defects, with ``n_exposures`` that see each.
+
+    Static defects sit on pixels some exposure sees; new ones only where the subarrays used by at
+    least ``placement.min_exposure_fraction`` of the exposures see them. Reference columns, the
+    shorted columns and already-taken pixels are never used again.
+    """
+    boxes = footprints(profile, sc)
+    shape = profile.frame_shape
+    ref = _reference_mask(profile)
+    bad_cols = sc["static"]["shorted_columns"]
+    cols_box = profile.regions.get(bad_cols["region"]) if bad_cols else None
+    known = ref.copy()
+    if cols_box is not None:
+        known[cols_box.slices()] = True
+    frame_pixels = int((~known).sum())
+
+    seen_any = _seen(plan, boxes, shape)
+    static = defects.draw_static(rng, seen_any & ~known, sc["static"], frame_pixels)
+    parts = [static]
+    if cols_box is not None:
+        parts.append(defects.static_columns(seen_any, cols_box, str(bad_cols["flag"])))
+
+    min_count = max(1, math.ceil(float(sc["placement"]["min_exposure_fraction"]) * len(plan)))
+    placeable = _seen(plan, boxes, shape, min_count) & ~known
+    placeable[static.y.to_numpy(), static.x.to_numpy()] = False
+    exp_boxes = [boxes[s] for s in plan.subarray] if len(plan) else []
+    if len(plan):
+        parts.append(defects.draw_new(rng, placeable, plan.expmid.to_numpy(), exp_boxes,
+                                      sc["new"], sc["amplitudes"], sc["telegraph"]))
+    truth = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
+        else defects.empty_truth()
+    truth["n_exposures"] = defects.exposure_counts(truth, plan.expmid.to_numpy() if len(plan) else np.zeros(0), exp_boxes)
+    return truth
+
+
+def _streams(seed: int):
+    plan_ss, truth_ss, tel_ss, exp_ss = np.random.SeedSequence(seed).spawn(4)
+    return (np.random.default_rng(plan_ss), np.random.default_rng(truth_ss), np.random.default_rng(tel_ss), exp_ss)
+
+
+def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict | None = None, mode: str = "lrs",
+                      start: str | float = "2022-07-15", span_days: float = 900.0,
+                      subarray_mix: float | None = None, full_frame: bool = True) -> pd.DataFrame:
+    """The truth table :func:`simulate` would write for these arguments, without writing any file.
+
+    Same rows and values; only ``amplitude_sigma`` (which needs the rendered noise) is missing.
+    """
+    if int(n) < 1:
+        raise ValueError(f"n={n}: a defect population needs at least one exposure")
+    sc = load_scenario(scenario)
+    profile = profiles.load(mode)
+    rng_plan, rng_truth, _, _ = _streams(seed)
+    plan = plan_exposures(rng_plan, n, sc, profile, start=start, span_days=span_days,
+                          subarray_mix=subarray_mix, full_frame=full_frame)
+    return draw_truth(rng_truth, plan, sc, profile)
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------
+
+def _band(sc: dict, box: Box) -> tuple[float, float]:
+    """(red row, blue row) of a region: where the dispersed light is at 14 um and at 5 um."""
+    if sc["sky"]["wavelength_increases_with_y"]:
+        return float(box.y1 - 1), float(box.y0)
+    return float(box.y0), float(box.y1 - 1)
+
+
+def spectral_profile(y: np.ndarray, red: float, blue: float, contrast: float, cutoff_px: float) -> np.ndarray:
+    """Smooth profile along y rising with wavelength: 1 at the red row, 1/contrast at the blue row,
+    falling off over ``cutoff_px`` beyond either end (the region's rows bound the dispersed light)."""
+    length = abs(red - blue)
+    u = (y - blue) / (red - blue)
+    lnc = math.log(contrast)
+    inside = np.exp(lnc * (np.clip(u, 0.0, 1.0) - 1.0))
+    beyond = np.exp(-(np.maximum(-u, 0.0) + np.maximum(u - 1.0, 0.0)) * length / cutoff_px)
+    return inside * beyond
+
+
+def _tophat(x: np.ndarray, x0: int, x1: int, edge: float, width: int) -> np.ndarray:
+    """1 inside columns [x0, x1), soft edges of scale ``edge`` where the box ends inside the frame."""
+    out = np.ones_like(x, dtype=float)
+    for xb, sign, at_frame_edge in ((x0 - 0.5, 1.0, x0 <= 0), (x1 - 0.5, -1.0, x1 >= width)):
+        if at_frame_edge:
+            continue
+        if edge > 0:
+            out *= 1.0 / (1.0 + np.exp(-sign * (x - xb) / edge))
+        else:
+            out *= (sign * (x - xb)) > 0
+    return out
+
+
+def illumination(box: Box, profile: Profile, sc: dict) -> np.ndarray:
+    """Noiseless dispersed sky (DN/s) over ``box`` at sky factor 1, without floor or gradient.
+
+    Zero on the reference columns (they see no light).
+    """
+    sky = sc["sky"]
+    ny_f, nx_f = profile.frame_shape
+    y = np.arange(box.y0, box.y1, dtype=float)[:, None]
+    x = np.arange(box.x0, box.x1, dtype=float)[None, :]
+    cut = float(sky["cutoff_px"])
+    red, blue = _band(sc, Box(0, ny_f, 0, nx_f))
+    frame = spectral_profile(np.clip(y, min(red, blue), max(red, blue)), red, blue, float(sky["frame"]["contrast"]), cut)
+    img = float(sky["frame"]["level_dn_s"]) * frame * np.ones_like(x)
+    for comp in ("slit", "slitless"):
+        c = sky[comp]
+        rows = profile.regions[c["region"]]
+        cols = profile.regions[c.get("columns_region", c["region"])]
+        red, blue = _band(sc, rows)
+        img = img + float(c["level_dn_s"]) * spectral_profile(y, red, blue, float(c["contrast"]), cut) \
+            * _tophat(x, cols.x0, cols.x1, float(c["edge_px"]), nx_f)
+    ref = _reference_mask(profile)[box.slices()]
+    img[ref] = 0.0
+    return img
+
+
+def trace_image(box: Box, source_subarray: str, x_center: float, peak: float, profile: Profile, sc: dict) -> np.ndarray:
+    """Noiseless point-source spectrum (DN/s) over ``box``: a Gaussian across x along the source's rows."""
+    src = sc["sources"]
+    rows = profile.regions[src["region"][source_subarray]]
+    red, blue = _band(sc, rows)
+    y = np.arange(box.y0, box.y1, dtype=float)[:, None]
+    x = np.arange(box.x0, box.x1, dtype=float)[None, :]
+    u = (y - blue) / (red - blue)
+    length = abs(red - blue)
+    cut = float(sc["sky"]["cutoff_px"])
+    along = np.where(u < 0, np.exp(u * length / cut),
+                     np.where(u > 1, np.exp(-(u - 1) * length / 2.0), float(src["red_to_blue"]) ** u))
+    across = np.exp(-0.5 * ((x - x_center) / float(src["sigma_px"])) ** 2)
+    return peak * along * across
+
+
+def _emi(rng, box: Box, cfg: dict) -> tuple[np.ndarray | float, float]:
+    if rng.random() >= float(cfg["probability"]):
+        return 0.0, 0.0
+    amp = float(rng.uniform(*cfg["amplitude_dn_s"]))
+    freq = float(rng.uniform(*cfg["frequency_hz"]))
+    nx = box.x1 - box.x0
+    y = np.arange(box.y1 - box.y0)[:, None]
+    x = np.arange(nx)[None, :]
+    t = (y * (nx // 4 + 1) + x // 4) * 10e-6  # 10 us per pixel read, 4 outputs read in parallel
+    return amp * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi)), amp
+
+
+def _cosmic_rays(rng, box: Box, effexptm: float, cfg: dict, rate_key: str, flagged: bool):
+    """Pixel coordinates (local) and residual rates of one family of cosmic-ray events."""
+    ny, nx = box.y1 - box.y0, box.x1 - box.x0
+    n = int(rng.poisson(float(cfg[rate_key]) * ny * nx / 1e6 * effexptm / 1000.0))
+    if n == 0:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0), 0
+    length = np.where(rng.random(n) < float(cfg["track_fraction"]),
+                      rng.integers(int(cfg["track_length_px"][0]), int(cfg["track_length_px"][1]) + 1, n), 1)
+    y0, x0 = rng.uniform(0, ny, n), rng.uniform(0, nx, n)
+    theta = rng.uniform(0, np.pi, n)
+    deposit = _loguniform(rng, cfg["deposit_dn"], n) / effexptm
+    if flagged:
+        deposit = deposit * float(cfg["flagged_residual"])
+    ev = np.repeat(np.arange(n), length)
+    step = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
+    yy = np.floor(y0[ev] + step * np.sin(theta[ev])).astype(int)
+    xx = np.floor(x0[ev] + step * np.cos(theta[ev])).astype(int)
+    amp = deposit[ev] * rng.uniform(0.5, 1.0, ev.size)
+    ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    return yy[ok], xx[ok], amp[ok], n
+
+
+def _showers(rng, box: Box, effexptm: float, cfg: dict, img: np.ndarray) -> int:
+    ny, nx = img.shape
+    n = int(rng.poisson(float(cfg["per_megapixel_per_ks"]) * ny * nx / 1e6 * effexptm / 1000.0))
+    for _ in range(n):
+        cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
+        s = float(rng.uniform(*cfg["sigma_px"]))
+        peak = float(_loguniform(rng, cfg["peak_deposit_dn"])) / effexptm
+        r = int(math.ceil(4 * s))
+        ys, xs = slice(max(0, int(cy) - r), min(ny, int(cy) + r + 1)), slice(max(0, int(cx) - r), min(nx, int(cx) + r + 1))
+        yy = np.arange(ys.start, ys.stop)[:, None] + 0.5
+        xx = np.arange(xs.start, xs.stop)[None, :] + 0.5
+        img[ys, xs] += peak * np.exp(-0.5 * ((yy - cy) ** 2 + (xx - cx) ** 2) / s**2)
+    return n
+
+
+@dataclass
+class _Context:
+    """What every exposure's rendering shares: scenario, geometry, truth arrays, caches."""
+
+    sc: dict
+    profile: Profile
+    plan: pd.DataFrame
+    boxes: dict[str, Box]
+    static_dq: np.ndarray          # full-frame DQ of static defects, shorted and reference columns
+    y: np.ndarray                  # new-defect truth columns as arrays
+    x: np.ndarray
+    kind: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    amp: np.ndarray
+    high: np.ndarray               # (n new rows, n exposures) telegraph state
+    sigma: np.ndarray              # (n new rows, n exposures) amplitude / ERR, NaN where not seen
+    illum: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def illumination(self, sub: str) -> np.ndarray:
+        if sub not in self.illum:
+            self.illum[sub] = illumination(self.boxes[sub], self.profile, self.sc)
+        return self.illum[sub]
+
+
+def _static_dq(truth: pd.DataFrame, profile: Profile) -> np.ndarray:
+    dq = np.zeros(profile.frame_shape, np.uint32)
+    ref = _reference_mask(profile)
+    dq[ref] |= np.uint32(flags.REFERENCE_PIXEL | flags.NON_SCIENCE)
+    st = truth[truth.static]
+    for cls, grp in st.groupby("flag"):
+        dq[grp.y.to_numpy(), grp.x.to_numpy()] |= np.uint32(flags.value(cls) | flags.DO_NOT_USE)
+    return dq
+
+
+def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """SCI, ERR, DQ, VAR_POISSON, VAR_RNOISE (float32/uint32, subarray-sized) of exposure ``i``.
+
+    Noiseless photon signal = floor + sky (level, x-gradient) + source trace + latent, scaled by
+    multiplicative defects, plus additive defect currents. SCI draws Poisson electrons from it over
+    EFFEXPTM and adds read noise; ERR is the 1-sigma of that noise from the noiseless signal
+    (ERR^2 = VAR_POISSON + VAR_RNOISE). Row offsets and EMI are added without changing ERR; so are
+    cosmic-ray residuals and showers, which are not in ERR as they are not in a pipeline's.
+    """
+    exp = ctx.plan.iloc[i]
+    sc, profile = ctx.sc, ctx.profile
+    box = ctx.boxes[exp.subarray]
+    ny, nx = box.y1 - box.y0, box.x1 - box.x0
+    xs = (np.arange(box.x0, box.x1) - profile.frame_shape[1] / 2) / (profile.frame_shape[1] / 2)
+
+    photon = ctx.illumination(exp.subarray) * (exp.sky_factor * (1.0 + exp.x_gradient * xs))[None, :]
+    photon += float(sc["sky"]["floor_dn_s"])
+    if not exp.blank:
+        photon += trace_image(box, exp.subarray, exp.source_x, exp.source_peak_dn_s, profile, sc)
+    if exp.latent_from:
+        prev = ctx.plan.iloc[i - 1]
+        photon += exp.latent_scale * trace_image(box, prev.subarray, prev.source_x, prev.source_peak_dn_s, profile, sc)
+    sky_median = float(np.median(photon[::8, ::8]))
+
+    rows = defects.rows_in(box, exp.expmid, ctx.y, ctx.x, ctx.start, ctx.end)
+    ly, lx = ctx.y[rows] - box.y0, ctx.x[rows] - box.x0
+    clean = photon[ly, lx].copy()
+    defects.apply_defects(photon, ly, lx, ctx.kind[rows], ctx.amp[rows], ctx.high[rows, i])
+
+    det = sc["detector"]
+    gt = float(det["gain_e_per_dn"]) * exp.effexptm
+    var_p = photon / gt
+    n_g = int(exp.ngroups)
+    var_r = 12.0 * float(det["read_noise_dn"]) ** 2 / (exp.tframe**2 * (n_g**3 - n_g)) / exp.nints
+    sci = rng.poisson(photon * gt) / gt
+    sci += rng.standard_normal((ny, nx)) * math.sqrt(var_r)
+    err = np.sqrt(var_p + var_r)
+
+    # signal-to-noise of each defect in this exposure (for the truth's amplitude_sigma)
+    k = ctx.kind[rows]
+    excess = np.where(np.isin(k, defects.MULTIPLICATIVE), ctx.amp[rows] * clean, ctx.amp[rows])
+    ctx.sigma[rows, i] = excess / err[ly, lx]
+
+    # electronic patterns: odd/even row offsets and EMI
+    d = float(rng.normal(0.0, float(sc["row_offsets"]["sigma_dn_s"])))
+    parity = np.where(np.arange(box.y0, box.y1) % 2 == 1, d, -d)
+    sci += parity[:, None]
+    emi, emi_amp = _emi(rng, box, sc["emi"])
+    sci += emi
+
+    # cosmic-ray residuals and showers
+    dq = ctx.static_dq[box.slices()].copy()
+    cr = sc["cosmic_rays"]
+    yy, xx, a, n_flag = _cosmic_rays(rng, box, exp.effexptm, cr, "flagged_per_megapixel_per_ks", True)
+    np.add.at(sci, (yy, xx), a)
+    dq[yy, xx] |= np.uint32(flags.JUMP_DET)
+    yy, xx, a, n_unflag = _cosmic_rays(rng, box, exp.effexptm, cr, "unflagged_per_megapixel_per_ks", False)
+    np.add.at(sci, (yy, xx), a)
+    n_showers = _showers(rng, box, exp.effexptm, sc["showers"], sci)
+
+    var_p = var_p.astype(np.float32)
+    var_r_img = np.full((ny, nx), var_r, np.float32)
+    sci, err = sci.astype(np.float32), err.astype(np.float32)
+    dnu = (dq & np.uint32(flags.DO_NOT_USE)) != 0
+    for arr in (sci, err, var_p, var_r_img):
+        arr[dnu] = np.nan
+    arrays = dict(data=sci, err=err, dq=dq, var_poisson=var_p, var_rnoise=var_r_img)
+    info = dict(sky_median_dn_s=sky_median, row_offset_dn_s=d, emi=bool(emi_amp > 0), emi_amplitude_dn_s=emi_amp,
+                n_cr_flagged=n_flag, n_cr_unflagged=n_unflag, n_showers=n_showers,
+                median_err_dn_s=float(np.nanmedian(err[::4, ::4])))
+    return arrays, info
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+class _RateModel(ImageModel):
+    """An ImageModel whose DATE is fixed (so a seed gives byte-identical files) and that saves as ImageModel."""
+
+    _fixed_date: str | None = None
+
+    @property
+    def _model_type(self):
+        return "ImageModel"
+
+    def on_save(self, path=None):
+        super().on_save(path)
+        if self._fixed_date:
+            self.meta.date = self._fixed_date
+
+
+def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: dict) -> Path:
+    """Write one exposure as a level-2 ``_rate.fits`` ImageModel with the primary keywords of a real one."""
+    # assignments are not validated one by one (slow); save() validates the whole model once
+    m = _RateModel(validate_on_assignment=False)
+    for name, arr in arrays.items():
+        setattr(m, name, arr)
+    ex = sc["exposures"]
+    meta = m.meta
+    meta.telescope = "JWST"
+    meta.instrument.name = "MIRI"
+    meta.instrument.detector = "MIRIMAGE"
+    meta.instrument.filter = str(ex["filter"])
+    meta.exposure.type = exp.exp_type
+    meta.exposure.readpatt = str(ex["readpatt"])
+    meta.exposure.nints = int(exp.nints)
+    meta.exposure.ngroups = int(exp.ngroups)
+    meta.exposure.nframes = 1
+    meta.exposure.groupgap = 0
+    meta.exposure.frame_time = float(exp.tframe)
+    meta.exposure.group_time = float(exp.tframe)
+    meta.exposure.integration_time = float(exp.effinttm)
+    meta.exposure.exposure_time = float(exp.effexptm)
+    meta.exposure.effective_exposure_time = float(exp.effexptm)
+    meta.exposure.duration = float(exp.duration_s)
+    meta.exposure.start_time = float(exp.expstart)
+    meta.exposure.mid_time = float(exp.expmid)
+    meta.exposure.end_time = float(exp.expend)
+    meta.exposure.start_time_mjd = float(exp.expstart)
+    meta.exposure.mid_time_mjd = float(exp.expmid)
+    meta.exposure.end_time_mjd = float(exp.expend)
+    meta.observation.date = exp.date_obs
+    meta.observation.time = exp.time_obs
+    meta.observation.program_number = f"{exp.program:05d}"
+    meta.observation.observation_number = f"{exp.observation:03d}"
+    meta.observation.visit_number = f"{exp.visit:03d}"
+    meta.observation.visit_group = f"{exp.visit_group:02d}"
+    meta.observation.sequence_id = f"{exp.sequence:d}"
+    meta.observation.activity_id = f"{exp.activity:02d}"
+    meta.observation.exposure_number = f"{exp.exposure:d}"
+    meta.observation.visit_id = f"{exp.program:05d}{exp.observation:03d}{exp.visit:03d}"
+    meta.subarray.name = exp.subarray
+    meta.subarray.xstart = int(exp.substrt1)
+    meta.subarray.ystart = int(exp.substrt2)
+    meta.subarray.xsize = int(exp.subsize1)
+    meta.subarray.ysize = int(exp.subsize2)
+    meta.subarray.fastaxis = 1
+    meta.subarray.slowaxis = 2
+    meta.wcsinfo.dispersion_direction = 2
+    meta.bunit_data = "DN/s"
+    meta.bunit_err = "DN/s"
+    # a product is made after its exposure: a fixed, plausible creation date keeps files reproducible
+    m._fixed_date = Time(float(exp.expend) + 1.0, format="mjd", scale="utc").isot
+    m.save(str(path))
+    m.close()
+    return Path(path)
+
+
+@dataclass
+class SimulationResult:
+    """What :func:`simulate` wrote: the rate files (time order), the truth table and where it is."""
+
+    out: Path
+    files: list[Path]
+    truth_path: Path
+    truth: pd.DataFrame
+    exposures_path: Path
+    exposures: pd.DataFrame
+
+
+_EXPOSURE_COLUMNS = ["file", "expstart", "expmid", "expend", "exptime", "effinttm", "nints", "ngroups", "subarray",
+                     "exp_type", "substrt1", "substrt2", "subsize1", "subsize2", "blank", "sky_factor",
+                     "sky_median_dn_s", "median_err_dn_s", "x_gradient", "source_x", "source_peak_dn_s",
+                     "latent_from", "latent_scale", "row_offset_dn_s", "emi", "emi_amplitude_dn_s",
+                     "n_cr_flagged", "n_cr_unflagged", "n_showers", "program", "observation", "visit", "exposure"]
+
+
+def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path | dict | None = None,
+             mode: str = "lrs", start: str | float = "2022-07-15", span_days: float = 900.0,
+             subarray_mix: float | None = None, full_frame: bool = True, progress: bool = False,
+             overwrite: bool = False) -> SimulationResult:
+    """Write ``n`` simulated MIRI LRS rate files to ``out`` and the truth to ``out/truth/``.
+
+    Parameters
+    ----------
+    out : path
+        Folder for the ``*_rate.fits`` files; the truth goes to ``out/truth/`` (outside the glob).
+    n : int
+        Number of exposures.
+    seed : int
+        Seed of every random draw: the same seed gives identical files.
+    scenario : YAML path, shipped name or dict, optional
+        Merged over ``configs/scenario-default.yaml`` (rates, amplitudes, mixes; documented there).
+    mode : str
+        Mode profile (detector geometry, subarrays, regions). Only ``lrs`` has a simulator layout.
+    start : ISO date or MJD
+        Earliest visit start; visits are spread over ``span_days`` days.
+    subarray_mix : float, optional
+        Fraction of SLITLESSPRISM exposures (default from the scenario).
+    full_frame : bool
+        False makes every exposure SLITLESSPRISM (72 x 416): small data for tests and demos;
+        defects then all sit inside the SLITLESSPRISM footprint.
+    progress : bool
+        Print a counter.
+    overwrite : bool
+        Remove ``*_rate.fits`` already in ``out`` first (otherwise such files are an error, since they
+        would mix with this run's and contradict its truth).
+
+    Returns
+    -------
+    SimulationResult
+
+    Examples
+    --------
+    >>> res = simulate("sim", n=30, full_frame=False)      # doctest: +SKIP
+    >>> len(res.files), res.truth_path.name                  # doctest: +SKIP
+    (30, 'truth.csv')
+    """
+    if int(n) < 1:
+        raise ValueError(f"n={n}: simulate needs at least one exposure")
+    out = Path(out)
+    old = sorted(out.glob(RATE_GLOB)) if out.exists() else []
+    if old and not overwrite:
+        raise FileExistsError(f"{out} already holds {len(old)} {RATE_GLOB} files (e.g. {old[0].name}); "
+                              "choose an empty folder or pass overwrite=True")
+    sc = load_scenario(scenario)
+    profile = profiles.load(mode)
+    if profile.name != "lrs":
+        raise ValueError(f"mode {profile.name!r}: the simulator only knows the LRS layout (slit, slitless); "
+                         "use mode='lrs'")
+    rng_plan, rng_truth, rng_tel, exp_ss = _streams(seed)
+    plan = plan_exposures(rng_plan, n, sc, profile, start=start, span_days=span_days,
+                          subarray_mix=subarray_mix, full_frame=full_frame)
+    truth = draw_truth(rng_truth, plan, sc, profile)
+
+    new = truth[~truth.static]
+    high = defects.telegraph_states(rng_tel, new.switch_prob.fillna(0.0).to_numpy(), len(plan))
+    high &= (new.flag == "TELEGRAPH").to_numpy()[:, None]
+    ctx = _Context(sc=sc, profile=profile, plan=plan, boxes=footprints(profile, sc),
+                   static_dq=_static_dq(truth, profile),
+                   y=new.y.to_numpy(), x=new.x.to_numpy(), kind=new.flag.to_numpy().astype(str),
+                   start=new.start_mjd.to_numpy(float), end=new.end_mjd.to_numpy(float),
+                   amp=new.amplitude.to_numpy(float), high=high,
+                   sigma=np.full((len(new), len(plan)), np.nan, np.float32))
+
+    out.mkdir(parents=True, exist_ok=True)
+    for p in old:
+        p.unlink()
+    files, infos = [], []
+    exp_seeds = exp_ss.spawn(len(plan))
+    for i in range(len(plan)):
+        arrays, info = render_exposure(i, ctx, np.random.default_rng(exp_seeds[i]))
+        files.append(write_rate(out / plan.file.iat[i], plan.iloc[i], arrays, sc))
+        infos.append(info)
+        if progress:
+            print(f"simulate: {i + 1}/{len(plan)} {plan.file.iat[i]}", flush=True)
+
+    sig = np.full(len(new), np.nan)
+    seen = np.isfinite(ctx.sigma).any(axis=1) if len(plan) else np.zeros(len(new), bool)
+    if seen.any():
+        sig[seen] = np.nanmedian(ctx.sigma[seen], axis=1)
+    truth["amplitude_sigma"] = np.nan
+    truth.loc[~truth.static, "amplitude_sigma"] = np.abs(sig)
+
+    exposures = pd.concat([plan.reset_index(drop=True), pd.DataFrame(infos)], axis=1).rename(columns={"effexptm": "exptime"})
+    exposures = exposures[[c for c in _EXPOSURE_COLUMNS if c in exposures]] if len(exposures) else exposures
+    truth_dir = out / TRUTH_DIR
+    truth_dir.mkdir(exist_ok=True)
+    truth_path = truth_dir / "truth.csv"
+    truth.to_csv(truth_path, index=False)
+    truth.to_parquet(truth_dir / "truth.parquet", index=False)
+    exposures_path = truth_dir / "exposures.csv"
+    exposures.to_csv(exposures_path, index=False)
+    used = {k: v for k, v in sc.items() if k != "source"}
+    used["run"] = dict(n=n, seed=seed, mode=mode, start=str(start), span_days=float(span_days),
+                       subarray_mix=subarray_mix, full_frame=full_frame, scenario_source=sc["source"])
+    with open(truth_dir / "scenario.yaml", "w") as f:
+        yaml.safe_dump(used, f, sort_keys=False)
+    return SimulationResult(out=out, files=files, truth_path=truth_path, truth=truth,
+                            exposures_path=exposures_path, exposures=exposures)
