@@ -35,7 +35,7 @@ def cmd_simulate(a):
 
     res = simulate(a.out, n=a.n, seed=a.seed, scenario=a.scenario, mode=a.mode or "lrs",
                    start=a.start, span_days=a.span_days, subarray_mix=a.subarray_mix,
-                   full_frame=not a.subarray_only, progress=True)
+                   full_frame=not a.subarray_only, progress=True, overwrite=a.overwrite)
     print(f"wrote {len(res.files)} exposures to {res.out}; truth table {res.truth_path} "
           f"({len(res.truth)} defect intervals)")
     return 0
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--span-days", type=float, default=900.0, help="time span of the set in days")
     p.add_argument("--subarray-mix", type=float, default=None, help="fraction of SLITLESSPRISM exposures (0-1)")
     p.add_argument("--subarray-only", action="store_true", help="only SLITLESSPRISM exposures (small and fast)")
+    p.add_argument("--overwrite", action="store_true", help="replace rate files already in OUT")
     _add_mode(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -215,6 +216,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not a.verbose:  # distributed logs every worker start and stop at INFO
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     from .cube import StoreError
 
     try:

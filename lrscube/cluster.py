@@ -9,6 +9,7 @@ else starts a LocalCluster sized to the machine. The dask settings that matter l
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -72,17 +73,26 @@ def get_client(address: str | None = None, quiet: bool = False, **local_kwargs):
     if existing is not None:
         yield existing
         return
-    if address:
-        client = Client(address)
-        cluster = None
-    else:
-        cluster = start_local_cluster(**local_kwargs)
-        client = Client(cluster)
-    if not quiet:
-        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    dlog = logging.getLogger("distributed")
+    old_level = dlog.level
+    if dlog.getEffectiveLevel() < logging.WARNING:
+        # Worker start/stop chatter at INFO is noise here. Set before the LocalCluster starts:
+        # it restores the level it found when it closes.
+        dlog.setLevel(logging.WARNING)
+    cluster = None
     try:
-        yield client
+        if address:
+            client = Client(address)
+        else:
+            cluster = start_local_cluster(**local_kwargs)
+            client = Client(cluster)
+        if not quiet:
+            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        try:
+            yield client
+        finally:
+            client.close()
     finally:
-        client.close()
         if cluster is not None:
             cluster.close()
+        dlog.setLevel(old_level)
