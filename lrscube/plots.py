@@ -1,0 +1,436 @@
+"""The report's figures: one function per figure, each a pure function of plain tables/arrays.
+
+Every function takes pandas/numpy data (never a store), returns a ``matplotlib.figure.Figure``
+built without pyplot (no global state, no display needed: ``fig.savefig`` renders with Agg),
+and draws something sensible, with a note on the axes, when its input is empty. Preparing the
+inputs from a store (which pixels, which counts) is :mod:`lrscube.report`'s job.
+
+Conventions: detector maps show the full frame with y (row) increasing upward, as astronomers
+display it, 0-based full-frame pixel indices on the axes; times are UTC dates on the x axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # noqa: E402  (a no-op when a backend is already chosen)
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from . import flags
+
+#: MJD 0 as pandas Timestamp: ``MJD0 + pd.to_timedelta(mjd, "D")`` is the UTC time
+MJD0 = pd.Timestamp("1858-11-17")
+#: a fixed colour per defect class, so every figure of a report agrees
+CLASS_COLORS = {"HOT": "tab:red", "WARM": "tab:orange", "DEAD": "black", "LOW_QE": "tab:blue",
+                "TELEGRAPH": "tab:purple", "OTHER_BAD_PIXEL": "tab:green"}
+_EXTRA_COLORS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy", "teal"]
+#: above this many pixels a detector map is drawn as an image rather than as markers
+MAX_MARKERS = 20000
+#: marker area (points^2) of one pixel on a detector map
+MARKER_SIZE = 16
+
+
+def mjd_to_datetime(mjd) -> pd.DatetimeIndex | pd.Timestamp:
+    """MJD (UTC) float(s) -> pandas datetime(s); NaN -> NaT."""
+    if np.ndim(mjd) == 0:
+        return pd.NaT if not np.isfinite(mjd) else MJD0 + pd.to_timedelta(float(mjd), "D")
+    return MJD0 + pd.to_timedelta(np.asarray(mjd, dtype="float64"), "D")
+
+
+def class_order(names) -> list[str]:
+    """Defect classes in lrscube's order (HOT, WARM, DEAD, ...), then any other bit names by value."""
+    names = {str(n) for n in names}
+    known = [c for c in flags.DEFECT_CLASSES if c in names]
+    rest = sorted(names - set(known), key=lambda n: (flags.PIXEL.get(n, 2**40), n))
+    return known + rest
+
+
+def class_colors(names) -> dict[str, str]:
+    """A colour per class name: fixed for the defect classes, a stable extra palette for others."""
+    out, k = {}, 0
+    for n in class_order(names):
+        if n in CLASS_COLORS:
+            out[n] = CLASS_COLORS[n]
+        else:
+            out[n] = _EXTRA_COLORS[k % len(_EXTRA_COLORS)]
+            k += 1
+    return out
+
+
+def _empty(fig: Figure, ax, text: str) -> Figure:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="0.3")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def _date_axis(ax) -> None:
+    loc = mdates.AutoDateLocator(minticks=3, maxticks=9)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
+# --------------------------------------------------------------------------- defects over time
+
+
+def class_counts_figure(counts: pd.DataFrame, title: str = "Defective pixels by class") -> Figure:
+    """Number of defective pixels of each class against time.
+
+    Parameters
+    ----------
+    counts : DataFrame
+        Index: times (datetime64, e.g. exposure mid-times); one column per class (DQ bit name);
+        values: number of pixels of that class bad at that time.
+
+    Example
+    -------
+    >>> t = pd.to_datetime(["2023-01-01", "2023-02-01"])
+    >>> fig = class_counts_figure(pd.DataFrame({"HOT": [3, 5]}, index=t))
+    """
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    if counts is None or counts.empty or counts.shape[1] == 0:
+        return _empty(fig, ax, "no defect intervals")
+    colors = class_colors(counts.columns)
+    t = pd.to_datetime(counts.index)
+    for c in class_order(counts.columns):
+        ax.step(t, counts[c].to_numpy(), where="post", color=colors[c], lw=1.6,
+                label=f"{c} (now {int(counts[c].iloc[-1])}, max {int(counts[c].max())})")
+    total = counts.sum(axis=1).to_numpy()
+    if counts.shape[1] > 1:
+        ax.step(t, total, where="post", color="0.5", lw=1, ls="--", label=f"all (now {int(total[-1])})")
+    ax.set_ylabel("pixels flagged")
+    top = float(np.nanmax(total)) if len(total) else 1.0
+    nz = counts.max()[counts.max() > 0]
+    if len(nz) > 1 and nz.max() / nz.min() > 50:  # a few new defects next to many static ones
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(0, top * 2)
+    else:
+        ax.set_ylim(0, top * 1.08 + 0.5)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _date_axis(ax)
+    return fig
+
+
+# --------------------------------------------------------------------------- detector maps
+
+
+def _frame_axes(fig: Figure, frame_shape: tuple[int, int]):
+    ax = fig.add_subplot()
+    ny, nx = frame_shape
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)  # y upward: row 0 at the bottom
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (column, 0-based full frame)")
+    ax.set_ylabel("y (row, 0-based full frame)")
+    ax.add_patch(Rectangle((-0.5, -0.5), nx, ny, fill=False, lw=0.8, ec="0.6"))
+    return ax
+
+
+def _outlines(ax, outlines: Mapping[str, Sequence[int]] | None) -> list:
+    """Draw boxes ``name -> (y0, y1, x0, x1)`` (0-based, half-open); returns legend handles."""
+    handles = []
+    styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    for i, (name, (y0, y1, x0, x1)) in enumerate((outlines or {}).items()):
+        ls = styles[i % len(styles)]
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.1, ec="0.25", ls=ls))
+        ax.text(x0, y1 + 4, name, fontsize=7, color="0.25", va="bottom", ha="left", clip_on=True)
+        handles.append(Line2D([], [], color="0.25", ls=ls, lw=1.1, label=name))
+    return handles
+
+
+def _raster(frame_shape, y, x, v, fill=np.nan) -> np.ndarray:
+    img = np.full(frame_shape, fill, dtype="float64")
+    img[np.asarray(y, int), np.asarray(x, int)] = v
+    return img
+
+
+def onset_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024, 1032),
+                     outlines: Mapping[str, Sequence[int]] | None = None,
+                     title: str = "Defective pixels by onset date") -> Figure:
+    """Full-frame map of defective pixels coloured by the date they went bad.
+
+    Parameters
+    ----------
+    pixels : DataFrame
+        One row per pixel: ``y, x, onset_mjd`` (NaN: bad since before the first exposure) and
+        optionally ``recovered`` (bool: the pixel is good again at the last exposure; drawn open).
+    frame_shape : (ny, nx)
+    outlines : mapping name -> (y0, y1, x0, x1)
+        Boxes to outline (subarray footprints, slit), 0-based half-open.
+    """
+    fig = Figure(figsize=(9.6, 8.0), layout="constrained")
+    ax = _frame_axes(fig, frame_shape)
+    handles = _outlines(ax, outlines)
+    ax.set_title(title)
+    if pixels is None or len(pixels) == 0:
+        ax.text(0.5, 0.5, "no defective pixels", ha="center", va="center", transform=ax.transAxes, color="0.3")
+        return fig
+    onset = pixels["onset_mjd"].to_numpy(float)
+    rec = pixels["recovered"].to_numpy(bool) if "recovered" in pixels else np.zeros(len(pixels), bool)
+    y, x = pixels["y"].to_numpy(int), pixels["x"].to_numpy(int)
+    known = np.isfinite(onset)
+    lo, hi = (np.nanmin(onset), np.nanmax(onset)) if known.any() else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 1, hi + 1
+    norm = Normalize(lo, hi)
+    cmap = matplotlib.colormaps["viridis"]
+    if len(pixels) > MAX_MARKERS:
+        img = _raster(frame_shape, y[known], x[known], onset[known])
+        base = _raster(frame_shape, y[~known], x[~known], 1.0)
+        ax.imshow(base, origin="lower", cmap="Greys", vmin=0, vmax=1.5, interpolation="nearest")
+        ax.imshow(img, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    else:
+        size = MARKER_SIZE
+        sel = ~known
+        ax.scatter(x[sel & ~rec], y[sel & ~rec], s=size, c="0.55", lw=0, label="bad since before the first exposure")
+        ax.scatter(x[sel & rec], y[sel & rec], s=size, facecolors="none", edgecolors="0.55", lw=0.7)
+        sel = known & ~rec
+        ax.scatter(x[sel], y[sel], s=size, c=onset[sel], cmap=cmap, norm=norm, lw=0)
+        sel = known & rec
+        ax.scatter(x[sel], y[sel], s=size, facecolors="none", edgecolors=cmap(norm(onset[sel])), lw=0.7)
+        handles = [Line2D([], [], marker="o", ls="", color="0.55", label="bad since before the first exposure"),
+                   Line2D([], [], marker="o", ls="", mfc="none", mec="0.3", label="recovered since (open)"),
+                   *handles]
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    cb = fig.colorbar(sm, ax=ax, shrink=0.75, pad=0.01)
+    ticks = np.linspace(lo, hi, 6)
+    cb.set_ticks(ticks)
+    cb.set_ticklabels([mjd_to_datetime(t).strftime("%Y-%m-%d") for t in ticks])
+    cb.set_label("onset (UTC date)")
+    ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.85)
+    return fig
+
+
+def class_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024, 1032),
+                     outlines: Mapping[str, Sequence[int]] | None = None,
+                     title: str = "Defective pixels by class") -> Figure:
+    """Full-frame map of defective pixels coloured by class.
+
+    ``pixels``: one row per pixel, ``y, x, flag`` and optionally ``recovered`` (drawn open).
+    """
+    fig = Figure(figsize=(8.6, 8.0), layout="constrained")
+    ax = _frame_axes(fig, frame_shape)
+    handles = _outlines(ax, outlines)
+    ax.set_title(title)
+    if pixels is None or len(pixels) == 0:
+        ax.text(0.5, 0.5, "no defective pixels", ha="center", va="center", transform=ax.transAxes, color="0.3")
+        return fig
+    fl = pixels["flag"].astype(str).to_numpy()
+    rec = pixels["recovered"].to_numpy(bool) if "recovered" in pixels else np.zeros(len(pixels), bool)
+    colors = class_colors(np.unique(fl))
+    y, x = pixels["y"].to_numpy(int), pixels["x"].to_numpy(int)
+    cls_handles = []
+    for c in class_order(colors):
+        sel = fl == c
+        n = int(sel.sum())
+        if len(pixels) > MAX_MARKERS:
+            img = _raster(frame_shape, y[sel], x[sel], 1.0)
+            cm = matplotlib.colors.ListedColormap([colors[c]])
+            ax.imshow(np.ma.masked_invalid(img), origin="lower", cmap=cm, interpolation="nearest")
+        else:
+            ax.scatter(x[sel & ~rec], y[sel & ~rec], s=MARKER_SIZE, c=colors[c], lw=0)
+            ax.scatter(x[sel & rec], y[sel & rec], s=MARKER_SIZE, facecolors="none", edgecolors=colors[c], lw=0.7)
+        cls_handles.append(Patch(color=colors[c], label=f"{c} ({n})"))
+    if len(pixels) <= MAX_MARKERS and rec.any():
+        cls_handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="0.3", label="recovered since (open)"))
+    ax.legend(handles=cls_handles + handles, fontsize=7, loc="upper right", framealpha=0.85)
+    return fig
+
+
+# --------------------------------------------------------------------------- amplitudes
+
+
+def amplitude_histograms_figure(intervals: pd.DataFrame, unit: str = "DN/s",
+                                title: str = "Amplitude of detected defects") -> Figure:
+    """One histogram of ``amplitude`` per class (``flag``).
+
+    A panel uses logarithmic bins when its amplitudes are all positive and span more than two
+    decades; classes without finite amplitudes are named in a note.
+    """
+    have = intervals is not None and len(intervals) and "amplitude" in intervals
+    if have:
+        d = intervals[["flag", "amplitude"]].copy()
+        d["flag"] = d["flag"].astype(str)
+        d = d[np.isfinite(d["amplitude"].to_numpy(float))]
+    classes = class_order(d["flag"].unique()) if have else []
+    n = max(1, len(classes))
+    ncols = min(3, n)
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(4.0 * ncols + 0.5, 3.0 * nrows + 0.6), layout="constrained")
+    fig.suptitle(title)
+    if not classes:
+        return _empty(fig, fig.add_subplot(), "no defect amplitudes")
+    colors = class_colors(classes)
+    for i, c in enumerate(classes):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        a = d.loc[d["flag"] == c, "amplitude"].to_numpy(float)
+        pos = a[a > 0]
+        if len(pos) == len(a) and len(a) > 1 and pos.max() / pos.min() > 100:
+            bins = np.geomspace(pos.min(), pos.max(), 30)
+            ax.set_xscale("log")
+        else:
+            bins = 30 if len(a) > 1 else 5
+        ax.hist(a, bins=bins, color=colors[c], alpha=0.85)
+        ax.set_title(f"{c}: {len(a)} intervals, median {np.median(a):.3g}", fontsize=9)
+        ax.set_xlabel(f"amplitude ({unit})" if unit else "amplitude")
+        ax.set_ylabel("intervals")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+# --------------------------------------------------------------------------- pixel histories
+
+
+def pixel_histories_figure(histories: Sequence[Mapping], ncols: int = 2,
+                           title: str = "Most significant pixels: residual against time") -> Figure:
+    """A panel per pixel: its residual against time with its bad intervals shaded.
+
+    Parameters
+    ----------
+    histories : sequence of mappings with keys
+        ``title`` (str), ``time`` (datetime64 array), ``residual`` and ``err`` (arrays, same
+        length), ``spans`` (list of ``(start, end, flag)``: datetimes, None/NaT for open ends),
+        and optionally ``unit``.
+    """
+    n = max(1, len(histories))
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(6.0 * ncols, 2.7 * nrows + 0.6), layout="constrained")
+    fig.suptitle(title)
+    if not histories:
+        return _empty(fig, fig.add_subplot(), "no pixel histories (no intervals)")
+    for i, h in enumerate(histories):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        t = pd.to_datetime(np.asarray(h["time"]))
+        r = np.asarray(h["residual"], float)
+        e = np.asarray(h["err"], float)
+        ok = np.isfinite(r)
+        if len(t):
+            tmin, tmax = t.min(), t.max()
+            pad = (tmax - tmin) * 0.02 if tmax > tmin else pd.Timedelta(days=1)
+            lo, hi = tmin - pad, tmax + pad
+        else:
+            lo = hi = None
+        colors = class_colors({s[2] for s in h.get("spans", [])})
+        seen = set()
+        for start, end, flag in h.get("spans", []):
+            a = lo if start is None or pd.isna(start) else pd.Timestamp(start)
+            b = hi if end is None or pd.isna(end) else pd.Timestamp(end)
+            if a is None or b is None:
+                continue
+            ax.axvspan(a, b, color=colors[flag], alpha=0.18, lw=0, label=None if flag in seen else f"{flag} interval")
+            seen.add(flag)
+        ax.errorbar(t[ok], r[ok], yerr=np.where(np.isfinite(e[ok]), e[ok], 0), fmt="o", ms=2.5, lw=0.6,
+                    color="0.15", ecolor="0.6")
+        ax.axhline(0, color="0.5", lw=0.6)
+        if lo is not None:
+            ax.set_xlim(lo, hi)
+        ax.set_title(h.get("title", ""), fontsize=9)
+        unit = h.get("unit", "DN/s")
+        ax.set_ylabel(f"residual ({unit})" if unit else "residual")
+        ax.grid(alpha=0.3)
+        if seen:
+            ax.legend(fontsize=7, loc="best")
+        _date_axis(ax)
+    return fig
+
+
+# --------------------------------------------------------------------------- mask epochs
+
+
+def epoch_timeline_figure(epochs: pd.DataFrame, exposure_times=None, exposure_epoch=None,
+                          title: str = "Mask cube epochs") -> Figure:
+    """The epochs of the mask cube against time and the pixels each flags, per bit.
+
+    Parameters
+    ----------
+    epochs : DataFrame
+        One row per epoch in time order: ``time`` (epoch start, datetime64) and one column per
+        DQ bit name with the number of pixels carrying that bit in the epoch.
+    exposure_times : array of datetime64, optional
+        Exposure times, drawn as a rug under the epochs.
+    exposure_epoch : array of int, optional
+        The epoch each exposure belongs to (colours the rug alternately by epoch).
+    """
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    if epochs is None or len(epochs) == 0:
+        return _empty(fig, fig.add_subplot(), "no mask cube")
+    gs = fig.add_gridspec(2, 1, height_ratios=[5, 1])
+    ax = fig.add_subplot(gs[0])
+    rug = fig.add_subplot(gs[1], sharex=ax)
+    t = pd.to_datetime(epochs["time"]).to_numpy()
+    cols = [c for c in epochs.columns if c != "time"]
+    colors = class_colors(cols)
+    ext = None
+    if exposure_times is not None and len(exposure_times):
+        et = pd.to_datetime(np.asarray(exposure_times)).to_numpy()
+        ext = max(et.max(), t[-1])
+    else:
+        et = None
+    end = ext if ext is not None else t[-1] + (t[-1] - t[0]) * 0.05 if len(t) > 1 else t[-1] + np.timedelta64(1, "D")
+    tt = np.append(t, end)
+    for c in class_order(cols):
+        v = epochs[c].to_numpy(float)
+        ax.step(tt, np.append(v, v[-1]), where="post", color=colors[c], lw=1.5, label=f"{c} (last {int(v[-1])})")
+    for s in t:
+        ax.axvline(s, color="0.6", lw=0.5, ls=":")
+    ax.set_ylabel("pixels flagged in epoch")
+    top = float(epochs[cols].to_numpy(float).max()) if cols else 1.0
+    ax.set_ylim(0, top * 1.08 + 0.5)
+    ax.set_title(f"{title}: {len(t)} epochs (dotted lines: epoch starts)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.grid(alpha=0.3)
+    if et is not None:
+        ep = np.asarray(exposure_epoch) if exposure_epoch is not None else np.searchsorted(t, et, side="right") - 1
+        col = np.where(np.asarray(ep) % 2 == 0, "tab:blue", "tab:orange")
+        rug.vlines(et, 0, 1, colors=col, lw=0.8)
+    rug.set_yticks([])
+    rug.set_ylabel("exposures", fontsize=8)
+    _date_axis(rug)
+    ax.tick_params(labelbottom=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def coverage_figure(exposures: pd.DataFrame, title: str = "Input coverage: exposures per month") -> Figure:
+    """Exposures per month, stacked by subarray (top) and by EXP_TYPE (bottom).
+
+    ``exposures``: one row per exposure with ``time`` (datetime64), ``subarray`` and ``exp_type``.
+    """
+    fig = Figure(figsize=(10, 6.2), layout="constrained")
+    if exposures is None or len(exposures) == 0:
+        return _empty(fig, fig.add_subplot(), "no exposures in the cube")
+    fig.suptitle(f"{title} ({len(exposures)} exposures)")
+    month = pd.to_datetime(exposures["time"]).dt.to_period("M").dt.to_timestamp()
+    months = pd.period_range(month.min(), month.max(), freq="M").to_timestamp()
+    axes = [fig.add_subplot(2, 1, 1)]
+    axes.append(fig.add_subplot(2, 1, 2, sharex=axes[0]))
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
+    for ax, key, label in zip(axes, ("subarray", "exp_type"), ("SUBARRAY", "EXP_TYPE"), strict=True):
+        tab = pd.crosstab(month, exposures[key].astype(str).replace("", "(none)")).reindex(months, fill_value=0)
+        bottom = np.zeros(len(tab))
+        for i, c in enumerate(tab.columns):
+            v = tab[c].to_numpy()
+            ax.bar(tab.index, v, width=25, bottom=bottom, align="edge", color=palette[i % len(palette)],
+                   label=f"{c} ({int(v.sum())})")
+            bottom += v
+        ax.set_ylabel("exposures / month")
+        ax.legend(fontsize=8, title=label, title_fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3, axis="y")
+        _date_axis(ax)
+    axes[0].tick_params(labelbottom=False)
+    return fig
