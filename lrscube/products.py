@@ -126,7 +126,8 @@ def combine_integrations(
     signal, would bias faint pixels low). Robustness: an integration flagged DO_NOT_USE or
     non-finite is dropped; with three or more usable integrations, one deviating from their
     median by more than ``clip`` times its own ERR (a cosmic-ray residual, a jump) is dropped
-    too. ERR = sqrt(sum ERR_i^2) / n over the kept integrations. DQ = OR of the kept
+    too, as long as such integrations are fewer than half of the usable ones (a pixel that
+    switches between levels keeps all its integrations). ERR = sqrt(sum ERR_i^2) / n over the kept integrations. DQ = OR of the kept
     integrations' bits; DO_NOT_USE only where no integration was kept.
     """
     sci = np.asarray(sci, dtype=np.float64)
@@ -138,6 +139,9 @@ def combine_integrations(
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
         med = np.nanmedian(np.where(usable, sci, np.nan), axis=0)
     outlier = usable & (n_usable >= 3) & (np.abs(sci - med) > clip * np.where(err > 0, err, np.inf))
+    # Outliers are a minority by definition: where clipping would drop half or more of the
+    # usable integrations (a pixel switching between levels), keep them all.
+    outlier &= (2 * outlier.sum(axis=0) < n_usable)
     keep = usable & ~outlier
     n = keep.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -129,3 +129,35 @@ def test_real_rateints_is_read_placed_and_combined():
 def test_real_raw_ramp_is_rejected_as_raw():
     with pytest.raises(Rejected, match="raw ramp"):
         read_product(str(RAMP_REAL), PROFILE)
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+
+@given(x0=hs.integers(0, 1031), y0=hs.integers(0, 1023), w=hs.integers(1, 1032), h=hs.integers(1, 1024))
+@settings(max_examples=200, deadline=None)
+def test_placement_is_substrt_minus_one_or_rejected(x0, y0, w, h):
+    hd = hdr(SUBSTRT1=x0 + 1, SUBSTRT2=y0 + 1, SUBSIZE1=w, SUBSIZE2=h)
+    inside = y0 + h <= 1024 and x0 + w <= 1032
+    if inside:
+        assert placement(hd, (h, w), FRAME) == (y0, x0)
+    else:
+        with pytest.raises(Rejected):
+            placement(hd, (h, w), FRAME)
+
+
+@given(vals=hs.lists(hs.floats(-1e4, 1e4, allow_nan=False), min_size=1, max_size=8),
+       errs=hs.lists(hs.floats(0.01, 100), min_size=8, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_combined_slope_lies_within_the_kept_integrations(vals, errs):
+    n = len(vals)
+    sci = np.array(vals, float).reshape(n, 1, 1)
+    err = np.array(errs[:n], float).reshape(n, 1, 1)
+    s, e, d = combine_integrations(sci, err, np.zeros((n, 1, 1), np.uint32))
+    assert min(vals) - 1e-3 <= s[0, 0] <= max(vals) + 1e-3
+    # the combined error never exceeds the largest single-integration error
+    assert e[0, 0] <= err.max() * (1 + 1e-6)
+    assert d[0, 0] == 0
