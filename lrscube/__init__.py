@@ -26,6 +26,7 @@ from .cluster import get_client
 from .cube import exposure_table, open_cube
 from .ingest import ingest
 from .profiles import load as load_profile
+from .simulate import simulate
 
 __all__ = [
     "__version__",
@@ -34,4 +35,5 @@ __all__ = [
     "ingest",
     "load_profile",
     "open_cube",
+    "simulate",
 ]
