@@ -195,9 +195,13 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
     batch_size = batch_size or int(dask.config.get("lrscube.ingest.batch-size", 32))
 
     with get_client(scheduler, quiet=not progress) as client:
-        for b0 in range(0, len(files), batch_size):
-            batch = files[b0:b0 + batch_size]
-            loaded = client.map(_load, batch, profile=profile, clip=clip, pure=False)
+        batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
+        submit = lambda b: client.map(_load, b, profile=profile, clip=clip, pure=False)  # noqa: E731
+        upcoming = submit(batches[0]) if batches else []
+        for bi, batch in enumerate(batches):
+            loaded = upcoming
+            # read the next batch while this one is screened, written and committed
+            upcoming = submit(batches[bi + 1]) if bi + 1 < len(batches) else []
             summaries = client.gather(client.map(_summary, loaded, pure=False))
             new_cube = bunit is None
             accepted, dups, rejects, bunit = screen(summaries, seen_hash, seen_key, bunit)
@@ -225,7 +229,7 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
             record(store, log_rows)
             del loaded
             if progress:
-                done = min(b0 + batch_size, len(files))
+                done = min((bi + 1) * batch_size, len(files))
                 print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} ingested, "
                       f"{len(summary.duplicates)} duplicates, {len(summary.rejected)} rejected",
                       file=sys.stderr, flush=True)
