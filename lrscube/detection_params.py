@@ -1,0 +1,138 @@
+"""Detection parameters: one typed object, validated once from the profile's ``detection:`` block.
+
+Every threshold and window of the detector lives here with its unit; the defaults are the
+documented values of ``configs/lrs.yaml`` (see docs/detection.md for why each value).
+``DetectionParams.from_profile(profile, **overrides)`` reads a profile and applies keyword
+overrides (the CLI passes its options this way).
+
+>>> p = DetectionParams.from_dict({"sky_window_px": 21})
+>>> p.sky_window_px, p.clip_sigma
+(21, 6.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import classify
+from .temporal import detection_threshold
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    # --- spatial residual (per exposure) ---------------------------------------------------
+    #: running-median length along the dispersion for the local sky (pixels, odd)
+    sky_window_px: int = 15
+    #: fewest finite pixels in that window for a sky value
+    min_sky_pixels: int = 5
+    #: remove odd/even row offsets and row striping (lines across the dispersion)
+    remove_line_offsets: bool = True
+    # --- non-blank exposures (source traces, their latents) ---------------------------------
+    #: running-median width across the dispersion that defines a bump-free sky profile (pixels)
+    trace_cross_window_px: int = 9
+    #: threshold on the sky bump, averaged along the dispersion, in sigma of the sky estimate
+    trace_sigma: float = 5.0
+    #: length along the dispersion over which the bump is averaged (pixels)
+    trace_min_length_px: int = 21
+    #: pixels excluded on each side of a trace across the dispersion
+    trace_margin_px: int = 2
+    #: a pixel on a "trace" in more than this fraction of its exposures is a defect, not a source
+    trace_max_fraction: float = 0.5
+    # --- temporal statistics ------------------------------------------------------------------
+    #: each exposure's noise-normalised residual is clipped to +-clip_sigma (sigma)
+    clip_sigma: float = 6.0
+    #: running-median length along time for single-exposure events (exposures, odd)
+    transient_window: int = 5
+    #: single-exposure event threshold above that running median (sigma)
+    transient_sigma: float = 5.0
+    #: a pixel with more single-exposure events than this is kept whole (telegraph candidates)
+    max_transients: int = 2
+    #: expected number of falsely flagged pixels per run over the whole detector; sets the
+    #: detection threshold from the number of pixels and exposures
+    false_alarm_pixels: float = 0.1
+    #: explicit detection threshold (sigma); None = from false_alarm_pixels
+    detection_sigma: float | None = None
+    #: screening threshold as a fraction of the detection threshold (scan on a geometric grid)
+    screen_fraction: float = 0.85
+    #: runs of a candidate pixel are searched recursively while their significance reaches this
+    #: (sigma); telegraph pieces are merged from such runs; every final interval must still
+    #: reach the detection threshold
+    changepoint_sigma: float = 4.0
+    #: fewest exposures in a bad interval (runs shorter than this are single-exposure events)
+    min_bad_exposures: int = 3
+    #: bad intervals of a TELEGRAPH pixel closer than this (exposures) are one interval
+    telegraph_max_gap: int = 8
+    #: state threshold for the telegraph evidence (sigma)
+    state_sigma: float = 3.0
+    #: per-class thresholds, {class: {keyword: value}}, see lrscube.classify
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # --- dask ---------------------------------------------------------------------------------
+    #: memory budget of one tile's arrays (MB); the tile area shrinks as exposures grow
+    tile_memory_mb: float = 256.0
+    #: halo around a tile for the spatial residual (pixels along y, x); None = from the windows
+    halo_px: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        for name in ("sky_window_px", "trace_cross_window_px", "trace_min_length_px", "transient_window"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"detection.{name} must be a positive integer (pixels/exposures), got {v!r}")
+        for name in ("clip_sigma", "transient_sigma", "changepoint_sigma", "trace_sigma",
+                     "screen_fraction", "tile_memory_mb", "false_alarm_pixels"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ValueError(f"detection.{name} must be a positive number, got {v!r}")
+        if self.min_bad_exposures < 1:
+            raise ValueError("detection.min_bad_exposures must be >= 1")
+        object.__setattr__(self, "classes", classify.class_parameters(self.classes))
+
+    @classmethod
+    def from_dict(cls, d: dict | None, **overrides) -> DetectionParams:
+        d = dict(d or {})
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"detection: unknown parameter(s) {sorted(unknown)}; known: {sorted(names)}")
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if f.name == "halo_px" and v is not None:
+                v = tuple(int(a) for a in v)
+            elif isinstance(f.default, bool):
+                v = bool(v)
+            elif isinstance(f.default, int) and not isinstance(f.default, bool):
+                v = int(v)
+            elif isinstance(f.default, float):
+                v = float(v)
+            kw[f.name] = v
+        return cls(**kw)
+
+    @classmethod
+    def from_profile(cls, profile, **overrides) -> DetectionParams:
+        """Parameters from a loaded mode profile's ``detection:`` block, with keyword overrides."""
+        try:
+            return cls.from_dict(profile.detection, **overrides)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{getattr(profile, 'source', 'profile')}: {e}") from None
+
+    def threshold(self, n_pixels: int, n_exposures: int) -> float:
+        """Detection threshold (sigma) for a run over ``n_pixels`` pixels and ``n_exposures``."""
+        if self.detection_sigma is not None:
+            return float(self.detection_sigma)
+        return detection_threshold(self.false_alarm_pixels, n_pixels, n_exposures)
+
+    def halo(self) -> tuple[int, int]:
+        """Pixels of neighbouring data each tile needs (along y, x) for the spatial residual."""
+        if self.halo_px is not None:
+            return self.halo_px
+        along = self.sky_window_px // 2 + self.trace_min_length_px // 2 + 1
+        across = self.trace_cross_window_px // 2 + self.trace_margin_px + 1
+        return along, across
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,54 @@
+"""Onset and recovery of one pixel's series."""
+
+import numpy as np
+
+from lrscube.changepoints import best_run, find_runs, merge_close
+
+
+def test_best_run_locates_a_step_exactly():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, 100)
+    z[40:] += 3.0
+    i, j, st = best_run(z)
+    assert (i, j) == (40, 100) and st > 20
+
+
+def test_short_defect_in_a_long_series():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1, 120)
+    z[34:45] = 6.0  # clipped hot pixel for 11 exposures, recovers
+    runs = find_runs(z, min_sigma=4.0)
+    assert [(u.start, u.stop) for u in runs] == [(34, 45)]
+    assert runs[0].onset_significance > 10 and runs[0].recovery_significance > 10
+
+
+def test_two_intervals_and_signs():
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 1, 150)
+    z[20:40] += 4.0
+    z[90:130] -= 3.0
+    runs = find_runs(z, min_sigma=5.0)
+    assert [(u.start, u.stop, u.sign) for u in runs] == [(20, 40, 1), (90, 130, -1)]
+
+
+def test_bad_from_the_start_has_infinite_onset_significance():
+    z = np.r_[np.full(10, 5.0), np.zeros(20)]
+    (run,) = find_runs(z, min_sigma=4.0)
+    assert run.start == 0 and run.onset_significance == np.inf
+
+
+def test_noise_gives_no_run_above_a_high_threshold():
+    rng = np.random.default_rng(3)
+    hits = sum(bool(find_runs(rng.normal(0, 1, 100), min_sigma=5.5)) for _ in range(200))
+    assert hits <= 2
+
+
+def test_merge_close():
+    z = np.zeros(60)
+    z[10:15] = 6
+    z[30:37] = 6
+    runs = find_runs(z, min_sigma=4.0)
+    assert [(u.start, u.stop) for u in runs] == [(10, 15), (30, 37)]
+    assert len(merge_close(runs, z, max_gap=8)) == 2
+    merged = merge_close(runs, z, max_gap=15)
+    assert [(u.start, u.stop) for u in merged] == [(10, 37)]

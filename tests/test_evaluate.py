@@ -1,0 +1,84 @@
+"""Evaluation numerics, and the quality of detect on a simulated subarray-only set."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrscube.detection_params import DetectionParams
+from lrscube.evaluate import detectable, format_report, selfcal_flags
+
+
+def test_selfcal_flags_tails_per_exposure():
+    rng = np.random.default_rng(0)
+    img = (3 + rng.normal(0, 0.1, (200, 50))).astype("f4")
+    img[100, 20] += 10
+    f = selfcal_flags(img, kernel=15, tail=0.001)
+    assert f[100, 20]
+    assert 0.0015 < f.mean() < 0.003  # 0.1 % at each tail
+
+
+def test_detectable_criterion():
+    p = DetectionParams()
+    truth = pd.DataFrame({"flag": ["WARM", "WARM", "HOT", "LOW_QE", "LOW_QE"],
+                          "amplitude": [0.05, 0.5, 10.0, 0.5, 0.05]})
+    n = 100
+    seen = np.ones((n, 5), bool)
+    bad = np.zeros((n, 5), bool)
+    bad[50:] = True
+    bad[:98, 2] = False  # hot for only 2 exposures: a single-exposure-like event
+    err = np.full((n, 5), 0.1)
+    sky = np.full((n, 5), 1.0)
+    ok, snr = detectable(truth, seen, bad, err, sky, p, threshold=6.4)
+    # 0.5 sigma x sqrt(50) = 3.5 < 8.7; 5 sigma x sqrt(50) = 35; 2 exposures < 3;
+    # 0.5 deficit x 1 DN/s / 0.1 -> clipped 5 sigma; deficit 0.05 below LOW_QE min_deficit
+    assert ok.tolist() == [False, True, False, True, False]
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """60 SLITLESSPRISM exposures over ~2.5 years, defect rate raised so that ~200 new defects land
+    in the 72 x 416 footprint; simulated, ingested and detected once for the module."""
+    sim = pytest.importorskip("lrscube.simulate")
+    from lrscube.detect import detect
+    from lrscube.evaluate import evaluate
+    from lrscube.ingest import ingest
+
+    out = tmp_path_factory.mktemp("sim")
+    sim.simulate(out / "rate", n=60, seed=7, full_frame=False,
+                 scenario={"new": {"events_per_megapixel_per_year": 4000}})
+    store = str(out / "store")
+    ingest([str(out / "rate")], store, progress=False)
+    iv = detect(store, progress=False)
+    res = evaluate(store, str(out / "rate" / "truth" / "truth.csv"))
+    print(format_report(res))
+    return iv, res
+
+
+@pytest.mark.slow
+def test_simulated_quality_achieved(simulated):
+    """What the detector achieves today on the subarray set (see docs/detection.md)."""
+    iv, res = simulated
+    assert res["new_defects_detectable"] >= 100
+    assert res["lrscube"]["precision"] >= 0.99  # 0.991-0.997 measured on such small sets
+    assert res["lrscube"]["recall"] >= 0.93
+    assert res["recall_new_defects"] >= 0.95
+    assert res["onset_error_exposures"]["median"] == 0
+    assert res["onset_error_exposures"]["p90_abs"] <= 2
+    for cls in ("HOT", "DEAD", "LOW_QE"):
+        assert res["recall_per_class"][cls]["recall"] >= 0.98
+    # the baselines are scored in the same run and do worse
+    assert res["baseline_selfcal"]["recall"] < res["lrscube"]["recall"]
+    assert res["baseline_selfcal"]["precision"] < res["lrscube"]["precision"]
+
+
+@pytest.mark.xfail(reason="issue 3 quality goal not reached yet: recall of detectable pixel-exposures "
+                          "~0.96 (TELEGRAPH ~0.85, weak WARM onsets), onset p90 2 exposures",
+                   strict=False)
+@pytest.mark.slow
+def test_simulated_quality_goal_of_issue_3(simulated):
+    iv, res = simulated
+    assert res["lrscube"]["precision"] >= 0.995
+    assert res["lrscube"]["recall"] >= 0.99
+    assert res["recall_new_defects"] >= 0.98
+    assert res["onset_error_exposures"]["median"] == 0
+    assert res["onset_error_exposures"]["p90_abs"] <= 1
