@@ -127,7 +127,8 @@ def _profile_axis(ds: xr.Dataset, profile) -> str:
 
 
 def pixel_history(store: str, y: int, x: int, half_width: int = 7, *, profile=None,
-                  intervals: pd.DataFrame | None = None, dropna: bool = True) -> xr.Dataset:
+                  intervals: pd.DataFrame | None = None, dropna: bool = True,
+                  cube: xr.Dataset | None = None) -> xr.Dataset:
     """The robust local residual of pixel (y, x) in every exposure, and its bad intervals.
 
     Parameters
@@ -144,6 +145,9 @@ def pixel_history(store: str, y: int, x: int, half_width: int = 7, *, profile=No
         Intervals table (``y, x, flag, start_mjd, end_mjd``); default the store's, if any.
     dropna : bool
         Drop exposures whose footprint does not cover the pixel (SCI NaN and DQ 0).
+    cube : xarray.Dataset, optional
+        The store's exposure cube already opened with ``open_cube`` (saves re-opening it when
+        drawing many pixels).
 
     Returns
     -------
@@ -160,7 +164,7 @@ def pixel_history(store: str, y: int, x: int, half_width: int = 7, *, profile=No
     """
     from .cube import open_cube
 
-    ds = open_cube(store)
+    ds = cube if cube is not None else open_cube(store)
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     y, x = int(y), int(x)
     if not (0 <= y < ny and 0 <= x < nx):

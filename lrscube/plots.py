@@ -107,7 +107,7 @@ def class_counts_figure(counts: pd.DataFrame, title: str = "Defective pixels by 
                 label=f"{c} (now {int(counts[c].iloc[-1])}, max {int(counts[c].max())})")
     total = counts.sum(axis=1).to_numpy()
     if counts.shape[1] > 1:
-        ax.step(t, total, where="post", color="0.5", lw=1, ls="--", label=f"all (now {int(total[-1])})")
+        ax.step(t, total, where="post", color="0.5", lw=1, ls="--", label=f"sum of classes (now {int(total[-1])})")
     ax.set_ylabel("pixels flagged")
     top = float(np.nanmax(total)) if len(total) else 1.0
     nz = counts.max()[counts.max() > 0]

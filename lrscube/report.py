@@ -323,13 +323,14 @@ def top_pixels(intervals: pd.DataFrame, n: int = 8) -> pd.DataFrame:
     return d.sort_values(["score", "y", "x"], ascending=[False, True, True], kind="stable").head(n).reset_index(drop=True)
 
 
-def _bit_counts(dq: np.ndarray) -> dict[str, int]:
-    out = {}
-    for name, bit in flags.PIXEL.items():
-        k = int(np.count_nonzero(dq & np.uint32(bit)))
-        if k:
-            out[name] = k
-    return out
+def _bit_counts(values: np.ndarray) -> dict[str, int]:
+    """Pixels with each DQ bit set among ``values`` (bits that occur, in bit order)."""
+    vals, n = np.unique(np.asarray(values, "uint32"), return_counts=True)
+    out: dict[str, int] = {}
+    for v, k in zip(vals, n, strict=True):
+        for name in flags.names(v):
+            out[name] = out.get(name, 0) + int(k)
+    return dict(sorted(out.items(), key=lambda kv: flags.PIXEL[kv[0]]))
 
 
 def epoch_changes(times: Iterable, masks: Iterable[np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -351,25 +352,20 @@ def epoch_changes(times: Iterable, masks: Iterable[np.ndarray]) -> tuple[pd.Data
     prev = None
     for i, (t, m) in enumerate(zip(times, masks, strict=True)):
         m = np.asarray(m, "uint32")
-        c = _bit_counts(m)
-        counts.append({"time": pd.Timestamp(t), **c})
-        row = {"epoch": i, "start": pd.Timestamp(t).strftime("%Y-%m-%d %H:%M:%S"),
-               "flagged": int(np.count_nonzero(m))}
+        flagged = m[m != 0]
+        counts.append({"time": pd.Timestamp(t), **_bit_counts(flagged)})
+        row = {"epoch": i, "start": pd.Timestamp(t).strftime("%Y-%m-%d %H:%M:%S"), "flagged": int(flagged.size)}
         if prev is None:
             row.update({"newly flagged": "", "unflagged": "", "bits changed": "", "by bit": "(first epoch)"})
         else:
-            added = (m != 0) & (prev == 0)
-            removed = (m == 0) & (prev != 0)
-            changed = (m != prev) & (m != 0) & (prev != 0)
-            parts = []
-            for name, bit in flags.PIXEL.items():
-                b = np.uint32(bit)
-                on = int(np.count_nonzero((m & b) & ~(prev & b)))
-                off = int(np.count_nonzero((prev & b) & ~(m & b)))
-                if on or off:
-                    parts.append(f"{name} +{on} -{off}")
-            row.update({"newly flagged": int(added.sum()), "unflagged": int(removed.sum()),
-                        "bits changed": int(changed.sum()), "by bit": ", ".join(parts) or "no change"})
+            ch = m != prev  # work on the few pixels that changed
+            a, b = prev[ch], m[ch]
+            on, off = _bit_counts((b & ~a)[(b & ~a) != 0]), _bit_counts((a & ~b)[(a & ~b) != 0])
+            names = sorted(set(on) | set(off), key=lambda n: flags.PIXEL[n])
+            row.update({"newly flagged": int(((b != 0) & (a == 0)).sum()),
+                        "unflagged": int(((b == 0) & (a != 0)).sum()),
+                        "bits changed": int(((b != 0) & (a != 0)).sum()),
+                        "by bit": ", ".join(f"{n} +{on.get(n, 0)} -{off.get(n, 0)}" for n in names) or "no change"})
         rows.append(row)
         prev = m
     counts_df = pd.DataFrame(counts).fillna(0)
@@ -419,15 +415,17 @@ def _save(fig, path: Path) -> str:
 
 
 def _history_inputs(store: str, inp: Inputs, n: int) -> tuple[list[dict], list[str]]:
+    from .cube import open_cube
     from .history import pixel_history
 
     hist, problems = [], []
+    ds = open_cube(store)
     iv = inp.intervals
     top = top_pixels(iv, n)
     for y, x, score in top.itertuples(index=False):
         mine = iv[(iv["y"].to_numpy() == y) & (iv["x"].to_numpy() == x)]
         try:
-            h = pixel_history(store, int(y), int(x), profile=inp.profile, intervals=mine)
+            h = pixel_history(store, int(y), int(x), profile=inp.profile, intervals=mine, cube=ds)
         except Exception as e:  # one unreadable pixel must not take the page down
             problems.append(f"pixel (y={y}, x={x}): {type(e).__name__}: {e}")
             continue

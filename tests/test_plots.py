@@ -41,7 +41,7 @@ def test_class_counts_figure():
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[:2] == ["HOT (now 3, max 3)", "WARM (now 1, max 2)"]  # lrscube's class order
-    assert any(lab.startswith("all (now 4)") for lab in labels)
+    assert any(lab.startswith("sum of classes (now 4)") for lab in labels)
     _png(fig)
 
 
