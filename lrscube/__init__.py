@@ -24,16 +24,25 @@ __version__ = "0.1.0"
 # otherwise shadow the function once anything imports it.
 from .cluster import get_client
 from .cube import exposure_table, open_cube
+from .detect import detect, open_intervals
+from .evaluate import evaluate
+from .history import pixel_history
 from .ingest import ingest
 from .profiles import load as load_profile
+from .report import report
 from .simulate import simulate
 
 __all__ = [
     "__version__",
+    "detect",
+    "evaluate",
     "exposure_table",
     "get_client",
     "ingest",
     "load_profile",
     "open_cube",
+    "open_intervals",
+    "pixel_history",
+    "report",
     "simulate",
 ]

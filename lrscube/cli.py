@@ -50,11 +50,31 @@ def cmd_ingest(a):
 
 
 def cmd_detect(a):
+    from .cluster import get_client
     from .detect import detect
 
-    res = detect(a.store, mode=a.mode, scheduler=a.scheduler, min_epoch_days=a.min_epoch_days)
-    print(res)
+    overrides = {k: v for k, v in (("false_alarm_pixels", a.false_alarm_pixels),
+                                   ("detection_sigma", a.detection_sigma),
+                                   ("tile_memory_mb", a.tile_memory_mb)) if v is not None}
+    with get_client(a.scheduler):
+        iv = detect(a.store, mode=a.mode, min_epoch_days=a.min_epoch_days, write_mask=not a.no_mask,
+                    tiles=tuple(a.tiles) if a.tiles else None, **overrides)
+    print(summarize_intervals(iv))
     return 0
+
+
+def summarize_intervals(iv) -> str:
+    """A few lines on an intervals table: pixels per class, new vs carried."""
+    if not len(iv):
+        return "detect: no defective pixels found"
+    carried = iv["carried"].astype(bool) if "carried" in iv else iv["start_mjd"].isna() & iv["end_mjd"].isna()
+    new = iv[~carried]
+    lines = [f"detect: {len(iv)} intervals on {iv[['y', 'x']].drop_duplicates().shape[0]} pixels "
+             f"({int(carried.sum())} carried from the input static mask, {len(new)} found)"]
+    for flag, g in new.groupby("flag"):
+        rec = int(g["end_mjd"].notna().sum())
+        lines.append(f"  {flag:<16} {len(g):6d} intervals, {rec} recovered")
+    return "\n".join(lines)
 
 
 def cmd_intervals(a):
@@ -101,10 +121,9 @@ def cmd_apply(a):
 
 
 def cmd_evaluate(a):
-    from .evaluate import evaluate
+    from .evaluate import evaluate, format_report
 
-    res = evaluate(a.store, a.truth)
-    print(res)
+    print(format_report(evaluate(a.store, a.truth, mode=a.mode, baselines=not a.no_baselines)))
     return 0
 
 
@@ -158,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mode(p)
     _add_scheduler(p)
     p.add_argument("--min-epoch-days", type=float, default=0.0, help="merge mask epochs shorter than this")
+    p.add_argument("--false-alarm-pixels", type=float, default=None,
+                   help="expected false pixels over the detector per run; sets the threshold (profile default 0.1)")
+    p.add_argument("--detection-sigma", type=float, default=None, help="explicit detection threshold (sigma)")
+    p.add_argument("--tile-memory-mb", type=float, default=None, help="memory budget of one tile (MB)")
+    p.add_argument("--tiles", type=int, nargs=2, metavar=("TY", "TX"), default=None, help="tile size (pixels)")
+    p.add_argument("--no-mask", action="store_true", help="write the intervals only, not the mask cube")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("intervals", help="export the defect intervals table")
@@ -194,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score the detection against a simulator truth table")
     _add_store(p)
     p.add_argument("--truth", required=True, help="truth.csv written by `lrscube simulate`")
+    _add_mode(p)
+    p.add_argument("--no-baselines", action="store_true", help="skip the static-mask and selfcal baselines")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="write an HTML report with plots")

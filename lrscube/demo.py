@@ -32,8 +32,13 @@ def _junk(folder: Path, good: Path) -> list[Path]:
 def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: bool = False,
          scheduler: str | None = None) -> int:
     """Run the whole flow on ``n`` simulated exposures; returns a process exit code."""
-    from . import simulate
+    from .simulate import simulate
+    from .cli import summarize_intervals
+    from .detect import detect
+    from .evaluate import evaluate, format_report
     from .ingest import ingest
+    from .maskcube import open_mask
+    from .report import report
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="lrscube-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -44,7 +49,7 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
     # A subarray-only set covers 3 % of the frame: raise the defect rate so the demo has
     # enough new defects to show (the detection parameters are not touched).
     scenario = None if full_frame else {"new": {"events_per_megapixel_per_year": 4000}}
-    sim = simulate.simulate(work / "inputs", n=n, seed=seed, scenario=scenario, full_frame=full_frame,
+    sim = simulate(work / "inputs", n=n, seed=seed, scenario=scenario, full_frame=full_frame,
                             progress=False, overwrite=True)
     new = sim.truth[~sim.truth.get("static", False).astype(bool)] if "static" in sim.truth else sim.truth
     lines.append(f"simulate: {len(sim.files)} exposures, {len(sim.truth)} defect intervals "
@@ -57,6 +62,17 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
         lines.append(f"ingest: {len(s.ingested)} ingested, {len(s.duplicates)} duplicates skipped, "
                      f"{len(s.rejected)} rejected; the cube holds {s.n_in_cube} exposures")
         lines += [f"  rejected {Path(f).name}: {why}" for f, why in s.rejected]
+        t = time.perf_counter()
+        iv = detect(str(store))
+        lines.append(f"{summarize_intervals(iv)}  ({time.perf_counter() - t:.0f} s)")
+    mask = open_mask(str(store))
+    lines.append(f"mask cube: {mask.sizes['time']} epochs from {str(mask.time.values[0])[:10]} "
+                 f"to {str(mask.time.values[-1])[:10]}")
+    ev = evaluate(str(store), sim.truth_path)
+    lines.append("evaluate against the simulator's truth, with two baselines:")
+    lines += ["  " + ln for ln in format_report(ev).splitlines()]
+    page = report(str(store), work / "report")
+    lines.append(f"report: {page}")
 
     lines.append(f"done in {time.perf_counter() - t0:.0f} s; store: {store}")
     print("\n".join(lines))

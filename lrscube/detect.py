@@ -463,7 +463,8 @@ def _compute(tasks, progress):
 
 
 def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None = None,
-           progress: bool | None = None, write_mask: bool = True, **overrides) -> pd.DataFrame:
+           progress: bool | None = None, write_mask: bool = True, min_epoch_days: float = 0.0,
+           **overrides) -> pd.DataFrame:
     """Detect defects in a store's exposure cube; write intervals, mask cube and detect.json.
 
     Parameters
@@ -476,6 +477,8 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         Tile size (pixels); default from the memory budget ``tile_memory_mb``.
     write_mask : bool
         Also write the mask cube (lrscube.maskcube.write_mask_cube).
+    min_epoch_days : float
+        Merge mask-cube epochs shorter than this (days), choosing the least costly merges.
     **overrides
         Detection parameters, e.g. ``false_alarm_pixels=1.0`` or ``detection_sigma=7``.
 
@@ -504,7 +507,7 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         else:
             from .cube import exposure_table
 
-            write_mask_cube(store, iv, prof, exposures=exposure_table(store))
+            write_mask_cube(store, iv, prof, exposures=exposure_table(store), min_epoch_days=min_epoch_days)
             meta["mask_cube"] = st.join(store, st.MASK)
     st.write_json(store, st.DETECT_META, meta)
     return iv
