@@ -434,3 +434,75 @@ def coverage_figure(exposures: pd.DataFrame, title: str = "Input coverage: expos
         _date_axis(ax)
     axes[0].tick_params(labelbottom=False)
     return fig
+
+
+# --------------------------------------------------------------------------- spectral impact
+
+_METHOD_COLORS = {"a": "tab:red", "b": "tab:orange", "c": "tab:blue", "c-all": "tab:green"}
+
+
+def spectra_counts_figure(counts: pd.DataFrame, labels: Mapping[str, str] | None = None,
+                          artefacts: pd.DataFrame | None = None,
+                          title: str = "Spurious spectral features per epoch") -> Figure:
+    """Grouped bars per epoch (index) and method (columns): features caused by defects (solid)
+    and, stacked on them when given, features on rows without any defect (hatched: artefacts of
+    masking and interpolation)."""
+    fig = Figure(figsize=(12.5, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    if counts is None or counts.empty:
+        return _empty(fig, ax, "no spectra")
+    labels = dict(labels or {})
+    n = counts.shape[1]
+    x = np.arange(len(counts))
+    w = 0.8 / n
+    for i, m in enumerate(counts.columns):
+        v = counts[m].to_numpy(float)
+        pos = x + (i - (n - 1) / 2) * w
+        color = _METHOD_COLORS.get(m, f"C{i}")
+        ax.bar(pos, v, width=w, color=color, label=f"({m}) {labels.get(m, '')}: {int(v.sum())} from defects")
+        if artefacts is not None and m in artefacts:
+            extra = artefacts[m].reindex(counts.index).fillna(0).to_numpy(float)
+            if extra.sum():
+                ax.bar(pos, extra, width=w, bottom=v, facecolor="white", edgecolor=color, hatch="///", lw=0.8)
+    if artefacts is not None and np.nansum(artefacts.to_numpy(float)) > 0:
+        ax.bar([np.nan], [np.nan], facecolor="white", edgecolor="0.3", hatch="///",
+               label="hatched: on rows without a defect (masking)")
+    idx = counts.index
+    ax.set_xticks(x, [pd.Timestamp(t).strftime("%Y-%m-%d") if isinstance(t, (pd.Timestamp, np.datetime64)) else str(t)
+                      for t in idx], rotation=30, ha="right")
+    ax.set_ylabel("features (all trace positions)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig
+
+
+def spectra_example_figure(rows: np.ndarray, reference: np.ndarray, sigma: np.ndarray,
+                           deviations: Mapping[str, np.ndarray], labels: Mapping[str, str] | None = None,
+                           title: str = "", nsigma: float = 3.0) -> Figure:
+    """Known spectrum (top) and each method's deviation from it in units of the noise (bottom),
+    against detector row (the dispersion axis)."""
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    gs = fig.add_gridspec(2, 1, height_ratios=[1, 2])
+    top = fig.add_subplot(gs[0])
+    bot = fig.add_subplot(gs[1], sharex=top)
+    rows = np.asarray(rows)
+    top.plot(rows, reference, color="0.2", lw=1)
+    top.fill_between(rows, reference - sigma, reference + sigma, color="0.7", lw=0)
+    top.set_ylabel("known spectrum (DN/s)")
+    top.set_title(title or "Extraction deviations")
+    top.grid(alpha=0.3)
+    labels = dict(labels or {})
+    widths = {"a": 3.0, "b": 1.8}
+    for m, dev in deviations.items():
+        z = np.asarray(dev) / sigma
+        bot.plot(rows, z, lw=widths.get(m, 0.9), color=_METHOD_COLORS.get(m), label=f"({m}) {labels.get(m, '')}",
+                 drawstyle="steps-mid", alpha=0.85)
+    bot.axhspan(-nsigma, nsigma, color="0.85", lw=0, label=f"+-{nsigma:g} sigma")
+    bot.set_yscale("symlog", linthresh=nsigma)
+    bot.set_ylabel("(extracted - known) / sigma")
+    bot.set_xlabel("detector row y (dispersion axis)")
+    bot.grid(alpha=0.3)
+    bot.legend(fontsize=8, loc="upper right")
+    top.tick_params(labelbottom=False)
+    return fig

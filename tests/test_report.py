@@ -19,6 +19,8 @@ from lrscube.report import (FIGURES, class_counts, class_summary, epoch_changes,
                             manifest_view, read_manifest, report, top_pixels)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: every figure of the full page: the report's own and the spectral-impact run's
+ALL_FIGURES = sorted([*FIGURES, "spectra_counts.png", "spectra_example.png"])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,13 @@ def full(tmp_path_factory):
          "counts": {"DEAD": 1}, "added": {"DEAD": 1}, "removed": {}, "raw_epochs": [0, 0]},
         {"file": "miri_mask_0002.fits", "useafter": "2023-03-13T12:00:00", "n_exposures": 7, "n_flagged": 2,
          "counts": {"DEAD": 1, "WARM": 1}, "added": {"WARM": 1}, "removed": {}, "raw_epochs": [1, 1]}]}))
-    page = report(store, root / "out", manifest=manifest)
+    # a spectral-impact run on this store: one new HOT pixel on the trace, flagged by no mask
+    from lrscube.spectra import spectra_check
+
+    truth = pd.DataFrame({"y": [150], "x": [325], "flag": ["HOT"], "start_mjd": [mjd[0]], "end_mjd": [np.nan],
+                          "amplitude": [5.0], "static": [False]})
+    spectra_check(store, truth, out=root / "spectra", epochs=2, offsets=(0.0,))
+    page = report(store, root / "out", manifest=manifest, spectra=root / "spectra" / "spectra_check.json")
     return store, mjd, iv, page
 
 
@@ -137,8 +145,8 @@ def test_full_report_has_every_section_and_figure(full):
     store, mjd, iv, page = full
     html = page.read_text()
     assert page.name == "index.html"
-    assert sorted(_imgs(html)) == sorted(FIGURES)  # every figure, each once
-    for name in FIGURES:
+    assert sorted(_imgs(html)) == ALL_FIGURES  # every figure, each once
+    for name in ALL_FIGURES:
         assert (page.parent / name).stat().st_size > 5000
     for heading in ("Summary", "Defective pixels over time", "Detector maps", "Amplitudes", "Pixel histories",
                     "Mask epochs", "Input coverage", "Rejected files", "What changed between consecutive epochs",
@@ -153,6 +161,8 @@ def test_full_report_has_every_section_and_figure(full):
     assert "class='note'" not in html  # nothing missing
     # epoch table: 5 epochs, the HOT pixel's arrival listed
     assert "HOT +1 -0" in html and "WARM +0 -1" in html
+    # spectral impact: the unflagged HOT pixel is left by every mask and named as the cause
+    assert ">Spectral impact</h2>" in html and "HOT (150,325) box, mask: unflagged" in html
 
 
 def test_report_without_intervals_or_mask_says_so(tmp_path):
@@ -205,9 +215,9 @@ def test_report_renders_in_chromium_and_every_image_loads(full, tmp_path):
     assert m, dom.stdout[-2000:]
     attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', m.group(1)))
     assert attrs["data-checked"] == "yes"  # the load handler ran in the browser
-    assert int(attrs["data-images"]) == len(FIGURES)
+    assert int(attrs["data-images"]) == len(ALL_FIGURES)
     assert attrs["data-broken"] == "", f"images that did not load: {attrs['data-broken']}"
-    assert m.group(2) == f"All {len(FIGURES)} figures loaded."
+    assert m.group(2) == f"All {len(ALL_FIGURES)} figures loaded."
 
     shot = tmp_path / "report.png"
     res = _chromium(f"--screenshot={shot}", "--window-size=1400,4000", url, tmp=tmp_path)
