@@ -582,11 +582,18 @@ def report_section(result: dict, out: Path) -> str:
     feats = pd.DataFrame(result.get("features", []))
     if len(feats):
         left = feats[feats["method"] == "c"]
-        if len(left):
-            parts.append("<h3>Features the time-variable mask leaves (method c)</h3>")
-            cols = [c for c in ("epoch", "offset", "first_row", "last_row", "peak_sigma", "percent", "cause")
-                    if c in left]
-            parts.append(left[cols].head(200).to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"))
+        is_def = left["defect"].astype(bool) if "defect" in left else pd.Series(True, left.index)
+        cols = [c for c in ("epoch", "offset", "first_row", "last_row", "peak_sigma", "percent", "cause") if c in left]
+        if is_def.any():
+            parts.append("<h3>Features from defects the time-variable mask leaves (method c)</h3>")
+            parts.append(left[is_def][cols].head(200).to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"))
+        art = feats[~feats["defect"].astype(bool)] if "defect" in feats else feats.iloc[:0]
+        if len(art):
+            parts.append("<h3>Features on rows without a defect (made by masking: flagged pixels that could "
+                         "not be interpolated, or flags on good pixels)</h3>")
+            g = (art.groupby(["method", "first_row", "last_row"])
+                 .agg(exposures=("epoch", "size"), max_percent=("percent", "max")).reset_index())
+            parts.append(g.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"))
     return "\n".join(parts)
 
 
