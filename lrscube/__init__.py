@@ -23,10 +23,13 @@ __version__ = "0.1.0"
 # Functions are bound here eagerly: a submodule of the same name (lrscube.ingest) would
 # otherwise shadow the function once anything imports it.
 from .cluster import get_client
+from .apply import apply_mask
+from .crds_export import export_crds
 from .cube import exposure_table, open_cube
 from .detect import detect, open_intervals
 from .evaluate import evaluate
 from .history import pixel_history
+from .maskcube import mask_at, open_mask
 from .ingest import ingest
 from .profiles import load as load_profile
 from .report import report
@@ -34,14 +37,18 @@ from .simulate import simulate
 
 __all__ = [
     "__version__",
+    "apply_mask",
     "detect",
     "evaluate",
+    "export_crds",
     "exposure_table",
     "get_client",
     "ingest",
     "load_profile",
+    "mask_at",
     "open_cube",
     "open_intervals",
+    "open_mask",
     "pixel_history",
     "report",
     "simulate",

@@ -95,7 +95,7 @@ def cmd_intervals(a):
 def cmd_mask_at(a):
     from .maskcube import mask_at, summarize_mask, write_mask_fits
 
-    m = mask_at(a.store, a.time)
+    m = mask_at(a.store, a.time, extrapolate=a.extrapolate)
     print(summarize_mask(m))
     if a.out:
         write_mask_fits(m, a.out)
@@ -107,7 +107,8 @@ def cmd_export_crds(a):
     from .crds_export import export_crds
 
     res = export_crds(a.store, a.out, author=a.author, pedigree=a.pedigree, max_files=a.max_files,
-                      min_epoch_days=a.min_epoch_days, baseline=a.baseline)
+                      min_epoch_days=a.min_epoch_days, baseline=a.baseline,
+                      first_useafter=a.first_useafter, overwrite=a.overwrite)
     print(res)
     return 0
 
@@ -115,7 +116,8 @@ def cmd_export_crds(a):
 def cmd_apply(a):
     from .apply import apply_mask
 
-    res = apply_mask(a.store, a.files, out=a.out, in_place=a.in_place, set_nan=a.set_nan)
+    res = apply_mask(a.store, a.files, out=a.out, in_place=a.in_place, set_nan=a.set_nan,
+                     extrapolate=a.extrapolate)
     print(res)
     return 1 if (a.strict and not res.ok) else 0
 
@@ -194,16 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(p)
     p.add_argument("--time", required=True, help="ISO date/time (UTC) or MJD")
     p.add_argument("--out", default=None, help="write that mask as a MASK FITS file")
+    p.add_argument("--extrapolate", action="store_true", help="before the first epoch, use the first epoch's mask")
     p.set_defaults(func=cmd_mask_at)
 
     p = sub.add_parser("export-crds", help="write MASK reference files, one per epoch")
     _add_store(p)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--author", default="lrscube")
-    p.add_argument("--pedigree", default=None, help="default: INFLIGHT <first> <last exposure date>")
+    p.add_argument("--author", default=None, help="AUTHOR keyword (default: your login name)")
+    p.add_argument("--pedigree", default=None,
+                   help="default: INFLIGHT <first> <last> exposure dates of each file; SIMULATION for simulated data")
     p.add_argument("--max-files", type=int, default=None, help="merge epochs, least cost first, to at most this many files")
-    p.add_argument("--min-epoch-days", type=float, default=0.0)
+    p.add_argument("--min-epoch-days", type=float, default=None, help="minimum epoch length (default: as in the mask cube)")
     p.add_argument("--baseline", default=None, help="existing static MASK file whose flags every epoch keeps")
+    p.add_argument("--first-useafter", default=None,
+                   help="USEAFTER of the first file (default: the first exposure); earlier covers older data")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
     p.set_defaults(func=cmd_export_crds)
 
     p = sub.add_parser("apply", help="OR the right epoch's mask into existing products' DQ")
@@ -213,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="directory for the new files (default: beside the input, *_lrscube.fits)")
     g.add_argument("--in-place", action="store_true", help="modify the input files")
     p.add_argument("--set-nan", action="store_true", help="also set SCI to NaN where DO_NOT_USE is applied")
+    p.add_argument("--extrapolate", action="store_true",
+                   help="files before the mask's first epoch get the first epoch (default: skipped)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any file was rejected")
     p.set_defaults(func=cmd_apply)
 

@@ -6,7 +6,8 @@ Layout of ``STORE/exposures`` (written with zarr directly, read with xarray)::
     dq         uint32  (time, y, x)  0 outside the footprint
     time       (time,) MJD mid-exposure, CF-encoded so xarray decodes datetime64
     mjd, expstart, exptime, exp_type, subarray, detector, program, observation, visit,
-    exposure, filename, source, product, content_hash, exposure_key, nints, bunit   (time,)
+    exposure, filename, source, product, content_hash, exposure_key, nints, bunit,
+    y0, x0, ny, nx (the footprint: 0-based first row and column, rows, columns)   (time,)
 
 Chunks are (1, 256, 258): one exposure per chunk along time, so an append only ever writes
 new chunks and never rewrites stored exposure data. Chunks wholly outside a subarray's
@@ -55,6 +56,11 @@ COORDS: dict[str, str] = {
     "exposure_key": "str",
     "nints": "int32",
     "bunit": "str",
+    # footprint in the full frame (0-based first row/column, size): what the exposure saw
+    "y0": "int32",
+    "x0": "int32",
+    "ny": "int32",
+    "nx": "int32",
 }
 DATA_VARS = {"sci": ("float32", np.nan), "err": ("float32", np.nan), "dq": ("uint32", 0)}
 TIME_ATTRS = {"units": "days since 1858-11-17 00:00:00", "calendar": "proleptic_gregorian",

@@ -1,7 +1,7 @@
 """`lrscube demo`: the whole flow on a small simulated set, on an embedded dask cluster.
 
 simulate -> ingest (with a few junk files among the inputs) -> detect -> evaluate against the
-simulator's truth -> export MASK files -> HTML report, then a summary of each step.
+simulator's truth -> export MASK reference files -> HTML report, then a summary of each step.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
     """Run the whole flow on ``n`` simulated exposures; returns a process exit code."""
     from .simulate import simulate
     from .cli import summarize_intervals
+    from .crds_export import export_crds
     from .detect import detect
     from .evaluate import evaluate, format_report
     from .ingest import ingest
@@ -71,7 +72,11 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
     ev = evaluate(str(store), sim.truth_path)
     lines.append("evaluate against the simulator's truth, with two baselines:")
     lines += ["  " + ln for ln in format_report(ev).splitlines()]
-    page = report(str(store), work / "report")
+    crds = export_crds(str(store), str(work / "crds"), author="lrscube demo", pedigree="SIMULATION",
+                       max_files=12, overwrite=True)
+    lines.append("export-crds (at most 12 files):")
+    lines += ["  " + ln for ln in str(crds).splitlines()]
+    page = report(str(store), work / "report", manifest=crds.get("manifest_json"))
     lines.append(f"report: {page}")
 
     lines.append(f"done in {time.perf_counter() - t0:.0f} s; store: {store}")

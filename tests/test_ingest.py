@@ -36,6 +36,9 @@ def test_values_land_in_the_full_frame(client, product_factory, tmp_path):
     assert list(ds.exp_type.values) == ["MIR_LRS-FIXEDSLIT", "MIR_LRS-SLITLESS"]
     assert set(ds.detector.values) == {"MIRIMAGE"}
     assert list(ds.exptime.values) == [200.0, 100.0]
+    # the footprint each exposure saw, 0-based
+    assert [ds.y0.values.tolist(), ds.x0.values.tolist()] == [[0, 528], [0, 0]]
+    assert [ds.ny.values.tolist(), ds.nx.values.tolist()] == [[1024, 416], [1032, 72]]
     assert np.issubdtype(ds.time.dtype, np.datetime64)
 
 
