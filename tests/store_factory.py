@@ -64,7 +64,7 @@ def make_cube(store, n: int = 36, n_full: int = 2, seed: int = 0, defects=DEFECT
                       "program": "01234" if i % 2 else "05678", "observation": "001", "visit": "001",
                       "exposure": f"{i:05d}", "filename": f"jw_{i:03d}_rate.fits", "source": "",
                       "product": "rate", "content_hash": f"h{i}", "exposure_key": f"k{i}", "nints": 1,
-                      "bunit": "DN/s"})
+                      "bunit": "DN/s", "y0": y0, "x0": x0, "ny": ny, "nx": nx})
     cube.commit(str(store), start, metas)
     return mjd
 
@@ -118,10 +118,11 @@ def write_mask(store, intervals: pd.DataFrame, mjd: np.ndarray, frame=(1024, 103
     return ds
 
 
-def make_store(path, n: int = 36, with_intervals: bool = True, with_mask: bool = True, with_log: bool = True):
+def make_store(path, n: int = 36, with_intervals: bool = True, with_mask: bool = True, with_log: bool = True,
+               n_full: int = 2):
     """A whole small store; returns (store, mjd, intervals or None)."""
     store = str(path)
-    mjd = make_cube(store, n)
+    mjd = make_cube(store, n, n_full=n_full)
     iv = intervals_table(mjd) if with_intervals else None
     if with_intervals:
         st.write_table(store, st.INTERVALS, iv)

@@ -27,7 +27,7 @@ ALL_FIGURES = sorted([*FIGURES, "spectra_counts.png", "spectra_example.png"])
 def full(tmp_path_factory):
     """A store with cube, intervals, mask cube and ingest log, and its report."""
     root = tmp_path_factory.mktemp("rep")
-    store, mjd, iv = make_store(root / "s.zarr", n=36)
+    store, mjd, iv = make_store(root / "s.zarr", n=30, n_full=1)
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"created": "2024-01-01", "files": [  # as `lrscube export-crds` writes it
         {"file": "miri_mask_0001.fits", "useafter": "2023-02-25T00:00:00", "n_exposures": 5, "n_flagged": 1,
@@ -152,8 +152,8 @@ def test_full_report_has_every_section_and_figure(full):
                     "Mask epochs", "Input coverage", "Rejected files", "What changed between consecutive epochs",
                     "What changed between consecutive MASK files"):
         assert f">{heading}</h" in html, heading
-    assert "<th>exposures in the cube</th><td>36</td>" in html
-    assert "ingested 36, duplicate 1, rejected 2" in html
+    assert "<th>exposures in the cube</th><td>30</td>" in html
+    assert "ingested 30, duplicate 1, rejected 2" in html
     assert "miri_mask_0002.fits" in html and "2023-03-13T12:00:00" in html  # manifest table
     assert "<td>WARM +1 -0</td>" in html and "<td>DEAD 1, WARM 1</td>" in html
     assert "instrument 'NIRSPEC' is not MIRI" in html
