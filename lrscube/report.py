@@ -385,13 +385,24 @@ def footprint_box(covered: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def subarray_footprints(store: str, exposures: pd.DataFrame, frame_shape) -> dict[str, tuple[int, int, int, int]]:
-    """Each subarray's footprint in the frame, from its first exposure in the cube (full-frame
+    """Each subarray's footprint in the frame: from the exposure table's ``y0, x0, ny, nx`` when
+    ingest recorded them, else from the data of the subarray's first exposure (full-frame
     footprints are the frame itself and are not returned)."""
     from .cube import open_cube
 
     out: dict[str, tuple[int, int, int, int]] = {}
     if exposures is None or not len(exposures):
         return out
+    full = (0, frame_shape[0], 0, frame_shape[1])
+    if {"y0", "x0", "ny", "nx"} <= set(exposures.columns):  # footprints recorded at ingest
+        for sub, grp in exposures.groupby(exposures["subarray"].astype(str), sort=False):
+            r = grp.iloc[0]
+            if int(r["ny"]) > 0 and int(r["nx"]) > 0:
+                box = (int(r["y0"]), int(r["y0"]) + int(r["ny"]), int(r["x0"]), int(r["x0"]) + int(r["nx"]))
+                if box != full:
+                    out[sub] = box
+        if all(int(v) > 0 for v in exposures["ny"]):
+            return out
     ds = open_cube(store)
     names = ds["subarray"].values
     for sub in pd.unique(exposures["subarray"].astype(str)):
@@ -401,7 +412,7 @@ def subarray_footprints(store: str, exposures: pd.DataFrame, frame_shape) -> dic
         one = ds.isel(time=int(idx[0]))
         covered = np.isfinite(one["sci"].values) | (one["dq"].values != 0)
         box = footprint_box(covered)
-        if box is not None and box != (0, frame_shape[0], 0, frame_shape[1]):
+        if sub not in out and box is not None and box != full:
             out[sub] = box
     return out
 

@@ -107,6 +107,17 @@ def test_footprint_box():
     assert footprint_box(m) == (3, 7, 0, 4)
 
 
+def test_subarray_footprints_from_table_or_data(full):
+    from lrscube.cube import exposure_table
+    from lrscube.report import subarray_footprints
+
+    store = full[0]
+    ex = exposure_table(store)
+    expect = {"SLITLESSPRISM": (528, 944, 0, 72)}  # FULL is the frame itself: not outlined
+    assert subarray_footprints(store, ex, (1024, 1032)) == expect
+    assert subarray_footprints(store, ex.drop(columns=["y0", "x0", "ny", "nx"]), (1024, 1032)) == expect
+
+
 def test_read_manifest_json_and_csv(tmp_path):
     files = [{"file": "a.fits", "useafter": "2023-01-01T00:00:00", "n_exposures": 3, "n_flagged": 2,
               "counts": {"HOT": 2}, "added": {"HOT": 2}, "removed": {}, "sha256": "x"},
