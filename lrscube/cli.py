@@ -137,6 +137,14 @@ def cmd_report(a):
     return 0
 
 
+def cmd_spectra_check(a):
+    from .spectra import spectra_check
+
+    res = spectra_check(a.store, a.truth, out=a.out, epochs=a.epochs, nsigma=a.nsigma, noise=a.noise, seed=a.seed)
+    print(res)
+    return 0
+
+
 def cmd_demo(a):
     from .demo import demo
 
@@ -236,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(p)
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("spectra-check",
+                       help="spurious features in simulated fixed-slit spectra: no mask, static mask, time-variable mask")
+    _add_store(p)
+    p.add_argument("--truth", required=True, help="truth.csv (or the simulation folder) of the simulated inputs")
+    p.add_argument("--out", default=None, help="folder for spectra_check.json and figures (the report shows them)")
+    p.add_argument("--epochs", type=int, default=8, help="science exposures at this many times over the mask's span")
+    p.add_argument("--nsigma", type=float, default=3.0, help="feature threshold in extraction-noise sigma")
+    p.add_argument("--noise", action="store_true", help="add photon and read noise to the science exposures")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_spectra_check)
 
     p = sub.add_parser("demo", help="simulate, ingest, detect, export and report on a small set")
     p.add_argument("--n", type=int, default=60, help="number of simulated exposures")
