@@ -94,7 +94,60 @@ def _change_stat(z: np.ndarray, a: int, i: int, j: int) -> float:
     return float(abs(left.mean() - right.mean()) * np.sqrt(left.size * right.size / (left.size + right.size)))
 
 
-def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max_runs: int = 64) -> list[Run]:
+def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigma: float) -> list[tuple[int, int]]:
+    """Keep a change point only where the normal side rejects the defect's level.
+
+    ``found`` are runs [i, j) in time order. The most significant run puts its ends where the
+    likelihood of a step is largest, which is right when both sides are long; next to the start
+    or end of the series, or to another run, the normal side may be only a few exposures, and
+    for a weak defect (a level of one or two sigma per exposure) a noise dip there moves the end
+    of the run: a still-bad pixel is declared recovered at its last exposures. So each boundary
+    is a claim that the pixel is *normal* on its other side, and it must be supported: the mean
+    of that stretch (up to the neighbouring run or the series end) must lie ``boundary_sigma``
+    standard errors below the run's own mean level (one-sided). Otherwise the run is extended
+    over the stretch (to the series end, or merged with a neighbouring run of the same sign).
+    Long normal stretches always pass, so the likelihood location of real steps is kept.
+    """
+    runs = [list(r) for r in found]
+    n = z.size
+    changed = True
+    while changed and runs:
+        changed = False
+        for k, r in enumerate(runs):
+            i, j = r
+            seg = z[i:j]
+            mu = float(seg.mean())
+            sign = 1.0 if mu >= 0 else -1.0
+            # after side
+            nxt = runs[k + 1][0] if k + 1 < len(runs) else n
+            if j < nxt:
+                m = nxt - j
+                ev = sign * (mu - float(z[j:nxt].mean())) * np.sqrt(m)
+                if ev < boundary_sigma:
+                    if k + 1 < len(runs):
+                        nmu = float(z[runs[k + 1][0]:runs[k + 1][1]].mean())
+                        if np.sign(nmu) == sign:
+                            r[1] = runs[k + 1][1]
+                            del runs[k + 1]
+                            changed = True
+                            break
+                    else:
+                        r[1] = n
+                        changed = True
+                        break
+            prev = runs[k - 1][1] if k > 0 else 0
+            if prev < i and k == 0:
+                m = i - prev
+                ev = sign * (mu - float(z[prev:i].mean())) * np.sqrt(m)
+                if ev < boundary_sigma:
+                    r[0] = 0
+                    changed = True
+                    break
+    return [tuple(r) for r in runs]
+
+
+def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max_runs: int = 64,
+              boundary_sigma: float | None = None) -> list[Run]:
     """Runs of ``z`` whose mean differs from zero, by recursive :func:`best_run`, in time order.
 
     Parameters
@@ -105,6 +158,8 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         Runs are taken while their statistic reaches this (sigma).
     min_length : int
         Shortest run searched.
+    boundary_sigma : float, optional
+        Boundaries are settled by :func:`settle_boundaries` at this significance (sigma).
     """
     z = np.asarray(z, float)
     found: list[tuple[int, int, float, int]] = []
@@ -121,6 +176,12 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         stack.append((a, i))
         stack.append((j, b))
     found.sort()
+    if boundary_sigma is not None and found:
+        spans = settle_boundaries([(i, j) for i, j, _, _ in found], z, boundary_sigma)
+        found = []
+        for i, j in spans:
+            v = z[i:j]
+            found.append((i, j, float(abs(v.sum()) / np.sqrt(v.size)), 1 if v.sum() >= 0 else -1))
     runs = []
     for k, (i, j, st, sign) in enumerate(found):
         prev_end = found[k - 1][1] if k > 0 else 0

@@ -9,8 +9,10 @@ wrapped for a store (:func:`detect`).
 
 The flow of :func:`detect`::
 
-    open_cube -> tiles (all exposures x ty x tx, with a spatial halo) -> analyse_tile per tile
-      -> concatenate interval records -> intervals.parquet -> mask cube -> detect.json
+    open_cube -> stage 1 per batch of exposures (whole frames: residuals, traces, static bits)
+      -> STORE/_detect_work (zarr, chunks laid out for stage 2)
+      -> stage 2 per tile (all exposures x ty x tx: temporal statistics, change points, classes)
+      -> interval records -> intervals.parquet -> mask cube -> detect.json
 
 Example (in memory, no store)::
 
@@ -50,6 +52,8 @@ _DTYPES = {"y": "int64", "x": "int64", "flag": "object", "start_mjd": "float64",
 #: input DQ bits that make a pixel part of the static mask that is carried into the output
 STATIC_BITS = flags.DO_NOT_USE | sum(flags.value(c) for c in flags.DEFECT_CLASSES)
 _ALL_BITS = np.uint32(0xFFFFFFFF)
+#: scratch zarr group inside the store for the stage-1 residuals (removed after each run)
+WORK = "_detect_work"
 
 
 def empty_intervals() -> pd.DataFrame:
@@ -65,6 +69,8 @@ class TileContext:
     params: DetectionParams
     profile: profiles.Profile
     threshold: float  #: detection threshold (sigma)
+    ys: np.ndarray | None = None  #: full-frame row of each dataset row
+    xs: np.ndarray | None = None  #: full-frame column of each dataset column
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,6 +96,17 @@ def _evidence(r, s, sky, state_sigma) -> dict:
     }
 
 
+def switching_probability(z: np.ndarray, pieces, state_sigma: float) -> float:
+    """Fraction of consecutive exposure pairs inside ``pieces`` (runs) whose state differs
+    (high: z > state_sigma): the pixel's own telegraph switching probability per exposure."""
+    flips = pairs = 0
+    for u in pieces:
+        h = z[u.start:u.stop] > state_sigma
+        flips += int((h[1:] != h[:-1]).sum())
+        pairs += max(h.size - 1, 0)
+    return flips / pairs if pairs else 0.0
+
+
 def pixel_intervals(r, s, sky, ctx: TileContext) -> list[dict]:
     """Bad intervals of one pixel from its series (1-D, exposures in time order, gaps removed).
 
@@ -97,147 +114,159 @@ def pixel_intervals(r, s, sky, ctx: TileContext) -> list[dict]:
     """
     p = ctx.params
     z = clipped_z(r, s, p.clip_sigma)
-    runs = cp.find_runs(z, min_sigma=p.changepoint_sigma)
+    runs = cp.find_runs(z, min_sigma=p.changepoint_sigma, boundary_sigma=p.boundary_sigma)
     if not runs:
         return []
 
-    def row(run):
-        sl = slice(run.start, run.stop)
-        return {"start": run.start, "stop": run.stop, "sign": run.sign, "significance": run.significance,
-                "onset_significance": run.onset_significance,
-                "recovery_significance": run.recovery_significance,
+    def row(start, stop, run_sig, on, rec):
+        sl = slice(start, stop)
+        v = z[sl]
+        return {"start": start, "stop": stop, "sign": 1 if v.sum() >= 0 else -1,
+                "significance": float(abs(v.sum()) / np.sqrt(v.size)) if run_sig is None else run_sig,
+                "onset_significance": on, "recovery_significance": rec,
                 **_evidence(r[sl], s[sl], sky[sl], p.state_sigma)}
 
     def passes(rw):
         return rw["significance"] >= ctx.threshold and rw["stop"] - rw["start"] >= p.min_bad_exposures
 
+    def is_telegraph(rw):
+        return classify.classify(pd.DataFrame([rw]), p.classes).iloc[0] == "TELEGRAPH"
+
+    # telegraph pixels: excess runs separated by quiet stretches that the pixel's own switching
+    # makes probable are one interval (a stretch of g quiet exposures has probability
+    # (1 - p_switch)^g; below telegraph_gap_probability it is a recovery)
+    groups = [[runs[0]]]
+    for u in runs[1:]:
+        g = groups[-1]
+        if u.sign > 0 and g[-1].sign > 0 and p.telegraph_gap_probability > 0:
+            ps = switching_probability(z, g + [u], p.state_sigma)
+            gap = u.start - g[-1].stop
+            if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability:
+                g.append(u)
+                continue
+        groups.append([u])
     out = []
-    # telegraph pixels: bad runs separated by short normal stretches are one interval
-    merged = cp.merge_close(runs, z, p.telegraph_max_gap) if len(runs) > 1 and p.telegraph_max_gap > 0 else runs
-    for m in merged:
-        parts = [u for u in runs if u.start >= m.start and u.stop <= m.stop]
-        if len(parts) > 1:
-            rw = row(m)
-            if passes(rw) and classify.classify(pd.DataFrame([rw]), p.classes).iloc[0] == "TELEGRAPH":
+    for g in groups:
+        if len(g) > 1:
+            rw = row(g[0].start, g[-1].stop, None, g[0].onset_significance, g[-1].recovery_significance)
+            if passes(rw) and is_telegraph(rw):
                 out.append(rw)
                 continue
-        for u in parts:
+        for u in g:
             if u.significance >= ctx.threshold and u.stop - u.start >= p.min_bad_exposures:
-                out.append(row(u))
+                out.append(row(u.start, u.stop, u.significance, u.onset_significance, u.recovery_significance))
     return out
 
 
 # --------------------------------------------------------------------------------------------
-# per tile
+# stage 1, per exposure: spatial residuals (whole frames, no tiles)
 
 
-def _static_bits(sci: np.ndarray, dq: np.ndarray) -> np.ndarray:
-    """Bits set in the DQ of every exposure that covers a pixel (the static mask), (y, x) uint32."""
-    inside = np.isfinite(sci) | (dq != 0)
-    d = np.where(inside, dq, _ALL_BITS)
-    out = np.bitwise_and.reduce(d, axis=0) if d.shape[0] else np.zeros(d.shape[1:], np.uint32)
-    out[~inside.any(axis=0)] = 0
-    return out.astype(np.uint32)
+def spatial_stage(sci, err, dq, params: DetectionParams, profile) -> dict:
+    """Residuals of a batch of exposures ``(B, y, x)`` against their local sky, whole frames.
 
-
-def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | None = None,
-                 origin: tuple[int, int] = (0, 0)) -> tuple[pd.DataFrame, dict]:
-    """Defect intervals of one tile: all exposures of a block of pixels (plus a halo).
-
-    Parameters
-    ----------
-    sci, err, dq : arrays (time, y, x)
-        The tile with its halo, exposures sorted by time.
-    ctx : TileContext
-    core : (slice, slice)
-        The tile's own pixels within the arrays (the rest is halo); default all.
-    origin : (int, int)
-        Full-frame (y, x) of the first pixel of ``core``.
-
-    Returns
-    -------
-    (intervals DataFrame, diagnostics dict with per-exposure counts of trace and transient pixels)
+    Returns ``r, s, sky`` (float32, DN/s, NaN where the pixel is not usable), ``trace`` (bool,
+    on a source trace), ``and_bits`` (uint32 (y, x): DQ bits set in every exposure of the batch
+    that covers the pixel; all ones where none does), ``n_seen`` (int32 (y, x): exposures of the
+    batch that cover the pixel) and ``trace_pixels`` (per exposure). Each exposure is cropped to
+    its footprint first (a subarray costs its own size, not the frame's). The noise is calibrated
+    per stored chunk (256 x 258 pixels) of each exposure.
     """
-    p = ctx.params
-    prof = ctx.profile
+    p = params
     sci = np.asarray(sci, np.float32)
     err = np.asarray(err, np.float32)
     dq = np.asarray(dq, np.uint32)
-    n_t = sci.shape[0]
-    if core is None:
-        core = (slice(None), slice(None))
-    diag0 = {"trace_pixels": np.zeros(n_t, np.int64), "transient_pixels": np.zeros(n_t, np.int64),
-             "candidates": 0, "pixels": 0}
-    # crop to the part of the tile any exposure sees (subarray-only data leaves most tiles empty)
-    seen = (np.isfinite(sci) | (dq != 0)).any(axis=0)
-    cy0, cy1, _ = core[0].indices(sci.shape[1])
-    cx0, cx1, _ = core[1].indices(sci.shape[2])
-    if not seen[cy0:cy1, cx0:cx1].any():
-        return empty_intervals(), diag0
-    rows = np.flatnonzero(seen.any(axis=1))
-    cols = np.flatnonzero(seen.any(axis=0))
-    ya, yb = rows[0], rows[-1] + 1
-    xa, xb = cols[0], cols[-1] + 1
-    sci, err, dq = sci[:, ya:yb, xa:xb], err[:, ya:yb, xa:xb], dq[:, ya:yb, xa:xb]
-    ncy0, ncy1 = max(cy0, ya), min(cy1, yb)
-    ncx0, ncx1 = max(cx0, xa), min(cx1, xb)
-    origin = (origin[0] + ncy0 - cy0, origin[1] + ncx0 - cx0)
-    core = (slice(ncy0 - ya, ncy1 - ya), slice(ncx0 - xa, ncx1 - xa))
-    res = spatial_residuals(sci, err, dispersion_axis=prof.dispersion_axis, sky_window=p.sky_window_px,
-                            min_sky_pixels=p.min_sky_pixels, remove_line_offsets=p.remove_line_offsets,
-                            clip_sigma=p.clip_sigma)
-    trace = trace_mask(res.sky, res.sigma, dispersion_axis=prof.dispersion_axis, sky_window=p.sky_window_px,
-                       cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
-                       min_length=p.trace_min_length_px, margin=p.trace_margin_px)
-    cy, cx = core
-    r = res.resid[:, cy, cx]
-    s = res.sigma[:, cy, cx]
-    sky = res.sky[:, cy, cx]
-    trace = trace[:, cy, cx]
-    sci_c, dq_c = sci[:, cy, cx], dq[:, cy, cx]
-    ny, nx = r.shape[1:]
-    y0, x0 = origin
-    diag = {"trace_pixels": trace.sum(axis=(1, 2)).astype(np.int64),
-            "transient_pixels": np.zeros(n_t, np.int64), "candidates": 0, "pixels": 0}
+    B = sci.shape[0]
+    inside = np.isfinite(sci) | (dq != 0)
+    out = {k: np.full(sci.shape, np.nan, np.float32) for k in ("r", "s", "sky")}
+    out["trace"] = np.zeros(sci.shape, bool)
+    out["and_bits"] = np.bitwise_and.reduce(np.where(inside, dq, _ALL_BITS), axis=0).astype(np.uint32) if B \
+        else np.full(sci.shape[1:], _ALL_BITS, np.uint32)
+    out["n_seen"] = inside.sum(axis=0).astype(np.int32)
+    out["trace_pixels"] = np.zeros(B, np.int64)
+    for b in range(B):
+        fin = np.isfinite(sci[b])
+        if not fin.any():
+            continue
+        rows = np.flatnonzero(fin.any(axis=1))
+        cols = np.flatnonzero(fin.any(axis=0))
+        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        res = spatial_residuals(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
+                                sky_window=p.sky_window_px, min_sky_pixels=p.min_sky_pixels,
+                                remove_line_offsets=p.remove_line_offsets, clip_sigma=p.clip_sigma,
+                                calibration_block=p.calibration_block_px)
+        tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
+                        cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
+                        min_length=p.trace_min_length_px, margin=p.trace_margin_px)
+        out["r"][b, ys, xs] = res.resid[0]
+        out["s"][b, ys, xs] = res.sigma[0]
+        out["sky"][b, ys, xs] = res.sky[0]
+        out["trace"][b, ys, xs] = tr[0]
+        out["trace_pixels"][b] = int(tr.sum())
+    return out
 
-    records = []
-    # 1. carried static pixels: input DQ bits set in every exposure that covers them
-    sbits = _static_bits(sci_c, dq_c)
+
+def static_bits(and_bits: np.ndarray, n_seen: np.ndarray) -> np.ndarray:
+    """Bits set in the DQ of every exposure that covers a pixel (the static mask), (y, x) uint32."""
+    return np.where(n_seen > 0, and_bits, 0).astype(np.uint32)
+
+
+def carried_records(sbits: np.ndarray, n_seen: np.ndarray, origin=(0, 0)) -> list[dict]:
+    """Rows of the pixels already flagged as defects in every input DQ (carried, not analysed)."""
     carried = (sbits & np.uint32(STATIC_BITS)) != 0
+    out = []
     for yy, xx in zip(*np.nonzero(carried)):
         bits = int(sbits[yy, xx])
         names = [n for n in flags.names(bits) if n in flags.DEFECT_CLASSES]
-        records.append({"y": y0 + int(yy), "x": x0 + int(xx), "flag": "+".join(names) or flags.names(bits)[-1],
-                        "start_mjd": np.nan, "end_mjd": np.nan, "dq": bits, "amplitude": np.nan,
-                        "significance": np.nan, "onset_significance": np.nan, "recovery_significance": np.nan,
-                        "n_bad": int((np.isfinite(sci_c[:, yy, xx]) | (dq_c[:, yy, xx] != 0)).sum()),
-                        "last_good_mjd": np.nan, "first_bad_mjd": np.nan, "first_good_mjd": np.nan,
-                        "reason": "static: input DQ " + "|".join(flags.names(bits)), "carried": True})
+        out.append({"y": origin[0] + int(yy), "x": origin[1] + int(xx), "flag": "+".join(names) or flags.names(bits)[-1],
+                    "start_mjd": np.nan, "end_mjd": np.nan, "dq": bits, "amplitude": np.nan,
+                    "significance": np.nan, "onset_significance": np.nan, "recovery_significance": np.nan,
+                    "n_bad": int(n_seen[yy, xx]), "last_good_mjd": np.nan, "first_bad_mjd": np.nan,
+                    "first_good_mjd": np.nan, "reason": "static: input DQ " + "|".join(flags.names(bits)),
+                    "carried": True})
+    return out
 
-    # 2. time series of every other pixel
+
+def excluded_pixels(sbits: np.ndarray, profile, xs: np.ndarray) -> np.ndarray:
+    """(y, x) bool: pixels never analysed: the carried static mask and the reference pixels
+    (flagged REFERENCE_PIXEL, or in the profile's reference columns; they see no light)."""
+    ex = ((sbits & np.uint32(STATIC_BITS)) != 0) | ((sbits & np.uint32(flags.REFERENCE_PIXEL)) != 0)
+    for a, b in profile.reference_columns:
+        ex[:, (xs >= a) & (xs < b)] = True
+    return ex
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2, per tile of pixels with the whole time axis: temporal statistics
+
+
+def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0)) -> tuple[pd.DataFrame, dict]:
+    """Defect intervals of a tile from its stage-1 arrays ``(time, ty, tx)`` (no halo needed).
+
+    ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
+    tile's first pixel. Returns (intervals, diagnostics).
+    """
+    p = ctx.params
+    n_t, ny, nx = r.shape
+    y0, x0 = origin
+    diag = {"transient_pixels": np.zeros(n_t, np.int64), "candidates": 0, "pixels": 0}
     P = ny * nx
-    r2 = r.reshape(n_t, P)
-    s2 = s.reshape(n_t, P)
-    sky2 = sky.reshape(n_t, P)
-    tr2 = trace.reshape(n_t, P)
-    valid = np.isfinite(r2) & np.isfinite(s2) & (s2 > 0)
-    valid[:, carried.reshape(P)] = False
-    # reference pixels see no light: never analysed (they are flagged in the input DQ anyway)
-    ref = (sbits & np.uint32(flags.REFERENCE_PIXEL)) != 0
-    xs_full = x0 + np.arange(nx)
-    for a, b in prof.reference_columns:
-        ref[:, (xs_full >= a) & (xs_full < b)] = True
-    valid[:, ref.reshape(P)] = False
+    r2 = np.asarray(r, np.float32).reshape(n_t, P)
+    s2 = np.asarray(s, np.float32).reshape(n_t, P)
+    sky2 = np.asarray(sky, np.float32).reshape(n_t, P)
+    tr2 = np.asarray(trace, bool).reshape(n_t, P)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(r2) & np.isfinite(s2) & (s2 > 0)
+    valid[:, np.asarray(exclude, bool).reshape(P)] = False
     # a "trace" present in most of a pixel's exposures is a defective column, not a source
     n_valid = valid.sum(axis=0)
     tr_frac = np.where(n_valid > 0, (tr2 & valid).sum(axis=0) / np.maximum(n_valid, 1), 0.0)
     tr2 = tr2 & (tr_frac <= p.trace_max_fraction)[None, :]
+    has = n_valid >= p.min_bad_exposures
     diag["pixels"] = int((n_valid > 0).sum())
-
-    # group pixels by the exposures that see them (footprints), so each group is gap-free
-    has = n_valid > 0
     if not has.any():
-        return _finish(records), diag
+        return empty_intervals(), diag
+    # group pixels by the exposures that see them (footprints), so each group is gap-free
     packed = np.packbits(valid.T, axis=1)
     keys, inverse = np.unique(packed, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -247,19 +276,15 @@ def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | Non
         if pix.size == 0:
             continue
         t_idx = np.flatnonzero(valid[:, pix[0]])
-        if t_idx.size < p.min_bad_exposures:
-            continue
         rg = r2[np.ix_(t_idx, pix)]
         sg = s2[np.ix_(t_idx, pix)]
         kg = sky2[np.ix_(t_idx, pix)]
-        excl = tr2[np.ix_(t_idx, pix)].copy()
-        rr = np.where(excl, np.nan, rg)
-        trans = transients(rr, sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
-        n_tr = trans.sum(axis=0)
-        keep_whole = n_tr > p.max_transients
+        excl = tr2[np.ix_(t_idx, pix)]
+        trans = transients(np.where(excl, np.nan, rg), sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
+        keep_whole = trans.sum(axis=0) > p.max_transients
         trans[:, keep_whole] = False
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
-        excl |= trans
+        excl = excl | trans
         z = clipped_z(np.where(excl, np.nan, rg), sg, p.clip_sigma)
         stat = scan_statistic(z)
         cand = np.flatnonzero(stat >= p.screen_fraction * ctx.threshold)
@@ -268,12 +293,11 @@ def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | Non
             use = ~excl[:, j]
             ti = t_idx[use]
             ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx)
-            if not ivs:
-                continue
             yy, xx = divmod(int(pix[j]), nx)
             for iv in ivs:
                 rows_ev.append(iv)
                 rows_meta.append((yy, xx, ti, t_idx))
+    records = []
     if rows_ev:
         ev = pd.DataFrame(rows_ev)
         cls = classify.classify(ev, p.classes)
@@ -284,6 +308,31 @@ def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | Non
             yy, xx, ti, t_all = rows_meta[k]
             records.append(_record(e, cls.iloc[k], amp[k], yy + y0, xx + x0, ti, t_all, ctx))
     return _finish(records), diag
+
+
+def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | None = None,
+                 origin: tuple[int, int] = (0, 0)) -> tuple[pd.DataFrame, dict]:
+    """Defect intervals of one block of pixels held in memory: stages 1 and 2 and the carried
+    static pixels (what :func:`detect_dataset` does, for arrays).
+
+    ``sci, err, dq`` are (time, y, x), exposures sorted by time; ``core`` the pixels to report
+    (the rest only serves the local sky); ``origin`` the full-frame (y, x) of the first pixel of
+    ``core``.
+    """
+    if core is None:
+        core = (slice(None), slice(None))
+    st1 = spatial_stage(sci, err, dq, ctx.params, ctx.profile)
+    cy, cx = core
+    sbits = static_bits(st1["and_bits"], st1["n_seen"])[cy, cx]
+    xs = origin[1] + np.arange(sbits.shape[1])
+    exclude = excluded_pixels(sbits, ctx.profile, xs)
+    iv, diag = temporal_stage(st1["r"][:, cy, cx], st1["s"][:, cy, cx], st1["sky"][:, cy, cx],
+                              st1["trace"][:, cy, cx], exclude, ctx, origin)
+    diag["trace_pixels"] = st1["trace"][:, cy, cx].sum(axis=(1, 2)).astype(np.int64)
+    rec = carried_records(sbits, st1["n_seen"][cy, cx], origin)
+    if rec:
+        iv = pd.concat([_finish(rec), iv], ignore_index=True) if len(iv) else _finish(rec)
+    return iv, diag
 
 
 def _record(e, cls: str, amp: float, y: int, x: int, ti: np.ndarray, t_all: np.ndarray, ctx: TileContext) -> dict:
@@ -328,31 +377,67 @@ def _finish(records: list[dict]) -> pd.DataFrame:
 
 def tile_shape(n_exposures: int, params: DetectionParams, chunk: tuple[int, int] = (256, 258),
                bytes_per_value: int = 48) -> tuple[int, int]:
-    """Tile (ty, tx) whose arrays for all exposures fit the memory budget.
+    """Tile (ty, tx) of stage 2 whose arrays for all exposures fit the memory budget.
 
-    Sizes are divisors of the stored chunk so that tiles never straddle chunks unevenly.
-    ``bytes_per_value`` counts the input (sci, err, dq) and the intermediate float arrays per
-    pixel and exposure.
+    Sizes are divisors of the stored chunk, so tiles cut the frame (4 x 4 chunks) exactly and
+    never straddle a chunk of the work store. ``bytes_per_value`` counts the stage-1 arrays
+    (r, s, sky, trace) and the temporal intermediates per pixel and exposure.
     """
     budget = params.tile_memory_mb * 1e6
     cy, cx = chunk
     best = (1, 1)
-    hy, hx = params.halo()
     for ty in sorted({d for d in range(1, cy + 1) if cy % d == 0}, reverse=True):
         for tx in sorted({d for d in range(1, cx + 1) if cx % d == 0}, reverse=True):
-            if (ty + 2 * hy) * (tx + 2 * hx) * max(n_exposures, 1) * bytes_per_value <= budget:
-                if ty * tx > best[0] * best[1]:
+            if ty * tx * max(n_exposures, 1) * bytes_per_value <= budget:
+                if ty * tx > best[0] * best[1] or (ty * tx == best[0] * best[1] and abs(ty - tx) < abs(best[0] - best[1])):
                     best = (ty, tx)
     return best
 
 
-def _tile_task(sci, err, dq, ctx, core, origin):
-    return analyse_tile(sci, err, dq, ctx, core=core, origin=origin)
+def _context(ds, prof, p) -> TileContext:
+    mjd = np.asarray(ds["mjd"].values, float)
+    expstart = np.asarray(ds["expstart"].values, float) if "expstart" in ds.coords else mjd.copy()
+    thr = p.threshold(int(np.prod(prof.frame_shape)), ds.sizes["time"])
+    return TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=thr)
+
+
+def _stage1_to_work(work, a, sci, err, dq, params, profile):
+    """Stage 1 for exposures [a, a + B) written into the work store; returns the small reductions."""
+    import zarr
+
+    out = spatial_stage(sci, err, dq, params, profile)
+    g = zarr.open_group(st.zarr_store(work), mode="r+")
+    b = a + out["r"].shape[0]
+    for k in ("r", "s", "sky"):
+        g[k][a:b] = out[k]
+    g["trace"][a:b] = out["trace"].astype(np.uint8)
+    return {"and_bits": out["and_bits"], "n_seen": out["n_seen"], "trace_pixels": out["trace_pixels"], "a": a}
+
+
+def _stage2_from_work(work, ya, yb, xa, xb, exclude, ctx):
+    import zarr
+
+    g = zarr.open_group(st.zarr_store(work), mode="r")
+    r = g["r"][:, ya:yb, xa:xb]
+    s = g["s"][:, ya:yb, xa:xb]
+    sky = g["sky"][:, ya:yb, xa:xb]
+    tr = g["trace"][:, ya:yb, xa:xb].astype(bool)
+    return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])))
 
 
 def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, tiles: tuple[int, int] | None = None,
-                   progress: bool | None = None, **overrides) -> tuple[pd.DataFrame, dict]:
+                   progress: bool | None = None, work: str | None = None, **overrides) -> tuple[pd.DataFrame, dict]:
     """Defect intervals of a cube held in an xarray Dataset (numpy- or dask-backed).
+
+    Two stages: (1) per exposure, whole frames: residuals against the local sky, source traces,
+    the static DQ bits; (2) per tile of pixels holding the whole time axis: temporal statistics,
+    change points, classes. With ``work`` (a zarr path or URL, e.g. inside the store), stage 1
+    runs as dask tasks over batches of exposures, each reading its exposures' stored chunks
+    exactly once and writing the residuals to ``work`` in chunks laid out for stage 2
+    (``work_batch_exposures`` x tile); stage 2 runs as one task per tile reading those chunks
+    once. Memory per task is bounded by ``tile_memory_mb`` (the tile shrinks as exposures grow)
+    and by the batch size. Without ``work`` everything runs in this process, in memory (tests,
+    small cubes).
 
     Parameters
     ----------
@@ -364,10 +449,11 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     params : DetectionParams
         Overrides the profile's parameters entirely.
     tiles : (ty, tx)
-        Tile size in pixels; default from ``tile_memory_mb`` and the number of exposures.
+        Stage-2 tile size in pixels; default from ``tile_memory_mb`` and the number of exposures.
     progress : bool
-        Show a progress bar (distributed.progress when a client is active); default when a
-        distributed client is active.
+        Show a progress bar (distributed.progress when a client is active).
+    work : str
+        Scratch zarr location for the two-stage dask run (removed afterwards by :func:`detect`).
     **overrides
         Single parameters, e.g. ``false_alarm_pixels=1.0``.
 
@@ -375,53 +461,54 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     -------
     (intervals DataFrame, metadata dict)
     """
-    import dask
-
     t0 = _time.time()
     prof = profiles.load(profile)
     p = params or DetectionParams.from_profile(prof, **overrides)
     if "mjd" in ds.coords:
         ds = ds.sortby("mjd")
     n_t = ds.sizes["time"]
-    mjd = np.asarray(ds["mjd"].values, float)
-    expstart = np.asarray(ds["expstart"].values, float) if "expstart" in ds.coords else mjd.copy()
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     ys = np.asarray(ds["y"].values, int) if "y" in ds.coords else np.arange(ny)
     xs = np.asarray(ds["x"].values, int) if "x" in ds.coords else np.arange(nx)
-    n_pix = int(np.prod(prof.frame_shape))
-    thr = p.threshold(n_pix, n_t)
-    ctx = TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=thr)
-    chunk = (256, 258)
-    if getattr(ds["sci"].data, "chunks", None) is not None:
-        chunk = (ds["sci"].data.chunks[1][0], ds["sci"].data.chunks[2][0])
-    ty, tx = tiles or tile_shape(n_t, p, chunk)
-    hy, hx = p.halo()
-    if prof.dispersion_axis == "x":
-        hy, hx = hx, hy
-    tasks = []
-    for a in range(0, ny, ty):
-        for b in range(0, nx, tx):
-            ya, yb = max(0, a - hy), min(ny, a + ty + hy)
-            xa, xb = max(0, b - hx), min(nx, b + tx + hx)
-            core = (slice(a - ya, a - ya + min(ty, ny - a)), slice(b - xa, b - xa + min(tx, nx - b)))
-            sub = ds.isel(y=slice(ya, yb), x=slice(xa, xb))
-            args = [sub[v].data for v in ("sci", "err", "dq")]
-            origin = (int(ys[a]), int(xs[b]))
-            tasks.append(dask.delayed(_tile_task, pure=True)(*args, ctx, core, origin))
-    results = _compute(tasks, progress)
-    frames = [r[0] for r in results if len(r[0])]
+    ctx = _context(ds, prof, p)
+    ctx.ys, ctx.xs = ys, xs
+    ty, tx = tiles or tile_shape(n_t, p)
+    ty, tx = min(ty, ny), min(tx, nx)
+    spans = [(a, min(a + ty, ny), b, min(b + tx, nx)) for a in range(0, ny, ty) for b in range(0, nx, tx)]
+
+    if work is None:
+        st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof)
+        sbits = static_bits(st1["and_bits"], st1["n_seen"])
+        exclude = excluded_pixels(sbits, prof, xs)
+        trace_px = st1["trace_pixels"]
+        results = []
+        for ya, yb, xa, xb in spans:
+            if not (st1["n_seen"][ya:yb, xa:xb] > 0).any():
+                continue
+            sl = (slice(None), slice(ya, yb), slice(xa, xb))
+            results.append(temporal_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
+                                          exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa]))))
+        n_seen = st1["n_seen"]
+        del st1
+        n_tasks = len(results)
+    else:
+        results, sbits, n_seen, trace_px, n_tasks = _detect_two_stage(ds, prof, p, ctx, work, (ty, tx), spans,
+                                                                      progress)
+    records = carried_records(sbits, n_seen, (int(ys[0]), int(xs[0])))
+    frames = [_finish(records)] if records else []
+    frames += [r[0] for r in results if len(r[0])]
     iv = pd.concat(frames, ignore_index=True) if frames else empty_intervals()
     iv = iv.sort_values(["y", "x", "start_mjd"], na_position="first", kind="stable").reset_index(drop=True)
-    trace_px = np.sum([r[1]["trace_pixels"] for r in results], axis=0) if results else np.zeros(n_t)
     trans_px = np.sum([r[1]["transient_pixels"] for r in results], axis=0) if results else np.zeros(n_t)
+    mjd = ctx.mjd
     names = ds["filename"].values if "filename" in ds.coords else np.arange(n_t).astype(str)
     nonblank = [{"exposure": str(names[i]), "mjd": float(mjd[i]), "trace_pixels": int(trace_px[i]),
                  "reason": "source trace or latent: a narrow, long bump of the sky across the dispersion; "
                            "these pixels were left out of the statistics for this exposure"}
-                for i in np.flatnonzero(trace_px > 0)]
+                for i in np.flatnonzero(np.asarray(trace_px) > 0)]
     meta = {
-        "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": thr, "tiles": [int(ty), int(tx)],
-        "n_tiles": len(tasks), "parameters": p.to_dict(),
+        "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold, "tiles": [int(ty), int(tx)],
+        "n_tiles": int(n_tasks), "parameters": p.to_dict(),
         "pixels_analysed": int(sum(r[1]["pixels"] for r in results)),
         "candidates": int(sum(r[1]["candidates"] for r in results)),
         "intervals": int(len(iv)), "carried_static": int(iv["carried"].sum()) if len(iv) else 0,
@@ -429,11 +516,53 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
         "non_blank_exposures": nonblank,
         "transient_pixels_per_exposure": {str(names[i]): int(trans_px[i]) for i in range(n_t) if trans_px[i]},
         "seconds": round(_time.time() - t0, 2),
+        "timing": getattr(ctx, "timing", None),
     }
     return iv, meta
 
 
-def _compute(tasks, progress):
+def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress):
+    """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
+    import dask
+    import zarr
+
+    n_t = ds.sizes["time"]
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    B = max(1, int(p.work_batch_exposures))
+    g = zarr.open_group(st.zarr_store(work), mode="w", zarr_format=3)
+    comp = zarr.codecs.ZstdCodec(level=1)
+    for k in ("r", "s", "sky"):
+        g.create_array(k, shape=(n_t, ny, nx), chunks=(B, *tile), dtype="float32", fill_value=np.nan,
+                       compressors=comp)
+    g.create_array("trace", shape=(n_t, ny, nx), chunks=(B, *tile), dtype="uint8", fill_value=0, compressors=comp)
+    sci, err, dq = (ds[v].data for v in ("sci", "err", "dq"))
+    if not hasattr(sci, "dask"):
+        import dask.array as da
+
+        sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
+    s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof)
+          for a in range(0, n_t, B)]
+    and_bits = np.full((ny, nx), _ALL_BITS, np.uint32)
+    n_seen = np.zeros((ny, nx), np.int32)
+    trace_px = np.zeros(n_t, np.int64)
+    t0 = _time.time()
+    for res in _iter_compute(s1, progress):
+        and_bits &= res["and_bits"]
+        n_seen += res["n_seen"]
+        trace_px[res["a"]:res["a"] + res["trace_pixels"].size] = res["trace_pixels"]
+    sbits = static_bits(and_bits, n_seen)
+    exclude = excluded_pixels(sbits, prof, ctx.xs)
+    s2 = [dask.delayed(_stage2_from_work, pure=False)(work, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx)
+          for ya, yb, xa, xb in spans if (n_seen[ya:yb, xa:xb] > 0).any()]
+    t1 = _time.time()
+    results = list(_iter_compute(s2, progress))
+    ctx.timing = {"stage1_s": round(t1 - t0, 2), "stage2_s": round(_time.time() - t1, 2),
+                  "stage1_tasks": len(s1), "stage2_tasks": len(s2)}
+    return results, sbits, n_seen, trace_px, len(s1) + len(s2)
+
+
+def _iter_compute(tasks, progress):
+    """Results of delayed ``tasks`` as they finish (a distributed client if one is active)."""
     import dask
 
     client = None
@@ -444,18 +573,24 @@ def _compute(tasks, progress):
     except (ImportError, ValueError):
         client = None
     if client is not None:
+        from distributed import as_completed
+
         futures = client.compute(tasks)
-        if progress is None or progress:
+        if progress:
             from distributed import progress as dprogress
 
             dprogress(futures)
-        return client.gather(futures)
+        for f in as_completed(futures):
+            yield f.result()
+            f.release()
+        return
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar():
-            return list(dask.compute(*tasks))
-    return list(dask.compute(*tasks))
+            yield from dask.compute(*tasks)
+        return
+    yield from dask.compute(*tasks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,7 +630,11 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         if isinstance(mode, dict):
             mode = mode.get("name", profiles.DEFAULT_MODE)
     prof = profiles.load(mode)
-    iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, **overrides)
+    work = st.join(store, WORK)
+    try:
+        iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, work=work, **overrides)
+    finally:
+        _remove(work)
     st.write_table(store, st.INTERVALS, iv)
     meta["mask_cube"] = None
     if write_mask:
@@ -511,6 +650,12 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
             meta["mask_cube"] = st.join(store, st.MASK)
     st.write_json(store, st.DETECT_META, meta)
     return iv
+
+
+def _remove(url: str) -> None:
+    fs, path = st.fs_and_path(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def open_intervals(store: str) -> pd.DataFrame:

@@ -62,17 +62,23 @@ class DetectionParams:
     changepoint_sigma: float = 4.0
     #: fewest exposures in a bad interval (runs shorter than this are single-exposure events)
     min_bad_exposures: int = 3
-    #: bad intervals of a TELEGRAPH pixel closer than this (exposures) are one interval
-    telegraph_max_gap: int = 8
+    #: a change point is kept only where the stretch on its normal side lies this many standard
+    #: errors (sigma, one-sided) below the defect's level; otherwise the interval extends over it
+    boundary_sigma: float = 3.0
+    #: excess runs of a TELEGRAPH pixel are one interval when the quiet stretch between them has
+    #: at least this probability under the pixel's own switching rate ((1 - p_switch)^gap)
+    telegraph_gap_probability: float = 0.001
     #: state threshold for the telegraph evidence (sigma)
     state_sigma: float = 3.0
     #: per-class thresholds, {class: {keyword: value}}, see lrscube.classify
     classes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # --- dask ---------------------------------------------------------------------------------
-    #: memory budget of one tile's arrays (MB); the tile area shrinks as exposures grow
+    #: memory budget of one stage-2 tile's arrays (MB); the tile area shrinks as exposures grow
     tile_memory_mb: float = 256.0
-    #: halo around a tile for the spatial residual (pixels along y, x); None = from the windows
-    halo_px: tuple[int, int] | None = None
+    #: exposures per stage-1 task (whole frames) and per time chunk of the work store
+    work_batch_exposures: int = 16
+    #: block of each exposure (pixels y, x) with its own noise calibration (the stored chunk)
+    calibration_block_px: tuple[int, int] = (256, 258)
 
     def __post_init__(self):
         for name in ("sky_window_px", "trace_cross_window_px", "trace_min_length_px", "transient_window"):
@@ -80,10 +86,14 @@ class DetectionParams:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"detection.{name} must be a positive integer (pixels/exposures), got {v!r}")
         for name in ("clip_sigma", "transient_sigma", "changepoint_sigma", "trace_sigma",
-                     "screen_fraction", "tile_memory_mb", "false_alarm_pixels"):
+                     "screen_fraction", "tile_memory_mb", "false_alarm_pixels", "boundary_sigma"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"detection.{name} must be a positive number, got {v!r}")
+        if not 0 <= self.telegraph_gap_probability < 1:
+            raise ValueError("detection.telegraph_gap_probability must be in [0, 1)")
+        if self.work_batch_exposures < 1:
+            raise ValueError("detection.work_batch_exposures must be >= 1")
         if self.min_bad_exposures < 1:
             raise ValueError("detection.min_bad_exposures must be >= 1")
         object.__setattr__(self, "classes", classify.class_parameters(self.classes))
@@ -101,7 +111,7 @@ class DetectionParams:
             if f.name not in d:
                 continue
             v = d[f.name]
-            if f.name == "halo_px" and v is not None:
+            if f.name == "calibration_block_px":
                 v = tuple(int(a) for a in v)
             elif isinstance(f.default, bool):
                 v = bool(v)
@@ -125,14 +135,6 @@ class DetectionParams:
         if self.detection_sigma is not None:
             return float(self.detection_sigma)
         return detection_threshold(self.false_alarm_pixels, n_pixels, n_exposures)
-
-    def halo(self) -> tuple[int, int]:
-        """Pixels of neighbouring data each tile needs (along y, x) for the spatial residual."""
-        if self.halo_px is not None:
-            return self.halo_px
-        along = self.sky_window_px // 2 + self.trace_min_length_px // 2 + 1
-        across = self.trace_cross_window_px // 2 + self.trace_margin_px + 1
-        return along, across
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -107,20 +107,27 @@ def _sky_at(ds, y: np.ndarray, x: np.ndarray, dispersion_axis: str, half: int = 
 
 
 def detectable(truth: pd.DataFrame, seen: np.ndarray, bad: np.ndarray, err: np.ndarray, sky: np.ndarray,
-               params: DetectionParams, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+               params: DetectionParams, threshold: float, high: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per truth row: (detectable bool, expected stacked significance).
 
     ``seen``, ``err`` and ``sky`` are (time, row) for each row's pixel; ``bad`` (time, row) says
-    whether the row's interval covers the exposure.
+    whether the row's interval covers the exposure; ``high`` (time, row), when known, is the
+    high state of TELEGRAPH rows (see :func:`detectable_span`): then ``bad`` should already be
+    the detectable span and the stacked signal is counted over its high exposures only.
     """
     amp = truth["amplitude"].to_numpy(float)
     flag = truth["flag"].to_numpy()
     mult = np.isin(flag, ["DEAD", "LOW_QE"])
+    tel = flag == "TELEGRAPH"
     a = amp[None, :] * np.ones_like(err)
     a = np.where(mult[None, :], amp[None, :] * np.where(sky > 0, sky, 0.0), a)
     with np.errstate(all="ignore"):
         z = np.minimum(np.abs(a) / err, params.clip_sigma)
-    z = np.where((flag == "TELEGRAPH")[None, :], 0.5 * z, z)
+    if high is not None:
+        known = tel & high.any(axis=0)
+        z = np.where(known[None, :], np.where(high, z, 0.0), np.where(tel[None, :], 0.5 * z, z))
+    else:
+        z = np.where(tel[None, :], 0.5 * z, z)
     use = seen & bad & np.isfinite(z)
     n = use.sum(axis=0)
     s = np.where(use, z, 0.0).sum(axis=0) / np.sqrt(np.maximum(n, 1))
@@ -128,6 +135,88 @@ def detectable(truth: pd.DataFrame, seen: np.ndarray, bad: np.ndarray, err: np.n
                         amp > params.classes["WARM"]["min_excess_dn_s"])
     ok = (n >= params.min_bad_exposures) & (s >= threshold + POWER_MARGIN_SIGMA) & floor_ok & np.isfinite(amp)
     return ok, s
+
+
+def detectable_span(bad: np.ndarray, seen: np.ndarray, high: np.ndarray | None, telegraph: np.ndarray) -> np.ndarray:
+    """(time, row) bool: the part of each truth interval that the data can show to be bad.
+
+    For every class but TELEGRAPH, the whole interval. A telegraph pixel in its quiet state is
+    indistinguishable from a good pixel, so before its first high state (seen by an exposure)
+    the data hold no trace of the defect, nor after its last one: no method can date the onset
+    earlier than the first high exposure or the recovery later than the last. Its detectable
+    span runs from the first to the last high exposure inside the interval (quiet exposures
+    between them count: a method can bridge them). Where the states are unknown, the whole
+    interval is used.
+    """
+    out = bad.copy()
+    if high is None:
+        return out
+    t = np.arange(bad.shape[0])[:, None]
+    hs = bad & seen & high
+    has = hs.any(axis=0)
+    first = np.where(has, np.argmax(hs, axis=0), 0)
+    last = np.where(has, bad.shape[0] - 1 - np.argmax(hs[::-1], axis=0), -1)
+    span = (t >= first[None, :]) & (t <= last[None, :])
+    rows = telegraph & high.any(axis=0)
+    out[:, rows] = (bad & span)[:, rows]
+    return out
+
+
+def simulated_telegraph_states(truth_path) -> pd.Series | None:
+    """High-state MJDs of each TELEGRAPH row of a simulator truth table, or None.
+
+    The simulator does not write the telegraph states into its truth table; they are
+    regenerated here from the run recorded in ``truth/scenario.yaml`` (same seed, same random
+    streams, :mod:`lrscube.simulate`), and used only if the regenerated defect population equals
+    the truth table's. Returns a Series indexed like the truth table (object: array of the mid
+    times of the exposures in the high state; None for other rows).
+    """
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(truth_path)
+    sc_path = path.parent / "scenario.yaml"
+    if not sc_path.exists():
+        return None
+    try:
+        import importlib
+
+        # the package exports the function simulate(); the module is needed here
+        sim = importlib.import_module("lrscube.simulate")
+        sim_defects = importlib.import_module("lrscube.sim_defects")
+
+        used = yaml.safe_load(sc_path.read_text())
+        run = used.pop("run")
+        truth = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        sc = sim.load_scenario(used)
+        prof = profiles.load(run.get("mode", "lrs"))
+        start = run.get("start", "2022-07-15")
+        try:
+            start = float(start)
+        except (TypeError, ValueError):
+            pass
+        rng_plan, rng_truth, rng_tel, _ = sim._streams(int(run["seed"]))
+        plan = sim.plan_exposures(rng_plan, int(run["n"]), sc, prof, start=start,
+                                  span_days=float(run.get("span_days", 900.0)),
+                                  subarray_mix=run.get("subarray_mix"), full_frame=bool(run.get("full_frame", True)))
+        t2 = sim.draw_truth(rng_truth, plan, sc, prof)
+        new2 = t2[~t2.static.astype(bool)]
+        new = truth[~truth.static.astype(bool)]
+        if len(new) != len(new2) or not (np.array_equal(new.y.to_numpy(), new2.y.to_numpy())
+                                         and np.array_equal(new.x.to_numpy(), new2.x.to_numpy())
+                                         and np.array_equal(new.flag.to_numpy(), new2.flag.to_numpy())):
+            return None
+        high = sim_defects.telegraph_states(rng_tel, new2.switch_prob.fillna(0.0).to_numpy(), len(plan))
+        high &= (new2.flag == "TELEGRAPH").to_numpy()[:, None]
+    except Exception:  # noqa: BLE001 - any mismatch: states unknown
+        return None
+    t_mid = plan.expmid.to_numpy(float)
+    out = pd.Series([None] * len(truth), index=truth.index, dtype=object)
+    for k, idx in enumerate(new.index):
+        if new.flag.iloc[k] == "TELEGRAPH":
+            out[idx] = t_mid[high[k]]
+    return out
 
 
 def _scores(flagged: np.ndarray, bad: np.ndarray, det_bad: np.ndarray, seen: np.ndarray,
@@ -186,14 +275,25 @@ def evaluate_arrays(ds, intervals: pd.DataFrame, truth: pd.DataFrame, profile=No
     sky = np.full((n_t, len(truth)), np.nan)
     if mult_rows.any():
         sky[:, mult_rows] = _sky_at(ds, iy[col[mult_rows]], ix[col[mult_rows]], prof.dispersion_axis)
-    ok, snr = detectable(truth, seen[:, col], row_bad, err[:, col], sky, p, thr)
+    high = None
+    if "high_mjd" in truth and truth["high_mjd"].notna().any():
+        high = np.zeros((n_t, len(truth)), bool)
+        for i, hm in enumerate(truth["high_mjd"]):
+            if hm is not None and len(hm):
+                high[:, i] = np.isin(np.round(mjd, 6), np.round(np.asarray(hm, float), 6))
+    tel_rows = truth["flag"].to_numpy() == "TELEGRAPH"
+    row_bad = detectable_span(row_bad, seen[:, col], high, tel_rows)
+    ok, snr = detectable(truth, seen[:, col], row_bad, err[:, col], sky, p, thr, high=high)
     det_bad = np.zeros_like(bad)
     for i in np.flatnonzero(ok):
         det_bad[:, col[i]] |= row_bad[:, i]
 
     out = {"n_exposures": int(n_t), "threshold_sigma": float(thr),
            "criterion": (f"detectable: >= {p.min_bad_exposures} exposures and "
-                         f"sum(min(A/ERR, {p.clip_sigma}))/sqrt(n) >= threshold + {POWER_MARGIN_SIGMA}"),
+                         f"sum(min(A/ERR, {p.clip_sigma}))/sqrt(n) >= threshold + {POWER_MARGIN_SIGMA}; "
+                         + ("TELEGRAPH counted from its first to its last high state"
+                            if high is not None else "TELEGRAPH states unknown: whole intervals, half amplitude")),
+           "telegraph_states_known": high is not None,
            "truth_defects": int(len(truth)), "detectable_defects": int(ok.sum()),
            "static_pixels_excluded": int(len(static_keys))}
     out["lrscube"] = _scores(flagged, bad, det_bad, seen)
@@ -308,7 +408,12 @@ def evaluate(store: str, truth, mode: str | None = None, *, baselines: bool = Tr
     from . import store as st
 
     if not isinstance(truth, pd.DataFrame):
-        truth = pd.read_csv(truth)
+        path = truth
+        truth = pd.read_csv(path)
+        if "high_mjd" not in truth:
+            states = simulated_telegraph_states(path)
+            if states is not None:
+                truth["high_mjd"] = states
     ds = open_cube(store)
     iv = open_intervals(store)
     thr = None

@@ -52,3 +52,22 @@ def test_merge_close():
     assert len(merge_close(runs, z, max_gap=8)) == 2
     merged = merge_close(runs, z, max_gap=15)
     assert [(u.start, u.stop) for u in merged] == [(10, 37)]
+
+
+def test_weak_defect_still_bad_at_the_end_is_not_cut_by_a_noise_dip():
+    # a weak excess (1.5 sigma per exposure) from exposure 30 to the end; the last two exposures
+    # dip by noise: the most significant run ends before them, the settled run does not
+    z = np.zeros(60)
+    z[30:] = 1.5
+    z[-2:] = 0.3
+    (raw,) = find_runs(z, min_sigma=4.0)
+    assert raw.stop == 58
+    (run,) = find_runs(z, min_sigma=4.0, boundary_sigma=3.0)
+    assert (run.start, run.stop) == (30, 60) and run.recovery_significance == np.inf
+
+
+def test_a_clear_recovery_is_kept_even_near_the_end():
+    z = np.zeros(60)
+    z[30:58] = 6.0  # strong defect, recovers 2 exposures before the end
+    (run,) = find_runs(z, min_sigma=4.0, boundary_sigma=3.0)
+    assert (run.start, run.stop) == (30, 58)
