@@ -21,11 +21,14 @@ the pixel and its expected stacked significance
     S = sum_t min(A_t / ERR_t, clip_sigma) / sqrt(n)
 
 reaches the run's detection threshold plus 2.33 sigma (so that a detector working at the
-threshold finds it with 99 % probability). ``A_t`` is the amplitude in DN/s for HOT and WARM,
-for TELEGRAPH half of the clipped term (a two-state pixel spends about half its time high), and
+threshold finds it with 99 % probability). ``A_t`` is the amplitude in DN/s for HOT and WARM, and
 the fractional deficit times the local sky (median SCI of the 14 neighbours along the
 dispersion) for DEAD and LOW_QE; a deficit below LOW_QE's ``min_deficit`` is not a defect by
-definition and not detectable.
+definition and not detectable. A TELEGRAPH pixel in its quiet state looks exactly like a good
+one, so only its span from the first to the last high state is detectable (:func:`detectable_span`),
+with ``A_t`` counted in the high exposures; the states come from the truth (``high_mjd``) or are
+regenerated from the simulator's run (:func:`simulated_telegraph_states`); without them the whole
+interval counts with half the clipped term.
 
 Baselines scored in the same run:
 
