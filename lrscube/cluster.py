@@ -26,12 +26,15 @@ def load_dask_defaults() -> None:
     global _DEFAULTS_LOADED
     if _DEFAULTS_LOADED:
         return
+    import distributed  # noqa: F401  (its own defaults first, so ours override them)
+
     path = configs_dir() / "dask.yaml"
     if path.exists():
         with open(path) as f:
             defaults = yaml.safe_load(f) or {}
+        # update_defaults merges into the live config too; no refresh(), which would let
+        # distributed's defaults (imported later or elsewhere) win again
         dask.config.update_defaults(defaults)
-        dask.config.refresh()
     _DEFAULTS_LOADED = True
 
 

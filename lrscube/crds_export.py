@@ -437,7 +437,8 @@ def _prepare_out(out: str, prefix: str, overwrite: bool) -> None:
     fs, path = st.fs_and_path(out)
     fs.makedirs(path, exist_ok=True)
     pat = re.compile(re.escape(prefix) + r"(" + FILE_RE[:-1] + r"|_manifest\.(json|csv))$")
-    old = [p for p in fs.ls(path, detail=False) if pat.search(p.rsplit("/", 1)[-1])]
+    listing = fs.ls(path, detail=False) if fs.exists(path) else []  # an S3 'folder' exists once written to
+    old = [p for p in listing if pat.search(p.rsplit("/", 1)[-1])]
     if old and not overwrite:
         raise FileExistsError(f"{out} already holds {len(old)} files of an export with prefix {prefix!r} "
                               f"(e.g. {old[0].rsplit('/', 1)[-1]}); pass overwrite=True (--overwrite) to replace "
