@@ -1,4 +1,10 @@
-"""Simulated MIRI LRS blank-sky rate files with a known truth of time-variable defects.
+"""Simulated MIRI blank-sky rate files with a known truth of time-variable defects, for any mode profile.
+
+The layout of a mode (which subarrays, EXP_TYPEs, where light falls: LRS slit and slitless
+spectra, MRS slices and channels, the imager's field and its dark coronagraph area) comes from the
+mode profile's ``simulation:`` block merged over the scenario (:func:`load_scenario`); rates,
+amplitudes and noise come from the scenario. The sky itself is drawn by
+:mod:`lrscube.sim_layouts`.
 
 :func:`simulate` is a short composition of named steps, each a function of plain arrays and a
 random generator that can be tested alone::
@@ -14,7 +20,8 @@ gives the same files, and the population does not depend on how the files are re
 
 Output layout::
 
-    OUT/jw<program><obs><visit>_<group><seq><activity>_<exposure>_mirimage_rate.fits   (one per exposure)
+    OUT/jw<program><obs><visit>_<group><seq><activity>_<exposure>_<detector>_rate.fits   (one per exposure;
+        detector in lower case: mirimage, mirifushort, mirifulong)
     OUT/truth/truth.csv, truth.parquet   defects: one row per pixel and bad interval
     OUT/truth/exposures.csv              one row per file: times, subarray, blank, sky, artefacts
     OUT/truth/scenario.yaml              the scenario actually used, with the call's arguments
@@ -24,6 +31,7 @@ Example
 >>> from lrscube.simulate import simulate
 >>> res = simulate("sim", n=20, full_frame=False, seed=1)      # doctest: +SKIP
 >>> res.truth.query("not static").flag.value_counts()           # doctest: +SKIP
+>>> mrs = simulate("sim-mrs", n=10, mode="mrs-short", seed=1)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -42,7 +50,9 @@ from stdatamodels.jwst.datamodels import ImageModel
 
 from . import flags, profiles
 from . import sim_defects as defects
+from . import sim_layouts as layouts
 from .profiles import Box, Profile
+from .sim_layouts import illumination, spectral_profile  # noqa: F401 (public: lrscube.spectra uses them)
 
 DEFAULT_SCENARIO = "scenario-default.yaml"
 RATE_GLOB = "*_rate.fits"
@@ -70,19 +80,25 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_scenario(scenario: str | Path | dict | None = None) -> dict:
+def load_scenario(scenario: str | Path | dict | None = None, profile: str | Path | Profile | None = None) -> dict:
     """The scenario as a dict: ``scenario`` (a YAML path, a shipped name or a dict) merged over the default.
 
-    A scenario only needs the keys it changes. Raises ValueError naming the file and the key
-    when a value is malformed.
+    With ``profile``, the mode profile's ``simulation:`` block (its layout: subarrays, EXP_TYPEs,
+    sky components) is merged between the two: default < profile < ``scenario``, so a scenario
+    can still change anything. A scenario only needs the keys it changes. Raises ValueError
+    naming the file and the key when a value is malformed.
     """
     default_path = _configs_dir() / DEFAULT_SCENARIO
     with open(default_path) as f:
         sc = yaml.safe_load(f)
     source = str(default_path)
+    layout = profiles.load(profile).simulation if profile is not None else {}
+    if layout:
+        sc = _merge(sc, layout)
+        source = f"{source} + {profiles.load(profile).source} (simulation:)"
     if scenario is not None:
         if isinstance(scenario, dict):
-            user, source = scenario, "<dict>"
+            user, user_source = scenario, "<dict>"
         else:
             path = Path(scenario)
             if not path.exists():
@@ -93,10 +109,11 @@ def load_scenario(scenario: str | Path | dict | None = None) -> dict:
                 path = shipped
             with open(path) as f:
                 user = yaml.safe_load(f) or {}
-            source = str(path)
+            user_source = str(path)
             if not isinstance(user, dict):
                 raise ValueError(f"{path}: a scenario must be a YAML mapping")
         sc = _merge(sc, user)
+        source = f"{source} + {user_source}" if layout else user_source
     _validate_scenario(sc, source)
     sc["source"] = source
     return sc
@@ -125,6 +142,12 @@ def _validate_scenario(sc: dict, source: str) -> None:
     mix = get("exposures.subarray_mix")
     if not 0 <= float(mix) <= 1:
         raise ValueError(f"{source}: 'exposures.subarray_mix' must be in [0, 1], got {mix!r}")
+    weights = sc["exposures"].get("subarray_weights")
+    if weights is not None:
+        if not (isinstance(weights, dict) and weights and all(float(v) >= 0 for v in weights.values())
+                and sum(float(v) for v in weights.values()) > 0):
+            raise ValueError(f"{source}: 'exposures.subarray_weights' must map subarray names to weights >= 0 "
+                             f"(not all zero), got {weights!r}")
     for key in ("detector.gain_e_per_dn", "detector.read_noise_dn", "exposures.gap_s"):
         if float(get(key)) < 0:
             raise ValueError(f"{source}: '{key}' must be >= 0")
@@ -155,6 +178,23 @@ def _reference_mask(profile: Profile) -> np.ndarray:
     for x0, x1 in profile.reference_columns:
         ref[:, x0:x1] = True
     return ref
+
+
+def small_subarray(profile: Profile) -> str | None:
+    """The subarray ``full_frame=False`` uses: SLITLESSPRISM if accepted, else the first non-FULL one."""
+    subs = [s for s in profile.subarrays if s != "FULL"]
+    if "SLITLESSPRISM" in subs:
+        return "SLITLESSPRISM"
+    return subs[0] if subs else None
+
+
+def detector_name(profile: Profile, sc: dict) -> str:
+    """DETECTOR written into the files: ``exposures.detector`` of the scenario, else the profile's first."""
+    det = sc["exposures"].get("detector") or profile.detectors[0]
+    if det not in profile.detectors:
+        raise ValueError(f"exposures.detector {det!r} is not a detector of mode profile {profile.name!r} "
+                         f"({list(profile.detectors)})")
+    return str(det)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,11 +228,25 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
     if sizes:
         sizes[-1] -= sum(sizes) - n
     n_vis = len(sizes)
-    sub_names = [s for s in profile.subarrays if s != "FULL"]
-    slitless = "SLITLESSPRISM" if "SLITLESSPRISM" in profile.subarrays else (sub_names[0] if sub_names else "FULL")
+    small = small_subarray(profile)
+    weights = ex.get("subarray_weights")
     if not full_frame:
-        vis_sub = [slitless] * n_vis
+        if small is None:
+            raise ValueError(f"full_frame=False: mode profile {profile.name!r} accepts no subarray but FULL "
+                             f"({profile.source})")
+        vis_sub = [small] * n_vis
+    elif weights is not None and subarray_mix is None:  # several subarrays: one drawn per visit
+        names = [k for k in weights if float(weights[k]) > 0]
+        unknown = [k for k in names if k not in profile.subarrays]
+        if unknown:
+            raise ValueError(f"exposures.subarray_weights names {unknown}, not accepted by mode profile "
+                             f"{profile.name!r} (subarrays: {list(profile.subarrays)})")
+        p = np.array([float(weights[k]) for k in names])
+        vis_sub = [names[k] for k in rng.choice(len(names), size=n_vis, p=p / p.sum())]
+    elif "FULL" not in profile.subarrays or small is None:  # one subarray only
+        vis_sub = [profile.subarrays[0]] * n_vis
     else:  # fill visits in random order until the wanted number of subarray exposures is reached
+        slitless = small
         want = round(mix * n)
         vis_sub, got = ["FULL"] * n_vis, 0
         for v in rng.permutation(n_vis):
@@ -247,9 +301,15 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
     plan["expmid"] = 0.5 * (plan["expstart"] + plan["expend"])
     plan = plan.sort_values("expstart", kind="stable").reset_index(drop=True)
 
+    missing = sorted({s for s in plan.subarray if s not in ex["exp_type"]})
+    if missing:
+        raise ValueError(f"exposures.exp_type gives no EXP_TYPE for subarray(s) {missing} (mode profile "
+                         f"{profile.name!r}: add them to its simulation: exposures: exp_type:)")
     plan["exp_type"] = [ex["exp_type"][s] for s in plan.subarray]
+    plan["detector"] = detector_name(profile, sc)
+    tag = detector_name(profile, sc).lower()
     plan["file"] = [f"jw{r.program:05d}{r.observation:03d}{r.visit:03d}_{r.visit_group:02d}{r.sequence:1d}"
-                    f"{r.activity:02d}_{r.exposure:05d}_mirimage_rate.fits" for r in plan.itertuples()]
+                    f"{r.activity:02d}_{r.exposure:05d}_{tag}_rate.fits" for r in plan.itertuples()]
     for s, col in (("y0", "substrt2"), ("x0", "substrt1")):
         plan[col] = [getattr(boxes[sub], s) + 1 for sub in plan.subarray]
     plan["subsize1"] = [boxes[sub].x1 - boxes[sub].x0 for sub in plan.subarray]
@@ -262,7 +322,8 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
     plan["x_gradient"] = rng.normal(0.0, float(sky["x_gradient_sigma"]), m)
     src = sc["sources"]
     plan["blank"] = rng.random(m) >= float(src["fraction"])
-    plan["source_x"] = [float(src["x_center"][s]) for s in plan.subarray] + rng.normal(0, float(src["x_jitter_px"]), m)
+    plan["source_x"] = [float(src["x_center"].get(s, np.nan)) for s in plan.subarray] \
+        + rng.normal(0, float(src["x_jitter_px"]), m)
     plan["source_peak_dn_s"] = np.where(plan.blank, 0.0, _loguniform(rng, src["peak_dn_s"], m))
     plan.loc[plan.blank, "source_x"] = np.nan
     per = src["persistence"]
@@ -276,6 +337,10 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
             latent_scale[i] = frac[i] * math.exp(-dt_h / float(per["tau_hours"]))
     plan["latent_from"] = latent_from
     plan["latent_scale"] = latent_scale
+
+    # a gradient along y (flat imaging sky); drawn last, and only when asked, so LRS plans are unchanged
+    y_sigma = float(sky.get("y_gradient_sigma", 0.0) or 0.0)
+    plan["y_gradient"] = rng.normal(0.0, y_sigma, m) if y_sigma > 0 else 0.0
 
     isot = Time(plan.expstart.to_numpy(), format="mjd", scale="utc").isot
     plan["date_obs"] = [s.split("T")[0] for s in isot]
@@ -346,8 +411,9 @@ def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict |
     """
     if int(n) < 1:
         raise ValueError(f"n={n}: a defect population needs at least one exposure")
-    sc = load_scenario(scenario)
     profile = profiles.load(mode)
+    sc = load_scenario(scenario, profile)
+    check_layout(sc, profile)
     rng_plan, rng_truth, _, _ = _streams(seed)
     plan = plan_exposures(rng_plan, n, sc, profile, start=start, span_days=span_days,
                           subarray_mix=subarray_mix, full_frame=full_frame)
@@ -360,58 +426,7 @@ def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict |
 
 def _band(sc: dict, box: Box) -> tuple[float, float]:
     """(red row, blue row) of a region: where the dispersed light is at 14 um and at 5 um."""
-    if sc["sky"]["wavelength_increases_with_y"]:
-        return float(box.y1 - 1), float(box.y0)
-    return float(box.y0), float(box.y1 - 1)
-
-
-def spectral_profile(y: np.ndarray, red: float, blue: float, contrast: float, cutoff_px: float) -> np.ndarray:
-    """Smooth profile along y rising with wavelength: 1 at the red row, 1/contrast at the blue row,
-    falling off over ``cutoff_px`` beyond either end (the region's rows bound the dispersed light)."""
-    length = abs(red - blue)
-    u = (y - blue) / (red - blue)
-    lnc = math.log(contrast)
-    inside = np.exp(lnc * (np.clip(u, 0.0, 1.0) - 1.0))
-    beyond = np.exp(-(np.maximum(-u, 0.0) + np.maximum(u - 1.0, 0.0)) * length / cutoff_px)
-    return inside * beyond
-
-
-def _tophat(x: np.ndarray, x0: int, x1: int, edge: float, width: int) -> np.ndarray:
-    """1 inside columns [x0, x1), soft edges of scale ``edge`` where the box ends inside the frame."""
-    out = np.ones_like(x, dtype=float)
-    for xb, sign, at_frame_edge in ((x0 - 0.5, 1.0, x0 <= 0), (x1 - 0.5, -1.0, x1 >= width)):
-        if at_frame_edge:
-            continue
-        if edge > 0:
-            out *= 1.0 / (1.0 + np.exp(-sign * (x - xb) / edge))
-        else:
-            out *= (sign * (x - xb)) > 0
-    return out
-
-
-def illumination(box: Box, profile: Profile, sc: dict) -> np.ndarray:
-    """Noiseless dispersed sky (DN/s) over ``box`` at sky factor 1, without floor or gradient.
-
-    Zero on the reference columns (they see no light).
-    """
-    sky = sc["sky"]
-    ny_f, nx_f = profile.frame_shape
-    y = np.arange(box.y0, box.y1, dtype=float)[:, None]
-    x = np.arange(box.x0, box.x1, dtype=float)[None, :]
-    cut = float(sky["cutoff_px"])
-    red, blue = _band(sc, Box(0, ny_f, 0, nx_f))
-    frame = spectral_profile(np.clip(y, min(red, blue), max(red, blue)), red, blue, float(sky["frame"]["contrast"]), cut)
-    img = float(sky["frame"]["level_dn_s"]) * frame * np.ones_like(x)
-    for comp in ("slit", "slitless"):
-        c = sky[comp]
-        rows = profile.regions[c["region"]]
-        cols = profile.regions[c.get("columns_region", c["region"])]
-        red, blue = _band(sc, rows)
-        img = img + float(c["level_dn_s"]) * spectral_profile(y, red, blue, float(c["contrast"]), cut) \
-            * _tophat(x, cols.x0, cols.x1, float(c["edge_px"]), nx_f)
-    ref = _reference_mask(profile)[box.slices()]
-    img[ref] = 0.0
-    return img
+    return layouts.band_rows(bool(sc["sky"]["wavelength_increases_with_y"]), box)
 
 
 def trace_image(box: Box, source_subarray: str, x_center: float, peak: float, profile: Profile, sc: dict) -> np.ndarray:
@@ -530,6 +545,9 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
     xs = (np.arange(box.x0, box.x1) - profile.frame_shape[1] / 2) / (profile.frame_shape[1] / 2)
 
     photon = ctx.illumination(exp.subarray) * (exp.sky_factor * (1.0 + exp.x_gradient * xs))[None, :]
+    if exp.y_gradient:
+        ys = (np.arange(box.y0, box.y1) - profile.frame_shape[0] / 2) / (profile.frame_shape[0] / 2)
+        photon *= (1.0 + exp.y_gradient * ys)[:, None]
     photon += float(sc["sky"]["floor_dn_s"])
     if not exp.blank:
         photon += trace_image(box, exp.subarray, exp.source_x, exp.source_peak_dn_s, profile, sc)
@@ -616,8 +634,12 @@ def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: di
     meta = m.meta
     meta.telescope = "JWST"
     meta.instrument.name = "MIRI"
-    meta.instrument.detector = "MIRIMAGE"
-    meta.instrument.filter = str(ex["filter"])
+    meta.instrument.detector = str(exp.detector)
+    if ex.get("filter"):
+        meta.instrument.filter = str(ex["filter"])
+    for key in ("channel", "band"):  # MRS: CHANNEL ('12', '34') and BAND (SHORT, MEDIUM, LONG)
+        if ex.get(key):
+            setattr(meta.instrument, key, str(ex[key]))
     meta.exposure.type = exp.exp_type
     meta.exposure.readpatt = str(ex["readpatt"])
     meta.exposure.nints = int(exp.nints)
@@ -653,7 +675,9 @@ def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: di
     meta.subarray.ysize = int(exp.subsize2)
     meta.subarray.fastaxis = 1
     meta.subarray.slowaxis = 2
-    meta.wcsinfo.dispersion_direction = 2
+    dispaxis = ex.get("dispaxis", 2)  # DISPAXIS as jwst.lib.dispaxis gives it; none for imaging
+    if dispaxis is not None:
+        meta.wcsinfo.dispersion_direction = int(dispaxis)
     meta.bunit_data = "DN/s"
     meta.bunit_err = "DN/s"
     # a product is made after its exposure: a fixed, plausible creation date keeps files reproducible
@@ -661,6 +685,24 @@ def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: di
     m.save(str(path))
     m.close()
     return Path(path)
+
+
+def check_layout(sc: dict, profile: Profile) -> None:
+    """Raise ValueError when the scenario's layout cannot be simulated on ``profile``, naming the key and the fix.
+
+    The EXP_TYPE each simulated subarray gets and the detector must be ones the profile accepts
+    (otherwise the files could not be ingested into a cube of that mode); every sky component
+    must name regions of the profile.
+    """
+    ex = sc["exposures"]
+    detector_name(profile, sc)
+    for sub in profile.subarrays:
+        et = ex["exp_type"].get(sub)
+        if et is not None and et not in profile.exp_types:
+            raise ValueError(f"exposures.exp_type gives {sub} EXP_TYPE {et!r}, which mode profile {profile.name!r} "
+                             f"does not accept ({list(profile.exp_types)}); fix its simulation: block "
+                             f"({profile.source})")
+    layouts.validate_components(sc, profile)
 
 
 @dataclass
@@ -676,8 +718,8 @@ class SimulationResult:
 
 
 _EXPOSURE_COLUMNS = ["file", "expstart", "expmid", "expend", "exptime", "effinttm", "nints", "ngroups", "subarray",
-                     "exp_type", "substrt1", "substrt2", "subsize1", "subsize2", "blank", "sky_factor",
-                     "sky_median_dn_s", "median_err_dn_s", "x_gradient", "source_x", "source_peak_dn_s",
+                     "exp_type", "detector", "substrt1", "substrt2", "subsize1", "subsize2", "blank", "sky_factor",
+                     "sky_median_dn_s", "median_err_dn_s", "x_gradient", "y_gradient", "source_x", "source_peak_dn_s",
                      "latent_from", "latent_scale", "row_offset_dn_s", "emi", "emi_amplitude_dn_s",
                      "n_cr_flagged", "n_cr_unflagged", "n_showers", "program", "observation", "visit", "exposure"]
 
@@ -686,7 +728,7 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
              mode: str = "lrs", start: str | float = "2022-07-15", span_days: float = 900.0,
              subarray_mix: float | None = None, full_frame: bool = True, progress: bool = False,
              overwrite: bool = False) -> SimulationResult:
-    """Write ``n`` simulated MIRI LRS rate files to ``out`` and the truth to ``out/truth/``.
+    """Write ``n`` simulated MIRI rate files of mode ``mode`` to ``out`` and the truth to ``out/truth/``.
 
     Parameters
     ----------
@@ -699,14 +741,19 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
     scenario : YAML path, shipped name or dict, optional
         Merged over ``configs/scenario-default.yaml`` (rates, amplitudes, mixes; documented there).
     mode : str
-        Mode profile (detector geometry, subarrays, regions). Only ``lrs`` has a simulator layout.
+        Mode profile (``lrs``, ``lrs-slit``, ``lrs-slitless``, ``mrs-short``, ``mrs-long``, ``imager``
+        or a YAML path): detector, subarrays, regions, and the layout of its ``simulation:`` block
+        (EXP_TYPEs, sky components: slit and slitless spectra, MRS slices and channels, the
+        imager's field and dark coronagraph area).
     start : ISO date or MJD
         Earliest visit start; visits are spread over ``span_days`` days.
     subarray_mix : float, optional
-        Fraction of SLITLESSPRISM exposures (default from the scenario).
+        Fraction of SLITLESSPRISM exposures (default from the scenario); for other modes, of
+        exposures in the profile's first non-FULL subarray (instead of ``exposures.subarray_weights``).
     full_frame : bool
-        False makes every exposure SLITLESSPRISM (72 x 416): small data for tests and demos;
-        defects then all sit inside the SLITLESSPRISM footprint.
+        False makes every exposure SLITLESSPRISM (72 x 416; other modes: their first non-FULL
+        subarray, an error for FULL-only modes): small data for tests and demos; defects then all
+        sit inside that footprint.
     progress : bool
         Print a counter.
     overwrite : bool
@@ -730,11 +777,9 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
     if old and not overwrite:
         raise FileExistsError(f"{out} already holds {len(old)} {RATE_GLOB} files (e.g. {old[0].name}); "
                               "choose an empty folder or pass overwrite=True")
-    sc = load_scenario(scenario)
     profile = profiles.load(mode)
-    if profile.name != "lrs":
-        raise ValueError(f"mode {profile.name!r}: the simulator only knows the LRS layout (slit, slitless); "
-                         "use mode='lrs'")
+    sc = load_scenario(scenario, profile)
+    check_layout(sc, profile)
     rng_plan, rng_truth, rng_tel, exp_ss = _streams(seed)
     plan = plan_exposures(rng_plan, n, sc, profile, start=start, span_days=span_days,
                           subarray_mix=subarray_mix, full_frame=full_frame)

@@ -1,0 +1,203 @@
+"""Mode profiles: every shipped profile loads, its regions fit the frame, the simulator makes its data,
+and ingest accepts a mode's files and rejects other modes' with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+from stdatamodels.jwst.datamodels import ImageModel
+
+import lrscube
+from lrscube import cube, profiles
+from lrscube.detection_params import DetectionParams
+from lrscube.products import Rejected, read_product
+from lrscube.simulate import load_scenario, simulate
+
+SHIPPED = ["imager", "lrs", "lrs-slit", "lrs-slitless", "mrs-long", "mrs-short"]
+#: mode -> (DETECTOR, EXP_TYPEs, file-name tag)
+EXPECTED = {
+    "lrs-slit": ("MIRIMAGE", {"MIR_LRS-FIXEDSLIT"}, "mirimage"),
+    "lrs-slitless": ("MIRIMAGE", {"MIR_LRS-SLITLESS"}, "mirimage"),
+    "mrs-short": ("MIRIFUSHORT", {"MIR_MRS"}, "mirifushort"),
+    "mrs-long": ("MIRIFULONG", {"MIR_MRS"}, "mirifulong"),
+    "imager": ("MIRIMAGE", {"MIR_IMAGE"}, "mirimage"),
+}
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory):
+    """Two or three exposures of each non-default mode (imager: enough to see a subarray)."""
+    root = tmp_path_factory.mktemp("modes")
+    return {m: simulate(root / m, n=3 if m == "imager" else 2, seed=2, mode=m) for m in EXPECTED}
+
+
+# -- profiles -----------------------------------------------------------------------------------
+
+def test_available_lists_every_shipped_profile():
+    assert set(SHIPPED) <= set(profiles.available())
+    assert "scenario-default" not in profiles.available()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_profile_loads_and_validates(name):
+    p = profiles.load(name)
+    assert p.name == name and p.instrument == "MIRI"
+    assert p.frame_shape == (1024, 1032)
+    DetectionParams.from_profile(p)
+    ny, nx = p.frame_shape
+    for rname, b in p.regions.items():
+        assert 0 <= b.y0 < b.y1 <= ny and 0 <= b.x0 < b.x1 <= nx, (name, rname, b)
+    for x0, x1 in p.reference_columns:
+        assert 0 <= x0 < x1 <= nx
+    # accepted values are ones the datamodels know
+    schema = yaml.safe_load(open(_schema("core.schema.yaml")))
+    inst = schema["allOf"][0]["properties"]["meta"]["properties"] if "allOf" in schema else schema["properties"]["meta"]["properties"]
+    exp_enum = _enum(inst["exposure"]["properties"]["type"])
+    det_enum = _enum(inst["instrument"]["properties"]["detector"])
+    sub_enum = _enum(yaml.safe_load(open(_schema("subarray.schema.yaml")))["properties"]["meta"]["properties"]
+                     ["subarray"]["properties"]["name"]) | {"FULL"}
+    assert set(p.exp_types) <= exp_enum and set(p.detectors) <= det_enum and set(p.subarrays) <= sub_enum
+
+
+@pytest.mark.parametrize("name", [m for m in SHIPPED if m != "lrs"])
+def test_detection_block_is_lrs_as_is(name):
+    """The detection parameters are not tuned per mode: any difference must come with a reason here."""
+    assert profiles.load(name).detection == profiles.load("lrs").detection
+
+
+def _schema(name):
+    from importlib import resources
+    return resources.files("stdatamodels.jwst.datamodels") / "schemas" / name
+
+
+def _enum(node) -> set:
+    out = set(node.get("enum", []))
+    for sub in node.get("anyOf", []):
+        out |= set(sub.get("enum", []))
+    return out
+
+
+def test_mrs_regions_are_channel_halves_with_a_gap():
+    short, long_ = profiles.load("mrs-short"), profiles.load("mrs-long")
+    c1, gap, c2 = (short.regions[k] for k in ("channel_1", "inter_channel", "channel_2"))
+    assert c1.x1 == gap.x0 and gap.x1 == c2.x0 and c1.x1 < 516 < c2.x1
+    c4, gap, c3 = (long_.regions[k] for k in ("channel_4", "inter_channel", "channel_3"))
+    assert c4.x1 == gap.x0 and gap.x1 == c3.x0
+    assert short.dispersion_axis == long_.dispersion_axis == "y"
+
+
+def test_layout_errors_name_the_problem():
+    bad = {"exposures": {"exp_type": {"FULL": "MIR_IMAGE"}}}
+    with pytest.raises(ValueError, match="does not accept"):
+        simulate("/nonexistent-never-written", n=1, mode="mrs-short", scenario=bad)
+    bad = {"sky": {"components": [{"name": "x", "region": "nowhere", "level_dn_s": 1, "contrast": 1}]}}
+    with pytest.raises(ValueError, match="nowhere"):
+        simulate("/nonexistent-never-written", n=1, mode="imager", scenario=bad)
+    with pytest.raises(ValueError, match="accepts no subarray but FULL"):
+        simulate("/nonexistent-never-written", n=1, mode="mrs-short", full_frame=False)
+
+
+def test_profile_layout_merges_under_the_user_scenario():
+    sc = load_scenario({"sky": {"floor_dn_s": 0.5}}, "mrs-short")
+    assert sc["exposures"]["exp_type"]["FULL"] == "MIR_MRS"
+    assert sc["sky"]["floor_dn_s"] == 0.5 and len(sc["sky"]["components"]) == 2
+    assert load_scenario(None, "lrs") == {**load_scenario(None), "source": load_scenario(None)["source"]}
+
+
+# -- simulated files ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", list(EXPECTED))
+def test_simulated_files_are_valid_with_the_modes_keywords(sims, mode):
+    det, exps, tag = EXPECTED[mode]
+    prof = profiles.load(mode)
+    res = sims[mode]
+    assert res.files
+    for path in res.files:
+        assert path.name.endswith(f"_{tag}_rate.fits")
+        m = ImageModel(str(path))
+        m.validate()
+        ph = fits.getheader(path, 0)
+        assert ph["DETECTOR"] == det and ph["EXP_TYPE"] in exps and ph["SUBARRAY"] in prof.subarrays
+        assert prof.accepts(ph["DETECTOR"], ph["EXP_TYPE"], ph["SUBARRAY"]) is None
+        assert m.data.shape == (ph["SUBSIZE2"], ph["SUBSIZE1"])
+        if mode.startswith("mrs"):
+            assert fits.getheader(path, "SCI")["DISPAXIS"] == 2
+            assert ph["CHANNEL"] == ("12" if mode == "mrs-short" else "34")
+        if mode == "imager":
+            assert "DISPAXIS" not in fits.getheader(path, "SCI")
+    t = res.truth
+    assert t.x.between(4, 1027).all()
+
+
+def test_mrs_frame_has_slices_gaps_and_two_channel_levels(sims):
+    prof = profiles.load("mrs-short")
+    m = ImageModel(str(sims["mrs-short"].files[0]))
+    prof_x = np.nanmedian(m.data[300:700], axis=0)
+    c1, gap, c2 = (prof.regions[k] for k in ("channel_1", "inter_channel", "channel_2"))
+    floor = np.median(prof_x[gap.x0 + 2:gap.x1 - 2])
+    lvl1, lvl2 = np.median(prof_x[c1.x0:c1.x1]), np.median(prof_x[c2.x0:c2.x1])
+    assert lvl1 > 2 * floor and lvl2 > 2 * lvl1
+    # inter-slice gaps: dark columns inside each channel (at least count - 1 of them)
+    dark = prof_x[c1.x0:c1.x1] < floor + 0.3 * (lvl1 - floor)
+    starts = np.flatnonzero(dark[1:] & ~dark[:-1])
+    assert len(starts) >= 20
+
+
+def test_imager_frame_is_flat_with_a_dark_coronagraph_area(sims):
+    prof = profiles.load("imager")
+    res = sims["imager"]
+    full = [p for p, s in zip(res.files, res.exposures.subarray) if s == "FULL"]
+    assert full, "the imager sample has no full frame"
+    d = ImageModel(str(full[0])).data
+    field, dark = prof.regions["imaging_field"], prof.regions["dark_left"]
+    sky = np.nanmedian(d[field.slices()])
+    assert np.nanmedian(d[50:950, dark.x0 + 10:dark.x1 - 10]) < 0.1 * sky
+    blocks = [np.nanmedian(d[y:y + 200, x:x + 200]) for y in (50, 400, 750) for x in (420, 800)]
+    assert max(blocks) / min(blocks) < 1.3  # flat, a gentle gradient at most
+
+
+def test_imager_simulates_imaging_subarrays(tmp_path):
+    only_subarrays = {"exposures": {"subarray_weights": {"BRIGHTSKY": 1, "SUB256": 1}, "per_visit": [1, 1]}}
+    res = simulate(tmp_path, n=5, seed=4, mode="imager", scenario=only_subarrays)
+    subs = set(res.exposures.subarray)
+    assert subs == {"BRIGHTSKY", "SUB256"}
+    for path, sub in zip(res.files, res.exposures.subarray):
+        ph = fits.getheader(path, 0)
+        if sub == "BRIGHTSKY":
+            assert (ph["SUBSTRT1"], ph["SUBSTRT2"], ph["SUBSIZE1"], ph["SUBSIZE2"]) == (457, 51, 512, 512)
+
+
+# -- ingest -------------------------------------------------------------------------------------
+
+def test_ingest_accepts_its_mode_and_rejects_others(sims, tmp_path, client):
+    store = str(tmp_path / "mrs.zarr")
+    s = lrscube.ingest(sims["mrs-short"].files, store, mode="mrs-short",
+                       progress=False)
+    assert len(s.ingested) == len(sims["mrs-short"].files) and not s.rejected
+    assert cube.info(store)["profile"] == "mrs-short"
+    lrs_file = sims["lrs-slit"].files[0]
+    s2 = lrscube.ingest([lrs_file], store, progress=False)
+    assert not s2.ingested and len(s2.rejected) == 1
+    why = s2.rejected[0][1]
+    assert "MIRIMAGE" in why and "detector" in why and "mrs-short" in why
+    # MIRIFULONG is not MIRIFUSHORT either
+    with pytest.raises(Rejected, match="MIRIFULONG"):
+        read_product(str(sims["mrs-long"].files[0]), profiles.load("mrs-short"))
+
+
+def test_imager_file_rejected_from_an_lrs_cube(sims):
+    with pytest.raises(Rejected, match="EXP_TYPE 'MIR_IMAGE'"):
+        read_product(str(sims["imager"].files[0]), profiles.load("lrs"))
+
+
+def test_lrs_slit_and_slitless_split_the_lrs_modes(sims):
+    slit, slitless = profiles.load("lrs-slit"), profiles.load("lrs-slitless")
+    with pytest.raises(Rejected, match="SLITLESS"):
+        read_product(str(sims["lrs-slitless"].files[0]), slit)
+    with pytest.raises(Rejected, match="FIXEDSLIT"):
+        read_product(str(sims["lrs-slit"].files[0]), slitless)
+    lrs = profiles.load("lrs")
+    for f in (sims["lrs-slit"].files[0], sims["lrs-slitless"].files[0]):
+        assert read_product(str(f), lrs).meta["detector"] == "MIRIMAGE"
