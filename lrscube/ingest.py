@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob as globmod
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,9 @@ class IngestSummary:
 # --------------------------------------------------------------------------- steps
 
 
+_JWST_NAME = re.compile(r"^jw\d{11}_\d{5}_\d{5}_[a-z0-9]+_(rate|rateints|cal|calints)\.fits$")
+
+
 def find_inputs(paths) -> tuple[list[str], list[tuple[str, str]]]:
     """Expand files, directories (searched for product files) and globs; local or fsspec URLs.
 
@@ -96,8 +100,10 @@ def find_inputs(paths) -> tuple[list[str], list[tuple[str, str]]]:
             if not found:
                 problems.append((p, "no such file (and no file matches it as a glob)"))
         files.extend(os.path.abspath(f) for f in found)
-    # one entry per file, first occurrence wins (the same directory given twice)
-    return list(dict.fromkeys(files)), problems
+    # One entry per file (the same directory given twice). Files named as JWST products come
+    # first, so when a copy under another name duplicates one, the cube keeps the JWST name.
+    files = sorted(dict.fromkeys(files), key=lambda f: (not _JWST_NAME.match(f.rsplit("/", 1)[-1]), f))
+    return files, problems
 
 
 def _load(path: str, profile, clip: float) -> Exposure | Rejected:

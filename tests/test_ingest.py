@@ -64,8 +64,10 @@ def test_duplicates_are_skipped_and_counted(client, product_factory, tmp_path):
     # the same exposure as a rateints product (same ids and start time, other content)
     ints, *_ = product_factory("jw01234001001_03102_00001_mirimage_rateints.fits", seed=4, nints=3)
     store = tmp_path / "store"
-    s = lrscube.ingest([p, copy, ints], store, progress=False)
+    s = lrscube.ingest([copy, ints, p], store, progress=False)
     assert len(s.ingested) == 1 and len(s.duplicates) == 2 and not s.rejected
+    # whatever the order given, the exposure keeps its JWST rate-file name, not the copy's
+    assert lrscube.open_cube(store).filename.values.tolist() == [p.name]
     s2 = lrscube.ingest([tmp_path, tmp_path], store, progress=False)  # the same directory twice
     assert not s2.ingested and len(s2.duplicates) == 3
     assert lrscube.open_cube(store).sizes["time"] == 1
