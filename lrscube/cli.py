@@ -132,7 +132,7 @@ def cmd_evaluate(a):
 def cmd_report(a):
     from .report import report
 
-    path = report(a.store, a.out)
+    path = report(a.store, a.out, manifest=a.manifest, spectra=a.spectra, top=a.top)
     print(f"report: {path}")
     return 0
 
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write an HTML report with plots")
     _add_store(p)
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--manifest", default=None, help="the *_manifest.json of export-crds (changes between MASK files)")
+    p.add_argument("--spectra", default=None, help="spectra_check.json of spectra-check (spectral-impact section)")
+    p.add_argument("--top", type=int, default=8, help="histories of this many most significant pixels")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("spectra-check",
@@ -252,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for spectra_check.json and figures (the report shows them)")
     p.add_argument("--epochs", type=int, default=8, help="science exposures at this many times over the mask's span")
     p.add_argument("--nsigma", type=float, default=3.0, help="feature threshold in extraction-noise sigma")
-    p.add_argument("--noise", action="store_true", help="add photon and read noise to the science exposures")
+    p.add_argument("--noise", action="store_true",
+                   help="also a noisy extraction and a defect-free control with the same noise (features are counted noiseless)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_spectra_check)
 

@@ -209,7 +209,8 @@ def exposure_table(store: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["time", *COORDS])
     g = _open_group(store)
     n = int(g.attrs["lrscube"]["n_committed"])
+    present = set(g.array_keys())  # a store written before a coordinate was added lacks it
     df = pd.DataFrame({name: _as_str(g[name][:n]) if dtype == "str" else g[name][:n]
-                       for name, dtype in COORDS.items()})
+                       for name, dtype in COORDS.items() if name in present})
     df.insert(0, "time", pd.to_datetime(df["mjd"].to_numpy() - 40587.0, unit="D"))
     return df.sort_values("mjd", kind="stable").reset_index(drop=True)

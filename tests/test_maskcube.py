@@ -112,12 +112,19 @@ def test_mask_at_accepts_every_time_form_and_is_strict_before_valid_from(tmp_pat
 
 
 def test_policy_bits_when_dq_column_is_absent(tmp_path, case):
+    import dataclasses
+
     exp, iv = case
     prof = profiles.load("lrs")
     ds = mc.write_mask_cube(tmp_path / "s", iv.drop(columns="dq"), prof, exp)
     last = ds.dq.isel(time=-1).values
     assert last[10, 5] == HOT | DNU  # HOT gets DO_NOT_USE by the lrs policy
-    assert last[700, 40] == WARM  # WARM does not
+    assert last[700, 40] == WARM | DNU  # so does a new WARM pixel (not in the dark reference)
+    # the policy is the profile's: a profile that leaves WARM usable gets no DO_NOT_USE there
+    lenient = dataclasses.replace(prof, do_not_use=("HOT",))
+    ds = mc.write_mask_cube(tmp_path / "s2", iv.drop(columns="dq"), lenient, exp)
+    last = ds.dq.isel(time=-1).values
+    assert last[10, 5] == HOT | DNU and last[700, 40] == WARM
 
 
 def test_interval_boundaries_at_mid_times_also_work(tmp_path, case):
