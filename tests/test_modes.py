@@ -64,7 +64,11 @@ def test_profile_loads_and_validates(name):
 @pytest.mark.parametrize("name", [m for m in SHIPPED if m != "lrs"])
 def test_detection_block_is_lrs_as_is(name):
     """The detection parameters are not tuned per mode: any difference must come with a reason here."""
-    assert profiles.load(name).detection == profiles.load("lrs").detection
+    mine, lrs = profiles.load(name).detection, profiles.load("lrs").detection
+    assert mine == lrs, (f"configs/{name}.yaml's detection: block differs from configs/lrs.yaml's in "
+                         f"{sorted(k for k in set(mine) | set(lrs) if mine.get(k) != lrs.get(k))}: copy it "
+                         "again, or give the physical reason for the difference in both the profile and this test")
+    assert profiles.load(name).do_not_use == profiles.load("lrs").do_not_use
 
 
 def _schema(name):
