@@ -141,7 +141,11 @@ def pixel_intervals(r, s, sky, ctx: TileContext) -> list[dict]:
         if u.sign > 0 and g[-1].sign > 0 and p.telegraph_gap_probability > 0:
             ps = switching_probability(z, g + [u], p.state_sigma)
             gap = u.start - g[-1].stop
-            if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability:
+            span = z[g[0].start:u.stop]
+            # and the merged span is at least as significant as its strongest piece: a weak
+            # noise run far from a defect dilutes it and is not part of it
+            stronger = abs(span.sum()) / np.sqrt(span.size) >= max(v.significance for v in g + [u])
+            if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability and stronger:
                 g.append(u)
                 continue
         groups.append([u])
@@ -194,7 +198,8 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile) -> dict:
         res = spatial_residuals(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
                                 sky_window=p.sky_window_px, min_sky_pixels=p.min_sky_pixels,
                                 remove_line_offsets=p.remove_line_offsets, clip_sigma=p.clip_sigma,
-                                calibration_block=p.calibration_block_px)
+                                calibration_block=p.calibration_block_px,
+                                cross_window=p.cross_sky_window_px or None)
         tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
                         cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
                         min_length=p.trace_min_length_px, margin=p.trace_margin_px)

@@ -29,6 +29,9 @@ class DetectionParams:
     min_sky_pixels: int = 5
     #: remove odd/even row offsets and row striping (lines across the dispersion)
     remove_line_offsets: bool = True
+    #: running median of the residual across the dispersion removed (pixels, odd; 0 = off):
+    #: structure shared by neighbouring columns of a row is sky, not a pixel defect
+    cross_sky_window_px: int = 15
     # --- non-blank exposures (source traces, their latents) ---------------------------------
     #: running-median width across the dispersion that defines a bump-free sky profile (pixels)
     trace_cross_window_px: int = 9

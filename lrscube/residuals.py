@@ -172,6 +172,7 @@ def spatial_residuals(
     calibrate_noise: bool = True,
     clip_sigma: float | None = 6.0,
     calibration_block: tuple[int, int] | None = None,
+    cross_window: int | None = None,
 ) -> Residuals:
     """Residual of every pixel against a robust local sky, per exposure.
 
@@ -196,6 +197,12 @@ def spatial_residuals(
         estimate itself. With ``clip_sigma``, the scale is further raised (never lowered) to the
         RMS of the normalised residual clipped at +-clip_sigma, so that the sums of clipped values
         that the temporal statistics make have unit variance also for heavy-tailed noise.
+    cross_window : int, optional
+        Remove the running median of the residual across the dispersion over this many pixels
+        (pixels more than 5 ERR from a first such median left out): residual structure that neighbouring
+        columns of a row share is sky the column-wise model could not follow (a cusp or sharp
+        end of the dispersed sky, where a 15-pixel median along the column is biased by the
+        curvature), not a pixel defect. A defect cluster narrower than half of it is kept.
     calibration_block : (int, int), optional
         Calibrate the noise separately in blocks of this many pixels (y, x) of each exposure
         (the stored chunk, 256 x 258, in detect): a local factor that does not depend on how the
@@ -216,6 +223,14 @@ def spatial_residuals(
         sky = sky_model(sci - off, err, sky_window, axis=ax, min_count=min_sky_pixels)
         resid = sci - off - sky
         resid -= _line_offsets(resid, ax)
+    if cross_window:
+        cax = -1 if ax == -2 else -2
+        mc = min(5, int(cross_window))
+        loc = running_median(resid, cross_window, axis=cax, min_count=mc)
+        with np.errstate(invalid="ignore"):  # then without the pixels far from that first estimate
+            clean = np.where(np.abs(resid - loc) > 5.0 * err, np.nan, resid)
+        loc = running_median(clean, cross_window, axis=cax, min_count=mc)
+        resid = resid - np.where(np.isfinite(loc), loc, 0.0).astype(np.float32)
     good_err = np.isfinite(err) & (err > 0)
     sigma = np.where(good_err, err, np.nan).astype(np.float32)
     if calibrate_noise:
