@@ -102,6 +102,36 @@ def _is_profile(path: Path) -> bool:
     return isinstance(head, dict) and head.get("kind") == "mode-profile"
 
 
+def _merge_detection(base: dict, child: dict) -> dict:
+    out = dict(base)
+    for k, v in child.items():
+        out[k] = _merge_detection(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_with_base(path: Path, seen: tuple = ()) -> dict:
+    """A profile's YAML with ``extends: NAME`` resolved.
+
+    The child's top-level keys replace the base's, except ``detection:``, which is merged key by
+    key: a mode inherits the detection parameters and the DO_NOT_USE policy of its base and
+    states (with a reason, in a comment) only what it changes.
+    """
+    with open(path) as f:
+        d = yaml.safe_load(f)
+    if not isinstance(d, dict) or d.get("kind") != "mode-profile":
+        raise ValueError(f"{path}: not a mode profile (needs 'kind: mode-profile')")
+    base_name = d.pop("extends", None)
+    if base_name is None:
+        return d
+    base_path = configs_dir() / f"{base_name}.yaml"
+    if not base_path.exists() or base_name in seen:
+        raise ValueError(f"{path}: 'extends: {base_name}' names no shipped profile (or a cycle)")
+    base = _read_with_base(base_path, (*seen, base_name))
+    merged = {**base, **d}
+    merged["detection"] = _merge_detection(base.get("detection") or {}, d.get("detection") or {})
+    return merged
+
+
 _REQUIRED = ("name", "instrument", "detectors", "exp_types", "subarrays", "frame_shape", "dispersion_axis")
 
 
@@ -115,10 +145,7 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
         path = configs_dir() / f"{spec}.yaml"
         if not path.exists():
             raise ValueError(f"unknown mode profile {spec!r}: no file {path}; shipped profiles: {available()}")
-    with open(path) as f:
-        d = yaml.safe_load(f)
-    if not isinstance(d, dict) or d.get("kind") != "mode-profile":
-        raise ValueError(f"{path}: not a mode profile (needs 'kind: mode-profile')")
+    d = _read_with_base(path)
     missing = [k for k in _REQUIRED if k not in d]
     if missing:
         raise ValueError(f"{path}: mode profile lacks {missing}")
