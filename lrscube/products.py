@@ -180,7 +180,7 @@ def product_kind(name: str) -> str:
 
 
 def _open(path: str):
-    """Open a local path or fsspec URL as an HDUList, every HDU read, so truncation shows here."""
+    """Open a local path or fsspec URL as an HDUList; a truncated file is Rejected here."""
     if "://" in path and not path.startswith("file://"):
         import io
 
@@ -192,14 +192,16 @@ def _open(path: str):
         src, size = io.BytesIO(data), len(data)
     else:
         src, size = path, os.path.getsize(path)
+    # Scanning every header (lazy_load_hdus=False) checks each HDU's declared size against the
+    # file without reading the data planes ingest does not use (VAR_POISSON, VAR_RNOISE, ...).
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hdul = fits.open(src, memmap=False)
-        hdul.readall()
+        hdul = fits.open(src, memmap=False, lazy_load_hdus=False)
     for w in caught:
-        if "truncated" in str(w.message):
+        text = str(w.message)
+        if "truncated" in text or "Error validating header" in text:
             hdul.close()
-            raise Rejected(f"truncated FITS file ({w.message})")
+            raise Rejected(f"truncated FITS file ({text.splitlines()[0]})")
     return hdul, size
 
 

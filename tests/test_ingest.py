@@ -165,3 +165,16 @@ def test_real_rateints_through_the_cli(client, tmp_path, capsys):
     with fits.open(RATEINTS_REAL) as h:
         assert ds.mjd.values[0] == pytest.approx(h[0].header["EXPSTART"] + h[0].header["EFFEXPTM"] / 2 / 86400)
     assert "raw ramp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8, 0.99])
+def test_truncated_anywhere_is_rejected(product_factory, fraction):
+    from lrscube import profiles
+    from lrscube.products import Rejected, read_product
+
+    good, *_ = product_factory("whole_rate.fits", subarray="FULL")
+    data = good.read_bytes()
+    cut = good.with_name("cut_rate.fits")
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(Rejected, match="truncated|not a readable"):
+        read_product(str(cut), profiles.load("lrs"))
