@@ -29,7 +29,7 @@ from astropy.io import fits
 from . import flags
 from . import maskcube as mc
 from . import store as st
-from .products import PRODUCT_SUFFIXES, Rejected, exposure_times, placement
+from .products import PRODUCT_SUFFIXES, Rejected, date_obs_text, exposure_times, placement
 
 #: the suffix of new files written beside their input when no ``out`` folder is given
 OUT_SUFFIX = "_lrscube"
@@ -88,13 +88,14 @@ def or_into(dq: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def start_from_date_obs(h) -> np.datetime64 | None:
-    """DATE-OBS/TIME-OBS (what CRDS compares with USEAFTER) as datetime64, or None."""
-    date, tim = h.get("DATE-OBS"), h.get("TIME-OBS")
-    if not date:
+    """DATE-OBS/TIME-OBS (what CRDS compares with USEAFTER) as datetime64, or None.
+
+    Parsed to datetime64 directly, not through an MJD float, so a time exactly on an epoch
+    boundary compares exactly.
+    """
+    text = date_obs_text(h)
+    if text is None:
         return None
-    text = str(date).strip()
-    if "T" not in text and tim:
-        text = f"{text}T{str(tim).strip()}"
     try:
         return np.datetime64(text, "us")
     except ValueError:

@@ -55,13 +55,21 @@ def _num(h, key):
     return v if np.isfinite(v) else None
 
 
-def _date_obs_mjd(h) -> float | None:
+def date_obs_text(h) -> str | None:
+    """DATE-OBS joined with TIME-OBS as one ISO string (what CRDS compares with USEAFTER)."""
     date, tim = h.get("DATE-OBS"), h.get("TIME-OBS")
     if not date:
         return None
     text = str(date).strip()
     if "T" not in text and tim:
         text = f"{text}T{str(tim).strip()}"
+    return text
+
+
+def _date_obs_mjd(h) -> float | None:
+    text = date_obs_text(h)
+    if text is None:
+        return None
     try:
         return float(Time(text, format="isot", scale="utc").mjd)
     except ValueError:
