@@ -29,14 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def _lengths(n: int, ratio: float = 1.25) -> np.ndarray:
-    out, L = [], 1.0
-    while L < n:
-        out.append(int(round(L)))
-        L = max(L * ratio, L + 1)
-    out.append(n)
-    return np.unique(np.asarray(out, int))
+from .temporal import geometric_lengths
 
 
 def best_run(z: np.ndarray, min_length: int = 1) -> tuple[int, int, float]:
@@ -51,7 +44,7 @@ def best_run(z: np.ndarray, min_length: int = 1) -> tuple[int, int, float]:
         return 0, 0, 0.0
     c = np.concatenate([[0.0], np.cumsum(z)])
     best = (0, min(n, max(1, min_length)), -1.0)
-    for L in _lengths(n):
+    for L in geometric_lengths(n):
         if L < min_length:
             continue
         st = np.abs(c[L:] - c[:-L]) / np.sqrt(L)
