@@ -156,6 +156,14 @@ def _raster(frame_shape, y, x, v, fill=np.nan) -> np.ndarray:
     return img
 
 
+def _map_axes(fig: Figure, frame_shape, outlines, title: str):
+    """Full-frame axes with the footprint outlines and a title: the frame of every detector map."""
+    ax = _frame_axes(fig, frame_shape)
+    handles = _outlines(ax, outlines)
+    ax.set_title(title)
+    return ax, handles
+
+
 def onset_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024, 1032),
                      outlines: Mapping[str, Sequence[int]] | None = None,
                      title: str = "Defective pixels by onset date") -> Figure:
@@ -171,9 +179,7 @@ def onset_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024,
         Boxes to outline (subarray footprints, slit), 0-based half-open.
     """
     fig = Figure(figsize=(9.6, 8.0), layout="constrained")
-    ax = _frame_axes(fig, frame_shape)
-    handles = _outlines(ax, outlines)
-    ax.set_title(title)
+    ax, handles = _map_axes(fig, frame_shape, outlines, title)
     if pixels is None or len(pixels) == 0:
         ax.text(0.5, 0.5, "no defective pixels", ha="center", va="center", transform=ax.transAxes, color="0.3")
         return fig
@@ -221,9 +227,7 @@ def class_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024,
     ``pixels``: one row per pixel, ``y, x, flag`` and optionally ``recovered`` (drawn open).
     """
     fig = Figure(figsize=(8.6, 8.0), layout="constrained")
-    ax = _frame_axes(fig, frame_shape)
-    handles = _outlines(ax, outlines)
-    ax.set_title(title)
+    ax, handles = _map_axes(fig, frame_shape, outlines, title)
     if pixels is None or len(pixels) == 0:
         ax.text(0.5, 0.5, "no defective pixels", ha="center", va="center", transform=ax.transAxes, color="0.3")
         return fig
