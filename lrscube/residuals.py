@@ -61,6 +61,48 @@ def running_median(a: np.ndarray, window: int, axis: int = -1, min_count: int = 
     return np.moveaxis(out, -1, axis)
 
 
+def window_median_position(finite: np.ndarray, window: int, min_count: int = 1) -> np.ndarray:
+    """Median index of the True entries of ``finite`` in a centred window along the last axis.
+
+    The same as the running median of ``where(finite, index, nan)`` (NaN where fewer than
+    ``min_count`` are True), but from cumulative counts instead of a sort: the True positions
+    in a window are already in order, so the median is one (or the mean of two) of them.
+
+    >>> window_median_position(np.array([True, True, False, True, True]), 3)
+    array([0.5, 0.5, 2. , 3.5, 3.5], dtype=float32)
+    """
+    window = int(window) | 1
+    half = window // 2
+    f = np.ascontiguousarray(finite, dtype=bool)
+    shape = f.shape
+    n = shape[-1]
+    f = f.reshape(-1, n)
+    rows = f.shape[0]
+    # c[r, k]: True entries of row r before column k; gpos: their flat positions, in order
+    c = np.zeros((rows, n + 1), np.int32)
+    np.cumsum(f, axis=1, out=c[:, 1:])
+    i = np.arange(n)
+    lo = np.maximum(i - half, 0)
+    hi = np.minimum(i + half, n - 1) + 1
+    out = np.broadcast_to(i.astype(np.float32), (rows, n)).copy()  # a complete window: the pixel
+    # the rest (holes in the window, or cut by an edge): the middle True position(s)
+    incomplete = np.ones((rows, n), bool)
+    if n >= window:
+        incomplete[:, half:n - half] = (c[:, window:] - c[:, :n + 1 - window]) < window
+    r, j = np.nonzero(incomplete)
+    if r.size:
+        gpos = np.flatnonzero(f)
+        row_base = np.concatenate([[0], np.cumsum(c[:, -1], dtype=np.int64)[:-1]])
+        mm = c[r, hi[j]] - c[r, lo[j]]
+        base = row_base[r] + c[r, lo[j]]
+        last = max(gpos.size - 1, 0)
+        k1 = np.clip(base + (mm - 1) // 2, 0, last)
+        k2 = np.clip(base + mm // 2, 0, last)
+        med = 0.5 * (gpos[k1] + gpos[k2]) - r * n if gpos.size else np.full(r.size, np.nan)
+        out[r, j] = np.where(mm >= max(1, min(min_count, window)), med, np.nan)
+    return out.reshape(shape)
+
+
 def local_sky(img: np.ndarray, window: int, axis: int = -2, min_count: int = 5) -> np.ndarray:
     """Running median along ``axis``, corrected for truncated windows.
 
@@ -78,10 +120,8 @@ def local_sky(img: np.ndarray, window: int, axis: int = -2, min_count: int = 5) 
     finite = np.isfinite(np.moveaxis(img, axis, -1))
     n = finite.shape[-1]
     idx = np.arange(n, dtype=np.float32)
-    w = finite.astype(np.float32)
     # the median of a monotonic sky sits at the median position of the pixels present
-    pos = np.where(finite, idx, np.nan).astype(np.float32)
-    centre = running_median(pos, window, axis=-1, min_count=min_count)
+    centre = window_median_position(finite, window, min_count)
     with np.errstate(invalid="ignore", divide="ignore"):
         offset = idx - centre                                # pixel minus median position
         m = np.moveaxis(med, axis, -1)
@@ -137,12 +177,17 @@ def sky_model(img: np.ndarray, err: np.ndarray, window: int, axis: int = -2, min
     more than ``outlier_sigma`` ERR from the first sky are left out, and (4) the running median
     of the detrended data, which is flat and noise-dominated, is added back to the trend.
     """
+    return _sky_parts(img, err, window, axis, min_count, outlier_sigma)[0]
+
+
+def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0):
+    """:func:`sky_model` and its parts (sky, trend, detrended data with outliers left out)."""
     sky1 = local_sky(img, window, axis=axis, min_count=min_count)
     trend = local_linear(sky1, window, axis=axis)
     with np.errstate(invalid="ignore"):
         out = np.abs(img - sky1) > outlier_sigma * err
     d = np.where(out, np.nan, img) - trend
-    return trend + local_sky(d, window, axis=axis, min_count=min_count)
+    return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d
 
 
 def robust_sigma(a: np.ndarray, axis=None) -> np.ndarray:
@@ -216,11 +261,17 @@ def spatial_residuals(
     sci = np.asarray(sci, dtype=np.float32)
     err = np.asarray(err, dtype=np.float32)
     ax = -2 if dispersion_axis == "y" else -1
-    sky = sky_model(sci, err, sky_window, axis=ax, min_count=min_sky_pixels)
+    sky, trend, d = _sky_parts(sci, err, sky_window, ax, min_sky_pixels)
     resid = sci - sky
     if remove_line_offsets:
+        # the line offsets alternate along the dispersion, so they bias the running median of
+        # the detrended data and the outlier mask; both are redone without them (the smooth
+        # trend is barely affected by them and is kept: one running median, not four)
         off = _line_offsets(resid, ax)
-        sky = sky_model(sci - off, err, sky_window, axis=ax, min_count=min_sky_pixels)
+        with np.errstate(invalid="ignore"):
+            out = np.abs(resid - off) > 5.0 * err
+        d = np.where(out, np.nan, sci - off) - trend
+        sky = trend + local_sky(d, sky_window, axis=ax, min_count=min_sky_pixels)
         resid = sci - off - sky
         resid -= _line_offsets(resid, ax)
     if cross_window:
