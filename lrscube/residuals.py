@@ -290,13 +290,17 @@ def spatial_residuals(
         else:
             # blocks with too few pixels for a robust scale (edges) take the exposure's
             by, bx = (int(v) for v in calibration_block)
-            whole = _noise_scale(resid, sigma, clip_sigma)
-            out = sigma * whole[..., None, None]
+            whole = None  # the exposure's factor, computed only if some block needs it
+            out = np.empty_like(sigma)
             for a in range(0, sci.shape[-2], by):
                 for b in range(0, sci.shape[-1], bx):
                     blk = (..., slice(a, a + by), slice(b, b + bx))
                     n = np.isfinite(resid[blk] / sigma[blk]).reshape(sci.shape[:-2] + (-1,)).sum(axis=-1)
-                    sc = np.where(n >= MIN_CALIBRATION_PIXELS, _noise_scale(resid[blk], sigma[blk], clip_sigma), whole)
+                    sc = _noise_scale(resid[blk], sigma[blk], clip_sigma)
+                    if (n < MIN_CALIBRATION_PIXELS).any():
+                        if whole is None:
+                            whole = _noise_scale(resid, sigma, clip_sigma)
+                        sc = np.where(n >= MIN_CALIBRATION_PIXELS, sc, whole)
                     out[blk] = sigma[blk] * sc[..., None, None]
             sigma = out
     resid = np.where(np.isfinite(sigma), resid, np.nan).astype(np.float32)
