@@ -272,8 +272,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0)) -
     if not has.any():
         return empty_intervals(), diag
     # group pixels by the exposures that see them (footprints), so each group is gap-free
-    packed = np.packbits(valid.T, axis=1)
-    keys, inverse = np.unique(packed, axis=0, return_inverse=True)
+    packed = np.ascontiguousarray(np.packbits(valid.T, axis=1))
+    # rows as opaque byte strings: one sort of P keys instead of a lexicographic one
+    keys, inverse = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_inverse=True)
     inverse = inverse.reshape(-1)
     rows_ev, rows_meta = [], []
     for g in range(keys.shape[0]):
