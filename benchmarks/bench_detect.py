@@ -84,7 +84,7 @@ def _peak_rss_mb():
 def run_one(store: str, n: int, memory_limit: str, work: str) -> dict:
     from distributed import Client, LocalCluster
 
-    from lrscube.cube import open_cube
+    from lrscube.cube import cube_url, open_cube
     from lrscube.detect import detect_dataset
 
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=memory_limit, processes=True,
@@ -95,7 +95,7 @@ def run_one(store: str, n: int, memory_limit: str, work: str) -> dict:
         t_read = time.perf_counter() - t
         base = client.run(_peak_rss_mb)
         t = time.perf_counter()
-        iv, meta = detect_dataset(ds, "lrs", work=work)
+        iv, meta = detect_dataset(ds, "lrs", work=work, source=cube_url(store))  # as detect(store) runs it
         t_det = time.perf_counter() - t
         peak = client.run(_peak_rss_mb)
         shutil.rmtree(work, ignore_errors=True)

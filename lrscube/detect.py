@@ -407,10 +407,17 @@ def _context(ds, prof, p) -> TileContext:
     return TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=thr)
 
 
-def _stage1_to_work(work, a, sci, err, dq, params, profile):
-    """Stage 1 for exposures [a, a + B) written into the work store; returns the small reductions."""
+def _stage1_to_work(work, a, sci, err, dq, params, profile, source=None, rows=None):
+    """Stage 1 for exposures [a, a + B) written into the work store; returns the small reductions.
+
+    With ``source`` (the exposure cube's zarr URL) and ``rows`` (their storage positions), the
+    task reads its exposures itself, whole frames, instead of receiving them from dask.
+    """
     import zarr
 
+    if source is not None:
+        cube = zarr.open_group(st.zarr_store(source, read_only=True), mode="r")
+        sci, err, dq = (np.stack([cube[v][int(i)] for i in rows]) for v in ("sci", "err", "dq"))
     out = spatial_stage(sci, err, dq, params, profile)
     g = zarr.open_group(st.zarr_store(work), mode="r+")
     b = a + out["r"].shape[0]
@@ -432,7 +439,8 @@ def _stage2_from_work(work, ya, yb, xa, xb, exclude, ctx):
 
 
 def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, tiles: tuple[int, int] | None = None,
-                   progress: bool | None = None, work: str | None = None, **overrides) -> tuple[pd.DataFrame, dict]:
+                   progress: bool | None = None, work: str | None = None, source: str | None = None,
+                   **overrides) -> tuple[pd.DataFrame, dict]:
     """Defect intervals of a cube held in an xarray Dataset (numpy- or dask-backed).
 
     Two stages: (1) per exposure, whole frames: residuals against the local sky, source traces,
@@ -460,6 +468,10 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
         Show a progress bar (distributed.progress when a client is active).
     work : str
         Scratch zarr location for the two-stage dask run (removed afterwards by :func:`detect`).
+    source : str
+        The zarr URL of the exposure cube ``ds`` was opened from (``lrscube.cube.cube_url``):
+        stage-1 tasks then read their whole frames straight from it (no chunk tasks moved
+        between workers). Ignored unless ``ds`` holds whole frames of that cube.
     **overrides
         Single parameters, e.g. ``false_alarm_pixels=1.0``.
 
@@ -499,7 +511,7 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
         n_tasks = len(results)
     else:
         results, sbits, n_seen, trace_px, n_tasks = _detect_two_stage(ds, prof, p, ctx, work, (ty, tx), spans,
-                                                                      progress)
+                                                                      progress, source)
     records = carried_records(sbits, n_seen, (int(ys[0]), int(xs[0])))
     frames = [_finish(records)] if records else []
     frames += [r[0] for r in results if len(r[0])]
@@ -527,7 +539,30 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     return iv, meta
 
 
-def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress):
+def _storage_rows(ds, source: str) -> np.ndarray | None:
+    """Storage position in the cube at ``source`` of each exposure of ``ds`` (matched by file
+    name and time), or None when ``ds`` is not a whole-frame selection of that cube."""
+    import zarr
+
+    try:
+        g = zarr.open_group(st.zarr_store(source, read_only=True), mode="r")
+        n = int(g.attrs["lrscube"]["n_committed"])
+        if tuple(g["sci"].shape[1:]) != (ds.sizes["y"], ds.sizes["x"]) or "filename" not in ds.coords:
+            return None
+        if "y" in ds.coords and int(ds["y"].values[0]) != 0 or "x" in ds.coords and int(ds["x"].values[0]) != 0:
+            return None
+        names = g["filename"][:n]
+        names = [v.decode() if isinstance(v, bytes) else str(v) for v in names]
+        where = {(f, round(float(m), 9)): i for i, (f, m) in enumerate(zip(names, g["mjd"][:n]))}
+        rows = [where.get((str(f), round(float(m), 9))) for f, m in zip(ds["filename"].values, ds["mjd"].values)]
+    except (KeyError, FileNotFoundError, ValueError, TypeError):
+        return None
+    if any(r is None for r in rows):
+        return None
+    return np.asarray(rows, np.int64)
+
+
+def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None):
     """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
     import dask
     import zarr
@@ -541,13 +576,18 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress):
         g.create_array(k, shape=(n_t, ny, nx), chunks=(B, *tile), dtype="float32", fill_value=np.nan,
                        compressors=comp)
     g.create_array("trace", shape=(n_t, ny, nx), chunks=(B, *tile), dtype="uint8", fill_value=0, compressors=comp)
-    sci, err, dq = (ds[v].data for v in ("sci", "err", "dq"))
-    if not hasattr(sci, "dask"):
-        import dask.array as da
+    rows = _storage_rows(ds, source) if source is not None else None
+    if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
+        s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, source, rows[a:a + B])
+              for a in range(0, n_t, B)]
+    else:
+        sci, err, dq = (ds[v].data for v in ("sci", "err", "dq"))
+        if not hasattr(sci, "dask"):
+            import dask.array as da
 
-        sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
-    s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof)
-          for a in range(0, n_t, B)]
+            sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
+        s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof)
+              for a in range(0, n_t, B)]
     and_bits = np.full((ny, nx), _ALL_BITS, np.uint32)
     n_seen = np.zeros((ny, nx), np.int32)
     trace_px = np.zeros(n_t, np.int64)
@@ -563,7 +603,8 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress):
     t1 = _time.time()
     results = list(_iter_compute(s2, progress))
     ctx.timing = {"stage1_s": round(t1 - t0, 2), "stage2_s": round(_time.time() - t1, 2),
-                  "stage1_tasks": len(s1), "stage2_tasks": len(s2)}
+                  "stage1_tasks": len(s1), "stage2_tasks": len(s2),
+                  "stage1_reads": "whole frames from the cube" if rows is not None else "dask chunks"}
     return results, sbits, n_seen, trace_px, len(s1) + len(s2)
 
 
@@ -628,7 +669,7 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
     The intervals table (also in ``STORE/intervals.parquet``). Every run recomputes everything
     from the whole cube (see docs/detection.md).
     """
-    from .cube import open_cube
+    from .cube import cube_url, open_cube
 
     ds = open_cube(store)
     if mode is None:
@@ -638,7 +679,8 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
     prof = profiles.load(mode)
     work = st.join(store, WORK)
     try:
-        iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, work=work, **overrides)
+        iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, work=work,
+                                  source=cube_url(store), **overrides)
     finally:
         _remove(work)
     st.write_table(store, st.INTERVALS, iv)
