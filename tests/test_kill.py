@@ -37,9 +37,11 @@ def _committed(store: Path) -> int:
 
 
 def _written_slots(store: Path) -> set[int]:
+    """Slots whose sci data is on disk, committed or not: the store keeps one shard object per
+    exposure, ``sci/c/<slot>/0/0`` (zarr writes it to a temporary name and renames it)."""
     d = store / "exposures" / "sci" / "c"
     try:
-        return {int(e) for e in os.listdir(d) if any(os.scandir(d / e))}
+        return {int(e) for e in os.listdir(d) if (d / e / "0" / "0").is_file()}
     except FileNotFoundError:
         return set()
 

@@ -1,0 +1,151 @@
+"""The exposure cube's storage layout and append protocol, below ingest.
+
+Layout (format 2): one zarr shard object per exposure and plane, ``<var>/c/<slot>/0/0``,
+holding the (1, 256, 258) chunks the exposure covers; a subarray's shard holds only the
+chunks its footprint touches. Stores of format 1 (one object per chunk) stay readable and
+appendable in their own layout.
+"""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import zarr
+
+import lrscube
+from lrscube import cube, profiles
+from lrscube.history import pixel_history
+
+SLIT = (528, 0, 416, 72)  # SLITLESSPRISM footprint: y0, x0, ny, nx
+N_INNER = 16  # (1024 x 1032) / (256 x 258)
+
+
+def _exposure(i, footprint=(0, 0, 1024, 1032)):
+    y0, x0, ny, nx = footprint
+    rng = np.random.default_rng(i)
+    sci = (10.0 + rng.normal(0, 1.0, (ny, nx))).astype("float32")
+    exp = SimpleNamespace(sci=sci, err=np.full((ny, nx), 0.5, "float32"),
+                          dq=np.where(rng.random((ny, nx)) < 0.01, 4, 0).astype("uint32"), y0=y0, x0=x0)
+    meta = {"mjd": 60000.0 + i, "expstart": 60000.0 + i, "exptime": 100.0, "filename": f"e{i}_rate.fits",
+            "content_hash": f"h{i}", "exposure_key": f"k{i}", "y0": y0, "x0": x0, "ny": ny, "nx": nx,
+            "subarray": "FULL" if ny == 1024 else "SLITLESSPRISM", "nints": 1, "bunit": "DN/s"}
+    return exp, meta
+
+
+def _objects(store: Path, var: str) -> dict[int, list[str]]:
+    """Stored objects of ``var`` per time slot (relative to the slot's directory)."""
+    c = store / "exposures" / var / "c"
+    found = {int(t.name): sorted(str(p.relative_to(t)) for p in t.rglob("*") if p.is_file()) for t in c.iterdir()}
+    return {t: objs for t, objs in found.items() if objs}  # a deleted object leaves its directories
+
+
+def _inner_chunks_present(shard: Path) -> set[tuple[int, int]]:
+    """Inner chunks a shard holds, from its index (zarr's sharding_indexed codec: index at the
+    end, (offset, nbytes) uint64 per inner chunk, then a 4-byte crc32c; empty = 2**64-1)."""
+    n = N_INNER
+    raw = shard.read_bytes()[-(16 * n + 4):-4]
+    index = np.frombuffer(raw, "<u8").reshape(4, 4, 2)
+    return {(int(y), int(x)) for y, x in np.argwhere(index[..., 0] != np.iinfo("u8").max)}
+
+
+def _write(store, start, exposures):
+    for j, (exp, _) in enumerate(exposures):
+        cube.write_exposure(store, start + j, exp)
+
+
+def test_one_shard_per_exposure_and_plane(tmp_path):
+    store = tmp_path / "store"
+    cube.create(str(store), profiles.load("lrs"))
+    assert cube.info(str(store))["format_version"] == cube.FORMAT_VERSION == 2
+    exps = [_exposure(0), _exposure(1, SLIT), _exposure(2)]
+    start = cube.begin_append(str(store), 3)
+    _write(str(store), start, exps)
+    cube.commit(str(store), start, [m for _, m in exps])
+
+    for var in cube.DATA_VARS:
+        assert _objects(store, var) == {0: ["0/0"], 1: ["0/0"], 2: ["0/0"]}, var
+    sci = store / "exposures" / "sci" / "c"
+    assert _inner_chunks_present(sci / "0" / "0" / "0") == {(y, x) for y in range(4) for x in range(4)}
+    # the slit footprint (rows 528-943, columns 0-71) touches inner chunks (2, 0) and (3, 0) only
+    assert _inner_chunks_present(sci / "1" / "0" / "0") == {(2, 0), (3, 0)}
+    assert (sci / "1" / "0" / "0").stat().st_size < (sci / "0" / "0" / "0").stat().st_size / 4
+
+    ds = lrscube.open_cube(str(store), sort=False)
+    assert ds.sci.data.chunksize == (1, 256, 258)  # dask reads inner chunks, not whole shards
+    np.testing.assert_array_equal(ds.sci[0].values, exps[0][0].sci)
+    frame = ds.sci[1].values
+    np.testing.assert_array_equal(frame[528:944, 0:72], exps[1][0].sci)
+    assert np.isnan(np.delete(frame, np.s_[528:944], axis=0)).all() and np.isnan(frame[:, 72:]).all()
+    np.testing.assert_array_equal(ds.dq[2].values, exps[2][0].dq)
+    assert int(ds.dq[1, 0, 0]) == 0
+
+
+def test_writes_leave_zarr_config_as_found(tmp_path):
+    store = str(tmp_path / "store")
+    cube.create(store, profiles.load("lrs"))
+    start = cube.begin_append(store, 2)
+    before = zarr.config.get("codec_pipeline.batch_size")
+    cube.write_exposure(store, start, _exposure(0)[0])
+    assert zarr.config.get("codec_pipeline.batch_size") == before
+    with zarr.config.set({"codec_pipeline.batch_size": 3}):  # a user's own setting survives too
+        cube.write_exposure(store, start + 1, _exposure(1)[0])
+        assert zarr.config.get("codec_pipeline.batch_size") == 3
+
+
+def test_pipelined_appends_commit_in_order_and_leftovers_are_cleared(tmp_path):
+    store = tmp_path / "store"
+    s = str(store)
+    cube.create(s, profiles.load("lrs"))
+    exps = [_exposure(i) for i in range(7)]
+    a = cube.begin_append(s, 2)
+    _write(s, a, exps[0:2])
+    b = cube.begin_append(s, 3, after=a + 2)  # room behind the uncommitted first append
+    assert (a, b) == (0, 2)
+    _write(s, b, exps[2:5])
+    with pytest.raises(ValueError, match="slot order"):
+        cube.commit(s, b, [m for _, m in exps[2:5]])
+    assert cube.commit(s, a, [m for _, m in exps[0:2]]) == 2
+    assert cube.commit(s, b, [m for _, m in exps[2:5]]) == 5
+    with pytest.raises(ValueError, match="below"):
+        cube.begin_append(s, 1, after=3)
+
+    # an append that never commits (a killed run) ...
+    c = cube.begin_append(s, 2, after=5)
+    _write(s, c, exps[5:7])
+    assert set(_objects(store, "sci")) == set(range(7))
+    ds = lrscube.open_cube(s, sort=False)
+    assert ds.sizes["time"] == 5  # readers see the committed exposures only
+    # ... is cleared by the next run's first append
+    assert cube.begin_append(s, 1) == 5
+    assert set(_objects(store, "sci")) == set(range(5))
+    assert all(zarr.open_array(store / "exposures" / v).shape[0] == 6 for v in cube.DATA_VARS)
+    np.testing.assert_array_equal(lrscube.open_cube(s, sort=False).sci[4].values, exps[4][0].sci)
+
+
+def test_format_1_store_reads_and_appends_in_its_own_layout(client, product_factory, tmp_path):
+    """A store written before sharding (format 1: one object per (1, 256, 258) chunk, zstd)
+    opens, serves pixel histories and takes appends, which keep its layout."""
+    store = tmp_path / "old"
+    cube.create(str(store), profiles.load("lrs"), format_version=1)
+    exps = [_exposure(0), _exposure(1, SLIT)]
+    start = cube.begin_append(str(store), 2)
+    _write(str(store), start, exps)
+    cube.commit(str(store), start, [m for _, m in exps])
+    layout = _objects(store, "sci")
+    assert len(layout[0]) == N_INNER and layout[1] == ["2/0", "3/0"]  # chunk objects, no shards
+
+    p, sci, _, _ = product_factory("jw01234001001_03102_00007_mirimage_rate.fits", subarray="FULL",
+                                   mjd_start=60100.0, seed=7, exposure="00007")
+    s = lrscube.ingest([p], store, progress=False)
+    assert len(s.ingested) == 1 and s.n_in_cube == 3
+    assert cube.info(str(store))["format_version"] == 1
+    assert len(_objects(store, "sci")[2]) == N_INNER
+    assert zarr.open_array(store / "exposures" / "sci").shards is None
+
+    ds = lrscube.open_cube(str(store))
+    assert ds.sizes["time"] == 3
+    np.testing.assert_array_equal(ds.sci[2].values, sci)
+    np.testing.assert_array_equal(ds.sci[1].values[528:944, 0:72], exps[1][0].sci)
+    h = pixel_history(str(store), 600, 30, cube=ds)
+    assert h.sizes["time"] == 3 and h.sci.values[1] == exps[1][0].sci[600 - 528, 30]
