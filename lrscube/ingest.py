@@ -7,12 +7,16 @@ The composition, in order (each step a named function)::
         load (on workers)               read_product: Exposure, or Rejected with a reason
         screen (here)                   drop duplicates of stored or earlier exposures, unit mismatches
         cube.begin_append               room for the accepted ones after the committed ones
-        write (on workers)              each exposure writes its own chunks
+        write (on workers)              each exposure writes its own shards
         cube.commit                     coordinates, then the committed count (atomic)
         record                          ingest_log.parquet: every file and what became of it
 
-A batch is the unit of commit: a process killed during a batch leaves the cube as it was
-before the batch; re-running the same ingest skips what is stored and adds the rest.
+Batches overlap: while batch b is written, batch b+1 is read and batch b-1 committed (the
+client commits batches in order; batch b's room is made after batch b-1's slots, see
+``cube.begin_append(after=...)``), so the workers never wait for a commit.
+
+A batch is the unit of commit: a process killed during a batch leaves the cube with the
+batches committed before it; re-running the same ingest skips what is stored and adds the rest.
 """
 
 from __future__ import annotations
@@ -119,8 +123,8 @@ def _summary(x: Exposure | Rejected) -> dict:
     return dict(x.meta)
 
 
-def _write(x: Exposure, index: int, store: str) -> int:
-    cube.write_exposure(store, index, x)
+def _write(x: Exposure, index: int, store: str, arrays=None) -> int:
+    cube.write_exposure(store, index, x, arrays)
     return index
 
 
@@ -204,9 +208,26 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
         batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
         submit = lambda b: client.map(_load, b, profile=profile, clip=clip, pure=False)  # noqa: E731
         upcoming = submit(batches[0]) if batches else []
+        end = None  # the slot after the last one this run has made room for
+        pending = None  # the batch whose writes were submitted last, not yet committed
+
+        def finish(batch_done):
+            """Wait for a batch's writes, commit it, log it."""
+            start, metas, writes, log_rows = batch_done
+            client.gather(writes)
+            if metas:
+                cube.commit(store, start, metas)
+            for r in log_rows:
+                if r["status"] == "ingested":
+                    summary.ingested.append(r["file"])
+            now = pd.Timestamp.now(tz="UTC").isoformat()
+            for r in log_rows:
+                r["when"] = now
+            record(store, log_rows)
+
         for bi, batch in enumerate(batches):
             loaded = upcoming
-            # read the next batch while this one is screened, written and committed
+            # read the next batch while this one is screened and written and the one before committed
             upcoming = submit(batches[bi + 1]) if bi + 1 < len(batches) else []
             summaries = client.gather(client.map(_summary, loaded, pure=False))
             new_cube = bunit is None
@@ -218,27 +239,30 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
             for i, why in dups:
                 summary.duplicates.append((batch[i], why))
                 log_rows.append({"file": batch[i], "status": "duplicate", "reason": why})
+            start, writes = None, []
             if accepted:
                 if new_cube:
                     cube.create(store, profile, bunit=bunit)
-                start = cube.begin_append(store, len(accepted))
-                writes = [client.submit(_write, loaded[i], start + j, store, pure=False)
+                # The first append of the run clears what a killed run left beyond the committed
+                # exposures; later ones go after the previous batch, which may still be writing.
+                start = cube.begin_append(store, len(accepted), after=end)
+                end = start + len(accepted)
+                arrays = cube.data_arrays(store)
+                writes = [client.submit(_write, loaded[i], start + j, store, arrays, pure=False)
                           for j, i in enumerate(accepted)]
-                client.gather(writes)
-                cube.commit(store, start, [summaries[i] for i in accepted])
-                for i in accepted:
-                    summary.ingested.append(batch[i])
-                    log_rows.append({"file": batch[i], "status": "ingested", "reason": ""})
-            now = pd.Timestamp.now(tz="UTC").isoformat()
-            for r in log_rows:
-                r["when"] = now
-            record(store, log_rows)
+                log_rows += [{"file": batch[i], "status": "ingested", "reason": ""} for i in accepted]
             del loaded
+            # commit the previous batch while this one's writes are queued behind its own
+            if pending is not None:
+                finish(pending)
+            pending = (start, [summaries[i] for i in accepted], writes, log_rows)
             if progress:
                 done = min((bi + 1) * batch_size, len(files))
                 print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} ingested, "
                       f"{len(summary.duplicates)} duplicates, {len(summary.rejected)} rejected",
                       file=sys.stderr, flush=True)
+        if pending is not None:
+            finish(pending)
     if problems:
         record(store, [{"file": f, "status": "rejected", "reason": why,
                         "when": pd.Timestamp.now(tz="UTC").isoformat()} for f, why in problems])
