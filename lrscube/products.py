@@ -267,8 +267,8 @@ def read_product(path: str, profile: Profile, clip: float = 5.0) -> Exposure:
             if not (sci.shape == err.shape == dq.shape):
                 raise Rejected(f"SCI {sci.shape}, ERR {err.shape} and DQ {dq.shape} shapes differ")
             bunit = str(sci_hdu.header.get("BUNIT", "DN/s")).strip()
-            raw_sci = np.ascontiguousarray(sci)
-            content_hash = hashlib.blake2b(raw_sci.tobytes(), digest_size=16).hexdigest()
+            # the file's own bytes of SCI (big-endian), hashed in place without a copy
+            content_hash = hashlib.blake2b(np.ascontiguousarray(sci), digest_size=16).hexdigest()
             if sci.ndim == 3:
                 sci, err, dq = combine_integrations(sci, err, dq, clip=clip)
             else:
