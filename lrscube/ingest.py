@@ -206,8 +206,15 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
 
     with get_client(scheduler, quiet=not progress) as client:
         batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
-        submit = lambda b: client.map(_load, b, profile=profile, clip=clip, pure=False)  # noqa: E731
-        upcoming = submit(batches[0]) if batches else []
+
+        def submit(bi):
+            # Tasks run batch by batch (priority -bi): dask otherwise interleaves the loads of
+            # batches submitted within 100 ms of each other, and a batch's summaries submitted
+            # after the next batch's loads would wait behind them.
+            loads = client.map(_load, batches[bi], profile=profile, clip=clip, pure=False, priority=-bi)
+            return loads, client.map(_summary, loads, pure=False, priority=-bi)
+
+        upcoming = submit(0) if batches else ([], [])
         end = None  # the slot after the last one this run has made room for
         pending = None  # the batch whose writes were submitted last, not yet committed
 
@@ -226,10 +233,10 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
             record(store, log_rows)
 
         for bi, batch in enumerate(batches):
-            loaded = upcoming
+            loaded, summarised = upcoming
             # read the next batch while this one is screened and written and the one before committed
-            upcoming = submit(batches[bi + 1]) if bi + 1 < len(batches) else []
-            summaries = client.gather(client.map(_summary, loaded, pure=False))
+            upcoming = submit(bi + 1) if bi + 1 < len(batches) else ([], [])
+            summaries = client.gather(summarised)
             new_cube = bunit is None
             accepted, dups, rejects, bunit = screen(summaries, seen_hash, seen_key, bunit)
             log_rows = []
@@ -248,11 +255,11 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
                 start = cube.begin_append(store, len(accepted), after=end)
                 end = start + len(accepted)
                 arrays = cube.data_arrays(store)
-                writes = [client.submit(_write, loaded[i], start + j, store, arrays, pure=False)
+                writes = [client.submit(_write, loaded[i], start + j, store, arrays, pure=False, priority=-bi)
                           for j, i in enumerate(accepted)]
                 log_rows += [{"file": batch[i], "status": "ingested", "reason": ""} for i in accepted]
-            del loaded
-            # commit the previous batch while this one's writes are queued behind its own
+            del loaded, summarised
+            # commit the previous batch while this one is written and the next one read
             if pending is not None:
                 finish(pending)
             pending = (start, [summaries[i] for i in accepted], writes, log_rows)
