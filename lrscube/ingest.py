@@ -6,7 +6,8 @@ The composition, in order (each step a named function)::
     for each batch of files:
         load (on workers)               read_product: Exposure, or Rejected with a reason
         screen (here)                   drop duplicates of stored or earlier exposures, unit mismatches
-        cube.begin_append               room for the accepted ones after the committed ones
+        cube.begin_append               room for the accepted ones after the previous batch's (the
+                                        first: after the committed ones, clearing a killed run's rest)
         write (on workers)              each exposure writes its own shards
         cube.commit                     coordinates, then the committed count (atomic)
         record                          ingest_log.parquet: every file and what became of it
