@@ -165,8 +165,8 @@ def pixel_intervals(r, s, sky, ctx: TileContext, clip=None) -> list[dict]:
     # otherwise make itself probable) and pairs whose states are not resolved (2 state_sigma).
     # A piece joins only if the merged span is at least as significant as its strongest piece
     # (a weak noise run far from a defect dilutes it and is not part of it), or if both sides
-    # are high states of one defect: on average above state_sigma, with high-state levels
-    # (DN/s) within telegraph_level_ratio of each other (clipping makes a strong telegraph's
+    # are high states of one defect: on average above state_sigma (or switching by themselves),
+    # with high-state levels (DN/s) within telegraph_level_ratio of each other (clipping makes a strong telegraph's
     # sparse high states count at most clip_sigma each, so its quiet stretches dilute it
     # although they are part of its switching).
     def idx_of(pieces):
@@ -178,7 +178,10 @@ def pixel_intervals(r, s, sky, ctx: TileContext, clip=None) -> list[dict]:
         return float(np.mean(r[hi if hi.size else idx]))
 
     def in_high_state(pieces):
-        return float(np.mean(z[idx_of(pieces)])) >= p.state_sigma
+        """on average above state_sigma, or switching by itself (a TELEGRAPH span)"""
+        if float(np.mean(z[idx_of(pieces)])) >= p.state_sigma:
+            return True
+        return is_telegraph(row(pieces[0].start, pieces[-1].stop, None, 0.0, 0.0))
 
     pos = [u for u in runs if u.sign > 0]
     flips = counts = None
