@@ -87,19 +87,94 @@ def _change_stat(z: np.ndarray, a: int, i: int, j: int) -> float:
     return float(abs(left.mean() - right.mean()) * np.sqrt(left.size * right.size / (left.size + right.size)))
 
 
-def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigma: float) -> list[tuple[int, int]]:
-    """Keep a change point only where the normal side rejects the defect's level.
+def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=None) -> np.ndarray | None:
+    """The level in every exposure (z units) of the defect that is the run ``z[i:j]``.
+
+    Without ``shapes``, the run's mean in every exposure. With ``shapes`` = (excess, deficit),
+    each an array over the exposures, the defect's level follows the shape of its sign: a defect
+    is a constant current (excess: shape 1 / sigma in z units) or a fraction of the sky
+    (deficit: sky / sigma), so an exposure with twice the noise sees it at half the level. The
+    level is the median over the run of ``raw / shape`` (``raw``: z before clipping; the
+    current, or the fraction of the sky, of each exposure), capped at ``cap`` (the clip of
+    ``z``). A run whose exposures scatter about that level by more than
+    :data:`STEADY_VARIANCE_RATIO` (chi^2 per degree of freedom; a switching, telegraph-like run)
+    has no single level: None.
+    """
+    v = z[i:j]
+    if shapes is None:
+        return np.full(z.size, float(v.mean()) if v.size else 0.0)
+    u = np.asarray(shapes[0] if v.sum() >= 0 else shapes[1], float)
+    w = np.asarray(z if raw is None else raw, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = float(np.nanmedian(w[i:j] / u[i:j]))
+    if not np.isfinite(level):
+        return np.full(z.size, float(v.mean()))
+    if j - i > 1:
+        chi2 = float(np.sum((w[i:j] - level * u[i:j]) ** 2)) / (j - i - 1)
+        if chi2 > STEADY_VARIANCE_RATIO:
+            return None
+    mu = level * u
+    if cap is not None:
+        mu = np.clip(mu, -np.asarray(cap, float), np.asarray(cap, float))
+    return mu
+
+
+#: a run scattering more than this (chi^2 / dof) about its level is switching, not steady: its
+#: ends stay those of the most significant run (the TELEGRAPH class test uses the same figure)
+STEADY_VARIANCE_RATIO = 4.0
+
+
+def refine_ends(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, raw=None) -> list[tuple[int, int]]:
+    """Onset and end of each steady run [i, j) by likelihood with the defect's level in every exposure.
+
+    :func:`best_run` treats a run as one level in z; a defect's level in z changes from exposure
+    to exposure with their noise (:func:`expected_levels`), so an exposure next to a boundary is
+    bad when it is nearer the defect's level *in that exposure* than normal: each exposure adds
+    ``z mu - mu^2 / 2`` to the log-likelihood of "bad", and each end is put where the sum over
+    the run is largest, between the neighbouring runs. Switching runs are left as they are.
+    """
+    n = z.size
+    out: list[tuple[int, int]] = []
+    for k, (i, j) in enumerate(found):
+        lo = out[-1][1] if out else 0
+        hi = found[k + 1][0] if k + 1 < len(found) else n
+        i, j = max(i, lo), max(j, max(i, lo) + 1)
+        for _ in range(2):
+            mu = expected_levels(z, i, j, shapes, cap, raw)
+            if mu is None:
+                break
+            g = np.concatenate([[0.0], np.cumsum(z * mu - 0.5 * mu * mu)])
+            i = lo + int(np.argmax(g[j] - g[lo:j]))
+            j = i + 1 + int(np.argmax(g[i + 1:hi + 1] - g[i]))
+        out.append((i, j))
+    return out
+
+
+def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigma: float, shapes=None,
+                      cap=None, raw=None) -> list[tuple[int, int]]:
+    """Keep a recovery only where the normal side after it rejects the defect's level.
 
     ``found`` are runs [i, j) in time order. The most significant run puts its ends where the
-    likelihood of a step is largest, which is right when both sides are long; next to the start
-    or end of the series, or to another run, the normal side may be only a few exposures, and
-    for a weak defect (a level of one or two sigma per exposure) a noise dip there moves the end
-    of the run: a still-bad pixel is declared recovered at its last exposures. So each boundary
-    is a claim that the pixel is *normal* on its other side, and it must be supported: the mean
-    of that stretch (up to the neighbouring run or the series end) must lie ``boundary_sigma``
-    standard errors below the run's own mean level (one-sided). Otherwise the run is extended
-    over the stretch (to the series end, or merged with a neighbouring run of the same sign).
-    Long normal stretches always pass, so the likelihood location of real steps is kept.
+    likelihood of a step is largest, which is right when both sides are long; next to the end
+    of the series, or to the next run, the normal side may be only a few exposures, and for a
+    weak defect (a level of one or two sigma per exposure) a noise dip there moves the end of
+    the run: a still-bad pixel is declared recovered at its last exposures. So a recovery is a
+    claim that the pixel is *normal* after it, and it must be supported: that stretch (up to
+    the next run or the series end) must lie ``boundary_sigma`` standard errors below the
+    defect's level (one-sided): with the defect's level ``mu_t`` in each exposure of the
+    stretch (:func:`expected_levels`; the run's mean when no ``shapes`` are given), the
+    statistic is ``sum mu_t (mu_t - z_t) / sqrt(sum mu_t^2)``. Otherwise the run is extended over the stretch
+    (to the series end, or merged with the next run of the same sign). Long normal stretches
+    always pass, so the likelihood location of real steps is kept.
+
+    Onsets are not moved: a run is never extended back to the start of the series. The run's
+    start is already the likelihood estimate (:func:`best_run` extends a run backwards as long
+    as that raises its significance, i.e. over every stretch closer to the defect's level than
+    to normal), and a pixel that was bad before the first exposure is in the input static mask
+    (carried, not analysed), so "bad since the start" is not the default for a defect found in
+    the series. Extending to the start whenever the stretch before could not be shown normal
+    at ``boundary_sigma`` flagged a weak defect's whole early history, up to a dozen good
+    exposures.
     """
     runs = [list(r) for r in found]
     n = z.size
@@ -108,14 +183,14 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
         changed = False
         for k, r in enumerate(runs):
             i, j = r
-            seg = z[i:j]
-            mu = float(seg.mean())
-            sign = 1.0 if mu >= 0 else -1.0
+            sign = 1.0 if z[i:j].sum() >= 0 else -1.0
             # after side
             nxt = runs[k + 1][0] if k + 1 < len(runs) else n
             if j < nxt:
-                m = nxt - j
-                ev = sign * (mu - float(z[j:nxt].mean())) * np.sqrt(m)
+                mu = expected_levels(z, i, j, shapes, cap, raw)
+                mu = (expected_levels(z, i, j) if mu is None else mu)[j:nxt]
+                norm = float(np.sqrt(np.sum(mu * mu)))
+                ev = float(np.sum(mu * (mu - z[j:nxt]))) / norm if norm > 0 else 0.0
                 if ev < boundary_sigma:
                     if k + 1 < len(runs):
                         nmu = float(z[runs[k + 1][0]:runs[k + 1][1]].mean())
@@ -128,19 +203,11 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
                         r[1] = n
                         changed = True
                         break
-            prev = runs[k - 1][1] if k > 0 else 0
-            if prev < i and k == 0:
-                m = i - prev
-                ev = sign * (mu - float(z[prev:i].mean())) * np.sqrt(m)
-                if ev < boundary_sigma:
-                    r[0] = 0
-                    changed = True
-                    break
     return [tuple(r) for r in runs]
 
 
 def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max_runs: int = 64,
-              boundary_sigma: float | None = None) -> list[Run]:
+              boundary_sigma: float | None = None, shapes=None, cap=None, raw=None) -> list[Run]:
     """Runs of ``z`` whose mean differs from zero, by recursive :func:`best_run`, in time order.
 
     Parameters
@@ -153,6 +220,11 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         Shortest run searched.
     boundary_sigma : float, optional
         Boundaries are settled by :func:`settle_boundaries` at this significance (sigma).
+    shapes : (array, array), optional
+        The defect's level per exposure for an excess and for a deficit (z units, any scale;
+        see :func:`expected_levels`); the ends are then placed by :func:`refine_ends` and the
+        boundaries settled with those levels. ``cap``: the clip of ``z`` (scalar or array);
+        ``raw``: ``z`` before clipping (for the levels).
     """
     z = np.asarray(z, float)
     found: list[tuple[int, int, float, int]] = []
@@ -169,8 +241,11 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         stack.append((a, i))
         stack.append((j, b))
     found.sort()
+    if shapes is not None and found:
+        spans = refine_ends([(i, j) for i, j, _, _ in found], z, shapes, cap, raw)
+        found = [(i, j, float(abs(z[i:j].sum()) / np.sqrt(j - i)), 1 if z[i:j].sum() >= 0 else -1) for i, j in spans]
     if boundary_sigma is not None and found:
-        spans = settle_boundaries([(i, j) for i, j, _, _ in found], z, boundary_sigma)
+        spans = settle_boundaries([(i, j) for i, j, _, _ in found], z, boundary_sigma, shapes, cap, raw)
         found = []
         for i, j in spans:
             v = z[i:j]

@@ -203,8 +203,22 @@ def passes_floors(ev: pd.DataFrame, params: dict | None = None) -> pd.Series:
     An excess must exceed WARM's ``min_excess_dn_s``; a deficit must reach LOW_QE's
     ``min_deficit`` (smaller static response differences are the normal pixel-to-pixel flat
     field), unless no sky-proportional deficit could be measured (no sky).
+
+    An excess below HOT's ``threshold_dn_s`` that never changes (bad in every exposure that
+    sees the pixel: no onset and no recovery, given as ``onset_significance`` and
+    ``recovery_significance`` infinite) and is less than ``min_deficit`` of the local sky is not
+    a defect either: rate files are not flat-fielded, so a pixel that responds a few percent
+    more than its neighbours shows exactly that (the counterpart of the small deficits above),
+    and so does a static error of the sky model next to a sharp feature of the sky; a warm
+    pixel older than the series is in the dark reference file the rate files were made with.
+    Without a change in time the data cannot tell these from a defect. (Columns missing from
+    ``ev``: this test is skipped.)
     """
     cp = class_parameters(params)
     pos = (ev["sign"] > 0) & (ev["excess_dn_s"] > cp["WARM"]["min_excess_dn_s"])
     neg = (ev["sign"] < 0) & ((ev["deficit"] >= cp["LOW_QE"]["min_deficit"]) | ev["deficit"].isna())
+    if {"onset_significance", "recovery_significance"} <= set(ev.columns):
+        static = np.isinf(ev["onset_significance"].astype(float)) & np.isinf(ev["recovery_significance"].astype(float))
+        small = (ev["excess_dn_s"] < cp["HOT"]["threshold_dn_s"]) & (-ev["deficit"] < cp["LOW_QE"]["min_deficit"])
+        pos = pos & ~(static & small)
     return pos | neg

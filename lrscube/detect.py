@@ -96,25 +96,50 @@ def _evidence(r, s, sky, state_sigma) -> dict:
     }
 
 
-def switching_probability(z: np.ndarray, pieces, state_sigma: float) -> float:
-    """Fraction of consecutive exposure pairs inside ``pieces`` (runs) whose state differs
-    (high: z > state_sigma): the pixel's own telegraph switching probability per exposure."""
-    flips = pairs = 0
-    for u in pieces:
-        h = z[u.start:u.stop] > state_sigma
-        flips += int((h[1:] != h[:-1]).sum())
-        pairs += max(h.size - 1, 0)
-    return flips / pairs if pairs else 0.0
+def switch_counts(r: np.ndarray, s: np.ndarray, high_level: float, separation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per consecutive exposure pair (t, t + 1): (changed state, counts), both bool (n - 1,).
+
+    The state of an exposure is the nearer of the two levels: high when the residual ``r``
+    (DN/s) is above half the high-state level ``high_level``. A pair counts only when the two
+    levels are at least ``separation`` noise sigmas apart in both exposures: where they are not,
+    noise decides the state (and a steady hot pixel seen in a short exposure would look like a
+    switch), so a steady defect never switches, whatever its exposures' noise.
+    """
+    n = r.size
+    if n < 2 or not (np.isfinite(high_level) and high_level > 0):
+        return np.zeros(max(n - 1, 0), bool), np.zeros(max(n - 1, 0), bool)
+    state = r > 0.5 * high_level
+    ok = high_level >= separation * s
+    counts = ok[1:] & ok[:-1]
+    return (state[1:] != state[:-1]) & counts, counts
 
 
-def pixel_intervals(r, s, sky, ctx: TileContext) -> list[dict]:
+def _may_switch(ivs: list[dict], p: DetectionParams) -> bool:
+    """Whether a pixel's intervals say it switches: one of them is TELEGRAPH, or it has more
+    than one excess interval (a defect that went away and came back)."""
+    if not ivs:
+        return False
+    if sum(iv["sign"] > 0 for iv in ivs) > 1:
+        return True
+    return bool((classify.classify(pd.DataFrame(ivs), p.classes) == "TELEGRAPH").any())
+
+
+def pixel_intervals(r, s, sky, ctx: TileContext, clip=None) -> list[dict]:
     """Bad intervals of one pixel from its series (1-D, exposures in time order, gaps removed).
 
-    Returns evidence dicts with ``start``/``stop`` indices into the given series.
+    ``clip`` (per exposure, sigma; default ``clip_sigma``) bounds each exposure's normalised
+    residual. Returns evidence dicts with ``start``/``stop`` indices into the given series.
     """
     p = ctx.params
-    z = clipped_z(r, s, p.clip_sigma)
-    runs = cp.find_runs(z, min_sigma=p.changepoint_sigma, boundary_sigma=p.boundary_sigma)
+    cap = p.clip_sigma if clip is None else clip
+    z = clipped_z(r, s, cap)
+    # the level of a defect in each exposure, in z units: a current (excess) is seen at 1 / s,
+    # a lost fraction of the sky (deficit) at sky / s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = 1.0 / np.asarray(s, float)
+        deficit = np.where(np.asarray(sky, float) > 0, np.asarray(sky, float) * excess, excess)
+    runs = cp.find_runs(z, min_sigma=p.changepoint_sigma, boundary_sigma=p.boundary_sigma,
+                        shapes=(excess, deficit), cap=cap, raw=np.asarray(r, float) * excess)
     if not runs:
         return []
 
@@ -134,20 +159,58 @@ def pixel_intervals(r, s, sky, ctx: TileContext) -> list[dict]:
 
     # telegraph pixels: excess runs separated by quiet stretches that the pixel's own switching
     # makes probable are one interval (a stretch of g quiet exposures has probability
-    # (1 - p_switch)^g; below telegraph_gap_probability it is a recovery)
+    # (1 - p_switch)^g; below telegraph_gap_probability it is a recovery). p_switch is the
+    # pixel's own: the fraction of consecutive exposure pairs whose state differs, from the
+    # first to the last excess run, leaving out the stretch being tested (a stretch would
+    # otherwise make itself probable) and pairs whose states are not resolved (2 state_sigma).
+    # A piece joins only if the merged span is at least as significant as its strongest piece
+    # (a weak noise run far from a defect dilutes it and is not part of it), or if both sides
+    # are high states of one defect: on average above state_sigma (or switching by themselves),
+    # with high-state levels (DN/s) within telegraph_level_ratio of each other (clipping makes a strong telegraph's
+    # sparse high states count at most clip_sigma each, so its quiet stretches dilute it
+    # although they are part of its switching).
+    def idx_of(pieces):
+        return np.concatenate([np.arange(u.start, u.stop) for u in pieces])
+
+    def high_level(pieces):
+        idx = idx_of(pieces)
+        hi = idx[z[idx] > p.state_sigma]
+        return float(np.mean(r[hi if hi.size else idx]))
+
+    def in_high_state(pieces):
+        """on average above state_sigma, or switching by itself (a TELEGRAPH span)"""
+        if float(np.mean(z[idx_of(pieces)])) >= p.state_sigma:
+            return True
+        return is_telegraph(row(pieces[0].start, pieces[-1].stop, None, 0.0, 0.0))
+
+    pos = [u for u in runs if u.sign > 0]
+    flips = counts = None
+    if len(pos) > 1 and p.telegraph_gap_probability > 0:
+        flips, counts = switch_counts(r, s, high_level(pos), 2 * p.state_sigma)
+        a, b = pos[0].start, pos[-1].stop - 1  # pairs (t, t + 1) with a <= t < b
+        f_all, c_all = int(flips[a:b].sum()), int(counts[a:b].sum())
+
+    def p_switch_without(i, j):
+        """switching probability over the excess runs' span without the stretch [i, j)"""
+        lo, hi = i - 1, j  # the pairs that touch the stretch: (i - 1, i) ... (j - 1, j)
+        c = c_all - int(counts[lo:hi].sum())
+        return (f_all - int(flips[lo:hi].sum())) / c if c > 0 else 0.0
+
     groups = [[runs[0]]]
     for u in runs[1:]:
         g = groups[-1]
-        if u.sign > 0 and g[-1].sign > 0 and p.telegraph_gap_probability > 0:
-            ps = switching_probability(z, g + [u], p.state_sigma)
+        if u.sign > 0 and g[-1].sign > 0 and flips is not None:
             gap = u.start - g[-1].stop
-            span = z[g[0].start:u.stop]
-            # and the merged span is at least as significant as its strongest piece: a weak
-            # noise run far from a defect dilutes it and is not part of it
-            stronger = abs(span.sum()) / np.sqrt(span.size) >= max(v.significance for v in g + [u])
-            if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability and stronger:
-                g.append(u)
-                continue
+            ps = p_switch_without(g[-1].stop, u.start)
+            if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability:
+                span = z[g[0].start:u.stop]
+                stronger = abs(span.sum()) / np.sqrt(span.size) >= max(v.significance for v in g + [u])
+                lu, lg = high_level([u]), high_level(g)
+                same = (in_high_state([u]) and in_high_state(g) and lu > 0 and lg > 0
+                        and min(lu, lg) >= p.telegraph_level_ratio * max(lu, lg))
+                if stronger or same:
+                    g.append(u)
+                    continue
         groups.append([u])
     out = []
     for g in groups:
@@ -170,7 +233,8 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile) -> dict:
     """Residuals of a batch of exposures ``(B, y, x)`` against their local sky, whole frames.
 
     Returns ``r, s, sky`` (float32, DN/s, NaN where the pixel is not usable), ``trace`` (bool,
-    on a source trace), ``and_bits`` (uint32 (y, x): DQ bits set in every exposure of the batch
+    on a source trace), ``jump`` (bool, JUMP_DET in the exposure's DQ: the pipeline found a
+    cosmic ray in the pixel), ``and_bits`` (uint32 (y, x): DQ bits set in every exposure of the batch
     that covers the pixel; all ones where none does), ``n_seen`` (int32 (y, x): exposures of the
     batch that cover the pixel) and ``trace_pixels`` (per exposure). Each exposure is cropped to
     its footprint first (a subarray costs its own size, not the frame's). The noise is calibrated
@@ -184,6 +248,7 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile) -> dict:
     inside = np.isfinite(sci) | (dq != 0)
     out = {k: np.full(sci.shape, np.nan, np.float32) for k in ("r", "s", "sky")}
     out["trace"] = np.zeros(sci.shape, bool)
+    out["jump"] = (dq & np.uint32(flags.JUMP_DET)) != 0
     out["and_bits"] = np.bitwise_and.reduce(np.where(inside, dq, _ALL_BITS), axis=0).astype(np.uint32) if B \
         else np.full(sci.shape[1:], _ALL_BITS, np.uint32)
     out["n_seen"] = inside.sum(axis=0).astype(np.int32)
@@ -245,7 +310,7 @@ def excluded_pixels(sbits: np.ndarray, profile, xs: np.ndarray) -> np.ndarray:
 # stage 2, per tile of pixels with the whole time axis: temporal statistics
 
 
-def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0)) -> tuple[pd.DataFrame, dict]:
+def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), jump=None) -> tuple[pd.DataFrame, dict]:
     """Defect intervals of a tile from its stage-1 arrays ``(time, ty, tx)`` (no halo needed).
 
     ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
@@ -260,6 +325,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0)) -
     s2 = np.asarray(s, np.float32).reshape(n_t, P)
     sky2 = np.asarray(sky, np.float32).reshape(n_t, P)
     tr2 = np.asarray(trace, bool).reshape(n_t, P)
+    jp2 = np.zeros((n_t, P), bool) if jump is None else np.asarray(jump, bool).reshape(n_t, P)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(r2) & np.isfinite(s2) & (s2 > 0)
     valid[:, np.asarray(exclude, bool).reshape(P)] = False
@@ -285,20 +351,26 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0)) -
         rg = r2[np.ix_(t_idx, pix)]
         sg = s2[np.ix_(t_idx, pix)]
         kg = sky2[np.ix_(t_idx, pix)]
-        excl = tr2[np.ix_(t_idx, pix)]
-        trans = transients(np.where(excl, np.nan, rg), sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
+        on_trace = tr2[np.ix_(t_idx, pix)]
+        clip = np.where(jp2[np.ix_(t_idx, pix)], p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
+        trans = transients(np.where(on_trace, np.nan, rg), sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
         keep_whole = trans.sum(axis=0) > p.max_transients
         trans[:, keep_whole] = False
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
-        excl = excl | trans
-        z = clipped_z(np.where(excl, np.nan, rg), sg, p.clip_sigma)
+        excl = on_trace | trans
+        z = clipped_z(np.where(excl, np.nan, rg), sg, clip)
         stat = scan_statistic(z)
         cand = np.flatnonzero(stat >= p.screen_fraction * ctx.threshold)
         diag["candidates"] += int(cand.size)
         for j in cand:
             use = ~excl[:, j]
+            ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx, clip[use, j])
+            if trans[:, j].any() and _may_switch(ivs, p):
+                # a switching pixel's isolated high states are its own, not cosmic rays: the
+                # single-exposure events are put back and the pixel analysed again
+                use = ~on_trace[:, j]
+                ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx, clip[use, j])
             ti = t_idx[use]
-            ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx)
             yy, xx = divmod(int(pix[j]), nx)
             for iv in ivs:
                 rows_ev.append(iv)
@@ -333,7 +405,7 @@ def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | Non
     xs = origin[1] + np.arange(sbits.shape[1])
     exclude = excluded_pixels(sbits, ctx.profile, xs)
     iv, diag = temporal_stage(st1["r"][:, cy, cx], st1["s"][:, cy, cx], st1["sky"][:, cy, cx],
-                              st1["trace"][:, cy, cx], exclude, ctx, origin)
+                              st1["trace"][:, cy, cx], exclude, ctx, origin, jump=st1["jump"][:, cy, cx])
     diag["trace_pixels"] = st1["trace"][:, cy, cx].sum(axis=(1, 2)).astype(np.int64)
     rec = carried_records(sbits, st1["n_seen"][cy, cx], origin)
     if rec:
@@ -423,7 +495,8 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, source=None, rows=No
     b = a + out["r"].shape[0]
     for k in ("r", "s", "sky"):
         g[k][a:b] = out[k]
-    g["trace"][a:b] = out["trace"].astype(np.uint8)
+    # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
+    g["trace"][a:b] = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
     return {"and_bits": out["and_bits"], "n_seen": out["n_seen"], "trace_pixels": out["trace_pixels"], "a": a}
 
 
@@ -434,8 +507,9 @@ def _stage2_from_work(work, ya, yb, xa, xb, exclude, ctx):
     r = g["r"][:, ya:yb, xa:xb]
     s = g["s"][:, ya:yb, xa:xb]
     sky = g["sky"][:, ya:yb, xa:xb]
-    tr = g["trace"][:, ya:yb, xa:xb].astype(bool)
-    return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])))
+    bits = g["trace"][:, ya:yb, xa:xb]
+    tr, jump = (bits & 1) != 0, (bits & 2) != 0
+    return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), jump=jump)
 
 
 def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, tiles: tuple[int, int] | None = None,
@@ -505,7 +579,8 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
                 continue
             sl = (slice(None), slice(ya, yb), slice(xa, xb))
             results.append(temporal_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
-                                          exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa]))))
+                                          exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa])),
+                                          jump=st1["jump"][sl]))
         n_seen = st1["n_seen"]
         del st1
         n_tasks = len(results)

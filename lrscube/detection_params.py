@@ -46,6 +46,9 @@ class DetectionParams:
     # --- temporal statistics ------------------------------------------------------------------
     #: each exposure's noise-normalised residual is clipped to +-clip_sigma (sigma)
     clip_sigma: float = 6.0
+    #: ... and to +-jump_clip_sigma in an exposure whose DQ has JUMP_DET for the pixel (the
+    #: pipeline found a cosmic ray there; what its correction left is not in ERR)
+    jump_clip_sigma: float = 3.0
     #: running-median length along time for single-exposure events (exposures, odd)
     transient_window: int = 5
     #: single-exposure event threshold above that running median (sigma)
@@ -71,6 +74,8 @@ class DetectionParams:
     #: excess runs of a TELEGRAPH pixel are one interval when the quiet stretch between them has
     #: at least this probability under the pixel's own switching rate ((1 - p_switch)^gap)
     telegraph_gap_probability: float = 0.001
+    #: ... and when their high-state levels (DN/s) are within this ratio of each other (0-1)
+    telegraph_level_ratio: float = 0.25
     #: state threshold for the telegraph evidence (sigma)
     state_sigma: float = 3.0
     #: per-class thresholds, {class: {keyword: value}}, see lrscube.classify
@@ -88,13 +93,15 @@ class DetectionParams:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"detection.{name} must be a positive integer (pixels/exposures), got {v!r}")
-        for name in ("clip_sigma", "transient_sigma", "changepoint_sigma", "trace_sigma",
+        for name in ("clip_sigma", "jump_clip_sigma", "transient_sigma", "changepoint_sigma", "trace_sigma",
                      "screen_fraction", "tile_memory_mb", "false_alarm_pixels", "boundary_sigma"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"detection.{name} must be a positive number, got {v!r}")
         if not 0 <= self.telegraph_gap_probability < 1:
             raise ValueError("detection.telegraph_gap_probability must be in [0, 1)")
+        if not 0 <= self.telegraph_level_ratio <= 1:
+            raise ValueError("detection.telegraph_level_ratio must be in [0, 1]")
         if self.work_batch_exposures < 1:
             raise ValueError("detection.work_batch_exposures must be >= 1")
         if self.min_bad_exposures < 1:

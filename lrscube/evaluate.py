@@ -26,9 +26,10 @@ the fractional deficit times the local sky (median SCI of the 14 neighbours alon
 dispersion) for DEAD and LOW_QE; a deficit below LOW_QE's ``min_deficit`` is not a defect by
 definition and not detectable. A TELEGRAPH pixel in its quiet state looks exactly like a good
 one, so only its span from the first to the last high state is detectable (:func:`detectable_span`),
-with ``A_t`` counted in the high exposures; the states come from the truth (``high_mjd``) or are
-regenerated from the simulator's run (:func:`simulated_telegraph_states`); without them the whole
-interval counts with half the clipped term.
+with ``A_t`` counted in the high exposures; the states come from the truth (``high_mjd``, written
+by the simulator) or, for older truth tables, are regenerated from the simulator's run
+(:func:`simulated_telegraph_states`); without them the whole interval counts with half the
+clipped term.
 
 Baselines scored in the same run:
 
@@ -166,10 +167,10 @@ def detectable_span(bad: np.ndarray, seen: np.ndarray, high: np.ndarray | None, 
 
 
 def simulated_telegraph_states(truth_path) -> pd.Series | None:
-    """High-state MJDs of each TELEGRAPH row of a simulator truth table, or None.
+    """High-state MJDs of each TELEGRAPH row of an older simulator truth table, or None.
 
-    The simulator does not write the telegraph states into its truth table; they are
-    regenerated here from the run recorded in ``truth/scenario.yaml`` (same seed, same random
+    Truth tables written before the simulator wrote ``high_mjd`` do not hold the telegraph
+    states; they are regenerated here from the run recorded in ``truth/scenario.yaml`` (same seed, same random
     streams, :mod:`lrscube.simulate`), and used only if the regenerated defect population equals
     the truth table's. Returns a Series indexed like the truth table (object: array of the mid
     times of the exposures in the high state; None for other rows).
@@ -220,6 +221,24 @@ def simulated_telegraph_states(truth_path) -> pd.Series | None:
         if new.flag.iloc[k] == "TELEGRAPH":
             out[idx] = t_mid[high[k]]
     return out
+
+
+def read_truth(path) -> pd.DataFrame:
+    """A simulator truth table (CSV or Parquet) with the telegraph states in ``high_mjd``.
+
+    The simulator writes each TELEGRAPH row's high-state mid-times itself; for truth tables
+    written before it did, they are regenerated (:func:`simulated_telegraph_states`) when that
+    reproduces the table's population, and left out otherwise.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    truth = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"high_mjd": object})
+    if "high_mjd" not in truth:
+        states = simulated_telegraph_states(path)
+        if states is not None:
+            truth["high_mjd"] = states
+    return truth
 
 
 def _scores(flagged: np.ndarray, bad: np.ndarray, det_bad: np.ndarray, seen: np.ndarray,
@@ -280,10 +299,13 @@ def evaluate_arrays(ds, intervals: pd.DataFrame, truth: pd.DataFrame, profile=No
         sky[:, mult_rows] = _sky_at(ds, iy[col[mult_rows]], ix[col[mult_rows]], prof.dispersion_axis)
     high = None
     if "high_mjd" in truth and truth["high_mjd"].notna().any():
+        from .sim_defects import parse_high_mjd
+
         high = np.zeros((n_t, len(truth)), bool)
         for i, hm in enumerate(truth["high_mjd"]):
-            if hm is not None and len(hm):
-                high[:, i] = np.isin(np.round(mjd, 6), np.round(np.asarray(hm, float), 6))
+            hm = parse_high_mjd(hm)
+            if hm.size:
+                high[:, i] = np.isin(np.round(mjd, 6), np.round(hm, 6))
     tel_rows = truth["flag"].to_numpy() == "TELEGRAPH"
     row_bad = detectable_span(row_bad, seen[:, col], high, tel_rows)
     ok, snr = detectable(truth, seen[:, col], row_bad, err[:, col], sky, p, thr, high=high)
@@ -411,12 +433,7 @@ def evaluate(store: str, truth, mode: str | None = None, *, baselines: bool = Tr
     from . import store as st
 
     if not isinstance(truth, pd.DataFrame):
-        path = truth
-        truth = pd.read_csv(path)
-        if "high_mjd" not in truth:
-            states = simulated_telegraph_states(path)
-            if states is not None:
-                truth["high_mjd"] = states
+        truth = read_truth(truth)
     ds = open_cube(store)
     iv = open_intervals(store)
     thr = None

@@ -180,14 +180,75 @@ def sky_model(img: np.ndarray, err: np.ndarray, window: int, axis: int = -2, min
     return _sky_parts(img, err, window, axis, min_count, outlier_sigma)[0]
 
 
-def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0):
-    """:func:`sky_model` and its parts (sky, trend, detrended data with outliers left out)."""
+def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_window=None):
+    """:func:`sky_model` and its parts (sky, trend, detrended data with outliers left out).
+
+    With ``cross_window``, a pixel is an outlier when it is far from the first sky *after* the
+    structure that the neighbouring lines across the dispersion share is removed
+    (:func:`cross_deviation`): at a sharp end of the dispersed sky the first sky of every line
+    is off by tens of ERR, which is not an outlier of any one pixel.
+    """
     sky1 = local_sky(img, window, axis=axis, min_count=min_count)
     trend = local_linear(sky1, window, axis=axis)
+    dev = img - sky1
+    if cross_window:
+        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2)
     with np.errstate(invalid="ignore"):
-        out = np.abs(img - sky1) > outlier_sigma * err
+        out = np.abs(dev) > outlier_sigma * err
     d = np.where(out, np.nan, img) - trend
     return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d
+
+
+def cross_deviation(resid: np.ndarray, window: int, cross_axis: int) -> np.ndarray:
+    """``resid`` minus its running median across the dispersion over ``window`` pixels: what a
+    pixel does that its neighbouring lines do not (the structure they share is sky)."""
+    loc = running_median(resid, window, axis=cross_axis, min_count=min(5, int(window)))
+    return resid - np.where(np.isfinite(loc), loc, 0.0).astype(np.float32)
+
+
+def fill_holes(img: np.ndarray, cross_axis: int = -1, max_gap: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Fill NaN pixels from their neighbours across the dispersion; returns (filled, holes).
+
+    A hole (a pixel NaN in SCI: DO_NOT_USE in the input DQ) takes the linear interpolation of
+    the nearest finite pixels of its line across the dispersion within ``max_gap`` pixels on
+    each side (the one side's value when only one is there; NaN when neither). The running
+    median along the dispersion of a column with a hole is a different estimator from that of
+    the columns beside it: on a smooth sky that does not matter, but at a sharp end of the
+    dispersed sky (biased by tens of ERR there) the difference is a bias of several sigma per
+    exposure that the neighbouring columns do not share, over the whole window around the hole
+    (a static bad pixel next to the red end of the slitless sky made a dozen false pixels). The
+    filled values only stand in for the hole in its column's sky; the hole stays NaN in the
+    residual.
+
+    >>> fill_holes(np.array([[1.0, np.nan, 3.0, np.nan, np.nan, np.nan, np.nan, np.nan, 9.0]]))[0].tolist()
+    [[1.0, 2.0, 3.0, 3.0, 3.0, nan, 9.0, 9.0, 9.0]]
+    """
+    a = np.moveaxis(np.asarray(img, np.float32), cross_axis, -1)
+    holes = ~np.isfinite(a)
+    if not holes.any():
+        return np.moveaxis(a, -1, cross_axis), np.moveaxis(holes, -1, cross_axis)
+    n = a.shape[-1]
+    where = np.nonzero(holes)  # only the holes are visited (a few thousand in a full frame)
+    x = where[-1]
+    vals, dists = [], []
+    for step in (-1, 1):
+        v = np.full(x.size, np.nan, np.float32)
+        d = np.zeros(x.size)
+        for k in range(1, int(max_gap) + 1):
+            xx = x + step * k
+            inside = (xx >= 0) & (xx < n)
+            cand = a[where[:-1] + (np.clip(xx, 0, n - 1),)]
+            take = inside & np.isnan(v) & np.isfinite(cand)
+            v[take] = cand[take]
+            d[take] = k
+        vals.append(v)
+        dists.append(d)
+    (vl, vr), (dl, dr) = vals, dists
+    with np.errstate(invalid="ignore", divide="ignore"):
+        both = (vl * dr + vr * dl) / (dl + dr)
+    out = a.copy()
+    out[where] = np.where(np.isfinite(vl) & np.isfinite(vr), both, np.where(np.isfinite(vl), vl, vr))
+    return np.moveaxis(out, -1, cross_axis), np.moveaxis(holes, -1, cross_axis)
 
 
 def robust_sigma(a: np.ndarray, axis=None) -> np.ndarray:
@@ -248,6 +309,8 @@ def spatial_residuals(
         columns of a row share is sky the column-wise model could not follow (a cusp or sharp
         end of the dispersed sky, where a 15-pixel median along the column is biased by the
         curvature), not a pixel defect. A defect cluster narrower than half of it is kept.
+        The outliers left out of the sky along the dispersion are then judged the same way
+        (:func:`cross_deviation`): by what a pixel does that its neighbouring lines do not.
     calibration_block : (int, int), optional
         Calibrate the noise separately in blocks of this many pixels (y, x) of each exposure
         (the stored chunk, 256 x 258, in detect): a local factor that does not depend on how the
@@ -261,21 +324,28 @@ def spatial_residuals(
     sci = np.asarray(sci, dtype=np.float32)
     err = np.asarray(err, dtype=np.float32)
     ax = -2 if dispersion_axis == "y" else -1
-    sky, trend, d = _sky_parts(sci, err, sky_window, ax, min_sky_pixels)
+    cax = -1 if ax == -2 else -2
+    # holes (static bad pixels) take their neighbours' values across the dispersion, so that
+    # every column's sky is the same estimator (fill_holes); they are NaN again in the residual
+    sci, holes = fill_holes(sci, cax)
+    sky, trend, d = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window)
     resid = sci - sky
     if remove_line_offsets:
         # the line offsets alternate along the dispersion, so they bias the running median of
         # the detrended data and the outlier mask; both are redone without them (the smooth
         # trend is barely affected by them and is kept: one running median, not four)
         off = _line_offsets(resid, ax)
-        with np.errstate(invalid="ignore"):
-            out = np.abs(resid - off) > 5.0 * err
+        if cross_window:  # the outliers were judged across the dispersion: offsets of lines did not enter
+            out = np.isnan(d) & np.isfinite(sci)
+        else:
+            with np.errstate(invalid="ignore"):
+                out = np.abs(resid - off) > 5.0 * err
         d = np.where(out, np.nan, sci - off) - trend
         sky = trend + local_sky(d, sky_window, axis=ax, min_count=min_sky_pixels)
         resid = sci - off - sky
         resid -= _line_offsets(resid, ax)
+    resid = np.where(holes, np.nan, resid).astype(np.float32)
     if cross_window:
-        cax = -1 if ax == -2 else -2
         mc = min(5, int(cross_window))
         loc = running_median(resid, cross_window, axis=cax, min_count=mc)
         with np.errstate(invalid="ignore"):  # then without the pixels far from that first estimate

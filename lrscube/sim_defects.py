@@ -193,6 +193,36 @@ def telegraph_states(rng: np.random.Generator, switch_prob: np.ndarray, n_exposu
     return (np.cumsum(flips, axis=1) % 2).astype(bool)
 
 
+def high_state_mjd(flag: np.ndarray, high: np.ndarray, t_mid: np.ndarray, start: np.ndarray,
+                   end: np.ndarray) -> list:
+    """The truth table's ``high_mjd`` of each row: for a TELEGRAPH row, the mid-times (MJD) of the
+    exposures inside its interval in which it is in its high state, written as one string of
+    space-separated numbers (the same in CSV and Parquet; :func:`parse_high_mjd` reads it back);
+    None for other rows. ``high`` is (rows, exposures), exposures in time order like ``t_mid``.
+    """
+    t_mid = np.asarray(t_mid, float)
+    on = active(np.asarray(start, float), np.asarray(end, float), t_mid) if len(flag) else np.zeros((0, t_mid.size), bool)
+    out = []
+    for k in range(len(flag)):
+        if flag[k] != "TELEGRAPH":
+            out.append(None)
+            continue
+        out.append(" ".join(repr(float(t)) for t in t_mid[np.asarray(high[k], bool) & on[k]]))
+    return out
+
+
+def parse_high_mjd(value) -> np.ndarray:
+    """Mid-times (MJD) of a truth row's high states from its ``high_mjd`` value: a string of
+    space-separated numbers (as :func:`high_state_mjd` writes it), a sequence, or empty/None/NaN."""
+    if value is None:
+        return np.zeros(0)
+    if isinstance(value, str):
+        return np.array([float(v) for v in value.replace(",", " ").split()], float)
+    if isinstance(value, float) and np.isnan(value):
+        return np.zeros(0)
+    return np.asarray(value, float).ravel()
+
+
 def active(start: np.ndarray, end: np.ndarray, t: float | np.ndarray) -> np.ndarray:
     """Whether each interval covers mid-time(s) t: start <= t < end, NaN start/end = open."""
     s = np.where(np.isnan(start), -np.inf, start)

@@ -22,7 +22,8 @@ Output layout::
 
     OUT/jw<program><obs><visit>_<group><seq><activity>_<exposure>_<detector>_rate.fits   (one per exposure;
         detector in lower case: mirimage, mirifushort, mirifulong)
-    OUT/truth/truth.csv, truth.parquet   defects: one row per pixel and bad interval
+    OUT/truth/truth.csv, truth.parquet   defects: one row per pixel and bad interval (a TELEGRAPH
+        row's high_mjd: the mid-times of the exposures in which it is in its high state)
     OUT/truth/exposures.csv              one row per file: times, subarray, blank, sky, artefacts
     OUT/truth/scenario.yaml              the scenario actually used, with the call's arguments
 
@@ -407,17 +408,35 @@ def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict |
                       subarray_mix: float | None = None, full_frame: bool = True) -> pd.DataFrame:
     """The truth table :func:`simulate` would write for these arguments, without writing any file.
 
-    Same rows and values; only ``amplitude_sigma`` (which needs the rendered noise) is missing.
+    Same rows and values (the telegraph states too); only ``amplitude_sigma`` (which needs the
+    rendered noise) is missing.
     """
     if int(n) < 1:
         raise ValueError(f"n={n}: a defect population needs at least one exposure")
     profile = profiles.load(mode)
     sc = load_scenario(scenario, profile)
     check_layout(sc, profile)
-    rng_plan, rng_truth, _, _ = _streams(seed)
+    rng_plan, rng_truth, rng_tel, _ = _streams(seed)
     plan = plan_exposures(rng_plan, n, sc, profile, start=start, span_days=span_days,
                           subarray_mix=subarray_mix, full_frame=full_frame)
-    return draw_truth(rng_truth, plan, sc, profile)
+    truth = draw_truth(rng_truth, plan, sc, profile)
+    _telegraph_states(rng_tel, truth, plan)
+    return truth
+
+
+def _telegraph_states(rng_tel: np.random.Generator, truth: pd.DataFrame, plan: pd.DataFrame) -> np.ndarray:
+    """Draw every new defect's telegraph state in each exposure ((new rows, exposures) bool, False
+    but for TELEGRAPH rows) and write each TELEGRAPH row's high-state mid-times into ``truth``
+    (column ``high_mjd``, see :func:`lrscube.sim_defects.high_state_mjd`)."""
+    new = truth[~truth.static]
+    high = defects.telegraph_states(rng_tel, new.switch_prob.fillna(0.0).to_numpy(), len(plan))
+    high &= (new.flag == "TELEGRAPH").to_numpy()[:, None]
+    t_mid = plan.expmid.to_numpy(float) if len(plan) else np.zeros(0)
+    col = pd.Series([None] * len(truth), index=truth.index, dtype=object)
+    col[new.index] = defects.high_state_mjd(new.flag.to_numpy(), high, t_mid, new.start_mjd.to_numpy(float),
+                                            new.end_mjd.to_numpy(float))
+    truth["high_mjd"] = col
+    return high
 
 
 # ----------------------------------------------------------------------------------------------
@@ -785,9 +804,8 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
                           subarray_mix=subarray_mix, full_frame=full_frame)
     truth = draw_truth(rng_truth, plan, sc, profile)
 
+    high = _telegraph_states(rng_tel, truth, plan)
     new = truth[~truth.static]
-    high = defects.telegraph_states(rng_tel, new.switch_prob.fillna(0.0).to_numpy(), len(plan))
-    high &= (new.flag == "TELEGRAPH").to_numpy()[:, None]
     ctx = _Context(sc=sc, profile=profile, plan=plan, boxes=footprints(profile, sc),
                    static_dq=_static_dq(truth, profile),
                    y=new.y.to_numpy(), x=new.x.to_numpy(), kind=new.flag.to_numpy().astype(str),

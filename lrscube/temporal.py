@@ -25,7 +25,6 @@ import warnings
 import numpy as np
 from scipy.special import ndtri
 
-from .residuals import running_median
 
 
 def clipped_z(r: np.ndarray, sigma: np.ndarray, clip: float = 6.0) -> np.ndarray:
@@ -49,63 +48,91 @@ def transients(
 ) -> np.ndarray:
     """Single-exposure positive events: (time, pixel) bool.
 
-    An exposure of a pixel is a transient when its residual exceeds the running median of the
-    pixel's residuals over ``window`` exposures (centred, along axis 0) by more than ``nsigma``
-    times its noise, both for an additive level (r) and for a level proportional to the sky
-    (r / sky): a step (a defect's onset or recovery) moves the running median with it and is
-    never a transient, nor is a dead pixel whose residual follows a changing sky. Runs of up to
-    ``window // 2`` exposures are transients.
+    An event is a block of one or two exposures (up to ``window // 2``) that stands above the
+    pixel's level on *both* sides: each exposure of the block exceeds every one of the
+    ``window // 2`` exposures before and after it by more than ``nsigma`` times the noise of
+    the difference (its own and that of the exposure compared with),
+    both for an additive level (r) and for a level proportional to the sky (r / sky). A step (a
+    defect's onset or recovery) has its own level on one side, so it is never an event, however
+    different the noise of the exposures around it (with a centred running median the onset
+    exposure of a strong defect was compared with the lowest of the next ones and taken for an
+    event when those were noisier), nor is a dead pixel whose residual follows a changing sky.
+    At the ends of the series the side that exists is used.
 
     Parameters
     ----------
     r, sigma, sky : array (time, pixel)
         Residual, its noise and the local sky (DN/s).
     window : int
-        Exposures in the running median (odd).
+        Exposures considered around an event: ``window // 2`` on each side (odd).
     nsigma : float
-        Threshold in units of ``sigma``.
+        Threshold in units of the noise of the difference.
     """
     r = np.asarray(r, np.float32)
     sigma = np.asarray(sigma, np.float32)
     sky = np.asarray(sky, np.float32)
-    half = int(window) // 2
-    rp = _edge_pad(r, half)
-    med_a = running_median(rp, window, axis=0, min_count=1)[half : half + r.shape[0]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (r - med_a) / sigma > nsigma
-    # the sky-proportional test only where the additive one fired (few pixels)
-    cols = np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=0)) if out.ndim > 1 else None
-    if cols is not None and cols.size == 0:
-        return out
-    sub = (lambda a: a.reshape(a.shape[0], -1)[:, cols]) if cols is not None else (lambda a: a)
-    rr, ss, kk, ma = sub(r), sub(sigma), sub(sky), sub(med_a)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(kk > 0, rr / kk, np.nan)
-        med_m = running_median(_edge_pad(frac, half), window, axis=0, min_count=1)[half : half + rr.shape[0]]
-        e_m = (rr - np.where(np.isfinite(med_m), med_m * kk, ma)) / ss
-    if cols is None:
-        return np.asarray(out & (e_m > nsigma), bool)
-    flat = out.reshape(out.shape[0], -1)
-    flat[:, cols] &= e_m > nsigma
-    return flat.reshape(out.shape)
+    half = max(int(window) // 2, 1)
+    shape = r.shape
+    r2, s2, k2 = (v.reshape(shape[0], -1) for v in (r, sigma, sky))
+    out = np.zeros(r2.shape, bool)
+    for k in range(1, half + 1):
+        ev = _block_events(r2, s2, k, half, nsigma)
+        # the sky-proportional test only where the additive one fired (few pixels)
+        cols = np.flatnonzero(ev.any(axis=0))
+        if cols.size == 0:
+            continue
+        kk = k2[:, cols]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(kk > 0, r2[:, cols] / kk, np.nan)
+            fsig = np.where(kk > 0, s2[:, cols] / kk, np.nan)
+        ev[:, cols] &= _block_events(frac, fsig, k, half, nsigma)
+        for j in range(k):
+            out[j:] |= ev[:ev.shape[0] - j] if j else ev
+    return out.reshape(shape)
 
 
-def _edge_pad(a: np.ndarray, half: int) -> np.ndarray:
-    """Pad along axis 0 by reflection without repeating the end value (so an event in the last
-    exposure is not copied into its own window, while a step near the end is kept)."""
-    if half <= 0 or a.shape[0] == 0:
-        return a
+def _shift(a: np.ndarray, k: int) -> np.ndarray:
+    """a[t + k] at index t along axis 0 (NaN beyond the ends)."""
+    out = np.full_like(a, np.nan)
     n = a.shape[0]
-    if n == 1:
-        return np.concatenate([a] * (2 * half + 1), axis=0)
-    k = min(half, n - 1)
-    top = a[1 : k + 1][::-1]
-    bot = a[n - 1 - k : n - 1][::-1]
-    if k < half:  # very short series: fill the rest with NaN (ignored by the median)
-        fill = np.full((half - k,) + a.shape[1:], np.nan, dtype=a.dtype)
-        top = np.concatenate([fill, top])
-        bot = np.concatenate([bot, fill])
-    return np.concatenate([top, a, bot], axis=0)
+    if k >= 0:
+        if k < n:
+            out[:n - k] = a[k:]
+    elif -k < n:
+        out[-k:] = a[:n + k]
+    return out
+
+
+def _side_level(a: np.ndarray, s: np.ndarray, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """Highest of a[t + o] over ``offsets`` and its noise (NaN where no value).
+
+    The highest, not a median or mean: a side that holds a defect's step (its onset next to the
+    block) is at the defect's level, and a mean of two exposures straddling the step would
+    put a defect's last exposures above "their" level.
+    """
+    vals = np.stack([_shift(a, o) for o in offsets])
+    sig = np.stack([_shift(s, o) for o in offsets])
+    filled = np.where(np.isfinite(vals), vals, -np.inf)
+    k = np.argmax(filled, axis=0)
+    lev = np.take_along_axis(vals, k[None], 0)[0]
+    noise = np.take_along_axis(sig, k[None], 0)[0]
+    return lev, noise
+
+
+def _block_events(a: np.ndarray, s: np.ndarray, k: int, half: int, nsigma: float) -> np.ndarray:
+    """(time, pixel) bool at the first exposure t of each block [t, t + k) that exceeds the levels
+    on both sides of it by ``nsigma`` in every exposure of the block."""
+    before, nb = _side_level(a, s, range(-half, 0))
+    after, na = _side_level(a, s, range(k, k + half))
+    use_b = np.isfinite(before) & (~np.isfinite(after) | (before >= after))
+    ref = np.where(use_b, before, after)
+    rnoise = np.where(use_b, nb, na)
+    ok = np.isfinite(ref)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(k):
+            v, sv = _shift(a, j), _shift(s, j)
+            ok &= (v - ref) / np.sqrt(sv * sv + rnoise * rnoise) > nsigma
+    return ok
 
 
 def geometric_lengths(n: int, ratio: float = 1.25) -> np.ndarray:

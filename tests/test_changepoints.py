@@ -71,3 +71,14 @@ def test_a_clear_recovery_is_kept_even_near_the_end():
     z[30:58] = 6.0  # strong defect, recovers 2 exposures before the end
     (run,) = find_runs(z, min_sigma=4.0, boundary_sigma=3.0)
     assert (run.start, run.stop) == (30, 58)
+
+
+def test_onset_is_not_moved_back_to_the_start_of_the_series():
+    # a weak defect (1.2 sigma per exposure) from exposure 8; the 8 exposures before it average
+    # 0.5 sigma: not 3 standard errors below the defect's level, but closer to normal than to
+    # the defect, so the likelihood onset stays (it used to be extended to the series start)
+    z = np.zeros(80)
+    z[:8] = 0.5
+    z[8:] = 1.2
+    (run,) = find_runs(z, min_sigma=4.0, boundary_sigma=3.0)
+    assert run.start == 8 and run.stop == 80

@@ -50,3 +50,17 @@ def test_unknown_parameters_rejected():
 def test_floors():
     df = pd.DataFrame([ev(sign=-1, deficit=0.05), ev(sign=-1, deficit=0.3), ev(excess_dn_s=0.01)])
     assert classify.passes_floors(df).tolist() == [False, True, True]
+
+
+def test_static_small_excess_is_flat_field_not_a_defect():
+    # bad in every exposure (no onset, no recovery) and 2 % of the sky: the pixel's response (rate
+    # files are not flat-fielded) or a static sky-model error, not a defect; with an onset it is
+    # one, and so is a static excess of 30 % of the sky or above the HOT threshold
+    inf = float("inf")
+    df = pd.DataFrame([
+        ev(excess_dn_s=0.02, deficit=-0.02, onset_significance=inf, recovery_significance=inf),
+        ev(excess_dn_s=0.02, deficit=-0.02, onset_significance=8.0, recovery_significance=inf),
+        ev(excess_dn_s=0.3, deficit=-0.3, onset_significance=inf, recovery_significance=inf),
+        ev(excess_dn_s=5.0, deficit=-0.05, onset_significance=inf, recovery_significance=inf),
+    ])
+    assert classify.passes_floors(df).tolist() == [False, True, True, True]

@@ -197,3 +197,52 @@ def test_store_two_stage_run_equals_in_memory(tmp_path):
     assert len(b[~b.carried]) >= 5
     meta = json.loads((tmp_path / "s" / "detect.json").read_text())
     assert meta["timing"]["stage1_reads"] == "whole frames from the cube"
+
+
+def test_exposure_with_a_flagged_cosmic_ray_counts_at_most_jump_clip_sigma():
+    # three exposures at 3.0, 3.5 and 6.6 sigma, the last with JUMP_DET (a corrected cosmic ray
+    # whose residual is not in ERR): 7.6 sigma stacked without the flag, 5.5 with it
+    rng = np.random.default_rng(2)
+    n = 50
+    sci = (4 + rng.normal(0, 0.05, (n, 64, 32))).astype("f4")
+    sci[30:33, 20, 10] += np.array([3.0, 3.5, 6.6], "f4") * 0.05
+    dq = np.zeros(sci.shape, "u4")
+    a, _ = analyse_tile(sci, np.full_like(sci, 0.05), dq, _ctx(n))
+    assert ((a.y == 20) & (a.x == 10)).any()
+    dq[32, 20, 10] = flags.JUMP_DET
+    b, _ = analyse_tile(sci, np.full_like(sci, 0.05), dq, _ctx(n))
+    assert not ((b.y == 20) & (b.x == 10)).any()
+
+
+def test_telegraph_pieces_without_switches_inside_are_one_interval():
+    # high for 6, quiet 3, high 2, quiet 6, high 3: no piece switches inside, so the pixel's
+    # switching is only seen across its quiet stretches; each stretch is probable given the
+    # others (p = 2/15 and 2/12), so the defect is one interval from its first to its last high
+    rng = np.random.default_rng(6)
+    state = np.zeros(70, bool)
+    for a, b in ((10, 16), (19, 21), (27, 30)):
+        state[a:b] = True
+    n = state.size
+    sci = (4 + rng.normal(0, 0.05, (n, 60, 30))).astype("f4")
+    sci[state, 30, 12] += 2.0
+    iv, _ = analyse_tile(sci, np.full_like(sci, 0.05), np.zeros(sci.shape, "u4"), _ctx(n))
+    tel = iv[(iv.y == 30) & (iv.x == 12)].reset_index(drop=True)
+    assert tel.flag.tolist() == ["TELEGRAPH"]
+    assert tel.first_bad_mjd[0] == 60010 and tel.first_good_mjd[0] == 60030
+
+
+def test_steady_hot_pixel_in_exposures_of_different_noise_does_not_switch():
+    # a steady 0.25 DN/s excess from exposure 49, seen in exposures whose noise differs by 15x (short
+    # and long): in the noisy ones it is below 3 sigma, which is not a switch; an isolated 5.7
+    # sigma excursion at exposure 0 is not joined to it
+    rng = np.random.default_rng(7)
+    n = 75
+    e = np.exp(rng.uniform(np.log(0.01), np.log(0.15), n)).astype("f4")
+    err = np.broadcast_to(e[:, None, None], (n, 60, 30)).copy()
+    sci = (4 + rng.normal(0, 1, (n, 60, 30)) * err).astype("f4")
+    sci[49:, 30, 12] += 0.25
+    sci[0, 30, 12] += 5.7 * e[0]
+    iv, _ = analyse_tile(sci, err, np.zeros(sci.shape, "u4"), _ctx(n))
+    hot = iv[(iv.y == 30) & (iv.x == 12)].reset_index(drop=True)
+    assert hot.flag.tolist() == ["WARM"]  # below HOT's 1 DN/s
+    assert hot.first_bad_mjd[0] == 60049 and np.isnan(hot.end_mjd[0])

@@ -291,3 +291,40 @@ def test_scenario_errors_name_the_key():
         load_scenario({"amplitudes": {"HOT": [5, 1]}})
     with pytest.raises(ValueError, match="no such file"):
         load_scenario("/nonexistent/scenario.yaml")
+
+
+def test_truth_holds_each_telegraph_pixels_high_states(sub):
+    """high_mjd: the mid-times of the exposures inside its interval in which a TELEGRAPH pixel is
+    high; in the files those exposures show the excess and the others do not."""
+    from lrscube.evaluate import read_truth, simulated_telegraph_states
+    from lrscube.sim_defects import parse_high_mjd
+
+    t = sub.truth
+    tel = t[t.flag == "TELEGRAPH"]
+    assert len(tel) and t.loc[t.flag != "TELEGRAPH", "high_mjd"].isna().all()
+    mids = sub.exposures.expmid.to_numpy()
+    for _, row in tel.iterrows():
+        hm = parse_high_mjd(row.high_mjd)
+        assert np.isin(np.round(hm, 6), np.round(mids, 6)).all()
+        inside = (mids >= (row.start_mjd if np.isfinite(row.start_mjd) else -np.inf)) & \
+                 (mids < (row.end_mjd if np.isfinite(row.end_mjd) else np.inf))
+        assert np.isin(np.round(hm, 6), np.round(mids[inside], 6)).all()
+    # the same as regenerating them from the run's random streams (the older way, which gives
+    # the states in every exposure), in CSV and Parquet
+    regen = simulated_telegraph_states(sub.truth_path)
+    for path in (sub.truth_path, sub.truth_path.with_suffix(".parquet")):
+        back = read_truth(path)
+        for i in tel.index:
+            r = regen[i]
+            s, e = tel.start_mjd[i], tel.end_mjd[i]
+            r = r[(r >= (s if np.isfinite(s) else -np.inf)) & (r < (e if np.isfinite(e) else np.inf))]
+            np.testing.assert_array_equal(parse_high_mjd(back.high_mjd[i]), r)
+    # in the files: the strongest telegraph pixel is high exactly in its high exposures
+    row = tel.sort_values("amplitude_sigma").iloc[-1]
+    hm = np.round(parse_high_mjd(row.high_mjd), 6)
+    for path, mid in zip(sub.files, mids):
+        if not (row.start_mjd <= mid < (row.end_mjd if np.isfinite(row.end_mjd) else np.inf)):
+            continue
+        m = _open(path)
+        ex = _local_excess(m.data, row.y - 528, row.x)
+        assert (ex > row.amplitude / 2) == (np.round(mid, 6) in hm)

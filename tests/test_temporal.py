@@ -60,3 +60,21 @@ def test_weighted_level_additive_and_multiplicative():
     b, _, chi2_m, _ = weighted_level(-0.5 * sky, s, weight_shape=sky)
     assert abs(a - 3.0) < 1e-9 and chi2_a < 1e-9
     assert abs(b + 0.5) < 1e-9 and chi2_m < 1e-9
+
+
+def test_onset_next_to_noisier_exposures_is_not_an_event():
+    # a hot pixel of 0.75 DN/s from exposure 3 on, seen in exposures of different length: the
+    # onset exposure is precise (0.03), the next ones noisier; against a centred running median
+    # (the lowest of the three bad exposures in the window) the onset looked like an event
+    r = np.array([0.016, -0.005, 0.008, 0.819, 0.668, 0.575, 0.742, 0.704, 0.733, 0.815, 0.74])[:, None]
+    s = np.array([0.012, 0.019, 0.028, 0.031, 0.033, 0.093, 0.048, 0.063, 0.018, 0.122, 0.043])[:, None]
+    sky = np.full_like(r, 1.0)
+    assert not transients(r, s, sky).any()
+
+
+def test_a_short_defect_at_the_end_is_not_an_event():
+    # bad in the last three exposures: its last two stand above the exposure before the onset,
+    # not above the onset exposure
+    r = np.zeros((30, 1))
+    r[-3:] = 50.0
+    assert not transients(r, np.ones_like(r), np.full_like(r, 10.0)).any()
