@@ -114,16 +114,6 @@ def switch_counts(r: np.ndarray, s: np.ndarray, high_level: float, separation: f
     return (state[1:] != state[:-1]) & counts, counts
 
 
-def _may_switch(ivs: list[dict], p: DetectionParams) -> bool:
-    """Whether a pixel's intervals say it switches: one of them is TELEGRAPH, or it has more
-    than one excess interval (a defect that went away and came back)."""
-    if not ivs:
-        return False
-    if sum(iv["sign"] > 0 for iv in ivs) > 1:
-        return True
-    return bool((classify.classify(pd.DataFrame(ivs), p.classes) == "TELEGRAPH").any())
-
-
 def pixel_intervals(r, s, sky, ctx: TileContext, clip=None) -> list[dict]:
     """Bad intervals of one pixel from its series (1-D, exposures in time order, gaps removed).
 
@@ -365,9 +355,11 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         for j in cand:
             use = ~excl[:, j]
             ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx, clip[use, j])
-            if trans[:, j].any() and _may_switch(ivs, p):
-                # a switching pixel's isolated high states are its own, not cosmic rays: the
-                # single-exposure events are put back and the pixel analysed again
+            if trans[:, j].any() and any(iv["sign"] > 0 for iv in ivs):
+                # a pixel with an excess: its isolated high states are more likely its own (a
+                # telegraph pixel's) than cosmic rays, which hit one pixel-exposure in ~1e4;
+                # the single-exposure events are put back and the pixel analysed again (they
+                # join an interval only as telegraph pieces or next to its ends)
                 use = ~on_trace[:, j]
                 ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx, clip[use, j])
             ti = t_idx[use]

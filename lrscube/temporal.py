@@ -13,9 +13,10 @@ The two ideas:
   start), vectorised over pixels.
 * **Single-exposure events never make a defect.** Cosmic-ray residuals, showers and latents are
   positive spikes that last one or two exposures. :func:`transients` finds them against a running
-  median along time (which keeps steps, so a defect's onset is never taken for a spike), and each
-  exposure's contribution is also clipped (:func:`clipped_z`), so no single exposure can reach
-  the detection threshold on its own.
+  median along time, and keeps only blocks that clearly exceed the exposures on both sides of
+  them (so a defect's onset is never taken for a spike, however noisy the exposures after it),
+  and each exposure's contribution is also clipped (:func:`clipped_z`), so no single exposure
+  can reach the detection threshold on its own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import warnings
 
 import numpy as np
 from scipy.special import ndtri
+
+from .residuals import running_median
 
 
 
@@ -48,47 +51,75 @@ def transients(
 ) -> np.ndarray:
     """Single-exposure positive events: (time, pixel) bool.
 
-    An event is a block of one or two exposures (up to ``window // 2``) that stands above the
-    pixel's level on *both* sides: each exposure of the block exceeds every one of the
-    ``window // 2`` exposures before and after it by more than ``nsigma`` times the noise of
-    the difference (its own and that of the exposure compared with),
-    both for an additive level (r) and for a level proportional to the sky (r / sky). A step (a
-    defect's onset or recovery) has its own level on one side, so it is never an event, however
-    different the noise of the exposures around it (with a centred running median the onset
-    exposure of a strong defect was compared with the lowest of the next ones and taken for an
-    event when those were noisier), nor is a dead pixel whose residual follows a changing sky.
-    At the ends of the series the side that exists is used.
+    An exposure of a pixel is a transient when it exceeds the running median of the pixel's
+    residuals over ``window`` exposures (centred, along axis 0) by more than ``nsigma`` times its
+    noise, both for an additive level (r) and for a level proportional to the sky (r / sky) -
+    so a dead pixel whose residual follows a changing sky is never one - *and* its block (the
+    run of one or two such exposures it belongs to) clearly exceeds both sides: on each side at
+    least one of the ``window // 2`` exposures is exceeded by ``nsigma / sqrt(2)`` times the noise
+    of the difference (its own and that exposure's: the same threshold for a difference of two
+    exposures). A step
+    (a defect's onset or recovery) has its own level on one side, so it is never an event, also
+    when the exposures after it are noisier than the first bad one (the running median of a
+    window holding a step is the lowest of the bad exposures in it, which a precise onset
+    exposure exceeded by many times its own small noise). Runs of up to ``window // 2``
+    exposures are transients; at the ends of the series the side that exists is used.
 
     Parameters
     ----------
     r, sigma, sky : array (time, pixel)
         Residual, its noise and the local sky (DN/s).
     window : int
-        Exposures considered around an event: ``window // 2`` on each side (odd).
+        Exposures in the running median (odd); ``window // 2`` on each side of a block.
     nsigma : float
-        Threshold in units of the noise of the difference.
+        Threshold in units of ``sigma``.
     """
     r = np.asarray(r, np.float32)
     sigma = np.asarray(sigma, np.float32)
     sky = np.asarray(sky, np.float32)
-    half = max(int(window) // 2, 1)
+    half = int(window) // 2
     shape = r.shape
     r2, s2, k2 = (v.reshape(shape[0], -1) for v in (r, sigma, sky))
-    out = np.zeros(r2.shape, bool)
-    for k in range(1, half + 1):
-        ev = _block_events(r2, s2, k, half, nsigma)
-        # the sky-proportional test only where the additive one fired (few pixels)
-        cols = np.flatnonzero(ev.any(axis=0))
-        if cols.size == 0:
-            continue
-        kk = k2[:, cols]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where(kk > 0, r2[:, cols] / kk, np.nan)
-            fsig = np.where(kk > 0, s2[:, cols] / kk, np.nan)
-        ev[:, cols] &= _block_events(frac, fsig, k, half, nsigma)
+    med_a = running_median(_edge_pad(r2, half), window, axis=0, min_count=1)[half: half + shape[0]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (r2 - med_a) / s2 > nsigma
+    # the sky-proportional test and the sides only where the additive one fired (few pixels)
+    cols = np.flatnonzero(out.any(axis=0))
+    if cols.size == 0:
+        return out.reshape(shape)
+    rr, ss, kk, ma = r2[:, cols], s2[:, cols], k2[:, cols], med_a[:, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(kk > 0, rr / kk, np.nan)
+        fsig = np.where(kk > 0, ss / kk, np.nan)
+        med_m = running_median(_edge_pad(frac, half), window, axis=0, min_count=1)[half: half + rr.shape[0]]
+        e_m = (rr - np.where(np.isfinite(med_m), med_m * kk, ma)) / ss
+    sub = out[:, cols] & (e_m > nsigma)
+    above = np.zeros(sub.shape, bool)  # in a block of 1..half exposures above both sides
+    guard = nsigma / np.sqrt(2.0)  # the same threshold for a difference of two exposures
+    for k in range(1, max(half, 1) + 1):
+        ev = _block_events(rr, ss, k, half, guard) & _block_events(frac, fsig, k, half, guard)
         for j in range(k):
-            out[j:] |= ev[:ev.shape[0] - j] if j else ev
+            above[j:] |= ev[:ev.shape[0] - j] if j else ev
+    out[:, cols] = sub & above
     return out.reshape(shape)
+
+
+def _edge_pad(a: np.ndarray, half: int) -> np.ndarray:
+    """Pad along axis 0 by reflection without repeating the end value (so an event in the last
+    exposure is not copied into its own window, while a step near the end is kept)."""
+    if half <= 0 or a.shape[0] == 0:
+        return a
+    n = a.shape[0]
+    if n == 1:
+        return np.concatenate([a] * (2 * half + 1), axis=0)
+    k = min(half, n - 1)
+    top = a[1 : k + 1][::-1]
+    bot = a[n - 1 - k : n - 1][::-1]
+    if k < half:  # very short series: fill the rest with NaN (ignored by the median)
+        fill = np.full((half - k,) + a.shape[1:], np.nan, dtype=a.dtype)
+        top = np.concatenate([fill, top])
+        bot = np.concatenate([bot, fill])
+    return np.concatenate([top, a, bot], axis=0)
 
 
 def _shift(a: np.ndarray, k: int) -> np.ndarray:
@@ -103,35 +134,28 @@ def _shift(a: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _side_level(a: np.ndarray, s: np.ndarray, offsets) -> tuple[np.ndarray, np.ndarray]:
-    """Highest of a[t + o] over ``offsets`` and its noise (NaN where no value).
-
-    The highest, not a median or mean: a side that holds a defect's step (its onset next to the
-    block) is at the defect's level, and a mean of two exposures straddling the step would
-    put a defect's last exposures above "their" level.
-    """
-    vals = np.stack([_shift(a, o) for o in offsets])
-    sig = np.stack([_shift(s, o) for o in offsets])
-    filled = np.where(np.isfinite(vals), vals, -np.inf)
-    k = np.argmax(filled, axis=0)
-    lev = np.take_along_axis(vals, k[None], 0)[0]
-    noise = np.take_along_axis(sig, k[None], 0)[0]
-    return lev, noise
-
-
 def _block_events(a: np.ndarray, s: np.ndarray, k: int, half: int, nsigma: float) -> np.ndarray:
-    """(time, pixel) bool at the first exposure t of each block [t, t + k) that exceeds the levels
-    on both sides of it by ``nsigma`` in every exposure of the block."""
-    before, nb = _side_level(a, s, range(-half, 0))
-    after, na = _side_level(a, s, range(k, k + half))
-    use_b = np.isfinite(before) & (~np.isfinite(after) | (before >= after))
-    ref = np.where(use_b, before, after)
-    rnoise = np.where(use_b, nb, na)
-    ok = np.isfinite(ref)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for j in range(k):
-            v, sv = _shift(a, j), _shift(s, j)
-            ok &= (v - ref) / np.sqrt(sv * sv + rnoise * rnoise) > nsigma
+    """(time, pixel) bool at the first exposure t of each block [t, t + k) that clearly exceeds
+    both sides of it: on each side, at least one of the ``half`` exposures is exceeded by every
+    exposure of the block by ``nsigma`` times the noise of the difference. A step has both
+    exposures of one side at its level; a side holding a second event (two cosmic rays two
+    exposures apart) still has its other exposure. A side with no exposure (an end of the
+    series) is not tested."""
+    ok = np.isfinite(a)
+    vs = [(_shift(a, j), _shift(s, j)) for j in range(k)]
+    for offsets in (range(-half, 0), range(k, k + half)):
+        any_exceeded = np.zeros(a.shape, bool)
+        any_value = np.zeros(a.shape, bool)
+        for o in offsets:
+            w, sw = _shift(a, o), _shift(s, o)
+            fin = np.isfinite(w)
+            any_value |= fin
+            exceeded = fin.copy()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                for v, sv in vs:
+                    exceeded &= (v - w) / np.sqrt(sv * sv + sw * sw) > nsigma
+            any_exceeded |= exceeded
+        ok &= ~any_value | any_exceeded
     return ok
 
 

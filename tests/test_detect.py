@@ -200,12 +200,12 @@ def test_store_two_stage_run_equals_in_memory(tmp_path):
 
 
 def test_exposure_with_a_flagged_cosmic_ray_counts_at_most_jump_clip_sigma():
-    # three exposures at 3.0, 3.5 and 6.6 sigma, the last with JUMP_DET (a corrected cosmic ray
-    # whose residual is not in ERR): 7.6 sigma stacked without the flag, 5.5 with it
+    # three exposures at 3, 3 and 5 sigma (plus noise), the last with JUMP_DET (a corrected cosmic ray
+    # whose residual is not in ERR): 7.7 sigma stacked without the flag, 5.5 with it
     rng = np.random.default_rng(2)
     n = 50
     sci = (4 + rng.normal(0, 0.05, (n, 64, 32))).astype("f4")
-    sci[30:33, 20, 10] += np.array([3.0, 3.5, 6.6], "f4") * 0.05
+    sci[30:33, 20, 10] += np.array([3.0, 3.0, 5.0], "f4") * 0.05
     dq = np.zeros(sci.shape, "u4")
     a, _ = analyse_tile(sci, np.full_like(sci, 0.05), dq, _ctx(n))
     assert ((a.y == 20) & (a.x == 10)).any()
