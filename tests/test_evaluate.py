@@ -78,12 +78,12 @@ def test_simulated_quality_goal_of_issue_3(simulated):
     assert res["recall_new_defects"] >= 0.98
     assert res["onset_error_exposures"]["median"] == 0
     assert res["onset_error_exposures"]["p90_abs"] <= 1
-    # goal not met: recall of detectable pixel-exposures >= 0.99 (0.973 here; docs/detection.md)
-    assert res["lrscube"]["recall"] >= 0.97
+    # recall of detectable pixel-exposures >= 0.99 (0.9913 here); per class, the achieved level
+    assert res["lrscube"]["recall"] >= 0.99
     for cls in ("HOT", "DEAD", "LOW_QE"):
         assert res["recall_per_class"][cls]["recall"] >= 0.99
-    assert res["recall_per_class"]["WARM"]["recall"] >= 0.96
-    assert res["recall_per_class"]["TELEGRAPH"]["recall"] >= 0.84
+    assert res["recall_per_class"]["WARM"]["recall"] >= 0.97
+    assert res["recall_per_class"]["TELEGRAPH"]["recall"] >= 0.93
     # the baselines are scored in the same run and do worse
     assert res["baseline_selfcal"]["recall"] < res["lrscube"]["recall"]
     assert res["baseline_selfcal"]["precision"] < res["lrscube"]["precision"]
