@@ -156,9 +156,9 @@ def pixel_intervals(r, s, sky, ctx: TileContext, clip=None) -> list[dict]:
     # A piece joins only if the merged span is at least as significant as its strongest piece
     # (a weak noise run far from a defect dilutes it and is not part of it), or if both sides
     # are high states of one defect: on average above state_sigma (or switching by themselves),
-    # with high-state levels (DN/s) within telegraph_level_ratio of each other (clipping makes a strong telegraph's
-    # sparse high states count at most clip_sigma each, so its quiet stretches dilute it
-    # although they are part of its switching).
+    # with high-state levels (DN/s) within telegraph_level_ratio of each other (clipping makes
+    # a strong telegraph's sparse high states count at most clip_sigma each, so its quiet
+    # stretches dilute it although they are part of its switching).
     def idx_of(pieces):
         return np.concatenate([np.arange(u.start, u.stop) for u in pieces])
 
@@ -195,9 +195,10 @@ def pixel_intervals(r, s, sky, ctx: TileContext, clip=None) -> list[dict]:
             if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability:
                 span = z[g[0].start:u.stop]
                 stronger = abs(span.sum()) / np.sqrt(span.size) >= max(v.significance for v in g + [u])
-                lu, lg = high_level([u]), high_level(g)
-                same = (in_high_state([u]) and in_high_state(g) and lu > 0 and lg > 0
-                        and min(lu, lg) >= p.telegraph_level_ratio * max(lu, lg))
+                if not stronger:
+                    lu, lg = high_level([u]), high_level(g)
+                    same = (lu > 0 and lg > 0 and min(lu, lg) >= p.telegraph_level_ratio * max(lu, lg)
+                            and in_high_state([u]) and in_high_state(g))
                 if stronger or same:
                     g.append(u)
                     continue

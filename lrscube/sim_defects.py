@@ -201,7 +201,8 @@ def high_state_mjd(flag: np.ndarray, high: np.ndarray, t_mid: np.ndarray, start:
     None for other rows. ``high`` is (rows, exposures), exposures in time order like ``t_mid``.
     """
     t_mid = np.asarray(t_mid, float)
-    on = active(np.asarray(start, float), np.asarray(end, float), t_mid) if len(flag) else np.zeros((0, t_mid.size), bool)
+    on = active(np.asarray(start, float), np.asarray(end, float), t_mid) if len(flag) \
+        else np.zeros((0, t_mid.size), bool)
     out = []
     for k in range(len(flag)):
         if flag[k] != "TELEGRAPH":
