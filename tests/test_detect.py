@@ -135,8 +135,8 @@ def test_independent_data_not_tuned_to_the_simulator():
     iv, meta = detect_dataset(ds, "lrs", tiles=(100, 40))
     res = evaluate_arrays(ds, iv, truth, "lrs", baselines=False)
     assert res["detectable_defects"] >= 25
-    assert res["lrscube"]["precision"] >= 0.95  # 0.963 measured; heavy tails cost precision (docs)
-    assert res["lrscube"]["recall"] >= 0.95
+    assert res["lrscube"]["precision"] >= 0.95  # 0.967 measured; heavy tails cost precision (docs)
+    assert res["lrscube"]["recall"] >= 0.97  # 0.988 measured
     assert res["onset_error_exposures"]["median"] == 0
     assert meta["non_blank_exposures"], "the source trace exposures are recorded"
 
