@@ -10,7 +10,7 @@ wrapped for a store (:func:`detect`).
 The flow of :func:`detect`::
 
     open_cube -> stage 1 per batch of exposures (whole frames: residuals, traces, static bits)
-      -> STORE/_detect_work (zarr, chunks laid out for stage 2)
+      -> STORE/_detect_work/run-ID (zarr, chunks laid out for stage 2; one folder per run)
       -> stage 2 per tile (all exposures x ty x tx: temporal statistics, change points, classes)
       -> interval records -> intervals.parquet -> mask cube -> detect.json
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -745,12 +746,15 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         if isinstance(mode, dict):
             mode = mode.get("name", profiles.DEFAULT_MODE)
     prof = profiles.load(mode)
-    work = st.join(store, WORK)
+    # a scratch folder of this run's own: two detects on one store must not share (and delete)
+    # each other's stage-1 results
+    work = st.join(store, WORK, f"run-{uuid.uuid4().hex[:12]}")
     try:
         iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, work=work,
                                   source=cube_url(store), **overrides)
     finally:
         _remove(work)
+        _remove_if_empty(st.join(store, WORK))
     st.write_table(store, st.INTERVALS, iv)
     meta["mask_cube"] = None
     if write_mask:
@@ -772,6 +776,15 @@ def _remove(url: str) -> None:
     fs, path = st.fs_and_path(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def _remove_if_empty(url: str) -> None:
+    fs, path = st.fs_and_path(url)
+    try:
+        if fs.exists(path) and not fs.ls(path):
+            fs.rm(path, recursive=True)
+    except (OSError, FileNotFoundError):  # another run's folder appeared or vanished meanwhile
+        pass
 
 
 def open_intervals(store: str) -> pd.DataFrame:
