@@ -199,10 +199,17 @@ def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_windo
     return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d
 
 
-def cross_deviation(resid: np.ndarray, window: int, cross_axis: int) -> np.ndarray:
+def cross_deviation(resid: np.ndarray, window: int, cross_axis: int, exclude: np.ndarray | None = None,
+                    keep_nan: bool = False) -> np.ndarray:
     """``resid`` minus its running median across the dispersion over ``window`` pixels: what a
-    pixel does that its neighbouring lines do not (the structure they share is sky)."""
-    loc = running_median(resid, window, axis=cross_axis, min_count=min(5, int(window)))
+    pixel does that its neighbouring lines do not (the structure they share is sky).
+
+    ``exclude`` leaves pixels out of the median; where it is undefined (fewer than 5 pixels)
+    nothing is subtracted, or the result is NaN with ``keep_nan``."""
+    src = resid if exclude is None else np.where(exclude, np.nan, resid)
+    loc = running_median(src, window, axis=cross_axis, min_count=min(5, int(window)))
+    if keep_nan:
+        return resid - loc
     return resid - np.where(np.isfinite(loc), loc, 0.0).astype(np.float32)
 
 
@@ -345,13 +352,10 @@ def spatial_residuals(
         resid = sci - off - sky
         resid -= _line_offsets(resid, ax)
     resid = np.where(holes, np.nan, resid).astype(np.float32)
-    if cross_window:
-        mc = min(5, int(cross_window))
-        loc = running_median(resid, cross_window, axis=cax, min_count=mc)
-        with np.errstate(invalid="ignore"):  # then without the pixels far from that first estimate
-            clean = np.where(np.abs(resid - loc) > 5.0 * err, np.nan, resid)
-        loc = running_median(clean, cross_window, axis=cax, min_count=mc)
-        resid = resid - np.where(np.isfinite(loc), loc, 0.0).astype(np.float32)
+    if cross_window:  # then again without the pixels far from that first estimate
+        with np.errstate(invalid="ignore"):
+            far = np.abs(cross_deviation(resid, cross_window, cax, keep_nan=True)) > 5.0 * err
+        resid = cross_deviation(resid, cross_window, cax, exclude=far)
     good_err = np.isfinite(err) & (err > 0)
     sigma = np.where(good_err, err, np.nan).astype(np.float32)
     if calibrate_noise:
