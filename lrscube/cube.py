@@ -33,10 +33,12 @@ every array to ``n_committed``, deleting whatever a killed append left beyond it
 the arrays and writes the new exposures' shards and coordinates, (3) rewrites the group's
 attributes with the new count. Step 3 is one atomic object write (rename on a local disk, a PUT
 on an object store), so a reader sees the old or the new cube, never half an exposure.
-Appends of one run may overlap: ``begin_append(after=m)`` makes room behind an append whose
-slots end at ``m`` and are written but not committed yet (no truncation), and :func:`commit`
-only accepts appends in slot order, so ``n_committed`` still only ever covers whole, written
-exposures.
+Appends of one run may overlap: ``Append.room(k, after=m)`` makes room behind an append whose
+slots end at ``m`` and are written but not committed yet (no truncation), and
+:meth:`Append.commit` only accepts appends in slot order, so ``n_committed`` still only ever
+covers whole, written exposures. A run grows the arrays ahead of its appends (``ahead``) and
+trims them to ``n_committed`` when it ends; between, the slots past ``n_committed`` are empty
+or uncommitted, and every reader stops at ``n_committed``.
 The 1-D coordinate arrays are small and chunked by 4096 along time; an append rewrites the
 last such chunk whole (atomically), never the exposure data.
 """
@@ -189,28 +191,84 @@ def _arrays(g: zarr.Group) -> list[zarr.Array]:
     return [g[name] for name in [*DATA_VARS, "time", *COORDS]]
 
 
-def begin_append(store: str, k: int, after: int | None = None) -> int:
-    """Make room for ``k`` exposures; returns the first new index.
+class Append:
+    """One writer's appends to a cube: the group and its arrays opened once, room made ahead.
 
-    By default the room starts after the committed exposures, and anything a killed append
-    left beyond ``n_committed`` is deleted first. ``after=m`` puts it after slot ``m - 1``
-    instead, growing the arrays only: for an append pipelined behind earlier ones of the same
-    run whose exposures (slots ``n_committed .. m - 1``) are written but not yet committed.
+    A run of appends can ask :meth:`room` for slots ``ahead`` of what it needs now, so that its
+    24 arrays are resized once per block instead of once per append (each resize rewrites every
+    array's metadata). Slots past ``n_committed`` are invisible to readers, and :meth:`close` (or
+    the next writer's first :meth:`room`) trims the arrays back to the committed exposures.
     """
-    g = _open_group(store, "r+")
-    n = int(g.attrs["lrscube"]["n_committed"])
-    arrays = _arrays(g)
-    if after is None:
-        for a in arrays:
-            if a.shape[0] != n:
-                a.resize((n, *a.shape[1:]))
-        after = n
-    elif after < n:
-        raise ValueError(f"append after slot {after}: below the {n} committed exposures")
-    for a in arrays:
-        if a.shape[0] != after + k:
-            a.resize((after + k, *a.shape[1:]))
-    return after
+
+    def __init__(self, store: str):
+        self.store = store
+        self.group = _open_group(store, "r+")
+        self.arrays = _arrays(self.group)
+        self._committed = int(self.group.attrs["lrscube"]["n_committed"])
+
+    def _resize(self, n: int) -> None:
+        todo = [a for a in self.arrays if a.shape[0] != n]
+        if todo:  # the arrays' metadata rewrites go out together
+            sync(_together([a.async_array.resize((n, *a.shape[1:])) for a in todo]))
+
+    def room(self, k: int, after: int | None = None, ahead: int = 0) -> int:
+        """Make room for ``k`` exposures; returns the first new slot.
+
+        By default the room starts after the committed exposures, and anything a killed append
+        left beyond ``n_committed`` is deleted first. ``after=m`` puts it after slot ``m - 1``
+        instead, growing the arrays only: for an append pipelined behind earlier ones of the
+        same run whose exposures (slots ``n_committed .. m - 1``) are written but not yet
+        committed. When the arrays must grow, they grow by ``ahead`` more slots than needed.
+        """
+        n = self._committed
+        if after is None:
+            self._resize(n)
+            after = n
+        elif after < n:
+            raise ValueError(f"append after slot {after}: below the {n} committed exposures")
+        if min(a.shape[0] for a in self.arrays) < after + k:
+            self._resize(after + k + max(0, ahead))
+        return after
+
+    def data_arrays(self) -> tuple[zarr.Array, ...]:
+        """sci, err, dq as :func:`data_arrays` opens them, without reading the store again
+        (made after each :meth:`room`: they carry the shape of that moment)."""
+        return tuple(_for_writes(a) for a in self.arrays[:len(DATA_VARS)])
+
+    def commit(self, start: int, metas: list[dict]) -> int:
+        """Write the coordinates of slots ``start .. start+len(metas)`` and count them committed."""
+        n = self._committed
+        if start != n:
+            raise ValueError(f"commit of slots from {start}: the cube has {n} committed exposures "
+                             "(appends commit in slot order)")
+        k = len(metas)
+        if k:
+            sl = slice(start, start + k)
+            values = {"time": np.array([m["mjd"] for m in metas], dtype="float64")}
+            for name, dtype in COORDS.items():
+                vals = [m.get(name) for m in metas]
+                if dtype == "str":
+                    values[name] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+                else:
+                    values[name] = np.array([np.nan if v is None else v for v in vals], dtype=dtype)
+            coords = self.arrays[len(DATA_VARS):]
+            # the 22 small writes (one chunk each, read-modify-write) go out together
+            sync(_together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
+        attrs = dict(self.group.attrs["lrscube"])
+        attrs["n_committed"] = start + k
+        self.group.attrs["lrscube"] = attrs  # the commit point: one atomic write of the group metadata
+        self._committed = start + k
+        return start + k
+
+    def close(self) -> None:
+        """Trim the arrays to the committed exposures (slots reserved ahead, or written by an
+        append that did not commit)."""
+        self._resize(self._committed)
+
+
+def begin_append(store: str, k: int, after: int | None = None) -> int:
+    """Make room for ``k`` exposures in the store; returns the first new index (:meth:`Append.room`)."""
+    return Append(store).room(k, after)
 
 
 #: zarr settings while zarr writes exposures (layouts write_exposure does not encode itself):
@@ -247,11 +305,15 @@ def data_arrays(store: str) -> tuple[zarr.Array, ...]:
     """sci, err, dq opened for :func:`write_exposure`; picklable, so a client can open them once
     per append and send them with each exposure (a worker then reads no metadata)."""
     g = _open_group(store, "r+")
+    return tuple(_for_writes(g[name]) for name in DATA_VARS)
+
+
+def _for_writes(a: zarr.Array) -> zarr.Array:
     # write_empty_chunks: inner chunks outside a subarray's footprint are never touched by its
     # write, and a touched one that happens to be all fill value costs a few hundred bytes
     # compressed, so checking every chunk for the fill value (zarr's default) only costs time.
     # (write_exposure's own shard encoder stores every touched chunk the same way.)
-    return tuple(g[name].with_config({"write_empty_chunks": True}) for name in DATA_VARS)
+    return a.with_config({"write_empty_chunks": True})
 
 
 def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] | None = None) -> None:
@@ -281,8 +343,9 @@ def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] |
         # is stored there yet (or only what a killed append left, which this exposure replaces
         # whole). So there is no read-modify-write of an existing shard (zarr would GET the
         # shard first for a subarray). The planes' writes go out together.
-        sync(_put_all([(a.store_path / a.metadata.encode_chunk_key((index, 0, 0)), blob)
-                       for a, blob in shards]))
+        proto = default_buffer_prototype()
+        sync(_together([(a.store_path / a.metadata.encode_chunk_key((index, 0, 0))).set(proto.buffer.from_bytes(blob))
+                        for a, blob in shards]))
     if via_zarr:
         _write_exposure_zarr(index, exp, *zip(*via_zarr, strict=True))
 
@@ -298,9 +361,9 @@ def _write_exposure_zarr(index: int, exp, arrays: tuple[zarr.Array, ...],
             a[region] = getattr(exp, name)
 
 
-async def _put_all(puts) -> None:
-    proto = default_buffer_prototype()
-    await asyncio.gather(*(path.set(proto.buffer.from_bytes(blob)) for path, blob in puts))
+async def _together(coros) -> list:
+    """Run coroutines concurrently on zarr's event loop (``sync(_together([...]))``)."""
+    return await asyncio.gather(*coros)
 
 
 @functools.lru_cache(maxsize=16)
@@ -482,26 +545,9 @@ def _shard_layout(a: zarr.Array) -> _ShardLayout | None:
 
 
 def commit(store: str, start: int, metas: list[dict]) -> int:
-    """Write the coordinates of exposures ``start .. start+len(metas)`` and count them committed."""
-    g = _open_group(store, "r+")
-    n = int(g.attrs["lrscube"]["n_committed"])
-    if start != n:
-        raise ValueError(f"commit of slots from {start}: the cube has {n} committed exposures "
-                         "(appends commit in slot order)")
-    k = len(metas)
-    if k:
-        sl = slice(start, start + k)
-        g["time"][sl] = np.array([m["mjd"] for m in metas], dtype="float64")
-        for name, dtype in COORDS.items():
-            vals = [m.get(name) for m in metas]
-            if dtype == "str":
-                g[name][sl] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
-            else:
-                g[name][sl] = np.array([np.nan if v is None else v for v in vals], dtype=dtype)
-    attrs = dict(g.attrs["lrscube"])
-    attrs["n_committed"] = start + k
-    g.attrs["lrscube"] = attrs  # the commit point: one atomic write of the group metadata
-    return start + k
+    """Write the coordinates of exposures ``start .. start+len(metas)`` and count them committed
+    (:meth:`Append.commit`)."""
+    return Append(store).commit(start, metas)
 
 
 def _as_str(values) -> np.ndarray:

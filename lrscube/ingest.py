@@ -6,15 +6,17 @@ The composition, in order (each step a named function)::
     for each batch of files:
         load (on workers)               read_product: Exposure, or Rejected with a reason
         screen (here)                   drop duplicates of stored or earlier exposures, unit mismatches
-        cube.begin_append               room for the accepted ones after the previous batch's (the
-                                        first: after the committed ones, clearing a killed run's rest)
+        Append.room                     slots for the accepted ones after the previous batch's (the
+                                        first: after the committed ones, clearing a killed run's
+                                        rest); the arrays grow for up to RESERVE files at once
         write (on workers)              each exposure writes its own shards
-        cube.commit                     coordinates, then the committed count (atomic)
-        record                          ingest_log.parquet: every file and what became of it
+        Append.commit                   coordinates, then the committed count (atomic)
+        IngestLog.add                   ingest_log.parquet: every file and what became of it
+    Append.close                        trim the arrays to the committed exposures
 
 Batches overlap: while batch b is written, batch b+1 is read and batch b-1 committed (the
 client commits batches in order; batch b's room is made after batch b-1's slots, see
-``cube.begin_append(after=...)``), so the workers never wait for a commit.
+``cube.Append.room(after=...)``), so the workers never wait for a commit.
 
 A batch is the unit of commit: a process killed during a batch leaves the cube with the
 batches committed before it; re-running the same ingest skips what is stored and adds the rest.
@@ -157,14 +159,27 @@ def screen(summaries: list[dict], seen_hash: dict, seen_key: dict, bunit: str | 
     return accepted, dups, rejects, bunit
 
 
-def record(store: str, rows: list[dict]) -> None:
-    """Append rows to the store's ingest log (rewritten whole, atomically)."""
-    if not rows:
-        return
-    new = pd.DataFrame(rows)
-    if st.exists(store, st.INGEST_LOG):
-        new = pd.concat([st.read_table(store, st.INGEST_LOG), new], ignore_index=True)
-    st.write_table(store, st.INGEST_LOG, new)
+class IngestLog:
+    """The store's ingest log (``ingest_log.parquet``): read once per run, rewritten whole and
+    atomically with each batch's rows added."""
+
+    def __init__(self, store: str):
+        self.store = store
+        self._table: pd.DataFrame | None = None
+
+    def add(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        if self._table is None:
+            self._table = st.read_table(self.store, st.INGEST_LOG) if st.exists(self.store, st.INGEST_LOG) else None
+        new = pd.DataFrame(rows)
+        self._table = new if self._table is None else pd.concat([self._table, new], ignore_index=True)
+        st.write_table(self.store, st.INGEST_LOG, self._table)
+
+
+#: most slots an ingest run adds to the arrays ahead of the batches that fill them: bounds what
+#: a killed run leaves for the next one to delete, while a run of 100s of files resizes once
+RESERVE = 1024
 
 
 # --------------------------------------------------------------------------- composition
@@ -220,6 +235,8 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
             return loads, client.map(_summary, loads, pure=False, priority=-bi)
 
         upcoming = submit(0) if batches else ([], [])
+        app: cube.Append | None = None
+        log = IngestLog(store)
         end = None  # the slot after the last one this run has made room for
         pending = None  # the batch whose writes were submitted last, not yet committed
 
@@ -228,14 +245,14 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
             start, metas, writes, log_rows = batch_done
             client.gather(writes)
             if metas:
-                cube.commit(store, start, metas)
+                app.commit(start, metas)
             for r in log_rows:
                 if r["status"] == "ingested":
                     summary.ingested.append(r["file"])
             now = pd.Timestamp.now(tz="UTC").isoformat()
             for r in log_rows:
                 r["when"] = now
-            record(store, log_rows)
+            log.add(log_rows)
 
         for bi, batch in enumerate(batches):
             loaded, summarised = upcoming
@@ -255,11 +272,13 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
             if accepted:
                 if new_cube:
                     cube.create(store, profile, bunit=bunit)
+                app = app or cube.Append(store)
                 # The first append of the run clears what a killed run left beyond the committed
                 # exposures; later ones go after the previous batch, which may still be writing.
-                start = cube.begin_append(store, len(accepted), after=end)
+                unread = len(files) - bi * batch_size - len(batch)
+                start = app.room(len(accepted), after=end, ahead=min(unread, RESERVE))
                 end = start + len(accepted)
-                arrays = cube.data_arrays(store)
+                arrays = app.data_arrays()
                 writes = [client.submit(_write, loaded[i], start + j, store, arrays, pure=False, priority=-bi)
                           for j, i in enumerate(accepted)]
                 log_rows += [{"file": batch[i], "status": "ingested", "reason": ""} for i in accepted]
@@ -275,9 +294,11 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
                       file=sys.stderr, flush=True)
         if pending is not None:
             finish(pending)
+        if app is not None:
+            app.close()
     if problems:
-        record(store, [{"file": f, "status": "rejected", "reason": why,
-                        "when": pd.Timestamp.now(tz="UTC").isoformat()} for f, why in problems])
+        log.add([{"file": f, "status": "rejected", "reason": why,
+                  "when": pd.Timestamp.now(tz="UTC").isoformat()} for f, why in problems])
     summary.n_in_cube = cube.n_committed(store)
     summary.seconds = time.perf_counter() - t0
     return summary

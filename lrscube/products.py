@@ -33,7 +33,7 @@ class Rejected(Exception):
 class Exposure:
     """One exposure's slope image in subarray coordinates, with where it sits in the frame."""
 
-    sci: np.ndarray  # float32 (ny, nx)
+    sci: np.ndarray  # float32 (ny, nx), in native or the file's (big-endian) byte order
     err: np.ndarray  # float32
     dq: np.ndarray  # uint32
     y0: int  # 0-based full-frame row of sci[0, 0]
@@ -199,12 +199,24 @@ def _open(path: str):
             data = f.read()
         src, size = io.BytesIO(data), len(data)
     else:
-        src, size = path, os.path.getsize(path)
+        local = path[len("file://"):] if path.startswith("file://") else path
+        size = os.path.getsize(local)
+        src = open(local, "rb")
+        if hasattr(os, "posix_fadvise"):
+            # No kernel readahead: astropy reads each data plane in one call, and readahead
+            # past DQ would pull in the planes ingest never reads (VAR_POISSON, VAR_RNOISE:
+            # 21 MB from disk per full-frame rate file instead of 12.7; cold load 27-31 ms
+            # against 32-35 per file, benchmarks/README.md "Ingest").
+            os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
     # Scanning every header (lazy_load_hdus=False) checks each HDU's declared size against the
     # file without reading the data planes ingest does not use (VAR_POISSON, VAR_RNOISE, ...).
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hdul = fits.open(src, memmap=False, lazy_load_hdus=False)
+        try:
+            hdul = fits.open(src, memmap=False, lazy_load_hdus=False)
+        except BaseException:
+            src.close()  # astropy closes a file object it was given only with the HDUList
+            raise
     for w in caught:
         text = str(w.message)
         if "truncated" in text or "Error validating header" in text:
@@ -299,10 +311,13 @@ def read_product(path: str, profile: Profile, clip: float = 5.0, hash_algorithm:
             if sci.ndim == 3:
                 sci, err, dq = combine_integrations(sci, err, dq, clip=clip)
             else:
-                sci = np.asarray(sci, dtype=np.float32)
-                err = np.asarray(err, dtype=np.float32)
-                # DQ may be int32 with BZERO=2**31 on disk; astropy rescales, we keep the bits
-                dq = np.asarray(dq).astype(np.uint32)
+                # float32 in the file's (big-endian) byte order stays as it is: the shard
+                # encoder converts chunk by chunk as it copies, so no whole-frame copy here
+                sci, err = (a if a.dtype.kind == "f" and a.itemsize == 4 else a.astype(np.float32)
+                            for a in (sci, err))
+                # DQ may be int32 with BZERO=2**31 on disk; astropy rescales to uint32, we keep
+                # the bits (a signed DQ without BZERO is cast bit for bit)
+                dq = np.asarray(dq, dtype=np.uint32)
             y0, x0 = placement(ph, sci.shape, profile.frame_shape)
         except Rejected:
             raise
