@@ -114,22 +114,39 @@ def find_inputs(paths) -> tuple[list[str], list[tuple[str, str]]]:
     return files, problems
 
 
-def _load(path: str, profile, clip: float, hash_algorithm: str) -> Exposure | Rejected:
-    try:
-        return read_product(path, profile, clip=clip, hash_algorithm=hash_algorithm)
-    except Rejected as r:
-        return r
+# A task handles a group of files: each dask task costs the scheduler and the worker ~2 ms of
+# CPU beside its work, as much as a tenth of a file's read + write (see files_per_task).
 
 
-def _summary(x: Exposure | Rejected) -> dict:
-    if isinstance(x, Rejected):
-        return {"rejected": str(x)}
-    return dict(x.meta)
+def _load(paths: list[str], profile, clip: float, hash_algorithm: str) -> list[Exposure | Rejected]:
+    out: list[Exposure | Rejected] = []
+    for path in paths:
+        try:
+            out.append(read_product(path, profile, clip=clip, hash_algorithm=hash_algorithm))
+        except Rejected as r:
+            out.append(r)
+    return out
 
 
-def _write(x: Exposure, index: int, store: str, arrays=None) -> int:
-    cube.write_exposure(store, index, x, arrays)
-    return index
+def _summary(xs: list[Exposure | Rejected]) -> list[dict]:
+    return [{"rejected": str(x)} if isinstance(x, Rejected) else dict(x.meta) for x in xs]
+
+
+def _write(xs: list[Exposure | Rejected], slots: list[int | None], store: str, arrays=None) -> list[int]:
+    """Write each exposure of a group whose slot is given (None: rejected or a duplicate)."""
+    for x, slot in zip(xs, slots, strict=True):
+        if slot is not None:
+            cube.write_exposure(store, slot, x, arrays)
+    return [s for s in slots if s is not None]
+
+
+def files_per_task(batch_size: int, threads: int) -> int:
+    """Files per load/write task: ``lrscube.ingest.files-per-task``, or by default as many as
+    still give every worker thread four tasks per batch, at most 4 (one on a big cluster)."""
+    configured = dask.config.get("lrscube.ingest.files-per-task", None)
+    if configured:
+        return max(1, int(configured))
+    return max(1, min(4, batch_size // (4 * max(1, threads))))
 
 
 def screen(summaries: list[dict], seen_hash: dict, seen_key: dict, bunit: str | None):
@@ -225,12 +242,15 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
 
     with get_client(scheduler, quiet=not progress) as client:
         batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        per_task = files_per_task(batch_size, threads)
 
         def submit(bi):
             # Tasks run batch by batch (priority -bi): dask otherwise interleaves the loads of
             # batches submitted within 100 ms of each other, and a batch's summaries submitted
             # after the next batch's loads would wait behind them.
-            loads = client.map(_load, batches[bi], profile=profile, clip=clip, hash_algorithm=hash_algorithm,
+            groups = [batches[bi][g0:g0 + per_task] for g0 in range(0, len(batches[bi]), per_task)]
+            loads = client.map(_load, groups, profile=profile, clip=clip, hash_algorithm=hash_algorithm,
                                pure=False, priority=-bi)
             return loads, client.map(_summary, loads, pure=False, priority=-bi)
 
@@ -258,7 +278,7 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
             loaded, summarised = upcoming
             # read the next batch while this one is screened and written and the one before committed
             upcoming = submit(bi + 1) if bi + 1 < len(batches) else ([], [])
-            summaries = client.gather(summarised)
+            summaries = [m for group in client.gather(summarised) for m in group]
             new_cube = bunit is None
             accepted, dups, rejects, bunit = screen(summaries, seen_hash, seen_key, bunit)
             log_rows = []
@@ -279,8 +299,11 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
                 start = app.room(len(accepted), after=end, ahead=min(unread, RESERVE))
                 end = start + len(accepted)
                 arrays = app.data_arrays()
-                writes = [client.submit(_write, loaded[i], start + j, store, arrays, pure=False, priority=-bi)
-                          for j, i in enumerate(accepted)]
+                slot = {i: start + j for j, i in enumerate(accepted)}
+                for gi, group in enumerate(loaded):
+                    slots = [slot.get(i) for i in range(gi * per_task, min((gi + 1) * per_task, len(batch)))]
+                    if any(s is not None for s in slots):
+                        writes.append(client.submit(_write, group, slots, store, arrays, pure=False, priority=-bi))
                 log_rows += [{"file": batch[i], "status": "ingested", "reason": ""} for i in accepted]
             del loaded, summarised
             # commit the previous batch while this one is written and the next one read

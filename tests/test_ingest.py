@@ -152,6 +152,12 @@ def test_every_bad_input_is_named_with_its_reason(client, product_factory, tmp_p
         [g.name for g in goods] + ["ers_rateints.fits"])
     ds = lrscube.open_cube(store)
     assert ds.sizes["time"] == 4 and not set(ds.filename.values) & set(bad)
+    # each exposure in its own slot although junk files shared its load/write task
+    for g in goods:
+        e = ds.isel(time=np.flatnonzero(ds.filename.values == g.name))
+        with fits.open(g) as h:
+            y0, ny, nx = 528, *h["SCI"].data.shape
+            np.testing.assert_array_equal(e.sci.values[0, y0:y0 + ny, :nx], h["SCI"].data)
     log = lrscube.store.read_table(str(store), lrscube.store.INGEST_LOG)
     assert set(log.loc[log.status == "rejected", "file"].str.rsplit("/", n=1).str[-1]) >= set(bad)
 
