@@ -21,7 +21,7 @@ cut to the SLITLESSPRISM footprint, and prints the bytes per exposure of sci + e
 
 With ``--tasks`` the ingest runs under ``distributed.get_task_stream``: prints the workers'
 busy fraction, compute time per task kind (load = read + validate + hash, write = the three
-planes into the store) and the worker processes' CPU time per exposure (all their threads).
+planes into the store; a task handles up to 4 files, ``lrscube.ingest.files_per_task``) and the worker processes' CPU time per exposure (all their threads).
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ def main(argv=None):
               f"({1e3 * cpu / len(files):.1f} ms per exposure); this process (ingest's client side and "
               f"the scheduler) {here:.2f} s")
         for k, v in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
-            print(f"  {k:10s} {len(v):5d} tasks  {1e3 * sum(v) / len(v):6.1f} ms each  {sum(v):6.2f} s in all")
+            print(f"  {k:10s} {len(v):5d} tasks  {1e3 * sum(v) / len(v):6.1f} ms each  {sum(v):6.2f} s in all  "
+                  f"({1e3 * sum(v) / len(files):5.1f} ms per file)")
     if a.sizes:
         layout_sizes(files[:20], work)
     if not a.workdir:
