@@ -204,9 +204,8 @@ def _open(path: str):
         src = open(local, "rb")
         if hasattr(os, "posix_fadvise"):
             # No kernel readahead: astropy reads each data plane in one call, and readahead
-            # past DQ would pull in the planes ingest never reads (VAR_POISSON, VAR_RNOISE:
-            # 21 MB from disk per full-frame rate file instead of 12.7; cold load 27-31 ms
-            # against 32-35 per file, benchmarks/README.md "Ingest").
+            # past DQ pulls in the planes ingest never reads (VAR_POISSON, VAR_RNOISE): 12.7
+            # instead of 21.2 MB from disk per full-frame rate file (benchmarks/bench_read.py).
             os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
     # Scanning every header (lazy_load_hdus=False) checks each HDU's declared size against the
     # file without reading the data planes ingest does not use (VAR_POISSON, VAR_RNOISE, ...).
