@@ -278,10 +278,11 @@ def main(argv=None) -> int:
     if not a.verbose:  # distributed logs every worker start and stop at INFO
         logging.getLogger("distributed").setLevel(logging.WARNING)
     from .cube import StoreError
+    from .store import LockedError
 
     try:
         return int(a.func(a) or 0)
-    except (StoreError, FileNotFoundError, ValueError) as e:
+    except (StoreError, LockedError, FileNotFoundError, ValueError) as e:
         print(f"lrscube {a.command}: error: {e}", file=sys.stderr)
         return 2
 

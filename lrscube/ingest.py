@@ -219,9 +219,20 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
     -------
     >>> s = lrscube.ingest("data/", "cube.zarr")   # doctest: +SKIP
     >>> print(s)                                    # doctest: +SKIP
+
+    One ingest writes to a store at a time: a second one stops with :class:`lrscube.store.
+    LockedError` (``STORE/ingest.lock`` names the holder) instead of clearing the first one's
+    uncommitted appends.
     """
     t0 = time.perf_counter()
     store = str(store)
+    with st.writer_lock(store):
+        summary = _ingest(paths, store, mode, scheduler, batch_size, clip, progress)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _ingest(paths, store: str, mode, scheduler, batch_size, clip, progress) -> IngestSummary:
     if cube.exists(store):
         meta = cube.info(store)
         if mode and prof.load(mode).name != meta["profile"]:
@@ -323,5 +334,4 @@ def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None 
         log.add([{"file": f, "status": "rejected", "reason": why,
                   "when": pd.Timestamp.now(tz="UTC").isoformat()} for f, why in problems])
     summary.n_in_cube = cube.n_committed(store)
-    summary.seconds = time.perf_counter() - t0
     return summary

@@ -8,16 +8,20 @@ Layout (``STORE`` is a local path or an fsspec URL such as ``s3://bucket/cube.za
       intervals.parquet        defect intervals, one row per pixel and bad interval
       ingest_log.parquet       every file ingest saw: ingested, duplicate or rejected, and why
       detect.json              parameters and figures of the last detect run
+      ingest.lock              present while an ingest writes to the exposure cube (who, since when)
 
 Only this module knows the layout; everything else asks it for paths and tables.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import socket
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
@@ -29,6 +33,7 @@ MASK = "mask"
 INTERVALS = "intervals.parquet"
 INGEST_LOG = "ingest_log.parquet"
 DETECT_META = "detect.json"
+INGEST_LOCK = "ingest.lock"
 
 
 def storage_options(url: str) -> dict[str, Any]:
@@ -108,3 +113,72 @@ def read_json(store: str, name: str) -> Any:
     fs, path = fs_and_path(join(store, name))
     with fs.open(path, "rb") as f:
         return json.loads(f.read())
+
+
+class LockedError(RuntimeError):
+    """Another process is writing to the store."""
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def writer_lock(store: str, name: str = INGEST_LOCK):
+    """Hold ``STORE/name`` while writing: a second writer stops with a clear error instead of
+    clearing the first one's uncommitted appends.
+
+    The lock file says who holds it (host, pid, since when). A lock left by a process that died
+    (kill -9) on this host is taken over; one from another host must be removed by hand, as the
+    error says. On a local disk the lock is created atomically (a hard link); on an object store
+    it is checked, then written (two writers starting in the same instant are not excluded there).
+    """
+    url = join(store, name)
+    fs, path = fs_and_path(url)
+    me = {"host": socket.gethostname(), "pid": os.getpid(),
+          "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    data = json.dumps(me).encode()
+    for attempt in (0, 1):
+        try:
+            if is_remote(url):
+                if fs.exists(path):
+                    raise FileExistsError(path)
+                fs.pipe_file(path, data)
+            else:  # written whole under another name, then linked: exclusive and never half-written
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                tmp = f"{path}.{uuid.uuid4().hex}.partial"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                try:
+                    os.link(tmp, path)
+                finally:
+                    os.remove(tmp)
+            break
+        except FileExistsError:
+            try:
+                with fs.open(path, "rb") as f:
+                    holder = json.loads(f.read() or b"{}")
+            except (FileNotFoundError, ValueError):
+                holder = {}
+            dead = holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1)))
+            if attempt == 0 and (dead or not holder):  # a killed writer's lock, or unreadable
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(path)
+                continue
+            raise LockedError(
+                f"{store}: another ingest is writing to this store (pid {holder.get('pid')} on "
+                f"{holder.get('host')}, since {holder.get('since')}); if none is running, "
+                f"remove {url}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(path)

@@ -151,6 +151,30 @@ def test_format_1_store_reads_and_appends_in_its_own_layout(client, product_fact
     assert h.sizes["time"] == 3 and h.sci.values[1] == exps[1][0].sci[600 - 528, 30]
 
 
+def test_room_ahead_is_trimmed_and_a_commit_after_another_writers_fails(tmp_path):
+    """Room made ahead is invisible to readers and trimmed at close; an append whose start was
+    committed by another writer meanwhile fails instead of committing over it."""
+    s = str(tmp_path / "store")
+    cube.create(s, profiles.load("lrs"))
+    exps = [_exposure(i) for i in range(3)]
+    a = cube.Append(s)
+    assert a.room(2, ahead=10) == 0
+    assert all(arr.shape[0] == 12 for arr in a.arrays)
+    _write(s, 0, exps[:2])
+    a.commit(0, [m for _, m in exps[:2]])
+    assert lrscube.open_cube(s).sizes["time"] == 2
+    a.close()
+    assert all(zarr.open_array(tmp_path / "store" / "exposures" / v).shape[0] == 2 for v in [*cube.DATA_VARS, "mjd"])
+
+    first, second = cube.Append(s), cube.Append(s)
+    assert first.room(1) == second.room(1) == 2
+    _write(s, 2, exps[2:])
+    second.commit(2, [exps[2][1]])
+    with pytest.raises(cube.StoreError, match="another process wrote to the cube"):
+        first.commit(2, [exps[0][1]])
+    assert list(lrscube.open_cube(s, sort=False).filename.values) == ["e0_rate.fits", "e1_rate.fits", "e2_rate.fits"]
+
+
 def _awkward_exposure(i, footprint):
     """An exposure in the inputs' own form: big-endian float32 (as FITS gives it), NaNs in sci
     and err, DQ bits up to 2**31."""

@@ -176,6 +176,42 @@ def test_cli_exit_codes(client, product_factory, tmp_path, capsys):
     assert cli.main(["ingest", str(good), "--store", str(tmp_path / "notastore")]) != 0
 
 
+def test_one_ingest_at_a_time_and_a_dead_writers_lock_is_taken_over(client, product_factory, tmp_path, capsys):
+    """A second ingest into a store another one is writing to stops with the holder's name and
+    leaves the cube as it was; a lock left by a process that died is taken over."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    goods = [product_factory(f"g{i}_rate.fits", seed=40 + i, exposure=f"{i:05d}", mjd_start=60100 + i)[0]
+             for i in range(3)]
+    store = tmp_path / "store"
+    lrscube.ingest(goods[:1], store, progress=False)
+    lock = store / lrscube.store.INGEST_LOCK
+    assert not lock.exists()  # released when the ingest ends
+
+    # a live writer on this host (a sleeping process), then one on another host
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for holder in ({"host": socket.gethostname(), "pid": sleeper.pid, "since": "now"},
+                       {"host": "other-node-7", "pid": 4242, "since": "then"}):
+            lock.write_text(json.dumps(holder))
+            with pytest.raises(lrscube.store.LockedError, match=f"pid {holder['pid']} on {holder['host']}"):
+                lrscube.ingest(goods[1:], store, progress=False)
+            assert cli.main(["ingest", str(goods[1]), "--store", str(store)]) == 2
+            assert f"remove {lock}" in capsys.readouterr().err
+            assert lrscube.open_cube(store).sizes["time"] == 1 and lock.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    # the sleeper is gone now: its lock is a dead writer's, taken over
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "since": "now"}))
+    s = lrscube.ingest(goods[1:], store, progress=False)
+    assert len(s.ingested) == 2 and lrscube.open_cube(store).sizes["time"] == 3 and not lock.exists()
+
+
 def test_mode_of_an_existing_store_cannot_change(client, product_factory, tmp_path):
     good, *_ = product_factory("good_rate.fits")
     store = tmp_path / "store"

@@ -98,7 +98,9 @@ def test_kill_minus_nine_then_rerun(point, full_frame_files, tmp_path, client):
         # the kill really came while an append was under way: data beyond the committed count
         assert max(_written_slots(store), default=-1) >= n_before
     assert _check_store(store, full_frame_files) == n_before
+    assert (store / "ingest.lock").exists()  # the killed ingest's, taken over by the re-run below
 
     s = lrscube.ingest(full_frame_files, store, progress=False)
     assert len(s.ingested) == N_FILES - n_before and len(s.duplicates) == n_before and not s.rejected
     assert _check_store(store, full_frame_files) == N_FILES
+    assert not (store / "ingest.lock").exists()
