@@ -140,12 +140,12 @@ def main(argv=None):
         client.run(lambda: None)
         before()
         cpu0 = client.run(time.process_time)
-        here0 = time.process_time()
+        here0, main0 = time.process_time(), time.thread_time()
         with (get_task_stream(client) if a.tasks else contextlib.nullcontext()) as ts:
             t = time.perf_counter()
             s = lrscube.ingest(files, store, progress=False)
             ingest_s = time.perf_counter() - t
-        here = time.process_time() - here0
+        here, main_thread = time.process_time() - here0, time.thread_time() - main0
         cpu1 = client.run(time.process_time)
         assert len(s.ingested) == len(files), s
         peaks = client.run(peak_rss_mb)
@@ -163,15 +163,24 @@ def main(argv=None):
     if a.tasks:
         cpu = sum(cpu1[w] - cpu0[w] for w in cpu0)
         kinds: dict[str, list[float]] = {}
+        spans: dict[str, list[tuple[float, float]]] = {}
         for task in ts.data:
             for ss in task["startstops"]:
                 if ss["action"] == "compute":
                     kinds.setdefault(key_split(task["key"]), []).append(ss["stop"] - ss["start"])
+                    spans.setdefault(task["worker"], []).append((ss["start"], ss["stop"]))
+        # the time a worker spends between one task and the next (its own and the scheduler's
+        # bookkeeping); gaps over 15 ms are waits for work, not per-task overhead
+        gaps = [b[0] - a[1] for v in spans.values() for a, b in zip(sorted(v), sorted(v)[1:])]
+        small = sorted(g for g in gaps if 0 <= g <= 0.015)
         busy = sum(sum(v) for v in kinds.values())
         print(f"task stream: workers busy {busy:.2f} of {a.workers * ingest_s:.2f} worker-seconds "
               f"({100 * busy / (a.workers * ingest_s):.0f} %); worker processes' CPU {cpu:.2f} s "
               f"({1e3 * cpu / len(files):.1f} ms per exposure); this process (ingest's client side and "
-              f"the scheduler) {here:.2f} s")
+              f"the scheduler) {here:.2f} s, of which the main thread (ingest's own code) {main_thread:.2f} s")
+        if small:
+            print(f"  between tasks: {len(small)} gaps under 15 ms, {1e3 * sum(small) / len(spans):.0f} ms per "
+                  f"worker in all, median {1e3 * small[len(small) // 2]:.1f} ms")
         for k, v in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
             print(f"  {k:10s} {len(v):5d} tasks  {1e3 * sum(v) / len(v):6.1f} ms each  {sum(v):6.2f} s in all  "
                   f"({1e3 * sum(v) / len(files):5.1f} ms per file)")
