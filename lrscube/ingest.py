@@ -2,9 +2,11 @@
 
 The composition, in order (each step a named function)::
 
+    writer_lock(store)                  STORE/ingest.lock: one ingest per store at a time
     find_inputs(paths)                  files, directories, globs, fsspec URLs -> product files
     for each batch of files:
-        load (on workers)               read_product: Exposure, or Rejected with a reason
+        load (on workers)               read_product: Exposure, or Rejected with a reason (a task
+                                        reads a group of files_per_task files, as write writes them)
         screen (here)                   drop duplicates of stored or earlier exposures, unit mismatches
         Append.room                     slots for the accepted ones after the previous batch's (the
                                         first: after the committed ones, clearing a killed run's
