@@ -96,21 +96,25 @@ def main(argv=None):
                       AWS_ENDPOINT_URL=endpoint, LRSCUBE_S3_ENDPOINT=endpoint)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bucket")
     load_dask_defaults()
-    runs = [("SLITLESSPRISM", 8, 32), ("SLITLESSPRISM", 24, 32), ("SLITLESSPRISM", 24, 8), ("FULL", 8, 32)]
+    # (inputs, files, batch size, store): the last run appends one more file to the first store
+    runs = [("SLITLESSPRISM", 8, 32, 0), ("SLITLESSPRISM", 24, 32, 1), ("SLITLESSPRISM", 24, 8, 2),
+            ("FULL", 8, 32, 3), ("SLITLESSPRISM", 1, 32, 0)]
     try:
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             forward_env(client)
             print(f"server latency {a.latency_ms:g} ms per request")
             print(f"{'inputs':28s} {'requests':>8s} {'ingest':>8s}  by method")
-            for i, (kind, n, batch) in enumerate(runs):
-                files = sorted(str(p) for p in inputs[kind].glob("*_rate.fits"))[:n]
+            for kind, n, batch, i in runs:
+                files = sorted(str(p) for p in inputs[kind].glob("*_rate.fits"))
+                files = files[:n] if i else files[8:8 + n] if n == 1 else files[:n]
                 count.by_method.clear()
                 t = time.perf_counter()
                 s = lrscube.ingest(files, f"s3://bucket/store{i}", batch_size=batch, progress=False)
                 t = time.perf_counter() - t
                 assert len(s.ingested) == n, s
                 label = f"{n} {kind}" + ("" if batch == 32 else f", batch size {batch}")
+                label += ", into the first store" if n == 1 else ""
                 methods = ", ".join(f"{m} {c}" for m, c in sorted(count.by_method.items()))
                 print(f"{label:28s} {sum(count.by_method.values()):8d} {t:7.2f}s  {methods}")
     finally:

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+import zarr.api.asynchronous
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import MAX_UINT_64, ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
@@ -149,24 +150,29 @@ def create(store: str, profile, bunit: str = "DN/s", format_version: int = FORMA
     if exists(store):
         return _open_group(store, "r+")
     ny, nx = profile.frame_shape
-    g = zarr.open_group(st.zarr_store(cube_url(store)), mode="w", zarr_format=3)
+    zs = st.zarr_store(cube_url(store))
+    g = zarr.open_group(zs, mode="w", zarr_format=3)
     var_attrs = {"sci": {"units": bunit, "long_name": "slope"},
                  "err": {"units": bunit, "long_name": "1-sigma uncertainty of sci"},
                  "dq": {"long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel)"}}
-    for name, (dtype, fill) in DATA_VARS.items():
-        g.create_array(name, shape=(0, ny, nx), dtype=dtype, fill_value=fill,
-                       dimension_names=("time", "y", "x"), **data_layout((ny, nx), format_version),
-                       attributes={**var_attrs[name], "coordinates": " ".join(COORDS)})
-    g.create_array("time", shape=(0,), chunks=(COORD_CHUNK,), dtype="float64",
-                   fill_value=np.nan, dimension_names=("time",), attributes=TIME_ATTRS)
+    specs = {name: dict(shape=(0, ny, nx), dtype=dtype, fill_value=fill, dimension_names=("time", "y", "x"),
+                        **data_layout((ny, nx), format_version),
+                        attributes={**var_attrs[name], "coordinates": " ".join(COORDS)})
+             for name, (dtype, fill) in DATA_VARS.items()}
+    specs["time"] = dict(shape=(0,), chunks=(COORD_CHUNK,), dtype="float64", fill_value=np.nan,
+                         dimension_names=("time",), attributes=TIME_ATTRS)
     for name, dtype in COORDS.items():
-        g.create_array(name, shape=(0,), chunks=(COORD_CHUNK,), dtype=dtype,
-                       fill_value="" if dtype == "str" else (np.nan if dtype.startswith("float") else 0),
-                       dimension_names=("time",))
-    g.create_array("y", shape=(ny,), chunks=(ny,), dtype="int32", dimension_names=("y",),
-                   attributes={"long_name": "0-based full-frame row"})[:] = np.arange(ny)
-    g.create_array("x", shape=(nx,), chunks=(nx,), dtype="int32", dimension_names=("x",),
-                   attributes={"long_name": "0-based full-frame column"})[:] = np.arange(nx)
+        specs[name] = dict(shape=(0,), chunks=(COORD_CHUNK,), dtype=dtype, dimension_names=("time",),
+                           fill_value="" if dtype == "str" else (np.nan if dtype.startswith("float") else 0))
+    for name, n, what in (("y", ny, "row"), ("x", nx, "column")):
+        specs[name] = dict(shape=(n,), chunks=(n,), dtype="int32", dimension_names=(name,),
+                           attributes={"long_name": f"0-based full-frame {what}"})
+    # created together: on an object store a few round trips instead of a few per array
+    made = sync(_together([zarr.api.asynchronous.create_array(zs, name=name, zarr_format=3, **kw)
+                           for name, kw in specs.items()]))
+    arrays = dict(zip(specs, made, strict=True))
+    sync(_together([arrays["y"].setitem(slice(None), np.arange(ny, dtype="int32")),
+                    arrays["x"].setitem(slice(None), np.arange(nx, dtype="int32"))]))
     from .products import DEFAULT_CONTENT_HASH  # the hash every exposure of this cube gets
 
     g.attrs["lrscube"] = {"n_committed": 0, "profile": profile.name, "bunit": bunit,
@@ -187,8 +193,12 @@ def n_committed(store: str) -> int:
     return int(info(store)["n_committed"]) if exists(store) else 0
 
 
-def _arrays(g: zarr.Group) -> list[zarr.Array]:
-    return [g[name] for name in [*DATA_VARS, "time", *COORDS]]
+def _open_arrays(store: str, names, read_only: bool = True) -> list[zarr.Array]:
+    """The cube's arrays ``names``, opened together: on an object store one round trip for all
+    of them instead of one after another (24 x ~30 ms on S3)."""
+    zs = st.zarr_store(cube_url(store), read_only=read_only)
+    opened = sync(_together([zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3) for n in names]))
+    return [zarr.Array(a) for a in opened]
 
 
 class Append:
@@ -203,7 +213,7 @@ class Append:
     def __init__(self, store: str):
         self.store = store
         self.group = _open_group(store, "r+")
-        self.arrays = _arrays(self.group)
+        self.arrays = _open_arrays(store, [*DATA_VARS, "time", *COORDS], read_only=False)
         self._committed = int(self.group.attrs["lrscube"]["n_committed"])
 
     def _resize(self, n: int) -> None:
@@ -587,7 +597,10 @@ def exposure_table(store: str) -> pd.DataFrame:
     g = _open_group(store)
     n = int(g.attrs["lrscube"]["n_committed"])
     present = set(g.array_keys())  # a store written before a coordinate was added lacks it
-    df = pd.DataFrame({name: _as_str(g[name][:n]) if dtype == "str" else g[name][:n]
-                       for name, dtype in COORDS.items() if name in present})
+    names = [name for name in COORDS if name in present]
+    # opened and read together: on an object store two round trips, not two per coordinate
+    arrays = _open_arrays(store, names)
+    values = sync(_together([a.async_array.getitem(slice(0, n)) for a in arrays]))
+    df = pd.DataFrame({name: _as_str(v) if COORDS[name] == "str" else v for name, v in zip(names, values, strict=True)})
     df.insert(0, "time", pd.to_datetime(df["mjd"].to_numpy() - 40587.0, unit="D"))
     return df.sort_values("mjd", kind="stable").reset_index(drop=True)
