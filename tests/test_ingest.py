@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import zarr
 from astropy.io import fits
 from conftest import RAMP_REAL, RATEINTS_REAL
 
@@ -55,6 +56,25 @@ def test_appends_over_runs_in_any_order_give_a_sorted_cube(client, product_facto
     # storage keeps arrival order; open_cube(sort=False) shows it
     raw = lrscube.open_cube(store, sort=False)
     assert list(raw.filename.values) == [f.name for f in files]
+
+
+def test_a_run_longer_than_its_reserve_grows_in_blocks(client, product_factory, tmp_path, monkeypatch):
+    """A run grows the arrays for at most RESERVE files at a time; past it, later batches grow
+    them again, and the run ends trimmed to exactly the exposures it committed."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("lrscube.ingest"), "RESERVE", 3)  # lrscube.ingest is the function
+    files = [product_factory(f"r{i}_rate.fits", mjd_start=60000.0 + i, seed=60 + i, exposure=f"{i:05d}")[0]
+             for i in range(11)]
+    store = tmp_path / "store"
+    s = lrscube.ingest(files, store, progress=False, batch_size=2)
+    assert len(s.ingested) == 11 and s.n_in_cube == 11
+    raw = lrscube.open_cube(store, sort=False)
+    assert list(raw.filename.values) == sorted(f.name for f in files)  # the order ingest reads them
+    for i, name in enumerate(raw.filename.values):
+        with fits.open(tmp_path / name) as h:
+            np.testing.assert_array_equal(raw.sci.values[i, 528:944, :72], h["SCI"].data)
+    assert all(zarr.open_array(store / "exposures" / v).shape[0] == 11 for v in ("sci", "dq", "mjd", "filename"))
 
 
 def test_duplicates_are_skipped_and_counted(client, product_factory, tmp_path):
