@@ -59,6 +59,18 @@ def start_local_cluster(n_workers: int | None = None, threads_per_worker: int | 
                         dashboard_address=kwargs.pop("dashboard_address", ":0"), **kwargs)
 
 
+def worker_threads(client=None) -> int:
+    """Threads of all workers of ``client`` (default: the active distributed client; 1 without one)."""
+    try:
+        if client is None:
+            from distributed import get_client as active
+
+            client = active()
+        return max(1, sum(client.nthreads().values()))
+    except (ImportError, ValueError):
+        return 1
+
+
 @contextlib.contextmanager
 def get_client(address: str | None = None, quiet: bool = False, **local_kwargs):
     """Context manager yielding a distributed Client; prints the dashboard link.

@@ -34,6 +34,7 @@ from . import changepoints as cp
 from . import classify, flags, profiles
 from . import store as st
 from . import workstore
+from .cluster import worker_threads
 from .detection_params import DetectionParams
 from .residuals import spatial_residuals, trace_mask
 from .temporal import clipped_z, scan_statistic, transients, weighted_level
@@ -508,8 +509,8 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     change points, classes. With ``work`` (a folder path or URL, e.g. inside the store), stage 1
     runs as dask tasks over batches of exposures, each reading its exposures exactly once and
     writing the residuals to ``work``, one object per stage-2 tile (:mod:`lrscube.workstore`);
-    stage 2 runs as one task per tile reading its objects once. Memory per task is bounded by ``tile_memory_mb`` (the tile shrinks as exposures grow)
-    and by the batch size. Without ``work`` everything runs in this process, in memory (tests,
+    stage 2 runs as one task per tile reading its objects once. Memory per task is bounded by
+    ``tile_memory_mb`` (the tile shrinks as exposures grow) and by the batch size. Without ``work`` everything runs in this process, in memory (tests,
     small cubes).
 
     Parameters
@@ -647,23 +648,13 @@ def balanced_batch(n: int, batch: int, slots: int) -> int:
     return min(range(batch, smallest - 1, -1), key=busiest)
 
 
-def _worker_slots() -> int:
-    """Threads of the active distributed client's workers (1 without one)."""
-    try:
-        from distributed import get_client
-
-        return max(1, sum(get_client().nthreads().values()))
-    except (ImportError, ValueError):
-        return 1
-
-
 def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None):
     """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
     import dask
 
     n_t = ds.sizes["time"]
     ny, nx = ds.sizes["y"], ds.sizes["x"]
-    B = balanced_batch(n_t, int(p.work_batch_exposures), _worker_slots())
+    B = balanced_batch(n_t, int(p.work_batch_exposures), worker_threads())
     workstore.create(work)
     rows = _storage_rows(ds, source) if source is not None else None
     if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers

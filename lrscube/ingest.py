@@ -39,7 +39,7 @@ import pandas as pd
 from . import cube
 from . import profiles as prof
 from . import store as st
-from .cluster import get_client
+from .cluster import get_client, worker_threads
 from .products import (DEFAULT_CONTENT_HASH, LEGACY_CONTENT_HASH, PRODUCT_SUFFIXES, Exposure, Rejected,
                        read_product)
 
@@ -255,8 +255,7 @@ def _ingest(paths, store: str, mode, scheduler, batch_size, clip, progress) -> I
 
     with get_client(scheduler, quiet=not progress) as client:
         batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
-        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-        per_task = files_per_task(batch_size, threads)
+        per_task = files_per_task(batch_size, worker_threads(client))
 
         def submit(bi):
             # Tasks run batch by batch (priority -bi): dask otherwise interleaves the loads of
