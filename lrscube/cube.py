@@ -251,7 +251,7 @@ class Append:
         if start != n:
             raise ValueError(f"commit of slots from {start}: the cube has {n} committed exposures "
                              "(appends commit in slot order)")
-        stored = n_committed(self.store)
+        stored = int(info(self.store)["n_committed"])  # one read of the group's metadata
         if stored != n:  # the ingest lock keeps other writers out; this catches one that got past it
             raise StoreError(f"{cube_url(self.store)}: {stored} exposures committed, not the {n} this "
                              "append started from: another process wrote to the cube meanwhile")
