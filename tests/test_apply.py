@@ -14,10 +14,6 @@ from astropy.io import fits
 from lrscube import flags, maskcube as mc
 from lrscube.apply import apply_mask
 
-REALDATA = Path(__file__).parents[1].parent / "shared" / "realdata"
-RATEINTS_REAL = REALDATA / "ERS_NGTS10_2022_new_drift_041_rateints.fits"
-RAMP_REAL = REALDATA / "MIRI_5582_89_S_20180308-010230_SCE1_pipe.fits"
-
 HOT, WARM, DNU = flags.value("HOT"), flags.value("WARM"), flags.DO_NOT_USE
 # The real file's EXPSTART is 58484.70833 (2019-01-01T17:00); its DATE-OBS says 2022-08-18.
 REAL_START = 58484.70833333334
@@ -47,18 +43,18 @@ def store(tmp_path_factory):
     return path
 
 
-def test_real_rateints_gets_the_epoch_and_input_stays_byte_identical(store, tmp_path):
-    before = sha(RATEINTS_REAL)
-    res = apply_mask(store, [RATEINTS_REAL], out=tmp_path / "out")
-    assert sha(RATEINTS_REAL) == before
+def test_real_rateints_gets_the_epoch_and_input_stays_byte_identical(store, tmp_path, rateints_real):
+    before = sha(rateints_real)
+    res = apply_mask(store, [rateints_real], out=tmp_path / "out")
+    assert sha(rateints_real) == before
     assert res.ok, str(res)
     row = res.files[0]
     out = Path(row["output"])
-    assert out == tmp_path / "out" / RATEINTS_REAL.name and out.exists()
+    assert out == tmp_path / "out" / rateints_real.name and out.exists()
     m = mc.mask_at(store, REAL_START)
     assert row["epoch"] == m.attrs["epoch"] == 1  # by EXPSTART, as ingest reads it
     assert "DATE-OBS" in row["reason"]  # the file's EXPSTART and DATE-OBS disagree: said so
-    with fits.open(RATEINTS_REAL) as a, fits.open(out) as b:
+    with fits.open(rateints_real) as a, fits.open(out) as b:
         assert b["DQ"].header["BITPIX"] == 32 and b["DQ"].header["BZERO"] == 2**31  # as the pipeline stores it
         dq_in, dq_out = a["DQ"].data, b["DQ"].data
         assert dq_out.shape == (4, 416, 72) and dq_out.dtype == np.uint32
@@ -74,18 +70,18 @@ def test_real_rateints_gets_the_epoch_and_input_stays_byte_identical(store, tmp_
         assert [x.name for x in a] == [x.name for x in b]  # INT_TIMES, ASDF etc. kept
 
 
-def test_output_opens_as_a_jwst_datamodel(store, tmp_path):
+def test_output_opens_as_a_jwst_datamodel(store, tmp_path, rateints_real):
     from stdatamodels.jwst import datamodels
 
-    res = apply_mask(store, [RATEINTS_REAL], out=tmp_path)
+    res = apply_mask(store, [rateints_real], out=tmp_path)
     with datamodels.open(res.files[0]["output"]) as dm:
         assert dm.dq.shape == (4, 416, 72)
         assert dm.dq[0, 600 - 528, 37] & DNU
 
 
-def test_set_nan_and_in_place(store, tmp_path):
+def test_set_nan_and_in_place(store, tmp_path, rateints_real):
     copy = tmp_path / "x_rateints.fits"
-    shutil.copy(RATEINTS_REAL, copy)
+    shutil.copy(rateints_real, copy)
     copy.chmod(0o644)
     res = apply_mask(store, [copy], in_place=True, set_nan=True)
     assert res.ok, str(res)
@@ -119,16 +115,16 @@ def _write_rate(path, *, instrument="MIRI", keys=("EXPSTART", "EXPMID", "DATE-OB
     return path
 
 
-def test_bad_inputs_are_named_and_the_others_go_on(store, tmp_path):
+def test_bad_inputs_are_named_and_the_others_go_on(store, tmp_path, rateints_real, ramp_real):
     text = tmp_path / "notes_rate.fits"
     text.write_text("this is not FITS\n" * 20)
     truncated = tmp_path / "cut_rateints.fits"
-    truncated.write_bytes(RATEINTS_REAL.read_bytes()[:200_000])
+    truncated.write_bytes(rateints_real.read_bytes()[:200_000])
     nircam = _write_rate(tmp_path / "nrc_rate.fits", instrument="NIRCAM")
     notime = _write_rate(tmp_path / "notime_rate.fits", keys=())
     early = _write_rate(tmp_path / "early_rate.fits", start=58000.0)  # before the mask's valid_from
     good = _write_rate(tmp_path / "good_rate.fits", keys=("DATE-OBS",))  # DATE-OBS/TIME-OBS only
-    files = [text, truncated, nircam, notime, RAMP_REAL, tmp_path / "missing_rate.fits", early, good]
+    files = [text, truncated, nircam, notime, ramp_real, tmp_path / "missing_rate.fits", early, good]
     hashes = {f: sha(f) for f in files if Path(f).exists()}
     res = apply_mask(store, files, out=tmp_path / "out")
     by = {Path(r["file"]).name: r for r in res.files}
@@ -137,7 +133,7 @@ def test_bad_inputs_are_named_and_the_others_go_on(store, tmp_path):
     assert by["cut_rateints.fits"]["status"] == "rejected" and "truncated" in by["cut_rateints.fits"]["reason"]
     assert "instrument 'NIRCAM'" in by["nrc_rate.fits"]["reason"]
     assert "no usable time keyword" in by["notime_rate.fits"]["reason"]
-    assert "raw ramp" in by[RAMP_REAL.name]["reason"]
+    assert "raw ramp" in by[ramp_real.name]["reason"]
     assert by["missing_rate.fits"]["reason"] == "file not found"
     assert by["early_rate.fits"]["status"] == "skipped" and "valid_from" in by["early_rate.fits"]["reason"]
     assert by["good_rate.fits"]["status"] == "applied"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import zarr
 from astropy.io import fits
-from conftest import RAMP_REAL, RATEINTS_REAL
 
 import lrscube
 from lrscube import cli
@@ -127,7 +126,7 @@ def test_content_hash_is_the_cubes_own(client, product_factory, tmp_path, old_cu
     assert not s.ingested and len(s.duplicates) == 1
 
 
-def _junk(tmp_path, product_factory):
+def _junk(tmp_path, product_factory, ramp_real):
     """Bad inputs of every kind, each with the words its rejection must contain."""
     bad = {}
     (tmp_path / "empty_rate.fits").write_bytes(b"")
@@ -150,17 +149,17 @@ def _junk(tmp_path, product_factory):
     bad["shape_rate.fits"] = "does not match SUBSIZE"
     product_factory("mjysr_cal.fits", bunit="MJy/sr", exposure="00096")
     bad["mjysr_cal.fits"] = "unit"
-    shutil.copy(RAMP_REAL, tmp_path / "ramp_rate.fits")
+    shutil.copy(ramp_real, tmp_path / "ramp_rate.fits")
     bad["ramp_rate.fits"] = "raw ramp"
     (tmp_path / "whole_rate.fits").unlink()
     return bad
 
 
-def test_every_bad_input_is_named_with_its_reason(client, product_factory, tmp_path):
-    bad = _junk(tmp_path, product_factory)
+def test_every_bad_input_is_named_with_its_reason(client, product_factory, tmp_path, rateints_real, ramp_real):
+    bad = _junk(tmp_path, product_factory, ramp_real)
     goods = [product_factory(f"good{i}_rate.fits", seed=20 + i, exposure=f"{i:05d}", mjd_start=60000 + i)[0]
              for i in range(3)]
-    shutil.copy(RATEINTS_REAL, tmp_path / "ers_rateints.fits")
+    shutil.copy(rateints_real, tmp_path / "ers_rateints.fits")
     store = tmp_path / "store"
     s = lrscube.ingest([tmp_path, tmp_path / "missing_rate.fits"], store, progress=False)
     reasons = {p.rsplit("/", 1)[-1]: why for p, why in s.rejected}
@@ -252,13 +251,13 @@ def _other_profile(tmp_path):
     return p
 
 
-def test_real_rateints_through_the_cli(client, tmp_path, capsys):
+def test_real_rateints_through_the_cli(client, tmp_path, capsys, rateints_real, ramp_real):
     store = str(tmp_path / "store")
-    assert cli.main(["ingest", str(RATEINTS_REAL), str(RAMP_REAL), "--store", store]) == 0
+    assert cli.main(["ingest", str(rateints_real), str(ramp_real), "--store", store]) == 0
     ds = lrscube.open_cube(store)
     finite = np.argwhere(np.isfinite(ds.sci[0].values))
     assert finite.min(0).tolist() == [528, 0] and finite.max(0).tolist() == [943, 71]
-    with fits.open(RATEINTS_REAL) as h:
+    with fits.open(rateints_real) as h:
         assert ds.mjd.values[0] == pytest.approx(h[0].header["EXPSTART"] + h[0].header["EFFEXPTM"] / 2 / 86400)
     assert "raw ramp" in capsys.readouterr().out
 

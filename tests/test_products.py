@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import RAMP_REAL, RATEINTS_REAL
 
 from lrscube import flags, profiles
 from lrscube.products import (
@@ -111,11 +110,11 @@ def test_exposure_key_ignores_file_name_but_not_start_time():
     assert exposure_key(h, "MIRIMAGE", 60000.0) != exposure_key(h, "MIRIMAGE", 60000.1)
 
 
-def test_real_rateints_is_read_placed_and_combined():
-    exp = read_product(str(RATEINTS_REAL), PROFILE)
+def test_real_rateints_is_read_placed_and_combined(rateints_real):
+    exp = read_product(str(rateints_real), PROFILE)
     assert (exp.y0, exp.x0) == (528, 0)
     assert exp.sci.shape == (416, 72)
-    with fits.open(RATEINTS_REAL) as h:
+    with fits.open(rateints_real) as h:
         sci, err, dq = h["SCI"].data, h["ERR"].data, h["DQ"].data
         expstart, effexptm = h[0].header["EXPSTART"], h[0].header["EFFEXPTM"]
     assert dq.dtype == np.uint32  # int32 + BZERO on disk, rescaled
@@ -126,9 +125,9 @@ def test_real_rateints_is_read_placed_and_combined():
     assert exp.meta["subarray"] == "SLITLESSPRISM" and exp.meta["nints"] == 4
 
 
-def test_real_raw_ramp_is_rejected_as_raw():
+def test_real_raw_ramp_is_rejected_as_raw(ramp_real):
     with pytest.raises(Rejected, match="raw ramp"):
-        read_product(str(RAMP_REAL), PROFILE)
+        read_product(str(ramp_real), PROFILE)
 
 
 # --------------------------------------------------------------------------- properties
