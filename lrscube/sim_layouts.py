@@ -17,6 +17,8 @@ a profile, not code. One component is::
         gap_px: 3.0                # dark columns between neighbouring slices
         throughput_scatter: 0.1    # slice-to-slice throughput, fractional sigma (fixed pattern)
         pattern_seed: 1            # the pattern belongs to the instrument, not to a run
+        curvature_px: 2.0          # slice edges bend by this many columns from the middle row to
+                                   # the top and bottom rows (parabola): edge pixels are partly lit
 
 ``region: null`` means the whole frame. Every pixel not covered by a component sees only
 the scenario's ``sky.floor_dn_s`` (dark regions: inter-slice and inter-channel gaps, the
@@ -113,15 +115,24 @@ def slice_bounds(x0: int, x1: int, count: int, gap_px: float) -> list[tuple[floa
     return [(x0 + k * (width + gap_px), x0 + k * (width + gap_px) + width) for k in range(count)]
 
 
-def slice_pattern(x: np.ndarray, cols: Box, cfg: dict, edge: float, width: int) -> np.ndarray:
-    """Relative throughput over columns ``x``: slices of fixed, slightly different throughput, dark gaps."""
+def slice_pattern(x: np.ndarray, cols: Box, cfg: dict, edge: float, width: int,
+                  y: np.ndarray | None = None, height: int | None = None) -> np.ndarray:
+    """Relative throughput over columns ``x``: slices of fixed, slightly different throughput, dark gaps.
+
+    With ``curvature_px`` (and the rows ``y`` of a frame ``height`` rows high), the slice edges
+    bend along the rows like the curved slice images of an IFU: the result is then 2-D.
+    """
     bounds = slice_bounds(cols.x0, cols.x1, int(cfg["count"]), float(cfg.get("gap_px", 0.0)))
     rng = np.random.default_rng(int(cfg.get("pattern_seed", 0)))
     scatter = float(cfg.get("throughput_scatter", 0.0))
     thr = np.clip(1.0 + scatter * rng.standard_normal(len(bounds)), 0.2, None)
-    out = np.zeros_like(x, dtype=float)
+    curve = float(cfg.get("curvature_px", 0.0) or 0.0)
+    if curve and y is not None and height:
+        half = height / 2.0
+        x = x - curve * ((np.asarray(y, float) - half) / half) ** 2  # shifting x shifts every edge
+    out = np.zeros(np.broadcast(x, np.zeros(1)).shape, dtype=float)
     for (a, b), t in zip(bounds, thr):
-        out += t * tophat(x, a, b, edge, width)
+        out = out + t * tophat(x, a, b, edge, width)
     return out
 
 
@@ -138,7 +149,7 @@ def component_image(c: dict, y: np.ndarray, x: np.ndarray, profile: Profile, sc:
     along = spectral_profile(yy, red, blue, float(c["contrast"]), float(sky["cutoff_px"]))
     edge = float(c.get("edge_px", 0.0))
     if c.get("slices"):
-        across = slice_pattern(x, cols, c["slices"], edge, nx_f)
+        across = slice_pattern(x, cols, c["slices"], edge, nx_f, y=y, height=ny_f)
     else:
         across = tophat(x, cols.x0, cols.x1, edge, nx_f)
     return float(c["level_dn_s"]) * along * across

@@ -3,35 +3,43 @@
 The layout of a mode (which subarrays, EXP_TYPEs, where light falls: LRS slit and slitless
 spectra, MRS slices and channels, the imager's field and its dark coronagraph area) comes from the
 mode profile's ``simulation:`` block merged over the scenario (:func:`load_scenario`); rates,
-amplitudes and noise come from the scenario. The sky itself is drawn by
-:mod:`lrscube.sim_layouts`.
+amplitudes and noise come from the scenario. The parts live in their own modules:
+:mod:`lrscube.sim_layouts` (the sky), :mod:`lrscube.sim_response` (every pixel's fixed
+response: flat field and MRS fringes), :mod:`lrscube.sim_behaviours` (the zoo of defect
+behaviours), :mod:`lrscube.sim_lookalikes` (what must not be flagged) and
+:mod:`lrscube.sim_defects` (static defects and truth-table helpers). docs/simulation.md says what
+each part is based on.
 
 :func:`simulate` is a short composition of named steps, each a function of plain arrays and a
 random generator that can be tested alone::
 
-    load_scenario -> plan_exposures -> draw_truth -> telegraph_states
-        -> for each exposure: render_exposure -> write_rate
-        -> write_truth
+    load_scenario -> plan_exposures -> draw_truth (static + zoo) -> defect_states
+        -> plan_lookalikes -> detector_response
+        -> for each exposure: render_exposure -> write_rate | write_rateints
+        -> truth.csv/.parquet, lookalikes.csv/.parquet, exposures.csv, scenario.yaml
 
 Everything random comes from one ``numpy.random.SeedSequence(seed)``: the plan, the defect
-population, the telegraph states and each exposure have their own child stream, so the same seed
-gives the same files, and the population does not depend on how the files are rendered
-(:func:`defect_population` gives it without writing anything).
+population, the defect states, the look-alikes and each exposure have their own child stream,
+so the same seed gives the same files, and the population does not depend on how the files are
+rendered (:func:`defect_population` gives it without writing anything). The detector's response
+pattern has its own seed (it belongs to the detector, not to a run).
 
 Output layout::
 
     OUT/jw<program><obs><visit>_<group><seq><activity>_<exposure>_<detector>_rate.fits   (one per exposure;
-        detector in lower case: mirimage, mirifushort, mirifulong)
-    OUT/truth/truth.csv, truth.parquet   defects: one row per pixel and bad interval (a TELEGRAPH
-        row's high_mjd: the mid-times of the exposures in which it is in its high state)
-    OUT/truth/exposures.csv              one row per file: times, subarray, blank, sky, artefacts
+        detector in lower case: mirimage, mirifushort, mirifulong; _rateints.fits for the
+        exposures written per integration)
+    OUT/truth/truth.csv, truth.parquet   defects: one row per pixel and bad interval, with its
+        behaviour and, for switching and noisy rows, high_mjd (/work/TRUTH-SCHEMA.md layout)
+    OUT/truth/lookalikes.csv, .parquet   what must not be flagged: one row per pixel-exposure
+    OUT/truth/exposures.csv              one row per file: times, subarray, product, sky, artefacts
     OUT/truth/scenario.yaml              the scenario actually used, with the call's arguments
 
 Example
 -------
 >>> from lrscube.simulate import simulate
 >>> res = simulate("sim", n=20, full_frame=False, seed=1)      # doctest: +SKIP
->>> res.truth.query("not static").flag.value_counts()           # doctest: +SKIP
+>>> res.truth.query("not static").behaviour.value_counts()      # doctest: +SKIP
 >>> mrs = simulate("sim-mrs", n=10, mode="mrs-short", seed=1)   # doctest: +SKIP
 """
 
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,16 +56,21 @@ import numpy as np
 import pandas as pd
 import yaml
 from astropy.time import Time
-from stdatamodels.jwst.datamodels import ImageModel
+from stdatamodels.jwst.datamodels import CubeModel, ImageModel
 
 from . import flags, profiles
+from . import sim_behaviours as zoo
 from . import sim_defects as defects
 from . import sim_layouts as layouts
+from . import sim_lookalikes as look
+from . import sim_response as response
 from .profiles import Box, Profile
 from .sim_layouts import illumination, spectral_profile  # noqa: F401 (public: lrscube.spectra uses them)
 
 DEFAULT_SCENARIO = "scenario-default.yaml"
 RATE_GLOB = "*_rate.fits"
+#: every product the simulator writes (rate and rateints files)
+PRODUCT_GLOBS = ("*_rate.fits", "*_rateints.fits")
 TRUTH_DIR = "truth"
 
 
@@ -132,14 +146,28 @@ def _validate_scenario(sc: dict, source: str) -> None:
     for key in ("exposures.exptime_s", "exposures.per_visit", "sky.level_factor", "emi.amplitude_dn_s",
                 "emi.frequency_hz", "cosmic_rays.track_length_px", "cosmic_rays.deposit_dn",
                 "showers.sigma_px", "showers.peak_deposit_dn", "sources.peak_dn_s",
-                "sources.persistence.fraction", "new.recovery_after_days", "new.cluster_size",
-                "telegraph.switch_probability", *(f"amplitudes.{c}" for c in ("HOT", "WARM", "TELEGRAPH", "DEAD", "LOW_QE"))):
+                *(f"amplitudes.{c}" for c in ("HOT", "WARM", "TELEGRAPH", "DEAD", "LOW_QE"))):
         v = get(key)
         if not (isinstance(v, (list, tuple)) and len(v) == 2 and float(v[0]) <= float(v[1])):
             raise ValueError(f"{source}: '{key}' must be [low, high] with low <= high, got {v!r}")
-    for key in ("static.classes", "new.classes"):
-        for cls in get(key):
+    optional = {"persistence": ("fraction",), "cr_raised": ("amplitude_dn_s", "tau_hours"),
+                "line_offsets": ("lines", "amplitude_dn_s", "duration_exposures"), "sky_steps": ("factor",)}
+    for block, keys in optional.items():
+        if not sc.get(block):  # null/absent: that look-alike is off
+            continue
+        for key in keys:
+            v = get(f"{block}.{key}")
+            if not (isinstance(v, (list, tuple)) and len(v) == 2 and float(v[0]) <= float(v[1])):
+                raise ValueError(f"{source}: '{block}.{key}' must be [low, high] with low <= high, got {v!r}")
+    zoo.validate(get("new.behaviours"), source)
+    for name, cfg in get("new.behaviours").items():
+        for cls in (cfg.get("classes") or {}):
             flags.value(cls)
+        for cls, v in (cfg.get("amplitudes") or {}).items():
+            if not (isinstance(v, (list, tuple)) and len(v) == 2 and float(v[0]) <= float(v[1])):
+                raise ValueError(f"{source}: 'new.behaviours.{name}.amplitudes.{cls}' must be [low, high], got {v!r}")
+    for cls in get("static.classes"):
+        flags.value(cls)
     mix = get("exposures.subarray_mix")
     if not 0 <= float(mix) <= 1:
         raise ValueError(f"{source}: 'exposures.subarray_mix' must be in [0, 1], got {mix!r}")
@@ -152,6 +180,9 @@ def _validate_scenario(sc: dict, source: str) -> None:
     for key in ("detector.gain_e_per_dn", "detector.read_noise_dn", "exposures.gap_s"):
         if float(get(key)) < 0:
             raise ValueError(f"{source}: '{key}' must be >= 0")
+    frac = float(sc["exposures"].get("rateints_fraction", 0.0) or 0.0)
+    if not 0 <= frac <= 1:
+        raise ValueError(f"{source}: 'exposures.rateints_fraction' must be in [0, 1], got {frac!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,13 +341,13 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
     plan["detector"] = detector_name(profile, sc)
     tag = detector_name(profile, sc).lower()
     plan["file"] = [f"jw{r.program:05d}{r.observation:03d}{r.visit:03d}_{r.visit_group:02d}{r.sequence:1d}"
-                    f"{r.activity:02d}_{r.exposure:05d}_{tag}_rate.fits" for r in plan.itertuples()]
+                    f"{r.activity:02d}_{r.exposure:05d}_{tag}_{{product}}.fits" for r in plan.itertuples()]
     for s, col in (("y0", "substrt2"), ("x0", "substrt1")):
         plan[col] = [getattr(boxes[sub], s) + 1 for sub in plan.subarray]
     plan["subsize1"] = [boxes[sub].x1 - boxes[sub].x0 for sub in plan.subarray]
     plan["subsize2"] = [boxes[sub].y1 - boxes[sub].y0 for sub in plan.subarray]
 
-    # per-exposure sky and source; drawn here because a latent needs the previous exposure's source
+    # per-exposure sky and source
     m = len(plan)
     sky = sc["sky"]
     plan["sky_factor"] = _loguniform(rng, sky["level_factor"], m)
@@ -327,22 +358,23 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
         + rng.normal(0, float(src["x_jitter_px"]), m)
     plan["source_peak_dn_s"] = np.where(plan.blank, 0.0, _loguniform(rng, src["peak_dn_s"], m))
     plan.loc[plan.blank, "source_x"] = np.nan
-    per = src["persistence"]
-    frac = rng.uniform(*(float(v) for v in per["fraction"]), m)
-    latent_from, latent_scale = [""] * m, np.zeros(m)
-    for i in range(1, m):
-        prev = plan.iloc[i - 1]
-        dt_h = (plan.at[i, "expstart"] - prev.expend) * 24.0
-        if not prev.blank and dt_h <= float(per["max_delay_hours"]):
-            latent_from[i] = prev.file
-            latent_scale[i] = frac[i] * math.exp(-dt_h / float(per["tau_hours"]))
-    plan["latent_from"] = latent_from
-    plan["latent_scale"] = latent_scale
-
-    # a gradient along y (flat imaging sky); drawn last, and only when asked, so LRS plans are unchanged
     y_sigma = float(sky.get("y_gradient_sigma", 0.0) or 0.0)
     plan["y_gradient"] = rng.normal(0.0, y_sigma, m) if y_sigma > 0 else 0.0
+    # sky steps: a level far outside the usual range and a strong gradient (look-alike "sky_step")
+    steps = sc.get("sky_steps") or {}
+    plan["sky_step"] = rng.random(m) < float(steps.get("probability", 0.0) or 0.0)
+    if plan.sky_step.any():
+        k = int(plan.sky_step.sum())
+        plan.loc[plan.sky_step, "sky_factor"] *= _loguniform(rng, steps["factor"], k)
+        g = float(steps.get("gradient_sigma", 0.0))
+        plan.loc[plan.sky_step, "x_gradient"] += rng.normal(0.0, g, k)
+        plan.loc[plan.sky_step, "y_gradient"] += rng.normal(0.0, g, k)
+    # products: some multi-integration exposures are written per integration (rateints)
+    frac = float(ex.get("rateints_fraction", 0.0) or 0.0)
+    per_int = (rng.random(m) < frac) & (plan.nints > 1) & (plan.nints <= int(ex.get("rateints_max_nints", 16)))
+    plan["product"] = np.where(per_int, "rateints", "rate")
 
+    plan["file"] = [f.format(product=p) for f, p in zip(plan.file, plan["product"])]
     isot = Time(plan.expstart.to_numpy(), format="mjd", scale="utc").isot
     plan["date_obs"] = [s.split("T")[0] for s in isot]
     plan["time_obs"] = [s.split("T")[1] for s in isot]
@@ -362,12 +394,55 @@ def _seen(plan: pd.DataFrame, boxes: dict[str, Box], shape, min_count: int = 1) 
     return seen
 
 
+def placement_masks(placeable: np.ndarray, plan: pd.DataFrame, sc: dict, profile: Profile) -> dict[str, np.ndarray]:
+    """The pixels each behaviour may use: ``placeable``, narrowed by its placement rule.
+
+    ``place_in_regions``: inside the named regions of the profile (regions it lacks are
+    skipped); ``place_at_subarray_edges_px: k``: within k pixels of an edge of the footprint of
+    a subarray the exposures use (a FULL frame's edges too, past the reference columns).
+    """
+    boxes = footprints(profile, sc)
+    ref = _reference_mask(profile)
+    out = {}
+    for name, cfg in (sc["new"].get("behaviours") or {}).items():
+        mask = placeable
+        regions = cfg.get("place_in_regions")
+        if regions:
+            inside = np.zeros_like(placeable)
+            for r in regions:
+                if r in profile.regions:
+                    inside[profile.regions[r].slices()] = True
+            mask = mask & inside
+        k = int(cfg.get("place_at_subarray_edges_px", 0) or 0)
+        if k > 0:
+            edge = np.zeros_like(placeable)
+            for sub in sorted(set(plan.subarray)) if len(plan) else []:
+                b = boxes[sub]
+                band = np.zeros_like(placeable)
+                band[b.slices()] = True
+                # the box's usable part: without the reference columns, then its rim of width k
+                band &= ~ref
+                cols = np.flatnonzero(band.any(axis=0))
+                if cols.size == 0:
+                    continue
+                x0, x1 = cols.min(), cols.max() + 1
+                rim = band.copy()
+                rim[b.y0 + k:b.y1 - k, x0 + k:x1 - k] = False
+                edge |= rim
+            mask = mask & edge
+        out[name] = mask
+    return out
+
+
 def draw_truth(rng: np.random.Generator, plan: pd.DataFrame, sc: dict, profile: Profile) -> pd.DataFrame:
-    """Static defects, the known bad columns and new defects, with ``n_exposures`` that see each.
+    """Static defects, the known bad columns and the behaviour zoo's new defects, with ``n_exposures``
+    that see each while it is bad.
 
     Static defects sit on pixels some exposure sees; new ones only where the subarrays used by at
-    least ``placement.min_exposure_fraction`` of the exposures see them. Reference columns, the
-    shorted columns and already-taken pixels are never used again.
+    least ``placement.min_exposure_fraction`` of the exposures see them (and where their
+    behaviour's placement rule allows). Reference columns, the shorted columns and already-taken
+    pixels are never used again. Rows no exposure sees bad are left out. The noisy rows'
+    amplitude is NaN here (:func:`noise_amplitudes` sets it).
     """
     boxes = footprints(profile, sc)
     shape = profile.frame_shape
@@ -389,18 +464,82 @@ def draw_truth(rng: np.random.Generator, plan: pd.DataFrame, sc: dict, profile: 
     placeable = _seen(plan, boxes, shape, min_count) & ~known
     placeable[static.y.to_numpy(), static.x.to_numpy()] = False
     exp_boxes = [boxes[s] for s in plan.subarray] if len(plan) else []
+    anneals = []
     if len(plan):
-        parts.append(defects.draw_new(rng, placeable, plan.expmid.to_numpy(), exp_boxes,
-                                      sc["new"], sc["amplitudes"], sc["telegraph"]))
-    truth = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
-        else defects.empty_truth()
+        where = placement_masks(placeable, plan, sc, profile)
+        new = zoo.draw_zoo(rng, placeable, where, zoo.Sightings(plan.expmid.to_numpy(float), exp_boxes),
+                           sc["new"], sc["amplitudes"])
+        anneals = new.attrs.get("anneals_mjd", [])
+        parts.append(new)
+    parts = [p for p in parts if len(p)]
+    truth = pd.concat(parts, ignore_index=True) if parts else defects.empty_truth()
+    truth.attrs = {}
     truth["n_exposures"] = defects.exposure_counts(truth, plan.expmid.to_numpy() if len(plan) else np.zeros(0), exp_boxes)
+    truth = truth[truth.static | (truth.n_exposures > 0)].reset_index(drop=True)
+    truth.attrs["anneals_mjd"] = list(anneals)
     return truth
 
 
 def _streams(seed: int):
-    plan_ss, truth_ss, tel_ss, exp_ss = np.random.SeedSequence(seed).spawn(4)
-    return (np.random.default_rng(plan_ss), np.random.default_rng(truth_ss), np.random.default_rng(tel_ss), exp_ss)
+    """Child generators of one seed: plan, truth, defect states, look-alikes; and the exposures' seed sequence."""
+    plan_ss, truth_ss, tel_ss, exp_ss, look_ss = np.random.SeedSequence(seed).spawn(5)
+    return (np.random.default_rng(plan_ss), np.random.default_rng(truth_ss), np.random.default_rng(tel_ss), exp_ss,
+            np.random.default_rng(look_ss))
+
+
+def expected_err(plan: pd.DataFrame, sc: dict, profile: Profile, resp: np.ndarray, y: np.ndarray, x: np.ndarray,
+                 boxes: dict[str, Box]) -> np.ndarray:
+    """(pixels, exposures) ERR (DN/s) that the blank sky gives pixels ``y, x`` in each exposure (NaN where
+    an exposure does not see the pixel): the noise model of :func:`render_exposure` without defects."""
+    out = np.full((len(y), len(plan)), np.nan)
+    if not len(y):
+        return out
+    full = Box(0, profile.frame_shape[0], 0, profile.frame_shape[1])
+    illum = illumination(full, profile, sc)[y, x]
+    ny_f, nx_f = profile.frame_shape
+    xs = (x - nx_f / 2) / (nx_f / 2)
+    ys = (y - ny_f / 2) / (ny_f / 2)
+    det = sc["detector"]
+    floor = float(sc["sky"]["floor_dn_s"])
+    for i, e in enumerate(plan.itertuples()):
+        b = boxes[e.subarray]
+        inside = (y >= b.y0) & (y < b.y1) & (x >= b.x0) & (x < b.x1)
+        photon = resp[y, x] * (illum * e.sky_factor * (1 + e.x_gradient * xs) * (1 + e.y_gradient * ys) + floor)
+        var_r = 12.0 * float(det["read_noise_dn"]) ** 2 / (e.tframe**2 * (e.ngroups**3 - e.ngroups)) / e.nints
+        err = np.sqrt(np.maximum(photon, 0) / (float(det["gain_e_per_dn"]) * e.effexptm) + var_r)
+        out[inside, i] = err[inside]
+    return out
+
+
+def noise_amplitudes(truth: pd.DataFrame, plan: pd.DataFrame, sc: dict, profile: Profile, resp: np.ndarray) -> None:
+    """Set each noisy row's amplitude (excess rms, DN/s) to its noise factor x the median ERR the pixel
+    has in the exposures that see it while it is bad, in place."""
+    rows = np.flatnonzero((truth["effect"].to_numpy() == "noise") & ~truth["static"].to_numpy(bool))
+    if not rows.size or not len(plan):
+        return
+    t = truth.iloc[rows]
+    err = expected_err(plan, sc, profile, resp, t.y.to_numpy(), t.x.to_numpy(), footprints(profile, sc))
+    bad = defects.active(t.start_mjd.to_numpy(float), t.end_mjd.to_numpy(float), plan.expmid.to_numpy(float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(np.where(bad, err, np.nan), axis=1)
+    truth.loc[truth.index[rows], "amplitude"] = t.noise_factor.to_numpy(float) * med
+
+
+def defect_states(rng: np.random.Generator, truth: pd.DataFrame, plan: pd.DataFrame) -> np.ndarray:
+    """Every new defect row's high state in each exposure ((new rows, exposures) bool; True for rows
+    that do not switch) and the truth's ``high_mjd`` (set in place): for telegraphs between
+    exposures the mid-times of their high exposures, for noisy and intra-exposure telegraph rows
+    every exposure of their interval (they act in each), None for the others."""
+    new = truth[~truth.static]
+    t_mid = plan.expmid.to_numpy(float) if len(plan) else np.zeros(0)
+    high = zoo.telegraph_states(rng, new, t_mid)
+    listed = (np.isfinite(new.dwell_days.to_numpy(float)) | (new.effect == "noise").to_numpy())
+    col = pd.Series([None] * len(truth), index=truth.index, dtype=object)
+    col[new.index] = defects.high_state_mjd(listed, high, t_mid, new.start_mjd.to_numpy(float),
+                                            new.end_mjd.to_numpy(float))
+    truth["high_mjd"] = col
+    return high
 
 
 def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict | None = None, mode: str = "lrs",
@@ -408,35 +547,22 @@ def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict |
                       subarray_mix: float | None = None, full_frame: bool = True) -> pd.DataFrame:
     """The truth table :func:`simulate` would write for these arguments, without writing any file.
 
-    Same rows and values (the telegraph states too); only ``amplitude_sigma`` (which needs the
-    rendered noise) is missing.
+    Same rows and values (the states too); only ``amplitude_sigma`` (which needs the rendered
+    noise) is missing.
     """
     if int(n) < 1:
         raise ValueError(f"n={n}: a defect population needs at least one exposure")
     profile = profiles.load(mode)
     sc = load_scenario(scenario, profile)
     check_layout(sc, profile)
-    rng_plan, rng_truth, rng_tel, _ = _streams(seed)
+    rng_plan, rng_truth, rng_tel, _, _ = _streams(seed)
     plan = plan_exposures(rng_plan, n, sc, profile, start=start, span_days=span_days,
                           subarray_mix=subarray_mix, full_frame=full_frame)
     truth = draw_truth(rng_truth, plan, sc, profile)
-    _telegraph_states(rng_tel, truth, plan)
+    resp = response.detector_response(profile, sc, detector_name(profile, sc))
+    noise_amplitudes(truth, plan, sc, profile, resp)
+    defect_states(rng_tel, truth, plan)
     return truth
-
-
-def _telegraph_states(rng_tel: np.random.Generator, truth: pd.DataFrame, plan: pd.DataFrame) -> np.ndarray:
-    """Draw every new defect's telegraph state in each exposure ((new rows, exposures) bool, False
-    but for TELEGRAPH rows) and write each TELEGRAPH row's high-state mid-times into ``truth``
-    (column ``high_mjd``, see :func:`lrscube.sim_defects.high_state_mjd`)."""
-    new = truth[~truth.static]
-    high = defects.telegraph_states(rng_tel, new.switch_prob.fillna(0.0).to_numpy(), len(plan))
-    high &= (new.flag == "TELEGRAPH").to_numpy()[:, None]
-    t_mid = plan.expmid.to_numpy(float) if len(plan) else np.zeros(0)
-    col = pd.Series([None] * len(truth), index=truth.index, dtype=object)
-    col[new.index] = defects.high_state_mjd(new.flag.to_numpy(), high, t_mid, new.start_mjd.to_numpy(float),
-                                            new.end_mjd.to_numpy(float))
-    truth["high_mjd"] = col
-    return high
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,9 +624,13 @@ def _cosmic_rays(rng, box: Box, effexptm: float, cfg: dict, rate_key: str, flagg
     return yy[ok], xx[ok], amp[ok], n
 
 
-def _showers(rng, box: Box, effexptm: float, cfg: dict, img: np.ndarray) -> int:
-    ny, nx = img.shape
+def _showers(rng, box: Box, effexptm: float, cfg: dict) -> tuple[np.ndarray | float, int]:
+    """The glow (DN/s over ``box``) of this exposure's showers, and how many there are."""
+    ny, nx = box.y1 - box.y0, box.x1 - box.x0
     n = int(rng.poisson(float(cfg["per_megapixel_per_ks"]) * ny * nx / 1e6 * effexptm / 1000.0))
+    if n == 0:
+        return 0.0, 0
+    img = np.zeros((ny, nx))
     for _ in range(n):
         cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
         s = float(rng.uniform(*cfg["sigma_px"]))
@@ -510,26 +640,25 @@ def _showers(rng, box: Box, effexptm: float, cfg: dict, img: np.ndarray) -> int:
         yy = np.arange(ys.start, ys.stop)[:, None] + 0.5
         xx = np.arange(xs.start, xs.stop)[None, :] + 0.5
         img[ys, xs] += peak * np.exp(-0.5 * ((yy - cy) ** 2 + (xx - cx) ** 2) / s**2)
-    return n
+    return img, n
 
 
 @dataclass
 class _Context:
-    """What every exposure's rendering shares: scenario, geometry, truth arrays, caches."""
+    """What every exposure's rendering shares: scenario, geometry, the detector, the defects, look-alikes."""
 
     sc: dict
     profile: Profile
     plan: pd.DataFrame
     boxes: dict[str, Box]
     static_dq: np.ndarray          # full-frame DQ of static defects, shorted and reference columns
-    y: np.ndarray                  # new-defect truth columns as arrays
-    x: np.ndarray
-    kind: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    amp: np.ndarray
-    high: np.ndarray               # (n new rows, n exposures) telegraph state
-    sigma: np.ndarray              # (n new rows, n exposures) amplitude / ERR, NaN where not seen
+    resp: np.ndarray               # full-frame response of every pixel (flat x fringes)
+    new: pd.DataFrame              # new-defect truth rows (their render columns)
+    high: np.ndarray               # (new rows, exposures) high state (True where a row does not switch)
+    sigma: np.ndarray              # (new rows, exposures) excess / ERR, NaN where not seen
+    latents: list                  # per exposure: latent images it carries (sim_lookalikes.plan_latents)
+    raised: pd.DataFrame           # cosmic-ray hits that leave a pixel raised (plan_cr_raised)
+    lines: list                    # per exposure: offset rows/columns (plan_line_offsets)
     illum: dict[str, np.ndarray] = field(default_factory=dict)
 
     def illumination(self, sub: str) -> np.ndarray:
@@ -548,80 +677,171 @@ def _static_dq(truth: pd.DataFrame, profile: Profile) -> np.ndarray:
     return dq
 
 
-def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """SCI, ERR, DQ, VAR_POISSON, VAR_RNOISE (float32/uint32, subarray-sized) of exposure ``i``.
+def _acting(ctx: _Context, i: int, box: Box) -> np.ndarray:
+    """Indices of the new-defect rows acting on exposure ``i`` inside ``box``."""
+    t = float(ctx.plan.expmid.iat[i])
+    new = ctx.new
+    idx = defects.rows_in(box, t, new.y.to_numpy(), new.x.to_numpy(), new.on_mjd.to_numpy(float),
+                          new.off_mjd.to_numpy(float))
+    return idx[ctx.high[idx, i]]
 
-    Noiseless photon signal = floor + sky (level, x-gradient) + source trace + latent, scaled by
-    multiplicative defects, plus additive defect currents. SCI draws Poisson electrons from it over
-    EFFEXPTM and adds read noise; ERR is the 1-sigma of that noise from the noiseless signal
-    (ERR^2 = VAR_POISSON + VAR_RNOISE). Row offsets and EMI are added without changing ERR; so are
-    cosmic-ray residuals and showers, which are not in ERR as they are not in a pipeline's.
+
+def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, Any],
+                                                                              pd.DataFrame]:
+    """SCI, ERR, DQ, VAR_POISSON, VAR_RNOISE of exposure ``i`` (subarray-sized; with a leading
+    integration axis when the exposure is written as rateints), its info and its look-alike rows.
+
+    Noiseless light = (floor + sky x level x gradients + source trace + latents) x each pixel's
+    response, scaled by multiplicative defects, plus additive defect currents and raised
+    pixels. SCI draws Poisson electrons from it over the integration time and adds read noise;
+    ERR is the 1-sigma of that noise from the noiseless signal (ERR^2 = VAR_POISSON +
+    VAR_RNOISE). Noisy pixels' extra scatter, row offsets, EMI, cosmic-ray residuals and showers
+    are added without changing ERR (a pipeline's ERR does not know them). Look-alike rows: the
+    pixel-exposures a look-alike changes by at least ``truth.lookalike_min_sigma`` x ERR.
     """
     exp = ctx.plan.iloc[i]
     sc, profile = ctx.sc, ctx.profile
     box = ctx.boxes[exp.subarray]
     ny, nx = box.y1 - box.y0, box.x1 - box.x0
+    t_mid = float(exp.expmid)
     xs = (np.arange(box.x0, box.x1) - profile.frame_shape[1] / 2) / (profile.frame_shape[1] / 2)
+    nints = int(exp.nints) if exp["product"] == "rateints" else 1
 
-    photon = ctx.illumination(exp.subarray) * (exp.sky_factor * (1.0 + exp.x_gradient * xs))[None, :]
+    sky = ctx.illumination(exp.subarray) * (exp.sky_factor * (1.0 + exp.x_gradient * xs))[None, :]
     if exp.y_gradient:
         ys = (np.arange(box.y0, box.y1) - profile.frame_shape[0] / 2) / (profile.frame_shape[0] / 2)
-        photon *= (1.0 + exp.y_gradient * ys)[:, None]
-    photon += float(sc["sky"]["floor_dn_s"])
-    if not exp.blank:
-        photon += trace_image(box, exp.subarray, exp.source_x, exp.source_peak_dn_s, profile, sc)
-    if exp.latent_from:
-        prev = ctx.plan.iloc[i - 1]
-        photon += exp.latent_scale * trace_image(box, prev.subarray, prev.source_x, prev.source_peak_dn_s, profile, sc)
+        sky *= (1.0 + exp.y_gradient * ys)[:, None]
+    sky += float(sc["sky"]["floor_dn_s"])
+    trace = trace_image(box, exp.subarray, exp.source_x, exp.source_peak_dn_s, profile, sc) if not exp.blank else 0.0
+    latent = 0.0
+    for lat in ctx.latents[i]:
+        if lat["kind"] == "trace":
+            src = ctx.plan.iloc[lat["source"]]
+            latent = latent + lat["scale"] * trace_image(box, src.subarray, src.source_x, src.source_peak_dn_s,
+                                                         profile, sc)
+        else:
+            latent = latent + look.blob_image(box, lat["cy"], lat["cx"], lat["sigma"], lat["peak"])
+    resp = ctx.resp[box.slices()]
+    photon = np.maximum(sky + trace + latent, 0.0) * resp
     sky_median = float(np.median(photon[::8, ::8]))
 
-    rows = defects.rows_in(box, exp.expmid, ctx.y, ctx.x, ctx.start, ctx.end)
-    ly, lx = ctx.y[rows] - box.y0, ctx.x[rows] - box.x0
+    # defects acting in this exposure
+    rows = _acting(ctx, i, box)
+    new = ctx.new.iloc[rows]
+    ly, lx = new.y.to_numpy() - box.y0, new.x.to_numpy() - box.x0
+    effect = new.effect.to_numpy()
+    amp = new.amplitude.to_numpy(float) * zoo.ramp_factor(new, t_mid)
     clean = photon[ly, lx].copy()
-    defects.apply_defects(photon, ly, lx, ctx.kind[rows], ctx.amp[rows], ctx.high[rows, i])
+    mult = effect == "mult"
+    photon[ly[mult], lx[mult]] *= 1.0 - amp[mult]
+    add = effect == "add"
+    photon[ly[add], lx[add]] += amp[add]
+    # raised pixels after a cosmic-ray hit earlier in the visit: a current, like a warm pixel
+    ry, rx, ramp_ = look.raised_in(ctx.raised, i, ctx.plan, box)
+    np.add.at(photon, (ry - box.y0, rx - box.x0), ramp_)
+    # telegraphs switching within the exposure: each integration's high fraction
+    intra = np.flatnonzero(effect == "rts_intra")
+    fractions = np.zeros((intra.size, nints))
+    for k, j in enumerate(intra):
+        tau = float(new.dwell_days.iat[j]) * 86400.0
+        duty = float(new.duty.iat[j])
+        fractions[k] = zoo.integration_high_fractions(rng, nints, float(exp.effexptm) / nints,
+                                                      2 * tau * duty, 2 * tau * (1 - duty))
 
     det = sc["detector"]
-    gt = float(det["gain_e_per_dn"]) * exp.effexptm
-    var_p = photon / gt
+    g = float(det["gain_e_per_dn"])
+    t_int = exp.effexptm / nints
     n_g = int(exp.ngroups)
-    var_r = 12.0 * float(det["read_noise_dn"]) ** 2 / (exp.tframe**2 * (n_g**3 - n_g)) / exp.nints
-    sci = rng.poisson(photon * gt) / gt
-    sci += rng.standard_normal((ny, nx)) * math.sqrt(var_r)
+    var_r_int = 12.0 * float(det["read_noise_dn"]) ** 2 / (exp.tframe**2 * (n_g**3 - n_g))
+    var_r = var_r_int / exp.nints if nints == 1 else var_r_int
+    stack = np.repeat(photon[None], nints, axis=0)
+    for k, j in enumerate(intra):
+        stack[:, ly[j], lx[j]] += amp[j] * fractions[k]
+    var_p = stack / (g * t_int)
+    sci = rng.poisson(stack * g * t_int) / (g * t_int)
+    sci += rng.standard_normal(sci.shape) * math.sqrt(var_r)
     err = np.sqrt(var_p + var_r)
+    # noisy pixels: extra scatter, amp rms in the exposure's mean (sqrt(nints) x per integration)
+    noisy = np.flatnonzero(effect == "noise")
+    sci[:, ly[noisy], lx[noisy]] += rng.standard_normal((nints, noisy.size)) * amp[noisy] * math.sqrt(nints)
+    err_rate = np.sqrt(photon / (g * exp.effexptm) + var_r_int / exp.nints)  # the exposure's ERR
 
     # signal-to-noise of each defect in this exposure (for the truth's amplitude_sigma)
-    k = ctx.kind[rows]
-    excess = np.where(np.isin(k, defects.MULTIPLICATIVE), ctx.amp[rows] * clean, ctx.amp[rows])
-    ctx.sigma[rows, i] = excess / err[ly, lx]
+    excess = np.where(mult, amp * clean, amp)
+    if intra.size:
+        excess[intra] = amp[intra] * fractions.mean(axis=1)
+    ctx.sigma[rows, i] = excess / err_rate[ly, lx]
 
-    # electronic patterns: odd/even row offsets and EMI
+    # electronic patterns: odd/even row offsets, offset lines and EMI
     d = float(rng.normal(0.0, float(sc["row_offsets"]["sigma_dn_s"])))
     parity = np.where(np.arange(box.y0, box.y1) % 2 == 1, d, -d)
-    sci += parity[:, None]
+    rows_img = look.line_image([ln for ln in ctx.lines[i] if ln[0] == "row"], box)
+    cols_img = look.line_image([ln for ln in ctx.lines[i] if ln[0] == "column"], box)
     emi, emi_amp = _emi(rng, box, sc["emi"])
-    sci += emi
+    sci += np.asarray(parity[:, None] + rows_img + cols_img + emi)[None]
 
-    # cosmic-ray residuals and showers
-    dq = ctx.static_dq[box.slices()].copy()
+    # cosmic-ray residuals (each in one integration) and showers
+    dq = np.repeat(ctx.static_dq[box.slices()][None], nints, axis=0)
     cr = sc["cosmic_rays"]
     yy, xx, a, n_flag = _cosmic_rays(rng, box, exp.effexptm, cr, "flagged_per_megapixel_per_ks", True)
-    np.add.at(sci, (yy, xx), a)
-    dq[yy, xx] |= np.uint32(flags.JUMP_DET)
+    kk = rng.integers(0, nints, yy.size)
+    np.add.at(sci, (kk, yy, xx), a * nints)
+    dq[kk, yy, xx] |= np.uint32(flags.JUMP_DET)
+    cr_y, cr_x, cr_a = [yy], [xx], [a]
     yy, xx, a, n_unflag = _cosmic_rays(rng, box, exp.effexptm, cr, "unflagged_per_megapixel_per_ks", False)
-    np.add.at(sci, (yy, xx), a)
-    n_showers = _showers(rng, box, exp.effexptm, sc["showers"], sci)
+    np.add.at(sci, (rng.integers(0, nints, yy.size), yy, xx), a * nints)
+    cr_y.append(yy), cr_x.append(xx), cr_a.append(a)
+    glow, n_showers = _showers(rng, box, exp.effexptm, sc["showers"])
+    if n_showers:
+        sci[int(rng.integers(0, nints))] += glow * nints
 
-    var_p = var_p.astype(np.float32)
-    var_r_img = np.full((ny, nx), var_r, np.float32)
-    sci, err = sci.astype(np.float32), err.astype(np.float32)
+    # look-alike rows: what changed this exposure by at least min_sigma x ERR
+    thr = float((sc.get("truth") or {}).get("lookalike_min_sigma", 1.0)) * err_rate
+    usable = (dq[0] & np.uint32(flags.DO_NOT_USE | flags.REFERENCE_PIXEL)) == 0
+    parts = []
+
+    def note(mask, behaviour):
+        if np.any(mask):
+            parts.append(look.rows_where(mask & usable, box, t_mid, behaviour))
+
+    hit = np.zeros((ny, nx))
+    np.add.at(hit, (np.concatenate(cr_y), np.concatenate(cr_x)), np.concatenate(cr_a))
+    note(hit >= thr, "cosmic_ray")
+    if n_showers:
+        note(glow >= thr, "shower")
+    if ry.size:
+        raised = np.zeros((ny, nx))
+        np.add.at(raised, (ry - box.y0, rx - box.x0), ramp_)
+        note(raised * resp >= thr, "cr_raised")
+    if np.ndim(latent):
+        note(np.abs(latent * resp) >= thr, "persistence")
+    if np.ndim(trace):
+        note(trace * resp >= thr, "source_trace")
+    note(np.abs(parity[:, None] + rows_img) >= thr, "row_offsets")
+    if np.ndim(cols_img):
+        note(np.abs(cols_img) >= thr, "column_offsets")
+    if exp.sky_step:
+        pitch = int((sc.get("truth") or {}).get("sky_step_grid_px", 16))
+        grid = np.zeros((ny, nx), bool)
+        grid[(pitch - box.y0 % pitch) % pitch::pitch, (pitch - box.x0 % pitch) % pitch::pitch] = True
+        note(grid, "sky_step")
+    lookalikes = pd.concat(parts, ignore_index=True) if parts else look.empty_lookalikes()
+
+    var_r_img = np.full(sci.shape, var_r, np.float32)
+    var_p, sci, err = var_p.astype(np.float32), sci.astype(np.float32), err.astype(np.float32)
     dnu = (dq & np.uint32(flags.DO_NOT_USE)) != 0
     for arr in (sci, err, var_p, var_r_img):
         arr[dnu] = np.nan
     arrays = dict(data=sci, err=err, dq=dq, var_poisson=var_p, var_rnoise=var_r_img)
+    if exp["product"] != "rateints":
+        arrays = {k: v[0] for k, v in arrays.items()}
     info = dict(sky_median_dn_s=sky_median, row_offset_dn_s=d, emi=bool(emi_amp > 0), emi_amplitude_dn_s=emi_amp,
-                n_cr_flagged=n_flag, n_cr_unflagged=n_unflag, n_showers=n_showers,
-                median_err_dn_s=float(np.nanmedian(err[::4, ::4])))
-    return arrays, info
+                n_cr_flagged=n_flag, n_cr_unflagged=n_unflag, n_showers=n_showers, n_latents=len(ctx.latents[i]),
+                latent_from=" ".join(sorted({ctx.plan.file.iat[lat["source"]] for lat in ctx.latents[i]
+                                             if lat["kind"] == "trace"})),
+                n_raised=int(ry.size), n_offset_lines=len(ctx.lines[i]),
+                median_err_dn_s=float(np.nanmedian(err_rate[::4, ::4])))
+    return arrays, info, lookalikes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -643,10 +863,27 @@ class _RateModel(ImageModel):
             self.meta.date = self._fixed_date
 
 
+class _RateintsModel(CubeModel):
+    """A CubeModel (a rateints product: one slope image per integration) with a fixed DATE."""
+
+    _fixed_date: str | None = None
+
+    @property
+    def _model_type(self):
+        return "CubeModel"
+
+    def on_save(self, path=None):
+        super().on_save(path)
+        if self._fixed_date:
+            self.meta.date = self._fixed_date
+
+
 def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: dict) -> Path:
-    """Write one exposure as a level-2 ``_rate.fits`` ImageModel with the primary keywords of a real one."""
+    """Write one exposure as a level-2 ``_rate.fits`` ImageModel with the primary keywords of a real one,
+    or, when ``arrays`` are 3-D (integration, row, column), as a ``_rateints.fits`` CubeModel."""
     # assignments are not validated one by one (slow); save() validates the whole model once
-    m = _RateModel(validate_on_assignment=False)
+    cube = np.ndim(arrays["data"]) == 3
+    m = (_RateintsModel if cube else _RateModel)(validate_on_assignment=False)
     for name, arr in arrays.items():
         setattr(m, name, arr)
     ex = sc["exposures"]
@@ -711,10 +948,11 @@ def check_layout(sc: dict, profile: Profile) -> None:
 
     The EXP_TYPE each simulated subarray gets and the detector must be ones the profile accepts
     (otherwise the files could not be ingested into a cube of that mode); every sky component
-    must name regions of the profile.
+    and fringe channel must name regions of the profile.
     """
     ex = sc["exposures"]
     detector_name(profile, sc)
+    response.validate(sc, profile, sc.get("source", "scenario"))
     for sub in profile.subarrays:
         et = ex["exp_type"].get(sub)
         if et is not None and et not in profile.exp_types:
@@ -726,7 +964,7 @@ def check_layout(sc: dict, profile: Profile) -> None:
 
 @dataclass
 class SimulationResult:
-    """What :func:`simulate` wrote: the rate files (time order), the truth table and where it is."""
+    """What :func:`simulate` wrote: the rate/rateints files (time order), the truth tables and where they are."""
 
     out: Path
     files: list[Path]
@@ -734,13 +972,24 @@ class SimulationResult:
     truth: pd.DataFrame
     exposures_path: Path
     exposures: pd.DataFrame
+    lookalikes: pd.DataFrame = field(default_factory=look.empty_lookalikes)
+    lookalikes_path: Path | None = None
 
 
-_EXPOSURE_COLUMNS = ["file", "expstart", "expmid", "expend", "exptime", "effinttm", "nints", "ngroups", "subarray",
-                     "exp_type", "detector", "substrt1", "substrt2", "subsize1", "subsize2", "blank", "sky_factor",
-                     "sky_median_dn_s", "median_err_dn_s", "x_gradient", "y_gradient", "source_x", "source_peak_dn_s",
-                     "latent_from", "latent_scale", "row_offset_dn_s", "emi", "emi_amplitude_dn_s",
-                     "n_cr_flagged", "n_cr_unflagged", "n_showers", "program", "observation", "visit", "exposure"]
+_EXPOSURE_COLUMNS = ["file", "product", "expstart", "expmid", "expend", "exptime", "effinttm", "nints", "ngroups",
+                     "subarray", "exp_type", "detector", "substrt1", "substrt2", "subsize1", "subsize2", "blank",
+                     "sky_factor", "sky_step", "sky_median_dn_s", "median_err_dn_s", "x_gradient", "y_gradient",
+                     "source_x", "source_peak_dn_s", "n_latents", "latent_from", "n_raised", "n_offset_lines",
+                     "row_offset_dn_s", "emi", "emi_amplitude_dn_s", "n_cr_flagged", "n_cr_unflagged", "n_showers",
+                     "program", "observation", "visit", "exposure"]
+
+
+def plan_lookalikes(rng: np.random.Generator, plan: pd.DataFrame, sc: dict, profile: Profile) -> dict:
+    """The look-alikes that span exposures: latents, raised pixels after hits, offset lines."""
+    boxes = footprints(profile, sc)
+    return dict(latents=look.plan_latents(rng, plan, boxes, sc.get("persistence") or {}),
+                raised=look.plan_cr_raised(rng, plan, boxes, sc.get("cr_raised") or {}),
+                lines=look.plan_line_offsets(rng, plan, boxes, sc.get("line_offsets") or {}))
 
 
 def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path | dict | None = None,
@@ -792,36 +1041,36 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
     if int(n) < 1:
         raise ValueError(f"n={n}: simulate needs at least one exposure")
     out = Path(out)
-    old = sorted(out.glob(RATE_GLOB)) if out.exists() else []
+    old = sorted(p for g in PRODUCT_GLOBS for p in out.glob(g)) if out.exists() else []
     if old and not overwrite:
-        raise FileExistsError(f"{out} already holds {len(old)} {RATE_GLOB} files (e.g. {old[0].name}); "
+        raise FileExistsError(f"{out} already holds {len(old)} rate/rateints files (e.g. {old[0].name}); "
                               "choose an empty folder or pass overwrite=True")
     profile = profiles.load(mode)
     sc = load_scenario(scenario, profile)
     check_layout(sc, profile)
-    rng_plan, rng_truth, rng_tel, exp_ss = _streams(seed)
+    rng_plan, rng_truth, rng_tel, exp_ss, rng_look = _streams(seed)
     plan = plan_exposures(rng_plan, n, sc, profile, start=start, span_days=span_days,
                           subarray_mix=subarray_mix, full_frame=full_frame)
     truth = draw_truth(rng_truth, plan, sc, profile)
-
-    high = _telegraph_states(rng_tel, truth, plan)
+    resp = response.detector_response(profile, sc, detector_name(profile, sc))
+    noise_amplitudes(truth, plan, sc, profile, resp)
+    high = defect_states(rng_tel, truth, plan)
     new = truth[~truth.static]
     ctx = _Context(sc=sc, profile=profile, plan=plan, boxes=footprints(profile, sc),
-                   static_dq=_static_dq(truth, profile),
-                   y=new.y.to_numpy(), x=new.x.to_numpy(), kind=new.flag.to_numpy().astype(str),
-                   start=new.start_mjd.to_numpy(float), end=new.end_mjd.to_numpy(float),
-                   amp=new.amplitude.to_numpy(float), high=high,
-                   sigma=np.full((len(new), len(plan)), np.nan, np.float32))
+                   static_dq=_static_dq(truth, profile), resp=resp, new=new.reset_index(drop=True), high=high,
+                   sigma=np.full((len(new), len(plan)), np.nan, np.float32),
+                   **plan_lookalikes(rng_look, plan, sc, profile))
 
     out.mkdir(parents=True, exist_ok=True)
     for p in old:
         p.unlink()
-    files, infos = [], []
+    files, infos, lookalikes = [], [], []
     exp_seeds = exp_ss.spawn(len(plan))
     for i in range(len(plan)):
-        arrays, info = render_exposure(i, ctx, np.random.default_rng(exp_seeds[i]))
+        arrays, info, rows = render_exposure(i, ctx, np.random.default_rng(exp_seeds[i]))
         files.append(write_rate(out / plan.file.iat[i], plan.iloc[i], arrays, sc))
         infos.append(info)
+        lookalikes.append(rows)
         if progress:
             print(f"simulate: {i + 1}/{len(plan)} {plan.file.iat[i]}", flush=True)
 
@@ -831,6 +1080,7 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
         sig[seen] = np.nanmedian(ctx.sigma[seen], axis=1)
     truth["amplitude_sigma"] = np.nan
     truth.loc[~truth.static, "amplitude_sigma"] = np.abs(sig)
+    lookalikes = pd.concat(lookalikes, ignore_index=True) if lookalikes else look.empty_lookalikes()
 
     exposures = pd.concat([plan.reset_index(drop=True), pd.DataFrame(infos)], axis=1).rename(columns={"effexptm": "exptime"})
     exposures = exposures[[c for c in _EXPOSURE_COLUMNS if c in exposures]] if len(exposures) else exposures
@@ -839,12 +1089,16 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
     truth_path = truth_dir / "truth.csv"
     truth.to_csv(truth_path, index=False)
     truth.to_parquet(truth_dir / "truth.parquet", index=False)
+    lookalikes.to_csv(truth_dir / "lookalikes.csv", index=False)
+    lookalikes.to_parquet(truth_dir / "lookalikes.parquet", index=False)
     exposures_path = truth_dir / "exposures.csv"
     exposures.to_csv(exposures_path, index=False)
     used = {k: v for k, v in sc.items() if k != "source"}
     used["run"] = dict(n=n, seed=seed, mode=mode, start=str(start), span_days=float(span_days),
-                       subarray_mix=subarray_mix, full_frame=full_frame, scenario_source=sc["source"])
+                       subarray_mix=subarray_mix, full_frame=full_frame, scenario_source=sc["source"],
+                       anneals_mjd=[float(t) for t in truth.attrs.get("anneals_mjd", [])])
     with open(truth_dir / "scenario.yaml", "w") as f:
         yaml.safe_dump(used, f, sort_keys=False)
     return SimulationResult(out=out, files=files, truth_path=truth_path, truth=truth,
-                            exposures_path=exposures_path, exposures=exposures)
+                            exposures_path=exposures_path, exposures=exposures, lookalikes=lookalikes,
+                            lookalikes_path=truth_dir / "lookalikes.csv")

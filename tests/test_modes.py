@@ -3,11 +3,13 @@ and ingest accepts a mode's files and rejects other modes' with a reason."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import yaml
 from astropy.io import fits
-from stdatamodels.jwst.datamodels import ImageModel
+from stdatamodels.jwst.datamodels import CubeModel, ImageModel
 
 import lrscube
 from lrscube import cube, profiles
@@ -119,13 +121,14 @@ def test_simulated_files_are_valid_with_the_modes_keywords(sims, mode):
     res = sims[mode]
     assert res.files
     for path in res.files:
-        assert path.name.endswith(f"_{tag}_rate.fits")
-        m = ImageModel(str(path))
+        ints = path.name.endswith(f"_{tag}_rateints.fits")
+        assert ints or path.name.endswith(f"_{tag}_rate.fits")
+        m = (CubeModel if ints else ImageModel)(str(path))
         m.validate()
         ph = fits.getheader(path, 0)
         assert ph["DETECTOR"] == det and ph["EXP_TYPE"] in exps and ph["SUBARRAY"] in prof.subarrays
         assert prof.accepts(ph["DETECTOR"], ph["EXP_TYPE"], ph["SUBARRAY"]) is None
-        assert m.data.shape == (ph["SUBSIZE2"], ph["SUBSIZE1"])
+        assert m.data.shape[-2:] == (ph["SUBSIZE2"], ph["SUBSIZE1"])
         if mode.startswith("mrs"):
             assert fits.getheader(path, "SCI")["DISPAXIS"] == 2
             assert ph["CHANNEL"] == ("12" if mode == "mrs-short" else "34")
@@ -137,8 +140,9 @@ def test_simulated_files_are_valid_with_the_modes_keywords(sims, mode):
 
 def test_mrs_frame_has_slices_gaps_and_two_channel_levels(sims):
     prof = profiles.load("mrs-short")
-    m = ImageModel(str(sims["mrs-short"].files[0]))
-    prof_x = np.nanmedian(m.data[300:700], axis=0)
+    d = fits.getdata(sims["mrs-short"].files[0], "SCI")
+    d = _mean_of_integrations(d)
+    prof_x = np.nanmedian(d[300:700], axis=0)
     c1, gap, c2 = (prof.regions[k] for k in ("channel_1", "inter_channel", "channel_2"))
     floor = np.median(prof_x[gap.x0 + 2:gap.x1 - 2])
     lvl1, lvl2 = np.median(prof_x[c1.x0:c1.x1]), np.median(prof_x[c2.x0:c2.x1])
@@ -149,12 +153,62 @@ def test_mrs_frame_has_slices_gaps_and_two_channel_levels(sims):
     assert len(starts) >= 20
 
 
+def _mean_of_integrations(d: np.ndarray) -> np.ndarray:
+    """A rate image from a rate (2-D) or rateints (3-D) SCI array (pixels NaN in every integration stay NaN)."""
+    if d.ndim == 2:
+        return d
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(d, axis=0)
+
+
+def _fractional_ripple(values: np.ndarray, window: int = 31) -> np.ndarray:
+    """values / their running median - 1 along axis 0 (the fixed pattern left after the smooth sky)."""
+    from scipy.ndimage import median_filter
+
+    smooth = median_filter(values, size=(window,) + (1,) * (values.ndim - 1), mode="nearest")
+    return values / smooth - 1.0
+
+
+def test_mrs_fringes_are_fixed_and_proportional_to_the_sky(sims):
+    """MRS rate files carry the detector's fringes: along the middle columns of slices, SCI over its
+    smooth trend ripples like the detector response, by the same fraction in every exposure
+    whatever its sky level (a fixed, multiplicative pattern); the truth has no row for it."""
+    from lrscube.sim_layouts import slice_bounds
+    from lrscube.sim_response import detector_response
+
+    prof = profiles.load("mrs-short")
+    res = sims["mrs-short"]
+    resp = detector_response(prof, load_scenario(None, prof), "MIRIFUSHORT")
+    c2 = prof.regions["channel_2"]
+    cols = [int(round((a + b) / 2)) for a, b in slice_bounds(c2.x0, c2.x1, 17, 3.0)][3:13]
+    rows = slice(300, 700)
+    taken = set(zip(res.truth.y, res.truth.x))
+    expect = _fractional_ripple(resp[rows, cols])
+    assert np.std(expect) > 0.02  # a few percent of ripple in channel 2
+    ripples = []
+    for path in res.files:
+        d = fits.getdata(path, "SCI")
+        d = _mean_of_integrations(d)[rows, cols].astype(float)
+        ripples.append(_fractional_ripple(d))
+    ok = np.array([[(y, x) not in taken for x in cols] for y in range(rows.start, rows.stop)])
+    ok &= np.isfinite(ripples[0]) & np.isfinite(ripples[1])
+    for r in ripples:
+        assert np.corrcoef(r[ok], expect[ok])[0, 1] > 0.7
+    a, b = ripples
+    assert np.std(a[ok] - b[ok]) < 0.5 * np.std(expect[ok]) + 3 * np.median(np.abs(a[ok] - b[ok]))
+    sky = res.exposures.sky_factor.to_numpy()
+    assert max(sky) / min(sky) > 1.05  # two sky levels, one fractional pattern
+    assert not res.truth.behaviour.isin(["flat", "fringe"]).any()
+
+
 def test_imager_frame_is_flat_with_a_dark_coronagraph_area(sims):
     prof = profiles.load("imager")
     res = sims["imager"]
     full = [p for p, s in zip(res.files, res.exposures.subarray) if s == "FULL"]
     assert full, "the imager sample has no full frame"
-    d = ImageModel(str(full[0])).data
+    d = fits.getdata(full[0], "SCI")
+    d = _mean_of_integrations(d)
     field, dark = prof.regions["imaging_field"], prof.regions["dark_left"]
     sky = np.nanmedian(d[field.slices()])
     assert np.nanmedian(d[50:950, dark.x0 + 10:dark.x1 - 10]) < 0.1 * sky
