@@ -125,7 +125,9 @@ def cmd_apply(a):
 def cmd_evaluate(a):
     from .evaluate import evaluate, format_report
 
-    print(format_report(evaluate(a.store, a.truth, mode=a.mode, baselines=not a.no_baselines)))
+    min_snr = None if a.min_snr == "threshold" else float(a.min_snr)
+    print(format_report(evaluate(a.store, a.truth, mode=a.mode, baselines=not a.no_baselines,
+                                 lookalikes=a.lookalikes, min_snr=min_snr)))
     return 0
 
 
@@ -238,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, help="truth.csv written by `lrscube simulate`")
     _add_mode(p)
     p.add_argument("--no-baselines", action="store_true", help="skip the static-mask and selfcal baselines")
+    p.add_argument("--lookalikes", default=None,
+                   help="must-not table (default: lookalikes.parquet/.csv beside the truth table)")
+    p.add_argument("--min-snr", default="5",
+                   help="stacked significance (sigma) that makes a defect detectable; 'threshold' = the "
+                        "detection threshold + 2.33 sigma")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="write an HTML report with plots")

@@ -72,6 +72,9 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
     ev = evaluate(str(store), sim.truth_path)
     lines.append("evaluate against the simulator's truth, with two baselines:")
     lines += ["  " + ln for ln in format_report(ev).splitlines()]
+    lines.append("recall of new defects per behaviour: " + ", ".join(
+        f"{name} {v['recall_new_defects']:.3f} ({v['new_detectable']})" if v["new_detectable"] else f"{name} n/a"
+        for name, v in ev["per_behaviour"].items()))
     crds = export_crds(str(store), str(work / "crds"), author="lrscube demo", pedigree="SIMULATION",
                        max_files=12, overwrite=True)
     lines.append("export-crds (at most 12 files):")
