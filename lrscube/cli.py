@@ -37,7 +37,7 @@ def cmd_simulate(a):
                    start=a.start, span_days=a.span_days, subarray_mix=a.subarray_mix,
                    full_frame=not a.subarray_only, progress=True, overwrite=a.overwrite)
     print(f"wrote {len(res.files)} exposures to {res.out}; truth table {res.truth_path} "
-          f"({len(res.truth)} defect intervals)")
+          f"({len(res.truth)} defect intervals), look-alikes {res.lookalikes_path} ({len(res.lookalikes)} rows)")
     return 0
 
 
@@ -162,16 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("simulate", help="write simulated MIRI LRS rate files and a truth table")
-    p.add_argument("out", help="output directory (rate files; truth/ beside them)")
+    p = sub.add_parser("simulate", help="write simulated MIRI rate/rateints files and their truth tables")
+    p.add_argument("out", help="output directory (rate and rateints files; truth/ beside them)")
     p.add_argument("--n", type=int, default=150, help="number of exposures (default 150)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scenario", default=None, help="scenario YAML (default configs/scenario-default.yaml)")
+    p.add_argument("--scenario", default=None, help="scenario YAML or shipped name, e.g. 'ideal' "
+                                                    "(default configs/scenario-default.yaml)")
     p.add_argument("--start", default="2022-07-15", help="date of the first exposure (ISO)")
     p.add_argument("--span-days", type=float, default=900.0, help="time span of the set in days")
     p.add_argument("--subarray-mix", type=float, default=None, help="fraction of SLITLESSPRISM exposures (0-1)")
     p.add_argument("--subarray-only", action="store_true", help="only SLITLESSPRISM exposures (small and fast)")
-    p.add_argument("--overwrite", action="store_true", help="replace rate files already in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace rate/rateints files already in OUT")
     _add_mode(p)
     p.set_defaults(func=cmd_simulate)
 

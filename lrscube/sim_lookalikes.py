@@ -86,9 +86,9 @@ def blob_image(box, cy: float, cx: float, sigma: float, peak: float) -> np.ndarr
 
 def plan_cr_raised(rng: np.random.Generator, plan: pd.DataFrame, boxes: dict, cfg: dict) -> pd.DataFrame:
     """Cosmic-ray hits that leave a pixel raised: one row per hit (exposure of the hit ``hit``, full-frame
-    ``y, x``, ``t_hit`` MJD, ``amplitude`` DN/s at the hit, ``tau_days``). The hit itself is an
-    ordinary cosmic ray of its exposure (flagged JUMP_DET); the raised level decays over the
-    following exposures."""
+    ``y, x``, ``t_hit`` MJD, ``amplitude`` DN/s at the hit, ``tau_days``). The raised level
+    decays from the hit on, over the rest of its exposure (where the jump step flags the hit)
+    and the following exposures."""
     cols = ["hit", "y", "x", "t_hit", "amplitude", "tau_days"]
     if not cfg or float(cfg.get("per_megapixel_per_ks", 0) or 0) <= 0 or len(plan) == 0:
         return pd.DataFrame(columns=cols)
@@ -104,21 +104,26 @@ def plan_cr_raised(rng: np.random.Generator, plan: pd.DataFrame, boxes: dict, cf
     return pd.DataFrame(rows, columns=cols)
 
 
-def raised_in(events: pd.DataFrame, i: int, plan: pd.DataFrame, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full-frame (y, x) and excess (DN/s) of the raised pixels in exposure ``i`` (after their hit)."""
+def raised_in(events: pd.DataFrame, i: int, plan: pd.DataFrame, box) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                           np.ndarray]:
+    """Full-frame (y, x), mean excess (DN/s) over exposure ``i`` and whether the hit itself falls in
+    ``i`` (then the pipeline's jump step flags it), of the pixels raised by hits up to ``i``."""
+    empty = np.zeros(0, int), np.zeros(0, int), np.zeros(0), np.zeros(0, bool)
     if events.empty:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
-    ev = events[events["hit"] < i]
+        return empty
+    ev = events[events["hit"] <= i]
     if ev.empty:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+        return empty
     t0, t1 = float(plan["expstart"].iat[i]), float(plan["expend"].iat[i])
-    dt0 = t0 - ev["t_hit"].to_numpy(float)
+    t_hit = ev["t_hit"].to_numpy(float)
     tau = ev["tau_days"].to_numpy(float)
-    # mean of a0 exp(-(t - t_hit)/tau) over the exposure
-    mean = ev["amplitude"].to_numpy(float) * np.exp(-dt0 / tau) * tau / (t1 - t0) * (1 - np.exp(-(t1 - t0) / tau))
+    a0 = ev["amplitude"].to_numpy(float)
+    # mean of a0 exp(-(t - t_hit)/tau) over the part of the exposure after the hit
+    start = np.maximum(t0, t_hit)
+    mean = a0 * np.exp(-(start - t_hit) / tau) * tau / (t1 - t0) * (1 - np.exp(-(t1 - start) / tau))
     y, x = ev["y"].to_numpy(int), ev["x"].to_numpy(int)
     keep = (mean > 1e-4) & (y >= box.y0) & (y < box.y1) & (x >= box.x0) & (x < box.x1)
-    return y[keep], x[keep], mean[keep]
+    return y[keep], x[keep], mean[keep], (ev["hit"].to_numpy() == i)[keep]
 
 
 def plan_line_offsets(rng: np.random.Generator, plan: pd.DataFrame, boxes: dict, cfg: dict) -> list[list[tuple]]:

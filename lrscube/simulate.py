@@ -241,7 +241,8 @@ def _loguniform(rng, lo_hi, size=None):
 def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile, *, start: str | float = "2022-07-15",
                    span_days: float = 900.0, subarray_mix: float | None = None,
                    full_frame: bool = True) -> pd.DataFrame:
-    """One row per exposure, in time order: names, subarray, timing, sky level and source.
+    """One row per exposure, in time order: names, subarray, timing, sky level (and sky steps),
+    source, and product (``rate`` or ``rateints``).
 
     Exposures come in visits of ``exposures.per_visit`` back-to-back exposures sharing program,
     observation, visit and subarray; visits start at random times over ``span_days``.
@@ -737,7 +738,7 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
     add = effect == "add"
     photon[ly[add], lx[add]] += amp[add]
     # raised pixels after a cosmic-ray hit earlier in the visit: a current, like a warm pixel
-    ry, rx, ramp_ = look.raised_in(ctx.raised, i, ctx.plan, box)
+    ry, rx, ramp_, hit_here = look.raised_in(ctx.raised, i, ctx.plan, box)
     np.add.at(photon, (ry - box.y0, rx - box.x0), ramp_)
     # telegraphs switching within the exposure: each integration's high fraction
     intra = np.flatnonzero(effect == "rts_intra")
@@ -787,6 +788,7 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
     kk = rng.integers(0, nints, yy.size)
     np.add.at(sci, (kk, yy, xx), a * nints)
     dq[kk, yy, xx] |= np.uint32(flags.JUMP_DET)
+    dq[:, ry[hit_here] - box.y0, rx[hit_here] - box.x0] |= np.uint32(flags.JUMP_DET)  # the raising hit
     cr_y, cr_x, cr_a = [yy], [xx], [a]
     yy, xx, a, n_unflag = _cosmic_rays(rng, box, exp.effexptm, cr, "unflagged_per_megapixel_per_ks", False)
     np.add.at(sci, (rng.integers(0, nints, yy.size), yy, xx), a * nints)
