@@ -10,7 +10,7 @@ The public API (the CLI calls only this; a notebook can do everything the CLI do
     open_mask(store)                mask cube as an xarray Dataset (time=epoch start, y, x)
     mask_at(store, time)            the 2-D mask valid at a time
     evaluate(store, truth)          precision / recall against a truth table
-    export_crds(store, out)         MASK reference files, one per epoch
+    export_crds(store, out)         a CRDS delivery of MASK reference files, checked and recorded
     apply_mask(store, files)        OR the right epoch into existing products' DQ
     report(store, out)              HTML page with plots
     pixel_history(store, y, x)      one pixel's residuals against time

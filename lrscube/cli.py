@@ -108,7 +108,7 @@ def cmd_export_crds(a):
 
     res = export_crds(a.store, a.out, author=a.author, pedigree=a.pedigree, max_files=a.max_files,
                       min_epoch_days=a.min_epoch_days, baseline=a.baseline,
-                      first_useafter=a.first_useafter, overwrite=a.overwrite)
+                      first_useafter=a.first_useafter, overwrite=a.overwrite, **_delivery_options(a))
     print(res)
     return 0
 
@@ -151,6 +151,80 @@ def cmd_demo(a):
     from .demo import demo
 
     return demo(n=a.n, workdir=a.workdir, seed=a.seed, full_frame=a.full_frame, scheduler=a.scheduler)
+
+
+# --------------------------------------------------------------------------- runs and deliveries
+
+
+def _delivery_options(a) -> dict:
+    return {"every_epoch": a.every_epoch, "min_changed_pixels": a.min_changed_pixels, "name": a.name}
+
+
+def _add_delivery_options(p):
+    """export-crds options of the delivery rule (lrscube.delivery_rule)."""
+    p.add_argument("--every-epoch", action="store_true",
+                   help="one file per mask-cube epoch (no delivery rule; --max-files/--min-epoch-days still merge)")
+    p.add_argument("--min-changed-pixels", type=int, default=None,
+                   help="a new file needs at least this many pixels of one class changed in the mode's regions "
+                        "(default: the profile's delivery.min_changed_pixels, 1)")
+    p.add_argument("--name", default=None, help="the delivery's name in the store (default delivery-NNN)")
+
+
+def cmd_history(a):
+    from .provenance import format_history, read_runs
+
+    runs = read_runs(a.store, a.command_filter)
+    if a.json:
+        import json
+
+        print(json.dumps(runs, indent=1))
+    else:
+        print(format_history(runs[-a.last:] if a.last else runs))
+    return 0
+
+
+def cmd_deliveries(a):
+    from .deliveries import format_deliveries, list_deliveries
+
+    recs = list_deliveries(a.store)
+    if a.json:
+        import json
+
+        print(json.dumps(recs, indent=1, default=str))
+    else:
+        print(format_deliveries(recs))
+    return 0
+
+
+def cmd_diff(a):
+    from .deliveries import diff
+
+    print(diff(a.store, a.a, a.b, out=a.out, delivery=a.delivery))
+    return 0
+
+
+def _add_ops_commands(sub):
+    p = sub.add_parser("history", help="the runs recorded in the store (ingest, detect, export-crds)")
+    _add_store(p)
+    p.add_argument("--command", dest="command_filter", default=None, choices=["ingest", "detect", "export-crds"],
+                   help="only runs of this command")
+    p.add_argument("--last", type=int, default=None, help="only the last N runs")
+    p.add_argument("--json", action="store_true", help="the full records as JSON")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("deliveries", help="the MASK deliveries recorded in the store")
+    _add_store(p)
+    p.add_argument("--json", action="store_true", help="the full records (manifests) as JSON")
+    p.set_defaults(func=cmd_deliveries)
+
+    p = sub.add_parser("diff", help="pixels that changed between two deliveries, or the masks at two dates")
+    _add_store(p)
+    p.add_argument("a", help="a delivery name, or a date (ISO or MJD)")
+    p.add_argument("b", help="a delivery name, or a date (ISO or MJD)")
+    p.add_argument("--delivery", default=None, help="with two dates: take the masks from this delivery's files "
+                                                    "(default: the mask cube)")
+    p.add_argument("--out", default=".", help="folder for the map (PNG), the pixels (CSV) and a summary (JSON)")
+    p.set_defaults(func=cmd_diff)
 
 
 # --------------------------------------------------------------------------- parser
@@ -210,18 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extrapolate", action="store_true", help="before the first epoch, use the first epoch's mask")
     p.set_defaults(func=cmd_mask_at)
 
-    p = sub.add_parser("export-crds", help="write MASK reference files, one per epoch")
+    p = sub.add_parser("export-crds", help="write a CRDS delivery of MASK reference files")
     _add_store(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--author", default=None, help="AUTHOR keyword (default: your login name)")
     p.add_argument("--pedigree", default=None,
                    help="default: INFLIGHT <first> <last> exposure dates of each file; SIMULATION for simulated data")
     p.add_argument("--max-files", type=int, default=None, help="merge epochs, least cost first, to at most this many files")
-    p.add_argument("--min-epoch-days", type=float, default=None, help="minimum epoch length (default: as in the mask cube)")
+    p.add_argument("--min-epoch-days", type=float, default=None,
+                   help="files at least this many days apart (default: the profile's delivery interval, 30; "
+                        "with --every-epoch: as in the mask cube)")
     p.add_argument("--baseline", default=None, help="existing static MASK file whose flags every epoch keeps")
     p.add_argument("--first-useafter", default=None,
                    help="USEAFTER of the first file (default: the first exposure); earlier covers older data")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (and a delivery of that name)")
+    _add_delivery_options(p)
     p.set_defaults(func=cmd_export_crds)
 
     p = sub.add_parser("apply", help="OR the right epoch's mask into existing products' DQ")
@@ -275,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-frame", action="store_true", help="simulate full-frame and slitless exposures (slower)")
     _add_scheduler(p)
     p.set_defaults(func=cmd_demo)
+    _add_ops_commands(sub)
     return ap
 
 
@@ -290,7 +368,7 @@ def main(argv=None) -> int:
 
     try:
         return int(a.func(a) or 0)
-    except (StoreError, LockedError, FileNotFoundError, ValueError) as e:
+    except (StoreError, LockedError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"lrscube {a.command}: error: {e}", file=sys.stderr)
         return 2
 

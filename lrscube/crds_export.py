@@ -1,11 +1,15 @@
-"""CRDS export: one full-frame MASK reference file per epoch of the mask cube, plus a manifest.
+"""CRDS export: a delivery of full-frame MASK reference files, plus a manifest, recorded in the store.
 
 Composition (:func:`export_crds`)::
 
-    mask cube (or, when the limits differ from the cube's, a re-plan from the intervals)
+    epochs: the delivery rule's plan from the intervals (lrscube.delivery_rule), or with
+            every_epoch the mask cube's epochs (re-planned when the limits differ from the cube's)
       -> frames: epoch dq | baseline | REFERENCE_PIXEL columns
-      -> MaskModel per file (DQ_DEF from stdatamodels' dqflags, all CRDS keywords), validated
-      -> manifest JSON + CSV: USEAFTER, counts per flag, changes from the previous file, cost
+      -> MaskModel per file (DQ_DEF from stdatamodels' dqflags, all CRDS keywords, HISTORY with
+         the runs it came from), written to a staging folder
+      -> validate_delivery (lrscube.delivery_checks): every file and the set; refuse if any fails
+      -> files put in place; manifest JSON + CSV: USEAFTER, counts per flag, changes from the
+         previous file, cost; the delivery recorded in the store (lrscube.deliveries)
 
 USEAFTER of file k is its epoch's start (first exposure start rounded down to the second); the
 first file's USEAFTER is the mask cube's ``valid_from`` (default: the first exposure's date,
@@ -36,6 +40,7 @@ import xarray as xr
 
 from . import flags
 from . import maskcube as mc
+from . import provenance
 from . import store as st
 
 log = logging.getLogger(__name__)
@@ -139,8 +144,11 @@ def mask_model(dq: np.ndarray, *, useafter: str, author: str, pedigree: str, des
     m.meta.subarray.ystart = 1
     m.meta.subarray.xsize = int(nx)
     m.meta.subarray.ysize = int(ny)
-    m.meta.subarray.fastaxis = 1
-    m.meta.subarray.slowaxis = 2
+    from .delivery_checks import DETECTORS
+
+    _, fast, slow = DETECTORS.get(str(detector).upper(), (None, 1, 2))
+    m.meta.subarray.fastaxis = fast
+    m.meta.subarray.slowaxis = slow
     for line in history:
         for piece in textwrap.wrap(line, 70) or [""]:
             m.add_history_entry(piece)
@@ -201,10 +209,18 @@ class Manifest(dict):
         files = self.get("files", [])
         cost = (self.get("merge_cost") or {}).get("pixel_exposures") or {}
         ep = self.get("epochs", {})
-        lines = [f"{len(files)} MASK files in {self.get('out')} ({ep.get('n_unmerged')} unmerged epochs, "
-                 f"{ep.get('n_mask_cube')} in the mask cube; epochs: {ep.get('source')})",
+        px = (self.get("merge_cost") or {}).get("pixels") or {}
+        rule = self.get("rule") or {}
+        lines = [f"delivery {self.get('delivery')}: {len(files)} MASK files in {self.get('out')} "
+                 f"({ep.get('n_unmerged')} unmerged epochs, {ep.get('n_mask_cube')} in the mask cube; "
+                 f"epochs: {ep.get('source')})",
+                 f"rule: {rule.get('describe', 'none (every epoch)')}",
                  f"merge cost: {cost.get('total', 0):.0f} pixel-exposures wrong ({cost.get('wrongly_flagged', 0):.0f} "
-                 f"wrongly flagged, {cost.get('missed', 0):.0f} missed, {cost.get('relabelled', 0):.0f} relabelled)"]
+                 f"wrongly flagged, {cost.get('missed', 0):.0f} missed, {cost.get('relabelled', 0):.0f} relabelled)"
+                 + (f"; distinct pixels wrong for some exposure: {px.get('missed', 0)} missed"
+                    + (f" ({px['missed_in_regions']} in the rule's regions)" if "missed_in_regions" in px else "")
+                    + f", {px.get('wrongly_flagged', 0)} wrongly flagged" if px else ""),
+                 str(self.get("checks", ""))]
         for f in files:
             add = sum(v for k, v in f["added"].items() if k != "DO_NOT_USE")
             rem = sum(v for k, v in f["removed"].items() if k != "DO_NOT_USE")
@@ -214,12 +230,24 @@ class Manifest(dict):
         return "\n".join(lines)
 
 
+@provenance.recorded("export-crds", provenance.export_config, provenance.export_summary)
 def export_crds(store: str, out: str, author: str | None = None, pedigree: str | None = None,
                 max_files: int | None = None, min_epoch_days: float | None = None,
                 baseline: str | None = None, first_useafter: Any = None,
                 description: str | None = None, prefix: str | None = None, start_index: int = 1,
-                reference_pixels: bool = True, overwrite: bool = False) -> dict[str, Any]:
-    """Write one MASK reference file per epoch into ``out`` plus a manifest (JSON and CSV).
+                reference_pixels: bool = True, overwrite: bool = False, every_epoch: bool = False,
+                min_changed_pixels: int | None = None, name: str | None = None) -> dict[str, Any]:
+    """Write a CRDS delivery of MASK reference files into ``out``, plus a manifest (JSON and CSV),
+    and record it in the store under ``name``.
+
+    By default the files follow the mode profile's delivery rule (:mod:`lrscube.delivery_rule`):
+    a new file only where the mask changed materially in the regions the mode uses, and files at
+    least ``min_epoch_days`` (the profile's ``delivery.min_interval_days``, 30) apart; the merge
+    planner chooses, under those limits, the cut that gets the fewest pixel-exposures wrong.
+    ``every_epoch=True``: no rule, one file per epoch of the mask cube (merged only as
+    ``max_files``/``min_epoch_days`` ask). Every file is checked (:func:`lrscube.delivery_checks.
+    validate_delivery`) before any is written: an invalid delivery raises
+    :class:`~lrscube.delivery_checks.InvalidDeliveryError` and leaves ``out`` as it was.
 
     Parameters
     ----------
@@ -233,10 +261,10 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
         PEDIGREE for every file; default ``INFLIGHT <first> <last>`` dates of each file's own
         exposures. Use ``SIMULATION`` for simulated data.
     max_files : int, optional
-        At most this many files: epochs are merged by a dynamic program that minimises the
-        exposure-time-weighted pixel-exposures the merged masks get wrong (reported).
+        At most this many files (the planner merges at the least cost; reported).
     min_epoch_days : float, optional
-        Minimum epoch length (the last epoch exempt); default: as the mask cube was built.
+        Files at least this many days apart (the last exempt); default: the profile's delivery
+        interval, or with ``every_epoch`` as the mask cube was built.
     baseline : str, optional
         A static full-frame MASK file whose flags are ORed into every file.
     first_useafter : time, optional
@@ -249,15 +277,28 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
     reference_pixels : bool
         Flag the mode profile's reference columns REFERENCE_PIXEL (as the pipeline's masks do).
     overwrite : bool
-        Replace files of an earlier export with the same prefix in ``out`` (else refuse).
+        Replace files of an earlier export with the same prefix in ``out`` (else refuse), and a
+        recorded delivery of the same ``name``.
+    every_epoch : bool
+        One file per epoch instead of the delivery rule.
+    min_changed_pixels : int, optional
+        The rule's materiality threshold (default the profile's ``delivery.min_changed_pixels``).
+    name : str, optional
+        The delivery's name in the store (default ``delivery-NNN``, the next free number).
 
-    Returns the manifest (dict): files with USEAFTER and counts, and the merge cost.
+    Returns the manifest (dict): files with USEAFTER and counts, the rule, the merge cost (in
+    pixel-exposures and in distinct pixels missed), the checks.
 
     Example::
 
-        >>> m = export_crds("run.zarr", "crds/", author="A. Astronomer", max_files=12)  # doctest: +SKIP
+        >>> m = export_crds("run.zarr", "crds/", author="A. Astronomer", name="2024-q3")  # doctest: +SKIP
         >>> [f["useafter"] for f in m["files"]]  # doctest: +SKIP
     """
+    from . import deliveries as dl
+    from . import profiles
+    from .delivery_checks import InvalidDeliveryError, validate_delivery
+    from .delivery_rule import DeliveryRule
+
     cube = mc.open_mask(store)
     attrs = dict(cube.attrs)
     frame_shape = tuple(attrs.get("frame_shape", mc.DEFAULT_FRAME))
@@ -270,30 +311,40 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
     if pedigree is not None:
         pedigree = check_pedigree(pedigree)
     prefix = prefix or f"jwst_{instrument.lower()}_mask_lrscube"
+    run = provenance.current()
+    created = datetime.now(timezone.utc)
+    name = dl.check_name(name or dl.next_name(store))
+    if dl.exists(store, name) and not overwrite:
+        raise FileExistsError(f"{store}: a delivery named {name!r} is recorded already (lrscube deliveries "
+                              f"--store {store}); choose another --name, or --overwrite")
+    try:
+        profile = profiles.load(attrs.get("profile") or None)
+    except ValueError:
+        profile = None
+    rule = None if every_epoch else DeliveryRule.from_profile(profile, min_epoch_days, min_changed_pixels)
     cube_min = float(attrs.get("min_epoch_days", 0.0))
-    min_days = cube_min if min_epoch_days is None else float(min_epoch_days)
+    min_days = (cube_min if min_epoch_days is None else float(min_epoch_days)) if rule is None \
+        else float(rule.min_interval_days)
     base = read_baseline(baseline, frame_shape, detector) if baseline else None
+    _prepare_out(out, prefix, overwrite, remove=False)  # refuse early; old files go once the new ones pass
 
-    # 1. epochs: the cube's, or a re-plan from the intervals when the limits differ
-    replan = (min_days != cube_min) or (max_files is not None and max_files < cube.sizes["time"])
+    # 1. epochs: the delivery rule's plan; with every_epoch the cube's, or a re-plan when the limits differ
+    replan = rule is not None or (min_days != cube_min) or (max_files is not None and max_files < cube.sizes["time"])
+    pixels_wrong = None
     if replan:
-        from . import profiles
-
-        try:
-            profile = profiles.load(attrs.get("profile") or None)
-        except ValueError:
-            profile = None
         intervals = st.read_table(store, st.INTERVALS)
         plan = mc.plan_epochs(intervals, _exposures_from_cube(cube), profile, min_epoch_days=min_days,
-                              max_epochs=max_files, baseline=base, frame_shape=frame_shape)
+                              max_epochs=max_files, baseline=base, frame_shape=frame_shape, rule=rule)
         ds = mc.mask_dataset(plan, profile, valid_from=attrs.get("valid_from"), frame_shape=frame_shape)
         cost = {"pixel_seconds": plan.cost["pixel_seconds"], "pixel_exposures": plan.cost["pixel_exposures"]}
-        source = "re-planned from the intervals table"
+        pixels_wrong = plan.cost.get("pixels")
+        source = "the delivery rule" if rule is not None else "re-planned from the intervals table"
     else:
         ds = cube
         cost = {"pixel_seconds": attrs.get("merge_cost_pixel_seconds"),
                 "pixel_exposures": attrs.get("merge_cost_pixel_exposures")}
         source = "the mask cube's epochs"
+    cost["pixels"] = pixels_wrong
     n_epochs = ds.sizes["time"]
     segs = _segment_info(ds)
 
@@ -302,22 +353,15 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
         raise ValueError(f"first_useafter {mc.isot(first_ua)} is after the first epoch start "
                          f"{segs[0]['epoch_start']}: exposures in between would get no lrscube mask")
 
-    # 2. output folder
-    _prepare_out(out, prefix, overwrite)
     extra = np.zeros(frame_shape, "uint32")
     if reference_pixels:
         extra |= reference_pixel_frame(frame_shape, attrs.get("reference_columns", []))
     if base is not None:
         extra |= base
 
-    # 3. one file per epoch (an epoch identical to the previous one after the baseline is folded in)
-    from stdatamodels import __version__ as sdm_version
-
-    from . import __version__
-
-    common = _history_common(attrs, __version__, sdm_version, min_days, max_files, baseline, source, cost,
-                             reference_pixels, n_epochs)
+    # 2. the files' masks (an epoch identical to the previous one after the baseline is folded in)
     files: list[dict[str, Any]] = []
+    masks = []
     prev = None
     for i in range(n_epochs):
         frame = np.asarray(ds["dq"].isel(time=i).values, "uint32") | extra
@@ -329,42 +373,73 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
             continue
         useafter = mc.isot(first_ua) if i == 0 else segs[i]["epoch_start"]
         added, removed = flag_changes(prev, frame)
+        masks.append(dl.sparse_rows(len(files), frame))
         files.append({**segs[i], "epoch": i, "useafter": useafter, "folded_epochs": 0,
-                      "frame": frame, "counts": flag_counts(frame), "n_flagged": int(np.count_nonzero(frame)),
+                      "counts": flag_counts(frame), "n_flagged": int(np.count_nonzero(frame)),
                       "added": added, "removed": removed})
         prev = frame
+    del prev
 
+    # 3. write every file into a staging folder, check the set, then put it in place
+    from stdatamodels import __version__ as sdm_version
+
+    from . import __version__
+
+    detect_run = attrs.get("run")
+    common = _history_common(attrs, __version__, sdm_version, min_days, max_files, baseline, source, cost,
+                             reference_pixels, n_epochs, rule, name)
+    common += provenance.history_lines(str(store), run, detect_run)
     n_files = len(files)
-    for k, f in enumerate(files):
-        f["file"] = f"{prefix}_{start_index + k:04d}.fits"
-        ped = pedigree or f"INFLIGHT {f['first_exposure'][:10]} {f['last_exposure'][:10]}"
-        f["pedigree"] = ped
-        desc = description or f"{instrument} {detector} time-variable bad-pixel mask, lrscube {k + 1} of {n_files}"
-        hist = [*common,
-                f"This file: file {k + 1} of {n_files}, USEAFTER {f['useafter']}; epoch {f['epoch']} "
-                f"(unmerged epochs {f['raw_epochs'][0]}-{f['raw_epochs'][1]}) with {f['n_exposures']} "
-                f"exposures from {f['first_exposure']} to {f['last_exposure']}.",
-                f"Flagged pixels: {f['n_flagged']}; " + ", ".join(f"{n} {c}" for n, c in f["counts"].items()) + "."]
-        model = mask_model(f.pop("frame"), useafter=f["useafter"], author=author, pedigree=ped,
-                           description=desc, instrument=instrument, detector=detector, history=hist)
-        data = _model_bytes(model, f["file"])
-        f["sha256"] = hashlib.sha256(data).hexdigest()
-        f["path"] = _write_file(out, f["file"], data)
-        log.info("wrote %s (USEAFTER %s, %d flagged)", f["path"], f["useafter"], f["n_flagged"])
+    staging, final = _staging(out, run.id if run else created.strftime("%H%M%S%f"))
+    try:
+        for k, f in enumerate(files):
+            f["file"] = f"{prefix}_{start_index + k:04d}.fits"
+            ped = pedigree or f"INFLIGHT {f['first_exposure'][:10]} {f['last_exposure'][:10]}"
+            f["pedigree"] = ped
+            desc = description or f"{instrument} {detector} time-variable bad-pixel mask, lrscube {k + 1} of {n_files}"
+            hist = [*common,
+                    f"DELIVERY: file {k + 1} of {n_files} of delivery {name}, USEAFTER {f['useafter']}; epoch "
+                    f"{f['epoch']} (unmerged epochs {f['raw_epochs'][0]}-{f['raw_epochs'][1]}) with {f['n_exposures']} "
+                    f"exposures from {f['first_exposure']} to {f['last_exposure']}.",
+                    f"DIFFERENCES: flagged pixels {f['n_flagged']}: " + _counts_text(f["counts"])
+                    + "; since the previous file: added " + (_counts_text(f["added"]) or "none")
+                    + ", removed " + (_counts_text(f["removed"]) or "none") + "."]
+            frame = np.zeros(frame_shape, "uint32")
+            r = masks[k]
+            frame[r["y"].to_numpy(), r["x"].to_numpy()] = r["dq"].to_numpy("uint32")
+            model = mask_model(frame, useafter=f["useafter"], author=author, pedigree=ped,
+                               description=desc, instrument=instrument, detector=detector, history=hist)
+            data = _model_bytes(model, f["file"])
+            f["sha256"] = hashlib.sha256(data).hexdigest()
+            with open(os.path.join(staging, f["file"]), "wb") as fh:
+                fh.write(data)
+        check = validate_delivery([os.path.join(staging, f["file"]) for f in files], manifest_files=files,
+                                  names=[f["file"] for f in files])
+        if not check.ok:
+            raise InvalidDeliveryError(f"delivery {name} not written to {out}: it fails the CRDS checks\n{check}")
+        _prepare_out(out, prefix, overwrite, remove=True)
+        for f in files:
+            f["path"] = final(f["file"])
+            log.info("wrote %s (USEAFTER %s, %d flagged)", f["path"], f["useafter"], f["n_flagged"])
+    finally:
+        _remove_staging(staging)
 
-    useafters = [f["useafter"] for f in files]
-    assert all(a < b for a, b in zip(useafters, useafters[1:])), useafters
     manifest = Manifest({
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "delivery": name,
+        "created": created.isoformat(timespec="seconds"),
         "lrscube_version": __version__,
         "store": str(store),
         "out": str(out),
         "instrument": instrument,
         "detector": detector,
+        "frame_shape": list(frame_shape),
+        "every_epoch": bool(every_epoch),
+        "rule": None if rule is None else {**rule.to_dict(), "describe": rule.describe()},
         "parameters": {"author": author, "pedigree": pedigree, "max_files": max_files,
                        "min_epoch_days": min_days, "baseline": str(baseline) if baseline else None,
                        "first_useafter": mc.isot(first_ua), "reference_pixels": reference_pixels,
-                       "prefix": prefix, "start_index": start_index},
+                       "prefix": prefix, "start_index": start_index, "every_epoch": bool(every_epoch),
+                       "min_changed_pixels": None if rule is None else rule.min_changed_pixels},
         "data": {k: attrs.get(k) for k in ("n_exposures", "first_exposure", "last_exposure", "programs",
                                            "valid_from", "profile", "footprints_known")},
         "epochs": {"source": source, "n_unmerged": int(attrs.get("n_raw_epochs", n_epochs)),
@@ -372,14 +447,55 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
                    "n_files": n_files,
                    "same_as_mask_cube": (not replan) or bool(np.array_equal(ds["time"].values, cube["time"].values))},
         "merge_cost": {**cost, "unit": "pixel-exposures the files get wrong against the unmerged epochs: "
-                                        "pixel_seconds weights each by its exposure time (what merging minimises)"},
+                                        "pixel_seconds weights each by its exposure time (what merging minimises); "
+                                        "pixels: distinct pixels wrong for at least one exposure that sees them"},
+        "checks": str(check),
+        "run": run.brief() if run else None,
+        "detect_run": detect_run,
         "files": files,
         "manifest_json": _out_path(out, f"{prefix}_manifest.json"),
         "manifest_csv": _out_path(out, f"{prefix}_manifest.csv"),
     })
     _write_file(out, f"{prefix}_manifest.json", json.dumps(manifest, indent=2, default=_json_default).encode())
     _write_file(out, f"{prefix}_manifest.csv", manifest_csv(files).encode())
+    dl.write_delivery(str(store), name, json.loads(json.dumps(manifest, default=_json_default)),
+                      pd.concat(masks, ignore_index=True) if masks else dl.sparse_rows(0, np.zeros((1, 1), "uint32")))
     return manifest
+
+
+def _counts_text(d: dict[str, int]) -> str:
+    return ", ".join(f"{n} {c}" for c, n in d.items() if n)
+
+
+def _staging(out: str, tag: str):
+    """A local folder to write the files into before they are checked, and how to put one in place.
+
+    Local ``out``: a hidden folder inside it (same disk: each file is renamed into place);
+    fsspec ``out``: a temporary folder, files uploaded once checked.
+    """
+    if st.is_remote(out):
+        staging = tempfile.mkdtemp(prefix="lrscube-delivery-")
+        fs, base = st.fs_and_path(out)
+
+        def final(fname):
+            fs.put_file(os.path.join(staging, fname), f"{base.rstrip('/')}/{fname}")
+            return _out_path(out, fname)
+    else:
+        os.makedirs(out, exist_ok=True)
+        staging = os.path.join(out, f".lrscube-staging-{tag}")
+        os.makedirs(staging, exist_ok=True)
+
+        def final(fname):
+            path = os.path.join(out, fname)
+            os.replace(os.path.join(staging, fname), path)
+            return path
+    return staging, final
+
+
+def _remove_staging(staging: str) -> None:
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def manifest_csv(files: list[dict[str, Any]]) -> str:
@@ -400,27 +516,34 @@ def manifest_csv(files: list[dict[str, Any]]) -> str:
 
 
 def _history_common(attrs, version, sdm_version, min_days, max_files, baseline, source, cost,
-                    reference_pixels, n_epochs) -> list[str]:
+                    reference_pixels, n_epochs, rule=None, name=None) -> list[str]:
+    """HISTORY lines every file of a delivery shares, labelled as reference-file HISTORY usually
+    is (DOCUMENT, SOFTWARE, DATA USED, ...)."""
     programs = attrs.get("programs") or []
     progs = ", ".join(programs) if programs else "unknown"
     ps = (cost or {}).get("pixel_seconds") or {}
     pe = (cost or {}).get("pixel_exposures") or {}
-    return [
-        f"Made by lrscube {version} (stdatamodels {sdm_version}, numpy {np.__version__}) from blank-sky "
-        f"exposures: a time-variable bad-pixel mask, one file per epoch.",
-        f"Data: {attrs.get('n_exposures')} exposures from {attrs.get('first_exposure')} to "
+    px = (cost or {}).get("pixels") or {}
+    how = (f"delivery rule: {rule.describe()}" if rule is not None else "one file per epoch")
+    lines = [
+        f"DOCUMENT: time-variable bad-pixel mask from blank-sky exposures, one file per period of constant "
+        f"mask (lrscube docs/pipeline.md); delivery {name}.",
+        f"SOFTWARE: lrscube {version} (stdatamodels {sdm_version}, numpy {np.__version__}).",
+        f"DATA USED: {attrs.get('n_exposures')} exposures from {attrs.get('first_exposure')} to "
         f"{attrs.get('last_exposure')} (MJD {attrs.get('first_exposure_mjd', float('nan')):.5f} to "
         f"{attrs.get('last_exposure_mjd', float('nan')):.5f}); programs: {progs}.",
-        f"Mode profile {attrs.get('profile')}; DO_NOT_USE also set for "
-        f"{', '.join(attrs.get('do_not_use_policy') or []) or 'none'}.",
-        f"Parameters: min_epoch_days={min_days}, max_files={max_files}, baseline="
+        f"METHOD: mode profile {attrs.get('profile')}; DO_NOT_USE also set for "
+        f"{', '.join(attrs.get('do_not_use_policy') or []) or 'none'}; {how}.",
+        f"PARAMETERS: min_epoch_days={min_days}, max_files={max_files}, baseline="
         f"{os.path.basename(str(baseline)) if baseline else 'none'}, reference_pixels={reference_pixels}; "
         f"epochs: {source} ({attrs.get('n_raw_epochs')} unmerged, {n_epochs} exported).",
-        f"Merge cost: {pe.get('total', 0):.0f} pixel-exposures ({ps.get('total', 0):.0f} pixel-seconds) wrong "
+        f"MERGE COST: {pe.get('total', 0):.0f} pixel-exposures ({ps.get('total', 0):.0f} pixel-seconds) wrong "
         f"against the unmerged epochs ({pe.get('wrongly_flagged', 0):.0f} wrongly flagged, "
-        f"{pe.get('missed', 0):.0f} missed, {pe.get('relabelled', 0):.0f} relabelled).",
-        "Rule: the file with the latest USEAFTER at or before the exposure start applies.",
+        f"{pe.get('missed', 0):.0f} missed, {pe.get('relabelled', 0):.0f} relabelled)"
+        + (f"; {px.get('missed', 0)} distinct pixels missed for some exposure" if px else "") + ".",
+        "RULE: the file with the latest USEAFTER at or before the exposure start applies.",
     ]
+    return lines
 
 
 def _model_bytes(model, name: str) -> bytes:
@@ -433,7 +556,9 @@ def _model_bytes(model, name: str) -> bytes:
             return f.read()
 
 
-def _prepare_out(out: str, prefix: str, overwrite: bool) -> None:
+def _prepare_out(out: str, prefix: str, overwrite: bool, remove: bool = True) -> None:
+    """Refuse an ``out`` holding an earlier export with this prefix unless ``overwrite``; with
+    ``remove``, delete that export's files."""
     fs, path = st.fs_and_path(out)
     fs.makedirs(path, exist_ok=True)
     pat = re.compile(re.escape(prefix) + r"(" + FILE_RE[:-1] + r"|_manifest\.(json|csv))$")
@@ -443,8 +568,9 @@ def _prepare_out(out: str, prefix: str, overwrite: bool) -> None:
         raise FileExistsError(f"{out} already holds {len(old)} files of an export with prefix {prefix!r} "
                               f"(e.g. {old[0].rsplit('/', 1)[-1]}); pass overwrite=True (--overwrite) to replace "
                               "them, or another --out")
-    for p in old:
-        fs.rm(p)
+    if remove:
+        for p in old:
+            fs.rm(p)
 
 
 def _login() -> str:

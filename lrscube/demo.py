@@ -77,7 +77,7 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
         for name, v in ev["per_behaviour"].items()))
     crds = export_crds(str(store), str(work / "crds"), author="lrscube demo", pedigree="SIMULATION",
                        max_files=12, overwrite=True)
-    lines.append("export-crds (at most 12 files):")
+    lines.append("export-crds (the delivery rule, at most 12 files):")
     lines += ["  " + ln for ln in str(crds).splitlines()]
     page = report(str(store), work / "report", manifest=crds.get("manifest_json"))
     lines.append(f"report: {page}")

@@ -32,6 +32,7 @@ import pandas as pd
 
 from . import changepoints as cp
 from . import classify, flags, profiles
+from . import provenance
 from . import store as st
 from . import workstore
 from .cluster import worker_threads
@@ -727,6 +728,7 @@ def _iter_compute(tasks, progress):
 # the store
 
 
+@provenance.recorded("detect", provenance.detect_config, provenance.detect_summary)
 def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None = None,
            progress: bool | None = None, write_mask: bool = True, min_epoch_days: float = 0.0,
            **overrides) -> pd.DataFrame:

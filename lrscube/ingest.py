@@ -38,6 +38,7 @@ import pandas as pd
 
 from . import cube
 from . import profiles as prof
+from . import provenance
 from . import store as st
 from .cluster import get_client, worker_threads
 from .products import (DEFAULT_CONTENT_HASH, LEGACY_CONTENT_HASH, PRODUCT_SUFFIXES, Exposure, Rejected,
@@ -204,6 +205,7 @@ RESERVE = 1024
 # --------------------------------------------------------------------------- composition
 
 
+@provenance.recorded("ingest", provenance.ingest_config, provenance.ingest_summary)
 def ingest(paths, store: str, mode: str | None = None, *, scheduler: str | None = None,
            batch_size: int | None = None, clip: float = 5.0, progress: bool = True) -> IngestSummary:
     """Ingest product files into the exposure cube at ``store``; returns an IngestSummary.

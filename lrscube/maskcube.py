@@ -44,6 +44,7 @@ import xarray as xr
 
 from . import flags
 from . import store as st
+from .delivery_rule import candidate_starts, fold_immaterial, pixels_wrong
 
 log = logging.getLogger(__name__)
 
@@ -414,11 +415,13 @@ def segment_cost_matrix(codes: np.ndarray, wpat: np.ndarray, group: np.ndarray) 
 
 
 def best_segmentation(C: np.ndarray, times_s: np.ndarray, min_epoch_days: float = 0.0,
-                      max_epochs: int | None = None) -> tuple[list[tuple[int, int]], float]:
+                      max_epochs: int | None = None,
+                      allowed_starts: np.ndarray | None = None) -> tuple[list[tuple[int, int]], float]:
     """Cheapest cut of epochs 0..E-1 into contiguous segments (dynamic program).
 
     A segment a..b is allowed when it is the last one or when the next segment starts at least
-    ``min_epoch_days`` (and at least one second, the USEAFTER resolution) after it starts.
+    ``min_epoch_days`` (and at least one second, the USEAFTER resolution) after it starts, and
+    (with ``allowed_starts``, (E,) bool) when a segment may start at epoch a (epoch 0 always).
     At most ``max_epochs`` segments. Among equally cheap cuts the one with fewer segments wins.
     ``times_s`` are epoch starts as datetime64. Returns ([(a, b), ...], cost).
     """
@@ -430,6 +433,10 @@ def best_segmentation(C: np.ndarray, times_s: np.ndarray, min_epoch_days: float 
     a_idx, b_idx = np.meshgrid(np.arange(E), np.arange(E), indexing="ij")
     nxt = np.append(T[1:], np.inf)  # start of epoch b+1
     valid = (b_idx >= a_idx) & ((b_idx == E - 1) | (nxt[b_idx] - T[a_idx] >= min_len))
+    if allowed_starts is not None:
+        ok = np.asarray(allowed_starts, bool).copy()
+        ok[0] = True
+        valid &= ok[a_idx]
     Cv = np.where(valid, C, np.inf)
     tol = 1e-9 * max(1.0, float(np.nanmax(np.where(np.isfinite(Cv), Cv, 0))))
     K = E if max_epochs is None else max(1, min(int(max_epochs), E))
@@ -472,16 +479,18 @@ def best_segmentation(C: np.ndarray, times_s: np.ndarray, min_epoch_days: float 
     return segs[::-1], float(best)
 
 
-def segment_values(values: np.ndarray, wpix: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
+def segment_values(values: np.ndarray, wpix: np.ndarray, segments: list[tuple[int, int]],
+                   codes_table: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The value each pixel gets in each merged segment: the one with the most weight there.
 
     ``wpix`` (E, P) is each pixel's weight per epoch. Ties (including no data at all) go to the
     value with more bits set numerically higher, so a tie flags rather than clears.
+    ``codes_table``: :func:`canonical_codes` of ``values`` when the caller has it already.
     Returns (S, P) uint32.
     """
     if all(a == b for a, b in segments):
         return values[[a for a, _ in segments]].copy()
-    codes, table = canonical_codes(values)
+    codes, table = codes_table if codes_table is not None else canonical_codes(values)
     K = table.shape[1]
     out = np.zeros((len(segments), values.shape[1]), "uint32")
     for s, (a, b) in enumerate(segments):
@@ -565,12 +574,18 @@ def render_frame(frame_shape, static_ys, static_xs, static_values, ys, xs, value
 
 def plan_epochs(intervals: pd.DataFrame, exposures: pd.DataFrame, profile=None,
                 min_epoch_days: float = 0.0, max_epochs: int | None = None,
-                baseline: np.ndarray | None = None, frame_shape=None) -> EpochPlan:
+                baseline: np.ndarray | None = None, frame_shape=None, rule=None) -> EpochPlan:
     """Intervals + exposures -> epochs, merged as the limits ask at the least cost.
 
     ``baseline`` (full-frame uint32) is ORed into every state before costs are counted, so a
     pixel the baseline flags anyway costs nothing to merge. Costs are reported in pixel-seconds
-    (exposure time) and in pixel-exposures, split into wrongly flagged / missed / relabelled.
+    (exposure time) and in pixel-exposures, split into wrongly flagged / missed / relabelled,
+    and in distinct pixels wrong for at least one exposure (``cost["pixels"]``).
+
+    ``rule`` (:class:`lrscube.delivery_rule.DeliveryRule`): plan a CRDS delivery. Epochs are
+    then at least ``rule.min_interval_days`` apart (instead of ``min_epoch_days``), start only
+    where the mask changes in the rule's regions, and each differs materially there from the
+    one before (see :mod:`lrscube.delivery_rule`).
     """
     frame_shape = tuple(frame_shape or (profile.frame_shape if profile is not None else DEFAULT_FRAME))
     exp = prepare_exposures(exposures, frame_shape)
@@ -585,21 +600,35 @@ def plan_epochs(intervals: pd.DataFrame, exposures: pd.DataFrame, profile=None,
     wpat, group = epoch_weights(raw, exp, "weight")
     wpix = pixel_weights(wpat, group)
     secs = raw.times.astype("int64")
+    if rule is not None:
+        min_epoch_days = float(rule.min_interval_days)
+        in_region = rule.region_frame(frame_shape)[raw.ys, raw.xs]
     needs_merge = E > 1 and (
-        (max_epochs is not None and max_epochs < E)
+        rule is not None
+        or (max_epochs is not None and max_epochs < E)
         or bool(np.any(np.diff(secs) < max(float(min_epoch_days) * DAY, 1.0)))
         or bool(np.any(np.all(values[1:] == values[:-1], axis=1)))  # identical after the baseline
     )
     cost = {"pixel_seconds": _zero_cost(), "pixel_exposures": _zero_cost()}
     segs = [(e, e) for e in range(E)]
+    codes_table = None
     if needs_merge:
-        codes, _ = canonical_codes(values)
-        segs, _ = best_segmentation(segment_cost_matrix(codes, wpat, group), raw.times, min_epoch_days, max_epochs)
-    merged = segment_values(values, wpix, segs)
+        codes_table = canonical_codes(values)
+        allowed = None
+        if rule is not None:
+            allowed = candidate_starts(values, in_region)
+        segs, _ = best_segmentation(segment_cost_matrix(codes_table[0], wpat, group), raw.times, min_epoch_days,
+                                    max_epochs, allowed_starts=allowed)
+        if rule is not None:
+            segs = fold_immaterial(segs, lambda a, b: segment_values(values, wpix, [(a, b)], codes_table)[0],
+                                   in_region, rule.min_changed_pixels)
+    merged = segment_values(values, wpix, segs, codes_table)
+    wpat_n, group_n = epoch_weights(raw, exp, None)
+    wpix_n = pixel_weights(wpat_n, group_n)
     if needs_merge:
         cost["pixel_seconds"] = merge_cost(values, merged, segs, wpix)
-        wpat_n, group_n = epoch_weights(raw, exp, None)
-        cost["pixel_exposures"] = merge_cost(values, merged, segs, pixel_weights(wpat_n, group_n))
+        cost["pixel_exposures"] = merge_cost(values, merged, segs, wpix_n)
+    cost["pixels"] = pixels_wrong(values, merged, segs, wpix_n > 0, in_region if rule is not None else None)
     firsts = np.array([a for a, _ in segs], "int64")
     seg_of_raw = np.searchsorted(firsts, np.arange(E), side="right") - 1
     cost["n_raw_epochs"] = int(E)
@@ -772,6 +801,11 @@ def write_mask_cube(store: str, intervals: pd.DataFrame, profile=None, exposures
                              f"into {store} first ({type(e).__name__}: {e})") from None
     plan = plan_epochs(intervals, exposures, profile, min_epoch_days=min_epoch_days)
     ds = mask_dataset(plan, profile, valid_from=valid_from)
+    from . import provenance
+
+    run = provenance.current()
+    if run is not None:  # the run that made this cube, quoted by the MASK files' HISTORY
+        ds.attrs["run"] = run.brief()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
         ds.to_zarr(st.zarr_store(mask_url(store)), mode="w", zarr_format=3, consolidated=False)

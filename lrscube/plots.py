@@ -407,6 +407,69 @@ def epoch_timeline_figure(epochs: pd.DataFrame, exposure_times=None, exposure_ep
     return fig
 
 
+# --------------------------------------------------------------------------- deliveries
+
+
+def diff_map_figure(changes: pd.DataFrame, frame_shape: tuple[int, int] = (1024, 1032),
+                    outlines: Mapping[str, Sequence[int]] | None = None,
+                    title: str = "Pixels that changed") -> Figure:
+    """Full-frame map of the pixels that changed between two masks, coloured by class.
+
+    ``changes``: one row per pixel and class (``y, x, class, change``), ``change`` either
+    ``gained`` (drawn filled: the second mask flags it) or ``lost`` (drawn open). ``outlines``:
+    the regions where a change counts for a delivery.
+    """
+    fig = Figure(figsize=(8.6, 8.0), layout="constrained")
+    ax, handles = _map_axes(fig, frame_shape, outlines, title)
+    if changes is None or len(changes) == 0:
+        ax.text(0.5, 0.5, "no pixel changed", ha="center", va="center", transform=ax.transAxes, color="0.3")
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.85)
+        return fig
+    u = changes.drop_duplicates(["y", "x", "class", "change"])
+    colors = class_colors(u["class"].unique())
+    cls_handles = []
+    order = class_order(colors)
+    for c in order[::-1]:  # defect classes last, on top of DO_NOT_USE at the same pixel
+        g = u[u["class"] == c]
+        gain, lose = g[g["change"] == "gained"], g[g["change"] == "lost"]
+        ax.scatter(gain["x"], gain["y"], s=MARKER_SIZE, c=colors[c], lw=0)
+        ax.scatter(lose["x"], lose["y"], s=MARKER_SIZE, facecolors="none", edgecolors=colors[c], lw=0.8)
+    for c in order:
+        g = u[u["class"] == c]
+        cls_handles.append(Patch(color=colors[c], label=f"{c} (+{int((g['change'] == 'gained').sum())} "
+                                                         f"-{int((g['change'] == 'lost').sum())})"))
+    cls_handles += [Line2D([], [], marker="o", ls="", color="0.3", label="gained (filled)"),
+                    Line2D([], [], marker="o", ls="", mfc="none", mec="0.3", label="lost (open)")]
+    ax.legend(handles=cls_handles + handles, fontsize=7, loc="upper right", framealpha=0.85)
+    return fig
+
+
+def deliveries_figure(files: pd.DataFrame, title: str = "Deliveries: the USEAFTER of each MASK file") -> Figure:
+    """One row per recorded delivery (oldest at the bottom), a tick at each file's USEAFTER.
+
+    ``files``: one row per file, ``delivery``, ``created`` and ``useafter`` (ISO).
+    """
+    fig = Figure(figsize=(10, 1.6 + 0.45 * max(1, files["delivery"].nunique() if files is not None and len(files) else 1)),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    if files is None or len(files) == 0:
+        return _empty(fig, ax, "no deliveries recorded")
+    order = files.drop_duplicates("delivery").sort_values("created")["delivery"].tolist()
+    for i, name in enumerate(order):
+        t = pd.to_datetime(files.loc[files["delivery"] == name, "useafter"]).to_numpy()
+        ax.vlines(t, i - 0.35, i + 0.35, color="tab:blue", lw=1.4)
+        ax.text(1.005, i, f"{len(t)} file{'s' if len(t) != 1 else ''}", transform=ax.get_yaxis_transform(),
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(order)))
+    ax.set_yticklabels(order, fontsize=8)
+    ax.set_ylim(-0.7, len(order) - 0.3)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
+    _date_axis(ax)
+    return fig
+
+
 # --------------------------------------------------------------------------- inputs
 
 

@@ -61,6 +61,9 @@ class Profile:
     detection: dict[str, Any] = field(default_factory=dict)
     #: simulator settings for this mode (layout of sky, slices, dark regions)
     simulation: dict[str, Any] = field(default_factory=dict)
+    #: when a CRDS delivery starts a new file (lrscube.delivery_rule): regions, min_interval_days,
+    #: min_changed_pixels
+    delivery: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     def accepts(self, detector: str | None, exp_type: str | None, subarray: str | None) -> str | None:
@@ -156,6 +159,15 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
     dnu = tuple(d.get("do_not_use", ()))
     for cls in dnu:
         flags.value(cls)
+    delivery = dict(d.get("delivery") or {})
+    unknown = set(delivery) - {"regions", "min_interval_days", "min_changed_pixels"}
+    if unknown:
+        raise ValueError(f"{path}: delivery: unknown key(s) {sorted(unknown)} "
+                         "(known: regions, min_interval_days, min_changed_pixels)")
+    missing_regions = [r for r in delivery.get("regions") or () if r not in regions]
+    if missing_regions:
+        raise ValueError(f"{path}: delivery regions {missing_regions} are not regions of the profile "
+                         f"(regions: {sorted(regions)})")
     prof = Profile(
         name=str(d["name"]),
         description=str(d.get("description", "")),
@@ -170,6 +182,7 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
         do_not_use=dnu,
         detection=dict(d.get("detection") or {}),
         simulation=dict(d.get("simulation") or {}),
+        delivery=delivery,
         source=str(path),
     )
     return prof

@@ -10,6 +10,8 @@ The page (``OUT/index.html`` with the figures beside it; no server, no JavaScrip
     mask epochs         timeline of the mask cube and what changed between consecutive epochs
                         (and between consecutive MASK files, when a manifest is given)
     input coverage      exposures per month by subarray and EXP_TYPE; rejected files and why
+    deliveries and runs the MASK deliveries recorded in the store (files, USEAFTERs, rule, what
+                        merging missed) and the runs (ingest, detect, export) that made them
     spectral impact     figures of `lrscube spectra-check`, when its result is given
 
 Composition: :func:`gather` reads what the store has (each piece may be missing: the page then
@@ -51,6 +53,7 @@ FIGURES = {
     "epochs.png": "Epochs of the mask cube: pixels carrying each DQ bit in each epoch; the rug marks "
                   "the exposures, coloured alternately by epoch.",
     "coverage.png": "Exposures in the cube per month, by subarray and by EXP_TYPE.",
+    "deliveries.png": "MASK deliveries recorded in the store (oldest at the bottom): a tick at each file's USEAFTER.",
 }
 
 
@@ -71,6 +74,8 @@ class Inputs:
     manifest: pd.DataFrame | None = None
     detect_meta: dict | None = None
     spectra: dict | None = None
+    deliveries: list[dict] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -194,11 +199,21 @@ def gather(store: str, manifest: str | Path | None = None, spectra: str | Path |
         inp.notes["mask"] = (f"No mask cube at {st.join(store, st.MASK)} ({type(e).__name__}): "
                              f"run `lrscube detect --store {store}`.")
 
+    try:
+        from .deliveries import list_deliveries
+        from .provenance import read_runs
+
+        inp.deliveries, inp.runs = list_deliveries(store), read_runs(store)
+    except (OSError, ValueError) as e:
+        inp.notes["deliveries"] = f"The store's delivery and run records could not be read: {e}"
     if manifest is not None:
         try:
             inp.manifest = read_manifest(manifest)
         except (OSError, ValueError) as e:
             inp.notes["manifest"] = f"Could not read the MASK file manifest {manifest}: {e}"
+    elif inp.deliveries:  # the latest recorded delivery's files
+        inp.manifest = pd.DataFrame(inp.deliveries[-1].get("files", []))
+        inp.notes["manifest_source"] = f"MASK files of the latest delivery, {inp.deliveries[-1].get('delivery')}."
     if st.exists(store, st.DETECT_META):
         try:
             inp.detect_meta = st.read_json(store, st.DETECT_META)
@@ -620,6 +635,7 @@ def report(store: str, out: str | Path, *, manifest: str | Path | None = None, t
             ("histories", "Pixel histories", _histories_section(inp, out, top)),
             ("epochs", "Mask epochs", _epochs_section(inp, out)),
             ("coverage", "Input coverage", _coverage_section(inp, out)),
+            ("deliveries", "Deliveries and runs", _deliveries_section(inp, out)),
         ]
         if inp.spectra is not None or "spectra" in inp.notes:
             sections.append(("spectra", "Spectral impact", _spectra_section(inp, out)))
@@ -733,6 +749,8 @@ def _epochs_section(inp: Inputs, out: Path) -> str:
         parts.append("<h3>What changed between consecutive epochs</h3>" + _table(changes, max_rows=500))
     parts.append("<h3>What changed between consecutive MASK files</h3>")
     if inp.manifest is not None:
+        if "manifest_source" in inp.notes:
+            parts.append(f"<p class='meta'>{_esc(inp.notes['manifest_source'])}</p>")
         parts.append(_table(manifest_view(inp.manifest), max_rows=500))
     elif "manifest" in inp.notes:
         parts.append(_note(inp.notes["manifest"]))
@@ -778,3 +796,27 @@ def _spectra_section(inp: Inputs, out: Path) -> str:
     from .spectra import report_section
 
     return report_section(inp.spectra, out)
+
+
+def _deliveries_section(inp: Inputs, out: Path) -> str:
+    from .deliveries import deliveries_table, history_frame
+    from .provenance import runs_table
+
+    parts = []
+    if "deliveries" in inp.notes:
+        parts.append(_note(inp.notes["deliveries"]))
+    if inp.deliveries:
+        name = _save(plots.deliveries_figure(history_frame(inp.deliveries)), out / "deliveries.png")
+        parts.append(_figure(name, FIGURES[name], "delivery timeline"))
+        parts.append(_table(deliveries_table(inp.deliveries)[::-1], max_rows=200))
+        parts.append("<p class='meta'>Compare two: <code>lrscube diff --store STORE A B</code> (pixels that "
+                     "changed, by class, with a map).</p>")
+    else:
+        parts.append(_note(f"No delivery recorded yet: `lrscube export-crds --store {inp.store} --out DIR` "
+                           "writes one and records it."))
+    parts.append("<h3>Runs</h3>")
+    if inp.runs:
+        parts.append(_table(runs_table(inp.runs)[::-1], max_rows=200))
+    else:
+        parts.append(_note("No runs recorded in this store (`lrscube history --store STORE`)."))
+    return "\n".join(parts)

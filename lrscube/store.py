@@ -9,6 +9,8 @@ Layout (``STORE`` is a local path or an fsspec URL such as ``s3://bucket/cube.za
       ingest_log.parquet       every file ingest saw: ingested, duplicate or rejected, and why
       detect.json              parameters and figures of the last detect run
       ingest.lock              present while an ingest writes to the exposure cube (who, since when)
+      runs/                    one JSON record per ingest, detect and export run (lrscube.provenance)
+      deliveries/              NAME.json + NAME.parquet per recorded delivery (lrscube.deliveries)
 
 Only this module knows the layout; everything else asks it for paths and tables.
 """
@@ -34,6 +36,8 @@ INTERVALS = "intervals.parquet"
 INGEST_LOG = "ingest_log.parquet"
 DETECT_META = "detect.json"
 INGEST_LOCK = "ingest.lock"
+RUNS = "runs"
+DELIVERIES = "deliveries"
 
 
 def storage_options(url: str) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("crds")
     store = root / "store"
     exp, iv = build_store(store)
-    man = export_crds(store, root / "out", author="T. Ester")
+    man = export_crds(store, root / "out", author="T. Ester", every_epoch=True)
     return store, root / "out", man, exp, iv
 
 
@@ -188,7 +188,8 @@ def test_apply_mask_at_and_crds_choose_the_same_mask(exported, tmp_path):
 
 def test_max_files_merges_at_least_cost_and_reports_it(exported, tmp_path):
     store, _, _, exp, iv = exported
-    man = export_crds(store, tmp_path / "two", author="T. Ester", max_files=2, pedigree="SIMULATION")
+    man = export_crds(store, tmp_path / "two", author="T. Ester", max_files=2, pedigree="SIMULATION",
+                      every_epoch=True)
     assert len(man["files"]) == 2 and man["epochs"]["source"].startswith("re-planned")
     cost = man["merge_cost"]["pixel_exposures"]
     # independent check: best cost over all ways to cut the 10 exposures' raw epochs in two,
@@ -236,7 +237,7 @@ def test_baseline_flags_every_file_and_refusal_to_overwrite(exported, tmp_path):
     base.meta.pedigree, base.meta.useafter = "GROUND", "2022-01-01T00:00:00"
     bpath = tmp_path / "static_mask.fits"
     base.save(str(bpath))
-    man2 = export_crds(store, tmp_path / "b", author="T. Ester", baseline=str(bpath))
+    man2 = export_crds(store, tmp_path / "b", author="T. Ester", baseline=str(bpath), every_epoch=True)
     for f in man2["files"]:
         with datamodels.MaskModel(str(tmp_path / "b" / f["file"])) as m:
             assert m.dq[5, 5] == DEAD | DNU and m.dq[700, 40] & WARM
@@ -244,5 +245,5 @@ def test_baseline_flags_every_file_and_refusal_to_overwrite(exported, tmp_path):
     assert len(man2["files"]) == len(man["files"]) - 1
     with pytest.raises(FileExistsError, match="overwrite"):
         export_crds(store, out, author="T. Ester")
-    again = export_crds(store, out, author="T. Ester", overwrite=True, max_files=3)
+    again = export_crds(store, out, author="T. Ester", overwrite=True, max_files=3, every_epoch=True)
     assert sorted(p.name for p in Path(out).glob("*.fits")) == [f["file"] for f in again["files"]]

@@ -53,7 +53,7 @@ def test_class_counts_log_scale_when_static_bits_dominate():
 
 @pytest.mark.parametrize("func", [plots.class_counts_figure, plots.amplitude_histograms_figure,
                                   plots.pixel_histories_figure, plots.epoch_timeline_figure,
-                                  plots.coverage_figure])
+                                  plots.coverage_figure, plots.deliveries_figure, plots.diff_map_figure])
 def test_empty_inputs_draw_a_note(func):
     arg = [] if func is plots.pixel_histories_figure else pd.DataFrame()
     fig = func(arg)
@@ -152,4 +152,30 @@ def test_coverage_by_month_subarray_and_exp_type():
     heights = sorted(p.get_height() for p in top.patches)
     assert heights == [0, 0, 0, 1, 1, 2]
     assert "(none) (1)" in _texts(fig)
+    _png(fig)
+
+
+def test_diff_map_gained_filled_lost_open_by_class():
+    ch = pd.DataFrame({"y": [600, 600, 100], "x": [30, 30, 500], "class": ["HOT", "DO_NOT_USE", "WARM"],
+                       "change": ["gained", "gained", "lost"]})
+    fig = plots.diff_map_figure(ch, (1024, 1032), {"slitless": (528, 944, 0, 72)})
+    text = _texts(fig)
+    assert "HOT (+1 -0)" in text and "WARM (+0 -1)" in text and "DO_NOT_USE (+1 -0)" in text and "slitless" in text
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (-0.5, 1023.5)
+    pts = {}
+    for col in ax.collections:
+        for (x, y) in col.get_offsets():
+            filled = len(col.get_facecolors()) and col.get_facecolors()[0][3] > 0
+            pts.setdefault((int(x), int(y)), set()).add(bool(filled))
+    assert pts[(30, 600)] == {True} and pts[(500, 100)] == {False}
+    _png(fig)
+
+
+def test_deliveries_figure_one_row_per_delivery():
+    files = pd.DataFrame({"delivery": ["a", "a", "b"], "created": ["2024-01-01", "2024-01-01", "2024-06-01"],
+                          "useafter": ["2023-01-01T00:00:00", "2023-02-01T00:00:00", "2023-01-01T00:00:00"]})
+    fig = plots.deliveries_figure(files)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    assert "2 files" in _texts(fig) and "1 file" in _texts(fig)
     _png(fig)

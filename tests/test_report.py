@@ -40,6 +40,16 @@ def full(tmp_path_factory):
     truth = pd.DataFrame({"y": [150], "x": [325], "flag": ["HOT"], "start_mjd": [mjd[0]], "end_mjd": [np.nan],
                           "amplitude": [5.0], "static": [False]})
     spectra_check(store, truth, out=root / "spectra", epochs=2, offsets=(0.0,))
+    # a delivery and its run, recorded as export-crds records them (this store's mask cube is a
+    # bare one, without the exposure table an export re-plans from)
+    from lrscube import deliveries, provenance
+
+    run = provenance.Run(command="export-crds", store=store, config={"author": "x"})
+    run.result = {"delivery": "first", "files": 2}
+    provenance.write_record(store, run.record())
+    deliveries.write_delivery(store, "first", {**json.loads(manifest.read_text()), "delivery": "first",
+                                               "created": "2024-01-01T00:00:00", "run": run.brief()},
+                              deliveries.sparse_rows(0, np.eye(4, dtype="uint32")))
     page = report(store, root / "out", manifest=manifest, spectra=root / "spectra" / "spectra_check.json")
     return store, mjd, iv, page
 
@@ -161,7 +171,7 @@ def test_full_report_has_every_section_and_figure(full):
         assert (page.parent / name).stat().st_size > 5000
     for heading in ("Summary", "Defective pixels over time", "Detector maps", "Amplitudes", "Pixel histories",
                     "Mask epochs", "Input coverage", "Rejected files", "What changed between consecutive epochs",
-                    "What changed between consecutive MASK files"):
+                    "What changed between consecutive MASK files", "Deliveries and runs", "Runs"):
         assert f">{heading}</h" in html, heading
     assert "<th>exposures in the cube</th><td>30</td>" in html
     assert "ingested 30, duplicate 1, rejected 2" in html

@@ -1,0 +1,130 @@
+"""Run records: every ingest, detect and export leaves one in the store; `lrscube history` lists
+them; the MASK files' HISTORY names the runs they come from."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import lrscube
+from lrscube import cube, provenance
+from lrscube.cli import main
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory, client):
+    """simulate -> ingest in two runs -> detect -> export, as a user would run them."""
+    work = tmp_path_factory.mktemp("prov")
+    sim = lrscube.simulate(work / "inputs", n=16, seed=5, full_frame=False, progress=False,
+                           scenario={"new": {"events_per_megapixel_per_year": 4000}})
+    store = str(work / "store.zarr")
+    files = sorted(map(str, sim.files))
+    first = lrscube.ingest(files[:10], store, progress=False)
+    second = lrscube.ingest(files, store, progress=False)  # 10 duplicates, 6 new
+    iv = lrscube.detect(store, progress=False)
+    man = lrscube.export_crds(store, str(work / "crds"), author="T. Ester", pedigree="SIMULATION")
+    return {"work": work, "store": store, "files": files, "ingests": (first, second), "iv": iv, "man": man}
+
+
+def test_every_run_is_recorded_with_inputs_config_and_result(flow):
+    store = flow["store"]
+    runs = provenance.read_runs(store)
+    assert [r["command"] for r in runs] == ["ingest", "ingest", "detect", "export-crds"]
+    assert all(r["status"] == "ok" and r["error"] is None for r in runs)
+    assert [r["started"] for r in runs] == sorted(r["started"] for r in runs)
+    for r in runs:
+        assert r["lrscube_version"] == lrscube.__version__ and r["software"]["numpy"] == np.__version__
+        assert len(r["config_digest"]) == 16 and r["config_digest"] == provenance.config_digest(r["config"])
+        assert r["seconds"] >= 0 and r["finished"] >= r["started"]
+
+    table = cube.exposure_table(store)
+    first, second = flow["ingests"]
+    a, b = runs[0], runs[1]
+    assert a["result"]["ingested"] == len(first.ingested) == 10 and a["result"]["n_in_cube"] == 10
+    assert b["result"]["ingested"] == 6 and b["result"]["duplicates"] == 10 and b["inputs"]["files"] == 16
+    # the date range of what each ingest added, from the cube itself
+    added = table[table["source"].isin(second.ingested)]
+    iso = provenance.exposure_summary(added)
+    assert (b["inputs"]["first_exposure"], b["inputs"]["last_exposure"]) == (iso["first_exposure"], iso["last_exposure"])
+    assert a["config"]["mode"] == "lrs" and a["config_digest"] == b["config_digest"]  # same settings
+
+    d = runs[2]
+    assert d["inputs"]["exposures"] == 16
+    assert d["inputs"]["content_digest"] == provenance.content_digest(table["content_hash"])
+    assert d["result"]["intervals"] == len(flow["iv"])
+    assert d["result"]["mask_epochs"] == lrscube.open_mask(store).sizes["time"]
+    assert d["config"]["parameters"]["false_alarm_pixels"] == 0.1
+
+    e = runs[3]
+    assert e["result"]["delivery"] == flow["man"]["delivery"] and e["result"]["files"] == len(flow["man"]["files"])
+    assert e["inputs"]["detect_run"]["id"] == d["id"]
+
+
+def test_mask_files_carry_the_runs_they_come_from(flow):
+    runs = {r["command"]: r for r in provenance.read_runs(flow["store"])}
+    out = Path(flow["work"]) / "crds"
+    for f in flow["man"]["files"]:
+        history = " ".join(str(c) for c in fits.getheader(out / f["file"])["HISTORY"])
+        history = " ".join(history.split())  # HISTORY cards wrap at 70 characters
+        exp, det = runs["export-crds"], runs["detect"]
+        assert f"export run {exp['id']}" in history and f"config digest {exp['config_digest']}" in history
+        assert f"detect run {det['id']}" in history and f"config digest {det['config_digest']}" in history
+        assert f"content digest {det['inputs']['content_digest']}" in history
+        assert "exposures from 2 ingest runs (16 files ingested)" in history
+        assert f"lrscube {lrscube.__version__}" in history
+
+
+def test_history_command_lists_the_runs(flow, capsys):
+    assert main(["history", "--store", flow["store"]]) == 0
+    text = capsys.readouterr().out
+    ids = [r["id"] for r in provenance.read_runs(flow["store"])]
+    assert all(i in text for i in ids)
+    assert "6 ingested, 10 duplicates, 0 rejected; cube 16" in text
+    assert main(["history", "--store", flow["store"], "--command", "detect", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert [r["command"] for r in recs] == ["detect"]
+
+
+def test_a_different_configuration_has_another_digest():
+    base = {"mode": "lrs", "parameters": {"false_alarm_pixels": 0.1, "clip_sigma": 6.0}}
+    same = {"parameters": {"clip_sigma": 6.0, "false_alarm_pixels": 0.1}, "mode": "lrs"}
+    other = {"mode": "lrs", "parameters": {"false_alarm_pixels": 1.0, "clip_sigma": 6.0}}
+    assert provenance.config_digest(base) == provenance.config_digest(same) != provenance.config_digest(other)
+    assert provenance.content_digest(["b", "a"]) == provenance.content_digest(["a", "b"]) != provenance.content_digest(["a"])
+
+
+def test_a_failed_run_is_recorded_with_its_error(tmp_path):
+    from test_crds_export import build_store
+
+    store = tmp_path / "s"
+    build_store(store)
+    with pytest.raises(ValueError, match="first_useafter"):
+        lrscube.export_crds(str(store), str(tmp_path / "o"), author="x", first_useafter="2030-01-01")
+    (r,) = provenance.read_runs(str(store))
+    assert r["command"] == "export-crds" and r["status"] == "failed" and "first_useafter" in r["error"]
+    assert r["config"]["first_useafter"] == "2030-01-01"
+    assert not list((tmp_path / "o").glob("*.fits"))
+
+
+def test_records_written_at_once_are_all_kept(tmp_path):
+    """One object per run: writers at the same moment never lose each other's record."""
+    store = str(tmp_path / "s")
+    (tmp_path / "s").mkdir()
+
+    def write(i):
+        run = provenance.Run(command="detect", store=store, config={"i": i})
+        provenance.write_record(store, run.record())
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runs = provenance.read_runs(store)
+    assert sorted(r["config"]["i"] for r in runs) == list(range(24))
+    assert not list((tmp_path / "s" / "runs").glob("*.partial"))
