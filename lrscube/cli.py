@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from . import __version__
 
@@ -144,6 +146,25 @@ def cmd_spectra_check(a):
 
     res = spectra_check(a.store, a.truth, out=a.out, epochs=a.epochs, nsigma=a.nsigma, noise=a.noise, seed=a.seed)
     print(res)
+    return 0
+
+
+def cmd_verify(a):
+    from .verify import verify
+
+    rep = verify(a.store)
+    print(rep)
+    return 0 if rep.ok else 1
+
+
+def cmd_drop(a):
+    from .cube import drop, n_stored
+
+    rows = drop(a.store, a.names)
+    print(f"dropped {len(rows)} exposures from {a.store} (it holds {n_stored(a.store)}); "
+          "run `lrscube detect` again to recompute the mask without them")
+    for r in rows.itertuples(index=False):
+        print(f"  slot:{r.slot}  {getattr(r, 'filename', '')}")
     return 0
 
 
@@ -345,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_spectra_check)
 
+    p = sub.add_parser("verify", help="check every stored byte against its checksum; list the exposures affected")
+    _add_store(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("drop", help="remove named exposures from the exposure cube")
+    _add_store(p)
+    p.add_argument("names", nargs="+", metavar="NAME",
+                   help="file name, source path/URL, exposure key, or slot:N (as `lrscube verify` lists them)")
+    p.set_defaults(func=cmd_drop)
+
     p = sub.add_parser("demo", help="simulate, ingest, detect, export and report on a small set")
     p.add_argument("--n", type=int, default=60, help="number of simulated exposures")
     p.add_argument("--seed", type=int, default=1)
@@ -363,14 +394,37 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not a.verbose:  # distributed logs every worker start and stop at INFO
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    from .cube import StoreError
-    from .store import LockedError
+    from .store import LockedError, StoreError
 
+    # SIGTERM (a batch system's cancel, `kill`) unwinds like Ctrl-C: locks are released and the
+    # run's scratch removed on the way out; what was committed stays
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return int(a.func(a) or 0)
-    except (StoreError, LockedError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (StoreError, LockedError, FileNotFoundError, FileExistsError) as e:
         print(f"lrscube {a.command}: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if "checksum" in str(e):  # zarr's crc32c codec on a damaged chunk
+            e = f"corrupt data in the store ({e}); `lrscube verify --store STORE` lists what is damaged"
+        print(f"lrscube {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except _Terminated:
+        print(f"lrscube {a.command}: terminated (SIGTERM); the store keeps its last committed state",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM (a BaseException, so no `except Exception` eats it)."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated()
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ Layout of ``STORE/exposures`` (written with zarr directly, read with xarray)::
     absent), exposure_key, nints, bunit,
     y0, x0, ny, nx (the footprint: 0-based first row and column, rows, columns)   (time,)
 
-Storage (format version 2, ``lrscube.format_version`` in the group attributes): each exposure
+Storage (format version 3, ``lrscube.format_version`` in the group attributes): each exposure
 is one zarr shard per plane, ``sci/c/<slot>/0/0``, holding the frame as 16 chunks of
-(1, 256, 258), each compressed with blosc lz4 + byte shuffle; the shard ends with an index of its
-chunks. One exposure per shard along time, so an append only ever writes new shards and never
+(1, 256, 258), each compressed with blosc lz4 + byte shuffle and followed by its crc32c (zarr's
+``crc32c`` codec, so any zarr reader checks it); the shard ends with an index of its chunks
+(crc32c too). The coordinate arrays carry a crc32c per chunk as well. Format 2 is format 3
+without the chunks' crc32c (stores made before it read and take appends in their own layout;
+``lrscube verify`` can only find damage there that makes a chunk undecodable). One exposure per shard along time, so an append only ever writes new shards and never
 rewrites stored exposure data. A subarray exposure's write touches only the chunks its footprint
 overlaps: the others are absent from its shard, which reads back as the fill value (a
 SLITLESSPRISM shard holds 2 of the 16 chunks). Readers (xarray/dask) read chunk by chunk: the
@@ -48,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import struct
 import threading
 from dataclasses import dataclass
@@ -70,9 +74,10 @@ from . import store as st
 CHUNK_Y, CHUNK_X = 256, 258
 COORD_CHUNK = 4096
 #: 1: one object per (1, 256, 258) chunk, zstd level 1. 2: one shard object per exposure and
-#: plane holding its (1, 256, 258) chunks, blosc lz4 + byte shuffle. Readers handle both (zarr
-#: reads the layout from each array's metadata); an append keeps the layout the store has.
-FORMAT_VERSION = 2
+#: plane holding its (1, 256, 258) chunks, blosc lz4 + byte shuffle. 3: format 2 with a crc32c
+#: after each chunk, and on the coordinates' chunks. Readers handle all (zarr reads the layout
+#: from each array's metadata); an append keeps the layout the store has.
+FORMAT_VERSION = 3
 
 #: per-exposure coordinates: name -> numpy dtype ("str" for strings)
 COORDS: dict[str, str] = {
@@ -104,8 +109,9 @@ TIME_ATTRS = {"units": "days since 1858-11-17 00:00:00", "calendar": "proleptic_
               "long_name": "mid-exposure time (UTC)"}
 
 
-class StoreError(RuntimeError):
-    """The store itself cannot be used (not an lrscube store, another mode, unwritable)."""
+StoreError = st.StoreError
+CorruptDataError = st.CorruptDataError
+MissingMetadataError = st.MissingMetadataError
 
 
 def cube_url(store: str) -> str:
@@ -118,11 +124,48 @@ def _open_group(store: str, mode: str = "r") -> zarr.Group:
 
 
 def exists(store: str) -> bool:
+    """Does the store hold an exposure cube? False when there is none at all; a cube whose
+    metadata is missing or unreadable while its arrays are there is not "none": that raises
+    :class:`MissingMetadataError` (an ingest must never create a new cube over it)."""
     try:
         g = _open_group(store)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        _refuse_orphaned_arrays(store, "is missing")
         return False
-    return "lrscube" in g.attrs
+    except (ValueError, TypeError, KeyError) as e:  # zarr.json there but not readable metadata
+        raise _missing_metadata(store, f"is unreadable ({type(e).__name__}: {e})") from None
+    if "lrscube" not in g.attrs:
+        _refuse_orphaned_arrays(store, "lacks the lrscube attributes")
+        return False
+    return True
+
+
+def _missing_metadata(store: str, what: str) -> st.MissingMetadataError:
+    return st.MissingMetadataError(
+        f"{cube_url(store)}: the exposure cube's metadata (exposures/zarr.json) {what}, but its arrays "
+        f"are there: the store is damaged and nothing was written to it. To repair: restore "
+        f"exposures/zarr.json from a backup or snapshot of the store; or move {store} aside and "
+        f"ingest the files its ingest log lists (ingest_log.parquet, status 'ingested') into a new store")
+
+
+def _refuse_orphaned_arrays(store: str, what: str) -> None:
+    """Arrays without the group's lrscube attributes: what a create killed before its last write
+    leaves (empty arrays, no data: :func:`create` starts over), or a cube whose metadata was lost
+    (arrays grown or holding data: refused)."""
+    fs, path = st.fs_and_path(cube_url(store))
+    try:
+        inside = [p for p in fs.ls(path, detail=False) if not p.rstrip("/").endswith("zarr.json")]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not inside:
+        return
+    try:
+        shape = json.loads(fs.cat_file(f"{path}/sci/zarr.json"))["shape"]
+        written = fs.exists(f"{path}/sci/c")
+    except (FileNotFoundError, ValueError, KeyError):
+        shape, written = [0], False
+    if shape[0] or written:
+        raise _missing_metadata(store, what)
 
 
 def data_layout(frame_shape: tuple[int, int], format_version: int = FORMAT_VERSION) -> dict:
@@ -131,7 +174,7 @@ def data_layout(frame_shape: tuple[int, int], format_version: int = FORMAT_VERSI
     if format_version == 1:
         # zstd level 1: as small as zarr's default level on noisy float32 sky, 4x faster to write
         return {"chunks": chunks, "compressors": zarr.codecs.ZstdCodec(level=1)}
-    if format_version != 2:
+    if format_version not in (2, 3):
         raise ValueError(f"unknown exposure-cube format version {format_version}")
     ny, nx = frame_shape
     # one shard per exposure and plane: the whole frame, rounded up to whole chunks
@@ -139,7 +182,16 @@ def data_layout(frame_shape: tuple[int, int], format_version: int = FORMAT_VERSI
     # blosc lz4 + byte shuffle: on noisy float32 sky 1/3 smaller than zstd level 1 and
     # 2.5x cheaper to encode, 3x cheaper to decode (benchmarks/README.md, "Ingest")
     codec = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=zarr.codecs.BloscShuffle.shuffle)
-    return {"chunks": chunks, "shards": shards, "compressors": codec}
+    # format 3: each chunk's crc32c after it, checked by every zarr reader (docs/storage.md)
+    compressors = (codec, Crc32cCodec()) if format_version >= 3 else codec
+    return {"chunks": chunks, "shards": shards, "compressors": compressors}
+
+
+def coord_compressors(format_version: int = FORMAT_VERSION):
+    """``create_array`` compressors of the small arrays: zarr's default zstd, + crc32c in format 3."""
+    if format_version >= 3:
+        return {"compressors": (zarr.codecs.ZstdCodec(level=0), Crc32cCodec())}
+    return {}
 
 
 def create(store: str, profile, bunit: str = "DN/s", format_version: int = FORMAT_VERSION) -> zarr.Group:
@@ -159,14 +211,16 @@ def create(store: str, profile, bunit: str = "DN/s", format_version: int = FORMA
                         **data_layout((ny, nx), format_version),
                         attributes={**var_attrs[name], "coordinates": " ".join(COORDS)})
              for name, (dtype, fill) in DATA_VARS.items()}
+    small = coord_compressors(format_version)
     specs["time"] = dict(shape=(0,), chunks=(COORD_CHUNK,), dtype="float64", fill_value=np.nan,
-                         dimension_names=("time",), attributes=TIME_ATTRS)
+                         dimension_names=("time",), attributes=TIME_ATTRS, **small)
     for name, dtype in COORDS.items():
         specs[name] = dict(shape=(0,), chunks=(COORD_CHUNK,), dtype=dtype, dimension_names=("time",),
-                           fill_value="" if dtype == "str" else (np.nan if dtype.startswith("float") else 0))
+                           fill_value="" if dtype == "str" else (np.nan if dtype.startswith("float") else 0),
+                           **small)
     for name, n, what in (("y", ny, "row"), ("x", nx, "column")):
         specs[name] = dict(shape=(n,), chunks=(n,), dtype="int32", dimension_names=(name,),
-                           attributes={"long_name": f"0-based full-frame {what}"})
+                           attributes={"long_name": f"0-based full-frame {what}"}, **small)
     # created together: on an object store a few round trips instead of a few per array
     made = sync(_together([zarr.api.asynchronous.create_array(zs, name=name, zarr_format=3, **kw)
                            for name, kw in specs.items()]))
@@ -190,7 +244,24 @@ def info(store: str) -> dict:
 
 
 def n_committed(store: str) -> int:
+    """Slots committed (dropped ones included: see :func:`n_stored`)."""
     return int(info(store)["n_committed"]) if exists(store) else 0
+
+
+def dropped_slots(attrs: dict) -> set[int]:
+    """Slots removed by :func:`drop` (the ``lrscube.dropped`` attribute)."""
+    return {int(i) for i in attrs.get("dropped", ())}
+
+
+def kept_slots(attrs: dict) -> np.ndarray:
+    """Committed slots that are not dropped, in storage order: the cube's exposures."""
+    gone = dropped_slots(attrs)
+    return np.array([i for i in range(int(attrs["n_committed"])) if i not in gone], dtype=np.int64)
+
+
+def n_stored(store: str) -> int:
+    """Exposures in the cube: committed and not dropped."""
+    return len(kept_slots(info(store))) if exists(store) else 0
 
 
 def _open_arrays(store: str, names, read_only: bool = True) -> list[zarr.Array]:
@@ -406,6 +477,7 @@ class _ShardLayout:
     shuffle: int
     blocksize: int
     typesize: int
+    crc: bool = False  # a crc32c after each chunk (format 3)
 
     def fits(self, a: zarr.Array, index: int, y0: int, x0: int, data) -> bool:
         """Is this write one the encoder handles: a non-empty 2-D footprint inside the frame of
@@ -445,25 +517,78 @@ class _ShardLayout:
             c = numcodecs.blosc.compress(buf, self.cname, self.clevel, self.shuffle,
                                          self.blocksize, self.typesize)
             parts.append(c)
-            index[coords] = (offset, len(c))
-            offset += len(c)
+            n = len(c)
+            if self.crc:  # zarr's crc32c codec: the checksum of the compressed bytes, little-endian
+                parts.append(struct.pack("<I", google_crc32c.value(c)))
+                n += 4
+            index[coords] = (offset, n)
+            offset += n
         raw = index.tobytes()
         parts.append(raw)
         parts.append(struct.pack("<I", google_crc32c.value(raw)))
         return b"".join(parts)
 
+    def check(self, blob) -> list[tuple[tuple[int, int] | None, str]]:
+        """The damage in a shard object's bytes, without decoding its pixels: ``(chunk (y, x) or
+        None for the index, what)`` per damaged part (empty: intact). Format 3 checks each
+        chunk's crc32c; format 2 chunks (no checksum) are decompressed to see that they decode."""
+        try:
+            index = self._index(blob)
+        except CorruptDataError as e:
+            return [(None, e.reason)]
+        bad = []
+        mv = memoryview(blob)
+        for coords in np.ndindex(*self.chunks_per_shard):
+            off, length = (int(v) for v in index[coords])
+            if off == MAX_UINT_64:
+                continue
+            try:
+                self._chunk(mv, off, length)
+            except CorruptDataError as e:
+                bad.append(((coords[1], coords[2]), e.reason))
+        return bad
+
+    def _index(self, blob) -> np.ndarray:
+        mv = memoryview(blob)
+        n_index = int(np.prod(self.chunks_per_shard)) * 16
+        if len(mv) < n_index + 4:
+            raise CorruptDataError(f"shard of {len(mv)} bytes, shorter than its index")
+        raw = mv[len(mv) - n_index - 4:len(mv) - 4]
+        if struct.unpack("<I", mv[len(mv) - 4:])[0] != google_crc32c.value(bytes(raw)):
+            raise CorruptDataError("shard index checksum mismatch")
+        index = np.frombuffer(raw, dtype="<u8").reshape(*self.chunks_per_shard, 2)
+        present = index[..., 0] != MAX_UINT_64
+        if present.any() and int((index[..., 0][present] + index[..., 1][present]).max()) > len(mv) - n_index - 4:
+            raise CorruptDataError("shard index points past the shard's data")
+        return index
+
+    def _chunk(self, mv, off: int, length: int) -> np.ndarray:
+        """One chunk's pixels, its checksum checked (format 3); a chunk that does not decode to
+        a whole chunk is corrupt too."""
+        data = mv[off:off + length]
+        if self.crc:
+            if length < 4 or struct.unpack("<I", data[length - 4:])[0] != google_crc32c.value(bytes(data[:length - 4])):
+                raise CorruptDataError("chunk checksum (crc32c) mismatch")
+            data = data[:length - 4]
+        cy, cx = self.chunk
+        try:
+            raw = numcodecs.blosc.decompress(data)
+        except Exception as e:  # blosc raises RuntimeError (or worse) on damaged bytes
+            raise CorruptDataError(f"chunk does not decompress ({type(e).__name__}: {e})") from None
+        if len(raw) != cy * cx * self.dtype.itemsize:
+            raise CorruptDataError(f"chunk decompresses to {len(raw)} bytes, not {cy * cx * self.dtype.itemsize}")
+        return np.frombuffer(raw, dtype=self.dtype).reshape(cy, cx)
+
     def decode_into(self, blob, frame: np.ndarray) -> None:
         """Fill ``frame`` (the array's (y, x), native byte order) from a shard object's bytes
-        (``None``: no shard stored, all fill value). The index's crc32c is checked, as zarr does."""
+        (``None``: no shard stored, all fill value). The index's crc32c and (format 3) each
+        chunk's are checked, as zarr does: damage raises :class:`CorruptDataError` (its
+        ``chunk`` says which), never wrong numbers."""
         if blob is None:
             frame.fill(self.fill)
             return
         mv = memoryview(blob)
-        n_index = int(np.prod(self.chunks_per_shard)) * 16
-        raw = mv[len(mv) - n_index - 4:len(mv) - 4]
-        if struct.unpack("<I", mv[len(mv) - 4:])[0] != google_crc32c.value(bytes(raw)):
-            raise ValueError("shard index checksum mismatch")
-        index = np.frombuffer(raw, dtype="<u8").reshape(*self.chunks_per_shard, 2)
+        index = self._index(blob)
         cy, cx = self.chunk
         ny, nx = frame.shape
         for coords in np.ndindex(*self.chunks_per_shard):
@@ -476,7 +601,11 @@ class _ShardLayout:
             if off == MAX_UINT_64:
                 frame[ys:ye, xs:xe] = self.fill
                 continue
-            chunk = np.frombuffer(numcodecs.blosc.decompress(mv[off:off + length]), dtype=self.dtype).reshape(cy, cx)
+            try:
+                chunk = self._chunk(mv, off, length)
+            except CorruptDataError as e:
+                e.chunk = (iy, ix)
+                raise
             frame[ys:ye, xs:xe] = chunk[:ye - ys, :xe - xs]
 
 
@@ -489,13 +618,15 @@ async def _get_all(paths) -> list:
     return [None if b is None else b.to_bytes() for b in got]
 
 
-def read_frames(url: str, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``sci, err, dq`` (B, y, x) of the exposures at storage positions ``rows`` of the exposure
     cube at ``url`` (``cube_url(store)``), whole frames.
 
-    Format 2: each plane's shard is fetched as one object and its chunks decoded here (through
-    zarr's reader a frame cost 16 chunk reads with their per-chunk machinery, ~3x the decode).
-    Other layouts are read through zarr.
+    Formats 2 and 3: each plane's shard is fetched as one object and its chunks decoded here
+    (through zarr's reader a frame cost 16 chunk reads with their per-chunk machinery, ~3x the
+    decode). Other layouts are read through zarr. Damaged bytes raise :class:`CorruptDataError`
+    naming the array, slot and chunk. A slot without a shard reads as the fill value, or with
+    ``missing="error"`` (committed exposures, which always have one) raises it too.
     """
     g = zarr.open_group(st.zarr_store(url, read_only=True), mode="r")
     out = []
@@ -508,7 +639,13 @@ def read_frames(url: str, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         frames = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
         blobs = sync(_get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in rows]))
         for k, blob in enumerate(blobs):
-            layout.decode_into(blob, frames[k])
+            try:
+                if blob is None and missing == "error":
+                    raise CorruptDataError("shard missing: a committed exposure's data is not in the store")
+                layout.decode_into(blob, frames[k])
+            except CorruptDataError as e:
+                e.url, e.array, e.slot = url, name, int(rows[k])
+                raise
         out.append(frames)
     return tuple(out)
 
@@ -518,8 +655,8 @@ def _shard_layout(a: zarr.Array) -> _ShardLayout | None:
     (:func:`read_frames`) its shards itself, else ``None`` (zarr does it).
 
     Required: zarr v3, C order, shards of one slot each spanning the whole frame (so a slot's
-    write is one whole new shard), codecs exactly ``sharding_indexed(bytes, blosc)`` with the
-    index ``bytes(little) + crc32c`` at the end, a plain numeric dtype.
+    write is one whole new shard), codecs exactly ``sharding_indexed(bytes, blosc[, crc32c])``
+    with the index ``bytes(little) + crc32c`` at the end, a plain numeric dtype.
     """
     md = a.metadata
     if md.zarr_format != 3 or a.order != "C" or len(md.codecs) != 1 or a.ndim != 3:
@@ -539,9 +676,10 @@ def _shard_layout(a: zarr.Array) -> _ShardLayout | None:
             and ic[0].endian.value == "little" and type(ic[1]) is Crc32cCodec):
         return None
     cc = tuple(sc.codecs)
-    if not (len(cc) == 2 and type(cc[0]) is BytesCodec and type(cc[1]) is BloscCodec):
+    crc = len(cc) == 3 and type(cc[2]) is Crc32cCodec
+    if not (len(cc) in (2, 3) and type(cc[0]) is BytesCodec and type(cc[1]) is BloscCodec and (len(cc) == 2 or crc)):
         return None
-    bytes_codec, blosc = cc
+    bytes_codec, blosc = cc[:2]
     if getattr(blosc, "_tunable_attrs", None):  # not evolved to the dtype yet: let zarr do it
         return None
     dtype = np.dtype(a.dtype)
@@ -555,7 +693,7 @@ def _shard_layout(a: zarr.Array) -> _ShardLayout | None:
         dtype=dtype, fill=np.asarray(md.fill_value, dtype=dtype)[()],
         chunk=(chunk[1], chunk[2]), chunks_per_shard=(1, shard[1] // chunk[1], shard[2] // chunk[2]),
         cname=blosc.cname.value.encode(), clevel=int(blosc.clevel), shuffle=_SHUFFLE[blosc.shuffle.value],
-        blocksize=int(blosc.blocksize), typesize=int(blosc.typesize))
+        blocksize=int(blosc.blocksize), typesize=int(blosc.typesize), crc=crc)
 
 
 def commit(store: str, start: int, metas: list[dict]) -> int:
@@ -577,16 +715,21 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     """
     if not exists(store):
         raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here (run `lrscube ingest` first)")
-    n = n_committed(store)
+    attrs = info(store)
+    n = int(attrs["n_committed"])
     ds = xr.open_zarr(st.zarr_store(cube_url(store), read_only=True), consolidated=False,
                       zarr_format=3, chunks=chunks or {})
     ds = ds.isel(time=slice(0, n))
+    if dropped_slots(attrs):
+        keep = kept_slots(attrs)
+        ds = ds.isel(time=keep)
+        n = len(keep)
     ds = ds.set_coords([c for c in COORDS if c in ds.data_vars])
     for c in COORDS:
         if COORDS[c] == "str" and c in ds.coords:
             ds.coords[c] = ("time", _as_str(ds[c].values))
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != "lrscube"}
-    ds.attrs.update(info(store))
+    ds.attrs.update(attrs)
     return ds.sortby("time") if sort and n else ds
 
 
@@ -595,12 +738,86 @@ def exposure_table(store: str) -> pd.DataFrame:
     if not exists(store):
         return pd.DataFrame(columns=["time", *COORDS])
     g = _open_group(store)
-    n = int(g.attrs["lrscube"]["n_committed"])
+    attrs = dict(g.attrs["lrscube"])
+    n = int(attrs["n_committed"])
     present = set(g.array_keys())  # a store written before a coordinate was added lacks it
     names = [name for name in COORDS if name in present]
     # opened and read together: on an object store two round trips, not two per coordinate
     arrays = _open_arrays(store, names)
     values = sync(_together([a.async_array.getitem(slice(0, n)) for a in arrays]))
     df = pd.DataFrame({name: _as_str(v) if COORDS[name] == "str" else v for name, v in zip(names, values, strict=True)})
+    if dropped_slots(attrs):
+        df = df.iloc[kept_slots(attrs)]
     df.insert(0, "time", pd.to_datetime(df["mjd"].to_numpy() - 40587.0, unit="D"))
     return df.sort_values("mjd", kind="stable").reset_index(drop=True)
+
+
+def drop(store: str, names) -> pd.DataFrame:
+    """Remove exposures from the cube; returns the rows of :func:`exposure_table` removed (with
+    their ``slot``).
+
+    ``names``: file names (as in ``filename``), sources (paths or URLs the files were ingested
+    from), exposure keys, or ``slot:N`` (a storage position, as ``lrscube verify`` prints it,
+    for an exposure whose coordinates cannot be read). Every name must match, or nothing is
+    changed. One commit: the group attribute ``lrscube.dropped`` gains their slots (readers
+    leave them out from then on), then their shards are deleted. A file dropped can be ingested
+    again (it is no longer a duplicate). Holds the ingest and the detect lock.
+    """
+    names = [str(n) for n in names]
+    with st.writer_lock(store, st.INGEST_LOCK, "ingest"), st.writer_lock(store, st.DETECT_LOCK, "detect"):
+        if not exists(store):
+            raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here")
+        g = _open_group(store, "r+")
+        attrs = dict(g.attrs["lrscube"])
+        n = int(attrs["n_committed"])
+        gone = dropped_slots(attrs)
+        keys = {}
+        table = {}
+        try:
+            cols = ["filename", "source", "exposure_key"]
+            values = sync(_together([a.async_array.getitem(slice(0, n)) for a in _open_arrays(store, cols)]))
+            table = dict(zip(cols, (_as_str(v) for v in values), strict=True))
+            for i in range(n):
+                if i in gone:
+                    continue
+                for c in cols:
+                    v = table[c][i]
+                    if v:
+                        keys.setdefault(v, set()).add(i)
+                        if c == "source":
+                            keys.setdefault(v.rsplit("/", 1)[-1], set()).add(i)
+        except ValueError:  # unreadable coordinates (verify names their slots): slot:N still works
+            table = {}
+        slots: set[int] = set()
+        unknown = []
+        for name in names:
+            if name.startswith("slot:") and name[5:].isdigit() and int(name[5:]) < n and int(name[5:]) not in gone:
+                slots.add(int(name[5:]))
+            elif name in keys:
+                slots |= keys[name]
+            else:
+                unknown.append(name)
+        if unknown:
+            raise ValueError(f"{cube_url(store)}: no stored exposure named {', '.join(map(repr, unknown))} "
+                             "(give file names, sources, exposure keys or slot:N); nothing was dropped")
+        attrs["dropped"] = sorted(gone | slots)
+        g.attrs["lrscube"] = attrs  # the commit: one atomic write of the group metadata
+        arrays = _open_arrays(store, list(DATA_VARS), read_only=False)
+        for a in arrays:  # the data goes after the commit; a kill here leaves unread shards only
+            _delete_slots(a, sorted(slots))
+    rows = pd.DataFrame({"slot": sorted(slots)})
+    for c, v in table.items():
+        rows[c] = [v[i] for i in rows["slot"]]
+    return rows
+
+
+def _delete_slots(a: zarr.Array, slots) -> None:
+    layout = _shard_layout(a)
+    if layout is not None:
+        sync(_together([(a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0))).delete() for i in slots]))
+        return
+    for i in slots:  # other layouts: every chunk of the slot
+        ny = -(-a.shape[1] // a.chunks[1])
+        nx = -(-a.shape[2] // a.chunks[2])
+        sync(_together([(a.store_path / a.metadata.encode_chunk_key((int(i), y, x))).delete()
+                        for y in range(ny) for x in range(nx)]))

@@ -10,9 +10,9 @@ wrapped for a store (:func:`detect`).
 The flow of :func:`detect`::
 
     open_cube -> stage 1 per batch of exposures (whole frames: residuals, traces, static bits)
-      -> STORE/_detect_work/run-ID (lrscube.workstore: an object per batch and tile; one folder per run)
+      -> STORE/detect/RUN/work (lrscube.workstore: an object per batch and tile; removed after the run)
       -> stage 2 per tile (all exposures x ty x tx: temporal statistics, change points, classes)
-      -> interval records -> intervals.parquet -> mask cube -> detect.json
+      -> interval records -> detect/RUN/intervals.parquet -> detect/RUN/mask -> detect.json (the commit)
 
 Example (in memory, no store)::
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import time as _time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +55,6 @@ _DTYPES = {"y": "int64", "x": "int64", "flag": "object", "start_mjd": "float64",
 #: input DQ bits that make a pixel part of the static mask that is carried into the output
 STATIC_BITS = flags.DO_NOT_USE | sum(flags.value(c) for c in flags.DEFECT_CLASSES)
 _ALL_BITS = np.uint32(0xFFFFFFFF)
-#: scratch zarr group inside the store for the stage-1 residuals (removed after each run)
-WORK = "_detect_work"
 
 
 def empty_intervals() -> pd.DataFrame:
@@ -486,7 +483,7 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
     if source is not None:
         from .cube import read_frames
 
-        sci, err, dq = read_frames(source, rows)
+        sci, err, dq = read_frames(source, rows, missing="error")
     out = spatial_stage(sci, err, dq, params, profile)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
     bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
@@ -609,13 +606,14 @@ def _storage_rows(ds, source: str) -> np.ndarray | None:
     try:
         g = zarr.open_group(st.zarr_store(source, read_only=True), mode="r")
         n = int(g.attrs["lrscube"]["n_committed"])
+        gone = {int(i) for i in g.attrs["lrscube"].get("dropped", ())}
         if tuple(g["sci"].shape[1:]) != (ds.sizes["y"], ds.sizes["x"]) or "filename" not in ds.coords:
             return None
         if "y" in ds.coords and int(ds["y"].values[0]) != 0 or "x" in ds.coords and int(ds["x"].values[0]) != 0:
             return None
         names = g["filename"][:n]
         names = [v.decode() if isinstance(v, bytes) else str(v) for v in names]
-        where = {(f, round(float(m), 9)): i for i, (f, m) in enumerate(zip(names, g["mjd"][:n]))}
+        where = {(f, round(float(m), 9)): i for i, (f, m) in enumerate(zip(names, g["mjd"][:n])) if i not in gone}
         rows = [where.get((str(f), round(float(m), 9))) for f, m in zip(ds["filename"].values, ds["mjd"].values)]
     except (KeyError, FileNotFoundError, ValueError, TypeError):
         return None
@@ -751,56 +749,61 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
 
     Returns
     -------
-    The intervals table (also in ``STORE/intervals.parquet``). Every run recomputes everything
+    The intervals table (also in the store: ``lrscube.open_intervals``). Every run recomputes everything
     from the whole cube (see docs/detection.md).
     """
-    from .cube import cube_url, open_cube
+    from .cube import cube_url, exposure_table, open_cube
 
-    ds = open_cube(store)
-    if mode is None:
-        mode = ds.attrs.get("mode") or ds.attrs.get("profile") or profiles.DEFAULT_MODE
-        if isinstance(mode, dict):
-            mode = mode.get("name", profiles.DEFAULT_MODE)
-    prof = profiles.load(mode)
-    # a scratch folder of this run's own: two detects on one store must not share (and delete)
-    # each other's stage-1 results
-    work = st.join(store, WORK, f"run-{uuid.uuid4().hex[:12]}")
-    try:
-        iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, work=work,
-                                  source=cube_url(store), **overrides)
-    finally:
-        _remove(work)
-        _remove_if_empty(st.join(store, WORK))
-    st.write_table(store, st.INTERVALS, iv)
-    meta["mask_cube"] = None
-    if write_mask:
+    # One detect at a time per store (STORE/detect.lock). The run writes everything into its
+    # own folder STORE/detect/RUN and commits by rewriting detect.json to name it: a killed run
+    # leaves the last committed intervals and mask, and its folder is removed by the next run.
+    with st.writer_lock(store, st.DETECT_LOCK, "detect"):
+        st.clean_detect_runs(store)
+        ds = open_cube(store)
+        if mode is None:
+            mode = ds.attrs.get("mode") or ds.attrs.get("profile") or profiles.DEFAULT_MODE
+            if isinstance(mode, dict):
+                mode = mode.get("name", profiles.DEFAULT_MODE)
+        prof = profiles.load(mode)
+        exposures = exposure_table(store)  # the exposures ds holds: read before the frames
+        run = st.new_run_id()
+        work = st.run_url(store, run, "work")
         try:
+            iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, work=work,
+                                      source=cube_url(store), **overrides)
+        except st.CorruptDataError as e:
+            raise _named(e, store) from None
+        finally:
+            _remove(work)
+        st.write_table(st.run_url(store, run), st.INTERVALS, iv)
+        meta["mask_cube"] = None
+        if write_mask:
             from .maskcube import write_mask_cube
-        except ImportError as e:  # the mask-cube module is built separately
-            log.warning("mask cube not written: %s", e)
-            meta["mask_cube"] = f"not written: {e}"
-        else:
-            from .cube import exposure_table
 
-            write_mask_cube(store, iv, prof, exposures=exposure_table(store), min_epoch_days=min_epoch_days)
-            meta["mask_cube"] = st.join(store, st.MASK)
-    st.write_json(store, st.DETECT_META, meta)
+            write_mask_cube(store, iv, prof, exposures=exposures, min_epoch_days=min_epoch_days, run=run)
+            meta["mask_cube"] = st.run_url(store, run, st.MASK)
+        st.publish_detect(store, run, meta, mask=write_mask)  # the commit point
+        st.clean_detect_runs(store)
     return iv
+
+
+def _named(e: st.CorruptDataError, store: str) -> st.CorruptDataError:
+    """The corrupt exposure's file name added to the error, when its coordinates read."""
+    if e.slot is not None and e.exposure is None:
+        try:
+            import zarr
+
+            g = zarr.open_group(st.zarr_store(st.join(store, st.EXPOSURES), read_only=True), mode="r")
+            e.exposure = str(g["filename"][int(e.slot)])
+        except Exception:  # noqa: BLE001 - the name is a courtesy; the slot is in the message
+            pass
+    return e
 
 
 def _remove(url: str) -> None:
     fs, path = st.fs_and_path(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)
-
-
-def _remove_if_empty(url: str) -> None:
-    fs, path = st.fs_and_path(url)
-    try:
-        if fs.exists(path) and not fs.ls(path):
-            fs.rm(path, recursive=True)
-    except (OSError, FileNotFoundError):  # another run's folder appeared or vanished meanwhile
-        pass
 
 
 def open_intervals(store: str) -> pd.DataFrame:

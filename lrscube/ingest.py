@@ -245,6 +245,7 @@ def _ingest(paths, store: str, mode, scheduler, batch_size, clip, progress) -> I
         bunit = meta["bunit"]
         hash_algorithm = meta.get("content_hash", LEGACY_CONTENT_HASH)  # as its exposures were hashed
     else:
+        _refuse_lost_cube(store)
         profile = prof.load(mode)
         bunit = None
         hash_algorithm = DEFAULT_CONTENT_HASH
@@ -336,5 +337,20 @@ def _ingest(paths, store: str, mode, scheduler, batch_size, clip, progress) -> I
     if problems:
         log.add([{"file": f, "status": "rejected", "reason": why,
                   "when": pd.Timestamp.now(tz="UTC").isoformat()} for f, why in problems])
-    summary.n_in_cube = cube.n_committed(store)
+    summary.n_in_cube = cube.n_stored(store)
     return summary
+
+
+def _refuse_lost_cube(store: str) -> None:
+    """No cube, but the ingest log says exposures were ingested: the cube was lost, and a new
+    empty one must not silently take its place."""
+    if not st.exists(store, st.INGEST_LOG):
+        return
+    log = st.read_table(store, st.INGEST_LOG)
+    n = int((log["status"] == "ingested").sum()) if "status" in log else 0
+    if n:
+        raise st.MissingMetadataError(
+            f"{cube.cube_url(store)}: no exposure cube, but {st.join(store, st.INGEST_LOG)} records {n} "
+            f"ingested files: the cube was deleted or lost, and nothing was written. To repair: restore "
+            f"{cube.cube_url(store)} from a backup; or, to rebuild it, move {st.join(store, st.INGEST_LOG)} "
+            "aside and ingest the files it lists again")

@@ -648,8 +648,16 @@ def _zero_cost() -> dict[str, float]:
 # --------------------------------------------------------------------------- the mask cube
 
 
-def mask_url(store: str) -> str:
-    return st.join(store, st.MASK)
+def mask_url(store: str) -> str | None:
+    """Where the store's mask cube is (the last detect run's; None if that run wrote none)."""
+    return st.output_url(store, st.MASK)
+
+
+def _checksummed(ds: xr.Dataset) -> dict:
+    """to_zarr encoding giving every variable's chunks a crc32c after zstd (zarr checks it on read)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {name: {"compressors": (ZstdCodec(level=0), Crc32cCodec())} for name in ds.variables}
 
 
 def _default_valid_from(first_start: np.datetime64) -> np.datetime64:
@@ -764,8 +772,14 @@ def _render_epoch(frame_shape, shared, values):
 
 
 def write_mask_cube(store: str, intervals: pd.DataFrame, profile=None, exposures: pd.DataFrame | None = None,
-                    min_epoch_days: float = 0.0, valid_from=None) -> xr.Dataset:
-    """Build the mask cube from the intervals table and write it to ``STORE/mask`` (replacing it).
+                    min_epoch_days: float = 0.0, valid_from=None, run: str | None = None) -> xr.Dataset:
+    """Build the mask cube from the intervals table and make it the store's mask cube.
+
+    Written whole into a detect run's folder (``STORE/detect/RUN/mask``, every chunk with a
+    crc32c), together with these intervals, and then committed by detect.json naming that
+    folder (:func:`lrscube.store.publish_detect`): readers see the old mask cube or the new one,
+    never a mix. With ``run`` (what :func:`lrscube.detect.detect` passes) only the mask is
+    written into that run's folder and the caller commits.
 
     Parameters
     ----------
@@ -803,15 +817,26 @@ def write_mask_cube(store: str, intervals: pd.DataFrame, profile=None, exposures
     ds = mask_dataset(plan, profile, valid_from=valid_from)
     from . import provenance
 
-    run = provenance.current()
-    if run is not None:  # the run that made this cube, quoted by the MASK files' HISTORY
-        ds.attrs["run"] = run.brief()
+    prov = provenance.current()
+    if prov is not None:  # the run that made this cube, quoted by the MASK files' HISTORY
+        ds.attrs["run"] = prov.brief()
+    commit = run is None
+    if commit:
+        run = st.new_run_id()
+        st.write_table(st.run_url(store, run), st.INTERVALS, pd.DataFrame(intervals))
+    url = st.run_url(store, run, st.MASK)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        ds.to_zarr(st.zarr_store(mask_url(store)), mode="w", zarr_format=3, consolidated=False)
+        ds.to_zarr(st.zarr_store(url), mode="w", zarr_format=3, consolidated=False, encoding=_checksummed(ds))
+    if commit:
+        meta = {k: v for k, v in (st.detect_meta(store) or {}).items() if k not in ("run", "outputs")}
+        meta["mask_cube"] = url
+        with st.writer_lock(store, st.DETECT_LOCK, "detect"):
+            st.publish_detect(store, run, meta)
+            st.clean_detect_runs(store)
     log.info("mask cube: %d epochs (%d before merging) from %d exposures -> %s",
-             plan.n_epochs, len(plan.raw.first_exposure), len(plan.exposures), mask_url(store))
-    return open_mask(store)
+             plan.n_epochs, len(plan.raw.first_exposure), len(plan.exposures), url)
+    return _open_mask_url(url, store)
 
 
 def open_mask(store: str) -> xr.Dataset:
@@ -821,6 +846,13 @@ def open_mask(store: str) -> xr.Dataset:
     (t at or after the first epoch; see :func:`mask_at` for earlier times).
     """
     url = mask_url(store)
+    if url is None:
+        raise FileNotFoundError(f"{st.join(store, st.DETECT_META)}: the last detect run wrote no mask cube "
+                                f"(it ran with --no-mask); run `lrscube detect --store {store}`")
+    return _open_mask_url(url, store)
+
+
+def _open_mask_url(url: str, store: str) -> xr.Dataset:
     try:
         ds = xr.open_zarr(st.zarr_store(url, read_only=True), consolidated=False, zarr_format=3)
     except (FileNotFoundError, KeyError, ValueError) as e:

@@ -57,7 +57,7 @@ def _write(store, start, exposures):
 def test_one_shard_per_exposure_and_plane(tmp_path):
     store = tmp_path / "store"
     cube.create(str(store), profiles.load("lrs"))
-    assert cube.info(str(store))["format_version"] == cube.FORMAT_VERSION == 2
+    assert cube.info(str(store))["format_version"] == cube.FORMAT_VERSION == 3
     exps = [_exposure(0), _exposure(1, SLIT), _exposure(2)]
     start = cube.begin_append(str(store), 3)
     _write(str(store), start, exps)
@@ -232,7 +232,7 @@ def test_shard_encoder_writes_what_zarr_writes(tmp_path):
     assert np.isnan(ds.err[2].values[:100]).all() and int(ds.dq[1].values[:528].max()) == 0
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_read_frames_equals_zarrs_reader(tmp_path, version):
     """cube.read_frames (detect's stage-1 reads: each format-2 shard fetched whole and decoded
     by lrscube) gives what zarr reads, for full frames, subarrays, a slot never written, and

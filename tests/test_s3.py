@@ -153,8 +153,11 @@ def test_ingest_detect_export_all_on_s3(s3, s3_cluster, ingested):  # noqa: F811
     hot = intervals[(intervals["y"] == y) & (intervals["x"] == x)]
     assert len(hot) >= 1, f"the hot pixel ({y}, {x}) was not found: {intervals[['y', 'x', 'flag']]}"
     keys = set(s3.keys("cube.zarr/"))
-    assert {"cube.zarr/intervals.parquet", "cube.zarr/detect.json"} <= keys
-    assert any(k.startswith("cube.zarr/mask/") for k in keys)
+    run = st.read_json(store, st.DETECT_META)["run"]  # detect.json names the run that committed
+    assert {f"cube.zarr/detect/{run}/intervals.parquet", "cube.zarr/detect.json"} <= keys
+    assert any(k.startswith(f"cube.zarr/detect/{run}/mask/") for k in keys)
+    assert not any("/work/" in k for k in keys)  # the run's scratch is gone
+    assert not any(k.endswith(".lock") for k in keys)  # and its lock
 
     out = s3.url("crds/")
     manifest = crds.export_crds(store, out, author="lrscube-test", pedigree="SIMULATION")
