@@ -229,10 +229,26 @@ def create(store: str, profile, bunit: str = "DN/s", format_version: int = FORMA
                     arrays["x"].setitem(slice(None), np.arange(nx, dtype="int32"))]))
     from .products import DEFAULT_CONTENT_HASH  # the hash every exposure of this cube gets
 
-    g.attrs["lrscube"] = {"n_committed": 0, "profile": profile.name, "bunit": bunit,
-                          "frame_shape": list(profile.frame_shape), "format_version": format_version,
-                          "content_hash": DEFAULT_CONTENT_HASH}
+    g.attrs["lrscube"] = seal({"n_committed": 0, "profile": profile.name, "bunit": bunit,
+                               "frame_shape": list(profile.frame_shape), "format_version": format_version,
+                               "content_hash": DEFAULT_CONTENT_HASH})
     return g
+
+
+def seal(attrs: dict) -> dict:
+    """The lrscube attributes with ``crc``: the crc32c of the others (canonical JSON), so a
+    damaged count or drop list is an error, not a different cube. Written with every commit."""
+    body = {k: v for k, v in attrs.items() if k != "crc"}
+    return {**body, "crc": google_crc32c.value(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())}
+
+
+def _checked(store: str, attrs) -> dict:
+    attrs = dict(attrs)
+    if "crc" in attrs and seal(attrs)["crc"] != attrs["crc"]:  # stores before the crc have none
+        raise st.CorruptDataError("the lrscube attributes fail their checksum (crc32c): the committed count "
+                                  "or the drop list may be wrong; restore exposures/zarr.json from a backup",
+                                  url=st.join(cube_url(store), "zarr.json"))
+    return attrs
 
 
 def info(store: str) -> dict:
@@ -240,7 +256,7 @@ def info(store: str) -> dict:
     g = _open_group(store)
     if "lrscube" not in g.attrs:
         raise StoreError(f"{cube_url(store)}: not an lrscube exposure cube")
-    return dict(g.attrs["lrscube"])
+    return _checked(store, g.attrs["lrscube"])
 
 
 def n_committed(store: str) -> int:
@@ -285,7 +301,7 @@ class Append:
         self.store = store
         self.group = _open_group(store, "r+")
         self.arrays = _open_arrays(store, [*DATA_VARS, "time", *COORDS], read_only=False)
-        self._committed = int(self.group.attrs["lrscube"]["n_committed"])
+        self._committed = int(_checked(store, self.group.attrs["lrscube"])["n_committed"])
 
     def _resize(self, n: int) -> None:
         todo = [a for a in self.arrays if a.shape[0] != n]
@@ -341,7 +357,7 @@ class Append:
             sync(_together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
         attrs = dict(self.group.attrs["lrscube"])
         attrs["n_committed"] = start + k
-        self.group.attrs["lrscube"] = attrs  # the commit point: one atomic write of the group metadata
+        self.group.attrs["lrscube"] = seal(attrs)  # the commit point: one atomic write of the group metadata
         self._committed = start + k
         return start + k
 
@@ -738,7 +754,7 @@ def exposure_table(store: str) -> pd.DataFrame:
     if not exists(store):
         return pd.DataFrame(columns=["time", *COORDS])
     g = _open_group(store)
-    attrs = dict(g.attrs["lrscube"])
+    attrs = _checked(store, g.attrs["lrscube"])
     n = int(attrs["n_committed"])
     present = set(g.array_keys())  # a store written before a coordinate was added lacks it
     names = [name for name in COORDS if name in present]
@@ -768,7 +784,7 @@ def drop(store: str, names) -> pd.DataFrame:
         if not exists(store):
             raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here")
         g = _open_group(store, "r+")
-        attrs = dict(g.attrs["lrscube"])
+        attrs = _checked(store, g.attrs["lrscube"])
         n = int(attrs["n_committed"])
         gone = dropped_slots(attrs)
         keys = {}
@@ -801,7 +817,7 @@ def drop(store: str, names) -> pd.DataFrame:
             raise ValueError(f"{cube_url(store)}: no stored exposure named {', '.join(map(repr, unknown))} "
                              "(give file names, sources, exposure keys or slot:N); nothing was dropped")
         attrs["dropped"] = sorted(gone | slots)
-        g.attrs["lrscube"] = attrs  # the commit: one atomic write of the group metadata
+        g.attrs["lrscube"] = seal(attrs)  # the commit: one atomic write of the group metadata
         arrays = _open_arrays(store, list(DATA_VARS), read_only=False)
         for a in arrays:  # the data goes after the commit; a kill here leaves unread shards only
             _delete_slots(a, sorted(slots))

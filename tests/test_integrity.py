@@ -258,3 +258,14 @@ def test_sigterm_releases_the_lock_and_keeps_the_committed_state(tmp_path, produ
     n = cube.n_stored(str(store))
     assert lrscube.open_cube(store).sizes["time"] == n < 12
     assert verify(str(store)).ok
+
+
+def test_a_damaged_committed_count_is_an_error_not_another_cube(small):
+    store, _ = small
+    meta = Path(store) / "exposures" / "zarr.json"
+    text = meta.read_text()
+    assert '"n_committed": 6' in text
+    meta.write_text(text.replace('"n_committed": 6', '"n_committed": 4'))
+    with pytest.raises(st.CorruptDataError, match="fail their checksum"):
+        lrscube.open_cube(store)
+    assert not verify(store).ok

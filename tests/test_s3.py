@@ -168,3 +168,61 @@ def test_ingest_detect_export_all_on_s3(s3, s3_cluster, ingested):  # noqa: F811
     with s3.fs.open(f"{s3.bucket}/{written[0]}", "rb") as f, fits.open(f) as hdul:
         assert hdul[0].header["REFTYPE"] == "MASK"
         assert hdul["DQ"].data[y, x] != 0
+
+
+def test_object_store_lock_is_a_conditional_create_with_a_lease(s3, monkeypatch):  # noqa: F811
+    """On S3 the writer lock is created only if absent (If-None-Match: *): of writers starting
+    together exactly one holds it. A lock whose holder stopped renewing it for LEASE_SECONDS is
+    taken over by a conditional replace (If-Match its ETag): again exactly one wins."""
+    import json
+    import threading
+    import time
+
+    store = s3.url("locked.zarr")
+    key = f"{s3.bucket}/locked.zarr/{st.INGEST_LOCK}"
+
+    def race(n=6):
+        barrier, results = threading.Barrier(n), []
+        release = threading.Event()
+
+        def one():
+            barrier.wait()
+            try:
+                with st.writer_lock(store):
+                    results.append("won")
+                    release.wait(30)
+            except st.LockedError:
+                results.append("lost")
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        while len(results) < n and time.monotonic() - t0 < 60:
+            time.sleep(0.01)
+        release.set()
+        for t in threads:
+            t.join()
+        return sorted(results)
+
+    assert race() == ["lost"] * 5 + ["won"]
+    assert not s3.fs.exists(key)  # released
+
+    # a dead writer's lock: never renewed since long ago
+    dead = {"host": "node-9", "pid": 1, "since": "then", "renewed": time.time() - 10 * st.LEASE_SECONDS}
+    s3.fs.pipe_file(key, json.dumps(dead).encode())
+    assert race() == ["lost"] * 5 + ["won"]
+    # a live one (renewed now) is respected
+    s3.fs.pipe_file(key, json.dumps({**dead, "renewed": time.time()}).encode())
+    with pytest.raises(st.LockedError, match="pid 1 on node-9"):
+        with st.writer_lock(store):
+            pass
+    s3.fs.rm(key)
+
+    # the holder renews its lease while it works
+    monkeypatch.setattr(st, "LEASE_SECONDS", 0.8)
+    with st.writer_lock(store):
+        first = json.loads(s3.fs.cat_file(key))["renewed"]
+        time.sleep(0.8)
+        assert json.loads(s3.fs.cat_file(key))["renewed"] > first
+    assert not s3.fs.exists(key)
