@@ -229,10 +229,19 @@ def create(store: str, profile, bunit: str = "DN/s", format_version: int = FORMA
                     arrays["x"].setitem(slice(None), np.arange(nx, dtype="int32"))]))
     from .products import DEFAULT_CONTENT_HASH  # the hash every exposure of this cube gets
 
-    g.attrs["lrscube"] = seal({"n_committed": 0, "profile": profile.name, "bunit": bunit,
-                               "frame_shape": list(profile.frame_shape), "format_version": format_version,
-                               "content_hash": DEFAULT_CONTENT_HASH})
+    attrs = {"n_committed": 0, "profile": profile.name, "bunit": bunit,
+             "frame_shape": list(profile.frame_shape), "format_version": format_version,
+             "content_hash": DEFAULT_CONTENT_HASH}
+    if format_version >= 3:  # every array's metadata but its shape, checked by open_cube and verify
+        attrs["metadata_crc"] = {k: v for k, v in st.seal_metadata(cube_url(store), list(specs)).items() if k}
+    g.attrs["lrscube"] = seal(attrs)
     return g
+
+
+def check_metadata(store: str, attrs: dict) -> None:
+    """The arrays' metadata against the checksums recorded at creation (format 3)."""
+    if attrs.get("metadata_crc"):
+        st.check_metadata(cube_url(store), attrs["metadata_crc"])
 
 
 def seal(attrs: dict) -> dict:
@@ -732,6 +741,7 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     if not exists(store):
         raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here (run `lrscube ingest` first)")
     attrs = info(store)
+    check_metadata(store, attrs)
     n = int(attrs["n_committed"])
     ds = xr.open_zarr(st.zarr_store(cube_url(store), read_only=True), consolidated=False,
                       zarr_format=3, chunks=chunks or {})

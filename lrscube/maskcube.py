@@ -828,6 +828,7 @@ def write_mask_cube(store: str, intervals: pd.DataFrame, profile=None, exposures
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
         ds.to_zarr(st.zarr_store(url), mode="w", zarr_format=3, consolidated=False, encoding=_checksummed(ds))
+    _seal_mask(url)
     if commit:
         meta = {k: v for k, v in (st.detect_meta(store) or {}).items() if k not in ("run", "outputs")}
         meta["mask_cube"] = url
@@ -852,11 +853,30 @@ def open_mask(store: str) -> xr.Dataset:
     return _open_mask_url(url, store)
 
 
+def _seal_mask(url: str) -> None:
+    """Record the checksums of the mask cube's metadata (group attributes, every array's
+    zarr.json) in its group attributes; :func:`open_mask` checks them."""
+    import zarr
+
+    g = zarr.open_group(st.zarr_store(url), mode="r+")
+    names = sorted(k for k, _ in g.arrays())
+    g.attrs[st.METADATA_CRC] = st.seal_metadata(url, names, volatile=())
+
+
 def _open_mask_url(url: str, store: str) -> xr.Dataset:
+    import zarr
+
+    try:
+        crcs = zarr.open_group(st.zarr_store(url, read_only=True), mode="r").attrs.get(st.METADATA_CRC)
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+        crcs = None
+    if crcs:
+        st.check_metadata(url, crcs, volatile=())
     try:
         ds = xr.open_zarr(st.zarr_store(url, read_only=True), consolidated=False, zarr_format=3)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise FileNotFoundError(f"{url}: no mask cube here (run `lrscube detect --store {store}` first) ({e})") from None
+    ds.attrs.pop(st.METADATA_CRC, None)
     for name in ("exposure_program", "exposure_filename", "exposure_subarray", "flag"):
         if name in ds.variables:
             ds[name] = (ds[name].dims, np.array([str(v) for v in ds[name].values], dtype=object))

@@ -187,6 +187,56 @@ def read_json(store: str, name: str) -> Any:
         raise CorruptDataError(f"not readable JSON ({e})", url=join(store, name)) from None
 
 
+# --------------------------------------------------------------------------- metadata checksums
+
+#: the group attribute holding a zarr group's metadata checksums (:func:`seal_metadata`)
+METADATA_CRC = "lrscube_metadata_crc"
+
+
+def _metadata_crc(doc: dict, volatile=("shape",)) -> int:
+    import google_crc32c
+
+    body = {k: v for k, v in doc.items() if k not in volatile}
+    if "attributes" in body:
+        body["attributes"] = {k: v for k, v in body["attributes"].items() if k not in (METADATA_CRC, "lrscube")}
+    return google_crc32c.value(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _read_metadata(url: str, names) -> dict[str, dict]:
+    fs, path = fs_and_path(url)
+    keys = {n: f"{path}/{n}/zarr.json" if n else f"{path}/zarr.json" for n in names}
+    got = fs.cat(list(keys.values()), on_error="return")
+    out = {}
+    for n, k in keys.items():
+        data = got.get(k)
+        if isinstance(data, Exception) or data is None:
+            raise CorruptDataError(f"metadata {n or '(group)'}/zarr.json unreadable ({data})", url=url)
+        try:
+            out[n] = json.loads(data)
+        except ValueError as e:
+            raise CorruptDataError(f"metadata {n or '(group)'}/zarr.json is not JSON ({e})", url=url) from None
+    return out
+
+
+def seal_metadata(url: str, names, volatile=("shape",)) -> dict[str, int]:
+    """crc32c of the zarr.json of the group at ``url`` ("") and of its arrays ``names``, without
+    the keys in ``volatile`` (an array's shape grows with appends) and without these checksums
+    themselves: what :func:`check_metadata` compares. The caller stores them in the group's
+    attributes, so a damaged attribute, codec, fill value or time unit is an error, not other
+    numbers."""
+    docs = _read_metadata(url, ["", *names])
+    return {n: _metadata_crc(d, volatile) for n, d in docs.items()}
+
+
+def check_metadata(url: str, crcs: dict, volatile=("shape",)) -> None:
+    """Raise :class:`CorruptDataError` naming the first zarr.json whose checksum differs."""
+    docs = _read_metadata(url, list(crcs))
+    for n, want in crcs.items():
+        if _metadata_crc(docs[n], volatile) != int(want):
+            raise CorruptDataError(f"metadata {n + '/' if n else ''}zarr.json fails its checksum (crc32c): "
+                                   "an attribute, codec, fill value or unit was changed or damaged", url=url)
+
+
 # --------------------------------------------------------------------------- detect runs
 
 

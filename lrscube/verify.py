@@ -94,6 +94,10 @@ def _verify_cube(store: str, rep: VerifyReport) -> None:
     except st.StoreError as e:
         rep.problems.append(Problem("exposures/zarr.json", str(e)))
         return
+    try:
+        cube.check_metadata(store, attrs)
+    except st.CorruptDataError as e:
+        rep.problems.append(Problem("exposures metadata", e.reason))
     n = int(attrs["n_committed"])
     version = int(attrs.get("format_version", 1))
     if version < 3:
@@ -226,6 +230,11 @@ def _verify_detect(store: str, rep: VerifyReport) -> None:
     try:
         g = zarr.open_group(st.zarr_store(url, read_only=True), mode="r")
         arrays = list(g.arrays())
+        if g.attrs.get(st.METADATA_CRC):
+            st.check_metadata(url, g.attrs[st.METADATA_CRC], volatile=())
+    except st.CorruptDataError as e:
+        rep.problems.append(Problem("mask metadata", e.reason))
+        return
     except Exception as e:  # noqa: BLE001
         if meta is not None and isinstance(meta.get("outputs"), dict):
             rep.problems.append(Problem("mask", f"{url} unreadable ({type(e).__name__}: {e})"))

@@ -269,3 +269,25 @@ def test_a_damaged_committed_count_is_an_error_not_another_cube(small):
     with pytest.raises(st.CorruptDataError, match="fail their checksum"):
         lrscube.open_cube(store)
     assert not verify(store).ok
+
+
+def test_damaged_metadata_values_are_errors_not_other_numbers(small):
+    """A flip that leaves valid JSON: the mask's time unit, the cube's fill value."""
+    store, mjd = small
+    maskcube.write_mask_cube(store, intervals_table(mjd, [(700, 40, "HOT", 2, None, 30.0)]), "lrs")
+    url = st.output_url(store, st.MASK)
+    tmeta = Path(url) / "time" / "zarr.json"
+    text = tmeta.read_text()
+    assert " since 2" in text
+    tmeta.write_text(text.replace(" since 2", " since 1"))  # the epochs a millennium earlier
+    with pytest.raises(st.CorruptDataError, match="time/zarr.json fails its checksum"):
+        maskcube.open_mask(store)
+    assert "mask metadata" in str(verify(store))
+    tmeta.write_text(text)
+    maskcube.open_mask(store)
+
+    smeta = Path(store) / "exposures" / "sci" / "zarr.json"
+    text = smeta.read_text()
+    smeta.write_text(text.replace('"fill_value": "NaN"', '"fill_value": 0.0'))
+    with pytest.raises(st.CorruptDataError, match="sci/zarr.json fails its checksum"):
+        lrscube.open_cube(store)
