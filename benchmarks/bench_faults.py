@@ -90,6 +90,7 @@ class Table:
 
     def add(self, kind: str, outcome: str, note: str = "") -> None:
         self.rows.setdefault(kind, collections.Counter())[outcome] += 1
+        print(f"trial: {kind}: {outcome} {note}", file=sys.stderr, flush=True)  # progress, one line a trial
         if note and len(self.notes[kind]) < 5:
             self.notes[kind].append(f"{outcome}: {note}")
 
