@@ -2,7 +2,7 @@
 
 The composition, in order (each step a named function)::
 
-    writer_lock(store)                  STORE/ingest.lock: one ingest per store at a time
+    writer_lock(store)                  STORE/ingest.lock (flock): one ingest per store at a time
     find_inputs(paths)                  files, directories, globs, fsspec URLs -> product files
     for each batch of files:
         load (on workers)               read_product: Exposure, or Rejected with a reason (a task

@@ -12,7 +12,7 @@ Flow (each step a pure function of numpy/pandas data, composed by :func:`plan_ep
       |                    a dynamic program choosing the merges that wrongly flag or miss the
       |                    fewest pixel-exposures, each weighted by its exposure time
       v
-    EpochPlan  ->  write_mask_cube  ->  STORE/mask   (zarr v3, dq (time, y, x) uint32)
+    EpochPlan  ->  write_mask_cube  ->  STORE/detect/RUN/mask   (zarr v3, dq (time, y, x) uint32)
 
 Time rules (shared by ``mask_at``, ``lrscube apply`` and the CRDS export, so all three pick the
 same mask for a given exposure):

@@ -5,7 +5,7 @@ pixels over all N exposures per task. In between, each stage-1 task writes, for 
 tile, one object holding that tile's residual ``r``, noise ``s``, ``sky`` (float32) and trace
 bits (uint8) of its B exposures; a stage-2 task reads the N/B objects of its tile and stacks
 them along time. Objects are written and read whole through fsspec, so one code path serves a
-local folder and an object store (``STORE/_detect_work/run-ID``, removed after the run).
+local folder and an object store (``STORE/detect/RUN/work``, removed after the run).
 
 Layout of an object: a 32-byte little-endian header (B, ty, tx, length of the float part),
 then ``r, s, sky`` stacked as one (3, B, ty, tx) float32 array compressed with blosc lz4 and
