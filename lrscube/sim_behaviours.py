@@ -157,7 +157,7 @@ def integration_high_fractions(rng: np.random.Generator, n_ints: int, t_int_s: f
         k = np.clip(k, 0, len(times) - 2)
         return cum[k] + np.where(seg_high[k], t - times[k], 0.0)
 
-    return np.diff(high_until(bounds)) / t_int_s
+    return np.clip(np.diff(high_until(bounds)) / t_int_s, 0.0, 1.0)  # exact up to rounding
 
 
 def grow_cluster(rng: np.random.Generator, seed_yx, size: int, free: np.ndarray) -> list[tuple[int, int]]:

@@ -508,3 +508,40 @@ def test_ideal_scenario_has_identical_pixels_and_the_simple_behaviours():
     assert np.all(r == 1.0)
     pop = defect_population(n=30, seed=2, full_frame=False, scenario="ideal")
     assert set(pop.behaviour[~pop.static]) <= {"step", "cluster", "rts_inter"}
+
+
+# -- pure functions of the zoo and the response --------------------------------------------------
+
+def test_two_state_process_spends_its_duty_high_and_dwells_as_asked():
+    from lrscube.sim_behaviours import integration_high_fractions, two_state
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 10000, 200001)
+    s = two_state(rng, t, 0.0, 10000.0, tau_high=3.0, tau_low=7.0)
+    assert s.mean() == pytest.approx(0.3, abs=0.03)
+    runs = np.diff(np.flatnonzero(np.diff(s.astype(int)) != 0))
+    assert np.mean(runs) * (t[1] - t[0]) == pytest.approx(5.0, rel=0.1)  # mean dwell (3 + 7) / 2
+    assert not two_state(rng, np.array([-1.0, 20000.0]), 0.0, 10000.0, 1.0, 1.0).any()  # low outside
+    f = np.concatenate([integration_high_fractions(rng, 8, 100.0, 30.0, 70.0) for _ in range(300)])
+    assert ((f >= 0) & (f <= 1)).all() and f.mean() == pytest.approx(0.3, abs=0.03)
+    assert 0.05 < f.std() < 0.45  # integrations differ: switching within the exposure
+
+
+def test_fringe_period_follows_the_band_and_washes_out_below_two_rows():
+    from lrscube.profiles import Box
+    from lrscube.sim_response import band_wavenumber, fringe_component
+
+    rng = np.random.default_rng(1)
+    box = Box(0, 1024, 0, 8)
+    sigma = band_wavenumber(np.arange(1024.0), box, (17.70, 20.95), True)  # channel 4A
+    comp = fringe_component(rng, (1024, 8), box, sigma, 2.5, (0.1, 0.1), 150.0)
+    col = comp[:, 4] - 1
+    # the period in rows is 2.5 cm^-1 over the wavenumber step: ~29 rows at the blue end
+    step = abs(sigma[1] - sigma[0])
+    crossings = np.flatnonzero(np.diff(np.sign(col[:200])) != 0)
+    assert np.median(np.diff(crossings)) * 2 == pytest.approx(2.5 / step, rel=0.15)
+    assert np.abs(col).max() == pytest.approx(0.1, rel=0.05)
+    # channel 1A: the detector fringe (0.345 cm^-1) is ~1.2 rows and averages out over a pixel
+    sigma1 = band_wavenumber(np.arange(1024.0), box, (4.90, 5.74), True)
+    fine = fringe_component(rng, (1024, 8), box, sigma1, 0.345, (0.1, 0.1), 150.0)
+    assert np.abs(fine - 1).max() < 0.04
