@@ -1086,6 +1086,10 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
 
     exposures = pd.concat([plan.reset_index(drop=True), pd.DataFrame(infos)], axis=1).rename(columns={"effexptm": "exptime"})
     exposures = exposures[[c for c in _EXPOSURE_COLUMNS if c in exposures]] if len(exposures) else exposures
+    # the shared contract's names (/work/TRUTH-SCHEMA.md) beside this module's
+    exposures.insert(1, "filename", exposures["file"])
+    exposures.insert(2, "mjd", exposures["expmid"])
+    exposures.insert(3, "effexptm", exposures["exptime"])
     truth_dir = out / TRUTH_DIR
     truth_dir.mkdir(exist_ok=True)
     truth_path = truth_dir / "truth.csv"

@@ -126,7 +126,8 @@ def test_truth_tables_beside_the_files(sub):
     exp = pd.read_csv(sub.exposures_path)
     assert list(exp.file) == [p.name for p in sub.files]
     assert exp.expmid.is_monotonic_increasing
-    for col in ("expmid", "exptime", "subarray", "product", "blank", "sky_factor", "sky_step"):
+    for col in ("expmid", "exptime", "subarray", "product", "blank", "sky_factor", "sky_step",
+                "filename", "mjd", "expstart", "effexptm"):  # the last four: TRUTH-SCHEMA's names
         assert col in exp
     span = exp.expmid.max() - exp.expmid.min()
     assert 300 < span < 950
