@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--scenario", default=None, help="scenario name or YAML (default: configs/scenario-default.yaml)")
     ap.add_argument("--min-snr", default="5", help="detectability (sigma), or 'threshold'")
+    ap.add_argument("--skip-detect", action="store_true", help="evaluate the intervals already in the store")
     a = ap.parse_args()
     from lrscube.cluster import get_client
     from lrscube.detect import detect
@@ -40,14 +41,15 @@ def main():
         t = time.perf_counter()
         sim.simulate(rate, n=a.n, seed=a.seed, scenario=a.scenario, full_frame=True, overwrite=True)
         print(f"simulate: {time.perf_counter() - t:.0f} s", flush=True)
-    with get_client(quiet=True):
-        if not os.path.exists(os.path.join(store, "exposures")):
+    if not a.skip_detect:
+        with get_client(quiet=True):
+            if not os.path.exists(os.path.join(store, "exposures")):
+                t = time.perf_counter()
+                print(ingest([rate], store, progress=False), flush=True)
+                print(f"ingest: {time.perf_counter() - t:.0f} s", flush=True)
             t = time.perf_counter()
-            print(ingest([rate], store, progress=False), flush=True)
-            print(f"ingest: {time.perf_counter() - t:.0f} s", flush=True)
-        t = time.perf_counter()
-        detect(store, progress=False)
-        print(f"detect: {time.perf_counter() - t:.0f} s", flush=True)
+            detect(store, progress=False)
+            print(f"detect: {time.perf_counter() - t:.0f} s", flush=True)
     t = time.perf_counter()
     res = ev.evaluate(store, truth, min_snr=None if a.min_snr == "threshold" else float(a.min_snr))
     print(f"evaluate: {time.perf_counter() - t:.0f} s", flush=True)

@@ -527,20 +527,37 @@ def noise_amplitudes(truth: pd.DataFrame, plan: pd.DataFrame, sc: dict, profile:
     truth.loc[truth.index[rows], "amplitude"] = t.noise_factor.to_numpy(float) * med
 
 
-def defect_states(rng: np.random.Generator, truth: pd.DataFrame, plan: pd.DataFrame) -> np.ndarray:
-    """Every new defect row's high state in each exposure ((new rows, exposures) bool; True for rows
-    that do not switch) and the truth's ``high_mjd`` (set in place): for telegraphs between
-    exposures the mid-times of their high exposures, for noisy and intra-exposure telegraph rows
-    every exposure of their interval (they act in each), None for the others."""
+def defect_states(rng: np.random.Generator, truth: pd.DataFrame, plan: pd.DataFrame,
+                  profile: Profile | None = None, sc: dict | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every new defect row's high state in each exposure and the truth's ``high_mjd``.
+
+    Returns the truth (with ``high_mjd``: for telegraphs between exposures the mid-times of their
+    high exposures, for noisy and intra-exposure telegraph rows every exposure of their interval
+    (they act in each), None for the others) and the (new rows, exposures) states (True for rows
+    that do not switch). A telegraph that is never high in an exposure that sees it leaves no
+    trace in the data: its row is dropped.
+    """
     new = truth[~truth.static]
     t_mid = plan.expmid.to_numpy(float) if len(plan) else np.zeros(0)
     high = zoo.telegraph_states(rng, new, t_mid)
+    switching = np.isfinite(new.dwell_days.to_numpy(float)) & (new.effect == "add").to_numpy()
+    if switching.any() and profile is not None and len(plan):
+        boxes = footprints(profile, sc)
+        y, x = new.y.to_numpy(), new.x.to_numpy()
+        sees = np.stack([(y >= b.y0) & (y < b.y1) & (x >= b.x0) & (x < b.x1)
+                         for b in (boxes[s_] for s_ in plan.subarray)], axis=1)
+        on = defects.active(new.start_mjd.to_numpy(float), new.end_mjd.to_numpy(float), t_mid)
+        silent = switching & ~(high & sees & on).any(axis=1)
+        if silent.any():
+            truth = truth.drop(index=new.index[silent]).reset_index(drop=True)
+            high = high[~silent]
+            new = truth[~truth.static]
     listed = (np.isfinite(new.dwell_days.to_numpy(float)) | (new.effect == "noise").to_numpy())
     col = pd.Series([None] * len(truth), index=truth.index, dtype=object)
     col[new.index] = defects.high_state_mjd(listed, high, t_mid, new.start_mjd.to_numpy(float),
                                             new.end_mjd.to_numpy(float))
     truth["high_mjd"] = col
-    return high
+    return truth, high
 
 
 def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict | None = None, mode: str = "lrs",
@@ -562,7 +579,7 @@ def defect_population(n: int = 150, seed: int = 0, scenario: str | Path | dict |
     truth = draw_truth(rng_truth, plan, sc, profile)
     resp = response.detector_response(profile, sc, detector_name(profile, sc))
     noise_amplitudes(truth, plan, sc, profile, resp)
-    defect_states(rng_tel, truth, plan)
+    truth, _ = defect_states(rng_tel, truth, plan, profile, sc)
     return truth
 
 
@@ -1056,7 +1073,9 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
     truth = draw_truth(rng_truth, plan, sc, profile)
     resp = response.detector_response(profile, sc, detector_name(profile, sc))
     noise_amplitudes(truth, plan, sc, profile, resp)
-    high = defect_states(rng_tel, truth, plan)
+    anneals = truth.attrs.get("anneals_mjd", [])
+    truth, high = defect_states(rng_tel, truth, plan, profile, sc)
+    truth.attrs["anneals_mjd"] = anneals
     new = truth[~truth.static]
     ctx = _Context(sc=sc, profile=profile, plan=plan, boxes=footprints(profile, sc),
                    static_dq=_static_dq(truth, profile), resp=resp, new=new.reset_index(drop=True), high=high,
