@@ -836,13 +836,18 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
         note(np.abs(latent * resp) >= thr, "persistence")
     if np.ndim(trace):
         note(trace * resp >= thr, "source_trace")
-    note(np.abs(parity[:, None] + rows_img) >= thr, "row_offsets")
+    # patterns over the whole exposure (odd/even rows, a sky step) are noted on a grid of pixels
+    pitch = int((sc.get("truth") or {}).get("grid_px", 16))
+    grid = np.zeros((ny, nx), bool)
+    grid[(pitch - box.y0 % pitch) % pitch::pitch, (pitch - box.x0 % pitch) % pitch::pitch] = True
+    offset_rows = np.zeros((ny, 1), bool)
+    for axis, idx, _ in ctx.lines[i]:
+        if axis == "row" and box.y0 <= idx < box.y1:
+            offset_rows[idx - box.y0] = True
+    note((np.abs(parity[:, None] + rows_img) >= thr) & (offset_rows | grid), "row_offsets")
     if np.ndim(cols_img):
         note(np.abs(cols_img) >= thr, "column_offsets")
     if exp.sky_step:
-        pitch = int((sc.get("truth") or {}).get("sky_step_grid_px", 16))
-        grid = np.zeros((ny, nx), bool)
-        grid[(pitch - box.y0 % pitch) % pitch::pitch, (pitch - box.x0 % pitch) % pitch::pitch] = True
         note(grid, "sky_step")
     lookalikes = pd.concat(parts, ignore_index=True) if parts else look.empty_lookalikes()
 
