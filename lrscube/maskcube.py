@@ -937,6 +937,8 @@ def mask_at(store: str | xr.Dataset, time: Any, extrapolate: bool = False) -> xr
         "detector": str((ds.attrs.get("detectors") or ["MIRIMAGE"])[0]),
         "reference_columns": [list(r) for r in ds.attrs.get("reference_columns", [])],
         "long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel)",
+        "store": "" if isinstance(store, xr.Dataset) else str(store),
+        "detect_run": dict(ds.attrs.get("run") or {}),  # the run that wrote the mask cube
     }
     return da_
 
@@ -986,7 +988,19 @@ def write_mask_fits(mask: xr.DataArray, path: str, author: str = "lrscube", pedi
         instrument=a.get("instrument", "MIRI"), detector=a.get("detector", "MIRIMAGE"),
         history=[f"lrscube mask epoch {a['epoch']} of {a['n_epochs']} from {a['epoch_start']} "
                  f"(USEAFTER {a['useafter']}), {a.get('epoch_n_exposures')} exposures from "
-                 f"{a['epoch_first_exposure']} to {a['epoch_last_exposure']}, requested for {a['requested_time']}."])
+                 f"{a['epoch_first_exposure']} to {a['epoch_last_exposure']}, requested for {a['requested_time']}.",
+                 *_provenance_lines(a)])
     data = ce._model_bytes(model, os.path.basename(str(path)) or "mask.fits")
     st.write_bytes_atomic(str(path), data)
     return str(path)
+
+
+def _provenance_lines(attrs: dict) -> list[str]:
+    """HISTORY naming the runs a mask from :func:`mask_at` comes from (see lrscube.provenance)."""
+    from . import provenance
+
+    if attrs.get("store"):
+        return provenance.history_lines(attrs["store"], None, attrs.get("detect_run") or None)
+    run = attrs.get("detect_run") or {}
+    return [f"PROVENANCE: mask cube from detect run {run.get('id')} started {run.get('started')}, config digest "
+            f"{run.get('config_digest')}."] if run else []

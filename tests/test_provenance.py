@@ -128,3 +128,15 @@ def test_records_written_at_once_are_all_kept(tmp_path):
     runs = provenance.read_runs(store)
     assert sorted(r["config"]["i"] for r in runs) == list(range(24))
     assert not list((tmp_path / "s" / "runs").glob("*.partial"))
+
+
+def test_mask_at_file_names_its_detect_run_and_passes_the_checks(flow, tmp_path, capsys):
+    from lrscube.delivery_checks import validate_delivery
+
+    det = next(r for r in provenance.read_runs(flow["store"]) if r["command"] == "detect")
+    t = flow["man"]["files"][-1]["useafter"]
+    path = tmp_path / "mask.fits"
+    assert main(["mask-at", "--store", flow["store"], "--time", t, "--out", str(path)]) == 0
+    history = " ".join(" ".join(str(c) for c in fits.getheader(path)["HISTORY"]).split())
+    assert f"detect run {det['id']}" in history and f"config digest {det['config_digest']}" in history
+    assert validate_delivery([path]).ok
