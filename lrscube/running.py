@@ -3,15 +3,21 @@ numbers as ``bottleneck.move_median`` and ``scipy.ndimage.uniform_filter1d``, se
 faster on images.
 
 Detection takes about seven running medians of every full frame (the sky along the dispersion,
-the residual across it, the trace profile) and one along time per tile; with bottleneck's
-double-heap median (~30 ns per pixel, branchy) they were 40 % of the time of stage 1. Here a
-window that is complete and holds no NaN (almost every pixel of a frame) goes through a fixed
-median-selection network (Batcher's odd-even merge sort, pruned to the comparators the middle
-element depends on), evaluated for 64 neighbouring pixels at once: branch-free min/max that the
-compiler vectorises. A window cut by an edge or holding NaN is gathered, sorted and judged
-pixel by pixel with bottleneck's rules: the median of the finite values, NaN when there are
-fewer than ``min_count``, the mean of the middle two (in double precision) for an even count.
-The result equals ``bottleneck.move_median`` bit for bit (tests/test_running.py).
+the residual across it, the trace profile) and one along time per tile. For the windows it
+uses (5, 9, 15: ``SHARED_WINDOWS``) and arrays at least a window long, neighbouring outputs
+share their work: k = 4 outputs of a 15-pixel window share 12 of their values, a pruned sorting
+network finds the 4 middle ranks of those once, and each output merges its 3 own values in with
+a few min/max (:func:`median_kernel_source`, generated straight-line code in
+``lrscube/_median_kernels.py`` that keeps every value in vector registers, one lane per
+column). Along the last axis, strips of 64 rows are transposed so that the lanes are columns
+again. A window cut by an edge or holding NaN (the sum of its values is NaN) is sorted and
+judged pixel by pixel with bottleneck's rules: the median of the finite values, NaN when there
+are fewer than ``min_count``, the mean of the middle two (in double precision) for an even
+count; the windows cut by an edge are nested, so they are built one insertion at a time. A
+1024 x 1032 frame costs ~1.5 ms along columns and ~3 ms along rows (one core; bottleneck's
+double-heap median ~30 ms). Other windows take one pruned selection network per output
+(Batcher's odd-even merge sort, evaluated for 64 neighbouring pixels at once). Either way the
+result equals ``bottleneck.move_median`` bit for bit (tests/test_running.py).
 
 The running means (a dozen per frame, for the local slope of the sky) are scipy's running sum
 in double precision, with the pixels of a row side by side instead of one column at a time.
@@ -23,6 +29,8 @@ from functools import lru_cache
 
 import numba
 import numpy as np
+
+from . import _median_kernels
 
 #: pixels evaluated side by side (a multiple of every SIMD width; the buffer stays in L1 cache)
 LANES = 64
@@ -200,6 +208,86 @@ def _along_last(a, window, min_count, n, pairs, out):
             _median_block(buf, keep, total, pairs, nl, window, min_count, small, out[r], x0)
 
 
+@numba.njit(cache=True, nogil=True)
+def _median_at(a, i, j, window, min_count, small):
+    """bottleneck's median of the finite values of a[i - h .. i + h, j] (rows inside a)."""
+    half = window // 2
+    k = 0
+    for p in range(max(i - half, 0), min(i + half + 1, a.shape[0])):
+        v = a[p, j]
+        if v == v:
+            k = _insert(small, k, v)
+    return _median_sorted(small, k, min_count)
+
+
+@numba.njit(cache=True, nogil=True)
+def _shared_axis0(a, window, k, min_count, out):
+    """Running median along axis 0 of (L, M) ``a`` (L >= window + k - 1) with the generated
+    kernel of ``window``; windows cut by an edge or holding NaN one by one."""
+    L, M = a.shape
+    half = window // 2
+    flag = np.empty(M, np.float32)
+    small = np.empty(window, np.float32)
+    last = L - half - k
+    g = half
+    while True:
+        gg = min(g, last)  # the last group overlaps the one before it: the same values again
+        _median_kernels.group(a, out, gg, flag, window)
+        for j in range(M):
+            if flag[j] != flag[j]:
+                for q in range(k):
+                    out[gg + q, j] = _median_at(a, gg + q, j, window, min_count, small)
+        if gg == last:
+            break
+        g += k
+    # the windows cut by an edge are nested: each adds one row to the one before it
+    for j in range(M):
+        n = 0
+        for p in range(half):
+            v = a[p, j]
+            if v == v:
+                n = _insert(small, n, v)
+        for i in range(half):
+            v = a[i + half, j]
+            if v == v:
+                n = _insert(small, n, v)
+            out[i, j] = _median_sorted(small, n, min_count)
+        n = 0
+        for p in range(L - half, L):
+            v = a[p, j]
+            if v == v:
+                n = _insert(small, n, v)
+        for i in range(L - 1, L - 1 - half, -1):
+            v = a[i - half, j]
+            if v == v:
+                n = _insert(small, n, v)
+            out[i, j] = _median_sorted(small, n, min_count)
+
+
+#: rows transposed together for a running median along the last axis (the kernel's lanes)
+STRIP = 64
+
+
+@numba.njit(cache=True, nogil=True)
+def _shared_last(a, window, k, min_count, out):
+    """Running median along axis 1 of (R, C) ``a``: strips of STRIP rows transposed into a
+    (C, STRIP) buffer, :func:`_shared_axis0` on it, and back."""
+    R, C = a.shape
+    buf = np.zeros((C, STRIP), np.float32)
+    res = np.empty((C, STRIP), np.float32)
+    for r0 in range(0, R, STRIP):
+        ns = min(STRIP, R - r0)
+        if ns < STRIP:
+            buf[:, :] = 0
+        for s in range(ns):
+            for x in range(C):
+                buf[x, s] = a[r0 + s, x]
+        _shared_axis0(buf, window, k, min_count, res)
+        for s in range(ns):
+            for x in range(C):
+                out[r0 + s, x] = res[x, s]
+
+
 def running_median(a: np.ndarray, window: int, axis: int = -1, min_count: int = 1) -> np.ndarray:
     """Centred, NaN-aware running median along ``axis`` (window made odd), float32.
 
@@ -220,6 +308,15 @@ def running_median(a: np.ndarray, window: int, axis: int = -1, min_count: int = 
     length = a.shape[axis]
     post = int(np.prod(a.shape[axis + 1:], dtype=np.int64))
     out = np.empty_like(a)
+    k = SHARED_WINDOWS.get(window, 0)
+    if k and length >= window + k - 1:  # a generated kernel (whole frames: almost always)
+        if post == 1:
+            _shared_last(a.reshape(pre, length), window, k, min_count, out.reshape(pre, length))
+        else:
+            a3, o3 = a.reshape(pre, length, post), out.reshape(pre, length, post)
+            for i in range(pre):
+                _shared_axis0(a3[i], window, k, min_count, o3[i])
+        return out
     if post == 1:  # the last axis: lanes along it
         _along_last(a.reshape(pre, length), window, min_count, n, pairs, out.reshape(pre, length))
     else:  # lanes along the (contiguous) axes after it
@@ -227,6 +324,101 @@ def running_median(a: np.ndarray, window: int, axis: int = -1, min_count: int = 
         for k in range(pre):
             _along_rows(a3[k], window, min_count, n, pairs, o3[k])
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# running medians of whole frames: neighbouring windows share a sorted core (generated kernels)
+
+#: windows with a generated kernel (lrscube/_median_kernels.py), and how many neighbouring
+#: outputs share one core: the default sky, cross-dispersion and trace windows, and the
+#: transients' window along time
+SHARED_WINDOWS = {5: 2, 9: 4, 15: 4}
+
+
+def _pruned_network(nvals: int, need) -> tuple[list[tuple[int, int]], list[int]]:
+    """Comparators of Batcher's network on ``nvals`` values that the ranks ``need`` depend on,
+    with the padding slots (+inf) folded away; and the slot holding each needed rank."""
+    n = 1
+    while n < nvals:
+        n *= 2
+    needed, kept = set(need), []
+    for i, j in reversed(_oddeven_merge_sort(n)):
+        if i in needed or j in needed:
+            kept.append((i, j))
+            needed |= {i, j}
+    kept.reverse()
+    phys = list(range(nvals)) + [-1] * (n - nvals)  # -1: a padding slot, +inf
+    out = []
+    for i, j in kept:
+        if phys[j] < 0:  # min(x, inf) = x: nothing moves
+            continue
+        if phys[i] < 0:  # the value moves down, the inf up: a renaming, no instruction
+            phys[i], phys[j] = phys[j], phys[i]
+            continue
+        out.append((phys[i], phys[j]))
+    return out, [phys[k] for k in need]
+
+
+def median_kernel_source() -> str:
+    """Source of lrscube/_median_kernels.py (tests/test_running.py checks that it is current).
+
+    For a window of w = 2h + 1 values and k neighbouring outputs g .. g + k - 1, the w + k - 1
+    values v[t] = a[g - h + t] are loaded once per lane; the k outputs share the core
+    v[k - 1 .. w - 1] (w - k + 1 values), of which a pruned sorting network finds the ranks
+    h - k + 1 .. h; output q adds its k - 1 extras (sorted by a small network) and its median
+    (the rank-h value of core and extras) is min(C[h], max(C[h - 1], E[0]), ...,
+    max(C[h - k + 1], E[k - 2])): of the h + 1 smallest values, some number m come from the
+    extras, and each term is the largest of one choice of m. Straight-line code on scalars, one
+    lane per column: the compiler keeps the values in vector registers. Valid only where the
+    window holds no NaN: the sum of the loaded values goes to ``flag`` and a NaN there sends
+    the lane's outputs to the one-by-one median.
+    """
+    lines = ['"""Generated by lrscube.running.median_kernel_source(): running-median kernels of fixed windows',
+             "(see there). Do not edit; regenerate with",
+             "",
+             "    python -c \"from lrscube import running; print(running.median_kernel_source(), end='')\" "
+             "> lrscube/_median_kernels.py",
+             '"""', "", "import numba", "", ""]
+    for w, k in sorted(SHARED_WINDOWS.items()):
+        h = w // 2
+        c = w - k + 1
+        core_net, core_slots = _pruned_network(c, list(range(h - k + 1, h + 1)))
+        lines += ["@numba.njit(cache=True, nogil=True)",
+                  f"def group_w{w}(a, out, g, flag):",
+                  f'    """Running median over {w} rows of rows g .. g + {k - 1} of (L, M) ``a`` into ``out``; the sum of',
+                  f'    rows g - {h} .. g + {k - 1 + h} into ``flag``."""',
+                  "    for j in range(a.shape[1]):"]
+        nv = w + k - 1
+        for t in range(nv):
+            off = f" + {t - h}" if t > h else (f" - {h - t}" if t < h else "")
+            lines.append(f"        v{t} = a[g{off}, j]")
+        # the core, renamed c0..; comparators in place
+        for i in range(c):
+            lines.append(f"        c{i} = v{k - 1 + i}")
+        for i, j in core_net:
+            lines.append(f"        c{i}, c{j} = (c{i} if c{i} < c{j} else c{j}), (c{j} if c{i} < c{j} else c{i})")
+        ranks = dict(zip(range(h - k + 1, h + 1), core_slots))
+        ext_net, _ = _pruned_network(k - 1, list(range(k - 1)))
+        for q in range(k):
+            ext = list(range(q, k - 1)) + list(range(w, w + q))
+            for e, t in enumerate(ext):
+                lines.append(f"        e{e} = v{t}")
+            for i, j in ext_net:
+                lines.append(f"        e{i}, e{j} = (e{i} if e{i} < e{j} else e{j}), (e{j} if e{i} < e{j} else e{i})")
+            lines.append(f"        m = c{ranks[h]}")
+            for e in range(k - 1):
+                lines.append(f"        u = c{ranks[h - 1 - e]} if c{ranks[h - 1 - e]} > e{e} else e{e}")
+                lines.append("        m = m if m < u else u")
+            lines.append(f"        out[g{f' + {q}' if q else ''}, j] = m")
+        lines.append("        flag[j] = " + " + ".join(f"v{t}" for t in range(nv)))
+        lines += ["", ""]
+    lines += ["@numba.njit(cache=True, nogil=True)",
+              "def group(a, out, g, flag, window):",
+              '    """The kernel of ``window`` (one of lrscube.running.SHARED_WINDOWS)."""']
+    for n_, (w, _) in enumerate(sorted(SHARED_WINDOWS.items())):
+        lines.append(f"    {'if' if n_ == 0 else 'elif'} window == {w}:")
+        lines.append(f"        group_w{w}(a, out, g, flag)")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,3 +161,32 @@ def test_block_events_equal_the_numpy_formulation():
                 for nsigma in (np.float64(5.0) / np.sqrt(2.0), np.float64(3.0)):
                     np.testing.assert_array_equal(block_events(a, s, k, half, nsigma),
                                                   block_events_numpy(a, s, k, half, nsigma))
+
+
+def test_generated_kernels_are_current():
+    """lrscube/_median_kernels.py is what the generator writes (regenerate it when it changes)."""
+    from pathlib import Path
+
+    from lrscube import running
+
+    path = Path(running.__file__).with_name("_median_kernels.py")
+    assert path.read_text() == running.median_kernel_source()
+
+
+@pytest.mark.parametrize("window", sorted(__import__("lrscube.running").running.SHARED_WINDOWS))
+def test_shared_kernels_equal_bottleneck_at_edges_holes_and_group_ends(window):
+    """Every length from the shortest the shared kernel takes (its last group overlapping the one
+    before it), with NaN runs, infinities and ties, along both axes of a frame."""
+    rng = np.random.default_rng(window)
+    k = __import__("lrscube.running").running.SHARED_WINDOWS[window]
+    for length in range(window + k - 1, window + 3 * k + 2):
+        a = rng.integers(0, 6, (length, 37)).astype(np.float32)  # ties
+        a[rng.random(a.shape) < 0.08] = np.nan
+        a[length // 2, 3] = np.inf
+        a[length // 3, 5] = -np.inf
+        a[:, 7] = np.nan
+        for axis in (0, 1):
+            b = a if axis == 0 else np.ascontiguousarray(a.T)
+            for min_count in (1, window // 2 + 1, window):
+                np.testing.assert_array_equal(running_median(b, window, axis, min_count),
+                                              reference(b, window, axis, min_count))
