@@ -115,6 +115,8 @@ def local_sky(img: np.ndarray, window: int, axis: int = -2, min_count: int = 5) 
     window = int(window) | 1
     med = running_median(img, window, axis=axis, min_count=min_count)
     ax = axis % med.ndim
+    if ax < med.ndim - 1 and med.size:  # lanes along the axes after it: one compiled pass
+        return running.sky_correction(img, med, window, ax, min_count)
     # Everything below works in the image's own memory layout (a moved axis made every
     # elementwise step strided); idx is the position along the axis, broadcast over the others.
     idx = _positions(med.shape, ax)
@@ -145,6 +147,8 @@ def local_linear(m: np.ndarray, window: int, axis: int = -2) -> np.ndarray:
     window = int(window) | 1
     mv = np.asarray(m, np.float32)
     ax = axis % mv.ndim
+    if ax < mv.ndim - 1 and mv.size:  # lanes along the axes after it: one compiled pass
+        return running.local_line(mv, window, ax)
     idx = _positions(mv.shape, ax)
     w = np.isfinite(mv).astype(np.float32)
     mm = np.where(w > 0, mv, 0.0).astype(np.float32)

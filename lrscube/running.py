@@ -562,6 +562,212 @@ def line_moments(w: np.ndarray, m: np.ndarray, window: int, axis: int) -> tuple[
 
 
 # --------------------------------------------------------------------------------------------
+# the local sky's slope correction and local straight line, fused (lanes along the last axis)
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_position(fin, i, j, window, min_count):
+    """lrscube.residuals.window_median_position of row i, lane j of the bool (L, M) ``fin``."""
+    L = fin.shape[0]
+    half = window // 2
+    lo = max(i - half, 0)
+    hi = min(i + half, L - 1) + 1
+    n = 0
+    for p in range(lo, hi):
+        if fin[p, j]:
+            n += 1
+    if n < max(1, min(min_count, window)):
+        return np.float32(np.nan)
+    k1 = (n - 1) // 2
+    k2 = n // 2
+    c = 0
+    p1 = p2 = 0
+    for p in range(lo, hi):
+        if fin[p, j]:
+            if c == k1:
+                p1 = p
+            if c == k2:
+                p2 = p
+                break
+            c += 1
+    return np.float32(0.5 * (np.float64(p1) + np.float64(p2)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sky_correction_rows(img, med, window, min_count, out):
+    """:func:`lrscube.residuals.local_sky` after its running median, along axis 0 of (L, M):
+    the window's median position, the running least-squares slope of the medians whose window
+    is (nearly) centred (the five running means of :func:`_moments_along_rows` over
+    2 * window + 1 rows, the same double-precision sums), and the median moved back to the
+    pixel along it. The same float32 operations, in the same order, as the numpy version."""
+    L, M = img.shape
+    half = window // 2
+    fin = np.empty((L, M), np.bool_)
+    for i in range(L):
+        for j in range(M):
+            v = img[i, j]
+            fin[i, j] = v - v == 0  # finite
+    offset = np.empty((L, M), np.float32)
+    wm = np.empty((L, M), np.float32)
+    mm = np.empty((L, M), np.float32)
+    count = np.zeros(M, np.int64)  # finite values in rows i - half .. i + half
+    for p in range(min(half, L)):
+        for j in range(M):
+            count[j] += fin[p, j]
+    for i in range(L):
+        p_in, p_out = i + half, i - half - 1
+        if p_in < L:
+            for j in range(M):
+                count[j] += fin[p_in, j]
+        if p_out >= 0:
+            for j in range(M):
+                count[j] -= fin[p_out, j]
+        whole = i - half >= 0 and i + half < L
+        fi = np.float32(i)
+        for j in range(M):
+            if whole and count[j] == window:
+                centre = fi
+            else:
+                centre = _median_position(fin, i, j, window, min_count)
+            off = fi - centre
+            offset[i, j] = off
+            m = med[i, j]
+            use = (m - m == 0) and abs(off) <= np.float32(0.25)
+            wm[i, j] = np.float32(1.0) if use else np.float32(0.0)
+            mm[i, j] = m if use else np.float32(0.0)
+    size = 2 * window + 1
+    size1 = size // 2
+    fs = np.float64(size)
+    t = np.zeros((5, M), np.float64)
+    for k in range(size):
+        p = k - size1
+        if p >= 0 and p < L:
+            fp = np.float32(p)
+            for j in range(M):
+                a = wm[p, j]
+                b = mm[p, j]
+                t[0, j] += np.float64(a)
+                t[1, j] += np.float64(a * fp)
+                t[2, j] += np.float64(a * fp * fp)
+                t[3, j] += np.float64(b)
+                t[4, j] += np.float64(b * fp)
+    for ll in range(L):
+        if ll > 0:
+            p2 = ll - 1 + size - size1
+            p1 = ll - 1 - size1
+            in2 = p2 >= 0 and p2 < L
+            in1 = p1 >= 0 and p1 < L
+            f2 = np.float32(p2)
+            f1 = np.float32(p1)
+            for j in range(M):
+                a2 = wm[p2, j] if in2 else np.float32(0)
+                b2 = mm[p2, j] if in2 else np.float32(0)
+                a1 = wm[p1, j] if in1 else np.float32(0)
+                b1 = mm[p1, j] if in1 else np.float32(0)
+                t[0, j] += np.float64(a2) - np.float64(a1)
+                t[1, j] += np.float64(a2 * f2) - np.float64(a1 * f1)
+                t[2, j] += np.float64(a2 * f2 * f2) - np.float64(a1 * f1 * f1)
+                t[3, j] += np.float64(b2) - np.float64(b1)
+                t[4, j] += np.float64(b2 * f2) - np.float64(b1 * f1)
+        for j in range(M):
+            s0 = np.float32(t[0, j] / fs)
+            s1 = np.float32(t[1, j] / fs)
+            s2 = np.float32(t[2, j] / fs)
+            sy = np.float32(t[3, j] / fs)
+            sxy = np.float32(t[4, j] / fs)
+            slope = (sxy - s1 * sy / s0) / (s2 - s1 * s1 / s0)
+            off = offset[ll, j]
+            corr = slope * off if (slope - slope == 0 and off - off == 0) else np.float32(0.0)
+            out[ll, j] = med[ll, j] + corr
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _local_line_rows(m, window, out):
+    """:func:`lrscube.residuals.local_linear` along axis 0 of (L, M): the running means of
+    :func:`_moments_along_rows` over ``window`` rows (finite values weighted 1) and the line
+    through them at each pixel, in the numpy version's float32 operations and order."""
+    L, M = m.shape
+    size1 = window // 2
+    fs = np.float64(window)
+    t = np.zeros((5, M), np.float64)
+    fw = np.float32(window)
+    lim = np.float32(1e-6)
+
+    def wv(p, j):
+        v = m[p, j]
+        return (np.float32(1.0), v) if v - v == 0 else (np.float32(0.0), np.float32(0.0))
+
+    for k in range(window):
+        p = k - size1
+        if p >= 0 and p < L:
+            fp = np.float32(p)
+            for j in range(M):
+                a, b = wv(p, j)
+                t[0, j] += np.float64(a)
+                t[1, j] += np.float64(a * fp)
+                t[2, j] += np.float64(a * fp * fp)
+                t[3, j] += np.float64(b)
+                t[4, j] += np.float64(b * fp)
+    for ll in range(L):
+        if ll > 0:
+            p2 = ll - 1 + window - size1
+            p1 = ll - 1 - size1
+            in2 = p2 >= 0 and p2 < L
+            in1 = p1 >= 0 and p1 < L
+            f2 = np.float32(p2)
+            f1 = np.float32(p1)
+            for j in range(M):
+                a2, b2 = wv(p2, j) if in2 else (np.float32(0), np.float32(0))
+                a1, b1 = wv(p1, j) if in1 else (np.float32(0), np.float32(0))
+                t[0, j] += np.float64(a2) - np.float64(a1)
+                t[1, j] += np.float64(a2 * f2) - np.float64(a1 * f1)
+                t[2, j] += np.float64(a2 * f2 * f2) - np.float64(a1 * f1 * f1)
+                t[3, j] += np.float64(b2) - np.float64(b1)
+                t[4, j] += np.float64(b2 * f2) - np.float64(b1 * f1)
+        fi = np.float32(ll)
+        for j in range(M):
+            s0 = np.float32(t[0, j] / fs)
+            s1 = np.float32(t[1, j] / fs)
+            s2 = np.float32(t[2, j] / fs)
+            sy = np.float32(t[3, j] / fs)
+            sxy = np.float32(t[4, j] / fs)
+            xbar = s1 / s0
+            ybar = sy / s0
+            den = s2 / s0 - xbar * xbar
+            slope = (sxy / s0 - xbar * ybar) / den if den > lim else np.float32(0.0)
+            v = ybar + slope * (fi - xbar)
+            out[ll, j] = v if s0 * fw >= np.float32(2) else np.float32(np.nan)
+
+
+def _rows3(a, axis):
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    axis = axis % a.ndim
+    pre = int(np.prod(a.shape[:axis], dtype=np.int64))
+    post = int(np.prod(a.shape[axis + 1:], dtype=np.int64))
+    return a.reshape(pre, a.shape[axis], post)
+
+
+def sky_correction(img: np.ndarray, med: np.ndarray, window: int, axis: int, min_count: int) -> np.ndarray:
+    """``med`` (the running median of ``img`` along ``axis``) moved back to each pixel along the
+    local slope where the window is cut or has holes: the tail of
+    :func:`lrscube.residuals.local_sky` in one compiled pass per image (``axis`` not the last)."""
+    i3, m3 = _rows3(img, axis), _rows3(med, axis)
+    out = np.empty(i3.shape, np.float32)
+    for k in range(i3.shape[0]):
+        _sky_correction_rows(i3[k], m3[k], int(window), int(min_count), out[k])
+    return out.reshape(np.shape(img))
+
+
+def local_line(m: np.ndarray, window: int, axis: int) -> np.ndarray:
+    """:func:`lrscube.residuals.local_linear` in one compiled pass per image (``axis`` not the last)."""
+    m3 = _rows3(m, axis)
+    out = np.empty(m3.shape, np.float32)
+    for k in range(m3.shape[0]):
+        _local_line_rows(m3[k], int(window), out[k])
+    return out.reshape(np.shape(m))
+
+
+# --------------------------------------------------------------------------------------------
 # the largest window sum
 
 

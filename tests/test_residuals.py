@@ -2,7 +2,9 @@
 
 import numpy as np
 
-from lrscube.residuals import local_sky, running_median, sky_model, spatial_residuals, trace_mask
+import pytest
+
+from lrscube.residuals import local_linear, local_sky, running_median, sky_model, spatial_residuals, trace_mask
 
 
 def test_running_median_centred_and_nan_aware():
@@ -16,6 +18,32 @@ def test_local_sky_unbiased_on_a_ramp_with_edges_and_holes():
     sky = local_sky(y, 15, axis=0)
     ok = np.isfinite(y)
     assert np.abs(sky - y)[ok].max() < 1e-3
+
+
+def _frame_with_structure(rng, shape):
+    """A sloped, curved sky with noise, NaN holes, a NaN run and a cut footprint edge."""
+    y = np.arange(shape[-2], dtype="f4")[:, None]
+    a = (3 + 0.05 * y + 2 * np.exp(-y / 20) + rng.normal(0, 0.1, shape)).astype("f4")
+    a[rng.random(shape) < 0.05] = np.nan
+    a[..., 10:17, 4] = np.nan  # a run longer than half a window
+    a[..., :3, 6:9] = np.nan  # a footprint edge
+    return a
+
+
+@pytest.mark.parametrize("window,min_count", [(15, 5), (9, 3), (5, 1), (7, 7)])
+def test_compiled_sky_and_line_equal_the_numpy_steps(window, min_count):
+    """local_sky and local_linear along a column (one compiled pass, lanes along the row) give
+    the numbers of their step-by-step numpy version (which runs along the last axis) bit for bit."""
+    rng = np.random.default_rng(window)
+    for shape in [(2, 70, 13), (40, 12), (9, 10)]:
+        a = _frame_with_structure(rng, shape)
+        along_rows = np.ascontiguousarray(np.swapaxes(a, -1, -2))
+        got = local_sky(a, window, axis=-2, min_count=min_count)
+        ref = np.swapaxes(local_sky(along_rows, window, axis=-1, min_count=min_count), -1, -2)
+        np.testing.assert_array_equal(got.view("u4"), np.ascontiguousarray(ref).view("u4"))
+        got = local_linear(got, window, axis=-2)
+        ref = np.swapaxes(local_linear(np.ascontiguousarray(np.swapaxes(ref, -1, -2)), window, axis=-1), -1, -2)
+        np.testing.assert_array_equal(got.view("u4"), np.ascontiguousarray(ref).view("u4"))
 
 
 def test_sky_model_neighbours_of_a_dead_pixel_unbiased_on_a_steep_sky():
