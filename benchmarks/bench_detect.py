@@ -1,18 +1,32 @@
-"""Speed and memory of ``lrscube detect`` on N full-frame exposures (issue 3, "Speed and memory").
+"""detect against lrscube's own read of everything it uses, in one run on one LocalCluster.
 
-    /work/venv/bin/python benchmarks/bench_detect.py --out /work/scratch_det/bench --n 100 400 1600
+    python benchmarks/bench_detect.py --out /work/bench/det --mixed /work/bench/full150/store \
+        --n 400 1600 --cube-size 1600
 
-The cube is written directly through ``lrscube.cube`` (create / begin_append / write_exposure /
-commit), NOT by simulate + ingest: the exposures are synthetic full frames made here (a sky
-rising along the dispersion, a per-exposure level, Gaussian noise with ERR from a
-Poisson + read-noise model, a few thousand hot/warm pixels switching on at random times). What
-is measured is the cost of reading and analysing a cube of this shape, which does not depend
-on where its numbers came from. One cube of max(N) exposures is written once; each N runs on
-its first N exposures (``lrscube.detect.detect_dataset`` with a work store, exactly what
-``detect(store)`` runs), each on a fresh LocalCluster (2 workers x 1 thread, ``--memory-limit``
-per worker) so the peak memory of its workers (ru_maxrss, read on each worker after the run)
-belongs to that N alone. Next to it, in the same cluster, the time to read the cube once:
-``ds.sci[:N].mean("time")`` computed on the cluster.
+For each cube (``--mixed``: an existing store, e.g. the 150 mixed exposures that
+``bench_quality.py`` simulates and ingests; ``--n``: the first N exposures of a synthetic
+full-frame cube written here), on ONE LocalCluster of 2 workers x 1 thread (lrscube's dask
+defaults, as ``lrscube detect`` starts them), it prints:
+
+- **floor**: ``cube.read_frames`` of sci + err + dq of every exposure, in batches of the size
+  detect's stage 1 uses, as tasks on the cluster: the read detect cannot avoid;
+- **detect**: ``detect_dataset(ds, work=, source=)`` as ``detect(store)`` runs it, plus the mask
+  cube it writes (``maskcube.write_mask_cube``), and the ratio detect / floor;
+- the peak resident memory of the busiest worker during detect (VmHWM, reset before it), the
+  work store's size and object count (measured just before it is removed) and its size per
+  exposure against the cube's;
+- with ``--refs`` (default for N <= ``--refs-max-n``): a notebook user's
+  ``open_cube(store).sci.mean("time")`` and the plain xarray robust statistic of issue 18,
+  ``sci.chunk({"time": -1, "y": 64}).rolling(time=15, center=True).median().std("time")``,
+  on the same cluster, and detect's speed-up against the latter.
+
+The synthetic cube is NOT simulated + ingested: full frames (a sky rising along the dispersion,
+a per-exposure level, Gaussian noise with ERR from a Poisson + read-noise model, a few thousand
+hot/warm pixels switching on at random times) are written directly through ``lrscube.cube``
+(create / begin_append / write_exposure / commit). What is measured is the cost of reading and
+analysing a cube of this shape, which does not depend on where its numbers came from. One cube
+of ``--cube-size`` exposures is written once (the defects' onsets depend on it) and reused.
+Figures go to stdout and, as JSON, to ``OUT/bench_detect.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import time
 
@@ -77,92 +90,198 @@ def write_cube(store: str, n: int, client, seed: int = 0):
     cube.commit(store, start, metas)
 
 
-def _peak_rss_mb():
-    """This process's peak resident memory (MB) since it started or since _reset_peak()."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _rss_mb():
+    """Peak (VmHWM) and current (VmRSS) resident memory of this process, MB (Linux)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                out["peak" if line.startswith("VmHWM") else "now"] = int(line.split()[1]) / 1024.0
+    return out
 
 
 def _reset_peak():
-    """Reset the peak (Linux: writing 5 to /proc/self/clear_refs), so that the peak measured
-    after detect belongs to detect, not to the read-once step before it."""
+    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def tree_bytes(path) -> tuple[int, int]:
+    """(bytes, files) under ``path``."""
+    size = n = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            try:
+                size += os.stat(os.path.join(d, f)).st_size
+                n += 1
+            except FileNotFoundError:
+                pass
+    return size, n
+
+
+def _read_batch(url, rows):
+    from lrscube.cube import read_frames
+
+    sci, err, dq = read_frames(url, rows)
+    return sci.nbytes + err.nbytes + dq.nbytes
+
+
+def read_floor(client, ds, store) -> tuple[float, int]:
+    """Wall seconds to read sci + err + dq of every exposure of ``ds`` with ``cube.read_frames``
+    on the cluster, in stage 1's batches; and the bytes read (decompressed)."""
+    from lrscube.cluster import worker_threads
+    from lrscube.cube import cube_url
+    from lrscube.detect import _storage_rows, balanced_batch
+    from lrscube.detection_params import DetectionParams
+
+    url = cube_url(store)
+    rows = _storage_rows(ds, url)
+    n = len(rows)
+    b = balanced_batch(n, DetectionParams().work_batch_exposures, worker_threads())
+    t = time.perf_counter()
+    got = client.gather(client.map(_read_batch, [url] * len(range(0, n, b)),
+                                   [rows[a:a + b] for a in range(0, n, b)], pure=False))
+    return time.perf_counter() - t, int(sum(got))
+
+
+def run_detect(client, ds, store, work, overrides) -> dict:
+    """detect_dataset as detect(store) runs it, then the mask cube; the work store measured
+    just before it is removed, the workers' peak memory during it."""
+    import importlib
+
+    from lrscube import profiles
+    from lrscube import store as lst
+    from lrscube.cube import cube_url
+    from lrscube.maskcube import write_mask_cube
+
+    D = importlib.import_module("lrscube.detect")
+    prof = profiles.load("lrs" if "mode" not in ds.attrs else ds.attrs["mode"])
+    client.run(_reset_peak)
+    t = time.perf_counter()
+    iv, meta = D.detect_dataset(ds, prof, work=work, source=cube_url(store), **overrides)
+    t_det = time.perf_counter() - t
+    size, objects = tree_bytes(work)
+    shutil.rmtree(work, ignore_errors=True)
+    t = time.perf_counter()
+    lst.write_table(store, lst.INTERVALS, iv)
+    exp = _exposure_table(store, ds)
+    write_mask_cube(store, iv, prof, exposures=exp)
+    t_mask = time.perf_counter() - t
+    peak = max(v["peak"] for v in client.run(_rss_mb).values())
+    return {"detect_s": t_det + t_mask, "stages_s": t_det, "mask_cube_s": t_mask, "peak_worker_mb": peak,
+            "work_bytes": size, "work_objects": objects, "timing": meta.get("timing"),
+            "tiles": meta["tiles"], "intervals": meta["intervals"], "threshold": meta["threshold_sigma"]}
+
+
+def _exposure_table(store, ds):
+    from lrscube.cube import exposure_table
+
+    exp = exposure_table(store)
+    if "filename" in exp:
+        exp = exp[exp["filename"].isin(set(ds["filename"].values))]
+    return exp
+
+
+def xarray_refs(client, store, n) -> dict:
+    """A notebook user's mean over time, and the plain xarray rolling median of issue 18."""
+    from lrscube.cube import open_cube
+
+    sci = open_cube(store).sci.isel(time=slice(0, n))
+    t = time.perf_counter()
+    sci.mean("time").compute()
+    t_mean = time.perf_counter() - t
+    t = time.perf_counter()
+    sci.chunk({"time": -1, "y": 64}).rolling(time=15, center=True).median().std("time").compute()
+    return {"xarray_mean_s": t_mean, "xarray_rolling_median_s": time.perf_counter() - t}
+
+
+def cube_bytes(store, ds) -> float:
+    """Bytes per exposure of the stored sci + err + dq."""
+    size, _ = tree_bytes(os.path.join(store, "exposures"))
+    from lrscube.cube import n_committed
+
+    return size / max(n_committed(store), 1)
+
+
+def commit_of_tree() -> str:
+    import subprocess
+
+    import lrscube
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lrscube.__file__)))
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _malloc_env():
-    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")}
-
-
-def run_one(store: str, n: int, memory_limit: str, work: str, overrides: dict | None = None) -> dict:
-    from distributed import Client, LocalCluster
-
-    from lrscube.cube import cube_url, open_cube
-    from lrscube.detect import detect_dataset
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=memory_limit, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        env = next(iter(client.run(_malloc_env).values()))
-        ds = open_cube(store).isel(time=slice(0, n))
-        t = time.perf_counter()
-        ds.sci.mean("time").compute()
-        t_read = time.perf_counter() - t
-        base = client.run(_peak_rss_mb)
-        client.run(_reset_peak)
-        t = time.perf_counter()
-        iv, meta = detect_dataset(ds, "lrs", work=work, source=cube_url(store), **(overrides or {}))  # as detect(store) runs it
-        t_det = time.perf_counter() - t
-        peak = client.run(_peak_rss_mb)
-        shutil.rmtree(work, ignore_errors=True)
-    return {"n": n, "read_s": round(t_read, 1), "detect_s": round(t_det, 1), "ratio": round(t_det / t_read, 2),
-            "exposures_per_s": round(n / t_det, 2), "peak_worker_mb": round(max(peak.values()), 0),
-            "worker_mb_after_read": round(max(base.values()), 0), "memory_limit": memory_limit,
-            "tiles": meta["tiles"], "timing": meta.get("timing"), "intervals": meta["intervals"],
-            "threshold": round(meta["threshold_sigma"], 2), "worker_malloc_env": env}
+        c = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "lrscube"], capture_output=True,
+                               text=True).stdout.strip()
+        return c + ("+uncommitted" if dirty else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="folder for the cube (about 8 MB per exposure)")
-    ap.add_argument("--n", type=int, nargs="+", default=[100, 400, 1600])
+    ap.add_argument("--out", required=True, help="folder for the synthetic cube (about 8 MB per exposure) and work stores")
+    ap.add_argument("--mixed", default=None, help="an existing store to measure first (e.g. bench_quality's 150 mixed)")
+    ap.add_argument("--n", type=int, nargs="*", default=[400, 1600], help="full-frame cube sizes (first N exposures)")
     ap.add_argument("--memory-limit", default="4GB")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detect-param", action="append", default=[], metavar="KEY=VALUE",
                     help="detection parameter override, e.g. tile_memory_mb=1024 (repeatable)")
     ap.add_argument("--cube-size", type=int, default=None,
-                    help="exposures in the cube (default max(--n)); defect onsets depend on it, so runs "
+                    help="exposures in the synthetic cube (default max(--n)); defect onsets depend on it, so runs "
                          "to be compared need the same cube size")
+    ap.add_argument("--refs-max-n", type=int, default=400,
+                    help="run the xarray references only for cubes of at most this many exposures")
+    ap.add_argument("--repeat", type=int, default=1, help="measure floor and detect this many times per cube")
     a = ap.parse_args()
-    size = a.cube_size or max(a.n)
     from distributed import Client, LocalCluster
 
     from lrscube.cluster import load_dask_defaults
+    from lrscube.cube import open_cube
 
     load_dask_defaults()  # configs/dask.yaml (worker memory, malloc settings) as `lrscube detect` gets it
-
+    overrides = {k: float(v) if "." in v else int(v) for k, v in (p.split("=", 1) for p in a.detect_param)}
     os.makedirs(a.out, exist_ok=True)
-    store = os.path.join(a.out, "store")
-    t = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, Client(cl) as c:
-        write_cube(store, size, c, a.seed)
-    print(f"cube of {size} full-frame exposures ready ({time.perf_counter() - t:.0f} s)", flush=True)
-    print(f"{'N':>6} {'read once s':>12} {'detect s':>9} {'ratio':>6} {'exp/s':>7} {'peak MB/worker':>15} {'limit':>6}  tiles",
-          flush=True)
-    for n in sorted(a.n):
-        overrides = {k: float(v) if "." in v else int(v) for k, v in (p.split("=", 1) for p in a.detect_param)}
-        r = run_one(store, n, a.memory_limit, os.path.join(a.out, f"work_{n}"), overrides)
-        print(f"{r['n']:>6} {r['read_s']:>12} {r['detect_s']:>9} {r['ratio']:>6} {r['exposures_per_s']:>7} "
-              f"{r['peak_worker_mb']:>15.0f} {r['memory_limit']:>6}  {r['tiles']}  {json.dumps(r['timing'])}  {r['worker_malloc_env']}", flush=True)
+    synth = os.path.join(a.out, "store")
+    cubes = ([("mixed", a.mixed, None)] if a.mixed else []) + [(f"full {n}", synth, n) for n in sorted(a.n)]
+    results = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=a.memory_limit, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        client.run(lambda: __import__("lrscube.detect"))
+        if a.n:
+            size = a.cube_size or max(a.n)
+            t = time.perf_counter()
+            write_cube(synth, size, client, a.seed)
+            print(f"synthetic cube of {size} full-frame exposures ready ({time.perf_counter() - t:.0f} s)", flush=True)
+        print(f"code {commit_of_tree()}, load average at start {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{'cube':>10} {'N':>5} {'floor s':>8} {'detect s':>9} {'ratio':>6} {'stage1/2/mask s':>17} "
+              f"{'peak MB':>8} {'work MB/exp':>11} {'cube MB/exp':>11} {'objects':>8} {'xr mean s':>9} "
+              f"{'xr rollmed s':>12} {'speed-up':>8}", flush=True)
+        for label, store, n in cubes:
+            ds = open_cube(store)
+            if n is not None:
+                ds = ds.isel(time=slice(0, n))
+            n = ds.sizes["time"]
+            for rep in range(a.repeat):
+                t_floor, nbytes = read_floor(client, ds, store)
+                d = run_detect(client, ds, store, os.path.join(a.out, f"work_{label.replace(' ', '_')}"), overrides)
+                refs = xarray_refs(client, store, n) if n <= a.refs_max_n and rep == 0 else {}
+                r = {"cube": label, "n": n, "floor_s": t_floor, "floor_bytes": nbytes, **d, **refs,
+                     "ratio": d["detect_s"] / t_floor, "cube_bytes_per_exposure": cube_bytes(store, ds),
+                     "load_average": os.getloadavg()[0]}
+                results.append(r)
+                tm = d["timing"] or {}
+                xm = f"{refs['xarray_mean_s']:.1f}" if refs else "-"
+                xr_ = f"{refs['xarray_rolling_median_s']:.1f}" if refs else "-"
+                sp = f"{refs['xarray_rolling_median_s'] / d['detect_s']:.1f}x" if refs else "-"
+                print(f"{label:>10} {n:>5} {t_floor:>8.1f} {d['detect_s']:>9.1f} {r['ratio']:>6.1f} "
+                      f"{tm.get('stage1_s', 0):>6.1f}/{tm.get('stage2_s', 0):.1f}/{d['mask_cube_s']:.1f} "
+                      f"{d['peak_worker_mb']:>8.0f} {d['work_bytes'] / n / 1e6:>11.2f} "
+                      f"{r['cube_bytes_per_exposure'] / 1e6:>11.2f} {d['work_objects']:>8} {xm:>9} {xr_:>12} {sp:>8}",
+                      flush=True)
+    with open(os.path.join(a.out, "bench_detect.json"), "w") as f:
+        json.dump({"commit": commit_of_tree(), "results": results}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":
