@@ -15,7 +15,7 @@ defaults, as ``lrscube detect`` starts them), it prints:
 - the peak resident memory of the busiest worker during detect (VmHWM, reset before it), the
   work store's size and object count (measured just before it is removed) and its size per
   exposure against the cube's;
-- with ``--refs`` (default for N <= ``--refs-max-n``): a notebook user's
+- for cubes of at most ``--refs-max-n`` exposures, after every detect: a notebook user's
   ``open_cube(store).sci.mean("time")`` and the plain xarray robust statistic of issue 18,
   ``sci.chunk({"time": -1, "y": 64}).rolling(time=15, center=True).median().std("time")``,
   on the same cluster, and detect's speed-up against the latter.
@@ -219,6 +219,18 @@ def commit_of_tree() -> str:
         return "unknown"
 
 
+def _print_row(r):
+    tm = r["timing"] or {}
+    xm = f"{r['xarray_mean_s']:.1f}" if "xarray_mean_s" in r else "-"
+    xr_ = f"{r['xarray_rolling_median_s']:.1f}" if "xarray_rolling_median_s" in r else "-"
+    sp = f"{r['xarray_rolling_median_s'] / r['detect_s']:.1f}x" if "xarray_rolling_median_s" in r else "-"
+    print(f"{r['cube']:>10} {r['n']:>5} {r['floor_s']:>8.1f} {r['detect_s']:>9.1f} {r['ratio']:>6.1f} "
+          f"{tm.get('stage1_s', 0):>6.1f}/{tm.get('stage2_s', 0):.1f}/{r['mask_cube_s']:.1f} "
+          f"{r['peak_worker_mb']:>8.0f} {r['work_bytes'] / r['n'] / 1e6:>11.2f} "
+          f"{r['cube_bytes_per_exposure'] / 1e6:>11.2f} {r['work_objects']:>8} {xm:>9} {xr_:>12} {sp:>8} "
+          f"{r['load_average']:>5.1f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for the synthetic cube (about 8 MB per exposure) and work stores")
@@ -234,6 +246,7 @@ def main():
     ap.add_argument("--refs-max-n", type=int, default=400,
                     help="run the xarray references only for cubes of at most this many exposures")
     ap.add_argument("--repeat", type=int, default=1, help="measure floor and detect this many times per cube")
+    ap.add_argument("--commit", default=None, help="the commit measured, when lrscube is not a git checkout")
     a = ap.parse_args()
     from distributed import Client, LocalCluster
 
@@ -254,10 +267,10 @@ def main():
             t = time.perf_counter()
             write_cube(synth, size, client, a.seed)
             print(f"synthetic cube of {size} full-frame exposures ready ({time.perf_counter() - t:.0f} s)", flush=True)
-        print(f"code {commit_of_tree()}, load average at start {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"code {a.commit or commit_of_tree()}, load average at start {os.getloadavg()[0]:.1f}", flush=True)
         print(f"{'cube':>10} {'N':>5} {'floor s':>8} {'detect s':>9} {'ratio':>6} {'stage1/2/mask s':>17} "
               f"{'peak MB':>8} {'work MB/exp':>11} {'cube MB/exp':>11} {'objects':>8} {'xr mean s':>9} "
-              f"{'xr rollmed s':>12} {'speed-up':>8}", flush=True)
+              f"{'xr rollmed s':>12} {'speed-up':>8} {'load':>5}", flush=True)
         for label, store, n in cubes:
             ds = open_cube(store)
             if n is not None:
@@ -266,22 +279,19 @@ def main():
             for rep in range(a.repeat):
                 t_floor, nbytes = read_floor(client, ds, store)
                 d = run_detect(client, ds, store, os.path.join(a.out, f"work_{label.replace(' ', '_')}"), overrides)
-                refs = xarray_refs(client, store, n) if n <= a.refs_max_n and rep == 0 else {}
-                r = {"cube": label, "n": n, "floor_s": t_floor, "floor_bytes": nbytes, **d, **refs,
+                r = {"cube": label, "n": n, "floor_s": t_floor, "floor_bytes": nbytes, **d,
                      "ratio": d["detect_s"] / t_floor, "cube_bytes_per_exposure": cube_bytes(store, ds),
-                     "load_average": os.getloadavg()[0]}
+                     "load_average": os.getloadavg()[0], "store": store}
                 results.append(r)
-                tm = d["timing"] or {}
-                xm = f"{refs['xarray_mean_s']:.1f}" if refs else "-"
-                xr_ = f"{refs['xarray_rolling_median_s']:.1f}" if refs else "-"
-                sp = f"{refs['xarray_rolling_median_s'] / d['detect_s']:.1f}x" if refs else "-"
-                print(f"{label:>10} {n:>5} {t_floor:>8.1f} {d['detect_s']:>9.1f} {r['ratio']:>6.1f} "
-                      f"{tm.get('stage1_s', 0):>6.1f}/{tm.get('stage2_s', 0):.1f}/{d['mask_cube_s']:.1f} "
-                      f"{d['peak_worker_mb']:>8.0f} {d['work_bytes'] / n / 1e6:>11.2f} "
-                      f"{r['cube_bytes_per_exposure'] / 1e6:>11.2f} {d['work_objects']:>8} {xm:>9} {xr_:>12} {sp:>8}",
-                      flush=True)
+                _print_row(r)
+        # the xarray references last: slow, and the detect figures come first
+        for r in [r for r in results if r["n"] <= a.refs_max_n]:
+            if any(q.get("xarray_rolling_median_s") for q in results if q["cube"] == r["cube"]):
+                continue
+            r.update(xarray_refs(client, r["store"], r["n"]), load_average_refs=os.getloadavg()[0])
+            _print_row(r)
     with open(os.path.join(a.out, "bench_detect.json"), "w") as f:
-        json.dump({"commit": commit_of_tree(), "results": results}, f, indent=1, default=str)
+        json.dump({"commit": a.commit or commit_of_tree(), "results": results}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":
