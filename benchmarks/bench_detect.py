@@ -12,6 +12,9 @@ defaults, as ``lrscube detect`` starts them), it prints:
   detect's stage 1 uses, as tasks on the cluster: the read detect cannot avoid;
 - **detect**: ``detect_dataset(ds, work=, source=)`` as ``detect(store)`` runs it, plus the mask
   cube it writes (``maskcube.write_mask_cube``), and the ratio detect / floor;
+- the workers' CPU seconds of the floor, of detect and of the xarray rolling median, and their
+  ratios: on a machine shared with other jobs, wall time measures the share of the cores the
+  workers got as much as the work, CPU time much less so;
 - the peak resident memory of the busiest worker during detect (VmHWM, reset before it), the
   work store's size and object count (measured just before it is removed) and its size per
   exposure against the cube's;
@@ -100,6 +103,19 @@ def _rss_mb():
     return out
 
 
+def _cpu_s():
+    """User + system CPU seconds of this process so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_now(client) -> tuple[float, float]:
+    """(CPU seconds of all workers, of this process: client and scheduler) so far."""
+    return sum(client.run(_cpu_s).values()), _cpu_s()
+
+
 def _reset_peak():
     """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
     with open("/proc/self/clear_refs", "w") as f:
@@ -138,10 +154,13 @@ def read_floor(client, ds, store) -> tuple[float, int]:
     rows = _storage_rows(ds, url)
     n = len(rows)
     b = balanced_batch(n, DetectionParams().work_batch_exposures, worker_threads())
+    c0 = cpu_now(client)
     t = time.perf_counter()
     got = client.gather(client.map(_read_batch, [url] * len(range(0, n, b)),
                                    [rows[a:a + b] for a in range(0, n, b)], pure=False))
-    return time.perf_counter() - t, int(sum(got))
+    t = time.perf_counter() - t
+    c1 = cpu_now(client)
+    return t, int(sum(got)), c1[0] - c0[0], c1[1] - c0[1]
 
 
 def run_detect(client, ds, store, work, overrides) -> dict:
@@ -157,6 +176,7 @@ def run_detect(client, ds, store, work, overrides) -> dict:
     D = importlib.import_module("lrscube.detect")
     prof = profiles.load("lrs" if "mode" not in ds.attrs else ds.attrs["mode"])
     client.run(_reset_peak)
+    c0 = cpu_now(client)
     t = time.perf_counter()
     iv, meta = D.detect_dataset(ds, prof, work=work, source=cube_url(store), **overrides)
     t_det = time.perf_counter() - t
@@ -167,8 +187,10 @@ def run_detect(client, ds, store, work, overrides) -> dict:
     exp = _exposure_table(store, ds)
     write_mask_cube(store, iv, prof, exposures=exp)
     t_mask = time.perf_counter() - t
+    c1 = cpu_now(client)
     peak = max(v["peak"] for v in client.run(_rss_mb).values())
     return {"detect_s": t_det + t_mask, "stages_s": t_det, "mask_cube_s": t_mask, "peak_worker_mb": peak,
+            "detect_worker_cpu_s": c1[0] - c0[0], "detect_client_cpu_s": c1[1] - c0[1],
             "work_bytes": size, "work_objects": objects, "timing": meta.get("timing"),
             "tiles": meta["tiles"], "intervals": meta["intervals"], "threshold": meta["threshold_sigma"]}
 
@@ -190,9 +212,12 @@ def xarray_refs(client, store, n) -> dict:
     t = time.perf_counter()
     sci.mean("time").compute()
     t_mean = time.perf_counter() - t
+    c0 = cpu_now(client)
     t = time.perf_counter()
     sci.chunk({"time": -1, "y": 64}).rolling(time=15, center=True).median().std("time").compute()
-    return {"xarray_mean_s": t_mean, "xarray_rolling_median_s": time.perf_counter() - t}
+    t = time.perf_counter() - t
+    c1 = cpu_now(client)
+    return {"xarray_mean_s": t_mean, "xarray_rolling_median_s": t, "xarray_rolling_median_worker_cpu_s": c1[0] - c0[0]}
 
 
 def cube_bytes(store, ds) -> float:
@@ -228,7 +253,11 @@ def _print_row(r):
           f"{tm.get('stage1_s', 0):>6.1f}/{tm.get('stage2_s', 0):.1f}/{r['mask_cube_s']:.1f} "
           f"{r['peak_worker_mb']:>8.0f} {r['work_bytes'] / r['n'] / 1e6:>11.2f} "
           f"{r['cube_bytes_per_exposure'] / 1e6:>11.2f} {r['work_objects']:>8} {xm:>9} {xr_:>12} {sp:>8} "
-          f"{r['load_average']:>5.1f}", flush=True)
+          f"{r['load_average']:>5.1f}  | worker CPU s: floor {r['floor_worker_cpu_s']:.1f}, detect "
+          f"{r['detect_worker_cpu_s']:.1f} ({r['cpu_ratio']:.1f}x), client {r['detect_client_cpu_s']:.1f}"
+          + (f", xarray rolling median {r['xarray_rolling_median_worker_cpu_s']:.1f} "
+             f"({r['xarray_rolling_median_worker_cpu_s'] / r['detect_worker_cpu_s']:.1f}x detect)"
+             if "xarray_rolling_median_worker_cpu_s" in r else ""), flush=True)
 
 
 def main():
@@ -277,9 +306,10 @@ def main():
                 ds = ds.isel(time=slice(0, n))
             n = ds.sizes["time"]
             for rep in range(a.repeat):
-                t_floor, nbytes = read_floor(client, ds, store)
+                t_floor, nbytes, floor_wcpu, floor_ccpu = read_floor(client, ds, store)
                 d = run_detect(client, ds, store, os.path.join(a.out, f"work_{label.replace(' ', '_')}"), overrides)
-                r = {"cube": label, "n": n, "floor_s": t_floor, "floor_bytes": nbytes, **d,
+                r = {"cube": label, "n": n, "floor_s": t_floor, "floor_bytes": nbytes, "floor_worker_cpu_s": floor_wcpu,
+                     "floor_client_cpu_s": floor_ccpu, **d, "cpu_ratio": d["detect_worker_cpu_s"] / floor_wcpu,
                      "ratio": d["detect_s"] / t_floor, "cube_bytes_per_exposure": cube_bytes(store, ds),
                      "load_average": os.getloadavg()[0], "store": store}
                 results.append(r)
