@@ -628,6 +628,8 @@ def plan_epochs(intervals: pd.DataFrame, exposures: pd.DataFrame, profile=None,
     if needs_merge:
         cost["pixel_seconds"] = merge_cost(values, merged, segs, wpix)
         cost["pixel_exposures"] = merge_cost(values, merged, segs, wpix_n)
+    # the denominator of "missed": pixel-exposures the unmerged epochs flag among the changing pixels
+    cost["pixel_exposures"]["bad"] = float(wpix_n[values != 0].sum())
     cost["pixels"] = pixels_wrong(values, merged, segs, wpix_n > 0, in_region if rule is not None else None)
     firsts = np.array([a for a, _ in segs], "int64")
     seg_of_raw = np.searchsorted(firsts, np.arange(E), side="right") - 1

@@ -111,6 +111,7 @@ def test_default_export_is_the_cheapest_cut_the_rule_allows(store):
                 best = (c, cut)
     assert starts_w == best[1] == [0, 8, 20, 40]
     assert man["merge_cost"]["pixel_exposures"]["total"] == best[0]
+    assert man["merge_cost"]["pixel_exposures"]["bad"] == int((states != 0).sum())  # every pixel here changes
     # outside-only changes (weeks 5 and 31) started no file; the WARM of week 5 rides in file 1
     assert not {5, 31} & set(starts_w)
     assert man["rule"]["regions"] == ["slit", "slit_spectrum", "slitless"] and man["rule"]["min_interval_days"] == 30
