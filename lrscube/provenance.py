@@ -247,7 +247,8 @@ def recorded(command: str, configure: Callable[[dict], dict], summarise: Callabl
     ``configure(arguments)`` returns the run's effective configuration from the call's bound
     arguments (called before the run; its digest goes into the MASK files' HISTORY);
     ``summarise(run, arguments, returned)`` fills ``run.inputs`` and ``run.result`` after it. A run that
-    raises is recorded as failed, with the error, when the store exists. A recorded function
+    raises is recorded as failed, with the error, when the store exists (not when its metadata
+    is lost: nothing is written into such a store). A recorded function
     called inside another one's run is not recorded again.
     """
     def deco(fn):
@@ -272,7 +273,8 @@ def recorded(command: str, configure: Callable[[dict], dict], summarise: Callabl
             try:
                 out = fn(*args, **kwargs)
             except BaseException as e:
-                if _store_exists(store):
+                # a store whose metadata is lost is left exactly as found until it is repaired
+                if _store_exists(store) and not isinstance(e, st.MissingMetadataError):
                     write_record(store, run.record("failed", f"{type(e).__name__}: {e}"))
                 raise
             finally:
