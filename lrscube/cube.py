@@ -41,7 +41,10 @@ slots end at ``m`` and are written but not committed yet (no truncation), and
 :meth:`Append.commit` only accepts appends in slot order, so ``n_committed`` still only ever
 covers whole, written exposures. A run grows the arrays ahead of its appends (``ahead``) and
 trims them to ``n_committed`` when it ends; between, the slots past ``n_committed`` are empty
-or uncommitted, and every reader stops at ``n_committed``.
+or uncommitted, and every reader stops at ``n_committed``. The 24 arrays are resized one
+metadata write each, so a kill among those writes leaves them of unequal lengths (all at least
+``n_committed``): readers open the arrays through :func:`committed_store`, which gives each the
+committed length, and the next append truncates them all.
 The 1-D coordinate arrays are small and chunked by 4096 along time; an append rewrites the
 last such chunk whole (atomically), never the exposure data.
 """
@@ -743,9 +746,8 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     attrs = info(store)
     check_metadata(store, attrs)
     n = int(attrs["n_committed"])
-    ds = xr.open_zarr(st.zarr_store(cube_url(store), read_only=True), consolidated=False,
-                      zarr_format=3, chunks=chunks or {})
-    ds = ds.isel(time=slice(0, n))
+    # the arrays cut to the committed slots: a killed append may leave them of unequal lengths
+    ds = xr.open_zarr(committed_store(store, n), consolidated=False, zarr_format=3, chunks=chunks or {})
     if dropped_slots(attrs):
         keep = kept_slots(attrs)
         ds = ds.isel(time=keep)
@@ -757,6 +759,45 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != "lrscube"}
     ds.attrs.update(attrs)
     return ds.sortby("time") if sort and n else ds
+
+
+class _CommittedView(zarr.storage.WrapperStore):
+    """A read-only view of the cube's zarr store in which every array along ``time`` has
+    exactly ``n`` slots, whatever its stored length.
+
+    An append resizes the cube's 24 arrays (one metadata object each), so a writer killed
+    among those writes leaves arrays of unequal lengths, all at least ``n_committed``; xarray
+    refuses a dimension of two sizes. Readers see the committed slots only, so they take the
+    shape from here: the arrays' metadata as stored but ``shape[0] = n``.
+    """
+
+    def __init__(self, store, n: int):
+        super().__init__(store)
+        self.n = int(n)
+
+    def _with_store(self, store):
+        return type(self)(store, self.n)
+
+    async def get(self, key, prototype, byte_range=None):
+        buf = await self._store.get(key, prototype, byte_range)
+        if buf is None or byte_range is not None or not key.endswith("/zarr.json"):
+            return buf
+        try:
+            doc = json.loads(buf.to_bytes())
+        except ValueError:
+            return buf  # zarr reports it
+        dims = doc.get("dimension_names") or [None]
+        shape = doc.get("shape")
+        if doc.get("node_type") != "array" or dims[0] != "time" or not shape or shape[0] <= self.n:
+            return buf
+        doc["shape"] = [self.n, *shape[1:]]
+        return prototype.buffer.from_bytes(json.dumps(doc).encode())
+
+
+def committed_store(store: str, n: int):
+    """The cube's zarr store as readers open it: arrays cut to the ``n`` committed slots
+    (:class:`_CommittedView`)."""
+    return _CommittedView(st.zarr_store(cube_url(store), read_only=True), n)
 
 
 def exposure_table(store: str) -> pd.DataFrame:

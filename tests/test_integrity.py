@@ -291,3 +291,32 @@ def test_damaged_metadata_values_are_errors_not_other_numbers(small):
     smeta.write_text(text.replace('"fill_value": "NaN"', '"fill_value": 0.0'))
     with pytest.raises(st.CorruptDataError, match="sci/zarr.json fails its checksum"):
         lrscube.open_cube(store)
+
+
+def test_a_kill_among_the_arrays_resizes_leaves_every_reader_at_the_committed_count(small, client, tmp_path):
+    """An append grows (and a run's end trims) the cube's 24 arrays with one metadata write
+    each; a kill -9 among them leaves arrays of unequal lengths (all >= n_committed). Every
+    reader reads the committed slots whatever the lengths; the next append evens them out."""
+    store, _ = small
+    before = cube.open_cube(store, sort=False).load()
+    arrays = cube._open_arrays(store, [*cube.DATA_VARS, "time", *cube.COORDS], read_only=False)
+    for a in arrays[::2]:  # the kill: half the arrays grown to 10 slots, the others still at 6
+        a.resize((10, *a.shape[1:]))
+    assert sorted({a.shape[0] for a in cube._open_arrays(store, [a.basename for a in arrays])}) == [6, 10]
+    with pytest.raises(ValueError, match="conflicting sizes"):  # what xarray alone makes of it
+        xr.open_zarr(cube.cube_url(store), consolidated=False)
+
+    ds = cube.open_cube(store, sort=False)
+    assert ds.sizes["time"] == 6
+    xr.testing.assert_identical(ds.load(), before)
+    assert list(cube.exposure_table(store)["filename"]) == [f"jw_{i:03d}_rate.fits" for i in range(6)]
+    np.testing.assert_array_equal(cube.read_frames(cube.cube_url(store), [1])[0][0], before.sci.values[1])
+    assert verify(store).ok
+    assert cli.main(["detect", "--store", store, "--scheduler", client.scheduler.address]) == 0
+    assert len(lrscube.open_intervals(store)) > 0
+    assert cli.main(["report", "--store", store, "--out", str(tmp_path / "r.html")]) == 0
+
+    app = cube.Append(store)  # the next append trims every array to the committed count first
+    assert app.room(1) == 6
+    app.close()
+    assert {a.shape[0] for a in cube._open_arrays(store, [a.basename for a in arrays])} == {6}
