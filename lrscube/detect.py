@@ -10,7 +10,7 @@ wrapped for a store (:func:`detect`).
 The flow of :func:`detect`::
 
     open_cube -> stage 1 per batch of exposures (whole frames: residuals, traces, static bits)
-      -> STORE/detect/RUN/work (lrscube.workstore: an object per batch and tile; removed after the run)
+      -> STORE/detect/RUN/work (lrscube.workstore: an object per batch; removed after the run)
       -> stage 2 per tile (all exposures x ty x tx: temporal statistics, change points, classes)
       -> interval records -> detect/RUN/intervals.parquet -> detect/RUN/mask -> detect.json (the commit)
 
@@ -474,8 +474,8 @@ def _context(ds, prof, p) -> TileContext:
 
 
 def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None):
-    """Stage 1 for exposures [a, a + B) written into the work store, one object per stage-2
-    tile (:mod:`lrscube.workstore`); returns the small reductions.
+    """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
+    stage-2 tile (:mod:`lrscube.workstore`); returns the small reductions.
 
     With ``source`` (the exposure cube's zarr URL) and ``rows`` (their storage positions), the
     task reads its exposures itself, whole frames, instead of receiving them from dask.
@@ -506,8 +506,8 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     the static DQ bits; (2) per tile of pixels holding the whole time axis: temporal statistics,
     change points, classes. With ``work`` (a folder path or URL, e.g. inside the store), stage 1
     runs as dask tasks over batches of exposures, each reading its exposures exactly once and
-    writing the residuals to ``work``, one object per stage-2 tile (:mod:`lrscube.workstore`);
-    stage 2 runs as one task per tile reading its objects once. Memory per task is bounded by
+    writing the residuals to ``work``, one object per batch (:mod:`lrscube.workstore`);
+    stage 2 runs as one task per tile reading its byte range of each object once. Memory per task is bounded by
     ``tile_memory_mb`` (the tile shrinks as exposures grow) and by the batch size. Without ``work`` everything runs in this process, in memory (tests,
     small cubes).
 

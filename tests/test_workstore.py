@@ -1,0 +1,104 @@
+"""detect's scratch store: one object per stage-1 batch, tiles read back by byte range, on a
+local folder and on a real S3-compatible server (moto in server mode on loopback)."""
+
+import uuid
+
+import numpy as np
+import pytest
+from s3server import s3  # noqa: F401  (fixture)
+
+from lrscube import store as st
+from lrscube import workstore
+
+
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path):
+    """A folder URL for a scratch store: a local path, or a prefix in the S3 test server's bucket."""
+    if request.param == "local":
+        return lambda name: str(tmp_path / name)
+    server = request.getfixturevalue("s3")
+    run = uuid.uuid4().hex[:8]
+    return lambda name: server.url(f"{run}/{name}")
+
+
+def _listing(work):
+    fs, path = st.fs_and_path(work)
+    fs.invalidate_cache()
+    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
+def _batch(rng, b, ny, nx):
+    r, s, sky = (rng.normal(size=(b, ny, nx)).astype("f4") for _ in range(3))
+    r[0, 1, 2] = np.nan
+    bits = rng.integers(0, 4, (b, ny, nx)).astype(np.uint8)
+    return r, s, sky, bits
+
+
+def test_tiles_read_back_from_one_object_per_batch(where):
+    rng = np.random.default_rng(0)
+    ny, nx, ty, tx = 12, 10, 5, 4  # tiles cut at the edges
+    spans = [(a, min(a + ty, ny), b, min(b + tx, nx)) for a in range(0, ny, ty) for b in range(0, nx, tx)]
+    work = where("work")
+    workstore.create(work)
+    batches = {0: _batch(rng, 3, ny, nx), 3: _batch(rng, 2, ny, nx)}
+    for start, arrays in batches.items():
+        assert workstore.write_batch(work, start, spans, *arrays) == 1
+    assert _listing(work) == ["00000000", "00000003", "RUN"]  # one object per batch, whatever the tiles
+    for ya, yb, xa, xb in spans:
+        got = workstore.read_tile(work, [0, 3], ya, xa)
+        for k in range(4):
+            want = np.concatenate([batches[a][k][:, ya:yb, xa:xb] for a in (0, 3)])
+            np.testing.assert_array_equal(got[k], want)
+
+
+def test_an_index_longer_than_the_first_read(where):
+    rng = np.random.default_rng(1)
+    ny, nx = 60, 50  # 3000 one-pixel tiles: an index of 120 kB, longer than INDEX_PREFIX
+    spans = [(a, a + 1, b, b + 1) for a in range(ny) for b in range(nx)]
+    assert len(spans) * workstore._ENTRY.itemsize > workstore.INDEX_PREFIX
+    work = where("work")
+    workstore.create(work)
+    arrays = _batch(rng, 2, ny, nx)
+    workstore.write_batch(work, 0, spans, *arrays)
+    for ya, xa in [(0, 0), (59, 49), (30, 7)]:
+        got = workstore.read_tile(work, [0], ya, xa)
+        np.testing.assert_array_equal(got[0], arrays[0][:, ya:ya + 1, xa:xa + 1])
+        np.testing.assert_array_equal(got[3], arrays[3][:, ya:ya + 1, xa:xa + 1])
+
+
+def test_a_folder_made_again_at_the_same_path_is_read_afresh(where):
+    """The indexes a process keeps belong to one run: a new run in a folder of the same path
+    (its tiles at other byte positions) reads its own."""
+    rng = np.random.default_rng(2)
+    work = where("work")
+    fs, path = st.fs_and_path(work)
+    for ny, nx, ty, tx in [(8, 8, 4, 4), (8, 8, 2, 8)]:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        workstore.create(work)
+        spans = [(a, a + ty, b, b + tx) for a in range(0, ny, ty) for b in range(0, nx, tx)]
+        arrays = _batch(rng, 2, ny, nx)
+        workstore.write_batch(work, 0, spans, *arrays)
+        got = workstore.read_tile(work, [0], 0, 0)
+        np.testing.assert_array_equal(got[0], arrays[0][:, :ty, :tx])
+
+
+def test_a_damaged_tile_is_an_error_not_numbers(where):
+    """blosc carries no checksum: a byte changed inside a tile's compressed floats would decode
+    to other numbers, so each tile's crc32c in the index is checked on read."""
+    rng = np.random.default_rng(3)
+    spans = [(0, 4, 0, 8), (4, 8, 0, 8)]
+    work = where("work")
+    workstore.create(work)
+    workstore.write_batch(work, 0, spans, *_batch(rng, 2, 8, 8))
+    fs, path = st.fs_and_path(work)
+    key = f"{path}/00000000"
+    data = bytearray(fs.cat_file(key))
+    workstore._INDEX.update(run=None, objects={}, entries=0)
+    lo, hi, _ = workstore._index(fs, key, None, 0)[(4, 0)]
+    data[lo + workstore._HEADER.size + 40] ^= 0x10  # inside the second tile's floats
+    fs.pipe_file(key, bytes(data))
+    workstore.create(work)  # a new token: this process forgets the indexes it read
+    np.testing.assert_array_equal(workstore.read_tile(work, [0], 0, 0)[3].shape, (2, 4, 8))  # the first is intact
+    with pytest.raises(st.StoreError, match=r"00000000: detect's work-store tile \(4, 0\) fails its checksum"):
+        workstore.read_tile(work, [0], 4, 0)
