@@ -5,6 +5,8 @@ The public API (the CLI calls only this; a notebook can do everything the CLI do
     simulate(out, n=...)            simulated rate files + truth table
     ingest(paths, store)            rate/rateints/cal/calints files -> exposure cube
     open_cube(store)                exposure cube as an xarray Dataset (time, y, x)
+    exposure_table(store)           the stored exposures, one row each (pandas)
+    rejections(store)               every file ingest rejected, with its reason (pandas)
     detect(store)                   defect intervals + mask cube
     open_intervals(store)           defect intervals table (pandas)
     open_mask(store)                mask cube as an xarray Dataset (time=epoch start, y, x)
@@ -14,42 +16,71 @@ The public API (the CLI calls only this; a notebook can do everything the CLI do
     apply_mask(store, files)        OR the right epoch into existing products' DQ
     report(store, out)              HTML page with plots
     pixel_history(store, y, x)      one pixel's residuals against time
+
+Each name is imported from its module when first used (PEP 562), so ``import lrscube`` (and
+every dask worker that unpickles an lrscube function) does not pay for numpy, xarray, zarr,
+stdatamodels or matplotlib until something needs them.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+
 __version__ = "0.1.0"
 
-# Functions are bound here eagerly: a submodule of the same name (lrscube.ingest) would
-# otherwise shadow the function once anything imports it.
-from .cluster import get_client
-from .apply import apply_mask
-from .crds_export import export_crds
-from .cube import exposure_table, open_cube
-from .detect import detect, open_intervals
-from .evaluate import evaluate
-from .history import pixel_history
-from .maskcube import mask_at, open_mask
-from .ingest import ingest
-from .profiles import load as load_profile
-from .report import report
-from .simulate import simulate
+#: public name -> (module, attribute)
+_API = {
+    "apply_mask": ("apply", "apply_mask"),
+    "detect": ("detect", "detect"),
+    "evaluate": ("evaluate", "evaluate"),
+    "export_crds": ("crds_export", "export_crds"),
+    "exposure_table": ("cube", "exposure_table"),
+    "get_client": ("cluster", "get_client"),
+    "ingest": ("ingest", "ingest"),
+    "load_profile": ("profiles", "load"),
+    "mask_at": ("maskcube", "mask_at"),
+    "open_cube": ("cube", "open_cube"),
+    "open_intervals": ("detect", "open_intervals"),
+    "open_mask": ("maskcube", "open_mask"),
+    "pixel_history": ("history", "pixel_history"),
+    "rejections": ("ingest", "rejections"),
+    "report": ("report", "report"),
+    "simulate": ("simulate", "simulate"),
+}
 
-__all__ = [
-    "__version__",
-    "apply_mask",
-    "detect",
-    "evaluate",
-    "export_crds",
-    "exposure_table",
-    "get_client",
-    "ingest",
-    "load_profile",
-    "mask_at",
-    "open_cube",
-    "open_intervals",
-    "open_mask",
-    "pixel_history",
-    "report",
-    "simulate",
-]
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        module, attr = _API[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    else:
+        try:  # a submodule: lrscube.store, lrscube.cube, ...
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
+
+class _Package(types.ModuleType):
+    """Keeps the API functions bound under their names: importing a submodule of the same
+    name (``lrscube.ingest``, by the CLI or a dask worker) would otherwise replace the function
+    ``lrscube.ingest`` by the module."""
+
+    def __setattr__(self, name, value):
+        if name in _API and isinstance(value, types.ModuleType) and _API[name][0] == name:
+            value = getattr(value, _API[name][1])
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
