@@ -16,8 +16,10 @@ A file that cannot be used is reported with the reason and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -29,7 +31,8 @@ from astropy.io import fits
 from . import flags
 from . import maskcube as mc
 from . import store as st
-from .products import PRODUCT_SUFFIXES, Rejected, date_obs_text, exposure_times, placement
+from .inputs import expand as expand_inputs
+from .products import Rejected, date_obs_text, exposure_times, placement
 
 #: the suffix of new files written beside their input when no ``out`` folder is given
 OUT_SUFFIX = "_lrscube"
@@ -50,6 +53,15 @@ class ApplyResult:
     @property
     def ok(self) -> bool:
         return all(f["status"] == "applied" for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        """0: no file rejected (applied, or skipped: before the mask's validity); 3: some
+        rejected; 4: every file rejected. The codes of ``lrscube ingest``."""
+        rejected = sum(f["status"] == "rejected" for f in self.files)
+        if not rejected:
+            return 0
+        return 4 if rejected == len(self.files) else 3
 
     def __len__(self) -> int:
         return len(self.files)
@@ -113,13 +125,65 @@ def _read(path: str) -> bytes:
 
 def _target(path: str, out: str | None, in_place: bool) -> str:
     if in_place:
-        return path
+        # through a symbolic link: the file it points to is rewritten, the link stays
+        return path if st.is_remote(path) else os.path.realpath(path)
     name = path.rstrip("/").rsplit("/", 1)[-1]
     if out is None:
         stem, ext = (name[:-8], name[-8:]) if name.endswith(".fits.gz") else os.path.splitext(name)
         folder = path[: len(path) - len(name)]
         return f"{folder}{stem}{OUT_SUFFIX}{ext}"
     return st.join(out, name) if st.is_remote(out) else os.path.join(out, name)
+
+
+def _key(path: str) -> str:
+    return path.rstrip("/") if st.is_remote(path) else os.path.realpath(path)
+
+
+def output_collisions(files: list[str], out: str | None, in_place: bool) -> dict[str, str]:
+    """Inputs that must not be written, and why: two inputs whose outputs are one file (``--out
+    DIR`` with two inputs of the same name), or an output that is another input of the run."""
+    if in_place:
+        return {}
+    by_target: dict[str, list[str]] = {}
+    for f in files:
+        by_target.setdefault(_key(_target(f, out, False)), []).append(f)
+    inputs = {_key(f): f for f in files}
+    bad: dict[str, str] = {}
+    for t, group in by_target.items():
+        if len(group) > 1:
+            for f in group:
+                others = ", ".join(o for o in group if o != f)
+                bad[f] = (f"output {t} would also be written for {others}: nothing written; give the inputs "
+                          "distinct names or apply them in separate runs")
+        elif t in inputs and inputs[t] != group[0]:
+            bad[group[0]] = f"output {t} is another input of this run: nothing written"
+    return bad
+
+
+def write_output(target: str, data: bytes, *, like: str | None = None) -> None:
+    """Write a product whole (readers see the old or the new file). On a local disk the new
+    file gets the mode of ``like`` (the file it replaces), else the default; a failed write
+    leaves no partial file behind."""
+    if st.is_remote(target):
+        st.write_bytes_atomic(target, data)
+        return
+    mode = None
+    if like is not None and os.path.exists(like):
+        mode = os.stat(like).st_mode & 0o7777
+    folder, name = os.path.split(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -132,8 +196,12 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: bool = False,
-              set_nan: bool = False, extrapolate: bool = False, store_name: str = "") -> dict[str, Any]:
-    """Apply the mask cube ``ds`` to one file; returns its status row (raises Rejected)."""
+              set_nan: bool = False, extrapolate: bool = False, store_name: str = "",
+              named: bool = True) -> dict[str, Any]:
+    """Apply the mask cube ``ds`` to one file; returns its status row (raises Rejected).
+
+    ``named``: the file was named, not found in a directory or by a pattern; a file found so
+    that is itself an output of apply (LRSCEPOC in its header) is skipped."""
     path = str(path)
     try:
         data = _read(path)
@@ -156,6 +224,11 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
         raise Rejected(f"truncated FITS file ({truncated[0]})")
     names = [h.name for h in hdul]
     ph = hdul[0].header
+    if ph.get("REFTYPE") is not None:
+        raise Rejected(f"a reference file (REFTYPE {str(ph['REFTYPE']).strip()}), not an exposure")
+    if "LRSCEPOC" in ph and not named:
+        raise _Skipped("an output of lrscube apply (LRSCEPOC set) found beside its input; "
+                       "name it explicitly to apply a mask to it again")
     if "REFOUT" in names:
         raise Rejected("raw ramp product (level 1b: REFOUT extension); run the pipeline with "
                        "--steps.dq_init.override_mask instead, or apply to its _rate/_rateints/_cal files")
@@ -229,12 +302,17 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
     target = _target(path, out, in_place)
     if not in_place and _same_file(path, target):
         raise Rejected(f"output {target} is the input file; use in_place=True (--in-place) or another out folder")
+    if in_place and not st.is_remote(target):
+        mode = os.stat(target).st_mode
+        if not mode & 0o222 or not os.access(target, os.W_OK):
+            raise Rejected(f"{target} is read-only (mode {mode & 0o777:04o}): not modified; make it writable "
+                           "to apply in place, or write new files (--out)")
     if out is not None and not st.is_remote(out):
         os.makedirs(out, exist_ok=True)
     buf = io.BytesIO()
     checksum = any("CHECKSUM" in h.header for h in hdul)
     hdul.writeto(buf, checksum=checksum, output_verify="silentfix")
-    st.write_bytes_atomic(target, buf.getvalue())
+    write_output(target, buf.getvalue(), like=target)
     return {
         "file": path, "status": "applied", "reason": "; ".join(notes), "output": target,
         "epoch": int(epoch), "useafter": useafter, "epoch_start": mc.isot(ds["time"].values[epoch]),
@@ -247,18 +325,6 @@ class _Skipped(Exception):
     """A readable file the mask makes no claim about (its time is before the mask's validity)."""
 
 
-def expand_paths(files: Iterable[str]) -> list[str]:
-    """Files as given; a directory contributes its rate/rateints/cal/calints files."""
-    out: list[str] = []
-    for f in files:
-        f = str(f)
-        if not st.is_remote(f) and os.path.isdir(f):
-            out.extend(sorted(os.path.join(f, n) for n in os.listdir(f) if n.endswith(PRODUCT_SUFFIXES)))
-        else:
-            out.append(f)
-    return out
-
-
 def apply_mask(store: str, files: Iterable[str] | str, out: str | None = None, in_place: bool = False,
                set_nan: bool = False, extrapolate: bool = False) -> ApplyResult:
     """OR the right epoch of the mask cube into the DQ of existing products.
@@ -268,7 +334,8 @@ def apply_mask(store: str, files: Iterable[str] | str, out: str | None = None, i
     store : str
         lrscube store with a mask cube.
     files : str or list of str
-        rate / rateints / cal / calints files (paths, fsspec URLs, or folders of them).
+        rate / rateints / cal / calints files: paths, fsspec URLs, folders (every FITS file under
+        them) or globs, expanded as ingest expands them (:func:`lrscube.inputs.expand`).
     out : str, optional
         Folder for the new files (same names). Default: beside each input as ``NAME_lrscube.fits``.
     in_place : bool
@@ -292,14 +359,22 @@ def apply_mask(store: str, files: Iterable[str] | str, out: str | None = None, i
     ds = mc.open_mask(store)
     frames: dict[int, np.ndarray] = {}
     result = ApplyResult()
-    for path in expand_paths(files):
+    found = expand_inputs(files)  # the rule ingest uses: directories give every FITS file under them
+    for path, why in found.problems:
+        result.files.append({"file": path, "status": "rejected", "reason": why})
+    clashes = output_collisions(found.files, out, in_place)
+    for path in found.files:
         try:
+            if path in clashes:
+                raise Rejected(clashes[path])
             row = apply_one(path, ds, frames, out=out, in_place=in_place, set_nan=set_nan,
-                            extrapolate=extrapolate, store_name=str(store))
+                            extrapolate=extrapolate, store_name=str(store), named=path in found.named)
         except Rejected as e:
             row = {"file": path, "status": "rejected", "reason": str(e)}
         except _Skipped as e:
             row = {"file": path, "status": "skipped", "reason": str(e)}
+        except OSError as e:  # permission denied, disk full, ...: this file is not written, the others go on
+            row = {"file": path, "status": "rejected", "reason": f"{e.filename or path}: {e.strerror or e}"}
         except Exception as e:  # anything unforeseen: name it, go on with the others
             row = {"file": path, "status": "rejected", "reason": f"{type(e).__name__}: {e}"}
         result.files.append(row)

@@ -1,8 +1,15 @@
 """The ``lrscube`` command: a thin layer over the Python API (``lrscube.*``).
 
 Every subcommand parses its arguments, calls one API function and prints its summary.
-Exit codes: 0 success; 1 the job ran but something was rejected under ``--strict`` or a
-quality check failed; 2 a usage or store error (the message names the file and the reason).
+Exit codes: 0 success; 1 ``verify`` found damage; 2 a usage, store or system error (one line
+naming the path and the cause: a store that is not one, a store another ingest holds,
+permission denied, disk full; nothing half-done is left); 130 / 143 interrupted (Ctrl-C /
+SIGTERM: the store keeps its last committed state); ``ingest`` and ``apply``: 3 when some
+inputs were rejected (each
+named with its reason, the others done) and 4 when every input was rejected, so nothing was
+stored or written. ``ingest`` exits 0 when every input was stored or was already in the cube
+(``lrscube exposures --rejected`` lists the rejected files with their reasons), ``apply`` when
+every file was applied or skipped (before the mask's first epoch; ``--strict``: 3 then).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 
 from . import __version__
 
@@ -44,11 +52,53 @@ def cmd_simulate(a):
 
 
 def cmd_ingest(a):
-    from .ingest import ingest
+    from .ingest import EXIT_NOTHING_STORED, ingest
 
     s = ingest(a.paths, a.store, mode=a.mode, scheduler=a.scheduler, batch_size=a.batch_size)
     print(s)
-    return 1 if (a.strict and s.rejected) else 0
+    if s.exit_code == EXIT_NOTHING_STORED:
+        print(f"lrscube ingest: error: nothing was stored: every input was rejected ({len(s.rejected)}) "
+              f"(reasons above, and in `lrscube exposures --store {a.store} --rejected`)", file=sys.stderr)
+    return s.exit_code
+
+
+#: columns `lrscube exposures` shows of the exposure table
+EXPOSURE_COLUMNS = ["time", "filename", "product", "exp_type", "subarray", "program", "observation",
+                    "visit", "exposure", "exptime", "nints", "bunit"]
+
+
+def cmd_exposures(a):
+    from . import store as st
+    from .cube import exists, exposure_table
+    from .ingest import rejections
+
+    if not exists(a.store) and not st.exists(a.store, st.INGEST_LOG):
+        raise FileNotFoundError(f"{a.store}: no lrscube store here (run `lrscube ingest PATH... --store {a.store}` first)")
+    if a.rejected:
+        df = rejections(a.store)
+        what = f"{len(df)} files rejected by ingest (the last outcome of each file)"
+    else:
+        t = exposure_table(a.store)
+        df = t[[c for c in EXPOSURE_COLUMNS if c in t]]
+        what = f"{len(df)} exposures stored"
+    if a.out:
+        _write_table(df, a.out, "exposures")
+        print(f"wrote {what} to {a.out}")
+    else:
+        if len(df):
+            print(df.to_string(index=False))
+        print(f"{a.store}: {what}")
+    return 0
+
+
+def _write_table(df, out: str, command: str) -> None:
+    out = str(out)
+    if out.endswith(".csv"):
+        df.to_csv(out, index=False)
+    elif out.endswith(".parquet"):
+        df.to_parquet(out, index=False)
+    else:
+        raise SystemExit(f"lrscube {command}: --out {out}: name a .csv or .parquet file")
 
 
 def cmd_detect(a):
@@ -84,12 +134,7 @@ def cmd_intervals(a):
 
     df = open_intervals(a.store)
     out = str(a.out)
-    if out.endswith(".csv"):
-        df.to_csv(out, index=False)
-    elif out.endswith(".parquet"):
-        df.to_parquet(out, index=False)
-    else:
-        raise SystemExit(f"lrscube intervals: --out {out}: name a .csv or .parquet file")
+    _write_table(df, out, "intervals")
     print(f"wrote {len(df)} intervals ({df[['y', 'x']].drop_duplicates().shape[0]} pixels) to {out}")
     return 0
 
@@ -121,7 +166,11 @@ def cmd_apply(a):
     res = apply_mask(a.store, a.files, out=a.out, in_place=a.in_place, set_nan=a.set_nan,
                      extrapolate=a.extrapolate)
     print(res)
-    return 1 if (a.strict and not res.ok) else 0
+    if res.exit_code == 4:
+        print(f"lrscube apply: error: no file was written: every input was rejected ({len(res)})", file=sys.stderr)
+    if a.strict and not res.ok:
+        return res.exit_code or 3  # a skipped file counts as rejected
+    return res.exit_code
 
 
 def cmd_evaluate(a):
@@ -276,9 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(p)
     _add_mode(p)
     _add_scheduler(p)
-    p.add_argument("--strict", action="store_true", help="exit 1 when any file was rejected")
+    # a rejection always gives a non-zero status; --strict is still accepted by scripts that pass it
+    p.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=None, help="exposures per atomic commit")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("exposures", help="list the stored exposures, or with --rejected the rejected files and why")
+    _add_store(p)
+    p.add_argument("--rejected", action="store_true",
+                   help="the files ingest rejected (last outcome of each file), with the kind and the reason")
+    p.add_argument("--out", default=None, help="write the table to F.csv or F.parquet instead of printing it")
+    p.set_defaults(func=cmd_exposures)
 
     p = sub.add_parser("detect", help="find defect intervals and build the mask cube")
     _add_store(p)
@@ -331,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-nan", action="store_true", help="also set SCI to NaN where DO_NOT_USE is applied")
     p.add_argument("--extrapolate", action="store_true",
                    help="files before the mask's first epoch get the first epoch (default: skipped)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any file was rejected")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 3 also when files were skipped (before the mask's first epoch)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("evaluate", help="score the detection against a simulator truth table")
@@ -394,26 +452,26 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not a.verbose:  # distributed logs every worker start and stop at INFO
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    from .store import LockedError, StoreError
-
     # SIGTERM (a batch system's cancel, `kill`) unwinds like Ctrl-C: locks are released and the
     # run's scratch removed on the way out; what was committed stays
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return int(a.func(a) or 0)
-    except (StoreError, LockedError, FileNotFoundError, FileExistsError) as e:
-        print(f"lrscube {a.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        if "checksum" in str(e):  # zarr's crc32c codec on a damaged chunk
-            e = f"corrupt data in the store ({e}); `lrscube verify --store STORE` lists what is damaged"
-        print(f"lrscube {a.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"lrscube {a.command}: interrupted; the store keeps its last committed state", file=sys.stderr)
+        return 130
     except _Terminated:
         print(f"lrscube {a.command}: terminated (SIGTERM); the store keeps its last committed state",
               file=sys.stderr)
         return 128 + signal.SIGTERM
+    except Exception as e:
+        if not isinstance(e, _expected_errors()):
+            raise  # a bug: the traceback says where
+        if a.verbose:
+            traceback.print_exc()
+        print(f"lrscube {a.command}: error: {describe_error(e)}", file=sys.stderr)
+        return 2
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -425,6 +483,28 @@ class _Terminated(BaseException):
 
 def _terminated(signum, frame):
     raise _Terminated()
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What a command reports in one line: bad input or arguments (ValueError), the system
+    (OSError: permission denied, disk full, a missing path), an unusable or locked store (the
+    modules that raise those are imported by the commands that use them)."""
+    known: list[type[BaseException]] = [OSError, ValueError]
+    if "lrscube.store" in sys.modules:
+        store = sys.modules["lrscube.store"]
+        known += [store.StoreError, store.LockedError]
+    return tuple(known)
+
+
+def describe_error(e: BaseException) -> str:
+    """One line: for an OS error the path and its cause (``STORE/ingest.lock: Permission
+    denied``), otherwise the message."""
+    if isinstance(e, OSError) and e.strerror:
+        path = e.filename if e.filename is not None else ""
+        return f"{path}: {e.strerror}" if path else e.strerror
+    if isinstance(e, ValueError) and "checksum" in str(e):  # zarr's crc32c codec on a damaged chunk
+        return f"corrupt data in the store ({e}); `lrscube verify --store STORE` lists what is damaged"
+    return str(e) or type(e).__name__
 
 
 if __name__ == "__main__":

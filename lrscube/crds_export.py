@@ -308,6 +308,9 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
         raise ValueError(f"mask cube covers detectors {detectors}; a MASK file is for one detector")
     detector = detectors[0]
     author = author or _login()
+    # checked before anything is written: FITS headers hold printable ASCII only
+    for what, text in (("author", author), ("description", description), ("prefix", prefix)):
+        check_header_text(what, text)
     if pedigree is not None:
         pedigree = check_pedigree(pedigree)
     prefix = prefix or f"jwst_{instrument.lower()}_mask_lrscube"
@@ -571,6 +574,12 @@ def _prepare_out(out: str, prefix: str, overwrite: bool, remove: bool = True) ->
     if remove:
         for p in old:
             fs.rm(p)
+
+
+def check_header_text(what: str, text: str | None) -> None:
+    """ValueError unless ``text`` (a header value such as the author) is printable ASCII."""
+    if text is not None and not (str(text).isascii() and str(text).isprintable()):
+        raise ValueError(f"{what} {text!r}: a FITS header value must be printable ASCII (no accents, no line breaks)")
 
 
 def _login() -> str:

@@ -60,9 +60,8 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
     with get_client(scheduler) as client:
         lines.append(f"dask: {len(client.scheduler_info().get('workers', {}))} workers, dashboard {client.dashboard_link}")
         s = ingest([work / "inputs", *junk], store)
-        lines.append(f"ingest: {len(s.ingested)} ingested, {len(s.duplicates)} duplicates skipped, "
-                     f"{len(s.rejected)} rejected; the cube holds {s.n_in_cube} exposures")
         lines += [f"  rejected {Path(f).name}: {why}" for f, why in s.rejected]
+        lines.append(s.summary_line())
         t = time.perf_counter()
         iv = detect(str(store))
         lines.append(f"{summarize_intervals(iv)}  ({time.perf_counter() - t:.0f} s)")

@@ -3,11 +3,13 @@
 The composition, in order (each step a named function)::
 
     writer_lock(store)                  STORE/ingest.lock (flock): one ingest per store at a time
-    find_inputs(paths)                  files, directories, globs, fsspec URLs -> product files
+    find_inputs(paths)                  files, directories, globs, fsspec URLs -> FITS files
+                                        (lrscube.inputs.expand, the rule apply shares)
     for each batch of files:
-        load (on workers)               read_product: Exposure, or Rejected with a reason (a task
-                                        reads a group of files_per_task files, as write writes them)
-        screen (here)                   drop duplicates of stored or earlier exposures, unit mismatches
+        load (on workers)               read_product: Exposure in the cube's unit, or Rejected with
+                                        a reason (a task reads a group of files_per_task files, as
+                                        write writes them)
+        screen (here)                   drop duplicates of stored or earlier exposures
         Append.room                     slots for the accepted ones after the previous batch's (the
                                         first: after the committed ones, clearing a killed run's
                                         rest); the arrays grow for up to RESERVE files at once
@@ -15,6 +17,9 @@ The composition, in order (each step a named function)::
         Append.commit                   coordinates, then the committed count (atomic)
         IngestLog.add                   ingest_log.parquet: every file and what became of it
     Append.close                        trim the arrays to the committed exposures
+
+The cube's unit is its mode profile's (``unit``, DN/s), fixed when the cube is created;
+:func:`rejections` lists what the log says was rejected, and why.
 
 Batches overlap: while batch b is written, batch b+1 is read and batch b-1 committed (the
 client commits batches in order; batch b's room is made after batch b-1's slots, see
@@ -26,9 +31,6 @@ batches committed before it; re-running the same ingest skips what is stored and
 
 from __future__ import annotations
 
-import glob as globmod
-import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,8 +43,17 @@ from . import profiles as prof
 from . import provenance
 from . import store as st
 from .cluster import get_client, worker_threads
-from .products import (DEFAULT_CONTENT_HASH, LEGACY_CONTENT_HASH, PRODUCT_SUFFIXES, Exposure, Rejected,
-                       read_product)
+from .inputs import expand as expand_inputs
+from .products import DEFAULT_CONTENT_HASH, LEGACY_CONTENT_HASH, Exposure, Rejected, read_product
+
+
+#: exit status of ``lrscube ingest`` (also :attr:`IngestSummary.exit_code`)
+EXIT_OK = 0  # every input stored, or a duplicate of what the cube holds
+EXIT_SOME_REJECTED = 3  # some inputs rejected (each named; reasons kept in the store), the rest stored
+EXIT_NOTHING_STORED = 4  # every input rejected: nothing stored
+
+#: rejection lines printed before the summary line (all are in the store's ingest log)
+SHOW_REJECTED = 20
 
 
 @dataclass
@@ -51,6 +62,7 @@ class IngestSummary:
     ingested: list[str] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    rejected_kinds: list[str] = field(default_factory=list)  # the kind of each rejection, in order
     n_in_cube: int = 0
     seconds: float = 0.0
 
@@ -58,88 +70,86 @@ class IngestSummary:
     def ok(self) -> bool:
         return not self.rejected
 
+    @property
+    def by_kind(self) -> dict[str, int]:
+        """Rejections counted by kind of reason, most frequent first."""
+        kinds = self.rejected_kinds + ["other"] * (len(self.rejected) - len(self.rejected_kinds))
+        counts = pd.Series(kinds, dtype=object).value_counts(sort=True)
+        return {str(k): int(v) for k, v in counts.items()}
+
+    @property
+    def exit_code(self) -> int:
+        """:data:`EXIT_OK`, :data:`EXIT_SOME_REJECTED` or :data:`EXIT_NOTHING_STORED`."""
+        if not self.rejected:
+            return EXIT_OK
+        return EXIT_SOME_REJECTED if (self.ingested or self.duplicates) else EXIT_NOTHING_STORED
+
+    def summary_line(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in self.by_kind.items())
+        line = (f"ingest into {self.store}: {len(self.ingested)} stored, {len(self.duplicates)} already "
+                f"present (duplicates), {len(self.rejected)} rejected" + (f" ({kinds})" if kinds else "")
+                + f"; the cube holds {self.n_in_cube} exposures ({self.seconds:.1f} s)")
+        if self.rejected:
+            line += f"; reasons: lrscube exposures --store {self.store} --rejected"
+        return line
+
     def __str__(self) -> str:
-        lines = [f"ingest into {self.store}: {len(self.ingested)} ingested, "
-                 f"{len(self.duplicates)} duplicates skipped, {len(self.rejected)} rejected "
-                 f"({self.seconds:.1f} s); the cube holds {self.n_in_cube} exposures"]
-        for f, why in self.rejected:
-            lines.append(f"  rejected {f}: {why}")
-        for f, why in self.duplicates:
-            lines.append(f"  duplicate {f}: {why}")
-        return "\n".join(lines)
+        lines = [f"  rejected {f}: {why}" for f, why in self.rejected[:SHOW_REJECTED]]
+        if len(self.rejected) > SHOW_REJECTED:
+            lines.append(f"  ... and {len(self.rejected) - SHOW_REJECTED} more rejected")
+        return "\n".join([*lines, self.summary_line()])
 
 
 # --------------------------------------------------------------------------- steps
 
 
-_JWST_NAME = re.compile(r"^jw\d{11}_\d{5}_\d{5}_[a-z0-9]+_(rate|rateints|cal|calints)\.fits$")
-
-
 def find_inputs(paths) -> tuple[list[str], list[tuple[str, str]]]:
-    """Expand files, directories (searched for product files) and globs; local or fsspec URLs.
-
-    Returns (files, problems) where problems name inputs that matched nothing.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[str] = []
-    problems: list[tuple[str, str]] = []
-    for p in map(str, paths):
-        if st.is_remote(p):
-            fs, root = st.fs_and_path(p)
-            proto = p.split("://", 1)[0]
-            if any(ch in root for ch in "*?["):
-                found = sorted(fs.glob(root))
-            elif fs.isdir(root):
-                found = sorted(f for f in fs.find(root) if f.endswith(PRODUCT_SUFFIXES))
-            else:
-                found = [root] if fs.exists(root) else []
-            if not found:
-                problems.append((p, "no such file, or no product files (*_rate/_rateints/_cal/_calints.fits) under it"))
-            files.extend(f"{proto}://{f}" for f in found)
-            continue
-        if os.path.isdir(p):
-            found = sorted(
-                os.path.join(d, f) for d, _, fs_ in os.walk(p) for f in fs_ if f.endswith(PRODUCT_SUFFIXES)
-            )
-            if not found:
-                problems.append((p, "directory holds no *_rate/_rateints/_cal/_calints.fits files"))
-        elif os.path.exists(p):
-            found = [p]
-        else:
-            found = sorted(globmod.glob(p, recursive=True))
-            if not found:
-                problems.append((p, "no such file (and no file matches it as a glob)"))
-        files.extend(os.path.abspath(f) for f in found)
-    # One entry per file (the same directory given twice). Files named as JWST products come
-    # first, so when a copy under another name duplicates one, the cube keeps the JWST name.
-    files = sorted(dict.fromkeys(files), key=lambda f: (not _JWST_NAME.match(f.rsplit("/", 1)[-1]), f))
-    return files, problems
+    """(files, problems) that ``paths`` name: :func:`lrscube.inputs.expand`, the rule apply shares."""
+    found = expand_inputs(paths)
+    return found.files, found.problems
 
 
 # A task handles a group of files: each dask task costs the scheduler and the worker ~2 ms of
 # CPU beside its work, as much as a tenth of a file's read + write (see files_per_task).
 
 
-def _load(paths: list[str], profile, clip: float, hash_algorithm: str) -> list[Exposure | Rejected]:
+def _load(paths: list[str], profile, clip: float, hash_algorithm: str, unit: str) -> list[Exposure | Rejected]:
     out: list[Exposure | Rejected] = []
     for path in paths:
-        try:
-            out.append(read_product(path, profile, clip=clip, hash_algorithm=hash_algorithm))
+        try:  # read_product turns whatever a file holds into an Exposure or a Rejected
+            out.append(read_product(path, profile, clip=clip, hash_algorithm=hash_algorithm, unit=unit))
         except Rejected as r:
             out.append(r)
     return out
 
 
 def _summary(xs: list[Exposure | Rejected]) -> list[dict]:
-    return [{"rejected": str(x)} if isinstance(x, Rejected) else dict(x.meta) for x in xs]
+    return [{"rejected": str(x), "kind": x.kind} if isinstance(x, Rejected) else dict(x.meta) for x in xs]
 
 
-def _write(xs: list[Exposure | Rejected], slots: list[int | None], store: str, arrays=None) -> list[int]:
+@dataclass
+class WriteFailed:
+    """A write the system refused (disk full, permission denied), returned by a write task
+    rather than raised, so the client reports it in one line (a task's exception is logged
+    with its traceback by the worker)."""
+
+    path: str
+    errno: int | None
+    strerror: str
+
+    def error(self) -> OSError:
+        return OSError(self.errno, self.strerror, self.path)
+
+
+def _write(xs: list[Exposure | Rejected], slots: list[int | None], store: str, arrays=None) -> list[int] | WriteFailed:
     """Write each exposure of a group whose slot is given (None: rejected or a duplicate)."""
     for x, slot in zip(xs, slots, strict=True):
         if slot is not None:
-            cube.write_exposure(store, slot, x, arrays)
+            try:
+                cube.write_exposure(store, slot, x, arrays)
+            except OSError as e:
+                return WriteFailed(e.filename or f"{cube.cube_url(store)} (exposure slot {slot})", e.errno,
+                                   e.strerror or str(e))
     return [s for s in slots if s is not None]
 
 
@@ -152,21 +162,17 @@ def files_per_task(batch_size: int, threads: int) -> int:
     return max(1, min(4, batch_size // (4 * max(1, threads))))
 
 
-def screen(summaries: list[dict], seen_hash: dict, seen_key: dict, bunit: str | None):
+def screen(summaries: list[dict], seen_hash: dict, seen_key: dict):
     """Split a batch's summaries into accepted metas, duplicates and rejections.
 
     A duplicate has the content hash of its SCI data or the exposure identity (ids + start
     time) of an exposure already stored or earlier in this batch. ``seen_*`` are updated.
-    A new cube takes the unit of its first exposure; returns (accepted, dups, rejects, bunit).
+    Returns (accepted, dups, rejects); a rejection is (index, reason, kind).
     """
     accepted, dups, rejects = [], [], []
     for i, m in enumerate(summaries):
         if "rejected" in m:
-            rejects.append((i, m["rejected"]))
-            continue
-        if bunit is not None and m["bunit"] != bunit:
-            rejects.append((i, f"SCI unit {m['bunit']!r} differs from the cube's {bunit!r}; "
-                               "ingest the rate products, or use a separate store"))
+            rejects.append((i, m["rejected"], m.get("kind", "other")))
             continue
         prev = seen_hash.get(m["content_hash"]) or seen_key.get(m["exposure_key"])
         if prev is not None:
@@ -174,9 +180,26 @@ def screen(summaries: list[dict], seen_hash: dict, seen_key: dict, bunit: str | 
             continue
         seen_hash[m["content_hash"]] = m["filename"]
         seen_key[m["exposure_key"]] = m["filename"]
-        bunit = bunit or m["bunit"]
         accepted.append(i)
-    return accepted, dups, rejects, bunit
+    return accepted, dups, rejects
+
+
+def rejections(store: str) -> pd.DataFrame:
+    """Every file whose last ingest into ``store`` rejected it: ``file, kind, reason, when``.
+
+    From the store's ingest log (``ingest_log.parquet``), which keeps every file each ingest saw;
+    a file rejected once and stored later is not listed.
+    """
+    cols = ["file", "kind", "reason", "when"]
+    if not st.exists(store, st.INGEST_LOG):
+        return pd.DataFrame(columns=cols)
+    log = st.read_table(store, st.INGEST_LOG)
+    for c in cols:
+        if c not in log:
+            log[c] = ""
+    last = log.drop_duplicates("file", keep="last")
+    out = last[last["status"] == "rejected"][cols].fillna("")
+    return out.reset_index(drop=True)
 
 
 class IngestLog:
@@ -242,100 +265,26 @@ def _ingest(paths, store: str, mode, scheduler, batch_size, clip, progress) -> I
         if mode and prof.load(mode).name != meta["profile"]:
             raise cube.StoreError(f"{store}: the cube holds mode {meta['profile']!r}, not {mode!r}")
         profile = prof.load(mode or meta["profile"])
-        bunit = meta["bunit"]
+        unit = meta["bunit"]  # fixed when the cube was created
         hash_algorithm = meta.get("content_hash", LEGACY_CONTENT_HASH)  # as its exposures were hashed
     else:
         _refuse_lost_cube(store)
         profile = prof.load(mode)
-        bunit = None
+        unit = profile.unit
         hash_algorithm = DEFAULT_CONTENT_HASH
     files, problems = find_inputs(paths)
-    summary = IngestSummary(store=store, rejected=list(problems))
+    summary = IngestSummary(store=store, rejected=list(problems), rejected_kinds=["no input"] * len(problems))
     known = cube.exposure_table(store)
     seen_hash = dict(zip(known["content_hash"], known["filename"]))
     seen_key = dict(zip(known["exposure_key"], known["filename"]))
     batch_size = batch_size or int(dask.config.get("lrscube.ingest.batch-size", 32))
 
-    with get_client(scheduler, quiet=not progress) as client:
-        batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
-        per_task = files_per_task(batch_size, worker_threads(client))
-
-        def submit(bi):
-            # Tasks run batch by batch (priority -bi): dask otherwise interleaves the loads of
-            # batches submitted within 100 ms of each other, and a batch's summaries submitted
-            # after the next batch's loads would wait behind them.
-            groups = [batches[bi][g0:g0 + per_task] for g0 in range(0, len(batches[bi]), per_task)]
-            loads = client.map(_load, groups, profile=profile, clip=clip, hash_algorithm=hash_algorithm,
-                               pure=False, priority=-bi)
-            return loads, client.map(_summary, loads, pure=False, priority=-bi)
-
-        upcoming = submit(0) if batches else ([], [])
-        app: cube.Append | None = None
-        log = IngestLog(store)
-        end = None  # the slot after the last one this run has made room for
-        pending = None  # the batch whose writes were submitted last, not yet committed
-
-        def finish(batch_done):
-            """Wait for a batch's writes, commit it, log it."""
-            start, metas, writes, log_rows = batch_done
-            client.gather(writes)
-            if metas:
-                app.commit(start, metas)
-            for r in log_rows:
-                if r["status"] == "ingested":
-                    summary.ingested.append(r["file"])
-            now = pd.Timestamp.now(tz="UTC").isoformat()
-            for r in log_rows:
-                r["when"] = now
-            log.add(log_rows)
-
-        for bi, batch in enumerate(batches):
-            loaded, summarised = upcoming
-            # read the next batch while this one is screened and written and the one before committed
-            upcoming = submit(bi + 1) if bi + 1 < len(batches) else ([], [])
-            summaries = [m for group in client.gather(summarised) for m in group]
-            new_cube = bunit is None
-            accepted, dups, rejects, bunit = screen(summaries, seen_hash, seen_key, bunit)
-            log_rows = []
-            for i, why in rejects:
-                summary.rejected.append((batch[i], why))
-                log_rows.append({"file": batch[i], "status": "rejected", "reason": why})
-            for i, why in dups:
-                summary.duplicates.append((batch[i], why))
-                log_rows.append({"file": batch[i], "status": "duplicate", "reason": why})
-            start, writes = None, []
-            if accepted:
-                if new_cube:
-                    cube.create(store, profile, bunit=bunit)
-                app = app or cube.Append(store)
-                # The first append of the run clears what a killed run left beyond the committed
-                # exposures; later ones go after the previous batch, which may still be writing.
-                unread = len(files) - bi * batch_size - len(batch)
-                start = app.room(len(accepted), after=end, ahead=min(unread, RESERVE))
-                end = start + len(accepted)
-                arrays = app.data_arrays()
-                slot = {i: start + j for j, i in enumerate(accepted)}
-                for gi, group in enumerate(loaded):
-                    slots = [slot.get(i) for i in range(gi * per_task, min((gi + 1) * per_task, len(batch)))]
-                    if any(s is not None for s in slots):
-                        writes.append(client.submit(_write, group, slots, store, arrays, pure=False, priority=-bi))
-                log_rows += [{"file": batch[i], "status": "ingested", "reason": ""} for i in accepted]
-            del loaded, summarised
-            # commit the previous batch while this one is written and the next one read
-            if pending is not None:
-                finish(pending)
-            pending = (start, [summaries[i] for i in accepted], writes, log_rows)
-            if progress:
-                done = min((bi + 1) * batch_size, len(files))
-                print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} ingested, "
-                      f"{len(summary.duplicates)} duplicates, {len(summary.rejected)} rejected",
-                      file=sys.stderr, flush=True)
-        if pending is not None:
-            finish(pending)
-        if app is not None:
-            app.close()
+    log = IngestLog(store)
+    if files:
+        _ingest_files(files, store, summary, log, profile, unit, hash_algorithm, seen_hash, seen_key,
+                      scheduler, batch_size, clip, progress)
     if problems:
-        log.add([{"file": f, "status": "rejected", "reason": why,
+        log.add([{"file": f, "status": "rejected", "kind": "no input", "reason": why,
                   "when": pd.Timestamp.now(tz="UTC").isoformat()} for f, why in problems])
     summary.n_in_cube = cube.n_stored(store)
     return summary
@@ -354,3 +303,87 @@ def _refuse_lost_cube(store: str) -> None:
             f"ingested files: the cube was deleted or lost, and nothing was written. To repair: restore "
             f"{cube.cube_url(store)} from a backup; or, to rebuild it, move {st.join(store, st.INGEST_LOG)} "
             "aside and ingest the files it lists again")
+
+
+def _ingest_files(files, store, summary, log, profile, unit, hash_algorithm, seen_hash, seen_key,
+                  scheduler, batch_size, clip, progress) -> None:
+    with get_client(scheduler, quiet=not progress) as client:
+        batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
+        per_task = files_per_task(batch_size, worker_threads(client))
+
+        def submit(bi):
+            # Tasks run batch by batch (priority -bi): dask otherwise interleaves the loads of
+            # batches submitted within 100 ms of each other, and a batch's summaries submitted
+            # after the next batch's loads would wait behind them.
+            groups = [batches[bi][g0:g0 + per_task] for g0 in range(0, len(batches[bi]), per_task)]
+            loads = client.map(_load, groups, profile=profile, clip=clip, hash_algorithm=hash_algorithm,
+                               unit=unit, pure=False, priority=-bi)
+            return loads, client.map(_summary, loads, pure=False, priority=-bi)
+
+        upcoming = submit(0) if batches else ([], [])
+        app: cube.Append | None = None
+        end = None  # the slot after the last one this run has made room for
+        pending = None  # the batch whose writes were submitted last, not yet committed
+
+        def finish(batch_done):
+            """Wait for a batch's writes, commit it, log it."""
+            start, metas, writes, log_rows = batch_done
+            for done in client.gather(writes):
+                if isinstance(done, WriteFailed):
+                    raise done.error()
+            if metas:
+                app.commit(start, metas)
+            for r in log_rows:
+                if r["status"] == "ingested":
+                    summary.ingested.append(r["file"])
+            now = pd.Timestamp.now(tz="UTC").isoformat()
+            for r in log_rows:
+                r["when"] = now
+            log.add(log_rows)
+
+        for bi, batch in enumerate(batches):
+            loaded, summarised = upcoming
+            # read the next batch while this one is screened and written and the one before committed
+            upcoming = submit(bi + 1) if bi + 1 < len(batches) else ([], [])
+            summaries = [m for group in client.gather(summarised) for m in group]
+            accepted, dups, rejects = screen(summaries, seen_hash, seen_key)
+            log_rows = []
+            for i, why, kind in rejects:
+                summary.rejected.append((batch[i], why))
+                summary.rejected_kinds.append(kind)
+                log_rows.append({"file": batch[i], "status": "rejected", "kind": kind, "reason": why})
+            for i, why in dups:
+                summary.duplicates.append((batch[i], why))
+                log_rows.append({"file": batch[i], "status": "duplicate", "kind": "", "reason": why})
+            start, writes = None, []
+            if accepted:
+                if app is None and not cube.exists(store):
+                    cube.create(store, profile, bunit=unit)
+                app = app or cube.Append(store)
+                # The first append of the run clears what a killed run left beyond the committed
+                # exposures; later ones go after the previous batch, which may still be writing.
+                unread = len(files) - bi * batch_size - len(batch)
+                start = app.room(len(accepted), after=end, ahead=min(unread, RESERVE))
+                end = start + len(accepted)
+                arrays = app.data_arrays()
+                slot = {i: start + j for j, i in enumerate(accepted)}
+                for gi, group in enumerate(loaded):
+                    slots = [slot.get(i) for i in range(gi * per_task, min((gi + 1) * per_task, len(batch)))]
+                    if any(s is not None for s in slots):
+                        writes.append(client.submit(_write, group, slots, store, arrays, pure=False, priority=-bi))
+                log_rows += [{"file": batch[i], "status": "ingested", "kind": "",
+                              "reason": summaries[i].get("unit_note", "")} for i in accepted]
+            del loaded, summarised
+            # commit the previous batch while this one is written and the next one read
+            if pending is not None:
+                finish(pending)
+            pending = (start, [summaries[i] for i in accepted], writes, log_rows)
+            if progress:
+                done = min((bi + 1) * batch_size, len(files))
+                print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} ingested, "
+                      f"{len(summary.duplicates)} duplicates, {len(summary.rejected)} rejected",
+                      file=sys.stderr, flush=True)
+        if pending is not None:
+            finish(pending)
+        if app is not None:
+            app.close()

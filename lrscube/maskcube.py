@@ -75,28 +75,45 @@ def datetime64_to_mjd(t) -> np.ndarray | float:
     return float(out) if out.ndim == 0 else out
 
 
+#: times any lrscube input may name (a USEAFTER before every exposure included): 1900-2200
+TIME_RANGE = (np.datetime64("1900-01-01", "us"), np.datetime64("2200-01-01", "us"))
+
+
 def to_datetime64(time: Any) -> np.datetime64:
     """A time as datetime64[us] (UTC).
 
     Accepts an ISO string (``2023-05-01``, ``2023-05-01T12:00:00``), an MJD number or numeric
     string (``60065.5``), ``datetime``/``date`` (naive = UTC), ``numpy.datetime64``,
-    ``pandas.Timestamp`` or ``astropy.time.Time``.
+    ``pandas.Timestamp`` or ``astropy.time.Time``. Raises ValueError for what is no time
+    (``""``, NaN, infinity, NaT) and for a time outside :data:`TIME_RANGE`.
     """
+    t = _to_datetime64(time)
+    if np.isnat(t):
+        raise ValueError(f"cannot read time {time!r}: not a time; give an ISO date/time (2023-05-01T12:00:00) "
+                         "or an MJD")
+    if not TIME_RANGE[0] <= t < TIME_RANGE[1]:
+        raise ValueError(f"time {time!r} ({t}) is outside the years 1900-2200")
+    return t
+
+
+def _to_datetime64(time: Any) -> np.datetime64:
     if isinstance(time, np.datetime64):
         return time.astype("datetime64[us]")
     if isinstance(time, (int, float, np.integer, np.floating)) and not isinstance(time, bool):
-        return mjd_to_datetime64(float(time))[()]
+        return _mjd_checked(float(time), time)
     if hasattr(time, "utc") and hasattr(time, "isot"):  # astropy Time
         return np.datetime64(time.utc.isot, "us")
     if isinstance(time, str):
         text = time.strip()
         try:
-            return mjd_to_datetime64(float(text))[()]
+            number = float(text)
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            return _mjd_checked(number, time)
         try:
             ts = pd.Timestamp(text)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise ValueError(f"cannot read time {time!r}: give an ISO date/time (2023-05-01T12:00:00) or an MJD") from None
         time = ts
     if isinstance(time, (pd.Timestamp, datetime)):
@@ -107,6 +124,14 @@ def to_datetime64(time: Any) -> np.datetime64:
     if isinstance(time, date):
         return np.datetime64(time.isoformat(), "us")
     raise TypeError(f"cannot read time {time!r} of type {type(time).__name__}")
+
+
+def _mjd_checked(mjd: float, given: Any) -> np.datetime64:
+    # an MJD beyond the years 1900-2200 is refused before it is converted (it could overflow)
+    lo, hi = (datetime64_to_mjd(t) for t in TIME_RANGE)
+    if not np.isfinite(mjd) or not lo <= mjd < hi:
+        raise ValueError(f"time {given!r}: MJD {mjd:g} is not a time in the years 1900-2200 (MJD {lo:.0f} to {hi:.0f})")
+    return mjd_to_datetime64(mjd)[()]
 
 
 def floor_second(t) -> np.ndarray:
@@ -875,7 +900,9 @@ def _open_mask_url(url: str, store: str) -> xr.Dataset:
     if crcs:
         st.check_metadata(url, crcs, volatile=())
     try:
-        ds = xr.open_zarr(st.zarr_store(url, read_only=True), consolidated=False, zarr_format=3)
+        # one dask chunk per epoch's whole frame (the stored object), as open_cube per exposure
+        ds = xr.open_zarr(st.zarr_store(url, read_only=True), consolidated=False, zarr_format=3,
+                          chunks={"y": -1, "x": -1})
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise FileNotFoundError(f"{url}: no mask cube here (run `lrscube detect --store {store}` first) ({e})") from None
     ds.attrs.pop(st.METADATA_CRC, None)
@@ -921,8 +948,13 @@ def mask_at(store: str | xr.Dataset, time: Any, extrapolate: bool = False) -> xr
         >>> m = mask_at("run.zarr", "2023-05-01T12:00:00")  # doctest: +SKIP
         >>> int((m & 1 > 0).sum())  # DO_NOT_USE pixels  # doctest: +SKIP
     """
+    t = to_datetime64(time)
+    latest = np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "us") + np.timedelta64(1, "D")
+    if t > latest:
+        raise ValueError(f"time {time!r} ({isot(t)}) is after now + 1 day: no exposure starts then, and the "
+                         "mask of a later time is not known yet")
     ds = store if isinstance(store, xr.Dataset) else open_mask(store)
-    i, before = select_epoch(ds, time, extrapolate)
+    i, before = select_epoch(ds, t, extrapolate)
     da_ = ds["dq"].isel(time=i).load()
     da_.attrs = {
         "epoch": i,

@@ -65,6 +65,12 @@ class Profile:
     #: min_changed_pixels
     delivery: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    #: unit of the cube's sci and err, fixed when the cube is created (DN/s: rate products)
+    unit: str = "DN/s"
+    #: what the pipeline's photom step does in this mode: "scalar" (SCI multiplied by PHOTMJSR
+    #: alone, as for imaging) or "per-pixel" (a wavelength-dependent response on top of the
+    #: scalar PHOTMJSR keeps, as for LRS and MRS), which no header factor undoes
+    photom: str = "per-pixel"
 
     def accepts(self, detector: str | None, exp_type: str | None, subarray: str | None) -> str | None:
         """None when a product of this detector/EXP_TYPE/subarray belongs in the cube, else why not."""
@@ -155,6 +161,9 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
     axis = d["dispersion_axis"]
     if axis not in ("x", "y"):
         raise ValueError(f"{path}: dispersion_axis must be 'x' or 'y', got {axis!r}")
+    photom = str(d.get("photom", "per-pixel"))
+    if photom not in ("scalar", "per-pixel"):
+        raise ValueError(f"{path}: photom must be 'scalar' or 'per-pixel', got {photom!r}")
     regions = {k: Box.from_yaml(k, v) for k, v in (d.get("regions") or {}).items()}
     dnu = tuple(d.get("do_not_use", ()))
     for cls in dnu:
@@ -184,5 +193,7 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
         simulation=dict(d.get("simulation") or {}),
         delivery=delivery,
         source=str(path),
+        unit=str(d.get("unit", "DN/s")),
+        photom=photom,
     )
     return prof

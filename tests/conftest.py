@@ -68,8 +68,10 @@ def client():
 def write_product(path, *, subarray="SLITLESSPRISM", mjd_start=60000.0, exptime=100.0, seed=0,
                   nints=None, instrument="MIRI", detector="MIRIMAGE", exp_type=None,
                   time_keys=("EXPSTART", "EXPMID"), program="01234", exposure="00001",
-                  shape=None, sci=None, bunit="DN/s"):
-    """Write a rate (or, with ``nints``, rateints) file; returns (path, sci, err, dq) as written."""
+                  shape=None, sci=None, bunit="DN/s", header=None, sci_header=None):
+    """Write a rate (or, with ``nints``, rateints) file; returns (path, sci, err, dq) as written.
+
+    ``header`` / ``sci_header``: more keywords for the primary / SCI header (None removes one)."""
     rng = np.random.default_rng(seed)
     s1, s2, w, h, default_exp = SUBARRAYS[subarray]
     ny, nx = shape or (h, w)
@@ -96,7 +98,14 @@ def write_product(path, *, subarray="SLITLESSPRISM", mjd_start=60000.0, exptime=
         ph["DATE-OBS"], ph["TIME-OBS"] = d, t
     dq_hdu = fits.ImageHDU(dq, name="DQ")  # astropy stores uint32 as int32 + BZERO, as the pipeline does
     sci_hdu = fits.ImageHDU(sci, name="SCI")
-    sci_hdu.header["BUNIT"] = bunit
+    if bunit is not None:
+        sci_hdu.header["BUNIT"] = bunit
+    for h, extra in ((ph, header), (sci_hdu.header, sci_header)):
+        for k, v in (extra or {}).items():
+            if v is None:
+                h.remove(k, ignore_missing=True)
+            else:
+                h[k] = v
     fits.HDUList([fits.PrimaryHDU(header=ph), sci_hdu, fits.ImageHDU(err, name="ERR"), dq_hdu]).writeto(
         path, overwrite=True)
     return Path(path), sci, err, dq

@@ -134,7 +134,7 @@ def test_bad_inputs_are_named_and_the_others_go_on(store, tmp_path, rateints_rea
     assert "instrument 'NIRCAM'" in by["nrc_rate.fits"]["reason"]
     assert "no usable time keyword" in by["notime_rate.fits"]["reason"]
     assert "raw ramp" in by[ramp_real.name]["reason"]
-    assert by["missing_rate.fits"]["reason"] == "file not found"
+    assert by["missing_rate.fits"]["reason"] == "no such file or directory"
     assert by["early_rate.fits"]["status"] == "skipped" and "valid_from" in by["early_rate.fits"]["reason"]
     assert by["good_rate.fits"]["status"] == "applied"
     with fits.open(by["good_rate.fits"]["output"]) as h:

@@ -183,17 +183,141 @@ def test_every_bad_input_is_named_with_its_reason(client, product_factory, tmp_p
 
 
 def test_cli_exit_codes(client, product_factory, tmp_path, capsys):
+    """0: every input stored or already present; 3: some rejected; 4: nothing stored, all
+    rejected; 2: the store unusable. One summary line ends the output and says where the
+    reasons are kept; `lrscube exposures` lists the stored exposures and the rejections."""
     good, *_ = product_factory("good_rate.fits")
     (tmp_path / "junk_rate.fits").write_text("junk")
     store = str(tmp_path / "store")
-    assert cli.main(["ingest", str(good), str(tmp_path / "junk_rate.fits"), "--store", store]) == 0
+    assert cli.main(["ingest", str(good), str(tmp_path / "junk_rate.fits"), "--store", store]) == 3
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "junk_rate.fits: not a readable FITS file" in out[0]
+    assert out[-1].startswith(f"ingest into {store}: 1 stored, 0 already present (duplicates), 1 rejected "
+                              "(1 not FITS); the cube holds 1 exposures")
+    assert out[-1].endswith(f"reasons: lrscube exposures --store {store} --rejected")
+
+    assert cli.main(["ingest", str(good), "--store", store]) == 0  # already present
+    assert "0 stored, 1 already present (duplicates), 0 rejected;" in capsys.readouterr().out
+
+    assert cli.main(["exposures", "--store", store]) == 0
     out = capsys.readouterr().out
-    assert "1 ingested" in out and "1 rejected" in out and "junk_rate.fits" in out
-    assert cli.main(["ingest", str(tmp_path / "junk_rate.fits"), "--store", store, "--strict"]) == 1
+    assert "good_rate.fits" in out and "junk_rate.fits" not in out and out.strip().endswith("1 exposures stored")
+    assert cli.main(["exposures", "--store", store, "--rejected"]) == 0
+    out = capsys.readouterr().out
+    assert "junk_rate.fits" in out and "not FITS" in out and "good_rate.fits" not in out
+
+    # every input rejected: nothing stored, a clear message, exit 4; the reasons are listed
+    new = str(tmp_path / "new")
+    assert cli.main(["ingest", str(tmp_path / "junk_rate.fits"), str(tmp_path / "absent"), "--store", new]) == 4
+    cap = capsys.readouterr()
+    assert "nothing was stored: every input was rejected (2)" in cap.err
+    assert "0 stored, 0 already present (duplicates), 2 rejected (1 no input, 1 not FITS)" in cap.out
+    assert not lrscube.cube.exists(new)
+    rej = lrscube.rejections(new)
+    assert sorted(rej["kind"]) == ["no input", "not FITS"] and rej["reason"].str.len().min() > 10
+    assert cli.main(["ingest", str(tmp_path / "junk_rate.fits"), "--store", new, "--strict"]) == 4
+    assert cli.main(["exposures", "--store", new]) == 0 and "0 exposures stored" in capsys.readouterr().out
+
+    # a file rejected once and stored later is no rejection any more
+    shutil.copy(good, tmp_path / "junk_rate.fits")
+    assert cli.main(["ingest", str(tmp_path / "junk_rate.fits"), "--store", new]) == 0
+    assert lrscube.rejections(new)["file"].str.endswith("absent").tolist() == [True]
+
     # a store that is not an lrscube store is an error of the store: exit 2 with its name
     (tmp_path / "notastore" / "exposures").mkdir(parents=True)
     (tmp_path / "notastore" / "exposures" / "zarr.json").write_text("{broken")
-    assert cli.main(["ingest", str(good), "--store", str(tmp_path / "notastore")]) != 0
+    assert cli.main(["ingest", str(good), "--store", str(tmp_path / "notastore")]) == 2
+    assert cli.main(["exposures", "--store", str(tmp_path / "nothing")]) == 2
+
+
+def _reference_file(path, reftype="FLAT"):
+    """A CRDS reference file as the pipeline's are laid out: PRIMARY with REFTYPE and the
+    keywords CRDS selects on (EXP_TYPE a pattern), SCI/ERR/DQ full frame, DQ_DEF."""
+    ph = fits.Header({"TELESCOP": "JWST", "INSTRUME": "MIRI", "DETECTOR": "MIRIMAGE", "REFTYPE": reftype,
+                      "EXP_TYPE": "MIR_LRS-FIXEDSLIT|MIR_LRS-SLITLESS|", "SUBARRAY": "FULL",
+                      "USEAFTER": "2022-05-01T00:00:00", "AUTHOR": "test", "PEDIGREE": "INFLIGHT 2022-05-01 2022-06-01",
+                      "SUBSTRT1": 1, "SUBSTRT2": 1, "SUBSIZE1": 1032, "SUBSIZE2": 1024})
+    shape = (1024, 1032)
+    fits.HDUList([fits.PrimaryHDU(header=ph), fits.ImageHDU(np.ones(shape, np.float32), name="SCI"),
+                  fits.ImageHDU(np.full(shape, 0.01, np.float32), name="ERR"),
+                  fits.ImageHDU(np.zeros(shape, np.uint32), name="DQ"),
+                  fits.BinTableHDU.from_columns([fits.Column(name="BIT", format="J", array=[0])], name="DQ_DEF"),
+                  ]).writeto(path)
+
+
+def test_a_directory_is_judged_by_content(client, product_factory, tmp_path, capsys):
+    """Every FITS file under a directory is considered whatever its name; the ones that are not
+    exposures are rejected with their reason; other files are passed over; a symlink loop is
+    entered once."""
+    import gzip
+
+    d = tmp_path / "data"
+    (d / "deep" / "deeper").mkdir(parents=True)
+    product_factory("data/exposure_one.fits", seed=1, exposure="00001", mjd_start=60001)
+    p2, *_ = product_factory("data/deep/second.fits", seed=2, exposure="00002", mjd_start=60002)
+    (d / "deep" / "second.fits.gz").write_bytes(gzip.compress(p2.read_bytes()))
+    p2.unlink()
+    p3, *_ = product_factory("data/deep/deeper/third.fits", seed=3, exposure="00003", mjd_start=60003)
+    p3.rename(d / "deep" / "deeper" / "third.dat")  # FITS by content, not by name
+    _reference_file(d / "jwst_miri_flat_0789.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="WAVELENGTH", format="D", array=[5.0, 6.0])], name="EXTRACT1D")]).writeto(d / "spec_x1d.fits")
+    (d / "notes.txt").write_text("observing notes")
+    (d / "deep" / "loop").symlink_to("..")  # data/deep/loop -> data: a loop
+    store = tmp_path / "store"
+    s = lrscube.ingest([d], store, progress=False)
+    names = sorted(f.rsplit("/", 1)[-1] for f in s.ingested)
+    assert names == ["exposure_one.fits", "second.fits.gz", "third.dat"]
+    reasons = {f.rsplit("/", 1)[-1]: why for f, why in s.rejected}
+    assert reasons == {"jwst_miri_flat_0789.fits": "a reference file (REFTYPE FLAT), not an exposure",
+                       "spec_x1d.fits": "not an exposure: no SCI extension (extensions: ['PRIMARY', 'EXTRACT1D'])"}
+    assert s.by_kind == {"not an exposure": 1, "reference file": 1} and s.exit_code == 3
+    assert sorted(lrscube.open_cube(store).product.values) == ["rate", "rate", "rate"]
+    # a ** glob through the loop ends, and finds each file once (all already stored)
+    s = lrscube.ingest([str(d / "**" / "*.fits*")], store, progress=False)
+    assert len(s.duplicates) == 2 and not s.ingested
+    assert sorted(f.rsplit("/", 1)[-1] for f, _ in s.rejected) == ["jwst_miri_flat_0789.fits", "spec_x1d.fits"]
+
+
+def test_a_cal_file_first_does_not_decide_the_unit(client, product_factory, tmp_path):
+    """The cube's unit is the mode profile's, fixed when the cube is created: a _cal file
+    sorting first is rejected (LRS photom cannot be undone from the header), the rate files
+    after it are stored in DN/s."""
+    cal_keys = {"S_PHOTOM": "COMPLETE", "S_FLAT": "COMPLETE"}
+    product_factory("a_cal.fits", bunit="MJy/sr", exposure="00001", mjd_start=60001, header=cal_keys,
+                    sci_header={"PHOTMJSR": 2.5})
+    product_factory("b_rate.fits", seed=2, exposure="00002", mjd_start=60002)
+    product_factory("c_rate.fits", seed=3, exposure="00003", mjd_start=60003, bunit="dn/s")  # any case
+    store = tmp_path / "store"
+    s = lrscube.ingest([tmp_path], store, progress=False)
+    assert sorted(f.rsplit("/", 1)[-1] for f in s.ingested) == ["b_rate.fits", "c_rate.fits"]
+    (f, why), = s.rejected
+    assert f.endswith("a_cal.fits") and "wavelength-dependent" in why and "_rate" in why
+    assert s.by_kind == {"unit": 1} and s.exit_code == 3
+    ds = lrscube.open_cube(store)
+    assert ds.attrs["bunit"] == "DN/s" and ds.sci.attrs["units"] == "DN/s" and set(ds.bunit.values) == {"DN/s"}
+
+
+def test_a_calibrated_imaging_product_is_converted_when_the_header_gives_the_factor(client, product_factory, tmp_path):
+    """Imaging photom is PHOTMJSR alone: a product calibrated without flat field converts back
+    to DN/s (SCI and ERR / PHOTMJSR); one flat-fielded, or without PHOTMJSR, is rejected."""
+    kw = dict(subarray="FULL", exp_type="MIR_IMAGE", bunit="MJy/sr")
+    p, sci, err, _ = product_factory("a_cal.fits", exposure="00001", mjd_start=60001, **kw,
+                                     header={"S_PHOTOM": "COMPLETE", "S_FLAT": "SKIPPED"}, sci_header={"PHOTMJSR": 2.5})
+    product_factory("b_cal.fits", exposure="00002", mjd_start=60002, seed=2, **kw,
+                    header={"S_PHOTOM": "COMPLETE", "S_FLAT": "COMPLETE"}, sci_header={"PHOTMJSR": 2.5})
+    product_factory("c_cal.fits", exposure="00003", mjd_start=60003, seed=3, **kw, header={"S_PHOTOM": "COMPLETE"})
+    store = tmp_path / "store"
+    s = lrscube.ingest([tmp_path], store, mode="imager", progress=False)
+    assert [f.rsplit("/", 1)[-1] for f in s.ingested] == ["a_cal.fits"]
+    reasons = {f.rsplit("/", 1)[-1]: why for f, why in s.rejected}
+    assert "after flat field" in reasons["b_cal.fits"] and "without a positive PHOTMJSR" in reasons["c_cal.fits"]
+    ds = lrscube.open_cube(store)
+    assert ds.attrs["bunit"] == "DN/s"
+    np.testing.assert_allclose(ds.sci.values[0], sci / np.float32(2.5), rtol=1e-6)
+    np.testing.assert_allclose(ds.err.values[0], err / np.float32(2.5), rtol=1e-6)
+    log = lrscube.store.read_table(str(store), lrscube.store.INGEST_LOG)
+    assert "PHOTMJSR = 2.5" in log.loc[log.status == "ingested", "reason"].iloc[0]
 
 
 def test_one_ingest_at_a_time_and_a_dead_writers_lock_is_released(client, product_factory, tmp_path, capsys):
@@ -256,7 +380,7 @@ def _other_profile(tmp_path):
 
 def test_real_rateints_through_the_cli(client, tmp_path, capsys, rateints_real, ramp_real):
     store = str(tmp_path / "store")
-    assert cli.main(["ingest", str(rateints_real), str(ramp_real), "--store", store]) == 0
+    assert cli.main(["ingest", str(rateints_real), str(ramp_real), "--store", store]) == 3  # the ramp rejected
     ds = lrscube.open_cube(store)
     finite = np.argwhere(np.isfinite(ds.sci[0].values))
     assert finite.min(0).tolist() == [528, 0] and finite.max(0).tolist() == [943, 71]

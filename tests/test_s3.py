@@ -132,10 +132,12 @@ def test_ingest_from_s3_into_s3(s3, s3_cluster, inputs, ingested):  # noqa: F811
 def test_cli_ingest_on_s3(s3, s3_cluster, inputs, capsys):  # noqa: F811
     store = s3.url("cli.zarr")
     rc = cli.main(["ingest", s3.url("inputs/*_rate.fits"), "--store", store,
-                   "--scheduler", s3_cluster.scheduler_address, "--strict"])
+                   "--scheduler", s3_cluster.scheduler_address])
     out = capsys.readouterr().out
-    assert rc == 1, out  # --strict: the junk file was rejected
-    assert "3 ingested" in out and "1 rejected" in out and "junk_rate.fits" in out
+    assert rc == 3, out  # some inputs rejected: the junk file
+    assert "3 stored" in out and "1 rejected (1 not FITS)" in out and "junk_rate.fits" in out
+    assert cli.main(["exposures", "--store", store, "--rejected"]) == 0
+    assert "junk_rate.fits" in capsys.readouterr().out
     assert lrscube.open_cube(store).sizes["time"] == 3
 
 
