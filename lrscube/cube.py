@@ -57,8 +57,10 @@ import functools
 import json
 import struct
 import threading
+import uuid
 from dataclasses import dataclass
 
+import dask.array
 import google_crc32c
 import numcodecs.blosc
 import numpy as np
@@ -197,13 +199,16 @@ def coord_compressors(format_version: int = FORMAT_VERSION):
     return {}
 
 
-def create(store: str, profile, bunit: str = "DN/s", format_version: int = FORMAT_VERSION) -> zarr.Group:
+def create(store: str, profile, bunit: str | None = None, format_version: int = FORMAT_VERSION) -> zarr.Group:
     """Create an empty exposure cube for a mode profile (no-op check if it already exists).
+
+    ``bunit``: the unit of sci and err, fixed for the cube's life (default ``profile.unit``).
 
     ``format_version`` 1 makes the old unsharded layout (kept for tests of old stores).
     """
     if exists(store):
         return _open_group(store, "r+")
+    bunit = bunit or getattr(profile, "unit", "DN/s")
     ny, nx = profile.frame_shape
     zs = st.zarr_store(cube_url(store))
     g = zarr.open_group(zs, mode="w", zarr_format=3)
@@ -735,11 +740,43 @@ def _as_str(values) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=str)
 
 
+#: dask chunks of sci, err and dq in :func:`open_cube`: one exposure's whole frame, which is the
+#: store's shard, so a reduction over time reads each shard whole in one task (zarr's inner
+#: (1, 256, 258) chunks as dask chunks make 16 tasks per exposure, each reading the shard's index
+#: again); a slice of a few pixels still reads only the inner chunks under it, because dask
+#: fuses the slice into the read (see :class:`_InTimeOrder`)
+FRAME_CHUNKS = {"time": 1, "y": -1, "x": -1}
+
+
+class _InTimeOrder:
+    """A stored (time, y, x) zarr array seen with its time axis in ``order``, for
+    ``dask.array.from_array``: every read is a zarr read of slices, so dask can fuse a later
+    slice (one pixel's history) into it. (``isel(time=order)`` on the dask array makes
+    fancy-index tasks after which a pixel's read decodes whole frames, and zarr's orthogonal
+    indexing by an index array reads sharded arrays ~100x slower than by slices.)"""
+
+    def __init__(self, array: zarr.Array, order: np.ndarray):
+        self.array, self.order = array, np.asarray(order, dtype=np.int64)
+        self.shape, self.dtype, self.ndim = (len(self.order), *array.shape[1:]), array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        slots, rest = self.order[key[0]], key[1:]
+        if np.ndim(slots) == 0:
+            return self.array[(int(slots), *rest)]
+        # runs of consecutive slots are read as one slice each
+        runs = np.split(slots, np.flatnonzero(np.diff(slots) != 1) + 1) if slots.size else []
+        parts = [self.array[(slice(int(r[0]), int(r[-1]) + 1), *rest)] for r in runs]
+        return np.concatenate(parts, axis=0) if parts else self.array[(slice(0, 0), *rest)]
+
+
 def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.Dataset:
     """Open the exposure cube as an xarray Dataset ``(time, y, x)``, lazily (dask).
 
     Only committed exposures are returned; ``sort`` orders the time axis (storage keeps
-    arrival order). Pixel coordinates ``y``/``x`` are 0-based full-frame indices.
+    arrival order). Pixel coordinates ``y``/``x`` are 0-based full-frame indices. ``chunks``:
+    dask chunks of sci, err and dq per dimension (default :data:`FRAME_CHUNKS`: one whole
+    frame per exposure, as stored).
     """
     if not exists(store):
         raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here (run `lrscube ingest` first)")
@@ -747,18 +784,28 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     check_metadata(store, attrs)
     n = int(attrs["n_committed"])
     # the arrays cut to the committed slots: a killed append may leave them of unequal lengths
-    ds = xr.open_zarr(committed_store(store, n), consolidated=False, zarr_format=3, chunks=chunks or {})
+    ds = xr.open_zarr(committed_store(store, n), consolidated=False, zarr_format=3, chunks={"y": -1, "x": -1})
+    slots = np.arange(n)  # storage slot of each exposure of ds
     if dropped_slots(attrs):
-        keep = kept_slots(attrs)
-        ds = ds.isel(time=keep)
-        n = len(keep)
+        slots = np.asarray(kept_slots(attrs), dtype=np.int64)
+        ds = ds.isel(time=slots)
+        n = len(slots)
     ds = ds.set_coords([c for c in COORDS if c in ds.data_vars])
     for c in COORDS:
         if COORDS[c] == "str" and c in ds.coords:
             ds.coords[c] = ("time", _as_str(ds[c].values))
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != "lrscube"}
     ds.attrs.update(attrs)
-    return ds.sortby("time") if sort and n else ds
+    order = np.argsort(ds["time"].values, kind="stable") if sort and n else np.arange(n)
+    ds = ds.isel(time=order)
+    want = {**FRAME_CHUNKS, **(chunks or {})}
+    token = uuid.uuid4().hex
+    for name, a in zip(DATA_VARS, _open_arrays(store, list(DATA_VARS)), strict=True):
+        frames = _InTimeOrder(a, slots[order])
+        data = dask.array.from_array(frames, chunks=tuple(want.get(d, -1) for d in ds[name].dims),
+                                     name=f"open_cube-{name}-{token}")
+        ds[name] = ds[name].copy(data=data)
+    return ds
 
 
 class _CommittedView(zarr.storage.WrapperStore):
