@@ -9,12 +9,15 @@ rows. Rows: ``import lrscube`` (what a notebook and every dask worker pay first)
 dask worker imports to run ingest's tasks (``lrscube.ingest``) and detect's (``lrscube.detect``),
 ``lrscube --help``, and what stays out of ``import lrscube`` (stdatamodels' datamodels,
 matplotlib, pandas, distributed). ``--importtime`` also prints the 15 slowest modules of
-``python -X importtime -c "import lrscube"``.
+``python -X importtime -c "import lrscube"``. ``--other DIR`` adds ``import lrscube`` of another
+tree (``git archive COMMIT | tar -x -C DIR``, imported through PYTHONPATH) in the same rounds,
+e.g. the code before the lazy imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -38,9 +41,10 @@ LOADED = ("import lrscube, sys; print(sorted(m for m in ('numpy', 'pandas', 'xar
           "'distributed', 'astropy', 'stdatamodels', 'matplotlib', 'scipy') if m in sys.modules))")
 
 
-def _run(code: str) -> tuple[float, float]:
+def _run(code: str, pythonpath: str | None = None) -> tuple[float, float]:
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env).stdout
     wall = time.perf_counter() - t0
     return float(out.strip().splitlines()[-1]), wall
 
@@ -49,14 +53,24 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--importtime", action="store_true", help="also the slowest modules of -X importtime")
+    ap.add_argument("--other", default=None, help="another tree: its `import lrscube` in the same rounds")
     a = ap.parse_args(argv)
     rows = {"(empty interpreter: pass)": "pass", **ROWS}
+    paths = {k: None for k in rows}
+    if a.other:
+        key = f"import lrscube of {a.other}"
+        rows[key], paths[key] = "import lrscube", a.other
+        check = "import lrscube; print(lrscube.__file__)"
+        where = subprocess.run([sys.executable, "-c", check], check=True, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": a.other}).stdout.strip()
+        if not where.startswith(os.path.abspath(a.other)):
+            raise SystemExit(f"--other {a.other}: `import lrscube` there imports {where}")
     inside: dict[str, list[float]] = {k: [] for k in rows}
     whole: dict[str, list[float]] = {k: [] for k in rows}
     for _ in range(a.rounds):
         for name, stmt in rows.items():
             code = TIMED.format(stmt="exec(" + repr(stmt) + ")")
-            t_in, t_whole = _run(code)
+            t_in, t_whole = _run(code, paths[name])
             inside[name].append(t_in)
             whole[name].append(t_whole)
     med = {k: statistics.median(v) for k, v in inside.items()}
