@@ -44,7 +44,10 @@ LOADED = ("import lrscube, sys; print(sorted(m for m in ('numpy', 'pandas', 'xar
 def _run(code: str, pythonpath: str | None = None) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env).stdout
+    # cwd "/": `python -c` puts the working directory first on sys.path, where a checkout's
+    # lrscube would shadow the one under test
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
+                         cwd="/").stdout
     wall = time.perf_counter() - t0
     return float(out.strip().splitlines()[-1]), wall
 
@@ -62,7 +65,7 @@ def main(argv=None) -> None:
         rows[key], paths[key] = "import lrscube", a.other
         check = "import lrscube; print(lrscube.__file__)"
         where = subprocess.run([sys.executable, "-c", check], check=True, capture_output=True, text=True,
-                               env={**os.environ, "PYTHONPATH": a.other}).stdout.strip()
+                               env={**os.environ, "PYTHONPATH": a.other}, cwd="/").stdout.strip()
         if not where.startswith(os.path.abspath(a.other)):
             raise SystemExit(f"--other {a.other}: `import lrscube` there imports {where}")
     inside: dict[str, list[float]] = {k: [] for k in rows}
@@ -80,11 +83,12 @@ def main(argv=None) -> None:
     for name in rows:
         w = statistics.median(whole[name])
         print(f"{name:55s} {med[name]:8.3f}s {w:8.3f}s {w - base:15.3f}s")
-    loaded = subprocess.run([sys.executable, "-c", LOADED], check=True, capture_output=True, text=True).stdout
+    loaded = subprocess.run([sys.executable, "-c", LOADED], check=True, capture_output=True, text=True,
+                            cwd="/").stdout
     print(f"heavy packages loaded by `import lrscube`: {loaded.strip()}")
     if a.importtime:
         err = subprocess.run([sys.executable, "-X", "importtime", "-c", "import lrscube"],
-                             check=True, capture_output=True, text=True).stderr
+                             check=True, capture_output=True, text=True, cwd="/").stderr
         lines = [ln for ln in err.splitlines() if ln.startswith("import time:") and "|" in ln[13:]]
         parsed = []
         for ln in lines[1:]:
