@@ -337,12 +337,9 @@ def ingest_summary(run: Run, a: dict, s) -> None:
                   "files": len(s.ingested) + len(s.duplicates) + len(s.rejected),
                   **{k: v for k, v in exposure_summary(new).items() if k != "exposures"},
                   "ingested": len(s.ingested)}
-    reasons: dict[str, int] = {}
-    for _, why in s.rejected:
-        key = str(why).split(":")[0][:80]
-        reasons[key] = reasons.get(key, 0) + 1
+    # the counts of ingest's own summary line (rejections by kind), and its exit status
     run.result = {"ingested": len(s.ingested), "duplicates": len(s.duplicates), "rejected": len(s.rejected),
-                  "rejected_reasons": reasons, "n_in_cube": s.n_in_cube,
+                  "rejected_reasons": s.by_kind, "exit_code": s.exit_code, "n_in_cube": s.n_in_cube,
                   "cube": exposure_summary(table)}
 
 
@@ -427,8 +424,10 @@ def _version(r: dict) -> str:
 def summary_text(command: str, res: dict) -> str:
     """A run's result in one line."""
     if command == "ingest":
+        kinds = ", ".join(f"{n} {k}" for k, n in (res.get("rejected_reasons") or {}).items())
         return (f"{res.get('ingested', 0)} ingested, {res.get('duplicates', 0)} duplicates, "
-                f"{res.get('rejected', 0)} rejected; cube {res.get('n_in_cube', '?')}")
+                f"{res.get('rejected', 0)} rejected" + (f" ({kinds})" if kinds else "")
+                + f"; cube {res.get('n_in_cube', '?')}")
     if command == "detect":
         cls = ", ".join(f"{k} {v}" for k, v in (res.get("by_class") or {}).items())
         return (f"{res.get('intervals', 0)} intervals on {res.get('pixels', 0)} pixels ({cls or 'none new'}); "

@@ -273,6 +273,9 @@ def test_a_directory_is_judged_by_content(client, product_factory, tmp_path, cap
                        "spec_x1d.fits": "not an exposure: no SCI extension (extensions: ['PRIMARY', 'EXTRACT1D'])"}
     assert s.by_kind == {"not an exposure": 1, "reference file": 1} and s.exit_code == 3
     assert sorted(lrscube.open_cube(store).product.values) == ["rate", "rate", "rate"]
+    # the run record counts what the summary line counts
+    run, = lrscube.provenance.read_runs(store)
+    assert run["result"]["rejected_reasons"] == s.by_kind and run["result"]["exit_code"] == 3
     # a ** glob through the loop ends, and finds each file once (all already stored)
     s = lrscube.ingest([str(d / "**" / "*.fits*")], store, progress=False)
     assert len(s.duplicates) == 2 and not s.ingested
