@@ -101,6 +101,11 @@ def get_client(address: str | None = None, quiet: bool = False, **local_kwargs):
         else:
             cluster = start_local_cluster(**local_kwargs)
             client = Client(cluster)
+            if dlog.getEffectiveLevel() >= logging.WARNING:
+                # a failed task reaches the caller as its exception; not also as a worker's log
+                from .quiet_workers import QuietTaskFailures
+
+                client.register_plugin(QuietTaskFailures())
         if not quiet:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         try:

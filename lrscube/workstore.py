@@ -93,7 +93,11 @@ def write_batch(work: str, start: int, spans, r, s, sky, bits) -> int:
         index[k] = (ya, xa, pos, pos + len(t), google_crc32c.value(t))
         pos += len(t)
     head = _OBJECT.pack(_MAGIC, _FORMAT, int(r.shape[0]), len(spans))
-    fs.pipe_file(_key(path, start), b"".join([head, index.tobytes(), *tiles]))
+    key = _key(path, start)
+    try:
+        fs.pipe_file(key, b"".join([head, index.tobytes(), *tiles]))
+    except OSError as e:  # disk full, a file-size limit, permissions: name the object
+        raise st.StoreError(f"{key}: cannot write detect's scratch: {e.strerror or e}") from None
     return 1
 
 

@@ -320,3 +320,27 @@ def test_a_kill_among_the_arrays_resizes_leaves_every_reader_at_the_committed_co
     assert app.room(1) == 6
     app.close()
     assert {a.shape[0] for a in cube._open_arrays(store, [a.basename for a in arrays])} == {6}
+
+
+def test_a_full_disk_during_detect_is_one_named_line_and_changes_nothing(small):
+    """A file-size limit (RLIMIT_FSIZE: what a full disk or a quota does to a writer) hit while
+    detect writes its scratch: exit 2, one line naming the object and the cause, no traceback
+    (neither the client's nor a worker's), no run committed, the store as it was."""
+    import resource
+
+    store, _ = small
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+
+    env = dict(os.environ, DASK_LRSCUBE__LOCAL__PROCESSES="false")
+    p = subprocess.run([sys.executable, "-m", "lrscube.cli", "detect", "--store", store], env=env,
+                       capture_output=True, text=True, preexec_fn=limit, timeout=600)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("lrscube detect: error: ") and last.endswith("File too large"), p.stderr
+    assert "/work/" in last  # the scratch object it could not write
+    assert not (Path(store) / st.DETECT_META).exists()
+    assert not list((Path(store) / st.DETECT_RUNS).glob("*/work"))  # its scratch removed
+    assert verify(store).ok

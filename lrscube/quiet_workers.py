@@ -1,0 +1,32 @@
+"""A worker plugin that keeps a failed task's traceback off the workers' log.
+
+distributed logs every failed task on its worker ("Compute Failed", with the traceback) and
+sends the same exception to the client. On a cluster lrscube starts for a command, the client
+side already says it: the CLI reports an expected error (a corrupt chunk, a full disk) in one
+line, and a bug with its full traceback (remote frames included); the worker's copy only
+buried that line under a traceback. ``--verbose`` (distributed logging at INFO) keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+
+class _DropComputeFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+_FILTER = _DropComputeFailed()
+
+
+class QuietTaskFailures(WorkerPlugin):
+    name = "lrscube-quiet-task-failures"
+
+    def setup(self, worker):
+        logging.getLogger("distributed.worker").addFilter(_FILTER)  # once per process (addFilter dedups)
+
+    def teardown(self, worker):
+        logging.getLogger("distributed.worker").removeFilter(_FILTER)
