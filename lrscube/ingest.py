@@ -380,7 +380,9 @@ def _ingest_files(files, store, summary, log, profile, unit, hash_algorithm, see
             pending = (start, [summaries[i] for i in accepted], writes, log_rows)
             if progress:
                 done = min((bi + 1) * batch_size, len(files))
-                print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} stored, "
+                # stored = committed; this batch is committed with the next one (or at the end)
+                writing = f", {len(accepted)} being written" if accepted else ""
+                print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} stored{writing}, "
                       f"{len(summary.duplicates)} duplicates, {len(summary.rejected)} rejected",
                       file=sys.stderr, flush=True)
         if pending is not None:
