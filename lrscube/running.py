@@ -31,7 +31,11 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from . import _median_kernels
+from . import jitcache
+
+jitcache.configure(__file__)  # before any kernel is decorated: no cache files in site-packages
+
+from . import _median_kernels  # noqa: E402
 
 #: pixels evaluated side by side (a multiple of every SIMD width; the buffer stays in L1 cache)
 LANES = 64
