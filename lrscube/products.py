@@ -377,7 +377,7 @@ def _open(path: str):
         text = str(w.message)
         if "truncated" in text or "Error validating header" in text:
             hdul.close()
-            raise Rejected(f"truncated FITS file ({text.splitlines()[0]})")
+            raise Rejected(f"truncated FITS file ({text.splitlines()[0]})", "truncated")
     return hdul, size
 
 
