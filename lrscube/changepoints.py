@@ -97,8 +97,8 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
     level is the median over the run of ``raw / shape`` (``raw``: z before clipping; the
     current, or the fraction of the sky, of each exposure), capped at ``cap`` (the clip of
     ``z``). A run whose exposures scatter about that level by more than
-    :data:`STEADY_VARIANCE_RATIO` (chi^2 per degree of freedom; a switching, telegraph-like run)
-    has no single level: None.
+    :data:`STEADY_VARIANCE_RATIO` (robust variance in units of the noise: a switching,
+    telegraph-like run) has no single level: None.
     """
     v = z[i:j]
     if shapes is None:
@@ -110,8 +110,10 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
     if not np.isfinite(level):
         return np.full(z.size, float(v.mean()))
     if j - i > 1:
-        chi2 = float(np.sum((w[i:j] - level * u[i:j]) ** 2)) / (j - i - 1)
-        if chi2 > STEADY_VARIANCE_RATIO:
+        # robust (MAD) scatter about the level: a steady defect in heavy-tailed noise is steady
+        dev = w[i:j] - level * u[i:j]
+        scat = (1.4826 * float(np.median(np.abs(dev - np.median(dev))))) ** 2
+        if scat > STEADY_VARIANCE_RATIO:
             return None
     mu = level * u
     if cap is not None:
@@ -206,8 +208,45 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
     return [tuple(r) for r in runs]
 
 
+def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, min_hole: int = 2,
+                max_splits: int = 32) -> list[tuple[int, int]]:
+    """Split each run [i, j) at stretches inside it where the pixel is back to normal.
+
+    The most significant run of a defect that recovers for a few exposures and comes back
+    spans both pieces and the quiet stretch between them (clipped at clip_sigma, the pieces'
+    exposures outweigh a short stretch at zero). A stretch [h0, h1) strictly inside a run, of
+    at least ``min_hole`` exposures, whose values lie below the run's typical level (its median
+    ``mu``) by ``min_sigma`` standard errors (``sum(mu - z) sign(mu) / sqrt(n)``, each exposure
+    counting at most ``|mu|``: one far below zero is noise, not more normal), is normal:
+    the run is split there, and the pieces are examined again. Telegraph pieces are merged back
+    where the pixel's switching makes the stretch probable (detect's telegraph grouping).
+    """
+    out: list[tuple[int, int]] = []
+    todo = list(found)
+    splits = 0
+    while todo:
+        i, j = todo.pop(0)
+        if j - i < min_hole + 2 or splits >= max_splits:
+            out.append((i, j))
+            continue
+        mu = float(np.median(z[i:j]))
+        # evidence for "back to normal", each exposure counting at most as much as one at zero
+        d = np.minimum((mu - z[i + 1:j - 1]) * (1.0 if mu >= 0 else -1.0), abs(mu))
+        if mu == 0 or d.size < min_hole:
+            out.append((i, j))
+            continue
+        h0, h1, st = best_run(d, min_hole)
+        if st >= min_sigma and d[h0:h1].sum() > 0 and h1 - h0 >= min_hole:
+            h0, h1 = h0 + i + 1, h1 + i + 1
+            todo[:0] = [(i, h0), (h1, j)]
+            splits += 1
+        else:
+            out.append((i, j))
+    return sorted(out)
+
+
 def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max_runs: int = 64,
-              boundary_sigma: float | None = None, shapes=None, cap=None, raw=None) -> list[Run]:
+              boundary_sigma: float | None = None, shapes=None, cap=None, raw=None, split: bool = True) -> list[Run]:
     """Runs of ``z`` whose mean differs from zero, by recursive :func:`best_run`, in time order.
 
     Parameters
@@ -220,6 +259,9 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         Shortest run searched.
     boundary_sigma : float, optional
         Boundaries are settled by :func:`settle_boundaries` at this significance (sigma).
+    split : bool
+        Split runs where the series is back to normal inside them (:func:`split_holes`; not
+        for a series of excess scatter, whose quiet exposures are part of it).
     shapes : (array, array), optional
         The defect's level per exposure for an excess and for a deficit (z units, any scale;
         see :func:`expected_levels`); the ends are then placed by :func:`refine_ends` and the
@@ -241,6 +283,20 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         stack.append((a, i))
         stack.append((j, b))
     found.sort()
+    if found:  # adjacent runs of one sign and level are one; a recovery and re-onset inside a run splits it
+        spans = []
+        for i, j, st, sg in found:
+            if spans and spans[-1][1] == i and spans[-1][2] == sg:
+                a0 = spans[-1][0]
+                merged = abs(z[a0:j].sum()) / np.sqrt(j - a0)
+                if merged >= max(spans[-1][3], st):
+                    spans[-1] = (a0, j, sg, merged)
+                    continue
+            spans.append((i, j, sg, st))
+        spans = [(i, j) for i, j, _, _ in spans]
+        if split:
+            spans = split_holes(spans, z, min_sigma)
+        found = [(i, j, float(abs(z[i:j].sum()) / np.sqrt(j - i)), 1 if z[i:j].sum() >= 0 else -1) for i, j in spans]
     if shapes is not None and found:
         spans = refine_ends([(i, j) for i, j, _, _ in found], z, shapes, cap, raw)
         found = [(i, j, float(abs(z[i:j].sum()) / np.sqrt(j - i)), 1 if z[i:j].sum() >= 0 else -1) for i, j in spans]

@@ -177,7 +177,8 @@ def sky_model(img: np.ndarray, err: np.ndarray, window: int, axis: int = -2, min
 
 
 def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_window=None):
-    """:func:`sky_model` and its parts (sky, trend, detrended data with outliers left out).
+    """:func:`sky_model` and its parts (sky, trend, detrended data with outliers left out, and
+    the scatter a normal pixel has about the sky: ERR and the pixel response, :func:`local_scatter`).
 
     With ``cross_window``, a pixel is an outlier when it is far from the first sky *after* the
     structure that the neighbouring lines across the dispersion share is removed
@@ -189,10 +190,61 @@ def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_windo
     dev = img - sky1
     if cross_window:
         dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2)
+    sloc = local_scatter(dev, sky1, err)
     with np.errstate(invalid="ignore"):
-        out = np.abs(dev) > outlier_sigma * err
+        out = np.abs(dev) > outlier_sigma * sloc
     d = np.where(out, np.nan, img) - trend
-    return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d
+    return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d, sloc
+
+
+#: median of a chi-square variable with one degree of freedom
+_CHI2_1_MEDIAN = 0.454936423119572
+
+
+def response_scatter(dev: np.ndarray, sky: np.ndarray, err: np.ndarray, max_pixels: int = 20000) -> np.ndarray:
+    """Fractional pixel-to-pixel response scatter ``f`` of each image (leading indices), (...,).
+
+    Rate files are not flat-fielded: a normal pixel sits ``(g - 1) * sky`` off the sky of its
+    neighbours, ``g`` its response, a few percent rms. ``f`` solves
+    ``median(dev^2 / (err^2 + f^2 sky^2)) = median of chi^2_1`` over the image's pixels (a
+    subsample of at most ``max_pixels``): the deviation's scatter beyond ERR that grows with
+    the sky. Robust to defects (a median); 0 where the deviation is within ERR.
+    """
+    dev = np.asarray(dev, np.float32)
+    lead = dev.shape[:-2]
+    d2 = dev.reshape((-1,) + dev.shape[-2:])
+    k2 = np.broadcast_to(np.asarray(sky, np.float32), dev.shape).reshape(d2.shape)
+    e2 = np.broadcast_to(np.asarray(err, np.float32), dev.shape).reshape(d2.shape)
+    out = np.zeros(d2.shape[0], np.float32)
+    for b in range(d2.shape[0]):
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(d2[b]) & np.isfinite(k2[b]) & (k2[b] > 0) & np.isfinite(e2[b]) & (e2[b] > 0)
+        idx = np.flatnonzero(ok)
+        if idx.size < 50:
+            continue
+        idx = idx[:: max(1, idx.size // max_pixels)]
+        u2 = (d2[b].ravel()[idx] / k2[b].ravel()[idx]).astype(float) ** 2
+        w2 = (e2[b].ravel()[idx] / k2[b].ravel()[idx]).astype(float) ** 2
+        if np.median(u2 / w2) <= _CHI2_1_MEDIAN:
+            continue
+        lo, hi = 0.0, float(np.sqrt(np.median(u2) / _CHI2_1_MEDIAN)) + 1e-9
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if np.median(u2 / (w2 + mid * mid)) > _CHI2_1_MEDIAN:
+                lo = mid
+            else:
+                hi = mid
+        out[b] = 0.5 * (lo + hi)
+    return out.reshape(lead)
+
+
+def local_scatter(dev: np.ndarray, sky: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """The scatter of a normal pixel about the sky of its neighbours (DN/s): ERR and the pixel
+    response scatter times the sky, ``sqrt(err^2 + (f sky)^2)`` (:func:`response_scatter`)."""
+    f = response_scatter(dev, sky, err)
+    f = np.asarray(f, np.float32)[(...,) + (None,) * 2]
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.asarray(err, np.float32) ** 2 + (f * np.abs(np.asarray(sky, np.float32))) ** 2)
 
 
 def cross_deviation(resid: np.ndarray, window: int, cross_axis: int, exclude: np.ndarray | None = None,
@@ -282,6 +334,7 @@ def spatial_residuals(
     clip_sigma: float | None = 6.0,
     calibration_block: tuple[int, int] | None = None,
     cross_window: int | None = None,
+    response: np.ndarray | None = None,
 ) -> Residuals:
     """Residual of every pixel against a robust local sky, per exposure.
 
@@ -318,6 +371,15 @@ def spatial_residuals(
         Calibrate the noise separately in blocks of this many pixels (y, x) of each exposure
         (the stored chunk, 256 x 258, in detect): a local factor that does not depend on how the
         frame is cut into tiles. Default: one factor per exposure.
+    response : array (y, x), optional
+        The pixels' response relative to their neighbours (:func:`response_pattern`). The sky
+        is then built from the flat-fielded image ``sci / response``: where the pixel-to-pixel
+        response dominates a pixel's scatter about its neighbours (bright sky, long exposures)
+        a running median is the value of whichever pixel sits at the middle rank, and carries
+        that single pixel's noise (a residual up to ~1.7 times ERR); flat-fielded, the window's
+        values scatter by their noise only and the median averages it. The residual is still
+        against the sky of the neighbours, ``sci - local``, so it keeps the pixel's own
+        response (its flat-field deviation, and any defect of response).
 
     Returns
     -------
@@ -326,12 +388,22 @@ def spatial_residuals(
     """
     sci = np.asarray(sci, dtype=np.float32)
     err = np.asarray(err, dtype=np.float32)
+    if response is not None:
+        g = np.asarray(response, np.float32)
+        g = np.where(np.isfinite(g), np.clip(g, RESPONSE_RANGE[0], RESPONSE_RANGE[1]), 1.0).astype(np.float32)
+        v = sci / g
+        res = spatial_residuals(v, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
+                                min_sky_pixels=min_sky_pixels, remove_line_offsets=remove_line_offsets,
+                                calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
+                                calibration_block=calibration_block, cross_window=cross_window)
+        local = v - res.resid  # the neighbours' sky (and what the neighbouring lines share)
+        return Residuals((sci - local).astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
     ax = -2 if dispersion_axis == "y" else -1
     cax = -1 if ax == -2 else -2
     # holes (static bad pixels) take their neighbours' values across the dispersion, so that
     # every column's sky is the same estimator (fill_holes); they are NaN again in the residual
     sci, holes = fill_holes(sci, cax)
-    sky, trend, d = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window)
+    sky, trend, d, sloc = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window)
     resid = sci - sky
     if remove_line_offsets:
         # the line offsets alternate along the dispersion, so they bias the running median of
@@ -350,7 +422,7 @@ def spatial_residuals(
     resid = np.where(holes, np.nan, resid).astype(np.float32)
     if cross_window:  # then again without the pixels far from that first estimate
         with np.errstate(invalid="ignore"):
-            far = np.abs(cross_deviation(resid, cross_window, cax, keep_nan=True)) > 5.0 * err
+            far = np.abs(cross_deviation(resid, cross_window, cax, keep_nan=True)) > 5.0 * sloc
         resid = cross_deviation(resid, cross_window, cax, exclude=far)
     good_err = np.isfinite(err) & (err > 0)
     sigma = np.where(good_err, err, np.nan).astype(np.float32)
@@ -396,6 +468,88 @@ def _noise_scale(resid: np.ndarray, sigma: np.ndarray, clip_sigma: float | None)
             rms = np.sqrt(bn.nanmean(zc * zc, axis=-1))
         scale = scale * np.where(np.isfinite(rms) & (rms > 0), np.maximum(rms, 1.0), 1.0).astype(np.float32)
     return np.asarray(scale, np.float32)
+
+
+#: a pixel's response relative to its neighbours is taken within these bounds for the
+#: flat-fielding of the sky (beyond them a pixel is a defect, not the flat field)
+RESPONSE_RANGE = (0.5, 2.0)
+
+
+def sky_ratio(sci: np.ndarray, err: np.ndarray, *, dispersion_axis: str = "y", sky_window: int = 15,
+              min_sky_pixels: int = 5, min_snr: float = 5.0) -> np.ndarray:
+    """Each pixel's value over the smooth sky of its line along the dispersion, (..., y, x): one
+    sample of its response relative to its neighbours (NaN where the sky is not at least
+    ``min_snr`` times ERR, where the ratio says little). The smooth sky is the running mean of
+    the pixels over twice ``sky_window`` along the dispersion, those more than 10 times their
+    expected scatter from the running median left out."""
+    sci = np.asarray(sci, np.float32)
+    err = np.asarray(err, np.float32)
+    ax = -2 if dispersion_axis == "y" else -1
+    filled, holes = fill_holes(sci, -1 if ax == -2 else -2)
+    med = local_sky(filled, sky_window, axis=ax, min_count=min_sky_pixels)
+    # a running mean of the pixels themselves over twice the window (outliers left out): a running
+    # median of pixels whose responses differ by more than their noise is one of them, and which
+    # one changes with the noise from exposure to exposure; a mean of all of them changes only
+    # with the sky. Its bias (the sky's curvature, a one-sided window at an edge) is the same in
+    # every exposure, so it is part of the pattern, which only has to be smooth along the column
+    dev = filled - med
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(filled) & ~(np.abs(dev) > 10.0 * local_scatter(dev, med, err))
+    w = 2 * int(sky_window) + 1
+    num = running.running_mean(np.where(keep, filled, 0.0).astype(np.float32), w, ax)
+    den = running.running_mean(keep.astype(np.float32), w, ax)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sky = np.where(den * w >= min_sky_pixels, num / den, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = ~holes & np.isfinite(sky) & (sky > min_snr * err)
+        return np.where(ok, sci / sky, np.nan).astype(np.float32)
+
+
+def response_pattern(ratios: np.ndarray) -> np.ndarray:
+    """The pixels' response relative to their neighbours, (y, x), from a stack of :func:`sky_ratio`
+    samples ``(k, y, x)`` (exposures spread over the data set).
+
+    The median over the samples, shrunk towards 1 by its own noise: ``1 + w (median - 1)`` with
+    ``w = F / (F + v)``, ``v`` the variance of the median (from the samples' MAD) and ``F`` the
+    spread of the pattern itself over the frame (robust variance of the medians minus the typical
+    ``v``). Bright pixels (small ``v``) keep their measured response; faint ones, whose ratios
+    are noise, stay near 1 (there the pattern is smaller than the noise anyway). Bounded to
+    :data:`RESPONSE_RANGE`; 1 where no sample exists. Its errors do not matter downstream: the
+    pattern only flat-fields the neighbours of each pixel for its sky, and a fixed error is a
+    fixed multiple of the sky, part of each pixel's fitted response.
+    """
+    q = np.asarray(ratios, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = bn.nanmedian(q, axis=0)
+        n = np.isfinite(q).sum(axis=0)
+        mad = MAD_TO_SIGMA * bn.nanmedian(np.abs(q - med[None]), axis=0)
+        v = 1.5708 * mad ** 2 / np.maximum(n, 1)
+        v = np.where(n >= 3, v, np.inf)
+        ok = np.isfinite(med) & np.isfinite(v)
+        if ok.sum() < 50:
+            return np.ones(q.shape[1:], np.float32)
+        spread = (MAD_TO_SIGMA * np.median(np.abs(med[ok] - np.median(med[ok])))) ** 2
+        F = max(float(spread - np.median(v[ok])), 0.0)
+        w = np.where(ok, F / (F + v), 0.0)
+        g = 1.0 + w * (np.where(ok, med, 1.0) - 1.0)
+    return np.clip(np.where(np.isfinite(g), g, 1.0), RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+
+
+def estimate_response(sci: np.ndarray, err: np.ndarray, *, iterations: int = 2, dispersion_axis: str = "y",
+                      sky_window: int = 15, min_sky_pixels: int = 5) -> np.ndarray:
+    """The pixels' response relative to their neighbours, (y, x), from exposures ``(k, y, x)``
+    spread over the data set: :func:`response_pattern` of their :func:`sky_ratio`, repeated on
+    the images flat-fielded by the previous estimate (the smooth sky of the raw images carries
+    a trace of the response pattern, ~0.15 % for a 2 % flat; one more pass removes it)."""
+    sci = np.asarray(sci, np.float32)
+    err = np.asarray(err, np.float32)
+    g = np.ones(sci.shape[1:], np.float32)
+    for _ in range(max(1, int(iterations))):
+        q = sky_ratio(sci / g, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
+                      min_sky_pixels=min_sky_pixels)
+        g = np.clip(g * response_pattern(q), RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    return g
 
 
 def trace_mask(

@@ -776,7 +776,7 @@ def local_line(m: np.ndarray, window: int, axis: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _max_abs_window_sum(c, lengths, scale, out):
+def _max_abs_window_sum(c, lengths, scale, out, signed=False):
     """out[p] = max over L in lengths, t of |c[t + L, p] - c[t, p]| * ... see max_window_sums."""
     n1, P = c.shape
     best = np.empty(P, np.float32)
@@ -786,21 +786,27 @@ def _max_abs_window_sum(c, lengths, scale, out):
         for t in range(n1 - L):
             for p in range(P):
                 d = c[t + L, p] - c[t, p]
-                d = d if d >= 0 else -d
+                if not signed:
+                    d = d if d >= 0 else -d
                 best[p] = d if d > best[p] else best[p]
         for p in range(P):
             v = best[p] / scale[li]
             out[p] = v if v > out[p] else out[p]
 
 
-def max_window_sums(c: np.ndarray, lengths, out: np.ndarray) -> np.ndarray:
+def max_window_sums(c: np.ndarray, lengths, out: np.ndarray, signed: bool = False, scale=None) -> np.ndarray:
     """For cumulative sums ``c`` (n + 1, P) float32: ``out = max(out, max_t |c[t+L] - c[t]| /
     float32(sqrt(L)))`` over the run ``lengths``, per pixel, in place; the same float32 numbers as
     the numpy expression (max first, then the division: it is monotonic), without a (n, P)
-    temporary per length."""
+    temporary per length. ``signed``: the largest sum itself instead of its absolute value
+    (one-sided: runs above zero only). ``scale``: the divisor of each length instead of its
+    square root."""
     lengths = np.asarray(lengths, np.int64)
-    scale = np.array([np.float32(np.sqrt(L)) for L in lengths], np.float32)
-    _max_abs_window_sum(np.ascontiguousarray(c, dtype=np.float32), lengths, scale, out)
+    if scale is None:
+        scale = np.array([np.float32(np.sqrt(L)) for L in lengths], np.float32)
+    else:
+        scale = np.asarray(scale, np.float32)
+    _max_abs_window_sum(np.ascontiguousarray(c, dtype=np.float32), lengths, scale, out, bool(signed))
     return out
 
 

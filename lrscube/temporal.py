@@ -150,12 +150,15 @@ def geometric_lengths(n: int, ratio: float = 1.25) -> np.ndarray:
     return np.unique(np.asarray(out, int))
 
 
-def scan_statistic(z: np.ndarray, *, min_length: int = 1, ratio: float = 1.25) -> np.ndarray:
+def scan_statistic(z: np.ndarray, *, min_length: int = 1, ratio: float = 1.25, one_sided: bool = False,
+                   divisor: np.ndarray | None = None) -> np.ndarray:
     """Largest |sum of z over a run| / sqrt(run length) per pixel, runs of ``min_length`` .. n.
 
     ``z`` is (time, pixel), noise-normalised (and clipped), NaN where missing (missing exposures
     are skipped: a run is counted over the exposures present). Vectorised over pixels; cost
-    O(n log n) per pixel.
+    O(n log n) per pixel. ``one_sided``: the largest sum itself (runs above zero only), not its
+    absolute value. ``divisor`` (length n + 1): the divisor of a run of L exposures instead of
+    sqrt(L) (:func:`lrscube.baseline.scatter_scan_scale` for skewed terms).
 
     >>> z = np.zeros((20, 2)); z[5:15, 1] = 2.0
     >>> np.round(scan_statistic(z), 2).tolist()
@@ -163,9 +166,9 @@ def scan_statistic(z: np.ndarray, *, min_length: int = 1, ratio: float = 1.25) -
     """
     z = np.asarray(z, float)
     n = z.shape[0]
-    best = np.zeros(z.shape[1:])
+    best = np.full(z.shape[1:], -np.inf if one_sided else 0.0)
     if n == 0:
-        return best
+        return np.zeros(z.shape[1:])
     present = np.isfinite(z)
     lengths = [int(L) for L in geometric_lengths(n, ratio) if L >= min_length]
     # pixels seen in every exposure (most of them) need no count of exposures per run: their
@@ -182,17 +185,23 @@ def scan_statistic(z: np.ndarray, *, min_length: int = 1, ratio: float = 1.25) -
         if counted:
             m = np.zeros((n + 1, cols.size), np.float32)
             m[1:] = np.cumsum(present[:, cols], axis=0)
-        out = np.zeros(cols.size, np.float32)
+        out = np.full(cols.size, -np.inf if one_sided else 0.0, np.float32)
         if not counted:  # compiled, one pass per length, no (n, pixels) temporaries
-            max_window_sums(c, [L for L in lengths if L <= n], out)
+            ls = [L for L in lengths if L <= n]
+            max_window_sums(c, ls, out, signed=one_sided, scale=None if divisor is None else divisor[ls])
         else:
             for L in lengths:
-                sL = np.abs(c[L:] - c[:-L])
+                sL = c[L:] - c[:-L]
+                if not one_sided:
+                    sL = np.abs(sL)
                 k = m[L:] - m[:-L]
+                d = np.sqrt(np.maximum(k, 1)) if divisor is None else divisor[np.maximum(k, 1).astype(int)]
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    sL = np.where(k >= min_length, sL / np.sqrt(np.maximum(k, 1)), 0.0)
+                    sL = np.where(k >= min_length, sL / d, -np.inf if one_sided else 0.0)
                 np.maximum(out, sL.max(axis=0), out=out)
         best[cols] = out
+    if one_sided:
+        best = np.where(np.isfinite(best), best, 0.0)
     return best.reshape(z.shape[1:])
 
 

@@ -1,0 +1,490 @@
+"""A normal pixel's own baseline, and the noise measured about it.
+
+Pure numpy functions of ``(time, pixel)`` arrays: the spatial residual ``r`` of each pixel
+against the local sky of its column (DN/s), its noise ``s`` (DN/s) and the local sky ``sky``
+(DN/s), NaN or ``valid=False`` where a pixel was not seen.
+
+**The null model.** Rate files are not flat-fielded: every pixel has its own fixed response,
+a few percent off its neighbours (the flat field; MRS adds fringes and slice edges), so a
+normal pixel's residual against the sky of its neighbours is not zero but proportional to
+that sky: ``r_t = a * sky_t`` (``a`` = response - 1). Rate files are dark-subtracted, so a
+normal pixel has no additive excess: an additive level ``d`` is a dark current the dark did not
+remove (a warm or hot pixel). The sky level changes from exposure to exposure (exposure time,
+zodiacal level, mode), which separates the two: :func:`fit_response` fits ``a`` alone (the
+baseline every screen measures changes against), :func:`fit_response_offset` fits ``a`` and
+``d`` (the state a pixel is in: response and dark excess, for its physical limits). Both are
+robust (Tukey biweight, iteratively reweighted), weighted by the noise, vectorised over
+pixels.
+
+**The noise.** ERR is scaled per exposure (and detector block) so that the residuals of
+normal pixels *about their own baseline* have unit robust scale: a fixed response pattern
+cannot inflate it (a 2 % flat under a 15 DN/s sky is 0.3 DN/s of spatial scatter against
+~0.05 DN/s of noise). The scale is measured from histograms of ``|residual / ERR|`` per
+exposure (:func:`abs_histogram`), which tiles of the detector sum into blocks whatever the
+tiling, and read back by :func:`calibration`: the MAD-based scale, raised to the RMS of the
+values clipped at ``clip`` sigma (sums of clipped values then have unit variance also when the
+noise has heavier tails than a Gaussian), and the moments of the clipped squares that the
+excess-variance screen measures against (the measured null of each exposure).
+
+Example
+-------
+>>> rng = np.random.default_rng(0)
+>>> sky = rng.uniform(5, 20, (60, 1)) * np.ones((1, 3))
+>>> r = sky * np.array([0.02, -0.03, 0.0]) + rng.normal(0, 0.05, sky.shape)
+>>> np.round(fit_response(r, np.full_like(r, 0.05), sky), 2).tolist()
+[0.02, -0.03, 0.0]
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import NamedTuple
+
+import bottleneck as bn
+
+import numpy as np
+from scipy.special import dawsn, log_ndtr, ndtr, ndtri
+
+from .residuals import MAD_TO_SIGMA
+
+#: Tukey biweight tuning constant (95 % efficiency for Gaussian noise), in units of the noise
+BIWEIGHT_C = 4.685
+#: edges of the |residual / ERR| histogram bins: 96 log-spaced bins from 0.01 to 100, plus an
+#: underflow bin (below 0.01) and an overflow bin (above 100)
+HIST_EDGES = np.geomspace(1e-2, 1e2, 97)
+N_BINS = HIST_EDGES.size + 1
+#: a value standing for each bin (geometric centre; the underflow bin's half its upper edge,
+#: the overflow bin's twice its lower edge)
+HIST_CENTRES = np.r_[0.5 * HIST_EDGES[0], np.sqrt(HIST_EDGES[:-1] * HIST_EDGES[1:]), 2 * HIST_EDGES[-1]]
+
+
+def _prep(r, s, sky, valid):
+    r = np.asarray(r, float)
+    s = np.asarray(s, float)
+    sky = np.asarray(sky, float)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(r) & np.isfinite(s) & (s > 0) & np.isfinite(sky)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    w0 = np.where(ok, 1.0 / np.where(ok, s, 1.0) ** 2, 0.0)
+    return np.where(ok, r, 0.0), np.where(ok, s, 1.0), np.where(ok, sky, 0.0), ok, w0
+
+
+def _biweight(e, scale, c=BIWEIGHT_C):
+    u = e / (c * scale)
+    return np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
+
+
+def _robust_scale(z, ok):
+    """Per pixel MAD-based scale of z over its valid exposures, at least 1 (units of the noise)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = MAD_TO_SIGMA * bn.nanmedian(np.abs(np.where(ok, z, np.nan)), axis=0)
+    return np.where(np.isfinite(m), np.maximum(m, 1.0), 1.0)
+
+
+def fit_response(r, s, sky, valid=None, *, iterations: int = 4, prior=None) -> np.ndarray:
+    """Robust response ``a`` per pixel of ``r = a * sky`` (no additive term), (P,) float.
+
+    Starts from the median of ``r / sky`` and reweights by the Tukey biweight of the residual
+    in units of the noise (scaled up by the pixel's own robust scatter when it is larger, so a
+    noisy pixel keeps most of its exposures). NaN where a pixel has no exposure with sky.
+    ``prior = (m, v)``: the response is drawn from a population of mean ``m`` (per pixel) and
+    variance ``v`` (:func:`neighbour_prior`): a ridge towards ``m`` of weight ``1 / v``.
+    """
+    r, s, sky, ok, w0 = _prep(r, s, sky, valid)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = bn.nanmedian(np.where(ok & (sky > 0), r / np.where(sky > 0, sky, 1.0), np.nan), axis=0)
+    a = np.where(np.isfinite(a), a, 0.0)
+    pm, pw = 0.0, 0.0
+    if prior is not None:
+        pm = np.asarray(prior[0], float)
+        pm = np.where(np.isfinite(pm), pm, 0.0)
+        pw = 1.0 / np.maximum(np.asarray(prior[1], float), 1e-12)
+        a = np.where(np.isfinite(a), a, pm)
+    for _ in range(int(iterations)):
+        z = (r - a * sky) / s
+        w = w0 * _biweight(z, _robust_scale(z, ok))
+        suu = (w * sky * sky).sum(axis=0) + pw
+        sur = (w * sky * r).sum(axis=0) + pw * pm
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a = np.where(suu > 0, sur / suu, a)
+    has = (ok & (sky > 0)).any(axis=0)
+    return np.where(has, a, np.nan)
+
+
+def _population(v: np.ndarray, err: np.ndarray, window: int, min_count: int, axis: int):
+    """(smooth mean, variance) of a per-pixel quantity ``v`` (y, x) measured with errors ``err``:
+    the local straight line through its running median along ``axis``, and the robust
+    pixel-to-pixel scatter about it less the measurement noise (on the better-measured half of
+    the pixels), plus the uncertainty of the mean itself."""
+    from .residuals import local_linear, running_median
+
+    v = np.asarray(v, np.float32)
+    m = local_linear(running_median(v, window, axis=axis, min_count=min_count), window, axis=axis)
+    m = np.where(np.isfinite(m), m, np.nanmedian(v) if np.isfinite(v).any() else 0.0)
+    dev = (v - m).ravel()
+    e = np.asarray(err, float).ravel()
+    ok = np.isfinite(dev) & np.isfinite(e)
+    if ok.sum() < 20:
+        return m, np.full(v.shape, np.inf)
+    good = ok & (e <= np.median(e[ok]))
+    d = dev[good]
+    spread = (MAD_TO_SIGMA * np.median(np.abs(d - np.median(d)))) ** 2
+    var = max(float(spread - np.median(e[good] ** 2)), 0.0)
+    var += 1.5708 * (var + float(np.median(e[ok] ** 2))) / window
+    return m, np.full(v.shape, max(var, 1e-12))
+
+
+def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, axis: int = 0):
+    """The population a pixel's response and dark level are drawn from, from the free fits
+    ``st`` of the pixels of a region (``shape`` (y, x)): ``(ma, va, md, vd)``, per pixel.
+
+    Each mean is the smooth local level of the neighbours' values along the dispersion, each
+    variance their pixel-to-pixel scatter beyond the fitting noise (:func:`_population`). A flat
+    field of a few percent gives a loose response prior (the data decide where the sky is
+    bright); a detector without one a tight one, so a pixel's baseline is known from its
+    neighbours and a weak defect covering most of the series is not confused with a response a
+    fraction of a percent different. The dark level of normal pixels scatters by what the dark
+    subtraction leaves (a few thousandths of a DN/s) and by sky-model residuals at sharp
+    features, which the neighbours along a column share.
+    """
+    w = int(window) | 1
+    ma, va = _population(np.asarray(st.a).reshape(shape), np.asarray(st.a_err).reshape(shape), w, min_count, axis)
+    md, vd = _population(np.asarray(st.d).reshape(shape), np.asarray(st.d_err).reshape(shape), w, min_count, axis)
+    return ma.reshape(-1), va.reshape(-1), md.reshape(-1), vd.reshape(-1)
+
+
+class State(NamedTuple):
+    """A pixel's fitted state over a set of exposures: ``r = a * sky + d``."""
+
+    a: np.ndarray  #: response - 1 (fraction)
+    d: np.ndarray  #: additive excess (DN/s)
+    a_err: np.ndarray  #: standard error of a
+    d_err: np.ndarray  #: standard error of d
+    leverage: np.ndarray  #: (time, pixel) leverage of each exposure in the fit (0 where unused)
+    n: np.ndarray  #: exposures used
+
+
+def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: float = 1e-6, prior=None) -> State:
+    """Robust ``(a, d)`` per pixel of ``r = a * sky + d``, weighted by the noise.
+
+    Where the sky barely changes over a pixel's exposures the two are degenerate; a relative
+    ridge of ``ridge`` on ``d`` keeps the solution finite there (d -> 0, the response takes the
+    level: the prediction at the observed skies is the same). ``prior = (ma, va, md, vd)``: the
+    population each pixel's response and dark level are drawn from (means per pixel, variances;
+    :func:`neighbour_prior`), added to the normal equations. The standard errors are those of
+    weighted least squares with the final weights; ``leverage`` is each exposure's hat value
+    (the residual of a normal pixel has variance ``s^2 (1 - h)``).
+    """
+    r, s, sky, ok, w0 = _prep(r, s, sky, valid)
+    if prior is None:
+        ma = md = 0.0
+        pa = pd_ = 0.0
+    else:
+        ma, va, md, vd = (np.asarray(v, float) for v in prior)
+        ma, md = np.where(np.isfinite(ma), ma, 0.0), np.where(np.isfinite(md), md, 0.0)
+        pa, pd_ = 1.0 / np.maximum(va, 1e-12), 1.0 / np.maximum(vd, 1e-12)
+    a = fit_response(r - md, s, sky, ok, iterations=1, prior=None if prior is None else (ma, 1.0 / pa))
+    a = np.where(np.isfinite(a), a, ma)
+    d = np.zeros_like(a) + md
+    w = w0
+    for k in range(int(iterations) + 1):
+        if k:
+            z = (r - a * sky - d) / s
+            w = w0 * _biweight(z, _robust_scale(z, ok))
+        s11 = w.sum(axis=0) + pd_
+        su1 = (w * sky).sum(axis=0)
+        suu = (w * sky * sky).sum(axis=0) + pa
+        sur = (w * sky * r).sum(axis=0) + pa * ma
+        s1r = (w * r).sum(axis=0) + pd_ * md
+        s11r = s11 * (1 + ridge) + 1e-30
+        det = suu * s11r - su1 * su1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            good = det > 1e-12 * np.maximum(suu * s11r, 1e-300)
+            a = np.where(good, (s11r * sur - su1 * s1r) / det, np.where(suu > 0, sur / np.maximum(suu, 1e-300), 0.0))
+            d = np.where(good, (suu * s1r - su1 * sur) / det, md)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a_err = np.where(good, np.sqrt(s11r / det), np.inf)
+        d_err = np.where(good, np.sqrt(suu / det), np.inf)
+        h = np.where(good, w * (sky * sky * s11r - 2 * sky * su1 + suu) / det, 0.0)
+    n = ok.sum(axis=0)
+    return State(a, d, a_err, d_err, np.clip(h, 0.0, 1.0), n)
+
+
+# --------------------------------------------------------------------------------------------
+# noise calibration from histograms of |residual / ERR|
+
+
+def abs_histogram(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Counts of ``|x|`` per exposure in the bins of :data:`HIST_EDGES`: ``(time, N_BINS)`` int64.
+
+    ``x`` is ``(time, pixel)``; NaN and ``valid=False`` entries are not counted. Histograms of
+    the tiles of a block add up to the block's, whatever the tiling.
+    """
+    x = np.asarray(x, float)
+    T = x.shape[0]
+    ok = np.isfinite(x) if valid is None else (np.asarray(valid, bool) & np.isfinite(x))
+    t = np.broadcast_to(np.arange(T)[:, None], x.shape)[ok]
+    idx = np.searchsorted(HIST_EDGES, np.abs(x[ok]))
+    return np.bincount(t * N_BINS + idx, minlength=T * N_BINS).reshape(T, N_BINS).astype(np.int64)
+
+
+def _median_abs(counts: np.ndarray) -> np.ndarray:
+    """Median of |x| per exposure from its histogram (log-linear interpolation in the bin)."""
+    n = counts.sum(axis=1)
+    cdf = np.cumsum(counts, axis=1)
+    half = 0.5 * n
+    k = np.argmax(cdf >= half[:, None], axis=1)  # bin holding the median
+    below = np.where(k > 0, np.take_along_axis(cdf, np.maximum(k - 1, 0)[:, None], 1)[:, 0], 0)
+    inbin = np.take_along_axis(counts, k[:, None], 1)[:, 0]
+    frac = np.where(inbin > 0, (half - below) / np.maximum(inbin, 1), 0.5)
+    lo_edge = np.r_[HIST_EDGES[0] * 0.1, HIST_EDGES][k]
+    hi_edge = np.r_[HIST_EDGES, HIST_EDGES[-1] * 10][k]
+    med = np.exp(np.log(lo_edge) + frac * (np.log(hi_edge) - np.log(lo_edge)))
+    return np.where(n > 0, med, np.nan)
+
+
+class Calibration(NamedTuple):
+    """Per exposure (of one block): the factor on ERR and the null moments of clipped squares."""
+
+    scale: np.ndarray  #: (time,) factor on ERR
+    m1: np.ndarray  #: (time, len(clips)) E[min(z^2, c^2)] of the calibrated residual z
+    m2: np.ndarray  #: (time, len(clips)) E[min(z^2, c^2)^2]
+    n: np.ndarray  #: (time,) pixels counted
+
+
+def calibration(counts: np.ndarray, clip: float | None = 6.0, clips=(4.0,)) -> Calibration:
+    """Noise calibration of each exposure from its histogram of ``|residual / ERR|``.
+
+    ``scale`` is the MAD-based scale of the residual in units of ERR, raised (never lowered) to
+    the RMS of the calibrated residual clipped at ``clip`` (the sums the temporal statistics make
+    are of clipped values); 1 where an exposure has no pixels. ``m1``/``m2`` are the first two
+    moments of ``min(z^2, c^2)`` for each ``c`` in ``clips`` (the measured null of the
+    excess-variance statistic).
+    """
+    counts = np.asarray(counts, float)
+    n = counts.sum(axis=1)
+    scale = MAD_TO_SIGMA * _median_abs(counts)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    c2 = HIST_CENTRES[None, :] ** 2
+    if clip:
+        zc2 = np.minimum(c2 / scale[:, None] ** 2, clip * clip)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rms = np.sqrt((counts * zc2).sum(axis=1) / n)
+        scale = scale * np.where(np.isfinite(rms) & (rms > 0), np.maximum(rms, 1.0), 1.0)
+    m1 = np.empty((counts.shape[0], len(clips)))
+    m2 = np.empty_like(m1)
+    for j, c in enumerate(clips):
+        v = np.minimum(c2 / scale[:, None] ** 2, c * c)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m1[:, j] = (counts * v).sum(axis=1) / n
+            m2[:, j] = (counts * v * v).sum(axis=1) / n
+    # exposures without pixels: the Gaussian values
+    for j, c in enumerate(clips):
+        g1, g2 = gaussian_clipped_moments(1.0, c)
+        m1[:, j] = np.where(n > 0, m1[:, j], g1)
+        m2[:, j] = np.where(n > 0, m2[:, j], g2)
+    return Calibration(scale.astype(np.float32), m1, m2, n.astype(np.int64))
+
+
+def gaussian_clipped_moments(k: float, c: float) -> tuple[float, float]:
+    """E[min(k^2 Z^2, c^2)] and E[min(k^2 Z^2, c^2)^2] for Z ~ N(0, 1) (k: the noise in units of
+    the expected noise; c: the clip)."""
+    b = c / max(k, 1e-12)  # |Z| < b: unclipped
+    p_in = math.erf(b / math.sqrt(2.0))
+    phi = math.exp(-0.5 * b * b) / math.sqrt(2.0 * math.pi)
+    ez2 = p_in - 2 * b * phi  # E[Z^2 ; |Z| < b]
+    ez4 = 3 * p_in - 2 * phi * (b ** 3 + 3 * b)  # E[Z^4 ; |Z| < b]
+    out = 1 - p_in
+    return k * k * ez2 + c * c * out, k ** 4 * ez4 + c ** 4 * out
+
+
+def rms_ratio(mean_clipped_square: float, null_mean: float, c: float) -> float:
+    """The scatter (in units of the expected noise) whose clipped squares average
+    ``mean_clipped_square``, for noise whose clipped squares average ``null_mean`` (measured);
+    by bisection on the Gaussian shape, the measured null scaling it."""
+    g1, _ = gaussian_clipped_moments(1.0, c)
+    target = float(mean_clipped_square) * g1 / max(float(null_mean), 1e-12)
+    if target <= g1:
+        return float(np.sqrt(max(target / g1, 0.0)))
+    if target >= c * c * 0.999:
+        return float("inf")
+    lo, hi = 1.0, 1e4
+    for _ in range(50):
+        mid = np.sqrt(lo * hi)
+        if gaussian_clipped_moments(mid, c)[0] < target:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.sqrt(lo * hi))
+
+
+def one_sided_sigma(p: float) -> float:
+    """The Gaussian significance (sigma) of a one-sided tail probability ``p``."""
+    return float(-ndtri(min(max(float(p), 1e-300), 0.5)))
+
+
+# --------------------------------------------------------------------------------------------
+# the tail of a sum of clipped squares (the excess-scatter statistic's null)
+
+
+def _log_mgf_clipped_square(theta: float, c: float) -> float:
+    """log E[exp(theta min(Z^2, c^2))], Z ~ N(0, 1)."""
+    log_out = theta * c * c + np.log(2.0) + float(log_ndtr(-c))  # |Z| > c
+    if abs(theta - 0.5) < 1e-9:
+        log_in = np.log(2.0 * c / np.sqrt(2.0 * np.pi))
+    elif theta < 0.5:
+        a = np.sqrt(1.0 - 2.0 * theta)
+        log_in = -np.log(a) + np.log(max(2.0 * float(ndtr(c * a)) - 1.0, 1e-300))
+    else:  # integral of exp(b z^2) over |z| < c, b = theta - 1/2, through Dawson's function
+        b = theta - 0.5
+        x = c * np.sqrt(b)
+        log_in = 0.5 * np.log(2.0 / np.pi) + b * c * c + np.log(max(float(dawsn(x)), 1e-300)) - 0.5 * np.log(b)
+    return float(np.logaddexp(log_in, log_out))
+
+
+def _lr_log_tail(t: float, n: int, cz: float) -> tuple[float, float]:
+    """Saddlepoint at tilt ``t`` > 0 for a sum of ``n`` independent ``min(Z^2, cz^2)``: (the mean
+    per term it describes, the Lugannani-Rice log tail probability of that sum)."""
+    h = 1e-4 * (1.0 + t)
+    k0 = _log_mgf_clipped_square(t, cz)
+    kp = _log_mgf_clipped_square(t + h, cz)
+    km = _log_mgf_clipped_square(t - h, cz)
+    k1 = (kp - km) / (2 * h)
+    k2 = (kp - 2 * k0 + km) / (h * h)
+    w2 = 2.0 * n * (t * k1 - k0)
+    if not (w2 > 0 and k2 > 0):
+        return k1, 0.0
+    w = math.sqrt(w2)
+    u = t * math.sqrt(n * k2)
+    mills = math.exp(float(log_ndtr(-w)) + 0.5 * w * w + 0.5 * math.log(2 * math.pi))
+    corr = mills + 1.0 / u - 1.0 / w
+    if not corr > 0:
+        corr = mills
+    return k1, -0.5 * w * w - 0.5 * math.log(2 * math.pi) + math.log(corr)
+
+
+@functools.lru_cache(maxsize=256)
+def _t_max(cz: float) -> float:
+    """The largest tilt used: there the mean per term is ~98 % of the clip (the saddlepoint is
+    numerically delicate beyond; a sum closer to the clip is taken as this one: conservative)."""
+    lo, hi = 0.0, 1.0
+    while _lr_log_tail(hi, 1, cz)[0] < 0.98 * cz * cz and hi < 1e5:
+        lo, hi = hi, 2 * hi
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if _lr_log_tail(mid, 1, cz)[0] < 0.98 * cz * cz:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def clipped_square_sigma(total: float, n: int, c: float, scale: float = 1.0) -> float:
+    """One-sided significance (sigma) of a sum ``total`` of ``n`` independent ``min(s^2 Z^2, c^2)``
+    (Z Gaussian, ``s = scale``): the saddlepoint (Lugannani-Rice) tail of the sum, accurate far
+    into the tail where a normal or gamma approximation of a sum of bounded terms is not. 0 below
+    the mean."""
+    n = int(n)
+    if n <= 0:
+        return 0.0
+    s2 = float(scale) ** 2
+    cz = float(c) / max(float(scale), 1e-12)  # the clip in units of s Z
+    xbar = float(total) / n / s2  # per term, in units of s^2
+    m1, _ = gaussian_clipped_moments(1.0, cz)
+    if xbar <= m1:
+        return 0.0
+    lo, hi = 0.0, _t_max(cz)
+    if _lr_log_tail(hi, n, cz)[0] <= xbar:
+        return _sigma_from_log_p(_lr_log_tail(hi, n, cz)[1])
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if _lr_log_tail(mid, n, cz)[0] < xbar:
+            lo = mid
+        else:
+            hi = mid
+    return _sigma_from_log_p(_lr_log_tail(0.5 * (lo + hi), n, cz)[1])
+
+
+def clipped_square_total(sigma: float, n: int, c: float) -> float:
+    """The sum of ``n`` independent ``min(Z^2, c^2)`` whose one-sided significance
+    (:func:`clipped_square_sigma`) is ``sigma``; ``n c^2`` (every term at the clip) if no sum
+    below that is as significant."""
+    cz = float(c)
+    target = _log_p_from_sigma(sigma)
+    lo, hi = 1e-9, _t_max(cz)
+    if _lr_log_tail(hi, n, cz)[1] > target:
+        return n * cz * cz
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if _lr_log_tail(mid, n, cz)[1] > target:
+            lo = mid
+        else:
+            hi = mid
+    return n * _lr_log_tail(0.5 * (lo + hi), n, cz)[0]
+
+
+def _log_p_from_sigma(sigma: float) -> float:
+    return float(log_ndtr(-float(sigma)))
+
+
+def _sigma_from_log_p(log_p: float) -> float:
+    """Gaussian one-sided significance of a tail probability given as its logarithm."""
+    if log_p > -700:
+        return one_sided_sigma(np.exp(log_p))
+    # asymptotic inverse of the normal tail: log p = -x^2/2 - log(x sqrt(2 pi))
+    x = np.sqrt(-2 * log_p)
+    for _ in range(20):
+        x = np.sqrt(max(-2 * (log_p + np.log(x * np.sqrt(2 * np.pi))), 1e-12))
+    return float(x)
+
+
+def scatter_scan_scale(n: int, sigma: float, c: float) -> np.ndarray:
+    """Divisors ``D_L`` (L = 0..n) that make the scan of standardised clipped squares exact at
+    ``sigma``: a run of ``L`` exposures whose standardised sum ``y`` reaches ``sigma * D_L`` is
+    as improbable as a Gaussian ``sigma`` event (by the saddlepoint tail of its sum), although
+    each term is skewed (one clipped square adds up to ``(c^2 - m1) / sd`` ~ 6 sigma). For long
+    runs ``D_L -> sqrt(L)``."""
+    m1, m2 = gaussian_clipped_moments(1.0, c)
+    sd = math.sqrt(m2 - m1 * m1)
+    n = int(n)
+    out = np.sqrt(np.arange(n + 1, dtype=float))
+    if n < 1:
+        return out
+    # exact on a grid of lengths (all up to 8, then geometric), interpolated in log L between
+    grid = np.unique(np.r_[np.arange(1, min(n, 8) + 1), np.round(np.geomspace(8, max(n, 8), 24)).astype(int)])
+    grid = grid[grid <= n]
+    ratio = np.array([max((clipped_square_total(sigma, int(L), c) - L * m1) / sd / sigma, 1e-6) / math.sqrt(L)
+                      for L in grid])
+    L = np.arange(1, n + 1)
+    out[1:] = np.sqrt(L) * np.interp(np.log(L), np.log(grid), ratio)
+    return out
+
+
+def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, shape, window=(15, 5),
+                    axis: int = 0) -> np.ndarray:
+    """Each pixel's noise relative to the calibrated ERR, as its neighbours show it, (P,).
+
+    ``x`` (time, P) are residuals about each pixel's own baseline in units of the calibrated
+    ERR; ``m1`` (time, P) the measured null mean of their clipped squares ``min(x^2, c^2)``. A
+    pixel's own ratio ``R = sum q / sum m1`` over its exposures is pooled over its
+    neighbours (running medians, ``window`` pixels along and across ``axis``, the dispersion):
+    what the sky estimate adds where its windows are cut by an edge, or where a pattern is left
+    in the sky, the neighbours share; a noisy pixel's excess they do not (it is one of many).
+    The factor on the variance; 1 where nothing is known.
+    """
+    from .residuals import running_median
+
+    q = np.where(valid, np.minimum(np.asarray(x, float) ** 2, c * c), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = q.sum(axis=0) / np.where(valid, m1, 0.0).sum(axis=0)
+    img = np.where(np.isfinite(ratio), ratio, np.nan).astype(np.float32).reshape(shape)
+    along, across = (int(w) | 1 for w in window)
+    h = running_median(img, along, axis=axis, min_count=3)
+    h = running_median(h, across, axis=1 - axis, min_count=1)
+    h = np.where(np.isfinite(h), h, 1.0)
+    return np.clip(h, 0.25, 100.0).reshape(-1)
