@@ -54,6 +54,8 @@ EVIDENCE = {
     "frac_high": "fraction of exposures more than state_sigma above zero",
     "frac_low": "fraction of exposures within state_sigma of zero",
     "high_level_dn_s": "mean residual of the high exposures (DN/s)",
+    "noisy": "excess scatter about its level, significant and beyond the noisy_rms_ratio limit (bool)",
+    "static": "the pixel's normal state itself lies beyond a physical limit: bad in every exposure (bool)",
 }
 
 
@@ -93,29 +95,33 @@ def _fits_multiplicative(ev: pd.DataFrame, model_preference_chi2: float) -> pd.S
 
 
 @register("TELEGRAPH", order=10, description=(
-    "Random telegraph signal: inside the interval the pixel switches between a normal and a "
-    "high state from exposure to exposure. Both states are populated and the scatter about a "
-    "single level is far above the noise."))
+    "Random telegraph signal or noisy pixel: inside the interval the pixel switches between a "
+    "normal and a high state from exposure to exposure (both states populated, the scatter "
+    "about a single level far above the noise), or scatters about its level by more than the "
+    "noisy limit (jwst_reffiles' dark-based mask gives pixels with many jumps the TELEGRAPH bit)."))
 def telegraph(ev: pd.DataFrame, *, variance_ratio: float = 4.0, min_state_fraction: float = 0.15,
               min_exposures: int = 6) -> pd.Series:
     """TELEGRAPH when ``variance_ratio`` (chi^2/dof, dimensionless) is at least ``variance_ratio``
-    and at least ``min_state_fraction`` of the ``n >= min_exposures`` exposures are in each state."""
-    return ((ev["variance_ratio"] >= variance_ratio) & (ev["frac_high"] >= min_state_fraction)
-            & (ev["frac_low"] >= min_state_fraction) & (ev["n"] >= min_exposures))
+    and at least ``min_state_fraction`` of the ``n >= min_exposures`` exposures are in each state,
+    or when the interval is one of excess scatter (``noisy``)."""
+    switching = ((ev["variance_ratio"] >= variance_ratio) & (ev["frac_high"] >= min_state_fraction)
+                 & (ev["frac_low"] >= min_state_fraction) & (ev["n"] >= min_exposures))
+    noisy = ev["noisy"].fillna(False).astype(bool) if "noisy" in ev else False
+    return switching | noisy
 
 
 @register("DEAD", order=20, description=(
     "Dead pixel: a deficit proportional to the sky that removes (nearly) all of the response."))
-def dead(ev: pd.DataFrame, *, max_response: float = 0.2, model_preference_chi2: float = 25.0) -> pd.Series:
+def dead(ev: pd.DataFrame, *, max_response: float = 0.05, model_preference_chi2: float = 25.0) -> pd.Series:
     """DEAD when the sky-proportional model fits (not worse than the additive one by more than
     ``model_preference_chi2``) and the remaining response 1 - deficit is at most ``max_response``
-    (fraction of a normal pixel's)."""
+    (fraction of a normal pixel's; jwst_reffiles badpix_from_flats: 0.05)."""
     return (ev["sign"] < 0) & (1.0 - ev["deficit"] <= max_response) & _fits_multiplicative(ev, model_preference_chi2)
 
 
 @register("LOW_QE", order=30, description=(
     "Low quantum efficiency: a deficit proportional to the sky, part of the response left."))
-def low_qe(ev: pd.DataFrame, *, min_deficit: float = 0.1, model_preference_chi2: float = 25.0) -> pd.Series:
+def low_qe(ev: pd.DataFrame, *, min_deficit: float = 0.2, model_preference_chi2: float = 25.0) -> pd.Series:
     """LOW_QE when the sky-proportional model fits and the fractional deficit is at least
     ``min_deficit`` (fraction; pixel-to-pixel response differences of a few percent are normal)."""
     return (ev["sign"] < 0) & (ev["deficit"] >= min_deficit) & _fits_multiplicative(ev, model_preference_chi2)
@@ -186,6 +192,10 @@ def amplitude(ev: pd.DataFrame, cls: pd.Series) -> np.ndarray:
     amp[mult] = ev["deficit"].to_numpy(float)[mult]
     tel = (cls == "TELEGRAPH").to_numpy()
     amp[tel] = ev["high_level_dn_s"].to_numpy(float)[tel]
+    if "excess_rms_dn_s" in ev and "noisy" in ev:
+        # a noisy pixel whose scatter is not two states: the rms of its excess scatter
+        noisy = tel & ev["noisy"].fillna(False).to_numpy(bool) & (ev["frac_high"].to_numpy(float) < 0.15)
+        amp[noisy] = ev["excess_rms_dn_s"].to_numpy(float)[noisy]
     return amp
 
 
@@ -200,25 +210,18 @@ def describe() -> str:
 def passes_floors(ev: pd.DataFrame, params: dict | None = None) -> pd.Series:
     """Whether an interval's effect is large enough to be a defect at all.
 
-    An excess must exceed WARM's ``min_excess_dn_s``; a deficit must reach LOW_QE's
-    ``min_deficit`` (smaller static response differences are the normal pixel-to-pixel flat
-    field), unless no sky-proportional deficit could be measured (no sky).
-
-    An excess below HOT's ``threshold_dn_s`` that never changes (bad in every exposure that
-    sees the pixel: no onset and no recovery, given as ``onset_significance`` and
-    ``recovery_significance`` infinite) and is less than ``min_deficit`` of the local sky is not
-    a defect either: rate files are not flat-fielded, so a pixel that responds a few percent
-    more than its neighbours shows exactly that (the counterpart of the small deficits above),
-    and so does a static error of the sky model next to a sharp feature of the sky; a warm
-    pixel older than the series is in the dark reference file the rate files were made with.
-    Without a change in time the data cannot tell these from a defect. (Columns missing from
-    ``ev``: this test is skipped.)
+    Every interval is a change against the pixel's own normal state (or that state itself,
+    beyond a physical limit: ``static``). An excess must exceed WARM's ``min_excess_dn_s``; a
+    deficit must reach LOW_QE's ``min_deficit`` of the normal response (a smaller change of
+    response is within what the flat field itself does), unless no sky-proportional deficit
+    could be measured (no sky); excess scatter (``noisy``) and a static state beyond its limit
+    (both judged against their own limits before) pass.
     """
     cp = class_parameters(params)
     pos = (ev["sign"] > 0) & (ev["excess_dn_s"] > cp["WARM"]["min_excess_dn_s"])
     neg = (ev["sign"] < 0) & ((ev["deficit"] >= cp["LOW_QE"]["min_deficit"]) | ev["deficit"].isna())
-    if {"onset_significance", "recovery_significance"} <= set(ev.columns):
-        static = np.isinf(ev["onset_significance"].astype(float)) & np.isinf(ev["recovery_significance"].astype(float))
-        small = (ev["excess_dn_s"] < cp["HOT"]["threshold_dn_s"]) & (-ev["deficit"] < cp["LOW_QE"]["min_deficit"])
-        pos = pos & ~(static & small)
-    return pos | neg
+    out = pos | neg
+    for col in ("noisy", "static"):
+        if col in ev:
+            out = out | ev[col].fillna(False).astype(bool)
+    return out

@@ -22,6 +22,7 @@ Example (in memory, no store)::
 
 from __future__ import annotations
 
+import functools
 import logging
 import time as _time
 from dataclasses import dataclass
@@ -29,15 +30,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import changepoints as cp
-from . import classify, flags, profiles
+from . import baseline, classify, flags, profiles
 from . import provenance
 from . import store as st
 from . import workstore
 from .cluster import worker_threads
 from .detection_params import DetectionParams
-from .residuals import spatial_residuals, trace_mask
-from .temporal import clipped_z, scan_statistic, transients, weighted_level
+from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
+                        trace_mask)
+from .states import Thresholds, pixel_intervals
+from .temporal import clipped_z, scan_statistic, transients
 
 log = logging.getLogger(__name__)
 
@@ -69,159 +71,52 @@ class TileContext:
     mjd: np.ndarray  #: (time,) MJD mid-exposure
     params: DetectionParams
     profile: profiles.Profile
-    threshold: float  #: detection threshold (sigma)
+    threshold: float  #: detection threshold of a level run (sigma)
     ys: np.ndarray | None = None  #: full-frame row of each dataset row
     xs: np.ndarray | None = None  #: full-frame column of each dataset column
+    thresholds: Thresholds | None = None  #: every screen's threshold (default: from ``threshold``)
 
-
-# --------------------------------------------------------------------------------------------
-# per pixel: intervals and their evidence
-
-
-def _evidence(r, s, sky, state_sigma) -> dict:
-    """Evidence of one candidate interval (1-D arrays over its exposures, excluded ones removed)."""
-    a, a_err, chi2_a, n = weighted_level(r, s)
-    skyp = np.where(sky > 0, sky, np.nan)
-    b, b_err, chi2_m, n_m = weighted_level(r, s, weight_shape=skyp)
-    if n_m < max(2, n // 2):  # too little sky to test a sky-proportional model
-        b, b_err, chi2_m = np.nan, np.inf, np.inf
-    z = r / s
-    high = z > state_sigma
-    low = np.abs(z) <= state_sigma
-    best = np.nanmin([chi2_a, chi2_m])
-    return {
-        "n": n, "excess_dn_s": a, "excess_err": a_err, "deficit": -b, "deficit_err": b_err,
-        "chi2_add": chi2_a, "chi2_mult": chi2_m, "variance_ratio": best / max(n - 1, 1),
-        "frac_high": float(high.mean()) if z.size else 0.0, "frac_low": float(low.mean()) if z.size else 0.0,
-        "high_level_dn_s": float(np.mean(r[high])) if high.any() else a,
-    }
-
-
-def switch_counts(r: np.ndarray, s: np.ndarray, high_level: float, separation: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per consecutive exposure pair (t, t + 1): (changed state, counts), both bool (n - 1,).
-
-    The state of an exposure is the nearer of the two levels: high when the residual ``r``
-    (DN/s) is above half the high-state level ``high_level``. A pair counts only when the two
-    levels are at least ``separation`` noise sigmas apart in both exposures: where they are not,
-    noise decides the state (and a steady hot pixel seen in a short exposure would look like a
-    switch), so a steady defect never switches, whatever its exposures' noise.
-    """
-    n = r.size
-    if n < 2 or not (np.isfinite(high_level) and high_level > 0):
-        return np.zeros(max(n - 1, 0), bool), np.zeros(max(n - 1, 0), bool)
-    state = r > 0.5 * high_level
-    ok = high_level >= separation * s
-    counts = ok[1:] & ok[:-1]
-    return (state[1:] != state[:-1]) & counts, counts
-
-
-def pixel_intervals(r, s, sky, ctx: TileContext, clip=None) -> list[dict]:
-    """Bad intervals of one pixel from its series (1-D, exposures in time order, gaps removed).
-
-    ``clip`` (per exposure, sigma; default ``clip_sigma``) bounds each exposure's normalised
-    residual. Returns evidence dicts with ``start``/``stop`` indices into the given series.
-    """
-    p = ctx.params
-    cap = p.clip_sigma if clip is None else clip
-    z = clipped_z(r, s, cap)
-    # the level of a defect in each exposure, in z units: a current (excess) is seen at 1 / s,
-    # a lost fraction of the sky (deficit) at sky / s
-    with np.errstate(divide="ignore", invalid="ignore"):
-        excess = 1.0 / np.asarray(s, float)
-        deficit = np.where(np.asarray(sky, float) > 0, np.asarray(sky, float) * excess, excess)
-    runs = cp.find_runs(z, min_sigma=p.changepoint_sigma, boundary_sigma=p.boundary_sigma,
-                        shapes=(excess, deficit), cap=cap, raw=np.asarray(r, float) * excess)
-    if not runs:
-        return []
-
-    def row(start, stop, run_sig, on, rec):
-        sl = slice(start, stop)
-        v = z[sl]
-        return {"start": start, "stop": stop, "sign": 1 if v.sum() >= 0 else -1,
-                "significance": float(abs(v.sum()) / np.sqrt(v.size)) if run_sig is None else run_sig,
-                "onset_significance": on, "recovery_significance": rec,
-                **_evidence(r[sl], s[sl], sky[sl], p.state_sigma)}
-
-    def passes(rw):
-        return rw["significance"] >= ctx.threshold and rw["stop"] - rw["start"] >= p.min_bad_exposures
-
-    def is_telegraph(rw):
-        return classify.classify(pd.DataFrame([rw]), p.classes).iloc[0] == "TELEGRAPH"
-
-    # telegraph pixels: excess runs separated by quiet stretches that the pixel's own switching
-    # makes probable are one interval (a stretch of g quiet exposures has probability
-    # (1 - p_switch)^g; below telegraph_gap_probability it is a recovery). p_switch is the
-    # pixel's own: the fraction of consecutive exposure pairs whose state differs, from the
-    # first to the last excess run, leaving out the stretch being tested (a stretch would
-    # otherwise make itself probable) and pairs whose states are not resolved (2 state_sigma).
-    # A piece joins only if the merged span is at least as significant as its strongest piece
-    # (a weak noise run far from a defect dilutes it and is not part of it), or if both sides
-    # are high states of one defect: on average above state_sigma (or switching by themselves),
-    # with high-state levels (DN/s) within telegraph_level_ratio of each other (clipping makes
-    # a strong telegraph's sparse high states count at most clip_sigma each, so its quiet
-    # stretches dilute it although they are part of its switching).
-    def idx_of(pieces):
-        return np.concatenate([np.arange(u.start, u.stop) for u in pieces])
-
-    def high_level(pieces):
-        idx = idx_of(pieces)
-        hi = idx[z[idx] > p.state_sigma]
-        return float(np.mean(r[hi if hi.size else idx]))
-
-    def in_high_state(pieces):
-        """on average above state_sigma, or switching by itself (a TELEGRAPH span)"""
-        if float(np.mean(z[idx_of(pieces)])) >= p.state_sigma:
-            return True
-        return is_telegraph(row(pieces[0].start, pieces[-1].stop, None, 0.0, 0.0))
-
-    pos = [u for u in runs if u.sign > 0]
-    flips = counts = None
-    if len(pos) > 1 and p.telegraph_gap_probability > 0:
-        flips, counts = switch_counts(r, s, high_level(pos), 2 * p.state_sigma)
-        a, b = pos[0].start, pos[-1].stop - 1  # pairs (t, t + 1) with a <= t < b
-        f_all, c_all = int(flips[a:b].sum()), int(counts[a:b].sum())
-
-    def p_switch_without(i, j):
-        """switching probability over the excess runs' span without the stretch [i, j)"""
-        lo, hi = i - 1, j  # the pairs that touch the stretch: (i - 1, i) ... (j - 1, j)
-        c = c_all - int(counts[lo:hi].sum())
-        return (f_all - int(flips[lo:hi].sum())) / c if c > 0 else 0.0
-
-    groups = [[runs[0]]]
-    for u in runs[1:]:
-        g = groups[-1]
-        if u.sign > 0 and g[-1].sign > 0 and flips is not None:
-            gap = u.start - g[-1].stop
-            ps = p_switch_without(g[-1].stop, u.start)
-            if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability:
-                span = z[g[0].start:u.stop]
-                stronger = abs(span.sum()) / np.sqrt(span.size) >= max(v.significance for v in g + [u])
-                if not stronger:
-                    lu, lg = high_level([u]), high_level(g)
-                    same = (lu > 0 and lg > 0 and min(lu, lg) >= p.telegraph_level_ratio * max(lu, lg)
-                            and in_high_state([u]) and in_high_state(g))
-                if stronger or same:
-                    g.append(u)
-                    continue
-        groups.append([u])
-    out = []
-    for g in groups:
-        if len(g) > 1:
-            rw = row(g[0].start, g[-1].stop, None, g[0].onset_significance, g[-1].recovery_significance)
-            if passes(rw) and is_telegraph(rw):
-                out.append(rw)
-                continue
-        for u in g:
-            if u.significance >= ctx.threshold and u.stop - u.start >= p.min_bad_exposures:
-                out.append(row(u.start, u.stop, u.significance, u.onset_significance, u.recovery_significance))
-    return out
+    def __post_init__(self):
+        if self.thresholds is None:  # the other screens at the false-alarm rate the level threshold implies
+            self.thresholds = self.params.__class__(**{**self.params.to_dict(), "detection_sigma": self.threshold}
+                                                    ).thresholds(2, len(self.mjd))
 
 
 # --------------------------------------------------------------------------------------------
 # stage 1, per exposure: spatial residuals (whole frames, no tiles)
 
 
-def spatial_stage(sci, err, dq, params: DetectionParams, profile) -> dict:
+def response_indices(n: int, k: int) -> np.ndarray:
+    """Time indices of the ``k`` exposures (of ``n``, in time order) that measure the pixels'
+    response: spread evenly over the data set."""
+    if n <= 0 or k <= 0:
+        return np.zeros(0, int)
+    return np.unique(np.round(np.linspace(0, n - 1, min(int(k), n))).astype(int))
+
+
+def response_stage(sci, err, params: DetectionParams, profile, response=None) -> np.ndarray:
+    """Stage 0 for a few exposures ``(B, y, x)``: each pixel's value over the smooth sky of its
+    line (:func:`lrscube.residuals.sky_ratio`, cropped to each footprint), ``(B, y, x)`` float32;
+    their stack gives the response pattern (:func:`lrscube.residuals.response_pattern`). With
+    ``response`` (y, x), of the images flat-fielded by it (a second pass)."""
+    sci = np.asarray(sci, np.float32)
+    err = np.asarray(err, np.float32)
+    if response is not None:
+        sci, err = sci / response, err / response
+    out = np.full(sci.shape, np.nan, np.float32)
+    for b in range(sci.shape[0]):
+        fin = np.isfinite(sci[b])
+        if not fin.any():
+            continue
+        rows = np.flatnonzero(fin.any(axis=1))
+        cols = np.flatnonzero(fin.any(axis=0))
+        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        out[b, ys, xs] = sky_ratio(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
+                                   sky_window=params.sky_window_px, min_sky_pixels=params.min_sky_pixels)[0]
+    return out
+
+
+def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None) -> dict:
     """Residuals of a batch of exposures ``(B, y, x)`` against their local sky, whole frames.
 
     Returns ``r, s, sky`` (float32, DN/s, NaN where the pixel is not usable), ``trace`` (bool,
@@ -229,8 +124,10 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile) -> dict:
     cosmic ray in the pixel), ``and_bits`` (uint32 (y, x): DQ bits set in every exposure of the batch
     that covers the pixel; all ones where none does), ``n_seen`` (int32 (y, x): exposures of the
     batch that cover the pixel) and ``trace_pixels`` (per exposure). Each exposure is cropped to
-    its footprint first (a subarray costs its own size, not the frame's). The noise is calibrated
-    per stored chunk (256 x 258 pixels) of each exposure.
+    its footprint first (a subarray costs its own size, not the frame's). ``s`` is ERR: the noise
+    is calibrated in stage 2, about each pixel's own baseline (:func:`calibration_stage`).
+    ``response`` (y, x): the pixels' response pattern (stage 0), which flat-fields the
+    neighbours of each pixel for its sky (:func:`lrscube.residuals.spatial_residuals`).
     """
     p = params
     sci = np.asarray(sci, np.float32)
@@ -254,9 +151,9 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile) -> dict:
         ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
         res = spatial_residuals(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
                                 sky_window=p.sky_window_px, min_sky_pixels=p.min_sky_pixels,
-                                remove_line_offsets=p.remove_line_offsets, clip_sigma=p.clip_sigma,
-                                calibration_block=p.calibration_block_px,
-                                cross_window=p.cross_sky_window_px or None)
+                                remove_line_offsets=p.remove_line_offsets, calibrate_noise=False,
+                                cross_window=p.cross_sky_window_px or None,
+                                response=None if response is None else response[ys, xs])
         tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
                         cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
                         min_length=p.trace_min_length_px, margin=p.trace_margin_px)
@@ -299,36 +196,174 @@ def excluded_pixels(sbits: np.ndarray, profile, xs: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# stage 2, per tile of pixels with the whole time axis: temporal statistics
+# stage 2, per tile of pixels with the whole time axis
 
 
-def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), jump=None) -> tuple[pd.DataFrame, dict]:
-    """Defect intervals of a tile from its stage-1 arrays ``(time, ty, tx)`` (no halo needed).
+def _usable(r, s, trace, exclude, params):
+    """(valid, on_trace) (time, P): exposures of each pixel that can be analysed, and those on a
+    source trace (left out; a "trace" in most of a pixel's exposures is a defective column)."""
+    n_t = r.shape[0]
+    P = r.shape[1]
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(r) & np.isfinite(s) & (s > 0)
+    valid[:, np.asarray(exclude, bool).reshape(P)] = False
+    tr2 = np.asarray(trace, bool).reshape(n_t, P)
+    n_valid = valid.sum(axis=0)
+    tr_frac = np.where(n_valid > 0, (tr2 & valid).sum(axis=0) / np.maximum(n_valid, 1), 0.0)
+    return valid, tr2 & (tr_frac <= params.trace_max_fraction)[None, :]
 
-    ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
-    tile's first pixel. Returns (intervals, diagnostics).
+
+def pixel_blocks(origin, shape, block) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Calibration blocks (full-frame (row, column) block indices) of a tile's pixels:
+    (the blocks, the index of each pixel's block (ty * tx,))."""
+    ty, tx = shape
+    by, bx = (int(v) for v in block)
+    yb = (int(origin[0]) + np.arange(ty)) // by
+    xb = (int(origin[1]) + np.arange(tx)) // bx
+    keys = yb[:, None] * 100000 + xb[None, :]
+    uniq, inv = np.unique(keys.ravel(), return_inverse=True)
+    return [(int(k) // 100000, int(k) % 100000) for k in uniq], inv.reshape(-1)
+
+
+def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin=(0, 0)) -> dict:
+    """Stage 2a of a tile: histograms of the residual about each pixel's own baseline.
+
+    Each pixel's ``r = a * sky + d`` is fitted robustly over its exposures
+    (:func:`lrscube.baseline.fit_response_offset`); the residuals, in units of ERR and corrected
+    for each exposure's leverage in the fit, are counted per exposure and calibration block
+    (:func:`lrscube.baseline.abs_histogram`). Returns ``{block: counts (time, bins)}``; the
+    blocks' counts over all tiles give each exposure's noise calibration
+    (:func:`calibrations`), immune to the pixels' fixed response pattern.
     """
-    p = ctx.params
     n_t, ny, nx = r.shape
-    y0, x0 = origin
-    diag = {"transient_pixels": np.zeros(n_t, np.int64), "candidates": 0, "pixels": 0}
     P = ny * nx
     r2 = np.asarray(r, np.float32).reshape(n_t, P)
     s2 = np.asarray(s, np.float32).reshape(n_t, P)
+    k2 = np.asarray(sky, np.float32).reshape(n_t, P)
+    valid, on_trace = _usable(r2, s2, trace, exclude, params)
+    use = valid & ~on_trace
+    use[:, use.sum(axis=0) < 4] = False  # a 2-parameter fit needs more exposures than that
+    blocks, idx = pixel_blocks(origin, (ny, nx), params.calibration_block_px)
+    out = {}
+    cols = np.flatnonzero(use.any(axis=0))
+    if cols.size == 0:
+        return out
+    st_ = baseline.fit_response_offset(r2[:, cols], s2[:, cols], k2[:, cols], use[:, cols])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = (r2[:, cols] - st_.a * k2[:, cols] - st_.d) / (s2[:, cols] * np.sqrt(np.maximum(1.0 - st_.leverage, 1e-3)))
+    for b, key in enumerate(blocks):
+        sel = np.flatnonzero(idx[cols] == b)
+        if sel.size:
+            out[key] = baseline.abs_histogram(x[:, sel], use[:, cols[sel]])
+    return out
+
+
+def calibrations(block_counts: dict, params: DetectionParams) -> dict:
+    """Each block's :class:`lrscube.baseline.Calibration` from its summed histograms; in an
+    exposure where a block holds fewer than 2000 pixels (an edge, a subarray), the exposure's
+    histogram over all blocks is used (the MAD of 2000 values is good to ~2 %)."""
+    if not block_counts:
+        return {}
+    total = sum(block_counts.values())
+    clips = (float(params.variance_clip_sigma), float(min(params.jump_clip_sigma, params.variance_clip_sigma)))
+    out = {}
+    for key, c in block_counts.items():
+        few = c.sum(axis=1) < MIN_CALIBRATION_PIXELS
+        out[key] = baseline.calibration(np.where(few[:, None], total, c), params.clip_sigma, clips)
+    return out
+
+
+def _calibration_arrays(cal: dict | None, origin, shape, n_t, params):
+    """Per pixel and exposure of a tile: the factor on ERR and the null moments of the clipped
+    squares (normal and JUMP_DET exposures), from the blocks' calibrations (1 and Gaussian
+    without them)."""
+    P = shape[0] * shape[1]
+    blocks, idx = pixel_blocks(origin, shape, params.calibration_block_px)
+    scale = np.ones((len(blocks), n_t), np.float32)
+    c1 = float(params.variance_clip_sigma)
+    c2 = float(min(params.jump_clip_sigma, params.variance_clip_sigma))
+    g = [baseline.gaussian_clipped_moments(1.0, c) for c in (c1, c2)]
+    m1 = np.tile(np.array([g[0][0], g[1][0]]), (len(blocks), n_t, 1))
+    m2 = np.tile(np.array([g[0][1], g[1][1]]), (len(blocks), n_t, 1))
+    for b, key in enumerate(blocks):
+        c = (cal or {}).get(key)
+        if c is not None:
+            scale[b], m1[b], m2[b] = c.scale, c.m1, c.m2
+    return scale, m1, m2, idx[:P]
+
+
+@functools.lru_cache(maxsize=64)
+def _scatter_divisor(n: int, sigma: float, c: float) -> np.ndarray:
+    return baseline.scatter_scan_scale(int(n), float(sigma), float(c))
+
+
+def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, window: int) -> np.ndarray:
+    """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
+    more than ``max_events`` event exposures, or three exposures above the event threshold
+    (``high``) within ``2 window + 1`` exposures around an event (cosmic rays hit a pixel in
+    ~1e-4 of its exposures: three of them that close in one pixel are a fraction of a pixel
+    of a million over a data set; a telegraph pixel's rare high states look exactly like that).
+    Two close events are still taken for cosmic rays: kept, they would make a run of three
+    exposures at 2 x clip_sigma / sqrt(3), above the threshold."""
+    trans = np.asarray(trans, bool)
+    high = np.asarray(high, bool)
+    out = trans.sum(axis=0) > max_events
+    w = 2 * int(window) + 1
+    for j in np.flatnonzero(~out & trans.any(axis=0) & (high.sum(axis=0) >= 3)):
+        c = np.concatenate([[0], np.cumsum(high[:, j])])
+        t = np.flatnonzero(trans[:, j])
+        lo = np.clip(t - window, 0, high.shape[0])
+        hi = np.clip(t + window + 1, 0, high.shape[0])
+        if np.any(c[hi] - c[lo] >= 3):
+            out[j] = True
+    return out
+
+
+def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), jump=None,
+                   calibration: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Defect intervals of a tile from its stage-1 arrays ``(time, ty, tx)`` (no halo needed).
+
+    ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
+    tile's first pixel; ``calibration`` the blocks' noise calibrations (:func:`calibrations`;
+    none: ERR as it is). Per pixel: the baseline (its own response,
+    :func:`lrscube.baseline.fit_response`), single-exposure events against it, then three
+    screens on the same arrays: the largest level run (:func:`lrscube.temporal.scan_statistic`
+    of the clipped residual), the largest run of excess scatter (the same scan, one-sided, of the
+    standardised clipped squares) and the pixel's state against its physical limits
+    (:func:`lrscube.baseline.fit_response_offset`). Candidates are analysed one by one
+    (:func:`lrscube.states.pixel_intervals`). Returns (intervals, diagnostics).
+    """
+    p = ctx.params
+    th = ctx.thresholds
+    n_t, ny, nx = r.shape
+    y0, x0 = origin
+    diag = {"transient_pixels": np.zeros(n_t, np.int64), "candidates": 0, "pixels": 0,
+            "candidates_level": 0, "candidates_scatter": 0, "candidates_static": 0}
+    P = ny * nx
+    r2 = np.asarray(r, np.float32).reshape(n_t, P)
+    e2 = np.asarray(s, np.float32).reshape(n_t, P)
     sky2 = np.asarray(sky, np.float32).reshape(n_t, P)
-    tr2 = np.asarray(trace, bool).reshape(n_t, P)
     jp2 = np.zeros((n_t, P), bool) if jump is None else np.asarray(jump, bool).reshape(n_t, P)
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(r2) & np.isfinite(s2) & (s2 > 0)
-    valid[:, np.asarray(exclude, bool).reshape(P)] = False
-    # a "trace" present in most of a pixel's exposures is a defective column, not a source
+    valid, tr2 = _usable(r2, e2, trace, exclude, p)
     n_valid = valid.sum(axis=0)
-    tr_frac = np.where(n_valid > 0, (tr2 & valid).sum(axis=0) / np.maximum(n_valid, 1), 0.0)
-    tr2 = tr2 & (tr_frac <= p.trace_max_fraction)[None, :]
     has = n_valid >= p.min_bad_exposures
     diag["pixels"] = int((n_valid > 0).sum())
     if not has.any():
         return empty_intervals(), diag
+    cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, (y0, x0), (ny, nx), n_t, p)
+    # the population of the pixels' responses and dark levels (a prior for each pixel's own)
+    s_all = (e2 * cal_scale[blk].T).astype(np.float32)
+    use_all = valid & ~tr2
+    st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
+    disp = 0 if ctx.profile.dispersion_axis == "y" else 1
+    pri = baseline.neighbour_prior(st_all, (ny, nx), p.sky_window_px, axis=disp)
+    # ... and the noise each pixel's neighbours show about their own baselines (an edge, a
+    # pattern left in the sky: what the calibration per exposure and block cannot see)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
+    hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), cal_m1[blk][:, :, 0].T,
+                                      float(p.variance_clip_sigma), (ny, nx), (p.sky_window_px, 5), axis=disp)
+    del s_all, st_all, x_all
     # group pixels by the exposures that see them (footprints), so each group is gap-free
     packed = np.ascontiguousarray(np.packbits(valid.T, axis=1))
     # rows as opaque byte strings: one sort of P keys instead of a lexicographic one
@@ -340,30 +375,67 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         if pix.size == 0:
             continue
         t_idx = np.flatnonzero(valid[:, pix[0]])
-        rg = r2[np.ix_(t_idx, pix)]
-        sg = s2[np.ix_(t_idx, pix)]
-        kg = sky2[np.ix_(t_idx, pix)]
-        on_trace = tr2[np.ix_(t_idx, pix)]
-        clip = np.where(jp2[np.ix_(t_idx, pix)], p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
-        trans = transients(np.where(on_trace, np.nan, rg), sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
-        keep_whole = trans.sum(axis=0) > p.max_transients
-        trans[:, keep_whole] = False
+        ix = np.ix_(t_idx, pix)
+        rg, kg = r2[ix], sky2[ix]
+        bk = blk[pix]
+        sg = (e2[ix] * cal_scale[bk][:, t_idx].T * np.sqrt(hnoise[pix])).astype(np.float32)
+        on_trace = tr2[ix]
+        jg = jp2[ix]
+        clip = np.where(jg, p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
+        # the measured null of the clipped squares in each exposure (JUMP_DET: the lower clip)
+        vc = np.where(jg, min(p.jump_clip_sigma, p.variance_clip_sigma), p.variance_clip_sigma)
+        m1 = np.where(jg, cal_m1[bk][:, t_idx, 1].T, cal_m1[bk][:, t_idx, 0].T)
+        m2 = np.where(jg, cal_m2[bk][:, t_idx, 1].T, cal_m2[bk][:, t_idx, 0].T)
+        # baseline: the pixel's own response; single-exposure events against it
+        prior = tuple(v[pix] for v in pri)
+        b0 = baseline.fit_response_offset(rg, sg, kg, ~on_trace, iterations=2, prior=prior)
+        e0 = np.where(on_trace, np.nan, rg - b0.a * kg - b0.d)
+        trans = transients(e0, sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
+        with np.errstate(invalid="ignore"):
+            high = e0 / sg > p.transient_sigma
+        trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
         excl = on_trace | trans
-        z = clipped_z(np.where(excl, np.nan, rg), sg, clip)
-        stat = scan_statistic(z)
-        cand = np.flatnonzero(stat >= p.screen_fraction * ctx.threshold)
+        b0 = baseline.fit_response_offset(rg, sg, kg, ~excl, iterations=2, prior=prior)
+        e = np.where(excl, np.nan, rg - b0.a * kg - b0.d)
+        # screen 1: a run whose level differs from the baseline
+        z = clipped_z(e, sg, clip)
+        stat = scan_statistic(z, min_length=p.min_bad_exposures)  # a defect lasts min_bad_exposures
+        # screen 2: a run of excess scatter (standardised clipped squares, one-sided)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.minimum((e / sg) ** 2, vc * vc)
+            yv = (q - m1) / np.sqrt(np.maximum(m2 - m1 * m1, 1e-12))
+        vstat = scan_statistic(yv, min_length=p.min_bad_exposures, one_sided=True,
+                               divisor=_scatter_divisor(t_idx.size, p.screen_fraction * th.variance,
+                                                        p.variance_clip_sigma))
+        # screen 3: the pixel's state beyond a physical limit (response, dark excess)
+        sta = baseline.fit_response_offset(rg, sg, kg, ~excl)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = sta.d - prior[2]  # the dark excess over that of the neighbours
+            static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
+                      | ((1 + sta.a <= p.low_qe_response) & (-sta.a / sta.a_err >= th.static)))
+        c_level = stat >= p.screen_fraction * th.level
+        c_scatter = vstat >= p.screen_fraction * th.variance
+        cand = np.flatnonzero(c_level | c_scatter | static)
         diag["candidates"] += int(cand.size)
+        diag["candidates_level"] += int(c_level.sum())
+        diag["candidates_scatter"] += int(c_scatter.sum())
+        diag["candidates_static"] += int(static.sum())
         for j in cand:
             use = ~excl[:, j]
-            ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx, clip[use, j])
-            if trans[:, j].any() and any(iv["sign"] > 0 for iv in ivs):
+
+            def analyse(use):
+                return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
+                                       (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior))
+
+            ivs = analyse(use)
+            if trans[:, j].any() and any(iv["sign"] > 0 or iv["noisy"] for iv in ivs):
                 # a pixel with an excess: its isolated high states are more likely its own (a
                 # telegraph pixel's) than cosmic rays, which hit one pixel-exposure in ~1e4;
                 # the single-exposure events are put back and the pixel analysed again (they
                 # join an interval only as telegraph pieces or next to its ends)
                 use = ~on_trace[:, j]
-                ivs = pixel_intervals(rg[use, j], sg[use, j], kg[use, j], ctx, clip[use, j])
+                ivs = analyse(use)
             ti = t_idx[use]
             yy, xx = divmod(int(pix[j]), nx)
             for iv in ivs:
@@ -376,9 +448,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         keep = classify.passes_floors(ev, p.classes).to_numpy()
         amp = classify.amplitude(ev, cls)
         for k in np.flatnonzero(keep):
-            e = ev.iloc[k]
+            e_ = ev.iloc[k]
             yy, xx, ti, t_all = rows_meta[k]
-            records.append(_record(e, cls.iloc[k], amp[k], yy + y0, xx + x0, ti, t_all, ctx))
+            records.append(_record(e_, cls.iloc[k], amp[k], yy + y0, xx + x0, ti, t_all, ctx))
     return _finish(records), diag
 
 
@@ -393,13 +465,16 @@ def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | Non
     """
     if core is None:
         core = (slice(None), slice(None))
-    st1 = spatial_stage(sci, err, dq, ctx.params, ctx.profile)
+    idx = response_indices(np.shape(sci)[0], ctx.params.response_exposures)
+    g = response_of(np.asarray(sci)[idx], np.asarray(err)[idx], ctx.params, ctx.profile)
+    st1 = spatial_stage(sci, err, dq, ctx.params, ctx.profile, response=g)
     cy, cx = core
     sbits = static_bits(st1["and_bits"], st1["n_seen"])[cy, cx]
     xs = origin[1] + np.arange(sbits.shape[1])
     exclude = excluded_pixels(sbits, ctx.profile, xs)
-    iv, diag = temporal_stage(st1["r"][:, cy, cx], st1["s"][:, cy, cx], st1["sky"][:, cy, cx],
-                              st1["trace"][:, cy, cx], exclude, ctx, origin, jump=st1["jump"][:, cy, cx])
+    arrays = (st1["r"][:, cy, cx], st1["s"][:, cy, cx], st1["sky"][:, cy, cx], st1["trace"][:, cy, cx])
+    cal = calibrations(calibration_stage(*arrays, exclude, ctx.params, origin), ctx.params)
+    iv, diag = temporal_stage(*arrays, exclude, ctx, origin, jump=st1["jump"][:, cy, cx], calibration=cal)
     diag["trace_pixels"] = st1["trace"][:, cy, cx].sum(axis=(1, 2)).astype(np.int64)
     rec = carried_records(sbits, st1["n_seen"][cy, cx], origin)
     if rec:
@@ -421,11 +496,18 @@ def _record(e, cls: str, amp: float, y: int, x: int, ti: np.ndarray, t_all: np.n
     start_mjd = float(ctx.expstart[first_bad]) if last_good is not None else np.nan
     end_mjd = float(ctx.expstart[first_good]) if first_good is not None else np.nan
     unit = "" if cls in ("DEAD", "LOW_QE") else " DN/s"
+    noisy = bool(e.get("noisy", False))
+    static = bool(e.get("static", False))
     model = "sky-proportional deficit" if cls in ("DEAD", "LOW_QE") else (
-        "switching excess" if cls == "TELEGRAPH" else ("additive excess" if e["sign"] > 0 else "deficit"))
+        ("excess scatter" if noisy and e["frac_high"] < 0.15 else "switching excess") if cls == "TELEGRAPH"
+        else ("additive excess" if e["sign"] > 0 else "deficit"))
+    if static:
+        model = "normal state beyond its physical limit: " + ("response" if cls in ("DEAD", "LOW_QE") else model)
     reason = (f"{model} {amp:.3g}{unit}, {e['significance']:.1f} sigma over {n_bad} exposures; "
               f"onset {e['onset_significance']:.1f} sigma, recovery {e['recovery_significance']:.1f} sigma; "
-              f"chi2 additive {e['chi2_add']:.1f} / sky-proportional {e['chi2_mult']:.1f} (n={int(e['n'])})")
+              f"chi2 additive {e['chi2_add']:.1f} / sky-proportional {e['chi2_mult']:.1f} (n={int(e['n'])}); "
+              f"normal response {e.get('response', np.nan):.3f}; scatter {e.get('scatter_ratio', np.nan):.2f}x "
+              f"({e.get('scatter_sigma', np.nan):.1f} sigma)")
     return {"y": y, "x": x, "flag": cls, "start_mjd": start_mjd, "end_mjd": end_mjd,
             "dq": ctx.profile.flag_bits(cls), "amplitude": float(amp), "significance": float(e["significance"]),
             "onset_significance": float(e["onset_significance"]),
@@ -469,11 +551,32 @@ def tile_shape(n_exposures: int, params: DetectionParams, chunk: tuple[int, int]
 def _context(ds, prof, p) -> TileContext:
     mjd = np.asarray(ds["mjd"].values, float)
     expstart = np.asarray(ds["expstart"].values, float) if "expstart" in ds.coords else mjd.copy()
-    thr = p.threshold(int(np.prod(prof.frame_shape)), ds.sizes["time"])
-    return TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=thr)
+    th = p.thresholds(int(np.prod(prof.frame_shape)), ds.sizes["time"])
+    return TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=th.level, thresholds=th)
 
 
-def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None):
+def _response_task(sci, err, params, profile, source=None, rows=None, response=None):
+    if source is not None:
+        from .cube import read_frames
+
+        sci, err, _ = read_frames(source, rows, missing="error")
+    return response_stage(sci, err, params, profile, response)
+
+
+def response_of(sci, err, params, profile) -> np.ndarray | None:
+    """The response pattern from exposures ``(k, y, x)`` in memory: ``response_passes`` passes of
+    :func:`response_stage` and :func:`lrscube.residuals.response_pattern`, each on the images
+    flat-fielded by the one before."""
+    if np.shape(sci)[0] == 0:
+        return None
+    g = None
+    for _ in range(max(1, params.response_passes)):
+        q = response_pattern(response_stage(sci, err, params, profile, g))
+        g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    return g
+
+
+def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None):
     """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
     stage-2 tile (:mod:`lrscube.workstore`); returns the small reductions.
 
@@ -484,17 +587,37 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
         from .cube import read_frames
 
         sci, err, dq = read_frames(source, rows, missing="error")
-    out = spatial_stage(sci, err, dq, params, profile)
+    out = spatial_stage(sci, err, dq, params, profile, response=response)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
     bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
     workstore.write_batch(work, a, spans, out["r"], out["s"], out["sky"], bits)
     return {"and_bits": out["and_bits"], "n_seen": out["n_seen"], "trace_pixels": out["trace_pixels"], "a": a}
 
 
-def _stage2_from_work(work, starts, ya, yb, xa, xb, exclude, ctx):
+def _calibration_from_work(work, starts, ya, yb, xa, xb, exclude, ctx):
+    r, s, sky, bits = workstore.read_tile(work, starts, ya, xa)
+    return calibration_stage(r, s, sky, (bits & 1) != 0, exclude, ctx.params, (int(ctx.ys[ya]), int(ctx.xs[xa])))
+
+
+def _stage2_from_work(work, starts, ya, yb, xa, xb, exclude, ctx, cal):
     r, s, sky, bits = workstore.read_tile(work, starts, ya, xa)
     tr, jump = (bits & 1) != 0, (bits & 2) != 0
-    return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), jump=jump)
+    return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), jump=jump,
+                          calibration=cal)
+
+
+def _tile_calibration(cal: dict, origin, shape, params) -> dict:
+    """The blocks' calibrations a tile needs."""
+    blocks, _ = pixel_blocks(origin, shape, params.calibration_block_px)
+    return {k: cal[k] for k in blocks if k in cal}
+
+
+def _add_counts(total: dict, part: dict) -> None:
+    for k, v in part.items():
+        if k in total:
+            total[k] += v
+        else:
+            total[k] = v.copy()
 
 
 def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, tiles: tuple[int, int] | None = None,
@@ -553,18 +676,25 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     spans = [(a, min(a + ty, ny), b, min(b + tx, nx)) for a in range(0, ny, ty) for b in range(0, nx, tx)]
 
     if work is None:
-        st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof)
+        idx = response_indices(n_t, p.response_exposures)
+        g = response_of(ds["sci"].values[idx], ds["err"].values[idx], p, prof)
+        st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g)
         sbits = static_bits(st1["and_bits"], st1["n_seen"])
         exclude = excluded_pixels(sbits, prof, xs)
         trace_px = st1["trace_pixels"]
         results = []
-        for ya, yb, xa, xb in spans:
-            if not (st1["n_seen"][ya:yb, xa:xb] > 0).any():
-                continue
+        todo = [sp for sp in spans if (st1["n_seen"][sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
+        counts: dict = {}
+        for ya, yb, xa, xb in todo:
+            sl = (slice(None), slice(ya, yb), slice(xa, xb))
+            _add_counts(counts, calibration_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
+                                                  exclude[ya:yb, xa:xb], p, (int(ys[ya]), int(xs[xa]))))
+        cal = calibrations(counts, p)
+        for ya, yb, xa, xb in todo:
             sl = (slice(None), slice(ya, yb), slice(xa, xb))
             results.append(temporal_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
                                           exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa])),
-                                          jump=st1["jump"][sl]))
+                                          jump=st1["jump"][sl], calibration=cal))
         n_seen = st1["n_seen"]
         del st1
         n_tasks = len(results)
@@ -588,6 +718,9 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
         "n_tiles": int(n_tasks), "parameters": p.to_dict(),
         "pixels_analysed": int(sum(r[1]["pixels"] for r in results)),
         "candidates": int(sum(r[1]["candidates"] for r in results)),
+        "thresholds_sigma": dict(ctx.thresholds._asdict()),
+        "candidates_by_screen": {k: int(sum(r[1].get("candidates_" + k, 0) for r in results))
+                                 for k in ("level", "scatter", "static")},
         "intervals": int(len(iv)), "carried_static": int(iv["carried"].sum()) if len(iv) else 0,
         "by_class": {k: int(v) for k, v in iv.loc[~iv["carried"], "flag"].value_counts().items()} if len(iv) else {},
         "non_blank_exposures": nonblank,
@@ -656,18 +789,33 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     B = balanced_batch(n_t, int(p.work_batch_exposures), worker_threads())
     workstore.create(work)
     rows = _storage_rows(ds, source) if source is not None else None
-    if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
-        s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
-                                                         rows[a:a + B])
-              for a in range(0, n_t, B)]
-    else:
+    t00 = _time.time()
+    # stage 0: the pixels' response pattern, from a few exposures spread over the data set
+    idx = response_indices(n_t, p.response_exposures)
+    groups = [idx[k:k + 4] for k in range(0, idx.size, 4)]
+    if rows is None:
         sci, err, dq = (ds[v].data for v in ("sci", "err", "dq"))
         if not hasattr(sci, "dask"):
             import dask.array as da
 
             sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
+    g = None
+    for _ in range(max(1, p.response_passes) if groups else 0):  # each pass on the images flat-fielded by the last
+        g_in = dask.delayed(g, pure=True) if g is not None else None
+        if rows is None:
+            s0 = [dask.delayed(_response_task, pure=False)(sci[gi], err[gi], p, prof, None, None, g_in) for gi in groups]
+        else:
+            s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in) for gi in groups]
+        q = response_pattern(np.concatenate(list(_iter_compute(s0, False))))
+        g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    g_node = dask.delayed(g, pure=True) if g is not None else None
+    if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
+        s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
+                                                         rows[a:a + B], g_node)
+              for a in range(0, n_t, B)]
+    else:
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof,
-                                                         spans)
+                                                         spans, None, None, g_node)
               for a in range(0, n_t, B)]
     and_bits = np.full((ny, nx), _ALL_BITS, np.uint32)
     n_seen = np.zeros((ny, nx), np.int32)
@@ -680,11 +828,22 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     sbits = static_bits(and_bits, n_seen)
     exclude = excluded_pixels(sbits, prof, ctx.xs)
     starts = list(range(0, n_t, B))
-    s2 = [dask.delayed(_stage2_from_work, pure=False)(work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx)
-          for ya, yb, xa, xb in spans if (n_seen[ya:yb, xa:xb] > 0).any()]
+    todo = [sp for sp in spans if (n_seen[sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
     t1 = _time.time()
+    # stage 2a: the noise about each pixel's own baseline, counted per exposure and block
+    s2a = [dask.delayed(_calibration_from_work, pure=False)(work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx)
+           for ya, yb, xa, xb in todo]
+    counts: dict = {}
+    for res in _iter_compute(s2a, progress):
+        _add_counts(counts, res)
+    cal = calibrations(counts, p)
+    t2 = _time.time()
+    s2 = [dask.delayed(_stage2_from_work, pure=False)(
+              work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx,
+              _tile_calibration(cal, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa), p))
+          for ya, yb, xa, xb in todo]
     results = list(_iter_compute(s2, progress))
-    ctx.timing = {"stage1_s": round(t1 - t0, 2), "stage2_s": round(_time.time() - t1, 2),
+    ctx.timing = {"stage0_s": round(t0 - t00, 2), "stage1_s": round(t1 - t0, 2), "stage2a_s": round(t2 - t1, 2), "stage2_s": round(_time.time() - t2, 2),
                   "stage1_tasks": len(s1), "stage2_tasks": len(s2),
                   "stage1_reads": "whole frames from the cube" if rows is not None else "dask chunks"}
     return results, sbits, n_seen, trace_px, len(s1) + len(s2)

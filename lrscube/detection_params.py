@@ -16,8 +16,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from scipy.special import ndtr, ndtri
+
 from . import classify
-from .temporal import detection_threshold
+
+
+def norm_sf(x: float) -> float:
+    """Upper tail probability of the standard normal."""
+    return float(ndtr(-float(x)))
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,12 @@ class DetectionParams:
     #: running median of the residual across the dispersion removed (pixels, odd; 0 = off):
     #: structure shared by neighbouring columns of a row is sky, not a pixel defect
     cross_sky_window_px: int = 15
+    #: exposures (spread over the data set) that measure the pixels' response pattern, which
+    #: flat-fields each pixel's neighbours for its sky (0 = none)
+    response_exposures: int = 16
+    #: passes of the response estimate, each on the images flat-fielded by the last (the smooth
+    #: sky each pass divides by carries a trace of a strong pattern: MRS fringes)
+    response_passes: int = 2
     # --- non-blank exposures (source traces, their latents) ---------------------------------
     #: running-median width across the dispersion that defines a bump-free sky profile (pixels)
     trace_cross_window_px: int = 9
@@ -78,6 +91,19 @@ class DetectionParams:
     telegraph_level_ratio: float = 0.25
     #: state threshold for the telegraph evidence (sigma)
     state_sigma: float = 3.0
+    # --- physical limits of a pixel's normal state, and of excess scatter ----------------------
+    #: a normal state whose response is at most this fraction of its neighbours' is LOW_QE (or
+    #: DEAD, below the DEAD class's max_response) in every exposure (jwst_reffiles: 0.5)
+    low_qe_response: float = 0.5
+    #: a normal state whose additive dark excess is at least this (DN/s) is WARM (HOT above the
+    #: HOT class's threshold) in every exposure
+    static_excess_dn_s: float = 0.1
+    #: excess scatter is a defect (TELEGRAPH) when its rms is at least this many times the
+    #: noise expected from ERR and the pixel's neighbours
+    noisy_rms_ratio: float = 1.5
+    #: each exposure's calibrated residual (about its level) is clipped at this (sigma) in the
+    #: excess-scatter statistic (a single exposure adds at most this squared)
+    variance_clip_sigma: float = 3.0
     #: per-class thresholds, {class: {keyword: value}}, see lrscube.classify
     classes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # --- dask ---------------------------------------------------------------------------------
@@ -94,7 +120,8 @@ class DetectionParams:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"detection.{name} must be a positive integer (pixels/exposures), got {v!r}")
         for name in ("clip_sigma", "jump_clip_sigma", "transient_sigma", "changepoint_sigma", "trace_sigma",
-                     "screen_fraction", "tile_memory_mb", "false_alarm_pixels", "boundary_sigma"):
+                     "screen_fraction", "tile_memory_mb", "false_alarm_pixels", "boundary_sigma",
+                     "low_qe_response", "static_excess_dn_s", "noisy_rms_ratio", "variance_clip_sigma"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"detection.{name} must be a positive number, got {v!r}")
@@ -141,10 +168,31 @@ class DetectionParams:
             raise ValueError(f"{getattr(profile, 'source', 'profile')}: {e}") from None
 
     def threshold(self, n_pixels: int, n_exposures: int) -> float:
-        """Detection threshold (sigma) for a run over ``n_pixels`` pixels and ``n_exposures``."""
+        """Detection threshold (sigma) of a level run over ``n_pixels`` pixels and ``n_exposures``."""
+        return self.thresholds(n_pixels, n_exposures).level
+
+    def thresholds(self, n_pixels: int, n_exposures: int):
+        """The significances each screen's intervals must reach (:class:`lrscube.states.Thresholds`).
+
+        One false-alarm rate per pixel, ``false_alarm_pixels / n_pixels``, shared equally by the
+        three screens: a level run (two-sided, ``N log2 N`` effectively independent runs), a run
+        of excess scatter (one-sided, as many runs) and a normal state beyond a physical limit
+        (one-sided, two tests: excess and response). ``detection_sigma`` sets the level
+        threshold directly (the others then follow from its false-alarm rate).
+        """
+        from .states import Thresholds
+
+        n = max(int(n_exposures), 2)
+        runs = n * np.ceil(np.log2(n))
         if self.detection_sigma is not None:
-            return float(self.detection_sigma)
-        return detection_threshold(self.false_alarm_pixels, n_pixels, n_exposures)
+            level = float(self.detection_sigma)
+            alpha = float(2.0 * runs * norm_sf(level))  # the per-pixel rate this level implies
+        else:
+            alpha = float(self.false_alarm_pixels) / 3.0 / max(int(n_pixels), 1)
+            level = float(-ndtri(min(alpha / (2.0 * runs), 0.5)))
+        variance = float(-ndtri(min(alpha / runs, 0.5)))
+        static = float(-ndtri(min(alpha / 2.0, 0.5)))
+        return Thresholds(level, variance, static)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,112 @@
+"""The null model of a normal pixel (lrscube.baseline, lrscube.states): pure numpy, one pixel at a time.
+
+A normal pixel's residual against the sky of its neighbours is its own fixed response times
+that sky, ``r = a * sky`` (rate files are not flat-fielded); a defect is an additive dark
+excess ``d`` or a loss of response beyond the physical limits, or a change of either.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrscube import baseline, classify
+from lrscube.detection_params import DetectionParams
+from lrscube.states import pixel_intervals
+
+N = 60
+
+
+def _series(seed, a=0.0, d=None, response=None, noise=0.05):
+    """One pixel over N exposures: sky 2-20 DN/s changing from exposure to exposure, ERR ``noise``;
+    ``d`` (N,) additive excess (DN/s), ``response`` (N,) the pixel's response (1 = its
+    neighbours'), ``a`` its fixed flat-field offset."""
+    rng = np.random.default_rng(seed)
+    sky = rng.uniform(2.0, 20.0, N)
+    g = (1.0 + a) * (np.ones(N) if response is None else np.asarray(response, float))
+    r = (g - 1.0) * sky + (0.0 if d is None else np.asarray(d, float)) + rng.normal(0, noise, N)
+    return r, np.full(N, noise), sky
+
+
+def _intervals(r, s, sky, params=None):
+    p = params or DetectionParams()
+    th = p.thresholds(1_000_000, N)
+    ivs = pixel_intervals(r, s, sky, p, th)
+    ev = pd.DataFrame(ivs)
+    if len(ev):
+        ev = ev[classify.passes_floors(ev, p.classes)]
+        ev["flag"] = classify.classify(ev, p.classes)
+    return ev
+
+
+def test_fit_separates_response_from_additive_excess():
+    rng = np.random.default_rng(1)
+    sky = rng.uniform(2, 20, (N, 1)) * np.ones((1, 3))
+    a_true = np.array([0.03, -0.04, 0.0])
+    d_true = np.array([0.0, 0.0, 0.2])
+    r = sky * a_true + d_true + rng.normal(0, 0.05, sky.shape)
+    st = baseline.fit_response_offset(r, np.full_like(r, 0.05), sky)
+    assert np.allclose(st.a, a_true, atol=5 * st.a_err)
+    assert np.allclose(st.d, d_true, atol=5 * st.d_err)
+    assert np.all(st.a_err < 0.005) and np.all(st.d_err < 0.05)
+
+
+@pytest.mark.parametrize("a", [0.03, -0.03, 0.08])
+def test_a_pixel_with_its_own_response_is_normal(a):
+    # 3 % (or 8 %) off its neighbours: hundreds of sigma against them, yet the flat field
+    r, s, sky = _series(2, a=a)
+    assert np.abs(r / s).max() > 5  # against its neighbours it is far from zero
+    assert len(_intervals(r, s, sky)) == 0
+
+
+def test_a_step_in_additive_excess_is_found_with_its_onset():
+    d = np.where(np.arange(N) >= 25, 0.3, 0.0)
+    r, s, sky = _series(3, a=0.03, d=d)
+    ev = _intervals(r, s, sky)
+    assert len(ev) == 1
+    w = ev.iloc[0]
+    assert (w.start, w.stop) == (25, N)
+    assert w.flag == "WARM"
+    assert abs(w.excess_dn_s - 0.3) < 0.05
+
+
+def test_a_step_that_recovers_has_its_end():
+    d = np.where((np.arange(N) >= 10) & (np.arange(N) < 40), 1.5, 0.0)
+    r, s, sky = _series(4, a=-0.02, d=d)
+    ev = _intervals(r, s, sky)
+    assert len(ev) == 1
+    w = ev.iloc[0]
+    assert (w.start, w.stop, w.flag) == (10, 40, "HOT")
+
+
+@pytest.mark.parametrize("left, flag", [(0.02, "DEAD"), (0.3, "LOW_QE")])
+def test_a_loss_of_response_is_dead_or_low_qe_by_its_ratio(left, flag):
+    resp = np.where(np.arange(N) >= 30, left, 1.0)
+    r, s, sky = _series(5, a=0.03, response=resp)
+    ev = _intervals(r, s, sky)
+    assert len(ev) == 1
+    w = ev.iloc[0]
+    assert (w.start, w.stop, w.flag) == (30, N, flag)
+    assert abs((1.0 - w.deficit) - left) < 0.05
+
+
+@pytest.mark.parametrize("left, flag", [(0.02, "DEAD"), (0.3, "LOW_QE")])
+def test_a_pixel_low_from_the_start_is_bad_throughout_by_its_response(left, flag):
+    # no change to see: its normal state itself is beyond LOW_QE's limit (0.5 of its neighbours)
+    r, s, sky = _series(6, response=np.full(N, left))
+    ev = _intervals(r, s, sky)
+    assert len(ev) == 1
+    w = ev.iloc[0]
+    assert w.static and (w.start, w.stop, w.flag) == (0, N, flag)
+
+
+def test_a_small_response_change_is_the_flat_field_not_a_defect():
+    # 10 % less response from exposure 30: significant, but within LOW_QE's min_deficit
+    resp = np.where(np.arange(N) >= 30, 0.9, 1.0)
+    r, s, sky = _series(7, response=resp)
+    assert len(_intervals(r, s, sky)) == 0
+
+
+def test_hot_from_the_start_is_bad_throughout_by_its_excess():
+    r, s, sky = _series(8, a=0.02, d=np.full(N, 2.0))
+    ev = _intervals(r, s, sky)
+    assert len(ev) == 1 and ev.iloc[0].static and ev.iloc[0].flag == "HOT"
