@@ -209,7 +209,7 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
 
 
 def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, min_hole: int = 2,
-                max_splits: int = 32) -> list[tuple[int, int]]:
+                max_splits: int = 32, shapes=None, cap=None, raw=None) -> list[tuple[int, int]]:
     """Split each run [i, j) at stretches inside it where the pixel is back to normal.
 
     The most significant run of a defect that recovers for a few exposures and comes back
@@ -220,6 +220,8 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
     counting at most ``|mu|``: one far below zero is noise, not more normal), is normal:
     the run is split there, and the pieces are examined again. Telegraph pieces are merged back
     where the pixel's switching makes the stretch probable (detect's telegraph grouping).
+    With ``shapes`` (see :func:`expected_levels`), a steady run's typical level is the defect's
+    level in each exposure: a constant current seen in a noisy exposure is a small z, not a hole.
     """
     out: list[tuple[int, int]] = []
     todo = list(found)
@@ -230,8 +232,10 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
             out.append((i, j))
             continue
         mu = float(np.median(z[i:j]))
+        lv = expected_levels(z, i, j, shapes, cap, raw) if shapes is not None else None
+        m = np.full(j - i - 2, mu) if lv is None else lv[i + 1:j - 1]
         # evidence for "back to normal", each exposure counting at most as much as one at zero
-        d = np.minimum((mu - z[i + 1:j - 1]) * (1.0 if mu >= 0 else -1.0), abs(mu))
+        d = np.minimum((m - z[i + 1:j - 1]) * (1.0 if mu >= 0 else -1.0), np.abs(m))
         if mu == 0 or d.size < min_hole:
             out.append((i, j))
             continue
@@ -295,7 +299,7 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
             spans.append((i, j, sg, st))
         spans = [(i, j) for i, j, _, _ in spans]
         if split:
-            spans = split_holes(spans, z, min_sigma)
+            spans = split_holes(spans, z, min_sigma, shapes=shapes, cap=cap, raw=raw)
         found = [(i, j, float(abs(z[i:j].sum()) / np.sqrt(j - i)), 1 if z[i:j].sum() >= 0 else -1) for i, j in spans]
     if shapes is not None and found:
         spans = refine_ends([(i, j) for i, j, _, _ in found], z, shapes, cap, raw)

@@ -542,6 +542,18 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         dx = st.d - (float(prior[2]) if prior is not None else 0.0)  # over the neighbours' dark level
         hot = (dx >= p.static_excess_dn_s and np.isfinite(st.d_err) and dx / st.d_err >= thresholds.static)
         low = (resp <= p.low_qe_response and np.isfinite(st.a_err) and -st.a / st.a_err >= thresholds.static)
+        # the level itself must show it, each parameter measured with the other at the
+        # neighbours' value: where the sky barely changes, its estimate's own noise (in the sky
+        # and, with the opposite sign, in the residual) pulls the slope of r on the sky towards
+        # -1, and the free fit trades a response of 0 against a dark level equal to the sky
+        ma = float(prior[0]) if prior is not None else 0.0
+        md = float(prior[2]) if prior is not None else 0.0
+        w = normal / s ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a_lvl = float(np.sum(w * sky * (r - md)) / np.sum(w * sky * sky))
+            d_lvl = float(np.sum(w * (r - ma * sky)) / np.sum(w)) - md
+        hot = hot and d_lvl >= p.static_excess_dn_s
+        low = low and 1.0 + a_lvl <= p.low_qe_response
         if hot or low:
             # bad in every exposure; the evidence is the normal state's own (excess or response)
             rw = row(0, n, None, float("inf"), float("inf"))
