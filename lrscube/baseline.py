@@ -475,7 +475,9 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
     neighbours (running medians, ``window`` pixels along and across ``axis``, the dispersion):
     what the sky estimate adds where its windows are cut by an edge, or where a pattern is left
     in the sky, the neighbours share; a noisy pixel's excess they do not (it is one of many).
-    The factor on the variance; 1 where nothing is known.
+    The factor on the variance, at least 1 (it raises the noise where the neighbours show more,
+    never lowers it below the calibration: over few exposures the residuals about a fitted
+    baseline are too few to say less); 1 where nothing is known.
     """
     from .residuals import running_median
 
@@ -487,4 +489,4 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
     h = running_median(img, along, axis=axis, min_count=3)
     h = running_median(h, across, axis=1 - axis, min_count=1)
     h = np.where(np.isfinite(h), h, 1.0)
-    return np.clip(h, 0.25, 100.0).reshape(-1)
+    return np.clip(h, 1.0, 100.0).reshape(-1)

@@ -297,6 +297,25 @@ def _scatter_divisor(n: int, sigma: float, c: float) -> np.ndarray:
     return baseline.scatter_scan_scale(int(n), float(sigma), float(c))
 
 
+def excess_beyond_response(r, s, sky, use, prior, min_excess: float, min_sigma: float) -> np.ndarray:
+    """(P,) bool: pixels whose level over their exposures ``use`` is an additive excess of at least
+    ``min_excess`` (DN/s, at the neighbours' response, ``min_sigma`` standard errors) that as a
+    response would be more than :data:`lrscube.residuals.RESPONSE_RANGE`'s upper bound times the
+    neighbours' (a flat field never is): a defect whichever description, also where the sky
+    barely changes and the free fit of ``(a, d)`` cannot tell them apart. ``prior`` as for
+    :func:`lrscube.baseline.neighbour_prior`."""
+    ma, md = np.asarray(prior[0], float), np.asarray(prior[2], float)
+    w = np.where(use, 1.0 / np.asarray(s, float) ** 2, 0.0)
+    r = np.where(use, np.asarray(r, float), 0.0)
+    k = np.where(use, np.asarray(sky, float), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sw = w.sum(axis=0)
+        d_lvl = (w * (r - ma * k)).sum(axis=0) / sw - md
+        a_lvl = (w * k * (r - md)).sum(axis=0) / (w * k * k).sum(axis=0)
+        return ((d_lvl >= min_excess) & (d_lvl * np.sqrt(sw) >= min_sigma)
+                & ~(1.0 + a_lvl <= RESPONSE_RANGE[1]))
+
+
 def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, window: int) -> np.ndarray:
     """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
     more than ``max_events`` event exposures, or three exposures above the event threshold
@@ -414,6 +433,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             dx = sta.d - prior[2]  # the dark excess over that of the neighbours
             static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
                       | ((1 + sta.a <= p.low_qe_response) & (-sta.a / sta.a_err >= th.static)))
+            # an excess no response can explain (more than twice the neighbours'), also where
+            # the sky does not change enough to separate the two
+            static |= excess_beyond_response(rg, sg, kg, ~excl, prior, p.static_excess_dn_s, th.static)
         c_level = stat >= p.screen_fraction * th.level
         c_scatter = vstat >= p.screen_fraction * th.variance
         cand = np.flatnonzero(c_level | c_scatter | static)
@@ -429,11 +451,13 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
                                        (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior))
 
             ivs = analyse(use)
-            if trans[:, j].any() and any(iv["sign"] > 0 or iv["noisy"] for iv in ivs):
+            if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static[j])):
                 # a pixel with an excess: its isolated high states are more likely its own (a
                 # telegraph pixel's) than cosmic rays, which hit one pixel-exposure in ~1e4;
                 # the single-exposure events are put back and the pixel analysed again (they
-                # join an interval only as telegraph pieces or next to its ends)
+                # join an interval only as telegraph pieces or next to its ends). So is a pixel
+                # beyond a physical limit in all its exposures whose analysis without them had
+                # too few exposures left (a short series: its baseline is poorly known)
                 use = ~on_trace[:, j]
                 ivs = analyse(use)
             ti = t_idx[use]

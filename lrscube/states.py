@@ -41,7 +41,7 @@ import pandas as pd
 from . import baseline
 from . import changepoints as cp
 from . import classify
-from .residuals import running_median
+from .residuals import RESPONSE_RANGE, running_median
 from .temporal import clipped_z, weighted_level
 
 #: most passes of "fit the normal state, find the runs against it"
@@ -134,8 +134,15 @@ STEADY_VARIANCE = 4.0
 CLEAN_RATIO = 4.0
 #: a normal state is judged against the physical limits only if it is one state: its exposures
 #: scatter about its own (a, d) by at most this (variance in units of the noise; a slow drift,
-#: a switching pixel or a mixture of states does more)
+#: a switching pixel or a mixture of states does more), or by no more than chance allows at
+#: 1e-3 over few exposures
 STATIC_MAX_SCATTER = 2.0
+def _chi2_isf(p: float, dof: int) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.isf(p, max(dof, 1)))
+
+
 #: the noise of a value less the running median of 5 values (itself among them), in units of
 #: the values' noise (Gaussian; measured by simulation: the median's own noise, less the value's
 #: share in it)
@@ -536,7 +543,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     out.sort(key=lambda w: w["start"])
 
     # --- the normal state against the physical limits: bad throughout?
-    if normal.sum() >= max(3, p.min_bad_exposures) and scatter_about_state(r, s, sky, normal) <= STATIC_MAX_SCATTER:
+    if normal.sum() >= max(3, p.min_bad_exposures) and scatter_about_state(r, s, sky, normal) <= max(
+            STATIC_MAX_SCATTER, _chi2_isf(1e-3, int(normal.sum()) - 2) / max(int(normal.sum()) - 2, 1)):
         st = state(r, s, sky, normal)
         resp = 1.0 + st.a
         dx = st.d - (float(prior[2]) if prior is not None else 0.0)  # over the neighbours' dark level
@@ -552,19 +560,28 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         with np.errstate(invalid="ignore", divide="ignore"):
             a_lvl = float(np.sum(w * sky * (r - md)) / np.sum(w * sky * sky))
             d_lvl = float(np.sum(w * (r - ma * sky)) / np.sum(w)) - md
-        hot = hot and d_lvl >= p.static_excess_dn_s
-        low = low and 1.0 + a_lvl <= p.low_qe_response
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d_lvl_err = float(1.0 / np.sqrt(np.sum(w)))
+            a_lvl_err = float(1.0 / np.sqrt(np.sum(w * sky * sky)))
+        hot = hot and d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= thresholds.static
+        low = low and 1.0 + a_lvl <= p.low_qe_response and -a_lvl / a_lvl_err >= thresholds.static
+        # an excess no response can explain (more than twice the neighbours'): a defect
+        # whichever description, also where the sky does not separate them
+        d_err = st.d_err
+        if not hot and (d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= thresholds.static
+                        and not 1.0 + a_lvl <= RESPONSE_RANGE[1]):
+            hot, dx, d_err = True, d_lvl, d_lvl_err
         if hot or low:
             # bad in every exposure; the evidence is the normal state's own (excess or response)
             rw = row(0, n, None, float("inf"), float("inf"))
             used = normal
             chi2 = float(np.sum(((r[used] - st.a * sky[used] - st.d) / s[used]) ** 2))
             rw.update(static=True, response=resp, variance_ratio=chi2 / max(int(used.sum()) - 2, 1),
-                      significance=max(dx / st.d_err if hot else 0.0, -st.a / st.a_err if low else 0.0))
+                      significance=max(dx / d_err if hot else 0.0, -st.a / st.a_err if low else 0.0))
             if low:
                 rw.update(sign=-1, deficit=1.0 - resp, deficit_err=st.a_err, chi2_add=np.inf, chi2_mult=0.0)
             else:
-                rw.update(sign=1, excess_dn_s=dx, excess_err=st.d_err, chi2_add=0.0, chi2_mult=np.inf)
+                rw.update(sign=1, excess_dn_s=dx, excess_err=d_err, chi2_add=0.0, chi2_mult=np.inf)
             out = [rw]
     return out
 

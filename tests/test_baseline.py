@@ -110,3 +110,20 @@ def test_hot_from_the_start_is_bad_throughout_by_its_excess():
     r, s, sky = _series(8, a=0.02, d=np.full(N, 2.0))
     ev = _intervals(r, s, sky)
     assert len(ev) == 1 and ev.iloc[0].static and ev.iloc[0].flag == "HOT"
+
+
+def test_an_excess_no_response_explains_is_bad_throughout_also_under_a_constant_sky():
+    # 50x the sky in every exposure of a sky that does not change: response and dark current are
+    # one parameter, but a response 51 times the neighbours' is no flat field
+    rng = np.random.default_rng(9)
+    n = 6
+    sky = np.full(n, 10.0) + rng.normal(0, 0.01, n)
+    r = 500.0 + rng.normal(0, 0.5, n)
+    p = DetectionParams()
+    ivs = pixel_intervals(r, np.full(n, 0.5), sky, p, p.thresholds(1_000_000, n))
+    ev = pd.DataFrame(ivs)
+    assert len(ev) == 1 and ev.iloc[0].static
+    assert classify.classify(ev, p.classes).iloc[0] == "HOT"
+    # ... while a pixel 30 % above its neighbours under the same sky is the flat field
+    assert pixel_intervals(3.0 + rng.normal(0, 0.01, n), np.full(n, 0.01), sky, p,
+                           p.thresholds(1_000_000, n)) == []
