@@ -297,23 +297,29 @@ def _scatter_divisor(n: int, sigma: float, c: float) -> np.ndarray:
     return baseline.scatter_scan_scale(int(n), float(sigma), float(c))
 
 
-def excess_beyond_response(r, s, sky, use, prior, min_excess: float, min_sigma: float) -> np.ndarray:
-    """(P,) bool: pixels whose level over their exposures ``use`` is an additive excess of at least
-    ``min_excess`` (DN/s, at the neighbours' response, ``min_sigma`` standard errors) that as a
-    response would be more than :data:`lrscube.residuals.RESPONSE_RANGE`'s upper bound times the
-    neighbours' (a flat field never is): a defect whichever description, also where the sky
-    barely changes and the free fit of ``(a, d)`` cannot tell them apart. ``prior`` as for
+def beyond_either_description(r, s, sky, use, prior, min_excess: float, low_qe_response: float,
+                              min_sigma: float) -> np.ndarray:
+    """(P,) bool: pixels whose level over their exposures ``use`` is a defect whichever
+    description fits, also where the sky barely changes and the free fit of ``(a, d)`` cannot
+    tell a response from a dark level: an additive excess of at least ``min_excess`` (DN/s, at
+    the neighbours' response, ``min_sigma`` standard errors) that as a response would be more
+    than :data:`lrscube.residuals.RESPONSE_RANGE`'s upper bound times the neighbours' (a flat
+    field never is); or a response at most ``low_qe_response`` of the neighbours' (at their dark
+    level, ``min_sigma``) that as a dark level would be ``min_excess`` or more below theirs (a
+    dark reference off by that much is a bad pixel too). ``prior`` as for
     :func:`lrscube.baseline.neighbour_prior`."""
     ma, md = np.asarray(prior[0], float), np.asarray(prior[2], float)
     w = np.where(use, 1.0 / np.asarray(s, float) ** 2, 0.0)
     r = np.where(use, np.asarray(r, float), 0.0)
     k = np.where(use, np.asarray(sky, float), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sw = w.sum(axis=0)
+        sw, skk = w.sum(axis=0), (w * k * k).sum(axis=0)
         d_lvl = (w * (r - ma * k)).sum(axis=0) / sw - md
-        a_lvl = (w * k * (r - md)).sum(axis=0) / (w * k * k).sum(axis=0)
-        return ((d_lvl >= min_excess) & (d_lvl * np.sqrt(sw) >= min_sigma)
-                & ~(1.0 + a_lvl <= RESPONSE_RANGE[1]))
+        a_lvl = (w * k * (r - md)).sum(axis=0) / skk
+        hot = (d_lvl >= min_excess) & (d_lvl * np.sqrt(sw) >= min_sigma) & ~(1.0 + a_lvl <= RESPONSE_RANGE[1])
+        low = ((1.0 + a_lvl <= low_qe_response) & (-a_lvl * np.sqrt(skk) >= min_sigma)
+               & (-d_lvl >= min_excess) & (-d_lvl * np.sqrt(sw) >= min_sigma))
+    return hot | low
 
 
 def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, window: int) -> np.ndarray:
@@ -433,9 +439,10 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             dx = sta.d - prior[2]  # the dark excess over that of the neighbours
             static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
                       | ((1 + sta.a <= p.low_qe_response) & (-sta.a / sta.a_err >= th.static)))
-            # an excess no response can explain (more than twice the neighbours'), also where
-            # the sky does not change enough to separate the two
-            static |= excess_beyond_response(rg, sg, kg, ~excl, prior, p.static_excess_dn_s, th.static)
+            # a level no response or no dark level explains, also where the sky does not change
+            # enough to separate the two
+            static |= beyond_either_description(rg, sg, kg, ~excl, prior, p.static_excess_dn_s, p.low_qe_response,
+                                                th.static)
         c_level = stat >= p.screen_fraction * th.level
         c_scatter = vstat >= p.screen_fraction * th.variance
         cand = np.flatnonzero(c_level | c_scatter | static)

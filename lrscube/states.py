@@ -567,19 +567,25 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         low = low and 1.0 + a_lvl <= p.low_qe_response and -a_lvl / a_lvl_err >= thresholds.static
         # an excess no response can explain (more than twice the neighbours'): a defect
         # whichever description, also where the sky does not separate them
-        d_err = st.d_err
+        d_err, a_st, a_err = st.d_err, st.a, st.a_err
         if not hot and (d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= thresholds.static
                         and not 1.0 + a_lvl <= RESPONSE_RANGE[1]):
             hot, dx, d_err = True, d_lvl, d_lvl_err
+        # ... and a response loss no dark level explains (a dark reference off by more than
+        # static_excess_dn_s would make a bad pixel too)
+        if not low and not hot and (1.0 + a_lvl <= p.low_qe_response and -a_lvl / a_lvl_err >= thresholds.static
+                                    and -d_lvl >= p.static_excess_dn_s and -d_lvl / d_lvl_err >= thresholds.static):
+            low, a_st, a_err = True, a_lvl, a_lvl_err
+            resp = 1.0 + a_lvl
         if hot or low:
             # bad in every exposure; the evidence is the normal state's own (excess or response)
             rw = row(0, n, None, float("inf"), float("inf"))
             used = normal
             chi2 = float(np.sum(((r[used] - st.a * sky[used] - st.d) / s[used]) ** 2))
             rw.update(static=True, response=resp, variance_ratio=chi2 / max(int(used.sum()) - 2, 1),
-                      significance=max(dx / d_err if hot else 0.0, -st.a / st.a_err if low else 0.0))
+                      significance=max(dx / d_err if hot else 0.0, -a_st / a_err if low else 0.0))
             if low:
-                rw.update(sign=-1, deficit=1.0 - resp, deficit_err=st.a_err, chi2_add=np.inf, chi2_mult=0.0)
+                rw.update(sign=-1, deficit=1.0 - resp, deficit_err=a_err, chi2_add=np.inf, chi2_mult=0.0)
             else:
                 rw.update(sign=1, excess_dn_s=dx, excess_err=d_err, chi2_add=0.0, chi2_mult=np.inf)
             out = [rw]

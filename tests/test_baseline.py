@@ -124,6 +124,10 @@ def test_an_excess_no_response_explains_is_bad_throughout_also_under_a_constant_
     ev = pd.DataFrame(ivs)
     assert len(ev) == 1 and ev.iloc[0].static
     assert classify.classify(ev, p.classes).iloc[0] == "HOT"
+    # ... and so is a pixel at a tenth of the sky: DEAD (or a dark reference 9 DN/s off)
+    ev = pd.DataFrame(pixel_intervals(-9.0 + rng.normal(0, 0.05, n), np.full(n, 0.05), sky, p,
+                                      p.thresholds(1_000_000, n)))
+    assert len(ev) == 1 and ev.iloc[0].static and classify.classify(ev, p.classes).iloc[0] == "LOW_QE"
     # ... while a pixel 30 % above its neighbours under the same sky is the flat field
     assert pixel_intervals(3.0 + rng.normal(0, 0.01, n), np.full(n, 0.01), sky, p,
                            p.thresholds(1_000_000, n)) == []
