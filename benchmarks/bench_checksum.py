@@ -12,7 +12,8 @@ import sys, time, dataclasses, statistics
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 import numpy as np
 from bench_detect import make_exposure
-from lrscube import cube, profiles
+from lrscube.storage import cube
+from lrscube.config import profiles
 import tempfile
 d = tempfile.mkdtemp()
 cube.create(d + "/s", profiles.load("lrs"))

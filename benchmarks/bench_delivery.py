@@ -39,12 +39,12 @@ def main():
     a = ap.parse_args()
     import numpy as np
 
-    from lrscube import maskcube as mc
-    from lrscube.cluster import get_client
-    from lrscube.crds_export import export_crds
-    from lrscube.detect import detect
-    from lrscube.ingest import ingest
-    from lrscube.simulate import simulate
+    from lrscube.masks import maskcube as mc
+    from lrscube.deploy.cluster import get_client
+    from lrscube.masks.crds_export import export_crds
+    from lrscube.detection.detect import detect
+    from lrscube.intake.ingest import ingest
+    from lrscube.validation.simulate import simulate
 
     rate, store = os.path.join(a.out, "rate"), os.path.join(a.out, "store")
     truth_path = os.path.join(rate, "truth", "truth.csv")
@@ -86,7 +86,7 @@ def main():
 
     # which file CRDS gives each exposure under the default delivery
     man = mans[runs[0][0]]
-    from lrscube.cube import exposure_table
+    from lrscube.storage.cube import exposure_table
 
     exp = exposure_table(store)
     ua = np.array([np.datetime64(f["useafter"]) for f in man["files"]])

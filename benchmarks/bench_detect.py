@@ -25,7 +25,7 @@ defaults, as ``lrscube detect`` starts them), it prints:
 
 The synthetic cube is NOT simulated + ingested: full frames (a sky rising along the dispersion,
 a per-exposure level, Gaussian noise with ERR from a Poisson + read-noise model, a few thousand
-hot/warm pixels switching on at random times) are written directly through ``lrscube.cube``
+hot/warm pixels switching on at random times) are written directly through ``lrscube.storage.cube``
 (create / begin_append / write_exposure / commit). What is measured is the cost of reading and
 analysing a cube of this shape, which does not depend on where its numbers came from. One cube
 of ``--cube-size`` exposures is written once (the defects' onsets depend on it) and reused.
@@ -71,7 +71,8 @@ def make_exposure(i: int, seed: int = 0, ny: int = 1024, nx: int = 1032, n_total
 
 
 def write_cube(store: str, n: int, client, seed: int = 0):
-    from lrscube import cube, profiles
+    from lrscube.storage import cube
+    from lrscube.config import profiles
 
     prof = profiles.load("lrs")
     cube.create(store, prof)
@@ -136,7 +137,7 @@ def tree_bytes(path) -> tuple[int, int]:
 
 
 def _read_batch(url, rows):
-    from lrscube.cube import read_frames
+    from lrscube.storage.cube import read_frames
 
     sci, err, dq = read_frames(url, rows)
     return sci.nbytes + err.nbytes + dq.nbytes
@@ -145,10 +146,10 @@ def _read_batch(url, rows):
 def read_floor(client, ds, store) -> tuple[float, int]:
     """Wall seconds to read sci + err + dq of every exposure of ``ds`` with ``cube.read_frames``
     on the cluster, in stage 1's batches; and the bytes read (decompressed)."""
-    from lrscube.cluster import worker_threads
-    from lrscube.cube import cube_url
-    from lrscube.detect import _storage_rows, balanced_batch
-    from lrscube.detection_params import DetectionParams
+    from lrscube.deploy.cluster import worker_threads
+    from lrscube.storage.cube import cube_url
+    from lrscube.detection.detect import _storage_rows, balanced_batch
+    from lrscube.detection.detection_params import DetectionParams
 
     url = cube_url(store)
     rows = _storage_rows(ds, url)
@@ -168,12 +169,12 @@ def run_detect(client, ds, store, work, overrides) -> dict:
     just before it is removed, the workers' peak memory during it."""
     import importlib
 
-    from lrscube import profiles
-    from lrscube import store as lst
-    from lrscube.cube import cube_url
-    from lrscube.maskcube import write_mask_cube
+    from lrscube.config import profiles
+    from lrscube.storage import store as lst
+    from lrscube.storage.cube import cube_url
+    from lrscube.masks.maskcube import write_mask_cube
 
-    D = importlib.import_module("lrscube.detect")
+    D = importlib.import_module("lrscube.detection.detect")
     prof = profiles.load("lrs" if "mode" not in ds.attrs else ds.attrs["mode"])
     client.run(_reset_peak)
     c0 = cpu_now(client)
@@ -196,7 +197,7 @@ def run_detect(client, ds, store, work, overrides) -> dict:
 
 
 def _exposure_table(store, ds):
-    from lrscube.cube import exposure_table
+    from lrscube.storage.cube import exposure_table
 
     exp = exposure_table(store)
     if "filename" in exp:
@@ -206,7 +207,7 @@ def _exposure_table(store, ds):
 
 def xarray_refs(client, store, n) -> dict:
     """A notebook user's mean over time, and the plain xarray rolling median of issue 18."""
-    from lrscube.cube import open_cube
+    from lrscube.storage.cube import open_cube
 
     sci = open_cube(store).sci.isel(time=slice(0, n))
     t = time.perf_counter()
@@ -223,7 +224,7 @@ def xarray_refs(client, store, n) -> dict:
 def cube_bytes(store, ds) -> float:
     """Bytes per exposure of the stored sci + err + dq."""
     size, _ = tree_bytes(os.path.join(store, "exposures"))
-    from lrscube.cube import n_committed
+    from lrscube.storage.cube import n_committed
 
     return size / max(n_committed(store), 1)
 
@@ -279,8 +280,8 @@ def main():
     a = ap.parse_args()
     from distributed import Client, LocalCluster
 
-    from lrscube.cluster import load_dask_defaults
-    from lrscube.cube import open_cube
+    from lrscube.deploy.cluster import load_dask_defaults
+    from lrscube.storage.cube import open_cube
 
     load_dask_defaults()  # configs/dask.yaml (worker memory, malloc settings) as `lrscube detect` gets it
     overrides = {k: float(v) if "." in v else int(v) for k, v in (p.split("=", 1) for p in a.detect_param)}

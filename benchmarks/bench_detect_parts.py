@@ -27,11 +27,11 @@ def main():
     a = ap.parse_args()
     import zarr
 
-    from lrscube import profiles
-    from lrscube.cube import cube_url, open_cube
-    from lrscube.detection_params import DetectionParams
+    from lrscube.config import profiles
+    from lrscube.storage.cube import cube_url, open_cube
+    from lrscube.detection.detection_params import DetectionParams
 
-    D = importlib.import_module("lrscube.detect")
+    D = importlib.import_module("lrscube.detection.detect")
     prof = profiles.load("lrs")
     p = DetectionParams.from_profile(prof)
     g = zarr.open_group(cube_url(a.store), mode="r")
@@ -48,7 +48,7 @@ def main():
     t_comp = (time.perf_counter() - t) / B
     work = tempfile.mkdtemp(prefix="lrscube-parts-")
     try:
-        from lrscube import workstore
+        from lrscube.storage import workstore
 
         ty, tx = D.tile_shape(a.n, p)
         spans = [(y, min(y + ty, 1024), x, min(x + tx, 1032)) for y in range(0, 1024, ty) for x in range(0, 1032, tx)]

@@ -43,10 +43,10 @@ def _read_fits(path: str) -> int:
 
 
 def detect_floor(client, store) -> float:
-    from lrscube.cluster import worker_threads
-    from lrscube.cube import cube_url, n_committed
-    from lrscube.detect import balanced_batch
-    from lrscube.detection_params import DetectionParams
+    from lrscube.deploy.cluster import worker_threads
+    from lrscube.storage.cube import cube_url, n_committed
+    from lrscube.detection.detect import balanced_batch
+    from lrscube.detection.detection_params import DetectionParams
 
     url = cube_url(store)
     n = n_committed(store)
@@ -84,7 +84,7 @@ def main():
     from distributed import Client, LocalCluster
 
     import lrscube
-    from lrscube.cluster import load_dask_defaults
+    from lrscube.deploy.cluster import load_dask_defaults
 
     load_dask_defaults()
     out = Path(a.out)

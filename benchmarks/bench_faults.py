@@ -110,8 +110,8 @@ class Table:
 def store_state(store: str, truth: dict) -> tuple[str, int, str]:
     """(outcome, exposures stored, note) of a store after a fault."""
     import lrscube
-    from lrscube import cube
-    from lrscube.verify import verify
+    from lrscube.storage import cube
+    from lrscube.storage.verify import verify
 
     try:
         if not cube.exists(store):
@@ -175,7 +175,7 @@ def _detect_outputs(store: str):
 def kill_detect(t: Table, work: Path, store: str, trials: int, rng) -> None:
     import pandas as pd
 
-    from lrscube import store as st
+    from lrscube.storage import store as st
 
     t0 = time.monotonic()
     rc, text = run("detect", "--store", store)
@@ -206,7 +206,7 @@ def kill_detect(t: Table, work: Path, store: str, trials: int, rng) -> None:
 
 
 def kill_export(t: Table, work: Path, store: str, trials: int, rng) -> None:
-    from lrscube.verify import verify
+    from lrscube.storage.verify import verify
 
     out = work / "export"
     shutil.rmtree(out, ignore_errors=True)
@@ -233,7 +233,7 @@ def byte_flips(t: Table, store: str, trials: int, rng) -> None:
     import xarray as xr
 
     import lrscube
-    from lrscube.verify import verify
+    from lrscube.storage.verify import verify
 
     files = [p for p in Path(store).rglob("*") if p.is_file() and not p.name.endswith(".lock")
              and "work" not in p.relative_to(store).parts]
@@ -254,7 +254,7 @@ def byte_flips(t: Table, store: str, trials: int, rng) -> None:
             try:
                 found = not verify(store).ok
             except Exception as e:  # noqa: BLE001 - a named error is a detection too
-                found = True if isinstance(e, (lrscube.store.StoreError, ValueError)) else None
+                found = True if isinstance(e, (lrscube.storage.store.StoreError, ValueError)) else None
                 if found is None:
                     raise
             if found:
@@ -306,7 +306,7 @@ def concurrent_ingests(t: Table, work: Path, inputs: Path, truth: dict, trials: 
 
 _RACER = textwrap.dedent("""
     import os, sys, time
-    from lrscube import store as st
+    from lrscube.storage import store as st
     time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
     try:
         with st.writer_lock(sys.argv[1]):

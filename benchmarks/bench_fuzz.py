@@ -6,7 +6,7 @@ Hypothesis draws up to 8 of the keywords ingest reads (times, exposure parameter
 keywords, instrument/detector/EXP_TYPE/SUBARRAY, ids, REFTYPE, calibration steps) and sets each
 to a random value (integers up to 1e12, any float including NaN and infinities, printable
 text, booleans, plausible values, or removes it) in a valid SLITLESSPRISM rate file, then reads
-it with ``lrscube.products.read_product``. The goal: every outcome is an exposure whose fields
+it with ``lrscube.intake.products.read_product``. The goal: every outcome is an exposure whose fields
 are sane (time from 2010 to now + 1 day and within datetime64[ns], exposure time in (0, 1e6] s,
 1 <= NINTS <= 1e6, footprint inside the frame) or a rejection with a reason; any other
 exception stops the run and is printed (the same check as

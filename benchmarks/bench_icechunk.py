@@ -2,7 +2,7 @@
 
     python benchmarks/bench_icechunk.py --n 100 --workdir /work/bench/ice [--detect]
 
-Both stores get the same cube (``lrscube.cube.create``'s arrays, format 3: one shard per
+Both stores get the same cube (``lrscube.storage.cube.create``'s arrays, format 3: one shard per
 exposure and plane, blosc lz4 + crc32c per chunk) and the same bytes: every shard is encoded by
 lrscube's shard encoder (``cube._shard_layout(a).encode``), on the workers of one LocalCluster
 (2 workers x 1 thread), from the synthetic full frames of ``bench_detect.make_exposure``.
@@ -51,7 +51,8 @@ def _metas(idx):
 def write_zarr(store: str, n: int, client) -> float:
     from bench_detect import make_exposure
 
-    from lrscube import cube, profiles
+    from lrscube.storage import cube
+    from lrscube.config import profiles
 
     cube.create(store, profiles.load("lrs"))
     t0 = time.perf_counter()
@@ -74,7 +75,7 @@ def write_zarr(store: str, n: int, client) -> float:
 
 
 def read_zarr(store: str, n: int, client) -> float:
-    from lrscube import cube
+    from lrscube.storage import cube
 
     url = cube.cube_url(store)
 
@@ -109,7 +110,8 @@ def write_ice(path: str, n: int, client) -> float:
     import zarr
     from bench_detect import make_exposure
 
-    from lrscube import cube, profiles, store as st
+    from lrscube.storage import cube, store as st
+    from lrscube.config import profiles
 
     repo = _repo(path, create=True)
     session = repo.writable_session("main")
@@ -168,7 +170,7 @@ def _read_ice_frames(path: str, rows):
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    from lrscube import cube
+    from lrscube.storage import cube
 
     session = _repo(path).readonly_session(branch="main")
     g = zarr.open_group(_ice_path(session.store), mode="r")
@@ -209,11 +211,11 @@ def read_ice(path: str, n: int, client) -> float:
 def detect_time(store: str, n: int, work: str, ice_path: str | None, client) -> float:
     """detect_dataset on the first n exposures (stage 1 reading its frames itself); with
     ``ice_path`` the workers' ``cube.read_frames`` reads the icechunk repository instead."""
-    from lrscube.cube import cube_url, open_cube
-    from lrscube.detect import detect_dataset
+    from lrscube.storage.cube import cube_url, open_cube
+    from lrscube.detection.detect import detect_dataset
 
     def route(path):
-        import lrscube.cube as c
+        import lrscube.storage.cube as c
 
         if path is None:
             if hasattr(c, "_bench_read_frames"):
@@ -244,7 +246,7 @@ def main(argv=None):
     import zarr
     from distributed import Client, LocalCluster
 
-    from lrscube.cluster import load_dask_defaults
+    from lrscube.deploy.cluster import load_dask_defaults
 
     load_dask_defaults()
     work = Path(a.workdir)

@@ -26,8 +26,8 @@ import time
 TIMED = "import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
 ROWS = {
     "import lrscube": "import lrscube",
-    "import lrscube.ingest (ingest's worker tasks)": "import lrscube.ingest",
-    "import lrscube.detect (detect's worker tasks)": "import lrscube.detect",
+    "import lrscube.intake.ingest (ingest's worker tasks)": "import lrscube.intake.ingest",
+    "import lrscube.detection.detect (detect's worker tasks)": "import lrscube.detection.detect",
     "lrscube.cli.main(['--help'])": "import lrscube.cli, contextlib, io\n"
                                     "with contextlib.redirect_stdout(io.StringIO()):\n"
                                     "    try: lrscube.cli.main(['--help'])\n"

@@ -15,13 +15,13 @@ By default the page cache is warmed first, so the floor is a memory copy. With `
 page cache is dropped (root only: /proc/sys/vm/drop_caches) before each timed step, so the
 floor and ingest both read the files from disk, as an ingest of an archive does.
 
-With ``--sizes`` it also writes the first 20 files through ``lrscube.cube`` in each store
+With ``--sizes`` it also writes the first 20 files through ``lrscube.storage.cube`` in each store
 layout (format 1: a zarr object per chunk; format 2: a shard per exposure and plane), whole and
 cut to the SLITLESSPRISM footprint, and prints the bytes per exposure of sci + err + dq.
 
 With ``--tasks`` the ingest runs under ``distributed.get_task_stream``: prints the workers'
 busy fraction, compute time per task kind (load = read + validate + hash, write = the three
-planes into the store; a task handles up to 4 files, ``lrscube.ingest.files_per_task``) and the worker processes' CPU time per exposure (all their threads).
+planes into the store; a task handles up to 4 files, ``lrscube.intake.ingest.files_per_task``) and the worker processes' CPU time per exposure (all their threads).
 """
 
 from __future__ import annotations
@@ -47,13 +47,14 @@ def read_all(path: str) -> int:
 
 
 def import_lrscube() -> None:
-    import lrscube.ingest  # noqa: F401  (the modules an ingest task needs, and astropy with them)
+    import lrscube.intake.ingest  # noqa: F401  (the modules an ingest task needs, and astropy with them)
 
 
 def layout_sizes(files: list[str], work: Path) -> None:
     """Bytes per exposure of sci + err + dq, per store layout, full frame and SLITLESSPRISM."""
-    from lrscube import cube, profiles
-    from lrscube.products import read_product
+    from lrscube.storage import cube
+    from lrscube.config import profiles
+    from lrscube.intake.products import read_product
 
     prof = profiles.load("lrs")
     exps = [read_product(f, prof) for f in files]
@@ -99,7 +100,7 @@ def main(argv=None):
     from distributed import Client, LocalCluster, get_task_stream
 
     import lrscube
-    from lrscube.cluster import load_dask_defaults
+    from lrscube.deploy.cluster import load_dask_defaults
 
     load_dask_defaults()  # configs/dask.yaml (worker memory, malloc settings) as `lrscube ingest` gets it
     work = Path(a.workdir or tempfile.mkdtemp(prefix="lrscube-bench-"))

@@ -40,11 +40,12 @@ def main():
     import zarr
 
     import lrscube
-    from lrscube import cube, profiles
-    from lrscube import residuals as R
-    from lrscube.detection_params import DetectionParams
+    from lrscube.storage import cube
+    from lrscube.config import profiles
+    from lrscube.detection import residuals as R
+    from lrscube.detection.detection_params import DetectionParams
 
-    D = importlib.import_module("lrscube.detect")
+    D = importlib.import_module("lrscube.detection.detect")
     prof = profiles.load("lrs")
     p = DetectionParams.from_profile(prof)
     url = cube.cube_url(a.store)

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import lrscube
-from lrscube import profiles
-from lrscube.evaluate import read_truth
+from lrscube.config import profiles
+from lrscube.validation.evaluate import read_truth
 
 MODES = ["lrs", "mrs-short", "mrs-long", "imager"]
 
@@ -130,7 +130,7 @@ def behaviour_by_mode(rows: list[dict]) -> str:
 
 
 def _format(res: dict) -> str:
-    from lrscube.evaluate import format_report
+    from lrscube.validation.evaluate import format_report
     try:
         return format_report(res)
     except Exception as e:  # noqa: BLE001 - the report format belongs to evaluate.py and may change

@@ -6,7 +6,7 @@ A cube of N synthetic full-frame exposures (written once by lrscube's writer, as
 ``bench_detect.py`` makes them) and a mask cube of E epochs over it. Each round times, in this
 process, on dask's threaded scheduler (``--threads``, default the machine's cores):
 
-- **lrscube reader**: ``lrscube.cube.read_frames`` (what detect reads with) on batches of
+- **lrscube reader**: ``lrscube.storage.cube.read_frames`` (what detect reads with) on batches of
   ``--batch`` exposures, one dask task per batch, reducing sci (nanmean), err (nanmean) and dq
   (bitwise OR) over time.
 - **xarray, shard chunks**: what docs/notebook.md shows a user without lrscube:
@@ -46,8 +46,9 @@ def write_store(store: str, n: int, epochs: int) -> None:
     import pandas as pd
 
     from bench_detect import make_exposure
-    from lrscube import cube, profiles
-    from lrscube import maskcube as mc
+    from lrscube.storage import cube
+    from lrscube.config import profiles
+    from lrscube.masks import maskcube as mc
 
     if cube.exists(store) and cube.n_committed(store) >= n:
         return
@@ -81,7 +82,7 @@ def reduce3(sci, err, dq):
 def lrscube_reader(url: str, n: int, batch: int):
     import dask
 
-    from lrscube.cube import read_frames
+    from lrscube.storage.cube import read_frames
 
     def one(rows):
         return reduce3(*read_frames(url, rows))
@@ -116,7 +117,7 @@ def main(argv=None):
     import zarr
 
     import lrscube
-    from lrscube.cube import cube_url
+    from lrscube.storage.cube import cube_url
 
     warnings.filterwarnings("ignore", message=".*consolidated.*")
     os.makedirs(a.workdir, exist_ok=True)
@@ -125,7 +126,7 @@ def main(argv=None):
     write_store(store, a.n, a.epochs)
     print(f"store {store}: {a.n} full-frame exposures ({time.perf_counter() - t0:.0f} s to make or find)")
     url, n = cube_url(store), a.n
-    from lrscube.maskcube import mask_url
+    from lrscube.masks.maskcube import mask_url
 
     murl = mask_url(store)  # the last detect run's mask cube (detect.json's outputs)
     dask.config.set(scheduler="threads", num_workers=a.threads)

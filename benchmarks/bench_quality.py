@@ -29,12 +29,12 @@ def main():
     ap.add_argument("--min-snr", default="5", help="detectability (sigma), or 'threshold'")
     ap.add_argument("--skip-detect", action="store_true", help="evaluate the intervals already in the store")
     a = ap.parse_args()
-    from lrscube.cluster import get_client
-    from lrscube.detect import detect
-    from lrscube.ingest import ingest
+    from lrscube.deploy.cluster import get_client
+    from lrscube.detection.detect import detect
+    from lrscube.intake.ingest import ingest
 
-    sim = importlib.import_module("lrscube.simulate")
-    ev = importlib.import_module("lrscube.evaluate")
+    sim = importlib.import_module("lrscube.validation.simulate")
+    ev = importlib.import_module("lrscube.validation.evaluate")
     rate, store = os.path.join(a.out, "rate"), os.path.join(a.out, "store")
     truth = os.path.join(rate, "truth", "truth.csv")
     if not os.path.exists(truth):

@@ -36,7 +36,7 @@ def disk_read_bytes() -> int:
 
 
 def one_pass(files, profile, readahead: bool) -> tuple[float, float, float]:
-    from lrscube.products import read_product
+    from lrscube.intake.products import read_product
 
     patch = mock.patch.object(os, "posix_fadvise", lambda *a: None) if readahead else contextlib.nullcontext()
     drop_page_cache()
@@ -60,7 +60,7 @@ def main(argv=None):
         raise SystemExit("needs root to drop the page cache")
 
     import lrscube
-    from lrscube import profiles
+    from lrscube.config import profiles
 
     inputs = Path(a.workdir) / f"inputs-{a.n}"
     if not inputs.exists() or len(list(inputs.glob("*_rate.fits"))) < a.n:

@@ -4,7 +4,7 @@
 
 Simulated rate files (SLITLESSPRISM and FULL) are ingested from local disk into
 ``s3://bucket/store`` on moto in server mode (127.0.0.1, a port the OS picks), by a LocalCluster
-of 2 worker processes that reach it through ``lrscube.cluster_specs.forward_env``. Every HTTP
+of 2 worker processes that reach it through ``lrscube.deploy.cluster_specs.forward_env``. Every HTTP
 request the server answers is counted by method (werkzeug's request log, in this process), per
 ingest: the counts say what a batch and an exposure cost in requests, not in time (moto on
 loopback tells nothing of S3's latency). ``--latency-ms L`` makes the server wait L ms before
@@ -72,8 +72,8 @@ def main(argv=None):
     from distributed import Client, LocalCluster
 
     import lrscube
-    from lrscube.cluster import load_dask_defaults
-    from lrscube.cluster_specs import forward_env
+    from lrscube.deploy.cluster import load_dask_defaults
+    from lrscube.deploy.cluster_specs import forward_env
 
     print(f"lrscube from {Path(lrscube.__file__).parent}")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="lrscube-s3req-"))

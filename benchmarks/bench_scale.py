@@ -28,7 +28,7 @@ Prints figures; not a test. Three parts:
 
 2. **Detect at scale**: for each N in ``--n-detect``, on a fresh LocalCluster (2 workers x 1
    thread, ``--memory-limit`` per worker), as benchmarks/bench_detect.py:
-   ``lrscube.detect.detect_dataset(ds.isel(time=slice(0, N)), "lrs", work=..., source=...)``
+   ``lrscube.detection.detect.detect_dataset(ds.isel(time=slice(0, N)), "lrs", work=..., source=...)``
    (``source``, the cube's URL, as ``lrscube detect`` passes it, where lrscube takes it): wall time,
    exposures/s, stage 1 / stage 2 (``meta["timing"]``), worker-seconds per task kind (task
    stream), peak RSS per worker (Linux VmHWM, reset just before detect), the size of the work store
@@ -267,7 +267,7 @@ def make_templates(tdir: Path, k: int, seed: int) -> dict:
     if have >= k:
         return {"templates": have, "simulate_s": None, "simulate_s_per_file": None}
     shutil.rmtree(tdir, ignore_errors=True)
-    sim = importlib.import_module("lrscube.simulate")
+    sim = importlib.import_module("lrscube.validation.simulate")
     t = time.perf_counter()
     sim.simulate(tdir, n=k, seed=seed, full_frame=True, subarray_mix=0)
     s = time.perf_counter() - t
@@ -354,8 +354,8 @@ def run_ingest(a, store: Path, factory: InputFactory, results: dict) -> int:
 def run_detect(a, store: Path, n: int) -> dict:
     from distributed import Client, LocalCluster, get_task_stream
 
-    from lrscube.cube import open_cube
-    from lrscube.detect import detect_dataset
+    from lrscube.storage.cube import open_cube
+    from lrscube.detection.detect import detect_dataset
 
     work = Path(a.out) / f"work_{n}"
     shutil.rmtree(work, ignore_errors=True)
@@ -367,8 +367,8 @@ def run_detect(a, store: Path, n: int) -> dict:
         if a.whole_frames:
             # stage-1 inputs as whole-frame dask chunks of work_batch_exposures exposures (one read
             # task per plane and batch) instead of the stored (1, 256, 258) chunks
-            from lrscube import profiles
-            from lrscube.detection_params import DetectionParams
+            from lrscube.config import profiles
+            from lrscube.detection.detection_params import DetectionParams
 
             B = DetectionParams.from_profile(profiles.load("lrs"), **overrides).work_batch_exposures
             ds = open_cube(str(store), chunks={"time": B, "y": -1, "x": -1}).isel(time=slice(0, n))
@@ -379,7 +379,7 @@ def run_detect(a, store: Path, n: int) -> dict:
         # (stage-1 tasks then read their frames from the cube themselves)
         src = {}
         if "source" in inspect.signature(detect_dataset).parameters and not a.whole_frames:
-            from lrscube.cube import cube_url
+            from lrscube.storage.cube import cube_url
 
             src = {"source": cube_url(str(store))}
         la0 = os.getloadavg()
@@ -427,7 +427,7 @@ def run_detect(a, store: Path, n: int) -> dict:
 
 
 def _store_format(store: Path):
-    from lrscube import cube
+    from lrscube.storage import cube
 
     return cube.info(str(store)).get("format_version")
 
@@ -465,7 +465,7 @@ def main(argv=None):
                     help="open the cube for detect in whole-frame chunks of work_batch_exposures exposures")
     a = ap.parse_args(argv)
 
-    from lrscube.cluster import load_dask_defaults
+    from lrscube.deploy.cluster import load_dask_defaults
 
     load_dask_defaults()  # configs/dask.yaml (worker memory thresholds) as lrscube's own clusters get it
     out = Path(a.out)
@@ -500,7 +500,7 @@ def main(argv=None):
     if a.n_ingest > 0:
         n_in = run_ingest(a, store, factory, results)
     else:
-        from lrscube.cube import n_committed
+        from lrscube.storage.cube import n_committed
 
         n_in = n_committed(str(store))
         results["ingest_stop_reason"] = f"--n-ingest 0: detect on the existing store ({n_in} exposures)"

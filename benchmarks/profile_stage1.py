@@ -30,10 +30,12 @@ def main():
     a = ap.parse_args()
     from line_profiler import LineProfiler
 
-    from lrscube import cube, profiles, residuals, running, workstore
-    from lrscube.detection_params import DetectionParams
+    from lrscube.storage import cube, workstore
+    from lrscube.config import profiles
+    from lrscube.detection import residuals, running
+    from lrscube.detection.detection_params import DetectionParams
 
-    D = importlib.import_module("lrscube.detect")
+    D = importlib.import_module("lrscube.detection.detect")
     prof = profiles.load("lrs")
     p = DetectionParams.from_profile(prof)
     url = cube.cube_url(a.store)

@@ -32,22 +32,22 @@ __version__ = "0.1.0"
 
 #: public name -> (module, attribute)
 _API = {
-    "apply_mask": ("apply", "apply_mask"),
-    "detect": ("detect", "detect"),
-    "evaluate": ("evaluate", "evaluate"),
-    "export_crds": ("crds_export", "export_crds"),
-    "exposure_table": ("cube", "exposure_table"),
-    "get_client": ("cluster", "get_client"),
-    "ingest": ("ingest", "ingest"),
-    "load_profile": ("profiles", "load"),
-    "mask_at": ("maskcube", "mask_at"),
-    "open_cube": ("cube", "open_cube"),
-    "open_intervals": ("detect", "open_intervals"),
-    "open_mask": ("maskcube", "open_mask"),
-    "pixel_history": ("history", "pixel_history"),
-    "rejections": ("ingest", "rejections"),
-    "report": ("report", "report"),
-    "simulate": ("simulate", "simulate"),
+    "apply_mask": ("masks.apply", "apply_mask"),
+    "detect": ("detection.detect", "detect"),
+    "evaluate": ("validation.evaluate", "evaluate"),
+    "export_crds": ("masks.crds_export", "export_crds"),
+    "exposure_table": ("storage.cube", "exposure_table"),
+    "get_client": ("deploy.cluster", "get_client"),
+    "ingest": ("intake.ingest", "ingest"),
+    "load_profile": ("config.profiles", "load"),
+    "mask_at": ("masks.maskcube", "mask_at"),
+    "open_cube": ("storage.cube", "open_cube"),
+    "open_intervals": ("detection.detect", "open_intervals"),
+    "open_mask": ("masks.maskcube", "open_mask"),
+    "pixel_history": ("reporting.history", "pixel_history"),
+    "rejections": ("intake.ingest", "rejections"),
+    "report": ("reporting.report", "report"),
+    "simulate": ("validation.simulate", "simulate"),
 }
 
 __all__ = ["__version__", *sorted(_API)]
@@ -58,7 +58,7 @@ def __getattr__(name: str):
         module, attr = _API[name]
         value = getattr(importlib.import_module(f".{module}", __name__), attr)
     else:
-        try:  # a submodule: lrscube.store, lrscube.cube, ...
+        try:  # a submodule: lrscube.storage.store, lrscube.storage.cube, ...
             value = importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as e:
             if e.name != f"{__name__}.{name}":

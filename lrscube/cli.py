@@ -41,7 +41,7 @@ def _add_mode(p):
 
 
 def cmd_simulate(a):
-    from .simulate import simulate
+    from .validation.simulate import simulate
 
     res = simulate(a.out, n=a.n, seed=a.seed, scenario=a.scenario, mode=a.mode or "lrs",
                    start=a.start, span_days=a.span_days, subarray_mix=a.subarray_mix,
@@ -52,7 +52,7 @@ def cmd_simulate(a):
 
 
 def cmd_ingest(a):
-    from .ingest import EXIT_NOTHING_STORED, ingest
+    from .intake.ingest import EXIT_NOTHING_STORED, ingest
 
     s = ingest(a.paths, a.store, mode=a.mode, scheduler=a.scheduler, batch_size=a.batch_size)
     print(s)
@@ -68,9 +68,9 @@ EXPOSURE_COLUMNS = ["time", "filename", "product", "exp_type", "subarray", "prog
 
 
 def cmd_exposures(a):
-    from . import store as st
-    from .cube import exists, exposure_table
-    from .ingest import rejections
+    from .storage import store as st
+    from .storage.cube import exists, exposure_table
+    from .intake.ingest import rejections
 
     if not exists(a.store) and not st.exists(a.store, st.INGEST_LOG):
         raise FileNotFoundError(f"{a.store}: no lrscube store here (run `lrscube ingest PATH... --store {a.store}` first)")
@@ -102,8 +102,8 @@ def _write_table(df, out: str, command: str) -> None:
 
 
 def cmd_detect(a):
-    from .cluster import get_client
-    from .detect import detect
+    from .deploy.cluster import get_client
+    from .detection.detect import detect
 
     overrides = {k: v for k, v in (("false_alarm_pixels", a.false_alarm_pixels),
                                    ("detection_sigma", a.detection_sigma),
@@ -130,7 +130,7 @@ def summarize_intervals(iv) -> str:
 
 
 def cmd_intervals(a):
-    from .detect import open_intervals
+    from .detection.detect import open_intervals
 
     df = open_intervals(a.store)
     out = str(a.out)
@@ -140,7 +140,7 @@ def cmd_intervals(a):
 
 
 def cmd_mask_at(a):
-    from .maskcube import mask_at, summarize_mask, write_mask_fits
+    from .masks.maskcube import mask_at, summarize_mask, write_mask_fits
 
     m = mask_at(a.store, a.time, extrapolate=a.extrapolate)
     print(summarize_mask(m))
@@ -151,7 +151,7 @@ def cmd_mask_at(a):
 
 
 def cmd_export_crds(a):
-    from .crds_export import export_crds
+    from .masks.crds_export import export_crds
 
     res = export_crds(a.store, a.out, author=a.author, pedigree=a.pedigree, max_files=a.max_files,
                       min_epoch_days=a.min_epoch_days, baseline=a.baseline,
@@ -161,7 +161,7 @@ def cmd_export_crds(a):
 
 
 def cmd_apply(a):
-    from .apply import apply_mask
+    from .masks.apply import apply_mask
 
     res = apply_mask(a.store, a.files, out=a.out, in_place=a.in_place, set_nan=a.set_nan,
                      extrapolate=a.extrapolate)
@@ -174,7 +174,7 @@ def cmd_apply(a):
 
 
 def cmd_evaluate(a):
-    from .evaluate import evaluate, format_report
+    from .validation.evaluate import evaluate, format_report
 
     min_snr = None if a.min_snr == "threshold" else float(a.min_snr)
     print(format_report(evaluate(a.store, a.truth, mode=a.mode, baselines=not a.no_baselines,
@@ -183,7 +183,7 @@ def cmd_evaluate(a):
 
 
 def cmd_report(a):
-    from .report import report
+    from .reporting.report import report
 
     path = report(a.store, a.out, manifest=a.manifest, spectra=a.spectra, top=a.top)
     print(f"report: {path}")
@@ -191,7 +191,7 @@ def cmd_report(a):
 
 
 def cmd_spectra_check(a):
-    from .spectra import spectra_check
+    from .reporting.spectra import spectra_check
 
     res = spectra_check(a.store, a.truth, out=a.out, epochs=a.epochs, nsigma=a.nsigma, noise=a.noise, seed=a.seed)
     print(res)
@@ -199,7 +199,7 @@ def cmd_spectra_check(a):
 
 
 def cmd_verify(a):
-    from .verify import verify
+    from .storage.verify import verify
 
     rep = verify(a.store)
     print(rep)
@@ -207,7 +207,7 @@ def cmd_verify(a):
 
 
 def cmd_drop(a):
-    from .cube import drop, n_stored
+    from .storage.cube import drop, n_stored
 
     rows = drop(a.store, a.names)
     print(f"dropped {len(rows)} exposures from {a.store} (it holds {n_stored(a.store)}); "
@@ -231,7 +231,7 @@ def _delivery_options(a) -> dict:
 
 
 def _add_delivery_options(p):
-    """export-crds options of the delivery rule (lrscube.delivery_rule)."""
+    """export-crds options of the delivery rule (lrscube.masks.delivery_rule)."""
     p.add_argument("--every-epoch", action="store_true",
                    help="one file per mask-cube epoch (no delivery rule; --max-files/--min-epoch-days still merge)")
     p.add_argument("--min-changed-pixels", type=int, default=None,
@@ -241,7 +241,7 @@ def _add_delivery_options(p):
 
 
 def cmd_history(a):
-    from .provenance import format_history, read_runs
+    from .storage.provenance import format_history, read_runs
 
     runs = read_runs(a.store, a.command_filter)
     if a.json:
@@ -254,7 +254,7 @@ def cmd_history(a):
 
 
 def cmd_deliveries(a):
-    from .deliveries import format_deliveries, list_deliveries
+    from .masks.deliveries import format_deliveries, list_deliveries
 
     recs = list_deliveries(a.store)
     if a.json:
@@ -267,7 +267,7 @@ def cmd_deliveries(a):
 
 
 def cmd_diff(a):
-    from .deliveries import diff
+    from .masks.deliveries import diff
 
     print(diff(a.store, a.a, a.b, out=a.out, delivery=a.delivery))
     return 0
@@ -490,8 +490,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     (OSError: permission denied, disk full, a missing path), an unusable or locked store (the
     modules that raise those are imported by the commands that use them)."""
     known: list[type[BaseException]] = [OSError, ValueError]
-    if "lrscube.store" in sys.modules:
-        store = sys.modules["lrscube.store"]
+    if "lrscube.storage.store" in sys.modules:
+        store = sys.modules["lrscube.storage.store"]
         known += [store.StoreError, store.LockedError]
     return tuple(known)
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cluster import get_client
+from .deploy.cluster import get_client
 
 
 def _junk(folder: Path, good: Path) -> list[Path]:
@@ -32,14 +32,14 @@ def _junk(folder: Path, good: Path) -> list[Path]:
 def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: bool = False,
          scheduler: str | None = None) -> int:
     """Run the whole flow on ``n`` simulated exposures; returns a process exit code."""
-    from .simulate import simulate
+    from .validation.simulate import simulate
     from .cli import summarize_intervals
-    from .crds_export import export_crds
-    from .detect import detect
-    from .evaluate import evaluate, format_report
-    from .ingest import ingest
-    from .maskcube import open_mask
-    from .report import report
+    from .masks.crds_export import export_crds
+    from .detection.detect import detect
+    from .validation.evaluate import evaluate, format_report
+    from .intake.ingest import ingest
+    from .masks.maskcube import open_mask
+    from .reporting.report import report
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="lrscube-demo-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from . import flags
+from .config import flags
 
 #: MJD 0 as pandas Timestamp: ``MJD0 + pd.to_timedelta(mjd, "D")`` is the UTC time
 MJD0 = pd.Timestamp("1858-11-17")

@@ -3,9 +3,9 @@
 ``s3`` (module-scoped fixture) starts ``moto.server.ThreadedMotoServer`` on 127.0.0.1 on a
 port the OS picks, creates the bucket ``bucket`` with boto3 and sets, for the module's
 duration, dummy credentials and the endpoint in ``AWS_ENDPOINT_URL`` and
-``LRSCUBE_S3_ENDPOINT`` (which ``lrscube.store.storage_options`` reads). Clients talk HTTP to
+``LRSCUBE_S3_ENDPOINT`` (which ``lrscube.storage.store.storage_options`` reads). Clients talk HTTP to
 it like to any S3 endpoint: nothing is mocked inside the client libraries, so dask worker
-processes reach it too, once they have the endpoint (see ``lrscube.cluster_specs.forward_env``).
+processes reach it too, once they have the endpoint (see ``lrscube.deploy.cluster_specs.forward_env``).
 
 Use it from a test module with ``from s3server import s3  # noqa: F401``.
 """

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from lrscube import cube, profiles
-from lrscube import store as st
+from lrscube.storage import cube
+from lrscube.config import profiles
+from lrscube.storage import store as st
 
 MJD0 = 60000.0
 #: SLITLESSPRISM footprint, 0-based: rows 528..943, columns 0..71
@@ -79,7 +80,7 @@ def intervals_table(mjd: np.ndarray, defects=DEFECTS) -> pd.DataFrame:
                      "dq": 0, "amplitude": amp, "significance": abs(amp) / 0.3,
                      "n_bad": 10, "last_good_mjd": np.nan, "first_bad_mjd": np.nan, "first_good_mjd": np.nan})
     df = pd.DataFrame(rows)
-    from lrscube import flags
+    from lrscube.config import flags
 
     df["dq"] = [flags.value(f) for f in df["flag"]]
     return df.astype({"dq": "uint32"})

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from lrscube import flags, maskcube as mc
-from lrscube.apply import apply_mask
+from lrscube.config import flags
+from lrscube.masks import maskcube as mc
+from lrscube.masks.apply import apply_mask
 
 HOT, WARM, DNU = flags.value("HOT"), flags.value("WARM"), flags.DO_NOT_USE
 # The real file's EXPSTART is 58484.70833 (2019-01-01T17:00); its DATE-OBS says 2022-08-18.

@@ -1,4 +1,4 @@
-"""The null model of a normal pixel (lrscube.baseline, lrscube.states): pure numpy, one pixel at a time.
+"""The null model of a normal pixel (lrscube.detection.baseline, lrscube.detection.states): pure numpy, one pixel at a time.
 
 A normal pixel's residual against the sky of its neighbours is its own fixed response times
 that sky, ``r = a * sky`` (rate files are not flat-fielded); a defect is an additive dark
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrscube import baseline, classify
-from lrscube.detection_params import DetectionParams
-from lrscube.states import pixel_intervals
+from lrscube.detection import baseline, classify
+from lrscube.detection.detection_params import DetectionParams
+from lrscube.detection.states import pixel_intervals
 
 N = 60
 

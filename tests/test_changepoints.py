@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lrscube.changepoints import best_run, find_runs, merge_close
+from lrscube.detection.changepoints import best_run, find_runs, merge_close
 
 
 def test_best_run_locates_a_step_exactly():

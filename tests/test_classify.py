@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from lrscube import classify
+from lrscube.detection import classify
 
 
 def ev(**kw):

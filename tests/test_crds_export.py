@@ -14,9 +14,11 @@ from astropy.time import Time
 from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import dqflags
 
-from lrscube import flags, maskcube as mc, store as st
-from lrscube.apply import apply_mask
-from lrscube.crds_export import export_crds
+from lrscube.config import flags
+from lrscube.masks import maskcube as mc
+from lrscube.storage import store as st
+from lrscube.masks.apply import apply_mask
+from lrscube.masks.crds_export import export_crds
 
 HOT, WARM, DEAD, DNU = flags.value("HOT"), flags.value("WARM"), flags.value("DEAD"), flags.DO_NOT_USE
 REF = flags.REFERENCE_PIXEL

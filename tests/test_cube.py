@@ -14,8 +14,9 @@ import pytest
 import zarr
 
 import lrscube
-from lrscube import cube, profiles
-from lrscube.history import pixel_history
+from lrscube.storage import cube
+from lrscube.config import profiles
+from lrscube.reporting.history import pixel_history
 
 SLIT = (528, 0, 416, 72)  # SLITLESSPRISM footprint: y0, x0, ny, nx
 N_INNER = 16  # (1024 x 1032) / (256 x 258)

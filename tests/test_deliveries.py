@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from lrscube import deliveries as dl
-from lrscube import maskcube as mc, profiles, store as st
+from lrscube.masks import deliveries as dl
+from lrscube.masks import maskcube as mc
+from lrscube.config import profiles
+from lrscube.storage import store as st
 from lrscube.cli import main
-from lrscube.crds_export import export_crds
-from lrscube.delivery_rule import DeliveryRule, candidate_starts, class_changes, fold_immaterial, is_material
+from lrscube.masks.crds_export import export_crds
+from lrscube.masks.delivery_rule import DeliveryRule, candidate_starts, class_changes, fold_immaterial, is_material
 
 LRS = profiles.load("lrs")
 HOT, WARM, DEAD = (LRS.flag_bits(c) for c in ("HOT", "WARM", "DEAD"))  # with DO_NOT_USE, as the profile says
@@ -210,7 +212,7 @@ def test_diff_of_two_dates_from_the_mask_cube_and_from_a_delivery(store, tmp_pat
 
 
 def test_report_shows_the_delivery_history(store, tmp_path):
-    from lrscube.report import report
+    from lrscube.reporting.report import report
 
     _, s, _ = store
     man = export_crds(s, tmp_path / "x", author="x", pedigree="SIMULATION", name="for-the-report")

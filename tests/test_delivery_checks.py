@@ -17,10 +17,10 @@ import pytest
 import yaml
 from astropy.io import fits
 
-from lrscube import provenance
-from lrscube import deliveries as dl
-from lrscube.crds_export import export_crds
-from lrscube.delivery_checks import InvalidDeliveryError, pedigree_problem, useafter_problem, validate_delivery
+from lrscube.storage import provenance
+from lrscube.masks import deliveries as dl
+from lrscube.masks.crds_export import export_crds
+from lrscube.masks.delivery_checks import InvalidDeliveryError, pedigree_problem, useafter_problem, validate_delivery
 from test_crds_export import build_store
 
 # A CRDS context of our own: the MIRI MASK rmap selects by DETECTOR and SUBARRAY, then by date,
@@ -215,7 +215,8 @@ def test_export_refuses_an_invalid_delivery_and_writes_nothing(tmp_path):
     path.write_text(yaml.safe_dump(prof))
     import pandas as pd
 
-    from lrscube import maskcube as mc, store as st
+    from lrscube.masks import maskcube as mc
+    from lrscube.storage import store as st
 
     store = tmp_path / "s"
     start = 60000.5 + np.arange(4) * 10.0

@@ -1,4 +1,4 @@
-"""deploy/ and lrscube.cluster_specs: what can be checked without Docker, a batch system or a
+"""deploy/ and lrscube.deploy.cluster_specs: what can be checked without Docker, a batch system or a
 Kubernetes cluster.
 
 Files are parsed and checked for the keys that make them work (images, the `dask scheduler` /
@@ -24,8 +24,8 @@ import dask
 import pytest
 import yaml
 
-from lrscube import cluster_specs as cs
-from lrscube import profiles
+from lrscube.deploy import cluster_specs as cs
+from lrscube.config import profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -389,7 +389,7 @@ def test_local_spec_reads_lrscube_dask_config(no_submission):
 
     with dask.config.set({"lrscube.local.n-workers": 3}):
         spec = cs.make_cluster_spec("local", memory_limit="2GiB")
-    assert spec.cluster_class == "lrscube.cluster.start_local_cluster"
+    assert spec.cluster_class == "lrscube.deploy.cluster.start_local_cluster"
     assert spec.kwargs == {"n_workers": 3, "threads_per_worker": 1, "memory_limit": "2GiB", "processes": True}
 
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from lrscube import flags, profiles
-from lrscube.detect import INTERVAL_COLUMNS, TileContext, analyse_tile, detect_dataset, tile_shape
-from lrscube.detection_params import DetectionParams
-from lrscube.evaluate import evaluate_arrays
+from lrscube.config import flags, profiles
+from lrscube.detection.detect import INTERVAL_COLUMNS, TileContext, analyse_tile, detect_dataset, tile_shape
+from lrscube.detection.detection_params import DetectionParams
+from lrscube.validation.evaluate import evaluate_arrays
 
 
 def independent_cube(n=70, ny=200, nx=40, y0=300, x0=300, seed=11, n_def=45):
@@ -173,7 +173,7 @@ def test_telegraph_quiet_stretch_probable_for_its_switching_is_bridged():
 
 
 def test_stage1_batches_share_the_exposures_evenly_between_workers():
-    from lrscube.detect import balanced_batch
+    from lrscube.detection.detect import balanced_batch
 
     def busiest(n, b, slots):  # exposures of the busiest worker, equal tasks dealt round-robin
         sizes = [min(b, n - a) for a in range(0, n, b)]
@@ -191,8 +191,8 @@ def test_stage1_batches_share_the_exposures_evenly_between_workers():
 
 def test_store_two_stage_run_equals_in_memory(tmp_path):
     """detect(store) (stage 1 to a work store, stage 2 per tile) gives the in-memory result."""
-    from lrscube import cube
-    from lrscube.detect import detect, open_intervals
+    from lrscube.storage import cube
+    from lrscube.detection.detect import detect, open_intervals
 
     ds, _ = independent_cube(n=24, ny=96, nx=40, n_def=10)
     prof = profiles.load("lrs")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrscube.detection_params import DetectionParams
-from lrscube.evaluate import detectable, detectable_span, format_report, selfcal_flags
+from lrscube.detection.detection_params import DetectionParams
+from lrscube.validation.evaluate import detectable, detectable_span, format_report, selfcal_flags
 
 
 def test_selfcal_flags_tails_per_exposure():
@@ -68,7 +68,7 @@ def _hand_made(n=20, ny=10, nx=10):
 
 
 def test_per_behaviour_normal_pixel_and_lookalike_figures_on_a_hand_made_case():
-    from lrscube.evaluate import evaluate_arrays
+    from lrscube.validation.evaluate import evaluate_arrays
 
     ds, iv, truth, look = _hand_made()
     res = evaluate_arrays(ds, iv, truth, "lrs", baselines=False, lookalikes=look)
@@ -115,7 +115,7 @@ def test_noisy_detectability_is_its_excess_variance():
 
 
 def test_old_truth_tables_without_behaviour_still_read(tmp_path):
-    from lrscube.evaluate import evaluate_arrays, read_truth
+    from lrscube.validation.evaluate import evaluate_arrays, read_truth
 
     ds, iv, truth, _ = _hand_made()
     old = truth.drop(columns=["behaviour", "high_mjd"])
@@ -132,10 +132,10 @@ def test_old_truth_tables_without_behaviour_still_read(tmp_path):
 def simulated(tmp_path_factory):
     """60 SLITLESSPRISM exposures over ~2.5 years, defect rate raised so that ~200 new defects land
     in the 72 x 416 footprint; simulated, ingested and detected once for the module."""
-    sim = pytest.importorskip("lrscube.simulate")
-    from lrscube.detect import detect
-    from lrscube.evaluate import evaluate
-    from lrscube.ingest import ingest
+    sim = pytest.importorskip("lrscube.validation.simulate")
+    from lrscube.detection.detect import detect
+    from lrscube.validation.evaluate import evaluate
+    from lrscube.intake.ingest import ingest
 
     out = tmp_path_factory.mktemp("sim")
     # the default scenario: a real-looking detector (each pixel its own response, ~2 % rms, on a

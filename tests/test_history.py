@@ -8,8 +8,8 @@ import pytest
 import xarray as xr
 from store_factory import intervals_table, make_store
 
-from lrscube import flags
-from lrscube.history import bad_at, local_residual, open_intervals_or_none, pixel_history
+from lrscube.config import flags
+from lrscube.reporting.history import bad_at, local_residual, open_intervals_or_none, pixel_history
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_pixel_history_takes_given_intervals_and_axis(small):
     # the MRS-like case: neighbours along x instead (any profile with dispersion_axis x)
     from dataclasses import replace
 
-    from lrscube import profiles
+    from lrscube.config import profiles
 
     hx = pixel_history(store, 700, 40, profile=replace(profiles.load("lrs"), dispersion_axis="x"))
     assert hx.attrs["dispersion_axis"] == "x"

@@ -17,8 +17,9 @@ from astropy.io import fits
 
 import lrscube
 from conftest import REALDATA, write_product
-from lrscube import cli, profiles
-from lrscube.products import Exposure, Rejected, read_product
+from lrscube import cli
+from lrscube.config import profiles
+from lrscube.intake.products import Exposure, Rejected, read_product
 
 LRS = profiles.load("lrs")
 
@@ -167,11 +168,11 @@ def check_outcome(path) -> str:
         assert str(r) and r.kind, "a rejection without a reason"
         return r.kind
     m = e.meta
-    assert 55197.0 <= m["mjd"] <= lrscube.products.latest_plausible_mjd() + 1
+    assert 55197.0 <= m["mjd"] <= lrscube.intake.products.latest_plausible_mjd() + 1
     assert np.isnan(m["exptime"]) or 0 < m["exptime"] <= 1e6
     assert 1 <= m["nints"] <= 1_000_000 and isinstance(m["nints"], int)
     assert 0 <= e.y0 and e.y0 + m["ny"] <= 1024 and 0 <= e.x0 and e.x0 + m["nx"] <= 1032
-    np.datetime64(lrscube.maskcube.mjd_to_datetime64(m["mjd"]), "ns")  # fits datetime64[ns]
+    np.datetime64(lrscube.masks.maskcube.mjd_to_datetime64(m["mjd"]), "ns")  # fits datetime64[ns]
     return "exposure"
 
 
@@ -252,7 +253,7 @@ def test_a_glob_over_a_symlink_loop_ends(product_factory, tmp_path):
     product_factory("data/a/x_rate.fits")
     (d / "a" / "up").symlink_to("..")
     (d / "self").symlink_to(".")
-    code = ("import sys, json; from lrscube.inputs import expand; "
+    code = ("import sys, json; from lrscube.intake.inputs import expand; "
             "print(json.dumps([expand([sys.argv[1]]).files, expand([sys.argv[2]]).files]))")
     res = subprocess.run([sys.executable, "-c", code, f"{d}/**/*.fits", str(d)],
                          capture_output=True, text=True, timeout=120)
@@ -267,8 +268,8 @@ def test_a_glob_over_a_symlink_loop_ends(product_factory, tmp_path):
 def masked_store(tmp_path_factory):
     from store_factory import intervals_table, make_cube
 
-    from lrscube import cube
-    from lrscube import maskcube as mc
+    from lrscube.storage import cube
+    from lrscube.masks import maskcube as mc
 
     path = tmp_path_factory.mktemp("hostile") / "store.zarr"
     mjd = make_cube(path, n=26, n_full=1)

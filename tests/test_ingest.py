@@ -62,7 +62,7 @@ def test_a_run_longer_than_its_reserve_grows_in_blocks(client, product_factory, 
     them again, and the run ends trimmed to exactly the exposures it committed."""
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("lrscube.ingest"), "RESERVE", 3)  # lrscube.ingest is the function
+    monkeypatch.setattr(importlib.import_module("lrscube.intake.ingest"), "RESERVE", 3)  # lrscube.ingest is the function
     files = [product_factory(f"r{i}_rate.fits", mjd_start=60000.0 + i, seed=60 + i, exposure=f"{i:05d}")[0]
              for i in range(11)]
     store = tmp_path / "store"
@@ -105,7 +105,8 @@ def test_content_hash_is_the_cubes_own(client, product_factory, tmp_path, old_cu
 
     import xxhash
 
-    from lrscube import cube, profiles
+    from lrscube.storage import cube
+    from lrscube.config import profiles
 
     p, *_ = product_factory("jw01234001001_03102_00001_mirimage_rate.fits", seed=5)
     store = tmp_path / "store"
@@ -178,7 +179,7 @@ def test_every_bad_input_is_named_with_its_reason(client, product_factory, tmp_p
         with fits.open(g) as h:
             y0, ny, nx = 528, *h["SCI"].data.shape
             np.testing.assert_array_equal(e.sci.values[0, y0:y0 + ny, :nx], h["SCI"].data)
-    log = lrscube.store.read_table(str(store), lrscube.store.INGEST_LOG)
+    log = lrscube.storage.store.read_table(str(store), lrscube.storage.store.INGEST_LOG)
     assert set(log.loc[log.status == "rejected", "file"].str.rsplit("/", n=1).str[-1]) >= set(bad)
 
 
@@ -212,7 +213,7 @@ def test_cli_exit_codes(client, product_factory, tmp_path, capsys):
     cap = capsys.readouterr()
     assert "nothing was stored: every input was rejected (2)" in cap.err
     assert "0 stored, 0 already present (duplicates), 2 rejected (1 no input, 1 not FITS)" in cap.out
-    assert not lrscube.cube.exists(new)
+    assert not lrscube.storage.cube.exists(new)
     rej = lrscube.rejections(new)
     assert sorted(rej["kind"]) == ["no input", "not FITS"] and rej["reason"].str.len().min() > 10
     assert cli.main(["ingest", str(tmp_path / "junk_rate.fits"), "--store", new, "--strict"]) == 4
@@ -274,7 +275,7 @@ def test_a_directory_is_judged_by_content(client, product_factory, tmp_path, cap
     assert s.by_kind == {"not an exposure": 1, "reference file": 1} and s.exit_code == 3
     assert sorted(lrscube.open_cube(store).product.values) == ["rate", "rate", "rate"]
     # the run record counts what the summary line counts
-    run, = lrscube.provenance.read_runs(store)
+    run, = lrscube.storage.provenance.read_runs(store)
     assert run["result"]["rejected_reasons"] == s.by_kind and run["result"]["exit_code"] == 3
     # a ** glob through the loop ends, and finds each file once (all already stored)
     s = lrscube.ingest([str(d / "**" / "*.fits*")], store, progress=False)
@@ -319,7 +320,7 @@ def test_a_calibrated_imaging_product_is_converted_when_the_header_gives_the_fac
     assert ds.attrs["bunit"] == "DN/s"
     np.testing.assert_allclose(ds.sci.values[0], sci / np.float32(2.5), rtol=1e-6)
     np.testing.assert_allclose(ds.err.values[0], err / np.float32(2.5), rtol=1e-6)
-    log = lrscube.store.read_table(str(store), lrscube.store.INGEST_LOG)
+    log = lrscube.storage.store.read_table(str(store), lrscube.storage.store.INGEST_LOG)
     assert "PHOTMJSR = 2.5" in log.loc[log.status == "ingested", "reason"].iloc[0]
 
 
@@ -336,7 +337,7 @@ def test_one_ingest_at_a_time_and_a_dead_writers_lock_is_released(client, produc
              for i in range(3)]
     store = tmp_path / "store"
     lrscube.ingest(goods[:1], store, progress=False)
-    lock = store / lrscube.store.INGEST_LOCK
+    lock = store / lrscube.storage.store.INGEST_LOCK
     assert not lock.exists()  # released when the ingest ends
 
     # a live writer: another process holding the lock as an ingest does
@@ -346,7 +347,7 @@ def test_one_ingest_at_a_time_and_a_dead_writers_lock_is_released(client, produc
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(lrscube.store.LockedError, match=f"pid {holder.pid} on {socket.gethostname()}"):
+        with pytest.raises(lrscube.storage.store.LockedError, match=f"pid {holder.pid} on {socket.gethostname()}"):
             lrscube.ingest(goods[1:], store, progress=False)
         assert cli.main(["ingest", str(goods[1]), "--store", str(store)]) == 2
         assert f"pid {holder.pid}" in capsys.readouterr().err
@@ -372,7 +373,7 @@ def test_mode_of_an_existing_store_cannot_change(client, product_factory, tmp_pa
 def _other_profile(tmp_path):
     import yaml
 
-    from lrscube.profiles import configs_dir
+    from lrscube.config.profiles import configs_dir
 
     d = yaml.safe_load((configs_dir() / "lrs.yaml").read_text())
     d["name"] = "other"
@@ -394,8 +395,8 @@ def test_real_rateints_through_the_cli(client, tmp_path, capsys, rateints_real, 
 
 @pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8, 0.99])
 def test_truncated_anywhere_is_rejected(product_factory, fraction):
-    from lrscube import profiles
-    from lrscube.products import Rejected, read_product
+    from lrscube.config import profiles
+    from lrscube.intake.products import Rejected, read_product
 
     good, *_ = product_factory("whole_rate.fits", subarray="FULL")
     data = good.read_bytes()

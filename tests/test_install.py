@@ -1,4 +1,4 @@
-"""An installed lrscube leaves nothing of its own in site-packages (lrscube/jitcache.py): files
+"""An installed lrscube leaves nothing of its own in site-packages (lrscube/detection/jitcache.py): files
 there that pip did not install outlive `pip uninstall`, and the folder holding them then shadows
 a later editable install (`pip install .`, `lrscube demo`, then `pip install -e .`, as the
 README's two commands run in one folder)."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lrscube import jitcache
+from lrscube.detection import jitcache
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lrscube"
 
@@ -36,7 +36,7 @@ def test_kernels_of_an_installed_copy_are_cached_outside_it(tmp_path):
     usersite = subprocess.run([sys.executable, "-c", "import site; print(site.getusersitepackages())"],
                               env=env, capture_output=True, text=True, check=True).stdout.strip()
     shutil.copytree(PACKAGE, Path(usersite) / "lrscube", ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import numpy as np, lrscube.running as r, numba\n"
+    code = ("import numpy as np, lrscube.detection.running as r, numba\n"
             "assert r.__file__.startswith(%r), r.__file__\n"
             "r.running_mean(np.ones((9, 4), np.float32), 3, 0)\n"
             "print(numba.config.CACHE_DIR)" % usersite)

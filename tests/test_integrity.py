@@ -22,9 +22,11 @@ import zarr
 from store_factory import intervals_table, make_cube
 
 import lrscube
-from lrscube import cli, cube, maskcube
-from lrscube import store as st
-from lrscube.verify import verify
+from lrscube import cli
+from lrscube.storage import cube
+from lrscube.masks import maskcube
+from lrscube.storage import store as st
+from lrscube.storage.verify import verify
 
 
 def _shard(store, var, slot) -> Path:
@@ -154,7 +156,7 @@ def test_a_lost_cube_with_an_ingest_log_is_not_replaced(tmp_path, product_factor
 
 _RACER = textwrap.dedent("""
     import os, sys, time
-    from lrscube import store as st
+    from lrscube.storage import store as st
     time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
     try:
         with st.writer_lock(sys.argv[1]):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrscube import flags, maskcube as mc, profiles
+from lrscube.config import flags, profiles
+from lrscube.masks import maskcube as mc
 
 HOT, WARM, DEAD, DNU = flags.value("HOT"), flags.value("WARM"), flags.value("DEAD"), flags.DO_NOT_USE
 T0 = 60000.0 + 0.5 + 0.25 / 86400  # 12:00:00.25 UTC: epoch starts are rounded down to 12:00:00

@@ -12,10 +12,11 @@ from astropy.io import fits
 from stdatamodels.jwst.datamodels import CubeModel, ImageModel
 
 import lrscube
-from lrscube import cube, profiles
-from lrscube.detection_params import DetectionParams
-from lrscube.products import Rejected, read_product
-from lrscube.simulate import load_scenario, simulate
+from lrscube.storage import cube
+from lrscube.config import profiles
+from lrscube.detection.detection_params import DetectionParams
+from lrscube.intake.products import Rejected, read_product
+from lrscube.validation.simulate import load_scenario, simulate
 
 SHIPPED = ["imager", "lrs", "lrs-slit", "lrs-slitless", "mrs-long", "mrs-short"]
 #: mode -> (DETECTOR, EXP_TYPEs, file-name tag)
@@ -174,8 +175,8 @@ def test_mrs_fringes_are_fixed_and_proportional_to_the_sky(sims):
     """MRS rate files carry the detector's fringes: along the middle columns of slices, SCI over its
     smooth trend ripples like the detector response, by the same fraction in every exposure
     whatever its sky level (a fixed, multiplicative pattern); the truth has no row for it."""
-    from lrscube.sim_layouts import slice_bounds
-    from lrscube.sim_response import detector_response
+    from lrscube.validation.sim_layouts import slice_bounds
+    from lrscube.validation.sim_response import detector_response
 
     prof = profiles.load("mrs-short")
     res = sims["mrs-short"]

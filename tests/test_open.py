@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import lrscube
-from lrscube import cube
-from lrscube import maskcube as mc
+from lrscube.storage import cube
+from lrscube.masks import maskcube as mc
 from store_factory import intervals_table, make_cube
 
 #: what docs/notebook.md shows a user without lrscube (the test runs this text)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from lrscube import flags, profiles
-from lrscube.products import (
+from lrscube.config import flags, profiles
+from lrscube.intake.products import (
     Rejected,
     combine_integrations,
     exposure_key,

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from lrscube import flags, profiles
+from lrscube.config import flags, profiles
 
 
 def test_lrs_profile_policy_and_regions():

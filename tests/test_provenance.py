@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 
 import lrscube
-from lrscube import cube, provenance
+from lrscube.storage import cube, provenance
 from lrscube.cli import main
 
 
@@ -131,7 +131,7 @@ def test_records_written_at_once_are_all_kept(tmp_path):
 
 
 def test_mask_at_file_names_its_detect_run_and_passes_the_checks(flow, tmp_path, capsys):
-    from lrscube.delivery_checks import validate_delivery
+    from lrscube.masks.delivery_checks import validate_delivery
 
     det = next(r for r in provenance.read_runs(flow["store"]) if r["command"] == "detect")
     t = flow["man"]["files"][-1]["useafter"]

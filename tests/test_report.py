@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from store_factory import make_cube, make_store, write_ingest_log
 
-from lrscube import flags
-from lrscube import store as st
-from lrscube.report import (FIGURES, class_counts, class_summary, epoch_changes, footprint_box, pixel_table,
+from lrscube.config import flags
+from lrscube.storage import store as st
+from lrscube.reporting.report import (FIGURES, class_counts, class_summary, epoch_changes, footprint_box, pixel_table,
                             manifest_view, read_manifest, report, top_pixels)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,14 +35,15 @@ def full(tmp_path_factory):
         {"file": "miri_mask_0002.fits", "useafter": "2023-03-13T12:00:00", "n_exposures": 7, "n_flagged": 2,
          "counts": {"DEAD": 1, "WARM": 1}, "added": {"WARM": 1}, "removed": {}, "raw_epochs": [1, 1]}]}))
     # a spectral-impact run on this store: one new HOT pixel on the trace, flagged by no mask
-    from lrscube.spectra import spectra_check
+    from lrscube.reporting.spectra import spectra_check
 
     truth = pd.DataFrame({"y": [150], "x": [325], "flag": ["HOT"], "start_mjd": [mjd[0]], "end_mjd": [np.nan],
                           "amplitude": [5.0], "static": [False]})
     spectra_check(store, truth, out=root / "spectra", epochs=2, offsets=(0.0,))
     # a delivery and its run, recorded as export-crds records them (this store's mask cube is a
     # bare one, without the exposure table an export re-plans from)
-    from lrscube import deliveries, provenance
+    from lrscube.masks import deliveries
+    from lrscube.storage import provenance
 
     run = provenance.Run(command="export-crds", store=store, config={"author": "x"})
     run.result = {"delivery": "first", "files": 2}
@@ -118,8 +119,8 @@ def test_footprint_box():
 
 
 def test_subarray_footprints_from_table_or_data(full):
-    from lrscube.cube import exposure_table
-    from lrscube.report import subarray_footprints
+    from lrscube.storage.cube import exposure_table
+    from lrscube.reporting.report import subarray_footprints
 
     store = full[0]
     ex = exposure_table(store)

@@ -4,7 +4,7 @@ import numpy as np
 
 import pytest
 
-from lrscube.residuals import local_linear, local_sky, running_median, sky_model, spatial_residuals, trace_mask
+from lrscube.detection.residuals import local_linear, local_sky, running_median, sky_model, spatial_residuals, trace_mask
 
 
 def test_running_median_centred_and_nan_aware():

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lrscube.running import line_moments, running_mean, running_median, selection_network
+from lrscube.detection.running import line_moments, running_mean, running_median, selection_network
 
 
 def reference(a, window, axis, min_count):
@@ -99,7 +99,7 @@ def test_line_moments_equal_the_running_means_of_the_products():
 
 
 def test_max_window_sums_equal_the_numpy_expression():
-    from lrscube.running import max_window_sums
+    from lrscube.detection.running import max_window_sums
 
     rng = np.random.default_rng(2)
     for n, p in ((1, 3), (7, 5), (300, 40)):
@@ -125,7 +125,7 @@ def _shift(a, k):
 
 
 def block_events_numpy(a, s, k, half, nsigma):
-    """The numpy formulation the compiled block_events replaced (lrscube.temporal._block_events)."""
+    """The numpy formulation the compiled block_events replaced (lrscube.detection.temporal._block_events)."""
     ok = np.isfinite(a)
     vs = [(_shift(a, j), _shift(s, j)) for j in range(k)]
     for offsets in (range(-half, 0), range(k, k + half)):
@@ -145,7 +145,7 @@ def block_events_numpy(a, s, k, half, nsigma):
 
 
 def test_block_events_equal_the_numpy_formulation():
-    from lrscube.running import block_events
+    from lrscube.detection.running import block_events
 
     rng = np.random.default_rng(1)
     for n, p in ((1, 4), (2, 3), (5, 7), (60, 50), (400, 20)):
@@ -164,21 +164,21 @@ def test_block_events_equal_the_numpy_formulation():
 
 
 def test_generated_kernels_are_current():
-    """lrscube/_median_kernels.py is what the generator writes (regenerate it when it changes)."""
+    """lrscube/detection/_median_kernels.py is what the generator writes (regenerate it when it changes)."""
     from pathlib import Path
 
-    from lrscube import running
+    from lrscube.detection import running
 
     path = Path(running.__file__).with_name("_median_kernels.py")
     assert path.read_text() == running.median_kernel_source()
 
 
-@pytest.mark.parametrize("window", sorted(__import__("lrscube.running").running.SHARED_WINDOWS))
+@pytest.mark.parametrize("window", sorted(__import__("lrscube.detection.running").detection.running.SHARED_WINDOWS))
 def test_shared_kernels_equal_bottleneck_at_edges_holes_and_group_ends(window):
     """Every length from the shortest the shared kernel takes (its last group overlapping the one
     before it), with NaN runs, infinities and ties, along both axes of a frame."""
     rng = np.random.default_rng(window)
-    k = __import__("lrscube.running").running.SHARED_WINDOWS[window]
+    k = __import__("lrscube.detection.running").detection.running.SHARED_WINDOWS[window]
     for length in range(window + k - 1, window + 3 * k + 2):
         a = rng.integers(0, 6, (length, 37)).astype(np.float32)  # ties
         a[rng.random(a.shape) < 0.08] = np.nan

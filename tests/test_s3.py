@@ -2,7 +2,7 @@
 mode on loopback), computed by a multi-process dask cluster whose workers reach it over HTTP.
 
 The cluster is started with the S3 variables removed from the environment, so its workers
-learn the endpoint only through ``lrscube.cluster_specs.forward_env`` -- the way workers of a
+learn the endpoint only through ``lrscube.deploy.cluster_specs.forward_env`` -- the way workers of a
 cluster lrscube did not start (dask-gateway, a shared scheduler) get it. Ingest is pointed at
 it by address, as ``--scheduler`` does; its client is also this module's default client, so
 lazy reads of the store compute there too.
@@ -20,8 +20,8 @@ from s3server import s3  # noqa: F401  (fixture)
 
 import lrscube
 from lrscube import cli
-from lrscube import store as st
-from lrscube.cluster_specs import forward_env
+from lrscube.storage import store as st
+from lrscube.deploy.cluster_specs import forward_env
 
 TIMES = [60020.0, 60000.0, 60010.0]  # uploaded out of time order
 SLIT_ROWS, SLIT_COLS = slice(528, 944), slice(0, 72)  # SLITLESSPRISM in the full frame
@@ -144,8 +144,8 @@ def test_cli_ingest_on_s3(s3, s3_cluster, inputs, capsys):  # noqa: F811
 @pytest.mark.slow
 def test_ingest_detect_export_all_on_s3(s3, s3_cluster, ingested):  # noqa: F811
     """ingest -> detect -> export with inputs, store and reference files on S3."""
-    detect_mod = pytest.importorskip("lrscube.detect", reason="lrscube.detect is not in this tree yet")
-    crds = pytest.importorskip("lrscube.crds_export", reason="lrscube.crds_export is not in this tree yet")
+    detect_mod = pytest.importorskip("lrscube.detection.detect", reason="lrscube.detect is not in this tree yet")
+    crds = pytest.importorskip("lrscube.masks.crds_export", reason="lrscube.masks.crds_export is not in this tree yet")
     from distributed import default_client
 
     store, _ = ingested

@@ -10,11 +10,11 @@ import pytest
 from astropy.io import fits
 from stdatamodels.jwst.datamodels import CubeModel, ImageModel
 
-from lrscube import flags, profiles
-from lrscube.products import combine_integrations
-from lrscube.sim_defects import parse_high_mjd
-from lrscube.sim_response import detector_response
-from lrscube.simulate import PRODUCT_GLOBS, defect_population, load_scenario, simulate
+from lrscube.config import flags, profiles
+from lrscube.intake.products import combine_integrations
+from lrscube.validation.sim_defects import parse_high_mjd
+from lrscube.validation.sim_response import detector_response
+from lrscube.validation.simulate import PRODUCT_GLOBS, defect_population, load_scenario, simulate
 
 SLITLESS_Y, SLITLESS_X = (528, 944), (0, 72)
 # more new defects than the default so every behaviour has bright examples in a small subarray run
@@ -102,7 +102,7 @@ def test_files_validate_and_have_consistent_keywords(sub, full):
 
 def test_rateints_are_ingested_like_their_rate(sub):
     """A rateints file goes through ingest's reader into one exposure whose ERR matches its scatter."""
-    from lrscube.products import read_product
+    from lrscube.intake.products import read_product
 
     i = int(np.flatnonzero(sub.exposures["product"] == "rateints")[0])
     e = read_product(str(sub.files[i]), profiles.load("lrs"))
@@ -516,7 +516,7 @@ def test_ideal_scenario_has_identical_pixels_and_the_simple_behaviours():
 # -- pure functions of the zoo and the response --------------------------------------------------
 
 def test_two_state_process_spends_its_duty_high_and_dwells_as_asked():
-    from lrscube.sim_behaviours import integration_high_fractions, two_state
+    from lrscube.validation.sim_behaviours import integration_high_fractions, two_state
 
     rng = np.random.default_rng(0)
     t = np.linspace(0, 10000, 200001)
@@ -531,8 +531,8 @@ def test_two_state_process_spends_its_duty_high_and_dwells_as_asked():
 
 
 def test_fringe_period_follows_the_band_and_washes_out_below_two_rows():
-    from lrscube.profiles import Box
-    from lrscube.sim_response import band_wavenumber, fringe_component
+    from lrscube.config.profiles import Box
+    from lrscube.validation.sim_response import band_wavenumber, fringe_component
 
     rng = np.random.default_rng(1)
     box = Box(0, 1024, 0, 8)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from store_factory import make_cube, write_mask
 
-from lrscube import flags
-from lrscube.spectra import box_extract, find_features, pixel_replace, report_section, spectra_check
+from lrscube.config import flags
+from lrscube.reporting.spectra import box_extract, find_features, pixel_replace, report_section, spectra_check
 
 
 def _trace(ny=60, nx=30, xc=14.3, sigma=1.5):

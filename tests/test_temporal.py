@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lrscube.temporal import (clipped_z, detection_threshold, geometric_lengths, scan_statistic, transients,
+from lrscube.detection.temporal import (clipped_z, detection_threshold, geometric_lengths, scan_statistic, transients,
                               weighted_level)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from s3server import s3  # noqa: F401  (fixture)
 
-from lrscube import store as st
-from lrscube import workstore
+from lrscube.storage import store as st
+from lrscube.storage import workstore
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -18,7 +18,7 @@ cloud role or set them through a cluster option your server offers (e.g. ``envir
 
 In a notebook the same thing is four lines::
 
-    from lrscube.cluster_specs import make_cluster_spec
+    from lrscube.deploy.cluster_specs import make_cluster_spec
     cluster = make_cluster_spec("gateway", n_workers=10).start()
     client = cluster.get_client()                  # lrscube uses this client from here on
     lrscube.ingest("s3://bucket/inputs/", "s3://bucket/cube.zarr")
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     import lrscube
-    from lrscube.cluster_specs import make_cluster_spec, parse_option_value
+    from lrscube.deploy.cluster_specs import make_cluster_spec, parse_option_value
 
     cluster_options = {}
     for item in a.cluster_option:
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
             client.wait_for_workers(1, timeout=1800)
             print(lrscube.ingest(a.paths, a.store, mode=a.mode))
-            from lrscube.detect import detect
+            from lrscube.detection.detect import detect
 
             print(f"detect: {len(detect(a.store, mode=a.mode))} defect intervals in {a.store}")
     finally:

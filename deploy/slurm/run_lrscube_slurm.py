@@ -67,7 +67,7 @@ def load_jobqueue_config(path: str) -> None:
 
 
 def overrides(items: list[str]) -> dict:
-    from lrscube.cluster_specs import parse_option_value
+    from lrscube.deploy.cluster_specs import parse_option_value
 
     out = {}
     for item in items:
@@ -81,7 +81,7 @@ def overrides(items: list[str]) -> dict:
 def main(argv=None) -> int:
     a = parse_args(argv)
     import lrscube
-    from lrscube.cluster_specs import make_cluster_spec
+    from lrscube.deploy.cluster_specs import make_cluster_spec
 
     load_jobqueue_config(a.jobqueue_config)
     options = overrides(a.option)
@@ -105,12 +105,12 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             summary = lrscube.ingest(a.paths, a.store, mode=a.mode, scheduler=cluster.scheduler_address)
             print(summary)
-            from lrscube.detect import detect  # computes on this process's default client
+            from lrscube.detection.detect import detect  # computes on this process's default client
 
             intervals = detect(a.store, mode=a.mode)
             print(f"detect: {len(intervals)} defect intervals in {a.store}")
             if a.export:
-                from lrscube.crds_export import export_crds
+                from lrscube.masks.crds_export import export_crds
 
                 print(export_crds(a.store, a.export))
     finally:

@@ -1,0 +1,1 @@
+"""Configuration: the mode profiles (what a detector and mode look like) and the DQ bits."""

@@ -1,0 +1,1001 @@
+"""Detect defective pixels: the exposure cube in, the defect-intervals table (and mask cube) out.
+
+This module is the thin layer. The numerics live in their own modules and are tested alone:
+:mod:`lrscube.detection.residuals` (per-exposure residual against the local sky), :mod:`lrscube.detection.temporal`
+(robust statistics along time), :mod:`lrscube.detection.changepoints` (onset and recovery) and
+:mod:`lrscube.detection.classify` (the registered defect classes). Here they are composed per tile
+(:func:`analyse_tile`, pure numpy), mapped over the cube with dask (:func:`detect_dataset`), and
+wrapped for a store (:func:`detect`).
+
+The flow of :func:`detect`::
+
+    open_cube -> stage 1 per batch of exposures (whole frames: residuals, traces, static bits)
+      -> STORE/detect/RUN/work (lrscube.storage.workstore: an object per batch; removed after the run)
+      -> stage 2 per tile (all exposures x ty x tx: temporal statistics, change points, classes)
+      -> interval records -> detect/RUN/intervals.parquet -> detect/RUN/mask -> detect.json (the commit)
+
+Example (in memory, no store)::
+
+    ds = lrscube.open_cube(store)            # or any Dataset with sci/err/dq (time, y, x)
+    iv, meta = detect_dataset(ds, "lrs")
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time as _time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import baseline, classify
+from ..config import flags, profiles
+from ..storage import provenance
+from ..storage import store as st
+from ..storage import workstore
+from ..deploy.cluster import worker_threads
+from .detection_params import DetectionParams
+from .residuals import MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals, trace_mask
+from .states import Thresholds, pixel_intervals
+from .temporal import clipped_z, scan_statistic, transients
+
+log = logging.getLogger(__name__)
+
+INTERVAL_COLUMNS = [
+    "y", "x", "flag", "start_mjd", "end_mjd", "dq", "amplitude", "significance",
+    "onset_significance", "recovery_significance", "n_bad", "last_good_mjd", "first_bad_mjd",
+    "first_good_mjd", "reason", "carried",
+]
+_DTYPES = {"y": "int64", "x": "int64", "flag": "object", "start_mjd": "float64", "end_mjd": "float64",
+           "dq": "uint32", "amplitude": "float64", "significance": "float64",
+           "onset_significance": "float64", "recovery_significance": "float64", "n_bad": "int64",
+           "last_good_mjd": "float64", "first_bad_mjd": "float64", "first_good_mjd": "float64",
+           "reason": "object", "carried": "bool"}
+
+#: input DQ bits that make a pixel part of the static mask that is carried into the output
+STATIC_BITS = flags.DO_NOT_USE | sum(flags.value(c) for c in flags.DEFECT_CLASSES)
+_ALL_BITS = np.uint32(0xFFFFFFFF)
+
+
+def empty_intervals() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in INTERVAL_COLUMNS})
+
+
+@dataclass
+class TileContext:
+    """What a tile needs besides its pixels: exposure times, parameters, the threshold."""
+
+    expstart: np.ndarray  #: (time,) MJD of exposure start
+    mjd: np.ndarray  #: (time,) MJD mid-exposure
+    params: DetectionParams
+    profile: profiles.Profile
+    threshold: float  #: detection threshold of a level run (sigma)
+    ys: np.ndarray | None = None  #: full-frame row of each dataset row
+    xs: np.ndarray | None = None  #: full-frame column of each dataset column
+    thresholds: Thresholds | None = None  #: every screen's threshold (default: from ``threshold``)
+
+    def __post_init__(self):
+        if self.thresholds is None:  # the other screens at the false-alarm rate the level threshold implies
+            self.thresholds = self.params.__class__(**{**self.params.to_dict(), "detection_sigma": self.threshold}
+                                                    ).thresholds(2, len(self.mjd))
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1, per exposure: spatial residuals (whole frames, no tiles)
+
+
+def response_indices(n: int, k: int) -> np.ndarray:
+    """Time indices of the ``k`` exposures (of ``n``, in time order) that measure the pixels'
+    response: spread evenly over the data set."""
+    if n <= 0 or k <= 0:
+        return np.zeros(0, int)
+    return np.unique(np.round(np.linspace(0, n - 1, min(int(k), n))).astype(int))
+
+
+def response_stage(sci, err, params: DetectionParams, profile, response=None) -> np.ndarray:
+    """Stage 0 for a few exposures ``(B, y, x)``: each pixel's value over the smooth sky of its
+    line (:func:`lrscube.detection.residuals.sky_ratio`, cropped to each footprint), ``(B, y, x)`` float32;
+    their stack gives the response pattern (:func:`lrscube.detection.residuals.response_pattern`). With
+    ``response`` (y, x), of the images flat-fielded by it (a second pass)."""
+    sci = np.asarray(sci, np.float32)
+    err = np.asarray(err, np.float32)
+    if response is not None:
+        sci, err = sci / response, err / response
+    out = np.full(sci.shape, np.nan, np.float32)
+    for b in range(sci.shape[0]):
+        fin = np.isfinite(sci[b])
+        if not fin.any():
+            continue
+        rows = np.flatnonzero(fin.any(axis=1))
+        cols = np.flatnonzero(fin.any(axis=0))
+        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        out[b, ys, xs] = sky_ratio(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
+                                   sky_window=params.sky_window_px, min_sky_pixels=params.min_sky_pixels)[0]
+    return out
+
+
+def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None) -> dict:
+    """Residuals of a batch of exposures ``(B, y, x)`` against their local sky, whole frames.
+
+    Returns ``r, s, sky`` (float32, DN/s, NaN where the pixel is not usable), ``trace`` (bool,
+    on a source trace), ``jump`` (bool, JUMP_DET in the exposure's DQ: the pipeline found a
+    cosmic ray in the pixel), ``and_bits`` (uint32 (y, x): DQ bits set in every exposure of the batch
+    that covers the pixel; all ones where none does), ``n_seen`` (int32 (y, x): exposures of the
+    batch that cover the pixel) and ``trace_pixels`` (per exposure). Each exposure is cropped to
+    its footprint first (a subarray costs its own size, not the frame's). ``s`` is ERR: the noise
+    is calibrated in stage 2, about each pixel's own baseline (:func:`calibration_stage`).
+    ``response`` (y, x): the pixels' response pattern (stage 0), which flat-fields the
+    neighbours of each pixel for its sky (:func:`lrscube.detection.residuals.spatial_residuals`).
+    """
+    p = params
+    sci = np.asarray(sci, np.float32)
+    err = np.asarray(err, np.float32)
+    dq = np.asarray(dq, np.uint32)
+    B = sci.shape[0]
+    inside = np.isfinite(sci) | (dq != 0)
+    out = {k: np.full(sci.shape, np.nan, np.float32) for k in ("r", "s", "sky")}
+    out["trace"] = np.zeros(sci.shape, bool)
+    out["jump"] = (dq & np.uint32(flags.JUMP_DET)) != 0
+    out["and_bits"] = np.bitwise_and.reduce(np.where(inside, dq, _ALL_BITS), axis=0).astype(np.uint32) if B \
+        else np.full(sci.shape[1:], _ALL_BITS, np.uint32)
+    out["n_seen"] = inside.sum(axis=0).astype(np.int32)
+    out["trace_pixels"] = np.zeros(B, np.int64)
+    for b in range(B):
+        fin = np.isfinite(sci[b])
+        if not fin.any():
+            continue
+        rows = np.flatnonzero(fin.any(axis=1))
+        cols = np.flatnonzero(fin.any(axis=0))
+        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        res = spatial_residuals(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
+                                sky_window=p.sky_window_px, min_sky_pixels=p.min_sky_pixels,
+                                remove_line_offsets=p.remove_line_offsets, calibrate_noise=False,
+                                cross_window=p.cross_sky_window_px or None,
+                                response=None if response is None else response[ys, xs])
+        tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
+                        cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
+                        min_length=p.trace_min_length_px, margin=p.trace_margin_px)
+        out["r"][b, ys, xs] = res.resid[0]
+        out["s"][b, ys, xs] = res.sigma[0]
+        out["sky"][b, ys, xs] = res.sky[0]
+        out["trace"][b, ys, xs] = tr[0]
+        out["trace_pixels"][b] = int(tr.sum())
+    return out
+
+
+def static_bits(and_bits: np.ndarray, n_seen: np.ndarray) -> np.ndarray:
+    """Bits set in the DQ of every exposure that covers a pixel (the static mask), (y, x) uint32."""
+    return np.where(n_seen > 0, and_bits, 0).astype(np.uint32)
+
+
+def carried_records(sbits: np.ndarray, n_seen: np.ndarray, origin=(0, 0)) -> list[dict]:
+    """Rows of the pixels already flagged as defects in every input DQ (carried, not analysed)."""
+    carried = (sbits & np.uint32(STATIC_BITS)) != 0
+    out = []
+    for yy, xx in zip(*np.nonzero(carried)):
+        bits = int(sbits[yy, xx])
+        names = [n for n in flags.names(bits) if n in flags.DEFECT_CLASSES]
+        out.append({"y": origin[0] + int(yy), "x": origin[1] + int(xx), "flag": "+".join(names) or flags.names(bits)[-1],
+                    "start_mjd": np.nan, "end_mjd": np.nan, "dq": bits, "amplitude": np.nan,
+                    "significance": np.nan, "onset_significance": np.nan, "recovery_significance": np.nan,
+                    "n_bad": int(n_seen[yy, xx]), "last_good_mjd": np.nan, "first_bad_mjd": np.nan,
+                    "first_good_mjd": np.nan, "reason": "static: input DQ " + "|".join(flags.names(bits)),
+                    "carried": True})
+    return out
+
+
+def excluded_pixels(sbits: np.ndarray, profile, xs: np.ndarray) -> np.ndarray:
+    """(y, x) bool: pixels never analysed: the carried static mask and the reference pixels
+    (flagged REFERENCE_PIXEL, or in the profile's reference columns; they see no light)."""
+    ex = ((sbits & np.uint32(STATIC_BITS)) != 0) | ((sbits & np.uint32(flags.REFERENCE_PIXEL)) != 0)
+    for a, b in profile.reference_columns:
+        ex[:, (xs >= a) & (xs < b)] = True
+    return ex
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2, per tile of pixels with the whole time axis
+
+
+def _usable(r, s, trace, exclude, params):
+    """(valid, on_trace) (time, P): exposures of each pixel that can be analysed, and those on a
+    source trace (left out; a "trace" in most of a pixel's exposures is a defective column)."""
+    n_t = r.shape[0]
+    P = r.shape[1]
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(r) & np.isfinite(s) & (s > 0)
+    valid[:, np.asarray(exclude, bool).reshape(P)] = False
+    tr2 = np.asarray(trace, bool).reshape(n_t, P)
+    n_valid = valid.sum(axis=0)
+    tr_frac = np.where(n_valid > 0, (tr2 & valid).sum(axis=0) / np.maximum(n_valid, 1), 0.0)
+    return valid, tr2 & (tr_frac <= params.trace_max_fraction)[None, :]
+
+
+def pixel_blocks(origin, shape, block) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Calibration blocks (full-frame (row, column) block indices) of a tile's pixels:
+    (the blocks, the index of each pixel's block (ty * tx,))."""
+    ty, tx = shape
+    by, bx = (int(v) for v in block)
+    yb = (int(origin[0]) + np.arange(ty)) // by
+    xb = (int(origin[1]) + np.arange(tx)) // bx
+    keys = yb[:, None] * 100000 + xb[None, :]
+    uniq, inv = np.unique(keys.ravel(), return_inverse=True)
+    return [(int(k) // 100000, int(k) % 100000) for k in uniq], inv.reshape(-1)
+
+
+def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin=(0, 0)) -> dict:
+    """Stage 2a of a tile: histograms of the residual about each pixel's own baseline.
+
+    Each pixel's ``r = a * sky + d`` is fitted robustly over its exposures
+    (:func:`lrscube.detection.baseline.fit_response_offset`); the residuals, in units of ERR and corrected
+    for each exposure's leverage in the fit, are counted per exposure and calibration block
+    (:func:`lrscube.detection.baseline.abs_histogram`). Returns ``{block: counts (time, bins)}``; the
+    blocks' counts over all tiles give each exposure's noise calibration
+    (:func:`calibrations`), immune to the pixels' fixed response pattern.
+    """
+    n_t, ny, nx = r.shape
+    P = ny * nx
+    r2 = np.asarray(r, np.float32).reshape(n_t, P)
+    s2 = np.asarray(s, np.float32).reshape(n_t, P)
+    k2 = np.asarray(sky, np.float32).reshape(n_t, P)
+    valid, on_trace = _usable(r2, s2, trace, exclude, params)
+    use = valid & ~on_trace
+    use[:, use.sum(axis=0) < 4] = False  # a 2-parameter fit needs more exposures than that
+    blocks, idx = pixel_blocks(origin, (ny, nx), params.calibration_block_px)
+    out = {}
+    cols = np.flatnonzero(use.any(axis=0))
+    if cols.size == 0:
+        return out
+    st_ = baseline.fit_response_offset(r2[:, cols], s2[:, cols], k2[:, cols], use[:, cols])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = (r2[:, cols] - st_.a * k2[:, cols] - st_.d) / (s2[:, cols] * np.sqrt(np.maximum(1.0 - st_.leverage, 1e-3)))
+    for b, key in enumerate(blocks):
+        sel = np.flatnonzero(idx[cols] == b)
+        if sel.size:
+            out[key] = baseline.abs_histogram(x[:, sel], use[:, cols[sel]])
+    return out
+
+
+def calibrations(block_counts: dict, params: DetectionParams) -> dict:
+    """Each block's :class:`lrscube.detection.baseline.Calibration` from its summed histograms; in an
+    exposure where a block holds fewer than 2000 pixels (an edge, a subarray), the exposure's
+    histogram over all blocks is used (the MAD of 2000 values is good to ~2 %)."""
+    if not block_counts:
+        return {}
+    total = sum(block_counts.values())
+    clips = (float(params.variance_clip_sigma), float(min(params.jump_clip_sigma, params.variance_clip_sigma)))
+    out = {}
+    for key, c in block_counts.items():
+        few = c.sum(axis=1) < MIN_CALIBRATION_PIXELS
+        out[key] = baseline.calibration(np.where(few[:, None], total, c), params.clip_sigma, clips)
+    return out
+
+
+def _calibration_arrays(cal: dict | None, origin, shape, n_t, params):
+    """Per pixel and exposure of a tile: the factor on ERR and the null moments of the clipped
+    squares (normal and JUMP_DET exposures), from the blocks' calibrations (1 and Gaussian
+    without them)."""
+    P = shape[0] * shape[1]
+    blocks, idx = pixel_blocks(origin, shape, params.calibration_block_px)
+    scale = np.ones((len(blocks), n_t), np.float32)
+    c1 = float(params.variance_clip_sigma)
+    c2 = float(min(params.jump_clip_sigma, params.variance_clip_sigma))
+    g = [baseline.gaussian_clipped_moments(1.0, c) for c in (c1, c2)]
+    m1 = np.tile(np.array([g[0][0], g[1][0]]), (len(blocks), n_t, 1))
+    m2 = np.tile(np.array([g[0][1], g[1][1]]), (len(blocks), n_t, 1))
+    for b, key in enumerate(blocks):
+        c = (cal or {}).get(key)
+        if c is not None:
+            scale[b], m1[b], m2[b] = c.scale, c.m1, c.m2
+    return scale, m1, m2, idx[:P]
+
+
+@functools.lru_cache(maxsize=64)
+def _scatter_divisor(n: int, sigma: float, c: float) -> np.ndarray:
+    return baseline.scatter_scan_scale(int(n), float(sigma), float(c))
+
+
+def beyond_either_description(r, s, sky, use, prior, min_excess: float, low_qe_response: float,
+                              min_sigma: float) -> np.ndarray:
+    """(P,) bool: pixels whose level over their exposures ``use`` is a defect whichever
+    description fits, also where the sky barely changes and the free fit of ``(a, d)`` cannot
+    tell a response from a dark level: an additive excess of at least ``min_excess`` (DN/s, at
+    the neighbours' response, ``min_sigma`` standard errors) that as a response would be more
+    than :data:`lrscube.detection.residuals.RESPONSE_RANGE`'s upper bound times the neighbours' (a flat
+    field never is); or a response at most ``low_qe_response`` of the neighbours' (at their dark
+    level, ``min_sigma``) that as a dark level would be ``min_excess`` or more below theirs (a
+    dark reference off by that much is a bad pixel too). ``prior`` as for
+    :func:`lrscube.detection.baseline.neighbour_prior`."""
+    ma, md = np.asarray(prior[0], float), np.asarray(prior[2], float)
+    w = np.where(use, 1.0 / np.asarray(s, float) ** 2, 0.0)
+    r = np.where(use, np.asarray(r, float), 0.0)
+    k = np.where(use, np.asarray(sky, float), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sw, skk = w.sum(axis=0), (w * k * k).sum(axis=0)
+        d_lvl = (w * (r - ma * k)).sum(axis=0) / sw - md
+        a_lvl = (w * k * (r - md)).sum(axis=0) / skk
+        hot = (d_lvl >= min_excess) & (d_lvl * np.sqrt(sw) >= min_sigma) & ~(1.0 + a_lvl <= RESPONSE_RANGE[1])
+        low = ((1.0 + a_lvl <= low_qe_response) & (-a_lvl * np.sqrt(skk) >= min_sigma)
+               & (-d_lvl >= min_excess) & (-d_lvl * np.sqrt(sw) >= min_sigma))
+    return hot | low
+
+
+def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, window: int) -> np.ndarray:
+    """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
+    more than ``max_events`` event exposures, or three exposures above the event threshold
+    (``high``) within ``2 window + 1`` exposures around an event (cosmic rays hit a pixel in
+    ~1e-4 of its exposures: three of them that close in one pixel are a fraction of a pixel
+    of a million over a data set; a telegraph pixel's rare high states look exactly like that).
+    Two close events are still taken for cosmic rays: kept, they would make a run of three
+    exposures at 2 x clip_sigma / sqrt(3), above the threshold."""
+    trans = np.asarray(trans, bool)
+    high = np.asarray(high, bool)
+    out = trans.sum(axis=0) > max_events
+    w = 2 * int(window) + 1
+    for j in np.flatnonzero(~out & trans.any(axis=0) & (high.sum(axis=0) >= 3)):
+        c = np.concatenate([[0], np.cumsum(high[:, j])])
+        t = np.flatnonzero(trans[:, j])
+        lo = np.clip(t - window, 0, high.shape[0])
+        hi = np.clip(t + window + 1, 0, high.shape[0])
+        if np.any(c[hi] - c[lo] >= 3):
+            out[j] = True
+    return out
+
+
+def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), jump=None,
+                   calibration: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Defect intervals of a tile from its stage-1 arrays ``(time, ty, tx)`` (no halo needed).
+
+    ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
+    tile's first pixel; ``calibration`` the blocks' noise calibrations (:func:`calibrations`;
+    none: ERR as it is). Per pixel: the baseline (its own response,
+    :func:`lrscube.detection.baseline.fit_response`), single-exposure events against it, then three
+    screens on the same arrays: the largest level run (:func:`lrscube.detection.temporal.scan_statistic`
+    of the clipped residual), the largest run of excess scatter (the same scan, one-sided, of the
+    standardised clipped squares) and the pixel's state against its physical limits
+    (:func:`lrscube.detection.baseline.fit_response_offset`). Candidates are analysed one by one
+    (:func:`lrscube.detection.states.pixel_intervals`). Returns (intervals, diagnostics).
+    """
+    p = ctx.params
+    th = ctx.thresholds
+    n_t, ny, nx = r.shape
+    y0, x0 = origin
+    diag = {"transient_pixels": np.zeros(n_t, np.int64), "candidates": 0, "pixels": 0,
+            "candidates_level": 0, "candidates_scatter": 0, "candidates_static": 0}
+    P = ny * nx
+    r2 = np.asarray(r, np.float32).reshape(n_t, P)
+    e2 = np.asarray(s, np.float32).reshape(n_t, P)
+    sky2 = np.asarray(sky, np.float32).reshape(n_t, P)
+    jp2 = np.zeros((n_t, P), bool) if jump is None else np.asarray(jump, bool).reshape(n_t, P)
+    valid, tr2 = _usable(r2, e2, trace, exclude, p)
+    n_valid = valid.sum(axis=0)
+    has = n_valid >= p.min_bad_exposures
+    diag["pixels"] = int((n_valid > 0).sum())
+    if not has.any():
+        return empty_intervals(), diag
+    cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, (y0, x0), (ny, nx), n_t, p)
+    # the population of the pixels' responses and dark levels (a prior for each pixel's own)
+    s_all = (e2 * cal_scale[blk].T).astype(np.float32)
+    use_all = valid & ~tr2
+    st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
+    disp = 0 if ctx.profile.dispersion_axis == "y" else 1
+    pri = baseline.neighbour_prior(st_all, (ny, nx), p.sky_window_px, axis=disp)
+    # ... and the noise each pixel's neighbours show about their own baselines (an edge, a
+    # pattern left in the sky: what the calibration per exposure and block cannot see)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
+    hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), cal_m1[blk][:, :, 0].T,
+                                      float(p.variance_clip_sigma), (ny, nx), (p.sky_window_px, 5), axis=disp)
+    del s_all, st_all, x_all
+    # group pixels by the exposures that see them (footprints), so each group is gap-free
+    packed = np.ascontiguousarray(np.packbits(valid.T, axis=1))
+    # rows as opaque byte strings: one sort of P keys instead of a lexicographic one
+    keys, inverse = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rows_ev, rows_meta = [], []
+    for g in range(keys.shape[0]):
+        pix = np.flatnonzero((inverse == g) & has)
+        if pix.size == 0:
+            continue
+        t_idx = np.flatnonzero(valid[:, pix[0]])
+        ix = np.ix_(t_idx, pix)
+        rg, kg = r2[ix], sky2[ix]
+        bk = blk[pix]
+        sg = (e2[ix] * cal_scale[bk][:, t_idx].T * np.sqrt(hnoise[pix])).astype(np.float32)
+        on_trace = tr2[ix]
+        jg = jp2[ix]
+        clip = np.where(jg, p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
+        # the measured null of the clipped squares in each exposure (JUMP_DET: the lower clip)
+        vc = np.where(jg, min(p.jump_clip_sigma, p.variance_clip_sigma), p.variance_clip_sigma)
+        m1 = np.where(jg, cal_m1[bk][:, t_idx, 1].T, cal_m1[bk][:, t_idx, 0].T)
+        m2 = np.where(jg, cal_m2[bk][:, t_idx, 1].T, cal_m2[bk][:, t_idx, 0].T)
+        # baseline: the pixel's own response; single-exposure events against it
+        prior = tuple(v[pix] for v in pri)
+        b0 = baseline.fit_response_offset(rg, sg, kg, ~on_trace, iterations=2, prior=prior)
+        e0 = np.where(on_trace, np.nan, rg - b0.a * kg - b0.d)
+        trans = transients(e0, sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
+        with np.errstate(invalid="ignore"):
+            high = e0 / sg > p.transient_sigma
+        trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
+        np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
+        excl = on_trace | trans
+        b0 = baseline.fit_response_offset(rg, sg, kg, ~excl, iterations=2, prior=prior)
+        e = np.where(excl, np.nan, rg - b0.a * kg - b0.d)
+        # screen 1: a run whose level differs from the baseline
+        z = clipped_z(e, sg, clip)
+        stat = scan_statistic(z, min_length=p.min_bad_exposures)  # a defect lasts min_bad_exposures
+        # screen 2: a run of excess scatter (standardised clipped squares, one-sided)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.minimum((e / sg) ** 2, vc * vc)
+            yv = (q - m1) / np.sqrt(np.maximum(m2 - m1 * m1, 1e-12))
+        vstat = scan_statistic(yv, min_length=p.min_bad_exposures, one_sided=True,
+                               divisor=_scatter_divisor(t_idx.size, p.screen_fraction * th.variance,
+                                                        p.variance_clip_sigma))
+        # screen 3: the pixel's state beyond a physical limit (response, dark excess)
+        sta = baseline.fit_response_offset(rg, sg, kg, ~excl)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = sta.d - prior[2]  # the dark excess over that of the neighbours
+            static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
+                      | ((1 + sta.a <= p.low_qe_response) & (-sta.a / sta.a_err >= th.static)))
+            # a level no response or no dark level explains, also where the sky does not change
+            # enough to separate the two
+            static |= beyond_either_description(rg, sg, kg, ~excl, prior, p.static_excess_dn_s, p.low_qe_response,
+                                                th.static)
+        c_level = stat >= p.screen_fraction * th.level
+        c_scatter = vstat >= p.screen_fraction * th.variance
+        cand = np.flatnonzero(c_level | c_scatter | static)
+        diag["candidates"] += int(cand.size)
+        diag["candidates_level"] += int(c_level.sum())
+        diag["candidates_scatter"] += int(c_scatter.sum())
+        diag["candidates_static"] += int(static.sum())
+        for j in cand:
+            use = ~excl[:, j]
+
+            def analyse(use):
+                return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
+                                       (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior))
+
+            ivs = analyse(use)
+            if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static[j])):
+                # a pixel with an excess: its isolated high states are more likely its own (a
+                # telegraph pixel's) than cosmic rays, which hit one pixel-exposure in ~1e4;
+                # the single-exposure events are put back and the pixel analysed again (they
+                # join an interval only as telegraph pieces or next to its ends). So is a pixel
+                # beyond a physical limit in all its exposures whose analysis without them had
+                # too few exposures left (a short series: its baseline is poorly known)
+                use = ~on_trace[:, j]
+                ivs = analyse(use)
+            ti = t_idx[use]
+            yy, xx = divmod(int(pix[j]), nx)
+            for iv in ivs:
+                rows_ev.append(iv)
+                rows_meta.append((yy, xx, ti, t_idx))
+    records = []
+    if rows_ev:
+        ev = pd.DataFrame(rows_ev)
+        cls = classify.classify(ev, p.classes)
+        keep = classify.passes_floors(ev, p.classes).to_numpy()
+        amp = classify.amplitude(ev, cls)
+        for k in np.flatnonzero(keep):
+            e_ = ev.iloc[k]
+            yy, xx, ti, t_all = rows_meta[k]
+            records.append(_record(e_, cls.iloc[k], amp[k], yy + y0, xx + x0, ti, t_all, ctx))
+    return _finish(records), diag
+
+
+def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | None = None,
+                 origin: tuple[int, int] = (0, 0)) -> tuple[pd.DataFrame, dict]:
+    """Defect intervals of one block of pixels held in memory: stages 1 and 2 and the carried
+    static pixels (what :func:`detect_dataset` does, for arrays).
+
+    ``sci, err, dq`` are (time, y, x), exposures sorted by time; ``core`` the pixels to report
+    (the rest only serves the local sky); ``origin`` the full-frame (y, x) of the first pixel of
+    ``core``.
+    """
+    if core is None:
+        core = (slice(None), slice(None))
+    idx = response_indices(np.shape(sci)[0], ctx.params.response_exposures)
+    g = response_of(np.asarray(sci)[idx], np.asarray(err)[idx], ctx.params, ctx.profile)
+    st1 = spatial_stage(sci, err, dq, ctx.params, ctx.profile, response=g)
+    cy, cx = core
+    sbits = static_bits(st1["and_bits"], st1["n_seen"])[cy, cx]
+    xs = origin[1] + np.arange(sbits.shape[1])
+    exclude = excluded_pixels(sbits, ctx.profile, xs)
+    arrays = (st1["r"][:, cy, cx], st1["s"][:, cy, cx], st1["sky"][:, cy, cx], st1["trace"][:, cy, cx])
+    cal = calibrations(calibration_stage(*arrays, exclude, ctx.params, origin), ctx.params)
+    iv, diag = temporal_stage(*arrays, exclude, ctx, origin, jump=st1["jump"][:, cy, cx], calibration=cal)
+    diag["trace_pixels"] = st1["trace"][:, cy, cx].sum(axis=(1, 2)).astype(np.int64)
+    rec = carried_records(sbits, st1["n_seen"][cy, cx], origin)
+    if rec:
+        iv = pd.concat([_finish(rec), iv], ignore_index=True) if len(iv) else _finish(rec)
+    return iv, diag
+
+
+def _record(e, cls: str, amp: float, y: int, x: int, ti: np.ndarray, t_all: np.ndarray, ctx: TileContext) -> dict:
+    """One intervals-table row from an interval's evidence and its exposure indices.
+
+    ``ti`` are the exposures used (time indices), ``t_all`` every exposure that sees the pixel.
+    """
+    start, stop = int(e["start"]), int(e["stop"])
+    first_bad = ti[start]
+    last_bad = ti[stop - 1]
+    first_good = ti[stop] if stop < ti.size else None
+    last_good = ti[start - 1] if start > 0 else None
+    n_bad = int(((t_all >= first_bad) & (t_all <= last_bad)).sum())
+    start_mjd = float(ctx.expstart[first_bad]) if last_good is not None else np.nan
+    end_mjd = float(ctx.expstart[first_good]) if first_good is not None else np.nan
+    unit = "" if cls in ("DEAD", "LOW_QE") else " DN/s"
+    noisy = bool(e.get("noisy", False))
+    static = bool(e.get("static", False))
+    model = "sky-proportional deficit" if cls in ("DEAD", "LOW_QE") else (
+        ("excess scatter" if noisy and e["frac_high"] < 0.15 else "switching excess") if cls == "TELEGRAPH"
+        else ("additive excess" if e["sign"] > 0 else "deficit"))
+    if static:
+        model = "normal state beyond its physical limit: " + ("response" if cls in ("DEAD", "LOW_QE") else model)
+    reason = (f"{model} {amp:.3g}{unit}, {e['significance']:.1f} sigma over {n_bad} exposures; "
+              f"onset {e['onset_significance']:.1f} sigma, recovery {e['recovery_significance']:.1f} sigma; "
+              f"chi2 additive {e['chi2_add']:.1f} / sky-proportional {e['chi2_mult']:.1f} (n={int(e['n'])}); "
+              f"normal response {e.get('response', np.nan):.3f}; scatter {e.get('scatter_ratio', np.nan):.2f}x "
+              f"({e.get('scatter_sigma', np.nan):.1f} sigma)")
+    return {"y": y, "x": x, "flag": cls, "start_mjd": start_mjd, "end_mjd": end_mjd,
+            "dq": ctx.profile.flag_bits(cls), "amplitude": float(amp), "significance": float(e["significance"]),
+            "onset_significance": float(e["onset_significance"]),
+            "recovery_significance": float(e["recovery_significance"]), "n_bad": n_bad,
+            "last_good_mjd": float(ctx.mjd[last_good]) if last_good is not None else np.nan,
+            "first_bad_mjd": float(ctx.mjd[first_bad]),
+            "first_good_mjd": float(ctx.mjd[first_good]) if first_good is not None else np.nan,
+            "reason": reason, "carried": False}
+
+
+def _finish(records: list[dict]) -> pd.DataFrame:
+    if not records:
+        return empty_intervals()
+    df = pd.DataFrame(records, columns=INTERVAL_COLUMNS)
+    return df.astype(_DTYPES)
+
+
+# --------------------------------------------------------------------------------------------
+# over a Dataset (dask or numpy)
+
+
+def tile_shape(n_exposures: int, params: DetectionParams, chunk: tuple[int, int] = (256, 258),
+               bytes_per_value: int = 48) -> tuple[int, int]:
+    """Tile (ty, tx) of stage 2 whose arrays for all exposures fit the memory budget.
+
+    Sizes are divisors of the stored chunk, so tiles cut the frame (4 x 4 chunks) exactly and
+    never straddle a chunk of the work store. ``bytes_per_value`` counts the stage-1 arrays
+    (r, s, sky, trace) and the temporal intermediates per pixel and exposure.
+    """
+    budget = params.tile_memory_mb * 1e6
+    cy, cx = chunk
+    best = (1, 1)
+    for ty in sorted({d for d in range(1, cy + 1) if cy % d == 0}, reverse=True):
+        for tx in sorted({d for d in range(1, cx + 1) if cx % d == 0}, reverse=True):
+            if ty * tx * max(n_exposures, 1) * bytes_per_value <= budget:
+                if ty * tx > best[0] * best[1] or (ty * tx == best[0] * best[1] and abs(ty - tx) < abs(best[0] - best[1])):
+                    best = (ty, tx)
+    return best
+
+
+def _context(ds, prof, p) -> TileContext:
+    mjd = np.asarray(ds["mjd"].values, float)
+    expstart = np.asarray(ds["expstart"].values, float) if "expstart" in ds.coords else mjd.copy()
+    th = p.thresholds(int(np.prod(prof.frame_shape)), ds.sizes["time"])
+    return TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=th.level, thresholds=th)
+
+
+def _response_task(sci, err, params, profile, source=None, rows=None, response=None):
+    if source is not None:
+        from ..storage.cube import read_frames
+
+        sci, err, _ = read_frames(source, rows, missing="error")
+    return response_stage(sci, err, params, profile, response)
+
+
+def response_of(sci, err, params, profile) -> np.ndarray | None:
+    """The response pattern from exposures ``(k, y, x)`` in memory: ``response_passes`` passes of
+    :func:`response_stage` and :func:`lrscube.detection.residuals.response_pattern`, each on the images
+    flat-fielded by the one before."""
+    if np.shape(sci)[0] == 0:
+        return None
+    g = None
+    for _ in range(max(1, params.response_passes)):
+        q = response_pattern(response_stage(sci, err, params, profile, g))
+        g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    return g
+
+
+def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None):
+    """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
+    stage-2 tile (:mod:`lrscube.storage.workstore`); returns the small reductions.
+
+    With ``source`` (the exposure cube's zarr URL) and ``rows`` (their storage positions), the
+    task reads its exposures itself, whole frames, instead of receiving them from dask.
+    """
+    if source is not None:
+        from ..storage.cube import read_frames
+
+        sci, err, dq = read_frames(source, rows, missing="error")
+    out = spatial_stage(sci, err, dq, params, profile, response=response)
+    # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
+    bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
+    workstore.write_batch(work, a, spans, out["r"], out["s"], out["sky"], bits)
+    return {"and_bits": out["and_bits"], "n_seen": out["n_seen"], "trace_pixels": out["trace_pixels"], "a": a}
+
+
+def _calibration_from_work(work, starts, ya, yb, xa, xb, exclude, ctx):
+    r, s, sky, bits = workstore.read_tile(work, starts, ya, xa)
+    return calibration_stage(r, s, sky, (bits & 1) != 0, exclude, ctx.params, (int(ctx.ys[ya]), int(ctx.xs[xa])))
+
+
+def _stage2_from_work(work, starts, ya, yb, xa, xb, exclude, ctx, cal):
+    r, s, sky, bits = workstore.read_tile(work, starts, ya, xa)
+    tr, jump = (bits & 1) != 0, (bits & 2) != 0
+    return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), jump=jump,
+                          calibration=cal)
+
+
+def _tile_calibration(cal: dict, origin, shape, params) -> dict:
+    """The blocks' calibrations a tile needs."""
+    blocks, _ = pixel_blocks(origin, shape, params.calibration_block_px)
+    return {k: cal[k] for k in blocks if k in cal}
+
+
+def _add_counts(total: dict, part: dict) -> None:
+    for k, v in part.items():
+        if k in total:
+            total[k] += v
+        else:
+            total[k] = v.copy()
+
+
+def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, tiles: tuple[int, int] | None = None,
+                   progress: bool | None = None, work: str | None = None, source: str | None = None,
+                   **overrides) -> tuple[pd.DataFrame, dict]:
+    """Defect intervals of a cube held in an xarray Dataset (numpy- or dask-backed).
+
+    Two stages: (1) per exposure, whole frames: residuals against the local sky, source traces,
+    the static DQ bits; (2) per tile of pixels holding the whole time axis: temporal statistics,
+    change points, classes. With ``work`` (a folder path or URL, e.g. inside the store), stage 1
+    runs as dask tasks over batches of exposures, each reading its exposures exactly once and
+    writing the residuals to ``work``, one object per batch (:mod:`lrscube.storage.workstore`);
+    stage 2 runs as one task per tile reading its byte range of each object once. Memory per task is bounded by
+    ``tile_memory_mb`` (the tile shrinks as exposures grow) and by the batch size. Without ``work`` everything runs in this process, in memory (tests,
+    small cubes).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        ``sci``, ``err``, ``dq`` (time, y, x) with coordinates ``expstart`` and ``mjd`` (MJD) along
+        time and 0-based full-frame ``y``/``x`` (default: 0..n-1).
+    profile : str, path or Profile
+        Mode profile (default ``lrs``); its ``detection:`` block gives the parameters.
+    params : DetectionParams
+        Overrides the profile's parameters entirely.
+    tiles : (ty, tx)
+        Stage-2 tile size in pixels; default from ``tile_memory_mb`` and the number of exposures.
+    progress : bool
+        Show a progress bar (distributed.progress when a client is active).
+    work : str
+        Scratch folder (path or URL) for the two-stage dask run (removed afterwards by :func:`detect`).
+    source : str
+        The zarr URL of the exposure cube ``ds`` was opened from (``lrscube.storage.cube.cube_url``):
+        stage-1 tasks then read their whole frames straight from it (no chunk tasks moved
+        between workers). Ignored unless ``ds`` holds whole frames of that cube.
+    **overrides
+        Single parameters, e.g. ``false_alarm_pixels=1.0``.
+
+    Returns
+    -------
+    (intervals DataFrame, metadata dict)
+    """
+    t0 = _time.time()
+    prof = profiles.load(profile)
+    p = params or DetectionParams.from_profile(prof, **overrides)
+    if "mjd" in ds.coords:
+        ds = ds.sortby("mjd")
+    n_t = ds.sizes["time"]
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    ys = np.asarray(ds["y"].values, int) if "y" in ds.coords else np.arange(ny)
+    xs = np.asarray(ds["x"].values, int) if "x" in ds.coords else np.arange(nx)
+    ctx = _context(ds, prof, p)
+    ctx.ys, ctx.xs = ys, xs
+    ty, tx = tiles or tile_shape(n_t, p)
+    ty, tx = min(ty, ny), min(tx, nx)
+    spans = [(a, min(a + ty, ny), b, min(b + tx, nx)) for a in range(0, ny, ty) for b in range(0, nx, tx)]
+
+    if work is None:
+        idx = response_indices(n_t, p.response_exposures)
+        g = response_of(ds["sci"].values[idx], ds["err"].values[idx], p, prof)
+        st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g)
+        sbits = static_bits(st1["and_bits"], st1["n_seen"])
+        exclude = excluded_pixels(sbits, prof, xs)
+        trace_px = st1["trace_pixels"]
+        results = []
+        todo = [sp for sp in spans if (st1["n_seen"][sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
+        counts: dict = {}
+        for ya, yb, xa, xb in todo:
+            sl = (slice(None), slice(ya, yb), slice(xa, xb))
+            _add_counts(counts, calibration_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
+                                                  exclude[ya:yb, xa:xb], p, (int(ys[ya]), int(xs[xa]))))
+        cal = calibrations(counts, p)
+        for ya, yb, xa, xb in todo:
+            sl = (slice(None), slice(ya, yb), slice(xa, xb))
+            results.append(temporal_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
+                                          exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa])),
+                                          jump=st1["jump"][sl], calibration=cal))
+        n_seen = st1["n_seen"]
+        del st1
+        n_tasks = len(results)
+    else:
+        results, sbits, n_seen, trace_px, n_tasks = _detect_two_stage(ds, prof, p, ctx, work, (ty, tx), spans,
+                                                                      progress, source)
+    records = carried_records(sbits, n_seen, (int(ys[0]), int(xs[0])))
+    frames = [_finish(records)] if records else []
+    frames += [r[0] for r in results if len(r[0])]
+    iv = pd.concat(frames, ignore_index=True) if frames else empty_intervals()
+    iv = iv.sort_values(["y", "x", "start_mjd"], na_position="first", kind="stable").reset_index(drop=True)
+    trans_px = np.sum([r[1]["transient_pixels"] for r in results], axis=0) if results else np.zeros(n_t)
+    mjd = ctx.mjd
+    names = ds["filename"].values if "filename" in ds.coords else np.arange(n_t).astype(str)
+    nonblank = [{"exposure": str(names[i]), "mjd": float(mjd[i]), "trace_pixels": int(trace_px[i]),
+                 "reason": "source trace or latent: a narrow, long bump of the sky across the dispersion; "
+                           "these pixels were left out of the statistics for this exposure"}
+                for i in np.flatnonzero(np.asarray(trace_px) > 0)]
+    meta = {
+        "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold, "tiles": [int(ty), int(tx)],
+        "n_tiles": int(n_tasks), "parameters": p.to_dict(),
+        "pixels_analysed": int(sum(r[1]["pixels"] for r in results)),
+        "candidates": int(sum(r[1]["candidates"] for r in results)),
+        "thresholds_sigma": dict(ctx.thresholds._asdict()),
+        "candidates_by_screen": {k: int(sum(r[1].get("candidates_" + k, 0) for r in results))
+                                 for k in ("level", "scatter", "static")},
+        "intervals": int(len(iv)), "carried_static": int(iv["carried"].sum()) if len(iv) else 0,
+        "by_class": {k: int(v) for k, v in iv.loc[~iv["carried"], "flag"].value_counts().items()} if len(iv) else {},
+        "non_blank_exposures": nonblank,
+        "transient_pixels_per_exposure": {str(names[i]): int(trans_px[i]) for i in range(n_t) if trans_px[i]},
+        "seconds": round(_time.time() - t0, 2),
+        "timing": getattr(ctx, "timing", None),
+    }
+    return iv, meta
+
+
+def _storage_rows(ds, source: str) -> np.ndarray | None:
+    """Storage position in the cube at ``source`` of each exposure of ``ds`` (matched by file
+    name and time), or None when ``ds`` is not a whole-frame selection of that cube."""
+    import zarr
+
+    try:
+        g = zarr.open_group(st.zarr_store(source, read_only=True), mode="r")
+        n = int(g.attrs["lrscube"]["n_committed"])
+        gone = {int(i) for i in g.attrs["lrscube"].get("dropped", ())}
+        if tuple(g["sci"].shape[1:]) != (ds.sizes["y"], ds.sizes["x"]) or "filename" not in ds.coords:
+            return None
+        if "y" in ds.coords and int(ds["y"].values[0]) != 0 or "x" in ds.coords and int(ds["x"].values[0]) != 0:
+            return None
+        names = g["filename"][:n]
+        names = [v.decode() if isinstance(v, bytes) else str(v) for v in names]
+        where = {(f, round(float(m), 9)): i for i, (f, m) in enumerate(zip(names, g["mjd"][:n])) if i not in gone}
+        rows = [where.get((str(f), round(float(m), 9))) for f, m in zip(ds["filename"].values, ds["mjd"].values)]
+    except (KeyError, FileNotFoundError, ValueError, TypeError):
+        return None
+    if any(r is None for r in rows):
+        return None
+    return np.asarray(rows, np.int64)
+
+
+def balanced_batch(n: int, batch: int, slots: int) -> int:
+    """Exposures per stage-1 task: at most ``batch`` and at least half of it, chosen so that the
+    ``n`` exposures are shared as evenly as possible over ``slots`` worker threads.
+
+    Stage-1 tasks cost about the same per exposure and go to whichever worker is free, so a
+    worker's share is every ``slots``-th task. With a fixed batch the shares can differ by most
+    of a batch (400 exposures in batches of 16 on 2 workers: 25 tasks, 208 exposures against
+    192); batches of 10 give 200 each. Ties go to the larger batch (fewer, larger work-store
+    chunks).
+
+    >>> balanced_batch(100, 16, 2), balanced_batch(400, 16, 2), balanced_batch(1600, 16, 2)
+    (10, 10, 16)
+    """
+    batch, slots = max(1, int(batch)), max(1, int(slots))
+    if n <= 0:
+        return batch
+
+    def busiest(b):  # exposures of the worker with the most, tasks dealt round-robin
+        sizes = [min(b, n - a) for a in range(0, n, b)]
+        return max(sum(sizes[w::slots]) for w in range(min(slots, len(sizes))))
+
+    smallest = max(1, min((batch + 1) // 2, -(-n // slots)))  # fewer exposures than slots x batch: split them
+    return min(range(batch, smallest - 1, -1), key=busiest)
+
+
+def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None):
+    """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
+    import dask
+
+    n_t = ds.sizes["time"]
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    B = balanced_batch(n_t, int(p.work_batch_exposures), worker_threads())
+    workstore.create(work)
+    rows = _storage_rows(ds, source) if source is not None else None
+    t00 = _time.time()
+    # stage 0: the pixels' response pattern, from a few exposures spread over the data set
+    idx = response_indices(n_t, p.response_exposures)
+    groups = [idx[k:k + 4] for k in range(0, idx.size, 4)]
+    if rows is None:
+        sci, err, dq = (ds[v].data for v in ("sci", "err", "dq"))
+        if not hasattr(sci, "dask"):
+            import dask.array as da
+
+            sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
+    g = None
+    for _ in range(max(1, p.response_passes) if groups else 0):  # each pass on the images flat-fielded by the last
+        g_in = dask.delayed(g, pure=True) if g is not None else None
+        if rows is None:
+            s0 = [dask.delayed(_response_task, pure=False)(sci[gi], err[gi], p, prof, None, None, g_in) for gi in groups]
+        else:
+            s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in) for gi in groups]
+        q = response_pattern(np.concatenate(list(_iter_compute(s0, False))))
+        g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    g_node = dask.delayed(g, pure=True) if g is not None else None
+    if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
+        s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
+                                                         rows[a:a + B], g_node)
+              for a in range(0, n_t, B)]
+    else:
+        s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof,
+                                                         spans, None, None, g_node)
+              for a in range(0, n_t, B)]
+    and_bits = np.full((ny, nx), _ALL_BITS, np.uint32)
+    n_seen = np.zeros((ny, nx), np.int32)
+    trace_px = np.zeros(n_t, np.int64)
+    t0 = _time.time()
+    for res in _iter_compute(s1, progress):
+        and_bits &= res["and_bits"]
+        n_seen += res["n_seen"]
+        trace_px[res["a"]:res["a"] + res["trace_pixels"].size] = res["trace_pixels"]
+    sbits = static_bits(and_bits, n_seen)
+    exclude = excluded_pixels(sbits, prof, ctx.xs)
+    starts = list(range(0, n_t, B))
+    todo = [sp for sp in spans if (n_seen[sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
+    t1 = _time.time()
+    # stage 2a: the noise about each pixel's own baseline, counted per exposure and block
+    s2a = [dask.delayed(_calibration_from_work, pure=False)(work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx)
+           for ya, yb, xa, xb in todo]
+    counts: dict = {}
+    for res in _iter_compute(s2a, progress):
+        _add_counts(counts, res)
+    cal = calibrations(counts, p)
+    t2 = _time.time()
+    s2 = [dask.delayed(_stage2_from_work, pure=False)(
+              work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx,
+              _tile_calibration(cal, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa), p))
+          for ya, yb, xa, xb in todo]
+    results = list(_iter_compute(s2, progress))
+    ctx.timing = {"stage0_s": round(t0 - t00, 2), "stage1_s": round(t1 - t0, 2), "stage2a_s": round(t2 - t1, 2), "stage2_s": round(_time.time() - t2, 2),
+                  "stage1_tasks": len(s1), "stage2_tasks": len(s2),
+                  "stage1_reads": "whole frames from the cube" if rows is not None else "dask chunks"}
+    return results, sbits, n_seen, trace_px, len(s1) + len(s2)
+
+
+def _iter_compute(tasks, progress):
+    """Results of delayed ``tasks`` as they finish (a distributed client if one is active)."""
+    import dask
+
+    client = None
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        if progress:
+            from distributed import progress as dprogress
+
+            dprogress(futures)
+        for f in as_completed(futures):
+            yield f.result()
+            f.release()
+        return
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            yield from dask.compute(*tasks)
+        return
+    yield from dask.compute(*tasks)
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+
+
+@provenance.recorded("detect", provenance.detect_config, provenance.detect_summary)
+def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None = None,
+           progress: bool | None = None, write_mask: bool = True, min_epoch_days: float = 0.0,
+           **overrides) -> pd.DataFrame:
+    """Detect defects in a store's exposure cube; write intervals, mask cube and detect.json.
+
+    Parameters
+    ----------
+    store : str
+        Path or fsspec URL of an lrscube store holding an exposure cube.
+    mode : str
+        Mode profile name or YAML path (default: the store's mode, else ``lrs``).
+    tiles : (ty, tx)
+        Tile size (pixels); default from the memory budget ``tile_memory_mb``.
+    write_mask : bool
+        Also write the mask cube (lrscube.masks.maskcube.write_mask_cube).
+    min_epoch_days : float
+        Merge mask-cube epochs shorter than this (days), choosing the least costly merges.
+    **overrides
+        Detection parameters, e.g. ``false_alarm_pixels=1.0`` or ``detection_sigma=7``.
+
+    Returns
+    -------
+    The intervals table (also in the store: ``lrscube.open_intervals``). Every run recomputes everything
+    from the whole cube (see docs/detection.md).
+    """
+    from ..storage.cube import cube_url, exposure_table, open_cube
+
+    # One detect at a time per store (STORE/detect.lock). The run writes everything into its
+    # own folder STORE/detect/RUN and commits by rewriting detect.json to name it: a killed run
+    # leaves the last committed intervals and mask, and its folder is removed by the next run.
+    with st.writer_lock(store, st.DETECT_LOCK, "detect"):
+        st.clean_detect_runs(store)
+        ds = open_cube(store)
+        if mode is None:
+            mode = ds.attrs.get("mode") or ds.attrs.get("profile") or profiles.DEFAULT_MODE
+            if isinstance(mode, dict):
+                mode = mode.get("name", profiles.DEFAULT_MODE)
+        prof = profiles.load(mode)
+        exposures = exposure_table(store)  # the exposures ds holds: read before the frames
+        run = st.new_run_id()
+        work = st.run_url(store, run, "work")
+        try:
+            iv, meta = detect_dataset(ds, prof, tiles=tiles, progress=progress, work=work,
+                                      source=cube_url(store), **overrides)
+        except st.CorruptDataError as e:
+            raise _named(e, store) from None
+        finally:
+            _remove(work)
+        st.write_table(st.run_url(store, run), st.INTERVALS, iv)
+        meta["mask_cube"] = None
+        if write_mask:
+            from ..masks.maskcube import write_mask_cube
+
+            write_mask_cube(store, iv, prof, exposures=exposures, min_epoch_days=min_epoch_days, run=run)
+            meta["mask_cube"] = st.run_url(store, run, st.MASK)
+        st.publish_detect(store, run, meta, mask=write_mask)  # the commit point
+        st.clean_detect_runs(store)
+    return iv
+
+
+def _named(e: st.CorruptDataError, store: str) -> st.CorruptDataError:
+    """The corrupt exposure's file name added to the error, when its coordinates read."""
+    if e.slot is not None and e.exposure is None:
+        try:
+            import zarr
+
+            g = zarr.open_group(st.zarr_store(st.join(store, st.EXPOSURES), read_only=True), mode="r")
+            e.exposure = str(g["filename"][int(e.slot)])
+        except Exception:  # noqa: BLE001 - the name is a courtesy; the slot is in the message
+            pass
+    return e
+
+
+def _remove(url: str) -> None:
+    fs, path = st.fs_and_path(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def open_intervals(store: str) -> pd.DataFrame:
+    """The defect-intervals table of a store (one row per pixel and bad interval)."""
+    return st.read_table(store, st.INTERVALS)

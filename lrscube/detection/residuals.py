@@ -1,0 +1,621 @@
+"""Per-exposure spatial residuals: each pixel against a robust local sky.
+
+Pure numpy functions of images stacked as ``(..., y, x)``; they loop over nothing in Python.
+
+The sky of a dispersed blank-sky exposure is smooth along the dispersion direction (the
+spectrum of the zodiacal and thermal background) but can change abruptly across it (slit
+edges, the slitless footprint). So the local sky of a pixel is the NaN-aware running median
+of its own line along the dispersion axis (for LRS, DISPAXIS=2: its column). A median
+preserves steps, is pulled by at most a few defects in its window, and follows a smooth source
+trace, so column-to-column structure (striping, slit edges, the cross-dispersion profile of a
+source) never leaks into the residual. Odd/even row offsets and row striping are lines across
+the dispersion; they survive the running median and are removed afterwards as the median of
+the residual along each such line.
+
+Example
+-------
+>>> import numpy as np
+>>> rng = np.random.default_rng(1)
+>>> sci = 10 + rng.normal(0, 0.1, (1, 64, 32)).astype("f4")
+>>> sci[0, 20, 10] += 5                         # a hot pixel
+>>> res = spatial_residuals(sci, np.full_like(sci, 0.1))
+>>> round(float(res.resid[0, 20, 10]), 0)
+5.0
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import bottleneck as bn
+import numpy as np
+
+from . import running
+
+#: 1 / Phi^-1(3/4): MAD -> standard deviation for Gaussian noise
+MAD_TO_SIGMA = 1.482602218505602
+#: fewest pixels for a block's own noise calibration (the MAD of 2000 values is good to ~2 %)
+MIN_CALIBRATION_PIXELS = 2000
+
+
+class Residuals(NamedTuple):
+    """Residuals of a stack of exposures, all shaped like the input ``(..., y, x)``."""
+
+    resid: np.ndarray  #: sci - local sky - line offsets (DN/s)
+    sigma: np.ndarray  #: noise of resid (DN/s): ERR times the per-exposure noise calibration
+    sky: np.ndarray  #: local sky level (DN/s)
+
+
+def running_median(a: np.ndarray, window: int, axis: int = -1, min_count: int = 1) -> np.ndarray:
+    """Centred, NaN-aware running median along ``axis`` (window odd; NaN where < min_count values).
+
+    Compiled (:mod:`lrscube.detection.running`); the same numbers as bottleneck's ``move_median``.
+
+    >>> running_median(np.array([1., 9., 2., np.nan, 3.]), 3)
+    array([5. , 2. , 5.5, 2.5, 3. ], dtype=float32)
+    """
+    return running.running_median(a, window, axis=axis, min_count=min_count)
+
+
+def window_median_position(finite: np.ndarray, window: int, min_count: int = 1) -> np.ndarray:
+    """Median index of the True entries of ``finite`` in a centred window along the last axis.
+
+    The same as the running median of ``where(finite, index, nan)`` (NaN where fewer than
+    ``min_count`` are True), but from cumulative counts instead of a sort: the True positions
+    in a window are already in order, so the median is one (or the mean of two) of them.
+
+    >>> window_median_position(np.array([True, True, False, True, True]), 3)
+    array([0.5, 0.5, 2. , 3.5, 3.5], dtype=float32)
+    """
+    window = int(window) | 1
+    half = window // 2
+    f = np.ascontiguousarray(finite, dtype=bool)
+    shape = f.shape
+    n = shape[-1]
+    f = f.reshape(-1, n)
+    rows = f.shape[0]
+    # c[r, k]: True entries of row r before column k; gpos: their flat positions, in order
+    c = np.zeros((rows, n + 1), np.int32)
+    np.cumsum(f, axis=1, out=c[:, 1:])
+    i = np.arange(n)
+    lo = np.maximum(i - half, 0)
+    hi = np.minimum(i + half, n - 1) + 1
+    out = np.broadcast_to(i.astype(np.float32), (rows, n)).copy()  # a complete window: the pixel
+    # the rest (holes in the window, or cut by an edge): the middle True position(s)
+    incomplete = np.ones((rows, n), bool)
+    if n >= window:
+        incomplete[:, half:n - half] = (c[:, window:] - c[:, :n + 1 - window]) < window
+    r, j = np.nonzero(incomplete)
+    if r.size:
+        gpos = np.flatnonzero(f)
+        row_base = np.concatenate([[0], np.cumsum(c[:, -1], dtype=np.int64)[:-1]])
+        mm = c[r, hi[j]] - c[r, lo[j]]
+        base = row_base[r] + c[r, lo[j]]
+        last = max(gpos.size - 1, 0)
+        k1 = np.clip(base + (mm - 1) // 2, 0, last)
+        k2 = np.clip(base + mm // 2, 0, last)
+        med = 0.5 * (gpos[k1] + gpos[k2]) - r * n if gpos.size else np.full(r.size, np.nan)
+        out[r, j] = np.where(mm >= max(1, min(min_count, window)), med, np.nan)
+    return out.reshape(shape)
+
+
+def local_sky(img: np.ndarray, window: int, axis: int = -2, min_count: int = 5) -> np.ndarray:
+    """Running median along ``axis``, corrected for truncated windows.
+
+    Where the window is cut by the footprint edge (or has NaN holes), the median of a sloped sky
+    sits at the median position of the pixels present, not at the pixel: the running median is moved back to the
+    pixel along the local slope (a running least-squares slope of the median itself). Where the
+    window is complete the correction is zero.
+
+    >>> y = np.arange(40, dtype="f4")[:, None] * 0.5          # a linear ramp, cut at both ends
+    >>> float(np.abs(local_sky(y, 15, axis=0) - y).max()) < 1e-4
+    True
+    """
+    window = int(window) | 1
+    med = running_median(img, window, axis=axis, min_count=min_count)
+    ax = axis % med.ndim
+    if ax < med.ndim - 1 and med.size:  # lanes along the axes after it: one compiled pass
+        return running.sky_correction(img, med, window, ax, min_count)
+    # Everything below works in the image's own memory layout (a moved axis made every
+    # elementwise step strided); idx is the position along the axis, broadcast over the others.
+    idx = _positions(med.shape, ax)
+    # the median of a monotonic sky sits at the median position of the pixels present
+    finite = np.isfinite(np.moveaxis(np.asarray(img), ax, -1))
+    centre = np.moveaxis(window_median_position(finite, window, min_count), -1, ax)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offset = idx - centre                                # pixel minus median position
+        # slope from the medians whose window is (nearly) centred on their pixel: unbiased
+        wm = (np.isfinite(med) & (np.abs(offset) <= 0.25)).astype(np.float32)
+        mm = np.where(wm > 0, med, 0.0).astype(np.float32)
+        s0, s1, s2, sy, sxy = running.line_moments(wm, mm, 2 * window + 1, ax)
+        slope = (sxy - s1 * sy / s0) / (s2 - s1 * s1 / s0)
+    with np.errstate(invalid="ignore"):
+        corr = np.where(np.isfinite(slope) & np.isfinite(offset), slope * offset, 0.0)
+    return (med + corr).astype(np.float32)
+
+
+def _positions(shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """0, 1, 2, ... (float32) along ``axis``, shaped to broadcast against ``shape``."""
+    return np.arange(shape[axis], dtype=np.float32).reshape([-1 if d == axis else 1 for d in range(len(shape))])
+
+
+def local_linear(m: np.ndarray, window: int, axis: int = -2) -> np.ndarray:
+    """Local least-squares straight line through ``m`` over ``window`` pixels along ``axis``,
+    evaluated at each pixel (NaN-aware): a smooth version of a running-median sky that keeps
+    its slope, also where the window is cut by an edge."""
+    window = int(window) | 1
+    mv = np.asarray(m, np.float32)
+    ax = axis % mv.ndim
+    if ax < mv.ndim - 1 and mv.size:  # lanes along the axes after it: one compiled pass
+        return running.local_line(mv, window, ax)
+    idx = _positions(mv.shape, ax)
+    w = np.isfinite(mv).astype(np.float32)
+    mm = np.where(w > 0, mv, 0.0).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s0, s1, s2, sy, sxy = running.line_moments(w, mm, window | 1, ax)
+        xbar = s1 / s0
+        ybar = sy / s0
+        den = s2 / s0 - xbar * xbar
+        slope = np.where(den > 1e-6, (sxy / s0 - xbar * ybar) / den, 0.0)
+        out = ybar + slope * (idx - xbar)
+    return np.where(s0 * window >= 2, out, np.nan).astype(np.float32)
+
+
+def sky_model(img: np.ndarray, err: np.ndarray, window: int, axis: int = -2, min_count: int = 5,
+              outlier_sigma: float = 5.0) -> np.ndarray:
+    """Robust local sky: running median along the dispersion of the data minus a smooth trend.
+
+    Where the sky is steep along the dispersion, the values in a median window are ordered by
+    the slope, and one defect in the window moves the median by a whole step of the slope: its
+    neighbours would inherit a bias that stacking makes significant. So (1) a first running
+    median gives a robust, sloped sky, (2) its local straight-line fit is the trend, (3) pixels
+    more than ``outlier_sigma`` ERR from the first sky are left out, and (4) the running median
+    of the detrended data, which is flat and noise-dominated, is added back to the trend.
+    """
+    return _sky_parts(img, err, window, axis, min_count, outlier_sigma)[0]
+
+
+def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_window=None):
+    """:func:`sky_model` and its parts (sky, trend, detrended data with outliers left out, and
+    the scatter a normal pixel has about the sky: ERR and the pixel response, :func:`local_scatter`).
+
+    With ``cross_window``, a pixel is an outlier when it is far from the first sky *after* the
+    structure that the neighbouring lines across the dispersion share is removed
+    (:func:`cross_deviation`): at a sharp end of the dispersed sky the first sky of every line
+    is off by tens of ERR, which is not an outlier of any one pixel.
+    """
+    sky1 = local_sky(img, window, axis=axis, min_count=min_count)
+    trend = local_linear(sky1, window, axis=axis)
+    dev = img - sky1
+    if cross_window:
+        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2)
+    sloc = local_scatter(dev, sky1, err)
+    with np.errstate(invalid="ignore"):
+        out = np.abs(dev) > outlier_sigma * sloc
+    d = np.where(out, np.nan, img) - trend
+    return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d, sloc
+
+
+#: median of a chi-square variable with one degree of freedom
+_CHI2_1_MEDIAN = 0.454936423119572
+
+
+def response_scatter(dev: np.ndarray, sky: np.ndarray, err: np.ndarray, max_pixels: int = 20000) -> np.ndarray:
+    """Fractional pixel-to-pixel response scatter ``f`` of each image (leading indices), (...,).
+
+    Rate files are not flat-fielded: a normal pixel sits ``(g - 1) * sky`` off the sky of its
+    neighbours, ``g`` its response, a few percent rms. ``f`` solves
+    ``median(dev^2 / (err^2 + f^2 sky^2)) = median of chi^2_1`` over the image's pixels (a
+    subsample of at most ``max_pixels``): the deviation's scatter beyond ERR that grows with
+    the sky. Robust to defects (a median); 0 where the deviation is within ERR.
+    """
+    dev = np.asarray(dev, np.float32)
+    lead = dev.shape[:-2]
+    d2 = dev.reshape((-1,) + dev.shape[-2:])
+    k2 = np.broadcast_to(np.asarray(sky, np.float32), dev.shape).reshape(d2.shape)
+    e2 = np.broadcast_to(np.asarray(err, np.float32), dev.shape).reshape(d2.shape)
+    out = np.zeros(d2.shape[0], np.float32)
+    for b in range(d2.shape[0]):
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(d2[b]) & np.isfinite(k2[b]) & (k2[b] > 0) & np.isfinite(e2[b]) & (e2[b] > 0)
+        idx = np.flatnonzero(ok)
+        if idx.size < 50:
+            continue
+        idx = idx[:: max(1, idx.size // max_pixels)]
+        u2 = (d2[b].ravel()[idx] / k2[b].ravel()[idx]).astype(float) ** 2
+        w2 = (e2[b].ravel()[idx] / k2[b].ravel()[idx]).astype(float) ** 2
+        if np.median(u2 / w2) <= _CHI2_1_MEDIAN:
+            continue
+        lo, hi = 0.0, float(np.sqrt(np.median(u2) / _CHI2_1_MEDIAN)) + 1e-9
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if np.median(u2 / (w2 + mid * mid)) > _CHI2_1_MEDIAN:
+                lo = mid
+            else:
+                hi = mid
+        out[b] = 0.5 * (lo + hi)
+    return out.reshape(lead)
+
+
+def local_scatter(dev: np.ndarray, sky: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """The scatter of a normal pixel about the sky of its neighbours (DN/s): ERR and the pixel
+    response scatter times the sky, ``sqrt(err^2 + (f sky)^2)`` (:func:`response_scatter`)."""
+    f = response_scatter(dev, sky, err)
+    f = np.asarray(f, np.float32)[(...,) + (None,) * 2]
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.asarray(err, np.float32) ** 2 + (f * np.abs(np.asarray(sky, np.float32))) ** 2)
+
+
+def cross_deviation(resid: np.ndarray, window: int, cross_axis: int, exclude: np.ndarray | None = None,
+                    keep_nan: bool = False) -> np.ndarray:
+    """``resid`` minus its running median across the dispersion over ``window`` pixels: what a
+    pixel does that its neighbouring lines do not (the structure they share is sky).
+
+    ``exclude`` leaves pixels out of the median; where it is undefined (fewer than 5 pixels)
+    nothing is subtracted, or the result is NaN with ``keep_nan``."""
+    src = resid if exclude is None else np.where(exclude, np.nan, resid)
+    loc = running_median(src, window, axis=cross_axis, min_count=min(5, int(window)))
+    if keep_nan:
+        return resid - loc
+    return resid - np.where(np.isfinite(loc), loc, 0.0).astype(np.float32)
+
+
+def fill_holes(img: np.ndarray, cross_axis: int = -1, max_gap: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Fill NaN pixels from their neighbours across the dispersion; returns (filled, holes).
+
+    A hole (a pixel NaN in SCI: DO_NOT_USE in the input DQ) takes the linear interpolation of
+    the nearest finite pixels of its line across the dispersion within ``max_gap`` pixels on
+    each side (the one side's value when only one is there; NaN when neither). The running
+    median along the dispersion of a column with a hole is a different estimator from that of
+    the columns beside it: on a smooth sky that does not matter, but at a sharp end of the
+    dispersed sky (biased by tens of ERR there) the difference is a bias of several sigma per
+    exposure that the neighbouring columns do not share, over the whole window around the hole
+    (a static bad pixel next to the red end of the slitless sky made a dozen false pixels). The
+    filled values only stand in for the hole in its column's sky; the hole stays NaN in the
+    residual.
+
+    >>> fill_holes(np.array([[1.0, np.nan, 3.0, np.nan, np.nan, np.nan, np.nan, np.nan, 9.0]]))[0].tolist()
+    [[1.0, 2.0, 3.0, 3.0, 3.0, nan, 9.0, 9.0, 9.0]]
+    """
+    a = np.moveaxis(np.asarray(img, np.float32), cross_axis, -1)
+    holes = ~np.isfinite(a)
+    if not holes.any():
+        return np.moveaxis(a, -1, cross_axis), np.moveaxis(holes, -1, cross_axis)
+    n = a.shape[-1]
+    where = np.nonzero(holes)  # only the holes are visited (a few thousand in a full frame)
+    x = where[-1]
+    vals, dists = [], []
+    for step in (-1, 1):
+        v = np.full(x.size, np.nan, np.float32)
+        d = np.zeros(x.size)
+        for k in range(1, int(max_gap) + 1):
+            xx = x + step * k
+            inside = (xx >= 0) & (xx < n)
+            cand = a[where[:-1] + (np.clip(xx, 0, n - 1),)]
+            take = inside & np.isnan(v) & np.isfinite(cand)
+            v[take] = cand[take]
+            d[take] = k
+        vals.append(v)
+        dists.append(d)
+    (vl, vr), (dl, dr) = vals, dists
+    with np.errstate(invalid="ignore", divide="ignore"):
+        both = (vl * dr + vr * dl) / (dl + dr)
+    out = a.copy()
+    out[where] = np.where(np.isfinite(vl) & np.isfinite(vr), both, np.where(np.isfinite(vl), vl, vr))
+    return np.moveaxis(out, -1, cross_axis), np.moveaxis(holes, -1, cross_axis)
+
+
+def robust_sigma(a: np.ndarray, axis=None) -> np.ndarray:
+    """Standard deviation from the median absolute deviation, NaN-aware."""
+    med = np.nanmedian(a, axis=axis, keepdims=True)
+    return MAD_TO_SIGMA * np.nanmedian(np.abs(a - med), axis=axis)
+
+
+def _line_offsets(resid: np.ndarray, disp_axis: int) -> np.ndarray:
+    """Median of the residual along each line across the dispersion (row offsets for LRS)."""
+    cross_axis = -1 if disp_axis == -2 else -2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        off = bn.nanmedian(resid, axis=cross_axis)
+    off = np.where(np.isfinite(off), off, 0.0).astype(np.float32)
+    return np.expand_dims(off, cross_axis)
+
+
+def spatial_residuals(
+    sci: np.ndarray,
+    err: np.ndarray,
+    *,
+    dispersion_axis: str = "y",
+    sky_window: int = 15,
+    min_sky_pixels: int = 5,
+    remove_line_offsets: bool = True,
+    calibrate_noise: bool = True,
+    clip_sigma: float | None = 6.0,
+    calibration_block: tuple[int, int] | None = None,
+    cross_window: int | None = None,
+    response: np.ndarray | None = None,
+) -> Residuals:
+    """Residual of every pixel against a robust local sky, per exposure.
+
+    Parameters
+    ----------
+    sci, err : array (..., y, x)
+        Rate image(s) and their ERR (DN/s). NaN marks pixels outside the footprint or unusable.
+    dispersion_axis : {"y", "x"}
+        Image axis along which light is dispersed (LRS: "y").
+    sky_window : int
+        Length (pixels, odd) of the running median along the dispersion axis. A defect cluster
+        must cover less than half of it to leave the sky unbiased; sky structure narrower than
+        about half of it along the dispersion is treated as residual.
+    min_sky_pixels : int
+        Minimum number of finite pixels in the window for a sky value (else NaN).
+    remove_line_offsets : bool
+        Remove the median residual of each line across the dispersion (odd/even row offsets,
+        row striping), estimated over the pixels present in the array.
+    calibrate_noise : bool
+        Scale ERR per exposure (per leading index) so that resid/sigma has a robust standard
+        deviation of 1 over the image. This absorbs mis-scaled ERR and the noise of the sky
+        estimate itself. With ``clip_sigma``, the scale is further raised (never lowered) to the
+        RMS of the normalised residual clipped at +-clip_sigma, so that the sums of clipped values
+        that the temporal statistics make have unit variance also for heavy-tailed noise.
+    cross_window : int, optional
+        Remove the running median of the residual across the dispersion over this many pixels
+        (pixels more than 5 ERR from a first such median left out): residual structure that neighbouring
+        columns of a row share is sky the column-wise model could not follow (a cusp or sharp
+        end of the dispersed sky, where a 15-pixel median along the column is biased by the
+        curvature), not a pixel defect. A defect cluster narrower than half of it is kept.
+        The outliers left out of the sky along the dispersion are then judged the same way
+        (:func:`cross_deviation`): by what a pixel does that its neighbouring lines do not.
+    calibration_block : (int, int), optional
+        Calibrate the noise separately in blocks of this many pixels (y, x) of each exposure
+        (the stored chunk, 256 x 258, in detect): a local factor that does not depend on how the
+        frame is cut into tiles. Default: one factor per exposure.
+    response : array (y, x), optional
+        The pixels' response relative to their neighbours (:func:`response_pattern`). The sky
+        is then built from the flat-fielded image ``sci / response``: where the pixel-to-pixel
+        response dominates a pixel's scatter about its neighbours (bright sky, long exposures)
+        a running median is the value of whichever pixel sits at the middle rank, and carries
+        that single pixel's noise (a residual up to ~1.7 times ERR); flat-fielded, the window's
+        values scatter by their noise only and the median averages it. The residual is still
+        against the sky of the neighbours, ``sci - local``, so it keeps the pixel's own
+        response (its flat-field deviation, and any defect of response).
+
+    Returns
+    -------
+    Residuals
+        ``resid`` (DN/s), ``sigma`` (DN/s) and ``sky`` (DN/s), shaped like ``sci``.
+    """
+    sci = np.asarray(sci, dtype=np.float32)
+    err = np.asarray(err, dtype=np.float32)
+    if response is not None:
+        g = np.asarray(response, np.float32)
+        g = np.where(np.isfinite(g), np.clip(g, RESPONSE_RANGE[0], RESPONSE_RANGE[1]), 1.0).astype(np.float32)
+        v = sci / g
+        res = spatial_residuals(v, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
+                                min_sky_pixels=min_sky_pixels, remove_line_offsets=remove_line_offsets,
+                                calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
+                                calibration_block=calibration_block, cross_window=cross_window)
+        local = v - res.resid  # the neighbours' sky (and what the neighbouring lines share)
+        return Residuals((sci - local).astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
+    ax = -2 if dispersion_axis == "y" else -1
+    cax = -1 if ax == -2 else -2
+    # holes (static bad pixels) take their neighbours' values across the dispersion, so that
+    # every column's sky is the same estimator (fill_holes); they are NaN again in the residual
+    sci, holes = fill_holes(sci, cax)
+    sky, trend, d, sloc = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window)
+    resid = sci - sky
+    if remove_line_offsets:
+        # the line offsets alternate along the dispersion, so they bias the running median of
+        # the detrended data and the outlier mask; both are redone without them (the smooth
+        # trend is barely affected by them and is kept: one running median, not four)
+        off = _line_offsets(resid, ax)
+        if cross_window:  # the outliers were judged across the dispersion: offsets of lines did not enter
+            out = np.isnan(d) & np.isfinite(sci)
+        else:
+            with np.errstate(invalid="ignore"):
+                out = np.abs(resid - off) > 5.0 * err
+        d = np.where(out, np.nan, sci - off) - trend
+        sky = trend + local_sky(d, sky_window, axis=ax, min_count=min_sky_pixels)
+        resid = sci - off - sky
+        resid -= _line_offsets(resid, ax)
+    resid = np.where(holes, np.nan, resid).astype(np.float32)
+    if cross_window:  # then again without the pixels far from that first estimate
+        with np.errstate(invalid="ignore"):
+            far = np.abs(cross_deviation(resid, cross_window, cax, keep_nan=True)) > 5.0 * sloc
+        resid = cross_deviation(resid, cross_window, cax, exclude=far)
+    good_err = np.isfinite(err) & (err > 0)
+    sigma = np.where(good_err, err, np.nan).astype(np.float32)
+    if calibrate_noise:
+        if calibration_block is None:
+            sigma = sigma * _noise_scale(resid, sigma, clip_sigma)[..., None, None]
+        else:
+            # blocks with too few pixels for a robust scale (edges) take the exposure's
+            by, bx = (int(v) for v in calibration_block)
+            whole = None  # the exposure's factor, computed only if some block needs it
+            out = np.empty_like(sigma)
+            for a in range(0, sci.shape[-2], by):
+                for b in range(0, sci.shape[-1], bx):
+                    blk = (..., slice(a, a + by), slice(b, b + bx))
+                    n = np.isfinite(resid[blk] / sigma[blk]).reshape(sci.shape[:-2] + (-1,)).sum(axis=-1)
+                    sc = _noise_scale(resid[blk], sigma[blk], clip_sigma)
+                    if (n < MIN_CALIBRATION_PIXELS).any():
+                        if whole is None:
+                            whole = _noise_scale(resid, sigma, clip_sigma)
+                        sc = np.where(n >= MIN_CALIBRATION_PIXELS, sc, whole)
+                    out[blk] = sigma[blk] * sc[..., None, None]
+            sigma = out
+    resid = np.where(np.isfinite(sigma), resid, np.nan).astype(np.float32)
+    return Residuals(resid.astype(np.float32), sigma.astype(np.float32), sky.astype(np.float32))
+
+
+def _noise_scale(resid: np.ndarray, sigma: np.ndarray, clip_sigma: float | None) -> np.ndarray:
+    """Per-exposure factor on ERR: the MAD-scale of resid/ERR, raised (never lowered) to the RMS
+    of the normalised residual clipped at +-clip_sigma (see :func:`spatial_residuals`)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zz = (resid / sigma).reshape(resid.shape[:-2] + (-1,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = bn.nanmedian(zz, axis=-1)
+        scale = MAD_TO_SIGMA * bn.nanmedian(np.abs(zz - med[..., None]), axis=-1)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
+    if clip_sigma:
+        # the sums along time are of clipped values: their variance is what normalises them
+        # (1 for Gaussian noise; more when the noise has heavier tails than a Gaussian)
+        zc = np.clip((zz - med[..., None]) / scale[..., None], -clip_sigma, clip_sigma)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rms = np.sqrt(bn.nanmean(zc * zc, axis=-1))
+        scale = scale * np.where(np.isfinite(rms) & (rms > 0), np.maximum(rms, 1.0), 1.0).astype(np.float32)
+    return np.asarray(scale, np.float32)
+
+
+#: a pixel's response relative to its neighbours is taken within these bounds for the
+#: flat-fielding of the sky (beyond them a pixel is a defect, not the flat field)
+RESPONSE_RANGE = (0.5, 2.0)
+
+
+def sky_ratio(sci: np.ndarray, err: np.ndarray, *, dispersion_axis: str = "y", sky_window: int = 15,
+              min_sky_pixels: int = 5, min_snr: float = 5.0) -> np.ndarray:
+    """Each pixel's value over the smooth sky of its line along the dispersion, (..., y, x): one
+    sample of its response relative to its neighbours (NaN where the sky is not at least
+    ``min_snr`` times ERR, where the ratio says little). The smooth sky is the running mean of
+    the pixels over twice ``sky_window`` along the dispersion, those more than 10 times their
+    expected scatter from the running median left out."""
+    sci = np.asarray(sci, np.float32)
+    err = np.asarray(err, np.float32)
+    ax = -2 if dispersion_axis == "y" else -1
+    filled, holes = fill_holes(sci, -1 if ax == -2 else -2)
+    med = local_sky(filled, sky_window, axis=ax, min_count=min_sky_pixels)
+    # a running mean of the pixels themselves over twice the window (outliers left out): a running
+    # median of pixels whose responses differ by more than their noise is one of them, and which
+    # one changes with the noise from exposure to exposure; a mean of all of them changes only
+    # with the sky. Its bias (the sky's curvature, a one-sided window at an edge) is the same in
+    # every exposure, so it is part of the pattern, which only has to be smooth along the column
+    dev = filled - med
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(filled) & ~(np.abs(dev) > 10.0 * local_scatter(dev, med, err))
+    w = 2 * int(sky_window) + 1
+    num = running.running_mean(np.where(keep, filled, 0.0).astype(np.float32), w, ax)
+    den = running.running_mean(keep.astype(np.float32), w, ax)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sky = np.where(den * w >= min_sky_pixels, num / den, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = ~holes & np.isfinite(sky) & (sky > min_snr * err)
+        return np.where(ok, sci / sky, np.nan).astype(np.float32)
+
+
+def response_pattern(ratios: np.ndarray) -> np.ndarray:
+    """The pixels' response relative to their neighbours, (y, x), from a stack of :func:`sky_ratio`
+    samples ``(k, y, x)`` (exposures spread over the data set).
+
+    The median over the samples, shrunk towards 1 by its own noise: ``1 + w (median - 1)`` with
+    ``w = F / (F + v)``, ``v`` the variance of the median (from the samples' MAD) and ``F`` the
+    spread of the pattern itself over the frame (robust variance of the medians minus the typical
+    ``v``). Bright pixels (small ``v``) keep their measured response; faint ones, whose ratios
+    are noise, stay near 1 (there the pattern is smaller than the noise anyway). Bounded to
+    :data:`RESPONSE_RANGE`; 1 where no sample exists. Its errors do not matter downstream: the
+    pattern only flat-fields the neighbours of each pixel for its sky, and a fixed error is a
+    fixed multiple of the sky, part of each pixel's fitted response.
+    """
+    q = np.asarray(ratios, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = bn.nanmedian(q, axis=0)
+        n = np.isfinite(q).sum(axis=0)
+        mad = MAD_TO_SIGMA * bn.nanmedian(np.abs(q - med[None]), axis=0)
+        v = 1.5708 * mad ** 2 / np.maximum(n, 1)
+        v = np.where(n >= 3, v, np.inf)
+        ok = np.isfinite(med) & np.isfinite(v)
+        if ok.sum() < 50:
+            return np.ones(q.shape[1:], np.float32)
+        spread = (MAD_TO_SIGMA * np.median(np.abs(med[ok] - np.median(med[ok])))) ** 2
+        F = max(float(spread - np.median(v[ok])), 0.0)
+        w = np.where(ok, F / (F + v), 0.0)
+        g = 1.0 + w * (np.where(ok, med, 1.0) - 1.0)
+    return np.clip(np.where(np.isfinite(g), g, 1.0), RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+
+
+def estimate_response(sci: np.ndarray, err: np.ndarray, *, iterations: int = 2, dispersion_axis: str = "y",
+                      sky_window: int = 15, min_sky_pixels: int = 5) -> np.ndarray:
+    """The pixels' response relative to their neighbours, (y, x), from exposures ``(k, y, x)``
+    spread over the data set: :func:`response_pattern` of their :func:`sky_ratio`, repeated on
+    the images flat-fielded by the previous estimate (the smooth sky of the raw images carries
+    a trace of the response pattern, ~0.15 % for a 2 % flat; one more pass removes it)."""
+    sci = np.asarray(sci, np.float32)
+    err = np.asarray(err, np.float32)
+    g = np.ones(sci.shape[1:], np.float32)
+    for _ in range(max(1, int(iterations))):
+        q = sky_ratio(sci / g, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
+                      min_sky_pixels=min_sky_pixels)
+        g = np.clip(g * response_pattern(q), RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    return g
+
+
+def trace_mask(
+    sky: np.ndarray,
+    err: np.ndarray,
+    *,
+    dispersion_axis: str = "y",
+    sky_window: int = 15,
+    cross_window: int = 9,
+    nsigma: float = 5.0,
+    min_length: int = 21,
+    margin: int = 2,
+) -> np.ndarray:
+    """Pixels covered by a source trace: a narrow, long bump of the sky across the dispersion.
+
+    A point source in the slit (or the slitless field) adds a spectrum a few pixels wide across
+    the dispersion and hundreds of pixels long along it. The running-median sky follows it, so
+    it shows as a bump of the sky profile across the dispersion, which blank sky does not have
+    (slit edges are steps, and a median across ``cross_window`` pixels keeps steps).
+
+    Parameters
+    ----------
+    sky, err : array (..., y, x)
+        Local sky and ERR (DN/s) of each exposure.
+    cross_window : int
+        Width (pixels, odd) of the running median across the dispersion that defines the
+        bump-free sky profile. Traces narrower than about half of it are found.
+    nsigma : float
+        Threshold on the bump averaged over ``min_length`` pixels along the dispersion, in units
+        of the noise of the sky estimate (ERR * 1.25 / sqrt(sky_window)).
+    min_length : int
+        Length (pixels) along the dispersion over which the bump is averaged.
+    margin : int
+        Pixels added on each side of the trace across the dispersion.
+
+    Returns
+    -------
+    bool array like ``sky``: True where an exposure's pixel lies on a trace.
+    """
+    dax = -2 if dispersion_axis == "y" else -1
+    cax = -1 if dax == -2 else -2
+    base = running_median(sky, cross_window, axis=cax, min_count=3)
+    noise = err * (1.2533 / np.sqrt(sky_window))
+    with np.errstate(all="ignore"):
+        sig = (sky - base) / noise
+    sig = np.where(np.isfinite(sig), sig, 0.0).astype(np.float32)
+    L = int(min_length)
+    kernel_axis = dax
+    mean_sig = _running_mean(sig, L, kernel_axis)
+    hit = mean_sig > nsigma
+    if not hit.any():
+        return hit
+    # grow along the dispersion over the averaging length, across it by the margin
+    hit = _dilate(hit, L // 2, kernel_axis)
+    hit = _dilate(hit, int(margin), cax)
+    return hit
+
+
+def _running_mean(a: np.ndarray, window: int, axis: int) -> np.ndarray:
+    """Centred running mean over ``window`` (odd) values along ``axis``, zero beyond the ends:
+    scipy.ndimage's running sum in double precision (:func:`lrscube.detection.running.running_mean`)."""
+    return running.running_mean(a, int(window) | 1, axis)
+
+
+def _dilate(mask: np.ndarray, n: int, axis: int) -> np.ndarray:
+    if n <= 0:
+        return mask
+    m = _running_mean(mask.astype(np.float32), 2 * n + 1, axis)
+    return m > 0

@@ -1,0 +1,937 @@
+"""The exposure cube: every ingested exposure in one zarr v3 group, ``time x y x x``.
+
+Layout of ``STORE/exposures`` (written with zarr directly, read with xarray)::
+
+    sci, err   float32 (time, y, x)  NaN outside the exposure's footprint
+    dq         uint32  (time, y, x)  0 outside the footprint
+    time       (time,) MJD mid-exposure, CF-encoded so xarray decodes datetime64
+    mjd, expstart, exptime, exp_type, subarray, detector, program, observation, visit,
+    exposure, filename, source, product, content_hash (of SCI's bytes in the file, with the
+    algorithm named in the group attribute ``lrscube.content_hash``; blake2b-128 where it is
+    absent), exposure_key, nints, bunit,
+    y0, x0, ny, nx (the footprint: 0-based first row and column, rows, columns)   (time,)
+
+Storage (format version 3, ``lrscube.format_version`` in the group attributes): each exposure
+is one zarr shard per plane, ``sci/c/<slot>/0/0``, holding the frame as 16 chunks of
+(1, 256, 258), each compressed with blosc lz4 + byte shuffle and followed by its crc32c (zarr's
+``crc32c`` codec, so any zarr reader checks it); the shard ends with an index of its chunks
+(crc32c too). The coordinate arrays carry a crc32c per chunk as well. Format 2 is format 3
+without the chunks' crc32c (stores made before it read and take appends in their own layout;
+``lrscube verify`` can only find damage there that makes a chunk undecodable). One exposure per shard along time, so an append only ever writes new shards and never
+rewrites stored exposure data. A subarray exposure's write touches only the chunks its footprint
+overlaps: the others are absent from its shard, which reads back as the fill value (a
+SLITLESSPRISM shard holds 2 of the 16 chunks). Readers (xarray/dask) read chunk by chunk: the
+shard's index, then the chunk's byte range. :func:`write_exposure` encodes a format-2 shard
+itself from the array's metadata (inner chunk shape, codecs, fill value, chunk key) and stores
+it as one object through the array's own zarr store: the same bytes zarr's ``a[region] = data``
+writes, for half its CPU; any other layout is written through zarr. Stores of format version 1
+(one object per (1, 256, 258) chunk, zstd level 1, no shards) read the same way and take
+appends in their own layout (zarr reads each array's layout from its metadata);
+``create(..., format_version=1)`` still makes one. Storage order is arrival order;
+:func:`open_cube` returns the time axis sorted.
+
+Commit protocol (what makes a kill -9 harmless): the group attribute
+``lrscube.n_committed`` counts the exposures whose append completed. An append (1) truncates
+every array to ``n_committed``, deleting whatever a killed append left beyond it, (2) grows
+the arrays and writes the new exposures' shards and coordinates, (3) rewrites the group's
+attributes with the new count. Step 3 is one atomic object write (rename on a local disk, a PUT
+on an object store), so a reader sees the old or the new cube, never half an exposure.
+Appends of one run may overlap: ``Append.room(k, after=m)`` makes room behind an append whose
+slots end at ``m`` and are written but not committed yet (no truncation), and
+:meth:`Append.commit` only accepts appends in slot order, so ``n_committed`` still only ever
+covers whole, written exposures. A run grows the arrays ahead of its appends (``ahead``) and
+trims them to ``n_committed`` when it ends; between, the slots past ``n_committed`` are empty
+or uncommitted, and every reader stops at ``n_committed``. The 24 arrays are resized one
+metadata write each, so a kill among those writes leaves them of unequal lengths (all at least
+``n_committed``): readers open the arrays through :func:`committed_store`, which gives each the
+committed length, and the next append truncates them all.
+The 1-D coordinate arrays are small and chunked by 4096 along time; an append rewrites the
+last such chunk whole (atomically), never the exposure data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import struct
+import threading
+import uuid
+from dataclasses import dataclass
+
+import dask.array
+import google_crc32c
+import numcodecs.blosc
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+import zarr.api.asynchronous
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import MAX_UINT_64, ShardingCodecIndexLocation
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.core.sync import sync
+
+from . import store as st
+
+CHUNK_Y, CHUNK_X = 256, 258
+COORD_CHUNK = 4096
+#: 1: one object per (1, 256, 258) chunk, zstd level 1. 2: one shard object per exposure and
+#: plane holding its (1, 256, 258) chunks, blosc lz4 + byte shuffle. 3: format 2 with a crc32c
+#: after each chunk, and on the coordinates' chunks. Readers handle all (zarr reads the layout
+#: from each array's metadata); an append keeps the layout the store has.
+FORMAT_VERSION = 3
+
+#: per-exposure coordinates: name -> numpy dtype ("str" for strings)
+COORDS: dict[str, str] = {
+    "mjd": "float64",
+    "expstart": "float64",
+    "exptime": "float64",
+    "exp_type": "str",
+    "subarray": "str",
+    "detector": "str",
+    "program": "str",
+    "observation": "str",
+    "visit": "str",
+    "exposure": "str",
+    "filename": "str",
+    "source": "str",
+    "product": "str",
+    "content_hash": "str",
+    "exposure_key": "str",
+    "nints": "int32",
+    "bunit": "str",
+    # footprint in the full frame (0-based first row/column, size): what the exposure saw
+    "y0": "int32",
+    "x0": "int32",
+    "ny": "int32",
+    "nx": "int32",
+}
+DATA_VARS = {"sci": ("float32", np.nan), "err": ("float32", np.nan), "dq": ("uint32", 0)}
+TIME_ATTRS = {"units": "days since 1858-11-17 00:00:00", "calendar": "proleptic_gregorian",
+              "long_name": "mid-exposure time (UTC)"}
+
+
+StoreError = st.StoreError
+CorruptDataError = st.CorruptDataError
+MissingMetadataError = st.MissingMetadataError
+
+
+def cube_url(store: str) -> str:
+    return st.join(store, st.EXPOSURES)
+
+
+def _open_group(store: str, mode: str = "r") -> zarr.Group:
+    read_only = mode == "r"
+    return zarr.open_group(st.zarr_store(cube_url(store), read_only=read_only), mode=mode, zarr_format=3)
+
+
+def exists(store: str) -> bool:
+    """Does the store hold an exposure cube? False when there is none at all; a cube whose
+    metadata is missing or unreadable while its arrays are there is not "none": that raises
+    :class:`MissingMetadataError` (an ingest must never create a new cube over it)."""
+    try:
+        g = _open_group(store)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        _refuse_orphaned_arrays(store, "is missing")
+        return False
+    except (ValueError, TypeError, KeyError) as e:  # zarr.json there but not readable metadata
+        raise _missing_metadata(store, f"is unreadable ({type(e).__name__}: {e})") from None
+    if "lrscube" not in g.attrs:
+        _refuse_orphaned_arrays(store, "lacks the lrscube attributes")
+        return False
+    return True
+
+
+def _missing_metadata(store: str, what: str) -> st.MissingMetadataError:
+    return st.MissingMetadataError(
+        f"{cube_url(store)}: the exposure cube's metadata (exposures/zarr.json) {what}, but its arrays "
+        f"are there: the store is damaged and nothing was written to it. To repair: restore "
+        f"exposures/zarr.json from a backup or snapshot of the store; or move {store} aside and "
+        f"ingest the files its ingest log lists (ingest_log.parquet, status 'ingested') into a new store")
+
+
+def _refuse_orphaned_arrays(store: str, what: str) -> None:
+    """Arrays without the group's lrscube attributes: what a create killed before its last write
+    leaves (empty arrays, no data: :func:`create` starts over), or a cube whose metadata was lost
+    (arrays grown or holding data: refused)."""
+    fs, path = st.fs_and_path(cube_url(store))
+    try:
+        inside = [p for p in fs.ls(path, detail=False) if not p.rstrip("/").endswith("zarr.json")]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not inside:
+        return
+    try:
+        shape = json.loads(fs.cat_file(f"{path}/sci/zarr.json"))["shape"]
+        written = fs.exists(f"{path}/sci/c")
+    except (FileNotFoundError, ValueError, KeyError):
+        shape, written = [0], False
+    if shape[0] or written:
+        raise _missing_metadata(store, what)
+
+
+def data_layout(frame_shape: tuple[int, int], format_version: int = FORMAT_VERSION) -> dict:
+    """``create_array`` keywords (chunks, shards, compressors) of sci/err/dq in a layout version."""
+    chunks = (1, CHUNK_Y, CHUNK_X)
+    if format_version == 1:
+        # zstd level 1: as small as zarr's default level on noisy float32 sky, 4x faster to write
+        return {"chunks": chunks, "compressors": zarr.codecs.ZstdCodec(level=1)}
+    if format_version not in (2, 3):
+        raise ValueError(f"unknown exposure-cube format version {format_version}")
+    ny, nx = frame_shape
+    # one shard per exposure and plane: the whole frame, rounded up to whole chunks
+    shards = (1, -(-ny // CHUNK_Y) * CHUNK_Y, -(-nx // CHUNK_X) * CHUNK_X)
+    # blosc lz4 + byte shuffle: on noisy float32 sky 1/3 smaller than zstd level 1 and
+    # 2.5x cheaper to encode, 3x cheaper to decode (benchmarks/README.md, "Ingest")
+    codec = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=zarr.codecs.BloscShuffle.shuffle)
+    # format 3: each chunk's crc32c after it, checked by every zarr reader (docs/storage.md)
+    compressors = (codec, Crc32cCodec()) if format_version >= 3 else codec
+    return {"chunks": chunks, "shards": shards, "compressors": compressors}
+
+
+def coord_compressors(format_version: int = FORMAT_VERSION):
+    """``create_array`` compressors of the small arrays: zarr's default zstd, + crc32c in format 3."""
+    if format_version >= 3:
+        return {"compressors": (zarr.codecs.ZstdCodec(level=0), Crc32cCodec())}
+    return {}
+
+
+def create(store: str, profile, bunit: str | None = None, format_version: int = FORMAT_VERSION) -> zarr.Group:
+    """Create an empty exposure cube for a mode profile (no-op check if it already exists).
+
+    ``bunit``: the unit of sci and err, fixed for the cube's life (default ``profile.unit``).
+
+    ``format_version`` 1 makes the old unsharded layout (kept for tests of old stores).
+    """
+    if exists(store):
+        return _open_group(store, "r+")
+    bunit = bunit or getattr(profile, "unit", "DN/s")
+    ny, nx = profile.frame_shape
+    zs = st.zarr_store(cube_url(store))
+    g = zarr.open_group(zs, mode="w", zarr_format=3)
+    var_attrs = {"sci": {"units": bunit, "long_name": "slope"},
+                 "err": {"units": bunit, "long_name": "1-sigma uncertainty of sci"},
+                 "dq": {"long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel)"}}
+    specs = {name: dict(shape=(0, ny, nx), dtype=dtype, fill_value=fill, dimension_names=("time", "y", "x"),
+                        **data_layout((ny, nx), format_version),
+                        attributes={**var_attrs[name], "coordinates": " ".join(COORDS)})
+             for name, (dtype, fill) in DATA_VARS.items()}
+    small = coord_compressors(format_version)
+    specs["time"] = dict(shape=(0,), chunks=(COORD_CHUNK,), dtype="float64", fill_value=np.nan,
+                         dimension_names=("time",), attributes=TIME_ATTRS, **small)
+    for name, dtype in COORDS.items():
+        specs[name] = dict(shape=(0,), chunks=(COORD_CHUNK,), dtype=dtype, dimension_names=("time",),
+                           fill_value="" if dtype == "str" else (np.nan if dtype.startswith("float") else 0),
+                           **small)
+    for name, n, what in (("y", ny, "row"), ("x", nx, "column")):
+        specs[name] = dict(shape=(n,), chunks=(n,), dtype="int32", dimension_names=(name,),
+                           attributes={"long_name": f"0-based full-frame {what}"}, **small)
+    # created together: on an object store a few round trips instead of a few per array
+    made = sync(_together([zarr.api.asynchronous.create_array(zs, name=name, zarr_format=3, **kw)
+                           for name, kw in specs.items()]))
+    arrays = dict(zip(specs, made, strict=True))
+    sync(_together([arrays["y"].setitem(slice(None), np.arange(ny, dtype="int32")),
+                    arrays["x"].setitem(slice(None), np.arange(nx, dtype="int32"))]))
+    from ..intake.products import DEFAULT_CONTENT_HASH  # the hash every exposure of this cube gets
+
+    attrs = {"n_committed": 0, "profile": profile.name, "bunit": bunit,
+             "frame_shape": list(profile.frame_shape), "format_version": format_version,
+             "content_hash": DEFAULT_CONTENT_HASH}
+    if format_version >= 3:  # every array's metadata but its shape, checked by open_cube and verify
+        attrs["metadata_crc"] = {k: v for k, v in st.seal_metadata(cube_url(store), list(specs)).items() if k}
+    g.attrs["lrscube"] = seal(attrs)
+    return g
+
+
+def check_metadata(store: str, attrs: dict) -> None:
+    """The arrays' metadata against the checksums recorded at creation (format 3)."""
+    if attrs.get("metadata_crc"):
+        st.check_metadata(cube_url(store), attrs["metadata_crc"])
+
+
+def seal(attrs: dict) -> dict:
+    """The lrscube attributes with ``crc``: the crc32c of the others (canonical JSON), so a
+    damaged count or drop list is an error, not a different cube. Written with every commit."""
+    body = {k: v for k, v in attrs.items() if k != "crc"}
+    return {**body, "crc": google_crc32c.value(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())}
+
+
+def _checked(store: str, attrs) -> dict:
+    attrs = dict(attrs)
+    if "crc" in attrs and seal(attrs)["crc"] != attrs["crc"]:  # stores before the crc have none
+        raise st.CorruptDataError("the lrscube attributes fail their checksum (crc32c): the committed count "
+                                  "or the drop list may be wrong; restore exposures/zarr.json from a backup",
+                                  url=st.join(cube_url(store), "zarr.json"))
+    return attrs
+
+
+def info(store: str) -> dict:
+    """The cube's bookkeeping attributes (n_committed, profile, bunit, ...)."""
+    g = _open_group(store)
+    if "lrscube" not in g.attrs:
+        raise StoreError(f"{cube_url(store)}: not an lrscube exposure cube")
+    return _checked(store, g.attrs["lrscube"])
+
+
+def n_committed(store: str) -> int:
+    """Slots committed (dropped ones included: see :func:`n_stored`)."""
+    return int(info(store)["n_committed"]) if exists(store) else 0
+
+
+def dropped_slots(attrs: dict) -> set[int]:
+    """Slots removed by :func:`drop` (the ``lrscube.dropped`` attribute)."""
+    return {int(i) for i in attrs.get("dropped", ())}
+
+
+def kept_slots(attrs: dict) -> np.ndarray:
+    """Committed slots that are not dropped, in storage order: the cube's exposures."""
+    gone = dropped_slots(attrs)
+    return np.array([i for i in range(int(attrs["n_committed"])) if i not in gone], dtype=np.int64)
+
+
+def n_stored(store: str) -> int:
+    """Exposures in the cube: committed and not dropped."""
+    return len(kept_slots(info(store))) if exists(store) else 0
+
+
+def _open_arrays(store: str, names, read_only: bool = True) -> list[zarr.Array]:
+    """The cube's arrays ``names``, opened together: on an object store one round trip for all
+    of them instead of one after another (24 x ~30 ms on S3)."""
+    zs = st.zarr_store(cube_url(store), read_only=read_only)
+    opened = sync(_together([zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3) for n in names]))
+    return [zarr.Array(a) for a in opened]
+
+
+class Append:
+    """One writer's appends to a cube: the group and its arrays opened once, room made ahead.
+
+    A run of appends can ask :meth:`room` for slots ``ahead`` of what it needs now, so that its
+    24 arrays are resized once per block instead of once per append (each resize rewrites every
+    array's metadata). Slots past ``n_committed`` are invisible to readers, and :meth:`close` (or
+    the next writer's first :meth:`room`) trims the arrays back to the committed exposures.
+    """
+
+    def __init__(self, store: str):
+        self.store = store
+        self.group = _open_group(store, "r+")
+        self.arrays = _open_arrays(store, [*DATA_VARS, "time", *COORDS], read_only=False)
+        self._committed = int(_checked(store, self.group.attrs["lrscube"])["n_committed"])
+
+    def _resize(self, n: int) -> None:
+        todo = [a for a in self.arrays if a.shape[0] != n]
+        if todo:  # the arrays' metadata rewrites go out together
+            sync(_together([a.async_array.resize((n, *a.shape[1:])) for a in todo]))
+
+    def room(self, k: int, after: int | None = None, ahead: int = 0) -> int:
+        """Make room for ``k`` exposures; returns the first new slot.
+
+        By default the room starts after the committed exposures, and anything a killed append
+        left beyond ``n_committed`` is deleted first. ``after=m`` puts it after slot ``m - 1``
+        instead, growing the arrays only: for an append pipelined behind earlier ones of the
+        same run whose exposures (slots ``n_committed .. m - 1``) are written but not yet
+        committed. When the arrays must grow, they grow by ``ahead`` more slots than needed.
+        """
+        n = self._committed
+        if after is None:
+            self._resize(n)
+            after = n
+        elif after < n:
+            raise ValueError(f"append after slot {after}: below the {n} committed exposures")
+        if min(a.shape[0] for a in self.arrays) < after + k:
+            self._resize(after + k + max(0, ahead))
+        return after
+
+    def data_arrays(self) -> tuple[zarr.Array, ...]:
+        """sci, err, dq as :func:`data_arrays` opens them, without reading the store again
+        (made after each :meth:`room`: they carry the shape of that moment)."""
+        return tuple(_for_writes(a) for a in self.arrays[:len(DATA_VARS)])
+
+    def commit(self, start: int, metas: list[dict]) -> int:
+        """Write the coordinates of slots ``start .. start+len(metas)`` and count them committed."""
+        n = self._committed
+        if start != n:
+            raise ValueError(f"commit of slots from {start}: the cube has {n} committed exposures "
+                             "(appends commit in slot order)")
+        stored = int(info(self.store)["n_committed"])  # one read of the group's metadata
+        if stored != n:  # the ingest lock keeps other writers out; this catches one that got past it
+            raise StoreError(f"{cube_url(self.store)}: {stored} exposures committed, not the {n} this "
+                             "append started from: another process wrote to the cube meanwhile")
+        k = len(metas)
+        if k:
+            sl = slice(start, start + k)
+            values = {"time": np.array([m["mjd"] for m in metas], dtype="float64")}
+            for name, dtype in COORDS.items():
+                vals = [m.get(name) for m in metas]
+                if dtype == "str":
+                    values[name] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+                else:
+                    values[name] = np.array([np.nan if v is None else v for v in vals], dtype=dtype)
+            coords = self.arrays[len(DATA_VARS):]
+            # the 22 small writes (one chunk each, read-modify-write) go out together
+            sync(_together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
+        attrs = dict(self.group.attrs["lrscube"])
+        attrs["n_committed"] = start + k
+        self.group.attrs["lrscube"] = seal(attrs)  # the commit point: one atomic write of the group metadata
+        self._committed = start + k
+        return start + k
+
+    def close(self) -> None:
+        """Trim the arrays to the committed exposures (slots reserved ahead, or written by an
+        append that did not commit)."""
+        self._resize(self._committed)
+
+
+def begin_append(store: str, k: int, after: int | None = None) -> int:
+    """Make room for ``k`` exposures in the store; returns the first new index (:meth:`Append.room`)."""
+    return Append(store).room(k, after)
+
+
+#: zarr settings while zarr writes exposures (layouts write_exposure does not encode itself):
+#: the chunks of a shard go through zarr's codec pipeline in one batch instead of one by one
+#: (about 5 ms less per exposure)
+_WRITE_CONFIG = {"codec_pipeline.batch_size": 16}
+_write_config_lock = threading.Lock()
+_write_config_users = 0
+_write_config_saved: dict = {}
+
+
+@contextlib.contextmanager
+def _write_config():
+    """``zarr.config.set(_WRITE_CONFIG)`` for the duration of the writes of every thread in
+    this process that is inside it (zarr's config is process-wide; the first thread in sets it,
+    the last one out restores what was there)."""
+    global _write_config_users
+    with _write_config_lock:
+        if _write_config_users == 0:
+            _write_config_saved.clear()
+            _write_config_saved.update({key: zarr.config.get(key) for key in _WRITE_CONFIG})
+            zarr.config.set(_WRITE_CONFIG)
+        _write_config_users += 1
+    try:
+        yield
+    finally:
+        with _write_config_lock:
+            _write_config_users -= 1
+            if _write_config_users == 0:
+                zarr.config.set(dict(_write_config_saved))
+
+
+def data_arrays(store: str) -> tuple[zarr.Array, ...]:
+    """sci, err, dq opened for :func:`write_exposure`; picklable, so a client can open them once
+    per append and send them with each exposure (a worker then reads no metadata)."""
+    g = _open_group(store, "r+")
+    return tuple(_for_writes(g[name]) for name in DATA_VARS)
+
+
+def _for_writes(a: zarr.Array) -> zarr.Array:
+    # write_empty_chunks: inner chunks outside a subarray's footprint are never touched by its
+    # write, and a touched one that happens to be all fill value costs a few hundred bytes
+    # compressed, so checking every chunk for the fill value (zarr's default) only costs time.
+    # (write_exposure's own shard encoder stores every touched chunk the same way.)
+    return a.with_config({"write_empty_chunks": True})
+
+
+def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] | None = None) -> None:
+    """Write one exposure's footprint into slot ``index`` (runs on a worker).
+
+    ``arrays``: :func:`data_arrays` of the store, opened after the append's
+    :func:`begin_append` (default: opened here).
+
+    A plane whose array has the format-2 layout (one shard per slot; see :func:`_shard_layout`)
+    is encoded here, shard and index, and stored as one object with one ``set`` on the array's
+    own store (local disk or fsspec/S3), about half the CPU of ``a[region] = data`` through
+    zarr's codec pipeline. Any other layout (format 1, unexpected codecs) goes through zarr.
+    """
+    arrays = arrays or data_arrays(store)
+    ny, nx = exp.sci.shape
+    shards: list[tuple[zarr.Array, bytes]] = []
+    via_zarr: list[tuple[zarr.Array, str]] = []
+    for a, name in zip(arrays, DATA_VARS, strict=True):
+        layout = _shard_layout(a)
+        data = getattr(exp, name)
+        if layout is not None and np.shape(data) == (ny, nx) and layout.fits(a, index, exp.y0, exp.x0, data):
+            shards.append((a, layout.encode(data, exp.y0, exp.x0)))
+        else:
+            via_zarr.append((a, name))
+    if shards:
+        # One slot is one shard, and a slot is always new: begin_append made room, and nothing
+        # is stored there yet (or only what a killed append left, which this exposure replaces
+        # whole). So there is no read-modify-write of an existing shard (zarr would GET the
+        # shard first for a subarray). The planes' writes go out together.
+        proto = default_buffer_prototype()
+        sync(_together([(a.store_path / a.metadata.encode_chunk_key((index, 0, 0))).set(proto.buffer.from_bytes(blob))
+                        for a, blob in shards]))
+    if via_zarr:
+        _write_exposure_zarr(index, exp, *zip(*via_zarr, strict=True))
+
+
+def _write_exposure_zarr(index: int, exp, arrays: tuple[zarr.Array, ...],
+                         names: tuple[str, ...] = tuple(DATA_VARS)) -> None:
+    """Write planes ``names`` of one exposure through zarr's ``a[region] = data`` (the path for
+    layouts the shard encoder does not take; the reference of its tests and benchmark)."""
+    ny, nx = exp.sci.shape
+    region = (index, slice(exp.y0, exp.y0 + ny), slice(exp.x0, exp.x0 + nx))
+    with _write_config():
+        for a, name in zip(arrays, names, strict=True):
+            a[region] = getattr(exp, name)
+
+
+async def _together(coros) -> list:
+    """Run coroutines concurrently on zarr's event loop (``sync(_together([...]))``)."""
+    return await asyncio.gather(*coros)
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_order(chunks_per_shard: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The order zarr puts a shard's chunks in (Morton order), so our shards match its bytes;
+    any order is a valid shard (the index says where each chunk is)."""
+    try:
+        from zarr.core.indexing import morton_order_iter
+        return tuple(tuple(int(i) for i in c) for c in morton_order_iter(chunks_per_shard))
+    except ImportError:  # pragma: no cover - a zarr without it
+        return tuple(np.ndindex(*chunks_per_shard))
+
+
+@dataclass(frozen=True)
+class _ShardLayout:
+    """How one plane's shard is encoded, read from the array's own metadata: the sharding_indexed
+    codec (inner chunks ``chunk``, index at the end) with bytes + blosc per chunk and the index
+    encoded bytes little-endian + crc32c (zarr's default)."""
+
+    dtype: np.dtype  # the array's dtype in the byte order of its BytesCodec
+    fill: object  # fill value (a numpy scalar of the array's dtype)
+    chunk: tuple[int, int]  # inner chunk (y, x); along time 1
+    chunks_per_shard: tuple[int, int, int]
+    cname: bytes
+    clevel: int
+    shuffle: int
+    blocksize: int
+    typesize: int
+    crc: bool = False  # a crc32c after each chunk (format 3)
+
+    def fits(self, a: zarr.Array, index: int, y0: int, x0: int, data) -> bool:
+        """Is this write one the encoder handles: a non-empty 2-D footprint inside the frame of
+        an existing slot (anything else goes to zarr, which writes or raises as it always did)."""
+        _, ny_a, nx_a = a.shape
+        shape = getattr(data, "shape", ())
+        return (len(shape) == 2 and 0 <= index < a.shape[0] and shape[0] > 0 and shape[1] > 0
+                and 0 <= y0 and y0 + shape[0] <= ny_a and 0 <= x0 and x0 + shape[1] <= nx_a)
+
+    def encode(self, data, y0: int, x0: int) -> bytes:
+        """The shard object of a slot whose footprint ``data`` starts at row ``y0``, column ``x0``.
+
+        Only the inner chunks the footprint overlaps are stored; inside them, pixels outside the
+        footprint hold the fill value (what zarr writes into a chunk it creates). The others are
+        absent: index entry (2**64-1, 2**64-1), read back as the fill value.
+        """
+        data = np.asarray(data)
+        ny, nx = data.shape
+        cy, cx = self.chunk
+        index = np.full((*self.chunks_per_shard, 2), MAX_UINT_64, dtype="<u8")
+        buf = np.empty((cy, cx), dtype=self.dtype)  # one chunk, reused (blosc copies it out)
+        parts: list[bytes] = []
+        offset = 0
+        for coords in _chunk_order(self.chunks_per_shard):
+            _, iy, ix = coords
+            ys, xs = iy * cy, ix * cx
+            a0, a1 = max(y0, ys), min(y0 + ny, ys + cy)
+            b0, b1 = max(x0, xs), min(x0 + nx, xs + cx)
+            if a0 >= a1 or b0 >= b1:
+                continue  # not touched by the footprint: absent from the shard
+            if (a1 - a0, b1 - b0) != (cy, cx):
+                buf.fill(self.fill)
+            # numpy casts (unsafe, as zarr's astype) and byte-swaps to the stored dtype
+            buf[a0 - ys:a1 - ys, b0 - xs:b1 - xs] = data[a0 - y0:a1 - y0, b0 - x0:b1 - x0]
+            # numcodecs honours numcodecs.blosc.use_threads, which zarr sets to False on import:
+            # blosc_compress_ctx with one thread, the same call zarr's BloscCodec makes
+            c = numcodecs.blosc.compress(buf, self.cname, self.clevel, self.shuffle,
+                                         self.blocksize, self.typesize)
+            parts.append(c)
+            n = len(c)
+            if self.crc:  # zarr's crc32c codec: the checksum of the compressed bytes, little-endian
+                parts.append(struct.pack("<I", google_crc32c.value(c)))
+                n += 4
+            index[coords] = (offset, n)
+            offset += n
+        raw = index.tobytes()
+        parts.append(raw)
+        parts.append(struct.pack("<I", google_crc32c.value(raw)))
+        return b"".join(parts)
+
+    def check(self, blob) -> list[tuple[tuple[int, int] | None, str]]:
+        """The damage in a shard object's bytes, without decoding its pixels: ``(chunk (y, x) or
+        None for the index, what)`` per damaged part (empty: intact). Format 3 checks each
+        chunk's crc32c; format 2 chunks (no checksum) are decompressed to see that they decode."""
+        try:
+            index = self._index(blob)
+        except CorruptDataError as e:
+            return [(None, e.reason)]
+        bad = []
+        mv = memoryview(blob)
+        for coords in np.ndindex(*self.chunks_per_shard):
+            off, length = (int(v) for v in index[coords])
+            if off == MAX_UINT_64:
+                continue
+            try:
+                self._chunk(mv, off, length)
+            except CorruptDataError as e:
+                bad.append(((coords[1], coords[2]), e.reason))
+        return bad
+
+    def _index(self, blob) -> np.ndarray:
+        mv = memoryview(blob)
+        n_index = int(np.prod(self.chunks_per_shard)) * 16
+        if len(mv) < n_index + 4:
+            raise CorruptDataError(f"shard of {len(mv)} bytes, shorter than its index")
+        raw = mv[len(mv) - n_index - 4:len(mv) - 4]
+        if struct.unpack("<I", mv[len(mv) - 4:])[0] != google_crc32c.value(bytes(raw)):
+            raise CorruptDataError("shard index checksum mismatch")
+        index = np.frombuffer(raw, dtype="<u8").reshape(*self.chunks_per_shard, 2)
+        present = index[..., 0] != MAX_UINT_64
+        if present.any() and int((index[..., 0][present] + index[..., 1][present]).max()) > len(mv) - n_index - 4:
+            raise CorruptDataError("shard index points past the shard's data")
+        return index
+
+    def _chunk(self, mv, off: int, length: int) -> np.ndarray:
+        """One chunk's pixels, its checksum checked (format 3); a chunk that does not decode to
+        a whole chunk is corrupt too."""
+        data = mv[off:off + length]
+        if self.crc:
+            if length < 4 or struct.unpack("<I", data[length - 4:])[0] != google_crc32c.value(bytes(data[:length - 4])):
+                raise CorruptDataError("chunk checksum (crc32c) mismatch")
+            data = data[:length - 4]
+        cy, cx = self.chunk
+        try:
+            raw = numcodecs.blosc.decompress(data)
+        except Exception as e:  # blosc raises RuntimeError (or worse) on damaged bytes
+            raise CorruptDataError(f"chunk does not decompress ({type(e).__name__}: {e})") from None
+        if len(raw) != cy * cx * self.dtype.itemsize:
+            raise CorruptDataError(f"chunk decompresses to {len(raw)} bytes, not {cy * cx * self.dtype.itemsize}")
+        return np.frombuffer(raw, dtype=self.dtype).reshape(cy, cx)
+
+    def decode_into(self, blob, frame: np.ndarray) -> None:
+        """Fill ``frame`` (the array's (y, x), native byte order) from a shard object's bytes
+        (``None``: no shard stored, all fill value). The index's crc32c and (format 3) each
+        chunk's are checked, as zarr does: damage raises :class:`CorruptDataError` (its
+        ``chunk`` says which), never wrong numbers."""
+        if blob is None:
+            frame.fill(self.fill)
+            return
+        mv = memoryview(blob)
+        index = self._index(blob)
+        cy, cx = self.chunk
+        ny, nx = frame.shape
+        for coords in np.ndindex(*self.chunks_per_shard):
+            _, iy, ix = coords
+            ys, xs = iy * cy, ix * cx
+            if ys >= ny or xs >= nx:
+                continue
+            ye, xe = min(ys + cy, ny), min(xs + cx, nx)
+            off, length = (int(v) for v in index[coords])
+            if off == MAX_UINT_64:
+                frame[ys:ye, xs:xe] = self.fill
+                continue
+            try:
+                chunk = self._chunk(mv, off, length)
+            except CorruptDataError as e:
+                e.chunk = (iy, ix)
+                raise
+            frame[ys:ye, xs:xe] = chunk[:ye - ys, :xe - xs]
+
+
+_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+async def _get_all(paths) -> list:
+    proto = default_buffer_prototype()
+    got = await asyncio.gather(*(path.get(prototype=proto) for path in paths))
+    return [None if b is None else b.to_bytes() for b in got]
+
+
+def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``sci, err, dq`` (B, y, x) of the exposures at storage positions ``rows`` of the exposure
+    cube at ``url`` (``cube_url(store)``), whole frames.
+
+    Formats 2 and 3: each plane's shard is fetched as one object and its chunks decoded here
+    (through zarr's reader a frame cost 16 chunk reads with their per-chunk machinery, ~3x the
+    decode). Other layouts are read through zarr. Damaged bytes raise :class:`CorruptDataError`
+    naming the array, slot and chunk. A slot without a shard reads as the fill value, or with
+    ``missing="error"`` (committed exposures, which always have one) raises it too.
+    """
+    g = zarr.open_group(st.zarr_store(url, read_only=True), mode="r")
+    out = []
+    for name in DATA_VARS:
+        a = g[name]
+        layout = _shard_layout(a)
+        if layout is None:
+            out.append(np.stack([a[int(i)] for i in rows]) if len(rows) else np.empty((0, *a.shape[1:]), a.dtype))
+            continue
+        frames = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
+        blobs = sync(_get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in rows]))
+        for k, blob in enumerate(blobs):
+            try:
+                if blob is None and missing == "error":
+                    raise CorruptDataError("shard missing: a committed exposure's data is not in the store")
+                layout.decode_into(blob, frames[k])
+            except CorruptDataError as e:
+                e.url, e.array, e.slot = url, name, int(rows[k])
+                raise
+        out.append(frames)
+    return tuple(out)
+
+
+def _shard_layout(a: zarr.Array) -> _ShardLayout | None:
+    """The array's shard encoding if lrscube can write (:func:`write_exposure`) and read
+    (:func:`read_frames`) its shards itself, else ``None`` (zarr does it).
+
+    Required: zarr v3, C order, shards of one slot each spanning the whole frame (so a slot's
+    write is one whole new shard), codecs exactly ``sharding_indexed(bytes, blosc[, crc32c])``
+    with the index ``bytes(little) + crc32c`` at the end, a plain numeric dtype.
+    """
+    md = a.metadata
+    if md.zarr_format != 3 or a.order != "C" or len(md.codecs) != 1 or a.ndim != 3:
+        return None
+    sc = md.codecs[0]
+    if not isinstance(sc, ShardingCodec) or not isinstance(md.chunk_grid, RegularChunkGrid):
+        return None
+    shard = tuple(md.chunk_grid.chunk_shape)
+    chunk = tuple(sc.chunk_shape)
+    if (shard[0] != 1 or shard[1] < a.shape[1] or shard[2] < a.shape[2] or len(chunk) != 3
+            or chunk[0] != 1 or shard[1] % chunk[1] or shard[2] % chunk[2]):
+        return None
+    if sc.index_location != ShardingCodecIndexLocation.end:
+        return None
+    ic = tuple(sc.index_codecs)
+    if not (len(ic) == 2 and type(ic[0]) is BytesCodec and ic[0].endian is not None
+            and ic[0].endian.value == "little" and type(ic[1]) is Crc32cCodec):
+        return None
+    cc = tuple(sc.codecs)
+    crc = len(cc) == 3 and type(cc[2]) is Crc32cCodec
+    if not (len(cc) in (2, 3) and type(cc[0]) is BytesCodec and type(cc[1]) is BloscCodec and (len(cc) == 2 or crc)):
+        return None
+    bytes_codec, blosc = cc[:2]
+    if getattr(blosc, "_tunable_attrs", None):  # not evolved to the dtype yet: let zarr do it
+        return None
+    dtype = np.dtype(a.dtype)
+    if dtype.kind not in "fiu":
+        return None
+    if dtype.itemsize > 1:
+        if bytes_codec.endian is None:
+            return None
+        dtype = dtype.newbyteorder("<" if bytes_codec.endian.value == "little" else ">")
+    return _ShardLayout(
+        dtype=dtype, fill=np.asarray(md.fill_value, dtype=dtype)[()],
+        chunk=(chunk[1], chunk[2]), chunks_per_shard=(1, shard[1] // chunk[1], shard[2] // chunk[2]),
+        cname=blosc.cname.value.encode(), clevel=int(blosc.clevel), shuffle=_SHUFFLE[blosc.shuffle.value],
+        blocksize=int(blosc.blocksize), typesize=int(blosc.typesize), crc=crc)
+
+
+def commit(store: str, start: int, metas: list[dict]) -> int:
+    """Write the coordinates of exposures ``start .. start+len(metas)`` and count them committed
+    (:meth:`Append.commit`)."""
+    return Append(store).commit(start, metas)
+
+
+def _as_str(values) -> np.ndarray:
+    # zarr returns numpy's variable-width StringDType; plain fixed-width str plays well everywhere
+    return np.array([str(v) for v in values], dtype=str)
+
+
+#: dask chunks of sci, err and dq in :func:`open_cube`: one exposure's whole frame, which is the
+#: store's shard, so a reduction over time reads each shard whole in one task (zarr's inner
+#: (1, 256, 258) chunks as dask chunks make 16 tasks per exposure, each reading the shard's index
+#: again); a slice of a few pixels still reads only the inner chunks under it, because dask
+#: fuses the slice into the read (see :class:`_InTimeOrder`)
+FRAME_CHUNKS = {"time": 1, "y": -1, "x": -1}
+
+
+class _InTimeOrder:
+    """A stored (time, y, x) zarr array seen with its time axis in ``order``, for
+    ``dask.array.from_array``: every read is a zarr read of slices, so dask can fuse a later
+    slice (one pixel's history) into it. (``isel(time=order)`` on the dask array makes
+    fancy-index tasks after which a pixel's read decodes whole frames, and zarr's orthogonal
+    indexing by an index array reads sharded arrays ~100x slower than by slices.)"""
+
+    def __init__(self, array: zarr.Array, order: np.ndarray):
+        self.array, self.order = array, np.asarray(order, dtype=np.int64)
+        self.shape, self.dtype, self.ndim = (len(self.order), *array.shape[1:]), array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        slots, rest = self.order[key[0]], key[1:]
+        if np.ndim(slots) == 0:
+            return self.array[(int(slots), *rest)]
+        # runs of consecutive slots are read as one slice each
+        runs = np.split(slots, np.flatnonzero(np.diff(slots) != 1) + 1) if slots.size else []
+        parts = [self.array[(slice(int(r[0]), int(r[-1]) + 1), *rest)] for r in runs]
+        return np.concatenate(parts, axis=0) if parts else self.array[(slice(0, 0), *rest)]
+
+
+def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.Dataset:
+    """Open the exposure cube as an xarray Dataset ``(time, y, x)``, lazily (dask).
+
+    Only committed exposures are returned; ``sort`` orders the time axis (storage keeps
+    arrival order). Pixel coordinates ``y``/``x`` are 0-based full-frame indices. ``chunks``:
+    dask chunks of sci, err and dq per dimension (default :data:`FRAME_CHUNKS`: one whole
+    frame per exposure, as stored).
+    """
+    if not exists(store):
+        raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here (run `lrscube ingest` first)")
+    attrs = info(store)
+    check_metadata(store, attrs)
+    n = int(attrs["n_committed"])
+    # the arrays cut to the committed slots: a killed append may leave them of unequal lengths
+    ds = xr.open_zarr(committed_store(store, n), consolidated=False, zarr_format=3, chunks={"y": -1, "x": -1})
+    slots = np.arange(n)  # storage slot of each exposure of ds
+    if dropped_slots(attrs):
+        slots = np.asarray(kept_slots(attrs), dtype=np.int64)
+        ds = ds.isel(time=slots)
+        n = len(slots)
+    ds = ds.set_coords([c for c in COORDS if c in ds.data_vars])
+    for c in COORDS:
+        if COORDS[c] == "str" and c in ds.coords:
+            ds.coords[c] = ("time", _as_str(ds[c].values))
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "lrscube"}
+    ds.attrs.update(attrs)
+    order = np.argsort(ds["time"].values, kind="stable") if sort and n else np.arange(n)
+    ds = ds.isel(time=order)
+    want = {**FRAME_CHUNKS, **(chunks or {})}
+    token = uuid.uuid4().hex
+    for name, a in zip(DATA_VARS, _open_arrays(store, list(DATA_VARS)), strict=True):
+        frames = _InTimeOrder(a, slots[order])
+        data = dask.array.from_array(frames, chunks=tuple(want.get(d, -1) for d in ds[name].dims),
+                                     name=f"open_cube-{name}-{token}")
+        ds[name] = ds[name].copy(data=data)
+    return ds
+
+
+class _CommittedView(zarr.storage.WrapperStore):
+    """A read-only view of the cube's zarr store in which every array along ``time`` has
+    exactly ``n`` slots, whatever its stored length.
+
+    An append resizes the cube's 24 arrays (one metadata object each), so a writer killed
+    among those writes leaves arrays of unequal lengths, all at least ``n_committed``; xarray
+    refuses a dimension of two sizes. Readers see the committed slots only, so they take the
+    shape from here: the arrays' metadata as stored but ``shape[0] = n``.
+    """
+
+    def __init__(self, store, n: int):
+        super().__init__(store)
+        self.n = int(n)
+
+    def _with_store(self, store):
+        return type(self)(store, self.n)
+
+    async def get(self, key, prototype, byte_range=None):
+        buf = await self._store.get(key, prototype, byte_range)
+        if buf is None or byte_range is not None or not key.endswith("/zarr.json"):
+            return buf
+        try:
+            doc = json.loads(buf.to_bytes())
+        except ValueError:
+            return buf  # zarr reports it
+        dims = doc.get("dimension_names") or [None]
+        shape = doc.get("shape")
+        if doc.get("node_type") != "array" or dims[0] != "time" or not shape or shape[0] <= self.n:
+            return buf
+        doc["shape"] = [self.n, *shape[1:]]
+        return prototype.buffer.from_bytes(json.dumps(doc).encode())
+
+
+def committed_store(store: str, n: int):
+    """The cube's zarr store as readers open it: arrays cut to the ``n`` committed slots
+    (:class:`_CommittedView`)."""
+    return _CommittedView(st.zarr_store(cube_url(store), read_only=True), n)
+
+
+def exposure_table(store: str) -> pd.DataFrame:
+    """Per-exposure coordinates as a DataFrame (one row per committed exposure, sorted by time)."""
+    if not exists(store):
+        return pd.DataFrame(columns=["time", *COORDS])
+    g = _open_group(store)
+    attrs = _checked(store, g.attrs["lrscube"])
+    n = int(attrs["n_committed"])
+    present = set(g.array_keys())  # a store written before a coordinate was added lacks it
+    names = [name for name in COORDS if name in present]
+    # opened and read together: on an object store two round trips, not two per coordinate
+    arrays = _open_arrays(store, names)
+    values = sync(_together([a.async_array.getitem(slice(0, n)) for a in arrays]))
+    df = pd.DataFrame({name: _as_str(v) if COORDS[name] == "str" else v for name, v in zip(names, values, strict=True)})
+    if dropped_slots(attrs):
+        df = df.iloc[kept_slots(attrs)]
+    df.insert(0, "time", pd.to_datetime(df["mjd"].to_numpy() - 40587.0, unit="D"))
+    return df.sort_values("mjd", kind="stable").reset_index(drop=True)
+
+
+def drop(store: str, names) -> pd.DataFrame:
+    """Remove exposures from the cube; returns the rows of :func:`exposure_table` removed (with
+    their ``slot``).
+
+    ``names``: file names (as in ``filename``), sources (paths or URLs the files were ingested
+    from), exposure keys, or ``slot:N`` (a storage position, as ``lrscube verify`` prints it,
+    for an exposure whose coordinates cannot be read). Every name must match, or nothing is
+    changed. One commit: the group attribute ``lrscube.dropped`` gains their slots (readers
+    leave them out from then on), then their shards are deleted. A file dropped can be ingested
+    again (it is no longer a duplicate). Holds the ingest and the detect lock.
+    """
+    names = [str(n) for n in names]
+    with st.writer_lock(store, st.INGEST_LOCK, "ingest"), st.writer_lock(store, st.DETECT_LOCK, "detect"):
+        if not exists(store):
+            raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here")
+        g = _open_group(store, "r+")
+        attrs = _checked(store, g.attrs["lrscube"])
+        n = int(attrs["n_committed"])
+        gone = dropped_slots(attrs)
+        keys = {}
+        table = {}
+        try:
+            cols = ["filename", "source", "exposure_key"]
+            values = sync(_together([a.async_array.getitem(slice(0, n)) for a in _open_arrays(store, cols)]))
+            table = dict(zip(cols, (_as_str(v) for v in values), strict=True))
+            for i in range(n):
+                if i in gone:
+                    continue
+                for c in cols:
+                    v = table[c][i]
+                    if v:
+                        keys.setdefault(v, set()).add(i)
+                        if c == "source":
+                            keys.setdefault(v.rsplit("/", 1)[-1], set()).add(i)
+        except ValueError:  # unreadable coordinates (verify names their slots): slot:N still works
+            table = {}
+        slots: set[int] = set()
+        unknown = []
+        for name in names:
+            if name.startswith("slot:") and name[5:].isdigit() and int(name[5:]) < n and int(name[5:]) not in gone:
+                slots.add(int(name[5:]))
+            elif name in keys:
+                slots |= keys[name]
+            else:
+                unknown.append(name)
+        if unknown:
+            raise ValueError(f"{cube_url(store)}: no stored exposure named {', '.join(map(repr, unknown))} "
+                             "(give file names, sources, exposure keys or slot:N); nothing was dropped")
+        attrs["dropped"] = sorted(gone | slots)
+        g.attrs["lrscube"] = seal(attrs)  # the commit: one atomic write of the group metadata
+        arrays = _open_arrays(store, list(DATA_VARS), read_only=False)
+        for a in arrays:  # the data goes after the commit; a kill here leaves unread shards only
+            _delete_slots(a, sorted(slots))
+    rows = pd.DataFrame({"slot": sorted(slots)})
+    for c, v in table.items():
+        rows[c] = [v[i] for i in rows["slot"]]
+    return rows
+
+
+def _delete_slots(a: zarr.Array, slots) -> None:
+    layout = _shard_layout(a)
+    if layout is not None:
+        sync(_together([(a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0))).delete() for i in slots]))
+        return
+    for i in slots:  # other layouts: every chunk of the slot
+        ny = -(-a.shape[1] // a.chunks[1])
+        nx = -(-a.shape[2] // a.chunks[2])
+        sync(_together([(a.store_path / a.metadata.encode_chunk_key((int(i), y, x))).delete()
+                        for y in range(ny) for x in range(nx)]))
