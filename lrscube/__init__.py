@@ -25,8 +25,6 @@ stdatamodels or matplotlib until something needs them.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -71,16 +69,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted({*globals(), *_API})
 
-
-class _Package(types.ModuleType):
-    """Keeps the API functions bound under their names: importing a submodule of the same
-    name (``lrscube.ingest``, by the CLI or a dask worker) would otherwise replace the function
-    ``lrscube.ingest`` by the module."""
-
-    def __setattr__(self, name, value):
-        if name in _API and isinstance(value, types.ModuleType) and _API[name][0] == name:
-            value = getattr(value, _API[name][1])
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -111,22 +111,8 @@ def cmd_detect(a):
     with get_client(a.scheduler):
         iv = detect(a.store, mode=a.mode, min_epoch_days=a.min_epoch_days, write_mask=not a.no_mask,
                     tiles=tuple(a.tiles) if a.tiles else None, **overrides)
-    print(summarize_intervals(iv))
+    print(_summarize_intervals(iv))
     return 0
-
-
-def summarize_intervals(iv) -> str:
-    """A few lines on an intervals table: pixels per class, new vs carried."""
-    if not len(iv):
-        return "detect: no defective pixels found"
-    carried = iv["carried"].astype(bool) if "carried" in iv else iv["start_mjd"].isna() & iv["end_mjd"].isna()
-    new = iv[~carried]
-    lines = [f"detect: {len(iv)} intervals on {iv[['y', 'x']].drop_duplicates().shape[0]} pixels "
-             f"({int(carried.sum())} carried from the input static mask, {len(new)} found)"]
-    for flag, g in new.groupby("flag"):
-        rec = int(g["end_mjd"].notna().sum())
-        lines.append(f"  {flag:<16} {len(g):6d} intervals, {rec} recovered")
-    return "\n".join(lines)
 
 
 def cmd_intervals(a):
@@ -140,7 +126,8 @@ def cmd_intervals(a):
 
 
 def cmd_mask_at(a):
-    from .masks.maskcube import mask_at, summarize_mask, write_mask_fits
+    from .masks.maskcube import mask_at, summarize_mask
+    from .masks.crds_export import write_mask_fits
 
     m = mask_at(a.store, a.time, extrapolate=a.extrapolate)
     print(summarize_mask(m))
@@ -443,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     _add_ops_commands(sub)
     return ap
+
+
+def _summarize_intervals(iv) -> str:
+    from .detection.detect import summarize_intervals
+
+    return summarize_intervals(iv)
 
 
 def main(argv=None) -> int:

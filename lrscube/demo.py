@@ -33,7 +33,7 @@ def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: boo
          scheduler: str | None = None) -> int:
     """Run the whole flow on ``n`` simulated exposures; returns a process exit code."""
     from .validation.simulate import simulate
-    from .cli import summarize_intervals
+    from .detection.detect import summarize_intervals
     from .masks.crds_export import export_crds
     from .detection.detect import detect
     from .validation.evaluate import evaluate, format_report

@@ -21,8 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lrscube"
 def test_site_packages_is_installed_and_a_checkout_is_not():
     import sysconfig
 
-    assert jitcache.installed(Path(sysconfig.get_path("purelib")) / "lrscube" / "running.py")
-    assert not jitcache.installed(PACKAGE / "running.py")
+    assert jitcache.installed(Path(sysconfig.get_path("purelib")) / "lrscube" / "detection" / "running.py")
+    assert not jitcache.installed(PACKAGE / "detection" / "running.py")
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import baseline, classify
 from ..config import flags, profiles
-from ..storage import provenance
+from ..storage import cube, provenance
 from ..storage import store as st
 from ..storage import workstore
 from ..deploy.cluster import worker_threads
@@ -916,7 +916,28 @@ def _iter_compute(tasks, progress):
 # the store
 
 
-@provenance.recorded("detect", provenance.detect_config, provenance.detect_summary)
+def _run_config(a: dict) -> dict:
+    mode = provenance.store_mode(a["store"], a.get("mode"))
+    known = {"store", "mode", "tiles", "progress", "write_mask", "min_epoch_days"}
+    overrides = {k: v for k, v in a.items() if k not in known and v is not None}
+    params = DetectionParams.from_profile(profiles.load(mode), **overrides).to_dict()
+    return {"mode": mode, "parameters": params, "overrides": overrides, "tiles": a.get("tiles"),
+            "write_mask": a.get("write_mask"), "min_epoch_days": a.get("min_epoch_days"),
+            "do_not_use": list(profiles.load(mode).do_not_use)}
+
+
+def _run_summary(run: provenance.Run, a: dict, iv) -> None:
+    run.inputs = provenance.exposure_summary(cube.exposure_table(run.store))
+    carried = iv["carried"].astype(bool) if "carried" in iv else pd.Series(False, index=iv.index)
+    new = iv[~carried]
+    run.result.update({"intervals": int(len(iv)), "pixels": int(iv[["y", "x"]].drop_duplicates().shape[0]) if len(iv) else 0,
+                  "carried": int(carried.sum()),
+                  "by_class": {str(k): int(v) for k, v in new.groupby("flag")[["y", "x"]].apply(
+                      lambda g: g.drop_duplicates().shape[0]).items()} if len(new) else {},
+                  "recovered": int(new["end_mjd"].notna().sum()) if len(new) else 0})
+
+
+@provenance.recorded("detect", _run_config, _run_summary)
 def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None = None,
            progress: bool | None = None, write_mask: bool = True, min_epoch_days: float = 0.0,
            **overrides) -> pd.DataFrame:
@@ -970,7 +991,11 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         if write_mask:
             from ..masks.maskcube import write_mask_cube
 
-            write_mask_cube(store, iv, prof, exposures=exposures, min_epoch_days=min_epoch_days, run=run)
+            mask = write_mask_cube(store, iv, prof, exposures=exposures, min_epoch_days=min_epoch_days, run=run)
+            record = provenance.current()
+            if record is not None:
+                record.result.update(mask_epochs=int(mask.sizes['time']),
+                                     mask_epochs_unmerged=int(mask.attrs.get('n_raw_epochs', mask.sizes['time'])))
             meta["mask_cube"] = st.run_url(store, run, st.MASK)
         st.publish_detect(store, run, meta, mask=write_mask)  # the commit point
         st.clean_detect_runs(store)
@@ -999,3 +1024,17 @@ def _remove(url: str) -> None:
 def open_intervals(store: str) -> pd.DataFrame:
     """The defect-intervals table of a store (one row per pixel and bad interval)."""
     return st.read_table(store, st.INTERVALS)
+
+
+def summarize_intervals(iv) -> str:
+    """A few lines on an intervals table: pixels per class, new vs carried."""
+    if not len(iv):
+        return "detect: no defective pixels found"
+    carried = iv["carried"].astype(bool) if "carried" in iv else iv["start_mjd"].isna() & iv["end_mjd"].isna()
+    new = iv[~carried]
+    lines = [f"detect: {len(iv)} intervals on {iv[['y', 'x']].drop_duplicates().shape[0]} pixels "
+             f"({int(carried.sum())} carried from the input static mask, {len(new)} found)"]
+    for flag, g in new.groupby("flag"):
+        rec = int(g["end_mjd"].notna().sum())
+        lines.append(f"  {flag:<16} {len(g):6d} intervals, {rec} recovered")
+    return "\n".join(lines)

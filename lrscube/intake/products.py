@@ -20,6 +20,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from ..config import flags
+from ..storage.cube import DEFAULT_CONTENT_HASH
 from ..config.profiles import Profile
 
 class Rejected(Exception):
@@ -394,7 +395,6 @@ CONTENT_HASHES = {
     "blake2b-128": lambda buf: hashlib.blake2b(buf, digest_size=16).hexdigest(),
     "xxh3-128": lambda buf: _xxh3_128(buf),
 }
-DEFAULT_CONTENT_HASH = "xxh3-128"
 LEGACY_CONTENT_HASH = "blake2b-128"
 
 

@@ -597,3 +597,37 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def write_mask_fits(mask: xr.DataArray, path: str, author: str = "lrscube", pedigree: str | None = None,
+                    reference_pixels: bool = True) -> str:
+    """Write a mask from :func:`mask_at` as a full-frame MASK reference file.
+
+    The file is the one the CRDS export writes for that epoch (same DQ, USEAFTER, reference
+    pixels), so ``--steps.dq_init.override_mask=path`` gives what CRDS would.
+    """
+    a = mask.attrs
+    dq = np.asarray(mask.values, "uint32").copy()
+    if reference_pixels:
+        dq |= reference_pixel_frame(dq.shape, a.get("reference_columns", []))
+    ped = pedigree or f"INFLIGHT {a['epoch_first_exposure'][:10]} {a['epoch_last_exposure'][:10]}"
+    model = mask_model(
+        dq, useafter=a["useafter"], author=author, pedigree=check_pedigree(ped),
+        description=f"{a.get('instrument', 'MIRI')} {a.get('detector', '')} lrscube mask, epoch {a['epoch']}",
+        instrument=a.get("instrument", "MIRI"), detector=a.get("detector", "MIRIMAGE"),
+        history=[f"lrscube mask epoch {a['epoch']} of {a['n_epochs']} from {a['epoch_start']} "
+                 f"(USEAFTER {a['useafter']}), {a.get('epoch_n_exposures')} exposures from "
+                 f"{a['epoch_first_exposure']} to {a['epoch_last_exposure']}, requested for {a['requested_time']}.",
+                 *_provenance_lines(a)])
+    data = _model_bytes(model, os.path.basename(str(path)) or "mask.fits")
+    st.write_bytes_atomic(str(path), data)
+    return str(path)
+
+
+def _provenance_lines(attrs: dict) -> list[str]:
+    """HISTORY naming the runs a mask from :func:`mask_at` comes from (see lrscube.storage.provenance)."""
+    if attrs.get("store"):
+        return provenance.history_lines(attrs["store"], None, attrs.get("detect_run") or None)
+    run = attrs.get("detect_run") or {}
+    return [f"PROVENANCE: mask cube from detect run {run.get('id')} started {run.get('started')}, config digest "
+            f"{run.get('config_digest')}."] if run else []

@@ -43,105 +43,16 @@ import pandas as pd
 import xarray as xr
 
 from ..config import flags
+from ..times import DAY, MJD0, mjd_to_datetime64, datetime64_to_mjd, to_datetime64, _to_datetime64, _mjd_checked, floor_second, isot
 from ..storage import store as st
 from .delivery_rule import candidate_starts, fold_immaterial, pixels_wrong
 
 log = logging.getLogger(__name__)
 
-#: MJD 0 as a numpy datetime (UTC)
-MJD0 = np.datetime64("1858-11-17T00:00:00", "us")
-#: seconds per day
-DAY = 86400.0
 #: slack (days) when comparing an interval boundary with an exposure mid-time: 0.01 s
 TIME_TOLERANCE_DAYS = 0.01 / DAY
 #: frame used when a profile is not at hand (MIRI: 1024 rows x 1032 columns)
 DEFAULT_FRAME = (1024, 1032)
-
-
-# --------------------------------------------------------------------------- time helpers
-
-
-def mjd_to_datetime64(mjd) -> np.ndarray:
-    """MJD (UTC) float(s) -> datetime64[us], rounded to the microsecond."""
-    mjd = np.asarray(mjd, dtype="float64")
-    us = np.round(mjd * DAY * 1e6).astype("int64")
-    return MJD0 + us.astype("timedelta64[us]")
-
-
-def datetime64_to_mjd(t) -> np.ndarray | float:
-    """datetime64 value(s) -> MJD float(s)."""
-    t = np.asarray(t, dtype="datetime64[us]")
-    out = (t - MJD0).astype("int64") / (DAY * 1e6)
-    return float(out) if out.ndim == 0 else out
-
-
-#: times any lrscube input may name (a USEAFTER before every exposure included): 1900-2200
-TIME_RANGE = (np.datetime64("1900-01-01", "us"), np.datetime64("2200-01-01", "us"))
-
-
-def to_datetime64(time: Any) -> np.datetime64:
-    """A time as datetime64[us] (UTC).
-
-    Accepts an ISO string (``2023-05-01``, ``2023-05-01T12:00:00``), an MJD number or numeric
-    string (``60065.5``), ``datetime``/``date`` (naive = UTC), ``numpy.datetime64``,
-    ``pandas.Timestamp`` or ``astropy.time.Time``. Raises ValueError for what is no time
-    (``""``, NaN, infinity, NaT) and for a time outside :data:`TIME_RANGE`.
-    """
-    t = _to_datetime64(time)
-    if np.isnat(t):
-        raise ValueError(f"cannot read time {time!r}: not a time; give an ISO date/time (2023-05-01T12:00:00) "
-                         "or an MJD")
-    if not TIME_RANGE[0] <= t < TIME_RANGE[1]:
-        raise ValueError(f"time {time!r} ({t}) is outside the years 1900-2200")
-    return t
-
-
-def _to_datetime64(time: Any) -> np.datetime64:
-    if isinstance(time, np.datetime64):
-        return time.astype("datetime64[us]")
-    if isinstance(time, (int, float, np.integer, np.floating)) and not isinstance(time, bool):
-        return _mjd_checked(float(time), time)
-    if hasattr(time, "utc") and hasattr(time, "isot"):  # astropy Time
-        return np.datetime64(time.utc.isot, "us")
-    if isinstance(time, str):
-        text = time.strip()
-        try:
-            number = float(text)
-        except ValueError:
-            number = None
-        if number is not None:
-            return _mjd_checked(number, time)
-        try:
-            ts = pd.Timestamp(text)
-        except (ValueError, TypeError, OverflowError):
-            raise ValueError(f"cannot read time {time!r}: give an ISO date/time (2023-05-01T12:00:00) or an MJD") from None
-        time = ts
-    if isinstance(time, (pd.Timestamp, datetime)):
-        ts = pd.Timestamp(time)
-        if ts.tzinfo is not None:
-            ts = ts.tz_convert("UTC").tz_localize(None)
-        return np.datetime64(ts.to_datetime64(), "us")
-    if isinstance(time, date):
-        return np.datetime64(time.isoformat(), "us")
-    raise TypeError(f"cannot read time {time!r} of type {type(time).__name__}")
-
-
-def _mjd_checked(mjd: float, given: Any) -> np.datetime64:
-    # an MJD beyond the years 1900-2200 is refused before it is converted (it could overflow)
-    lo, hi = (datetime64_to_mjd(t) for t in TIME_RANGE)
-    if not np.isfinite(mjd) or not lo <= mjd < hi:
-        raise ValueError(f"time {given!r}: MJD {mjd:g} is not a time in the years 1900-2200 (MJD {lo:.0f} to {hi:.0f})")
-    return mjd_to_datetime64(mjd)[()]
-
-
-def floor_second(t) -> np.ndarray:
-    """Round datetime64 value(s) down to the whole second."""
-    return np.asarray(t, dtype="datetime64[us]").astype("datetime64[s]")
-
-
-def isot(t) -> str:
-    """``YYYY-MM-DDThh:mm:ss`` (rounded down to the second), the USEAFTER format."""
-    return str(np.datetime64(t, "s"))
 
 
 # --------------------------------------------------------------------------- exposures
@@ -1002,39 +913,3 @@ def mask_counts(v: np.ndarray) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: flags.value(kv[0])))
 
 
-def write_mask_fits(mask: xr.DataArray, path: str, author: str = "lrscube", pedigree: str | None = None,
-                    reference_pixels: bool = True) -> str:
-    """Write a mask from :func:`mask_at` as a full-frame MASK reference file.
-
-    The file is the one the CRDS export writes for that epoch (same DQ, USEAFTER, reference
-    pixels), so ``--steps.dq_init.override_mask=path`` gives what CRDS would.
-    """
-    from . import crds_export as ce
-
-    a = mask.attrs
-    dq = np.asarray(mask.values, "uint32").copy()
-    if reference_pixels:
-        dq |= ce.reference_pixel_frame(dq.shape, a.get("reference_columns", []))
-    ped = pedigree or f"INFLIGHT {a['epoch_first_exposure'][:10]} {a['epoch_last_exposure'][:10]}"
-    model = ce.mask_model(
-        dq, useafter=a["useafter"], author=author, pedigree=ce.check_pedigree(ped),
-        description=f"{a.get('instrument', 'MIRI')} {a.get('detector', '')} lrscube mask, epoch {a['epoch']}",
-        instrument=a.get("instrument", "MIRI"), detector=a.get("detector", "MIRIMAGE"),
-        history=[f"lrscube mask epoch {a['epoch']} of {a['n_epochs']} from {a['epoch_start']} "
-                 f"(USEAFTER {a['useafter']}), {a.get('epoch_n_exposures')} exposures from "
-                 f"{a['epoch_first_exposure']} to {a['epoch_last_exposure']}, requested for {a['requested_time']}.",
-                 *_provenance_lines(a)])
-    data = ce._model_bytes(model, os.path.basename(str(path)) or "mask.fits")
-    st.write_bytes_atomic(str(path), data)
-    return str(path)
-
-
-def _provenance_lines(attrs: dict) -> list[str]:
-    """HISTORY naming the runs a mask from :func:`mask_at` comes from (see lrscube.storage.provenance)."""
-    from ..storage import provenance
-
-    if attrs.get("store"):
-        return provenance.history_lines(attrs["store"], None, attrs.get("detect_run") or None)
-    run = attrs.get("detect_run") or {}
-    return [f"PROVENANCE: mask cube from detect run {run.get('id')} started {run.get('started')}, config digest "
-            f"{run.get('config_digest')}."] if run else []

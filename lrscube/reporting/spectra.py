@@ -335,7 +335,7 @@ def spectra_check(store: str, truth, out: str | Path | None = None, *, epochs: i
     SpectraResult (``print`` it for a summary).
     """
     from ..storage.cube import info
-    from .report import _open_mask
+    from ..masks.maskcube import open_mask as _open_mask
 
     rng = np.random.default_rng(seed)
     profile = _profiles.load(mode or (info(store).get("profile") if _cube_exists(store) else None))

@@ -113,6 +113,8 @@ DATA_VARS = {"sci": ("float32", np.nan), "err": ("float32", np.nan), "dq": ("uin
 TIME_ATTRS = {"units": "days since 1858-11-17 00:00:00", "calendar": "proleptic_gregorian",
               "long_name": "mid-exposure time (UTC)"}
 
+DEFAULT_CONTENT_HASH = "xxh3-128"
+
 
 StoreError = st.StoreError
 CorruptDataError = st.CorruptDataError
@@ -235,7 +237,6 @@ def create(store: str, profile, bunit: str | None = None, format_version: int = 
     arrays = dict(zip(specs, made, strict=True))
     sync(_together([arrays["y"].setitem(slice(None), np.arange(ny, dtype="int32")),
                     arrays["x"].setitem(slice(None), np.arange(nx, dtype="int32"))]))
-    from ..intake.products import DEFAULT_CONTENT_HASH  # the hash every exposure of this cube gets
 
     attrs = {"n_committed": 0, "profile": profile.name, "bunit": bunit,
              "frame_shape": list(profile.frame_shape), "format_version": format_version,

@@ -130,7 +130,7 @@ def exposure_summary(exposures: pd.DataFrame) -> dict[str, Any]:
     if exposures is None or not len(exposures):
         return {"exposures": 0}
     mjd = pd.to_numeric(exposures["mjd"], errors="coerce").to_numpy(float)
-    from ..masks.maskcube import isot, mjd_to_datetime64
+    from ..times import isot, mjd_to_datetime64
 
     out = {"exposures": int(len(exposures)),
            "first_exposure": isot(mjd_to_datetime64(np.nanmin(mjd))[()]),
@@ -299,7 +299,7 @@ def _jsonable(obj):
 # --------------------------------------------------------------------------- what each command records
 
 
-def _store_mode(store: str, mode) -> str:
+def store_mode(store: str, mode) -> str:
     from . import cube
     from ..config import profiles
 
@@ -310,7 +310,7 @@ def _store_mode(store: str, mode) -> str:
     return profiles.DEFAULT_MODE
 
 
-def _profile_config(name: str) -> dict:
+def profile_config(name: str) -> dict:
     from ..config import profiles
 
     d = profiles.load(name).to_dict()
@@ -322,9 +322,9 @@ def _profile_config(name: str) -> dict:
 def ingest_config(a: dict) -> dict:
     import dask
 
-    mode = _store_mode(a["store"], a.get("mode"))
+    mode = store_mode(a["store"], a.get("mode"))
     return {"mode": mode, "batch_size": a.get("batch_size") or int(dask.config.get("lrscube.ingest.batch-size", 32)),
-            "clip": a.get("clip"), "profile": _profile_config(mode)}
+            "clip": a.get("clip"), "profile": profile_config(mode)}
 
 
 def ingest_summary(run: Run, a: dict, s) -> None:
@@ -342,38 +342,6 @@ def ingest_summary(run: Run, a: dict, s) -> None:
     run.result = {"ingested": len(s.ingested), "duplicates": len(s.duplicates), "rejected": len(s.rejected),
                   "rejected_reasons": s.by_kind, "exit_code": s.exit_code, "n_in_cube": s.n_in_cube,
                   "cube": exposure_summary(table)}
-
-
-def detect_config(a: dict) -> dict:
-    from ..config import profiles
-    from ..detection.detection_params import DetectionParams
-
-    mode = _store_mode(a["store"], a.get("mode"))
-    known = {"store", "mode", "tiles", "progress", "write_mask", "min_epoch_days"}
-    overrides = {k: v for k, v in a.items() if k not in known and v is not None}
-    params = DetectionParams.from_profile(profiles.load(mode), **overrides).to_dict()
-    return {"mode": mode, "parameters": params, "overrides": overrides, "tiles": a.get("tiles"),
-            "write_mask": a.get("write_mask"), "min_epoch_days": a.get("min_epoch_days"),
-            "do_not_use": list(profiles.load(mode).do_not_use)}
-
-
-def detect_summary(run: Run, a: dict, iv) -> None:
-    from . import cube
-
-    run.inputs = exposure_summary(cube.exposure_table(run.store))
-    carried = iv["carried"].astype(bool) if "carried" in iv else pd.Series(False, index=iv.index)
-    new = iv[~carried]
-    run.result = {"intervals": int(len(iv)), "pixels": int(iv[["y", "x"]].drop_duplicates().shape[0]) if len(iv) else 0,
-                  "carried": int(carried.sum()),
-                  "by_class": {str(k): int(v) for k, v in new.groupby("flag")[["y", "x"]].apply(
-                      lambda g: g.drop_duplicates().shape[0]).items()} if len(new) else {},
-                  "recovered": int(new["end_mjd"].notna().sum()) if len(new) else 0}
-    if a.get("write_mask"):
-        from ..masks.maskcube import open_mask
-
-        m = open_mask(run.store)
-        run.result["mask_epochs"] = int(m.sizes["time"])
-        run.result["mask_epochs_unmerged"] = int(m.attrs.get("n_raw_epochs", m.sizes["time"]))
 
 
 def export_config(a: dict) -> dict:
