@@ -316,7 +316,7 @@ _RACER = textwrap.dedent("""
     except st.LockedError:
         print("lost", flush=True)
 """)
-_HOLDER = "import sys, time\nfrom lrscube import store as st\nwith st.writer_lock(sys.argv[1]):\n" \
+_HOLDER = "import sys, time\nfrom lrscube.storage import store as st\nwith st.writer_lock(sys.argv[1]):\n" \
           "    print('held', flush=True); time.sleep(600)"
 
 

@@ -10,7 +10,7 @@ it with ``lrscube.intake.products.read_product``. The goal: every outcome is an 
 are sane (time from 2010 to now + 1 day and within datetime64[ns], exposure time in (0, 1e6] s,
 1 <= NINTS <= 1e6, footprint inside the frame) or a rejection with a reason; any other
 exception stops the run and is printed (the same check as
-``tests/test_hostile_input.py::test_fuzzed_headers_give_an_exposure_or_a_named_rejection``,
+``tests/intake/test_hostile_input.py::test_fuzzed_headers_give_an_exposure_or_a_named_rejection``,
 which runs 40 cases, or ``LRSCUBE_FUZZ_EXAMPLES`` of them). Prints the outcomes by kind.
 """
 

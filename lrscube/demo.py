@@ -12,6 +12,13 @@ import time
 from pathlib import Path
 
 from .deploy.cluster import get_client
+from .detection.detect import detect, summarize_intervals
+from .intake.ingest import ingest
+from .masks.crds_export import export_crds
+from .masks.maskcube import open_mask
+from .reporting.report import report
+from .validation.evaluate import evaluate, format_report
+from .validation.simulate import simulate
 
 
 def _junk(folder: Path, good: Path) -> list[Path]:
@@ -32,14 +39,6 @@ def _junk(folder: Path, good: Path) -> list[Path]:
 def demo(n: int = 60, workdir: str | None = None, seed: int = 1, full_frame: bool = False,
          scheduler: str | None = None) -> int:
     """Run the whole flow on ``n`` simulated exposures; returns a process exit code."""
-    from .validation.simulate import simulate
-    from .detection.detect import summarize_intervals
-    from .masks.crds_export import export_crds
-    from .detection.detect import detect
-    from .validation.evaluate import evaluate, format_report
-    from .intake.ingest import ingest
-    from .masks.maskcube import open_mask
-    from .reporting.report import report
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="lrscube-demo-"))
     work.mkdir(parents=True, exist_ok=True)

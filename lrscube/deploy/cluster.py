@@ -17,6 +17,7 @@ import dask
 import yaml
 
 from ..config.profiles import configs_dir
+from .quiet_workers import QuietTaskFailures
 
 _DEFAULTS_LOADED = False
 
@@ -103,8 +104,6 @@ def get_client(address: str | None = None, quiet: bool = False, **local_kwargs):
             client = Client(cluster)
             if dlog.getEffectiveLevel() >= logging.WARNING:
                 # a failed task reaches the caller as its exception; not also as a worker's log
-                from .quiet_workers import QuietTaskFailures
-
                 client.register_plugin(QuietTaskFailures())
         if not quiet:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)

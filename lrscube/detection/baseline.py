@@ -47,7 +47,7 @@ import bottleneck as bn
 import numpy as np
 from scipy.special import dawsn, log_ndtr, ndtr, ndtri
 
-from .residuals import MAD_TO_SIGMA
+from .residuals import local_linear, MAD_TO_SIGMA, running_median
 
 #: Tukey biweight tuning constant (95 % efficiency for Gaussian noise), in units of the noise
 BIWEIGHT_C = 4.685
@@ -121,8 +121,6 @@ def _population(v: np.ndarray, err: np.ndarray, window: int, min_count: int, axi
     the local straight line through its running median along ``axis``, and the robust
     pixel-to-pixel scatter about it less the measurement noise (on the better-measured half of
     the pixels), plus the uncertainty of the mean itself."""
-    from .residuals import local_linear, running_median
-
     v = np.asarray(v, np.float32)
     m = local_linear(running_median(v, window, axis=axis, min_count=min_count), window, axis=axis)
     m = np.where(np.isfinite(m), m, np.nanmedian(v) if np.isfinite(v).any() else 0.0)
@@ -479,8 +477,6 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
     never lowers it below the calibration: over few exposures the residuals about a fitted
     baseline are too few to say less); 1 where nothing is known.
     """
-    from .residuals import running_median
-
     q = np.where(valid, np.minimum(np.asarray(x, float) ** 2, c * c), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = q.sum(axis=0) / np.where(valid, m1, 0.0).sum(axis=0)

@@ -40,6 +40,8 @@ from .detection_params import DetectionParams
 from .residuals import MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals, trace_mask
 from .states import Thresholds, pixel_intervals
 from .temporal import clipped_z, scan_statistic, transients
+from ..masks.maskcube import write_mask_cube
+from ..storage.cube import cube_url, exposure_table, open_cube, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -588,8 +590,6 @@ def _context(ds, prof, p) -> TileContext:
 
 def _response_task(sci, err, params, profile, source=None, rows=None, response=None):
     if source is not None:
-        from ..storage.cube import read_frames
-
         sci, err, _ = read_frames(source, rows, missing="error")
     return response_stage(sci, err, params, profile, response)
 
@@ -615,8 +615,6 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
     task reads its exposures itself, whole frames, instead of receiving them from dask.
     """
     if source is not None:
-        from ..storage.cube import read_frames
-
         sci, err, dq = read_frames(source, rows, missing="error")
     out = spatial_stage(sci, err, dq, params, profile, response=response)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
@@ -963,8 +961,6 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
     The intervals table (also in the store: ``lrscube.open_intervals``). Every run recomputes everything
     from the whole cube (see docs/detection.md).
     """
-    from ..storage.cube import cube_url, exposure_table, open_cube
-
     # One detect at a time per store (STORE/detect.lock). The run writes everything into its
     # own folder STORE/detect/RUN and commits by rewriting detect.json to name it: a killed run
     # leaves the last committed intervals and mask, and its folder is removed by the next run.
@@ -989,8 +985,6 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         st.write_table(st.run_url(store, run), st.INTERVALS, iv)
         meta["mask_cube"] = None
         if write_mask:
-            from ..masks.maskcube import write_mask_cube
-
             mask = write_mask_cube(store, iv, prof, exposures=exposures, min_epoch_days=min_epoch_days, run=run)
             record = provenance.current()
             if record is not None:

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from . import classify
+from .states import Thresholds
 
 
 def norm_sf(x: float) -> float:
@@ -180,8 +181,6 @@ class DetectionParams:
         (one-sided, two tests: excess and response). ``detection_sigma`` sets the level
         threshold directly (the others then follow from its false-alarm rate).
         """
-        from .states import Thresholds
-
         n = max(int(n_exposures), 2)
         runs = n * np.ceil(np.log2(n))
         if self.detection_sigma is not None:

@@ -131,7 +131,7 @@ def _block_events(a: np.ndarray, s: np.ndarray, k: int, half: int, nsigma: float
     exposures apart) still has its other exposure. A side with no exposure (an end of the
     series) is not tested."""
     # compiled (lrscube.detection.running.block_events): the same comparisons as the numpy version in
-    # tests/test_running.py, without 2 x half x (k + 1) shifted copies of the series
+    # tests/detection/test_running.py, without 2 x half x (k + 1) shifted copies of the series
     return block_events(a, s, k, half, nsigma)
 
 

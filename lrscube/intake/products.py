@@ -22,6 +22,7 @@ from astropy.time import Time
 from ..config import flags
 from ..storage.cube import DEFAULT_CONTENT_HASH
 from ..config.profiles import Profile
+from ..storage.store import fs_and_path
 
 class Rejected(Exception):
     """A file that does not belong in the cube; ``str()`` is the reason, ``kind`` a short name
@@ -350,7 +351,6 @@ def _open(path: str):
     if "://" in path and not path.startswith("file://"):
         import io
 
-        from ..storage.store import fs_and_path
 
         fs, p = fs_and_path(path)
         with fs.open(p, "rb") as f:

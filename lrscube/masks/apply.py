@@ -33,6 +33,7 @@ from . import maskcube as mc
 from ..storage import store as st
 from ..intake.inputs import expand as expand_inputs
 from ..intake.products import Rejected, date_obs_text, exposure_times, placement
+from .. import __version__
 
 #: the suffix of new files written beside their input when no ``out`` folder is given
 OUT_SUFFIX = "_lrscube"
@@ -284,7 +285,6 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
         notes.append(f"exposure starts before the first epoch ({mc.isot(ds['time'].values[0])}); first epoch used")
     if "LRSCEPOC" in ph:
         notes.append("file already had an lrscube mask (LRSCEPOC); bits ORed again")
-    from .. import __version__
 
     ph["LRSCVER"] = (__version__, "lrscube version that applied its mask")
     ph["LRSCEPOC"] = (int(epoch), "lrscube mask epoch applied (0-based)")

@@ -38,10 +38,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import flags
-from . import maskcube as mc
+from ..config import flags, profiles
+from . import deliveries as dl, maskcube as mc
 from ..storage import provenance
 from ..storage import store as st
+from .. import __version__
+from .delivery_checks import DETECTORS, InvalidDeliveryError, validate_delivery
+from .delivery_rule import DeliveryRule
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,6 @@ def mask_model(dq: np.ndarray, *, useafter: str, author: str, pedigree: str, des
     m.meta.subarray.ystart = 1
     m.meta.subarray.xsize = int(nx)
     m.meta.subarray.ysize = int(ny)
-    from .delivery_checks import DETECTORS
 
     _, fast, slow = DETECTORS.get(str(detector).upper(), (None, 1, 2))
     m.meta.subarray.fastaxis = fast
@@ -294,10 +296,6 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
         >>> m = export_crds("run.zarr", "crds/", author="A. Astronomer", name="2024-q3")  # doctest: +SKIP
         >>> [f["useafter"] for f in m["files"]]  # doctest: +SKIP
     """
-    from . import deliveries as dl
-    from ..config import profiles
-    from .delivery_checks import InvalidDeliveryError, validate_delivery
-    from .delivery_rule import DeliveryRule
 
     cube = mc.open_mask(store)
     attrs = dict(cube.attrs)
@@ -386,7 +384,6 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
     # 3. write every file into a staging folder, check the set, then put it in place
     from stdatamodels import __version__ as sdm_version
 
-    from .. import __version__
 
     detect_run = attrs.get("run")
     common = _history_common(attrs, __version__, sdm_version, min_days, max_files, baseline, source, cost,

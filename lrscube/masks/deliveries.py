@@ -28,8 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import flags
+from ..config import flags, profiles
 from ..storage import store as st
+from .. import plots
+from ..plots import class_order
+from .delivery_rule import DeliveryRule
+from .maskcube import DEFAULT_FRAME, isot, mask_at, open_mask, to_datetime64
 
 DELIVERIES = st.DELIVERIES
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -175,8 +179,6 @@ def delivery_masks(store: str, name: str, frame_shape) -> Masks:
 
 def date_mask(store: str, time, delivery: str | None, frame_shape) -> Masks:
     """The mask valid at ``time``: from a delivery's files, or from the store's mask cube."""
-    from .maskcube import isot, mask_at, to_datetime64
-
     t = isot(to_datetime64(time))
     if delivery:
         d = delivery_masks(store, delivery, frame_shape)
@@ -222,7 +224,6 @@ def class_table(changes: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     u = changes.drop_duplicates(["y", "x", "class", "change"])
     out = []
-    from ..plots import class_order
 
     for c in class_order(u["class"].unique()):
         g = u[u["class"] == c]
@@ -297,9 +298,6 @@ def diff(store: str, a: str, b: str, out: str | Path | None = None, delivery: st
     the store's mask cube or, with ``delivery``, from that delivery's files. ``out``: a folder
     for ``diff_<a>_<b>.png`` (map), ``.csv`` (every changed pixel) and ``.json`` (summary).
     """
-    from ..config import profiles
-    from .delivery_rule import DeliveryRule
-    from .maskcube import DEFAULT_FRAME, open_mask
 
     store = str(store)
     try:
@@ -341,7 +339,6 @@ def write_diff(res: Diff, out: Path, stem: str, frame_shape, profile, rule) -> d
     """The map (PNG), every changed pixel (CSV) and the summary (JSON) of a diff."""
     import warnings
 
-    from .. import plots
 
     out.mkdir(parents=True, exist_ok=True)
     outlines = {}

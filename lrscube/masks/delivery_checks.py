@@ -36,7 +36,7 @@ make a delivery coherent as a set. Each rule has a name (docs/pipeline.md lists 
                       so CRDS picks, for every exposure, the file made for it
     checksum          (with the manifest) each file's SHA-256 is the manifest's
 
-The same files pass ``crds certify`` against a locally built context (tests/test_delivery_checks.py
+The same files pass ``crds certify`` against a locally built context (tests/masks/test_delivery_checks.py
 runs it offline when the ``crds`` package is installed).
 """
 

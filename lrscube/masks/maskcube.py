@@ -42,10 +42,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import flags
+from ..config import flags, profiles as _profiles
 from ..times import DAY, MJD0, mjd_to_datetime64, datetime64_to_mjd, to_datetime64, _to_datetime64, _mjd_checked, floor_second, isot
-from ..storage import store as st
+from ..storage import provenance, store as st
 from .delivery_rule import candidate_starts, fold_immaterial, pixels_wrong
+from .. import __version__
 
 log = logging.getLogger(__name__)
 
@@ -638,7 +639,6 @@ def mask_dataset(plan: EpochPlan, profile=None, valid_from=None, frame_shape=Non
     if vf > plan.times[0]:
         raise ValueError(f"valid_from {isot(vf)} is after the first epoch start {isot(plan.times[0])}")
     programs = sorted({p for p in exp["program"] if p})
-    from .. import __version__
 
     ds = xr.Dataset(
         data_vars={
@@ -740,8 +740,6 @@ def write_mask_cube(store: str, intervals: pd.DataFrame, profile=None, exposures
         >>> write_mask_cube("run.zarr", intervals, "lrs", exposures)  # doctest: +SKIP
         >>> open_mask("run.zarr").dq.sel(time="2023-05-01", method="ffill")  # doctest: +SKIP
     """
-    from ..config import profiles as _profiles
-
     profile = _profiles.load(profile)
     if exposures is None:
         try:
@@ -753,7 +751,6 @@ def write_mask_cube(store: str, intervals: pd.DataFrame, profile=None, exposures
                              f"into {store} first ({type(e).__name__}: {e})") from None
     plan = plan_epochs(intervals, exposures, profile, min_epoch_days=min_epoch_days)
     ds = mask_dataset(plan, profile, valid_from=valid_from)
-    from ..storage import provenance
 
     prov = provenance.current()
     if prov is not None:  # the run that made this cube, quoted by the MASK files' HISTORY

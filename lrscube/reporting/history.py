@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import flags
+from ..config import flags, profiles
 from ..storage import store as st
+from ..storage.cube import open_cube
 
 #: standard error of a median relative to that of a mean, for Gaussian noise
 MEDIAN_EFFICIENCY = 1.2533
@@ -120,8 +121,6 @@ def bad_at(mjd: np.ndarray, intervals: pd.DataFrame) -> tuple[np.ndarray, np.nda
 
 
 def _profile_axis(ds: xr.Dataset, profile) -> str:
-    from ..config import profiles
-
     prof = profiles.load(profile or ds.attrs.get("profile") or None)
     return prof.dispersion_axis
 
@@ -162,8 +161,6 @@ def pixel_history(store: str, y: int, x: int, half_width: int = 7, *, profile=No
     >>> h = pixel_history("run.zarr", 120, 40)             # doctest: +SKIP
     >>> h.significance.plot(marker=".", ls="")              # doctest: +SKIP
     """
-    from ..storage.cube import open_cube
-
     ds = cube if cube is not None else open_cube(store)
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     y, x = int(y), int(x)

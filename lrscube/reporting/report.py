@@ -35,9 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import flags
-from .. import plots
+from ..config import flags, profiles
+from .. import __version__, plots
 from ..storage import store as st
+from ..masks.deliveries import deliveries_table, history_frame
+from ..storage.cube import exists as cube_exists, exposure_table, info, open_cube
+from ..storage.provenance import runs_table
+from .history import open_intervals_or_none, pixel_history
+from .spectra import report_section
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +165,6 @@ def _open_mask(store: str):
 
 def gather(store: str, manifest: str | Path | None = None, spectra: str | Path | dict | None = None) -> Inputs:
     """Read everything the report shows from the store; missing pieces become notes."""
-    from ..config import profiles
-    from ..storage.cube import exposure_table, info
-    from ..storage.cube import exists as cube_exists
-    from .history import open_intervals_or_none
 
     store = str(store)
     inp = Inputs(store=store)
@@ -404,8 +405,6 @@ def subarray_footprints(store: str, exposures: pd.DataFrame, frame_shape) -> dic
     """Each subarray's footprint in the frame: from the exposure table's ``y0, x0, ny, nx`` when
     ingest recorded them, else from the data of the subarray's first exposure (full-frame
     footprints are the frame itself and are not returned)."""
-    from ..storage.cube import open_cube
-
     out: dict[str, tuple[int, int, int, int]] = {}
     if exposures is None or not len(exposures):
         return out
@@ -442,8 +441,6 @@ def _save(fig, path: Path) -> str:
 
 
 def _history_inputs(store: str, inp: Inputs, n: int) -> tuple[list[dict], list[str]]:
-    from ..storage.cube import open_cube
-    from .history import pixel_history
 
     hist, problems = [], []
     ds = open_cube(store)
@@ -640,7 +637,6 @@ def report(store: str, out: str | Path, *, manifest: str | Path | None = None, t
         ]
         if inp.spectra is not None or "spectra" in inp.notes:
             sections.append(("spectra", "Spectral impact", _spectra_section(inp, out)))
-    from .. import __version__
 
     meta = (f"lrscube {_esc(__version__)} &middot; store <code>{_esc(store)}</code> &middot; written "
             f"{_esc(datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}")
@@ -794,14 +790,11 @@ def _coverage_section(inp: Inputs, out: Path) -> str:
 def _spectra_section(inp: Inputs, out: Path) -> str:
     if inp.spectra is None:
         return _note(inp.notes.get("spectra", "No spectral-impact result."))
-    from .spectra import report_section
 
     return report_section(inp.spectra, out)
 
 
 def _deliveries_section(inp: Inputs, out: Path) -> str:
-    from ..masks.deliveries import deliveries_table, history_frame
-    from ..storage.provenance import runs_table
 
     parts = []
     if "deliveries" in inp.notes:

@@ -51,6 +51,11 @@ from ..config import flags
 from .. import plots
 from ..config import profiles as _profiles
 from ..config.profiles import Box
+from ..masks.maskcube import datetime64_to_mjd, open_mask as _open_mask
+from ..storage.cube import exists, info
+from ..validation import sim_defects
+from ..validation.evaluate import read_truth
+from ..validation.simulate import illumination, load_scenario, trace_image
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +95,6 @@ def science_scene(box: Box, x_center: float, peak_dn_s: float, profile, scenario
     Uses the simulator's own models (:func:`lrscube.validation.simulate.illumination` and
     :func:`lrscube.validation.simulate.trace_image`), sky factor 1, over the full-frame ``box``.
     """
-    from ..validation.simulate import illumination, trace_image  # (lrscube.simulate the function shadows the module)
-
     photon = illumination(box, profile, scenario) + float(scenario["sky"]["floor_dn_s"])
     photon = photon + trace_image(box, "FULL", x_center, peak_dn_s, profile, scenario)
     gt = exposure.gain_e_per_dn * exposure.exptime_s
@@ -101,8 +104,6 @@ def science_scene(box: Box, x_center: float, peak_dn_s: float, profile, scenario
 
 def render_defects(photon: np.ndarray, box: Box, defects: pd.DataFrame, high: np.ndarray) -> np.ndarray:
     """``photon`` with the given defects (truth rows inside ``box``, with amplitudes) applied."""
-    from ..validation import sim_defects
-
     out = photon.copy()
     if len(defects):
         ly = defects["y"].to_numpy(int) - box.y0
@@ -203,27 +204,10 @@ def overlaps(a: tuple[int, int], features: list[tuple]) -> bool:
 # --------------------------------------------------------------------------- inputs
 
 
-def read_truth(truth) -> pd.DataFrame:
-    """A simulator truth table from a DataFrame, a truth.parquet/csv file, or a simulation folder."""
-    if isinstance(truth, pd.DataFrame):
-        return truth.copy()
-    p = Path(truth)
-    if p.is_dir():
-        for cand in (p / "truth" / "truth.parquet", p / "truth.parquet", p / "truth" / "truth.csv", p / "truth.csv"):
-            if cand.exists():
-                p = cand
-                break
-        else:
-            raise FileNotFoundError(f"{truth}: no truth/truth.parquet or truth.csv (a folder written by lrscube simulate)")
-    return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-
-
 def fill_static_amplitudes(truth: pd.DataFrame, scenario: dict, rng: np.random.Generator) -> pd.DataFrame:
     """Give rows without an amplitude (the simulator's static defects) one from the scenario's
     ranges: log-uniform for HOT/WARM/TELEGRAPH, uniform for DEAD/LOW_QE; other classes
     (e.g. OTHER_BAD_PIXEL columns) act as DEAD."""
-    from ..validation import sim_defects
-
     t = truth.copy()
     t["flag"] = t["flag"].astype(str)
     amp = pd.to_numeric(t.get("amplitude"), errors="coerce") if "amplitude" in t else pd.Series(np.nan, t.index)
@@ -243,8 +227,6 @@ def fill_static_amplitudes(truth: pd.DataFrame, scenario: dict, rng: np.random.G
 
 
 def _active(truth: pd.DataFrame, t_mid: float, box: Box) -> pd.DataFrame:
-    from ..validation import sim_defects
-
     on = sim_defects.active(truth["start_mjd"].to_numpy(float), truth["end_mjd"].to_numpy(float), t_mid)
     y, x = truth["y"].to_numpy(int), truth["x"].to_numpy(int)
     inside = (y >= box.y0) & (y < box.y1) & (x >= box.x0) & (x < box.x1)
@@ -334,15 +316,12 @@ def spectra_check(store: str, truth, out: str | Path | None = None, *, epochs: i
     -------
     SpectraResult (``print`` it for a summary).
     """
-    from ..storage.cube import info
-    from ..masks.maskcube import open_mask as _open_mask
 
     rng = np.random.default_rng(seed)
     profile = _profiles.load(mode or (info(store).get("profile") if _cube_exists(store) else None))
     if profile.dispersion_axis != "y" or "slit_spectrum" not in profile.regions:
         raise ValueError(f"mode profile {profile.name!r}: spectra-check knows the LRS fixed-slit layout "
                          "(dispersion along y, region slit_spectrum)")
-    from ..validation.simulate import load_scenario
 
     scenario = load_scenario(None)
     box = profile.regions["slit_spectrum"]
@@ -434,8 +413,6 @@ def spectra_check(store: str, truth, out: str | Path | None = None, *, epochs: i
 
 
 def _cube_exists(store) -> bool:
-    from ..storage.cube import exists
-
     return exists(store)
 
 
@@ -446,7 +423,6 @@ def _mask_span(ds) -> tuple[float, float]:
     if "mjd" in ds.coords:
         v = ds["mjd"].values.astype(float)
         return float(v.min()), float(v.max()) + 1.0
-    from ..masks.maskcube import datetime64_to_mjd
 
     v = datetime64_to_mjd(ds["time"].values)
     return float(np.min(v)), float(np.max(v)) + 1.0

@@ -44,7 +44,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import store as st
+from . import cube, store as st
+from .. import __version__
+from ..config import profiles
+from ..times import isot, mjd_to_datetime64
 
 #: folder of the run records inside the store
 RUNS = st.RUNS
@@ -97,7 +100,6 @@ def software() -> dict[str, str]:
     """Versions of lrscube and the libraries that decide its output."""
     from importlib import metadata
 
-    from .. import __version__
 
     out = {"lrscube": __version__, "python": platform.python_version()}
     for name in ("numpy", "scipy", "pandas", "dask", "distributed", "xarray", "zarr", "astropy", "stdatamodels"):
@@ -130,7 +132,6 @@ def exposure_summary(exposures: pd.DataFrame) -> dict[str, Any]:
     if exposures is None or not len(exposures):
         return {"exposures": 0}
     mjd = pd.to_numeric(exposures["mjd"], errors="coerce").to_numpy(float)
-    from ..times import isot, mjd_to_datetime64
 
     out = {"exposures": int(len(exposures)),
            "first_exposure": isot(mjd_to_datetime64(np.nanmin(mjd))[()]),
@@ -300,8 +301,6 @@ def _jsonable(obj):
 
 
 def store_mode(store: str, mode) -> str:
-    from . import cube
-    from ..config import profiles
 
     if mode:
         return profiles.load(mode).name
@@ -311,8 +310,6 @@ def store_mode(store: str, mode) -> str:
 
 
 def profile_config(name: str) -> dict:
-    from ..config import profiles
-
     d = profiles.load(name).to_dict()
     d.pop("source", None)  # where the file lives is not configuration
     d.pop("simulation", None)
@@ -328,8 +325,6 @@ def ingest_config(a: dict) -> dict:
 
 
 def ingest_summary(run: Run, a: dict, s) -> None:
-    from . import cube
-
     paths = a.get("paths")
     paths = [str(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
     table = cube.exposure_table(run.store)

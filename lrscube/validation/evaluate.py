@@ -62,12 +62,18 @@ Baselines scored in the same run:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from ..config import profiles
 from ..detection.detection_params import DetectionParams
 from ..detection.residuals import running_median
+from ..detection.detect import open_intervals
+from ..storage import store as st
+from ..storage.cube import open_cube
+from .sim_defects import parse_high_mjd
 
 POWER_MARGIN_SIGMA = 2.33
 #: a level shift (or an excess variance) is detectable from this stacked significance (sigma)
@@ -253,28 +259,35 @@ def legacy_behaviour(truth: pd.DataFrame) -> pd.Series:
     return out
 
 
-def read_truth(path) -> pd.DataFrame:
-    """A truth table (CSV or Parquet, /work/TRUTH-SCHEMA.md) with ``behaviour`` and ``high_mjd``.
+def read_truth(truth) -> pd.DataFrame:
+    """A truth table (/work/TRUTH-SCHEMA.md) with ``behaviour`` and ``high_mjd``, from a DataFrame,
+    a CSV or Parquet file, or a folder written by ``lrscube simulate`` (its ``truth/truth.parquet``).
 
-    Tables written without them still read: their behaviours come from :func:`legacy_behaviour`
-    and their high states are unknown (``high_mjd`` None).
+    Tables written without those columns still read: their behaviours come from
+    :func:`legacy_behaviour` and their high states are unknown (``high_mjd`` None).
     """
-    from pathlib import Path
-
-    path = Path(path)
-    truth = pd.read_parquet(path) if path.suffix == ".parquet" else \
-        pd.read_csv(path, dtype={"high_mjd": object, "behaviour": object})
-    if "behaviour" not in truth:
-        truth["behaviour"] = legacy_behaviour(truth)
-    if "high_mjd" not in truth:
-        truth["high_mjd"] = None
-    return truth
+    if isinstance(truth, pd.DataFrame):
+        out = truth.copy()
+    else:
+        path = Path(truth)
+        if path.is_dir():
+            found = [c for c in (path / "truth" / "truth.parquet", path / "truth.parquet",
+                                 path / "truth" / "truth.csv", path / "truth.csv") if c.exists()]
+            if not found:
+                raise FileNotFoundError(f"{truth}: no truth/truth.parquet or truth.csv "
+                                        "(a folder written by lrscube simulate)")
+            path = found[0]
+        out = pd.read_parquet(path) if path.suffix == ".parquet" else \
+            pd.read_csv(path, dtype={"high_mjd": object, "behaviour": object})
+    if "behaviour" not in out:
+        out["behaviour"] = legacy_behaviour(out)
+    if "high_mjd" not in out:
+        out["high_mjd"] = None
+    return out
 
 
 def read_lookalikes(truth_path) -> pd.DataFrame | None:
     """``lookalikes.parquet`` (or ``.csv``) beside a truth table, or None when there is none."""
-    from pathlib import Path
-
     folder = Path(truth_path).parent
     for name in ("lookalikes.parquet", "lookalikes.csv"):
         p = folder / name
@@ -452,8 +465,6 @@ def evaluate_arrays(ds, intervals: pd.DataFrame, truth: pd.DataFrame, profile=No
         sky[:, mult_rows] = _sky_at(ds, iy[col[mult_rows]], ix[col[mult_rows]], prof.dispersion_axis)
     high = None
     if "high_mjd" in truth and truth["high_mjd"].notna().any():
-        from .sim_defects import parse_high_mjd
-
         high = np.zeros((n_t, len(truth)), bool)
         for i, hm in enumerate(truth["high_mjd"]):
             hm = parse_high_mjd(hm)
@@ -603,15 +614,9 @@ def evaluate(store: str, truth, mode: str | None = None, *, baselines: bool = Tr
     ``lookalikes``: a DataFrame or path; by default ``lookalikes.parquet``/``.csv`` beside a truth
     path (none for a DataFrame truth). Returns a dict; :func:`format_report` prints it.
     """
-    from ..storage.cube import open_cube
-    from ..detection.detect import open_intervals
-    from ..storage import store as st
-
     if lookalikes is None and not isinstance(truth, pd.DataFrame):
         lookalikes = read_lookalikes(truth)
     elif lookalikes is not None and not isinstance(lookalikes, pd.DataFrame):
-        from pathlib import Path
-
         lp = Path(lookalikes)
         lookalikes = pd.read_parquet(lp) if lp.suffix == ".parquet" else pd.read_csv(lp)
     if not isinstance(truth, pd.DataFrame):

@@ -173,7 +173,7 @@ def test_a_dead_writers_lock_goes_to_exactly_one_of_many(tmp_path):
     one gets the lock (the kernel's flock, not a check-then-take-over)."""
     store = tmp_path / "s"
     store.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lrscube import store as st\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lrscube.storage import store as st\n"
                                "with st.writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
                                str(store)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -208,7 +208,7 @@ def test_value_rules():
 def test_export_refuses_an_invalid_delivery_and_writes_nothing(tmp_path):
     """A mode profile whose frame is not the detector's full frame (1024 x 1024 for MIRIMAGE,
     which is 1024 x 1032) gives files CRDS would reject: nothing is written or recorded."""
-    prof = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "configs" / "lrs.yaml"))
+    prof = yaml.safe_load(open(Path(__file__).resolve().parents[2] / "configs" / "lrs.yaml"))
     prof.update(name="lrs-narrow", frame_shape=[1024, 1024], reference_columns=[[0, 4], [1020, 1024]])
     prof["regions"].pop("shorted_columns")
     path = tmp_path / "lrs-narrow.yaml"

@@ -342,7 +342,7 @@ def test_one_ingest_at_a_time_and_a_dead_writers_lock_is_released(client, produc
 
     # a live writer: another process holding the lock as an ingest does
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from lrscube import store as st\n"
+        [sys.executable, "-c", "import sys, time; from lrscube.storage import store as st\n"
          "with st.writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)", str(store)],
         stdout=subprocess.PIPE, text=True)
     try:

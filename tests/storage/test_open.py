@@ -55,7 +55,7 @@ def store(tmp_path_factory):
 
 
 def test_open_with_xarray_and_zarr_only(store, tmp_path):
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "notebook.md").read_text()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "notebook.md").read_text()
     assert all(line in docs for line in SHOWN)
     script = tmp_path / "open_xarray_only.py"
     script.write_text(XARRAY_ONLY)

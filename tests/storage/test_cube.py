@@ -74,7 +74,7 @@ def test_one_shard_per_exposure_and_plane(tmp_path):
 
     ds = lrscube.open_cube(str(store), sort=False)
     # one dask chunk per shard (a whole frame); a few pixels still read only the inner chunks
-    # under them (tests/test_open.py)
+    # under them (tests/storage/test_open.py)
     assert ds.sci.data.chunksize == (1, 1024, 1032)
     np.testing.assert_array_equal(ds.sci[0].values, exps[0][0].sci)
     frame = ds.sci[1].values
