@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lrscube"
 
 #: the layers, bottom first: a module may import from its own layer and the ones below it
 LAYERS = [
-    {"times", "config"},
+    {"times", "intervals", "config"},
     {"storage", "deploy", "plots"},
     {"intake"},
     {"masks"},

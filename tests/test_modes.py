@@ -115,6 +115,7 @@ def test_profile_layout_merges_under_the_user_scenario():
 
 # -- simulated files ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", list(EXPECTED))
 def test_simulated_files_are_valid_with_the_modes_keywords(sims, mode):
     det, exps, tag = EXPECTED[mode]
@@ -139,6 +140,7 @@ def test_simulated_files_are_valid_with_the_modes_keywords(sims, mode):
     assert t.x.between(4, 1027).all()
 
 
+@pytest.mark.slow
 def test_mrs_frame_has_slices_gaps_and_two_channel_levels(sims):
     prof = profiles.load("mrs-short")
     d = fits.getdata(sims["mrs-short"].files[0], "SCI")
@@ -171,6 +173,7 @@ def _fractional_ripple(values: np.ndarray, window: int = 31) -> np.ndarray:
     return values / smooth - 1.0
 
 
+@pytest.mark.slow
 def test_mrs_fringes_are_fixed_and_proportional_to_the_sky(sims):
     """MRS rate files carry the detector's fringes: along the middle columns of slices, SCI over its
     smooth trend ripples like the detector response, by the same fraction in every exposure
@@ -203,6 +206,7 @@ def test_mrs_fringes_are_fixed_and_proportional_to_the_sky(sims):
     assert not res.truth.behaviour.isin(["flat", "fringe"]).any()
 
 
+@pytest.mark.slow
 def test_imager_frame_is_flat_with_a_dark_coronagraph_area(sims):
     prof = profiles.load("imager")
     res = sims["imager"]
@@ -230,6 +234,7 @@ def test_imager_simulates_imaging_subarrays(tmp_path):
 
 # -- ingest -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ingest_accepts_its_mode_and_rejects_others(sims, tmp_path, client):
     store = str(tmp_path / "mrs.zarr")
     s = lrscube.ingest(sims["mrs-short"].files, store, mode="mrs-short",
@@ -246,11 +251,13 @@ def test_ingest_accepts_its_mode_and_rejects_others(sims, tmp_path, client):
         read_product(str(sims["mrs-long"].files[0]), profiles.load("mrs-short"))
 
 
+@pytest.mark.slow
 def test_imager_file_rejected_from_an_lrs_cube(sims):
     with pytest.raises(Rejected, match="EXP_TYPE 'MIR_IMAGE'"):
         read_product(str(sims["imager"].files[0]), profiles.load("lrs"))
 
 
+@pytest.mark.slow
 def test_lrs_slit_and_slitless_split_the_lrs_modes(sims):
     slit, slitless = profiles.load("lrs-slit"), profiles.load("lrs-slitless")
     with pytest.raises(Rejected, match="SLITLESS"):

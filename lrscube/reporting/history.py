@@ -30,6 +30,7 @@ import xarray as xr
 from ..config import flags, profiles
 from ..storage import store as st
 from ..storage.cube import open_cube
+from ..intervals import active
 
 #: standard error of a median relative to that of a mean, for Gaussian noise
 MEDIAN_EFFICIENCY = 1.2533
@@ -110,9 +111,7 @@ def bad_at(mjd: np.ndarray, intervals: pd.DataFrame) -> tuple[np.ndarray, np.nda
     if intervals is not None and len(intervals):
         for start, end, flag in zip(intervals["start_mjd"].to_numpy(float), intervals["end_mjd"].to_numpy(float),
                                     intervals["flag"].astype(str), strict=True):
-            lo = -np.inf if np.isnan(start) else start
-            hi = np.inf if np.isnan(end) else end
-            hit = (mjd >= lo) & (mjd < hi)
+            hit = active(np.array([start]), np.array([end]), mjd)[0]
             bad |= hit
             for i in np.flatnonzero(hit):
                 if flag not in names[i]:

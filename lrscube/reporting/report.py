@@ -43,6 +43,7 @@ from ..storage.cube import exists as cube_exists, exposure_table, info, open_cub
 from ..storage.provenance import runs_table
 from .history import open_intervals_or_none, pixel_history
 from .spectra import report_section
+from ..intervals import bounds
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +239,8 @@ def gather(store: str, manifest: str | Path | None = None, spectra: str | Path |
 
 
 def _lo_hi(intervals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    lo = pd.to_numeric(intervals["start_mjd"], errors="coerce").to_numpy(float)
-    hi = pd.to_numeric(intervals["end_mjd"], errors="coerce").to_numpy(float)
-    return np.where(np.isnan(lo), -np.inf, lo), np.where(np.isnan(hi), np.inf, hi)
+    return bounds(pd.to_numeric(intervals["start_mjd"], errors="coerce"),
+                  pd.to_numeric(intervals["end_mjd"], errors="coerce"))
 
 
 def class_counts(intervals: pd.DataFrame, mjd: np.ndarray) -> pd.DataFrame:

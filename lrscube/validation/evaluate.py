@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import profiles
+from ..intervals import active
 from ..detection.detection_params import DetectionParams
 from ..detection.residuals import running_median
 from ..detection.detect import open_intervals
@@ -86,13 +87,6 @@ CLIP_SIGMA = 6.0
 DEFICIT_FLOOR = 0.1
 #: behaviour names whose evidence is excess scatter, not a level
 NOISE_BEHAVIOURS = ("noisy",)
-
-
-def active(start, end, t) -> np.ndarray:
-    """(n_rows, n_times) bool: start <= t < end, NaN start/end open."""
-    s = np.where(np.isnan(start), -np.inf, start)
-    e = np.where(np.isnan(end), np.inf, end)
-    return (s[:, None] <= t[None, :]) & (t[None, :] < e[:, None])
 
 
 def _pixel_matrix(df: pd.DataFrame, keys: np.ndarray, key_index: dict, mjd: np.ndarray) -> np.ndarray:

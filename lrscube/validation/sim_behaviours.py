@@ -42,6 +42,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from ..intervals import active
 
 #: Defect classes that add a current and those that scale the photon signal.
 ADDITIVE = ("HOT", "WARM", "TELEGRAPH")
@@ -191,9 +192,7 @@ class Sightings:
 
     def sees_bad(self, y: int, x: int, start: float, end: float) -> bool:
         t = self.times(y, x)
-        s = -np.inf if np.isnan(start) else start
-        e = np.inf if np.isnan(end) else end
-        return bool(((t >= s) & (t < e)).any())
+        return bool(active(start, end, t).any())
 
 
 def _row(y, x, flag, start, end, amp, behaviour, event, effect, **kw) -> dict:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .sim_behaviours import ADDITIVE, MULTIPLICATIVE, ROW_COLUMNS, draw_classes, rows_frame  # noqa: F401
+from ..intervals import active
 
 
 def empty_truth() -> pd.DataFrame:
@@ -98,16 +99,6 @@ def parse_high_mjd(value) -> np.ndarray:
     if isinstance(value, float) and np.isnan(value):
         return np.zeros(0)
     return np.asarray(value, float).ravel()
-
-
-def active(start: np.ndarray, end: np.ndarray, t: float | np.ndarray) -> np.ndarray:
-    """Whether each interval covers mid-time(s) t: start <= t < end, NaN start/end = open."""
-    s = np.where(np.isnan(start), -np.inf, start)
-    e = np.where(np.isnan(end), np.inf, end)
-    t = np.asarray(t)
-    if t.ndim == 0:
-        return (s <= t) & (t < e)
-    return (s[:, None] <= t[None, :]) & (t[None, :] < e[:, None])
 
 
 def exposure_counts(truth: pd.DataFrame, t_mid: np.ndarray, boxes: list) -> np.ndarray:

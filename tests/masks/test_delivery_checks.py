@@ -110,6 +110,7 @@ def delivery(tmp_path_factory):
     return root, [root / "out" / f["file"] for f in man["files"]], man
 
 
+@pytest.mark.slow
 def test_an_exported_delivery_passes_lrscube_checks_and_crds_certify(delivery, tmp_path):
     root, files, man = delivery
     check = validate_delivery(files, manifest_files=man["files"])
@@ -165,6 +166,7 @@ def broken(delivery, tmp_path_factory):
     return paths, per_file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", sorted(BROKEN))
 def test_each_broken_rule_is_caught_by_lrscube_and_where_it_checks_by_crds(broken, what):
     paths, crds_errors = broken
@@ -177,6 +179,7 @@ def test_each_broken_rule_is_caught_by_lrscube_and_where_it_checks_by_crds(broke
         assert not crds_errors[what], crds_errors[what]
 
 
+@pytest.mark.slow
 def test_two_files_for_one_date_fail_the_order_rule_and_crds_rmap_check(delivery, tmp_path):
     root, files, _ = delivery
     a = _broken(files[1], tmp_path / "a_mask.fits", lambda h: None)
@@ -188,6 +191,7 @@ def test_two_files_for_one_date_fail_the_order_rule_and_crds_rmap_check(delivery
     assert errors >= 1, log[-3000:]
 
 
+@pytest.mark.slow
 def test_manifest_rules_coverage_and_checksum(delivery, tmp_path):
     _, files, man = delivery
     recs = [dict(f) for f in man["files"]]

@@ -30,6 +30,7 @@ def _sorted(iv: pd.DataFrame) -> pd.DataFrame:
     return iv[cols].sort_values(["y", "x", "start_mjd"], na_position="first").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_detect_gives_the_same_intervals(small_store):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as c:

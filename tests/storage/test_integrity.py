@@ -168,6 +168,7 @@ _RACER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_dead_writers_lock_goes_to_exactly_one_of_many(tmp_path):
     """The holder was killed (its lock file names it): 6 writers starting in the same instant,
     one gets the lock (the kernel's flock, not a check-then-take-over)."""

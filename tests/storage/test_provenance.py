@@ -31,6 +31,7 @@ def flow(tmp_path_factory, client):
     return {"work": work, "store": store, "files": files, "ingests": (first, second), "iv": iv, "man": man}
 
 
+@pytest.mark.slow
 def test_every_run_is_recorded_with_inputs_config_and_result(flow):
     store = flow["store"]
     runs = provenance.read_runs(store)
@@ -65,6 +66,7 @@ def test_every_run_is_recorded_with_inputs_config_and_result(flow):
     assert e["inputs"]["detect_run"]["id"] == d["id"]
 
 
+@pytest.mark.slow
 def test_mask_files_carry_the_runs_they_come_from(flow):
     runs = {r["command"]: r for r in provenance.read_runs(flow["store"])}
     out = Path(flow["work"]) / "crds"
@@ -79,6 +81,7 @@ def test_mask_files_carry_the_runs_they_come_from(flow):
         assert f"lrscube {lrscube.__version__}" in history
 
 
+@pytest.mark.slow
 def test_history_command_lists_the_runs(flow, capsys):
     assert main(["history", "--store", flow["store"]]) == 0
     text = capsys.readouterr().out
@@ -130,6 +133,7 @@ def test_records_written_at_once_are_all_kept(tmp_path):
     assert not list((tmp_path / "s" / "runs").glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_mask_at_file_names_its_detect_run_and_passes_the_checks(flow, tmp_path, capsys):
     from lrscube.masks.delivery_checks import validate_delivery
 

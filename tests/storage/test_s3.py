@@ -88,6 +88,7 @@ def ingested(s3, s3_cluster, inputs, tmp_path_factory):  # noqa: F811
     return store, summary
 
 
+@pytest.mark.slow
 def test_ingest_from_s3_into_s3(s3, s3_cluster, inputs, ingested):  # noqa: F811
     store, s = ingested
 
