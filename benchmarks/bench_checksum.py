@@ -3,7 +3,7 @@
     python benchmarks/bench_checksum.py
 
 Encodes 10 synthetic full-frame exposures (``bench_detect.make_exposure``: sci, err, dq) with
-lrscube's shard encoder (``cube._shard_layout(a).encode``, what ``cube.write_exposure`` runs on
+lrscube's shard encoder (``cube.shard_layout(a).encode``, what ``cube.write_exposure`` runs on
 the workers), with and without the crc32c after each chunk, alternating over 7 rounds in one
 process. Times are this thread's CPU time (``time.thread_time``), so other jobs on the machine
 do not enter them.
@@ -18,7 +18,7 @@ import tempfile
 d = tempfile.mkdtemp()
 cube.create(d + "/s", profiles.load("lrs"))
 a = cube.data_arrays(d + "/s")
-lay = {n: cube._shard_layout(x) for n, x in zip(cube.DATA_VARS, a)}
+lay = {n: cube.shard_layout(x) for n, x in zip(cube.DATA_VARS, a)}
 exps = [make_exposure(i)[0] for i in range(10)]
 res = {True: [], False: []}
 for r in range(7):

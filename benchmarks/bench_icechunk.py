@@ -4,7 +4,7 @@
 
 Both stores get the same cube (``lrscube.storage.cube.create``'s arrays, format 3: one shard per
 exposure and plane, blosc lz4 + crc32c per chunk) and the same bytes: every shard is encoded by
-lrscube's shard encoder (``cube._shard_layout(a).encode``), on the workers of one LocalCluster
+lrscube's shard encoder (``cube.shard_layout(a).encode``), on the workers of one LocalCluster
 (2 workers x 1 thread), from the synthetic full frames of ``bench_detect.make_exposure``.
 
 - **ingest's storage work**: batches of 32 exposures (ingest's default), each written by the
@@ -144,7 +144,7 @@ def write_ice(path: str, n: int, client) -> float:
             proto = default_buffer_prototype()
             for name in cube.DATA_VARS:
                 a = grp[name]
-                blob = cube._shard_layout(a).encode(getattr(e, name), 0, 0)
+                blob = cube.shard_layout(a).encode(getattr(e, name), 0, 0)
                 sync((a.store_path / a.metadata.encode_chunk_key((i, 0, 0))).set(proto.buffer.from_bytes(blob)))
             return fork
 
@@ -177,7 +177,7 @@ def _read_ice_frames(path: str, rows):
     out = []
     for name in cube.DATA_VARS:
         a = g[name]
-        layout = cube._shard_layout(a)
+        layout = cube.shard_layout(a)
         frames = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
 
         async def get_all(paths):

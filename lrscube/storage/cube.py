@@ -51,30 +51,22 @@ last such chunk whole (atomically), never the exposure data.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import json
-import struct
 import threading
 import uuid
-from dataclasses import dataclass
 
 import dask.array
 import google_crc32c
-import numcodecs.blosc
 import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
 import zarr.api.asynchronous
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
-from zarr.codecs.sharding import MAX_UINT_64, ShardingCodecIndexLocation
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.chunk_grids import RegularChunkGrid
-from zarr.core.sync import sync
+from zarr.codecs import Crc32cCodec
 
 from . import store as st
+from .shards import buffer_prototype, get_all, shard_layout, sync, together
 
 CHUNK_Y, CHUNK_X = 256, 258
 COORD_CHUNK = 4096
@@ -232,10 +224,10 @@ def create(store: str, profile, bunit: str | None = None, format_version: int = 
         specs[name] = dict(shape=(n,), chunks=(n,), dtype="int32", dimension_names=(name,),
                            attributes={"long_name": f"0-based full-frame {what}"}, **small)
     # created together: on an object store a few round trips instead of a few per array
-    made = sync(_together([zarr.api.asynchronous.create_array(zs, name=name, zarr_format=3, **kw)
+    made = sync(together([zarr.api.asynchronous.create_array(zs, name=name, zarr_format=3, **kw)
                            for name, kw in specs.items()]))
     arrays = dict(zip(specs, made, strict=True))
-    sync(_together([arrays["y"].setitem(slice(None), np.arange(ny, dtype="int32")),
+    sync(together([arrays["y"].setitem(slice(None), np.arange(ny, dtype="int32")),
                     arrays["x"].setitem(slice(None), np.arange(nx, dtype="int32"))]))
 
     attrs = {"n_committed": 0, "profile": profile.name, "bunit": bunit,
@@ -302,7 +294,7 @@ def _open_arrays(store: str, names, read_only: bool = True) -> list[zarr.Array]:
     """The cube's arrays ``names``, opened together: on an object store one round trip for all
     of them instead of one after another (24 x ~30 ms on S3)."""
     zs = st.zarr_store(cube_url(store), read_only=read_only)
-    opened = sync(_together([zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3) for n in names]))
+    opened = sync(together([zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3) for n in names]))
     return [zarr.Array(a) for a in opened]
 
 
@@ -324,7 +316,7 @@ class Append:
     def _resize(self, n: int) -> None:
         todo = [a for a in self.arrays if a.shape[0] != n]
         if todo:  # the arrays' metadata rewrites go out together
-            sync(_together([a.async_array.resize((n, *a.shape[1:])) for a in todo]))
+            sync(together([a.async_array.resize((n, *a.shape[1:])) for a in todo]))
 
     def room(self, k: int, after: int | None = None, ahead: int = 0) -> int:
         """Make room for ``k`` exposures; returns the first new slot.
@@ -372,7 +364,7 @@ class Append:
                     values[name] = np.array([np.nan if v is None else v for v in vals], dtype=dtype)
             coords = self.arrays[len(DATA_VARS):]
             # the 22 small writes (one chunk each, read-modify-write) go out together
-            sync(_together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
+            sync(together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
         attrs = dict(self.group.attrs["lrscube"])
         attrs["n_committed"] = start + k
         self.group.attrs["lrscube"] = seal(attrs)  # the commit point: one atomic write of the group metadata
@@ -441,7 +433,7 @@ def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] |
     ``arrays``: :func:`data_arrays` of the store, opened after the append's
     :func:`begin_append` (default: opened here).
 
-    A plane whose array has the format-2 layout (one shard per slot; see :func:`_shard_layout`)
+    A plane whose array has the format-2 layout (one shard per slot; see :func:`.shards.shard_layout`)
     is encoded here, shard and index, and stored as one object with one ``set`` on the array's
     own store (local disk or fsspec/S3), about half the CPU of ``a[region] = data`` through
     zarr's codec pipeline. Any other layout (format 1, unexpected codecs) goes through zarr.
@@ -451,7 +443,7 @@ def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] |
     shards: list[tuple[zarr.Array, bytes]] = []
     via_zarr: list[tuple[zarr.Array, str]] = []
     for a, name in zip(arrays, DATA_VARS, strict=True):
-        layout = _shard_layout(a)
+        layout = shard_layout(a)
         data = getattr(exp, name)
         if layout is not None and np.shape(data) == (ny, nx) and layout.fits(a, index, exp.y0, exp.x0, data):
             shards.append((a, layout.encode(data, exp.y0, exp.x0)))
@@ -462,8 +454,8 @@ def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] |
         # is stored there yet (or only what a killed append left, which this exposure replaces
         # whole). So there is no read-modify-write of an existing shard (zarr would GET the
         # shard first for a subarray). The planes' writes go out together.
-        proto = default_buffer_prototype()
-        sync(_together([(a.store_path / a.metadata.encode_chunk_key((index, 0, 0))).set(proto.buffer.from_bytes(blob))
+        proto = buffer_prototype()
+        sync(together([(a.store_path / a.metadata.encode_chunk_key((index, 0, 0))).set(proto.buffer.from_bytes(blob))
                         for a, blob in shards]))
     if via_zarr:
         _write_exposure_zarr(index, exp, *zip(*via_zarr, strict=True))
@@ -480,178 +472,6 @@ def _write_exposure_zarr(index: int, exp, arrays: tuple[zarr.Array, ...],
             a[region] = getattr(exp, name)
 
 
-async def _together(coros) -> list:
-    """Run coroutines concurrently on zarr's event loop (``sync(_together([...]))``)."""
-    return await asyncio.gather(*coros)
-
-
-@functools.lru_cache(maxsize=16)
-def _chunk_order(chunks_per_shard: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """The order zarr puts a shard's chunks in (Morton order), so our shards match its bytes;
-    any order is a valid shard (the index says where each chunk is)."""
-    try:
-        from zarr.core.indexing import morton_order_iter
-        return tuple(tuple(int(i) for i in c) for c in morton_order_iter(chunks_per_shard))
-    except ImportError:  # pragma: no cover - a zarr without it
-        return tuple(np.ndindex(*chunks_per_shard))
-
-
-@dataclass(frozen=True)
-class _ShardLayout:
-    """How one plane's shard is encoded, read from the array's own metadata: the sharding_indexed
-    codec (inner chunks ``chunk``, index at the end) with bytes + blosc per chunk and the index
-    encoded bytes little-endian + crc32c (zarr's default)."""
-
-    dtype: np.dtype  # the array's dtype in the byte order of its BytesCodec
-    fill: object  # fill value (a numpy scalar of the array's dtype)
-    chunk: tuple[int, int]  # inner chunk (y, x); along time 1
-    chunks_per_shard: tuple[int, int, int]
-    cname: bytes
-    clevel: int
-    shuffle: int
-    blocksize: int
-    typesize: int
-    crc: bool = False  # a crc32c after each chunk (format 3)
-
-    def fits(self, a: zarr.Array, index: int, y0: int, x0: int, data) -> bool:
-        """Is this write one the encoder handles: a non-empty 2-D footprint inside the frame of
-        an existing slot (anything else goes to zarr, which writes or raises as it always did)."""
-        _, ny_a, nx_a = a.shape
-        shape = getattr(data, "shape", ())
-        return (len(shape) == 2 and 0 <= index < a.shape[0] and shape[0] > 0 and shape[1] > 0
-                and 0 <= y0 and y0 + shape[0] <= ny_a and 0 <= x0 and x0 + shape[1] <= nx_a)
-
-    def encode(self, data, y0: int, x0: int) -> bytes:
-        """The shard object of a slot whose footprint ``data`` starts at row ``y0``, column ``x0``.
-
-        Only the inner chunks the footprint overlaps are stored; inside them, pixels outside the
-        footprint hold the fill value (what zarr writes into a chunk it creates). The others are
-        absent: index entry (2**64-1, 2**64-1), read back as the fill value.
-        """
-        data = np.asarray(data)
-        ny, nx = data.shape
-        cy, cx = self.chunk
-        index = np.full((*self.chunks_per_shard, 2), MAX_UINT_64, dtype="<u8")
-        buf = np.empty((cy, cx), dtype=self.dtype)  # one chunk, reused (blosc copies it out)
-        parts: list[bytes] = []
-        offset = 0
-        for coords in _chunk_order(self.chunks_per_shard):
-            _, iy, ix = coords
-            ys, xs = iy * cy, ix * cx
-            a0, a1 = max(y0, ys), min(y0 + ny, ys + cy)
-            b0, b1 = max(x0, xs), min(x0 + nx, xs + cx)
-            if a0 >= a1 or b0 >= b1:
-                continue  # not touched by the footprint: absent from the shard
-            if (a1 - a0, b1 - b0) != (cy, cx):
-                buf.fill(self.fill)
-            # numpy casts (unsafe, as zarr's astype) and byte-swaps to the stored dtype
-            buf[a0 - ys:a1 - ys, b0 - xs:b1 - xs] = data[a0 - y0:a1 - y0, b0 - x0:b1 - x0]
-            # numcodecs honours numcodecs.blosc.use_threads, which zarr sets to False on import:
-            # blosc_compress_ctx with one thread, the same call zarr's BloscCodec makes
-            c = numcodecs.blosc.compress(buf, self.cname, self.clevel, self.shuffle,
-                                         self.blocksize, self.typesize)
-            parts.append(c)
-            n = len(c)
-            if self.crc:  # zarr's crc32c codec: the checksum of the compressed bytes, little-endian
-                parts.append(struct.pack("<I", google_crc32c.value(c)))
-                n += 4
-            index[coords] = (offset, n)
-            offset += n
-        raw = index.tobytes()
-        parts.append(raw)
-        parts.append(struct.pack("<I", google_crc32c.value(raw)))
-        return b"".join(parts)
-
-    def check(self, blob) -> list[tuple[tuple[int, int] | None, str]]:
-        """The damage in a shard object's bytes, without decoding its pixels: ``(chunk (y, x) or
-        None for the index, what)`` per damaged part (empty: intact). Format 3 checks each
-        chunk's crc32c; format 2 chunks (no checksum) are decompressed to see that they decode."""
-        try:
-            index = self._index(blob)
-        except CorruptDataError as e:
-            return [(None, e.reason)]
-        bad = []
-        mv = memoryview(blob)
-        for coords in np.ndindex(*self.chunks_per_shard):
-            off, length = (int(v) for v in index[coords])
-            if off == MAX_UINT_64:
-                continue
-            try:
-                self._chunk(mv, off, length)
-            except CorruptDataError as e:
-                bad.append(((coords[1], coords[2]), e.reason))
-        return bad
-
-    def _index(self, blob) -> np.ndarray:
-        mv = memoryview(blob)
-        n_index = int(np.prod(self.chunks_per_shard)) * 16
-        if len(mv) < n_index + 4:
-            raise CorruptDataError(f"shard of {len(mv)} bytes, shorter than its index")
-        raw = mv[len(mv) - n_index - 4:len(mv) - 4]
-        if struct.unpack("<I", mv[len(mv) - 4:])[0] != google_crc32c.value(bytes(raw)):
-            raise CorruptDataError("shard index checksum mismatch")
-        index = np.frombuffer(raw, dtype="<u8").reshape(*self.chunks_per_shard, 2)
-        present = index[..., 0] != MAX_UINT_64
-        if present.any() and int((index[..., 0][present] + index[..., 1][present]).max()) > len(mv) - n_index - 4:
-            raise CorruptDataError("shard index points past the shard's data")
-        return index
-
-    def _chunk(self, mv, off: int, length: int) -> np.ndarray:
-        """One chunk's pixels, its checksum checked (format 3); a chunk that does not decode to
-        a whole chunk is corrupt too."""
-        data = mv[off:off + length]
-        if self.crc:
-            if length < 4 or struct.unpack("<I", data[length - 4:])[0] != google_crc32c.value(bytes(data[:length - 4])):
-                raise CorruptDataError("chunk checksum (crc32c) mismatch")
-            data = data[:length - 4]
-        cy, cx = self.chunk
-        try:
-            raw = numcodecs.blosc.decompress(data)
-        except Exception as e:  # blosc raises RuntimeError (or worse) on damaged bytes
-            raise CorruptDataError(f"chunk does not decompress ({type(e).__name__}: {e})") from None
-        if len(raw) != cy * cx * self.dtype.itemsize:
-            raise CorruptDataError(f"chunk decompresses to {len(raw)} bytes, not {cy * cx * self.dtype.itemsize}")
-        return np.frombuffer(raw, dtype=self.dtype).reshape(cy, cx)
-
-    def decode_into(self, blob, frame: np.ndarray) -> None:
-        """Fill ``frame`` (the array's (y, x), native byte order) from a shard object's bytes
-        (``None``: no shard stored, all fill value). The index's crc32c and (format 3) each
-        chunk's are checked, as zarr does: damage raises :class:`CorruptDataError` (its
-        ``chunk`` says which), never wrong numbers."""
-        if blob is None:
-            frame.fill(self.fill)
-            return
-        mv = memoryview(blob)
-        index = self._index(blob)
-        cy, cx = self.chunk
-        ny, nx = frame.shape
-        for coords in np.ndindex(*self.chunks_per_shard):
-            _, iy, ix = coords
-            ys, xs = iy * cy, ix * cx
-            if ys >= ny or xs >= nx:
-                continue
-            ye, xe = min(ys + cy, ny), min(xs + cx, nx)
-            off, length = (int(v) for v in index[coords])
-            if off == MAX_UINT_64:
-                frame[ys:ye, xs:xe] = self.fill
-                continue
-            try:
-                chunk = self._chunk(mv, off, length)
-            except CorruptDataError as e:
-                e.chunk = (iy, ix)
-                raise
-            frame[ys:ye, xs:xe] = chunk[:ye - ys, :xe - xs]
-
-
-_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-
-
-async def _get_all(paths) -> list:
-    proto = default_buffer_prototype()
-    got = await asyncio.gather(*(path.get(prototype=proto) for path in paths))
-    return [None if b is None else b.to_bytes() for b in got]
-
-
 def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``sci, err, dq`` (B, y, x) of the exposures at storage positions ``rows`` of the exposure
     cube at ``url`` (``cube_url(store)``), whole frames.
@@ -666,12 +486,12 @@ def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.n
     out = []
     for name in DATA_VARS:
         a = g[name]
-        layout = _shard_layout(a)
+        layout = shard_layout(a)
         if layout is None:
             out.append(np.stack([a[int(i)] for i in rows]) if len(rows) else np.empty((0, *a.shape[1:]), a.dtype))
             continue
         frames = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
-        blobs = sync(_get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in rows]))
+        blobs = sync(get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in rows]))
         for k, blob in enumerate(blobs):
             try:
                 if blob is None and missing == "error":
@@ -682,52 +502,6 @@ def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.n
                 raise
         out.append(frames)
     return tuple(out)
-
-
-def _shard_layout(a: zarr.Array) -> _ShardLayout | None:
-    """The array's shard encoding if lrscube can write (:func:`write_exposure`) and read
-    (:func:`read_frames`) its shards itself, else ``None`` (zarr does it).
-
-    Required: zarr v3, C order, shards of one slot each spanning the whole frame (so a slot's
-    write is one whole new shard), codecs exactly ``sharding_indexed(bytes, blosc[, crc32c])``
-    with the index ``bytes(little) + crc32c`` at the end, a plain numeric dtype.
-    """
-    md = a.metadata
-    if md.zarr_format != 3 or a.order != "C" or len(md.codecs) != 1 or a.ndim != 3:
-        return None
-    sc = md.codecs[0]
-    if not isinstance(sc, ShardingCodec) or not isinstance(md.chunk_grid, RegularChunkGrid):
-        return None
-    shard = tuple(md.chunk_grid.chunk_shape)
-    chunk = tuple(sc.chunk_shape)
-    if (shard[0] != 1 or shard[1] < a.shape[1] or shard[2] < a.shape[2] or len(chunk) != 3
-            or chunk[0] != 1 or shard[1] % chunk[1] or shard[2] % chunk[2]):
-        return None
-    if sc.index_location != ShardingCodecIndexLocation.end:
-        return None
-    ic = tuple(sc.index_codecs)
-    if not (len(ic) == 2 and type(ic[0]) is BytesCodec and ic[0].endian is not None
-            and ic[0].endian.value == "little" and type(ic[1]) is Crc32cCodec):
-        return None
-    cc = tuple(sc.codecs)
-    crc = len(cc) == 3 and type(cc[2]) is Crc32cCodec
-    if not (len(cc) in (2, 3) and type(cc[0]) is BytesCodec and type(cc[1]) is BloscCodec and (len(cc) == 2 or crc)):
-        return None
-    bytes_codec, blosc = cc[:2]
-    if getattr(blosc, "_tunable_attrs", None):  # not evolved to the dtype yet: let zarr do it
-        return None
-    dtype = np.dtype(a.dtype)
-    if dtype.kind not in "fiu":
-        return None
-    if dtype.itemsize > 1:
-        if bytes_codec.endian is None:
-            return None
-        dtype = dtype.newbyteorder("<" if bytes_codec.endian.value == "little" else ">")
-    return _ShardLayout(
-        dtype=dtype, fill=np.asarray(md.fill_value, dtype=dtype)[()],
-        chunk=(chunk[1], chunk[2]), chunks_per_shard=(1, shard[1] // chunk[1], shard[2] // chunk[2]),
-        cname=blosc.cname.value.encode(), clevel=int(blosc.clevel), shuffle=_SHUFFLE[blosc.shuffle.value],
-        blocksize=int(blosc.blocksize), typesize=int(blosc.typesize), crc=crc)
 
 
 def commit(store: str, start: int, metas: list[dict]) -> int:
@@ -859,7 +633,7 @@ def exposure_table(store: str) -> pd.DataFrame:
     names = [name for name in COORDS if name in present]
     # opened and read together: on an object store two round trips, not two per coordinate
     arrays = _open_arrays(store, names)
-    values = sync(_together([a.async_array.getitem(slice(0, n)) for a in arrays]))
+    values = sync(together([a.async_array.getitem(slice(0, n)) for a in arrays]))
     df = pd.DataFrame({name: _as_str(v) if COORDS[name] == "str" else v for name, v in zip(names, values, strict=True)})
     if dropped_slots(attrs):
         df = df.iloc[kept_slots(attrs)]
@@ -890,7 +664,7 @@ def drop(store: str, names) -> pd.DataFrame:
         table = {}
         try:
             cols = ["filename", "source", "exposure_key"]
-            values = sync(_together([a.async_array.getitem(slice(0, n)) for a in _open_arrays(store, cols)]))
+            values = sync(together([a.async_array.getitem(slice(0, n)) for a in _open_arrays(store, cols)]))
             table = dict(zip(cols, (_as_str(v) for v in values), strict=True))
             for i in range(n):
                 if i in gone:
@@ -927,12 +701,12 @@ def drop(store: str, names) -> pd.DataFrame:
 
 
 def _delete_slots(a: zarr.Array, slots) -> None:
-    layout = _shard_layout(a)
+    layout = shard_layout(a)
     if layout is not None:
-        sync(_together([(a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0))).delete() for i in slots]))
+        sync(together([(a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0))).delete() for i in slots]))
         return
     for i in slots:  # other layouts: every chunk of the slot
         ny = -(-a.shape[1] // a.chunks[1])
         nx = -(-a.shape[2] // a.chunks[2])
-        sync(_together([(a.store_path / a.metadata.encode_chunk_key((int(i), y, x))).delete()
+        sync(together([(a.store_path / a.metadata.encode_chunk_key((int(i), y, x))).delete()
                         for y in range(ny) for x in range(nx)]))

@@ -20,16 +20,14 @@ them.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
 from . import cube
 from . import store as st
+from .shards import get_all, shard_layout, sync
 
 #: slots whose shards are fetched together
 BATCH = 64
@@ -164,14 +162,8 @@ def _footprints(arrays: dict, n: int):
         return None
 
 
-async def _get_all(paths) -> list:
-    proto = default_buffer_prototype()
-    got = await asyncio.gather(*(p.get(prototype=proto) for p in paths))
-    return [None if b is None else b.to_bytes() for b in got]
-
-
 def _shards(a: zarr.Array, name: str, slots: np.ndarray, names, footprints, rep: VerifyReport) -> None:
-    layout = cube._shard_layout(a)
+    layout = shard_layout(a)
     part = f"exposures/{name}"
 
     def add(slot, what):
@@ -189,7 +181,7 @@ def _shards(a: zarr.Array, name: str, slots: np.ndarray, names, footprints, rep:
     n_chunks = 0
     for b0 in range(0, len(slots), BATCH):
         batch = slots[b0:b0 + BATCH]
-        blobs = sync(_get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in batch]))
+        blobs = sync(get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in batch]))
         for i, blob in zip(batch, blobs, strict=True):
             if blob is None:
                 add(i, "shard missing: a committed exposure's data is not in the store")

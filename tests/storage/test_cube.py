@@ -202,7 +202,7 @@ def test_shard_encoder_writes_what_zarr_writes(tmp_path):
         cube.create(str(s), profiles.load("lrs"))
         cube.begin_append(str(s), len(exps))
     ref = cube.data_arrays(str(stores["zarr"]))
-    assert all(cube._shard_layout(a) is not None for a in cube.data_arrays(str(stores["ours"])))
+    assert all(cube.shard_layout(a) is not None for a in cube.data_arrays(str(stores["ours"])))
     for i, exp in enumerate(exps):
         cube._write_exposure_zarr(i, exp, ref)
         cube.write_exposure(str(stores["ours"]), i, exp)
@@ -261,25 +261,55 @@ def test_shard_encoder_only_takes_layouts_it_knows(tmp_path):
     by zarr; write_exposure still stores them right."""
     old = tmp_path / "v1"
     cube.create(str(old), profiles.load("lrs"), format_version=1)
-    assert all(cube._shard_layout(a) is None for a in cube.data_arrays(str(old)))
+    assert all(cube.shard_layout(a) is None for a in cube.data_arrays(str(old)))
 
     g = zarr.open_group(tmp_path / "other", mode="w", zarr_format=3)
     kw = {"shape": (1, 1024, 1032), "dtype": "float32", "fill_value": np.nan, "chunks": (1, 256, 258),
           "shards": (1, 1024, 1032)}
     blosc = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=zarr.codecs.BloscShuffle.shuffle)
-    assert cube._shard_layout(g.create_array("ok", compressors=blosc, **kw)) is not None
-    assert cube._shard_layout(g.create_array("zstd", compressors=zarr.codecs.ZstdCodec(level=1), **kw)) is None
-    assert cube._shard_layout(g.create_array("two_slots", compressors=blosc,
+    assert cube.shard_layout(g.create_array("ok", compressors=blosc, **kw)) is not None
+    assert cube.shard_layout(g.create_array("zstd", compressors=zarr.codecs.ZstdCodec(level=1), **kw)) is None
+    assert cube.shard_layout(g.create_array("two_slots", compressors=blosc,
                                              **{**kw, "shape": (2, 1024, 1032), "shards": (2, 1024, 1032)})) is None
     for where, known in (("end", True), ("start", False)):  # the sharding codec given by hand
         codec = zarr.codecs.ShardingCodec(chunk_shape=(1, 256, 258), index_location=where,
                                           codecs=[zarr.codecs.BytesCodec(), blosc])
         a = g.create_array(where, **{**kw, "chunks": (1, 1024, 1032), "shards": None}, serializer=codec,
                            compressors=None)
-        assert (cube._shard_layout(a) is not None) is known, where
+        assert (cube.shard_layout(a) is not None) is known, where
 
     exp = _awkward_exposure(0, SLIT)
     start = cube.begin_append(str(old), 1)
     cube.write_exposure(str(old), start, exp)
     assert _objects(old, "sci") == {0: ["2/0", "3/0"]}  # chunk objects, not a shard
     np.testing.assert_array_equal(zarr.open_array(old / "exposures" / "sci")[0, 528:944, 0:72], exp.sci)
+
+
+def test_without_zarrs_internals_every_frame_goes_through_zarrs_public_api(tmp_path, monkeypatch):
+    """lrscube/storage/shards.py alone uses zarr's internals; if a zarr release moves them
+    (INTERNALS False), writes and reads go through ``a[region]`` and store the same bytes."""
+    from lrscube.storage import shards
+
+    footprints = [(0, 0, 1024, 1032), SLIT]
+    exps = [_awkward_exposure(i, f) for i, f in enumerate(footprints)]
+    fast = str(tmp_path / "fast")
+    cube.create(fast, profiles.load("lrs"))
+    cube.begin_append(fast, len(exps))
+    for i, exp in enumerate(exps):
+        cube.write_exposure(fast, i, exp)
+    want = cube.read_frames(cube.cube_url(fast), [1, 0])
+
+    monkeypatch.setattr(shards, "INTERNALS", False)
+    public = str(tmp_path / "public")
+    cube.create(public, profiles.load("lrs"))
+    assert all(cube.shard_layout(a) is None for a in cube.data_arrays(public))
+    cube.begin_append(public, len(exps))
+    for i, exp in enumerate(exps):
+        cube.write_exposure(public, i, exp)
+    got = cube.read_frames(cube.cube_url(public), [1, 0])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for var in cube.DATA_VARS:
+        for i in range(len(exps)):
+            rel = Path("exposures") / var / "c" / str(i) / "0" / "0"
+            assert (tmp_path / "public" / rel).read_bytes() == (tmp_path / "fast" / rel).read_bytes(), (var, i)

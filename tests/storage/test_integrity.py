@@ -71,7 +71,7 @@ def test_flips_anywhere_in_a_shard_never_decode_silently(small):
     store, _ = small
     path = _shard(store, "err", 1)
     good = path.read_bytes()
-    layout = cube._shard_layout(cube.data_arrays(store)[1])
+    layout = cube.shard_layout(cube.data_arrays(store)[1])
     for offset in range(0, len(good), max(1, len(good) // 300)):
         b = bytearray(good)
         b[offset] ^= 0x01
