@@ -293,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    for add in (_simulate_parser, _ingest_parser, _exposures_parser, _detect_parser, _intervals_parser,
+                _mask_at_parser, _export_crds_parser, _apply_parser, _evaluate_parser, _report_parser,
+                _spectra_check_parser, _verify_parser, _drop_parser, _demo_parser):  # the order of --help
+        add(sub)
+    _add_ops_commands(sub)
+    return ap
+
+
+def _simulate_parser(sub) -> None:
     p = sub.add_parser("simulate", help="write simulated MIRI rate/rateints files and their truth tables")
     p.add_argument("out", help="output directory (rate and rateints files; truth/ beside them)")
     p.add_argument("--n", type=int, default=150, help="number of exposures (default 150)")
@@ -307,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mode(p)
     p.set_defaults(func=cmd_simulate)
 
+
+def _ingest_parser(sub) -> None:
     p = sub.add_parser("ingest", help="add rate/rateints/cal/calints files to the exposure cube")
     p.add_argument("paths", nargs="+", help="files, directories or globs (local or fsspec URLs)")
     _add_store(p)
@@ -317,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="exposures per atomic commit")
     p.set_defaults(func=cmd_ingest)
 
+
+def _exposures_parser(sub) -> None:
     p = sub.add_parser("exposures", help="list the stored exposures, or with --rejected the rejected files and why")
     _add_store(p)
     p.add_argument("--rejected", action="store_true",
@@ -324,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the table to F.csv or F.parquet instead of printing it")
     p.set_defaults(func=cmd_exposures)
 
+
+def _detect_parser(sub) -> None:
     p = sub.add_parser("detect", help="find defect intervals and build the mask cube")
     _add_store(p)
     _add_mode(p)
@@ -337,11 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mask", action="store_true", help="write the intervals only, not the mask cube")
     p.set_defaults(func=cmd_detect)
 
+
+def _intervals_parser(sub) -> None:
     p = sub.add_parser("intervals", help="export the defect intervals table")
     _add_store(p)
     p.add_argument("--out", required=True, help="F.csv or F.parquet")
     p.set_defaults(func=cmd_intervals)
 
+
+def _mask_at_parser(sub) -> None:
     p = sub.add_parser("mask-at", help="the mask valid at a time")
     _add_store(p)
     p.add_argument("--time", required=True, help="ISO date/time (UTC) or MJD")
@@ -349,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extrapolate", action="store_true", help="before the first epoch, use the first epoch's mask")
     p.set_defaults(func=cmd_mask_at)
 
+
+def _export_crds_parser(sub) -> None:
     p = sub.add_parser("export-crds", help="write a CRDS delivery of MASK reference files")
     _add_store(p)
     p.add_argument("--out", required=True, help="output directory")
@@ -366,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_delivery_options(p)
     p.set_defaults(func=cmd_export_crds)
 
+
+def _apply_parser(sub) -> None:
     p = sub.add_parser("apply", help="OR the right epoch's mask into existing products' DQ")
     _add_store(p)
     p.add_argument("files", nargs="+")
@@ -379,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 3 also when files were skipped (before the mask's first epoch)")
     p.set_defaults(func=cmd_apply)
 
+
+def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score the detection against a simulator truth table")
     _add_store(p)
     p.add_argument("--truth", required=True, help="truth.csv written by `lrscube simulate`")
@@ -391,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "detection threshold + 2.33 sigma")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="write an HTML report with plots")
     _add_store(p)
     p.add_argument("--out", required=True, help="output directory")
@@ -399,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=8, help="histories of this many most significant pixels")
     p.set_defaults(func=cmd_report)
 
+
+def _spectra_check_parser(sub) -> None:
     p = sub.add_parser("spectra-check",
                        help="spurious features in simulated fixed-slit spectra: no mask, static mask, time-variable mask")
     _add_store(p)
@@ -411,16 +440,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_spectra_check)
 
+
+def _verify_parser(sub) -> None:
     p = sub.add_parser("verify", help="check every stored byte against its checksum; list the exposures affected")
     _add_store(p)
     p.set_defaults(func=cmd_verify)
 
+
+def _drop_parser(sub) -> None:
     p = sub.add_parser("drop", help="remove named exposures from the exposure cube")
     _add_store(p)
     p.add_argument("names", nargs="+", metavar="NAME",
                    help="file name, source path/URL, exposure key, or slot:N (as `lrscube verify` lists them)")
     p.set_defaults(func=cmd_drop)
 
+
+def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="simulate, ingest, detect, export and report on a small set")
     p.add_argument("--n", type=int, default=60, help="number of simulated exposures")
     p.add_argument("--seed", type=int, default=1)
@@ -428,8 +463,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-frame", action="store_true", help="simulate full-frame and slitless exposures (slower)")
     _add_scheduler(p)
     p.set_defaults(func=cmd_demo)
-    _add_ops_commands(sub)
-    return ap
 
 
 def _summarize_intervals(iv) -> str:

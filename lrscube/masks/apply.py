@@ -204,6 +204,56 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
     ``named``: the file was named, not found in a directory or by a pattern; a file found so
     that is itself an output of apply (LRSCEPOC in its header) is skipped."""
     path = str(path)
+    hdul = _open_product(path, named)
+    names = [h.name for h in hdul]
+    ph = hdul[0].header
+    dq = hdul["DQ"].data
+    _check_detector(ph, ds)
+    frame_shape = tuple(ds.attrs.get("frame_shape", mc.DEFAULT_FRAME))
+    mid, start, _ = exposure_times(ph)  # raises Rejected when no time keyword is usable
+    y0, x0 = placement(ph, dq.shape[-2:], frame_shape)
+
+    t_start = mc.mjd_to_datetime64(start)[()]
+    try:
+        epoch, before = mc.select_epoch(ds, t_start, extrapolate)
+    except ValueError as e:
+        raise _Skipped(str(e)) from None
+    if epoch not in frames:
+        frames.clear()  # keep one epoch in memory
+        frames[epoch] = np.asarray(ds["dq"].isel(time=epoch).values, "uint32")
+    cut = cut_mask(frames[epoch], y0, x0, dq.shape[-2:])
+    new_dq, n_changed = or_into(dq, cut)
+    hdul["DQ"].data = new_dq
+    dnu = (cut & flags.DO_NOT_USE) != 0
+    if set_nan and dnu.any():
+        for ext in NAN_EXTENSIONS:
+            if ext in names and hdul[ext].data is not None and np.issubdtype(hdul[ext].data.dtype, np.floating):
+                arr = hdul[ext].data
+                arr[..., dnu] = np.nan
+
+    useafter = mc.useafter_of(ds, epoch)
+    notes = []
+    dobs = start_from_date_obs(ph)
+    if dobs is not None and abs((dobs - t_start) / np.timedelta64(1, "s")) > 1.0:
+        notes.append(f"EXPSTART ({mc.isot(t_start)}) and DATE-OBS/TIME-OBS ({mc.isot(dobs)}) disagree; "
+                     "the epoch was chosen with EXPSTART, as ingest does (CRDS would use DATE-OBS)")
+    if before:
+        notes.append(f"exposure starts before the first epoch ({mc.isot(ds['time'].values[0])}); first epoch used")
+    if "LRSCEPOC" in ph:
+        notes.append("file already had an lrscube mask (LRSCEPOC); bits ORed again")
+
+    _stamp(ph, ds, epoch, useafter, t_start, n_changed, set_nan, store_name, y0, x0, dq.shape)
+    target = _write(hdul, path, out, in_place)
+    return {
+        "file": path, "status": "applied", "reason": "; ".join(notes), "output": target,
+        "epoch": int(epoch), "useafter": useafter, "epoch_start": mc.isot(ds["time"].values[epoch]),
+        "start": mc.isot(t_start), "mjd": float(mid), "subarray": str(ph.get("SUBARRAY", "")).strip(),
+        "n_pixels_changed": n_changed, "n_do_not_use": int(np.count_nonzero(dnu)),
+    }
+
+
+def _open_product(path: str, named: bool) -> fits.HDUList:
+    """The file as an HDU list, if it is a slope product apply can take (raises Rejected/_Skipped)."""
     try:
         data = _read(path)
     except FileNotFoundError:
@@ -245,6 +295,11 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
         raise Rejected(f"SCI {sci.shape} and DQ {dq.shape} shapes differ")
     if dq.ndim not in (2, 3):
         raise Rejected(f"DQ has {dq.ndim} dimensions; a slope product has 2 (rate, cal) or 3 (rateints, calints)")
+    return hdul
+
+
+def _check_detector(ph, ds) -> None:
+    """The file is from the instrument and a detector the mask cube is for (raises Rejected)."""
     instrument = str(ph.get("INSTRUME", "")).strip().upper()
     want = str(ds.attrs.get("instrument", "MIRI")).upper()
     if instrument != want:
@@ -253,39 +308,10 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
     dets = [str(d).upper() for d in ds.attrs.get("detectors", [])]
     if dets and detector not in dets:
         raise Rejected(f"detector {detector or 'missing'!r}, but the mask cube is for {dets}")
-    frame_shape = tuple(ds.attrs.get("frame_shape", mc.DEFAULT_FRAME))
-    mid, start, _ = exposure_times(ph)  # raises Rejected when no time keyword is usable
-    y0, x0 = placement(ph, dq.shape[-2:], frame_shape)
 
-    t_start = mc.mjd_to_datetime64(start)[()]
-    try:
-        epoch, before = mc.select_epoch(ds, t_start, extrapolate)
-    except ValueError as e:
-        raise _Skipped(str(e)) from None
-    if epoch not in frames:
-        frames.clear()  # keep one epoch in memory
-        frames[epoch] = np.asarray(ds["dq"].isel(time=epoch).values, "uint32")
-    cut = cut_mask(frames[epoch], y0, x0, dq.shape[-2:])
-    new_dq, n_changed = or_into(dq, cut)
-    hdul["DQ"].data = new_dq
-    dnu = (cut & flags.DO_NOT_USE) != 0
-    if set_nan and dnu.any():
-        for ext in NAN_EXTENSIONS:
-            if ext in names and hdul[ext].data is not None and np.issubdtype(hdul[ext].data.dtype, np.floating):
-                arr = hdul[ext].data
-                arr[..., dnu] = np.nan
 
-    useafter = mc.useafter_of(ds, epoch)
-    notes = []
-    dobs = start_from_date_obs(ph)
-    if dobs is not None and abs((dobs - t_start) / np.timedelta64(1, "s")) > 1.0:
-        notes.append(f"EXPSTART ({mc.isot(t_start)}) and DATE-OBS/TIME-OBS ({mc.isot(dobs)}) disagree; "
-                     "the epoch was chosen with EXPSTART, as ingest does (CRDS would use DATE-OBS)")
-    if before:
-        notes.append(f"exposure starts before the first epoch ({mc.isot(ds['time'].values[0])}); first epoch used")
-    if "LRSCEPOC" in ph:
-        notes.append("file already had an lrscube mask (LRSCEPOC); bits ORed again")
-
+def _stamp(ph, ds, epoch, useafter, t_start, n_changed, set_nan, store_name, y0, x0, shape) -> None:
+    """The keywords and HISTORY that say which lrscube mask epoch a file got."""
     ph["LRSCVER"] = (__version__, "lrscube version that applied its mask")
     ph["LRSCEPOC"] = (int(epoch), "lrscube mask epoch applied (0-based)")
     ph["LRSCUSEA"] = (useafter, "USEAFTER of that epoch")
@@ -295,10 +321,13 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
     ph["LRSCNAN"] = (bool(set_nan), "SCI NaN where lrscube set DO_NOT_USE")
     ph["LRSCSTOR"] = (str(store_name)[-45:], "lrscube store")
     ph.add_history(f"lrscube {__version__}: ORed time-variable bad-pixel mask epoch {epoch} "
-                   f"(USEAFTER {useafter}) into DQ, subarray rows {y0}:{y0 + dq.shape[-2]}, "
-                   f"columns {x0}:{x0 + dq.shape[-1]}; {n_changed} pixels gained bits"
+                   f"(USEAFTER {useafter}) into DQ, subarray rows {y0}:{y0 + shape[-2]}, "
+                   f"columns {x0}:{x0 + shape[-1]}; {n_changed} pixels gained bits"
                    + ("; SCI/ERR/VAR set to NaN at DO_NOT_USE." if set_nan else "."))
 
+
+def _write(hdul, path: str, out, in_place: bool) -> str:
+    """Write the product to its target (a new file, or the input in place); returns the target."""
     target = _target(path, out, in_place)
     if not in_place and _same_file(path, target):
         raise Rejected(f"output {target} is the input file; use in_place=True (--in-place) or another out folder")
@@ -313,12 +342,7 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
     checksum = any("CHECKSUM" in h.header for h in hdul)
     hdul.writeto(buf, checksum=checksum, output_verify="silentfix")
     write_output(target, buf.getvalue(), like=target)
-    return {
-        "file": path, "status": "applied", "reason": "; ".join(notes), "output": target,
-        "epoch": int(epoch), "useafter": useafter, "epoch_start": mc.isot(ds["time"].values[epoch]),
-        "start": mc.isot(t_start), "mjd": float(mid), "subarray": str(ph.get("SUBARRAY", "")).strip(),
-        "n_pixels_changed": n_changed, "n_do_not_use": int(np.count_nonzero(dnu)),
-    }
+    return target
 
 
 class _Skipped(Exception):
