@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import baseline, classify
+from . import baseline, classify, variance
 from ..config import flags, profiles
 from ..storage import cube, provenance
 from ..storage import store as st
@@ -390,7 +390,12 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
     hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), cal_m1[blk][:, :, 0].T,
                                       float(p.variance_clip_sigma), (ny, nx), (p.sky_window_px, 5), axis=disp)
-    del s_all, st_all, x_all
+    # the measured null of the excess-variance statistic: its robust scale over the tile's pixels
+    g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
+    ua, va = variance.terms(np.where(use_all, x_all / np.sqrt(hnoise), np.nan), s_all, p.clip_sigma, g1, g2)
+    vscale = variance.null_scale(variance.full(ua, va)[has])
+    diag["variance_null_scale"] = vscale
+    del s_all, st_all, x_all, ua, va
     # group pixels by the exposures that see them (footprints), so each group is gap-free
     packed = np.ascontiguousarray(np.packbits(valid.T, axis=1))
     # rows as opaque byte strings: one sort of P keys instead of a lexicographic one
@@ -435,6 +440,13 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         vstat = scan_statistic(yv, min_length=p.min_bad_exposures, one_sided=True,
                                divisor=_scatter_divisor(t_idx.size, p.screen_fraction * th.variance,
                                                         p.variance_clip_sigma))
+        # screen 2b: excess variance weighted by each exposure's precision, clipped at
+        # clip_sigma, the run's largest exposure left out (lrscube.variance)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            wm1 = np.where(jg, m1, g1)
+            wm2 = np.where(jg, m2, g2)
+            uw, vw = variance.terms(e / sg, sg, clip, wm1, wm2)
+        wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures) / vscale
         # screen 3: the pixel's state beyond a physical limit (response, dark excess)
         sta = baseline.fit_response_offset(rg, sg, kg, ~excl)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -446,7 +458,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             static |= beyond_either_description(rg, sg, kg, ~excl, prior, p.static_excess_dn_s, p.low_qe_response,
                                                 th.static)
         c_level = stat >= p.screen_fraction * th.level
-        c_scatter = vstat >= p.screen_fraction * th.variance
+        c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
         cand = np.flatnonzero(c_level | c_scatter | static)
         diag["candidates"] += int(cand.size)
         diag["candidates_level"] += int(c_level.sum())
@@ -457,7 +469,8 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
 
             def analyse(use):
                 return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
-                                       (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior))
+                                       (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior),
+                                       variance_scale=vscale)
 
             ivs = analyse(use)
             if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static[j])):

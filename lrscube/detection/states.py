@@ -41,6 +41,7 @@ import pandas as pd
 from . import baseline
 from . import changepoints as cp
 from . import classify
+from . import variance
 from .residuals import RESPONSE_RANGE, running_median
 from .temporal import clipped_z, weighted_level
 
@@ -403,7 +404,8 @@ def scatter_ends(q, m1, c, i, j, lo, hi, ratio, boundary_sigma) -> tuple[int, in
     return i, j
 
 
-def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None) -> list[dict]:
+def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
+                    variance_scale: float = 1.0) -> list[dict]:
     """Bad intervals of one pixel against its normal state.
 
     ``r, s, sky`` are 1-D over the pixel's exposures (time order, excluded ones removed);
@@ -411,7 +413,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     residual; ``vnull = (m1, m2, c)``: per exposure, the measured null moments of
     ``min(z^2, c^2)`` and the clip ``c`` (default: Gaussian, ``variance_clip_sigma``);
     ``prior = (ma, va, md, vd)``: the population the pixel's response and dark level are drawn
-    from (:func:`lrscube.detection.baseline.neighbour_prior`; none: both free).
+    from (:func:`lrscube.detection.baseline.neighbour_prior`; none: both free). ``variance_scale``: the
+    measured null scale of the weighted excess-variance statistic (:func:`lrscube.detection.variance.null_scale`).
     Returns evidence dicts with ``start``/``stop`` indices into the given series.
     """
     p = params
@@ -453,9 +456,11 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
                 zm = (f - running_median(f, 5, axis=0, min_count=1).astype(float)) * np.where(sky > 0, sky, 0.0) * excess
             qa, qm = np.minimum(za * za, vc * vc).sum(), np.minimum(zm * zm, vc * vc).sum()
             zr = (za if qa <= qm else zm) / LOCAL_MEDIAN_NOISE
+        levels = []
         for u in runs if not local else []:
             if u.stop - u.start < p.min_bad_exposures or u.significance < thresholds.level:
                 continue
+            levels.append((u.start, u.stop, None))
             mu = cp.expected_levels(z, u.start, u.stop, (excess, deficit), None, zu)
             if mu is not None:
                 zr[u.start:u.stop] -= mu[u.start:u.stop]
@@ -477,7 +482,41 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
             sc = scatter(q[sl], m1[sl], m2[sl], float(np.median(vc[sl])), s[sl])
             if sc.sigma >= thresholds.variance and sc.ratio >= p.noisy_rms_ratio and j - i >= p.min_bad_exposures:
                 spans.append((i, j, sc))
+        if not local:
+            e_lvl[:] = e
+            spans += weighted_spans(zr, spans, levels)
         return q, spans
+
+    e_lvl = np.zeros(n)  # the residual about the normal state (DN/s), for weighted_spans
+    g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
+    wm1 = np.where(cap == vc, m1, g1)  # JUMP_DET exposures: clipped like the scatter, measured null
+    wm2 = np.where(cap == vc, m2, g2)
+
+    def weighted_spans(x, taken, levels):
+        """The most significant run of excess variance weighted by precision (clip ``cap``, its
+        largest exposures left out: :mod:`lrscube.variance`) where neither the clip-3 scatter
+        runs (``taken``) cover it; its ends are the run's (onset and recovery). Where it overlaps
+        a level run that is a defect by itself (``levels``) and the span's median (DN/s) exceeds
+        its robust scatter (1.4826 MAD), the level describes the pixel (a HOT or WARM pixel a little noisier
+        than its ERR says) and the span is not kept: a noisy pixel's mean stays near its
+        baseline over its span, whatever runs its excursions make."""
+        u, v = variance.terms(x, s, cap, wm1, wm2)
+        i, j, st = variance.best_run(u, v, p.min_bad_exposures)
+        if not np.isfinite(st) or st / variance_scale < thresholds.variance:
+            return []
+        if any(a < j and i < b for a, b, _ in taken):
+            return []
+        k = variance.rms_ratio(x[i:j], s[i:j], cap[i:j], wm1[i:j])
+        if k < p.noisy_rms_ratio:
+            return []
+        ex = float(np.sqrt(max(k * k - 1.0, 0.0)) * np.median(s[i:j]))
+        if any(a < j and i < b for a, b, _ in levels):
+            # robust: the clip caps the ratio k, so the scatter is measured without it
+            ev = e_lvl[i:j]
+            mid = float(np.median(ev))
+            if abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid))):
+                return []
+        return [(i, j, Scatter(float(st / variance_scale), float(k), ex))]
 
     # first guess: the majority state, with its own response and dark level (a pixel hot for
     # most of the series is not described by a response alone), and the spans of excess

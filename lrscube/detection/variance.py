@@ -1,0 +1,166 @@
+"""Excess variance of a pixel about its own baseline: the noisy / telegraph screen.
+
+A noisy pixel, or a telegraph pixel switching around a mean that stays near the sky, adds a
+variance of its own, in DN/s^2, to the noise the exposure's ERR predicts. Its normalised
+residual ``x_t = e_t / s_t`` then has ``E[x_t^2] = 1 + tau^2 / s_t^2``: a precise (long)
+exposure shows the same excess many times more clearly than a short one. The statistic here is
+the weighted sum of clipped squares about their measured null,
+
+    u_t = w_t (min(x_t^2, c^2) - m1_t),   v_t = w_t^2 (m2_t - m1_t^2),   w_t = s_ref / s_t,
+
+over a run of exposures, ``(sum u - max u) / sqrt(sum v)``: the clip at ``c`` = ``clip_sigma``
+(6) keeps most of a precise exposure's excess (a clip at 3 sigma, as the per-run scatter
+statistic uses, caps every exposure at the same share whatever its precision), the weight
+``1 / s`` (between 1, equal shares, and ``1 / s^2``, the locally most powerful weight for an
+additive variance when ERR is exact) keeps one long exposure from dominating the sum, and the
+run's largest term is left out, so a single raised exposure (a cosmic-ray residual, a
+shower, a latent) can never reach the threshold by itself, whatever its size.
+
+Everything here is pure numpy on arrays (time, pixels) or 1-D series; :mod:`lrscube.detection.detect`
+maps it over the tiles, :mod:`lrscube.detection.states` uses the exact run search for the onset and the
+recovery.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.ndimage import maximum_filter1d
+
+from .temporal import geometric_lengths
+
+#: the run's largest term is left out this many times: no two exposures (two cosmic-ray
+#: residuals, a latent over two exposures) reach the threshold by themselves, whatever their size
+TRIM = 2
+
+
+def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted terms ``(u, v)`` of the excess-variance statistic, shaped like ``x``.
+
+    ``x`` the normalised residual about the pixel's baseline (NaN: not used), ``s`` its noise
+    (DN/s), ``clip`` the clip of ``x`` per exposure (sigma), ``m1, m2`` the null mean and second
+    moment of ``min(x^2, clip^2)`` (broadcastable). Weights ``s_ref / s`` with ``s_ref`` the
+    median noise of the pixel (along axis 0): a unit-free scale, so ``u / sqrt(v)`` sums are in
+    sigma. Unused exposures get ``u = v = 0``.
+    """
+    x = np.asarray(x, float)
+    s = np.asarray(s, float)
+    ok = np.isfinite(x) & np.isfinite(s) & (s > 0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a pixel no exposure sees: all NaN
+        inv = np.where(ok, 1.0 / s, np.nan)
+        ref = np.nanmedian(inv, axis=0)
+        w = np.where(ok, inv / ref, 0.0)
+        c = np.broadcast_to(np.asarray(clip, float), x.shape)
+        q = np.minimum(np.where(ok, x * x, 0.0), c * c)
+        m1 = np.broadcast_to(np.asarray(m1, float), x.shape)
+        m2 = np.broadcast_to(np.asarray(m2, float), x.shape)
+        u = np.where(ok, w * (q - m1), 0.0)
+        v = np.where(ok, w * w * np.maximum(m2 - m1 * m1, 1e-12), 0.0)
+    return u, v
+
+
+def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.25) -> np.ndarray:
+    """Largest trimmed run statistic ``(sum u - max(max u, 0)) / sqrt(sum v)`` per pixel.
+
+    ``u, v`` (time, pixels) from :func:`terms`; runs of every start and of lengths on a
+    geometric grid (:func:`lrscube.detection.temporal.geometric_lengths`) of at least ``min_length``:
+    O(N log N) per pixel, like the level scan. ``-inf`` where no run fits.
+    """
+    u = np.asarray(u, float)
+    v = np.asarray(v, float)
+    if u.ndim == 1:
+        return scan(u[:, None], v[:, None], min_length=min_length, ratio=ratio)[0]
+    n = u.shape[0]
+    zero = np.zeros((1,) + u.shape[1:])
+    U = np.concatenate([zero, np.cumsum(u, axis=0)])
+    V = np.concatenate([zero, np.cumsum(v, axis=0)])
+    best = np.full(u.shape[1:], -np.inf)
+    for L in geometric_lengths(n, ratio):
+        L = int(L)
+        if L < max(min_length, 1) or L > n:
+            continue
+        # the largest term of each window [i, i + L): trimmed, so one exposure never decides
+        top = maximum_filter1d(u, size=L, axis=0, origin=-(L // 2), mode="constant", cval=-np.inf)[:n - L + 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            st = (U[L:] - U[:-L] - TRIM * np.maximum(top, 0.0)) / np.sqrt(V[L:] - V[:-L])
+        st = np.where(np.isfinite(st), st, -np.inf)
+        best = np.maximum(best, st.max(axis=0))
+    return best
+
+
+def full(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The trimmed statistic over all of each pixel's exposures (axis 0): the one number per
+    pixel whose distribution over the pixels measures the null (:func:`null_scale`)."""
+    u = np.asarray(u, float)
+    v = np.asarray(v, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (u.sum(axis=0) - TRIM * np.maximum(u.max(axis=0), 0.0)) / np.sqrt(v.sum(axis=0))
+
+
+def null_scale(stat: np.ndarray, min_pixels: int = 100) -> float:
+    """Robust scale (1.4826 MAD) of the full-series statistic over the pixels, at least 1.
+
+    Defects are a small fraction of the pixels, so the bulk of ``stat`` is the null on the data
+    at hand. A statistic standardised with the right per-exposure null moments has unit scale;
+    a scale above 1 (noise ERR does not predict, a null the calibration missed) widens every
+    run's null by the same factor, and the threshold with it. Never below 1: the trimming makes
+    the null narrower than the moments say, and a threshold is not lowered on that account.
+    Fewer than ``min_pixels`` finite values: 1.
+    """
+    v = np.asarray(stat, float)
+    v = v[np.isfinite(v)]
+    if v.size < min_pixels:
+        return 1.0
+    med = float(np.median(v))
+    return max(1.0, 1.4826 * float(np.median(np.abs(v - med))))
+
+
+def best_run(u: np.ndarray, v: np.ndarray, min_length: int = 3, lo: int = 0, hi: int | None = None
+             ) -> tuple[int, int, float]:
+    """The most significant trimmed run ``[i, j)`` of one pixel's terms (1-D), exactly.
+
+    Searched over every start and end between ``lo`` and ``hi`` (O(n^2), for the few candidate
+    pixels only). Returns ``(i, j, statistic)``; ``(lo, lo, -inf)`` when no run fits.
+    """
+    u = np.asarray(u, float)
+    v = np.asarray(v, float)
+    n = u.size
+    hi = n if hi is None else hi
+    m = hi - lo
+    if m < max(min_length, 1):
+        return lo, lo, -np.inf
+    uu, vv = u[lo:hi], v[lo:hi]
+    U = np.concatenate([[0.0], np.cumsum(uu)])
+    V = np.concatenate([[0.0], np.cumsum(vv)])
+    i = np.arange(m + 1)[:, None]
+    j = np.arange(m + 1)[None, :]
+    # the running maximum of u from each start: top[i, j] = max(uu[i:j])
+    top = np.full((m + 1, m + 1), -np.inf)
+    for a in range(m):
+        top[a, a + 1:] = np.maximum.accumulate(uu[a:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        st = (U[None, :] - U[:, None] - TRIM * np.maximum(top, 0.0)) / np.sqrt(V[None, :] - V[:, None])
+    st = np.where((j - i >= max(min_length, 1)) & np.isfinite(st), st, -np.inf)
+    k = int(np.argmax(st))
+    a, b = divmod(k, m + 1)
+    if not np.isfinite(st[a, b]):
+        return lo, lo, -np.inf
+    return lo + a, lo + b, float(st[a, b])
+
+
+def rms_ratio(x: np.ndarray, s: np.ndarray, clip, m1) -> float:
+    """The scatter of a run in units of its expected noise, weighted like the statistic:
+    ``sqrt(sum w q / sum w m1)`` (``q`` the clipped squares, ``m1`` their null mean, so a normal
+    run has 1 whatever its clip)."""
+    x = np.asarray(x, float)
+    s = np.asarray(s, float)
+    ok = np.isfinite(x) & np.isfinite(s) & (s > 0)
+    if not ok.any():
+        return 1.0
+    w = np.where(ok, 1.0 / np.where(ok, s, 1.0), 0.0)
+    c = np.broadcast_to(np.asarray(clip, float), x.shape)
+    q = np.minimum(np.where(ok, x * x, 0.0), c * c)
+    m = np.broadcast_to(np.asarray(m1, float), x.shape)
+    den = float(np.sum(w * np.where(ok, m, 0.0)))
+    return float(np.sqrt(np.sum(w * q) / den)) if den > 0 else 1.0
