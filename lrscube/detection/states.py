@@ -484,7 +484,10 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
                 spans.append((i, j, sc))
         if not local:
             e_lvl[:] = e
-            spans += weighted_spans(zr, spans, levels)
+            for w in weighted_spans(zr, levels):
+                over = [sp for sp in spans if sp[0] < w[1] and w[0] < sp[1]]
+                if not over or w[2].sigma > max(sp[2].sigma for sp in over):
+                    spans = sorted([sp for sp in spans if sp not in over] + [w], key=lambda sp: sp[0])
         return q, spans
 
     e_lvl = np.zeros(n)  # the residual about the normal state (DN/s), for weighted_spans
@@ -492,10 +495,11 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     wm1 = np.where(cap == vc, m1, g1)  # JUMP_DET exposures: clipped like the scatter, measured null
     wm2 = np.where(cap == vc, m2, g2)
 
-    def weighted_spans(x, taken, levels):
+    def weighted_spans(x, levels):
         """The most significant run of excess variance weighted by precision (clip ``cap``, its
-        largest exposures left out: :mod:`lrscube.variance`) where neither the clip-3 scatter
-        runs (``taken``) cover it; its ends are the run's (onset and recovery). Where it overlaps
+        largest exposures left out: :mod:`lrscube.variance`); its ends are the run's (onset and
+        recovery). It replaces the clip-3 scatter runs it overlaps where it is more significant
+        than each of them (the clip-3 statistic caps a precise exposure's share). Where it overlaps
         a level run that is a defect by itself (``levels``) and the span's median (DN/s) exceeds
         its robust scatter (1.4826 MAD), the level describes the pixel (a HOT or WARM pixel a little noisier
         than its ERR says) and the span is not kept: a noisy pixel's mean stays near its
@@ -503,8 +507,6 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         u, v = variance.terms(x, s, cap, wm1, wm2)
         i, j, st = variance.best_run(u, v, p.min_bad_exposures)
         if not np.isfinite(st) or st / variance_scale < thresholds.variance:
-            return []
-        if any(a < j and i < b for a, b, _ in taken):
             return []
         k = variance.rms_ratio(x[i:j], s[i:j], cap[i:j], wm1[i:j])
         if k < p.noisy_rms_ratio:

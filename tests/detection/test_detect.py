@@ -271,3 +271,28 @@ def test_steady_hot_pixel_in_exposures_of_different_noise_does_not_switch():
     hot = iv[(iv.y == 30) & (iv.x == 12)].reset_index(drop=True)
     assert hot.flag.tolist() == ["WARM"]  # below HOT's 1 DN/s
     assert hot.first_bad_mjd[0] == 60049 and np.isnan(hot.end_mjd[0])
+
+
+def test_noisy_pixel_with_a_normal_mean_found_with_its_onset_cosmic_rays_and_latents_not():
+    """A pixel whose mean stays on the sky but whose scatter grows (0.08 DN/s rms extra, about
+    1-4 times ERR: exposures from 60 s to 2000 s) from exposure 25 is TELEGRAPH from there; pixels
+    hit by cosmic rays (one or two exposures, any height) or holding a latent that decays over
+    three exposures are not flagged."""
+    rng = np.random.default_rng(8)
+    n = 60
+    lvl = rng.uniform(1.0, 5.0, n)[:, None, None]
+    err = (0.05 * np.sqrt(1000.0 / rng.uniform(60, 2000, n)))[:, None, None] * np.ones((1, 60, 30))
+    sci = (4 * lvl + rng.normal(0, 1, (n, 60, 30)) * err).astype("f4")
+    sci[25:, 30, 12] += rng.normal(0, 0.15, n - 25).astype("f4")
+    sci[17, 20, 5] += 200 * err[17, 20, 5]                       # one cosmic ray
+    sci[[9, 41], 40, 20] += 60 * err[[9, 41], 40, 20]              # two, far apart
+    sci[[33, 34], 10, 25] += (30 * err[[33, 34], 10, 25])          # a shower over two exposures
+    sci[30:33, 45, 8] += np.array([20.0, 8.0, 3.0]) * err[30:33, 45, 8]  # a latent decaying
+    iv, _ = analyse_tile(sci, err.astype("f4"), np.zeros(sci.shape, "u4"), _ctx(n))
+    noisy = iv[(iv.y == 30) & (iv.x == 12)]
+    assert noisy.flag.tolist() == ["TELEGRAPH"]
+    assert abs(noisy.first_bad_mjd.iloc[0] - 60025) <= 1
+    assert np.isnan(noisy.end_mjd.iloc[0])  # noisy to the end
+    for y, x in ((20, 5), (40, 20), (10, 25), (45, 8)):
+        assert iv[(iv.y == y) & (iv.x == x)].empty, (y, x)
+    assert len(iv[~iv.carried]) == 1

@@ -1,0 +1,89 @@
+"""The excess-variance statistic alone (lrscube.variance): pure numpy, small arrays."""
+
+import numpy as np
+
+from lrscube import variance
+from lrscube.baseline import gaussian_clipped_moments
+
+G1, G2 = gaussian_clipped_moments(1.0, 6.0)
+
+
+def _noise(rng, n, p):
+    """Per-exposure noise from 50 s to 2000 s exposures (a factor ~6 in ERR)."""
+    return (0.05 * np.sqrt(1000.0 / rng.uniform(50, 2000, n)))[:, None] * np.ones((1, p))
+
+
+def test_null_stays_far_below_the_threshold_and_measures_unit_scale():
+    rng = np.random.default_rng(0)
+    n, p = 60, 4000
+    s = _noise(rng, n, p)
+    x = rng.normal(size=(n, p))
+    u, v = variance.terms(x, s, 6.0, G1, G2)
+    stat = variance.scan(u, v, min_length=3)
+    # 4000 normal pixels: the largest run is far below a 6-sigma threshold (the trimming makes
+    # the null narrower than Gaussian)
+    assert stat.max() < 5.0
+    assert variance.null_scale(variance.full(u, v)) == 1.0
+    # a null twice as wide as the moments say is measured as such
+    u2, v2 = variance.terms(2 * x, s, 6.0, G1, G2)
+    assert 1.5 < variance.null_scale(variance.full(u2, v2))
+
+
+def test_no_two_exposures_decide_whatever_their_size():
+    rng = np.random.default_rng(1)
+    n, p = 60, 200
+    s = _noise(rng, n, p)
+    x = rng.normal(size=(n, p))
+    # cosmic-ray residuals: one or two exposures at any height, in the most precise exposures
+    for k in range(p):
+        hit = np.argsort(s[:, k])[: 1 + k % 2]
+        x[hit, k] = 1e3
+    u, v = variance.terms(x, s, 6.0, G1, G2)
+    assert variance.scan(u, v, min_length=3).max() < 5.0
+    i, j, st = variance.best_run(u[:, 0], v[:, 0], 3)
+    assert st < 5.0
+
+
+def test_a_noisy_pixel_with_a_normal_mean_is_found_with_its_onset_and_recovery():
+    rng = np.random.default_rng(2)
+    n = 80
+    s = _noise(rng, n, 1)[:, 0]
+    e = rng.normal(0, s)
+    # extra scatter of 0.15 DN/s (additive: 0.7-4 times ERR) from exposure 30 to 59; mean zero
+    e[30:60] += rng.normal(0, 0.15, 30)
+    u, v = variance.terms(e / s, s, 6.0, G1, G2)
+    assert variance.scan(u, v, min_length=3) > 8.0
+    i, j, st = variance.best_run(u, v, 3)
+    assert st > 8.0
+    assert abs(i - 30) <= 2 and abs(j - 60) <= 2
+    assert variance.rms_ratio((e / s)[i:j], s[i:j], 6.0, G1) > 1.5
+    assert abs(variance.rms_ratio((e / s)[:30], s[:30], 6.0, G1) - 1.0) < 0.35
+
+
+def test_scan_matches_brute_force_and_best_run_is_the_maximum():
+    rng = np.random.default_rng(3)
+    n = 23
+    u = rng.normal(size=n)
+    v = rng.uniform(0.5, 2.0, n)
+    best = -np.inf
+    for a in range(n):
+        for b in range(a + 3, n + 1):
+            st = (u[a:b].sum() - variance.TRIM * max(u[a:b].max(), 0.0)) / np.sqrt(v[a:b].sum())
+            if st > best:
+                best, ab = st, (a, b)
+    i, j, st = variance.best_run(u, v, 3)
+    assert (i, j) == ab and np.isclose(st, best)
+    # the scan uses a grid of lengths: never above the exact maximum, close to it
+    sc = variance.scan(u, v, min_length=3, ratio=1.0 + 1e-9)
+    assert np.isclose(sc, best)
+    assert variance.scan(u, v, min_length=3) <= best + 1e-12
+
+
+def test_weights_follow_the_precision_and_unused_exposures_count_nothing():
+    s = np.array([0.1, 0.2, 0.05, np.nan])
+    x = np.array([1.0, 2.0, 3.0, 1.0])
+    u, v = variance.terms(x, s, 6.0, G1, G2)
+    assert u[3] == 0 and v[3] == 0
+    # weight s_ref / s with s_ref the median noise (0.1): 1, 0.5, 2
+    assert np.allclose(u[:3], np.array([1.0, 0.5, 2.0]) * (np.array([1.0, 4.0, 9.0]) - G1))
+    assert variance.best_run(u[:2], v[:2], 3)[2] == -np.inf
