@@ -353,12 +353,14 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
     tile's first pixel; ``calibration`` the blocks' noise calibrations (:func:`calibrations`;
     none: ERR as it is). Per pixel: the baseline (its own response,
-    :func:`lrscube.detection.baseline.fit_response`), single-exposure events against it, then three
+    :func:`lrscube.detection.baseline.fit_response`), single-exposure events against it, then four
     screens on the same arrays: the largest level run (:func:`lrscube.detection.temporal.scan_statistic`
     of the clipped residual), the largest run of excess scatter (the same scan, one-sided, of the
-    standardised clipped squares) and the pixel's state against its physical limits
-    (:func:`lrscube.detection.baseline.fit_response_offset`). Candidates are analysed one by one
-    (:func:`lrscube.detection.states.pixel_intervals`). Returns (intervals, diagnostics).
+    standardised clipped squares), the largest run of excess variance weighted by precision
+    (:func:`lrscube.detection.variance.scan`, against the tile's measured null scale) and the
+    pixel's state against its physical limits (:func:`lrscube.detection.baseline.fit_response_offset`).
+    Candidates are analysed one by one (:func:`lrscube.detection.states.pixel_intervals`).
+    Returns (intervals, diagnostics).
     """
     p = ctx.params
     th = ctx.thresholds
@@ -441,7 +443,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
                                divisor=_scatter_divisor(t_idx.size, p.screen_fraction * th.variance,
                                                         p.variance_clip_sigma))
         # screen 2b: excess variance weighted by each exposure's precision, clipped at
-        # clip_sigma, the run's largest exposure left out (lrscube.variance)
+        # clip_sigma, the run's largest exposure left out twice (lrscube.detection.variance)
         with np.errstate(invalid="ignore", divide="ignore"):
             wm1 = np.where(jg, m1, g1)
             wm2 = np.where(jg, m2, g2)

@@ -497,7 +497,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
 
     def weighted_spans(x, levels):
         """The most significant run of excess variance weighted by precision (clip ``cap``, its
-        largest exposures left out: :mod:`lrscube.variance`); its ends are the run's (onset and
+        largest exposures left out: :mod:`lrscube.detection.variance`); its ends are the run's (onset and
         recovery). It replaces the clip-3 scatter runs it overlaps where it is more significant
         than each of them (the clip-3 statistic caps a precise exposure's share). Where it overlaps
         a level run that is a defect by itself (``levels``) and the span's median (DN/s) exceeds
