@@ -291,7 +291,7 @@ def main():
     results = []
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=a.memory_limit, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        client.run(lambda: __import__("lrscube.detect") and None)  # the module itself does not pickle
+        client.run(lambda: __import__("lrscube.detection.detect") and None)  # the module itself does not pickle
         if a.n:
             size = a.cube_size or max(a.n)
             t = time.perf_counter()

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from lrscube import variance
-from lrscube.baseline import gaussian_clipped_moments
+from lrscube.detection import variance
+from lrscube.detection.baseline import gaussian_clipped_moments
 
 G1, G2 = gaussian_clipped_moments(1.0, 6.0)
 
