@@ -168,8 +168,8 @@ def test_telegraph_detectable_span_starts_at_the_first_high_state():
 def test_simulated_quality_on_a_real_looking_detector(simulated):
     """Quality on the subarray set of the default scenario (each pixel its own response, the
     behaviour zoo, the look-alikes), detectability relative to the detection threshold. Measured
-    (benchmarks/README.md): precision 0.952, recall 0.814, new-defect recall 0.854 (199
-    detectable), onset error median 0 and 90th percentile 2; normal pixels flagged 0.10 %. The
+    (benchmarks/README.md): precision 0.952, recall 0.878, new-defect recall 0.920 (199
+    detectable), onset error median 0 and 90th percentile 1; normal pixels flagged 0.10 %. The
     goals of issues 14/15 (precision >= 0.998, new-defect recall >= 0.98) are not met yet: these
     bounds hold what is reached."""
     iv, res = simulated
@@ -177,7 +177,12 @@ def test_simulated_quality_on_a_real_looking_detector(simulated):
     assert res["new_defects_detectable"] >= 150
     assert res["lrscube"]["precision"] >= 0.93
     assert res["lrscube"]["recall"] >= 0.78
-    assert res["recall_new_defects"] >= 0.82
+    assert res["recall_new_defects"] >= 0.88
+    # noisy pixels (a normal mean, scatter several times the noise): the weighted excess-variance
+    # screen finds them with their onset (measured 0.885 of 26, onset median 0)
+    noisy = res["per_behaviour"]["noisy"]
+    assert noisy["recall_new_defects"] >= 0.8
+    assert noisy["onset_error_exposures"]["median"] == 0
     assert res["onset_error_exposures"]["median"] == 0
     assert res["onset_error_exposures"]["p90_abs"] <= 3
     assert res["recall_per_class"]["DEAD"]["recall"] >= 0.99
