@@ -483,27 +483,27 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
             if sc.sigma >= thresholds.variance and sc.ratio >= p.noisy_rms_ratio and j - i >= p.min_bad_exposures:
                 spans.append((i, j, sc))
         if not local:
-            e_lvl[:] = e
-            for w in weighted_spans(zr, levels):
+            for w in weighted_spans(zr, e, levels):
                 over = [sp for sp in spans if sp[0] < w[1] and w[0] < sp[1]]
                 if not over or w[2].sigma > max(sp[2].sigma for sp in over):
                     spans = sorted([sp for sp in spans if sp not in over] + [w], key=lambda sp: sp[0])
         return q, spans
 
-    e_lvl = np.zeros(n)  # the residual about the normal state (DN/s), for weighted_spans
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
     wm1 = np.where(cap == vc, m1, g1)  # JUMP_DET exposures: clipped like the scatter, measured null
     wm2 = np.where(cap == vc, m2, g2)
 
-    def weighted_spans(x, levels):
+    def weighted_spans(x, e, levels):
         """The most significant run of excess variance weighted by precision (clip ``cap``, its
-        largest exposures left out: :mod:`lrscube.detection.variance`); its ends are the run's (onset and
-        recovery). It replaces the clip-3 scatter runs it overlaps where it is more significant
-        than each of them (the clip-3 statistic caps a precise exposure's share). Where it overlaps
-        a level run that is a defect by itself (``levels``) and the span's median (DN/s) exceeds
-        its robust scatter (1.4826 MAD), the level describes the pixel (a HOT or WARM pixel a little noisier
-        than its ERR says) and the span is not kept: a noisy pixel's mean stays near its
-        baseline over its span, whatever runs its excursions make."""
+        largest exposures left out: :mod:`lrscube.detection.variance`) of ``x``, the residual in
+        units of its noise about the level runs (``e``: about the normal state, DN/s); its ends
+        are the run's (onset and recovery). It replaces the clip-3 scatter runs it overlaps where
+        it is more significant than each of them (the clip-3 statistic caps a precise exposure's
+        share). Where it overlaps a level run that is a defect by itself (``levels``) and the
+        span's median (DN/s) exceeds its robust scatter (1.4826 MAD), the level describes the
+        pixel (a HOT or WARM pixel a little noisier than its ERR says) and the span is not kept:
+        a noisy pixel's mean stays near its baseline over its span, whatever runs its excursions
+        make."""
         u, v = variance.terms(x, s, cap, wm1, wm2)
         i, j, st = variance.best_run(u, v, p.min_bad_exposures)
         if not np.isfinite(st) or st / variance_scale < thresholds.variance:
@@ -514,7 +514,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         ex = float(np.sqrt(max(k * k - 1.0, 0.0)) * np.median(s[i:j]))
         if any(a < j and i < b for a, b, _ in levels):
             # robust: the clip caps the ratio k, so the scatter is measured without it
-            ev = e_lvl[i:j]
+            ev = e[i:j]
             mid = float(np.median(ev))
             if abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid))):
                 return []
