@@ -810,6 +810,67 @@ def max_window_sums(c: np.ndarray, lengths, out: np.ndarray, signed: bool = Fals
     return out
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _max_trimmed_ratio(ut, vt, lengths, trim, out):
+    """out[p] = max over L in lengths, i of (sum u - trim max(max u, 0)) / sqrt(sum v) over
+    ut[p, i:i + L], vt[p, i:i + L]; the window maxima from a sparse table (O(n log n) per pixel)."""
+    P, n = ut.shape
+    K = 1
+    while (1 << K) <= n:
+        K += 1
+    sp = np.empty((K, n))
+    U = np.empty(n + 1)
+    V = np.empty(n + 1)
+    for p in range(P):
+        U[0] = 0.0
+        V[0] = 0.0
+        for t in range(n):
+            U[t + 1] = U[t] + ut[p, t]
+            V[t + 1] = V[t] + vt[p, t]
+            sp[0, t] = ut[p, t]
+        k = 1
+        while (1 << k) <= n:
+            h = 1 << (k - 1)
+            for t in range(n - (1 << k) + 1):
+                a = sp[k - 1, t]
+                b = sp[k - 1, t + h]
+                sp[k, t] = a if a > b else b
+            k += 1
+        best = -np.inf
+        for li in range(lengths.shape[0]):
+            L = lengths[li]
+            if L > n or L < 1:
+                continue
+            kk = 0
+            while (1 << (kk + 1)) <= L:
+                kk += 1
+            off = L - (1 << kk)
+            for i in range(n - L + 1):
+                den = V[i + L] - V[i]
+                if not den > 0.0:
+                    continue
+                a = sp[kk, i]
+                b = sp[kk, i + off]
+                m = a if a > b else b
+                if m < 0.0:
+                    m = 0.0
+                st = (U[i + L] - U[i] - trim * m) / np.sqrt(den)
+                if st > best:
+                    best = st
+        out[p] = best
+
+
+def max_trimmed_ratio(u: np.ndarray, v: np.ndarray, lengths, trim: float) -> np.ndarray:
+    """For terms ``u, v`` (n, P): per pixel, the largest ``(sum u - trim max(max u, 0)) /
+    sqrt(sum v)`` over windows of the given ``lengths`` and every start
+    (:func:`lrscube.detection.variance.scan`); ``-inf`` where none fits."""
+    ut = np.ascontiguousarray(np.asarray(u, np.float64).T)
+    vt = np.ascontiguousarray(np.asarray(v, np.float64).T)
+    out = np.empty(ut.shape[0], np.float64)
+    _max_trimmed_ratio(ut, vt, np.asarray(lengths, np.int64), float(trim), out)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # blocks above both sides (single-exposure events)
 

@@ -25,8 +25,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d
-
+from . import running
 from .temporal import geometric_lengths
 
 #: the run's largest term is left out this many times: no two exposures (two cosmic-ray
@@ -61,32 +60,23 @@ def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.nd
 
 
 def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.25) -> np.ndarray:
-    """Largest trimmed run statistic ``(sum u - max(max u, 0)) / sqrt(sum v)`` per pixel.
+    """Largest trimmed run statistic ``(sum u - TRIM max(max u, 0)) / sqrt(sum v)`` per pixel.
 
     ``u, v`` (time, pixels) from :func:`terms`; runs of every start and of lengths on a
     geometric grid (:func:`lrscube.detection.temporal.geometric_lengths`) of at least ``min_length``:
-    O(N log N) per pixel, like the level scan. ``-inf`` where no run fits.
+    O(N log N) per pixel, like the level scan (compiled: :func:`lrscube.detection.running.max_trimmed_ratio`).
+    ``-inf`` where no run fits.
     """
     u = np.asarray(u, float)
     v = np.asarray(v, float)
     if u.ndim == 1:
         return scan(u[:, None], v[:, None], min_length=min_length, ratio=ratio)[0]
     n = u.shape[0]
-    zero = np.zeros((1,) + u.shape[1:])
-    U = np.concatenate([zero, np.cumsum(u, axis=0)])
-    V = np.concatenate([zero, np.cumsum(v, axis=0)])
-    best = np.full(u.shape[1:], -np.inf)
-    for L in geometric_lengths(n, ratio):
-        L = int(L)
-        if L < max(min_length, 1) or L > n:
-            continue
-        # the largest term of each window [i, i + L): trimmed, so one exposure never decides
-        top = maximum_filter1d(u, size=L, axis=0, origin=-(L // 2), mode="constant", cval=-np.inf)[:n - L + 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            st = (U[L:] - U[:-L] - TRIM * np.maximum(top, 0.0)) / np.sqrt(V[L:] - V[:-L])
-        st = np.where(np.isfinite(st), st, -np.inf)
-        best = np.maximum(best, st.max(axis=0))
-    return best
+    lengths = [int(L) for L in geometric_lengths(n, ratio) if max(min_length, 1) <= L <= n]
+    if not lengths:
+        return np.full(u.shape[1:], -np.inf)
+    flat = running.max_trimmed_ratio(u.reshape(n, -1), v.reshape(n, -1), lengths, TRIM)
+    return flat.reshape(u.shape[1:])
 
 
 def full(u: np.ndarray, v: np.ndarray) -> np.ndarray:
