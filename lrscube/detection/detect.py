@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import time as _time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,8 @@ from ..storage import store as st
 from ..storage import workstore
 from ..deploy.cluster import worker_threads
 from .detection_params import DetectionParams
-from .residuals import MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals, trace_mask
+from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
+                        trace_mask, unlit_pixels)
 from .states import Thresholds, pixel_intervals
 from .temporal import clipped_z, scan_statistic, transients
 from ..masks.maskcube import write_mask_cube
@@ -77,6 +79,8 @@ class TileContext:
     ys: np.ndarray | None = None  #: full-frame row of each dataset row
     xs: np.ndarray | None = None  #: full-frame column of each dataset column
     thresholds: Thresholds | None = None  #: every screen's threshold (default: from ``threshold``)
+    #: (y, x) of the dataset: pixels outside the light (:func:`unlit_of`), whose response is not judged
+    unlit: np.ndarray | None = None
 
     def __post_init__(self):
         if self.thresholds is None:  # the other screens at the false-alarm rate the level threshold implies
@@ -118,7 +122,7 @@ def response_stage(sci, err, params: DetectionParams, profile, response=None) ->
     return out
 
 
-def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None) -> dict:
+def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None, unlit=None) -> dict:
     """Residuals of a batch of exposures ``(B, y, x)`` against their local sky, whole frames.
 
     Returns ``r, s, sky`` (float32, DN/s, NaN where the pixel is not usable), ``trace`` (bool,
@@ -129,7 +133,9 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None)
     its footprint first (a subarray costs its own size, not the frame's). ``s`` is ERR: the noise
     is calibrated in stage 2, about each pixel's own baseline (:func:`calibration_stage`).
     ``response`` (y, x): the pixels' response pattern (stage 0), which flat-fields the
-    neighbours of each pixel for its sky (:func:`lrscube.detection.residuals.spatial_residuals`).
+    neighbours of each pixel for its sky (:func:`lrscube.detection.residuals.spatial_residuals`); ``unlit``
+    (y, x) the pixels outside the light (:func:`illumination_stage`), whose sky comes from
+    their own kind.
     """
     p = params
     sci = np.asarray(sci, np.float32)
@@ -155,7 +161,8 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None)
                                 sky_window=p.sky_window_px, min_sky_pixels=p.min_sky_pixels,
                                 remove_line_offsets=p.remove_line_offsets, calibrate_noise=False,
                                 cross_window=p.cross_sky_window_px or None,
-                                response=None if response is None else response[ys, xs])
+                                response=None if response is None else response[ys, xs],
+                                unlit=None if unlit is None else unlit[ys, xs])
         tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
                         cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
                         min_length=p.trace_min_length_px, margin=p.trace_margin_px)
@@ -300,7 +307,7 @@ def _scatter_divisor(n: int, sigma: float, c: float) -> np.ndarray:
 
 
 def beyond_either_description(r, s, sky, use, prior, min_excess: float, low_qe_response: float,
-                              min_sigma: float) -> np.ndarray:
+                              min_sigma: float, lit=True) -> np.ndarray:
     """(P,) bool: pixels whose level over their exposures ``use`` is a defect whichever
     description fits, also where the sky barely changes and the free fit of ``(a, d)`` cannot
     tell a response from a dark level: an additive excess of at least ``min_excess`` (DN/s, at
@@ -308,7 +315,8 @@ def beyond_either_description(r, s, sky, use, prior, min_excess: float, low_qe_r
     than :data:`lrscube.detection.residuals.RESPONSE_RANGE`'s upper bound times the neighbours' (a flat
     field never is); or a response at most ``low_qe_response`` of the neighbours' (at their dark
     level, ``min_sigma``) that as a dark level would be ``min_excess`` or more below theirs (a
-    dark reference off by that much is a bad pixel too). ``prior`` as for
+    dark reference off by that much is a bad pixel too), only where ``lit`` (P,) (a pixel outside
+    the light has no response to lose). ``prior`` as for
     :func:`lrscube.detection.baseline.neighbour_prior`."""
     ma, md = np.asarray(prior[0], float), np.asarray(prior[2], float)
     w = np.where(use, 1.0 / np.asarray(s, float) ** 2, 0.0)
@@ -320,8 +328,18 @@ def beyond_either_description(r, s, sky, use, prior, min_excess: float, low_qe_r
         a_lvl = (w * k * (r - md)).sum(axis=0) / skk
         hot = (d_lvl >= min_excess) & (d_lvl * np.sqrt(sw) >= min_sigma) & ~(1.0 + a_lvl <= RESPONSE_RANGE[1])
         low = ((1.0 + a_lvl <= low_qe_response) & (-a_lvl * np.sqrt(skk) >= min_sigma)
-               & (-d_lvl >= min_excess) & (-d_lvl * np.sqrt(sw) >= min_sigma))
+               & (-d_lvl >= min_excess) & (-d_lvl * np.sqrt(sw) >= min_sigma) & np.asarray(lit, bool))
     return hot | low
+
+
+def _tile_unlit(ctx: TileContext, origin, shape) -> np.ndarray:
+    """(ty, tx) bool: the tile's pixels outside the light (none without ``ctx.unlit``)."""
+    u = getattr(ctx, "unlit", None)
+    if u is None:
+        return np.zeros(shape, bool)
+    ya = int(np.searchsorted(ctx.ys, origin[0])) if ctx.ys is not None else int(origin[0])
+    xa = int(np.searchsorted(ctx.xs, origin[1])) if ctx.xs is not None else int(origin[1])
+    return np.asarray(u[ya:ya + shape[0], xa:xa + shape[1]], bool)
 
 
 def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, window: int) -> np.ndarray:
@@ -380,6 +398,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     if not has.any():
         return empty_intervals(), diag
     cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, (y0, x0), (ny, nx), n_t, p)
+    lit = ~_tile_unlit(ctx, (y0, x0), (ny, nx)).reshape(P)
     # the population of the pixels' responses and dark levels (a prior for each pixel's own)
     s_all = (e2 * cal_scale[blk].T).astype(np.float32)
     use_all = valid & ~tr2
@@ -453,12 +472,13 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         sta = baseline.fit_response_offset(rg, sg, kg, ~excl)
         with np.errstate(invalid="ignore", divide="ignore"):
             dx = sta.d - prior[2]  # the dark excess over that of the neighbours
+            # (a pixel outside the light has no response to judge: only its dark level)
             static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
-                      | ((1 + sta.a <= p.low_qe_response) & (-sta.a / sta.a_err >= th.static)))
+                      | ((1 + sta.a <= p.low_qe_response) & (-sta.a / sta.a_err >= th.static) & lit[pix]))
             # a level no response or no dark level explains, also where the sky does not change
             # enough to separate the two
-            static |= beyond_either_description(rg, sg, kg, ~excl, prior, p.static_excess_dn_s, p.low_qe_response,
-                                                th.static)
+            static |= beyond_either_description(rg, sg, kg, ~excl, prior, p.static_excess_dn_s,
+                                                p.low_qe_response, th.static, lit=lit[pix])
         c_level = stat >= p.screen_fraction * th.level
         c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
         cand = np.flatnonzero(c_level | c_scatter | static)
@@ -472,7 +492,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             def analyse(use):
                 return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
                                        (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior),
-                                       variance_scale=vscale)
+                                       variance_scale=vscale, lit=bool(lit[pix[j]]))
 
             ivs = analyse(use)
             if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static[j])):
@@ -609,6 +629,36 @@ def _response_task(sci, err, params, profile, source=None, rows=None, response=N
     return response_stage(sci, err, params, profile, response)
 
 
+def illumination_stage(sci, err) -> np.ndarray:
+    """Stage 0 for a few exposures ``(B, y, x)``: the median over them of each pixel's
+    ``sci / err``, (y, x) float32 (how much sky the pixel sees, in units of its noise)."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q = np.asarray(sci, np.float32) / np.asarray(err, np.float32)
+        return np.nanmedian(np.where(np.isfinite(q), q, np.nan), axis=0).astype(np.float32)
+
+
+def unlit_of(levels, params: DetectionParams, profile) -> np.ndarray | None:
+    """The pixels outside the light (:func:`lrscube.detection.residuals.unlit_pixels`) from the
+    :func:`illumination_stage` of groups of exposures ``(k, y, x)``; None where the profile
+    has no ``unlit_fraction`` (every pixel lit) or no pixel is unlit."""
+    if params.unlit_fraction is None or np.shape(levels)[0] == 0:
+        return None
+    u = unlit_pixels(np.asarray(levels, np.float32), fraction=params.unlit_fraction,
+                     dispersion_axis=profile.dispersion_axis, window=params.sky_window_px,
+                     cross_window=params.cross_sky_window_px or params.sky_window_px,
+                     min_length=params.unlit_min_length_px)
+    return u if u.any() else None
+
+
+def _illumination_task(sci, err, source=None, rows=None):
+    if source is not None:
+        from .cube import read_frames
+
+        sci, err, _ = read_frames(source, rows, missing="error")
+    return illumination_stage(sci, err)
+
+
 def response_of(sci, err, params, profile) -> np.ndarray | None:
     """The response pattern from exposures ``(k, y, x)`` in memory: ``response_passes`` passes of
     :func:`response_stage` and :func:`lrscube.detection.residuals.response_pattern`, each on the images
@@ -622,7 +672,8 @@ def response_of(sci, err, params, profile) -> np.ndarray | None:
     return g
 
 
-def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None):
+def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None,
+                    unlit=None):
     """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
     stage-2 tile (:mod:`lrscube.storage.workstore`); returns the small reductions.
 
@@ -631,7 +682,7 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
     """
     if source is not None:
         sci, err, dq = read_frames(source, rows, missing="error")
-    out = spatial_stage(sci, err, dq, params, profile, response=response)
+    out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
     bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
     workstore.write_batch(work, a, spans, out["r"], out["s"], out["sky"], bits)
@@ -722,7 +773,10 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     if work is None:
         idx = response_indices(n_t, p.response_exposures)
         g = response_of(ds["sci"].values[idx], ds["err"].values[idx], p, prof)
-        st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g)
+        unlit = unlit_of(illumination_stage(ds["sci"].values[idx], ds["err"].values[idx])[None], p, prof) \
+            if idx.size else None
+        ctx.unlit = unlit
+        st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g, unlit=unlit)
         sbits = static_bits(st1["and_bits"], st1["n_seen"])
         exclude = excluded_pixels(sbits, prof, xs)
         trace_px = st1["trace_pixels"]
@@ -852,14 +906,23 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
             s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in) for gi in groups]
         q = response_pattern(np.concatenate(list(_iter_compute(s0, False))))
         g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    unlit = None
+    if p.unlit_fraction is not None and groups:  # the pixels outside the light, from the same exposures
+        if rows is None:
+            s0 = [dask.delayed(_illumination_task, pure=False)(sci[gi], err[gi]) for gi in groups]
+        else:
+            s0 = [dask.delayed(_illumination_task, pure=False)(None, None, source, rows[gi]) for gi in groups]
+        unlit = unlit_of(np.stack(list(_iter_compute(s0, False))), p, prof)
+    ctx.unlit = unlit
     g_node = dask.delayed(g, pure=True) if g is not None else None
+    u_node = dask.delayed(unlit, pure=True) if unlit is not None else None
     if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
-                                                         rows[a:a + B], g_node)
+                                                         rows[a:a + B], g_node, u_node)
               for a in range(0, n_t, B)]
     else:
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof,
-                                                         spans, None, None, g_node)
+                                                         spans, None, None, g_node, u_node)
               for a in range(0, n_t, B)]
     and_bits = np.full((ny, nx), _ALL_BITS, np.uint32)
     n_seen = np.zeros((ny, nx), np.int32)

@@ -46,6 +46,13 @@ class DetectionParams:
     #: passes of the response estimate, each on the images flat-fielded by the last (the smooth
     #: sky each pass divides by carries a trace of a strong pattern: MRS fringes)
     response_passes: int = 2
+    #: pixels whose illumination is below this fraction of the brightest across the dispersion
+    #: nearby are outside the light (an image slicer's gaps, residuals.unlit_pixels): lit and
+    #: unlit pixels each get a sky from their own kind (None: every pixel is lit, as in LRS)
+    unlit_fraction: float | None = None
+    #: a dark stretch is outside the light only when it runs this far along the dispersion
+    #: (pixels): a slice gap runs the length of the spectrum, a cluster of dead pixels does not
+    unlit_min_length_px: int = 64
     # --- non-blank exposures (source traces, their latents) ---------------------------------
     #: running-median width across the dispersion that defines a bump-free sky profile (pixels)
     trace_cross_window_px: int = 9
@@ -130,6 +137,8 @@ class DetectionParams:
             raise ValueError("detection.telegraph_gap_probability must be in [0, 1)")
         if not 0 <= self.telegraph_level_ratio <= 1:
             raise ValueError("detection.telegraph_level_ratio must be in [0, 1]")
+        if self.unlit_fraction is not None and not 0 < self.unlit_fraction < 1:
+            raise ValueError(f"detection.unlit_fraction must be in (0, 1) or null, got {self.unlit_fraction!r}")
         if self.work_batch_exposures < 1:
             raise ValueError("detection.work_batch_exposures must be >= 1")
         if self.min_bad_exposures < 1:

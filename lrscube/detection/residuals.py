@@ -335,6 +335,8 @@ def spatial_residuals(
     calibration_block: tuple[int, int] | None = None,
     cross_window: int | None = None,
     response: np.ndarray | None = None,
+    unlit: np.ndarray | None = None,
+    _empty: np.ndarray | None = None,
 ) -> Residuals:
     """Residual of every pixel against a robust local sky, per exposure.
 
@@ -380,6 +382,16 @@ def spatial_residuals(
         values scatter by their noise only and the median averages it. The residual is still
         against the sky of the neighbours, ``sci - local``, so it keeps the pixel's own
         response (its flat-field deviation, and any defect of response).
+    unlit : array (y, x) of bool, optional
+        Pixels outside the light (:func:`unlit_pixels`: the gaps between an image slicer's
+        slices). The lit and the unlit pixels each get a sky from their own kind only, as if the
+        other were holes: a column that runs from a slice into a gap would otherwise give its
+        pixels near the edge a median that is a lit or a dark pixel by the noise, and the row's
+        offsets and its running median across the dispersion, where the lit pixels' sky falls
+        off, would give the dark pixels the lit ones' deficit. The lit pixels are treated as if
+        the unlit ones were holes; an unlit pixel's residual is its own value (less the offset
+        of its row among the unlit pixels), its sky that of the lit pixels around it, its noise
+        its ERR.
 
     Returns
     -------
@@ -388,6 +400,32 @@ def spatial_residuals(
     """
     sci = np.asarray(sci, dtype=np.float32)
     err = np.asarray(err, dtype=np.float32)
+    if unlit is not None and np.any(unlit):
+        u = np.broadcast_to(np.asarray(unlit, bool), sci.shape)
+        kw = dict(dispersion_axis=dispersion_axis, sky_window=sky_window, min_sky_pixels=min_sky_pixels,
+                  remove_line_offsets=remove_line_offsets, calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
+                  calibration_block=calibration_block)
+        # the unlit pixels are left empty, not filled from their neighbours across the dispersion
+        # (which, at a slice's edge, are lit: the edge's column would get the slice's sky)
+        lit = spatial_residuals(np.where(u, np.nan, sci), err, cross_window=cross_window, response=response,
+                                _empty=u, **kw)
+        dark = np.where(u, sci, np.nan).astype(np.float32)
+        if remove_line_offsets:  # an offset of the row's electronics is in the dark pixels too
+            off = _line_offsets(dark, -2 if dispersion_axis == "y" else -1)
+            dark = dark - np.where(np.isfinite(off), off, 0.0)
+        # what an unlit pixel sees is its dark level plus a little scattered light, in
+        # proportion to the sky of the lit pixels around it (filled across the gap from both
+        # sides, or along the dispersion past the slices' ends): its residual is its value, its
+        # "sky" that lit sky, so the baseline r = a sky + d measures the scattered light (a) and
+        # the dark level (d); its noise is its own ERR
+        cax = -1 if dispersion_axis == "y" else -2
+        near = np.where(u, np.nan, lit.sky)
+        near = fill_holes(near, cax, max_gap=max(int(cross_window or 0), int(sky_window)))[0]
+        near = fill_holes(near, -3 - cax, max_gap=int(sky_window))[0]  # past the slices' ends
+        sky = np.where(u, np.where(np.isfinite(near), near, 0.0), lit.sky).astype(np.float32)
+        return Residuals(np.where(u, dark, lit.resid).astype(np.float32),
+                         np.where(u, np.where(np.isfinite(err) & (err > 0), err, np.nan), lit.sigma).astype(np.float32),
+                         sky)
     if response is not None:
         g = np.asarray(response, np.float32)
         g = np.where(np.isfinite(g), np.clip(g, RESPONSE_RANGE[0], RESPONSE_RANGE[1]), 1.0).astype(np.float32)
@@ -395,7 +433,7 @@ def spatial_residuals(
         res = spatial_residuals(v, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
                                 min_sky_pixels=min_sky_pixels, remove_line_offsets=remove_line_offsets,
                                 calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
-                                calibration_block=calibration_block, cross_window=cross_window)
+                                calibration_block=calibration_block, cross_window=cross_window, _empty=_empty)
         local = v - res.resid  # the neighbours' sky (and what the neighbouring lines share)
         return Residuals((sci - local).astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
     ax = -2 if dispersion_axis == "y" else -1
@@ -403,6 +441,8 @@ def spatial_residuals(
     # holes (static bad pixels) take their neighbours' values across the dispersion, so that
     # every column's sky is the same estimator (fill_holes); they are NaN again in the residual
     sci, holes = fill_holes(sci, cax)
+    if _empty is not None:
+        sci = np.where(_empty, np.nan, sci)
     sky, trend, d, sloc = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window)
     resid = sci - sky
     if remove_line_offsets:
@@ -503,6 +543,53 @@ def sky_ratio(sci: np.ndarray, err: np.ndarray, *, dispersion_axis: str = "y", s
     with np.errstate(invalid="ignore", divide="ignore"):
         ok = ~holes & np.isfinite(sky) & (sky > min_snr * err)
         return np.where(ok, sci / sky, np.nan).astype(np.float32)
+
+
+def unlit_pixels(snr: np.ndarray, *, fraction: float, dispersion_axis: str = "y", window: int = 15,
+                 cross_window: int = 15, min_length: int = 64, min_snr: float = 5.0) -> np.ndarray:
+    """Pixels outside the light, (y, x) bool, from exposures' ``sci / err`` ``(k, y, x)``.
+
+    An image slicer (the MRS) puts its slices side by side across the dispersion with dark gaps
+    between them; the slices curve, so a column runs from a slice into a gap and out again, and
+    they end before the frame does along the dispersion. A pixel there sees (almost) no sky. A
+    running median along a column that crosses an edge is a lit or a dark pixel's value, as the
+    noise orders them, and the line offsets and the running median across the dispersion of a
+    row where the lit pixels' sky falls off give the dark pixels the lit ones' deficit. So the
+    lit and the unlit pixels are two populations, each with a sky of its own
+    (:func:`spatial_residuals` ``unlit``).
+
+    A pixel is unlit where its illumination (the median over the exposures, then the running
+    median of 5 pixels along the dispersion: a hot pixel in a gap is in the gap, a dead pixel in
+    a slice in the slice) is below ``fraction`` of the brightest such value within ``window``
+    pixels along and ``cross_window`` across the dispersion, that brightest is at least
+    ``min_snr`` (in a field dark everywhere nothing is lit to compare with), and the dark pixels
+    it connects to extend ``min_length`` pixels or
+    more along either axis over an area of at least twice that: a gap runs the length of the
+    spectrum and is more than a column wide, the end of the slices spans the frame; a cluster
+    of dead pixels, or one dead column, does not.
+    """
+    from scipy import ndimage
+
+    q = np.asarray(snr, np.float32)
+    ax = -2 if dispersion_axis == "y" else -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        level = bn.nanmedian(q, axis=0) if q.ndim == 3 else q
+    smooth = running_median(level, 5, axis=ax, min_count=3)
+    size = [int(cross_window) | 1, int(cross_window) | 1]
+    size[ax] = int(window) | 1
+    bright = ndimage.maximum_filter(np.where(np.isfinite(smooth), smooth, -np.inf), size=size, mode="constant",
+                                    cval=-np.inf)
+    with np.errstate(invalid="ignore"):
+        dark = np.isfinite(smooth) & (bright >= min_snr) & (smooth < fraction * bright)
+    lab, n = ndimage.label(dark, structure=np.ones((3, 3), bool))
+    if not n:
+        return dark
+    keep = np.zeros(n + 1, bool)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        ext = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+        keep[i] = ext >= min_length and (lab[sl] == i).sum() >= 2 * min_length
+    return keep[lab]
 
 
 def response_pattern(ratios: np.ndarray) -> np.ndarray:

@@ -405,7 +405,7 @@ def scatter_ends(q, m1, c, i, j, lo, hi, ratio, boundary_sigma) -> tuple[int, in
 
 
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
-                    variance_scale: float = 1.0) -> list[dict]:
+                    variance_scale: float = 1.0, lit: bool = True) -> list[dict]:
     """Bad intervals of one pixel against its normal state.
 
     ``r, s, sky`` are 1-D over the pixel's exposures (time order, excluded ones removed);
@@ -414,7 +414,9 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     ``min(z^2, c^2)`` and the clip ``c`` (default: Gaussian, ``variance_clip_sigma``);
     ``prior = (ma, va, md, vd)``: the population the pixel's response and dark level are drawn
     from (:func:`lrscube.detection.baseline.neighbour_prior`; none: both free). ``variance_scale``: the
-    measured null scale of the weighted excess-variance statistic (:func:`lrscube.detection.variance.null_scale`).
+    measured null scale of the weighted excess-variance statistic (:func:`lrscube.detection.variance.null_scale`). ``lit`` False: the pixel is
+    outside the light (an image slicer's gap, :func:`lrscube.detection.residuals.unlit_pixels`), its
+    response is not judged against the physical limit (only its dark level is).
     Returns evidence dicts with ``start``/``stop`` indices into the given series.
     """
     p = params
@@ -590,7 +592,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         resp = 1.0 + st.a
         dx = st.d - (float(prior[2]) if prior is not None else 0.0)  # over the neighbours' dark level
         hot = (dx >= p.static_excess_dn_s and np.isfinite(st.d_err) and dx / st.d_err >= thresholds.static)
-        low = (resp <= p.low_qe_response and np.isfinite(st.a_err) and -st.a / st.a_err >= thresholds.static)
+        low = (lit and resp <= p.low_qe_response and np.isfinite(st.a_err) and -st.a / st.a_err >= thresholds.static)
         # the level itself must show it, each parameter measured with the other at the
         # neighbours' value: where the sky barely changes, its estimate's own noise (in the sky
         # and, with the opposite sign, in the residual) pulls the slope of r on the sky towards
@@ -614,7 +616,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
             hot, dx, d_err = True, d_lvl, d_lvl_err
         # ... and a response loss no dark level explains (a dark reference off by more than
         # static_excess_dn_s would make a bad pixel too)
-        if not low and not hot and (1.0 + a_lvl <= p.low_qe_response and -a_lvl / a_lvl_err >= thresholds.static
+        if not low and not hot and lit and (1.0 + a_lvl <= p.low_qe_response and -a_lvl / a_lvl_err >= thresholds.static
                                     and -d_lvl >= p.static_excess_dn_s and -d_lvl / d_lvl_err >= thresholds.static):
             low, a_st, a_err = True, a_lvl, a_lvl_err
             resp = 1.0 + a_lvl
