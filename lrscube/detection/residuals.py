@@ -559,7 +559,7 @@ def unlit_pixels(snr: np.ndarray, *, fraction: float, dispersion_axis: str = "y"
     (:func:`spatial_residuals` ``unlit``).
 
     A pixel is unlit where its illumination (the median over the exposures, then the running
-    median of 5 pixels along the dispersion: a hot pixel in a gap is in the gap, a dead pixel in
+    median of 3 pixels along the dispersion: a hot pixel in a gap is in the gap, a dead pixel in
     a slice in the slice) is below ``fraction`` of the brightest such value within ``window``
     pixels along and ``cross_window`` across the dispersion, that brightest is at least
     ``min_snr`` (in a field dark everywhere nothing is lit to compare with), and the dark pixels
@@ -575,7 +575,7 @@ def unlit_pixels(snr: np.ndarray, *, fraction: float, dispersion_axis: str = "y"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         level = bn.nanmedian(q, axis=0) if q.ndim == 3 else q
-    smooth = running_median(level, 5, axis=ax, min_count=3)
+    smooth = running_median(level, 3, axis=ax, min_count=2)
     size = [int(cross_window) | 1, int(cross_window) | 1]
     size[ax] = int(window) | 1
     bright = ndimage.maximum_filter(np.where(np.isfinite(smooth), smooth, -np.inf), size=size, mode="constant",

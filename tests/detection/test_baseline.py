@@ -131,3 +131,19 @@ def test_an_excess_no_response_explains_is_bad_throughout_also_under_a_constant_
     # ... while a pixel 30 % above its neighbours under the same sky is the flat field
     assert pixel_intervals(3.0 + rng.normal(0, 0.01, n), np.full(n, 0.01), sky, p,
                            p.thresholds(1_000_000, n)) == []
+
+
+def test_a_pixel_outside_the_light_has_no_response_to_judge_but_its_dark_level():
+    # a pixel in a slicer's gap sees a few percent of the slices' sky (its "sky" is theirs):
+    # against that sky its response is ~0, which in the light would be a LOW_QE pixel
+    # (so do its neighbours in the gap: the prior)
+    r, s, sky = _series(21, a=-0.6, noise=0.02)
+    p = DetectionParams()
+    th = p.thresholds(1_000_000, N)
+    prior = (-0.6, 1e-4, 0.0, 1e-4)
+    ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, prior=prior))
+    assert len(ev) == 1 and ev.iloc[0].static and classify.classify(ev, p.classes).iloc[0] == "LOW_QE"
+    assert pixel_intervals(r, s, sky, p, th, prior=prior, lit=False) == []
+    # ... but a hot pixel there is hot
+    ev = pd.DataFrame(pixel_intervals(r + 2.0, s, sky, p, th, prior=prior, lit=False))
+    assert len(ev) == 1 and ev.iloc[0].static and classify.classify(ev, p.classes).iloc[0] == "HOT"

@@ -118,3 +118,64 @@ def test_sharp_end_of_the_sky_unbiased_next_to_a_hole_and_not_blind():
     col = z[50:75, 20]
     assert np.nanmax(np.abs(col)) < 4.5  # stacked over 40 exposures: no false defect
     assert np.nanmax(np.abs(z[50:75, 8:32])) < 5.0
+
+
+def _slicer_frames(k=30, seed=5):
+    """Exposures of an image slicer: slices 12 columns wide, 3-column dark gaps (3 % scattered
+    light) that drift 2 columns over the frame (the slices curve), slices ending 2 rows before
+    the frame's edge along the dispersion; the sky changes by 4x between exposures."""
+    rng = np.random.default_rng(seed)
+    ny, nx = 120, 75
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+    pos = (xx - 2.0 * yy / ny) % 15.0
+    illum = np.where(pos < 12.0, 1.0, 0.03)
+    illum[:2] = 0.03
+    levels = rng.uniform(0.5, 2.0, k)
+    sky = levels[:, None, None] * 0.2 * illum * (1.0 + 0.2 * yy / ny)
+    err = np.sqrt(0.01 ** 2 + 0.002 * sky).astype("f4")
+    sci = (sky + rng.normal(0, 1, sky.shape) * err).astype("f4")
+    return sci, err, illum, levels
+
+
+def test_unlit_pixels_are_the_gaps_and_the_slices_ends():
+    from lrscube.residuals import unlit_pixels
+
+    sci, err, illum, _ = _slicer_frames()
+    sci[:, 60, 7] = 5.0  # a hot pixel in a slice is lit, and so is a dead one
+    sci[:, 40, 20] = 0.0
+    u = unlit_pixels(sci / err, fraction=0.3, window=15, cross_window=15, min_length=64)
+    dark = illum < 0.5
+    assert u[:2].all()  # past the slices' ends
+    assert (u == dark)[5:].mean() > 0.97 and not u[60, 7] and not u[40, 20]
+    # a frame dark everywhere has nothing lit to compare with
+    assert not unlit_pixels(np.zeros((3, 50, 40)), fraction=0.3).any()
+
+
+def test_unlit_pixels_get_their_own_sky_and_a_baseline_that_fits():
+    # every pixel of a slicer's frame against its own baseline r = a sky + d (fitted over the
+    # exposures): a dark pixel whose column runs out of a slice, or in the rows past the
+    # slices' ends, was judged against a lit sky and scattered far beyond its noise
+    from lrscube.residuals import unlit_pixels
+
+    sci, err, illum, levels = _slicer_frames()
+    u = unlit_pixels(sci / err, fraction=0.3, window=15, cross_window=15, min_length=64)
+
+    def worst_chi2(unlit):
+        res = spatial_residuals(sci, err, cross_window=15, calibrate_noise=False, unlit=unlit)
+        r, k, s = res.resid, res.sky, res.sigma
+        k = np.where(np.isfinite(k), k, 0.0)
+        chi2 = np.full(r.shape[1:], np.nan)
+        for y, x in zip(*np.nonzero(illum < 0.5)):
+            ok = np.isfinite(r[:, y, x])
+            if ok.sum() < 10:
+                continue
+            A = np.stack([k[ok, y, x], np.ones(ok.sum())], 1) / s[ok, y, x][:, None]
+            b = r[ok, y, x] / s[ok, y, x]
+            c = np.linalg.lstsq(A, b, rcond=None)[0]
+            chi2[y, x] = np.sum((b - A @ c) ** 2) / (ok.sum() - 2)
+        return chi2
+
+    with_u, without = worst_chi2(u), worst_chi2(None)
+    assert np.isfinite(with_u[illum < 0.5]).mean() > 0.99  # every dark pixel analysed
+    assert np.nanmax(with_u) < 2.5
+    assert np.nanmax(without) > 5.0  # what the two populations fix
