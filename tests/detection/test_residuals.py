@@ -138,7 +138,7 @@ def _slicer_frames(k=30, seed=5):
 
 
 def test_unlit_pixels_are_the_gaps_and_the_slices_ends():
-    from lrscube.residuals import unlit_pixels
+    from lrscube.detection.residuals import unlit_pixels
 
     sci, err, illum, _ = _slicer_frames()
     sci[:, 60, 7] = 5.0  # a hot pixel in a slice is lit, and so is a dead one
@@ -155,7 +155,7 @@ def test_unlit_pixels_get_their_own_sky_and_a_baseline_that_fits():
     # every pixel of a slicer's frame against its own baseline r = a sky + d (fitted over the
     # exposures): a dark pixel whose column runs out of a slice, or in the rows past the
     # slices' ends, was judged against a lit sky and scattered far beyond its noise
-    from lrscube.residuals import unlit_pixels
+    from lrscube.detection.residuals import unlit_pixels
 
     sci, err, illum, levels = _slicer_frames()
     u = unlit_pixels(sci / err, fraction=0.3, window=15, cross_window=15, min_length=64)
