@@ -653,8 +653,6 @@ def unlit_of(levels, params: DetectionParams, profile) -> np.ndarray | None:
 
 def _illumination_task(sci, err, source=None, rows=None):
     if source is not None:
-        from .cube import read_frames
-
         sci, err, _ = read_frames(source, rows, missing="error")
     return illumination_stage(sci, err)
 
