@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .config import flags
+from .config import flags, profiles
 
 #: MJD 0 as pandas Timestamp: ``MJD0 + pd.to_timedelta(mjd, "D")`` is the UTC time
 MJD0 = pd.Timestamp("1858-11-17")
@@ -126,6 +126,11 @@ def class_counts_figure(counts: pd.DataFrame, title: str = "Defective pixels by 
 # --------------------------------------------------------------------------- detector maps
 
 
+def _frame_shape(frame_shape) -> tuple[int, int]:
+    """The frame a map is drawn on: ``frame_shape``, or the default mode profile's."""
+    return tuple(frame_shape) if frame_shape is not None else profiles.load().frame_shape
+
+
 def _frame_axes(fig: Figure, frame_shape: tuple[int, int]):
     ax = fig.add_subplot()
     ny, nx = frame_shape
@@ -164,7 +169,7 @@ def _map_axes(fig: Figure, frame_shape, outlines, title: str):
     return ax, handles
 
 
-def onset_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024, 1032),
+def onset_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] | None = None,
                      outlines: Mapping[str, Sequence[int]] | None = None,
                      title: str = "Defective pixels by onset date") -> Figure:
     """Full-frame map of defective pixels coloured by the date they went bad.
@@ -174,11 +179,13 @@ def onset_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024,
     pixels : DataFrame
         One row per pixel: ``y, x, onset_mjd`` (NaN: bad since before the first exposure) and
         optionally ``recovered`` (bool: the pixel is good again at the last exposure; drawn open).
-    frame_shape : (ny, nx)
+    frame_shape : (ny, nx), optional
+        The detector frame (its profile's ``geometry.frame_shape``); default the default profile's.
     outlines : mapping name -> (y0, y1, x0, x1)
         Boxes to outline (subarray footprints, slit), 0-based half-open.
     """
     fig = Figure(figsize=(9.6, 8.0), layout="constrained")
+    frame_shape = _frame_shape(frame_shape)
     ax, handles = _map_axes(fig, frame_shape, outlines, title)
     if pixels is None or len(pixels) == 0:
         ax.text(0.5, 0.5, "no defective pixels", ha="center", va="center", transform=ax.transAxes, color="0.3")
@@ -219,7 +226,7 @@ def onset_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024,
     return fig
 
 
-def class_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024, 1032),
+def class_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] | None = None,
                      outlines: Mapping[str, Sequence[int]] | None = None,
                      title: str = "Defective pixels by class") -> Figure:
     """Full-frame map of defective pixels coloured by class.
@@ -227,6 +234,7 @@ def class_map_figure(pixels: pd.DataFrame, frame_shape: tuple[int, int] = (1024,
     ``pixels``: one row per pixel, ``y, x, flag`` and optionally ``recovered`` (drawn open).
     """
     fig = Figure(figsize=(8.6, 8.0), layout="constrained")
+    frame_shape = _frame_shape(frame_shape)
     ax, handles = _map_axes(fig, frame_shape, outlines, title)
     if pixels is None or len(pixels) == 0:
         ax.text(0.5, 0.5, "no defective pixels", ha="center", va="center", transform=ax.transAxes, color="0.3")
@@ -410,7 +418,7 @@ def epoch_timeline_figure(epochs: pd.DataFrame, exposure_times=None, exposure_ep
 # --------------------------------------------------------------------------- deliveries
 
 
-def diff_map_figure(changes: pd.DataFrame, frame_shape: tuple[int, int] = (1024, 1032),
+def diff_map_figure(changes: pd.DataFrame, frame_shape: tuple[int, int] | None = None,
                     outlines: Mapping[str, Sequence[int]] | None = None,
                     title: str = "Pixels that changed") -> Figure:
     """Full-frame map of the pixels that changed between two masks, coloured by class.
@@ -420,6 +428,7 @@ def diff_map_figure(changes: pd.DataFrame, frame_shape: tuple[int, int] = (1024,
     the regions where a change counts for a delivery.
     """
     fig = Figure(figsize=(8.6, 8.0), layout="constrained")
+    frame_shape = _frame_shape(frame_shape)
     ax, handles = _map_axes(fig, frame_shape, outlines, title)
     if changes is None or len(changes) == 0:
         ax.text(0.5, 0.5, "no pixel changed", ha="center", va="center", transform=ax.transAxes, color="0.3")

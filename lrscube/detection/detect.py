@@ -195,13 +195,12 @@ def carried_records(sbits: np.ndarray, n_seen: np.ndarray, origin=(0, 0)) -> lis
     return out
 
 
-def excluded_pixels(sbits: np.ndarray, profile, xs: np.ndarray) -> np.ndarray:
+def excluded_pixels(sbits: np.ndarray, profile, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """(y, x) bool: pixels never analysed: the carried static mask and the reference pixels
-    (flagged REFERENCE_PIXEL, or in the profile's reference columns; they see no light)."""
+    (flagged REFERENCE_PIXEL, or in the profile's reference rows and columns; they see no light).
+    ``ys``, ``xs``: the full-frame rows and columns of ``sbits``."""
     ex = ((sbits & np.uint32(STATIC_BITS)) != 0) | ((sbits & np.uint32(flags.REFERENCE_PIXEL)) != 0)
-    for a, b in profile.reference_columns:
-        ex[:, (xs >= a) & (xs < b)] = True
-    return ex
+    return ex | profile.reference_mask()[np.ix_(ys, xs)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,8 +537,8 @@ def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | Non
     st1 = spatial_stage(sci, err, dq, ctx.params, ctx.profile, response=g)
     cy, cx = core
     sbits = static_bits(st1["and_bits"], st1["n_seen"])[cy, cx]
-    xs = origin[1] + np.arange(sbits.shape[1])
-    exclude = excluded_pixels(sbits, ctx.profile, xs)
+    ys, xs = origin[0] + np.arange(sbits.shape[0]), origin[1] + np.arange(sbits.shape[1])
+    exclude = excluded_pixels(sbits, ctx.profile, xs, ys)
     arrays = (st1["r"][:, cy, cx], st1["s"][:, cy, cx], st1["sky"][:, cy, cx], st1["trace"][:, cy, cx])
     cal = calibrations(calibration_stage(*arrays, exclude, ctx.params, origin), ctx.params)
     iv, diag = temporal_stage(*arrays, exclude, ctx, origin, jump=st1["jump"][:, cy, cx], calibration=cal)
@@ -597,16 +596,17 @@ def _finish(records: list[dict]) -> pd.DataFrame:
 # over a Dataset (dask or numpy)
 
 
-def tile_shape(n_exposures: int, params: DetectionParams, chunk: tuple[int, int] = (256, 258),
+def tile_shape(n_exposures: int, params: DetectionParams, chunk: tuple[int, int] | None = None,
                bytes_per_value: int = 48) -> tuple[int, int]:
     """Tile (ty, tx) of stage 2 whose arrays for all exposures fit the memory budget.
 
-    Sizes are divisors of the stored chunk, so tiles cut the frame (4 x 4 chunks) exactly and
-    never straddle a chunk of the work store. ``bytes_per_value`` counts the stage-1 arrays
+    Sizes are divisors of the stored chunk (the profile's ``geometry.chunk``; default: the
+    default profile's), so tiles cut the frame exactly and never straddle a chunk of the work
+    store. ``bytes_per_value`` counts the stage-1 arrays
     (r, s, sky, trace) and the temporal intermediates per pixel and exposure.
     """
     budget = params.tile_memory_mb * 1e6
-    cy, cx = chunk
+    cy, cx = chunk or profiles.load().chunk
     best = (1, 1)
     for ty in sorted({d for d in range(1, cy + 1) if cy % d == 0}, reverse=True):
         for tx in sorted({d for d in range(1, cx + 1) if cx % d == 0}, reverse=True):
@@ -764,7 +764,7 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     xs = np.asarray(ds["x"].values, int) if "x" in ds.coords else np.arange(nx)
     ctx = _context(ds, prof, p)
     ctx.ys, ctx.xs = ys, xs
-    ty, tx = tiles or tile_shape(n_t, p)
+    ty, tx = tiles or tile_shape(n_t, p, prof.chunk)
     ty, tx = min(ty, ny), min(tx, nx)
     spans = [(a, min(a + ty, ny), b, min(b + tx, nx)) for a in range(0, ny, ty) for b in range(0, nx, tx)]
 
@@ -776,7 +776,7 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
         ctx.unlit = unlit
         st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g, unlit=unlit)
         sbits = static_bits(st1["and_bits"], st1["n_seen"])
-        exclude = excluded_pixels(sbits, prof, xs)
+        exclude = excluded_pixels(sbits, prof, xs, ys)
         trace_px = st1["trace_pixels"]
         results = []
         todo = [sp for sp in spans if (st1["n_seen"][sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
@@ -931,7 +931,7 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
         n_seen += res["n_seen"]
         trace_px[res["a"]:res["a"] + res["trace_pixels"].size] = res["trace_pixels"]
     sbits = static_bits(and_bits, n_seen)
-    exclude = excluded_pixels(sbits, prof, ctx.xs)
+    exclude = excluded_pixels(sbits, prof, ctx.xs, ctx.ys)
     starts = list(range(0, n_t, B))
     todo = [sp for sp in spans if (n_seen[sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
     t1 = _time.time()

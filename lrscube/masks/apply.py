@@ -209,7 +209,7 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
     ph = hdul[0].header
     dq = hdul["DQ"].data
     _check_detector(ph, ds)
-    frame_shape = tuple(ds.attrs.get("frame_shape", mc.DEFAULT_FRAME))
+    frame_shape = tuple(mc.geometry_of(ds.attrs)["frame_shape"])
     mid, start, _ = exposure_times(ph)  # raises Rejected when no time keyword is usable
     y0, x0 = placement(ph, dq.shape[-2:], frame_shape)
 
@@ -301,7 +301,8 @@ def _open_product(path: str, named: bool) -> fits.HDUList:
 def _check_detector(ph, ds) -> None:
     """The file is from the instrument and a detector the mask cube is for (raises Rejected)."""
     instrument = str(ph.get("INSTRUME", "")).strip().upper()
-    want = str(ds.attrs.get("instrument", "MIRI")).upper()
+    geometry = mc.geometry_of(ds.attrs)
+    want = str(geometry["instrument"]).upper()
     if instrument != want:
         raise Rejected(f"instrument {instrument or 'missing'!r}, but the mask cube is for {want}")
     detector = str(ph.get("DETECTOR", "")).strip().upper()

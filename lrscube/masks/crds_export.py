@@ -43,7 +43,7 @@ from . import deliveries as dl, maskcube as mc
 from ..storage import provenance
 from ..storage import store as st
 from .. import __version__
-from .delivery_checks import DETECTORS, InvalidDeliveryError, validate_delivery
+from .delivery_checks import InvalidDeliveryError, validate_delivery
 from .delivery_rule import DeliveryRule
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,14 @@ def flag_changes(prev: np.ndarray | None, cur: np.ndarray) -> tuple[dict[str, in
     return flag_counts(gained[gained != 0]), flag_counts(lost[lost != 0])
 
 
-def reference_pixel_frame(frame_shape, reference_columns) -> np.ndarray:
+def reference_pixel_frame(frame_shape, geometry: dict) -> np.ndarray:
+    """The reference pixels' DQ bits (a mask cube's ``geometry_of``: rows, columns, bits)."""
     out = np.zeros(frame_shape, "uint32")
-    for c0, c1 in reference_columns:
-        out[:, int(c0):int(c1)] = flags.REFERENCE_PIXEL
+    bits = np.uint32(geometry.get("reference_pixel_bits", flags.REFERENCE_PIXEL))
+    for c0, c1 in geometry.get("reference_columns", ()):
+        out[:, int(c0):int(c1)] = bits
+    for r0, r1 in geometry.get("reference_rows", ()):
+        out[int(r0):int(r1), :] = bits
     return out
 
 
@@ -126,8 +130,13 @@ def read_baseline(path: str, frame_shape, detector: str | None = None) -> np.nda
 
 
 def mask_model(dq: np.ndarray, *, useafter: str, author: str, pedigree: str, description: str,
-               instrument: str, detector: str, history: list[str]):
-    """A validated full-frame :class:`stdatamodels.jwst.datamodels.MaskModel`."""
+               instrument: str, detector: str, history: list[str], axes: tuple[int, int],
+               keywords: dict | None = None):
+    """A validated full-frame :class:`stdatamodels.jwst.datamodels.MaskModel`.
+
+    ``axes``: FASTAXIS, SLOWAXIS of the detector; ``keywords``: further primary keywords from the
+    profile's ``mask_file.keywords`` (FITS keyword -> value; READPATT, P_READPA, EXP_TYPE, ...),
+    set through the datamodel's schema so it validates them."""
     from stdatamodels.jwst import datamodels
 
     ny, nx = dq.shape
@@ -148,9 +157,9 @@ def mask_model(dq: np.ndarray, *, useafter: str, author: str, pedigree: str, des
     m.meta.subarray.xsize = int(nx)
     m.meta.subarray.ysize = int(ny)
 
-    _, fast, slow = DETECTORS.get(str(detector).upper(), (None, 1, 2))
-    m.meta.subarray.fastaxis = fast
-    m.meta.subarray.slowaxis = slow
+    m.meta.subarray.fastaxis, m.meta.subarray.slowaxis = (int(v) for v in axes)
+    for key, value in (keywords or {}).items():
+        _set_keyword(m, key, value)
     for line in history:
         for piece in textwrap.wrap(line, 70) or [""]:
             m.add_history_entry(piece)
@@ -158,6 +167,18 @@ def mask_model(dq: np.ndarray, *, useafter: str, author: str, pedigree: str, des
         warnings.simplefilter("error", category=_validation_warning())
         m.validate()
     return m
+
+
+def _set_keyword(model, keyword: str, value) -> None:
+    """Set the schema attribute that the FITS keyword ``keyword`` maps to (ValueError if none)."""
+    paths = model.find_fits_keyword(str(keyword).upper())
+    if not paths:
+        raise ValueError(f"mask_file.keywords: {keyword!r} is not a keyword of the MaskModel schema")
+    *parents, leaf = paths[0].split(".")
+    node = model
+    for part in parents:
+        node = getattr(node, part)
+    setattr(node, leaf, value)
 
 
 def _validation_warning():
@@ -277,7 +298,8 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
         DESCRIP text; file names ``{prefix}_{NNNN}.fits`` (default prefix
         ``jwst_<instrument>_mask_lrscube``) numbered from ``start_index``.
     reference_pixels : bool
-        Flag the mode profile's reference columns REFERENCE_PIXEL (as the pipeline's masks do).
+        Flag the mode profile's reference rows and columns with its reference-pixel bits
+        (``mask_file.reference_pixel_flags``; REFERENCE_PIXEL, as the pipeline's masks do).
     overwrite : bool
         Replace files of an earlier export with the same prefix in ``out`` (else refuse), and a
         recorded delivery of the same ``name``.
@@ -299,9 +321,10 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
 
     cube = mc.open_mask(store)
     attrs = dict(cube.attrs)
-    frame_shape = tuple(attrs.get("frame_shape", mc.DEFAULT_FRAME))
-    instrument = str(attrs.get("instrument", "MIRI"))
-    detectors = list(attrs.get("detectors", ["MIRIMAGE"]))
+    geometry = mc.geometry_of(attrs)
+    frame_shape = tuple(geometry["frame_shape"])
+    instrument = str(geometry["instrument"])
+    detectors = list(geometry["detectors"])
     if len(detectors) != 1:
         raise ValueError(f"mask cube covers detectors {detectors}; a MASK file is for one detector")
     detector = detectors[0]
@@ -356,7 +379,7 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
 
     extra = np.zeros(frame_shape, "uint32")
     if reference_pixels:
-        extra |= reference_pixel_frame(frame_shape, attrs.get("reference_columns", []))
+        extra |= reference_pixel_frame(frame_shape, geometry)
     if base is not None:
         extra |= base
 
@@ -408,7 +431,8 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
             r = masks[k]
             frame[r["y"].to_numpy(), r["x"].to_numpy()] = r["dq"].to_numpy("uint32")
             model = mask_model(frame, useafter=f["useafter"], author=author, pedigree=ped,
-                               description=desc, instrument=instrument, detector=detector, history=hist)
+                               description=desc, instrument=instrument, detector=detector, history=hist,
+                               axes=geometry["axes"], keywords=geometry["mask_keywords"])
             data = _model_bytes(model, f["file"])
             f["sha256"] = hashlib.sha256(data).hexdigest()
             with open(os.path.join(staging, f["file"]), "wb") as fh:
@@ -606,12 +630,12 @@ def write_mask_fits(mask: xr.DataArray, path: str, author: str = "lrscube", pedi
     a = mask.attrs
     dq = np.asarray(mask.values, "uint32").copy()
     if reference_pixels:
-        dq |= reference_pixel_frame(dq.shape, a.get("reference_columns", []))
+        dq |= reference_pixel_frame(dq.shape, a)
     ped = pedigree or f"INFLIGHT {a['epoch_first_exposure'][:10]} {a['epoch_last_exposure'][:10]}"
     model = mask_model(
         dq, useafter=a["useafter"], author=author, pedigree=check_pedigree(ped),
-        description=f"{a.get('instrument', 'MIRI')} {a.get('detector', '')} lrscube mask, epoch {a['epoch']}",
-        instrument=a.get("instrument", "MIRI"), detector=a.get("detector", "MIRIMAGE"),
+        description=f"{a['instrument']} {a['detector']} lrscube mask, epoch {a['epoch']}",
+        instrument=a["instrument"], detector=a["detector"], axes=a["axes"], keywords=a["mask_keywords"],
         history=[f"lrscube mask epoch {a['epoch']} of {a['n_epochs']} from {a['epoch_start']} "
                  f"(USEAFTER {a['useafter']}), {a.get('epoch_n_exposures')} exposures from "
                  f"{a['epoch_first_exposure']} to {a['epoch_last_exposure']}, requested for {a['requested_time']}.",

@@ -33,7 +33,7 @@ from ..storage import store as st
 from .. import plots
 from ..plots import class_order
 from .delivery_rule import DeliveryRule
-from .maskcube import DEFAULT_FRAME, isot, mask_at, open_mask, to_datetime64
+from .maskcube import default_frame, isot, mask_at, open_mask, to_datetime64
 
 DELIVERIES = st.DELIVERIES
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -304,7 +304,7 @@ def diff(store: str, a: str, b: str, out: str | Path | None = None, delivery: st
         attrs = dict(open_mask(store).attrs)
     except FileNotFoundError:
         attrs = {}
-    frame_shape = tuple(attrs.get("frame_shape", DEFAULT_FRAME))
+    frame_shape = default_frame(attrs.get("frame_shape"))
     try:
         profile = profiles.load(attrs.get("profile") or None)
         rule = DeliveryRule.from_profile(profile)

@@ -12,7 +12,8 @@ make a delivery coherent as a set. Each rule has a name (docs/pipeline.md lists 
     required          TELESCOP=JWST, INSTRUME, DETECTOR, REFTYPE, DESCRIP, AUTHOR, PEDIGREE,
                       USEAFTER present and not empty, and HISTORY present   (all_all.tpn)
     reftype           REFTYPE = MASK
-    detector          INSTRUME/DETECTOR a known pair (miri_all.tpn: MIRIMAGE, MIRIFUSHORT, MIRIFULONG)
+    detector          INSTRUME/DETECTOR a pair some shipped mode profile describes (miri_all.tpn:
+                      MIRIMAGE, MIRIFUSHORT, MIRIFULONG; nirspec_all.tpn: NRS1, NRS2)
     useafter_format   USEAFTER is a real date written YYYY-MM-DDThh:mm:ss (&JWSTDATE; CRDS only
                       warns about other date formats, lrscube refuses them)
     pedigree          &JWSTPEDIGREE: GROUND, MODEL, DUMMY, SIMULATION, or INFLIGHT/MODEL
@@ -20,9 +21,10 @@ make a delivery coherent as a set. Each rule has a name (docs/pipeline.md lists 
     subarray_keywords SUBARRAY, SUBSTRT1/2, SUBSIZE1/2, FASTAXIS, SLOWAXIS present, integers
                       (miri_subarray_both.tpn)
     subarray_bounds   1 <= SUBSTRT + SUBSIZE - 1 <= the detector's frame, on both axes
-    full_frame        SUBARRAY=FULL: SUBSTRT1/2 = 1 and SUBSIZE1/2 = the full frame (1032 x 1024
-                      for MIRI)
-    axes              FASTAXIS/SLOWAXIS of the detector (MIRI: 1, 2; NRS1: 2, 1; NRS2: -2, -1)
+    full_frame        SUBARRAY=FULL: SUBSTRT1/2 = 1 and SUBSIZE1/2 = the full frame of the detector's
+                      profile (``geometry.frame_shape``: 1032 x 1024 for MIRI, 2048 x 2048 for NIRSpec)
+    axes              FASTAXIS/SLOWAXIS of the detector's profile (``geometry.axes``; MIRI: 1, 2;
+                      NRS1: 2, 1; NRS2: -2, -1: nir_subarray.tpn)
     dq_array          DQ is a 2-D unsigned 32-bit integer image of shape (SUBSIZE2, SUBSIZE1)
     dq_def            DQ_DEF table with BIT, VALUE (integers), NAME, DESCRIPTION (strings)
                       (miri_dq_def_array.tpn; optional there, required here), VALUE = 2**BIT,
@@ -51,18 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import flags
+from ..config import flags, profiles
 
-#: detector -> (full frame (rows, columns), FASTAXIS, SLOWAXIS) (crds jwst/tpns includes
-#: miri_subarray_both.tpn, nir_subarray.tpn)
-DETECTORS: dict[str, tuple[tuple[int, int], int, int]] = {
-    "MIRIMAGE": ((1024, 1032), 1, 2),
-    "MIRIFUSHORT": ((1024, 1032), 1, 2),
-    "MIRIFULONG": ((1024, 1032), 1, 2),
-    "NRS1": ((2048, 2048), 2, 1),
-    "NRS2": ((2048, 2048), -2, -1),
-}
-INSTRUMENT_OF = {"MIRIMAGE": "MIRI", "MIRIFUSHORT": "MIRI", "MIRIFULONG": "MIRI", "NRS1": "NIRSPEC", "NRS2": "NIRSPEC"}
 REQUIRED = ("TELESCOP", "INSTRUME", "DETECTOR", "REFTYPE", "DESCRIP", "AUTHOR", "PEDIGREE", "USEAFTER")
 SUBARRAY_KEYS = ("SUBARRAY", "SUBSTRT1", "SUBSTRT2", "SUBSIZE1", "SUBSIZE2", "FASTAXIS", "SLOWAXIS")
 USEAFTER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
@@ -152,10 +144,11 @@ def header_problems(h) -> list[tuple[str, str]]:
     if h.get("REFTYPE") not in (None, "") and str(h.get("REFTYPE")).upper() != "MASK":
         out.append(("reftype", f"REFTYPE is {h.get('REFTYPE')!r}, not 'MASK'"))
     det = str(h.get("DETECTOR", "")).upper()
-    if det and det not in DETECTORS:
-        out.append(("detector", f"DETECTOR {det!r} is not one of {sorted(DETECTORS)}"))
-    elif det and str(h.get("INSTRUME", "")).upper() != INSTRUMENT_OF[det]:
-        out.append(("detector", f"DETECTOR {det} belongs to {INSTRUMENT_OF[det]}, not INSTRUME {h.get('INSTRUME')!r}"))
+    known = profiles.detectors()  # detector -> a profile that describes it
+    if det and det not in known:
+        out.append(("detector", f"DETECTOR {det!r} is not one of {sorted(known)}"))
+    elif det and str(h.get("INSTRUME", "")).upper() != known[det].instrument.upper():
+        out.append(("detector", f"DETECTOR {det} belongs to {known[det].instrument}, not INSTRUME {h.get('INSTRUME')!r}"))
     if h.get("USEAFTER"):
         p = useafter_problem(h["USEAFTER"])
         if p:
@@ -174,8 +167,8 @@ def header_problems(h) -> list[tuple[str, str]]:
                 out.append(("subarray_keywords", f"{key} = {h.get(key)!r} is not an integer"))
             else:
                 ints[key] = int(v)
-    if det in DETECTORS:
-        (ny, nx), fast, slow = DETECTORS[det]
+    if det in known:
+        (ny, nx), (fast, slow) = known[det].frame_shape, known[det].axes
         if {"SUBSTRT1", "SUBSIZE1"} <= set(ints) and not 1 <= ints["SUBSTRT1"] + ints["SUBSIZE1"] - 1 <= nx:
             out.append(("subarray_bounds", f"SUBSTRT1 + SUBSIZE1 - 1 = {ints['SUBSTRT1'] + ints['SUBSIZE1'] - 1} "
                                            f"is outside 1..{nx}"))

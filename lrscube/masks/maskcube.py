@@ -52,14 +52,41 @@ log = logging.getLogger(__name__)
 
 #: slack (days) when comparing an interval boundary with an exposure mid-time: 0.01 s
 TIME_TOLERANCE_DAYS = 0.01 / DAY
-#: frame used when a profile is not at hand (MIRI: 1024 rows x 1032 columns)
-DEFAULT_FRAME = (1024, 1032)
+
+
+def default_frame(frame_shape=None) -> tuple[int, int]:
+    """``frame_shape``, or when it is not at hand (a store written without it) the default
+    mode profile's frame."""
+    return tuple(int(v) for v in (frame_shape if frame_shape is not None else _profiles.load().frame_shape))
+
+
+#: the mask cube attributes that describe the detector (from its mode profile), so a MASK file
+#: can be written from the mask cube alone
+GEOMETRY_ATTRS = ("instrument", "detectors", "frame_shape", "reference_columns", "reference_rows", "axes",
+                  "mask_keywords", "reference_pixel_bits")
+
+
+def geometry_attrs(profile=None, frame_shape=None) -> dict:
+    """The detector description a mask cube carries: its profile's (default profile without one)."""
+    p = profile if profile is not None else _profiles.load()
+    return {"instrument": p.instrument, "detectors": list(p.detectors),
+            "frame_shape": list(frame_shape or p.frame_shape),
+            "reference_columns": [list(r) for r in p.reference_columns],
+            "reference_rows": [list(r) for r in p.reference_rows],
+            "axes": list(p.axes), "mask_keywords": dict(p.mask_file),
+            "reference_pixel_bits": int(p.reference_pixel_bits())}
+
+
+def geometry_of(attrs: dict) -> dict:
+    """A mask cube's detector description, the default profile's where a store lacks an entry."""
+    need = [k for k in GEOMETRY_ATTRS if k not in attrs]
+    return {**(geometry_attrs() if need else {}), **{k: attrs[k] for k in GEOMETRY_ATTRS if k in attrs}}
 
 
 # --------------------------------------------------------------------------- exposures
 
 
-def prepare_exposures(exposures: pd.DataFrame, frame_shape=DEFAULT_FRAME) -> pd.DataFrame:
+def prepare_exposures(exposures: pd.DataFrame, frame_shape=None) -> pd.DataFrame:
     """Normalise an exposure table: sorted by start, with mid/start MJD, weight and footprint.
 
     Input columns used: ``mjd`` (mid-time) and/or ``expstart`` (start), ``exptime`` (s),
@@ -90,7 +117,7 @@ def prepare_exposures(exposures: pd.DataFrame, frame_shape=DEFAULT_FRAME) -> pd.
     fill = float(np.median(exptime[good_w])) if good_w.any() else 1.0
     weight = np.where(np.isfinite(exptime) & (exptime >= 0), exptime, fill)
 
-    ny_f, nx_f = frame_shape
+    ny_f, nx_f = default_frame(frame_shape)
     y0 = np.zeros(len(df), "int64")
     x0 = np.zeros(len(df), "int64")
     ny = np.full(len(df), ny_f, "int64")
@@ -123,7 +150,7 @@ def prepare_exposures(exposures: pd.DataFrame, frame_shape=DEFAULT_FRAME) -> pd.
 # --------------------------------------------------------------------------- intervals -> states
 
 
-def prepare_intervals(intervals: pd.DataFrame, profile=None, frame_shape=DEFAULT_FRAME) -> pd.DataFrame:
+def prepare_intervals(intervals: pd.DataFrame, profile=None, frame_shape=None) -> pd.DataFrame:
     """Check an intervals table and give each row its DQ bits (``dq``; else ``profile.flag_bits``)."""
     df = pd.DataFrame(intervals).reset_index(drop=True)
     missing = [c for c in ("y", "x", "flag", "start_mjd", "end_mjd") if c not in df.columns]
@@ -131,6 +158,7 @@ def prepare_intervals(intervals: pd.DataFrame, profile=None, frame_shape=DEFAULT
         raise ValueError(f"intervals table lacks columns {missing} (contract: y, x, flag, start_mjd, end_mjd[, dq])")
     y = pd.to_numeric(df["y"]).to_numpy().astype("int64")
     x = pd.to_numeric(df["x"]).to_numpy().astype("int64")
+    frame_shape = default_frame(frame_shape if frame_shape is not None else getattr(profile, "frame_shape", None))
     outside = (y < 0) | (y >= frame_shape[0]) | (x < 0) | (x >= frame_shape[1])
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
@@ -495,9 +523,9 @@ class EpochPlan:
     def n_epochs(self) -> int:
         return len(self.segments)
 
-    def frame(self, s: int, frame_shape=DEFAULT_FRAME) -> np.ndarray:
+    def frame(self, s: int, frame_shape=None) -> np.ndarray:
         """Full-frame uint32 mask of epoch ``s``."""
-        return render_frame(frame_shape, self.static_ys, self.static_xs, self.static_values,
+        return render_frame(default_frame(frame_shape), self.static_ys, self.static_xs, self.static_values,
                             self.ys, self.xs, self.values[s])
 
 
@@ -524,7 +552,7 @@ def plan_epochs(intervals: pd.DataFrame, exposures: pd.DataFrame, profile=None,
     where the mask changes in the rule's regions, and each differs materially there from the
     one before (see :mod:`lrscube.masks.delivery_rule`).
     """
-    frame_shape = tuple(frame_shape or (profile.frame_shape if profile is not None else DEFAULT_FRAME))
+    frame_shape = tuple(frame_shape or (profile.frame_shape if profile is not None else default_frame()))
     exp = prepare_exposures(exposures, frame_shape)
     iv = prepare_intervals(intervals, profile, frame_shape)
     raw = raw_epochs(iv, exp)
@@ -608,7 +636,7 @@ def mask_dataset(plan: EpochPlan, profile=None, valid_from=None, frame_shape=Non
     import dask
     import dask.array as da
 
-    frame_shape = tuple(frame_shape or (profile.frame_shape if profile is not None else DEFAULT_FRAME))
+    frame_shape = tuple(frame_shape or (profile.frame_shape if profile is not None else default_frame()))
     S = plan.n_epochs
     ny, nx = frame_shape
     vals = plan.values
@@ -677,11 +705,8 @@ def mask_dataset(plan: EpochPlan, profile=None, valid_from=None, frame_shape=Non
             "title": "lrscube time-variable bad-pixel mask",
             "lrscube_version": __version__,
             "profile": getattr(profile, "name", ""),
-            "instrument": getattr(profile, "instrument", "MIRI"),
-            "detectors": list(getattr(profile, "detectors", ("MIRIMAGE",))),
+            **geometry_attrs(profile, frame_shape),
             "do_not_use_policy": list(getattr(profile, "do_not_use", ())),
-            "reference_columns": [list(r) for r in getattr(profile, "reference_columns", ())],
-            "frame_shape": list(frame_shape),
             "valid_from": isot(vf),
             "n_exposures": int(len(exp)),
             "first_exposure": isot(first_start),
@@ -875,9 +900,8 @@ def mask_at(store: str | xr.Dataset, time: Any, extrapolate: bool = False) -> xr
         "epoch_n_exposures": int(ds["n_exposures"].values[i]),
         "epoch_first_exposure": isot(mjd_to_datetime64(ds["first_exposure_mjd"].values[i])[()]),
         "epoch_last_exposure": isot(mjd_to_datetime64(ds["last_exposure_mjd"].values[i])[()]),
-        "instrument": str(ds.attrs.get("instrument", "MIRI")),
-        "detector": str((ds.attrs.get("detectors") or ["MIRIMAGE"])[0]),
-        "reference_columns": [list(r) for r in ds.attrs.get("reference_columns", [])],
+        **{k: v for k, v in geometry_of(ds.attrs).items() if k != "detectors"},
+        "detector": str(geometry_of(ds.attrs)["detectors"][0]),
         "long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel)",
         "store": "" if isinstance(store, xr.Dataset) else str(store),
         "detect_run": dict(ds.attrs.get("run") or {}),  # the run that wrote the mask cube

@@ -39,6 +39,7 @@ from ..config import flags, profiles
 from .. import __version__, plots
 from ..storage import store as st
 from ..masks.deliveries import deliveries_table, history_frame
+from ..masks.maskcube import default_frame
 from ..storage.cube import exists as cube_exists, exposure_table, info, open_cube
 from ..storage.provenance import runs_table
 from .history import open_intervals_or_none, pixel_history
@@ -73,7 +74,8 @@ class Inputs:
 
     store: str
     profile: Any = None
-    frame_shape: tuple[int, int] = (1024, 1032)
+    #: the detector frame (rows, columns): the profile's, else what the cube records
+    frame_shape: tuple[int, int] | None = None
     exposures: pd.DataFrame | None = None
     intervals: pd.DataFrame | None = None
     ingest_log: pd.DataFrame | None = None
@@ -171,7 +173,9 @@ def gather(store: str, manifest: str | Path | None = None, spectra: str | Path |
     inp = Inputs(store=store)
     prof_name = None
     if cube_exists(store):
-        prof_name = info(store).get("profile")
+        meta = info(store)
+        prof_name = meta.get("profile")
+        inp.frame_shape = tuple(meta["frame_shape"]) if meta.get("frame_shape") else None
         inp.exposures = exposure_table(store)
         if not len(inp.exposures):
             inp.notes["exposures"] = "The exposure cube holds no exposures yet."
@@ -182,7 +186,9 @@ def gather(store: str, manifest: str | Path | None = None, spectra: str | Path |
         inp.profile = profiles.load(prof_name)
         inp.frame_shape = tuple(inp.profile.frame_shape)
     except ValueError as e:
-        inp.notes["profile"] = f"Mode profile {prof_name!r} could not be loaded ({e}); assuming a 1024 x 1032 frame."
+        inp.frame_shape = default_frame(inp.frame_shape)
+        inp.notes["profile"] = (f"Mode profile {prof_name!r} could not be loaded ({e}); using a "
+                                f"{inp.frame_shape[0]} x {inp.frame_shape[1]} frame.")
 
     inp.intervals = open_intervals_or_none(store)
     if inp.intervals is None:

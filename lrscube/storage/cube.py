@@ -12,8 +12,8 @@ Layout of ``STORE/exposures`` (written with zarr directly, read with xarray)::
     y0, x0, ny, nx (the footprint: 0-based first row and column, rows, columns)   (time,)
 
 Storage (format version 3, ``lrscube.format_version`` in the group attributes): each exposure
-is one zarr shard per plane, ``sci/c/<slot>/0/0``, holding the frame as 16 chunks of
-(1, 256, 258), each compressed with blosc lz4 + byte shuffle and followed by its crc32c (zarr's
+is one zarr shard per plane, ``sci/c/<slot>/0/0``, holding the frame as chunks of the mode
+profile's ``geometry.chunk`` (MIRI: 16 chunks of (1, 256, 258); NIRSpec: 64 of (1, 256, 256)), each compressed with blosc lz4 + byte shuffle and followed by its crc32c (zarr's
 ``crc32c`` codec, so any zarr reader checks it); the shard ends with an index of its chunks
 (crc32c too). The coordinate arrays carry a crc32c per chunk as well. Format 2 is format 3
 without the chunks' crc32c (stores made before it read and take appends in their own layout;
@@ -25,7 +25,7 @@ shard's index, then the chunk's byte range. :func:`write_exposure` encodes a for
 itself from the array's metadata (inner chunk shape, codecs, fill value, chunk key) and stores
 it as one object through the array's own zarr store: the same bytes zarr's ``a[region] = data``
 writes, for half its CPU; any other layout is written through zarr. Stores of format version 1
-(one object per (1, 256, 258) chunk, zstd level 1, no shards) read the same way and take
+(one object per chunk, zstd level 1, no shards) read the same way and take
 appends in their own layout (zarr reads each array's layout from its metadata);
 ``create(..., format_version=1)`` still makes one. Storage order is arrival order;
 :func:`open_cube` returns the time axis sorted.
@@ -68,10 +68,9 @@ from zarr.codecs import Crc32cCodec
 from . import store as st
 from .shards import buffer_prototype, get_all, shard_layout, sync, together
 
-CHUNK_Y, CHUNK_X = 256, 258
 COORD_CHUNK = 4096
-#: 1: one object per (1, 256, 258) chunk, zstd level 1. 2: one shard object per exposure and
-#: plane holding its (1, 256, 258) chunks, blosc lz4 + byte shuffle. 3: format 2 with a crc32c
+#: 1: one object per (1, *geometry.chunk) chunk, zstd level 1. 2: one shard object per exposure and
+#: plane holding its chunks, blosc lz4 + byte shuffle. 3: format 2 with a crc32c
 #: after each chunk, and on the coordinates' chunks. Readers handle all (zarr reads the layout
 #: from each array's metadata); an append keeps the layout the store has.
 FORMAT_VERSION = 3
@@ -167,9 +166,10 @@ def _refuse_orphaned_arrays(store: str, what: str) -> None:
         raise _missing_metadata(store, what)
 
 
-def data_layout(frame_shape: tuple[int, int], format_version: int = FORMAT_VERSION) -> dict:
-    """``create_array`` keywords (chunks, shards, compressors) of sci/err/dq in a layout version."""
-    chunks = (1, CHUNK_Y, CHUNK_X)
+def data_layout(frame_shape: tuple[int, int], chunk: tuple[int, int], format_version: int = FORMAT_VERSION) -> dict:
+    """``create_array`` keywords (chunks, shards, compressors) of sci/err/dq in a layout version;
+    ``chunk``: (rows, columns) of one stored chunk (the profile's ``geometry.chunk``)."""
+    chunks = (1, *(int(v) for v in chunk))
     if format_version == 1:
         # zstd level 1: as small as zarr's default level on noisy float32 sky, 4x faster to write
         return {"chunks": chunks, "compressors": zarr.codecs.ZstdCodec(level=1)}
@@ -177,7 +177,7 @@ def data_layout(frame_shape: tuple[int, int], format_version: int = FORMAT_VERSI
         raise ValueError(f"unknown exposure-cube format version {format_version}")
     ny, nx = frame_shape
     # one shard per exposure and plane: the whole frame, rounded up to whole chunks
-    shards = (1, -(-ny // CHUNK_Y) * CHUNK_Y, -(-nx // CHUNK_X) * CHUNK_X)
+    shards = (1, -(-ny // chunks[1]) * chunks[1], -(-nx // chunks[2]) * chunks[2])
     # blosc lz4 + byte shuffle: on noisy float32 sky 1/3 smaller than zstd level 1 and
     # 2.5x cheaper to encode, 3x cheaper to decode (benchmarks/README.md, "Ingest")
     codec = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle=zarr.codecs.BloscShuffle.shuffle)
@@ -210,7 +210,7 @@ def create(store: str, profile, bunit: str | None = None, format_version: int = 
                  "err": {"units": bunit, "long_name": "1-sigma uncertainty of sci"},
                  "dq": {"long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel)"}}
     specs = {name: dict(shape=(0, ny, nx), dtype=dtype, fill_value=fill, dimension_names=("time", "y", "x"),
-                        **data_layout((ny, nx), format_version),
+                        **data_layout((ny, nx), profile.chunk, format_version),
                         attributes={**var_attrs[name], "coordinates": " ".join(COORDS)})
              for name, (dtype, fill) in DATA_VARS.items()}
     small = coord_compressors(format_version)
@@ -517,7 +517,7 @@ def _as_str(values) -> np.ndarray:
 
 #: dask chunks of sci, err and dq in :func:`open_cube`: one exposure's whole frame, which is the
 #: store's shard, so a reduction over time reads each shard whole in one task (zarr's inner
-#: (1, 256, 258) chunks as dask chunks make 16 tasks per exposure, each reading the shard's index
+#: chunks as dask chunks make 16 tasks (MIRI) per exposure, each reading the shard's index
 #: again); a slice of a few pixels still reads only the inner chunks under it, because dask
 #: fuses the slice into the read (see :class:`_InTimeOrder`)
 FRAME_CHUNKS = {"time": 1, "y": -1, "x": -1}

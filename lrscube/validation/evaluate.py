@@ -317,19 +317,17 @@ def normal_pixel_figures(ds, prof, det: pd.DataFrame, truth_keys: set, carried_k
     pixel) the detector flagged: as pixels (any interval) and as pixel-exposures."""
     ys = np.asarray(ds["y"].values) if "y" in ds.coords else np.arange(ds.sizes["y"])
     xs = np.asarray(ds["x"].values) if "x" in ds.coords else np.arange(ds.sizes["x"])
-    ref = np.zeros(xs.size, bool)
-    for x0, x1 in prof.reference_columns:
-        ref |= (xs >= x0) & (xs < x1)
+    ref = prof.reference_mask()[np.ix_(ys, xs)]
     n_t = mjd.size
     if boxes is None:
         boxes = np.tile([ys.min(), ys.max() + 1, xs.min(), xs.max() + 1], (n_t, 1))
     seen_any = np.zeros((ys.size, xs.size), bool)
     area = 0
     for y0, y1, x0, x1 in boxes:
-        iy = (ys >= y0) & (ys < y1)
-        ix = (xs >= x0) & (xs < x1) & ~ref
-        seen_any[np.ix_(iy, ix)] = True
-        area += int(iy.sum()) * int(ix.sum())
+        iy, ix = (ys >= y0) & (ys < y1), (xs >= x0) & (xs < x1)
+        sees = ~ref[np.ix_(iy, ix)]
+        seen_any[np.ix_(iy, ix)] |= sees
+        area += int(sees.sum())
     excluded = np.array(sorted(truth_keys | carried_keys), dtype=np.int64)
     ey, ex = excluded // 4096, excluded % 4096
     iy, ix = np.searchsorted(ys, ey), np.searchsorted(xs, ex)

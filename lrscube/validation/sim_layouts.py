@@ -169,8 +169,5 @@ def illumination(box: Box, profile: Profile, sc: dict) -> np.ndarray:
     if img is None:
         img = np.zeros((box.y1 - box.y0, box.x1 - box.x0))
     img = np.broadcast_to(img, (box.y1 - box.y0, box.x1 - box.x0)).copy()
-    ref = np.zeros(profile.frame_shape, bool)
-    for x0, x1 in profile.reference_columns:
-        ref[:, x0:x1] = True
-    img[ref[box.slices()]] = 0.0
+    img[profile.reference_mask()[box.slices()]] = 0.0
     return img

@@ -190,26 +190,18 @@ def _validate_scenario(sc: dict, source: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def footprints(profile: Profile, sc: dict) -> dict[str, Box]:
-    """Full-frame box each subarray reads: FULL is the frame, others the profile region the scenario names."""
+    """Full-frame box each subarray reads: FULL is the frame, others their corner in the profile's geometry."""
     ny, nx = profile.frame_shape
     boxes = {}
     for name in profile.subarrays:
         if name == "FULL":
             boxes[name] = Box(0, ny, 0, nx)
+        elif name in profile.subarray_boxes:
+            boxes[name] = profile.subarray_boxes[name]
         else:
-            region = sc["exposures"]["footprint_region"].get(name)
-            if region not in profile.regions:
-                raise ValueError(f"subarray {name!r}: scenario exposures.footprint_region names no region "
-                                 f"of mode profile {profile.name!r} ({profile.source})")
-            boxes[name] = profile.regions[region]
+            raise ValueError(f"subarray {name!r}: mode profile {profile.name!r} gives no corner for it in "
+                             f"geometry.subarrays ({profile.source})")
     return boxes
-
-
-def _reference_mask(profile: Profile) -> np.ndarray:
-    ref = np.zeros(profile.frame_shape, bool)
-    for x0, x1 in profile.reference_columns:
-        ref[:, x0:x1] = True
-    return ref
 
 
 def small_subarray(profile: Profile) -> str | None:
@@ -403,7 +395,7 @@ def placement_masks(placeable: np.ndarray, plan: pd.DataFrame, sc: dict, profile
     a subarray the exposures use (a FULL frame's edges too, past the reference columns).
     """
     boxes = footprints(profile, sc)
-    ref = _reference_mask(profile)
+    ref = profile.reference_mask()
     out = {}
     for name, cfg in (sc["new"].get("behaviours") or {}).items():
         mask = placeable
@@ -447,7 +439,7 @@ def draw_truth(rng: np.random.Generator, plan: pd.DataFrame, sc: dict, profile: 
     """
     boxes = footprints(profile, sc)
     shape = profile.frame_shape
-    ref = _reference_mask(profile)
+    ref = profile.reference_mask()
     bad_cols = sc["static"]["shorted_columns"]
     cols_box = profile.regions.get(bad_cols["region"]) if bad_cols else None
     known = ref.copy()
@@ -687,7 +679,7 @@ class _Context:
 
 def _static_dq(truth: pd.DataFrame, profile: Profile) -> np.ndarray:
     dq = np.zeros(profile.frame_shape, np.uint32)
-    ref = _reference_mask(profile)
+    ref = profile.reference_mask()
     dq[ref] |= np.uint32(flags.REFERENCE_PIXEL | flags.NON_SCIENCE)
     st = truth[truth.static]
     for cls, grp in st.groupby("flag"):
@@ -902,9 +894,10 @@ class _RateintsModel(CubeModel):
             self.meta.date = self._fixed_date
 
 
-def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: dict) -> Path:
+def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: dict, profile: Profile) -> Path:
     """Write one exposure as a level-2 ``_rate.fits`` ImageModel with the primary keywords of a real one,
-    or, when ``arrays`` are 3-D (integration, row, column), as a ``_rateints.fits`` CubeModel."""
+    or, when ``arrays`` are 3-D (integration, row, column), as a ``_rateints.fits`` CubeModel.
+    INSTRUME and FASTAXIS/SLOWAXIS are the profile's."""
     # assignments are not validated one by one (slow); save() validates the whole model once
     cube = np.ndim(arrays["data"]) == 3
     m = (_RateintsModel if cube else _RateModel)(validate_on_assignment=False)
@@ -913,7 +906,7 @@ def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: di
     ex = sc["exposures"]
     meta = m.meta
     meta.telescope = "JWST"
-    meta.instrument.name = "MIRI"
+    meta.instrument.name = profile.instrument
     meta.instrument.detector = str(exp.detector)
     if ex.get("filter"):
         meta.instrument.filter = str(ex["filter"])
@@ -953,8 +946,7 @@ def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: di
     meta.subarray.ystart = int(exp.substrt2)
     meta.subarray.xsize = int(exp.subsize1)
     meta.subarray.ysize = int(exp.subsize2)
-    meta.subarray.fastaxis = 1
-    meta.subarray.slowaxis = 2
+    meta.subarray.fastaxis, meta.subarray.slowaxis = profile.axes
     dispaxis = ex.get("dispaxis", 2)  # DISPAXIS as jwst.lib.dispaxis gives it; none for imaging
     if dispaxis is not None:
         meta.wcsinfo.dispersion_direction = int(dispaxis)
@@ -1094,7 +1086,7 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
     exp_seeds = exp_ss.spawn(len(plan))
     for i in range(len(plan)):
         arrays, info, rows = render_exposure(i, ctx, np.random.default_rng(exp_seeds[i]))
-        files.append(write_rate(out / plan.file.iat[i], plan.iloc[i], arrays, sc))
+        files.append(write_rate(out / plan.file.iat[i], plan.iloc[i], arrays, sc, profile))
         infos.append(info)
         lookalikes.append(rows)
         if progress:

@@ -213,7 +213,10 @@ def test_export_refuses_an_invalid_delivery_and_writes_nothing(tmp_path):
     """A mode profile whose frame is not the detector's full frame (1024 x 1024 for MIRIMAGE,
     which is 1024 x 1032) gives files CRDS would reject: nothing is written or recorded."""
     prof = yaml.safe_load(open(Path(__file__).resolve().parents[2] / "configs" / "lrs.yaml"))
-    prof.update(name="lrs-narrow", frame_shape=[1024, 1024], reference_columns=[[0, 4], [1020, 1024]])
+    prof["name"] = "lrs-narrow"
+    prof["geometry"].update(frame_shape=[1024, 1024], reference_columns=[[0, 4], [1020, 1024]],
+                            subarrays={"FULL": {"substrt": [1, 1], "subsize": [1024, 1024]},
+                                       "SLITLESSPRISM": {"substrt": [1, 529], "subsize": [72, 416]}})
     prof["regions"].pop("shorted_columns")
     path = tmp_path / "lrs-narrow.yaml"
     path.write_text(yaml.safe_dump(prof))
