@@ -200,10 +200,11 @@ def _merge_detection(base: dict, child: dict) -> dict:
 def _read_with_base(path: Path, seen: tuple = ()) -> dict:
     """A profile's YAML with ``extends: NAME`` resolved.
 
-    The child's top-level keys replace the base's, except ``detection:``, ``geometry:`` and
-    ``mask_file:``, which are merged key by key: a mode inherits the detection parameters, the
-    DO_NOT_USE policy and the detector of its base and states (with a reason, in a comment) only
-    what it changes.
+    The child's top-level keys replace the base's, except ``detection:`` and ``simulation:``,
+    merged key by key at every depth, and ``geometry:`` and ``mask_file:``, merged one level
+    deep (a child's ``geometry.subarrays`` is the whole list): a mode inherits the detection
+    parameters, the DO_NOT_USE policy and the detector of its base and states (with a reason,
+    in a comment) only what it changes.
     """
     with open(path) as f:
         d = yaml.safe_load(f)
@@ -217,8 +218,10 @@ def _read_with_base(path: Path, seen: tuple = ()) -> dict:
         raise ValueError(f"{path}: 'extends: {base_name}' names no shipped profile (or a cycle)")
     base = _read_with_base(base_path, (*seen, base_name))
     merged = {**base, **d}
-    for key in ("detection", "geometry", "mask_file"):
+    for key in ("detection", "simulation"):
         merged[key] = _merge_detection(base.get(key) or {}, d.get(key) or {})
+    for key in ("geometry", "mask_file"):  # a detector's entry replaces the base's whole
+        merged[key] = {**(base.get(key) or {}), **(d.get(key) or {})}
     return merged
 
 

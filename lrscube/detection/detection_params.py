@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from . import classify
+from ..config import profiles
 from .states import Thresholds
 
 
@@ -119,8 +120,9 @@ class DetectionParams:
     tile_memory_mb: float = 256.0
     #: exposures per stage-1 task (whole frames) and per time chunk of the work store
     work_batch_exposures: int = 16
-    #: block of each exposure (pixels y, x) with its own noise calibration (the stored chunk)
-    calibration_block_px: tuple[int, int] = (256, 258)
+    #: block of each exposure (pixels y, x) with its own noise calibration; default the stored
+    #: chunk (the profile's ``geometry.chunk``; without a profile, the default profile's)
+    calibration_block_px: tuple[int, int] = field(default_factory=lambda: tuple(profiles.load().chunk))
 
     def __post_init__(self):
         for name in ("sky_window_px", "trace_cross_window_px", "trace_min_length_px", "transient_window"):
@@ -173,7 +175,7 @@ class DetectionParams:
     def from_profile(cls, profile, **overrides) -> DetectionParams:
         """Parameters from a loaded mode profile's ``detection:`` block, with keyword overrides."""
         try:
-            return cls.from_dict(profile.detection, **overrides)
+            return cls.from_dict({"calibration_block_px": profile.chunk, **profile.detection}, **overrides)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{getattr(profile, 'source', 'profile')}: {e}") from None
 

@@ -205,10 +205,8 @@ def footprints(profile: Profile, sc: dict) -> dict[str, Box]:
 
 
 def small_subarray(profile: Profile) -> str | None:
-    """The subarray ``full_frame=False`` uses: SLITLESSPRISM if accepted, else the first non-FULL one."""
+    """The subarray ``full_frame=False`` uses: the profile's first non-FULL one (SLITLESSPRISM for LRS)."""
     subs = [s for s in profile.subarrays if s != "FULL"]
-    if "SLITLESSPRISM" in subs:
-        return "SLITLESSPRISM"
     return subs[0] if subs else None
 
 

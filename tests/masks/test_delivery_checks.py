@@ -4,12 +4,7 @@ broken files; export-crds refuses to write a delivery that fails."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +16,7 @@ from lrscube.storage import provenance
 from lrscube.masks import deliveries as dl
 from lrscube.masks.crds_export import export_crds
 from lrscube.masks.delivery_checks import InvalidDeliveryError, pedigree_problem, useafter_problem, validate_delivery
+from crds_certify import certify_offline
 from test_crds_export import build_store
 
 # A CRDS context of our own: the MIRI MASK rmap selects by DETECTOR and SUBARRAY, then by date,
@@ -73,33 +69,9 @@ selector = Match({
 """,
 }
 
-CERTIFY = textwrap.dedent("""
-    import glob, json, os, sys
-    from crds.refactoring import checksum
-    for f in glob.glob(os.path.join(os.environ["CRDS_PATH"], "mappings", "jwst", "*map")):
-        checksum.update_checksum(f)
-    from crds.certify import certify
-    from crds.core import log
-    certify.certify_files(sys.argv[1:], context="jwst_0001.pmap", observatory="jwst", check_rmap=True)
-    print("RESULT", json.dumps({"errors": log.errors()}))
-""")
-
-
 def crds_certify(files, tmp_path) -> tuple[int, str]:
-    """Run `crds certify` (its Python API, in a fresh process) offline; returns (errors, log)."""
-    pytest.importorskip("crds")
-    root = tmp_path / "crds_cache"
-    mdir = root / "mappings" / "jwst"
-    mdir.mkdir(parents=True, exist_ok=True)
-    (root / "references" / "jwst").mkdir(parents=True, exist_ok=True)
-    for name, text in MAPPINGS.items():
-        (mdir / name).write_text(text)
-    env = {**os.environ, "CRDS_PATH": str(root), "CRDS_SERVER_URL": "https://localhost:1", "CRDS_MODE": "local"}
-    p = subprocess.run([sys.executable, "-c", CERTIFY, *map(str, files)], env=env, capture_output=True, text=True,
-                       timeout=600)
-    out = p.stdout + p.stderr
-    assert "RESULT" in out, out[-3000:]
-    return json.loads(out.split("RESULT", 1)[1].strip().splitlines()[0])["errors"], out
+    """`crds certify` offline against the MIRI context above; returns (errors, log)."""
+    return certify_offline(files, tmp_path, MAPPINGS)
 
 
 @pytest.fixture(scope="module")

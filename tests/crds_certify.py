@@ -1,0 +1,40 @@
+"""`crds certify` run offline (no CRDS server) against a CRDS context a test builds itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CERTIFY = textwrap.dedent("""
+    import glob, json, os, sys
+    from crds.refactoring import checksum
+    for f in glob.glob(os.path.join(os.environ["CRDS_PATH"], "mappings", "jwst", "*map")):
+        checksum.update_checksum(f)
+    from crds.certify import certify
+    from crds.core import log
+    certify.certify_files(sys.argv[1:], context="jwst_0001.pmap", observatory="jwst", check_rmap=True)
+    print("RESULT", json.dumps({"errors": log.errors()}))
+""")
+
+
+def certify_offline(files, tmp_path, mappings: dict[str, str]) -> tuple[int, str]:
+    """Run `crds certify` (its Python API, in a fresh process) offline against a context of our
+    own, ``mappings`` (file name -> text; its pmap is jwst_0001.pmap); returns (errors, log)."""
+    pytest.importorskip("crds")
+    root = tmp_path / "crds_cache"
+    mdir = root / "mappings" / "jwst"
+    mdir.mkdir(parents=True, exist_ok=True)
+    (root / "references" / "jwst").mkdir(parents=True, exist_ok=True)
+    for name, text in mappings.items():
+        (mdir / name).write_text(text)
+    env = {**os.environ, "CRDS_PATH": str(root), "CRDS_SERVER_URL": "https://localhost:1", "CRDS_MODE": "local"}
+    p = subprocess.run([sys.executable, "-c", CERTIFY, *map(str, files)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    out = p.stdout + p.stderr
+    assert "RESULT" in out, out[-3000:]
+    return json.loads(out.split("RESULT", 1)[1].strip().splitlines()[0])["errors"], out
