@@ -10,6 +10,11 @@ behaviour and mode; writes the full evaluation of each to ``OUT/<mode>/evaluatio
 
     python benchmarks/bench_modes.py --out /tmp/bench-modes --n 50 --seed 1
     python benchmarks/bench_modes.py --modes mrs-short imager --n 40 --scenario ideal
+    python benchmarks/bench_modes.py --modes nirspec-nrs1 nirspec-nrs2 --n 60 --subarray-only --drop-products
+
+``--subarray-only``: every exposure in the profile's first non-FULL subarray (NIRSpec: SUBS200A1,
+2048 x 64; a 2048 x 2048 rate file is 84 MB). ``--drop-products``: delete the simulated FITS
+files once ingested (the truth tables stay), for small disks.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def _num(res: dict, *keys, default=float("nan")):
 
 
 def run_mode(mode: str, out: Path, n: int, seed: int, scheduler: str | None, scenario: str | None = None,
-             evaluate_only: bool = False) -> dict:
+             evaluate_only: bool = False, subarray_only: bool = False, drop_products: bool = False) -> dict:
     work = out / mode
     truth_path = work / "sim" / "truth" / "truth.csv"
     t0 = time.perf_counter()
@@ -48,10 +53,14 @@ def run_mode(mode: str, out: Path, n: int, seed: int, scheduler: str | None, sce
     else:
         if work.exists():
             shutil.rmtree(work)
-        sim = lrscube.simulate(work / "sim", n=n, seed=seed, mode=mode, scenario=scenario)
+        sim = lrscube.simulate(work / "sim", n=n, seed=seed, mode=mode, scenario=scenario,
+                               full_frame=not subarray_only)
         t1 = time.perf_counter()
         summary = lrscube.ingest(sim.files, str(work / "cube.zarr"), mode=mode, scheduler=scheduler, progress=False)
         t2 = time.perf_counter()
+        if drop_products:
+            for f in sim.files:
+                f.unlink()
         lrscube.detect(str(work / "cube.zarr"))
         t3 = time.perf_counter()
     res = lrscube.evaluate(str(work / "cube.zarr"), truth_path)
@@ -76,12 +85,16 @@ def main(argv=None) -> int:
     ap.add_argument("--scenario", default=None, help="scenario name or YAML (default: the realistic default)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="evaluate the cubes already in OUT (detect times are then not measured)")
+    ap.add_argument("--subarray-only", action="store_true",
+                    help="every exposure in the profile's first non-FULL subarray")
+    ap.add_argument("--drop-products", action="store_true", help="delete the simulated files once ingested")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for mode in a.modes:
-        r = run_mode(mode, out, a.n, a.seed, a.scheduler, a.scenario, a.evaluate_only)
+        r = run_mode(mode, out, a.n, a.seed, a.scheduler, a.scenario, a.evaluate_only, a.subarray_only,
+                     a.drop_products)
         rows.append(r)
         res = r["res"]
         print(f"== {mode}: precision={_num(res, 'lrscube', 'precision'):.3f} recall={_num(res, 'lrscube', 'recall'):.3f} "
