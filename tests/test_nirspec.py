@@ -133,7 +133,10 @@ def test_mask_files_are_what_dq_init_applies_to_nirspec_ramps(runs, mode):
 
 def _nirspec_context() -> dict[str, str]:
     """A CRDS context of our own whose NIRSpec MASK rmap selects by DETECTOR, SUBARRAY and
-    READPATT, then by date (jwst docs mask_selection.inc)."""
+    READPATT, then by date (jwst docs mask_selection.inc), with an earlier NRS1 file for the
+    traditional patterns (P_READPA as lrscube writes it). An rmap with one case per pattern
+    would refuse these files (an equal-weight special case): the live rmap's cases are not
+    known here (nirspec-facts.md, "Not confirmed")."""
     return {
         "jwst_0001.pmap": """header = {
     'derived_from' : 'built by lrscube tests',
@@ -175,7 +178,7 @@ selector = {
 }
 
 selector = Match({
-    ('NRS1', 'FULL', 'NRSRAPID') : UseAfter({
+    ('NRS1', 'FULL', 'NRS|NRSN16R4|NRSN32R8|NRSN8R2|NRSRAPID|NRSRAPIDD1|NRSRAPIDD2|NRSRAPIDD6|NRSSLOW') : UseAfter({
         '2022-05-01 00:00:00' : 'jwst_nirspec_mask_0040.fits',
     }),
 })
