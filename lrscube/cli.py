@@ -310,8 +310,10 @@ def _simulate_parser(sub) -> None:
                                                     "(default configs/scenario-default.yaml)")
     p.add_argument("--start", default="2022-07-15", help="date of the first exposure (ISO)")
     p.add_argument("--span-days", type=float, default=900.0, help="time span of the set in days")
-    p.add_argument("--subarray-mix", type=float, default=None, help="fraction of SLITLESSPRISM exposures (0-1)")
-    p.add_argument("--subarray-only", action="store_true", help="only SLITLESSPRISM exposures (small and fast)")
+    p.add_argument("--subarray-mix", type=float, default=None, help="fraction of exposures in the mode's first non-FULL subarray "
+                                                                         "(LRS: SLITLESSPRISM), 0-1")
+    p.add_argument("--subarray-only", action="store_true", help="only the mode's first non-FULL subarray (LRS: "
+                                                                      "SLITLESSPRISM; small and fast)")
     p.add_argument("--overwrite", action="store_true", help="replace rate/rateints files already in OUT")
     _add_mode(p)
     p.set_defaults(func=cmd_simulate)
