@@ -412,8 +412,12 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
                                       float(p.variance_clip_sigma), (ny, nx), (p.sky_window_px, 5), axis=disp)
     # the measured null of the excess-variance statistic: its robust scale over the tile's pixels
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
-    ua, va = variance.terms(np.where(use_all, x_all / np.sqrt(hnoise), np.nan), s_all, p.clip_sigma, g1, g2)
+    xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
+    # ... after the variance each line across the dispersion shares (an end of the sky model)
+    vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, (ny, nx), axis=disp)
+    ua, va = variance.terms(xa / np.sqrt(vline), s_all, p.clip_sigma, g1, g2)
     vscale = variance.null_scale(variance.full(ua, va)[has])
+    del xa
     diag["variance_null_scale"] = vscale
     del s_all, st_all, x_all, ua, va
     # group pixels by the exposures that see them (footprints), so each group is gap-free
@@ -465,7 +469,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         with np.errstate(invalid="ignore", divide="ignore"):
             wm1 = np.where(jg, m1, g1)
             wm2 = np.where(jg, m2, g2)
-            uw, vw = variance.terms(e / sg, sg, clip, wm1, wm2)
+            uw, vw = variance.terms(e / (sg * np.sqrt(vline[pix])), sg, clip, wm1, wm2)
         wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures) / vscale
         # screen 3: the pixel's state beyond a physical limit (response, dark excess)
         sta = baseline.fit_response_offset(rg, sg, kg, ~excl)
@@ -491,7 +495,8 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             def analyse(use):
                 return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
                                        (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior),
-                                       variance_scale=vscale, lit=bool(lit[pix[j]]))
+                                       variance_scale=vscale, variance_line=float(vline[pix[j]]),
+                                       lit=bool(lit[pix[j]]))
 
             ivs = analyse(use)
             if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static[j])):

@@ -405,7 +405,7 @@ def scatter_ends(q, m1, c, i, j, lo, hi, ratio, boundary_sigma) -> tuple[int, in
 
 
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
-                    variance_scale: float = 1.0, lit: bool = True) -> list[dict]:
+                    variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True) -> list[dict]:
     """Bad intervals of one pixel against its normal state.
 
     ``r, s, sky`` are 1-D over the pixel's exposures (time order, excluded ones removed);
@@ -414,7 +414,9 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     ``min(z^2, c^2)`` and the clip ``c`` (default: Gaussian, ``variance_clip_sigma``);
     ``prior = (ma, va, md, vd)``: the population the pixel's response and dark level are drawn
     from (:func:`lrscube.detection.baseline.neighbour_prior`; none: both free). ``variance_scale``: the
-    measured null scale of the weighted excess-variance statistic (:func:`lrscube.detection.variance.null_scale`). ``lit`` False: the pixel is
+    measured null scale of the weighted excess-variance statistic (:func:`lrscube.detection.variance.null_scale`);
+    ``variance_line``: the variance factor the pixel's line across the dispersion shares
+    (:func:`lrscube.detection.variance.line_factor`), divided out of it. ``lit`` False: the pixel is
     outside the light (an image slicer's gap, :func:`lrscube.detection.residuals.unlit_pixels`), its
     response is not judged against the physical limit (only its dark level is).
     Returns evidence dicts with ``start``/``stop`` indices into the given series.
@@ -506,6 +508,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         pixel (a HOT or WARM pixel a little noisier than its ERR says) and the span is not kept:
         a noisy pixel's mean stays near its baseline over its span, whatever runs its excursions
         make."""
+        x = x / np.sqrt(variance_line)
         u, v = variance.terms(x, s, cap, wm1, wm2)
         i, j, st = variance.best_run(u, v, p.min_bad_exposures)
         if not np.isfinite(st) or st / variance_scale < thresholds.variance:

@@ -154,3 +154,34 @@ def rms_ratio(x: np.ndarray, s: np.ndarray, clip, m1) -> float:
     m = np.broadcast_to(np.asarray(m1, float), x.shape)
     den = float(np.sum(w * np.where(ok, m, 0.0)))
     return float(np.sqrt(np.sum(w * q) / den)) if den > 0 else 1.0
+
+
+def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, min_pixels: int = 20) -> np.ndarray:
+    """The excess variance each pixel shares with the pixels of its line across the dispersion
+    (the same position along it, so the same illumination and the same sky-model windows), (P,).
+
+    ``x`` (time, P) the residuals in units of their noise, ``s`` the noise, ``clip`` and ``m1``
+    as for :func:`terms`; ``shape`` the tile's (ny, nx), ``axis`` the dispersion axis. Per pixel,
+    the weighted ratio ``sum w q / sum w m1`` over its exposures (:func:`rms_ratio` squared); per
+    line, its median over the line's pixels: what a sky model cut by the end of the frame or of
+    the spectrum adds to every pixel of the line, a noisy pixel to itself alone. At least 1; 1
+    for lines with fewer than ``min_pixels`` pixels.
+    """
+    x = np.asarray(x, float)
+    s = np.asarray(s, float)
+    ok = np.isfinite(x) & np.isfinite(s) & (s > 0)
+    w = np.where(ok, 1.0 / np.where(ok, s, 1.0), 0.0)
+    c = np.broadcast_to(np.asarray(clip, float), x.shape)
+    q = np.minimum(np.where(ok, x * x, 0.0), c * c)
+    m = np.broadcast_to(np.asarray(m1, float), x.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k2 = (w * q).sum(axis=0) / (w * np.where(ok, m, 0.0)).sum(axis=0)
+    img = np.where(np.isfinite(k2), k2, np.nan).reshape(shape)
+    lines = img if axis == 0 else img.T  # one line per position along the dispersion
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(lines, axis=1)
+    med = np.where(np.isfinite(lines).sum(axis=1) >= min_pixels, med, 1.0)
+    f = np.maximum(np.where(np.isfinite(med), med, 1.0), 1.0)
+    out = np.broadcast_to(f[:, None], lines.shape)
+    return np.ascontiguousarray(out if axis == 0 else out.T).reshape(-1)

@@ -87,3 +87,19 @@ def test_weights_follow_the_precision_and_unused_exposures_count_nothing():
     # weight s_ref / s with s_ref the median noise (0.1): 1, 0.5, 2
     assert np.allclose(u[:3], np.array([1.0, 0.5, 2.0]) * (np.array([1.0, 4.0, 9.0]) - G1))
     assert variance.best_run(u[:2], v[:2], 3)[2] == -np.inf
+
+
+def test_line_factor_is_what_a_line_across_the_dispersion_shares_not_one_noisy_pixel():
+    rng = np.random.default_rng(4)
+    n, ny, nx = 40, 30, 50
+    s = _noise(rng, n, ny * nx)
+    x = rng.normal(size=(n, ny, nx))
+    x[:, 0, :] *= 2.0      # the first line along the dispersion (axis 0): every pixel twice the noise
+    x[:, 10, 7] *= 5.0     # one noisy pixel
+    f = variance.line_factor(x.reshape(n, -1), s, 6.0, G1, (ny, nx), axis=0).reshape(ny, nx)
+    assert 3.0 < f[0].min() and f[0].max() < 5.0
+    assert np.allclose(f[1:], f[1:, :1]) and f[1:].max() < 1.3
+    assert f[10, 7] == f[10, 0]
+    # dispersion along x: lines are columns
+    g = variance.line_factor(np.swapaxes(x, 1, 2).reshape(n, -1), s, 6.0, G1, (nx, ny), axis=1).reshape(nx, ny)
+    assert 3.0 < g[:, 0].min()
