@@ -16,6 +16,8 @@ import xarray as xr
 
 from lrscube.storage import cube
 from lrscube.config import profiles
+from lrscube.config import flags
+from lrscube.masks import maskcube as mc
 from lrscube.storage import store as st
 
 MJD0 = 60000.0
@@ -132,3 +134,32 @@ def make_store(path, n: int = 36, with_intervals: bool = True, with_mask: bool =
     if with_log:
         write_ingest_log(store, n)
     return store, mjd, iv
+
+
+def build_store(path, min_epoch_days=0.0):
+    """A store with 10 exposures (FULL and SLITLESSPRISM alternating, 10 days apart from
+    60000.5), six intervals (HOT, WARM, DEAD in and outside the slitless footprint) and their
+    mask cube: what the CRDS export, delivery and provenance tests export."""
+    HOT, WARM, DEAD, DNU = flags.value("HOT"), flags.value("WARM"), flags.value("DEAD"), flags.DO_NOT_USE
+    T0 = 60000.5 + 0.5 / 86400  # 2023-02-25T12:00:00.5
+    n = 10
+    start = T0 + np.arange(n) * 10.0
+    exp = pd.DataFrame({"expstart": start, "mjd": start + 50 / 86400, "exptime": 100.0,
+                        "program": ["01234"] * 5 + ["04567"] * 5,
+                        "filename": [f"e{i}_rate.fits" for i in range(n)],
+                        "subarray": ["FULL", "SLITLESSPRISM"] * 5,
+                        # footprints (0-based), so merge costs count only pixels an exposure sees
+                        "y0": [0, 528] * 5, "x0": 0, "ny": [1024, 416] * 5, "nx": [1032, 72] * 5})
+    iv = pd.DataFrame({
+        # in the slitless footprint: HOT from the start, WARM from exp 3, DEAD exps 2-7, HOT from exp 6
+        # outside it: WARM from exp 4 (full-frame only), HOT throughout
+        "y": [600, 700, 800, 900, 100, 300],
+        "x": [30, 40, 50, 60, 500, 326],
+        "flag": ["HOT", "WARM", "DEAD", "HOT", "WARM", "HOT"],
+        "start_mjd": [np.nan, start[3], start[2], start[6], start[4], np.nan],
+        "end_mjd": [np.nan, np.nan, start[8], np.nan, np.nan, np.nan],
+        "dq": np.array([HOT | DNU, WARM, DEAD | DNU, HOT | DNU, WARM, HOT | DNU], "uint32"),
+    })
+    st.write_table(str(path), st.INTERVALS, iv)
+    mc.write_mask_cube(path, iv, "lrs", exp, min_epoch_days=min_epoch_days)
+    return exp, iv

@@ -17,7 +17,7 @@ from lrscube.masks import deliveries as dl
 from lrscube.masks.crds_export import export_crds
 from lrscube.masks.delivery_checks import InvalidDeliveryError, pedigree_problem, useafter_problem, validate_delivery
 from crds_certify import certify_offline
-from test_crds_export import build_store
+from store_factory import build_store
 
 # A CRDS context of our own: the MIRI MASK rmap selects by DETECTOR and SUBARRAY, then by date,
 # as the operational one does (parkey of jwst_miri_mask_*.rmap).

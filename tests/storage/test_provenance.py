@@ -102,7 +102,7 @@ def test_a_different_configuration_has_another_digest():
 
 
 def test_a_failed_run_is_recorded_with_its_error(tmp_path):
-    from test_crds_export import build_store
+    from store_factory import build_store
 
     store = tmp_path / "s"
     build_store(store)
