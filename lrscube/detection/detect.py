@@ -434,7 +434,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         ix = np.ix_(t_idx, pix)
         rg, kg = r2[ix], sky2[ix]
         bk = blk[pix]
-        sg = (e2[ix] * cal_scale[bk][:, t_idx].T * np.sqrt(hnoise[pix])).astype(np.float32)
+        # the noise: ERR, calibrated per block and exposure, times what the neighbours and the
+        # pixel's line across the dispersion show beyond it (every screen judges against it)
+        sg = (e2[ix] * cal_scale[bk][:, t_idx].T * np.sqrt(hnoise[pix] * vline[pix])).astype(np.float32)
         on_trace = tr2[ix]
         jg = jp2[ix]
         clip = np.where(jg, p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
@@ -469,7 +471,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         with np.errstate(invalid="ignore", divide="ignore"):
             wm1 = np.where(jg, m1, g1)
             wm2 = np.where(jg, m2, g2)
-            uw, vw = variance.terms(e / (sg * np.sqrt(vline[pix])), sg, clip, wm1, wm2)
+            uw, vw = variance.terms(e / sg, sg, clip, wm1, wm2)
         wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures) / vscale
         # screen 3: the pixel's state beyond a physical limit (response, dark excess)
         sta = baseline.fit_response_offset(rg, sg, kg, ~excl)
@@ -495,7 +497,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             def analyse(use):
                 return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
                                        (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior),
-                                       variance_scale=vscale, variance_line=float(vline[pix[j]]),
+                                       variance_scale=vscale,
                                        lit=bool(lit[pix[j]]))
 
             ivs = analyse(use)

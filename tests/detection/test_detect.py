@@ -296,3 +296,21 @@ def test_noisy_pixel_with_a_normal_mean_found_with_its_onset_cosmic_rays_and_lat
     for y, x in ((20, 5), (40, 20), (10, 25), (45, 8)):
         assert iv[(iv.y == y) & (iv.x == x)].empty, (y, x)
     assert len(iv[~iv.carried]) == 1
+
+
+def test_pixels_of_end_lines_sharing_excess_variance_are_not_flagged_a_noisy_one_is():
+    """Every pixel of the first and last four lines across the dispersion (LRS: rows) scatters
+    1.5 times more than ERR says (a sky model cut by the end of the frame): none of them is a
+    defect; a pixel there scattering 5 times more than ERR from exposure 20 is (TELEGRAPH)."""
+    rng = np.random.default_rng(9)
+    n, ny, nx = 60, 60, 30
+    lvl = rng.uniform(1.0, 5.0, n)[:, None, None]
+    err = (0.05 * np.sqrt(1000.0 / rng.uniform(100, 2000, n)))[:, None, None] * np.ones((1, ny, nx))
+    k = np.ones((1, ny, 1))
+    k[:, :4] = k[:, -4:] = 1.5
+    sci = 4 * lvl + rng.normal(0, 1, (n, ny, nx)) * err * k
+    sci[20:, 57, 12] += rng.normal(0, 1, n - 20) * 5 * err[20:, 57, 12]
+    iv, _ = analyse_tile(sci.astype("f4"), err.astype("f4"), np.zeros(sci.shape, "u4"), _ctx(n))
+    iv = iv[~iv.carried]
+    assert [(r.y, r.x, r.flag) for r in iv.itertuples()] == [(57, 12, "TELEGRAPH")]
+    assert abs(iv.first_bad_mjd.iloc[0] - 60020) <= 1
