@@ -690,7 +690,8 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
     out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
     bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
-    workstore.write_batch(work, a, spans, out["r"], out["s"], out["sky"], bits)
+    workstore.write_batch(work, a, spans, out["r"], out["s"], out["sky"], bits,
+                         params.work_precision_sigma or None)
     return {"and_bits": out["and_bits"], "n_seen": out["n_seen"], "trace_pixels": out["trace_pixels"], "a": a}
 
 

@@ -120,6 +120,9 @@ class DetectionParams:
     tile_memory_mb: float = 256.0
     #: exposures per stage-1 task (whole frames) and per time chunk of the work store
     work_batch_exposures: int = 16
+    #: detect's scratch keeps each residual and sky to within half this fraction of the pixel's
+    #: own noise (lrscube.storage.workstore, QUANTISED); 0 keeps float32
+    work_precision_sigma: float = 1 / 32
     #: block of each exposure (pixels y, x) with its own noise calibration; default the stored
     #: chunk (the profile's ``geometry.chunk``; without a profile, the default profile's)
     calibration_block_px: tuple[int, int] = field(default_factory=lambda: tuple(profiles.load().chunk))
@@ -141,6 +144,8 @@ class DetectionParams:
             raise ValueError("detection.telegraph_level_ratio must be in [0, 1]")
         if self.unlit_fraction is not None and not 0 < self.unlit_fraction < 1:
             raise ValueError(f"detection.unlit_fraction must be in (0, 1) or null, got {self.unlit_fraction!r}")
+        if not (isinstance(self.work_precision_sigma, (int, float)) and 0 <= self.work_precision_sigma <= 0.5):
+            raise ValueError(f"detection.work_precision_sigma must be in [0, 0.5] (0: float32), got {self.work_precision_sigma!r}")
         if self.work_batch_exposures < 1:
             raise ValueError("detection.work_batch_exposures must be >= 1")
         if self.min_bad_exposures < 1:

@@ -10,16 +10,26 @@ in number with N as they shrink to keep stage 2's memory flat: N^2/B). Objects a
 whole and read by byte range through fsspec, so one code path serves a local folder and an
 object store (``STORE/detect/RUN/work``, removed after the run).
 
-Layout of an object (little-endian): a header (magic ``LRSW``, format 1, B, number of tiles
+Layout of an object (little-endian): a header (magic ``LRSW``, format 2, B, number of tiles
 T), an index of T entries (the tile's first row and column, the start and end of its bytes in
-the object, and their crc32c), then the tiles. A tile: a 32-byte header (B, ty, tx, length of
-the float part), ``r, s, sky`` stacked as one (3, B, ty, tx) float32 array compressed with
-blosc lz4 and byte shuffle (as the cube's shards), then the trace bits (B, ty, tx) with blosc
-lz4. A reader first fetches the first ``INDEX_PREFIX`` bytes (the header and an index of up to
+the object, and their crc32c), then the tiles. A tile: a header (B, ty, tx, codec, the
+precision ``delta``, the byte lengths of its parts), then its parts, each compressed with blosc
+(zstd level 1, byte shuffle) on its own. A reader first fetches the first ``INDEX_PREFIX`` bytes (the header and an index of up to
 ~1600 tiles; the rest of a longer index with a second read), keeps the indexes of the objects
 it has read (per process, for the current run only: ``create`` writes a token ``RUN`` that
 each stage-2 task reads once), then fetches one byte range per tile and checks its crc32c
 (blosc carries no checksum: a damaged tile would otherwise decode to wrong numbers).
+
+Two tile codecs. ``LOSSLESS``: ``r, s, sky`` as float32, then the trace bits. ``QUANTISED``
+(what detect writes; ``precision`` = ``detection.work_precision_sigma``): ``s`` as
+``round(256 log2 s)`` in int16 (within 0.14 % of itself), ``r`` and ``sky`` as whole multiples
+of ``delta`` times the pixel's own (decoded) ``s`` in int16 / int32, so each is within
+``delta / 2`` of its noise; a pixel whose ``s`` is far above its tile's (more than 64 times the
+median: an ERR that marks a value as unusable) or whose multiple does not fit keeps its exact
+``r`` and ``sky``. Stage 2 judges residuals in units of ``s``, so an error of 1/64 of a pixel's
+noise changes no statistic it computes by more than that, while the tile is about a third of
+its float32 size (benchmarks/README.md, "Work store size"). A tile whose ``s`` is negative or
+beyond what int16 holds is written ``LOSSLESS``.
 
 Why not a zarr array per plane: zarr's per-chunk machinery cost about 1.5 ms per chunk written
 or read against 0.07 ms to decode one (benchmarks/README.md, "Detection").
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+import warnings
 
 import google_crc32c
 import numcodecs
@@ -36,19 +47,89 @@ import numpy as np
 
 from . import store as st
 
-_HEADER = struct.Struct("<4Q")  # a tile: B, ty, tx, bytes of the float part
+_HEADER = struct.Struct("<4Qd5Q")  # a tile: B, ty, tx, codec, delta, byte lengths of its 5 parts
 _OBJECT = struct.Struct("<4sIQQ")  # an object: magic, format, B, tiles
 _ENTRY = np.dtype([("ya", "<u8"), ("xa", "<u8"), ("start", "<u8"), ("end", "<u8"), ("crc", "<u8")])
 _MAGIC = b"LRSW"
-_FORMAT = 1
+_FORMAT = 2
+LOSSLESS, QUANTISED = 1, 2
 #: bytes fetched first from an object: its header and (most often all of) its index
 INDEX_PREFIX = 65536
 #: the indexes this process has read, of one run's scratch folder: {start: {(ya, xa): (start, end, crc)}}
 _INDEX: dict = {"run": None, "objects": {}, "entries": 0}
 #: at most this many index entries are kept (~100 bytes each); then they are read again
 _INDEX_MAX_ENTRIES = 2_000_000
-_FLOATS = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
-_BITS = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.NOSHUFFLE)
+_SHUFFLED = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
+_BITS = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.NOSHUFFLE)
+#: ``s`` is kept as round(LOG_STEPS * log2 s): a step of 2**(1/256), 0.27 %
+LOG_STEPS = 256
+_NAN16, _ZERO16, _INF16 = -32768, -32767, 32767
+_NAN32 = np.iinfo(np.int32).min
+#: a pixel whose ``s`` is more than this times its tile's median keeps exact ``r`` and ``sky``
+EXACT_ABOVE_MEDIAN_S = 64.0
+_EXCEPTIONS = np.dtype([("i", "<u4"), ("r", "<f4"), ("sky", "<f4")])
+
+
+def quantise_noise(s: np.ndarray) -> np.ndarray | None:
+    """``s`` as int16 ``round(LOG_STEPS * log2 s)`` (NaN, 0 and +inf as codes of their own);
+    None when some ``s`` is negative or outside what int16 holds."""
+    s = np.asarray(s, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.rint(np.log2(s) * LOG_STEPS)
+    normal = np.isfinite(q)
+    if (s < 0).any() or (np.abs(q[normal]) >= _INF16).any():
+        return None
+    out = np.where(normal, q, 0).astype(np.int16)
+    out[np.isnan(s)] = _NAN16
+    out[s == 0] = _ZERO16
+    out[np.isposinf(s)] = _INF16
+    return out
+
+
+def noise_of(q: np.ndarray) -> np.ndarray:
+    """The ``s`` that :func:`quantise_noise` codes (float32)."""
+    s = np.exp2(q.astype(np.float32) / LOG_STEPS)
+    s[q == _NAN16] = np.nan
+    s[q == _ZERO16] = 0.0
+    s[q == _INF16] = np.inf
+    return s
+
+
+def quantise(r, s, sky, delta: float):
+    """(r as int16, s code, sky as int32, exceptions) of one tile, each of ``r`` and ``sky``
+    within ``delta / 2`` of its pixel's noise; None where the tile must stay lossless."""
+    qs = quantise_noise(s)
+    if qs is None:
+        return None
+    sd = noise_of(qs)
+    r, sky = np.asarray(r, np.float32), np.asarray(sky, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(np.where(np.isfinite(sd) & (sd > 0), sd, np.nan))
+        step = sd * np.float32(delta)
+        zr, zk = np.rint(r / step), np.rint(sky / step)
+    usable = np.isfinite(step) & (step > 0) & ~(sd > EXACT_ABOVE_MEDIAN_S * med)
+    exact = ((np.isfinite(r) | np.isfinite(sky)) & ~usable) | (np.isfinite(r) & ~(np.abs(zr) < _INF16)) \
+        | (np.isfinite(sky) & ~(np.abs(zk) < -(_NAN32 + 1)))
+    exact |= np.isinf(r) | np.isinf(sky)
+    qr = np.where(np.isfinite(r) & ~exact, zr, _NAN16).astype(np.int16)
+    qk = np.where(np.isfinite(sky) & ~exact, zk, _NAN32).astype(np.int32)
+    i = np.flatnonzero(exact)
+    exc = np.empty(i.size, _EXCEPTIONS)
+    exc["i"], exc["r"], exc["sky"] = i, r.ravel()[i], sky.ravel()[i]
+    return qr, qs, qk, exc
+
+
+def dequantise(qr, qs, qk, exc, delta: float):
+    """``r, s, sky`` (float32) from :func:`quantise`'s parts."""
+    s = noise_of(qs)
+    step = s * np.float32(delta)
+    with np.errstate(invalid="ignore"):
+        r = np.where(qr == _NAN16, np.float32(np.nan), qr * step).astype(np.float32)
+        sky = np.where(qk == _NAN32, np.float32(np.nan), qk * step).astype(np.float32)
+    r.ravel()[exc["i"]] = exc["r"]
+    sky.ravel()[exc["i"]] = exc["sky"]
+    return r, s, sky
 
 
 def create(work: str) -> None:
@@ -63,30 +144,48 @@ def _key(path: str, start: int) -> str:
     return f"{path.rstrip('/')}/{start:08d}"
 
 
-def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray) -> bytes:
-    """One tile's bytes from (B, ty, tx) arrays."""
+def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, precision: float | None = None) -> bytes:
+    """One tile's bytes from (B, ty, tx) arrays: ``QUANTISED`` to ``precision`` (a fraction
+    of each pixel's noise), or ``LOSSLESS`` when ``precision`` is None."""
     b, ty, tx = r.shape
-    floats = _FLOATS.encode(np.ascontiguousarray(np.stack([r, s, sky]), dtype=np.float32))
-    return _HEADER.pack(b, ty, tx, len(floats)) + floats + _BITS.encode(np.ascontiguousarray(bits, dtype=np.uint8))
+    q = None if precision is None else quantise(r, s, sky, float(precision))
+    if q is None:
+        codec, delta = LOSSLESS, 0.0
+        parts = [_SHUFFLED.encode(np.ascontiguousarray(np.stack([r, s, sky]), dtype=np.float32))]
+    else:
+        codec, delta = QUANTISED, float(precision)
+        qr, qs, qk, exc = q
+        parts = [_SHUFFLED.encode(qr), _SHUFFLED.encode(qs), _SHUFFLED.encode(qk), exc.tobytes()]
+    parts = (parts + [b""] * 4)[:4] + [_BITS.encode(np.ascontiguousarray(bits, dtype=np.uint8))]
+    return _HEADER.pack(b, ty, tx, codec, delta, *map(len, parts)) + b"".join(parts)
 
 
 def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(r, s, sky, bits) of one tile."""
-    b, ty, tx, nf = _HEADER.unpack_from(data)
-    h = _HEADER.size
-    floats = np.frombuffer(numcodecs.blosc.decompress(data[h:h + nf]), np.float32).reshape(3, b, ty, tx)
-    bits = np.frombuffer(numcodecs.blosc.decompress(data[h + nf:]), np.uint8).reshape(b, ty, tx)
-    return floats[0], floats[1], floats[2], bits
+    b, ty, tx, codec, delta, *lengths = _HEADER.unpack_from(data)
+    pos, parts = _HEADER.size, []
+    for n in lengths:
+        parts.append(data[pos:pos + n])
+        pos += n
+    shape = (b, ty, tx)
+    bits = np.frombuffer(numcodecs.blosc.decompress(parts[4]), np.uint8).reshape(shape)
+    if codec == LOSSLESS:
+        floats = np.frombuffer(numcodecs.blosc.decompress(parts[0]), np.float32).reshape((3, *shape))
+        return floats[0], floats[1], floats[2], bits
+    qr, qs = (np.frombuffer(numcodecs.blosc.decompress(p), np.int16).reshape(shape) for p in parts[:2])
+    qk = np.frombuffer(numcodecs.blosc.decompress(parts[2]), np.int32).reshape(shape)
+    r, s, sky = dequantise(qr, qs, qk, np.frombuffer(parts[3], _EXCEPTIONS), delta)
+    return r, s, sky, bits
 
 
-def write_batch(work: str, start: int, spans, r, s, sky, bits) -> int:
+def write_batch(work: str, start: int, spans, r, s, sky, bits, precision: float | None = None) -> int:
     """Stage 1: write a batch's (B, y, x) arrays as one object, a tile per ``(ya, yb, xa, xb)``
-    of ``spans``; returns the number of objects written (1)."""
+    of ``spans`` (:func:`encode` to ``precision``); returns the number of objects written (1)."""
     fs, path = st.fs_and_path(work)
     tiles = []
     for ya, yb, xa, xb in spans:
         sl = (slice(None), slice(ya, yb), slice(xa, xb))
-        tiles.append(encode(r[sl], s[sl], sky[sl], bits[sl]))
+        tiles.append(encode(r[sl], s[sl], sky[sl], bits[sl], precision))
     index = np.zeros(len(spans), _ENTRY)
     pos = _OBJECT.size + index.nbytes
     for k, ((ya, _, xa, _), t) in enumerate(zip(spans, tiles)):

@@ -102,3 +102,48 @@ def test_a_damaged_tile_is_an_error_not_numbers(where):
     np.testing.assert_array_equal(workstore.read_tile(work, [0], 0, 0)[3].shape, (2, 4, 8))  # the first is intact
     with pytest.raises(st.StoreError, match=r"00000000: detect's work-store tile \(4, 0\) fails its checksum"):
         workstore.read_tile(work, [0], 4, 0)
+
+
+def test_quantised_tiles_keep_each_value_within_half_a_step_of_its_noise():
+    """detect writes residual and sky as multiples of 1/32 of each pixel's own noise: read back,
+    each is within 1/64 of that noise, the noise within 0.14 % of itself; NaN stays NaN."""
+    rng = np.random.default_rng(4)
+    b, ny, nx = 3, 16, 12
+    s = np.exp(rng.normal(np.log(0.03), 1.0, (b, ny, nx))).astype("f4")  # noise over a wide range
+    r = (rng.standard_t(3, (b, ny, nx)) * s).astype("f4")
+    sky = rng.uniform(-0.1, 50, (b, ny, nx)).astype("f4")
+    r[0, 0, :3] = [np.nan, 5e4 * s[0, 0, 1], -np.inf]  # unusable, far beyond int16 steps, infinite
+    sky[1, 2, 3] = np.nan
+    bits = rng.integers(0, 4, (b, ny, nx)).astype(np.uint8)
+    data = workstore.encode(r, s, sky, bits, precision=1 / 32)
+    rq, sq, kq, bq = workstore.decode(data)
+    np.testing.assert_array_equal(bq, bits)
+    for got, want in ((rq, r), (sq, s), (kq, sky)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert rq[0, 0, 1] == r[0, 0, 1] and rq[0, 0, 2] == -np.inf  # kept exactly
+    fin = np.isfinite(r)
+    assert np.max(np.abs(rq - r)[fin] / s[fin]) <= 1 / 64 * 1.001
+    fin = np.isfinite(sky)
+    assert np.max(np.abs(kq - sky)[fin] / s[fin]) <= 1 / 64 * 1.001
+    assert np.max(np.abs(sq / s - 1)) < 1.4e-3
+
+
+def test_a_pixel_marked_unusable_by_a_huge_noise_keeps_its_exact_values():
+    """An ERR of 1e15 (a value the pipeline marks unusable) would make a step of its noise
+    meaningless in DN/s: such pixels keep exact residual and sky; zero and NaN noise too."""
+    r = np.full((1, 4, 4), 0.25, "f4")
+    sky = np.full((1, 4, 4), 2.0, "f4")
+    s = np.full((1, 4, 4), 0.03, "f4")
+    s[0, 0, 0], s[0, 1, 1], s[0, 2, 2] = 1e15, 0.0, np.nan
+    rq, sq, kq, _ = workstore.decode(workstore.encode(r, s, sky, np.zeros(r.shape, np.uint8), 1 / 32))
+    for y in range(3):
+        assert rq[0, y, y] == r[0, y, y] and kq[0, y, y] == sky[0, y, y]
+    assert sq[0, 1, 1] == 0 and np.isnan(sq[0, 2, 2]) and abs(sq[0, 0, 0] / 1e15 - 1) < 1.4e-3
+
+
+def test_a_tile_with_negative_noise_is_written_lossless():
+    rng = np.random.default_rng(5)
+    r, s, sky, bits = _batch(rng, 2, 4, 4)  # s standard normal: half negative
+    got = workstore.decode(workstore.encode(r, s, sky, bits, precision=1 / 32))
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], (r, s, sky, bits)[k])
