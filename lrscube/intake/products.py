@@ -8,6 +8,7 @@ Pure functions of headers and arrays (``exposure_times``, ``placement``,
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import time
@@ -343,28 +344,64 @@ def unit_factor(bunit: str | None, cube_unit: str, ph, sci_header, photom: str =
     raise Rejected(f"SCI unit {bunit!r} cannot be converted to the cube's {cube_unit!r}", "unit")
 
 
-# --------------------------------------------------------------------------- reading a file
+# --------------------------------------------------------------------------- validating a file
+# The one home of what makes a file a slope product lrscube can read: ingest (read_product) and
+# apply (masks.apply) open and check files here, so both reject a bad file for the same reason.
 
 
-def _open(path: str):
-    """Open a local path or fsspec URL as an HDUList; a truncated file is Rejected here."""
-    if "://" in path and not path.startswith("file://"):
-        import io
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
 
 
+def open_fits(path: str, *, in_memory: bool = False) -> tuple[fits.HDUList, int]:
+    """Open a local path or fsspec URL as an HDUList (and its size in bytes), or raise Rejected
+    naming why no product can be read from it: not found, a directory, unreadable, empty, not
+    FITS, truncated or corrupt.
+
+    ``in_memory``: read the whole file and every HDU's data now (apply, which rewrites the file);
+    otherwise a data plane is read when it is used (ingest reads SCI, ERR and DQ only).
+    """
+    try:
+        if "://" not in path and os.path.getsize(_local(path)) == 0:
+            raise Rejected("empty file (0 bytes)", "empty file")
+        hdul, size = _open(path, in_memory)
+    except FileNotFoundError:
+        raise Rejected("file not found", "not found") from None
+    except IsADirectoryError:
+        raise Rejected("a directory, not a file", "not FITS") from None
+    except PermissionError as e:
+        raise Rejected(f"cannot be read: {e.strerror or e}", "unreadable") from None
+    except Rejected:
+        raise
+    except Exception as e:  # astropy raises OSError/TypeError/ValueError for junk
+        raise Rejected(f"not a readable FITS file ({type(e).__name__}: {e})", "not FITS") from None
+    if size == 0:
+        hdul.close()
+        raise Rejected("empty file (0 bytes)", "empty file")
+    return hdul, size
+
+
+def _source(path: str, in_memory: bool):
+    """A file object to open ``path`` from, and its size."""
+    if in_memory or ("://" in path and not path.startswith("file://")):
         fs, p = fs_and_path(path)
         with fs.open(p, "rb") as f:
             data = f.read()
-        src, size = io.BytesIO(data), len(data)
-    else:
-        local = path[len("file://"):] if path.startswith("file://") else path
-        size = os.path.getsize(local)
-        src = open(local, "rb")
-        if hasattr(os, "posix_fadvise"):
-            # No kernel readahead: astropy reads each data plane in one call, and readahead
-            # past DQ pulls in the planes ingest never reads (VAR_POISSON, VAR_RNOISE): 12.7
-            # instead of 21.2 MB from disk per full-frame rate file (benchmarks/bench_read.py).
-            os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        return io.BytesIO(data), len(data)
+    local = _local(path)
+    size = os.path.getsize(local)
+    src = open(local, "rb")
+    if hasattr(os, "posix_fadvise"):
+        # No kernel readahead: astropy reads each data plane in one call, and readahead
+        # past DQ pulls in the planes ingest never reads (VAR_POISSON, VAR_RNOISE): 12.7
+        # instead of 21.2 MB from disk per full-frame rate file (benchmarks/bench_read.py).
+        os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+    return src, size
+
+
+def _open(path: str, in_memory: bool):
+    """Open ``path`` as an HDUList; a truncated file is Rejected here."""
+    src, size = _source(path, in_memory)
     # Scanning every header (lazy_load_hdus=False) checks each HDU's declared size against the
     # file without reading the data planes ingest does not use (VAR_POISSON, VAR_RNOISE, ...).
     with warnings.catch_warnings(record=True) as caught:
@@ -379,7 +416,57 @@ def _open(path: str):
         if "truncated" in text or "Error validating header" in text:
             hdul.close()
             raise Rejected(f"truncated FITS file ({text.splitlines()[0]})", "truncated")
+    if in_memory:
+        _load_every_hdu(hdul)
     return hdul, size
+
+
+def _load_every_hdu(hdul: fits.HDUList) -> None:
+    try:
+        for h in hdul:
+            _ = h.data
+    except Exception as e:
+        hdul.close()
+        raise Rejected(f"truncated or corrupt FITS ({type(e).__name__}: {e})", "corrupt") from None
+
+
+def check_layout(hdul: fits.HDUList) -> list[str]:
+    """The extension names, if the headers are those of a level-2 slope product: not a
+    reference file, not a raw ramp, a 2-D or 3-D SCI extension (raises Rejected)."""
+    names = [h.name for h in hdul]
+    reftype = hdul[0].header.get("REFTYPE")
+    if reftype is not None:
+        raise Rejected(f"a reference file (REFTYPE {str(reftype).strip()}), not an exposure", "reference file")
+    if "REFOUT" in names:
+        raise Rejected(
+            "raw ramp product (level 1b: REFOUT extension); lrscube reads slope products "
+            "(_rate, _rateints, _cal, _calints); to mask ramps, run the pipeline with "
+            "--steps.dq_init.override_mask", "raw ramp"
+        )
+    if "SCI" not in names:
+        raise Rejected(f"not an exposure: no SCI extension (extensions: {names})", "not an exposure")
+    naxis = hdul["SCI"].header.get("NAXIS", 0)
+    if naxis == 4:
+        raise Rejected("raw ramp product (4-D SCI: integrations x groups); lrscube reads slope products",
+                       "raw ramp")
+    if naxis not in (2, 3):
+        raise Rejected(f"SCI has {naxis} dimensions; a slope product has 2 (rate) or 3 (rateints)", "not an exposure")
+    return names
+
+
+def check_planes(hdul: fits.HDUList, planes=("SCI", "ERR", "DQ")) -> tuple[np.ndarray, ...]:
+    """The data of ``planes``, if every one is there with data and all have one shape (raises
+    Rejected)."""
+    names = [h.name for h in hdul]
+    missing = [p for p in planes if p not in names or hdul[p].data is None]
+    if missing:
+        raise Rejected(f"{' and '.join(missing)} extension{'s' if len(missing) > 1 else ''} missing or empty "
+                       f"(extensions: {names})", "not an exposure")
+    data = tuple(hdul[p].data for p in planes)
+    if len({a.shape for a in data}) > 1:
+        shapes = ", ".join(f"{p} {a.shape}" for p, a in zip(planes, data))
+        raise Rejected(f"shapes differ: {shapes}", "geometry")
+    return data
 
 
 def _upper(v) -> str | None:
@@ -430,23 +517,7 @@ def read_product(path: str, profile: Profile, clip: float = 5.0, hash_algorithm:
 
 
 def _read_product(path: str, profile: Profile, clip: float, hash_algorithm: str, unit: str) -> Exposure:
-    try:
-        if "://" not in path and os.path.getsize(path[len("file://"):] if path.startswith("file://") else path) == 0:
-            raise Rejected("empty file (0 bytes)", "empty file")
-        hdul, size = _open(path)
-    except FileNotFoundError:
-        raise Rejected("file not found", "not found") from None
-    except IsADirectoryError:
-        raise Rejected("a directory, not a file", "not FITS") from None
-    except PermissionError as e:
-        raise Rejected(f"cannot be read: {e.strerror or e}", "unreadable") from None
-    except Rejected:
-        raise
-    except Exception as e:  # astropy raises OSError/TypeError/ValueError for junk
-        raise Rejected(f"not a readable FITS file ({type(e).__name__}: {e})", "not FITS") from None
-    if size == 0:
-        hdul.close()
-        raise Rejected("empty file (0 bytes)", "empty file")
+    hdul, _ = open_fits(path)
     with hdul:
         try:
             return _exposure(hdul, path, profile, clip, hash_algorithm, unit)
@@ -498,24 +569,40 @@ def check_values(sci: np.ndarray, err: np.ndarray, dq: np.ndarray) -> None:
 
 
 def _exposure(hdul, path: str, profile: Profile, clip: float, hash_algorithm: str, unit: str) -> Exposure:
-    names = [h.name for h in hdul]
+    check_layout(hdul)
     ph = hdul[0].header
-    reftype = ph.get("REFTYPE")
-    if reftype is not None:
-        raise Rejected(f"a reference file (REFTYPE {str(reftype).strip()}), not an exposure", "reference file")
-    if "REFOUT" in names:
-        raise Rejected(
-            "raw ramp product (level 1b: REFOUT extension); ingest slope products "
-            "(_rate, _rateints, _cal, _calints) instead", "raw ramp"
-        )
-    if "SCI" not in names:
-        raise Rejected(f"not an exposure: no SCI extension (extensions: {names})", "not an exposure")
-    sci_hdu = hdul["SCI"]
-    naxis = sci_hdu.header.get("NAXIS", 0)
-    if naxis == 4:
-        raise Rejected("raw ramp product (4-D SCI: integrations x groups); ingest slope products instead", "raw ramp")
-    if naxis not in (2, 3):
-        raise Rejected(f"SCI has {naxis} dimensions; a slope product has 2 (rate) or 3 (rateints)", "not an exposure")
+    detector, exp_type, subarray = _check_mode(ph, profile)
+    mid, start, exptime = exposure_times(ph)
+    nints = exposure_integrations(ph)
+    sci, err, dq = check_planes(hdul, ("SCI", "ERR", "DQ"))
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    product = _product(name, sci.ndim, ph)
+    check_values(sci, err, dq)
+    sci_header = hdul["SCI"].header
+    factor, unit_note = unit_factor(_bunit(sci_header), unit, ph, sci_header, profile.photom)
+    y0, x0 = placement(ph, sci.shape[-2:], profile.frame_shape)
+    digest = content_hash(sci, hash_algorithm)
+    sci, err, dq = _slope_image(sci, err, dq, clip, factor)
+    meta = {
+        "filename": name, "source": path, "product": product,
+        "mjd": mid, "expstart": start, "exptime": exptime,
+        "exp_type": exp_type, "subarray": subarray, "detector": detector,
+        **_program_ids(ph),
+        "nints": nints or 1,
+        "y0": y0, "x0": x0, "ny": int(sci.shape[0]), "nx": int(sci.shape[1]),
+        "bunit": unit, "unit_note": unit_note,
+        "content_hash": digest,
+        "exposure_key": exposure_key(ph, detector, start),
+        "cal_ver": str(ph.get("CAL_VER", "")).strip(),
+        "date_obs": Time(start, format="mjd", scale="utc").isot,
+        "read_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Exposure(sci=sci, err=err, dq=dq, y0=y0, x0=x0, meta=meta)
+
+
+def _check_mode(ph, profile: Profile) -> tuple[str | None, str | None, str | None]:
+    """DETECTOR, EXP_TYPE and SUBARRAY, if the instrument and these are the profile's (raises
+    Rejected)."""
     instrument = _upper(ph.get("INSTRUME"))
     if instrument != profile.instrument:
         raise Rejected(f"instrument {instrument!r}, not {profile.instrument} (mode profile {profile.name!r})",
@@ -524,25 +611,16 @@ def _exposure(hdul, path: str, profile: Profile, clip: float, hash_algorithm: st
     why = profile.accepts(detector, exp_type, subarray)
     if why:
         raise Rejected(why, "not in this mode")
-    mid, start, exptime = exposure_times(ph)
-    nints = exposure_integrations(ph)
-    sci = sci_hdu.data
-    err = hdul["ERR"].data if "ERR" in names else None
-    dq = hdul["DQ"].data if "DQ" in names else None
-    if sci is None:
-        raise Rejected("SCI extension has no data", "not an exposure")
-    if err is None or dq is None:
-        raise Rejected("ERR or DQ extension missing or empty", "not an exposure")
-    if not (sci.shape == err.shape == dq.shape):
-        raise Rejected(f"SCI {sci.shape}, ERR {err.shape} and DQ {dq.shape} shapes differ", "geometry")
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    product = _product(name, sci.ndim, ph)
-    check_values(sci, err, dq)
-    raw_unit = sci_hdu.header.get("BUNIT")
-    raw_unit = None if raw_unit is None or isinstance(raw_unit, fits.card.Undefined) else str(raw_unit).strip()
-    factor, unit_note = unit_factor(raw_unit, unit, ph, sci_hdu.header, profile.photom)
-    y0, x0 = placement(ph, sci.shape[-2:], profile.frame_shape)
-    digest = content_hash(sci, hash_algorithm)
+    return detector, exp_type, subarray
+
+
+def _bunit(sci_header) -> str | None:
+    raw = sci_header.get("BUNIT")
+    return None if raw is None or isinstance(raw, fits.card.Undefined) else str(raw).strip()
+
+
+def _slope_image(sci, err, dq, clip: float, factor: float):
+    """One 2-D slope image (integrations combined), float32 SCI/ERR in the cube's unit, uint32 DQ."""
     if sci.ndim == 3:
         sci, err, dq = combine_integrations(sci, err, dq, clip=clip)
     else:
@@ -555,31 +633,9 @@ def _exposure(hdul, path: str, profile: Profile, clip: float, hash_algorithm: st
         dq = np.asarray(dq, dtype=np.uint32)
     if factor != 1.0:
         sci, err = (np.asarray(a, dtype=np.float32) * np.float32(factor) for a in (sci, err))
-    meta = {
-        "filename": name,
-        "source": path,
-        "product": product,
-        "mjd": mid,
-        "expstart": start,
-        "exptime": exptime,
-        "exp_type": exp_type,
-        "subarray": subarray,
-        "detector": detector,
-        "program": str(ph.get("PROGRAM", "")).strip(),
-        "observation": str(ph.get("OBSERVTN", "")).strip(),
-        "visit": str(ph.get("VISIT", "")).strip(),
-        "exposure": str(ph.get("EXPOSURE", "")).strip(),
-        "nints": nints or 1,
-        "y0": y0,
-        "x0": x0,
-        "ny": int(sci.shape[0]),
-        "nx": int(sci.shape[1]),
-        "bunit": unit,
-        "unit_note": unit_note,
-        "content_hash": digest,
-        "exposure_key": exposure_key(ph, detector, start),
-        "cal_ver": str(ph.get("CAL_VER", "")).strip(),
-        "date_obs": Time(start, format="mjd", scale="utc").isot,
-        "read_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    return Exposure(sci=sci, err=err, dq=dq, y0=y0, x0=x0, meta=meta)
+    return sci, err, dq
+
+
+def _program_ids(ph) -> dict[str, str]:
+    return {meta: str(ph.get(key, "")).strip() for meta, key in
+            (("program", "PROGRAM"), ("observation", "OBSERVTN"), ("visit", "VISIT"), ("exposure", "EXPOSURE"))}

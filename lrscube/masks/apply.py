@@ -20,7 +20,6 @@ import contextlib
 import io
 import os
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -32,7 +31,8 @@ from ..config import flags
 from . import maskcube as mc
 from ..storage import store as st
 from ..intake.inputs import expand as expand_inputs
-from ..intake.products import Rejected, date_obs_text, exposure_times, placement
+from ..intake.products import (Rejected, check_layout, check_planes, date_obs_text, exposure_times, open_fits,
+                               placement)
 from .. import __version__
 
 #: the suffix of new files written beside their input when no ``out`` folder is given
@@ -116,12 +116,6 @@ def start_from_date_obs(h) -> np.datetime64 | None:
 
 
 # --------------------------------------------------------------------------- one file
-
-
-def _read(path: str) -> bytes:
-    fs, p = st.fs_and_path(path)
-    with fs.open(p, "rb") as f:
-        return f.read()
 
 
 def _target(path: str, out: str | None, in_place: bool) -> str:
@@ -253,48 +247,18 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
 
 
 def _open_product(path: str, named: bool) -> fits.HDUList:
-    """The file as an HDU list, if it is a slope product apply can take (raises Rejected/_Skipped)."""
+    """The file as an HDU list, if it is a slope product apply can take (raises Rejected/_Skipped):
+    opened and checked as ingest checks it (``intake.products``), ERR not needed."""
+    hdul, _ = open_fits(path, in_memory=True)
     try:
-        data = _read(path)
-    except FileNotFoundError:
-        raise Rejected("file not found") from None
-    except IsADirectoryError:
-        raise Rejected("a directory, not a file") from None
-    if not data:
-        raise Rejected("empty file")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            hdul = fits.open(io.BytesIO(data), memmap=False)
-            for h in hdul:  # touch every HDU so a truncated file fails here
-                _ = h.data
-        except Exception as e:
-            raise Rejected(f"not a readable FITS file, or truncated ({type(e).__name__}: {e})") from None
-    truncated = [str(w.message) for w in caught if "truncated" in str(w.message)]
-    if truncated:
-        raise Rejected(f"truncated FITS file ({truncated[0]})")
-    names = [h.name for h in hdul]
-    ph = hdul[0].header
-    if ph.get("REFTYPE") is not None:
-        raise Rejected(f"a reference file (REFTYPE {str(ph['REFTYPE']).strip()}), not an exposure")
-    if "LRSCEPOC" in ph and not named:
-        raise _Skipped("an output of lrscube apply (LRSCEPOC set) found beside its input; "
-                       "name it explicitly to apply a mask to it again")
-    if "REFOUT" in names:
-        raise Rejected("raw ramp product (level 1b: REFOUT extension); run the pipeline with "
-                       "--steps.dq_init.override_mask instead, or apply to its _rate/_rateints/_cal files")
-    if "SCI" not in names or "DQ" not in names:
-        raise Rejected(f"needs SCI and DQ extensions (has {names})")
-    dq = hdul["DQ"].data
-    sci = hdul["SCI"].data
-    if dq is None or sci is None:
-        raise Rejected("SCI or DQ extension has no data")
-    if dq.ndim == 4 or sci.ndim == 4:
-        raise Rejected("raw ramp product (4-D: integrations x groups); apply to slope products")
-    if dq.shape != sci.shape:
-        raise Rejected(f"SCI {sci.shape} and DQ {dq.shape} shapes differ")
-    if dq.ndim not in (2, 3):
-        raise Rejected(f"DQ has {dq.ndim} dimensions; a slope product has 2 (rate, cal) or 3 (rateints, calints)")
+        if "LRSCEPOC" in hdul[0].header and not named:
+            raise _Skipped("an output of lrscube apply (LRSCEPOC set) found beside its input; "
+                           "name it explicitly to apply a mask to it again")
+        check_layout(hdul)
+        check_planes(hdul, ("SCI", "DQ"))
+    except BaseException:
+        hdul.close()
+        raise
     return hdul
 
 

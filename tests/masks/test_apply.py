@@ -148,3 +148,36 @@ def test_bad_inputs_are_named_and_the_others_go_on(store, tmp_path, rateints_rea
     # extrapolate: the early file gets the first epoch
     res = apply_mask(store, [early], out=tmp_path / "out2", extrapolate=True)
     assert res.ok and res.files[0]["epoch"] == 0
+
+
+def _bad_products(tmp_path, rateints_real, ramp_real) -> dict[str, Path]:
+    """One file for each way a file can fail the product checks apply and ingest share."""
+    files = {"not FITS": tmp_path / "notes_rate.fits", "empty": tmp_path / "empty_rate.fits",
+             "truncated": tmp_path / "cut_rateints.fits", "reference": tmp_path / "flat.fits",
+             "no DQ": tmp_path / "nodq_rate.fits", "raw ramp": ramp_real}
+    files["not FITS"].write_text("this is not FITS\n" * 20)
+    files["empty"].write_bytes(b"")
+    files["truncated"].write_bytes(rateints_real.read_bytes()[:200_000])
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header({"REFTYPE": "FLAT", "INSTRUME": "MIRI"})),
+                  fits.ImageHDU(np.ones((8, 8), np.float32), name="SCI")]).writeto(files["reference"])
+    good = _write_rate(tmp_path / "good_rate.fits")
+    with fits.open(good) as h:
+        err = fits.ImageHDU(np.ones_like(h["SCI"].data), name="ERR")
+        fits.HDUList([h[0].copy(), h["SCI"].copy(), err]).writeto(files["no DQ"])  # apply needs no ERR
+    return files
+
+
+def test_apply_and_ingest_reject_a_bad_file_for_the_same_reason(store, tmp_path, rateints_real, ramp_real):
+    from lrscube.config import profiles
+    from lrscube.intake.products import Rejected, read_product
+
+    files = _bad_products(tmp_path, rateints_real, ramp_real)
+    res = apply_mask(store, list(files.values()), out=tmp_path / "out")
+    applied = {r["file"]: r for r in res.files}
+    for what, path in files.items():
+        with pytest.raises(Rejected) as ingest_says:
+            read_product(str(path), profiles.load("lrs"))
+        row = applied[str(path)]
+        assert row["status"] == "rejected", what
+        assert row["reason"] == str(ingest_says.value), what
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
