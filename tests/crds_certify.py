@@ -38,3 +38,33 @@ def certify_offline(files, tmp_path, mappings: dict[str, str]) -> tuple[int, str
     out = p.stdout + p.stderr
     assert "RESULT" in out, out[-3000:]
     return json.loads(out.split("RESULT", 1)[1].strip().splitlines()[0])["errors"], out
+
+
+def mask_context(instrument: str, match_keys: tuple[str, ...], cases: dict[tuple[str, ...], dict[str, str]]
+                 ) -> dict[str, str]:
+    """A CRDS context of our own (``jwst_0001.pmap`` -> imap -> MASK rmap) for ``instrument``,
+    its MASK rmap selecting by ``match_keys`` (e.g. META.INSTRUMENT.DETECTOR), then by date:
+    ``cases`` maps a match tuple to {USEAFTER "YYYY-MM-DD hh:mm:ss": reference file name}."""
+    inst, low = instrument.upper(), instrument.lower()
+    imap, rmap = f"jwst_{low}_0001.imap", f"jwst_{low}_mask_0001.rmap"
+
+    def header(name: str, mapping: str, parkey: str, extra: str = "") -> str:
+        return (f"header = {{\n{extra}    'derived_from' : 'built by lrscube tests',\n"
+                + (f"    'filekind' : 'MASK',\n" if mapping == "REFERENCE" else "")
+                + (f"    'instrument' : '{inst}',\n" if mapping != "PIPELINE" else "")
+                + f"    'mapping' : '{mapping}',\n    'name' : '{name}',\n    'observatory' : 'JWST',\n"
+                f"    'parkey' : {parkey},\n    'sha1sum' : '0',\n}}\n\n")
+
+    keys = ", ".join(f"'{k}'" for k in match_keys)
+    selector = "".join(
+        f"    ({', '.join(repr(v) for v in match)}) : UseAfter({{\n"
+        + "".join(f"        '{when}' : '{ref}',\n" for when, ref in by_date.items()) + "    }),\n"
+        for match, by_date in cases.items())
+    return {
+        "jwst_0001.pmap": header("jwst_0001.pmap", "PIPELINE", "('META.INSTRUMENT.NAME',)")
+        + f"selector = {{\n    '{inst}' : '{imap}',\n}}\n",
+        imap: header(imap, "INSTRUMENT", "('REFTYPE',)") + f"selector = {{\n    'mask' : '{rmap}',\n}}\n",
+        rmap: header(rmap, "REFERENCE", f"(({keys}), ('META.OBSERVATION.DATE', 'META.OBSERVATION.TIME'))",
+                     "    'classes' : ('Match', 'UseAfter'),\n")
+        + f"selector = Match({{\n{selector}}})\n",
+    }

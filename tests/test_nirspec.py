@@ -13,7 +13,7 @@ from astropy.io import fits
 from stdatamodels.jwst import datamodels
 
 import lrscube
-from crds_certify import certify_offline
+from crds_certify import certify_offline, mask_context
 from lrscube.config import flags, profiles
 from lrscube.masks.crds_export import export_crds
 from lrscube.masks.delivery_checks import validate_delivery
@@ -137,53 +137,10 @@ def _nirspec_context() -> dict[str, str]:
     traditional patterns (P_READPA as lrscube writes it). An rmap with one case per pattern
     would refuse these files (an equal-weight special case): the live rmap's cases are not
     known here (nirspec-facts.md, "Not confirmed")."""
-    return {
-        "jwst_0001.pmap": """header = {
-    'derived_from' : 'built by lrscube tests',
-    'mapping' : 'PIPELINE',
-    'name' : 'jwst_0001.pmap',
-    'observatory' : 'JWST',
-    'parkey' : ('META.INSTRUMENT.NAME',),
-    'sha1sum' : '0',
-}
-
-selector = {
-    'NIRSPEC' : 'jwst_nirspec_0001.imap',
-}
-""",
-        "jwst_nirspec_0001.imap": """header = {
-    'derived_from' : 'built by lrscube tests',
-    'instrument' : 'NIRSPEC',
-    'mapping' : 'INSTRUMENT',
-    'name' : 'jwst_nirspec_0001.imap',
-    'observatory' : 'JWST',
-    'parkey' : ('REFTYPE',),
-    'sha1sum' : '0',
-}
-
-selector = {
-    'mask' : 'jwst_nirspec_mask_0001.rmap',
-}
-""",
-        "jwst_nirspec_mask_0001.rmap": """header = {
-    'classes' : ('Match', 'UseAfter'),
-    'derived_from' : 'built by lrscube tests',
-    'filekind' : 'MASK',
-    'instrument' : 'NIRSPEC',
-    'mapping' : 'REFERENCE',
-    'name' : 'jwst_nirspec_mask_0001.rmap',
-    'observatory' : 'JWST',
-    'parkey' : (('META.INSTRUMENT.DETECTOR', 'META.SUBARRAY.NAME', 'META.EXPOSURE.READPATT'), ('META.OBSERVATION.DATE', 'META.OBSERVATION.TIME')),
-    'sha1sum' : '0',
-}
-
-selector = Match({
-    ('NRS1', 'FULL', 'NRS|NRSN16R4|NRSN32R8|NRSN8R2|NRSRAPID|NRSRAPIDD1|NRSRAPIDD2|NRSRAPIDD6|NRSSLOW') : UseAfter({
-        '2022-05-01 00:00:00' : 'jwst_nirspec_mask_0040.fits',
-    }),
-})
-""",
-    }
+    return mask_context(
+        "NIRSPEC", ("META.INSTRUMENT.DETECTOR", "META.SUBARRAY.NAME", "META.EXPOSURE.READPATT"),
+        {("NRS1", "FULL", "NRS|NRSN16R4|NRSN32R8|NRSN8R2|NRSRAPID|NRSRAPIDD1|NRSRAPIDD2|NRSRAPIDD6|NRSSLOW"):
+         {"2022-05-01 00:00:00": "jwst_nirspec_mask_0040.fits"}})
 
 
 def test_crds_certify_accepts_both_deliveries(runs, tmp_path):

@@ -16,58 +16,14 @@ from lrscube.storage import provenance
 from lrscube.masks import deliveries as dl
 from lrscube.masks.crds_export import export_crds
 from lrscube.masks.delivery_checks import InvalidDeliveryError, pedigree_problem, useafter_problem, validate_delivery
-from crds_certify import certify_offline
+from crds_certify import certify_offline, mask_context
 from store_factory import build_store
 
 # A CRDS context of our own: the MIRI MASK rmap selects by DETECTOR and SUBARRAY, then by date,
 # as the operational one does (parkey of jwst_miri_mask_*.rmap).
-MAPPINGS = {
-    "jwst_0001.pmap": """header = {
-    'derived_from' : 'built by lrscube tests',
-    'mapping' : 'PIPELINE',
-    'name' : 'jwst_0001.pmap',
-    'observatory' : 'JWST',
-    'parkey' : ('META.INSTRUMENT.NAME',),
-    'sha1sum' : '0',
-}
+MAPPINGS = mask_context("MIRI", ("META.INSTRUMENT.DETECTOR", "META.SUBARRAY.NAME"),
+                        {("MIRIMAGE", "FULL"): {"2022-05-01 00:00:00": "jwst_miri_mask_0036.fits"}})
 
-selector = {
-    'MIRI' : 'jwst_miri_0001.imap',
-}
-""",
-    "jwst_miri_0001.imap": """header = {
-    'derived_from' : 'built by lrscube tests',
-    'instrument' : 'MIRI',
-    'mapping' : 'INSTRUMENT',
-    'name' : 'jwst_miri_0001.imap',
-    'observatory' : 'JWST',
-    'parkey' : ('REFTYPE',),
-    'sha1sum' : '0',
-}
-
-selector = {
-    'mask' : 'jwst_miri_mask_0001.rmap',
-}
-""",
-    "jwst_miri_mask_0001.rmap": """header = {
-    'classes' : ('Match', 'UseAfter'),
-    'derived_from' : 'built by lrscube tests',
-    'filekind' : 'MASK',
-    'instrument' : 'MIRI',
-    'mapping' : 'REFERENCE',
-    'name' : 'jwst_miri_mask_0001.rmap',
-    'observatory' : 'JWST',
-    'parkey' : (('META.INSTRUMENT.DETECTOR', 'META.SUBARRAY.NAME'), ('META.OBSERVATION.DATE', 'META.OBSERVATION.TIME')),
-    'sha1sum' : '0',
-}
-
-selector = Match({
-    ('MIRIMAGE', 'FULL') : UseAfter({
-        '2022-05-01 00:00:00' : 'jwst_miri_mask_0036.fits',
-    }),
-})
-""",
-}
 
 def crds_certify(files, tmp_path) -> tuple[int, str]:
     """`crds certify` offline against the MIRI context above; returns (errors, log)."""
