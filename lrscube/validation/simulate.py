@@ -50,6 +50,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -239,17 +240,42 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
     ``full_frame=False`` makes every exposure SLITLESSPRISM.
     """
     ex = sc["exposures"]
-    boxes = footprints(profile, sc)
-    mix = float(ex["subarray_mix"] if subarray_mix is None else subarray_mix)
     t0 = float(start) if isinstance(start, (int, float)) else Time(str(start), scale="utc").mjd
+    sizes = _visit_sizes(rng, n, *(int(v) for v in ex["per_visit"]))
+    vis_sub = _visit_subarrays(rng, sizes, ex, profile, subarray_mix, full_frame)
+    plan = pd.DataFrame(_exposure_rows(rng, sizes, vis_sub, ex))
+    if plan.empty:
+        return plan
+    plan = _schedule(rng, plan, len(sizes), float(ex["gap_s"]), t0, float(span_days))
+    _name_and_place(plan, sc, profile)
+    _sky_and_source(rng, plan, sc)
+    # products: some multi-integration exposures are written per integration (rateints)
+    frac = float(ex.get("rateints_fraction", 0.0) or 0.0)
+    per_int = (rng.random(len(plan)) < frac) & (plan.nints > 1) \
+        & (plan.nints <= int(ex.get("rateints_max_nints", 16)))
+    plan["product"] = np.where(per_int, "rateints", "rate")
 
-    # visits
-    lo, hi = (int(v) for v in ex["per_visit"])
+    plan["file"] = [f.format(product=p) for f, p in zip(plan.file, plan["product"])]
+    isot = Time(plan.expstart.to_numpy(), format="mjd", scale="utc").isot
+    plan["date_obs"] = [s.split("T")[0] for s in isot]
+    plan["time_obs"] = [s.split("T")[1] for s in isot]
+    return plan.drop(columns=["visit_index"])
+
+
+def _visit_sizes(rng: np.random.Generator, n: int, lo: int, hi: int) -> list[int]:
+    """Exposures per visit, ``lo`` to ``hi`` each, ``n`` in all."""
     sizes = []
     while sum(sizes) < n:
         sizes.append(int(rng.integers(lo, hi + 1)))
     if sizes:
         sizes[-1] -= sum(sizes) - n
+    return sizes
+
+
+def _visit_subarrays(rng: np.random.Generator, sizes: list[int], ex: dict, profile: Profile,
+                     subarray_mix: float | None, full_frame: bool) -> list[str]:
+    """Each visit's subarray: the scenario's weights, or FULL and the profile's small subarray
+    mixed so that ``subarray_mix`` of the exposures are in the latter."""
     n_vis = len(sizes)
     small = small_subarray(profile)
     weights = ex.get("subarray_weights")
@@ -257,37 +283,41 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
         if small is None:
             raise ValueError(f"full_frame=False: mode profile {profile.name!r} accepts no subarray but FULL "
                              f"({profile.source})")
-        vis_sub = [small] * n_vis
-    elif weights is not None and subarray_mix is None:  # several subarrays: one drawn per visit
+        return [small] * n_vis
+    if weights is not None and subarray_mix is None:  # several subarrays: one drawn per visit
         names = [k for k in weights if float(weights[k]) > 0]
         unknown = [k for k in names if k not in profile.subarrays]
         if unknown:
             raise ValueError(f"exposures.subarray_weights names {unknown}, not accepted by mode profile "
                              f"{profile.name!r} (subarrays: {list(profile.subarrays)})")
         p = np.array([float(weights[k]) for k in names])
-        vis_sub = [names[k] for k in rng.choice(len(names), size=n_vis, p=p / p.sum())]
-    elif "FULL" not in profile.subarrays or small is None:  # one subarray only
-        vis_sub = [profile.subarrays[0]] * n_vis
-    else:  # fill visits in random order until the wanted number of subarray exposures is reached
-        slitless = small
-        want = round(mix * n)
-        vis_sub, got = ["FULL"] * n_vis, 0
-        for v in rng.permutation(n_vis):
-            if got + sizes[v] <= want or (got < want and rng.random() < 0.5):
-                vis_sub[v] = slitless
-                got += sizes[v]
+        return [names[k] for k in rng.choice(len(names), size=n_vis, p=p / p.sum())]
+    if "FULL" not in profile.subarrays or small is None:  # one subarray only
+        return [profile.subarrays[0]] * n_vis
+    # fill visits in random order until the wanted number of subarray exposures is reached
+    mix = float(ex["subarray_mix"] if subarray_mix is None else subarray_mix)
+    want = round(mix * sum(sizes))
+    vis_sub, got = ["FULL"] * n_vis, 0
+    for v in rng.permutation(n_vis):
+        if got + sizes[v] <= want or (got < want and rng.random() < 0.5):
+            vis_sub[v] = small
+            got += sizes[v]
+    return vis_sub
 
+
+def _exposure_rows(rng: np.random.Generator, sizes: list[int], vis_sub: list[str], ex: dict) -> list[dict]:
+    """One row per exposure: its visit's ids (program, observation, visit: distinct per visit)
+    and its readout (groups, integrations, times) for an exposure time drawn log-uniformly."""
     keys = set()
     prog_lo, prog_hi = (int(v) for v in ex["program_range"])
     rows = []
-    for v in range(n_vis):
+    for v, sub in enumerate(vis_sub):
         while True:
             key = (int(rng.integers(prog_lo, prog_hi + 1)), int(rng.integers(1, 40)), int(rng.integers(1, 4)))
             if key not in keys:
                 keys.add(key)
                 break
         group, seq, act = int(rng.integers(2, 5)), 1, int(rng.integers(1, 6))
-        sub = vis_sub[v]
         tframe = float(ex["frame_time_s"][sub])
         max_groups = int(ex["max_groups"][sub])
         for e in range(sizes[v]):
@@ -300,13 +330,15 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
                              subarray=sub, tframe=tframe, ngroups=ngroups, nints=nints,
                              effinttm=effint, effexptm=effint * nints,
                              duration_s=nints * (ngroups + 1) * tframe))
-    plan = pd.DataFrame(rows)
-    if plan.empty:
-        return plan
+    return rows
 
-    # times: visits at random sorted starts, exposures back to back; visits never overlap
-    vis_len = plan.groupby("visit_index").duration_s.sum() + float(ex["gap_s"]) * plan.groupby("visit_index").size()
-    vstart = np.sort(rng.uniform(t0, t0 + float(span_days), n_vis))
+
+def _schedule(rng: np.random.Generator, plan: pd.DataFrame, n_vis: int, gap_s: float, t0: float,
+              span_days: float) -> pd.DataFrame:
+    """Start, end and mid times: visits at random sorted starts, exposures back to back; visits
+    never overlap. Returned in time order."""
+    vis_len = plan.groupby("visit_index").duration_s.sum() + gap_s * plan.groupby("visit_index").size()
+    vstart = np.sort(rng.uniform(t0, t0 + span_days, n_vis))
     order = rng.permutation(n_vis)  # which visit happens at which start
     starts = np.empty(n_vis)
     t_free = -np.inf
@@ -318,12 +350,18 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
         t = starts[v]
         for i in grp.index:
             expstart[i] = t
-            t += (plan.at[i, "duration_s"] + float(ex["gap_s"])) / 86400.0
+            t += (plan.at[i, "duration_s"] + gap_s) / 86400.0
     plan["expstart"] = expstart
     plan["expend"] = expstart + plan["duration_s"] / 86400.0
     plan["expmid"] = 0.5 * (plan["expstart"] + plan["expend"])
-    plan = plan.sort_values("expstart", kind="stable").reset_index(drop=True)
+    return plan.sort_values("expstart", kind="stable").reset_index(drop=True)
 
+
+def _name_and_place(plan: pd.DataFrame, sc: dict, profile: Profile) -> None:
+    """EXP_TYPE, DETECTOR, the file name (with a ``{product}`` field) and the subarray's corner
+    and size (SUBSTRT1/2, SUBSIZE1/2) of every exposure, in place."""
+    ex = sc["exposures"]
+    boxes = footprints(profile, sc)
     missing = sorted({s for s in plan.subarray if s not in ex["exp_type"]})
     if missing:
         raise ValueError(f"exposures.exp_type gives no EXP_TYPE for subarray(s) {missing} (mode profile "
@@ -338,7 +376,11 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
     plan["subsize1"] = [boxes[sub].x1 - boxes[sub].x0 for sub in plan.subarray]
     plan["subsize2"] = [boxes[sub].y1 - boxes[sub].y0 for sub in plan.subarray]
 
-    # per-exposure sky and source
+
+def _sky_and_source(rng: np.random.Generator, plan: pd.DataFrame, sc: dict) -> None:
+    """Each exposure's sky (level, gradients, sky steps: a level far outside the usual range
+    and a strong gradient, look-alike "sky_step") and source (blank or not, position, peak), in
+    place."""
     m = len(plan)
     sky = sc["sky"]
     plan["sky_factor"] = _loguniform(rng, sky["level_factor"], m)
@@ -351,7 +393,6 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
     plan.loc[plan.blank, "source_x"] = np.nan
     y_sigma = float(sky.get("y_gradient_sigma", 0.0) or 0.0)
     plan["y_gradient"] = rng.normal(0.0, y_sigma, m) if y_sigma > 0 else 0.0
-    # sky steps: a level far outside the usual range and a strong gradient (look-alike "sky_step")
     steps = sc.get("sky_steps") or {}
     plan["sky_step"] = rng.random(m) < float(steps.get("probability", 0.0) or 0.0)
     if plan.sky_step.any():
@@ -360,16 +401,6 @@ def plan_exposures(rng: np.random.Generator, n: int, sc: dict, profile: Profile,
         g = float(steps.get("gradient_sigma", 0.0))
         plan.loc[plan.sky_step, "x_gradient"] += rng.normal(0.0, g, k)
         plan.loc[plan.sky_step, "y_gradient"] += rng.normal(0.0, g, k)
-    # products: some multi-integration exposures are written per integration (rateints)
-    frac = float(ex.get("rateints_fraction", 0.0) or 0.0)
-    per_int = (rng.random(m) < frac) & (plan.nints > 1) & (plan.nints <= int(ex.get("rateints_max_nints", 16)))
-    plan["product"] = np.where(per_int, "rateints", "rate")
-
-    plan["file"] = [f.format(product=p) for f, p in zip(plan.file, plan["product"])]
-    isot = Time(plan.expstart.to_numpy(), format="mjd", scale="utc").isot
-    plan["date_obs"] = [s.split("T")[0] for s in isot]
-    plan["time_obs"] = [s.split("T")[1] for s in isot]
-    return plan.drop(columns=["visit_index"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -708,13 +739,32 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
     pixel-exposures a look-alike changes by at least ``truth.lookalike_min_sigma`` x ERR.
     """
     exp = ctx.plan.iloc[i]
-    sc, profile = ctx.sc, ctx.profile
     box = ctx.boxes[exp.subarray]
-    ny, nx = box.y1 - box.y0, box.x1 - box.x0
-    t_mid = float(exp.expmid)
-    xs = (np.arange(box.x0, box.x1) - profile.frame_shape[1] / 2) / (profile.frame_shape[1] / 2)
     nints = int(exp.nints) if exp["product"] == "rateints" else 1
+    light = _light(ctx, i, exp, box)
+    acting = _defects_in_exposure(ctx, i, exp, box, light.photon, nints, rng)
+    noise = _noisy_slopes(rng, ctx.sc["detector"], exp, nints, light.photon, acting)
+    ctx.sigma[acting.rows, i] = _defect_sigma(acting, noise.err_rate)
+    pattern = _electronic_patterns(rng, ctx, i, box)
+    noise.sci += pattern.image[None]
+    hits = _hits(rng, ctx, box, exp, nints, noise.sci, acting)
+    lookalikes = _lookalike_rows(ctx, i, exp, box, light, acting, pattern, hits, noise.err_rate)
+    arrays = _product_arrays(noise, hits.dq, exp["product"] == "rateints")
+    info = dict(sky_median_dn_s=light.sky_median, row_offset_dn_s=pattern.row_offset, emi=bool(pattern.emi_amp > 0),
+                emi_amplitude_dn_s=pattern.emi_amp, n_cr_flagged=hits.n_flag, n_cr_unflagged=hits.n_unflag,
+                n_showers=hits.n_showers, n_latents=len(ctx.latents[i]),
+                latent_from=" ".join(sorted({ctx.plan.file.iat[lat["source"]] for lat in ctx.latents[i]
+                                             if lat["kind"] == "trace"})),
+                n_raised=int(acting.ry.size), n_offset_lines=len(ctx.lines[i]),
+                median_err_dn_s=float(np.nanmedian(noise.err_rate[::4, ::4])))
+    return arrays, info, lookalikes
 
+
+def _light(ctx: _Context, i: int, exp: pd.Series, box: Box) -> SimpleNamespace:
+    """The noiseless light of exposure ``i`` before defects (``photon``): sky with its level and
+    gradients, the source's trace and latents, times each pixel's response (``resp``)."""
+    sc, profile = ctx.sc, ctx.profile
+    xs = (np.arange(box.x0, box.x1) - profile.frame_shape[1] / 2) / (profile.frame_shape[1] / 2)
     sky = ctx.illumination(exp.subarray) * (exp.sky_factor * (1.0 + exp.x_gradient * xs))[None, :]
     if exp.y_gradient:
         ys = (np.arange(box.y0, box.y1) - profile.frame_shape[0] / 2) / (profile.frame_shape[0] / 2)
@@ -731,14 +781,20 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
             latent = latent + look.blob_image(box, lat["cy"], lat["cx"], lat["sigma"], lat["peak"])
     resp = ctx.resp[box.slices()]
     photon = np.maximum(sky + trace + latent, 0.0) * resp
-    sky_median = float(np.median(photon[::8, ::8]))
+    return SimpleNamespace(trace=trace, latent=latent, resp=resp, photon=photon,
+                           sky_median=float(np.median(photon[::8, ::8])))
 
-    # defects acting in this exposure
+
+def _defects_in_exposure(ctx: _Context, i: int, exp: pd.Series, box: Box, photon: np.ndarray, nints: int,
+                         rng: np.random.Generator) -> SimpleNamespace:
+    """The defects acting in exposure ``i``, applied to ``photon`` in place (multiplicative ones
+    scale it, additive ones and pixels raised after a cosmic-ray hit add a current), and the
+    high fraction of each integration of the telegraphs switching within it."""
     rows = _acting(ctx, i, box)
     new = ctx.new.iloc[rows]
     ly, lx = new.y.to_numpy() - box.y0, new.x.to_numpy() - box.x0
     effect = new.effect.to_numpy()
-    amp = new.amplitude.to_numpy(float) * zoo.ramp_factor(new, t_mid)
+    amp = new.amplitude.to_numpy(float) * zoo.ramp_factor(new, float(exp.expmid))
     clean = photon[ly, lx].copy()
     mult = effect == "mult"
     photon[ly[mult], lx[mult]] *= 1.0 - amp[mult]
@@ -747,7 +803,6 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
     # raised pixels after a cosmic-ray hit earlier in the visit: a current, like a warm pixel
     ry, rx, ramp_, hit_here = look.raised_in(ctx.raised, i, ctx.plan, box)
     np.add.at(photon, (ry - box.y0, rx - box.x0), ramp_)
-    # telegraphs switching within the exposure: each integration's high fraction
     intra = np.flatnonzero(effect == "rts_intra")
     fractions = np.zeros((intra.size, nints))
     for k, j in enumerate(intra):
@@ -755,58 +810,87 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
         duty = float(new.duty.iat[j])
         fractions[k] = zoo.integration_high_fractions(rng, nints, float(exp.effexptm) / nints,
                                                       2 * tau * duty, 2 * tau * (1 - duty))
+    return SimpleNamespace(rows=rows, ly=ly, lx=lx, effect=effect, amp=amp, clean=clean, mult=mult,
+                           ry=ry, rx=rx, ramp=ramp_, hit_here=hit_here, intra=intra, fractions=fractions)
 
-    det = sc["detector"]
+
+def _noisy_slopes(rng: np.random.Generator, det: dict, exp: pd.Series, nints: int, photon: np.ndarray,
+                  acting: SimpleNamespace) -> SimpleNamespace:
+    """SCI (Poisson electrons over each integration plus read noise, noisy pixels' extra
+    scatter), ERR, VAR_POISSON and VAR_RNOISE per integration, and the exposure's ERR."""
     g = float(det["gain_e_per_dn"])
     t_int = exp.effexptm / nints
     n_g = int(exp.ngroups)
     var_r_int = 12.0 * float(det["read_noise_dn"]) ** 2 / (exp.tframe**2 * (n_g**3 - n_g))
     var_r = var_r_int / exp.nints if nints == 1 else var_r_int
+    ly, lx, amp = acting.ly, acting.lx, acting.amp
     stack = np.repeat(photon[None], nints, axis=0)
-    for k, j in enumerate(intra):
-        stack[:, ly[j], lx[j]] += amp[j] * fractions[k]
+    for k, j in enumerate(acting.intra):
+        stack[:, ly[j], lx[j]] += amp[j] * acting.fractions[k]
     var_p = stack / (g * t_int)
     sci = rng.poisson(stack * g * t_int) / (g * t_int)
     sci += rng.standard_normal(sci.shape) * math.sqrt(var_r)
     err = np.sqrt(var_p + var_r)
     # noisy pixels: extra scatter, amp rms in the exposure's mean (sqrt(nints) x per integration)
-    noisy = np.flatnonzero(effect == "noise")
+    noisy = np.flatnonzero(acting.effect == "noise")
     sci[:, ly[noisy], lx[noisy]] += rng.standard_normal((nints, noisy.size)) * amp[noisy] * math.sqrt(nints)
     err_rate = np.sqrt(photon / (g * exp.effexptm) + var_r_int / exp.nints)  # the exposure's ERR
+    return SimpleNamespace(sci=sci, err=err, var_p=var_p, var_r=var_r, err_rate=err_rate)
 
-    # signal-to-noise of each defect in this exposure (for the truth's amplitude_sigma)
-    excess = np.where(mult, amp * clean, amp)
+
+def _defect_sigma(acting: SimpleNamespace, err_rate: np.ndarray) -> np.ndarray:
+    """Signal-to-noise of each acting defect in the exposure (the truth's amplitude_sigma)."""
+    amp, intra = acting.amp, acting.intra
+    excess = np.where(acting.mult, amp * acting.clean, amp)
     if intra.size:
-        excess[intra] = amp[intra] * fractions.mean(axis=1)
-    ctx.sigma[rows, i] = excess / err_rate[ly, lx]
+        excess[intra] = amp[intra] * acting.fractions.mean(axis=1)
+    return excess / err_rate[acting.ly, acting.lx]
 
-    # electronic patterns: odd/even row offsets, offset lines and EMI
+
+def _electronic_patterns(rng: np.random.Generator, ctx: _Context, i: int, box: Box) -> SimpleNamespace:
+    """Odd/even row offsets, offset rows and columns, and EMI of exposure ``i`` (one image)."""
+    sc = ctx.sc
     d = float(rng.normal(0.0, float(sc["row_offsets"]["sigma_dn_s"])))
     parity = np.where(np.arange(box.y0, box.y1) % 2 == 1, d, -d)
     rows_img = look.line_image([ln for ln in ctx.lines[i] if ln[0] == "row"], box)
     cols_img = look.line_image([ln for ln in ctx.lines[i] if ln[0] == "column"], box)
     emi, emi_amp = _emi(rng, box, sc["emi"])
-    sci += np.asarray(parity[:, None] + rows_img + cols_img + emi)[None]
+    return SimpleNamespace(row_offset=d, parity=parity, rows_img=rows_img, cols_img=cols_img, emi_amp=emi_amp,
+                           image=np.asarray(parity[:, None] + rows_img + cols_img + emi))
 
-    # cosmic-ray residuals (each in one integration) and showers
+
+def _hits(rng: np.random.Generator, ctx: _Context, box: Box, exp: pd.Series, nints: int, sci: np.ndarray,
+          acting: SimpleNamespace) -> SimpleNamespace:
+    """Cosmic-ray residuals (flagged JUMP_DET in DQ or not; each in one integration) and
+    showers added to ``sci`` in place; DQ with the static defects and the jumps."""
     dq = np.repeat(ctx.static_dq[box.slices()][None], nints, axis=0)
-    cr = sc["cosmic_rays"]
+    cr = ctx.sc["cosmic_rays"]
     yy, xx, a, n_flag = _cosmic_rays(rng, box, exp.effexptm, cr, "flagged_per_megapixel_per_ks", True)
     kk = rng.integers(0, nints, yy.size)
     np.add.at(sci, (kk, yy, xx), a * nints)
     dq[kk, yy, xx] |= np.uint32(flags.JUMP_DET)
-    dq[:, ry[hit_here] - box.y0, rx[hit_here] - box.x0] |= np.uint32(flags.JUMP_DET)  # the raising hit
+    hit_here = acting.hit_here
+    dq[:, acting.ry[hit_here] - box.y0, acting.rx[hit_here] - box.x0] |= np.uint32(flags.JUMP_DET)  # the raising hit
     cr_y, cr_x, cr_a = [yy], [xx], [a]
     yy, xx, a, n_unflag = _cosmic_rays(rng, box, exp.effexptm, cr, "unflagged_per_megapixel_per_ks", False)
     np.add.at(sci, (rng.integers(0, nints, yy.size), yy, xx), a * nints)
     cr_y.append(yy), cr_x.append(xx), cr_a.append(a)
-    glow, n_showers = _showers(rng, box, exp.effexptm, sc["showers"])
+    glow, n_showers = _showers(rng, box, exp.effexptm, ctx.sc["showers"])
     if n_showers:
         sci[int(rng.integers(0, nints))] += glow * nints
+    return SimpleNamespace(dq=dq, n_flag=n_flag, n_unflag=n_unflag, glow=glow, n_showers=n_showers,
+                           cr_y=np.concatenate(cr_y), cr_x=np.concatenate(cr_x), cr_a=np.concatenate(cr_a))
 
-    # look-alike rows: what changed this exposure by at least min_sigma x ERR
+
+def _lookalike_rows(ctx: _Context, i: int, exp: pd.Series, box: Box, light: SimpleNamespace,
+                    acting: SimpleNamespace, pattern: SimpleNamespace, hits: SimpleNamespace,
+                    err_rate: np.ndarray) -> pd.DataFrame:
+    """The pixel-exposures a look-alike changed by at least ``truth.lookalike_min_sigma`` x ERR."""
+    sc = ctx.sc
+    ny, nx = box.y1 - box.y0, box.x1 - box.x0
     thr = float((sc.get("truth") or {}).get("lookalike_min_sigma", 1.0)) * err_rate
-    usable = (dq[0] & np.uint32(flags.DO_NOT_USE | flags.REFERENCE_PIXEL)) == 0
+    usable = (hits.dq[0] & np.uint32(flags.DO_NOT_USE | flags.REFERENCE_PIXEL)) == 0
+    t_mid, resp = float(exp.expmid), light.resp
     parts = []
 
     def note(mask, behaviour):
@@ -814,18 +898,18 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
             parts.append(look.rows_where(mask & usable, box, t_mid, behaviour))
 
     hit = np.zeros((ny, nx))
-    np.add.at(hit, (np.concatenate(cr_y), np.concatenate(cr_x)), np.concatenate(cr_a))
+    np.add.at(hit, (hits.cr_y, hits.cr_x), hits.cr_a)
     note(hit >= thr, "cosmic_ray")
-    if n_showers:
-        note(glow >= thr, "shower")
-    if ry.size:
+    if hits.n_showers:
+        note(hits.glow >= thr, "shower")
+    if acting.ry.size:
         raised = np.zeros((ny, nx))
-        np.add.at(raised, (ry - box.y0, rx - box.x0), ramp_)
+        np.add.at(raised, (acting.ry - box.y0, acting.rx - box.x0), acting.ramp)
         note(raised * resp >= thr, "cr_raised")
-    if np.ndim(latent):
-        note(np.abs(latent * resp) >= thr, "persistence")
-    if np.ndim(trace):
-        note(trace * resp >= thr, "source_trace")
+    if np.ndim(light.latent):
+        note(np.abs(light.latent * resp) >= thr, "persistence")
+    if np.ndim(light.trace):
+        note(light.trace * resp >= thr, "source_trace")
     # patterns over the whole exposure (odd/even rows, a sky step) are noted on a grid of pixels
     pitch = int((sc.get("truth") or {}).get("grid_px", 16))
     grid = np.zeros((ny, nx), bool)
@@ -834,42 +918,39 @@ def render_exposure(i: int, ctx: _Context, rng: np.random.Generator) -> tuple[di
     for axis, idx, _ in ctx.lines[i]:
         if axis == "row" and box.y0 <= idx < box.y1:
             offset_rows[idx - box.y0] = True
-    note((np.abs(parity[:, None] + rows_img) >= thr) & (offset_rows | grid), "row_offsets")
-    if np.ndim(cols_img):
-        note(np.abs(cols_img) >= thr, "column_offsets")
+    note((np.abs(pattern.parity[:, None] + pattern.rows_img) >= thr) & (offset_rows | grid), "row_offsets")
+    if np.ndim(pattern.cols_img):
+        note(np.abs(pattern.cols_img) >= thr, "column_offsets")
     if exp.sky_step:
         note(grid, "sky_step")
-    lookalikes = pd.concat(parts, ignore_index=True) if parts else look.empty_lookalikes()
+    return pd.concat(parts, ignore_index=True) if parts else look.empty_lookalikes()
 
-    var_r_img = np.full(sci.shape, var_r, np.float32)
-    var_p, sci, err = var_p.astype(np.float32), sci.astype(np.float32), err.astype(np.float32)
+
+def _product_arrays(noise: SimpleNamespace, dq: np.ndarray, per_integration: bool) -> dict[str, np.ndarray]:
+    """The product's planes, float32, NaN where DO_NOT_USE; 2-D unless written per integration."""
+    var_r_img = np.full(noise.sci.shape, noise.var_r, np.float32)
+    var_p, sci, err = (a.astype(np.float32) for a in (noise.var_p, noise.sci, noise.err))
     dnu = (dq & np.uint32(flags.DO_NOT_USE)) != 0
     for arr in (sci, err, var_p, var_r_img):
         arr[dnu] = np.nan
     arrays = dict(data=sci, err=err, dq=dq, var_poisson=var_p, var_rnoise=var_r_img)
-    if exp["product"] != "rateints":
-        arrays = {k: v[0] for k, v in arrays.items()}
-    info = dict(sky_median_dn_s=sky_median, row_offset_dn_s=d, emi=bool(emi_amp > 0), emi_amplitude_dn_s=emi_amp,
-                n_cr_flagged=n_flag, n_cr_unflagged=n_unflag, n_showers=n_showers, n_latents=len(ctx.latents[i]),
-                latent_from=" ".join(sorted({ctx.plan.file.iat[lat["source"]] for lat in ctx.latents[i]
-                                             if lat["kind"] == "trace"})),
-                n_raised=int(ry.size), n_offset_lines=len(ctx.lines[i]),
-                median_err_dn_s=float(np.nanmedian(err_rate[::4, ::4])))
-    return arrays, info, lookalikes
+    return arrays if per_integration else {k: v[0] for k, v in arrays.items()}
 
 
 # ----------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------
 
-class _RateModel(ImageModel):
-    """An ImageModel whose DATE is fixed (so a seed gives byte-identical files) and that saves as ImageModel."""
+class _FixedDate:
+    """A datamodel whose DATE is fixed (so a seed gives byte-identical files) and that saves as
+    the datamodel class it extends (``_saved_as``)."""
 
     _fixed_date: str | None = None
+    _saved_as = ""
 
     @property
     def _model_type(self):
-        return "ImageModel"
+        return self._saved_as
 
     def on_save(self, path=None):
         super().on_save(path)
@@ -877,19 +958,16 @@ class _RateModel(ImageModel):
             self.meta.date = self._fixed_date
 
 
-class _RateintsModel(CubeModel):
-    """A CubeModel (a rateints product: one slope image per integration) with a fixed DATE."""
+class _RateModel(_FixedDate, ImageModel):
+    """A rate product: one slope image."""
 
-    _fixed_date: str | None = None
+    _saved_as = "ImageModel"
 
-    @property
-    def _model_type(self):
-        return "CubeModel"
 
-    def on_save(self, path=None):
-        super().on_save(path)
-        if self._fixed_date:
-            self.meta.date = self._fixed_date
+class _RateintsModel(_FixedDate, CubeModel):
+    """A rateints product: one slope image per integration."""
+
+    _saved_as = "CubeModel"
 
 
 def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: dict, profile: Profile) -> Path:
@@ -911,34 +989,8 @@ def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: di
     for key in ("channel", "band"):  # MRS: CHANNEL ('12', '34') and BAND (SHORT, MEDIUM, LONG)
         if ex.get(key):
             setattr(meta.instrument, key, str(ex[key]))
-    meta.exposure.type = exp.exp_type
-    meta.exposure.readpatt = str(ex["readpatt"])
-    meta.exposure.nints = int(exp.nints)
-    meta.exposure.ngroups = int(exp.ngroups)
-    meta.exposure.nframes = 1
-    meta.exposure.groupgap = 0
-    meta.exposure.frame_time = float(exp.tframe)
-    meta.exposure.group_time = float(exp.tframe)
-    meta.exposure.integration_time = float(exp.effinttm)
-    meta.exposure.exposure_time = float(exp.effexptm)
-    meta.exposure.effective_exposure_time = float(exp.effexptm)
-    meta.exposure.duration = float(exp.duration_s)
-    meta.exposure.start_time = float(exp.expstart)
-    meta.exposure.mid_time = float(exp.expmid)
-    meta.exposure.end_time = float(exp.expend)
-    meta.exposure.start_time_mjd = float(exp.expstart)
-    meta.exposure.mid_time_mjd = float(exp.expmid)
-    meta.exposure.end_time_mjd = float(exp.expend)
-    meta.observation.date = exp.date_obs
-    meta.observation.time = exp.time_obs
-    meta.observation.program_number = f"{exp.program:05d}"
-    meta.observation.observation_number = f"{exp.observation:03d}"
-    meta.observation.visit_number = f"{exp.visit:03d}"
-    meta.observation.visit_group = f"{exp.visit_group:02d}"
-    meta.observation.sequence_id = f"{exp.sequence:d}"
-    meta.observation.activity_id = f"{exp.activity:02d}"
-    meta.observation.exposure_number = f"{exp.exposure:d}"
-    meta.observation.visit_id = f"{exp.program:05d}{exp.observation:03d}{exp.visit:03d}"
+    _exposure_keywords(meta.exposure, exp, str(ex["readpatt"]))
+    _observation_keywords(meta.observation, exp)
     meta.subarray.name = exp.subarray
     meta.subarray.xstart = int(exp.substrt1)
     meta.subarray.ystart = int(exp.substrt2)
@@ -955,6 +1007,42 @@ def write_rate(path: Path, exp: pd.Series, arrays: dict[str, np.ndarray], sc: di
     m.save(str(path))
     m.close()
     return Path(path)
+
+
+def _exposure_keywords(e, exp: pd.Series, readpatt: str) -> None:
+    """The readout and times of ``exp`` into a datamodel's ``meta.exposure``."""
+    e.type = exp.exp_type
+    e.readpatt = readpatt
+    e.nints = int(exp.nints)
+    e.ngroups = int(exp.ngroups)
+    e.nframes = 1
+    e.groupgap = 0
+    e.frame_time = float(exp.tframe)
+    e.group_time = float(exp.tframe)
+    e.integration_time = float(exp.effinttm)
+    e.exposure_time = float(exp.effexptm)
+    e.effective_exposure_time = float(exp.effexptm)
+    e.duration = float(exp.duration_s)
+    e.start_time = float(exp.expstart)
+    e.mid_time = float(exp.expmid)
+    e.end_time = float(exp.expend)
+    e.start_time_mjd = float(exp.expstart)
+    e.mid_time_mjd = float(exp.expmid)
+    e.end_time_mjd = float(exp.expend)
+
+
+def _observation_keywords(o, exp: pd.Series) -> None:
+    """The date and ids of ``exp`` into a datamodel's ``meta.observation``."""
+    o.date = exp.date_obs
+    o.time = exp.time_obs
+    o.program_number = f"{exp.program:05d}"
+    o.observation_number = f"{exp.observation:03d}"
+    o.visit_number = f"{exp.visit:03d}"
+    o.visit_group = f"{exp.visit_group:02d}"
+    o.sequence_id = f"{exp.sequence:d}"
+    o.activity_id = f"{exp.activity:02d}"
+    o.exposure_number = f"{exp.exposure:d}"
+    o.visit_id = f"{exp.program:05d}{exp.observation:03d}{exp.visit:03d}"
 
 
 def check_layout(sc: dict, profile: Profile) -> None:
@@ -1089,36 +1177,53 @@ def simulate(out: str | Path, n: int = 150, seed: int = 0, scenario: str | Path 
         lookalikes.append(rows)
         if progress:
             print(f"simulate: {i + 1}/{len(plan)} {plan.file.iat[i]}", flush=True)
+    _truth_amplitude_sigma(truth, ctx.sigma)
+    lookalikes = pd.concat(lookalikes, ignore_index=True) if lookalikes else look.empty_lookalikes()
+    exposures = _exposures_table(plan, infos)
+    run = dict(n=n, seed=seed, mode=mode, start=str(start), span_days=float(span_days),
+               subarray_mix=subarray_mix, full_frame=full_frame)
+    truth_dir = _write_truth(out, truth, lookalikes, exposures, sc, run)
+    return SimulationResult(out=out, files=files, truth_path=truth_dir / "truth.csv", truth=truth,
+                            exposures_path=truth_dir / "exposures.csv", exposures=exposures, lookalikes=lookalikes,
+                            lookalikes_path=truth_dir / "lookalikes.csv")
 
-    sig = np.full(len(new), np.nan)
-    seen = np.isfinite(ctx.sigma).any(axis=1) if len(plan) else np.zeros(len(new), bool)
+
+def _truth_amplitude_sigma(truth: pd.DataFrame, sigma: np.ndarray) -> None:
+    """Each new defect's amplitude_sigma: the median over the exposures that saw it of its
+    excess / ERR (``sigma``: new rows x exposures, NaN where not seen), in place."""
+    n_new = int((~truth.static).sum())
+    sig = np.full(n_new, np.nan)
+    seen = np.isfinite(sigma).any(axis=1) if sigma.shape[1] else np.zeros(n_new, bool)
     if seen.any():
-        sig[seen] = np.nanmedian(ctx.sigma[seen], axis=1)
+        sig[seen] = np.nanmedian(sigma[seen], axis=1)
     truth["amplitude_sigma"] = np.nan
     truth.loc[~truth.static, "amplitude_sigma"] = np.abs(sig)
-    lookalikes = pd.concat(lookalikes, ignore_index=True) if lookalikes else look.empty_lookalikes()
 
+
+def _exposures_table(plan: pd.DataFrame, infos: list[dict]) -> pd.DataFrame:
+    """The truth's exposures table: the plan and what rendering each exposure recorded."""
     exposures = pd.concat([plan.reset_index(drop=True), pd.DataFrame(infos)], axis=1).rename(columns={"effexptm": "exptime"})
     exposures = exposures[[c for c in _EXPOSURE_COLUMNS if c in exposures]] if len(exposures) else exposures
     # the shared contract's names (/work/TRUTH-SCHEMA.md) beside this module's
     exposures.insert(1, "filename", exposures["file"])
     exposures.insert(2, "mjd", exposures["expmid"])
     exposures.insert(3, "effexptm", exposures["exptime"])
+    return exposures
+
+
+def _write_truth(out: Path, truth: pd.DataFrame, lookalikes: pd.DataFrame, exposures: pd.DataFrame, sc: dict,
+                 run: dict) -> Path:
+    """The truth folder: defects, look-alikes, exposures and the scenario used (with ``run``)."""
     truth_dir = out / TRUTH_DIR
     truth_dir.mkdir(exist_ok=True)
-    truth_path = truth_dir / "truth.csv"
-    truth.to_csv(truth_path, index=False)
+    truth.to_csv(truth_dir / "truth.csv", index=False)
     truth.to_parquet(truth_dir / "truth.parquet", index=False)
     lookalikes.to_csv(truth_dir / "lookalikes.csv", index=False)
     lookalikes.to_parquet(truth_dir / "lookalikes.parquet", index=False)
-    exposures_path = truth_dir / "exposures.csv"
-    exposures.to_csv(exposures_path, index=False)
+    exposures.to_csv(truth_dir / "exposures.csv", index=False)
     used = {k: v for k, v in sc.items() if k != "source"}
-    used["run"] = dict(n=n, seed=seed, mode=mode, start=str(start), span_days=float(span_days),
-                       subarray_mix=subarray_mix, full_frame=full_frame, scenario_source=sc["source"],
+    used["run"] = dict(run, scenario_source=sc["source"],
                        anneals_mjd=[float(t) for t in truth.attrs.get("anneals_mjd", [])])
     with open(truth_dir / "scenario.yaml", "w") as f:
         yaml.safe_dump(used, f, sort_keys=False)
-    return SimulationResult(out=out, files=files, truth_path=truth_path, truth=truth,
-                            exposures_path=exposures_path, exposures=exposures, lookalikes=lookalikes,
-                            lookalikes_path=truth_dir / "lookalikes.csv")
+    return truth_dir
