@@ -62,7 +62,10 @@ Baselines scored in the same run:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -419,55 +422,22 @@ def evaluate_arrays(ds, intervals: pd.DataFrame, truth: pd.DataFrame, profile=No
     carried = iv[iv["carried"].astype(bool)] if "carried" in iv else iv.iloc[:0]
     det = iv[~iv["carried"].astype(bool)] if "carried" in iv else iv
     static_keys = set((carried["y"] * 4096 + carried["x"]).tolist())
-    truth = truth.copy()
-    if "static" not in truth:
-        truth["static"] = False
-    truth["static"] = truth["static"].astype(bool)
-    if "behaviour" not in truth:
-        truth["behaviour"] = legacy_behaviour(truth)
-    truth["behaviour"] = truth["behaviour"].fillna("step").astype(str)
-    all_truth_keys = set((truth["y"].astype(np.int64) * 4096 + truth["x"].astype(np.int64)).tolist())
-    full_truth = truth
-    tk = truth["y"].to_numpy() * 4096 + truth["x"].to_numpy()
-    truth = truth[~np.isin(tk, list(static_keys))].reset_index(drop=True)
+    full_truth = _with_behaviour(truth)
+    all_truth_keys = set((full_truth["y"].astype(np.int64) * 4096 + full_truth["x"].astype(np.int64)).tolist())
+    tk = full_truth["y"].to_numpy() * 4096 + full_truth["x"].to_numpy()
+    truth = full_truth[~np.isin(tk, list(static_keys))].reset_index(drop=True)
     keys = np.unique(np.r_[truth["y"].to_numpy() * 4096 + truth["x"].to_numpy(),
                            det["y"].to_numpy() * 4096 + det["x"].to_numpy()]).astype(np.int64)
     key_index = {int(k): i for i, k in enumerate(keys)}
-    py, px = keys // 4096, keys % 4096
-    import xarray as xr
-
-    ys = np.asarray(ds["y"].values) if "y" in ds.coords else np.arange(ds.sizes["y"])
-    xs = np.asarray(ds["x"].values) if "x" in ds.coords else np.arange(ds.sizes["x"])
-    iy = np.searchsorted(ys, py)
-    ix = np.searchsorted(xs, px)
-    sel = dict(y=xr.DataArray(iy, dims="p"), x=xr.DataArray(ix, dims="p"))
-    sci = ds["sci"].isel(**sel).values
-    dq = ds["dq"].isel(**sel).values
-    err = ds["err"].isel(**sel).values.astype(float)
-    seen = np.isfinite(sci) | (dq != 0)
-
+    px = _pixels_of(ds, keys)
     bad = _pixel_matrix(truth, keys, key_index, mjd)
     flagged = _pixel_matrix(det, keys, key_index, mjd)
-    # per truth row
-    col = np.array([key_index[int(k)] for k in truth["y"].to_numpy() * 4096 + truth["x"].to_numpy()], dtype=int)
-    row_bad = active(truth["start_mjd"].to_numpy(float), truth["end_mjd"].to_numpy(float), mjd).T
-    mult_rows = truth["flag"].isin(["DEAD", "LOW_QE"]).to_numpy()
-    sky = np.full((n_t, len(truth)), np.nan)
-    if mult_rows.any():
-        sky[:, mult_rows] = _sky_at(ds, iy[col[mult_rows]], ix[col[mult_rows]], prof.dispersion_axis)
-    high = None
-    if "high_mjd" in truth and truth["high_mjd"].notna().any():
-        high = np.zeros((n_t, len(truth)), bool)
-        for i, hm in enumerate(truth["high_mjd"]):
-            hm = parse_high_mjd(hm)
-            if hm.size:
-                high[:, i] = np.isin(np.round(mjd, 6), np.round(hm, 6))
-    known = high.any(axis=0) if high is not None else np.zeros(len(truth), bool)
-    row_bad = detectable_span(row_bad, seen[:, col], high, known)
-    ok, snr = detectable(truth, seen[:, col], row_bad, err[:, col], sky, p, thr, high=high, min_snr=min_snr, mjd=mjd)
-    det_bad = np.zeros_like(bad)
-    for i in np.flatnonzero(ok):
-        det_bad[:, col[i]] |= row_bad[:, i]
+    seen = px.seen
+    high = _high_states(truth, mjd)
+    rows = _detectable_rows(ds, truth, key_index, mjd, px, prof.dispersion_axis, high,
+                            partial(detectable, params=p, threshold=thr, high=high, min_snr=min_snr, mjd=mjd), bad.shape)
+    ok = rows.ok
+    det_bad = rows.bad_where(np.ones(len(truth), bool))
 
     rule = (f"detectable: >= {MIN_EXPOSURES} exposures that see it bad and a level shift stacked to "
             + (f">= {min_snr:g} sigma" if min_snr is not None else f">= threshold + {POWER_MARGIN_SIGMA} sigma")
@@ -478,76 +448,170 @@ def evaluate_arrays(ds, intervals: pd.DataFrame, truth: pd.DataFrame, profile=No
            "truth_defects": int(len(truth)), "detectable_defects": int(ok.sum()),
            "static_pixels_excluded": int(len(static_keys))}
     out["lrscube"] = _scores(flagged, bad, det_bad, seen)
-    # per class recall
-    per = {}
-    for cls in sorted(truth["flag"].unique()):
-        m = np.zeros_like(bad)
-        for i in np.flatnonzero(ok & (truth["flag"].to_numpy() == cls)):
-            m[:, col[i]] |= row_bad[:, i]
-        n = int((m & seen).sum())
-        per[cls] = {"recall": (int((m & seen & flagged).sum()) / n) if n else float("nan"),
-                    "detectable_pixel_exposures": n,
-                    "defects": int((truth["flag"] == cls).sum()), "detectable": int((ok & (truth["flag"] == cls).to_numpy()).sum())}
-    out["recall_per_class"] = per
-    # new defects: found when at least half of its detectable pixel-exposures are flagged
+    out["recall_per_class"] = _recall_per_class(truth, rows, seen, flagged)
     first = mjd[0] if n_t else np.nan
     new = ~truth["static"].to_numpy(bool) & (truth["start_mjd"].to_numpy(float) > first)
-    found = np.zeros(len(truth), bool)
-    onset = np.full(len(truth), np.nan)
-    for i in np.flatnonzero(ok & new):
-        c = col[i]
-        tb = row_bad[:, i] & seen[:, c]
-        if tb.any() and (flagged[:, c] & tb).sum() >= 0.5 * tb.sum():
-            found[i] = True
-            onset[i] = _onset_error(flagged[:, c], tb, seen[:, c])
-    m = np.zeros_like(bad)
-    for i in np.flatnonzero(ok & new):
-        m[:, col[i]] |= row_bad[:, i]
-    nm = int((m & seen).sum())
-    n_new = int((ok & new).sum())
-    out["recall_new_pixel_exposures"] = int((m & seen & flagged).sum()) / nm if nm else float("nan")
-    out["new_defects_detectable"] = n_new
-    out["recall_new_defects"] = int(found.sum()) / n_new if n_new else float("nan")
-    out["onset_error_exposures"] = _onset_summary(onset[found])
-    # per behaviour: detectability by its own rule, recall, new-defect recall, onset error
-    beh = truth["behaviour"].to_numpy()
-    kinds = _evidence_kind(truth, high)
-    per_b = {}
-    for name in sorted(set(beh)):
-        rows = beh == name
-        mb = np.zeros_like(bad)
-        for i in np.flatnonzero(ok & rows):
-            mb[:, col[i]] |= row_bad[:, i]
-        n = int((mb & seen).sum())
-        nb = int((ok & rows & new).sum())
-        per_b[str(name)] = {
-            "defects": int(rows.sum()), "detectable": int((ok & rows).sum()),
-            "evidence": ", ".join(sorted(set(kinds[rows]))),
-            "recall": int((mb & seen & flagged).sum()) / n if n else float("nan"),
-            "detectable_pixel_exposures": n, "new_detectable": nb,
-            "recall_new_defects": int((found & rows).sum()) / nb if nb else float("nan"),
-            "onset_error_exposures": _onset_summary(onset[found & rows])}
-    out["per_behaviour"] = per_b
+    found, onset = _new_defects_found(rows, new, seen, flagged)
+    out.update(_new_defect_scores(rows, new, found, onset, seen, flagged))
+    out["per_behaviour"] = _per_behaviour(truth, rows, new, found, onset, high, seen, flagged)
     # normal pixels and look-alikes
     order = np.argsort(np.asarray(ds["mjd"].values, float), kind="stable")
     boxes = _footprints(ds, order)
     out["normal_pixels"] = normal_pixel_figures(ds, prof, det, all_truth_keys, static_keys, mjd, boxes)
     out["lookalikes"] = lookalike_figures(lookalikes, det, full_truth, static_keys, mjd)
-    # classification agreement on true positives
     if len(det) and len(truth):
-        first_flag = det.assign(k=det["y"] * 4096 + det["x"]).drop_duplicates("k").set_index("k")["flag"]
-        conf = {}
-        for i in np.flatnonzero(ok):
-            k = int(keys[col[i]])
-            if k in first_flag.index:
-                t, d = str(truth["flag"].iloc[i]), str(first_flag[k])
-                conf.setdefault(t, {}).setdefault(d, 0)
-                conf[t][d] += 1
-        out["class_confusion"] = conf
+        out["class_confusion"] = _class_confusion(truth, det, keys, rows)
     if baselines:
         out["baseline_static"] = _static_baseline(truth, keys, key_index, mjd, bad, det_bad, seen)
         out["baseline_selfcal"] = _selfcal_baseline(ds, prof, keys, bad, det_bad, seen, static_keys)
     return out
+
+
+def _detectable_rows(ds, truth, key_index, mjd, px, dispersion_axis, high, judge, shape) -> "_TruthRows":
+    """Per truth row: its pixel's column (``col``), when it is bad as far as the cube can show
+    it (``row_bad``) and whether it is detectable (``judge``: :func:`detectable` with the
+    figures' parameters; multiplicative rows are judged against the sky at their pixel)."""
+    col = np.array([key_index[int(k)] for k in truth["y"].to_numpy() * 4096 + truth["x"].to_numpy()], dtype=int)
+    row_bad = active(truth["start_mjd"].to_numpy(float), truth["end_mjd"].to_numpy(float), mjd).T
+    mult_rows = truth["flag"].isin(["DEAD", "LOW_QE"]).to_numpy()
+    sky = np.full((mjd.size, len(truth)), np.nan)
+    if mult_rows.any():
+        sky[:, mult_rows] = _sky_at(ds, px.iy[col[mult_rows]], px.ix[col[mult_rows]], dispersion_axis)
+    known = high.any(axis=0) if high is not None else np.zeros(len(truth), bool)
+    row_bad = detectable_span(row_bad, px.seen[:, col], high, known)
+    ok, _ = judge(truth, px.seen[:, col], row_bad, px.err[:, col], sky)
+    return _TruthRows(ok=ok, col=col, row_bad=row_bad, shape=shape)
+
+
+def _new_defect_scores(rows: "_TruthRows", new, found, onset, seen, flagged) -> dict:
+    m = rows.bad_where(new)
+    nm = int((m & seen).sum())
+    n_new = int((rows.ok & new).sum())
+    return {"recall_new_pixel_exposures": int((m & seen & flagged).sum()) / nm if nm else float("nan"),
+            "new_defects_detectable": n_new,
+            "recall_new_defects": int(found.sum()) / n_new if n_new else float("nan"),
+            "onset_error_exposures": _onset_summary(onset[found])}
+
+
+def _with_behaviour(truth: pd.DataFrame) -> pd.DataFrame:
+    """A copy of the truth table with ``static`` (bool) and ``behaviour`` (older tables: from
+    their columns) filled in."""
+    truth = truth.copy()
+    if "static" not in truth:
+        truth["static"] = False
+    truth["static"] = truth["static"].astype(bool)
+    if "behaviour" not in truth:
+        truth["behaviour"] = legacy_behaviour(truth)
+    truth["behaviour"] = truth["behaviour"].fillna("step").astype(str)
+    return truth
+
+
+def _pixels_of(ds, keys: np.ndarray):
+    """The cube's positions (``iy``, ``ix``) of the pixels ``keys`` (y * 4096 + x), their ERR
+    (time x pixel) and where an exposure sees them (``seen``: a finite SCI or a DQ bit)."""
+    import xarray as xr
+
+    py, px = keys // 4096, keys % 4096
+    ys = np.asarray(ds["y"].values) if "y" in ds.coords else np.arange(ds.sizes["y"])
+    xs = np.asarray(ds["x"].values) if "x" in ds.coords else np.arange(ds.sizes["x"])
+    iy = np.searchsorted(ys, py)
+    ix = np.searchsorted(xs, px)
+    sel = dict(y=xr.DataArray(iy, dims="p"), x=xr.DataArray(ix, dims="p"))
+    sci = ds["sci"].isel(**sel).values
+    dq = ds["dq"].isel(**sel).values
+    err = ds["err"].isel(**sel).values.astype(float)
+    return SimpleNamespace(iy=iy, ix=ix, err=err, seen=np.isfinite(sci) | (dq != 0))
+
+
+def _high_states(truth: pd.DataFrame, mjd: np.ndarray) -> np.ndarray | None:
+    """(time, truth row): the exposures in a switching row's high state, or None when the truth
+    table records no states."""
+    if "high_mjd" not in truth or not truth["high_mjd"].notna().any():
+        return None
+    high = np.zeros((mjd.size, len(truth)), bool)
+    for i, hm in enumerate(truth["high_mjd"]):
+        hm = parse_high_mjd(hm)
+        if hm.size:
+            high[:, i] = np.isin(np.round(mjd, 6), np.round(hm, 6))
+    return high
+
+
+@dataclass
+class _TruthRows:
+    """The truth rows as the scores use them: detectable (``ok``), their pixel's column in the
+    (time, pixel) matrices (``col``) and when each is bad (``row_bad``: time x row)."""
+
+    ok: np.ndarray
+    col: np.ndarray
+    row_bad: np.ndarray
+    shape: tuple[int, int]
+
+    def bad_where(self, rows: np.ndarray) -> np.ndarray:
+        """(time, pixel): where the detectable rows among ``rows`` are bad."""
+        m = np.zeros(self.shape, bool)
+        for i in np.flatnonzero(self.ok & rows):
+            m[:, self.col[i]] |= self.row_bad[:, i]
+        return m
+
+
+def _recall_per_class(truth: pd.DataFrame, rows: _TruthRows, seen, flagged) -> dict:
+    per = {}
+    for cls in sorted(truth["flag"].unique()):
+        is_cls = (truth["flag"] == cls).to_numpy()
+        m = rows.bad_where(is_cls)
+        n = int((m & seen).sum())
+        per[cls] = {"recall": (int((m & seen & flagged).sum()) / n) if n else float("nan"),
+                    "detectable_pixel_exposures": n,
+                    "defects": int(is_cls.sum()), "detectable": int((rows.ok & is_cls).sum())}
+    return per
+
+
+def _new_defects_found(rows: _TruthRows, new: np.ndarray, seen, flagged) -> tuple[np.ndarray, np.ndarray]:
+    """A detectable new defect is found when at least half of its detectable pixel-exposures
+    are flagged; its onset error (exposures) where found."""
+    found = np.zeros(len(new), bool)
+    onset = np.full(len(new), np.nan)
+    for i in np.flatnonzero(rows.ok & new):
+        c = rows.col[i]
+        tb = rows.row_bad[:, i] & seen[:, c]
+        if tb.any() and (flagged[:, c] & tb).sum() >= 0.5 * tb.sum():
+            found[i] = True
+            onset[i] = _onset_error(flagged[:, c], tb, seen[:, c])
+    return found, onset
+
+
+def _per_behaviour(truth, rows: _TruthRows, new, found, onset, high, seen, flagged) -> dict:
+    """Per behaviour: detectability by its own rule, recall, new-defect recall, onset error."""
+    beh = truth["behaviour"].to_numpy()
+    kinds = _evidence_kind(truth, high)
+    ok = rows.ok
+    per_b = {}
+    for name in sorted(set(beh)):
+        sel = beh == name
+        mb = rows.bad_where(sel)
+        n = int((mb & seen).sum())
+        nb = int((ok & sel & new).sum())
+        per_b[str(name)] = {
+            "defects": int(sel.sum()), "detectable": int((ok & sel).sum()),
+            "evidence": ", ".join(sorted(set(kinds[sel]))),
+            "recall": int((mb & seen & flagged).sum()) / n if n else float("nan"),
+            "detectable_pixel_exposures": n, "new_detectable": nb,
+            "recall_new_defects": int((found & sel).sum()) / nb if nb else float("nan"),
+            "onset_error_exposures": _onset_summary(onset[found & sel])}
+    return per_b
+
+
+def _class_confusion(truth, det, keys, rows: _TruthRows) -> dict:
+    """Classification agreement on true positives: truth class -> detected class -> defects."""
+    first_flag = det.assign(k=det["y"] * 4096 + det["x"]).drop_duplicates("k").set_index("k")["flag"]
+    conf = {}
+    for i in np.flatnonzero(rows.ok):
+        k = int(keys[rows.col[i]])
+        if k in first_flag.index:
+            t, d = str(truth["flag"].iloc[i]), str(first_flag[k])
+            conf.setdefault(t, {}).setdefault(d, 0)
+            conf[t][d] += 1
+    return conf
 
 
 def _onset_summary(errs) -> dict:
