@@ -344,72 +344,91 @@ def spectra_check(store: str, truth, out: str | Path | None = None, *, epochs: i
         i_ep = _epoch_index(mask_times, plots.mjd_to_datetime(t0).to_datetime64().astype("datetime64[us]"))
         var_dq = np.asarray(ds["dq"].isel(time=i_ep)[box.y0:box.y1, box.x0:box.x1].values, "uint32")
         act = _active(truth_t, t_mid, box)
+        masks = {"none": None, "static": static_dq, "variable": var_dq}
         for off in offsets:
             xc = slit_center + off
             photon, err = science_scene(box, xc, peak_dn_s, profile, scenario, exposure)
             high = rng.random(len(act)) < 0.5
-            with_def = render_defects(photon, box, act, high)
+            imgs = _renderings(rng, photon, err, render_defects(photon, box, act, high), noise)
             box_cols = np.flatnonzero(np.abs(cols - xc) <= half_width)
             bg_cols = np.flatnonzero((np.abs(cols - xc) > half_width + bg_gap) & (cols >= box.x0 + 2) & (cols < box.x1 - 2))
             ref, sig = box_extract(photon, err, box_cols, bg_cols)
-            masks = {"none": None, "static": static_dq, "variable": var_dq}
-            imgs = {"noiseless": with_def}
-            if noise:
-                nz = rng.standard_normal(photon.shape) * err
-                imgs["noisy"] = with_def + nz
-                imgs["control"] = photon + nz
+            where = {"epoch": e, "mjd": float(t0), "offset": off}
             extracted = {}
-            for kind, img in imgs.items():
-                for m, (mask_name, bits, desc) in METHODS.items():
-                    if kind == "control" and m != "a":
-                        continue
-                    dq = masks[mask_name]
-                    data, excl = img, None
-                    if dq is not None:
-                        excl = dq != 0
-                        rep = (dq & np.uint32(flags.DO_NOT_USE)) != 0 if bits == "DO_NOT_USE" else excl
-                        data = pixel_replace(img, rep, n_adjacent)
-                    f, _ = box_extract(data, err, box_cols, bg_cols, exclude=excl)
-                    dev = f - ref
-                    feats = find_features(dev, sig, nsigma)
-                    if kind == "noiseless":
-                        extracted[m] = dev
-                        for a, b, z, d in feats:
-                            cause, n_def = _cause(act, box, a, b, box_cols, bg_cols, var_dq, static_dq)
-                            rows_all.append({"epoch": e, "mjd": float(t0), "offset": off, "method": m,
-                                             "first_row": int(box.y0 + a), "last_row": int(box.y0 + b),
-                                             "peak_sigma": z, "dev_dn_s": d,
-                                             "percent": 100.0 * abs(d) / max(abs(ref[a:b + 1]).max(), 1e-12),
-                                             "defect": n_def > 0, "cause": cause})
-                        per_exp.append({"epoch": e, "mjd": float(t0), "offset": off, "method": m,
-                                        "features": len(feats), "mask_epoch": i_ep})
-                    else:
-                        noisy_rows.append({"epoch": e, "offset": off, "method": "control" if kind == "control" else m,
-                                           "features": len(feats)})
+            for kind, m, dev, feats in _extractions(imgs, masks, err, box_cols, bg_cols, ref, sig, nsigma, n_adjacent):
+                if kind == "noiseless":
+                    extracted[m] = dev
+                    rows_all += [{**where, "method": m, **row} for row in
+                                 _feature_rows(feats, ref, act, box, box_cols, bg_cols, var_dq, static_dq)]
+                    per_exp.append({**where, "method": m, "features": len(feats), "mask_epoch": i_ep})
+                else:
+                    noisy_rows.append({"epoch": e, "offset": off, "method": "control" if kind == "control" else m,
+                                       "features": len(feats)})
             examples.append({"epoch": e, "offset": off, "mjd": float(t0), "ref": ref, "sigma": sig, "dev": extracted})
 
-    feats = pd.DataFrame(rows_all, columns=["epoch", "mjd", "offset", "method", "first_row", "last_row",
-                                            "peak_sigma", "dev_dn_s", "percent", "defect", "cause"])
-    per = pd.DataFrame(per_exp)
-    summary = _summarise(feats, per)
-    frac = _removal(feats, "b", "c")
-    frac_all = _removal(feats, "b", "c-all")
-    frac_any = _removal(feats, "b", "c", defects_only=False)
     params = {"store": str(store), "epochs": int(epochs), "offsets": list(offsets), "peak_dn_s": peak_dn_s,
               "exptime_s": exposure.exptime_s, "half_width": half_width, "bg_gap": bg_gap, "nsigma": nsigma,
               "n_adjacent": n_adjacent, "noise": noise, "seed": seed, "rows": [box.y0, box.y1],
               "columns": [box.x0, box.x1], "slit_center": slit_center,
               "times_mjd": [float(t) for t in times], "n_mask_epochs": int(ds.sizes["time"]),
               "static_mask": "mask cube epoch 0", "methods": {k: v[2] for k, v in METHODS.items()}}
-    noisy = None
-    if noise and noisy_rows:
-        noisy = pd.DataFrame(noisy_rows).groupby("method", sort=False)["features"].sum().reset_index()
-    res = SpectraResult(summary=summary, features=feats, per_exposure=per, removal_fraction=frac,
-                        removal_fraction_all=frac_all, goal_met=bool(frac >= GOAL_FRACTION),
-                        parameters=params, noisy=noisy, removal_fraction_any=frac_any)
+    res = _result(rows_all, per_exp, noisy_rows if noise else [], params)
     if out is not None:
         _write(res, Path(out), examples, box)
     return res
+
+
+def _feature_rows(feats, ref, act, box, box_cols, bg_cols, var_dq, static_dq) -> list[dict]:
+    """One row per feature: its rows, size (sigma, DN/s, percent of the spectrum) and cause."""
+    rows = []
+    for a, b, z, d in feats:
+        cause, n_def = _cause(act, box, a, b, box_cols, bg_cols, var_dq, static_dq)
+        rows.append({"first_row": int(box.y0 + a), "last_row": int(box.y0 + b), "peak_sigma": z, "dev_dn_s": d,
+                     "percent": 100.0 * abs(d) / max(abs(ref[a:b + 1]).max(), 1e-12),
+                     "defect": n_def > 0, "cause": cause})
+    return rows
+
+
+def _renderings(rng: np.random.Generator, photon: np.ndarray, err: np.ndarray, with_defects: np.ndarray,
+                noise: bool) -> dict[str, np.ndarray]:
+    """The images extracted: noiseless with defects; with ``noise``, the same noisy and a
+    defect-free control with the same noise."""
+    imgs = {"noiseless": with_defects}
+    if noise:
+        nz = rng.standard_normal(photon.shape) * err
+        imgs["noisy"] = with_defects + nz
+        imgs["control"] = photon + nz
+    return imgs
+
+
+def _extractions(imgs, masks, err, box_cols, bg_cols, ref, sig, nsigma, n_adjacent):
+    """(image kind, method, deviation from the defect-free spectrum, its features) for every
+    image and method (the control: method "a" only)."""
+    for kind, img in imgs.items():
+        for m, (mask_name, bits, desc) in METHODS.items():
+            if kind == "control" and m != "a":
+                continue
+            dq = masks[mask_name]
+            data, excl = img, None
+            if dq is not None:
+                excl = dq != 0
+                rep = (dq & np.uint32(flags.DO_NOT_USE)) != 0 if bits == "DO_NOT_USE" else excl
+                data = pixel_replace(img, rep, n_adjacent)
+            f, _ = box_extract(data, err, box_cols, bg_cols, exclude=excl)
+            dev = f - ref
+            yield kind, m, dev, find_features(dev, sig, nsigma)
+
+
+def _result(rows_all: list[dict], per_exp: list[dict], noisy_rows: list[dict], params: dict) -> SpectraResult:
+    """The features, their summary and the fractions of defect features each mask removes."""
+    feats = pd.DataFrame(rows_all, columns=["epoch", "mjd", "offset", "method", "first_row", "last_row",
+                                            "peak_sigma", "dev_dn_s", "percent", "defect", "cause"])
+    per = pd.DataFrame(per_exp)
+    frac = _removal(feats, "b", "c")
+    noisy = pd.DataFrame(noisy_rows).groupby("method", sort=False)["features"].sum().reset_index() if noisy_rows else None
+    return SpectraResult(summary=_summarise(feats, per), features=feats, per_exposure=per, removal_fraction=frac,
+                         removal_fraction_all=_removal(feats, "b", "c-all"), goal_met=bool(frac >= GOAL_FRACTION),
+                         parameters=params, noisy=noisy, removal_fraction_any=_removal(feats, "b", "c", defects_only=False))
 
 
 def _cube_exists(store) -> bool:
