@@ -31,6 +31,7 @@ import re
 import tempfile
 import textwrap
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -324,23 +325,79 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
     geometry = mc.geometry_of(attrs)
     frame_shape = tuple(geometry["frame_shape"])
     instrument = str(geometry["instrument"])
-    detectors = list(geometry["detectors"])
-    if len(detectors) != 1:
-        raise ValueError(f"mask cube covers detectors {detectors}; a MASK file is for one detector")
-    detector = detectors[0]
-    author = author or _login()
-    # checked before anything is written: FITS headers hold printable ASCII only
-    for what, text in (("author", author), ("description", description), ("prefix", prefix)):
-        check_header_text(what, text)
-    if pedigree is not None:
-        pedigree = check_pedigree(pedigree)
-    prefix = prefix or f"jwst_{instrument.lower()}_mask_lrscube"
+    detector = _one_detector(geometry)
+    author, pedigree, prefix = _checked_header_text(author, description, prefix, pedigree, instrument)
     run = provenance.current()
     created = datetime.now(timezone.utc)
     name = dl.check_name(name or dl.next_name(store))
     if dl.exists(store, name) and not overwrite:
         raise FileExistsError(f"{store}: a delivery named {name!r} is recorded already (lrscube deliveries "
                               f"--store {store}); choose another --name, or --overwrite")
+    profile, rule, min_days = _rule_of(attrs, every_epoch, min_epoch_days, min_changed_pixels)
+    base = read_baseline(baseline, frame_shape, detector) if baseline else None
+    _prepare_out(out, prefix, overwrite, remove=False)  # refuse early; old files go once the new ones pass
+
+    ep = _export_epochs(store, cube, profile, rule, min_days, max_files, base, frame_shape)
+    segs = _segment_info(ep.ds)
+    first_ua = mc.floor_second(mc.to_datetime64(first_useafter or attrs["valid_from"]))[()]
+    if first_ua > ep.ds["time"].values[0].astype("datetime64[s]"):
+        raise ValueError(f"first_useafter {mc.isot(first_ua)} is after the first epoch start "
+                         f"{segs[0]['epoch_start']}: exposures in between would get no lrscube mask")
+    extra = reference_pixel_frame(frame_shape, geometry) if reference_pixels else np.zeros(frame_shape, "uint32")
+    files, masks = _file_masks(ep.ds, segs, extra if base is None else extra | base, mc.isot(first_ua))
+
+    from stdatamodels import __version__ as sdm_version
+
+    common = _history_common(attrs, __version__, sdm_version, min_days, max_files, baseline, ep.source, ep.cost,
+                             reference_pixels, ep.ds.sizes["time"], rule, name)
+    common += provenance.history_lines(str(store), run, attrs.get("run"))
+    header = dict(author=author, pedigree=pedigree, description=description, instrument=instrument,
+                  detector=detector, axes=geometry["axes"], keywords=geometry["mask_keywords"], history=common)
+    check = _write_delivery(out, files, masks, frame_shape, header, name, prefix, start_index, overwrite,
+                            run.id if run else created.strftime("%H%M%S%f"))
+    manifest = Manifest({
+        "delivery": name, "created": created.isoformat(timespec="seconds"), "lrscube_version": __version__,
+        "store": str(store), "out": str(out), "instrument": instrument, "detector": detector,
+        "frame_shape": list(frame_shape), "every_epoch": bool(every_epoch),
+        "rule": None if rule is None else {**rule.to_dict(), "describe": rule.describe()},
+        "parameters": {"author": author, "pedigree": pedigree, "max_files": max_files,
+                       "min_epoch_days": min_days, "baseline": str(baseline) if baseline else None,
+                       "first_useafter": mc.isot(first_ua), "reference_pixels": reference_pixels,
+                       "prefix": prefix, "start_index": start_index, "every_epoch": bool(every_epoch),
+                       "min_changed_pixels": None if rule is None else rule.min_changed_pixels},
+        **_manifest_data(attrs, cube, ep, len(files), check, run),
+        "files": files,
+        "manifest_json": _out_path(out, f"{prefix}_manifest.json"),
+        "manifest_csv": _out_path(out, f"{prefix}_manifest.csv"),
+    })
+    _write_file(out, f"{prefix}_manifest.json", json.dumps(manifest, indent=2, default=_json_default).encode())
+    _write_file(out, f"{prefix}_manifest.csv", manifest_csv(files).encode())
+    dl.write_delivery(str(store), name, json.loads(json.dumps(manifest, default=_json_default)),
+                      pd.concat(masks, ignore_index=True) if masks else dl.sparse_rows(0, np.zeros((1, 1), "uint32")))
+    return manifest
+
+
+def _one_detector(geometry: dict) -> str:
+    detectors = list(geometry["detectors"])
+    if len(detectors) != 1:
+        raise ValueError(f"mask cube covers detectors {detectors}; a MASK file is for one detector")
+    return detectors[0]
+
+
+def _checked_header_text(author, description, prefix, pedigree, instrument: str) -> tuple[str, str | None, str]:
+    """Author (default the login name), pedigree and file-name prefix, checked before anything
+    is written: FITS headers hold printable ASCII only."""
+    author = author or _login()
+    for what, text in (("author", author), ("description", description), ("prefix", prefix)):
+        check_header_text(what, text)
+    if pedigree is not None:
+        pedigree = check_pedigree(pedigree)
+    return author, pedigree, prefix or f"jwst_{instrument.lower()}_mask_lrscube"
+
+
+def _rule_of(attrs: dict, every_epoch: bool, min_epoch_days, min_changed_pixels):
+    """The mask cube's mode profile (None if not known here), the delivery rule (None with
+    every_epoch) and the days files must be apart."""
     try:
         profile = profiles.load(attrs.get("profile") or None)
     except ValueError:
@@ -349,45 +406,45 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
     cube_min = float(attrs.get("min_epoch_days", 0.0))
     min_days = (cube_min if min_epoch_days is None else float(min_epoch_days)) if rule is None \
         else float(rule.min_interval_days)
-    base = read_baseline(baseline, frame_shape, detector) if baseline else None
-    _prepare_out(out, prefix, overwrite, remove=False)  # refuse early; old files go once the new ones pass
+    return profile, rule, min_days
 
-    # 1. epochs: the delivery rule's plan; with every_epoch the cube's, or a re-plan when the limits differ
+
+@dataclass
+class _Epochs:
+    """The epochs a delivery's files are cut from and what merging them costs."""
+
+    ds: Any            # mask dataset (time = epoch start, y, x)
+    cost: dict         # pixel_seconds, pixel_exposures, pixels (None where not known)
+    source: str        # where the epochs come from, in words
+    replanned: bool    # planned here, not the mask cube's own
+
+
+def _export_epochs(store, cube, profile, rule, min_days: float, max_files, base, frame_shape) -> _Epochs:
+    """The delivery rule's epochs; with every_epoch (``rule`` None) the mask cube's, or a
+    re-plan from the intervals table when the limits differ from the cube's."""
+    attrs = cube.attrs
+    cube_min = float(attrs.get("min_epoch_days", 0.0))
     replan = rule is not None or (min_days != cube_min) or (max_files is not None and max_files < cube.sizes["time"])
-    pixels_wrong = None
-    if replan:
-        intervals = st.read_table(store, st.INTERVALS)
-        plan = mc.plan_epochs(intervals, _exposures_from_cube(cube), profile, min_epoch_days=min_days,
-                              max_epochs=max_files, baseline=base, frame_shape=frame_shape, rule=rule)
-        ds = mc.mask_dataset(plan, profile, valid_from=attrs.get("valid_from"), frame_shape=frame_shape)
-        cost = {"pixel_seconds": plan.cost["pixel_seconds"], "pixel_exposures": plan.cost["pixel_exposures"]}
-        pixels_wrong = plan.cost.get("pixels")
-        source = "the delivery rule" if rule is not None else "re-planned from the intervals table"
-    else:
-        ds = cube
+    if not replan:
         cost = {"pixel_seconds": attrs.get("merge_cost_pixel_seconds"),
-                "pixel_exposures": attrs.get("merge_cost_pixel_exposures")}
-        source = "the mask cube's epochs"
-    cost["pixels"] = pixels_wrong
-    n_epochs = ds.sizes["time"]
-    segs = _segment_info(ds)
+                "pixel_exposures": attrs.get("merge_cost_pixel_exposures"), "pixels": None}
+        return _Epochs(cube, cost, "the mask cube's epochs", False)
+    intervals = st.read_table(store, st.INTERVALS)
+    plan = mc.plan_epochs(intervals, _exposures_from_cube(cube), profile, min_epoch_days=min_days,
+                          max_epochs=max_files, baseline=base, frame_shape=frame_shape, rule=rule)
+    ds = mc.mask_dataset(plan, profile, valid_from=attrs.get("valid_from"), frame_shape=frame_shape)
+    cost = {"pixel_seconds": plan.cost["pixel_seconds"], "pixel_exposures": plan.cost["pixel_exposures"],
+            "pixels": plan.cost.get("pixels")}
+    return _Epochs(ds, cost, "the delivery rule" if rule is not None else "re-planned from the intervals table", True)
 
-    first_ua = mc.floor_second(mc.to_datetime64(first_useafter or attrs["valid_from"]))[()]
-    if first_ua > ds["time"].values[0].astype("datetime64[s]"):
-        raise ValueError(f"first_useafter {mc.isot(first_ua)} is after the first epoch start "
-                         f"{segs[0]['epoch_start']}: exposures in between would get no lrscube mask")
 
-    extra = np.zeros(frame_shape, "uint32")
-    if reference_pixels:
-        extra |= reference_pixel_frame(frame_shape, geometry)
-    if base is not None:
-        extra |= base
-
-    # 2. the files' masks (an epoch identical to the previous one after the baseline is folded in)
+def _file_masks(ds, segs: list[dict], extra: np.ndarray, first_useafter: str) -> tuple[list[dict], list]:
+    """One file per epoch (``extra``'s bits ORed in), an epoch identical to the previous one
+    folded into its file; each file's row and its mask as sparse rows."""
     files: list[dict[str, Any]] = []
     masks = []
     prev = None
-    for i in range(n_epochs):
+    for i in range(ds.sizes["time"]):
         frame = np.asarray(ds["dq"].isel(time=i).values, "uint32") | extra
         if prev is not None and np.array_equal(frame, prev):
             files[-1]["raw_epochs"][1] = segs[i]["raw_epochs"][1]
@@ -395,45 +452,27 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
             files[-1]["last_exposure"] = segs[i]["last_exposure"]
             files[-1]["folded_epochs"] += 1
             continue
-        useafter = mc.isot(first_ua) if i == 0 else segs[i]["epoch_start"]
+        useafter = first_useafter if i == 0 else segs[i]["epoch_start"]
         added, removed = flag_changes(prev, frame)
         masks.append(dl.sparse_rows(len(files), frame))
         files.append({**segs[i], "epoch": i, "useafter": useafter, "folded_epochs": 0,
                       "counts": flag_counts(frame), "n_flagged": int(np.count_nonzero(frame)),
                       "added": added, "removed": removed})
         prev = frame
-    del prev
-
-    # 3. write every file into a staging folder, check the set, then put it in place
-    from stdatamodels import __version__ as sdm_version
+    return files, masks
 
 
-    detect_run = attrs.get("run")
-    common = _history_common(attrs, __version__, sdm_version, min_days, max_files, baseline, source, cost,
-                             reference_pixels, n_epochs, rule, name)
-    common += provenance.history_lines(str(store), run, detect_run)
+def _write_delivery(out, files: list[dict], masks: list, frame_shape, header: dict, name: str, prefix: str,
+                    start_index: int, overwrite: bool, staging_id: str):
+    """Write every file into a staging folder, check the set, then put it in place (raises
+    InvalidDeliveryError, leaving ``out`` as it was, when the set fails the checks)."""
     n_files = len(files)
-    staging, final = _staging(out, run.id if run else created.strftime("%H%M%S%f"))
+    staging, final = _staging(out, staging_id)
     try:
         for k, f in enumerate(files):
             f["file"] = f"{prefix}_{start_index + k:04d}.fits"
-            ped = pedigree or f"INFLIGHT {f['first_exposure'][:10]} {f['last_exposure'][:10]}"
-            f["pedigree"] = ped
-            desc = description or f"{instrument} {detector} time-variable bad-pixel mask, lrscube {k + 1} of {n_files}"
-            hist = [*common,
-                    f"DELIVERY: file {k + 1} of {n_files} of delivery {name}, USEAFTER {f['useafter']}; epoch "
-                    f"{f['epoch']} (unmerged epochs {f['raw_epochs'][0]}-{f['raw_epochs'][1]}) with {f['n_exposures']} "
-                    f"exposures from {f['first_exposure']} to {f['last_exposure']}.",
-                    f"DIFFERENCES: flagged pixels {f['n_flagged']}: " + _counts_text(f["counts"])
-                    + "; since the previous file: added " + (_counts_text(f["added"]) or "none")
-                    + ", removed " + (_counts_text(f["removed"]) or "none") + "."]
-            frame = np.zeros(frame_shape, "uint32")
-            r = masks[k]
-            frame[r["y"].to_numpy(), r["x"].to_numpy()] = r["dq"].to_numpy("uint32")
-            model = mask_model(frame, useafter=f["useafter"], author=author, pedigree=ped,
-                               description=desc, instrument=instrument, detector=detector, history=hist,
-                               axes=geometry["axes"], keywords=geometry["mask_keywords"])
-            data = _model_bytes(model, f["file"])
+            f["pedigree"] = header["pedigree"] or f"INFLIGHT {f['first_exposure'][:10]} {f['last_exposure'][:10]}"
+            data = _model_bytes(_file_model(f, k, n_files, masks[k], frame_shape, header, name), f["file"])
             f["sha256"] = hashlib.sha256(data).hexdigest()
             with open(os.path.join(staging, f["file"]), "wb") as fh:
                 fh.write(data)
@@ -447,44 +486,46 @@ def export_crds(store: str, out: str, author: str | None = None, pedigree: str |
             log.info("wrote %s (USEAFTER %s, %d flagged)", f["path"], f["useafter"], f["n_flagged"])
     finally:
         _remove_staging(staging)
+    return check
 
-    manifest = Manifest({
-        "delivery": name,
-        "created": created.isoformat(timespec="seconds"),
-        "lrscube_version": __version__,
-        "store": str(store),
-        "out": str(out),
-        "instrument": instrument,
-        "detector": detector,
-        "frame_shape": list(frame_shape),
-        "every_epoch": bool(every_epoch),
-        "rule": None if rule is None else {**rule.to_dict(), "describe": rule.describe()},
-        "parameters": {"author": author, "pedigree": pedigree, "max_files": max_files,
-                       "min_epoch_days": min_days, "baseline": str(baseline) if baseline else None,
-                       "first_useafter": mc.isot(first_ua), "reference_pixels": reference_pixels,
-                       "prefix": prefix, "start_index": start_index, "every_epoch": bool(every_epoch),
-                       "min_changed_pixels": None if rule is None else rule.min_changed_pixels},
+
+def _file_model(f: dict, k: int, n_files: int, rows: pd.DataFrame, frame_shape, header: dict, name: str):
+    """The MaskModel of file ``k`` of ``n_files``: its mask and its header, with HISTORY that says
+    which epochs and exposures it covers and what changed since the previous file."""
+    desc = header["description"] or (f"{header['instrument']} {header['detector']} time-variable bad-pixel mask, "
+                                     f"lrscube {k + 1} of {n_files}")
+    hist = [*header["history"],
+            f"DELIVERY: file {k + 1} of {n_files} of delivery {name}, USEAFTER {f['useafter']}; epoch "
+            f"{f['epoch']} (unmerged epochs {f['raw_epochs'][0]}-{f['raw_epochs'][1]}) with {f['n_exposures']} "
+            f"exposures from {f['first_exposure']} to {f['last_exposure']}.",
+            f"DIFFERENCES: flagged pixels {f['n_flagged']}: " + _counts_text(f["counts"])
+            + "; since the previous file: added " + (_counts_text(f["added"]) or "none")
+            + ", removed " + (_counts_text(f["removed"]) or "none") + "."]
+    frame = np.zeros(frame_shape, "uint32")
+    frame[rows["y"].to_numpy(), rows["x"].to_numpy()] = rows["dq"].to_numpy("uint32")
+    return mask_model(frame, useafter=f["useafter"], author=header["author"], pedigree=f["pedigree"],
+                      description=desc, instrument=header["instrument"], detector=header["detector"], history=hist,
+                      axes=header["axes"], keywords=header["keywords"])
+
+
+def _manifest_data(attrs: dict, cube, ep: _Epochs, n_files: int, check, run) -> dict:
+    """The manifest's account of the data, the epochs, the merge cost, the checks and the runs."""
+    n_epochs = int(ep.ds.sizes["time"])
+    return {
         "data": {k: attrs.get(k) for k in ("n_exposures", "first_exposure", "last_exposure", "programs",
                                            "valid_from", "profile", "footprints_known")},
-        "epochs": {"source": source, "n_unmerged": int(attrs.get("n_raw_epochs", n_epochs)),
-                   "n_mask_cube": int(cube.sizes["time"]), "n_export_epochs": int(n_epochs),
+        "epochs": {"source": ep.source, "n_unmerged": int(attrs.get("n_raw_epochs", n_epochs)),
+                   "n_mask_cube": int(cube.sizes["time"]), "n_export_epochs": n_epochs,
                    "n_files": n_files,
-                   "same_as_mask_cube": (not replan) or bool(np.array_equal(ds["time"].values, cube["time"].values))},
-        "merge_cost": {**cost, "unit": "pixel-exposures the files get wrong against the unmerged epochs: "
-                                        "pixel_seconds weights each by its exposure time (what merging minimises); "
-                                        "pixels: distinct pixels wrong for at least one exposure that sees them"},
+                   "same_as_mask_cube": (not ep.replanned)
+                   or bool(np.array_equal(ep.ds["time"].values, cube["time"].values))},
+        "merge_cost": {**ep.cost, "unit": "pixel-exposures the files get wrong against the unmerged epochs: "
+                                          "pixel_seconds weights each by its exposure time (what merging minimises); "
+                                          "pixels: distinct pixels wrong for at least one exposure that sees them"},
         "checks": str(check),
         "run": run.brief() if run else None,
-        "detect_run": detect_run,
-        "files": files,
-        "manifest_json": _out_path(out, f"{prefix}_manifest.json"),
-        "manifest_csv": _out_path(out, f"{prefix}_manifest.csv"),
-    })
-    _write_file(out, f"{prefix}_manifest.json", json.dumps(manifest, indent=2, default=_json_default).encode())
-    _write_file(out, f"{prefix}_manifest.csv", manifest_csv(files).encode())
-    dl.write_delivery(str(store), name, json.loads(json.dumps(manifest, default=_json_default)),
-                      pd.concat(masks, ignore_index=True) if masks else dl.sparse_rows(0, np.zeros((1, 1), "uint32")))
-    return manifest
+        "detect_run": attrs.get("run"),
+    }
 
 
 def _counts_text(d: dict[str, int]) -> str:
