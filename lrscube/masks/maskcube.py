@@ -633,70 +633,22 @@ def _default_valid_from(first_start: np.datetime64) -> np.datetime64:
 
 def mask_dataset(plan: EpochPlan, profile=None, valid_from=None, frame_shape=None) -> xr.Dataset:
     """The mask cube as a (dask-backed) Dataset, ready for ``to_zarr``."""
-    import dask
-    import dask.array as da
-
     frame_shape = tuple(frame_shape or (profile.frame_shape if profile is not None else default_frame()))
-    S = plan.n_epochs
     ny, nx = frame_shape
-    vals = plan.values
-    # one small task per epoch; the pixel lists are one shared graph key, not copied per task
-    shared = dask.delayed((plan.static_ys, plan.static_xs, plan.static_values, plan.ys, plan.xs),
-                          pure=True, traverse=False)
-    frames = [da.from_delayed(dask.delayed(_render_epoch, pure=True)(frame_shape, shared, vals[s]),
-                              shape=(ny, nx), dtype="uint32") for s in range(S)]
-    dq = da.stack(frames) if S else da.zeros((0, ny, nx), "uint32")
-    exp = plan.exposures
-    first = np.array([plan.raw.first_exposure[a] for a, _ in plan.segments], "int64")
-    n_exp = np.bincount(plan.exposure_epoch, minlength=S)
-    last = first + n_exp - 1
-    start = exp["start"].to_numpy()
-    times = plan.times.astype("datetime64[ns]")
-    mjd = datetime64_to_mjd(plan.times)
-    mjd = np.atleast_1d(mjd)
-    end = np.append(mjd[1:], np.nan)
-    static_counts = mask_counts(plan.static_values)
-    epoch_counts = [mask_counts(vals[s]) for s in range(S)]
-    bits = sorted({*static_counts, *(b for c in epoch_counts for b in c)}, key=flags.value)
-    counts = np.array([[static_counts.get(b, 0) + epoch_counts[s].get(b, 0) for b in bits] for s in range(S)],
-                      "int64").reshape(S, len(bits))
-    n_flagged = np.count_nonzero(plan.static_values) + (np.count_nonzero(vals, axis=1) if vals.size
-                                                        else np.zeros(S, "int64"))
+    start = plan.exposures["start"].to_numpy()
+    mjd = np.atleast_1d(datetime64_to_mjd(plan.times))
     first_start = mjd_to_datetime64(start[0])[()]
     vf = floor_second(to_datetime64(valid_from))[()] if valid_from is not None else _default_valid_from(first_start)
     if vf > plan.times[0]:
         raise ValueError(f"valid_from {isot(vf)} is after the first epoch start {isot(plan.times[0])}")
-    programs = sorted({p for p in exp["program"] if p})
-
+    bits, epoch_vars = _epoch_variables(plan, frame_shape)
     ds = xr.Dataset(
-        data_vars={
-            "dq": (("time", "y", "x"), dq, {"long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel) valid from time"}),
-            "n_exposures": ("time", n_exp.astype("int64"), {"long_name": "exposures in the epoch"}),
-            "exptime": ("time", np.bincount(plan.exposure_epoch, weights=exp["weight"].to_numpy(), minlength=S),
-                        {"units": "s", "long_name": "summed exposure time of the epoch"}),
-            "first_exposure_mjd": ("time", start[first], {"long_name": "start (MJD) of the epoch's first exposure"}),
-            "last_exposure_mjd": ("time", start[last], {"long_name": "start (MJD) of the epoch's last exposure"}),
-            "n_flagged": ("time", np.asarray(n_flagged, "int64"), {"long_name": "pixels with any bit set"}),
-            "flag_count": (("time", "flag"), counts, {"long_name": "pixels with each bit set"}),
-            "raw_epoch_first": ("time", np.array([a for a, _ in plan.segments], "int64"),
-                                {"long_name": "first unmerged epoch in this epoch"}),
-            "raw_epoch_last": ("time", np.array([b for _, b in plan.segments], "int64")),
-            "exposure_mjd": ("exposure", exp["mid"].to_numpy(), {"long_name": "mid-time (MJD)"}),
-            "exposure_expstart": ("exposure", start, {"long_name": "start time (MJD)"}),
-            "exposure_exptime": ("exposure", exp["exptime"].to_numpy(), {"units": "s"}),
-            "exposure_epoch": ("exposure", plan.exposure_epoch.astype("int64")),
-            "exposure_program": ("exposure", exp["program"].to_numpy().astype(object)),
-            "exposure_filename": ("exposure", exp["filename"].to_numpy().astype(object)),
-            "exposure_subarray": ("exposure", exp["subarray"].to_numpy().astype(object)),
-            "exposure_footprint": (("exposure", "corner"),
-                                   np.where(exp["footprint_known"].to_numpy()[:, None],
-                                            exp[["y0", "x0", "ny", "nx"]].to_numpy(), -1).astype("int64"),
-                                   {"long_name": "y0, x0, ny, nx (0-based; -1 unknown)"}),
-        },
+        data_vars={**epoch_vars, **_exposure_variables(plan)},
         coords={
-            "time": ("time", times, {"long_name": "epoch start (first exposure start, rounded down to the second)"}),
+            "time": ("time", plan.times.astype("datetime64[ns]"),
+                     {"long_name": "epoch start (first exposure start, rounded down to the second)"}),
             "mjd": ("time", mjd, {"long_name": "epoch start (MJD UTC)"}),
-            "end_mjd": ("time", end, {"long_name": "next epoch start (MJD), NaN for the last"}),
+            "end_mjd": ("time", np.append(mjd[1:], np.nan), {"long_name": "next epoch start (MJD), NaN for the last"}),
             "y": ("y", np.arange(ny, dtype="int32"), {"long_name": "0-based full-frame row"}),
             "x": ("x", np.arange(nx, dtype="int32"), {"long_name": "0-based full-frame column"}),
             "flag": ("flag", np.array(bits, dtype=object)),
@@ -708,14 +660,14 @@ def mask_dataset(plan: EpochPlan, profile=None, valid_from=None, frame_shape=Non
             **geometry_attrs(profile, frame_shape),
             "do_not_use_policy": list(getattr(profile, "do_not_use", ())),
             "valid_from": isot(vf),
-            "n_exposures": int(len(exp)),
+            "n_exposures": int(len(plan.exposures)),
             "first_exposure": isot(first_start),
             "last_exposure": isot(mjd_to_datetime64(start[-1])[()]),
             "first_exposure_mjd": float(start[0]),
             "last_exposure_mjd": float(start[-1]),
-            "programs": programs,
+            "programs": sorted({p for p in plan.exposures["program"] if p}),
             "min_epoch_days": plan.min_epoch_days,
-            "n_raw_epochs": int(plan.cost.get("n_raw_epochs", S)),
+            "n_raw_epochs": int(plan.cost.get("n_raw_epochs", plan.n_epochs)),
             "merge_cost_pixel_seconds": plan.cost["pixel_seconds"],
             "merge_cost_pixel_exposures": plan.cost["pixel_exposures"],
             "footprints_known": bool(plan.cost.get("footprints_known", False)),
@@ -727,6 +679,69 @@ def mask_dataset(plan: EpochPlan, profile=None, valid_from=None, frame_shape=Non
     )
     ds["time"].encoding.update(units="seconds since 1858-11-17 00:00:00", dtype="int64", calendar="proleptic_gregorian")
     return ds
+
+
+def _dq_frames(plan: EpochPlan, frame_shape: tuple[int, int]):
+    """The epochs' full-frame DQ as a dask array (time, y, x), rendered one epoch per task."""
+    import dask
+    import dask.array as da
+
+    ny, nx = frame_shape
+    # one small task per epoch; the pixel lists are one shared graph key, not copied per task
+    shared = dask.delayed((plan.static_ys, plan.static_xs, plan.static_values, plan.ys, plan.xs),
+                          pure=True, traverse=False)
+    frames = [da.from_delayed(dask.delayed(_render_epoch, pure=True)(frame_shape, shared, plan.values[s]),
+                              shape=(ny, nx), dtype="uint32") for s in range(plan.n_epochs)]
+    return da.stack(frames) if plan.n_epochs else da.zeros((0, ny, nx), "uint32")
+
+
+def _epoch_variables(plan: EpochPlan, frame_shape: tuple[int, int]) -> tuple[list[str], dict]:
+    """The flag names counted and the per-epoch variables: DQ, exposures, exposure time, first
+    and last exposure, pixels flagged (any bit, each bit), the unmerged epochs merged."""
+    S, vals, exp = plan.n_epochs, plan.values, plan.exposures
+    start = exp["start"].to_numpy()
+    first = np.array([plan.raw.first_exposure[a] for a, _ in plan.segments], "int64")
+    n_exp = np.bincount(plan.exposure_epoch, minlength=S)
+    last = first + n_exp - 1
+    static_counts = mask_counts(plan.static_values)
+    epoch_counts = [mask_counts(vals[s]) for s in range(S)]
+    bits = sorted({*static_counts, *(b for c in epoch_counts for b in c)}, key=flags.value)
+    counts = np.array([[static_counts.get(b, 0) + epoch_counts[s].get(b, 0) for b in bits] for s in range(S)],
+                      "int64").reshape(S, len(bits))
+    n_flagged = np.count_nonzero(plan.static_values) + (np.count_nonzero(vals, axis=1) if vals.size
+                                                        else np.zeros(S, "int64"))
+    return bits, {
+        "dq": (("time", "y", "x"), _dq_frames(plan, frame_shape),
+               {"long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel) valid from time"}),
+        "n_exposures": ("time", n_exp.astype("int64"), {"long_name": "exposures in the epoch"}),
+        "exptime": ("time", np.bincount(plan.exposure_epoch, weights=exp["weight"].to_numpy(), minlength=S),
+                    {"units": "s", "long_name": "summed exposure time of the epoch"}),
+        "first_exposure_mjd": ("time", start[first], {"long_name": "start (MJD) of the epoch's first exposure"}),
+        "last_exposure_mjd": ("time", start[last], {"long_name": "start (MJD) of the epoch's last exposure"}),
+        "n_flagged": ("time", np.asarray(n_flagged, "int64"), {"long_name": "pixels with any bit set"}),
+        "flag_count": (("time", "flag"), counts, {"long_name": "pixels with each bit set"}),
+        "raw_epoch_first": ("time", np.array([a for a, _ in plan.segments], "int64"),
+                            {"long_name": "first unmerged epoch in this epoch"}),
+        "raw_epoch_last": ("time", np.array([b for _, b in plan.segments], "int64")),
+    }
+
+
+def _exposure_variables(plan: EpochPlan) -> dict:
+    """The per-exposure variables: times, exposure time, epoch, program, file, subarray, footprint."""
+    exp = plan.exposures
+    return {
+        "exposure_mjd": ("exposure", exp["mid"].to_numpy(), {"long_name": "mid-time (MJD)"}),
+        "exposure_expstart": ("exposure", exp["start"].to_numpy(), {"long_name": "start time (MJD)"}),
+        "exposure_exptime": ("exposure", exp["exptime"].to_numpy(), {"units": "s"}),
+        "exposure_epoch": ("exposure", plan.exposure_epoch.astype("int64")),
+        "exposure_program": ("exposure", exp["program"].to_numpy().astype(object)),
+        "exposure_filename": ("exposure", exp["filename"].to_numpy().astype(object)),
+        "exposure_subarray": ("exposure", exp["subarray"].to_numpy().astype(object)),
+        "exposure_footprint": (("exposure", "corner"),
+                               np.where(exp["footprint_known"].to_numpy()[:, None],
+                                        exp[["y0", "x0", "ny", "nx"]].to_numpy(), -1).astype("int64"),
+                               {"long_name": "y0, x0, ny, nx (0-based; -1 unknown)"}),
+    }
 
 
 def _render_epoch(frame_shape, shared, values):
