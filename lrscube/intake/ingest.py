@@ -308,84 +308,106 @@ def _refuse_lost_cube(store: str) -> None:
 def _ingest_files(files, store, summary, log, profile, unit, hash_algorithm, seen_hash, seen_key,
                   scheduler, batch_size, clip, progress) -> None:
     with get_client(scheduler, quiet=not progress) as client:
-        batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
-        per_task = files_per_task(batch_size, worker_threads(client))
-
-        def submit(bi):
-            # Tasks run batch by batch (priority -bi): dask otherwise interleaves the loads of
-            # batches submitted within 100 ms of each other, and a batch's summaries submitted
-            # after the next batch's loads would wait behind them.
-            groups = [batches[bi][g0:g0 + per_task] for g0 in range(0, len(batches[bi]), per_task)]
-            loads = client.map(_load, groups, profile=profile, clip=clip, hash_algorithm=hash_algorithm,
-                               unit=unit, pure=False, priority=-bi)
-            return loads, client.map(_summary, loads, pure=False, priority=-bi)
-
-        upcoming = submit(0) if batches else ([], [])
-        app: cube.Append | None = None
-        end = None  # the slot after the last one this run has made room for
+        run = _Batches(client, files, store, summary, log, batch_size, dict(profile=profile, clip=clip,
+                                                                            hash_algorithm=hash_algorithm, unit=unit))
+        upcoming = run.submit(0) if run.batches else ([], [])
         pending = None  # the batch whose writes were submitted last, not yet committed
-
-        def finish(batch_done):
-            """Wait for a batch's writes, commit it, log it."""
-            start, metas, writes, log_rows = batch_done
-            for done in client.gather(writes):
-                if isinstance(done, WriteFailed):
-                    raise done.error()
-            if metas:
-                app.commit(start, metas)
-            for r in log_rows:
-                if r["status"] == "ingested":
-                    summary.ingested.append(r["file"])
-            now = pd.Timestamp.now(tz="UTC").isoformat()
-            for r in log_rows:
-                r["when"] = now
-            log.add(log_rows)
-
-        for bi, batch in enumerate(batches):
+        for bi, batch in enumerate(run.batches):
             loaded, summarised = upcoming
             # read the next batch while this one is screened and written and the one before committed
-            upcoming = submit(bi + 1) if bi + 1 < len(batches) else ([], [])
+            upcoming = run.submit(bi + 1) if bi + 1 < len(run.batches) else ([], [])
             summaries = [m for group in client.gather(summarised) for m in group]
             accepted, dups, rejects = screen(summaries, seen_hash, seen_key)
-            log_rows = []
-            for i, why, kind in rejects:
-                summary.rejected.append((batch[i], why))
-                summary.rejected_kinds.append(kind)
-                log_rows.append({"file": batch[i], "status": "rejected", "kind": kind, "reason": why})
-            for i, why in dups:
-                summary.duplicates.append((batch[i], why))
-                log_rows.append({"file": batch[i], "status": "duplicate", "kind": "", "reason": why})
-            start, writes = None, []
-            if accepted:
-                if app is None and not cube.exists(store):
-                    cube.create(store, profile, bunit=unit)
-                app = app or cube.Append(store)
-                # The first append of the run clears what a killed run left beyond the committed
-                # exposures; later ones go after the previous batch, which may still be writing.
-                unread = len(files) - bi * batch_size - len(batch)
-                start = app.room(len(accepted), after=end, ahead=min(unread, RESERVE))
-                end = start + len(accepted)
-                arrays = app.data_arrays()
-                slot = {i: start + j for j, i in enumerate(accepted)}
-                for gi, group in enumerate(loaded):
-                    slots = [slot.get(i) for i in range(gi * per_task, min((gi + 1) * per_task, len(batch)))]
-                    if any(s is not None for s in slots):
-                        writes.append(client.submit(_write, group, slots, store, arrays, pure=False, priority=-bi))
-                log_rows += [{"file": batch[i], "status": "ingested", "kind": "",
-                              "reason": summaries[i].get("unit_note", "")} for i in accepted]
+            log_rows = run.refused(batch, rejects, dups)
+            start, writes = run.write(bi, batch, loaded, accepted) if accepted else (None, [])
+            log_rows += [{"file": batch[i], "status": "ingested", "kind": "",
+                          "reason": summaries[i].get("unit_note", "")} for i in accepted]
             del loaded, summarised
             # commit the previous batch while this one is written and the next one read
             if pending is not None:
-                finish(pending)
+                run.finish(*pending)
             pending = (start, [summaries[i] for i in accepted], writes, log_rows)
             if progress:
-                done = min((bi + 1) * batch_size, len(files))
-                # stored = committed; this batch is committed with the next one (or at the end)
-                writing = f", {len(accepted)} being written" if accepted else ""
-                print(f"ingest: {done}/{len(files)} files read, {len(summary.ingested)} stored{writing}, "
-                      f"{len(summary.duplicates)} duplicates, {len(summary.rejected)} rejected",
-                      file=sys.stderr, flush=True)
+                run.progress(bi, len(accepted))
         if pending is not None:
-            finish(pending)
-        if app is not None:
-            app.close()
+            run.finish(*pending)
+        if run.app is not None:
+            run.app.close()
+
+
+class _Batches:
+    """One ingest's files in batches on a dask client: each batch read (``submit``), its
+    refusals recorded (``refused``), its exposures written (``write``), then committed and
+    logged (``finish``) while the next batch is read and written."""
+
+    def __init__(self, client, files, store, summary, log, batch_size: int, read_options: dict):
+        self.client, self.files, self.store, self.summary, self.log = client, files, store, summary, log
+        self.batch_size, self.read_options = batch_size, read_options
+        self.batches = [files[b0:b0 + batch_size] for b0 in range(0, len(files), batch_size)]
+        self.per_task = files_per_task(batch_size, worker_threads(client))
+        self.app: cube.Append | None = None
+        self.end = None  # the slot after the last one this run has made room for
+
+    def submit(self, bi: int):
+        """Futures of batch ``bi``'s loads (a group of files per task) and of their summaries."""
+        # Tasks run batch by batch (priority -bi): dask otherwise interleaves the loads of
+        # batches submitted within 100 ms of each other, and a batch's summaries submitted
+        # after the next batch's loads would wait behind them.
+        batch, k = self.batches[bi], self.per_task
+        groups = [batch[g0:g0 + k] for g0 in range(0, len(batch), k)]
+        loads = self.client.map(_load, groups, **self.read_options, pure=False, priority=-bi)
+        return loads, self.client.map(_summary, loads, pure=False, priority=-bi)
+
+    def refused(self, batch, rejects, dups) -> list[dict]:
+        """The log rows of the batch's rejected and duplicate files, counted in the summary."""
+        rows = []
+        for i, why, kind in rejects:
+            self.summary.rejected.append((batch[i], why))
+            self.summary.rejected_kinds.append(kind)
+            rows.append({"file": batch[i], "status": "rejected", "kind": kind, "reason": why})
+        for i, why in dups:
+            self.summary.duplicates.append((batch[i], why))
+            rows.append({"file": batch[i], "status": "duplicate", "kind": "", "reason": why})
+        return rows
+
+    def write(self, bi: int, batch, loaded, accepted: list[int]):
+        """Make room for the accepted exposures and submit their writes; (first slot, futures)."""
+        if self.app is None and not cube.exists(self.store):
+            cube.create(self.store, self.read_options["profile"], bunit=self.read_options["unit"])
+        self.app = self.app or cube.Append(self.store)
+        # The first append of the run clears what a killed run left beyond the committed
+        # exposures; later ones go after the previous batch, which may still be writing.
+        unread = len(self.files) - bi * self.batch_size - len(batch)
+        start = self.app.room(len(accepted), after=self.end, ahead=min(unread, RESERVE))
+        self.end = start + len(accepted)
+        arrays = self.app.data_arrays()
+        slot = {i: start + j for j, i in enumerate(accepted)}
+        writes, k = [], self.per_task
+        for gi, group in enumerate(loaded):
+            slots = [slot.get(i) for i in range(gi * k, min((gi + 1) * k, len(batch)))]
+            if any(s is not None for s in slots):
+                writes.append(self.client.submit(_write, group, slots, self.store, arrays, pure=False, priority=-bi))
+        return start, writes
+
+    def finish(self, start, metas, writes, log_rows) -> None:
+        """Wait for a batch's writes, commit it, log it."""
+        for done in self.client.gather(writes):
+            if isinstance(done, WriteFailed):
+                raise done.error()
+        if metas:
+            self.app.commit(start, metas)
+        for r in log_rows:
+            if r["status"] == "ingested":
+                self.summary.ingested.append(r["file"])
+        now = pd.Timestamp.now(tz="UTC").isoformat()
+        for r in log_rows:
+            r["when"] = now
+        self.log.add(log_rows)
+
+    def progress(self, bi: int, n_accepted: int) -> None:
+        done = min((bi + 1) * self.batch_size, len(self.files))
+        s = self.summary
+        # stored = committed; this batch is committed with the next one (or at the end)
+        writing = f", {n_accepted} being written" if n_accepted else ""
+        print(f"ingest: {done}/{len(self.files)} files read, {len(s.ingested)} stored{writing}, "
+              f"{len(s.duplicates)} duplicates, {len(s.rejected)} rejected", file=sys.stderr, flush=True)
