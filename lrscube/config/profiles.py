@@ -300,12 +300,7 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
     """Load and validate a mode profile by name (``lrs``, ``mrs-short``, ...) or YAML path."""
     if isinstance(name_or_path, Profile):
         return name_or_path
-    spec = str(name_or_path or DEFAULT_MODE)
-    path = Path(spec)
-    if not (path.suffix in (".yaml", ".yml") and path.exists()):
-        path = configs_dir() / f"{spec}.yaml"
-        if not path.exists():
-            raise ValueError(f"unknown mode profile {spec!r}: no file {path}; shipped profiles: {available()}")
+    path = _profile_path(str(name_or_path or DEFAULT_MODE))
     d = _read_with_base(path)
     missing = [k for k in _REQUIRED if k not in d]
     if missing:
@@ -325,15 +320,7 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
     dnu = tuple(d.get("do_not_use", ()))
     for cls in dnu:
         flags.value(cls)
-    delivery = dict(d.get("delivery") or {})
-    unknown = set(delivery) - {"regions", "min_interval_days", "min_changed_pixels"}
-    if unknown:
-        raise ValueError(f"{path}: delivery: unknown key(s) {sorted(unknown)} "
-                         "(known: regions, min_interval_days, min_changed_pixels)")
-    missing_regions = [r for r in delivery.get("regions") or () if r not in regions]
-    if missing_regions:
-        raise ValueError(f"{path}: delivery regions {missing_regions} are not regions of the profile "
-                         f"(regions: {sorted(regions)})")
+    delivery = _delivery_block(d.get("delivery"), regions, path)
     prof = Profile(
         name=str(d["name"]),
         description=str(d.get("description", "")),
@@ -358,6 +345,30 @@ def load(name_or_path: str | Path | Profile | None = None) -> Profile:
         if sub != "FULL" and prof.subarray_boxes and sub not in prof.subarray_boxes:
             raise ValueError(f"{path}: subarray {sub!r} is accepted but geometry.subarrays gives no corner for it")
     return prof
+
+
+def _profile_path(spec: str) -> Path:
+    """A YAML path as given, or the shipped profile of that name."""
+    path = Path(spec)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = configs_dir() / f"{spec}.yaml"
+        if not path.exists():
+            raise ValueError(f"unknown mode profile {spec!r}: no file {path}; shipped profiles: {available()}")
+    return path
+
+
+def _delivery_block(block, regions: dict, path: Path) -> dict:
+    """The ``delivery:`` block, its keys known and its regions the profile's."""
+    delivery = dict(block or {})
+    unknown = set(delivery) - {"regions", "min_interval_days", "min_changed_pixels"}
+    if unknown:
+        raise ValueError(f"{path}: delivery: unknown key(s) {sorted(unknown)} "
+                         "(known: regions, min_interval_days, min_changed_pixels)")
+    missing_regions = [r for r in delivery.get("regions") or () if r not in regions]
+    if missing_regions:
+        raise ValueError(f"{path}: delivery regions {missing_regions} are not regions of the profile "
+                         f"(regions: {sorted(regions)})")
+    return delivery
 
 
 @functools.lru_cache(maxsize=1)

@@ -38,10 +38,10 @@ import pandas as pd
 from ..config import flags, profiles
 from .. import __version__, plots
 from ..storage import store as st
-from ..masks.deliveries import deliveries_table, history_frame
+from ..masks.deliveries import deliveries_table, history_frame, list_deliveries
 from ..masks.maskcube import default_frame
 from ..storage.cube import exists as cube_exists, exposure_table, info, open_cube
-from ..storage.provenance import runs_table
+from ..storage.provenance import read_runs, runs_table
 from .history import open_intervals_or_none, pixel_history
 from .spectra import report_section
 from ..intervals import bounds
@@ -171,7 +171,17 @@ def gather(store: str, manifest: str | Path | None = None, spectra: str | Path |
 
     store = str(store)
     inp = Inputs(store=store)
-    prof_name = None
+    _gather_cube(inp)
+    _gather_detect(inp)
+    _gather_records(inp, manifest)
+    if spectra is not None:
+        _gather_spectra(inp, spectra)
+    return inp
+
+
+def _gather_cube(inp: Inputs) -> None:
+    """The exposures, the mode profile and the frame shape."""
+    store, prof_name = inp.store, None
     if cube_exists(store):
         meta = info(store)
         prof_name = meta.get("profile")
@@ -190,29 +200,32 @@ def gather(store: str, manifest: str | Path | None = None, spectra: str | Path |
         inp.notes["profile"] = (f"Mode profile {prof_name!r} could not be loaded ({e}); using a "
                                 f"{inp.frame_shape[0]} x {inp.frame_shape[1]} frame.")
 
+
+def _gather_detect(inp: Inputs) -> None:
+    """The intervals, the ingest log and the mask cube."""
+    store = inp.store
     inp.intervals = open_intervals_or_none(store)
     if inp.intervals is None:
         inp.notes["intervals"] = (f"No defect intervals yet ({st.join(store, st.INTERVALS)} is absent): "
                                   f"run `lrscube detect --store {store}`.")
     elif not len(inp.intervals):
         inp.notes["intervals"] = "Detection ran and found no defective pixels."
-
     if st.exists(store, st.INGEST_LOG):
         inp.ingest_log = st.read_table(store, st.INGEST_LOG)
     else:
         inp.notes["ingest_log"] = f"No ingest log ({st.join(store, st.INGEST_LOG)}) in the store."
-
     try:
         inp.mask = _open_mask(store)
     except FileNotFoundError as e:
         inp.notes["mask"] = (f"No mask cube at {st.join(store, st.MASK)} ({type(e).__name__}): "
                              f"run `lrscube detect --store {store}`.")
 
-    try:
-        from ..masks.deliveries import list_deliveries
-        from ..storage.provenance import read_runs
 
-        inp.deliveries, inp.runs = list_deliveries(store), read_runs(store)
+def _gather_records(inp: Inputs, manifest) -> None:
+    """The recorded deliveries and runs, the MASK files' manifest (given, else the latest
+    delivery's) and the detect run's record."""
+    try:
+        inp.deliveries, inp.runs = list_deliveries(inp.store), read_runs(inp.store)
     except (OSError, ValueError) as e:
         inp.notes["deliveries"] = f"The store's delivery and run records could not be read: {e}"
     if manifest is not None:
@@ -223,22 +236,24 @@ def gather(store: str, manifest: str | Path | None = None, spectra: str | Path |
     elif inp.deliveries:  # the latest recorded delivery's files
         inp.manifest = pd.DataFrame(inp.deliveries[-1].get("files", []))
         inp.notes["manifest_source"] = f"MASK files of the latest delivery, {inp.deliveries[-1].get('delivery')}."
-    if st.exists(store, st.DETECT_META):
+    if st.exists(inp.store, st.DETECT_META):
         try:
-            inp.detect_meta = st.read_json(store, st.DETECT_META)
+            inp.detect_meta = st.read_json(inp.store, st.DETECT_META)
         except (OSError, ValueError) as e:
-            inp.notes["detect_meta"] = f"{st.join(store, st.DETECT_META)} unreadable: {e}"
-    if spectra is not None:
-        if isinstance(spectra, dict):
-            inp.spectra = spectra
-        else:
-            try:
-                with open(spectra) as f:
-                    inp.spectra = json.load(f)
-                inp.spectra.setdefault("_dir", str(Path(spectra).parent))
-            except (OSError, ValueError) as e:
-                inp.notes["spectra"] = f"Could not read the spectral-impact result {spectra}: {e}"
-    return inp
+            inp.notes["detect_meta"] = f"{st.join(inp.store, st.DETECT_META)} unreadable: {e}"
+
+
+def _gather_spectra(inp: Inputs, spectra) -> None:
+    """The spectral-impact result (a dict, or the JSON spectra-check wrote)."""
+    if isinstance(spectra, dict):
+        inp.spectra = spectra
+        return
+    try:
+        with open(spectra) as f:
+            inp.spectra = json.load(f)
+        inp.spectra.setdefault("_dir", str(Path(spectra).parent))
+    except (OSError, ValueError) as e:
+        inp.notes["spectra"] = f"Could not read the spectral-impact result {spectra}: {e}"
 
 
 # --------------------------------------------------------------------------- pure table functions
