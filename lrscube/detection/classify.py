@@ -56,6 +56,8 @@ EVIDENCE = {
     "high_level_dn_s": "mean residual of the high exposures (DN/s)",
     "noisy": "excess scatter about its level, significant and beyond the noisy_rms_ratio limit (bool)",
     "static": "the pixel's normal state itself lies beyond a physical limit: bad in every exposure (bool)",
+    "switching": "high-state runs at one level joined across quiet stretches the pixel's own switching "
+                 "makes probable (bool)",
 }
 
 
@@ -103,11 +105,13 @@ def telegraph(ev: pd.DataFrame, *, variance_ratio: float = 4.0, min_state_fracti
               min_exposures: int = 6) -> pd.Series:
     """TELEGRAPH when ``variance_ratio`` (chi^2/dof, dimensionless) is at least ``variance_ratio``
     and at least ``min_state_fraction`` of the ``n >= min_exposures`` exposures are in each state,
-    or when the interval is one of excess scatter (``noisy``)."""
+    or when the interval is one of excess scatter (``noisy``), or of high-state runs joined across
+    probable quiet stretches (``switching``: both states seen, whatever the duty cycle)."""
     switching = ((ev["variance_ratio"] >= variance_ratio) & (ev["frac_high"] >= min_state_fraction)
                  & (ev["frac_low"] >= min_state_fraction) & (ev["n"] >= min_exposures))
     noisy = ev["noisy"].fillna(False).astype(bool) if "noisy" in ev else False
-    return switching | noisy
+    joined = ev["switching"].fillna(False).astype(bool) if "switching" in ev else False
+    return switching | noisy | joined
 
 
 @register("DEAD", order=20, description=(

@@ -567,6 +567,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         return {"start": start, "stop": stop, "sign": 1 if v.sum() >= 0 else -1,
                 "significance": float(abs(v.sum()) / np.sqrt(v.size)) if run_sig is None else run_sig,
                 "onset_significance": on, "recovery_significance": rec, "noisy": False, "static": False,
+                "switching": False,
                 "scatter_sigma": sc.sigma, "scatter_ratio": sc.ratio, "excess_rms_dn_s": sc.excess_rms_dn_s,
                 "response": 1.0 + a, **_evidence(e[sl], s[sl], sky_eff[sl], p.state_sigma)}
 
@@ -689,6 +690,7 @@ def _level_intervals(runs, *, r, s, z, p, threshold, row) -> list[dict]:
         return (f_all - int(flips[lo:hi].sum())) / c if c > 0 else 0.0
 
     groups = [[runs[0]]]
+    switching = [False]  # a group holding high-state runs joined across a probable quiet stretch
     for u in runs[1:]:
         g = groups[-1]
         if u.sign > 0 and g[-1].sign > 0 and flips is not None:
@@ -704,12 +706,21 @@ def _level_intervals(runs, *, r, s, z, p, threshold, row) -> list[dict]:
                             and in_high_state([u]) and in_high_state(g))
                 if stronger or same:
                     g.append(u)
+                    switching[-1] |= same
                     continue
         groups.append([u])
+        switching.append(False)
     out = []
-    for g in groups:
+    for g, sw in zip(groups, switching):
         if len(g) > 1:
             rw = row(g[0].start, g[-1].stop, None, g[0].onset_significance, g[-1].recovery_significance)
+            if sw:
+                # high states at one level with quiet stretches between them that the pixel's
+                # switching makes probable: a telegraph pixel whatever its duty cycle, and a
+                # defect when one of its high-state runs is (the quiet stretches dilute the
+                # span's mean, not the evidence)
+                rw["switching"] = True
+                rw["significance"] = max(rw["significance"], max(v.significance for v in g))
             if passes(rw) and is_telegraph(rw):
                 out.append(rw)
                 continue

@@ -321,3 +321,20 @@ def test_pixels_of_end_lines_sharing_excess_variance_are_not_flagged_a_noisy_one
     iv = iv[~iv.carried]
     assert [(r.y, r.x, r.flag) for r in iv.itertuples()] == [(57, 12, "TELEGRAPH")]
     assert abs(iv.first_bad_mjd.iloc[0] - 60020) <= 1
+
+
+def test_telegraph_pixel_rarely_high_is_one_interval_from_its_first_to_its_last_high_state():
+    """A strong telegraph pixel high in 12 of its 95 exposures from its onset (runs of one to
+    three, quiet stretches of up to 30 exposures, probable for its switching) is one TELEGRAPH
+    interval: its rare high states are its duty cycle, not cosmic rays around a short defect."""
+    rng = np.random.default_rng(10)
+    n = 100
+    high = [5, 6, 7, 38, 40, 41, 59, 60, 63, 64, 97, 98]
+    lvl = rng.uniform(1.0, 5.0, n)[:, None, None]
+    sci = (4 * lvl + rng.normal(0, 0.05, (n, 60, 30))).astype("f4")
+    sci[high, 30, 12] += 2.0
+    iv, _ = analyse_tile(sci, np.full_like(sci, 0.05), np.zeros(sci.shape, "u4"), _ctx(n))
+    tel = iv[(iv.y == 30) & (iv.x == 12)].reset_index(drop=True)
+    assert tel.flag.tolist() == ["TELEGRAPH"]
+    assert tel.first_bad_mjd[0] == 60005 and tel.first_good_mjd[0] == 60099
+    assert len(iv[~iv.carried]) == 1
