@@ -486,3 +486,18 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
     h = running_median(h, across, axis=1 - axis, min_count=1)
     h = np.where(np.isfinite(h), h, 1.0)
     return np.clip(h, 1.0, 100.0).reshape(-1)
+
+
+def line_response(a, usable, shape, window: int = 15, axis: int = 0) -> np.ndarray:
+    """(P,) the response ``1 + a`` that a pixel's line across the dispersion shares: the running
+    median over ``window`` pixels across it (``axis`` is the dispersion axis of ``shape`` (y, x))
+    of the ``usable`` pixels' responses, at most 1 (1 where none is usable).
+
+    Where the light ends along the dispersion (an image slicer's slice ends over a few rows),
+    every pixel of those rows sees a fraction of the light its column's sky model predicts from
+    the rows inside: a response well below its column neighbours' that the whole row shares. A
+    low-QE pixel is low against the pixels beside it too; the physical limit on a pixel's
+    response is therefore taken relative to this line response."""
+    g = np.where(np.asarray(usable, bool) & np.isfinite(a), 1.0 + np.asarray(a, float), np.nan).reshape(shape)
+    m = np.asarray(running_median(g.astype(np.float32), int(window) | 1, axis=1 - axis, min_count=3), float)
+    return np.minimum(np.where(np.isfinite(m), m, 1.0), 1.0).reshape(-1)

@@ -404,6 +404,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
     disp = 0 if ctx.profile.dispersion_axis == "y" else 1
     pri = baseline.neighbour_prior(st_all, (ny, nx), p.sky_window_px, axis=disp)
+    # the response a line across the dispersion shares (the end of the light along it), which
+    # the physical limit on a pixel's response is relative to
+    lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, (ny, nx), p.cross_sky_window_px, axis=disp)
     # ... and the noise each pixel's neighbours show about their own baselines (an edge, a
     # pattern left in the sky: what the calibration per exposure and block cannot see)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -479,7 +482,8 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             dx = sta.d - prior[2]  # the dark excess over that of the neighbours
             # (a pixel outside the light has no response to judge: only its dark level)
             static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
-                      | ((1 + sta.a <= p.low_qe_response) & (-sta.a / sta.a_err >= th.static) & lit[pix]))
+                      | ((1 + sta.a <= p.low_qe_response * lresp[pix]) & (-sta.a / sta.a_err >= th.static)
+                         & lit[pix]))
             # a level no response or no dark level explains, also where the sky does not change
             # enough to separate the two
             static |= beyond_either_description(rg, sg, kg, ~excl, prior, p.static_excess_dn_s,
@@ -498,7 +502,8 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
                 return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
                                        (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior),
                                        variance_scale=vscale,
-                                       lit=bool(lit[pix[j]]))
+                                       lit=bool(lit[pix[j]]), hours=ctx.mjd[t_idx[use]] * 24.0,
+                                       line_response=float(lresp[pix[j]]))
 
             ivs = analyse(use)
             if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static[j])):

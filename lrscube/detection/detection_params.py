@@ -90,6 +90,12 @@ class DetectionParams:
     changepoint_sigma: float = 4.0
     #: fewest exposures in a bad interval (runs shorter than this are single-exposure events)
     min_bad_exposures: int = 3
+    #: a run of excess lasting at most this (hours) whose last exposure falls below an earlier
+    #: one (afterglow_decay_sigma, afterglow_max_ratio) is a latent decaying, not a defect
+    #: (MIRI latents decay over hours; lrscube.detection.afterglow)
+    afterglow_max_hours: float = 6.0
+    afterglow_decay_sigma: float = 3.5
+    afterglow_max_ratio: float = 0.75
     #: a change point is kept only where the stretch on its normal side lies this many standard
     #: errors (sigma, one-sided) below the defect's level; otherwise the interval extends over it
     boundary_sigma: float = 3.0
@@ -150,6 +156,9 @@ class DetectionParams:
             raise ValueError("detection.work_batch_exposures must be >= 1")
         if self.min_bad_exposures < 1:
             raise ValueError("detection.min_bad_exposures must be >= 1")
+        if not (self.afterglow_max_hours >= 0 and self.afterglow_decay_sigma > 0 and 0 < self.afterglow_max_ratio <= 1):
+            raise ValueError("detection.afterglow_max_hours must be >= 0 (0: off), afterglow_decay_sigma > 0 and "
+                             "afterglow_max_ratio in (0, 1]")
         object.__setattr__(self, "classes", classify.class_parameters(self.classes))
 
     @classmethod

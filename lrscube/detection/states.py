@@ -42,6 +42,7 @@ from . import baseline
 from . import changepoints as cp
 from . import classify
 from . import variance
+from .afterglow import decays_within
 from .residuals import RESPONSE_RANGE, running_median
 from .temporal import clipped_z, weighted_level
 
@@ -405,7 +406,8 @@ def scatter_ends(q, m1, c, i, j, lo, hi, ratio, boundary_sigma) -> tuple[int, in
 
 
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
-                    variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True) -> list[dict]:
+                    variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True,
+                    hours=None, line_response: float = 1.0) -> list[dict]:
     """Bad intervals of one pixel against its normal state.
 
     ``r, s, sky`` are 1-D over the pixel's exposures (time order, excluded ones removed);
@@ -418,7 +420,12 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     ``variance_line``: the variance factor the pixel's line across the dispersion shares
     (:func:`lrscube.detection.variance.line_factor`), divided out of it. ``lit`` False: the pixel is
     outside the light (an image slicer's gap, :func:`lrscube.detection.residuals.unlit_pixels`), its
-    response is not judged against the physical limit (only its dark level is).
+    response is not judged against the physical limit (only its dark level is). ``hours``: the
+    exposures' mid-times (hours); with them, a run of excess that decays within
+    ``afterglow_max_hours`` is a latent and not reported (:mod:`lrscube.detection.afterglow`).
+    ``line_response``: the response the pixel's line across the dispersion shares
+    (:func:`lrscube.detection.baseline.line_response`, at most 1); the physical limit on the
+    pixel's response is relative to it.
     Returns evidence dicts with ``start``/``stop`` indices into the given series.
     """
     p = params
@@ -588,6 +595,13 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         rw["significance"] = max([rw["significance"], sc.sigma] + [w["significance"] for w in over])
         out.append(rw)
     out.sort(key=lambda w: w["start"])
+    if hours is not None and p.afterglow_max_hours > 0:
+        h = np.asarray(hours, float)
+        out = [w for w in out if not (
+            w["sign"] > 0 and not w["noisy"] and w["stop"] < n
+            and decays_within(e[w["start"]:w["stop"]], s[w["start"]:w["stop"]], h[w["start"]:w["stop"]],
+                              max_hours=p.afterglow_max_hours, min_sigma=p.afterglow_decay_sigma,
+                              max_ratio=p.afterglow_max_ratio))]
 
     # --- the normal state against the physical limits: bad throughout?
     if normal.sum() >= max(3, p.min_bad_exposures) and scatter_about_state(r, s, sky, normal) <= max(
@@ -596,7 +610,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         resp = 1.0 + st.a
         dx = st.d - (float(prior[2]) if prior is not None else 0.0)  # over the neighbours' dark level
         hot = (dx >= p.static_excess_dn_s and np.isfinite(st.d_err) and dx / st.d_err >= thresholds.static)
-        low = (lit and resp <= p.low_qe_response and np.isfinite(st.a_err) and -st.a / st.a_err >= thresholds.static)
+        low_limit = p.low_qe_response * min(float(line_response), 1.0)
+        low = (lit and resp <= low_limit and np.isfinite(st.a_err) and -st.a / st.a_err >= thresholds.static)
         # the level itself must show it, each parameter measured with the other at the
         # neighbours' value: where the sky barely changes, its estimate's own noise (in the sky
         # and, with the opposite sign, in the residual) pulls the slope of r on the sky towards
@@ -611,7 +626,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
             d_lvl_err = float(1.0 / np.sqrt(np.sum(w)))
             a_lvl_err = float(1.0 / np.sqrt(np.sum(w * sky * sky)))
         hot = hot and d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= thresholds.static
-        low = low and 1.0 + a_lvl <= p.low_qe_response and -a_lvl / a_lvl_err >= thresholds.static
+        low = low and 1.0 + a_lvl <= low_limit and -a_lvl / a_lvl_err >= thresholds.static
         # an excess no response can explain (more than twice the neighbours'): a defect
         # whichever description, also where the sky does not separate them
         d_err, a_st, a_err = st.d_err, st.a, st.a_err
@@ -620,7 +635,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
             hot, dx, d_err = True, d_lvl, d_lvl_err
         # ... and a response loss no dark level explains (a dark reference off by more than
         # static_excess_dn_s would make a bad pixel too)
-        if not low and not hot and lit and (1.0 + a_lvl <= p.low_qe_response and -a_lvl / a_lvl_err >= thresholds.static
+        if not low and not hot and lit and (1.0 + a_lvl <= low_limit and -a_lvl / a_lvl_err >= thresholds.static
                                     and -d_lvl >= p.static_excess_dn_s and -d_lvl / d_lvl_err >= thresholds.static):
             low, a_st, a_err = True, a_lvl, a_lvl_err
             resp = 1.0 + a_lvl

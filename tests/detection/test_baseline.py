@@ -147,3 +147,32 @@ def test_a_pixel_outside_the_light_has_no_response_to_judge_but_its_dark_level()
     # ... but a hot pixel there is hot
     ev = pd.DataFrame(pixel_intervals(r + 2.0, s, sky, p, th, prior=prior, lit=False))
     assert len(ev) == 1 and ev.iloc[0].static and classify.classify(ev, p.classes).iloc[0] == "HOT"
+
+
+def test_line_response_is_the_light_a_row_shares_not_one_pixels():
+    # a 40 x 30 region, dispersion along y: the last 3 rows are the end of the light (0.45, 0.3,
+    # 0.2 of the rows inside, in every column); one low-QE pixel (0.4) inside
+    a = np.zeros((40, 30))
+    a[-3:] = np.array([0.45, 0.3, 0.2])[:, None] - 1.0
+    a[20, 10] = 0.4 - 1.0
+    usable = np.ones(a.shape, bool)
+    usable[:, 25:] = False  # e.g. a gap: not part of any line's response
+    lr = baseline.line_response(a.ravel(), usable.ravel(), a.shape, 15, axis=0).reshape(a.shape)
+    assert np.allclose(lr[-3:, :25], np.array([0.45, 0.3, 0.2])[:, None])
+    assert lr[20, 10] == 1.0 and np.all(lr[:37] == 1.0)  # one pixel does not move its line
+    assert np.all(lr <= 1.0)
+
+
+def test_the_end_of_the_light_is_not_low_qe_but_a_low_pixel_beside_lit_ones_is():
+    # a pixel at 0.4 of its column's sky: LOW_QE when its row neighbours see the full light,
+    # normal when its whole row is at 0.45 (a slice ending along the dispersion)
+    r, s, sky = _series(22, a=-0.6, noise=0.02)
+    p = DetectionParams()
+    th = p.thresholds(1_000_000, N)
+    ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, line_response=1.0))
+    assert len(ev) == 1 and classify.classify(ev, p.classes).iloc[0] == "LOW_QE"
+    assert pixel_intervals(r, s, sky, p, th, line_response=0.45) == []
+    # ... and a pixel at 0.1 of its column there is still low against its row (0.1 / 0.45 < 0.5)
+    r2, s2, sky2 = _series(23, a=-0.9, noise=0.02)
+    ev = pd.DataFrame(pixel_intervals(r2, s2, sky2, p, th, line_response=0.45))
+    assert len(ev) == 1 and classify.classify(ev, p.classes).iloc[0] in ("LOW_QE", "DEAD")
