@@ -464,7 +464,7 @@ def scatter_scan_scale(n: int, sigma: float, c: float) -> np.ndarray:
 
 
 def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, shape, window=(15, 5),
-                    axis: int = 0) -> np.ndarray:
+                    axis: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
     """Each pixel's noise relative to the calibrated ERR, as its neighbours show it, (P,).
 
     ``x`` (time, P) are residuals about each pixel's own baseline in units of the calibrated
@@ -476,14 +476,29 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
     The factor on the variance, at least 1 (it raises the noise where the neighbours show more,
     never lowers it below the calibration: over few exposures the residuals about a fitted
     baseline are too few to say less); 1 where nothing is known.
+
+    ``groups`` (P,) bool: pixels pooled only with their own group (the lit pixels with the lit,
+    those outside the light with each other, :func:`lrscube.detection.residuals.unlit_pixels`): a
+    gap pixel's noise is its read and dark noise about a sky of its own, a lit pixel's beside it
+    the sky's photon noise about the slice's sky model; neither says what the other's is.
     """
     q = np.where(valid, np.minimum(np.asarray(x, float) ** 2, c * c), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = q.sum(axis=0) / np.where(valid, m1, 0.0).sum(axis=0)
     img = np.where(np.isfinite(ratio), ratio, np.nan).astype(np.float32).reshape(shape)
     along, across = (int(w) | 1 for w in window)
-    h = running_median(img, along, axis=axis, min_count=3)
-    h = running_median(h, across, axis=1 - axis, min_count=1)
+
+    def pooled(sel):
+        h = running_median(np.where(sel, img, np.nan), along, axis=axis, min_count=3)
+        if sel is not True:
+            h = np.where(sel, h, np.nan)
+        return running_median(h, across, axis=1 - axis, min_count=1)
+
+    if groups is None or np.all(groups):
+        h = pooled(True)
+    else:
+        g = np.asarray(groups, bool).reshape(shape)
+        h = np.where(g, pooled(g), pooled(~g))
     h = np.where(np.isfinite(h), h, 1.0)
     return np.clip(h, 1.0, 100.0).reshape(-1)
 

@@ -412,7 +412,8 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     with np.errstate(invalid="ignore", divide="ignore"):
         x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
     hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), cal_m1[blk][:, :, 0].T,
-                                      float(p.variance_clip_sigma), (ny, nx), (p.sky_window_px, 5), axis=disp)
+                                      float(p.variance_clip_sigma), (ny, nx), (p.sky_window_px, 5), axis=disp,
+                                      groups=lit)
     # the measured null of the excess-variance statistic: its robust scale over the tile's pixels
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
     xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)

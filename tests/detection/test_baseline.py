@@ -176,3 +176,29 @@ def test_the_end_of_the_light_is_not_low_qe_but_a_low_pixel_beside_lit_ones_is()
     r2, s2, sky2 = _series(23, a=-0.9, noise=0.02)
     ev = pd.DataFrame(pixel_intervals(r2, s2, sky2, p, th, line_response=0.45))
     assert len(ev) == 1 and classify.classify(ev, p.classes).iloc[0] in ("LOW_QE", "DEAD")
+
+
+def test_neighbour_noise_pools_the_lit_and_the_unlit_pixels_apart():
+    # 60 rows x 20 columns, dispersion along y; a 2-column gap (x 9-10) whose pixels scatter 1.7x
+    # their ERR (variance 3) beside slices whose pixels scatter as ERR says
+    rng = np.random.default_rng(5)
+    n_t, shape = 200, (60, 20)
+    var = np.ones(shape)
+    var[:, 9:11] = 3.0
+    x = rng.normal(0, 1, (n_t,) + shape) * np.sqrt(var)
+    x = x.reshape(n_t, -1)
+    valid = np.ones_like(x, bool)
+    m1 = np.ones_like(x)
+    lit = np.ones(shape, bool)
+    lit[:, 9:11] = False
+    pooled = baseline.neighbour_noise(x, valid, m1, 6.0, shape, (15, 5), axis=0).reshape(shape)
+    apart = baseline.neighbour_noise(x, valid, m1, 6.0, shape, (15, 5), axis=0, groups=lit.ravel()).reshape(shape)
+    # pooled with the slices across the dispersion, a narrow gap takes the slices' noise (and its
+    # noise looks like excess scatter of each of its pixels); apart, each group keeps its own
+    assert np.median(pooled[:, 9:11]) < 1.3
+    assert np.median(apart[:, 9:11]) == pytest.approx(3.0, rel=0.15)
+    assert np.median(apart[:, :8]) == pytest.approx(1.0, abs=0.1)
+    assert np.median(apart[:, 12:]) == pytest.approx(1.0, abs=0.1)
+    # without groups the function is what it was
+    assert np.array_equal(pooled, baseline.neighbour_noise(x, valid, m1, 6.0, shape, (15, 5), axis=0,
+                                                           groups=np.ones(lit.size, bool)).reshape(shape))
