@@ -911,7 +911,7 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
             sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
     g = None
     for _ in range(max(1, p.response_passes) if groups else 0):  # each pass on the images flat-fielded by the last
-        g_in = dask.delayed(g, pure=True) if g is not None else None
+        g_in = _shared(g)
         if rows is None:
             s0 = [dask.delayed(_response_task, pure=False)(sci[gi], err[gi], p, prof, None, None, g_in) for gi in groups]
         else:
@@ -926,8 +926,7 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
             s0 = [dask.delayed(_illumination_task, pure=False)(None, None, source, rows[gi]) for gi in groups]
         unlit = unlit_of(np.stack(list(_iter_compute(s0, False))), p, prof)
     ctx.unlit = unlit
-    g_node = dask.delayed(g, pure=True) if g is not None else None
-    u_node = dask.delayed(unlit, pure=True) if unlit is not None else None
+    g_node, u_node = _shared(g), _shared(unlit)
     if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
                                                          rows[a:a + B], g_node, u_node)
@@ -950,7 +949,9 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     todo = [sp for sp in spans if (n_seen[sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
     t1 = _time.time()
     # stage 2a: the noise about each pixel's own baseline, counted per exposure and block
-    s2a = [dask.delayed(_calibration_from_work, pure=False)(work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx)
+    ctx_node = _shared(ctx)  # it holds the full-frame unlit pixels
+    s2a = [dask.delayed(_calibration_from_work, pure=False)(work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb],
+                                                            ctx_node)
            for ya, yb, xa, xb in todo]
     counts: dict = {}
     for res in _iter_compute(s2a, progress):
@@ -958,7 +959,7 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     cal = calibrations(counts, p)
     t2 = _time.time()
     s2 = [dask.delayed(_stage2_from_work, pure=False)(
-              work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx,
+              work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx_node,
               _tile_calibration(cal, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa), p))
           for ya, yb, xa, xb in todo]
     results = list(_iter_compute(s2, progress))
@@ -968,17 +969,35 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     return results, sbits, n_seen, trace_px, len(s1) + len(s2)
 
 
+def _active_client():
+    """The distributed client in use, or None (dask's local schedulers)."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _shared(obj):
+    """``obj`` as an argument of many tasks, sent once: scattered to every worker when a
+    distributed client runs them (a full-frame array in each task's graph would be pickled with
+    every task: 16 MiB of response pattern per task for a 2048 x 2048 frame), else one graph key."""
+    import dask
+
+    if obj is None:
+        return None
+    client = _active_client()
+    if client is not None:
+        return client.scatter(obj, broadcast=True, hash=False)
+    return dask.delayed(obj, pure=True)
+
+
 def _iter_compute(tasks, progress):
     """Results of delayed ``tasks`` as they finish (a distributed client if one is active)."""
     import dask
 
-    client = None
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
+    client = _active_client()
     if client is not None:
         from distributed import as_completed
 

@@ -338,3 +338,21 @@ def test_telegraph_pixel_rarely_high_is_one_interval_from_its_first_to_its_last_
     assert tel.flag.tolist() == ["TELEGRAPH"]
     assert tel.first_bad_mjd[0] == 60005 and tel.first_good_mjd[0] == 60099
     assert len(iv[~iv.carried]) == 1
+
+
+def test_a_full_frame_argument_is_sent_once_not_with_every_task(client):
+    """detect's full-frame arguments (the response pattern, the unlit pixels, the tile context)
+    go to every worker once, and every task reads that one copy: no task's graph holds them."""
+    import dask
+
+    from lrscube.detection.detect import _iter_compute, _shared
+
+    frame = np.arange(2048 * 2048, dtype=np.float32).reshape(2048, 2048)  # a NIRSpec frame: 16 MiB
+    shared = _shared(frame)
+    assert type(shared).__name__ == "Future"
+    assert all(shared.key in keys for keys in client.has_what().values())  # on both workers
+    tasks = [dask.delayed(lambda g, k: float(g[k, k]), pure=False)(shared, k) for k in range(8)]
+    assert sorted(_iter_compute(tasks, False)) == [float(k * 2049) for k in range(8)]
+    import cloudpickle
+
+    assert all(len(cloudpickle.dumps(dict(t.__dask_graph__()))) < 100_000 for t in tasks)  # not the 16 MiB
