@@ -493,15 +493,11 @@ def running_mean(a: np.ndarray, window: int, axis: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _moments_along_rows(w, m, size, s0, s1, s2, sy, sxy):
-    """The running means of w, w*i, w*i*i, m and m*i along axis 0 of (L, M) (i: the position
-    along it), each exactly as :func:`_mean_along_rows` of that float32 product would give,
-    without making the products."""
+def _moment_sums_start(w, m, size, t):
+    """The window sums of w, w*i, w*i*i, m and m*i (i: the position along axis 0 of (L, M)) of
+    the first window (centred on row 0, ``size`` rows) into ``t`` (5, M), in order."""
     L, M = w.shape
     size1 = size // 2
-    fs = np.float64(size)
-    t = np.zeros((5, M), np.float64)
-    # initial window sums, in order
     for k in range(size):
         p = k - size1
         if p >= 0 and p < L:
@@ -514,29 +510,45 @@ def _moments_along_rows(w, m, size, s0, s1, s2, sy, sxy):
                 t[2, j] += np.float64(a * fi * fi)
                 t[3, j] += np.float64(b)
                 t[4, j] += np.float64(b * fi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _moment_sums_step(w, m, size, ll, t):
+    """Move the window sums in ``t`` from the window centred on row ``ll - 1`` to row ``ll``:
+    add the row entering it, take away the row leaving it."""
+    L, M = w.shape
+    size1 = size // 2
+    p2 = ll - 1 + size - size1
+    p1 = ll - 1 - size1
+    in2 = p2 >= 0 and p2 < L
+    in1 = p1 >= 0 and p1 < L
+    f2 = np.float32(p2)
+    f1 = np.float32(p1)
     for j in range(M):
-        s0[0, j] = t[0, j] / fs
-        s1[0, j] = t[1, j] / fs
-        s2[0, j] = t[2, j] / fs
-        sy[0, j] = t[3, j] / fs
-        sxy[0, j] = t[4, j] / fs
-    for ll in range(1, L):
-        p2 = ll - 1 + size - size1
-        p1 = ll - 1 - size1
-        in2 = p2 >= 0 and p2 < L
-        in1 = p1 >= 0 and p1 < L
-        f2 = np.float32(p2)
-        f1 = np.float32(p1)
+        a2 = w[p2, j] if in2 else np.float32(0)
+        b2 = m[p2, j] if in2 else np.float32(0)
+        a1 = w[p1, j] if in1 else np.float32(0)
+        b1 = m[p1, j] if in1 else np.float32(0)
+        t[0, j] += np.float64(a2) - np.float64(a1)
+        t[1, j] += np.float64(a2 * f2) - np.float64(a1 * f1)
+        t[2, j] += np.float64(a2 * f2 * f2) - np.float64(a1 * f1 * f1)
+        t[3, j] += np.float64(b2) - np.float64(b1)
+        t[4, j] += np.float64(b2 * f2) - np.float64(b1 * f1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _moments_along_rows(w, m, size, s0, s1, s2, sy, sxy):
+    """The running means of w, w*i, w*i*i, m and m*i along axis 0 of (L, M) (i: the position
+    along it), each exactly as :func:`_mean_along_rows` of that float32 product would give,
+    without making the products."""
+    L, M = w.shape
+    fs = np.float64(size)
+    t = np.zeros((5, M), np.float64)
+    _moment_sums_start(w, m, size, t)
+    for ll in range(L):
+        if ll > 0:
+            _moment_sums_step(w, m, size, ll, t)
         for j in range(M):
-            a2 = w[p2, j] if in2 else np.float32(0)
-            b2 = m[p2, j] if in2 else np.float32(0)
-            a1 = w[p1, j] if in1 else np.float32(0)
-            b1 = m[p1, j] if in1 else np.float32(0)
-            t[0, j] += np.float64(a2) - np.float64(a1)
-            t[1, j] += np.float64(a2 * f2) - np.float64(a1 * f1)
-            t[2, j] += np.float64(a2 * f2 * f2) - np.float64(a1 * f1 * f1)
-            t[3, j] += np.float64(b2) - np.float64(b1)
-            t[4, j] += np.float64(b2 * f2) - np.float64(b1 * f1)
             s0[ll, j] = t[0, j] / fs
             s1[ll, j] = t[1, j] / fs
             s2[ll, j] = t[2, j] / fs
@@ -640,39 +652,12 @@ def _sky_correction_rows(img, med, window, min_count, out):
             wm[i, j] = np.float32(1.0) if use else np.float32(0.0)
             mm[i, j] = m if use else np.float32(0.0)
     size = 2 * window + 1
-    size1 = size // 2
     fs = np.float64(size)
     t = np.zeros((5, M), np.float64)
-    for k in range(size):
-        p = k - size1
-        if p >= 0 and p < L:
-            fp = np.float32(p)
-            for j in range(M):
-                a = wm[p, j]
-                b = mm[p, j]
-                t[0, j] += np.float64(a)
-                t[1, j] += np.float64(a * fp)
-                t[2, j] += np.float64(a * fp * fp)
-                t[3, j] += np.float64(b)
-                t[4, j] += np.float64(b * fp)
+    _moment_sums_start(wm, mm, size, t)
     for ll in range(L):
         if ll > 0:
-            p2 = ll - 1 + size - size1
-            p1 = ll - 1 - size1
-            in2 = p2 >= 0 and p2 < L
-            in1 = p1 >= 0 and p1 < L
-            f2 = np.float32(p2)
-            f1 = np.float32(p1)
-            for j in range(M):
-                a2 = wm[p2, j] if in2 else np.float32(0)
-                b2 = mm[p2, j] if in2 else np.float32(0)
-                a1 = wm[p1, j] if in1 else np.float32(0)
-                b1 = mm[p1, j] if in1 else np.float32(0)
-                t[0, j] += np.float64(a2) - np.float64(a1)
-                t[1, j] += np.float64(a2 * f2) - np.float64(a1 * f1)
-                t[2, j] += np.float64(a2 * f2 * f2) - np.float64(a1 * f1 * f1)
-                t[3, j] += np.float64(b2) - np.float64(b1)
-                t[4, j] += np.float64(b2 * f2) - np.float64(b1 * f1)
+            _moment_sums_step(wm, mm, size, ll, t)
         for j in range(M):
             s0 = np.float32(t[0, j] / fs)
             s1 = np.float32(t[1, j] / fs)
