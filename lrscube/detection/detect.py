@@ -100,6 +100,18 @@ def response_indices(n: int, k: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n - 1, min(int(k), n))).astype(int))
 
 
+def _footprints(sci: np.ndarray):
+    """(b, (rows, columns)) of each exposure of ``sci`` (B, y, x) with a finite value: the
+    slices of its footprint, the smallest box that holds its finite values."""
+    for b in range(sci.shape[0]):
+        fin = np.isfinite(sci[b])
+        if not fin.any():
+            continue
+        rows = np.flatnonzero(fin.any(axis=1))
+        cols = np.flatnonzero(fin.any(axis=0))
+        yield b, (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+
+
 def response_stage(sci, err, params: DetectionParams, profile, response=None) -> np.ndarray:
     """Stage 0 for a few exposures ``(B, y, x)``: each pixel's value over the smooth sky of its
     line (:func:`lrscube.detection.residuals.sky_ratio`, cropped to each footprint), ``(B, y, x)`` float32;
@@ -110,13 +122,7 @@ def response_stage(sci, err, params: DetectionParams, profile, response=None) ->
     if response is not None:
         sci, err = sci / response, err / response
     out = np.full(sci.shape, np.nan, np.float32)
-    for b in range(sci.shape[0]):
-        fin = np.isfinite(sci[b])
-        if not fin.any():
-            continue
-        rows = np.flatnonzero(fin.any(axis=1))
-        cols = np.flatnonzero(fin.any(axis=0))
-        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    for b, (ys, xs) in _footprints(sci):
         out[b, ys, xs] = sky_ratio(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
                                    sky_window=params.sky_window_px, min_sky_pixels=params.min_sky_pixels)[0]
     return out
@@ -150,13 +156,7 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
         else np.full(sci.shape[1:], _ALL_BITS, np.uint32)
     out["n_seen"] = inside.sum(axis=0).astype(np.int32)
     out["trace_pixels"] = np.zeros(B, np.int64)
-    for b in range(B):
-        fin = np.isfinite(sci[b])
-        if not fin.any():
-            continue
-        rows = np.flatnonzero(fin.any(axis=1))
-        cols = np.flatnonzero(fin.any(axis=0))
-        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    for b, (ys, xs) in _footprints(sci):
         res = spatial_residuals(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
                                 sky_window=p.sky_window_px, min_sky_pixels=p.min_sky_pixels,
                                 remove_line_offsets=p.remove_line_offsets, calibrate_noise=False,
