@@ -783,31 +783,7 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     spans = [(a, min(a + ty, ny), b, min(b + tx, nx)) for a in range(0, ny, ty) for b in range(0, nx, tx)]
 
     if work is None:
-        idx = response_indices(n_t, p.response_exposures)
-        g = response_of(ds["sci"].values[idx], ds["err"].values[idx], p, prof)
-        unlit = unlit_of(illumination_stage(ds["sci"].values[idx], ds["err"].values[idx])[None], p, prof) \
-            if idx.size else None
-        ctx.unlit = unlit
-        st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g, unlit=unlit)
-        sbits = static_bits(st1["and_bits"], st1["n_seen"])
-        exclude = excluded_pixels(sbits, prof, xs, ys)
-        trace_px = st1["trace_pixels"]
-        results = []
-        todo = [sp for sp in spans if (st1["n_seen"][sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
-        counts: dict = {}
-        for ya, yb, xa, xb in todo:
-            sl = (slice(None), slice(ya, yb), slice(xa, xb))
-            _add_counts(counts, calibration_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
-                                                  exclude[ya:yb, xa:xb], p, (int(ys[ya]), int(xs[xa]))))
-        cal = calibrations(counts, p)
-        for ya, yb, xa, xb in todo:
-            sl = (slice(None), slice(ya, yb), slice(xa, xb))
-            results.append(temporal_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
-                                          exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa])),
-                                          jump=st1["jump"][sl], calibration=cal))
-        n_seen = st1["n_seen"]
-        del st1
-        n_tasks = len(results)
+        results, sbits, n_seen, trace_px, n_tasks = _detect_in_memory(ds, prof, p, ctx, spans)
     else:
         results, sbits, n_seen, trace_px, n_tasks = _detect_two_stage(ds, prof, p, ctx, work, (ty, tx), spans,
                                                                       progress, source)
@@ -816,6 +792,46 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     frames += [r[0] for r in results if len(r[0])]
     iv = pd.concat(frames, ignore_index=True) if frames else empty_intervals()
     iv = iv.sort_values(["y", "x", "start_mjd"], na_position="first", kind="stable").reset_index(drop=True)
+    meta = {"profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold,
+            "tiles": [int(ty), int(tx)], "n_tiles": int(n_tasks), "parameters": p.to_dict(),
+            **_findings(ds, ctx, results, iv, trace_px),
+            "seconds": round(_time.time() - t0, 2), "timing": getattr(ctx, "timing", None)}
+    return iv, meta
+
+
+def _detect_in_memory(ds, prof, p: DetectionParams, ctx: TileContext, spans):
+    """Both stages in this process on a cube held in memory (tests, small cubes): the tiles'
+    results, the static bits, exposures per pixel, trace pixels per exposure, tiles analysed."""
+    n_t = ds.sizes["time"]
+    ys, xs = ctx.ys, ctx.xs
+    idx = response_indices(n_t, p.response_exposures)
+    g = response_of(ds["sci"].values[idx], ds["err"].values[idx], p, prof)
+    unlit = unlit_of(illumination_stage(ds["sci"].values[idx], ds["err"].values[idx])[None], p, prof) \
+        if idx.size else None
+    ctx.unlit = unlit
+    st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g, unlit=unlit)
+    sbits = static_bits(st1["and_bits"], st1["n_seen"])
+    exclude = excluded_pixels(sbits, prof, xs, ys)
+    todo = [sp for sp in spans if (st1["n_seen"][sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
+    counts: dict = {}
+    for ya, yb, xa, xb in todo:
+        sl = (slice(None), slice(ya, yb), slice(xa, xb))
+        _add_counts(counts, calibration_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
+                                              exclude[ya:yb, xa:xb], p, (int(ys[ya]), int(xs[xa]))))
+    cal = calibrations(counts, p)
+    results = []
+    for ya, yb, xa, xb in todo:
+        sl = (slice(None), slice(ya, yb), slice(xa, xb))
+        results.append(temporal_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
+                                      exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa])),
+                                      jump=st1["jump"][sl], calibration=cal))
+    return results, sbits, st1["n_seen"], st1["trace_pixels"], len(results)
+
+
+def _findings(ds, ctx: TileContext, results: list, iv: pd.DataFrame, trace_px) -> dict:
+    """What a detect run found, for its metadata: pixels analysed, candidates (per screen),
+    intervals per class, exposures with a source trace, transient pixels per exposure."""
+    n_t = ds.sizes["time"]
     trans_px = np.sum([r[1]["transient_pixels"] for r in results], axis=0) if results else np.zeros(n_t)
     mjd = ctx.mjd
     names = ds["filename"].values if "filename" in ds.coords else np.arange(n_t).astype(str)
@@ -823,9 +839,7 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
                  "reason": "source trace or latent: a narrow, long bump of the sky across the dispersion; "
                            "these pixels were left out of the statistics for this exposure"}
                 for i in np.flatnonzero(np.asarray(trace_px) > 0)]
-    meta = {
-        "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold, "tiles": [int(ty), int(tx)],
-        "n_tiles": int(n_tasks), "parameters": p.to_dict(),
+    return {
         "pixels_analysed": int(sum(r[1]["pixels"] for r in results)),
         "candidates": int(sum(r[1]["candidates"] for r in results)),
         "thresholds_sigma": dict(ctx.thresholds._asdict()),
@@ -835,10 +849,7 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
         "by_class": {k: int(v) for k, v in iv.loc[~iv["carried"], "flag"].value_counts().items()} if len(iv) else {},
         "non_blank_exposures": nonblank,
         "transient_pixels_per_exposure": {str(names[i]): int(trans_px[i]) for i in range(n_t) if trans_px[i]},
-        "seconds": round(_time.time() - t0, 2),
-        "timing": getattr(ctx, "timing", None),
     }
-    return iv, meta
 
 
 def _storage_rows(ds, source: str) -> np.ndarray | None:
@@ -890,19 +901,16 @@ def balanced_batch(n: int, batch: int, slots: int) -> int:
     return min(range(batch, smallest - 1, -1), key=busiest)
 
 
-def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None):
-    """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
+def _stage0(ds, prof, p: DetectionParams, rows, source):
+    """The response pattern (``response_passes`` passes, each on the images flat-fielded by the
+    last) and the pixels outside the light, from a few exposures spread over the data set, as
+    dask tasks; and the cube's planes as dask arrays when tasks do not read the cube themselves
+    (``rows`` None)."""
     import dask
 
-    n_t = ds.sizes["time"]
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    B = balanced_batch(n_t, int(p.work_batch_exposures), worker_threads())
-    workstore.create(work)
-    rows = _storage_rows(ds, source) if source is not None else None
-    t00 = _time.time()
-    # stage 0: the pixels' response pattern, from a few exposures spread over the data set
-    idx = response_indices(n_t, p.response_exposures)
+    idx = response_indices(ds.sizes["time"], p.response_exposures)
     groups = [idx[k:k + 4] for k in range(0, idx.size, 4)]
+    sci = err = dq = None
     if rows is None:
         sci, err, dq = (ds[v].data for v in ("sci", "err", "dq"))
         if not hasattr(sci, "dask"):
@@ -910,7 +918,7 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
 
             sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
     g = None
-    for _ in range(max(1, p.response_passes) if groups else 0):  # each pass on the images flat-fielded by the last
+    for _ in range(max(1, p.response_passes) if groups else 0):
         g_in = _shared(g)
         if rows is None:
             s0 = [dask.delayed(_response_task, pure=False)(sci[gi], err[gi], p, prof, None, None, g_in) for gi in groups]
@@ -925,6 +933,22 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
         else:
             s0 = [dask.delayed(_illumination_task, pure=False)(None, None, source, rows[gi]) for gi in groups]
         unlit = unlit_of(np.stack(list(_iter_compute(s0, False))), p, prof)
+    return g, unlit, (sci, err, dq)
+
+
+def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None):
+    """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
+    import dask
+
+    n_t = ds.sizes["time"]
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    B = balanced_batch(n_t, int(p.work_batch_exposures), worker_threads())
+    workstore.create(work)
+    rows = _storage_rows(ds, source) if source is not None else None
+    t00 = _time.time()
+    # stage 0: the pixels' response pattern, from a few exposures spread over the data set
+    g, unlit, arrays = _stage0(ds, prof, p, rows, source)
+    sci, err, dq = arrays
     ctx.unlit = unlit
     g_node, u_node = _shared(g), _shared(unlit)
     if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
