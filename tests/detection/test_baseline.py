@@ -202,3 +202,71 @@ def test_neighbour_noise_pools_the_lit_and_the_unlit_pixels_apart():
     # without groups the function is what it was
     assert np.array_equal(pooled, baseline.neighbour_noise(x, valid, m1, 6.0, shape, (15, 5), axis=0,
                                                            groups=np.ones(lit.size, bool)).reshape(shape))
+
+
+def _fit_reference(r, s, sky, valid=None, *, iterations=4, ridge=1e-6, prior=None):
+    """fit_response_offset written with whole-array numpy steps: the method as its docstring
+    states it, to check the compiled per-pixel pass against."""
+    r, s, sky = (np.asarray(v, float) for v in np.broadcast_arrays(r, s, sky))
+    ok = np.isfinite(r) & np.isfinite(s) & (s > 0) & np.isfinite(sky)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    w0 = np.where(ok, 1.0 / np.where(ok, s, 1.0) ** 2, 0.0)
+    r, s, sky = np.where(ok, r, 0.0), np.where(ok, s, 1.0), np.where(ok, sky, 0.0)
+    P = r.shape[1:]
+    ma, va, md, vd = (np.zeros(P), np.full(P, np.inf), np.zeros(P), np.full(P, np.inf)) if prior is None \
+        else (np.broadcast_to(np.asarray(v, float), P) for v in prior)
+    pa, pd_ = (0.0, 0.0) if prior is None else (1 / np.maximum(va, 1e-12), 1 / np.maximum(vd, 1e-12))
+
+    def weights(z):
+        scale = baseline.MAD_TO_SIGMA * np.nanmedian(np.abs(np.where(ok, z, np.nan)), axis=0)
+        scale = np.where(np.isfinite(scale), np.maximum(scale, 1.0), 1.0)
+        u = z / (baseline.BIWEIGHT_C * scale)
+        return w0 * np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
+
+    use = ok & (sky > 0)
+    with np.errstate(all="ignore"):
+        a = np.nanmedian(np.where(use, (r - md) / np.where(sky > 0, sky, 1), np.nan), axis=0)
+        a = np.where(np.isfinite(a), a, 0.0)
+        w = weights((r - md - a * sky) / s)
+        suu = (w * sky * sky).sum(0) + pa
+        a = np.where(suu > 0, ((w * sky * (r - md)).sum(0) + pa * ma) / suu, a)
+        a = np.where(use.any(0) & np.isfinite(a), a, ma)
+        d = np.asarray(md, float)
+        w = w0
+        for k in range(iterations + 1):
+            if k:
+                w = weights((r - a * sky - d) / s)
+            s11r = (w.sum(0) + pd_) * (1 + ridge) + 1e-30
+            su1, suu = (w * sky).sum(0), (w * sky * sky).sum(0) + pa
+            sur, s1r = (w * sky * r).sum(0) + pa * ma, (w * r).sum(0) + pd_ * md
+            det = suu * s11r - su1 * su1
+            good = det > 1e-12 * np.maximum(suu * s11r, 1e-300)
+            a, d = (np.where(good, (s11r * sur - su1 * s1r) / det, np.where(suu > 0, sur / np.maximum(suu, 1e-300), 0)),
+                    np.where(good, (suu * s1r - su1 * sur) / det, md))
+        h = np.where(good, w * (sky * sky * s11r - 2 * sky * su1 + suu) / det, 0.0)
+        return a, d, np.where(good, np.sqrt(s11r / det), np.inf), np.where(good, np.sqrt(suu / det), np.inf), \
+            np.clip(h, 0, 1), ok.sum(0)
+
+
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_fit_equals_whole_array_method(with_prior):
+    # the compiled per-pixel pass solves the same robust normal equations: gaps, NaN, ERR <= 0,
+    # a constant sky (degenerate), no sky at all, outliers, a warm step
+    rng = np.random.default_rng(7)
+    T, P = 45, 400
+    sky = rng.uniform(1, 30, (T, 1)) * rng.uniform(0.5, 1.5, (1, P))
+    sky[:, 5] = 7.0
+    sky[:, 6] = 0.0
+    r = 0.02 * sky + 0.01 + rng.normal(0, 0.05, (T, P))
+    r[30:, 10:20] += 0.5
+    r[rng.random((T, P)) < 0.05] += 20
+    r[rng.random((T, P)) < 0.02] = np.nan
+    s = np.full((T, P), 0.05)
+    s[rng.random((T, P)) < 0.01] = 0.0
+    valid = rng.random((T, P)) > 0.1
+    prior = (rng.normal(0.02, 0.01, P), np.full(P, 1e-4), np.full(P, 0.005), np.full(P, 1e-4)) if with_prior else None
+    got = baseline.fit_response_offset(r, s, sky, valid, prior=prior)
+    want = _fit_reference(r, s, sky, valid, prior=prior)
+    for name, g, w in zip(["a", "d", "a_err", "d_err", "leverage", "n"], got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12, err_msg=name)
