@@ -37,6 +37,8 @@ from . import running
 MAD_TO_SIGMA = 1.482602218505602
 #: fewest pixels for a block's own noise calibration (the MAD of 2000 values is good to ~2 %)
 MIN_CALIBRATION_PIXELS = 2000
+#: fewest unlit pixels of an exposure that calibrate their noise (a robust scale to ~8 %)
+MIN_UNLIT_CALIBRATION_PIXELS = 200
 
 
 class Residuals(NamedTuple):
@@ -322,6 +324,65 @@ def _line_offsets(resid: np.ndarray, disp_axis: int) -> np.ndarray:
     return np.expand_dims(off, cross_axis)
 
 
+def _weighted_line_median(values: np.ndarray, weights: np.ndarray, cross_axis: int) -> np.ndarray:
+    """The weighted median of ``values`` along ``cross_axis`` (kept, length 1): the smallest
+    value whose cumulative weight reaches half the line's total; 0 where the line has no finite
+    value with a positive weight."""
+    v = np.moveaxis(np.asarray(values, np.float32), cross_axis, -1)
+    w = np.moveaxis(np.asarray(weights, np.float64), cross_axis, -1)
+    ok = np.isfinite(v) & np.isfinite(w) & (w > 0)
+    order = np.argsort(np.where(ok, v, np.inf), axis=-1)
+    vs = np.take_along_axis(np.where(ok, v, np.nan), order, -1)
+    cw = np.cumsum(np.take_along_axis(np.where(ok, w, 0.0), order, -1), axis=-1)
+    half = 0.5 * cw[..., -1:]
+    i = np.minimum((cw < half).sum(axis=-1, keepdims=True), v.shape[-1] - 1)
+    off = np.take_along_axis(vs, i, -1)
+    off = np.where((half > 0) & np.isfinite(off), off, 0.0).astype(np.float32)
+    return np.moveaxis(off, -1, cross_axis)
+
+
+def _unlit_residuals(dark: np.ndarray, err: np.ndarray, disp_axis: int, window: int, min_count: int,
+                     remove_line_offsets: bool, calibrate_noise: bool, clip_sigma: float | None):
+    """The values and the noise of the pixels outside the light (NaN elsewhere in ``dark``):
+    each value less the offset of its line across the dispersion, and ERR scaled per exposure
+    (``calibrate_noise``) to the scatter of the values about their running median along the
+    dispersion over ``window`` pixels.
+
+    An offset of a row's electronics is common to the row; what each unlit pixel sees of the
+    light is not: the centre of a narrow gap between two slices takes the slices' wings, which
+    widen with wavelength (diffraction), and scattered light, a few percent of the sky, large
+    at the long wavelengths of MIRIFULONG where the thermal background is bright; a wide dark
+    band (between the channels, past the slices' ends) sees almost nothing. The median of the
+    raw values of a row's unlit pixels is then the light of its narrow gaps, many times the
+    dark pixels' noise, and would be taken from every dark pixel of the row as if it were an
+    offset. That light and a pixel's dark level are smooth along the dispersion and the
+    offsets are not, so the offset is taken about the running median along it, as the lit
+    pixels' offsets are taken about their sky; so is the noise, as the lit pixels' noise is
+    calibrated about theirs (a pattern the exposure's dark pixels share, EMI stripes, weighs
+    that exposure down)."""
+    sigma = np.where(np.isfinite(err) & (err > 0) & np.isfinite(dark), err, np.nan).astype(np.float32)
+    if not (remove_line_offsets or calibrate_noise):
+        return dark, sigma
+    def about_smooth(v):
+        return v - running_median(v, int(window) | 1, axis=disp_axis, min_count=min_count)
+
+    detrended = about_smooth(dark)
+    if remove_line_offsets:
+        # weighted by 1/ERR^2: the dark pixels, whose noise is the read noise alone, say more
+        # of the offset than the gaps' pixels with their light's photon noise; twice, as for the
+        # lit pixels: the offsets are in the first running median, and its error in the offsets
+        cross = -1 if disp_axis == -2 else -2
+        off = _weighted_line_median(detrended, sigma ** -2.0, cross)
+        off = _weighted_line_median(about_smooth(dark - off) + off, sigma ** -2.0, cross)
+        dark = dark - off
+        detrended = about_smooth(dark)
+    if calibrate_noise:
+        n = np.isfinite(detrended / sigma).reshape(dark.shape[:-2] + (-1,)).sum(axis=-1)
+        scale = np.where(n >= MIN_UNLIT_CALIBRATION_PIXELS, _noise_scale(detrended, sigma, clip_sigma), 1.0)
+        sigma = sigma * scale[..., None, None].astype(np.float32)
+    return dark, sigma
+
+
 def spatial_residuals(
     sci: np.ndarray,
     err: np.ndarray,
@@ -390,8 +451,8 @@ def spatial_residuals(
         offsets and its running median across the dispersion, where the lit pixels' sky falls
         off, would give the dark pixels the lit ones' deficit. The lit pixels are treated as if
         the unlit ones were holes; an unlit pixel's residual is its own value (less the offset
-        of its row among the unlit pixels), its sky that of the lit pixels around it, its noise
-        its ERR.
+        of its row), its sky that of the lit pixels around it, its noise its ERR calibrated over
+        the unlit pixels (:func:`_unlit_residuals`).
 
     Returns
     -------
@@ -409,10 +470,9 @@ def spatial_residuals(
         # (which, at a slice's edge, are lit: the edge's column would get the slice's sky)
         lit = spatial_residuals(np.where(u, np.nan, sci), err, cross_window=cross_window, response=response,
                                 _empty=u, **kw)
-        dark = np.where(u, sci, np.nan).astype(np.float32)
-        if remove_line_offsets:  # an offset of the row's electronics is in the dark pixels too
-            off = _line_offsets(dark, -2 if dispersion_axis == "y" else -1)
-            dark = dark - np.where(np.isfinite(off), off, 0.0)
+        dark, dark_sigma = _unlit_residuals(np.where(u, sci, np.nan).astype(np.float32), err,
+                                            -2 if dispersion_axis == "y" else -1, sky_window, min_sky_pixels,
+                                            remove_line_offsets, calibrate_noise, clip_sigma)
         # what an unlit pixel sees is its dark level plus a little scattered light, in
         # proportion to the sky of the lit pixels around it (filled across the gap from both
         # sides, or along the dispersion past the slices' ends): its residual is its value, its
@@ -424,7 +484,7 @@ def spatial_residuals(
         near = fill_holes(near, -3 - cax, max_gap=int(sky_window))[0]  # past the slices' ends
         sky = np.where(u, np.where(np.isfinite(near), near, 0.0), lit.sky).astype(np.float32)
         return Residuals(np.where(u, dark, lit.resid).astype(np.float32),
-                         np.where(u, np.where(np.isfinite(err) & (err > 0), err, np.nan), lit.sigma).astype(np.float32),
+                         np.where(u, dark_sigma, lit.sigma).astype(np.float32),
                          sky)
     if response is not None:
         g = np.asarray(response, np.float32)
