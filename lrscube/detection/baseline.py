@@ -476,25 +476,46 @@ def one_sided_sigma(p: float) -> float:
 # the tail of a sum of clipped squares (the excess-scatter statistic's null)
 
 
+_LOG_2 = np.log(2.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _log_ndtr_neg(c: float) -> float:
+    """log P(Z < -c): the same for every tilt of one clip."""
+    return float(log_ndtr(-c))
+
+
 def _log_mgf_clipped_square(theta: float, c: float) -> float:
     """log E[exp(theta min(Z^2, c^2))], Z ~ N(0, 1)."""
-    log_out = theta * c * c + np.log(2.0) + float(log_ndtr(-c))  # |Z| > c
+    log_out = theta * c * c + _LOG_2 + _log_ndtr_neg(c)  # |Z| > c
     if abs(theta - 0.5) < 1e-9:
-        log_in = np.log(2.0 * c / np.sqrt(2.0 * np.pi))
+        log_in = np.log(2.0 * c / math.sqrt(2.0 * np.pi))
     elif theta < 0.5:
-        a = np.sqrt(1.0 - 2.0 * theta)
+        a = math.sqrt(1.0 - 2.0 * theta)
         log_in = -np.log(a) + np.log(max(2.0 * float(ndtr(c * a)) - 1.0, 1e-300))
     else:  # integral of exp(b z^2) over |z| < c, b = theta - 1/2, through Dawson's function
         b = theta - 0.5
-        x = c * np.sqrt(b)
+        x = c * math.sqrt(b)
         log_in = 0.5 * np.log(2.0 / np.pi) + b * c * c + np.log(max(float(dawsn(x)), 1e-300)) - 0.5 * np.log(b)
     return float(np.logaddexp(log_in, log_out))
+
+
+def _step(t: float) -> float:
+    """The step of the numerical derivatives of the log MGF at tilt ``t``."""
+    return 1e-4 * (1.0 + t)
+
+
+def _mean_per_term(t: float, cz: float) -> float:
+    """The mean per term that tilt ``t`` describes (the first element of :func:`_lr_log_tail`,
+    which does not depend on the number of terms): what the tilt's bisections compare."""
+    h = _step(t)
+    return (_log_mgf_clipped_square(t + h, cz) - _log_mgf_clipped_square(t - h, cz)) / (2 * h)
 
 
 def _lr_log_tail(t: float, n: int, cz: float) -> tuple[float, float]:
     """Saddlepoint at tilt ``t`` > 0 for a sum of ``n`` independent ``min(Z^2, cz^2)``: (the mean
     per term it describes, the Lugannani-Rice log tail probability of that sum)."""
-    h = 1e-4 * (1.0 + t)
+    h = _step(t)
     k0 = _log_mgf_clipped_square(t, cz)
     kp = _log_mgf_clipped_square(t + h, cz)
     km = _log_mgf_clipped_square(t - h, cz)
@@ -517,11 +538,11 @@ def _t_max(cz: float) -> float:
     """The largest tilt used: there the mean per term is ~98 % of the clip (the saddlepoint is
     numerically delicate beyond; a sum closer to the clip is taken as this one: conservative)."""
     lo, hi = 0.0, 1.0
-    while _lr_log_tail(hi, 1, cz)[0] < 0.98 * cz * cz and hi < 1e5:
+    while _mean_per_term(hi, cz) < 0.98 * cz * cz and hi < 1e5:
         lo, hi = hi, 2 * hi
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        if _lr_log_tail(mid, 1, cz)[0] < 0.98 * cz * cz:
+        if _mean_per_term(mid, cz) < 0.98 * cz * cz:
             lo = mid
         else:
             hi = mid
@@ -543,11 +564,11 @@ def clipped_square_sigma(total: float, n: int, c: float, scale: float = 1.0) -> 
     if xbar <= m1:
         return 0.0
     lo, hi = 0.0, _t_max(cz)
-    if _lr_log_tail(hi, n, cz)[0] <= xbar:
+    if _mean_per_term(hi, cz) <= xbar:
         return _sigma_from_log_p(_lr_log_tail(hi, n, cz)[1])
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        if _lr_log_tail(mid, n, cz)[0] < xbar:
+        if _mean_per_term(mid, cz) < xbar:
             lo = mid
         else:
             hi = mid

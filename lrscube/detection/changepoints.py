@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .temporal import geometric_lengths
@@ -34,6 +35,10 @@ from .temporal import geometric_lengths
 
 def best_run(z: np.ndarray, min_length: int = 1) -> tuple[int, int, float]:
     """Run [i, j) of ``z`` with the largest |sum| / sqrt(length); returns (i, j, statistic).
+
+    A scan over run lengths on a geometric grid (:func:`geometric_lengths`), then coordinate
+    ascent on the ends, exact for the sign found. Compiled (:func:`_best_run`): it runs once per
+    segment of every candidate pixel.
 
     >>> best_run(np.r_[np.zeros(5), np.full(3, 3.0), np.zeros(5)])
     (5, 8, 5.196152422706632)
@@ -43,28 +48,42 @@ def best_run(z: np.ndarray, min_length: int = 1) -> tuple[int, int, float]:
     if n == 0:
         return 0, 0, 0.0
     c = np.concatenate([[0.0], np.cumsum(z)])
-    best = (0, min(n, max(1, min_length)), -1.0)
-    for L in geometric_lengths(n):
+    i, j, stat = _best_run(c, geometric_lengths(n).astype(np.int64), int(min_length))
+    return int(i), int(j), float(stat)
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_run(c, lengths, min_length):
+    """:func:`best_run` on the cumulative sums ``c`` (n + 1,) of the series."""
+    n = c.size - 1
+    bi, bj, bs = 0, min(n, max(1, min_length)), -1.0
+    for L in lengths:
         if L < min_length:
             continue
-        st = np.abs(c[L:] - c[:-L]) / np.sqrt(L)
-        i = int(np.argmax(st))
-        if st[i] > best[2]:
-            best = (i, i + L, float(st[i]))
-    i, j, _ = best
+        q = np.sqrt(L)
+        for i in range(n - L + 1):  # the first run of the largest statistic, as np.argmax
+            st = abs(c[i + L] - c[i]) / q
+            if st > bs:
+                bi, bj, bs = i, i + L, st
+    i, j = bi, bj
     sign = 1.0 if c[j] - c[i] >= 0 else -1.0
-    # coordinate ascent on the ends, exact for the sign found
+    m = max(1, min_length)
     for _ in range(4):
-        js = np.arange(i + max(1, min_length), n + 1)
-        if js.size:
-            st = sign * (c[js] - c[i]) / np.sqrt(js - i)
-            j = int(js[np.argmax(st)])
-        is_ = np.arange(0, j - max(1, min_length) + 1)
-        if is_.size:
-            st = sign * (c[j] - c[is_]) / np.sqrt(j - is_)
-            i = int(is_[np.argmax(st)])
-    stat = float(abs(c[j] - c[i]) / np.sqrt(j - i))
-    return i, j, stat
+        if i + m <= n:
+            best, arg = -np.inf, -1
+            for jj in range(i + m, n + 1):
+                st = sign * (c[jj] - c[i]) / np.sqrt(jj - i)
+                if st > best or arg < 0:
+                    best, arg = st, jj
+            j = arg
+        if j - m + 1 > 0:
+            best, arg = -np.inf, -1
+            for ii in range(0, j - m + 1):
+                st = sign * (c[j] - c[ii]) / np.sqrt(j - ii)
+                if st > best or arg < 0:
+                    best, arg = st, ii
+            i = arg
+    return i, j, abs(c[j] - c[i]) / np.sqrt(j - i)
 
 
 @dataclass
