@@ -49,6 +49,7 @@ import numpy as np
 from scipy.special import dawsn, log_ndtr, ndtr, ndtri
 
 from .residuals import local_linear, MAD_TO_SIGMA, running_median
+from .running import median_inplace
 
 #: Tukey biweight tuning constant (95 % efficiency for Gaussian noise), in units of the noise
 BIWEIGHT_C = 4.685
@@ -209,40 +210,6 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
 
 
 @numba.njit(cache=True, nogil=True)
-def _median_of(v, n):
-    """Median of the first ``n`` values of ``v`` (the mean of the middle two when ``n`` is even;
-    NaN when it is 0), found in place by quickselect: the order of ``v`` is lost."""
-    if n == 0:
-        return np.nan
-    h = n // 2
-    lo, hi = 0, n - 1
-    while lo < hi:  # Hoare's selection of the h-th smallest into v[h]
-        x = v[(lo + hi) // 2]
-        i, j = lo, hi
-        while i <= j:
-            while v[i] < x:
-                i += 1
-            while v[j] > x:
-                j -= 1
-            if i <= j:
-                v[i], v[j] = v[j], v[i]
-                i += 1
-                j -= 1
-        if h <= j:
-            hi = j
-        elif h >= i:
-            lo = i
-        else:
-            break
-    if n % 2:
-        return v[h]
-    below = v[0]
-    for k in range(1, h):  # everything before v[h] is no larger than it: the (h-1)-th is their maximum
-        below = max(below, v[k])
-    return 0.5 * (below + v[h])
-
-
-@numba.njit(cache=True, nogil=True)
 def _robust_scale_1(z, ok, buf):
     """:func:`_robust_scale` of one pixel's residuals ``z`` (T,)."""
     m = 0
@@ -250,7 +217,7 @@ def _robust_scale_1(z, ok, buf):
         if ok[t]:
             buf[m] = abs(z[t])
             m += 1
-    med = MAD_TO_SIGMA * _median_of(buf, m)
+    med = MAD_TO_SIGMA * median_inplace(buf, m)
     return max(med, 1.0) if np.isfinite(med) else 1.0
 
 
@@ -302,7 +269,7 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
             if ok[t] and sky[t] > 0:
                 buf[m] = (r[t] - md[j]) / sky[t]
                 m += 1
-        a = _median_of(buf, m)
+        a = median_inplace(buf, m)
         if not np.isfinite(a):
             a = 0.0
         for t in range(T):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .running import median_inplace
 from .temporal import geometric_lengths
 
 
@@ -124,20 +125,40 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
         return np.full(z.size, float(v.mean()) if v.size else 0.0)
     u = np.asarray(shapes[0] if v.sum() >= 0 else shapes[1], float)
     w = np.asarray(z if raw is None else raw, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        level = float(np.nanmedian(w[i:j] / u[i:j]))
+    level, scat = _level_and_scatter(w[i:j], u[i:j])
     if not np.isfinite(level):
         return np.full(z.size, float(v.mean()))
-    if j - i > 1:
-        # robust (MAD) scatter about the level: a steady defect in heavy-tailed noise is steady
-        dev = w[i:j] - level * u[i:j]
-        scat = (1.4826 * float(np.median(np.abs(dev - np.median(dev))))) ** 2
-        if scat > STEADY_VARIANCE_RATIO:
-            return None
+    if j - i > 1 and scat > STEADY_VARIANCE_RATIO:
+        return None
     mu = level * u
     if cap is not None:
         mu = np.clip(mu, -np.asarray(cap, float), np.asarray(cap, float))
     return mu
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # w / 0 is inf or NaN, as in numpy
+def _level_and_scatter(w, u):
+    """(the median of ``w / u`` over its finite ratios, the robust (MAD) variance of ``w`` about
+    that level times ``u``), NaN when no ratio is finite or a deviation is NaN."""
+    n = w.size
+    buf = np.empty(n)
+    m = 0
+    for t in range(n):
+        q = w[t] / u[t]
+        if q == q:
+            buf[m] = q
+            m += 1
+    level = median_inplace(buf, m)
+    if not np.isfinite(level):
+        return level, np.nan
+    for t in range(n):
+        buf[t] = w[t] - level * u[t]
+        if buf[t] != buf[t]:
+            return level, np.nan
+    med = median_inplace(buf, n)
+    for t in range(n):
+        buf[t] = abs((w[t] - level * u[t]) - med)
+    return level, (1.4826 * median_inplace(buf, n)) ** 2
 
 
 #: a run scattering more than this (chi^2 / dof) about its level is switching, not steady: its

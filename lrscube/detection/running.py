@@ -908,3 +908,37 @@ def block_events(a: np.ndarray, s: np.ndarray, k: int, half: int, nsigma: float)
     ok = np.empty(a.shape, bool)
     _block_events_kernel(a, s, int(k), int(half), float(nsigma), ok)
     return ok
+
+
+@numba.njit(cache=True, nogil=True)
+def median_inplace(v, n):
+    """Median of the first ``n`` values of ``v`` (the mean of the middle two when ``n`` is even;
+    NaN when it is 0), found in place by quickselect: the order of ``v`` is lost."""
+    if n == 0:
+        return np.nan
+    h = n // 2
+    lo, hi = 0, n - 1
+    while lo < hi:  # Hoare's selection of the h-th smallest into v[h]
+        x = v[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while v[i] < x:
+                i += 1
+            while v[j] > x:
+                j -= 1
+            if i <= j:
+                v[i], v[j] = v[j], v[i]
+                i += 1
+                j -= 1
+        if h <= j:
+            hi = j
+        elif h >= i:
+            lo = i
+        else:
+            break
+    if n % 2:
+        return v[h]
+    below = v[0]
+    for k in range(1, h):  # everything before v[h] is no larger than it: the (h-1)-th is their maximum
+        below = max(below, v[k])
+    return 0.5 * (below + v[h])
