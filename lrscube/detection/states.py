@@ -33,6 +33,7 @@ squares, judged by the saddlepoint tail of their sum
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -225,97 +226,145 @@ def choose_normal(r, s, sky, runs, *, min_sigma: float, model_preference_chi2: f
     n = r.size
     ex = np.zeros(n, bool) if exclude is None else np.asarray(exclude, bool)
     segs = segments(runs, n)
+    gaps = _between_runs(segs, n) & ~ex
+    if not runs:
+        return ~ex if (~ex).sum() >= 2 else np.ones(n, bool)
+    level, err = _preferred_level(segment_levels(r, s, sky, segs), model_preference_chi2)
+    eligible = _eligible_segments(segs, runs, ex, min_length, min_significance)
+    evidence = max(min_sigma, min_significance)
+    keep = None
+    if level is not None and eligible:
+        keep = _least_bad_segment(segs, level, err, eligible, gaps, ex, min_sigma, evidence)
+    if keep is None and level is None and eligible and gaps.sum() >= 2 and min_deficit > 0:
+        keep = _lower_dark_run(r, s, sky, segs, runs, eligible, gaps, evidence, min_deficit)
+        keep = None if keep is None else keep & ~ex
+    if keep is None and gaps.sum() >= 3:
+        keep = _steady_run(r, s, sky, segs, eligible, gaps, min_sigma)
+        keep = None if keep is None else keep & ~ex
+    if keep is None and gaps.sum() >= 2:
+        keep = gaps
+    if keep is None and len(segs) > 1:
+        keep = _majority_state(r, s, segs, ex, min_sigma)
+    if keep is not None:
+        return keep
+    return ~ex if (~ex).sum() >= 2 else np.ones(n, bool)
+
+
+def _between_runs(segs, n: int) -> np.ndarray:
+    """(n,) bool: the exposures in the stretches between the runs (the current normal state's
+    candidates before any run is judged better)."""
     gaps = np.zeros(n, bool)
     for i0, i1, is_run in segs:
         if not is_run:
             gaps[i0:i1] = True
-    gaps &= ~ex
-    if not runs:
-        return ~ex if (~ex).sum() >= 2 else np.ones(n, bool)
-    m = segment_levels(r, s, sky, segs)
+    return gaps
+
+
+def _preferred_level(m: dict, model_preference_chi2: float):
+    """(level, err) per segment, lower is better, from the description the segments prefer by
+    ``model_preference_chi2`` (a dark level, or minus a response), errors inflated by the scatter
+    it leaves; (None, None) where neither is preferred (a switching pixel fits neither)."""
     over = max(1.0, min(m["chi2_add"], m["chi2_mult"]) / m["dof"])
     if "c" in m and (m["chi2_mult"] - m["chi2_add"]) / over >= model_preference_chi2:
-        level, err = m["c"], m["c_err"] * np.sqrt(over)  # lower is better
-    elif "a" in m and (m["chi2_add"] - m["chi2_mult"]) / over >= model_preference_chi2:
-        level, err = -m["a"], m["a_err"] * np.sqrt(over)
-    else:
-        level = None
+        return m["c"], m["c_err"] * np.sqrt(over)
+    if "a" in m and (m["chi2_add"] - m["chi2_mult"]) / over >= model_preference_chi2:
+        return -m["a"], m["a_err"] * np.sqrt(over)
+    return None, None
+
+
+def _eligible_segments(segs, runs, ex, min_length: int, min_significance: float) -> list[int]:
+    """Segments that can be a state: long enough, mostly not excluded, and a run only if it is
+    a change by itself (a few exposures in the tail of the noise are not a state)."""
     by_run = {(u.start, u.stop): u for u in runs}
-    eligible = [j for j, (i0, i1, is_run) in enumerate(segs)
-                if i1 - i0 >= max(2, min_length) and ex[i0:i1].mean() < 0.5
-                and (not is_run or by_run[(i0, i1)].significance >= min_significance)]
-    if level is not None and eligible:
-        # the level of the stretches between the runs, as one state
-        if gaps.sum() >= 2:
-            ref = float(np.average([level[j] for j, sg in enumerate(segs) if not sg[2]],
-                                   weights=[sg[1] - sg[0] for sg in segs if not sg[2]]))
-        else:
-            ref = np.inf
-        j = min(eligible, key=lambda j: level[j])
-        if segs[j][2] and ref - level[j] >= max(min_sigma, min_significance) * err[j]:
-            return np.array([abs(level[k] - level[j]) <= min_sigma * max(err[k], err[j]) for k in range(len(segs))
-                             for _ in range(segs[k][1] - segs[k][0])]) & ~ex
-        if not segs[j][2] or ref - level[j] < max(min_sigma, min_significance) * err[j]:
-            # the stretches are (as good as) the best state: with them, every run that is not
-            # worse than they are by a defect's evidence
-            keep = gaps.copy()
-            for k, (i0, i1, is_run) in enumerate(segs):
-                if is_run and level[k] - ref < max(min_sigma, min_significance) * err[k]:
-                    keep[i0:i1] = True
-            keep &= ~ex
-            if keep.sum() >= 2:
-                return keep
-    if level is None and eligible and gaps.sum() >= 2 and min_deficit > 0:
-        best, best_sig = None, 0.0
-        for j in eligible:
-            i0, i1, is_run = segs[j]
-            if not is_run or by_run[(i0, i1)].sign > 0:
-                continue
-            run = np.zeros(n, bool)
-            run[i0:i1] = True
-            st = step_models(r, s, sky, gaps, run)
-            a_gap = state(r, s, sky, gaps).a
-            deficit = -st["step_mult"] / max(1.0 + a_gap, 0.1)
-            sig = -st["step_add"] / st["step_add_err"] if st["step_add_err"] > 0 else 0.0
-            if deficit < min_deficit and sig >= max(min_sigma, min_significance) and sig > best_sig:
-                best, best_sig = run, sig
-        if best is not None:
-            return best & ~ex
-    # a steady, no-worse run beside stretches that switch or scatter far beyond their noise
-    if gaps.sum() >= 3:
-        q_gap = scatter_about_state(r, s, sky, gaps)
-        if q_gap >= STEADY_VARIANCE:
-            for j in eligible:
-                i0, i1, is_run = segs[j]
-                if not is_run:
-                    continue
-                run = np.zeros(n, bool)
-                run[i0:i1] = True
-                st = step_models(r, s, sky, gaps, run)
-                no_worse = (st["step_add"] <= min_sigma * st["step_add_err"]
-                            and st["step_mult"] >= -min_sigma * st["step_mult_err"])
-                if no_worse and scatter_about_state(r, s, sky, run) * CLEAN_RATIO <= q_gap:
-                    return run & ~ex
+    return [j for j, (i0, i1, is_run) in enumerate(segs)
+            if i1 - i0 >= max(2, min_length) and ex[i0:i1].mean() < 0.5
+            and (not is_run or by_run[(i0, i1)].significance >= min_significance)]
+
+
+def _least_bad_segment(segs, level, err, eligible, gaps, ex, min_sigma: float, evidence: float):
+    """Where one description is preferred: a run clearly better than the stretches' level (by
+    ``evidence`` standard errors) with every segment at its level; else the stretches with every
+    run not worse than they are by a defect's evidence. None: fewer than two exposures."""
+    # the level of the stretches between the runs, as one state
     if gaps.sum() >= 2:
-        return gaps
-    if len(segs) > 1:
-        # the runs cover the series (the first fit was a mixture of states) and neither
-        # description says which state is better: the state of most exposures is normal (the
-        # segments whose mean residuals agree within min_sigma standard errors, pooled; each
-        # error inflated by the segment's own scatter about its mean)
-        mu, err = np.zeros(len(segs)), np.zeros(len(segs))
-        for k, (i0, i1, _) in enumerate(segs):
-            w = 1.0 / s[i0:i1] ** 2
-            mu[k] = float(np.sum(w * r[i0:i1]) / np.sum(w))
-            chi = float(np.sum(w * (r[i0:i1] - mu[k]) ** 2)) / max(i1 - i0 - 1, 1)
-            err[k] = float(np.sqrt(max(chi, 1.0) / np.sum(w)))
-        size = np.array([i1 - i0 for i0, i1, _ in segs], float)
-        near = np.abs(mu[:, None] - mu[None, :]) <= min_sigma * np.maximum(err[:, None], err[None, :])
-        j = int(np.argmax(near @ size))
-        keep = np.concatenate([np.full(i1 - i0, bool(near[j, k])) for k, (i0, i1, _) in enumerate(segs)]) & ~ex
+        ref = float(np.average([level[j] for j, sg in enumerate(segs) if not sg[2]],
+                               weights=[sg[1] - sg[0] for sg in segs if not sg[2]]))
+    else:
+        ref = np.inf
+    j = min(eligible, key=lambda j: level[j])
+    if segs[j][2] and ref - level[j] >= evidence * err[j]:
+        return np.array([abs(level[k] - level[j]) <= min_sigma * max(err[k], err[j]) for k in range(len(segs))
+                         for _ in range(segs[k][1] - segs[k][0])]) & ~ex
+    if not segs[j][2] or ref - level[j] < evidence * err[j]:
+        # the stretches are (as good as) the best state: with them, every run that is not
+        # worse than they are by a defect's evidence
+        keep = gaps.copy()
+        for k, (i0, i1, is_run) in enumerate(segs):
+            if is_run and level[k] - ref < evidence * err[k]:
+                keep[i0:i1] = True
+        keep &= ~ex
         if keep.sum() >= 2:
             return keep
-    return ~ex if (~ex).sum() >= 2 else np.ones(n, bool)
+    return None
+
+
+def _lower_dark_run(r, s, sky, segs, runs, eligible, gaps, evidence: float, min_deficit: float):
+    """Where neither description is preferred: the most significant run below the stretches by
+    less than ``min_deficit`` of their response (not a loss of response, so a lower dark level,
+    the stretches being a warm pixel's) by ``evidence`` standard errors; None if there is none."""
+    by_run = {(u.start, u.stop): u for u in runs}
+    best, best_sig = None, 0.0
+    for j in eligible:
+        i0, i1, is_run = segs[j]
+        if not is_run or by_run[(i0, i1)].sign > 0:
+            continue
+        run = np.zeros(r.size, bool)
+        run[i0:i1] = True
+        st = step_models(r, s, sky, gaps, run)
+        a_gap = state(r, s, sky, gaps).a
+        deficit = -st["step_mult"] / max(1.0 + a_gap, 0.1)
+        sig = -st["step_add"] / st["step_add_err"] if st["step_add_err"] > 0 else 0.0
+        if deficit < min_deficit and sig >= evidence and sig > best_sig:
+            best, best_sig = run, sig
+    return best
+
+
+def _steady_run(r, s, sky, segs, eligible, gaps, min_sigma: float):
+    """A steady run, no worse in dark level or response, beside stretches that switch or scatter
+    far beyond their noise (a pixel telegraph or noisy from early on); None if there is none."""
+    q_gap = scatter_about_state(r, s, sky, gaps)
+    if not q_gap >= STEADY_VARIANCE:  # (NaN: no evidence of switching)
+        return None
+    for j in eligible:
+        i0, i1, is_run = segs[j]
+        if not is_run:
+            continue
+        run = np.zeros(r.size, bool)
+        run[i0:i1] = True
+        st = step_models(r, s, sky, gaps, run)
+        no_worse = (st["step_add"] <= min_sigma * st["step_add_err"]
+                    and st["step_mult"] >= -min_sigma * st["step_mult_err"])
+        if no_worse and scatter_about_state(r, s, sky, run) * CLEAN_RATIO <= q_gap:
+            return run
+    return None
+
+
+def _majority_state(r, s, segs, ex, min_sigma: float):
+    """The runs cover the series (the first fit was a mixture of states) and neither description
+    says which state is better: the state of most exposures is normal (the segments whose mean
+    residuals agree within ``min_sigma`` standard errors, pooled; each error inflated by the
+    segment's own scatter about its mean). None: fewer than two exposures."""
+    mu, err = np.zeros(len(segs)), np.zeros(len(segs))
+    for k, (i0, i1, _) in enumerate(segs):
+        w = 1.0 / s[i0:i1] ** 2
+        mu[k] = float(np.sum(w * r[i0:i1]) / np.sum(w))
+        chi = float(np.sum(w * (r[i0:i1] - mu[k]) ** 2)) / max(i1 - i0 - 1, 1)
+        err[k] = float(np.sqrt(max(chi, 1.0) / np.sum(w)))
+    size = np.array([i1 - i0 for i0, i1, _ in segs], float)
+    near = np.abs(mu[:, None] - mu[None, :]) <= min_sigma * np.maximum(err[:, None], err[None, :])
+    j = int(np.argmax(near @ size))
+    keep = np.concatenate([np.full(i1 - i0, bool(near[j, k])) for k, (i0, i1, _) in enumerate(segs)]) & ~ex
+    return keep if keep.sum() >= 2 else None
 
 
 def _evidence(e, s, sky_eff, state_sigma) -> dict:
@@ -405,6 +454,50 @@ def scatter_ends(q, m1, c, i, j, lo, hi, ratio, boundary_sigma) -> tuple[int, in
     return i, j
 
 
+class _Pixel(NamedTuple):
+    """One pixel's series and what each step of :func:`pixel_intervals` judges them by."""
+
+    r: np.ndarray  #: residual against the local sky (DN/s)
+    s: np.ndarray  #: its calibrated noise (DN/s)
+    sky: np.ndarray  #: the local sky (DN/s)
+    cap: np.ndarray  #: per exposure, the clip of the normalised residual (sigma)
+    m1: np.ndarray  #: per exposure, the measured null moments of the clipped squares ...
+    m2: np.ndarray
+    vc: np.ndarray  #: ... and their clip (sigma)
+    wm1: np.ndarray  #: the null moments of the precision-weighted variance statistic (clip ``cap``)
+    wm2: np.ndarray
+    excess: np.ndarray  #: the shape of an additive change in units of the noise (1 / s) ...
+    deficit: np.ndarray  #: ... and of a change of response (sky / s)
+    p: object  #: :class:`lrscube.detection.detection_params.DetectionParams`
+    thresholds: Thresholds
+    variance_scale: float
+    variance_line: float
+
+    @property
+    def n(self) -> int:
+        return self.r.size
+
+
+def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line) -> _Pixel:
+    """The series with their clips, null moments (default: Gaussian, ``variance_clip_sigma``) and
+    the shapes of a level change, as :func:`pixel_intervals` takes them."""
+    n = r.size
+    cap = np.broadcast_to(np.asarray(p.clip_sigma if clip is None else clip, float), (n,))
+    if vnull is None:
+        c = float(p.variance_clip_sigma)
+        g1, g2 = baseline.gaussian_clipped_moments(1.0, c)
+        vnull = (np.full(n, g1), np.full(n, g2), np.full(n, c))
+    m1, m2, vc = (np.broadcast_to(np.asarray(v, float), (n,)) for v in vnull)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = 1.0 / s
+        deficit = np.where(sky > 0, sky * excess, excess)
+    g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
+    wm1 = np.where(cap == vc, m1, g1)  # JUMP_DET exposures: clipped like the scatter, measured null
+    wm2 = np.where(cap == vc, m2, g2)
+    return _Pixel(r, s, sky, cap, m1, m2, vc, wm1, wm2, excess, deficit, p, thresholds,
+                  variance_scale, variance_line)
+
+
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
                     variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True,
                     hours=None, line_response: float = 1.0) -> list[dict]:
@@ -427,6 +520,12 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     (:func:`lrscube.detection.baseline.line_response`, at most 1); the physical limit on the
     pixel's response is relative to it.
     Returns evidence dicts with ``start``/``stop`` indices into the given series.
+
+    The steps: the normal state and the level runs against it (:func:`_normal_state`), the
+    spans of excess scatter about those levels (:func:`_scatter_spans`), the level intervals
+    (:func:`_level_intervals`) merged with the noisy ones (:func:`_merge_noisy`), latents left out
+    (:func:`_without_latents`), and the normal state against the physical limits, which makes
+    the pixel bad throughout (:func:`_static_interval`).
     """
     p = params
     r = np.asarray(r, float)
@@ -435,119 +534,50 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     n = r.size
     if n < p.min_bad_exposures:
         return []
-    cap = np.broadcast_to(np.asarray(p.clip_sigma if clip is None else clip, float), (n,))
-    if vnull is None:
-        c = float(p.variance_clip_sigma)
-        g1, g2 = baseline.gaussian_clipped_moments(1.0, c)
-        vnull = (np.full(n, g1), np.full(n, g2), np.full(n, c))
-    m1, m2, vc = (np.broadcast_to(np.asarray(v, float), (n,)) for v in vnull)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        excess = 1.0 / s
-        deficit = np.where(sky > 0, sky * excess, excess)
-    pref = p.classes["DEAD"]["model_preference_chi2"]
+    px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line)
+    normal, a, e, z, runs = _normal_state(px, prior)
+    q, noisy_spans = _scatter_spans(px, e, z, runs)
+    row = functools.partial(_row, px, _Against(a, e, z, q, (1.0 + a) * sky))
+    out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
+    out = _merge_noisy(out, noisy_spans, row, n)
+    if hours is not None and p.afterglow_max_hours > 0:
+        out = _without_latents(out, e, s, np.asarray(hours, float), p)
+    static = _static_interval(px, normal, prior, lit, line_response, row)
+    return out if static is None else [static]
 
-    # --- the normal state and the level runs against it
-    def level_runs(a, d=0.0):
-        e = r - a * sky - d
-        z = clipped_z(e, s, cap)
-        return e, z, cp.find_runs(z, min_sigma=p.changepoint_sigma, min_length=1, boundary_sigma=p.boundary_sigma,
-                                  shapes=(excess, deficit), cap=cap, raw=e * excess)
 
-    def scatter_spans(e, z, runs, local=False):
-        """Residual about the levels of the runs that are defects by themselves (a noisy pixel's
-        excursions are its scatter), its clipped squares and the runs of excess scatter in them.
-        ``local``: about a running median of 5 exposures instead (its own noise divided out),
-        which follows any level change, found or not (a first look, before the normal state)."""
-        zu = e * excess
-        zr = zu.copy()
-        if local:  # a steady excess is steady in DN/s, a steady deficit as a fraction of the sky
-            za = (r - running_median(r, 5, axis=0, min_count=1).astype(float)) * excess
-            with np.errstate(divide="ignore", invalid="ignore"):
-                f = np.where(sky > 0, r / sky, 0.0)
-                zm = (f - running_median(f, 5, axis=0, min_count=1).astype(float)) * np.where(sky > 0, sky, 0.0) * excess
-            qa, qm = np.minimum(za * za, vc * vc).sum(), np.minimum(zm * zm, vc * vc).sum()
-            zr = (za if qa <= qm else zm) / LOCAL_MEDIAN_NOISE
-        levels = []
-        for u in runs if not local else []:
-            if u.stop - u.start < p.min_bad_exposures or u.significance < thresholds.level:
-                continue
-            levels.append((u.start, u.stop, None))
-            mu = cp.expected_levels(z, u.start, u.stop, (excess, deficit), None, zu)
-            if mu is not None:
-                zr[u.start:u.stop] -= mu[u.start:u.stop]
-        q = np.minimum(zr * zr, vc * vc)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            y = (q - m1) / np.sqrt(np.maximum(m2 - m1 * m1, 1e-12))
-        vruns = [u for u in cp.find_runs(y, min_sigma=p.changepoint_sigma, min_length=p.min_bad_exposures, split=False)
-                 if u.sign > 0]
-        spans = []
-        for k, u in enumerate(vruns):
-            sl = slice(u.start, u.stop)
-            sc = scatter(q[sl], m1[sl], m2[sl], float(np.median(vc[sl])), s[sl])
-            if not (sc.sigma >= thresholds.variance and sc.ratio >= p.noisy_rms_ratio):
-                continue
-            lo = vruns[k - 1].stop if k else 0
-            hi = vruns[k + 1].start if k + 1 < len(vruns) else n
-            i, j = scatter_ends(q, m1, vc, u.start, u.stop, lo, hi, sc.ratio, p.boundary_sigma)
-            sl = slice(i, j)
-            sc = scatter(q[sl], m1[sl], m2[sl], float(np.median(vc[sl])), s[sl])
-            if sc.sigma >= thresholds.variance and sc.ratio >= p.noisy_rms_ratio and j - i >= p.min_bad_exposures:
-                spans.append((i, j, sc))
-        if not local:
-            for w in weighted_spans(zr, e, levels):
-                over = [sp for sp in spans if sp[0] < w[1] and w[0] < sp[1]]
-                if not over or w[2].sigma > max(sp[2].sigma for sp in over):
-                    spans = sorted([sp for sp in spans if sp not in over] + [w], key=lambda sp: sp[0])
-        return q, spans
+def _level_runs(px: _Pixel, a, d=0.0):
+    """The residual ``e`` against the state (a, d), its clipped normalised form ``z`` and the
+    runs of exposures whose level differs from it (:func:`lrscube.detection.changepoints.find_runs`)."""
+    p = px.p
+    e = px.r - a * px.sky - d
+    z = clipped_z(e, px.s, px.cap)
+    return e, z, cp.find_runs(z, min_sigma=p.changepoint_sigma, min_length=1, boundary_sigma=p.boundary_sigma,
+                              shapes=(px.excess, px.deficit), cap=px.cap, raw=e * px.excess)
 
-    g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
-    wm1 = np.where(cap == vc, m1, g1)  # JUMP_DET exposures: clipped like the scatter, measured null
-    wm2 = np.where(cap == vc, m2, g2)
 
-    def weighted_spans(x, e, levels):
-        """The most significant run of excess variance weighted by precision (clip ``cap``, its
-        largest exposures left out: :mod:`lrscube.detection.variance`) of ``x``, the residual in
-        units of its noise about the level runs (``e``: about the normal state, DN/s); its ends
-        are the run's (onset and recovery). It replaces the clip-3 scatter runs it overlaps where
-        it is more significant than each of them (the clip-3 statistic caps a precise exposure's
-        share). Where it overlaps a level run that is a defect by itself (``levels``) and the
-        span's median (DN/s) exceeds its robust scatter (1.4826 MAD), the level describes the
-        pixel (a HOT or WARM pixel a little noisier than its ERR says) and the span is not kept:
-        a noisy pixel's mean stays near its baseline over its span, whatever runs its excursions
-        make."""
-        x = x / np.sqrt(variance_line)
-        u, v = variance.terms(x, s, cap, wm1, wm2)
-        i, j, st = variance.best_run(u, v, p.min_bad_exposures)
-        if not np.isfinite(st) or st / variance_scale < thresholds.variance:
-            return []
-        k = variance.rms_ratio(x[i:j], s[i:j], cap[i:j], wm1[i:j])
-        if k < p.noisy_rms_ratio:
-            return []
-        ex = float(np.sqrt(max(k * k - 1.0, 0.0)) * np.median(s[i:j]))
-        if any(a < j and i < b for a, b, _ in levels):
-            # robust: the clip caps the ratio k, so the scatter is measured without it
-            ev = e[i:j]
-            mid = float(np.median(ev))
-            if abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid))):
-                return []
-        return [(i, j, Scatter(float(st / variance_scale), float(k), ex))]
+def _normal_state(px: _Pixel, prior):
+    """(normal, a, e, z, runs): the exposures of the pixel's normal state, its response ``a`` and
+    the level runs against it (:func:`_level_runs`).
 
-    # first guess: the majority state, with its own response and dark level (a pixel hot for
-    # most of the series is not described by a response alone), and the spans of excess
-    # scatter against it, which belong to no level state
+    First guess: the majority state, with its own response and dark level (a pixel hot for most
+    of the series is not described by a response alone), and the spans of excess scatter about
+    a running median, which belong to no level state. Then the least-bad of the states the runs
+    against it show (:func:`choose_normal`), refitted until it does not change; in a cycle, the
+    largest of its states is normal."""
+    r, s, sky, p, n = px.r, px.s, px.sky, px.p, px.n
     normal = np.ones(n, bool)
     st0 = state(r, s, sky, normal)
-    e, z, runs = level_runs(st0.a, st0.d)
-    _, spans0 = scatter_spans(e, z, runs, local=True)
+    e, z, runs = _level_runs(px, st0.a, st0.d)
+    _, spans0 = _scatter_spans(px, e, z, runs, local=True)
     noisy0 = np.zeros(n, bool)
     for i, j, _ in spans0:
         noisy0[i:j] = True
-    # then the least-bad of the states the runs against it show, refitted until it does not change
     a, d = st0.a, st0.d
     seen = []
     for k in range(MAX_PASSES + 1):
         new = choose_normal(r, s, sky, runs, min_sigma=p.changepoint_sigma, model_preference_chi2=p.boundary_sigma ** 2,
-                            min_length=p.min_bad_exposures, min_significance=thresholds.level,
+                            min_length=p.min_bad_exposures, min_significance=px.thresholds.level,
                             min_deficit=p.classes["LOW_QE"]["min_deficit"], exclude=noisy0)
         if k and (new == normal).all():
             break
@@ -559,28 +589,142 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         seen.append(normal)
         normal = new
         a, d = baseline_state(r, s, sky, normal, prior)
-        e, z, runs = level_runs(a, d)
+        e, z, runs = _level_runs(px, a, d)
         if len(seen) > MAX_PASSES + 1:
             break
-    sky_eff = (1.0 + a) * sky  # the normal response times the local sky
+    return normal, a, e, z, runs
 
-    # --- scatter about the levels against the normal state
-    q, noisy_spans = scatter_spans(e, z, runs)
 
-    def row(start, stop, run_sig, on, rec):
-        sl = slice(start, stop)
-        v = z[sl]
+def _scatter_spans(px: _Pixel, e, z, runs, local=False):
+    """(q, spans): the clipped squares of the residual about the levels of the runs that are
+    defects by themselves (a noisy pixel's excursions are its scatter), and the spans of excess
+    scatter in them, each (start, stop, :class:`Scatter`). ``local``: about a running median of
+    5 exposures instead (:func:`_about_running_median`), which follows any level change, found or
+    not (a first look, before the normal state)."""
+    if local:
+        zr, levels = _about_running_median(px), []
+    else:
+        zr, levels = _about_level_runs(px, e, z, runs)
+    q = np.minimum(zr * zr, px.vc * px.vc)
+    spans = _clipped_scatter_spans(px, q)
+    if not local:
+        for w in _weighted_spans(px, zr, e, levels):
+            over = [sp for sp in spans if sp[0] < w[1] and w[0] < sp[1]]
+            if not over or w[2].sigma > max(sp[2].sigma for sp in over):
+                spans = sorted([sp for sp in spans if sp not in over] + [w], key=lambda sp: sp[0])
+    return q, spans
+
+
+def _about_running_median(px: _Pixel) -> np.ndarray:
+    """The residual less its running median of 5 exposures, in units of the noise (the median's
+    own noise divided out): additive or as a fraction of the sky, whichever scatters less (a
+    steady excess is steady in DN/s, a steady deficit as a fraction of the sky)."""
+    r, sky, vc = px.r, px.sky, px.vc
+    za = (r - running_median(r, 5, axis=0, min_count=1).astype(float)) * px.excess
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(sky > 0, r / sky, 0.0)
+        zm = (f - running_median(f, 5, axis=0, min_count=1).astype(float)) * np.where(sky > 0, sky, 0.0) * px.excess
+    qa, qm = np.minimum(za * za, vc * vc).sum(), np.minimum(zm * zm, vc * vc).sum()
+    return (za if qa <= qm else zm) / LOCAL_MEDIAN_NOISE
+
+
+def _about_level_runs(px: _Pixel, e, z, runs):
+    """(zr, levels): the residual in units of the noise less the expected level of each run that
+    is a defect by itself, and those runs as (start, stop, None)."""
+    zu = e * px.excess
+    zr = zu.copy()
+    levels = []
+    for u in runs:
+        if u.stop - u.start < px.p.min_bad_exposures or u.significance < px.thresholds.level:
+            continue
+        levels.append((u.start, u.stop, None))
+        mu = cp.expected_levels(z, u.start, u.stop, (px.excess, px.deficit), None, zu)
+        if mu is not None:
+            zr[u.start:u.stop] -= mu[u.start:u.stop]
+    return zr, levels
+
+
+def _clipped_scatter_spans(px: _Pixel, q) -> list:
+    """Runs of excess scatter in the standardised clipped squares ``q`` that reach the variance
+    threshold and ``noisy_rms_ratio``, their ends moved by likelihood (:func:`scatter_ends`)."""
+    p, th, m1, m2, vc, s, n = px.p, px.thresholds, px.m1, px.m2, px.vc, px.s, px.n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = (q - m1) / np.sqrt(np.maximum(m2 - m1 * m1, 1e-12))
+    vruns = [u for u in cp.find_runs(y, min_sigma=p.changepoint_sigma, min_length=p.min_bad_exposures, split=False)
+             if u.sign > 0]
+    spans = []
+    for k, u in enumerate(vruns):
+        sl = slice(u.start, u.stop)
         sc = scatter(q[sl], m1[sl], m2[sl], float(np.median(vc[sl])), s[sl])
-        return {"start": start, "stop": stop, "sign": 1 if v.sum() >= 0 else -1,
-                "significance": float(abs(v.sum()) / np.sqrt(v.size)) if run_sig is None else run_sig,
-                "onset_significance": on, "recovery_significance": rec, "noisy": False, "static": False,
-                "switching": False,
-                "scatter_sigma": sc.sigma, "scatter_ratio": sc.ratio, "excess_rms_dn_s": sc.excess_rms_dn_s,
-                "response": 1.0 + a, **_evidence(e[sl], s[sl], sky_eff[sl], p.state_sigma)}
+        if not (sc.sigma >= th.variance and sc.ratio >= p.noisy_rms_ratio):
+            continue
+        lo = vruns[k - 1].stop if k else 0
+        hi = vruns[k + 1].start if k + 1 < len(vruns) else n
+        i, j = scatter_ends(q, m1, vc, u.start, u.stop, lo, hi, sc.ratio, p.boundary_sigma)
+        sl = slice(i, j)
+        sc = scatter(q[sl], m1[sl], m2[sl], float(np.median(vc[sl])), s[sl])
+        if sc.sigma >= th.variance and sc.ratio >= p.noisy_rms_ratio and j - i >= p.min_bad_exposures:
+            spans.append((i, j, sc))
+    return spans
 
-    out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
 
-    # --- noisy intervals (merged with overlapping level intervals)
+def _weighted_spans(px: _Pixel, x, e, levels) -> list:
+    """The most significant run of excess variance weighted by precision (clip ``cap``, its
+    largest exposures left out: :mod:`lrscube.detection.variance`) of ``x``, the residual in
+    units of its noise about the level runs (``e``: about the normal state, DN/s); its ends
+    are the run's (onset and recovery). It replaces the clip-3 scatter runs it overlaps where
+    it is more significant than each of them (the clip-3 statistic caps a precise exposure's
+    share). Where it overlaps a level run that is a defect by itself (``levels``) and the
+    span's median (DN/s) exceeds its robust scatter (1.4826 MAD), the level describes the
+    pixel (a HOT or WARM pixel a little noisier than its ERR says) and the span is not kept:
+    a noisy pixel's mean stays near its baseline over its span, whatever runs its excursions
+    make."""
+    p, s, cap = px.p, px.s, px.cap
+    x = x / np.sqrt(px.variance_line)
+    u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
+    i, j, st = variance.best_run(u, v, p.min_bad_exposures)
+    if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
+        return []
+    k = variance.rms_ratio(x[i:j], s[i:j], cap[i:j], px.wm1[i:j])
+    if k < p.noisy_rms_ratio:
+        return []
+    ex = float(np.sqrt(max(k * k - 1.0, 0.0)) * np.median(s[i:j]))
+    if any(a < j and i < b for a, b, _ in levels):
+        # robust: the clip caps the ratio k, so the scatter is measured without it
+        ev = e[i:j]
+        mid = float(np.median(ev))
+        if abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid))):
+            return []
+    return [(i, j, Scatter(float(st / px.variance_scale), float(k), ex))]
+
+
+class _Against(NamedTuple):
+    """The pixel against its normal state: what every interval's evidence is measured on."""
+
+    a: float  #: the normal response (less 1)
+    e: np.ndarray  #: residual against the normal state (DN/s)
+    z: np.ndarray  #: ... clipped, in units of the noise
+    q: np.ndarray  #: clipped squares about the level runs
+    sky_eff: np.ndarray  #: the normal response times the local sky (DN/s)
+
+
+def _row(px: _Pixel, ag: _Against, start, stop, run_sig, on, rec) -> dict:
+    """The evidence dict of the interval [start, stop) (``run_sig``: its run's significance;
+    None: the mean of its clipped residual's)."""
+    sl = slice(start, stop)
+    v = ag.z[sl]
+    sc = scatter(ag.q[sl], px.m1[sl], px.m2[sl], float(np.median(px.vc[sl])), px.s[sl])
+    return {"start": start, "stop": stop, "sign": 1 if v.sum() >= 0 else -1,
+            "significance": float(abs(v.sum()) / np.sqrt(v.size)) if run_sig is None else run_sig,
+            "onset_significance": on, "recovery_significance": rec, "noisy": False, "static": False,
+            "switching": False,
+            "scatter_sigma": sc.sigma, "scatter_ratio": sc.ratio, "excess_rms_dn_s": sc.excess_rms_dn_s,
+            "response": 1.0 + ag.a, **_evidence(ag.e[sl], px.s[sl], ag.sky_eff[sl], px.p.state_sigma)}
+
+
+def _merge_noisy(out: list, noisy_spans, row, n: int) -> list:
+    """The level intervals with the noisy spans, each merged with the level intervals it
+    overlaps (their onset and recovery kept where they are its ends), in time order."""
     for i, j, sc in noisy_spans:
         over = [w for w in out if w["start"] < j and i < w["stop"]]
         lo = min([i] + [w["start"] for w in over])
@@ -595,63 +739,91 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         rw["significance"] = max([rw["significance"], sc.sigma] + [w["significance"] for w in over])
         out.append(rw)
     out.sort(key=lambda w: w["start"])
-    if hours is not None and p.afterglow_max_hours > 0:
-        h = np.asarray(hours, float)
-        out = [w for w in out if not (
-            w["sign"] > 0 and not w["noisy"] and w["stop"] < n
-            and decays_within(e[w["start"]:w["stop"]], s[w["start"]:w["stop"]], h[w["start"]:w["stop"]],
-                              max_hours=p.afterglow_max_hours, min_sigma=p.afterglow_decay_sigma,
-                              max_ratio=p.afterglow_max_ratio))]
-
-    # --- the normal state against the physical limits: bad throughout?
-    if normal.sum() >= max(3, p.min_bad_exposures) and scatter_about_state(r, s, sky, normal) <= max(
-            STATIC_MAX_SCATTER, _chi2_isf(1e-3, int(normal.sum()) - 2) / max(int(normal.sum()) - 2, 1)):
-        st = state(r, s, sky, normal)
-        resp = 1.0 + st.a
-        dx = st.d - (float(prior[2]) if prior is not None else 0.0)  # over the neighbours' dark level
-        hot = (dx >= p.static_excess_dn_s and np.isfinite(st.d_err) and dx / st.d_err >= thresholds.static)
-        low_limit = p.low_qe_response * min(float(line_response), 1.0)
-        low = (lit and resp <= low_limit and np.isfinite(st.a_err) and -st.a / st.a_err >= thresholds.static)
-        # the level itself must show it, each parameter measured with the other at the
-        # neighbours' value: where the sky barely changes, its estimate's own noise (in the sky
-        # and, with the opposite sign, in the residual) pulls the slope of r on the sky towards
-        # -1, and the free fit trades a response of 0 against a dark level equal to the sky
-        ma = float(prior[0]) if prior is not None else 0.0
-        md = float(prior[2]) if prior is not None else 0.0
-        w = normal / s ** 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            a_lvl = float(np.sum(w * sky * (r - md)) / np.sum(w * sky * sky))
-            d_lvl = float(np.sum(w * (r - ma * sky)) / np.sum(w)) - md
-        with np.errstate(invalid="ignore", divide="ignore"):
-            d_lvl_err = float(1.0 / np.sqrt(np.sum(w)))
-            a_lvl_err = float(1.0 / np.sqrt(np.sum(w * sky * sky)))
-        hot = hot and d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= thresholds.static
-        low = low and 1.0 + a_lvl <= low_limit and -a_lvl / a_lvl_err >= thresholds.static
-        # an excess no response can explain (more than twice the neighbours'): a defect
-        # whichever description, also where the sky does not separate them
-        d_err, a_st, a_err = st.d_err, st.a, st.a_err
-        if not hot and (d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= thresholds.static
-                        and not 1.0 + a_lvl <= RESPONSE_RANGE[1]):
-            hot, dx, d_err = True, d_lvl, d_lvl_err
-        # ... and a response loss no dark level explains (a dark reference off by more than
-        # static_excess_dn_s would make a bad pixel too)
-        if not low and not hot and lit and (1.0 + a_lvl <= low_limit and -a_lvl / a_lvl_err >= thresholds.static
-                                    and -d_lvl >= p.static_excess_dn_s and -d_lvl / d_lvl_err >= thresholds.static):
-            low, a_st, a_err = True, a_lvl, a_lvl_err
-            resp = 1.0 + a_lvl
-        if hot or low:
-            # bad in every exposure; the evidence is the normal state's own (excess or response)
-            rw = row(0, n, None, float("inf"), float("inf"))
-            used = normal
-            chi2 = float(np.sum(((r[used] - st.a * sky[used] - st.d) / s[used]) ** 2))
-            rw.update(static=True, response=resp, variance_ratio=chi2 / max(int(used.sum()) - 2, 1),
-                      significance=max(dx / d_err if hot else 0.0, -a_st / a_err if low else 0.0))
-            if low:
-                rw.update(sign=-1, deficit=1.0 - resp, deficit_err=a_err, chi2_add=np.inf, chi2_mult=0.0)
-            else:
-                rw.update(sign=1, excess_dn_s=dx, excess_err=d_err, chi2_add=0.0, chi2_mult=np.inf)
-            out = [rw]
     return out
+
+
+def _without_latents(out: list, e, s, h, p) -> list:
+    """The intervals less the runs of excess that end before the series does and decay within
+    ``afterglow_max_hours`` (latents, :func:`lrscube.detection.afterglow.decays_within`; ``h``:
+    the exposures' mid-times, hours)."""
+    n = e.size
+    return [w for w in out if not (
+        w["sign"] > 0 and not w["noisy"] and w["stop"] < n
+        and decays_within(e[w["start"]:w["stop"]], s[w["start"]:w["stop"]], h[w["start"]:w["stop"]],
+                          max_hours=p.afterglow_max_hours, min_sigma=p.afterglow_decay_sigma,
+                          max_ratio=p.afterglow_max_ratio))]
+
+
+def _one_state(px: _Pixel, normal) -> bool:
+    """The normal state is one state (judged against the physical limits only then): enough
+    exposures, scattering about their own (a, d) by at most :data:`STATIC_MAX_SCATTER` or by no
+    more than chance allows at 1e-3."""
+    k = int(normal.sum())
+    return bool(normal.sum() >= max(3, px.p.min_bad_exposures) and scatter_about_state(px.r, px.s, px.sky, normal)
+                <= max(STATIC_MAX_SCATTER, _chi2_isf(1e-3, k - 2) / max(k - 2, 1)))
+
+
+def _level_at_neighbours(px: _Pixel, normal, prior):
+    """(a_lvl, a_lvl_err, d_lvl, d_lvl_err): the normal state's response measured with the dark
+    level at the neighbours' value, and its dark level over the neighbours' measured at their
+    response. Where the sky barely changes, its estimate's own noise (in the sky and, with the
+    opposite sign, in the residual) pulls the slope of r on the sky towards -1, and the free fit
+    trades a response of 0 against a dark level equal to the sky: the level itself must show it."""
+    r, s, sky = px.r, px.s, px.sky
+    ma = float(prior[0]) if prior is not None else 0.0
+    md = float(prior[2]) if prior is not None else 0.0
+    w = normal / s ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a_lvl = float(np.sum(w * sky * (r - md)) / np.sum(w * sky * sky))
+        d_lvl = float(np.sum(w * (r - ma * sky)) / np.sum(w)) - md
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_lvl_err = float(1.0 / np.sqrt(np.sum(w)))
+        a_lvl_err = float(1.0 / np.sqrt(np.sum(w * sky * sky)))
+    return a_lvl, a_lvl_err, d_lvl, d_lvl_err
+
+
+def _static_interval(px: _Pixel, normal, prior, lit, line_response, row) -> dict | None:
+    """The whole series as one interval where the normal state itself lies beyond a physical
+    limit, significantly (a dark excess over the neighbours' above ``static_excess_dn_s``, a
+    response below ``low_qe_response`` of the line's; only the dark level outside the light),
+    both in the free fit and in the level measured at the neighbours' values
+    (:func:`_level_at_neighbours`); None where it does not."""
+    p, th = px.p, px.thresholds
+    if not _one_state(px, normal):
+        return None
+    st = state(px.r, px.s, px.sky, normal)
+    resp = 1.0 + st.a
+    dx = st.d - (float(prior[2]) if prior is not None else 0.0)  # over the neighbours' dark level
+    hot = (dx >= p.static_excess_dn_s and np.isfinite(st.d_err) and dx / st.d_err >= th.static)
+    low_limit = p.low_qe_response * min(float(line_response), 1.0)
+    low = (lit and resp <= low_limit and np.isfinite(st.a_err) and -st.a / st.a_err >= th.static)
+    a_lvl, a_lvl_err, d_lvl, d_lvl_err = _level_at_neighbours(px, normal, prior)
+    hot = hot and d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= th.static
+    low = low and 1.0 + a_lvl <= low_limit and -a_lvl / a_lvl_err >= th.static
+    # an excess no response can explain (more than twice the neighbours'): a defect
+    # whichever description, also where the sky does not separate them
+    d_err, a_st, a_err = st.d_err, st.a, st.a_err
+    if not hot and (d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= th.static
+                    and not 1.0 + a_lvl <= RESPONSE_RANGE[1]):
+        hot, dx, d_err = True, d_lvl, d_lvl_err
+    # ... and a response loss no dark level explains (a dark reference off by more than
+    # static_excess_dn_s would make a bad pixel too)
+    if not low and not hot and lit and (1.0 + a_lvl <= low_limit and -a_lvl / a_lvl_err >= th.static
+                                        and -d_lvl >= p.static_excess_dn_s and -d_lvl / d_lvl_err >= th.static):
+        low, a_st, a_err = True, a_lvl, a_lvl_err
+        resp = 1.0 + a_lvl
+    if not (hot or low):
+        return None
+    # bad in every exposure; the evidence is the normal state's own (excess or response)
+    rw = row(0, px.n, None, float("inf"), float("inf"))
+    chi2 = float(np.sum(((px.r[normal] - st.a * px.sky[normal] - st.d) / px.s[normal]) ** 2))
+    rw.update(static=True, response=resp, variance_ratio=chi2 / max(int(normal.sum()) - 2, 1),
+              significance=max(dx / d_err if hot else 0.0, -a_st / a_err if low else 0.0))
+    if low:
+        rw.update(sign=-1, deficit=1.0 - resp, deficit_err=a_err, chi2_add=np.inf, chi2_mult=0.0)
+    else:
+        rw.update(sign=1, excess_dn_s=dx, excess_err=d_err, chi2_add=0.0, chi2_mult=np.inf)
+    return rw
 
 
 def _level_intervals(runs, *, r, s, z, p, threshold, row) -> list[dict]:
@@ -672,74 +844,102 @@ def _level_intervals(runs, *, r, s, z, p, threshold, row) -> list[dict]:
     """
     if not runs:
         return []
-
-    def passes(rw):
-        return rw["significance"] >= threshold and rw["stop"] - rw["start"] >= p.min_bad_exposures
-
-    def is_telegraph(rw):
-        return classify.classify(pd.DataFrame([rw]), p.classes).iloc[0] == "TELEGRAPH"
-
-    def idx_of(pieces):
-        return np.concatenate([np.arange(u.start, u.stop) for u in pieces])
-
-    def high_level(pieces):
-        idx = idx_of(pieces)
-        hi = idx[z[idx] > p.state_sigma]
-        return float(np.mean(r[hi if hi.size else idx]))
-
-    def in_high_state(pieces):
-        if float(np.mean(z[idx_of(pieces)])) >= p.state_sigma:
-            return True
-        return is_telegraph(row(pieces[0].start, pieces[-1].stop, None, 0.0, 0.0))
-
     pos = [u for u in runs if u.sign > 0]
-    flips = counts = None
+    rate = None
     if len(pos) > 1 and p.telegraph_gap_probability > 0:
-        flips, counts = switch_counts(r, s, high_level(pos), 2 * p.state_sigma)
-        a, b = pos[0].start, pos[-1].stop - 1
-        f_all, c_all = int(flips[a:b].sum()), int(counts[a:b].sum())
-
-    def p_switch_without(i, j):
-        lo, hi = i - 1, j
-        c = c_all - int(counts[lo:hi].sum())
-        return (f_all - int(flips[lo:hi].sum())) / c if c > 0 else 0.0
-
+        rate = _SwitchRate.of(r, s, _high_level(pos, r, z, p), pos, p)
     groups = [[runs[0]]]
     switching = [False]  # a group holding high-state runs joined across a probable quiet stretch
     for u in runs[1:]:
         g = groups[-1]
-        if u.sign > 0 and g[-1].sign > 0 and flips is not None:
-            gap = u.start - g[-1].stop
-            ps = p_switch_without(g[-1].stop, u.start)
-            if ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability:
-                span = z[g[0].start:u.stop]
-                stronger = abs(span.sum()) / np.sqrt(span.size) >= max(v.significance for v in g + [u])
-                same = False
-                if not stronger:
-                    lu, lg = high_level([u]), high_level(g)
-                    same = (lu > 0 and lg > 0 and min(lu, lg) >= p.telegraph_level_ratio * max(lu, lg)
-                            and in_high_state([u]) and in_high_state(g))
-                if stronger or same:
-                    g.append(u)
-                    switching[-1] |= same
-                    continue
+        if u.sign > 0 and g[-1].sign > 0 and rate is not None:
+            joins, same = _joins(g, u, rate, r=r, z=z, p=p, row=row)
+            if joins:
+                g.append(u)
+                switching[-1] |= same
+                continue
         groups.append([u])
         switching.append(False)
     out = []
     for g, sw in zip(groups, switching):
-        if len(g) > 1:
-            rw = row(g[0].start, g[-1].stop, None, g[0].onset_significance, g[-1].recovery_significance)
-            if sw:
-                # high states at one level with quiet stretches between them that the pixel's
-                # switching makes probable: a telegraph pixel whatever its duty cycle, and a
-                # defect when one of its high-state runs is (the quiet stretches dilute the
-                # span's mean, not the evidence)
-                rw["switching"] = True
-                rw["significance"] = max(rw["significance"], max(v.significance for v in g))
-            if passes(rw) and is_telegraph(rw):
-                out.append(rw)
-                continue
-        for u in g:
-            if u.significance >= threshold and u.stop - u.start >= p.min_bad_exposures:
-                out.append(row(u.start, u.stop, u.significance, u.onset_significance, u.recovery_significance))
+        out.extend(_group_intervals(g, sw, p, threshold, row))
     return out
+
+
+def _indices(pieces) -> np.ndarray:
+    return np.concatenate([np.arange(u.start, u.stop) for u in pieces])
+
+
+def _high_level(pieces, r, z, p) -> float:
+    """Mean residual (DN/s) of the pieces' exposures in the high state (all, if none is)."""
+    idx = _indices(pieces)
+    hi = idx[z[idx] > p.state_sigma]
+    return float(np.mean(r[hi if hi.size else idx]))
+
+
+def _is_telegraph(rw: dict, p) -> bool:
+    return classify.classify(pd.DataFrame([rw]), p.classes).iloc[0] == "TELEGRAPH"
+
+
+def _in_high_state(pieces, z, p, row) -> bool:
+    """The pieces are on average above ``state_sigma``, or switch by themselves (TELEGRAPH)."""
+    if float(np.mean(z[_indices(pieces)])) >= p.state_sigma:
+        return True
+    return _is_telegraph(row(pieces[0].start, pieces[-1].stop, None, 0.0, 0.0), p)
+
+
+class _SwitchRate(NamedTuple):
+    """The pixel's switching from its first to its last excess run (:func:`switch_counts`)."""
+
+    flips: np.ndarray
+    counts: np.ndarray
+    f_all: int
+    c_all: int
+
+    @classmethod
+    def of(cls, r, s, high_level: float, pos, p) -> "_SwitchRate":
+        flips, counts = switch_counts(r, s, high_level, 2 * p.state_sigma)
+        a, b = pos[0].start, pos[-1].stop - 1
+        return cls(flips, counts, int(flips[a:b].sum()), int(counts[a:b].sum()))
+
+    def without(self, i: int, j: int) -> float:
+        """p_switch leaving out the quiet stretch [i, j) (it would make itself probable)."""
+        lo, hi = i - 1, j
+        c = self.c_all - int(self.counts[lo:hi].sum())
+        return (self.f_all - int(self.flips[lo:hi].sum())) / c if c > 0 else 0.0
+
+
+def _joins(g, u, rate: _SwitchRate, *, r, z, p, row) -> tuple[bool, bool]:
+    """(joins, same): the excess run ``u`` joins the group ``g`` across the quiet stretch between
+    them, which the pixel's switching makes probable, if the merged span is at least as
+    significant as its strongest piece, or if both sides are high states at one level (same)."""
+    gap = u.start - g[-1].stop
+    ps = rate.without(g[-1].stop, u.start)
+    if not (ps > 0 and (1.0 - ps) ** gap >= p.telegraph_gap_probability):
+        return False, False
+    span = z[g[0].start:u.stop]
+    stronger = abs(span.sum()) / np.sqrt(span.size) >= max(v.significance for v in g + [u])
+    same = False
+    if not stronger:
+        lu, lg = _high_level([u], r, z, p), _high_level(g, r, z, p)
+        same = (lu > 0 and lg > 0 and min(lu, lg) >= p.telegraph_level_ratio * max(lu, lg)
+                and _in_high_state([u], z, p, row) and _in_high_state(g, z, p, row))
+    return bool(stronger or same), bool(same)
+
+
+def _group_intervals(g, switching: bool, p, threshold, row) -> list[dict]:
+    """A group of joined runs as one TELEGRAPH interval where it reaches ``threshold`` and
+    classifies so; else its runs that reach it, each an interval."""
+    if len(g) > 1:
+        rw = row(g[0].start, g[-1].stop, None, g[0].onset_significance, g[-1].recovery_significance)
+        if switching:
+            # high states at one level with quiet stretches between them that the pixel's
+            # switching makes probable: a telegraph pixel whatever its duty cycle, and a
+            # defect when one of its high-state runs is (the quiet stretches dilute the
+            # span's mean, not the evidence)
+            rw["switching"] = True
+            rw["significance"] = max(rw["significance"], max(v.significance for v in g))
+        if rw["significance"] >= threshold and rw["stop"] - rw["start"] >= p.min_bad_exposures and _is_telegraph(rw, p):
+            return [rw]
+    return [row(u.start, u.stop, u.significance, u.onset_significance, u.recovery_significance)
+            for u in g if u.significance >= threshold and u.stop - u.start >= p.min_bad_exposures]
