@@ -27,6 +27,7 @@ import logging
 import time as _time
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -378,11 +379,15 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     pixel's state against its physical limits (:func:`lrscube.detection.baseline.fit_response_offset`).
     Candidates are analysed one by one (:func:`lrscube.detection.states.pixel_intervals`).
     Returns (intervals, diagnostics).
+
+    The steps: what the tile's pixels are judged against (:func:`_tile_noise`), then per group
+    of pixels seen by the same exposures (:func:`_footprint_groups`, :func:`_group_series`) the
+    single-exposure events (:func:`_single_exposure_events`), the screens (:func:`_screens`) and
+    each candidate's analysis (:func:`_candidate_intervals`); the rows classified last
+    (:func:`_tile_records`).
     """
     p = ctx.params
-    th = ctx.thresholds
     n_t, ny, nx = r.shape
-    y0, x0 = origin
     diag = {"transient_pixels": np.zeros(n_t, np.int64), "candidates": 0, "pixels": 0,
             "candidates_level": 0, "candidates_scatter": 0, "candidates_static": 0}
     P = ny * nx
@@ -396,142 +401,228 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     diag["pixels"] = int((n_valid > 0).sum())
     if not has.any():
         return empty_intervals(), diag
-    cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, (y0, x0), (ny, nx), n_t, p)
-    lit = ~_tile_unlit(ctx, (y0, x0), (ny, nx)).reshape(P)
-    # the population of the pixels' responses and dark levels (a prior for each pixel's own)
-    s_all = (e2 * cal_scale[blk].T).astype(np.float32)
-    use_all = valid & ~tr2
-    st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
-    disp = 0 if ctx.profile.dispersion_axis == "y" else 1
-    pri = baseline.neighbour_prior(st_all, (ny, nx), p.sky_window_px, axis=disp)
-    # the response a line across the dispersion shares (the end of the light along it), which
-    # the physical limit on a pixel's response is relative to
-    lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, (ny, nx), p.cross_sky_window_px, axis=disp)
-    # ... and the noise each pixel's neighbours show about their own baselines (an edge, a
-    # pattern left in the sky: what the calibration per exposure and block cannot see)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
-    hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), cal_m1[blk][:, :, 0].T,
-                                      float(p.variance_clip_sigma), (ny, nx), (p.sky_window_px, 5), axis=disp,
-                                      groups=lit)
-    # the measured null of the excess-variance statistic: its robust scale over the tile's pixels
-    g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
-    xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
-    # ... after the variance each line across the dispersion shares (an end of the sky model)
-    vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, (ny, nx), axis=disp)
-    ua, va = variance.terms(xa / np.sqrt(vline), s_all, p.clip_sigma, g1, g2)
-    vscale = variance.null_scale(variance.full(ua, va)[has])
-    del xa
-    diag["variance_null_scale"] = vscale
-    del s_all, st_all, x_all, ua, va
-    # group pixels by the exposures that see them (footprints), so each group is gap-free
-    packed = np.ascontiguousarray(np.packbits(valid.T, axis=1))
-    # rows as opaque byte strings: one sort of P keys instead of a lexicographic one
-    keys, inverse = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_inverse=True)
-    inverse = inverse.reshape(-1)
+    tn = _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx, origin, (ny, nx))
+    diag["variance_null_scale"] = tn.vscale
     rows_ev, rows_meta = [], []
-    for g in range(keys.shape[0]):
-        pix = np.flatnonzero((inverse == g) & has)
-        if pix.size == 0:
-            continue
-        t_idx = np.flatnonzero(valid[:, pix[0]])
-        ix = np.ix_(t_idx, pix)
-        rg, kg = r2[ix], sky2[ix]
-        bk = blk[pix]
-        # the noise: ERR, calibrated per block and exposure, times what the neighbours and the
-        # pixel's line across the dispersion show beyond it (every screen judges against it)
-        sg = (e2[ix] * cal_scale[bk][:, t_idx].T * np.sqrt(hnoise[pix] * vline[pix])).astype(np.float32)
-        on_trace = tr2[ix]
-        jg = jp2[ix]
-        clip = np.where(jg, p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
-        # the measured null of the clipped squares in each exposure (JUMP_DET: the lower clip)
-        vc = np.where(jg, min(p.jump_clip_sigma, p.variance_clip_sigma), p.variance_clip_sigma)
-        m1 = np.where(jg, cal_m1[bk][:, t_idx, 1].T, cal_m1[bk][:, t_idx, 0].T)
-        m2 = np.where(jg, cal_m2[bk][:, t_idx, 1].T, cal_m2[bk][:, t_idx, 0].T)
-        # baseline: the pixel's own response; single-exposure events against it
-        prior = tuple(v[pix] for v in pri)
-        b0 = baseline.fit_response_offset(rg, sg, kg, ~on_trace, iterations=2, prior=prior)
-        e0 = np.where(on_trace, np.nan, rg - b0.a * kg - b0.d)
-        trans = transients(e0, sg, kg, window=p.transient_window, nsigma=p.transient_sigma)
-        with np.errstate(invalid="ignore"):
-            high = e0 / sg > p.transient_sigma
-        trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
+    for pix, t_idx in _footprint_groups(valid, has):
+        g = _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn, p)
+        trans, excl, e = _single_exposure_events(g, p)
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
-        excl = on_trace | trans
-        b0 = baseline.fit_response_offset(rg, sg, kg, ~excl, iterations=2, prior=prior)
-        e = np.where(excl, np.nan, rg - b0.a * kg - b0.d)
-        # screen 1: a run whose level differs from the baseline
-        z = clipped_z(e, sg, clip)
-        stat = scan_statistic(z, min_length=p.min_bad_exposures)  # a defect lasts min_bad_exposures
-        # screen 2: a run of excess scatter (standardised clipped squares, one-sided)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            q = np.minimum((e / sg) ** 2, vc * vc)
-            yv = (q - m1) / np.sqrt(np.maximum(m2 - m1 * m1, 1e-12))
-        vstat = scan_statistic(yv, min_length=p.min_bad_exposures, one_sided=True,
-                               divisor=_scatter_divisor(t_idx.size, p.screen_fraction * th.variance,
-                                                        p.variance_clip_sigma))
-        # screen 2b: excess variance weighted by each exposure's precision, clipped at
-        # clip_sigma, the run's largest exposure left out twice (lrscube.detection.variance)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            wm1 = np.where(jg, m1, g1)
-            wm2 = np.where(jg, m2, g2)
-            uw, vw = variance.terms(e / sg, sg, clip, wm1, wm2)
-        wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures) / vscale
-        # screen 3: the pixel's state beyond a physical limit (response, dark excess)
-        sta = baseline.fit_response_offset(rg, sg, kg, ~excl)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dx = sta.d - prior[2]  # the dark excess over that of the neighbours
-            # (a pixel outside the light has no response to judge: only its dark level)
-            static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
-                      | ((1 + sta.a <= p.low_qe_response * lresp[pix]) & (-sta.a / sta.a_err >= th.static)
-                         & lit[pix]))
-            # a level no response or no dark level explains, also where the sky does not change
-            # enough to separate the two
-            static |= beyond_either_description(rg, sg, kg, ~excl, prior, p.static_excess_dn_s,
-                                                p.low_qe_response, th.static, lit=lit[pix])
-        c_level = stat >= p.screen_fraction * th.level
-        c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
+        c_level, c_scatter, static = _screens(g, e, excl, tn, p, ctx.thresholds)
         cand = np.flatnonzero(c_level | c_scatter | static)
         diag["candidates"] += int(cand.size)
         diag["candidates_level"] += int(c_level.sum())
         diag["candidates_scatter"] += int(c_scatter.sum())
         diag["candidates_static"] += int(static.sum())
         for j in cand:
-            use = ~excl[:, j]
-
-            def analyse(use):
-                return pixel_intervals(rg[use, j], sg[use, j], kg[use, j], p, th, clip[use, j],
-                                       (m1[use, j], m2[use, j], vc[use, j]), prior=tuple(v[j] for v in prior),
-                                       variance_scale=vscale,
-                                       lit=bool(lit[pix[j]]), hours=ctx.mjd[t_idx[use]] * 24.0,
-                                       line_response=float(lresp[pix[j]]))
-
-            ivs = analyse(use)
-            if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static[j])):
-                # a pixel with an excess: its isolated high states are more likely its own (a
-                # telegraph pixel's) than cosmic rays, which hit one pixel-exposure in ~1e4;
-                # the single-exposure events are put back and the pixel analysed again (they
-                # join an interval only as telegraph pieces or next to its ends). So is a pixel
-                # beyond a physical limit in all its exposures whose analysis without them had
-                # too few exposures left (a short series: its baseline is poorly known)
-                use = ~on_trace[:, j]
-                ivs = analyse(use)
-            ti = t_idx[use]
+            ivs, ti = _candidate_intervals(g, j, trans, excl, static[j], tn, ctx)
             yy, xx = divmod(int(pix[j]), nx)
             for iv in ivs:
                 rows_ev.append(iv)
                 rows_meta.append((yy, xx, ti, t_idx))
+    return _finish(_tile_records(rows_ev, rows_meta, origin, ctx)), diag
+
+
+class _TileNoise(NamedTuple):
+    """What each pixel of a tile is judged against, measured over the whole tile (P: pixels)."""
+
+    cal_scale: np.ndarray  #: (blocks, time) the calibrated factor on ERR ...
+    cal_m1: np.ndarray  #: ... and the null moments of the clipped squares (blocks, time, 2)
+    cal_m2: np.ndarray
+    blk: np.ndarray  #: (P,) each pixel's calibration block
+    lit: np.ndarray  #: (P,) bool: inside the light
+    prior: tuple  #: (ma, va, md, vd), each (P,): the population of responses and dark levels
+    lresp: np.ndarray  #: (P,) the response the pixel's line across the dispersion shares
+    hnoise: np.ndarray  #: (P,) the variance factor its neighbours show about their baselines
+    vline: np.ndarray  #: (P,) the variance factor its line across the dispersion shares
+    vscale: float  #: the measured null scale of the excess-variance statistic
+    g1: float  #: Gaussian null moments of squares clipped at ``clip_sigma``
+    g2: float
+
+
+def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, origin, shape) -> _TileNoise:
+    """The tile's :class:`_TileNoise`: the blocks' calibrations; the population of the pixels'
+    responses and dark levels (a prior for each pixel's own); the response a line across the
+    dispersion shares (the end of the light along it), which the physical limit on a pixel's
+    response is relative to; the noise each pixel's neighbours show about their own baselines
+    (an edge, a pattern left in the sky: what the calibration per exposure and block cannot
+    see); and the null of the excess-variance statistic (:func:`_variance_null`)."""
+    p = ctx.params
+    n_t, P = r2.shape
+    cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, origin, shape, n_t, p)
+    lit = ~_tile_unlit(ctx, origin, shape).reshape(P)
+    s_all = (e2 * cal_scale[blk].T).astype(np.float32)
+    use_all = valid & ~tr2
+    st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
+    disp = 0 if ctx.profile.dispersion_axis == "y" else 1
+    pri = baseline.neighbour_prior(st_all, shape, p.sky_window_px, axis=disp)
+    lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, shape, p.cross_sky_window_px, axis=disp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
+    hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), cal_m1[blk][:, :, 0].T,
+                                      float(p.variance_clip_sigma), shape, (p.sky_window_px, 5), axis=disp,
+                                      groups=lit)
+    g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
+    vline, vscale = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp)
+    return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, pri, lresp, hnoise, vline, vscale, g1, g2)
+
+
+def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
+    """(vline, vscale): the variance factor each line across the dispersion shares (an end of
+    the sky model), and the measured null of the excess-variance statistic after it: its robust
+    scale over the tile's pixels (``x_all``: residuals about each pixel's baseline in units of
+    the noise; ``g``: Gaussian null moments at ``clip_sigma``)."""
+    g1, g2 = g
+    xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
+    vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp)
+    ua, va = variance.terms(xa / np.sqrt(vline), s_all, p.clip_sigma, g1, g2)
+    return vline, variance.null_scale(variance.full(ua, va)[has])
+
+
+def _footprint_groups(valid, has):
+    """(pixels, exposures) of each group of pixels seen by the same exposures (a footprint), so
+    each group's series are gap-free; pixels without enough exposures (``has`` False) left out."""
+    packed = np.ascontiguousarray(np.packbits(valid.T, axis=1))
+    # rows as opaque byte strings: one sort of P keys instead of a lexicographic one
+    keys, inverse = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    for g in range(keys.shape[0]):
+        pix = np.flatnonzero((inverse == g) & has)
+        if pix.size == 0:
+            continue
+        yield pix, np.flatnonzero(valid[:, pix[0]])
+
+
+class _Group(NamedTuple):
+    """The series of a footprint group (exposures x pixels) as every screen takes them."""
+
+    pix: np.ndarray  #: (k,) the pixels (flat tile index)
+    t_idx: np.ndarray  #: (m,) the exposures (time index)
+    r: np.ndarray  #: (m, k) residual against the local sky (DN/s)
+    sky: np.ndarray  #: (m, k) the local sky (DN/s)
+    s: np.ndarray  #: (m, k) the noise every screen judges against (DN/s)
+    on_trace: np.ndarray  #: (m, k) bool: on a source trace
+    jump: np.ndarray  #: (m, k) bool: JUMP_DET
+    clip: np.ndarray  #: (m, k) the clip of the normalised residual (sigma)
+    vc: np.ndarray  #: (m, k) the clip of the squares (sigma) ...
+    m1: np.ndarray  #: ... and their measured null moments
+    m2: np.ndarray
+    prior: tuple  #: (ma, va, md, vd), each (k,)
+
+
+def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Group:
+    """The group's :class:`_Group`. The noise: ERR, calibrated per block and exposure, times
+    what the neighbours and the pixel's line across the dispersion show beyond it (every screen
+    judges against it); JUMP_DET exposures clipped lower, with their own measured null."""
+    ix = np.ix_(t_idx, pix)
+    bk = tn.blk[pix]
+    sg = (e2[ix] * tn.cal_scale[bk][:, t_idx].T * np.sqrt(tn.hnoise[pix] * tn.vline[pix])).astype(np.float32)
+    jg = jp2[ix]
+    clip = np.where(jg, p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
+    vc = np.where(jg, min(p.jump_clip_sigma, p.variance_clip_sigma), p.variance_clip_sigma)
+    m1 = np.where(jg, tn.cal_m1[bk][:, t_idx, 1].T, tn.cal_m1[bk][:, t_idx, 0].T)
+    m2 = np.where(jg, tn.cal_m2[bk][:, t_idx, 1].T, tn.cal_m2[bk][:, t_idx, 0].T)
+    return _Group(pix, t_idx, r2[ix], sky2[ix], sg, tr2[ix], jg, clip, vc, m1, m2, tuple(v[pix] for v in tn.prior))
+
+
+def _single_exposure_events(g: _Group, p):
+    """(trans, excl, e): single-exposure events against each pixel's own baseline (cosmic rays,
+    unless the pixel's own: :func:`keep_whole_pixels`), the exposures left out (events and
+    traces), and the residual against the baseline refitted without them (NaN where left out)."""
+    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior)
+    e0 = np.where(g.on_trace, np.nan, g.r - b0.a * g.sky - b0.d)
+    trans = transients(e0, g.s, g.sky, window=p.transient_window, nsigma=p.transient_sigma)
+    with np.errstate(invalid="ignore"):
+        high = e0 / g.s > p.transient_sigma
+    trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
+    excl = g.on_trace | trans
+    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl, iterations=2, prior=g.prior)
+    return trans, excl, np.where(excl, np.nan, g.r - b0.a * g.sky - b0.d)
+
+
+def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
+    """(c_level, c_scatter, static), each (k,) bool: the group's pixels each screen makes
+    candidates, at ``screen_fraction`` of its threshold (the static screen at the threshold)."""
+    # screen 1: a run whose level differs from the baseline
+    z = clipped_z(e, g.s, g.clip)
+    stat = scan_statistic(z, min_length=p.min_bad_exposures)  # a defect lasts min_bad_exposures
+    # screen 2: a run of excess scatter (standardised clipped squares, one-sided)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.minimum((e / g.s) ** 2, g.vc * g.vc)
+        yv = (q - g.m1) / np.sqrt(np.maximum(g.m2 - g.m1 * g.m1, 1e-12))
+    vstat = scan_statistic(yv, min_length=p.min_bad_exposures, one_sided=True,
+                           divisor=_scatter_divisor(g.t_idx.size, p.screen_fraction * th.variance,
+                                                    p.variance_clip_sigma))
+    # screen 2b: excess variance weighted by each exposure's precision, clipped at
+    # clip_sigma, the run's largest exposure left out twice (lrscube.detection.variance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        wm1 = np.where(g.jump, g.m1, tn.g1)
+        wm2 = np.where(g.jump, g.m2, tn.g2)
+        uw, vw = variance.terms(e / g.s, g.s, g.clip, wm1, wm2)
+    wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures) / tn.vscale
+    c_level = stat >= p.screen_fraction * th.level
+    c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
+    return c_level, c_scatter, _static_screen(g, excl, tn, p, th)
+
+
+def _static_screen(g: _Group, excl, tn: _TileNoise, p, th) -> np.ndarray:
+    """(k,) bool, screen 3: the pixel's state beyond a physical limit (a dark excess over the
+    neighbours', a response below the line's; a pixel outside the light has no response to
+    judge, only its dark level), or a level no response or no dark level explains, also where
+    the sky does not change enough to separate the two (:func:`beyond_either_description`)."""
+    sta = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl)
+    lit = tn.lit[g.pix]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dx = sta.d - g.prior[2]  # the dark excess over that of the neighbours
+        static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
+                  | ((1 + sta.a <= p.low_qe_response * tn.lresp[g.pix]) & (-sta.a / sta.a_err >= th.static)
+                     & lit))
+        static |= beyond_either_description(g.r, g.s, g.sky, ~excl, g.prior, p.static_excess_dn_s,
+                                            p.low_qe_response, th.static, lit=lit)
+    return static
+
+
+def _candidate_intervals(g: _Group, j: int, trans, excl, static: bool, tn: _TileNoise, ctx: TileContext):
+    """(intervals, exposures used) of the group's candidate pixel ``j``
+    (:func:`lrscube.detection.states.pixel_intervals`). A pixel with an excess: its isolated high
+    states are more likely its own (a telegraph pixel's) than cosmic rays, which hit one
+    pixel-exposure in ~1e4; the single-exposure events are put back and the pixel analysed
+    again (they join an interval only as telegraph pieces or next to its ends). So is a pixel
+    beyond a physical limit in all its exposures whose analysis without them had too few
+    exposures left (a short series: its baseline is poorly known)."""
+    use = ~excl[:, j]
+    ivs = _analyse_pixel(g, j, use, tn, ctx)
+    if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static)):
+        use = ~g.on_trace[:, j]
+        ivs = _analyse_pixel(g, j, use, tn, ctx)
+    return ivs, g.t_idx[use]
+
+
+def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> list[dict]:
+    """:func:`lrscube.detection.states.pixel_intervals` of pixel ``j`` over its exposures ``use``."""
+    k = g.pix[j]
+    return pixel_intervals(g.r[use, j], g.s[use, j], g.sky[use, j], ctx.params, ctx.thresholds, g.clip[use, j],
+                           (g.m1[use, j], g.m2[use, j], g.vc[use, j]), prior=tuple(v[j] for v in g.prior),
+                           variance_scale=tn.vscale, lit=bool(tn.lit[k]), hours=ctx.mjd[g.t_idx[use]] * 24.0,
+                           line_response=float(tn.lresp[k]))
+
+
+def _tile_records(rows_ev: list[dict], rows_meta: list, origin, ctx: TileContext) -> list[dict]:
+    """Intervals-table rows of the evidence rows that pass their class's floors, classified
+    together (:mod:`lrscube.detection.classify`); ``rows_meta``: each row's (y, x) in the tile,
+    exposures used and exposures that see the pixel."""
+    if not rows_ev:
+        return []
+    p = ctx.params
+    ev = pd.DataFrame(rows_ev)
+    cls = classify.classify(ev, p.classes)
+    keep = classify.passes_floors(ev, p.classes).to_numpy()
+    amp = classify.amplitude(ev, cls)
     records = []
-    if rows_ev:
-        ev = pd.DataFrame(rows_ev)
-        cls = classify.classify(ev, p.classes)
-        keep = classify.passes_floors(ev, p.classes).to_numpy()
-        amp = classify.amplitude(ev, cls)
-        for k in np.flatnonzero(keep):
-            e_ = ev.iloc[k]
-            yy, xx, ti, t_all = rows_meta[k]
-            records.append(_record(e_, cls.iloc[k], amp[k], yy + y0, xx + x0, ti, t_all, ctx))
-    return _finish(records), diag
+    for k in np.flatnonzero(keep):
+        yy, xx, ti, t_all = rows_meta[k]
+        records.append(_record(ev.iloc[k], cls.iloc[k], amp[k], yy + origin[0], xx + origin[1], ti, t_all, ctx))
+    return records
 
 
 def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | None = None,
