@@ -461,41 +461,14 @@ def spatial_residuals(
     """
     sci = np.asarray(sci, dtype=np.float32)
     err = np.asarray(err, dtype=np.float32)
+    kw = dict(dispersion_axis=dispersion_axis, sky_window=sky_window, min_sky_pixels=min_sky_pixels,
+              remove_line_offsets=remove_line_offsets, calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
+              calibration_block=calibration_block)
     if unlit is not None and np.any(unlit):
-        u = np.broadcast_to(np.asarray(unlit, bool), sci.shape)
-        kw = dict(dispersion_axis=dispersion_axis, sky_window=sky_window, min_sky_pixels=min_sky_pixels,
-                  remove_line_offsets=remove_line_offsets, calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
-                  calibration_block=calibration_block)
-        # the unlit pixels are left empty, not filled from their neighbours across the dispersion
-        # (which, at a slice's edge, are lit: the edge's column would get the slice's sky)
-        lit = spatial_residuals(np.where(u, np.nan, sci), err, cross_window=cross_window, response=response,
-                                _empty=u, **kw)
-        dark, dark_sigma = _unlit_residuals(np.where(u, sci, np.nan).astype(np.float32), err,
-                                            -2 if dispersion_axis == "y" else -1, sky_window, min_sky_pixels,
-                                            remove_line_offsets, calibrate_noise, clip_sigma)
-        # what an unlit pixel sees is its dark level plus a little scattered light, in
-        # proportion to the sky of the lit pixels around it (filled across the gap from both
-        # sides, or along the dispersion past the slices' ends): its residual is its value, its
-        # "sky" that lit sky, so the baseline r = a sky + d measures the scattered light (a) and
-        # the dark level (d); its noise is its own ERR
-        cax = -1 if dispersion_axis == "y" else -2
-        near = np.where(u, np.nan, lit.sky)
-        near = fill_holes(near, cax, max_gap=max(int(cross_window or 0), int(sky_window)))[0]
-        near = fill_holes(near, -3 - cax, max_gap=int(sky_window))[0]  # past the slices' ends
-        sky = np.where(u, np.where(np.isfinite(near), near, 0.0), lit.sky).astype(np.float32)
-        return Residuals(np.where(u, dark, lit.resid).astype(np.float32),
-                         np.where(u, dark_sigma, lit.sigma).astype(np.float32),
-                         sky)
+        return _lit_and_unlit(sci, err, np.broadcast_to(np.asarray(unlit, bool), sci.shape),
+                              cross_window=cross_window, response=response, **kw)
     if response is not None:
-        g = np.asarray(response, np.float32)
-        g = np.where(np.isfinite(g), np.clip(g, RESPONSE_RANGE[0], RESPONSE_RANGE[1]), 1.0).astype(np.float32)
-        v = sci / g
-        res = spatial_residuals(v, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
-                                min_sky_pixels=min_sky_pixels, remove_line_offsets=remove_line_offsets,
-                                calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
-                                calibration_block=calibration_block, cross_window=cross_window, _empty=_empty)
-        local = v - res.resid  # the neighbours' sky (and what the neighbouring lines share)
-        return Residuals((sci - local).astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
+        return _flat_fielded(sci, err, response, cross_window=cross_window, _empty=_empty, **kw)
     ax = -2 if dispersion_axis == "y" else -1
     cax = -1 if ax == -2 else -2
     # holes (static bad pixels) take their neighbours' values across the dispersion, so that
@@ -506,19 +479,7 @@ def spatial_residuals(
     sky, trend, d, sloc = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window)
     resid = sci - sky
     if remove_line_offsets:
-        # the line offsets alternate along the dispersion, so they bias the running median of
-        # the detrended data and the outlier mask; both are redone without them (the smooth
-        # trend is barely affected by them and is kept: one running median, not four)
-        off = _line_offsets(resid, ax)
-        if cross_window:  # the outliers were judged across the dispersion: offsets of lines did not enter
-            out = np.isnan(d) & np.isfinite(sci)
-        else:
-            with np.errstate(invalid="ignore"):
-                out = np.abs(resid - off) > 5.0 * err
-        d = np.where(out, np.nan, sci - off) - trend
-        sky = trend + local_sky(d, sky_window, axis=ax, min_count=min_sky_pixels)
-        resid = sci - off - sky
-        resid -= _line_offsets(resid, ax)
+        sky, resid = _without_line_offsets(sci, err, resid, trend, d, ax, sky_window, min_sky_pixels, cross_window)
     resid = np.where(holes, np.nan, resid).astype(np.float32)
     if cross_window:  # then again without the pixels far from that first estimate
         with np.errstate(invalid="ignore"):
@@ -530,23 +491,89 @@ def spatial_residuals(
         if calibration_block is None:
             sigma = sigma * _noise_scale(resid, sigma, clip_sigma)[..., None, None]
         else:
-            # blocks with too few pixels for a robust scale (edges) take the exposure's
-            by, bx = (int(v) for v in calibration_block)
-            whole = None  # the exposure's factor, computed only if some block needs it
-            out = np.empty_like(sigma)
-            for a in range(0, sci.shape[-2], by):
-                for b in range(0, sci.shape[-1], bx):
-                    blk = (..., slice(a, a + by), slice(b, b + bx))
-                    n = np.isfinite(resid[blk] / sigma[blk]).reshape(sci.shape[:-2] + (-1,)).sum(axis=-1)
-                    sc = _noise_scale(resid[blk], sigma[blk], clip_sigma)
-                    if (n < MIN_CALIBRATION_PIXELS).any():
-                        if whole is None:
-                            whole = _noise_scale(resid, sigma, clip_sigma)
-                        sc = np.where(n >= MIN_CALIBRATION_PIXELS, sc, whole)
-                    out[blk] = sigma[blk] * sc[..., None, None]
-            sigma = out
+            sigma = _block_calibrated(resid, sigma, clip_sigma, calibration_block)
     resid = np.where(np.isfinite(sigma), resid, np.nan).astype(np.float32)
     return Residuals(resid.astype(np.float32), sigma.astype(np.float32), sky.astype(np.float32))
+
+
+def _lit_and_unlit(sci, err, u, *, dispersion_axis, sky_window, min_sky_pixels, remove_line_offsets,
+                   calibrate_noise, clip_sigma, calibration_block, cross_window, response) -> Residuals:
+    """:func:`spatial_residuals` with pixels outside the light ``u`` (its ``unlit``): the lit
+    pixels' residuals as if the unlit ones were holes; an unlit pixel's residual its own value
+    (less its row's offset), its sky that of the lit pixels around it, its noise its ERR
+    calibrated over the unlit pixels (:func:`_unlit_residuals`)."""
+    kw = dict(dispersion_axis=dispersion_axis, sky_window=sky_window, min_sky_pixels=min_sky_pixels,
+              remove_line_offsets=remove_line_offsets, calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
+              calibration_block=calibration_block)
+    # the unlit pixels are left empty, not filled from their neighbours across the dispersion
+    # (which, at a slice's edge, are lit: the edge's column would get the slice's sky)
+    lit = spatial_residuals(np.where(u, np.nan, sci), err, cross_window=cross_window, response=response,
+                            _empty=u, **kw)
+    dark, dark_sigma = _unlit_residuals(np.where(u, sci, np.nan).astype(np.float32), err,
+                                        -2 if dispersion_axis == "y" else -1, sky_window, min_sky_pixels,
+                                        remove_line_offsets, calibrate_noise, clip_sigma)
+    # what an unlit pixel sees is its dark level plus a little scattered light, in
+    # proportion to the sky of the lit pixels around it (filled across the gap from both
+    # sides, or along the dispersion past the slices' ends): its residual is its value, its
+    # "sky" that lit sky, so the baseline r = a sky + d measures the scattered light (a) and
+    # the dark level (d); its noise is its ERR, calibrated over the unlit pixels
+    cax = -1 if dispersion_axis == "y" else -2
+    near = np.where(u, np.nan, lit.sky)
+    near = fill_holes(near, cax, max_gap=max(int(cross_window or 0), int(sky_window)))[0]
+    near = fill_holes(near, -3 - cax, max_gap=int(sky_window))[0]  # past the slices' ends
+    sky = np.where(u, np.where(np.isfinite(near), near, 0.0), lit.sky).astype(np.float32)
+    return Residuals(np.where(u, dark, lit.resid).astype(np.float32),
+                     np.where(u, dark_sigma, lit.sigma).astype(np.float32),
+                     sky)
+
+
+def _flat_fielded(sci, err, response, *, cross_window, _empty, **kw) -> Residuals:
+    """:func:`spatial_residuals` with the pixels' ``response``: the sky from the flat-fielded
+    image (a running median then averages the noise instead of taking one pixel's), the residual
+    still against the neighbours' sky, so that it keeps the pixel's own response."""
+    g = np.asarray(response, np.float32)
+    g = np.where(np.isfinite(g), np.clip(g, RESPONSE_RANGE[0], RESPONSE_RANGE[1]), 1.0).astype(np.float32)
+    v = sci / g
+    res = spatial_residuals(v, err / g, cross_window=cross_window, _empty=_empty, **kw)
+    local = v - res.resid  # the neighbours' sky (and what the neighbouring lines share)
+    return Residuals((sci - local).astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
+
+
+def _without_line_offsets(sci, err, resid, trend, d, ax, sky_window, min_sky_pixels, cross_window):
+    """(sky, resid) with the offsets of the lines across the dispersion removed. The line offsets
+    alternate along the dispersion, so they bias the running median of the detrended data and
+    the outlier mask; both are redone without them (the smooth trend is barely affected by them
+    and is kept: one running median, not four)."""
+    off = _line_offsets(resid, ax)
+    if cross_window:  # the outliers were judged across the dispersion: offsets of lines did not enter
+        out = np.isnan(d) & np.isfinite(sci)
+    else:
+        with np.errstate(invalid="ignore"):
+            out = np.abs(resid - off) > 5.0 * err
+    d = np.where(out, np.nan, sci - off) - trend
+    sky = trend + local_sky(d, sky_window, axis=ax, min_count=min_sky_pixels)
+    resid = sci - off - sky
+    resid -= _line_offsets(resid, ax)
+    return sky, resid
+
+
+def _block_calibrated(resid, sigma, clip_sigma, calibration_block) -> np.ndarray:
+    """``sigma`` calibrated per block of ``calibration_block`` pixels of each exposure; blocks with
+    too few pixels for a robust scale (edges) take the exposure's factor."""
+    by, bx = (int(v) for v in calibration_block)
+    whole = None  # the exposure's factor, computed only if some block needs it
+    out = np.empty_like(sigma)
+    for a in range(0, resid.shape[-2], by):
+        for b in range(0, resid.shape[-1], bx):
+            blk = (..., slice(a, a + by), slice(b, b + bx))
+            n = np.isfinite(resid[blk] / sigma[blk]).reshape(resid.shape[:-2] + (-1,)).sum(axis=-1)
+            sc = _noise_scale(resid[blk], sigma[blk], clip_sigma)
+            if (n < MIN_CALIBRATION_PIXELS).any():
+                if whole is None:
+                    whole = _noise_scale(resid, sigma, clip_sigma)
+                sc = np.where(n >= MIN_CALIBRATION_PIXELS, sc, whole)
+            out[blk] = sigma[blk] * sc[..., None, None]
+    return out
 
 
 def _noise_scale(resid: np.ndarray, sigma: np.ndarray, clip_sigma: float | None) -> np.ndarray:
