@@ -233,7 +233,9 @@ def _reweight(z, ok, w0, w, buf):
 @numba.njit(cache=True, nogil=True)
 def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
     """:func:`fit_response_offset` over the rows of (P, T) arrays; returns a, d, a_err, d_err
-    (P,), leverage (P, T) and the exposures used (P,)."""
+    (P,), leverage (P, T) and the exposures used (P,). Per pixel: its usable exposures
+    (:func:`_load_pixel`), the start (:func:`_start_response`), the reweighted normal equations
+    (:func:`_solve_reweighted`) and the errors and leverages of their solution."""
     P, T = r_in.shape
     a_out = np.empty(P)
     d_out = np.empty(P)
@@ -250,68 +252,11 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
     z = np.empty(T)
     buf = np.empty(T)
     for j in range(P):
-        n = 0
-        has_sky = False
-        for t in range(T):  # the pixel's usable exposures (_prep)
-            rv, sv, kv = r_in[j, t], s_in[j, t], sky_in[j, t]
-            good = valid[j, t] and np.isfinite(rv) and np.isfinite(sv) and sv > 0 and np.isfinite(kv)
-            ok[t] = good
-            r[t] = rv if good else 0.0
-            s[t] = sv if good else 1.0
-            sky[t] = kv if good else 0.0
-            w0[t] = 1.0 / sv ** 2 if good else 0.0
-            n += good
-            has_sky = has_sky or (good and kv > 0)
+        n, has_sky = _load_pixel(r_in[j], s_in[j], sky_in[j], valid[j], r, s, sky, ok, w0)
         n_out[j] = n
-        # start: the median ratio to the sky, one biweight step of the response alone (fit_response)
-        m = 0
-        for t in range(T):
-            if ok[t] and sky[t] > 0:
-                buf[m] = (r[t] - md[j]) / sky[t]
-                m += 1
-        a = median_inplace(buf, m)
-        if not np.isfinite(a):
-            a = 0.0
-        for t in range(T):
-            z[t] = ((r[t] - md[j]) - a * sky[t]) / s[t]
-        _reweight(z, ok, w0, w, buf)
-        suu = pa[j]
-        sur = pa[j] * ma[j]
-        for t in range(T):
-            suu += w[t] * sky[t] * sky[t]
-            sur += w[t] * sky[t] * (r[t] - md[j])
-        if suu > 0:
-            a = sur / suu
-        if not has_sky or not np.isfinite(a):
-            a = ma[j]
-        d = md[j]
-        for t in range(T):
-            w[t] = w0[t]
-        good = False
-        s11r = det = suu = su1 = 0.0
-        for k in range(iterations + 1):  # the weighted normal equations, reweighted
-            if k:
-                for t in range(T):
-                    z[t] = (r[t] - a * sky[t] - d) / s[t]
-                _reweight(z, ok, w0, w, buf)
-            s11 = pd_[j]
-            su1 = 0.0
-            suu = pa[j]
-            sur = pa[j] * ma[j]
-            s1r = pd_[j] * md[j]
-            for t in range(T):
-                s11 += w[t]
-                su1 += w[t] * sky[t]
-                suu += w[t] * sky[t] * sky[t]
-                sur += w[t] * sky[t] * r[t]
-                s1r += w[t] * r[t]
-            s11r = s11 * (1 + ridge) + 1e-30
-            det = suu * s11r - su1 * su1
-            good = det > 1e-12 * max(suu * s11r, 1e-300)
-            if good:
-                a, d = (s11r * sur - su1 * s1r) / det, (suu * s1r - su1 * sur) / det
-            else:
-                a, d = (sur / max(suu, 1e-300) if suu > 0 else 0.0), md[j]
+        a = _start_response(r, s, sky, ok, w0, w, z, buf, ma[j], pa[j], md[j], has_sky)
+        a, d, good, s11r, det, suu, su1 = _solve_reweighted(r, s, sky, ok, w0, w, z, buf, a, ma[j], pa[j], md[j],
+                                                            pd_[j], iterations, ridge)
         a_out[j] = a
         d_out[j] = d
         if good:
@@ -324,6 +269,92 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
             ae_out[j] = np.inf
             de_out[j] = np.inf
     return a_out, d_out, ae_out, de_out, h_out, n_out
+
+
+@numba.njit(cache=True, nogil=True)
+def _load_pixel(r_j, s_j, sky_j, valid_j, r, s, sky, ok, w0):
+    """One pixel's usable exposures (:func:`_prep`) into the buffers ``r, s, sky, ok`` and the
+    weights ``w0 = 1 / s^2`` (0 where not usable); returns (exposures used, any with sky > 0)."""
+    n = 0
+    has_sky = False
+    for t in range(r.shape[0]):
+        rv, sv, kv = r_j[t], s_j[t], sky_j[t]
+        good = valid_j[t] and np.isfinite(rv) and np.isfinite(sv) and sv > 0 and np.isfinite(kv)
+        ok[t] = good
+        r[t] = rv if good else 0.0
+        s[t] = sv if good else 1.0
+        sky[t] = kv if good else 0.0
+        w0[t] = 1.0 / sv ** 2 if good else 0.0
+        n += good
+        has_sky = has_sky or (good and kv > 0)
+    return n, has_sky
+
+
+@numba.njit(cache=True, nogil=True)
+def _start_response(r, s, sky, ok, w0, w, z, buf, ma_j, pa_j, md_j, has_sky):
+    """The start: the median ratio to the sky, then one biweight step of the response alone
+    (:func:`fit_response`, the dark level held at its prior mean ``md_j``); the prior's response
+    ``ma_j`` where there is no sky or no finite answer."""
+    T = r.shape[0]
+    m = 0
+    for t in range(T):
+        if ok[t] and sky[t] > 0:
+            buf[m] = (r[t] - md_j) / sky[t]
+            m += 1
+    a = median_inplace(buf, m)
+    if not np.isfinite(a):
+        a = 0.0
+    for t in range(T):
+        z[t] = ((r[t] - md_j) - a * sky[t]) / s[t]
+    _reweight(z, ok, w0, w, buf)
+    suu = pa_j
+    sur = pa_j * ma_j
+    for t in range(T):
+        suu += w[t] * sky[t] * sky[t]
+        sur += w[t] * sky[t] * (r[t] - md_j)
+    if suu > 0:
+        a = sur / suu
+    if not has_sky or not np.isfinite(a):
+        a = ma_j
+    return a
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve_reweighted(r, s, sky, ok, w0, w, z, buf, a, ma_j, pa_j, md_j, pd_j, iterations, ridge):
+    """The weighted normal equations of ``r = a sky + d`` with the prior's terms, solved
+    ``iterations + 1`` times, reweighted by Tukey biweights of the residual after each (``w``
+    holds the last weights); returns (a, d, solved, s11r, det, suu, su1), the last four the
+    system's terms the errors and leverages are made of."""
+    T = r.shape[0]
+    d = md_j
+    for t in range(T):
+        w[t] = w0[t]
+    good = False
+    s11r = det = suu = su1 = 0.0
+    for k in range(iterations + 1):
+        if k:
+            for t in range(T):
+                z[t] = (r[t] - a * sky[t] - d) / s[t]
+            _reweight(z, ok, w0, w, buf)
+        s11 = pd_j
+        su1 = 0.0
+        suu = pa_j
+        sur = pa_j * ma_j
+        s1r = pd_j * md_j
+        for t in range(T):
+            s11 += w[t]
+            su1 += w[t] * sky[t]
+            suu += w[t] * sky[t] * sky[t]
+            sur += w[t] * sky[t] * r[t]
+            s1r += w[t] * r[t]
+        s11r = s11 * (1 + ridge) + 1e-30
+        det = suu * s11r - su1 * su1
+        good = det > 1e-12 * max(suu * s11r, 1e-300)
+        if good:
+            a, d = (s11r * sur - su1 * s1r) / det, (suu * s1r - su1 * sur) / det
+        else:
+            a, d = (sur / max(suu, 1e-300) if suu > 0 else 0.0), md_j
+    return a, d, good, s11r, det, suu, su1
 
 
 # --------------------------------------------------------------------------------------------
