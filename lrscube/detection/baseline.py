@@ -10,11 +10,10 @@ normal pixel's residual against the sky of its neighbours is not zero but propor
 that sky: ``r_t = a * sky_t`` (``a`` = response - 1). Rate files are dark-subtracted, so a
 normal pixel has no additive excess: an additive level ``d`` is a dark current the dark did not
 remove (a warm or hot pixel). The sky level changes from exposure to exposure (exposure time,
-zodiacal level, mode), which separates the two: :func:`fit_response` fits ``a`` alone (the
-baseline every screen measures changes against), :func:`fit_response_offset` fits ``a`` and
-``d`` (the state a pixel is in: response and dark excess, for its physical limits). Both are
-robust (Tukey biweight, iteratively reweighted), weighted by the noise, vectorised over
-pixels.
+zodiacal level, mode), which separates the two: :func:`fit_response_offset` fits ``a`` and
+``d`` (the state a pixel is in: response and dark excess, for its physical limits; its start is
+the response alone), robust (Tukey biweight, iteratively reweighted), weighted by the noise,
+one compiled pass per pixel.
 
 **The noise.** ERR is scaled per exposure (and detector block) so that the residuals of
 normal pixels *about their own baseline* have unit robust scale: a fixed response pattern
@@ -31,7 +30,7 @@ Example
 >>> rng = np.random.default_rng(0)
 >>> sky = rng.uniform(5, 20, (60, 1)) * np.ones((1, 3))
 >>> r = sky * np.array([0.02, -0.03, 0.0]) + rng.normal(0, 0.05, sky.shape)
->>> np.round(fit_response(r, np.full_like(r, 0.05), sky), 2).tolist()
+>>> np.round(fit_response_offset(r, np.full_like(r, 0.05), sky).a, 2).tolist()
 [0.02, -0.03, 0.0]
 """
 
@@ -39,10 +38,8 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from typing import NamedTuple
 
-import bottleneck as bn
 import numba
 
 import numpy as np
@@ -60,62 +57,6 @@ N_BINS = HIST_EDGES.size + 1
 #: a value standing for each bin (geometric centre; the underflow bin's half its upper edge,
 #: the overflow bin's twice its lower edge)
 HIST_CENTRES = np.r_[0.5 * HIST_EDGES[0], np.sqrt(HIST_EDGES[:-1] * HIST_EDGES[1:]), 2 * HIST_EDGES[-1]]
-
-
-def _prep(r, s, sky, valid):
-    r = np.asarray(r, float)
-    s = np.asarray(s, float)
-    sky = np.asarray(sky, float)
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(r) & np.isfinite(s) & (s > 0) & np.isfinite(sky)
-    if valid is not None:
-        ok &= np.asarray(valid, bool)
-    w0 = np.where(ok, 1.0 / np.where(ok, s, 1.0) ** 2, 0.0)
-    return np.where(ok, r, 0.0), np.where(ok, s, 1.0), np.where(ok, sky, 0.0), ok, w0
-
-
-def _biweight(e, scale, c=BIWEIGHT_C):
-    u = e / (c * scale)
-    return np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
-
-
-def _robust_scale(z, ok):
-    """Per pixel MAD-based scale of z over its valid exposures, at least 1 (units of the noise)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        m = MAD_TO_SIGMA * bn.nanmedian(np.abs(np.where(ok, z, np.nan)), axis=0)
-    return np.where(np.isfinite(m), np.maximum(m, 1.0), 1.0)
-
-
-def fit_response(r, s, sky, valid=None, *, iterations: int = 4, prior=None) -> np.ndarray:
-    """Robust response ``a`` per pixel of ``r = a * sky`` (no additive term), (P,) float.
-
-    Starts from the median of ``r / sky`` and reweights by the Tukey biweight of the residual
-    in units of the noise (scaled up by the pixel's own robust scatter when it is larger, so a
-    noisy pixel keeps most of its exposures). NaN where a pixel has no exposure with sky.
-    ``prior = (m, v)``: the response is drawn from a population of mean ``m`` (per pixel) and
-    variance ``v`` (:func:`neighbour_prior`): a ridge towards ``m`` of weight ``1 / v``.
-    """
-    r, s, sky, ok, w0 = _prep(r, s, sky, valid)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        a = bn.nanmedian(np.where(ok & (sky > 0), r / np.where(sky > 0, sky, 1.0), np.nan), axis=0)
-    a = np.where(np.isfinite(a), a, 0.0)
-    pm, pw = 0.0, 0.0
-    if prior is not None:
-        pm = np.asarray(prior[0], float)
-        pm = np.where(np.isfinite(pm), pm, 0.0)
-        pw = 1.0 / np.maximum(np.asarray(prior[1], float), 1e-12)
-        a = np.where(np.isfinite(a), a, pm)
-    for _ in range(int(iterations)):
-        z = (r - a * sky) / s
-        w = w0 * _biweight(z, _robust_scale(z, ok))
-        suu = (w * sky * sky).sum(axis=0) + pw
-        sur = (w * sky * r).sum(axis=0) + pw * pm
-        with np.errstate(invalid="ignore", divide="ignore"):
-            a = np.where(suu > 0, sur / suu, a)
-    has = (ok & (sky > 0)).any(axis=0)
-    return np.where(has, a, np.nan)
 
 
 def _population(v: np.ndarray, err: np.ndarray, window: int, min_count: int, axis: int):
@@ -180,8 +121,8 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
     weighted least squares with the final weights; ``leverage`` is each exposure's hat value
     (the residual of a normal pixel has variance ``s^2 (1 - h)``).
 
-    The fit starts from the median of ``(r - md) / sky`` refined by one biweight step of
-    :func:`fit_response` (``d`` held at its prior mean), then solves the weighted normal
+    The fit starts from the median of ``(r - md) / sky`` refined by one biweight step of the
+    response alone (``d`` held at its prior mean), then solves the weighted normal
     equations ``iterations`` times with Tukey biweights of the residual in units of the noise,
     scaled up by the pixel's own robust scatter. One compiled pass per pixel
     (:func:`_fit_pixels`): the whole-array version made a dozen (time, pixel) float64
@@ -211,7 +152,8 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
 
 @numba.njit(cache=True, nogil=True)
 def _robust_scale_1(z, ok, buf):
-    """:func:`_robust_scale` of one pixel's residuals ``z`` (T,)."""
+    """The MAD-based scale of one pixel's residuals ``z`` (T,) over its usable exposures, at least 1
+    (units of the noise): a noisy pixel's own scatter widens its biweight."""
     m = 0
     for t in range(z.shape[0]):
         if ok[t]:
@@ -223,7 +165,8 @@ def _robust_scale_1(z, ok, buf):
 
 @numba.njit(cache=True, nogil=True)
 def _reweight(z, ok, w0, w, buf):
-    """w = w0 times the Tukey biweight of ``z`` at the pixel's robust scale (:func:`_biweight`)."""
+    """w = w0 times the Tukey biweight of ``z`` at the pixel's robust scale
+    (:func:`_robust_scale_1`): zero beyond BIWEIGHT_C scales."""
     cs = BIWEIGHT_C * _robust_scale_1(z, ok, buf)
     for t in range(z.shape[0]):
         u = z[t] / cs
@@ -273,7 +216,7 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
 
 @numba.njit(cache=True, nogil=True)
 def _load_pixel(r_j, s_j, sky_j, valid_j, r, s, sky, ok, w0):
-    """One pixel's usable exposures (:func:`_prep`) into the buffers ``r, s, sky, ok`` and the
+    """One pixel's usable exposures (finite r, s > 0, finite sky, valid) into the buffers ``r, s, sky, ok`` and the
     weights ``w0 = 1 / s^2`` (0 where not usable); returns (exposures used, any with sky > 0)."""
     n = 0
     has_sky = False
@@ -293,7 +236,7 @@ def _load_pixel(r_j, s_j, sky_j, valid_j, r, s, sky, ok, w0):
 @numba.njit(cache=True, nogil=True)
 def _start_response(r, s, sky, ok, w0, w, z, buf, ma_j, pa_j, md_j, has_sky):
     """The start: the median ratio to the sky, then one biweight step of the response alone
-    (:func:`fit_response`, the dark level held at its prior mean ``md_j``); the prior's response
+    (``r = a * sky``, the dark level held at its prior mean ``md_j``); the prior's response
     ``ma_j`` where there is no sky or no finite answer."""
     T = r.shape[0]
     m = 0

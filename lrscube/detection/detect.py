@@ -371,7 +371,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
     tile's first pixel; ``calibration`` the blocks' noise calibrations (:func:`calibrations`;
     none: ERR as it is). Per pixel: the baseline (its own response,
-    :func:`lrscube.detection.baseline.fit_response`), single-exposure events against it, then four
+    :func:`lrscube.detection.baseline.fit_response_offset`), single-exposure events against it, then four
     screens on the same arrays: the largest level run (:func:`lrscube.detection.temporal.scan_statistic`
     of the clipped residual), the largest run of excess scatter (the same scan, one-sided, of the
     standardised clipped squares), the largest run of excess variance weighted by precision
