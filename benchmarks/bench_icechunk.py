@@ -17,7 +17,8 @@ lrscube's shard encoder (``cube.shard_layout(a).encode``), on the workers of one
   ``detect_dataset`` on the first N exposures, stage 1 reading through each store.
 
 Rounds alternate between the two stores (``--rounds``) so that load on the machine falls on
-both alike; the figures are the per-round times and their medians.
+both alike; the figures are the per-round wall times, the CPU seconds of all processes
+(workers, client and scheduler: what a busy machine inflates least), and their medians.
 """
 
 from __future__ import annotations
@@ -115,12 +116,13 @@ def write_ice(path: str, n: int, client) -> float:
 
     repo = _repo(path, create=True)
     session = repo.writable_session("main")
-    real = st.zarr_store
+    real, real_seal = st.zarr_store, st.seal_metadata
     st.zarr_store = lambda url, read_only=False: _ice_path(session.store)  # cube.create's arrays, in the repo
+    st.seal_metadata = lambda url, names: {}  # reads metadata files by path; the repo has its own checksums
     try:
         cube.create(path, profiles.load("lrs"))
     finally:
-        st.zarr_store = real
+        st.zarr_store, st.seal_metadata = real, real_seal
     session.commit("create the exposure cube")
     t0 = time.perf_counter()
     # grown once for all n, as ingest's reserve does (a session with changes cannot be forked)
@@ -234,6 +236,18 @@ def detect_time(store: str, n: int, work: str, ice_path: str | None, client) -> 
     return t
 
 
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _all_cpu(client) -> float:
+    """CPU seconds so far of the workers' processes and of this one (client and scheduler)."""
+    return sum(client.run(_cpu_s).values()) + _cpu_s()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100)
@@ -252,27 +266,34 @@ def main(argv=None):
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     res = {k: [] for k in ("write_zarr", "write_ice", "read_zarr", "read_ice", "detect_zarr", "detect_ice")}
+    cpu = {k: [] for k in res}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        client.run(lambda: __import__("lrscube.detect") and __import__("icechunk"))
+        client.run(lambda: __import__("lrscube.detection.detect") and __import__("icechunk"))
         for r in range(a.rounds):
             zs, ice = str(work / f"zarr-{r}"), str(work / f"ice-{r}")
             shutil.rmtree(zs, ignore_errors=True)
             shutil.rmtree(ice, ignore_errors=True)
             order = [("zarr", zs), ("ice", ice)] if r % 2 == 0 else [("ice", ice), ("zarr", zs)]
             for kind, path in order:
+                c0 = _all_cpu(client)
                 t = (write_zarr if kind == "zarr" else write_ice)(path, a.n, client)
                 res[f"write_{kind}"].append(t)
+                cpu[f"write_{kind}"].append(_all_cpu(client) - c0)
             for kind, path in order:
+                c0 = _all_cpu(client)
                 t = (read_zarr if kind == "zarr" else read_ice)(path, a.n, client)
                 res[f"read_{kind}"].append(t)
+                cpu[f"read_{kind}"].append(_all_cpu(client) - c0)
             if a.detect:
                 for kind, path in order:
+                    c0 = _all_cpu(client)
                     t = detect_time(zs, a.n, str(work / "work"), ice if kind == "ice" else None, client)
                     res[f"detect_{kind}"].append(t)
+                    cpu[f"detect_{kind}"].append(_all_cpu(client) - c0)
             sizes = {k: sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file()) / 1e6 for k, p in
                      (("zarr", zs), ("ice", ice))}
-            print(f"round {r}: " + "  ".join(f"{k} {v[-1]:.2f} s" for k, v in res.items() if v)
+            print(f"round {r}: " + "  ".join(f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.2f})" for k, v in res.items() if v)
                   + f"  store MB zarr {sizes['zarr']:.0f} ice {sizes['ice']:.0f}; load {os.getloadavg()[0]:.1f}",
                   flush=True)
     print(f"\n{a.n} full-frame exposures, batches of {BATCH}, 2 workers x 1 thread; icechunk {icechunk.__version__}, "
@@ -285,6 +306,9 @@ def main(argv=None):
                      "detect": "detect_dataset"}[what]
             print(f"{label:40s} today's store {mz:7.2f} s   icechunk {mi:7.2f} s   icechunk / today {mi / mz:5.2f}x"
                   f"   ({1e3 * mz / a.n:.1f} vs {1e3 * mi / a.n:.1f} ms per exposure)")
+            cz, ci = statistics.median(cpu[f"{what}_zarr"]), statistics.median(cpu[f"{what}_ice"])
+            print(f"{'  CPU seconds, all processes':40s} today's store {cz:7.2f} s   icechunk {ci:7.2f} s   icechunk / today {ci / cz:5.2f}x"
+                  f"   (rounds {', '.join(f'{y / x:.2f}' for x, y in zip(cpu[f'{what}_zarr'], cpu[f'{what}_ice']))})")
     for r in range(a.rounds):
         shutil.rmtree(work / f"zarr-{r}", ignore_errors=True)
         shutil.rmtree(work / f"ice-{r}", ignore_errors=True)
