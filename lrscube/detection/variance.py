@@ -156,7 +156,14 @@ def rms_ratio(x: np.ndarray, s: np.ndarray, clip, m1) -> float:
     return float(np.sqrt(np.sum(w * q) / den)) if den > 0 else 1.0
 
 
-def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, min_pixels: int = 20) -> np.ndarray:
+#: a line shares an excess variance when its median ratio exceeds 1 by this many standard
+#: errors of that median (from the spread of its pixels' ratios): an interior line never does
+#: by chance (~3e-7 per line), a line where the sky model is cut does by tens
+SHARED_SIGMA = 5.0
+
+
+def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, min_pixels: int = 20,
+                window: int = 5) -> np.ndarray:
     """The excess variance each pixel shares with the pixels of its line across the dispersion
     (the same position along it, so the same illumination and the same sky-model windows), (P,).
 
@@ -166,6 +173,16 @@ def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, mi
     line, its median over the line's pixels: what a sky model cut by the end of the frame or of
     the spectrum adds to every pixel of the line, a noisy pixel to itself alone. At least 1; 1
     for lines with fewer than ``min_pixels`` pixels.
+
+    Where a line shares an excess (its median above 1 by :data:`SHARED_SIGMA` standard errors)
+    the sky model is cut there, and how much it errs changes along the line as its windows
+    across the dispersion are cut too: at a corner of the frame, at the edge of an illuminated
+    field, at a subarray's side, a few pixels of the line scatter several times more than the
+    line's median. There each pixel's factor is at least the running median of the ratios of
+    the ``window`` pixels of its line around it (at least 3 present): the pixels with the same
+    cuts. A noisy pixel is one of them and does not raise it; the lines where the sky model is
+    not cut (the median within its noise of 1) keep the line's median, so a defect cluster
+    there never raises its own noise.
     """
     x = np.asarray(x, float)
     s = np.asarray(s, float)
@@ -178,10 +195,19 @@ def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, mi
         k2 = (w * q).sum(axis=0) / (w * np.where(ok, m, 0.0)).sum(axis=0)
     img = np.where(np.isfinite(k2), k2, np.nan).reshape(shape)
     lines = img if axis == 0 else img.T  # one line per position along the dispersion
+    count = np.isfinite(lines).sum(axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(lines, axis=1)
-    med = np.where(np.isfinite(lines).sum(axis=1) >= min_pixels, med, 1.0)
+        # standard error of a median: 1.2533 sigma / sqrt(n), sigma from the pixels' MAD
+        se = 1.2533 * 1.4826 * np.nanmedian(np.abs(lines - med[:, None]), axis=1) / np.sqrt(np.maximum(count, 1))
+    enough = count >= min_pixels
+    med = np.where(enough, med, 1.0)
     f = np.maximum(np.where(np.isfinite(med), med, 1.0), 1.0)
-    out = np.broadcast_to(f[:, None], lines.shape)
+    out = np.broadcast_to(f[:, None], lines.shape).copy()
+    with np.errstate(invalid="ignore"):
+        shared = enough & np.isfinite(se) & (med - 1.0 > SHARED_SIGMA * se)
+    if shared.any():
+        loc = np.asarray(running.running_median(lines[shared].astype(np.float32), int(window) | 1, axis=1, min_count=3), float)
+        out[shared] = np.maximum(out[shared], np.where(np.isfinite(loc), loc, 0.0))
     return np.ascontiguousarray(out if axis == 0 else out.T).reshape(-1)
