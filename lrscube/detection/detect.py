@@ -474,7 +474,8 @@ def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
     the noise; ``g``: Gaussian null moments at ``clip_sigma``)."""
     g1, g2 = g
     xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
-    vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp)
+    vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
+                                 window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
     ua, va = variance.terms(xa / np.sqrt(vline), s_all, p.clip_sigma, g1, g2)
     return vline, variance.null_scale(variance.full(ua, va)[has])
 

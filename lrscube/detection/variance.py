@@ -163,7 +163,7 @@ SHARED_SIGMA = 5.0
 
 
 def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, min_pixels: int = 20,
-                window: int = 5) -> np.ndarray:
+                window: int = 7) -> np.ndarray:
     """The excess variance each pixel shares with the pixels of its line across the dispersion
     (the same position along it, so the same illumination and the same sky-model windows), (P,).
 

@@ -323,6 +323,28 @@ def test_pixels_of_end_lines_sharing_excess_variance_are_not_flagged_a_noisy_one
     assert abs(iv.first_bad_mjd.iloc[0] - 60020) <= 1
 
 
+def test_corner_pixels_whose_cut_windows_scatter_more_than_their_line_are_not_flagged_a_noisy_one_is():
+    """The end lines scatter 1.5 times more than ERR says, and where the sky model's windows
+    across the dispersion are cut too (the frame's corners: the first three lines' last four
+    and first five pixels) 2 to 3.5 times: none of them is a defect, as the pixels with the same
+    cuts beside them show. A pixel in such a corner scattering 5 times more than its neighbours
+    from exposure 20 is (TELEGRAPH)."""
+    rng = np.random.default_rng(1)
+    n, ny, nx = 60, 60, 30
+    lvl = rng.uniform(1.0, 5.0, n)[:, None, None]
+    err = (0.05 * np.sqrt(1000.0 / rng.uniform(100, 2000, n)))[:, None, None] * np.ones((1, ny, nx))
+    k = np.ones((1, ny, nx))
+    k[:, :3] = k[:, -3:] = 1.5
+    k[:, :3, -4:] = k[:, -3:, -4:] = np.array([2.0, 2.5, 3.0, 3.5])
+    k[:, :3, :5] = np.array([3.5, 3.0, 2.5, 2.0, 1.8])
+    sci = 4 * lvl + rng.normal(0, 1, (n, ny, nx)) * err * k
+    sci[20:, 58, 27] += rng.normal(0, 1, n - 20) * 5 * 2.5 * err[20:, 58, 27]
+    iv, _ = analyse_tile(sci.astype("f4"), err.astype("f4"), np.zeros(sci.shape, "u4"), _ctx(n))
+    iv = iv[~iv.carried]
+    assert [(r.y, r.x, r.flag) for r in iv.itertuples()] == [(58, 27, "TELEGRAPH")]
+    assert abs(iv.first_bad_mjd.iloc[0] - 60020) <= 3
+
+
 def test_telegraph_pixel_rarely_high_is_one_interval_from_its_first_to_its_last_high_state():
     """A strong telegraph pixel high in 12 of its 95 exposures from its onset (runs of one to
     three, quiet stretches of up to 30 exposures, probable for its switching) is one TELEGRAPH

@@ -103,3 +103,25 @@ def test_line_factor_is_what_a_line_across_the_dispersion_shares_not_one_noisy_p
     # dispersion along x: lines are columns
     g = variance.line_factor(np.swapaxes(x, 1, 2).reshape(n, -1), s, 6.0, G1, (nx, ny), axis=1).reshape(nx, ny)
     assert 3.0 < g[:, 0].min()
+
+
+def test_line_factor_follows_cut_windows_along_a_line_that_shares_excess_not_a_cluster_inside():
+    """In a line that shares an excess (the end of the sky model), pixels whose windows are cut
+    across the dispersion too (a corner: the last four, 2-3.5 times the noise) get the factor of
+    the pixels beside them; a noisy pixel among them keeps its own excess above it. In a line
+    that shares none, a group of three noisy pixels does not raise its own factor."""
+    rng = np.random.default_rng(5)
+    n, ny, nx = 100, 30, 50
+    s = _noise(rng, n, ny * nx)
+    x = rng.normal(size=(n, ny, nx))
+    x[:, 0, :] *= 1.5
+    x[:, 0, -4:] *= np.array([2.0, 2.5, 3.0, 3.5]) / 1.5
+    x[:, 0, -6] *= 5.0                    # a noisy pixel next to the corner
+    x[:, 12, 20:23] *= 4.0                # three noisy pixels side by side inside
+    f = variance.line_factor(x.reshape(n, -1), s, 6.0, G1, (ny, nx), axis=0).reshape(ny, nx)
+    k2 = (np.minimum(x ** 2, 36.0) * (1.0 / s.reshape(n, ny, nx))).sum(0) / (G1 * (1.0 / s.reshape(n, ny, nx)).sum(0))
+    assert np.all(k2[0, -3:] / f[0, -3:] < 1.6)                   # the corner: within its cut neighbours' scatter
+    assert np.all(k2[0, -3:] / np.median(f[0]) > 2.5)             # ... which the line's median alone missed
+    assert k2[0, -6] / f[0, -6] > 5.0                             # the noisy pixel stands out
+    assert np.allclose(f[1:], f[1:, :1]) and f[1:].max() < 1.3    # lines that share nothing: one factor
+
