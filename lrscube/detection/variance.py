@@ -208,6 +208,16 @@ def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, mi
     with np.errstate(invalid="ignore"):
         shared = enough & np.isfinite(se) & (med - 1.0 > SHARED_SIGMA * se)
     if shared.any():
-        loc = np.asarray(running.running_median(lines[shared].astype(np.float32), int(window) | 1, axis=1, min_count=3), float)
-        out[shared] = np.maximum(out[shared], np.where(np.isfinite(loc), loc, 0.0))
+        win = int(window) | 1
+        sub = lines[shared].astype(np.float32)
+        loc = np.asarray(running.running_median(sub, win, axis=1, min_count=3), float)
+        c = np.concatenate([np.zeros((sub.shape[0], 1)), np.cumsum(np.isfinite(sub), axis=1)], axis=1)
+        i = np.arange(sub.shape[1])
+        n_loc = c[:, np.minimum(i + win // 2 + 1, sub.shape[1])] - c[:, np.maximum(i - win // 2, 0)]
+        # the local median's standard error, from the spread of the whole line's ratios; it
+        # replaces the line's median only where it exceeds it beyond that noise (3 sigma)
+        sd = (se * np.sqrt(np.maximum(count, 1)))[shared][:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            beyond = np.isfinite(loc) & (loc - out[shared] > 3.0 * sd / np.sqrt(np.maximum(n_loc, 1.0)))
+        out[shared] = np.where(beyond, loc, out[shared])
     return np.ascontiguousarray(out if axis == 0 else out.T).reshape(-1)
