@@ -178,11 +178,13 @@ def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, mi
     the sky model is cut there, and how much it errs changes along the line as its windows
     across the dispersion are cut too: at a corner of the frame, at the edge of an illuminated
     field, at a subarray's side, a few pixels of the line scatter several times more than the
-    line's median. There each pixel's factor is at least the running median of the ratios of
-    the ``window`` pixels of its line around it (at least 3 present): the pixels with the same
-    cuts. A noisy pixel is one of them and does not raise it; the lines where the sky model is
-    not cut (the median within its noise of 1) keep the line's median, so a defect cluster
-    there never raises its own noise.
+    line's median. There a pixel's factor is the running median of the ratios of the
+    ``window`` pixels of its line around it (at least 3 present: the pixels with the same cuts)
+    where that exceeds the line's median by more than 3 of its standard errors (from the line's
+    spread), the line's median elsewhere (the local median's own noise would otherwise raise
+    every pixel of an end line). A noisy pixel is one of them and does not raise it; the lines
+    where the sky model is not cut (the median within its noise of 1) keep the line's median,
+    so a defect cluster there never raises its own noise.
     """
     x = np.asarray(x, float)
     s = np.asarray(s, float)
@@ -211,9 +213,9 @@ def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, mi
         win = int(window) | 1
         sub = lines[shared].astype(np.float32)
         loc = np.asarray(running.running_median(sub, win, axis=1, min_count=3), float)
-        c = np.concatenate([np.zeros((sub.shape[0], 1)), np.cumsum(np.isfinite(sub), axis=1)], axis=1)
+        cum = np.concatenate([np.zeros((sub.shape[0], 1)), np.cumsum(np.isfinite(sub), axis=1)], axis=1)
         i = np.arange(sub.shape[1])
-        n_loc = c[:, np.minimum(i + win // 2 + 1, sub.shape[1])] - c[:, np.maximum(i - win // 2, 0)]
+        n_loc = cum[:, np.minimum(i + win // 2 + 1, sub.shape[1])] - cum[:, np.maximum(i - win // 2, 0)]
         # the local median's standard error, from the spread of the whole line's ratios; it
         # replaces the line's median only where it exceeds it beyond that noise (3 sigma)
         sd = (se * np.sqrt(np.maximum(count, 1)))[shared][:, None]
