@@ -1,7 +1,7 @@
 """Reading JWST level-2 products into one slope image per exposure, placed in the full frame.
 
 Pure functions of headers and arrays (``exposure_times``, ``placement``,
-``combine_integrations``) plus ``read_product``, which opens one file and either returns an
+``combine_integrations``, ``integration_scatter``) plus ``read_product``, which opens one file and either returns an
 :class:`Exposure` or raises :class:`Rejected` with a reason a user can act on.
 """
 
@@ -48,6 +48,10 @@ class Exposure:
     y0: int  # 0-based full-frame row of sci[0, 0]
     x0: int
     meta: dict = field(default_factory=dict)
+    #: float16 (ny, nx): the scatter between the integrations of a rateints product about their
+    #: mean relative to their ERR (:func:`integration_scatter`); None for a rate product or
+    #: fewer than 3 integrations
+    intscat: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -215,19 +219,13 @@ def placement(h, shape: tuple[int, int], frame_shape: tuple[int, int]) -> tuple[
     return y0, x0
 
 
-def combine_integrations(
-    sci: np.ndarray, err: np.ndarray, dq: np.ndarray, clip: float = 5.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Combine (nints, ny, nx) integration slopes into one slope image, robustly.
+def kept_integrations(sci: np.ndarray, err: np.ndarray, dq: np.ndarray, clip: float = 5.0) -> np.ndarray:
+    """(nints, ny, nx) bool: the integrations :func:`combine_integrations` keeps.
 
-    Integrations of one exposure share one integration time, so the plain mean is the unbiased
-    estimator (an inverse-variance mean with pipeline ERR, which grows with the measured
-    signal, would bias faint pixels low). Robustness: an integration flagged DO_NOT_USE or
-    non-finite is dropped; with three or more usable integrations, one deviating from their
-    median by more than ``clip`` times its own ERR (a cosmic-ray residual, a jump) is dropped
-    too, as long as such integrations are fewer than half of the usable ones (a pixel that
-    switches between levels keeps all its integrations). ERR = sqrt(sum ERR_i^2) / n over the kept integrations. DQ = OR of the kept
-    integrations' bits; DO_NOT_USE only where no integration was kept.
+    An integration flagged DO_NOT_USE or non-finite is dropped; with three or more usable
+    integrations, one deviating from their median by more than ``clip`` times its own ERR (a
+    cosmic-ray residual, a jump) is dropped too, as long as such integrations are fewer than
+    half of the usable ones (a pixel that switches between levels keeps all its integrations).
     """
     sci = np.asarray(sci, dtype=np.float64)
     err = np.asarray(err, dtype=np.float64)
@@ -237,11 +235,30 @@ def combine_integrations(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
         med = np.nanmedian(np.where(usable, sci, np.nan), axis=0)
-    outlier = usable & (n_usable >= 3) & (np.abs(sci - med) > clip * np.where(err > 0, err, np.inf))
+    with np.errstate(invalid="ignore"):
+        outlier = usable & (n_usable >= 3) & (np.abs(sci - med) > clip * np.where(err > 0, err, np.inf))
     # Outliers are a minority by definition: where clipping would drop half or more of the
     # usable integrations (a pixel switching between levels), keep them all.
     outlier &= (2 * outlier.sum(axis=0) < n_usable)
-    keep = usable & ~outlier
+    return usable & ~outlier
+
+
+def combine_integrations(
+    sci: np.ndarray, err: np.ndarray, dq: np.ndarray, clip: float = 5.0, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combine (nints, ny, nx) integration slopes into one slope image, robustly.
+
+    Integrations of one exposure share one integration time, so the plain mean is the unbiased
+    estimator (an inverse-variance mean with pipeline ERR, which grows with the measured
+    signal, would bias faint pixels low). Robustness: the integrations of
+    :func:`kept_integrations` (``keep``, computed here when not given). ERR = sqrt(sum ERR_i^2) / n over the kept integrations. DQ = OR of the kept
+    integrations' bits; DO_NOT_USE only where no integration was kept.
+    """
+    if keep is None:
+        keep = kept_integrations(sci, err, dq, clip)
+    sci = np.asarray(sci, dtype=np.float64)
+    err = np.asarray(err, dtype=np.float64)
+    dq = np.asarray(dq).astype(np.uint32)
     n = keep.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out_sci = np.where(keep, sci, 0.0).sum(axis=0) / n
@@ -254,6 +271,71 @@ def combine_integrations(
     out_sci[none] = np.nan
     out_err[none] = np.nan
     return out_sci.astype(np.float32), out_err.astype(np.float32), out_dq.astype(np.uint32)
+
+
+#: fewest kept integrations of a pixel for its scatter between them (2 degrees of freedom)
+MIN_SCATTER_INTEGRATIONS = 3
+#: low mantissa bits of the stored float16 scatter rounded off (7 of 10: within 6 %, 2.7 % rms,
+#: unbiased; the statistic's own noise is sqrt(2 / dof), 25 % or more for up to 33 integrations),
+#: so it compresses to ~0.8 byte per pixel instead of 2 (docs/storage.md)
+SCATTER_DROP_BITS = 7
+
+
+def scatter_integrations(sci: np.ndarray, err: np.ndarray, dq: np.ndarray, clip: float = 5.0) -> np.ndarray:
+    """(nints, ny, nx) bool: the integrations :func:`integration_scatter` judges: the usable ones
+    (finite, ERR > 0, not DO_NOT_USE) less at most ONE, the farthest from their median, where it
+    is more than ``clip`` times its ERR from it and 3 others remain (a cosmic-ray residual). Not
+    :func:`kept_integrations`: a telegraph pixel high in a few integrations of an exposure (fewer
+    than half) would lose all of them to that clip, and with them the scatter it shows; two
+    cosmic rays in one pixel within one exposure are rare enough to be the screen's trim's job."""
+    sci = np.asarray(sci, dtype=np.float64)
+    err = np.asarray(err, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(sci) & np.isfinite(err) & (err > 0) & ((np.asarray(dq).astype(np.uint32)
+                                                                     & flags.DO_NOT_USE) == 0)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+        med = np.nanmedian(np.where(usable, sci, np.nan), axis=0)
+        dev = np.where(usable, np.abs(sci - med) / np.where(usable, err, 1.0), -1.0)
+    worst = np.argmax(dev, axis=0)
+    far = (np.take_along_axis(dev, worst[None], axis=0)[0] > clip) & (usable.sum(axis=0) >= 4)
+    drop = np.zeros_like(usable)
+    np.put_along_axis(drop, worst[None], far[None], axis=0)
+    return usable & ~drop
+
+
+def integration_scatter(sci: np.ndarray, err: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(ny, nx) float16: the reduced chi-square of the integrations' slopes about their mean,
+    ``sum_i (sci_i - mean)^2 / ERR_i^2 / (n - 1)`` over the ``n`` integrations ``keep`` (from
+    :func:`scatter_integrations`: one integration hit by a cosmic ray is dropped before, so it
+    does not make the scatter high). A normal pixel has ~1 (chi-square of ``n - 1`` degrees of
+    freedom over ``n - 1``), a pixel noisy or switching between its integrations more. NaN with
+    fewer than :data:`MIN_SCATTER_INTEGRATIONS` kept. Stored as float16 with its low mantissa bits
+    rounded off (:data:`SCATTER_DROP_BITS`); values beyond float16's range are kept as its largest.
+    """
+    sci = np.asarray(sci, dtype=np.float64)
+    err = np.asarray(err, dtype=np.float64)
+    keep = np.asarray(keep, bool) & (err > 0)
+    n = keep.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(keep, sci, 0.0).sum(axis=0) / n
+        chi2 = np.where(keep, (sci - mean) ** 2 / np.where(keep, err, 1.0) ** 2, 0.0).sum(axis=0)
+        q = chi2 / (n - 1)
+    q = np.where(n >= MIN_SCATTER_INTEGRATIONS, np.minimum(q, 60000.0), np.nan)
+    return round_float16(q)
+
+
+def round_float16(q: np.ndarray, drop: int = SCATTER_DROP_BITS) -> np.ndarray:
+    """``q`` as float16 with its ``drop`` lowest mantissa bits rounded (to nearest) off."""
+    h = np.asarray(q, np.float16)
+    fin = np.isfinite(h)
+    bits = h.view(np.uint16).copy()
+    half = np.uint16(1 << (drop - 1)) if drop else np.uint16(0)
+    mask = np.uint16((0xFFFF << drop) & 0xFFFF)
+    bits[fin] = (bits[fin] + half) & mask
+    out = bits.view(np.float16)
+    out[fin & ~np.isfinite(out)] = np.float16(np.finfo(np.float16).max)  # rounded past the largest
+    return out
 
 
 _ID_KEYS = ("PROGRAM", "OBSERVTN", "VISIT", "VISITGRP", "SEQ_ID", "ACT_ID", "EXPOSURE")
@@ -582,7 +664,7 @@ def _exposure(hdul, path: str, profile: Profile, clip: float, hash_algorithm: st
     factor, unit_note = unit_factor(_bunit(sci_header), unit, ph, sci_header, profile.photom)
     y0, x0 = placement(ph, sci.shape[-2:], profile.frame_shape)
     digest = content_hash(sci, hash_algorithm)
-    sci, err, dq = _slope_image(sci, err, dq, clip, factor)
+    sci, err, dq, intscat = _slope_image(sci, err, dq, clip, factor)
     meta = {
         "filename": name, "source": path, "product": product,
         "mjd": mid, "expstart": start, "exptime": exptime,
@@ -597,7 +679,7 @@ def _exposure(hdul, path: str, profile: Profile, clip: float, hash_algorithm: st
         "date_obs": Time(start, format="mjd", scale="utc").isot,
         "read_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return Exposure(sci=sci, err=err, dq=dq, y0=y0, x0=x0, meta=meta)
+    return Exposure(sci=sci, err=err, dq=dq, y0=y0, x0=x0, meta=meta, intscat=intscat)
 
 
 def _check_mode(ph, profile: Profile) -> tuple[str | None, str | None, str | None]:
@@ -620,9 +702,15 @@ def _bunit(sci_header) -> str | None:
 
 
 def _slope_image(sci, err, dq, clip: float, factor: float):
-    """One 2-D slope image (integrations combined), float32 SCI/ERR in the cube's unit, uint32 DQ."""
+    """One 2-D slope image (integrations combined), float32 SCI/ERR in the cube's unit, uint32 DQ,
+    and the scatter between the integrations (:func:`integration_scatter`: unit-free; None for a
+    2-D product or fewer than :data:`MIN_SCATTER_INTEGRATIONS` integrations)."""
+    intscat = None
     if sci.ndim == 3:
-        sci, err, dq = combine_integrations(sci, err, dq, clip=clip)
+        keep = kept_integrations(sci, err, dq, clip)
+        if sci.shape[0] >= MIN_SCATTER_INTEGRATIONS:
+            intscat = integration_scatter(sci, err, scatter_integrations(sci, err, dq, clip))
+        sci, err, dq = combine_integrations(sci, err, dq, clip=clip, keep=keep)
     else:
         # float32 in the file's (big-endian) byte order stays as it is: the shard
         # encoder converts chunk by chunk as it copies, so no whole-frame copy here
@@ -633,7 +721,7 @@ def _slope_image(sci, err, dq, clip: float, factor: float):
         dq = np.asarray(dq, dtype=np.uint32)
     if factor != 1.0:
         sci, err = (np.asarray(a, dtype=np.float32) * np.float32(factor) for a in (sci, err))
-    return sci, err, dq
+    return sci, err, dq, intscat
 
 
 def _program_ids(ph) -> dict[str, str]:

@@ -4,6 +4,10 @@ Layout of ``STORE/exposures`` (written with zarr directly, read with xarray)::
 
     sci, err   float32 (time, y, x)  NaN outside the exposure's footprint
     dq         uint32  (time, y, x)  0 outside the footprint
+    intscat    float16 (time, y, x)  optional: the scatter between a rateints exposure's integrations
+                                     (reduced chi-square about their mean); no shard, so NaN, for a
+                                     rate exposure or one of fewer than 3 integrations; a cube made
+                                     before the plane existed has no such array (read as absent)
     time       (time,) MJD mid-exposure, CF-encoded so xarray decodes datetime64
     mjd, expstart, exptime, exp_type, subarray, detector, program, observation, visit,
     exposure, filename, source, product, content_hash (of SCI's bytes in the file, with the
@@ -101,6 +105,12 @@ COORDS: dict[str, str] = {
     "nx": "int32",
 }
 DATA_VARS = {"sci": ("float32", np.nan), "err": ("float32", np.nan), "dq": ("uint32", 0)}
+#: planes a cube may lack (one made before they existed reads them as absent); an exposure without
+#: the plane stores no shard for it (reads as the fill value). ``intscat``: the scatter between
+#: the integrations of a rateints exposure (lrscube.intake.products.integration_scatter)
+OPTIONAL_VARS = {"intscat": ("float16", np.nan)}
+#: every plane, in the order :func:`data_arrays` returns those a cube has
+PLANES = {**DATA_VARS, **OPTIONAL_VARS}
 TIME_ATTRS = {"units": "days since 1858-11-17 00:00:00", "calendar": "proleptic_gregorian",
               "long_name": "mid-exposure time (UTC)"}
 
@@ -186,6 +196,18 @@ def data_layout(frame_shape: tuple[int, int], chunk: tuple[int, int], format_ver
     return {"chunks": chunks, "shards": shards, "compressors": compressors}
 
 
+def plane_layout(name: str, frame_shape: tuple[int, int], chunk: tuple[int, int],
+                 format_version: int = FORMAT_VERSION) -> dict:
+    """:func:`data_layout` of plane ``name``. ``intscat`` (float16 with few mantissa bits,
+    lrscube.intake.products.integration_scatter) takes blosc zstd: half the bytes lz4 leaves of
+    it (lz4 + shuffle barely compresses it; docs/storage.md, "The planes of the cube")."""
+    layout = data_layout(frame_shape, chunk, format_version)
+    if name in OPTIONAL_VARS and format_version in (2, 3):
+        codec = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle=zarr.codecs.BloscShuffle.shuffle)
+        layout["compressors"] = (codec, Crc32cCodec()) if format_version >= 3 else codec
+    return layout
+
+
 def coord_compressors(format_version: int = FORMAT_VERSION):
     """``create_array`` compressors of the small arrays: zarr's default zstd, + crc32c in format 3."""
     if format_version >= 3:
@@ -208,11 +230,13 @@ def create(store: str, profile, bunit: str | None = None, format_version: int = 
     g = zarr.open_group(zs, mode="w", zarr_format=3)
     var_attrs = {"sci": {"units": bunit, "long_name": "slope"},
                  "err": {"units": bunit, "long_name": "1-sigma uncertainty of sci"},
-                 "dq": {"long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel)"}}
+                 "dq": {"long_name": "JWST pixel DQ bits (stdatamodels dqflags.pixel)"},
+                 "intscat": {"units": "1", "long_name": "reduced chi-square of the integrations' slopes about "
+                             "their mean (rateints, >= 3 integrations kept; NaN otherwise)"}}
     specs = {name: dict(shape=(0, ny, nx), dtype=dtype, fill_value=fill, dimension_names=("time", "y", "x"),
-                        **data_layout((ny, nx), profile.chunk, format_version),
+                        **plane_layout(name, (ny, nx), profile.chunk, format_version),
                         attributes={**var_attrs[name], "coordinates": " ".join(COORDS)})
-             for name, (dtype, fill) in DATA_VARS.items()}
+             for name, (dtype, fill) in PLANES.items()}
     small = coord_compressors(format_version)
     specs["time"] = dict(shape=(0,), chunks=(COORD_CHUNK,), dtype="float64", fill_value=np.nan,
                          dimension_names=("time",), attributes=TIME_ATTRS, **small)
@@ -311,10 +335,11 @@ class Append:
         self.store = store
         self.group = _open_group(store, "r+")
         self.arrays = _open_arrays(store, [*DATA_VARS, "time", *COORDS], read_only=False)
+        self.optional = _open_arrays(store, optional_planes(self.group), read_only=False)
         self._committed = int(_checked(store, self.group.attrs["lrscube"])["n_committed"])
 
     def _resize(self, n: int) -> None:
-        todo = [a for a in self.arrays if a.shape[0] != n]
+        todo = [a for a in (*self.arrays, *self.optional) if a.shape[0] != n]
         if todo:  # the arrays' metadata rewrites go out together
             sync(together([a.async_array.resize((n, *a.shape[1:])) for a in todo]))
 
@@ -333,14 +358,15 @@ class Append:
             after = n
         elif after < n:
             raise ValueError(f"append after slot {after}: below the {n} committed exposures")
-        if min(a.shape[0] for a in self.arrays) < after + k:
+        if min(a.shape[0] for a in (*self.arrays, *self.optional)) < after + k:
             self._resize(after + k + max(0, ahead))
         return after
 
     def data_arrays(self) -> tuple[zarr.Array, ...]:
-        """sci, err, dq as :func:`data_arrays` opens them, without reading the store again
-        (made after each :meth:`room`: they carry the shape of that moment)."""
-        return tuple(_for_writes(a) for a in self.arrays[:len(DATA_VARS)])
+        """sci, err, dq (and the optional planes the cube has) as :func:`data_arrays` opens them,
+        without reading the store again (made after each :meth:`room`: they carry the shape of
+        that moment)."""
+        return tuple(_for_writes(a) for a in (*self.arrays[:len(DATA_VARS)], *self.optional))
 
     def commit(self, start: int, metas: list[dict]) -> int:
         """Write the coordinates of slots ``start .. start+len(metas)`` and count them committed."""
@@ -413,10 +439,17 @@ def _write_config():
 
 
 def data_arrays(store: str) -> tuple[zarr.Array, ...]:
-    """sci, err, dq opened for :func:`write_exposure`; picklable, so a client can open them once
-    per append and send them with each exposure (a worker then reads no metadata)."""
+    """sci, err, dq, then the :data:`OPTIONAL_VARS` the cube has, opened for :func:`write_exposure`;
+    picklable, so a client can open them once per append and send them with each exposure (a
+    worker then reads no metadata)."""
     g = _open_group(store, "r+")
-    return tuple(_for_writes(g[name]) for name in DATA_VARS)
+    return tuple(_for_writes(g[name]) for name in (*DATA_VARS, *optional_planes(g)))
+
+
+def optional_planes(g: zarr.Group) -> list[str]:
+    """The :data:`OPTIONAL_VARS` the cube's group holds (none in a cube made before they existed)."""
+    have = set(g.array_keys())
+    return [name for name in OPTIONAL_VARS if name in have]
 
 
 def _for_writes(a: zarr.Array) -> zarr.Array:
@@ -442,9 +475,11 @@ def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] |
     ny, nx = exp.sci.shape
     shards: list[tuple[zarr.Array, bytes]] = []
     via_zarr: list[tuple[zarr.Array, str]] = []
-    for a, name in zip(arrays, DATA_VARS, strict=True):
+    for a, name in zip(arrays, list(PLANES)[:len(arrays)], strict=True):
         layout = shard_layout(a)
-        data = getattr(exp, name)
+        data = getattr(exp, name, None)
+        if data is None:  # an optional plane the exposure does not have: no shard (reads as absent)
+            continue
         if layout is not None and np.shape(data) == (ny, nx) and layout.fits(a, index, exp.y0, exp.x0, data):
             shards.append((a, layout.encode(data, exp.y0, exp.x0)))
         else:
@@ -462,14 +497,28 @@ def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] |
 
 
 def _write_exposure_zarr(index: int, exp, arrays: tuple[zarr.Array, ...],
-                         names: tuple[str, ...] = tuple(DATA_VARS)) -> None:
-    """Write planes ``names`` of one exposure through zarr's ``a[region] = data`` (the path for
-    layouts the shard encoder does not take; the reference of its tests and benchmark)."""
+                         names: tuple[str, ...] | None = None) -> None:
+    """Write planes ``names`` (default: those of :data:`PLANES` that ``arrays`` are, in order) of
+    one exposure through zarr's ``a[region] = data`` (the path for layouts the shard encoder does
+    not take; the reference of its tests and benchmark); a plane the exposure lacks is skipped."""
     ny, nx = exp.sci.shape
     region = (index, slice(exp.y0, exp.y0 + ny), slice(exp.x0, exp.x0 + nx))
+    names = list(PLANES)[:len(arrays)] if names is None else names
     with _write_config():
         for a, name in zip(arrays, names, strict=True):
-            a[region] = getattr(exp, name)
+            data = getattr(exp, name, None)
+            if data is not None:
+                a[region] = data
+
+
+def read_plane(url: str, rows, name: str) -> np.ndarray | None:
+    """Plane ``name`` (an :data:`OPTIONAL_VARS` one) of the exposures at storage positions
+    ``rows``, whole frames (an exposure without it: the fill value); None when the cube has no
+    such array (made before it existed)."""
+    g = zarr.open_group(st.zarr_store(url, read_only=True), mode="r")
+    if name not in optional_planes(g):
+        return None
+    return _read_planes(url, g, [name], rows, "fill")[0]
 
 
 def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -483,8 +532,12 @@ def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.n
     ``missing="error"`` (committed exposures, which always have one) raises it too.
     """
     g = zarr.open_group(st.zarr_store(url, read_only=True), mode="r")
+    return tuple(_read_planes(url, g, list(DATA_VARS), rows, missing))
+
+
+def _read_planes(url: str, g: zarr.Group, names, rows, missing: str) -> list[np.ndarray]:
     out = []
-    for name in DATA_VARS:
+    for name in names:
         a = g[name]
         layout = shard_layout(a)
         if layout is None:
@@ -501,7 +554,7 @@ def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.n
                 e.url, e.array, e.slot = url, name, int(rows[k])
                 raise
         out.append(frames)
-    return tuple(out)
+    return out
 
 
 def commit(store: str, start: int, metas: list[dict]) -> int:
@@ -575,7 +628,8 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     ds = ds.isel(time=order)
     want = {**FRAME_CHUNKS, **(chunks or {})}
     token = uuid.uuid4().hex
-    for name, a in zip(DATA_VARS, _open_arrays(store, list(DATA_VARS)), strict=True):
+    names = [*DATA_VARS, *(v for v in OPTIONAL_VARS if v in ds.data_vars)]
+    for name, a in zip(names, _open_arrays(store, names), strict=True):
         frames = _InTimeOrder(a, slots[order])
         data = dask.array.from_array(frames, chunks=tuple(want.get(d, -1) for d in ds[name].dims),
                                      name=f"open_cube-{name}-{token}")
@@ -691,7 +745,7 @@ def drop(store: str, names) -> pd.DataFrame:
                              "(give file names, sources, exposure keys or slot:N); nothing was dropped")
         attrs["dropped"] = sorted(gone | slots)
         g.attrs["lrscube"] = seal(attrs)  # the commit: one atomic write of the group metadata
-        arrays = _open_arrays(store, list(DATA_VARS), read_only=False)
+        arrays = _open_arrays(store, [*DATA_VARS, *optional_planes(g)], read_only=False)
         for a in arrays:  # the data goes after the commit; a kill here leaves unread shards only
             _delete_slots(a, sorted(slots))
     rows = pd.DataFrame({"slot": sorted(slots)})

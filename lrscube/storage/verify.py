@@ -8,6 +8,9 @@ What is checked, part by part (docs/storage.md, "Checksums")::
     sci, err, dq               each committed exposure's shard: present, its index's crc32c, every
                                chunk's crc32c (format 3; format 2 chunks are decompressed instead),
                                and every chunk its footprint covers present
+    intscat (if the cube has it)  the same, for the exposures that have the plane: a shard is
+                               required of a rateints exposure of 3 or more integrations (product
+                               and nints coordinates); one present elsewhere is checked too
     the mask cube              every chunk of every array (crc32c in stores written since it has one)
     intervals, ingest log      every parquet page's CRC
     detect.json                readable
@@ -103,24 +106,25 @@ def _verify_cube(store: str, rep: VerifyReport) -> None:
                          "damage is found only where it makes a chunk undecodable")
     g = zarr.open_group(st.zarr_store(cube.cube_url(store), read_only=True), mode="r")
     arrays = {}
-    for name in (*cube.DATA_VARS, "time", *cube.COORDS, "y", "x"):
+    for name in (*cube.PLANES, "time", *cube.COORDS, "y", "x"):
         try:
             arrays[name] = g[name]
         except KeyError:
-            if name in cube.DATA_VARS or name == "time":
+            if name in cube.DATA_VARS or name == "time":  # an optional plane may be absent
                 rep.problems.append(Problem(f"exposures/{name}", "array missing"))
         except Exception as e:  # noqa: BLE001 - unreadable metadata of any kind
             rep.problems.append(Problem(f"exposures/{name}/zarr.json", f"unreadable ({type(e).__name__}: {e})"))
     names = _coordinates(arrays, n, rep)
     kept = cube.kept_slots(attrs)
-    for name in cube.DATA_VARS:
+    for name in cube.PLANES:
         a = arrays.get(name)
         if a is None:
             continue
         if a.shape[0] < n:
             rep.problems.append(Problem(f"exposures/{name}", f"{a.shape[0]} slots, fewer than the {n} committed"))
             continue
-        _shards(a, name, kept, names, _footprints(arrays, n), rep)
+        required = None if name in cube.DATA_VARS else _has_plane(arrays, n)
+        _shards(a, name, kept, names, _footprints(arrays, n), rep, required)
     rep.checked["exposures"] = len(kept)
 
 
@@ -129,7 +133,7 @@ def _coordinates(arrays: dict, n: int, rep: VerifyReport) -> list[str] | None:
     names = None
     chunks = 0
     for name, a in arrays.items():
-        if name in cube.DATA_VARS:
+        if name in cube.PLANES:
             continue
         for k in range(a.cdata_shape[0]):
             lo, hi = k * a.chunks[0], min((k + 1) * a.chunks[0], a.shape[0])
@@ -162,7 +166,21 @@ def _footprints(arrays: dict, n: int):
         return None
 
 
-def _shards(a: zarr.Array, name: str, slots: np.ndarray, names, footprints, rep: VerifyReport) -> None:
+def _has_plane(arrays: dict, n: int) -> np.ndarray:
+    """(n,) bool: the slots whose exposures have the optional plane ``intscat`` (a rateints
+    product of 3 or more integrations); all False where the coordinates cannot be read."""
+    try:
+        product = np.array([str(v) for v in arrays["product"][:n]])
+        nints = np.asarray(arrays["nints"][:n], dtype=np.int64)
+    except Exception:  # noqa: BLE001 - missing or unreadable (reported): every shard optional
+        return np.zeros(n, bool)
+    return np.isin(product, ("rateints", "calints")) & (nints >= 3)
+
+
+def _shards(a: zarr.Array, name: str, slots: np.ndarray, names, footprints, rep: VerifyReport,
+            required: np.ndarray | None = None) -> None:
+    """Check the shards of ``slots``; ``required`` (per slot, optional planes): where False, a
+    missing shard is an exposure without the plane, not damage."""
     layout = shard_layout(a)
     part = f"exposures/{name}"
 
@@ -184,7 +202,8 @@ def _shards(a: zarr.Array, name: str, slots: np.ndarray, names, footprints, rep:
         blobs = sync(get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in batch]))
         for i, blob in zip(batch, blobs, strict=True):
             if blob is None:
-                add(i, "shard missing: a committed exposure's data is not in the store")
+                if required is None or required[i]:
+                    add(i, "shard missing: a committed exposure's data is not in the store")
                 continue
             for chunk, what in layout.check(blob):
                 add(i, what if chunk is None else f"chunk {chunk}: {what}")

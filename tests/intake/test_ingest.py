@@ -405,3 +405,41 @@ def test_truncated_anywhere_is_rejected(product_factory, fraction):
     with pytest.raises(Rejected, match="truncated|not a readable") as e:
         read_product(str(cut), profiles.load("lrs"))
     assert e.value.kind in ("truncated", "not FITS")  # counted under its own kind, not "other"
+
+
+def test_ingest_keeps_the_scatter_between_integrations_of_a_rateints_file_only(client, product_factory, tmp_path):
+    """A rateints file of 6 integrations gets the plane ``intscat`` (~1 where the integrations
+    scatter as ERR says, high for a pixel noisy between them, NaN outside its footprint); a rate
+    file and a rateints file of 2 integrations store none (no shard: NaN, and verify does not
+    miss one)."""
+    rng = np.random.default_rng(5)
+    sci = (10.0 + rng.normal(0.0, 1.0, (6, 416, 72))).astype(np.float32)  # the factory's ERR is 1
+    sci[:, 200, 30] += np.array([3, -3, 3, -3, 3, -3], np.float32)  # switching between integrations
+    ints, *_ = product_factory("jw01234001001_03102_00001_mirimage_rateints.fits", nints=6, sci=sci)
+    rate, *_ = product_factory("jw01234001001_03102_00002_mirimage_rate.fits", exposure="00002", seed=2,
+                               mjd_start=60001.0)
+    two, *_ = product_factory("jw01234001001_03102_00003_mirimage_rateints.fits", exposure="00003", seed=3,
+                              mjd_start=60002.0, nints=2)
+    store = tmp_path / "store"
+    assert len(lrscube.ingest([ints, rate, two], store, progress=False).ingested) == 3
+    ds = lrscube.open_cube(store)
+    assert ds.intscat.dtype == np.float16 and ds.filename.values[0] == ints.name
+    q = ds.intscat.values.astype(float)
+    inside = q[0, 528:944, :72]
+    outside = q[0].copy()
+    outside[528:944, :72] = 0.0
+    assert np.isfinite(inside).all() and np.isnan(outside[outside != 0]).all() and (outside == 0).sum() == 416 * 72
+    assert np.median(inside) == pytest.approx(stats_chi2_median(5) / 5, abs=0.05)
+    assert inside[200, 30] > 6  # ~ 1 + 6 x 9 / 5
+    assert np.isnan(q[1:]).all()
+    shards = sorted(p.name for p in (store / "exposures" / "intscat" / "c").iterdir())
+    assert shards == ["0"]  # slot 0 only: the rate file and the 2-integration file store nothing
+    from lrscube.storage.verify import verify
+
+    assert verify(str(store)).ok
+
+
+def stats_chi2_median(k: int) -> float:
+    from scipy import stats
+
+    return float(stats.chi2.median(k))

@@ -8,6 +8,9 @@ from lrscube.config import flags, profiles
 from lrscube.intake.products import (
     Rejected,
     combine_integrations,
+    integration_scatter,
+    kept_integrations,
+    scatter_integrations,
     exposure_key,
     exposure_times,
     placement,
@@ -104,6 +107,36 @@ def test_combine_two_integrations_are_never_clipped():
     assert s[0, 0] == 51.0
 
 
+def test_integration_scatter_is_one_for_normal_pixels_high_for_a_noisy_one_not_for_a_cosmic_ray():
+    """The reduced chi-square of the integrations about their mean: ~1 for pixels that scatter as
+    their ERR says; a pixel scattering 3x its ERR between integrations ~10; one integration hit
+    by a cosmic ray (25 ERR) is dropped and leaves the pixel at ~1 (kept, it would make it ~80);
+    a telegraph pixel high by 25 ERR in 2 of 8 integrations keeps both (the ingest's slope clip
+    would drop them as cosmic rays: its scatter would vanish); fewer than 3 integrations: NaN."""
+    rng = np.random.default_rng(3)
+    n, npix = 8, 3000
+    err = np.full((n, 1, npix), 0.2)
+    sci = 10.0 + rng.normal(0.0, 0.2, (n, 1, npix))
+    dq = np.zeros((n, 1, npix), np.uint32)
+    noisy = sci.copy()
+    noisy[:, :, :100] += rng.normal(0.0, 0.6, (n, 1, 100))  # 3x the ERR: 1 + 9 = 10 (less what the clip drops)
+    hit = sci.copy()
+    hit[2, :, :100] += 5.0
+    switching = sci.copy()
+    switching[[2, 5], :, :100] += 5.0
+    q = {name: integration_scatter(a, err, scatter_integrations(a, err, dq))[0].astype(float)
+         for name, a in (("normal", sci), ("noisy", noisy), ("hit", hit), ("switching", switching))}
+    assert integration_scatter(sci, err, scatter_integrations(sci, err, dq)).dtype == np.float16
+    assert np.mean(q["normal"]) == pytest.approx(1.0, abs=0.03)
+    assert np.median(q["noisy"][:100]) > 4 and np.median(q["noisy"][100:]) < 1.2
+    assert np.median(q["switching"][:100]) > 50
+    assert kept_integrations(switching, err, dq)[[2, 5], :, :100].sum() == 0  # what the slope clip does
+    assert np.median(q["hit"][:100]) == pytest.approx(np.median(q["normal"][:100]), abs=0.15)
+    unclipped = integration_scatter(hit, err, np.ones(hit.shape, bool))[0].astype(float)
+    assert np.median(unclipped[:100]) > 50  # what the clip protects against
+    assert np.isnan(integration_scatter(sci[:2], err[:2], np.ones((2, 1, npix), bool))).all()
+
+
 def test_exposure_key_ignores_file_name_but_not_start_time():
     h = hdr(PROGRAM="01234", OBSERVTN="001", VISIT="001", EXPOSURE="00001")
     assert exposure_key(h, "MIRIMAGE", 60000.0) == exposure_key(h.copy(), "MIRIMAGE", 60000.0)
@@ -123,6 +156,11 @@ def test_real_rateints_is_read_placed_and_combined(rateints_real):
     np.testing.assert_array_equal(exp.dq, d)
     assert exp.meta["mjd"] == pytest.approx(expstart + effexptm / 2 / 86400, abs=1e-9)
     assert exp.meta["subarray"] == "SLITLESSPRISM" and exp.meta["nints"] == 4
+    # the scatter between its 4 integrations, per pixel; this file's ERR states ~2x the scatter
+    # between integrations (median 0.16 against chi2(3)/3's 0.79): detect calibrates it per exposure
+    q = exp.intscat.astype(float)
+    assert exp.intscat.shape == (416, 72) and np.isfinite(q).sum() > 20000
+    assert 0.1 < np.nanmedian(q) < 0.25
 
 
 def test_real_raw_ramp_is_rejected_as_raw(ramp_real):

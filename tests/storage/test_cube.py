@@ -15,6 +15,7 @@ import zarr
 
 import lrscube
 from lrscube.storage import cube
+from lrscube.intake.products import round_float16
 from lrscube.config import profiles
 from lrscube.reporting.history import pixel_history
 
@@ -188,7 +189,9 @@ def _awkward_exposure(i, footprint):
     err = np.abs(rng.normal(0, 0.5, (ny, nx))).astype("float32")
     err[3::11] = np.nan
     dq = np.where(rng.random((ny, nx)) < 0.05, 2**31 + 4, 0).astype("uint32")
-    return SimpleNamespace(sci=sci, err=err, dq=dq, y0=y0, x0=x0)
+    intscat = round_float16(rng.chisquare(4, (ny, nx)) / 4)
+    intscat[5::13] = np.nan
+    return SimpleNamespace(sci=sci, err=err, dq=dq, y0=y0, x0=x0, intscat=intscat)
 
 
 def test_shard_encoder_writes_what_zarr_writes(tmp_path):
@@ -207,7 +210,7 @@ def test_shard_encoder_writes_what_zarr_writes(tmp_path):
         cube._write_exposure_zarr(i, exp, ref)
         cube.write_exposure(str(stores["ours"]), i, exp)
 
-    for var in cube.DATA_VARS:
+    for var in cube.PLANES:  # intscat (float16, zstd) too
         assert _objects(stores["ours"], var) == _objects(stores["zarr"], var) == {0: ["0/0"], 1: ["0/0"], 2: ["0/0"]}
         for i in range(len(exps)):
             ours = (stores["ours"] / "exposures" / var / "c" / str(i) / "0" / "0").read_bytes()
@@ -218,7 +221,7 @@ def test_shard_encoder_writes_what_zarr_writes(tmp_path):
     assert _inner_chunks_present(sci / "2" / "0" / "0") == {(0, 1), (0, 2), (1, 1), (1, 2)}
 
     # read back by plain zarr: exactly what was written, fill value around the footprints
-    for var, (_, fill) in cube.DATA_VARS.items():
+    for var, (_, fill) in cube.PLANES.items():
         got = zarr.open_array(stores["ours"] / "exposures" / var)[:]
         np.testing.assert_array_equal(got, zarr.open_array(stores["zarr"] / "exposures" / var)[:])
         for i, exp in enumerate(exps):
