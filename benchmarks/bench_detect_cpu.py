@@ -26,7 +26,8 @@ def main():
     import lrscube
 
     D = importlib.import_module("lrscube.detection.detect")
-    ds = lrscube.open_cube(a.store).isel(y=slice(*a.y), x=slice(*a.x))[["sci", "err", "dq"]].load()
+    ds = lrscube.open_cube(a.store).isel(y=slice(*a.y), x=slice(*a.x))
+    ds = ds[[v for v in ("sci", "err", "dq", "intscat") if v in ds.data_vars]].load()  # intscat: rateints
     D.detect_dataset(ds.isel(time=slice(0, 8)), a.mode, progress=False)  # compile the kernels
     spent = {"stage2": 0.0}
     orig = D.temporal_stage

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import baseline, classify, variance
+from . import baseline, classify, intscat as intscat_screen, variance
 from ..config import flags, profiles
 from ..storage import cube, provenance
 from ..storage import store as st
@@ -44,7 +44,7 @@ from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern
 from .states import Thresholds, pixel_intervals
 from .temporal import clipped_z, scan_statistic, transients
 from ..masks.maskcube import write_mask_cube
-from ..storage.cube import cube_url, exposure_table, open_cube, read_frames
+from ..storage.cube import cube_url, exposure_table, open_cube, read_frames, read_plane
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ class TileContext:
     thresholds: Thresholds | None = None  #: every screen's threshold (default: from ``threshold``)
     #: (y, x) of the dataset: pixels outside the light (:func:`unlit_of`), whose response is not judged
     unlit: np.ndarray | None = None
+    #: (time,) degrees of freedom of each exposure's scatter between integrations (``nints - 1``;
+    #: 0: none, a rate product or fewer than 3 integrations); None: no exposure has it
+    dof: np.ndarray | None = None
 
     def __post_init__(self):
         if self.thresholds is None:  # the other screens at the false-alarm rate the level threshold implies
@@ -365,7 +368,7 @@ def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, wind
 
 
 def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), jump=None,
-                   calibration: dict | None = None) -> tuple[pd.DataFrame, dict]:
+                   calibration: dict | None = None, intscat=None) -> tuple[pd.DataFrame, dict]:
     """Defect intervals of a tile from its stage-1 arrays ``(time, ty, tx)`` (no halo needed).
 
     ``exclude`` (ty, tx) marks pixels not to analyse; ``origin`` is the full-frame (y, x) of the
@@ -384,7 +387,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     of pixels seen by the same exposures (:func:`_footprint_groups`, :func:`_group_series`) the
     single-exposure events (:func:`_single_exposure_events`), the screens (:func:`_screens`) and
     each candidate's analysis (:func:`_candidate_intervals`); the rows classified last
-    (:func:`_tile_records`).
+    (:func:`_tile_records`). ``intscat`` (time, ty, tx): the calibrated scatter between the
+    integrations of each exposure (:func:`lrscube.detection.intscat.calibrate`; NaN where the
+    exposure has none), the screen of pixels noisy within exposures (:func:`_intscat_records`).
     """
     p = ctx.params
     n_t, ny, nx = r.shape
@@ -403,7 +408,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         return empty_intervals(), diag
     tn = _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx, origin, (ny, nx))
     diag["variance_null_scale"] = tn.vscale
-    rows_ev, rows_meta = [], []
+    its = _IntScat.of(intscat, ctx, valid, tr2, has, n_t, P)
+    diag["candidates_intscat"] = 0
+    rows_ev, rows_meta, extra = [], [], []
     for pix, t_idx in _footprint_groups(valid, has):
         g = _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn, p)
         trans, excl, e = _single_exposure_events(g, p)
@@ -420,7 +427,88 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             for iv in ivs:
                 rows_ev.append(iv)
                 rows_meta.append((yy, xx, ti, t_idx))
-    return _finish(_tile_records(rows_ev, rows_meta, origin, ctx)), diag
+        if its is not None:
+            got = _intscat_records(its, g, origin, nx, ctx)
+            diag["candidates_intscat"] += len(got)
+            extra += got
+    records = _tile_records(rows_ev, rows_meta, origin, ctx)
+    return _finish(records + _not_overlapping(extra, records)), diag
+
+
+def _not_overlapping(extra: list[dict], records: list[dict]) -> list[dict]:
+    """The rows of ``extra`` whose pixel has no row of ``records`` overlapping them in time (a
+    row covers its first bad exposure's mid-time up to its first good one's; ``extra`` rows
+    carry ``last_bad_mjd``): a pixel whose analysis found it bad there keeps that row (its
+    states and classes say more of it)."""
+    spans: dict = {}
+    for r in records:
+        end = r["first_good_mjd"] if np.isfinite(r["first_good_mjd"]) else np.inf
+        spans.setdefault((r["y"], r["x"]), []).append((r["first_bad_mjd"], end))
+    return [e for e in extra if not any(lo <= e["last_bad_mjd"] and e["first_bad_mjd"] < hi
+                                        for lo, hi in spans.get((e["y"], e["x"]), []))]
+
+
+class _IntScat(NamedTuple):
+    """The tile's scatter between integrations as the screen takes it (P: pixels)."""
+
+    q: np.ndarray  #: (time, P) calibrated reduced chi-square, NaN where absent or not usable
+    dof: np.ndarray  #: (time,) its degrees of freedom
+    scale: float  #: the measured null scale of the statistic over the tile's pixels
+
+    @classmethod
+    def of(cls, intscat, ctx: TileContext, valid, on_trace, has, n_t: int, P: int):
+        """None where no exposure of the tile has the plane."""
+        if intscat is None or ctx.dof is None:
+            return None
+        q = np.asarray(intscat, np.float32).reshape(n_t, P)
+        q = np.where(valid & ~on_trace, q, np.nan)
+        if not np.isfinite(q[:, has]).any():
+            return None
+        u, v = intscat_screen.terms(q[:, has], ctx.dof, ctx.params.clip_sigma)
+        return cls(q, np.asarray(ctx.dof, float), intscat_screen.null_scale(u, v))
+
+
+def _intscat_records(its: _IntScat, g: _Group, origin, nx: int, ctx: TileContext) -> list[dict]:
+    """Intervals of the group's pixels whose integrations scatter beyond their ERR over a run of
+    exposures (:mod:`lrscube.detection.intscat`), at the scatter screen's threshold times the
+    tile's null scale; traces left out, single-exposure events kept (a noisy pixel's own largest
+    exposures are such events; the statistic's trim keeps one or two raised exposures from
+    reaching the threshold alone). TELEGRAPH, from the first to
+    the last exposure of the run that has the plane (each row also carries ``last_bad_mjd``,
+    which :func:`_not_overlapping` reads)."""
+    p, th = ctx.params, ctx.thresholds
+    q = np.where(g.on_trace, np.nan, its.q[np.ix_(g.t_idx, g.pix)])
+    u, v = intscat_screen.terms(q, its.dof[g.t_idx], p.clip_sigma)
+    stat = intscat_screen.scan(u, v, min_length=p.min_bad_exposures) / its.scale
+    out = []
+    for j in np.flatnonzero(stat >= p.screen_fraction * th.variance):
+        a, b, sig, ratio = intscat_screen.best_run(u[:, j], v[:, j], min_length=p.min_bad_exposures,
+                                                   boundary_sigma=p.boundary_sigma)
+        sig /= its.scale
+        if a < 0 or sig < th.variance:
+            continue
+        yy, xx = divmod(int(g.pix[j]), nx)
+        out.append(_intscat_record(g.t_idx, a, b, sig, ratio, yy + origin[0], xx + origin[1], ctx))
+    return out
+
+
+def _intscat_record(t_all, a: int, b: int, sig: float, ratio: float, y: int, x: int, ctx: TileContext) -> dict:
+    """The intervals-table row of an excess scatter between integrations over exposures
+    ``t_all[a] .. t_all[b]`` (``t_all``: every exposure the pixel was analysed in)."""
+    first_bad, last_bad = int(t_all[a]), int(t_all[b])
+    last_good = int(t_all[a - 1]) if a > 0 else None
+    first_good = int(t_all[b + 1]) if b + 1 < len(t_all) else None
+    n_bad = b - a + 1
+    reason = (f"excess scatter between integrations {ratio:.2f}x their ERR, {sig:.1f} sigma over {n_bad} "
+              "exposures (rateints)")
+    return {"y": y, "x": x, "flag": "TELEGRAPH", "start_mjd": float(ctx.expstart[first_bad]) if last_good is not None
+            else np.nan, "end_mjd": float(ctx.expstart[first_good]) if first_good is not None else np.nan,
+            "dq": ctx.profile.flag_bits("TELEGRAPH"), "amplitude": float(ratio), "significance": float(sig),
+            "onset_significance": np.nan, "recovery_significance": np.nan, "n_bad": int(n_bad),
+            "last_good_mjd": float(ctx.mjd[last_good]) if last_good is not None else np.nan,
+            "first_bad_mjd": float(ctx.mjd[first_bad]),
+            "first_good_mjd": float(ctx.mjd[first_good]) if first_good is not None else np.nan,
+            "reason": reason, "carried": False, "last_bad_mjd": float(ctx.mjd[last_bad])}
 
 
 class _TileNoise(NamedTuple):
@@ -725,7 +813,12 @@ def _context(ds, prof, p) -> TileContext:
     mjd = np.asarray(ds["mjd"].values, float)
     expstart = np.asarray(ds["expstart"].values, float) if "expstart" in ds.coords else mjd.copy()
     th = p.thresholds(int(np.prod(prof.frame_shape)), ds.sizes["time"])
-    return TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=th.level, thresholds=th)
+    dof = None
+    if "intscat" in ds.data_vars and "nints" in ds.coords:
+        dof = intscat_screen.degrees_of_freedom(ds["nints"].values)
+        dof = dof if (dof > 0).any() else None
+    return TileContext(expstart=expstart, mjd=mjd, params=p, profile=prof, threshold=th.level, thresholds=th,
+                       dof=dof)
 
 
 def _response_task(sci, err, params, profile, source=None, rows=None, response=None):
@@ -776,20 +869,25 @@ def response_of(sci, err, params, profile) -> np.ndarray | None:
 
 
 def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None,
-                    unlit=None):
+                    unlit=None, intscat=None, dof=None):
     """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
     stage-2 tile (:mod:`lrscube.storage.workstore`); returns the small reductions.
 
     With ``source`` (the exposure cube's zarr URL) and ``rows`` (their storage positions), the
     task reads its exposures itself, whole frames, instead of receiving them from dask.
+    ``dof`` (B,): the degrees of freedom of the exposures' scatter between integrations (None:
+    the cube has none); ``intscat`` that plane when not read from ``source``; it is calibrated
+    per exposure over the whole frame (:func:`lrscube.detection.intscat.calibrate`).
     """
     if source is not None:
         sci, err, dq = read_frames(source, rows, missing="error")
+        intscat = read_plane(source, rows, "intscat") if dof is not None else None
     out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
     bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
+    q = None if intscat is None or dof is None else intscat_screen.calibrate(np.asarray(intscat), dof)
     workstore.write_batch(work, a, spans, out["r"], out["s"], out["sky"], bits,
-                         params.work_precision_sigma or None)
+                         params.work_precision_sigma or None, intscat=q)
     return {"and_bits": out["and_bits"], "n_seen": out["n_seen"], "trace_pixels": out["trace_pixels"], "a": a}
 
 
@@ -799,10 +897,10 @@ def _calibration_from_work(work, starts, ya, yb, xa, xb, exclude, ctx):
 
 
 def _stage2_from_work(work, starts, ya, yb, xa, xb, exclude, ctx, cal):
-    r, s, sky, bits = workstore.read_tile(work, starts, ya, xa)
+    r, s, sky, bits, q = workstore.read_tile(work, starts, ya, xa, with_intscat=True)
     tr, jump = (bits & 1) != 0, (bits & 2) != 0
     return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), jump=jump,
-                          calibration=cal)
+                          calibration=cal, intscat=None if ctx.dof is None else q)
 
 
 def _tile_calibration(cal: dict, origin, shape, params) -> dict:
@@ -911,12 +1009,13 @@ def _detect_in_memory(ds, prof, p: DetectionParams, ctx: TileContext, spans):
         _add_counts(counts, calibration_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
                                               exclude[ya:yb, xa:xb], p, (int(ys[ya]), int(xs[xa]))))
     cal = calibrations(counts, p)
+    q = intscat_screen.calibrate(ds["intscat"].values, ctx.dof) if ctx.dof is not None else None
     results = []
     for ya, yb, xa, xb in todo:
         sl = (slice(None), slice(ya, yb), slice(xa, xb))
         results.append(temporal_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
                                       exclude[ya:yb, xa:xb], ctx, (int(ys[ya]), int(xs[xa])),
-                                      jump=st1["jump"][sl], calibration=cal))
+                                      jump=st1["jump"][sl], calibration=cal, intscat=None if q is None else q[sl]))
     return results, sbits, st1["n_seen"], st1["trace_pixels"], len(results)
 
 
@@ -936,7 +1035,7 @@ def _findings(ds, ctx: TileContext, results: list, iv: pd.DataFrame, trace_px) -
         "candidates": int(sum(r[1]["candidates"] for r in results)),
         "thresholds_sigma": dict(ctx.thresholds._asdict()),
         "candidates_by_screen": {k: int(sum(r[1].get("candidates_" + k, 0) for r in results))
-                                 for k in ("level", "scatter", "static")},
+                                 for k in ("level", "scatter", "static", "intscat")},
         "intervals": int(len(iv)), "carried_static": int(iv["carried"].sum()) if len(iv) else 0,
         "by_class": {k: int(v) for k, v in iv.loc[~iv["carried"], "flag"].value_counts().items()} if len(iv) else {},
         "non_blank_exposures": nonblank,
@@ -1028,6 +1127,14 @@ def _stage0(ds, prof, p: DetectionParams, rows, source):
     return g, unlit, (sci, err, dq)
 
 
+def _plane_data(ds, name: str):
+    """Plane ``name`` of ``ds`` as a dask array of one exposure per chunk."""
+    import dask.array as da
+
+    data = ds[name].data
+    return data if hasattr(data, "dask") else da.from_array(np.asarray(data), chunks=(1, -1, -1))
+
+
 def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None):
     """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
     import dask
@@ -1043,13 +1150,18 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     sci, err, dq = arrays
     ctx.unlit = unlit
     g_node, u_node = _shared(g), _shared(unlit)
+    dof = ctx.dof
     if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
-                                                         rows[a:a + B], g_node, u_node)
+                                                         rows[a:a + B], g_node, u_node, None,
+                                                         None if dof is None else dof[a:a + B])
               for a in range(0, n_t, B)]
     else:
+        qs = _plane_data(ds, "intscat") if dof is not None else None
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof,
-                                                         spans, None, None, g_node, u_node)
+                                                         spans, None, None, g_node, u_node,
+                                                         None if qs is None else qs[a:a + B],
+                                                         None if dof is None else dof[a:a + B])
               for a in range(0, n_t, B)]
     and_bits = np.full((ny, nx), _ALL_BITS, np.uint32)
     n_seen = np.zeros((ny, nx), np.int32)

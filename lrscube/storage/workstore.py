@@ -3,17 +3,19 @@
 Stage 1 analyses whole frames, a batch of B exposures per task; stage 2 analyses one tile of
 pixels over all N exposures per task. In between, each stage-1 task writes ONE object holding,
 for every stage-2 tile, that tile's residual ``r``, noise ``s``, ``sky`` (float32) and trace
-bits (uint8) of its B exposures, each tile compressed on its own; a stage-2 task reads its
+bits (uint8) of its B exposures, and the scatter between integrations (float16, the cube's
+optional ``intscat`` plane calibrated per exposure; absent where no exposure of the batch has
+it), each tile compressed on its own; a stage-2 task reads its
 tile's byte range from each of the N/B objects and stacks them along time. So a run makes N/B
 objects, linear in N (an object per batch and tile would make (N/B) x tiles, and the tiles grow
 in number with N as they shrink to keep stage 2's memory flat: N^2/B). Objects are written
 whole and read by byte range through fsspec, so one code path serves a local folder and an
 object store (``STORE/detect/RUN/work``, removed after the run).
 
-Layout of an object (little-endian): a header (magic ``LRSW``, format 2, B, number of tiles
+Layout of an object (little-endian): a header (magic ``LRSW``, format 3, B, number of tiles
 T), an index of T entries (the tile's first row and column, the start and end of its bytes in
 the object, and their crc32c), then the tiles. A tile: a header (B, ty, tx, codec, the
-precision ``delta``, the byte lengths of its parts), then its parts, each compressed with blosc
+precision ``delta``, the byte lengths of its six parts), then its parts, each compressed with blosc
 (zstd level 1, byte shuffle) on its own. A reader first fetches the first ``INDEX_PREFIX`` bytes (the header and an index of up to
 ~1600 tiles; the rest of a longer index with a second read), keeps the indexes of the objects
 it has read (per process, for the current run only: ``create`` writes a token ``RUN`` that
@@ -47,11 +49,11 @@ import numpy as np
 
 from . import store as st
 
-_HEADER = struct.Struct("<4Qd5Q")  # a tile: B, ty, tx, codec, delta, byte lengths of its 5 parts
+_HEADER = struct.Struct("<4Qd6Q")  # a tile: B, ty, tx, codec, delta, byte lengths of its 6 parts
 _OBJECT = struct.Struct("<4sIQQ")  # an object: magic, format, B, tiles
 _ENTRY = np.dtype([("ya", "<u8"), ("xa", "<u8"), ("start", "<u8"), ("end", "<u8"), ("crc", "<u8")])
 _MAGIC = b"LRSW"
-_FORMAT = 2
+_FORMAT = 3
 LOSSLESS, QUANTISED = 1, 2
 #: bytes fetched first from an object: its header and (most often all of) its index
 INDEX_PREFIX = 65536
@@ -144,9 +146,11 @@ def _key(path: str, start: int) -> str:
     return f"{path.rstrip('/')}/{start:08d}"
 
 
-def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, precision: float | None = None) -> bytes:
+def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, precision: float | None = None,
+           intscat: np.ndarray | None = None) -> bytes:
     """One tile's bytes from (B, ty, tx) arrays: ``QUANTISED`` to ``precision`` (a fraction
-    of each pixel's noise), or ``LOSSLESS`` when ``precision`` is None."""
+    of each pixel's noise), or ``LOSSLESS`` when ``precision`` is None; ``intscat`` (float16, or
+    None: an empty part) as it is."""
     b, ty, tx = r.shape
     q = None if precision is None else quantise(r, s, sky, float(precision))
     if q is None:
@@ -157,11 +161,13 @@ def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, prec
         qr, qs, qk, exc = q
         parts = [_SHUFFLED.encode(qr), _SHUFFLED.encode(qs), _SHUFFLED.encode(qk), exc.tobytes()]
     parts = (parts + [b""] * 4)[:4] + [_BITS.encode(np.ascontiguousarray(bits, dtype=np.uint8))]
+    parts.append(b"" if intscat is None else _SHUFFLED.encode(np.ascontiguousarray(intscat, dtype=np.float16)))
     return _HEADER.pack(b, ty, tx, codec, delta, *map(len, parts)) + b"".join(parts)
 
 
-def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(r, s, sky, bits) of one tile."""
+def decode(data: bytes, with_intscat: bool = False) -> tuple[np.ndarray, ...]:
+    """(r, s, sky, bits) of one tile, and its ``intscat`` (float16, NaN where absent) with
+    ``with_intscat``."""
     b, ty, tx, codec, delta, *lengths = _HEADER.unpack_from(data)
     pos, parts = _HEADER.size, []
     for n in lengths:
@@ -171,21 +177,29 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     bits = np.frombuffer(numcodecs.blosc.decompress(parts[4]), np.uint8).reshape(shape)
     if codec == LOSSLESS:
         floats = np.frombuffer(numcodecs.blosc.decompress(parts[0]), np.float32).reshape((3, *shape))
-        return floats[0], floats[1], floats[2], bits
-    qr, qs = (np.frombuffer(numcodecs.blosc.decompress(p), np.int16).reshape(shape) for p in parts[:2])
-    qk = np.frombuffer(numcodecs.blosc.decompress(parts[2]), np.int32).reshape(shape)
-    r, s, sky = dequantise(qr, qs, qk, np.frombuffer(parts[3], _EXCEPTIONS), delta)
-    return r, s, sky, bits
+        out = (floats[0], floats[1], floats[2], bits)
+    else:
+        qr, qs = (np.frombuffer(numcodecs.blosc.decompress(p), np.int16).reshape(shape) for p in parts[:2])
+        qk = np.frombuffer(numcodecs.blosc.decompress(parts[2]), np.int32).reshape(shape)
+        out = (*dequantise(qr, qs, qk, np.frombuffer(parts[3], _EXCEPTIONS), delta), bits)
+    if not with_intscat:
+        return out
+    q = (np.frombuffer(numcodecs.blosc.decompress(parts[5]), np.float16).reshape(shape) if parts[5]
+         else np.full(shape, np.nan, np.float16))
+    return (*out, q)
 
 
-def write_batch(work: str, start: int, spans, r, s, sky, bits, precision: float | None = None) -> int:
+def write_batch(work: str, start: int, spans, r, s, sky, bits, precision: float | None = None,
+                intscat: np.ndarray | None = None) -> int:
     """Stage 1: write a batch's (B, y, x) arrays as one object, a tile per ``(ya, yb, xa, xb)``
-    of ``spans`` (:func:`encode` to ``precision``); returns the number of objects written (1)."""
+    of ``spans`` (:func:`encode` to ``precision``; ``intscat`` float16 (B, y, x) or None);
+    returns the number of objects written (1)."""
     fs, path = st.fs_and_path(work)
     tiles = []
     for ya, yb, xa, xb in spans:
         sl = (slice(None), slice(ya, yb), slice(xa, xb))
-        tiles.append(encode(r[sl], s[sl], sky[sl], bits[sl], precision))
+        q = None if intscat is None or not np.isfinite(intscat[sl]).any() else intscat[sl]
+        tiles.append(encode(r[sl], s[sl], sky[sl], bits[sl], precision, q))
     index = np.zeros(len(spans), _ENTRY)
     pos = _OBJECT.size + index.nbytes
     for k, ((ya, _, xa, _), t) in enumerate(zip(spans, tiles)):
@@ -224,8 +238,9 @@ def _index(fs, key: str, run: tuple, start: int) -> dict:
     return got
 
 
-def read_tile(work: str, starts, ya: int, xa: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stage 2: one tile over all exposures, the batches starting at ``starts`` stacked in order."""
+def read_tile(work: str, starts, ya: int, xa: int, with_intscat: bool = False) -> tuple[np.ndarray, ...]:
+    """Stage 2: one tile over all exposures, the batches starting at ``starts`` stacked in order:
+    (r, s, sky, bits), and ``intscat`` with ``with_intscat`` (:func:`decode`)."""
     fs, path = st.fs_and_path(work)
     run = (work, fs.cat_file(f"{path.rstrip('/')}/RUN"))
     parts = []
@@ -236,5 +251,5 @@ def read_tile(work: str, starts, ya: int, xa: int) -> tuple[np.ndarray, np.ndarr
         if len(data) != hi - lo or google_crc32c.value(data) != crc:
             raise st.StoreError(f"{key}: detect's work-store tile ({ya}, {xa}) fails its checksum "
                                 "(damaged scratch); run detect again")
-        parts.append(decode(data))
-    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+        parts.append(decode(data, with_intscat))
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))

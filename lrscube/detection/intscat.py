@@ -1,0 +1,134 @@
+"""Scatter between the integrations of one exposure: the screen for pixels noisy within exposures.
+
+A ``_rateints`` product holds one slope per integration. Ingest averages them into the cube's
+slope and keeps, per exposure and pixel, their reduced chi-square about their mean
+(``intscat``: :func:`lrscube.intake.products.integration_scatter`, after the cosmic-ray clip),
+with ``k = nints - 1`` degrees of freedom. A normal pixel has ``k q ~ chi2(k)``; a pixel whose
+signal switches within the exposure (a random telegraph signal of seconds to minutes) or that
+is noisy between its integrations has ``q`` above 1 in every exposure that shows it, while its
+mean, the only thing the rest of detect sees, may stay at the sky.
+
+Per pixel, over the exposures that have the plane, the terms
+
+    u_t = k_t (min(q_t, 1 + c sqrt(2 / k_t)) - 1),   v_t = 2 k_t
+
+(each exposure's term capped at ``c`` = ``clip_sigma`` (6) of its own null standard deviation,
+as the other screens clip each exposure) are summed over a run of exposures exactly like the weighted excess-variance statistic
+(:mod:`lrscube.detection.variance`: ``(sum u - TRIM max u) / sqrt(sum v)``, the run's largest
+term left out twice, so one or two exposures with a decaying latent or a cosmic ray the clip
+missed never reach the threshold by themselves). ``sum u / sqrt(sum v)`` over a whole span is
+the chi-square of all its integrations standardised: the significance of an excess variance
+between integrations. Before that, each exposure's ``q`` is divided by its median over the
+frame relative to the chi-square median (:func:`calibrate`: ERR that under- or overstates the
+noise between integrations shifts every pixel of the exposure alike), and the threshold is the
+scatter screen's (the same false-alarm rate per pixel) times the robust scale of the statistic
+over the tile's pixels (:func:`lrscube.detection.variance.null_scale`).
+
+Pure numpy; :mod:`lrscube.detection.detect` maps it over the tiles.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import stats
+
+from . import variance
+
+#: fewest finite values of an exposure's plane for its calibration (else left as it is)
+MIN_CALIBRATION_PIXELS = 200
+
+
+def degrees_of_freedom(nints) -> np.ndarray:
+    """(time,) float: ``nints - 1`` per exposure (0 where fewer than 3 integrations)."""
+    n = np.asarray(nints, float)
+    return np.where(n >= 3, n - 1.0, 0.0)
+
+
+def calibrate(q: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """``q`` (B, y, x) divided, per exposure, by its median over the frame relative to the median
+    of ``chi2(k) / k`` (float16; exposures with fewer than :data:`MIN_CALIBRATION_PIXELS` finite
+    values, or no degrees of freedom, unchanged)."""
+    q = np.asarray(q, np.float32)
+    out = q.copy()
+    for b in range(q.shape[0]):
+        k = float(dof[b])
+        fin = np.isfinite(q[b])
+        if k <= 0 or fin.sum() < MIN_CALIBRATION_PIXELS:
+            continue
+        scale = float(np.median(q[b][fin])) / (stats.chi2.median(k) / k)
+        if scale > 0:
+            out[b] = q[b] / scale
+    return out.astype(np.float16)
+
+
+def terms(q: np.ndarray, dof: np.ndarray, clip_sigma: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(u, v)`` shaped like ``q`` (time, pixels): ``k (q - 1)``, capped at ``clip_sigma`` times
+    its null standard deviation ``sqrt(2 k)`` (a pixel's significance comes from several
+    exposures, not from one enormous one), and ``2 k``, where ``q`` is finite and the exposure has
+    degrees of freedom ``dof`` (time,), else 0."""
+    q = np.asarray(q, float)
+    k = np.broadcast_to(np.asarray(dof, float).reshape(-1, *([1] * (q.ndim - 1))), q.shape)
+    ok = np.isfinite(q) & (k > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cap = clip_sigma * np.sqrt(2.0 * np.where(ok, k, 1.0))
+        u = np.where(ok, np.minimum(k * (np.where(ok, q, 0.0) - 1.0), cap), 0.0)
+    v = np.where(ok, 2.0 * k, 0.0)
+    return u, v
+
+
+def null_scale(u: np.ndarray, v: np.ndarray, min_terms: int = 3) -> float:
+    """The measured null scale of the statistic: :func:`lrscube.detection.variance.null_scale`
+    of the full-series statistic of the pixels with at least ``min_terms`` exposures that have
+    the plane."""
+    has = (np.asarray(v) > 0).sum(axis=0) >= min_terms
+    if not has.any():
+        return 1.0
+    return variance.null_scale(variance.full(u[:, has], v[:, has]))
+
+
+def scan(u: np.ndarray, v: np.ndarray, min_length: int = 3) -> np.ndarray:
+    """(pixels,) the largest trimmed run statistic (:func:`lrscube.detection.variance.scan`);
+    ``-inf`` for pixels with fewer than three exposures that have the plane."""
+    out = np.full(u.shape[1:], -np.inf)
+    has = (np.asarray(v) > 0).sum(axis=0) >= 3
+    if has.any():
+        out[has] = variance.scan(u[:, has], v[:, has], min_length=min_length)
+    return out
+
+
+def best_run(u: np.ndarray, v: np.ndarray, min_length: int = 3, boundary_sigma: float | None = None
+             ) -> tuple[int, int, float, float]:
+    """The most significant run of one pixel (1-D terms), over its exposures that have the plane:
+    ``(first, last, statistic, ratio)`` with ``first`` and ``last`` the positions (in ``u``) of
+    the run's first and last such exposure and ``ratio`` the scatter between integrations in
+    units of the expected, ``sqrt(mean q)`` over the run (weighted by the degrees of freedom).
+    ``(-1, -1, -inf, nan)`` when no run fits. With ``boundary_sigma``, a recovery must be
+    supported (:func:`supported_recovery`), else the run goes on to the last exposure."""
+    u = np.asarray(u, float)
+    v = np.asarray(v, float)
+    where = np.flatnonzero(v > 0)
+    i, j, stat = variance.best_run(u[where], v[where], min_length=min_length)
+    if not np.isfinite(stat) or j <= i:
+        return -1, -1, -np.inf, np.nan
+    if boundary_sigma is not None and not supported_recovery(u[where], v[where], i, j, boundary_sigma):
+        j = where.size
+    sel = where[i:j]
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ratio = float(np.sqrt(1.0 + 2.0 * u[sel].sum() / v[sel].sum()))
+    return int(sel[0]), int(sel[-1]), float(stat), ratio
+
+
+def supported_recovery(u: np.ndarray, v: np.ndarray, i: int, j: int, boundary_sigma: float) -> bool:
+    """Is the stretch after run ``[i, j)`` (terms of the exposures with the plane) normal rather
+    than still at the run's excess, by ``boundary_sigma``? The run's excess per degree of freedom
+    ``sum u / sum (v / 2)`` predicts ``sum u`` after it; the recovery holds where the stretch falls
+    short of that by ``boundary_sigma`` of its null ``sqrt(sum v)`` (no stretch: True). As for the
+    other screens' recoveries (docs/detection.md): a noisy end of a few exposures does not declare
+    a still-bad pixel recovered."""
+    if j >= u.size:
+        return True
+    level = float(u[i:j].sum() / (v[i:j].sum() / 2.0))
+    after_u, after_v = float(u[j:].sum()), float(v[j:].sum())
+    return (level * after_v / 2.0 - after_u) / np.sqrt(after_v) >= boundary_sigma
