@@ -647,13 +647,16 @@ def unlit_pixels(snr: np.ndarray, *, fraction: float, dispersion_axis: str = "y"
 
     A pixel is unlit where its illumination (the median over the exposures, then the running
     median of 3 pixels along the dispersion: a hot pixel in a gap is in the gap, a dead pixel in
-    a slice in the slice) is below ``fraction`` of the brightest such value within ``window``
+    a slice in the slice) is below ``fraction`` of the brightest light (a running median of 7
+    along the dispersion) within ``window``
     pixels along and ``cross_window`` across the dispersion, that brightest is at least
     ``min_snr`` (in a field dark everywhere nothing is lit to compare with), and the dark pixels
     it connects to extend ``min_length`` pixels or
     more along either axis over an area of at least twice that: a gap runs the length of the
     spectrum and is more than a column wide, the end of the slices spans the frame; a cluster
-    of dead pixels, or one dead column, does not.
+    of dead pixels, or one dead column, does not. Conversely a lit patch shorter than
+    ``min_length`` along both axes whose surroundings are mostly unlit is in the dark
+    (:func:`_dark_islands`): a slice spans the spectrum, a cluster of hot pixels in a gap does not.
     """
     from scipy import ndimage
 
@@ -663,9 +666,13 @@ def unlit_pixels(snr: np.ndarray, *, fraction: float, dispersion_axis: str = "y"
         warnings.simplefilter("ignore", RuntimeWarning)
         level = bn.nanmedian(q, axis=0) if q.ndim == 3 else q
     smooth = running_median(level, 3, axis=ax, min_count=2)
+    # the light to compare with: a slice's is long along the dispersion, so a 7-pixel median
+    # along it keeps it and drops a short cluster of hot pixels, which would otherwise make its
+    # surroundings in the slice look dark
+    light = running_median(level, 7, axis=ax, min_count=4)
     size = [int(cross_window) | 1, int(cross_window) | 1]
     size[ax] = int(window) | 1
-    bright = ndimage.maximum_filter(np.where(np.isfinite(smooth), smooth, -np.inf), size=size, mode="constant",
+    bright = ndimage.maximum_filter(np.where(np.isfinite(light), light, -np.inf), size=size, mode="constant",
                                     cval=-np.inf)
     with np.errstate(invalid="ignore"):
         dark = np.isfinite(smooth) & (bright >= min_snr) & (smooth < fraction * bright)
@@ -676,7 +683,30 @@ def unlit_pixels(snr: np.ndarray, *, fraction: float, dispersion_axis: str = "y"
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         ext = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
         keep[i] = ext >= min_length and (lab[sl] == i).sum() >= 2 * min_length
-    return keep[lab]
+    unlit = keep[lab]
+    return unlit | _dark_islands(np.isfinite(smooth) & ~unlit, unlit, min_length)
+
+
+def _dark_islands(lit: np.ndarray, unlit: np.ndarray, min_length: int) -> np.ndarray:
+    """The lit pixels (y, x) bool of patches shorter than ``min_length`` along both axes whose
+    neighbouring pixels are at least half unlit: hot pixels in a gap, a cluster of them bright
+    in most exposures (the 3-pixel median along the dispersion takes only single ones). Taken
+    as lit, such a patch would be its own sky and its excess would vanish from its residuals;
+    among the unlit pixels its dark level is its baseline, and its onset a change of it."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(lit)
+    out = np.zeros(lit.shape, bool)
+    ring3 = np.ones((3, 3), bool)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= min_length:
+            continue
+        grown = tuple(slice(max(0, a.start - 1), a.stop + 1) for a in sl)
+        patch = lab[grown] == i
+        ring = ndimage.binary_dilation(patch, ring3) & ~patch
+        if ring.any() and unlit[grown][ring].mean() >= 0.5:
+            out[grown] |= patch
+    return out
 
 
 def response_pattern(ratios: np.ndarray) -> np.ndarray:

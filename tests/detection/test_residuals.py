@@ -151,6 +151,26 @@ def test_unlit_pixels_are_the_gaps_and_the_slices_ends():
     assert not unlit_pixels(np.zeros((3, 50, 40)), fraction=0.3).any()
 
 
+def test_a_hot_cluster_in_a_gap_stays_in_the_gap():
+    """Three hot pixels along the dispersion in a gap, bright in most exposures, survive the
+    3-pixel median: they are still unlit (else they would be their own sky), while a short
+    slice cut off by unusable rows stays lit."""
+    from lrscube.detection.residuals import unlit_pixels
+
+    sci, err, illum, _ = _slicer_frames()
+    gap_col = [x for x in range(1, 74) if illum[29:36, x - 1:x + 2].max() < 0.5][0]  # inside a gap
+    sci[:, 31:34, gap_col] = 5.0
+    sci[:, 90:92, :] = np.nan  # a band of unusable rows: the slices' pieces above it are short
+    u = unlit_pixels(sci / err, fraction=0.3, window=15, cross_window=15, min_length=64)
+    assert u[31:34, gap_col].all()
+    lit_pieces = (illum[92:, :] > 0.5)
+    assert not u[92:][lit_pieces].any()
+    # a hot pixel in a slice is still lit
+    sci2, err2, illum2, _ = _slicer_frames()
+    sci2[:, 60:63, 7] = 5.0
+    assert not unlit_pixels(sci2 / err2, fraction=0.3, window=15, cross_window=15, min_length=64)[60:63, 7].any()
+
+
 def test_unlit_pixels_get_their_own_sky_and_a_baseline_that_fits():
     # every pixel of a slicer's frame against its own baseline r = a sky + d (fitted over the
     # exposures): a dark pixel whose column runs out of a slice, or in the rows past the
