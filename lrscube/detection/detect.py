@@ -897,10 +897,11 @@ def _calibration_from_work(work, starts, ya, yb, xa, xb, exclude, ctx):
 
 
 def _stage2_from_work(work, starts, ya, yb, xa, xb, exclude, ctx, cal):
-    r, s, sky, bits, q = workstore.read_tile(work, starts, ya, xa, with_intscat=True)
+    # the scatter between integrations only where the cube has it: else a NaN plane per tile
+    r, s, sky, bits, *q = workstore.read_tile(work, starts, ya, xa, with_intscat=ctx.dof is not None)
     tr, jump = (bits & 1) != 0, (bits & 2) != 0
     return temporal_stage(r, s, sky, tr, exclude, ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), jump=jump,
-                          calibration=cal, intscat=None if ctx.dof is None else q)
+                          calibration=cal, intscat=q[0] if q else None)
 
 
 def _tile_calibration(cal: dict, origin, shape, params) -> dict:
