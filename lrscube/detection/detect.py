@@ -42,6 +42,7 @@ from .detection_params import DetectionParams
 from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
                         trace_mask, unlit_pixels)
 from .states import Thresholds, pixel_intervals
+from ..intervals import active
 from .temporal import clipped_z, scan_statistic, transients
 from ..masks.maskcube import write_mask_cube
 from ..storage.cube import cube_url, exposure_table, open_cube, read_frames, read_plane
@@ -432,20 +433,80 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             diag["candidates_intscat"] += len(got)
             extra += got
     records = _tile_records(rows_ev, rows_meta, origin, ctx)
-    return _finish(records + _not_overlapping(extra, records)), diag
+    return _finish(_with_intscat(extra, records, ctx)), diag
 
 
-def _not_overlapping(extra: list[dict], records: list[dict]) -> list[dict]:
-    """The rows of ``extra`` whose pixel has no row of ``records`` overlapping them in time (a
-    row covers its first bad exposure's mid-time up to its first good one's; ``extra`` rows
-    carry ``last_bad_mjd``): a pixel whose analysis found it bad there keeps that row (its
-    states and classes say more of it)."""
-    spans: dict = {}
-    for r in records:
-        end = r["first_good_mjd"] if np.isfinite(r["first_good_mjd"]) else np.inf
-        spans.setdefault((r["y"], r["x"]), []).append((r["first_bad_mjd"], end))
-    return [e for e in extra if not any(lo <= e["last_bad_mjd"] and e["first_bad_mjd"] < hi
-                                        for lo, hi in spans.get((e["y"], e["x"]), []))]
+def _with_intscat(runs: list[dict], records: list[dict], ctx: TileContext) -> list[dict]:
+    """``records`` and the intscat ``runs`` (:func:`_intscat_records`) as one set of rows in which
+    no two rows of a pixel overlap. Where a pixel's rows from the other screens cover part of its
+    run, they keep those exposures (their analysis, with states and classes, says more there) and
+    the run gives its uncovered exposures (:func:`_uncovered`); each such piece joins a TELEGRAPH
+    row it touches (one bad span of one class: :func:`_joined`), else it is a TELEGRAPH row of its
+    own (:func:`_intscat_record`), its onset its first exposure and its recovery the exposure
+    after its last. So every exposure of the run stays in the mask, under one row."""
+    rows = list(records)
+    of_pixel: dict = {}
+    for k, r in enumerate(rows):
+        of_pixel.setdefault((r["y"], r["x"]), []).append(k)
+    for run in runs:
+        t_all, a, b = run["t_all"], run["first"], run["last"]
+        m = ctx.mjd[t_all]
+        ks = of_pixel.setdefault((run["y"], run["x"]), [])
+        for a2, b2 in _uncovered(m, a, b, [rows[k] for k in ks if rows[k] is not None]):
+            piece = _intscat_record(t_all, a2, b2, run["significance"], run["ratio"], run["y"], run["x"], ctx,
+                                    run_length=b - a + 1)
+            live = [k for k in ks if rows[k] is not None]
+            touching = [k for k in live if rows[k]["flag"] == "TELEGRAPH" and not rows[k]["carried"]
+                        and _covers(rows[k], m, [i for i in (a2 - 1, b2 + 1) if 0 <= i < m.size]).any()]
+            if touching:  # the joined row says the run's evidence once, however many pieces join it
+                piece["reason"] = _intscat_record(t_all, a, b, run["significance"], run["ratio"], run["y"], run["x"],
+                                                  ctx)["reason"]
+            for k in touching:
+                piece = _joined(rows[k], piece, m)
+                rows[k] = None
+            rows.append(piece)
+            ks.append(len(rows) - 1)
+    return [r for r in rows if r is not None]
+
+
+def _covers(row: dict, m: np.ndarray, positions) -> np.ndarray:
+    """Whether ``row`` covers the exposures at ``positions`` of the mid-times ``m`` (the mask's rule)."""
+    return np.atleast_1d(active(row["start_mjd"], row["end_mjd"], m[np.asarray(positions, int)]))
+
+
+def _uncovered(m: np.ndarray, a: int, b: int, rows: list[dict]) -> list[tuple[int, int]]:
+    """The runs ``(first, last)`` of positions ``a .. b`` (inclusive) of the exposures with
+    mid-times ``m`` that none of ``rows`` covers."""
+    free = np.zeros(m.size, bool)
+    free[a:b + 1] = True
+    for r in rows:
+        free &= ~_covers(r, m, np.arange(m.size))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], free.astype(np.int8), [0]])))
+    return [(int(i), int(j) - 1) for i, j in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _positions(row: dict, m: np.ndarray) -> tuple[int, int]:
+    """The first and last of the pixel's exposures (mid-times ``m``) that ``row`` covers."""
+    on = np.flatnonzero(_covers(row, m, np.arange(m.size)))
+    return int(on[0]), int(on[-1])
+
+
+def _joined(row: dict, other: dict, m: np.ndarray) -> dict:
+    """``row`` and ``other`` (of one pixel, one class, touching or overlapping) as one row over
+    both spans: ``row``'s class, amplitude and reason (``other``'s reason added), the larger
+    significance, the onset (and its significance) of the one that starts first, the recovery of
+    the one that ends last, ``n_bad`` the pixel's exposures from the first bad to the last."""
+    (f1, l1), (f2, l2) = _positions(row, m), _positions(other, m)
+    out = dict(row)
+    start, end = (row if f1 <= f2 else other), (row if l1 >= l2 else other)
+    for c in ("start_mjd", "last_good_mjd", "first_bad_mjd", "onset_significance"):
+        out[c] = start[c]
+    for c in ("end_mjd", "first_good_mjd", "recovery_significance"):
+        out[c] = end[c]
+    out["n_bad"] = max(l1, l2) - min(f1, f2) + 1
+    out["significance"] = max(row["significance"], other["significance"])
+    out["reason"] = row["reason"] if other["reason"] in row["reason"] else f"{row['reason']}; with {other['reason']}"
+    return out
 
 
 class _IntScat(NamedTuple):
@@ -469,13 +530,13 @@ class _IntScat(NamedTuple):
 
 
 def _intscat_records(its: _IntScat, g: _Group, origin, nx: int, ctx: TileContext) -> list[dict]:
-    """Intervals of the group's pixels whose integrations scatter beyond their ERR over a run of
-    exposures (:mod:`lrscube.detection.intscat`), at the scatter screen's threshold times the
-    tile's null scale; traces left out, single-exposure events kept (a noisy pixel's own largest
-    exposures are such events; the statistic's trim keeps one or two raised exposures from
-    reaching the threshold alone). TELEGRAPH, from the first to
-    the last exposure of the run that has the plane (each row also carries ``last_bad_mjd``,
-    which :func:`_not_overlapping` reads)."""
+    """Runs of exposures over which the group's pixels' integrations scatter beyond their ERR
+    (:mod:`lrscube.detection.intscat`), at the scatter screen's threshold times the tile's null
+    scale; traces left out, single-exposure events kept (a noisy pixel's own largest exposures
+    are such events; the statistic's trim keeps one or two raised exposures from reaching the
+    threshold alone). Each run: the pixel (``y``, ``x``), its exposures ``t_all`` and the
+    positions in them of the run's ``first`` and ``last`` exposure that has the plane, its
+    ``significance`` and scatter ``ratio``; :func:`_with_intscat` makes them rows."""
     p, th = ctx.params, ctx.thresholds
     q = np.where(g.on_trace, np.nan, its.q[np.ix_(g.t_idx, g.pix)])
     u, v = intscat_screen.terms(q, its.dof[g.t_idx], p.clip_sigma)
@@ -488,19 +549,25 @@ def _intscat_records(its: _IntScat, g: _Group, origin, nx: int, ctx: TileContext
         if a < 0 or sig < th.variance:
             continue
         yy, xx = divmod(int(g.pix[j]), nx)
-        out.append(_intscat_record(g.t_idx, a, b, sig, ratio, yy + origin[0], xx + origin[1], ctx))
+        out.append({"y": yy + origin[0], "x": xx + origin[1], "t_all": g.t_idx, "first": int(a), "last": int(b),
+                    "significance": float(sig), "ratio": float(ratio)})
     return out
 
 
-def _intscat_record(t_all, a: int, b: int, sig: float, ratio: float, y: int, x: int, ctx: TileContext) -> dict:
+def _intscat_record(t_all, a: int, b: int, sig: float, ratio: float, y: int, x: int, ctx: TileContext,
+                    run_length: int | None = None) -> dict:
     """The intervals-table row of an excess scatter between integrations over exposures
-    ``t_all[a] .. t_all[b]`` (``t_all``: every exposure the pixel was analysed in)."""
-    first_bad, last_bad = int(t_all[a]), int(t_all[b])
+    ``t_all[a] .. t_all[b]`` (``t_all``: every exposure the pixel was analysed in); ``sig`` and
+    ``ratio`` are those of the run it is part of, ``run_length`` exposures long (default: this one)."""
+    first_bad = int(t_all[a])
     last_good = int(t_all[a - 1]) if a > 0 else None
     first_good = int(t_all[b + 1]) if b + 1 < len(t_all) else None
     n_bad = b - a + 1
-    reason = (f"excess scatter between integrations {ratio:.2f}x their ERR, {sig:.1f} sigma over {n_bad} "
+    run_length = n_bad if run_length is None else run_length
+    reason = (f"excess scatter between integrations {ratio:.2f}x their ERR, {sig:.1f} sigma over {run_length} "
               "exposures (rateints)")
+    if run_length != n_bad:
+        reason += f"; {n_bad} of them here, the rest in the pixel's other rows"
     return {"y": y, "x": x, "flag": "TELEGRAPH", "start_mjd": float(ctx.expstart[first_bad]) if last_good is not None
             else np.nan, "end_mjd": float(ctx.expstart[first_good]) if first_good is not None else np.nan,
             "dq": ctx.profile.flag_bits("TELEGRAPH"), "amplitude": float(ratio), "significance": float(sig),
@@ -508,7 +575,7 @@ def _intscat_record(t_all, a: int, b: int, sig: float, ratio: float, y: int, x: 
             "last_good_mjd": float(ctx.mjd[last_good]) if last_good is not None else np.nan,
             "first_bad_mjd": float(ctx.mjd[first_bad]),
             "first_good_mjd": float(ctx.mjd[first_good]) if first_good is not None else np.nan,
-            "reason": reason, "carried": False, "last_bad_mjd": float(ctx.mjd[last_bad])}
+            "reason": reason, "carried": False}
 
 
 class _TileNoise(NamedTuple):

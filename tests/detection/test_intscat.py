@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 import lrscube
+from lrscube.config import profiles
 from lrscube.detection import intscat
-from lrscube.detection.detect import detect_dataset
+from lrscube.detection.detect import TileContext, _with_intscat, detect_dataset
+from lrscube.detection.detection_params import DetectionParams
+from lrscube.intervals import active
 from lrscube.storage import cube
 
 
@@ -58,19 +61,104 @@ def test_calibration_takes_out_an_exposures_err_that_overstates_the_scatter():
                                   q[:, :5, :5].astype(np.float16).astype(np.float32))
 
 
+N_T = 40
+_T = 60000.0 + 2.0 * np.arange(N_T)  # exposure mid-times
+_CTX = TileContext(expstart=_T - 0.01, mjd=_T, params=DetectionParams(), profile=profiles.load("lrs"), threshold=6.0)
+
+
+def _row(flag, first, stop, y=5, x=7):
+    """A row of the other screens over exposures ``first .. stop - 1`` (stop == N_T: still bad)."""
+    return {"y": y, "x": x, "flag": flag, "start_mjd": _T[first] - 0.01 if first > 0 else np.nan,
+            "end_mjd": _T[stop] - 0.01 if stop < N_T else np.nan, "dq": 1, "amplitude": 3.0, "significance": 20.0,
+            "onset_significance": 9.0, "recovery_significance": 8.0, "n_bad": stop - first,
+            "last_good_mjd": _T[first - 1] if first > 0 else np.nan, "first_bad_mjd": _T[first],
+            "first_good_mjd": _T[stop] if stop < N_T else np.nan, "reason": f"{flag} level", "carried": False}
+
+
+def _run(first, last, y=5, x=7):
+    return {"y": y, "x": x, "t_all": np.arange(N_T), "first": first, "last": last, "significance": 12.0,
+            "ratio": 2.0}
+
+
+def _bad(rows, y=5, x=7):
+    """(rows, exposures): which exposures each of the pixel's rows makes bad (the mask's rule)."""
+    mine = [r for r in rows if (r["y"], r["x"]) == (y, x)]
+    return mine, active(np.array([r["start_mjd"] for r in mine]), np.array([r["end_mjd"] for r in mine]), _T)
+
+
+@pytest.mark.parametrize("others, run, telegraph", [
+    ([("HOT", 10, 30)], (12, 25), []),  # inside: the other row has it all
+    ([("HOT", 15, 30)], (10, 25), [(10, 15)]),  # starts before
+    ([("HOT", 10, 20)], (15, 29), [(20, 30)]),  # ends after
+    ([("HOT", 10, 25)], (20, 39), [(25, 40)]),  # ends after, still bad at the end
+    ([("HOT", 10, 15), ("WARM", 20, 25)], (5, 34), [(5, 10), (15, 20), (25, 35)]),  # spans two rows
+    ([("HOT", 10, 15)], (20, 30), [(20, 31)]),  # no overlap: the run as it is
+    ([], (0, 12), [(0, 13)]),  # no other row, bad from the first exposure
+])
+def test_an_intscat_run_keeps_the_exposures_no_other_row_of_its_pixel_covers(others, run, telegraph):
+    """Every exposure of the run or of the other rows is bad, under exactly one row; the other
+    rows are unchanged; the run's uncovered pieces are TELEGRAPH rows with their onset at their
+    first exposure and their recovery at the exposure after their last."""
+    rows = [_row(*o) for o in others] + [_row("HOT", 0, 40, y=6)]  # another pixel's row
+    out = _with_intscat([_run(*run)], rows, _CTX)
+    mine, bad = _bad(out)
+    expect = np.zeros(N_T, bool)
+    expect[run[0]:run[1] + 1] = True
+    for _, a, b in others:
+        expect[a:b] = True
+    np.testing.assert_array_equal(bad.any(axis=0), expect)
+    assert bad.sum(axis=0).max() <= 1  # a pixel's rows do not overlap
+    assert [r for r in mine if r["flag"] != "TELEGRAPH"] == [_row(*o) for o in others]
+    assert [r for r in out if r["y"] == 6] == [rows[-1]]
+    tel = sorted((r for r in mine if r["flag"] == "TELEGRAPH"), key=lambda r: r["first_bad_mjd"])
+    assert [(int(np.flatnonzero(_T == r["first_bad_mjd"])[0]), r["n_bad"]) for r in tel] == [
+        (a, b - a) for a, b in telegraph]
+    for r, (a, b) in zip(tel, telegraph, strict=True):
+        assert (np.isnan(r["last_good_mjd"]) and np.isnan(r["start_mjd"])) if a == 0 else (
+            r["last_good_mjd"] == _T[a - 1] and r["start_mjd"] == _T[a] - 0.01)
+        assert (np.isnan(r["first_good_mjd"]) and np.isnan(r["end_mjd"])) if b == N_T else (
+            r["first_good_mjd"] == _T[b] and r["end_mjd"] == _T[b] - 0.01)
+        assert r["significance"] == 12.0 and "between integrations" in r["reason"]
+        assert ("the rest in the pixel's other rows" in r["reason"]) == (b - a != run[1] - run[0] + 1)
+
+
+def test_an_intscat_piece_touching_a_telegraph_row_joins_it():
+    """Scatter between integrations from exposure 10 and a TELEGRAPH row of the other screens from
+    15: one TELEGRAPH row from 10 (the run's onset, no onset significance) to the row's recovery."""
+    out = _with_intscat([_run(10, 25)], [_row("TELEGRAPH", 15, 30), _row("HOT", 32, 36)], _CTX)
+    mine, bad = _bad(out)
+    assert sorted(r["flag"] for r in mine) == ["HOT", "TELEGRAPH"] and bad.sum(axis=0).max() <= 1
+    tel = next(r for r in mine if r["flag"] == "TELEGRAPH")
+    assert tel["first_bad_mjd"] == _T[10] and tel["last_good_mjd"] == _T[9] and tel["start_mjd"] == _T[10] - 0.01
+    assert tel["first_good_mjd"] == _T[30] and tel["recovery_significance"] == 8.0
+    assert np.isnan(tel["onset_significance"]) and tel["n_bad"] == 20 and tel["significance"] == 20.0
+    assert tel["amplitude"] == 3.0 and "between integrations" in tel["reason"]
+    # a piece between two TELEGRAPH rows joins both
+    out = _with_intscat([_run(12, 22)], [_row("TELEGRAPH", 5, 15), _row("TELEGRAPH", 20, 30)], _CTX)
+    assert len(out) == 1 and out[0]["first_bad_mjd"] == _T[5] and out[0]["first_good_mjd"] == _T[30]
+    assert out[0]["n_bad"] == 25 and out[0]["onset_significance"] == 9.0
+    # pieces before and after one TELEGRAPH row: one row, the run's evidence said once
+    out = _with_intscat([_run(5, 25)], [_row("TELEGRAPH", 10, 20)], _CTX)
+    assert len(out) == 1 and out[0]["first_bad_mjd"] == _T[5] and out[0]["first_good_mjd"] == _T[26]
+    assert out[0]["reason"].count("between integrations") == 1 and "over 21 exposures" in out[0]["reason"]
+
+
 N_EXP, NINTS, NOISY, ONSET = 20, 6, (528 + 200, 36), 8
 
 
-def _products(product_factory):
+def _products(product_factory, level_from=None):
     """``N_EXP`` SLITLESSPRISM rateints files; pixel ``NOISY`` switches by +-2.5 ERR between the
     integrations of every exposure from ``ONSET`` on, about an unchanged mean (the slopes' mean,
-    which is all the cube's sci keeps, does not move)."""
+    which is all the cube's sci keeps, does not move). ``level_from``: from that exposure on, its
+    level is also 3 DN/s higher (3 ERR in each integration)."""
     rng = np.random.default_rng(7)
     paths = []
     for i in range(N_EXP):
         sci = (10.0 + rng.normal(0.0, 1.0, (NINTS, 416, 72))).astype(np.float32)
         if i >= ONSET:
             sci[:, NOISY[0] - 528, NOISY[1]] += 2.5 * np.resize([1.0, -1.0], NINTS).astype(np.float32)
+        if level_from is not None and i >= level_from:
+            sci[:, NOISY[0] - 528, NOISY[1]] += 3.0
         p, *_ = product_factory(f"jw01234001001_03102_{i + 1:05d}_mirimage_rateints.fits", nints=NINTS, sci=sci,
                                 exposure=f"{i + 1:05d}", mjd_start=60000.0 + 3.0 * i, exptime=600.0)
         paths.append(p)
@@ -116,3 +204,24 @@ def test_a_pixel_noisy_between_integrations_is_found_from_rateints_files(client,
     from lrscube.storage.verify import verify
 
     assert verify(str(old)).ok and verify(str(store)).ok
+
+
+@pytest.mark.slow
+def test_the_mask_covers_a_pixel_noisy_between_integrations_before_its_level_shifts(client, product_factory,
+                                                                                   tmp_path):
+    """The pixel scatters between integrations from exposure ``ONSET`` and its level rises from
+    ``ONSET + 6``: the level's row has the exposures from the rise, a TELEGRAPH row those before
+    it, and the mask flags the pixel in every exposure from ``ONSET`` on and in none before."""
+    rise = ONSET + 6
+    store = tmp_path / "store"
+    lrscube.ingest(_products(product_factory, level_from=rise), store, progress=False)
+    iv = lrscube.detect(str(store), progress=False)
+    ds = lrscube.open_cube(store)
+    mine = _intervals_of(iv, NOISY).sort_values("first_bad_mjd")
+    assert len(mine) == 2 and mine.flag.iloc[0] == "TELEGRAPH" and mine.flag.iloc[1] != "TELEGRAPH", mine
+    t = ds.expstart.values
+    assert mine.start_mjd.iloc[0] == pytest.approx(t[ONSET]) and mine.end_mjd.iloc[0] == pytest.approx(t[rise])
+    assert mine.start_mjd.iloc[1] == pytest.approx(t[rise]) and np.isnan(mine.end_mjd.iloc[1])
+    assert "between integrations" in mine.reason.iloc[0] and "the rest in the pixel's other rows" in mine.reason.iloc[0]
+    flagged = [int(lrscube.mask_at(str(store), float(s) + 1e-6).values[NOISY]) != 0 for s in t]
+    assert flagged == [i >= ONSET for i in range(N_EXP)]
