@@ -72,8 +72,8 @@ def main() -> None:
     print(f"pixel-exposures under two rows of one pixel: before {overlapping(b, mjd)}, after {overlapping(f, mjd)}")
     if a.detail:
         for (y, x), vt, vb, va in gained:
-            print(f"({y}, {x}) bad exposures: truth {np.flatnonzero(vt).tolist()}\n  before {np.flatnonzero(vb).tolist()}"
-                  f"\n  after  {np.flatnonzero(va).tolist()}")
+            print(f"({y}, {x}) bad exposures: truth {np.flatnonzero(vt).tolist()}")
+            print(f"  before {np.flatnonzero(vb).tolist()}\n  after  {np.flatnonzero(va).tolist()}")
             for r in f[(f.y == y) & (f.x == x)].itertuples():
                 print(f"  {r.flag}: {r.reason}")
 
