@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import warnings
 
+import numba
 import numpy as np
+
 from . import running
 from .temporal import geometric_lengths
 
@@ -40,8 +42,23 @@ def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.nd
     (DN/s), ``clip`` the clip of ``x`` per exposure (sigma), ``m1, m2`` the null mean and second
     moment of ``min(x^2, clip^2)`` (broadcastable). Weights ``s_ref / s`` with ``s_ref`` the
     median noise of the pixel (along axis 0): a unit-free scale, so ``u / sqrt(v)`` sums are in
-    sigma. Unused exposures get ``u = v = 0``.
+    sigma. Unused exposures get ``u = v = 0``. One compiled pass per pixel
+    (:func:`_terms_columns`; :func:`terms_numpy` is the same in numpy): numpy's median along a
+    short axis goes through masked arrays and was most of the screen's cost.
     """
+    x = np.asarray(x, float)
+    if x.ndim == 0:
+        u, v = terms(x[None], s, clip, m1, m2)
+        return u[0], v[0]
+    shape = x.shape
+    n = shape[0]
+    cols = lambda a: np.broadcast_to(np.asarray(a, float), shape).reshape(n, -1)  # noqa: E731
+    u, v = _terms_columns(cols(x), cols(s), cols(clip), cols(m1), cols(m2))
+    return u.reshape(shape), v.reshape(shape)
+
+
+def terms_numpy(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`terms` in numpy (the reference the compiled pass is tested against)."""
     x = np.asarray(x, float)
     s = np.asarray(s, float)
     ok = np.isfinite(x) & np.isfinite(s) & (s > 0)
@@ -56,6 +73,52 @@ def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.nd
         m2 = np.broadcast_to(np.asarray(m2, float), x.shape)
         u = np.where(ok, w * (q - m1), 0.0)
         v = np.where(ok, w * w * np.maximum(m2 - m1 * m1, 1e-12), 0.0)
+    return u, v
+
+
+@numba.njit(cache=True, nogil=True)
+def _nan_min(a, b):
+    """np.minimum of two floats: NaN if either is."""
+    if a != a or b != b:
+        return np.nan
+    return a if a < b else b
+
+
+@numba.njit(cache=True, nogil=True)
+def _nan_max(a, b):
+    """np.maximum of two floats: NaN if either is."""
+    if a != a or b != b:
+        return np.nan
+    return a if a > b else b
+
+
+@numba.njit(cache=True, nogil=True)
+def _terms_columns(x, s, clip, m1, m2):
+    """:func:`terms_numpy` over the columns of (T, P) float64 arrays (any strides): per column
+    the median of ``1 / s`` over its usable exposures (quickselect), then the terms."""
+    T, P = x.shape
+    u = np.zeros((T, P))
+    v = np.zeros((T, P))
+    buf = np.empty(T)
+    for j in range(P):
+        m = 0
+        for t in range(T):
+            xv, sv = x[t, j], s[t, j]
+            if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
+                buf[m] = 1.0 / sv
+                m += 1
+        if m == 0:
+            continue
+        ref = running.median_inplace(buf, m)
+        for t in range(T):
+            xv, sv = x[t, j], s[t, j]
+            if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
+                w = (1.0 / sv) / ref
+                c = clip[t, j]
+                a1 = m1[t, j]
+                q = _nan_min(xv * xv, c * c)
+                u[t, j] = w * (q - a1)
+                v[t, j] = w * w * _nan_max(m2[t, j] - a1 * a1, 1e-12)
     return u, v
 
 

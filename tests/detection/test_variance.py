@@ -1,6 +1,7 @@
 """The excess-variance statistic alone (lrscube.variance): pure numpy, small arrays."""
 
 import numpy as np
+import pytest
 
 from lrscube.detection import variance
 from lrscube.detection.baseline import gaussian_clipped_moments
@@ -125,3 +126,28 @@ def test_line_factor_follows_cut_windows_along_a_line_that_shares_excess_not_a_c
     assert k2[0, -6] / f[0, -6] > 5.0                             # the noisy pixel stands out
     assert np.allclose(f[1:], f[1:, :1]) and f[1:].max() < 1.3    # lines that share nothing: one factor
 
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 31])
+def test_terms_compiled_equals_numpy(n):
+    """The compiled terms are the numpy ones bit for bit: NaN, inf, zero and negative noise, a
+    pixel no exposure sees, clips and moments per exposure or broadcast, NaN moments."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 300))
+    s = rng.uniform(0.5, 2.0, (n, 300)).astype(np.float32)
+    for a, value, frac in ((x, np.nan, 0.1), (x, np.inf, 0.02), (s, np.nan, 0.05), (s, 0.0, 0.05),
+                           (s, -1.0, 0.02), (s, np.inf, 0.02)):
+        a[rng.random(a.shape) < frac] = value
+    x[:, :3] = np.nan  # pixels no exposure sees
+    s[:, 5] = 1e-30
+    clip = np.where(rng.random((n, 300)) < 0.5, 6.0, 4.0)
+    clip[rng.random(clip.shape) < 0.02] = np.nan
+    m1 = rng.uniform(0.8, 1.0, (n, 300))
+    m1[rng.random(m1.shape) < 0.03] = np.nan
+    m2 = rng.uniform(2.0, 3.0, (n, 300))
+    for args in ((x, s, clip, m1, m2), (x, s, 6.0, G1, G2), (x[:, 7], s[:, 7], 6.0, G1, G2),
+                 (x.reshape(n, 15, 20), s.reshape(n, 15, 20), clip.reshape(n, 15, 20), G1, G2),
+                 (x, s, 6.0, m1[:, :1], m2[:, :1])):
+        for got, want in zip(variance.terms(*args), variance.terms_numpy(*args)):
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
