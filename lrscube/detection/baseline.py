@@ -110,7 +110,8 @@ class State(NamedTuple):
     n: np.ndarray  #: exposures used
 
 
-def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: float = 1e-6, prior=None) -> State:
+def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: float = 1e-6, prior=None,
+                        leverage: bool = True) -> State:
     """Robust ``(a, d)`` per pixel of ``r = a * sky + d``, weighted by the noise.
 
     Where the sky barely changes over a pixel's exposures the two are degenerate; a relative
@@ -126,16 +127,24 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
     equations ``iterations`` times with Tukey biweights of the residual in units of the noise,
     scaled up by the pixel's own robust scatter. One compiled pass per pixel
     (:func:`_fit_pixels`): the whole-array version made a dozen (time, pixel) float64
-    temporaries per step and was half of detect's CPU.
+    temporaries per step and was half of detect's CPU. The pass reads the (time, pixel) arrays
+    where they are (neighbouring pixels share cache lines), without transposed float64 copies;
+    ``leverage=False`` leaves the leverages out (``State.leverage`` None) for callers that do
+    not use them.
     """
     r = np.asarray(r)
     T, rest = r.shape[0], r.shape[1:]
     P = int(np.prod(rest, dtype=np.int64))
 
-    def cols(v, dtype=float):  # (P, T): each pixel's series contiguous for the per-pixel pass
-        return np.ascontiguousarray(np.broadcast_to(np.asarray(v), r.shape).reshape(T, P).T, dtype=dtype)
+    def cols(v, dtype=None):  # (T, P) views where possible; float32 and float64 are read as they are
+        v = np.asarray(v)
+        if dtype is None and v.dtype not in (np.float32, np.float64):
+            dtype = float
+        if dtype is not None:
+            v = v.astype(dtype, copy=False)
+        return np.broadcast_to(v, r.shape).reshape(T, P)
 
-    ok = np.ones((P, T), bool) if valid is None else cols(valid, bool)
+    ok = np.ones((T, P), bool) if valid is None else cols(valid, bool)
     if prior is None:
         ma = md = np.zeros(P)
         pa = pd_ = np.zeros(P)
@@ -144,10 +153,11 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
         ma, md = np.where(np.isfinite(ma), ma, 0.0), np.where(np.isfinite(md), md, 0.0)
         pa, pd_ = 1.0 / np.maximum(va, 1e-12), 1.0 / np.maximum(vd, 1e-12)
     out = _fit_pixels(cols(r), cols(s), cols(sky), ok, np.ascontiguousarray(ma), np.ascontiguousarray(pa),
-                      np.ascontiguousarray(md), np.ascontiguousarray(pd_), int(iterations), float(ridge))
+                      np.ascontiguousarray(md), np.ascontiguousarray(pd_), int(iterations), float(ridge),
+                      bool(leverage))
     a, d, a_err, d_err, h, n = out
     return State(a.reshape(rest), d.reshape(rest), a_err.reshape(rest), d_err.reshape(rest),
-                 np.ascontiguousarray(h.T).reshape(r.shape), n.reshape(rest))
+                 h.reshape(r.shape) if leverage else None, n.reshape(rest))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -174,17 +184,18 @@ def _reweight(z, ok, w0, w, buf):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
-    """:func:`fit_response_offset` over the rows of (P, T) arrays; returns a, d, a_err, d_err
-    (P,), leverage (P, T) and the exposures used (P,). Per pixel: its usable exposures
-    (:func:`_load_pixel`), the start (:func:`_start_response`), the reweighted normal equations
-    (:func:`_solve_reweighted`) and the errors and leverages of their solution."""
-    P, T = r_in.shape
+def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, leverage):
+    """:func:`fit_response_offset` over the columns of (T, P) arrays; returns a, d, a_err, d_err
+    (P,), leverage (T, P; (0, 0) without ``leverage``) and the exposures used (P,). Per pixel:
+    its usable exposures (:func:`_load_pixel`), the start (:func:`_start_response`), the
+    reweighted normal equations (:func:`_solve_reweighted`) and the errors and leverages of
+    their solution."""
+    T, P = r_in.shape
     a_out = np.empty(P)
     d_out = np.empty(P)
     ae_out = np.empty(P)
     de_out = np.empty(P)
-    h_out = np.zeros((P, T))
+    h_out = np.zeros((T, P) if leverage else (0, 0))
     n_out = np.zeros(P, np.int64)
     r = np.empty(T)
     s = np.empty(T)
@@ -195,7 +206,7 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
     z = np.empty(T)
     buf = np.empty(T)
     for j in range(P):
-        n, has_sky = _load_pixel(r_in[j], s_in[j], sky_in[j], valid[j], r, s, sky, ok, w0)
+        n, has_sky = _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, ok, w0)
         n_out[j] = n
         a = _start_response(r, s, sky, ok, w0, w, z, buf, ma[j], pa[j], md[j], has_sky)
         a, d, good, s11r, det, suu, su1 = _solve_reweighted(r, s, sky, ok, w0, w, z, buf, a, ma[j], pa[j], md[j],
@@ -205,9 +216,10 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
         if good:
             ae_out[j] = np.sqrt(s11r / det)
             de_out[j] = np.sqrt(suu / det)
-            for t in range(T):
-                h = w[t] * (sky[t] * sky[t] * s11r - 2 * sky[t] * su1 + suu) / det
-                h_out[j, t] = min(max(h, 0.0), 1.0)
+            if leverage:
+                for t in range(T):
+                    h = w[t] * (sky[t] * sky[t] * s11r - 2 * sky[t] * su1 + suu) / det
+                    h_out[t, j] = min(max(h, 0.0), 1.0)
         else:
             ae_out[j] = np.inf
             de_out[j] = np.inf
@@ -215,14 +227,15 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge):
 
 
 @numba.njit(cache=True, nogil=True)
-def _load_pixel(r_j, s_j, sky_j, valid_j, r, s, sky, ok, w0):
-    """One pixel's usable exposures (finite r, s > 0, finite sky, valid) into the buffers ``r, s, sky, ok`` and the
-    weights ``w0 = 1 / s^2`` (0 where not usable); returns (exposures used, any with sky > 0)."""
+def _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, ok, w0):
+    """Pixel ``j``'s usable exposures (finite r, s > 0, finite sky, valid) of the (T, P) inputs,
+    in double precision, into the buffers ``r, s, sky, ok`` and the weights ``w0 = 1 / s^2`` (0
+    where not usable); returns (exposures used, any with sky > 0)."""
     n = 0
     has_sky = False
     for t in range(r.shape[0]):
-        rv, sv, kv = r_j[t], s_j[t], sky_j[t]
-        good = valid_j[t] and np.isfinite(rv) and np.isfinite(sv) and sv > 0 and np.isfinite(kv)
+        rv, sv, kv = np.float64(r_in[t, j]), np.float64(s_in[t, j]), np.float64(sky_in[t, j])
+        good = valid[t, j] and np.isfinite(rv) and np.isfinite(sv) and sv > 0 and np.isfinite(kv)
         ok[t] = good
         r[t] = rv if good else 0.0
         s[t] = sv if good else 1.0

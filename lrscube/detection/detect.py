@@ -685,14 +685,15 @@ def _single_exposure_events(g: _Group, p):
     """(trans, excl, e): single-exposure events against each pixel's own baseline (cosmic rays,
     unless the pixel's own: :func:`keep_whole_pixels`), the exposures left out (events and
     traces), and the residual against the baseline refitted without them (NaN where left out)."""
-    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior)
+    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior,
+                                      leverage=False)
     e0 = np.where(g.on_trace, np.nan, g.r - b0.a * g.sky - b0.d)
     trans = transients(e0, g.s, g.sky, window=p.transient_window, nsigma=p.transient_sigma)
     with np.errstate(invalid="ignore"):
         high = e0 / g.s > p.transient_sigma
     trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
     excl = g.on_trace | trans
-    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl, iterations=2, prior=g.prior)
+    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl, iterations=2, prior=g.prior, leverage=False)
     return trans, excl, np.where(excl, np.nan, g.r - b0.a * g.sky - b0.d)
 
 
@@ -726,7 +727,7 @@ def _static_screen(g: _Group, excl, tn: _TileNoise, p, th) -> np.ndarray:
     neighbours', a response below the line's; a pixel outside the light has no response to
     judge, only its dark level), or a level no response or no dark level explains, also where
     the sky does not change enough to separate the two (:func:`beyond_either_description`)."""
-    sta = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl)
+    sta = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl, leverage=False)
     lit = tn.lit[g.pix]
     with np.errstate(invalid="ignore", divide="ignore"):
         dx = sta.d - g.prior[2]  # the dark excess over that of the neighbours
