@@ -25,6 +25,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -49,8 +50,17 @@ def best_run(z: np.ndarray, min_length: int = 1) -> tuple[int, int, float]:
     if n == 0:
         return 0, 0, 0.0
     c = np.concatenate([[0.0], np.cumsum(z)])
-    i, j, stat = _best_run(c, geometric_lengths(n).astype(np.int64), int(min_length))
+    i, j, stat = _best_run(c, _lengths(n), int(min_length))
     return int(i), int(j), float(stat)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lengths(n: int) -> np.ndarray:
+    """:func:`geometric_lengths` of ``n`` as int64, read-only: best_run runs for every segment of
+    every candidate, on a few series lengths."""
+    out = geometric_lengths(n).astype(np.int64)
+    out.flags.writeable = False
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
