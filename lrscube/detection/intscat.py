@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 
+import numba
 import numpy as np
 from scipy import stats
 
@@ -66,7 +67,20 @@ def terms(q: np.ndarray, dof: np.ndarray, clip_sigma: float = 6.0) -> tuple[np.n
     """``(u, v)`` shaped like ``q`` (time, pixels): ``k (q - 1)``, capped at ``clip_sigma`` times
     its null standard deviation ``sqrt(2 k)`` (a pixel's significance comes from several
     exposures, not from one enormous one), and ``2 k``, where ``q`` is finite and the exposure has
-    degrees of freedom ``dof`` (time,), else 0."""
+    degrees of freedom ``dof`` (time,), else 0. One compiled pass (:func:`_terms_rows`;
+    :func:`terms_numpy` is the same in numpy, without its float64 temporaries)."""
+    q = np.asarray(q)
+    if q.dtype not in (np.float32, np.float64):
+        q = q.astype(float)
+    k = np.asarray(dof, float).reshape(-1)
+    if q.ndim == 0 or k.size != q.shape[0]:
+        return terms_numpy(q, dof, clip_sigma)
+    u, v = _terms_rows(q.reshape(q.shape[0], -1), k, float(clip_sigma))
+    return u.reshape(q.shape), v.reshape(q.shape)
+
+
+def terms_numpy(q: np.ndarray, dof: np.ndarray, clip_sigma: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`terms` in numpy (the reference the compiled pass is tested against)."""
     q = np.asarray(q, float)
     k = np.broadcast_to(np.asarray(dof, float).reshape(-1, *([1] * (q.ndim - 1))), q.shape)
     ok = np.isfinite(q) & (k > 0)
@@ -74,6 +88,26 @@ def terms(q: np.ndarray, dof: np.ndarray, clip_sigma: float = 6.0) -> tuple[np.n
         cap = clip_sigma * np.sqrt(2.0 * np.where(ok, k, 1.0))
         u = np.where(ok, np.minimum(k * (np.where(ok, q, 0.0) - 1.0), cap), 0.0)
     v = np.where(ok, 2.0 * k, 0.0)
+    return u, v
+
+
+@numba.njit(cache=True, nogil=True)
+def _terms_rows(q, k, clip_sigma):
+    """:func:`terms_numpy` of (T, P) ``q`` (float32 or float64, any strides) and ``k`` (T,)."""
+    T, P = q.shape
+    u = np.zeros((T, P))
+    v = np.zeros((T, P))
+    for t in range(T):
+        kt = k[t]
+        if not kt > 0:
+            continue
+        cap = clip_sigma * np.sqrt(2.0 * kt)
+        for j in range(P):
+            qv = np.float64(q[t, j])
+            if np.isfinite(qv):
+                x = kt * (qv - 1.0)
+                u[t, j] = np.nan if (x != x or cap != cap) else (x if x < cap else cap)
+                v[t, j] = 2.0 * kt
     return u, v
 
 

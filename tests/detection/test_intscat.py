@@ -19,6 +19,24 @@ def _chi2_q(rng, k, shape):
     return rng.chisquare(k, shape) / k
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_terms_compiled_equal_numpy(dtype):
+    """The compiled terms are the numpy ones bit for bit: NaN and inf in the plane, exposures
+    without degrees of freedom (0, negative, NaN), 1-D and 3-D planes."""
+    rng = np.random.default_rng(3)
+    dof = rng.choice([0.0, 2.0, 4.0, 9.0], 25)
+    dof[[3, 7]] = [-1.0, np.nan]
+    q = _chi2_q(rng, 4.0, (25, 300))
+    q[rng.random(q.shape) < 0.1] = np.nan
+    q[rng.random(q.shape) < 0.02] = np.inf
+    q[:, 4] = 1e4
+    q = q.astype(dtype)
+    for args in ((q, dof), (q, dof, 3.0), (q[:, 9], dof), (q.reshape(25, 15, 20), dof)):
+        for got, want in zip(intscat.terms(*args), intscat.terms_numpy(*args)):
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+
+
 def test_the_run_statistic_finds_a_noisy_span_with_its_ends_and_not_two_enormous_exposures():
     rng = np.random.default_rng(1)
     n, k = 40, 5.0
