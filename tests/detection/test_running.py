@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from lrscube.detection import running
 from lrscube.detection.running import line_moments, running_mean, running_median, selection_network
 
 
@@ -190,3 +191,40 @@ def test_shared_kernels_equal_bottleneck_at_edges_holes_and_group_ends(window):
             for min_count in (1, window // 2 + 1, window):
                 np.testing.assert_array_equal(running_median(b, window, axis, min_count),
                                               reference(b, window, axis, min_count))
+
+
+def _median_both(values):
+    """(median_inplace, median_hoare, np.median) of a 1-D float64 array, each on its own copy."""
+    a, b = values.copy(), values.copy()
+    n = values.size
+    return running.median_inplace(a, n), running.median_hoare(b, n), np.median(values) if n else np.nan
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 8, 31, 48, 64, 99, 400])
+def test_median_inplace_is_hoares_quickselect_bit_for_bit(n):
+    """The branch-free quickselect gives the same bits as Hoare's (and numpy's median where
+    there is no NaN): noise, many ties, infinities, zeros of both signs, NaN, only the first
+    n values of a longer buffer."""
+    rng = np.random.default_rng(n)
+    cases = [rng.normal(size=n), np.round(rng.normal(size=n) * 2) + 0.5, rng.integers(0, 3, n).astype(float),
+             np.abs(rng.standard_cauchy(n)), np.sort(rng.normal(size=n)), np.sort(rng.normal(size=n))[::-1].copy()]
+    if n:
+        x = rng.normal(size=n)
+        x[rng.random(n) < 0.2] = np.inf
+        x[rng.random(n) < 0.2] = -np.inf
+        cases.append(x)
+        z = rng.normal(size=n)
+        z[rng.random(n) < 0.5] = 0.0
+        z[rng.random(n) < 0.3] = -0.0
+        cases.append(z)
+        w = rng.normal(size=n)
+        w[rng.integers(0, n)] = np.nan
+        cases.append(w)
+    for v in cases:
+        got, hoare, ref = _median_both(v)
+        assert np.array_equal(np.float64(got).view(np.int64), np.float64(hoare).view(np.int64)) or \
+            (np.isnan(got) and np.isnan(hoare))
+        if not np.isnan(v).any():
+            assert got == ref or (np.isnan(got) and np.isnan(ref))
+    longer = np.r_[rng.normal(size=n), np.full(5, -1e300)]
+    assert running.median_inplace(longer.copy(), n) == _median_both(longer[:n])[2] or n == 0
