@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import dask
 import pytest
 from astropy.io import fits
 
@@ -51,6 +52,16 @@ SUBARRAYS = {  # name: (SUBSTRT1, SUBSTRT2, SUBSIZE1, SUBSIZE2, EXP_TYPE)
     "FULL": (1, 1, 1032, 1024, "MIR_LRS-FIXEDSLIT"),
     "SLITLESSPRISM": (1, 529, 72, 416, "MIR_LRS-SLITLESS"),
 }
+
+
+@pytest.fixture
+def format3(monkeypatch):
+    """New exposure cubes in format 3 (plain zarr storage, lrscube's own commit scheme): for the
+    tests of that format's own mechanisms (format 4, the default, is an icechunk repository).
+    The environment variable carries it to the commands a test runs in another process."""
+    monkeypatch.setenv("DASK_LRSCUBE__STORE__FORMAT", "3")
+    with dask.config.set({"lrscube.store.format": 3}):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,9 @@ def make_cube(store, n: int = 36, n_full: int = 2, seed: int = 0, defects=DEFECT
     prof = profiles.load("lrs")
     cube.create(str(store), prof)
     mjd = exposure_mjd(n)
-    start = cube.begin_append(str(store), n)
+    app = cube.Append(str(store))
+    start = app.room(n)
+    arrays = app.data_arrays()
     metas = []
     for i in range(n):
         full = i < n_full
@@ -60,7 +62,7 @@ def make_cube(store, n: int = 36, n_full: int = 2, seed: int = 0, defects=DEFECT
                 sci[y - y0, x - x0] += amp
         err = np.full((ny, nx), 0.3, "float32")
         dq = np.zeros((ny, nx), "uint32")
-        cube.write_exposure(str(store), start + i, SimpleNamespace(sci=sci, err=err, dq=dq, y0=y0, x0=x0))
+        cube.write_exposure(str(store), start + i, SimpleNamespace(sci=sci, err=err, dq=dq, y0=y0, x0=x0), arrays)
         metas.append({"mjd": mjd[i], "expstart": mjd[i] - 0.001, "exptime": 100.0,
                       "exp_type": "MIR_LRS-FIXEDSLIT" if full else "MIR_LRS-SLITLESS",
                       "subarray": "FULL" if full else "SLITLESSPRISM", "detector": "MIRIMAGE",
@@ -68,7 +70,8 @@ def make_cube(store, n: int = 36, n_full: int = 2, seed: int = 0, defects=DEFECT
                       "exposure": f"{i:05d}", "filename": f"jw_{i:03d}_rate.fits", "source": "",
                       "product": "rate", "content_hash": f"h{i}", "exposure_key": f"k{i}", "nints": 1,
                       "bunit": "DN/s", "y0": y0, "x0": x0, "ny": ny, "nx": nx})
-    cube.commit(str(store), start, metas)
+    app.commit(start, metas, [cube.written(arrays)])
+    app.close()
     return mjd
 
 

@@ -141,8 +141,9 @@ class WriteFailed:
         return OSError(self.errno, self.strerror, self.path)
 
 
-def _write(xs: list[Exposure | Rejected], slots: list[int | None], store: str, arrays=None) -> list[int] | WriteFailed:
-    """Write each exposure of a group whose slot is given (None: rejected or a duplicate)."""
+def _write(xs: list[Exposure | Rejected], slots: list[int | None], store: str, arrays=None):
+    """Write each exposure of a group whose slot is given (None: rejected or a duplicate);
+    returns what the append's commit takes (:func:`lrscube.storage.cube.written`), or WriteFailed."""
     for x, slot in zip(xs, slots, strict=True):
         if slot is not None:
             try:
@@ -150,7 +151,7 @@ def _write(xs: list[Exposure | Rejected], slots: list[int | None], store: str, a
             except OSError as e:
                 return WriteFailed(e.filename or f"{cube.cube_url(store)} (exposure slot {slot})", e.errno,
                                    e.strerror or str(e))
-    return [s for s in slots if s is not None]
+    return cube.written(arrays)
 
 
 def files_per_task(batch_size: int, threads: int) -> int:
@@ -391,11 +392,12 @@ class _Batches:
 
     def finish(self, start, metas, writes, log_rows) -> None:
         """Wait for a batch's writes, commit it, log it."""
-        for done in self.client.gather(writes):
-            if isinstance(done, WriteFailed):
-                raise done.error()
+        done = self.client.gather(writes)
+        for d in done:
+            if isinstance(d, WriteFailed):
+                raise d.error()
         if metas:
-            self.app.commit(start, metas)
+            self.app.commit(start, metas, done)
         for r in log_rows:
             if r["status"] == "ingested":
                 self.summary.ingested.append(r["file"])

@@ -69,6 +69,7 @@ import zarr
 import zarr.api.asynchronous
 from zarr.codecs import Crc32cCodec
 
+from . import engine
 from . import store as st
 from .shards import buffer_prototype, get_all, shard_layout, sync, together
 
@@ -77,7 +78,7 @@ COORD_CHUNK = 4096
 #: plane holding its chunks, blosc lz4 + byte shuffle. 3: format 2 with a crc32c
 #: after each chunk, and on the coordinates' chunks. Readers handle all (zarr reads the layout
 #: from each array's metadata); an append keeps the layout the store has.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 #: per-exposure coordinates: name -> numpy dtype ("str" for strings)
 COORDS: dict[str, str] = {
@@ -126,9 +127,17 @@ def cube_url(store: str) -> str:
     return st.join(store, st.EXPOSURES)
 
 
+def is_repository(store: str) -> bool:
+    """Is the store's cube a format-4 one, an icechunk repository (:mod:`.engine`)?"""
+    return engine.is_repository(cube_url(store))
+
+
 def _open_group(store: str, mode: str = "r") -> zarr.Group:
-    read_only = mode == "r"
-    return zarr.open_group(st.zarr_store(cube_url(store), read_only=read_only), mode=mode, zarr_format=3)
+    """The cube's group; in a format-4 cube always the last commit, read-only (its writes go
+    through a session: :class:`Append`, :func:`drop`)."""
+    read_only = mode == "r" or is_repository(store)
+    return zarr.open_group(st.zarr_store(cube_url(store), read_only=read_only), mode="r" if read_only else mode,
+                           zarr_format=3)
 
 
 def exists(store: str) -> bool:
@@ -138,7 +147,8 @@ def exists(store: str) -> bool:
     try:
         g = _open_group(store)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        _refuse_orphaned_arrays(store, "is missing")
+        if not is_repository(store):  # format 4: a repository without a commit holds no data
+            _refuse_orphaned_arrays(store, "is missing")
         return False
     except (ValueError, TypeError, KeyError) as e:  # zarr.json there but not readable metadata
         raise _missing_metadata(store, f"is unreadable ({type(e).__name__}: {e})") from None
@@ -148,7 +158,14 @@ def exists(store: str) -> bool:
     return True
 
 
-def _missing_metadata(store: str, what: str) -> st.MissingMetadataError:
+def _missing_metadata(store: str, what: str, repository: bool = False) -> st.MissingMetadataError:
+    if repository:  # format 4: the branch's ref names the last commit; without it nothing is readable
+        return st.MissingMetadataError(
+            f"{cube_url(store)}: the exposure cube's icechunk repository has lost its branch "
+            f"(exposures/refs/branch.{engine.BRANCH}), but its snapshots and chunks are there: the store "
+            f"is damaged and nothing was written to it. To repair: restore exposures/refs/ from a backup "
+            f"of the store; or move {store} aside and ingest the files its ingest log lists "
+            "(ingest_log.parquet, status 'ingested') into a new store")
     return st.MissingMetadataError(
         f"{cube_url(store)}: the exposure cube's metadata (exposures/zarr.json) {what}, but its arrays "
         f"are there: the store is damaged and nothing was written to it. To repair: restore "
@@ -167,6 +184,8 @@ def _refuse_orphaned_arrays(store: str, what: str) -> None:
         return
     if not inside:
         return
+    if {p.rstrip("/").rsplit("/", 1)[-1] for p in inside} & {"snapshots", "manifests", "chunks"}:
+        raise _missing_metadata(store, what, repository=True)
     try:
         shape = json.loads(fs.cat_file(f"{path}/sci/zarr.json"))["shape"]
         written = fs.exists(f"{path}/sci/c")
@@ -183,7 +202,7 @@ def data_layout(frame_shape: tuple[int, int], chunk: tuple[int, int], format_ver
     if format_version == 1:
         # zstd level 1: as small as zarr's default level on noisy float32 sky, 4x faster to write
         return {"chunks": chunks, "compressors": zarr.codecs.ZstdCodec(level=1)}
-    if format_version not in (2, 3):
+    if format_version not in (2, 3, 4):
         raise ValueError(f"unknown exposure-cube format version {format_version}")
     ny, nx = frame_shape
     # one shard per exposure and plane: the whole frame, rounded up to whole chunks
@@ -202,7 +221,7 @@ def plane_layout(name: str, frame_shape: tuple[int, int], chunk: tuple[int, int]
     lrscube.intake.products.integration_scatter) takes blosc zstd: half the bytes lz4 leaves of
     it (lz4 + shuffle barely compresses it; docs/storage.md, "The planes of the cube")."""
     layout = data_layout(frame_shape, chunk, format_version)
-    if name in OPTIONAL_VARS and format_version in (2, 3):
+    if name in OPTIONAL_VARS and format_version >= 2:
         codec = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle=zarr.codecs.BloscShuffle.shuffle)
         layout["compressors"] = (codec, Crc32cCodec()) if format_version >= 3 else codec
     return layout
@@ -215,18 +234,34 @@ def coord_compressors(format_version: int = FORMAT_VERSION):
     return {}
 
 
-def create(store: str, profile, bunit: str | None = None, format_version: int = FORMAT_VERSION) -> zarr.Group:
+def default_format() -> int:
+    """The format of new cubes: ``lrscube.store.format`` in the dask config, else :data:`FORMAT_VERSION`."""
+    return int(dask.config.get("lrscube.store.format", None) or FORMAT_VERSION)
+
+
+def create(store: str, profile, bunit: str | None = None, format_version: int | None = None) -> zarr.Group:
     """Create an empty exposure cube for a mode profile (no-op check if it already exists).
 
     ``bunit``: the unit of sci and err, fixed for the cube's life (default ``profile.unit``).
 
-    ``format_version`` 1 makes the old unsharded layout (kept for tests of old stores).
+    ``format_version``: default :func:`default_format`; 4 makes the cube an icechunk repository
+    and its creation one commit; 3 and 2 the sharded layout on plain zarr storage; 1 the old
+    unsharded layout (kept for tests of old stores).
     """
     if exists(store):
         return _open_group(store, "r+")
+    format_version = default_format() if format_version is None else int(format_version)
     bunit = bunit or getattr(profile, "unit", "DN/s")
     ny, nx = profile.frame_shape
-    zs = st.zarr_store(cube_url(store))
+    session = None
+    if format_version >= 4:
+        url = cube_url(store)
+        # a repository without a commit is what a create killed before its commit leaves
+        repo = engine.open_repository(url) if engine.is_repository(url) else engine.create(url)
+        session = repo.writable_session(engine.BRANCH)
+        zs = session.store
+    else:
+        zs = st.zarr_store(cube_url(store))
     g = zarr.open_group(zs, mode="w", zarr_format=3)
     var_attrs = {"sci": {"units": bunit, "long_name": "slope"},
                  "err": {"units": bunit, "long_name": "1-sigma uncertainty of sci"},
@@ -257,9 +292,12 @@ def create(store: str, profile, bunit: str | None = None, format_version: int = 
     attrs = {"n_committed": 0, "profile": profile.name, "bunit": bunit,
              "frame_shape": list(profile.frame_shape), "format_version": format_version,
              "content_hash": DEFAULT_CONTENT_HASH}
-    if format_version >= 3:  # every array's metadata but its shape, checked by open_cube and verify
+    if format_version == 3:  # every array's metadata but its shape, checked by open_cube and verify
         attrs["metadata_crc"] = {k: v for k, v in st.seal_metadata(cube_url(store), list(specs)).items() if k}
     g.attrs["lrscube"] = seal(attrs)
+    if session is not None:  # format 4: the arrays, their metadata and the attributes in one commit
+        session.commit("create the exposure cube")
+        return _open_group(store)
     return g
 
 
@@ -317,7 +355,10 @@ def n_stored(store: str) -> int:
 def _open_arrays(store: str, names, read_only: bool = True) -> list[zarr.Array]:
     """The cube's arrays ``names``, opened together: on an object store one round trip for all
     of them instead of one after another (24 x ~30 ms on S3)."""
-    zs = st.zarr_store(cube_url(store), read_only=read_only)
+    return _arrays_on(st.zarr_store(cube_url(store), read_only=read_only), names)
+
+
+def _arrays_on(zs, names) -> list[zarr.Array]:
     opened = sync(together([zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3) for n in names]))
     return [zarr.Array(a) for a in opened]
 
@@ -330,6 +371,11 @@ class Append:
     array's metadata). Slots past ``n_committed`` are invisible to readers, and :meth:`close` (or
     the next writer's first :meth:`room`) trims the arrays back to the committed exposures.
     """
+
+    def __new__(cls, store: str):
+        if cls is Append and is_repository(store):
+            return super().__new__(_RepositoryAppend)
+        return super().__new__(cls)
 
     def __init__(self, store: str):
         self.store = store
@@ -368,8 +414,9 @@ class Append:
         that moment)."""
         return tuple(_for_writes(a) for a in (*self.arrays[:len(DATA_VARS)], *self.optional))
 
-    def commit(self, start: int, metas: list[dict]) -> int:
-        """Write the coordinates of slots ``start .. start+len(metas)`` and count them committed."""
+    def commit(self, start: int, metas: list[dict], written=()) -> int:
+        """Write the coordinates of slots ``start .. start+len(metas)`` and count them committed.
+        ``written``: what the write tasks of these slots returned (:func:`written`; format 4)."""
         n = self._committed
         if start != n:
             raise ValueError(f"commit of slots from {start}: the cube has {n} committed exposures "
@@ -380,17 +427,7 @@ class Append:
                              "append started from: another process wrote to the cube meanwhile")
         k = len(metas)
         if k:
-            sl = slice(start, start + k)
-            values = {"time": np.array([m["mjd"] for m in metas], dtype="float64")}
-            for name, dtype in COORDS.items():
-                vals = [m.get(name) for m in metas]
-                if dtype == "str":
-                    values[name] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
-                else:
-                    values[name] = np.array([np.nan if v is None else v for v in vals], dtype=dtype)
-            coords = self.arrays[len(DATA_VARS):]
-            # the 22 small writes (one chunk each, read-modify-write) go out together
-            sync(together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
+            _write_coords(self.arrays[len(DATA_VARS):], start, metas)
         attrs = dict(self.group.attrs["lrscube"])
         attrs["n_committed"] = start + k
         self.group.attrs["lrscube"] = seal(attrs)  # the commit point: one atomic write of the group metadata
@@ -403,8 +440,118 @@ class Append:
         self._resize(self._committed)
 
 
+class _RepositoryAppend(Append):
+    """:class:`Append` on a format-4 cube (an icechunk repository): each commit one icechunk commit.
+
+    A session with changes cannot be forked to the workers, so the arrays cannot grow before
+    the forks: each append's fork (:meth:`data_arrays`) grows sci/err/dq itself, the workers
+    write their shards into copies of it, and :meth:`commit` merges the copies the write tasks
+    return (:func:`written`) into a session on the branch as it is then, grows and writes the
+    coordinates, sets the committed count and commits. Nothing of an append is visible before
+    its commit and all of it after; a killed writer leaves the last commit, with no slot past
+    ``n_committed`` to trim. An append pipelined behind one not yet committed forks from the
+    same commit; its forks merge onto the next commit (each grows the arrays further).
+    """
+
+    def __init__(self, store: str):
+        self.store = store
+        self.repo = engine.open_repository(cube_url(store))
+        self._fork_base()
+        self._room = self._committed
+
+    def _fork_base(self) -> None:
+        """A session without changes on the branch's last commit, to fork the workers' sessions from."""
+        self.session = self.repo.writable_session(engine.BRANCH)
+        g = zarr.open_group(self.session.store, mode="r", zarr_format=3)
+        self._committed = int(_checked(self.store, g.attrs["lrscube"])["n_committed"])
+        self._planes = [*DATA_VARS, *optional_planes(g)]
+
+    def room(self, k: int, after: int | None = None, ahead: int = 0) -> int:
+        n = self._committed
+        if after is None:
+            after = n
+        elif after < n:
+            raise ValueError(f"append after slot {after}: below the {n} committed exposures")
+        self._room = after + k
+        return after
+
+    def data_arrays(self) -> tuple[zarr.Array, ...]:
+        """The planes on a fork of the last commit, grown to the last :meth:`room`: picklable
+        with the fork; each write task's copy comes back through :func:`written`."""
+        fork = self.session.fork()
+        arrays = _arrays_on(fork.store, self._planes)
+        for a in arrays:
+            if a.shape[0] < self._room:
+                a.resize((self._room, *a.shape[1:]))
+        return tuple(_for_writes(a) for a in arrays)
+
+    def commit(self, start: int, metas: list[dict], written=()) -> int:
+        n = self._committed
+        if start != n:
+            raise ValueError(f"commit of slots from {start}: the cube has {n} committed exposures "
+                             "(appends commit in slot order)")
+        session = self.repo.writable_session(engine.BRANCH)
+        g = zarr.open_group(session.store, mode="r+", zarr_format=3)
+        attrs = _checked(self.store, g.attrs["lrscube"])
+        if int(attrs["n_committed"]) != n:  # the ingest lock keeps other writers out; this catches one that got past it
+            raise StoreError(f"{cube_url(self.store)}: {attrs['n_committed']} exposures committed, not the {n} "
+                             "this append started from: another process wrote to the cube meanwhile")
+        forks = [f for f in written if f is not None]
+        if forks:
+            session.merge(*forks)
+        k = len(metas)
+        if k:
+            arrays = _arrays_on(session.store, [*self._planes, "time", *COORDS])
+            sync(together([a.async_array.resize((start + k, *a.shape[1:])) for a in arrays
+                           if a.shape[0] != start + k]))
+            _write_coords(_arrays_on(session.store, ["time", *COORDS]), start, metas)
+        attrs["n_committed"] = start + k
+        g.attrs["lrscube"] = seal(attrs)
+        session.commit(f"ingest: {k} exposures, slots {start}..{start + k - 1}" if k else "ingest: no exposures")
+        self._fork_base()
+        return start + k
+
+    def close(self) -> None:
+        """Nothing to trim: what was not committed was never part of the cube."""
+
+
+def written(arrays) -> object | None:
+    """What a write task returns so that its writes are committed: the icechunk fork its
+    ``arrays`` (:meth:`Append.data_arrays`) wrote to (format 4), None otherwise."""
+    return engine.session_of(arrays[0]) if arrays else None
+
+
+def _write_coords(coords, start: int, metas: list[dict]) -> None:
+    """The per-exposure coordinates of slots ``start .. start+len(metas)`` into the arrays ``coords``."""
+    sl = slice(start, start + len(metas))
+    values = {"time": np.array([m["mjd"] for m in metas], dtype="float64")}
+    for name, dtype in COORDS.items():
+        vals = [m.get(name) for m in metas]
+        if dtype == "str":
+            values[name] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
+        else:
+            values[name] = np.array([np.nan if v is None else v for v in vals], dtype=dtype)
+    # the 22 small writes (one chunk each, read-modify-write) go out together
+    sync(together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
+
+
+def append_exposures(store: str, exposures, metas: list[dict]) -> int:
+    """Append ``exposures`` (each with ``sci``, ``err``, ``dq``, ``y0``, ``x0``) and their
+    coordinates ``metas`` in this process, as one commit; returns the committed count."""
+    app = Append(store)
+    start = app.room(len(metas))
+    arrays = app.data_arrays()
+    for i, e in enumerate(exposures):
+        write_exposure(store, start + i, e, arrays)
+    n = app.commit(start, metas, [written(arrays)])
+    app.close()
+    return n
+
+
 def begin_append(store: str, k: int, after: int | None = None) -> int:
-    """Make room for ``k`` exposures in the store; returns the first new index (:meth:`Append.room`)."""
+    """Make room for ``k`` exposures in the store; returns the first new index (:meth:`Append.room`).
+    Formats 1-3 only, where the room is in the store itself; a format-4 cube appends through
+    one :class:`Append` (or :func:`append_exposures`)."""
     return Append(store).room(k, after)
 
 
@@ -471,6 +618,9 @@ def write_exposure(store: str, index: int, exp, arrays: tuple[zarr.Array, ...] |
     own store (local disk or fsspec/S3), about half the CPU of ``a[region] = data`` through
     zarr's codec pipeline. Any other layout (format 1, unexpected codecs) goes through zarr.
     """
+    if arrays is None and is_repository(store):
+        raise StoreError(f"{cube_url(store)}: a format-4 cube is written through Append.data_arrays(), "
+                         "and its commit takes what written() returns")
     arrays = arrays or data_arrays(store)
     ny, nx = exp.sci.shape
     shards: list[tuple[zarr.Array, bytes]] = []
@@ -710,7 +860,9 @@ def drop(store: str, names) -> pd.DataFrame:
     with st.writer_lock(store, st.INGEST_LOCK, "ingest"), st.writer_lock(store, st.DETECT_LOCK, "detect"):
         if not exists(store):
             raise FileNotFoundError(f"{cube_url(store)}: no exposure cube here")
-        g = _open_group(store, "r+")
+        # format 4: the drop list and the shards' deletion in one icechunk commit
+        session = engine.writable_session(cube_url(store)) if is_repository(store) else None
+        g = zarr.open_group(session.store, mode="r+", zarr_format=3) if session else _open_group(store, "r+")
         attrs = _checked(store, g.attrs["lrscube"])
         n = int(attrs["n_committed"])
         gone = dropped_slots(attrs)
@@ -744,10 +896,13 @@ def drop(store: str, names) -> pd.DataFrame:
             raise ValueError(f"{cube_url(store)}: no stored exposure named {', '.join(map(repr, unknown))} "
                              "(give file names, sources, exposure keys or slot:N); nothing was dropped")
         attrs["dropped"] = sorted(gone | slots)
-        g.attrs["lrscube"] = seal(attrs)  # the commit: one atomic write of the group metadata
-        arrays = _open_arrays(store, [*DATA_VARS, *optional_planes(g)], read_only=False)
-        for a in arrays:  # the data goes after the commit; a kill here leaves unread shards only
+        g.attrs["lrscube"] = seal(attrs)  # format 3: the commit, one atomic write of the group metadata
+        planes = [*DATA_VARS, *optional_planes(g)]
+        arrays = _arrays_on(session.store, planes) if session else _open_arrays(store, planes, read_only=False)
+        for a in arrays:  # format 3: the data goes after the commit; a kill here leaves unread shards only
             _delete_slots(a, sorted(slots))
+        if session is not None:
+            session.commit(f"drop: slots {', '.join(map(str, sorted(slots)))}")
     rows = pd.DataFrame({"slot": sorted(slots)})
     for c, v in table.items():
         rows[c] = [v[i] for i in rows["slot"]]

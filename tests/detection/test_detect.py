@@ -198,22 +198,21 @@ def test_store_two_stage_run_equals_in_memory(tmp_path):
     prof = profiles.load("lrs")
     store = str(tmp_path / "s")
     cube.create(store, prof)
-    start = cube.begin_append(store, ds.sizes["time"])
 
     class E:  # what write_exposure needs
         pass
 
-    metas = []
+    metas, exps = [], []
     # stored out of time order (files arrive in any order): stage 1 reads its frames by position
     order = np.random.default_rng(3).permutation(ds.sizes["time"])
-    for k, i in enumerate(order):
+    for i in order:
         e = E()
         e.sci, e.err, e.dq = (ds[v].values[i] for v in ("sci", "err", "dq"))
         e.y0, e.x0 = 300, 300
-        cube.write_exposure(store, start + k, e)
+        exps.append(e)
         metas.append({"mjd": float(ds.mjd[i]), "expstart": float(ds.expstart[i]), "exptime": 100.0, "nints": 1,
                       "filename": f"f{i}", "y0": 300, "x0": 300, "ny": 96, "nx": 40})
-    cube.commit(store, start, metas)
+    cube.append_exposures(store, exps, metas)
     a, _ = detect_dataset(cube.open_cube(store), "lrs", tiles=(128, 129))
     detect(store, progress=False, write_mask=False, tiles=(128, 129), work_precision_sigma=0)
     b = open_intervals(store)

@@ -57,9 +57,10 @@ def test_appends_over_runs_in_any_order_give_a_sorted_cube(client, product_facto
     assert list(raw.filename.values) == [f.name for f in files]
 
 
-def test_a_run_longer_than_its_reserve_grows_in_blocks(client, product_factory, tmp_path, monkeypatch):
+def test_a_run_longer_than_its_reserve_grows_in_blocks(client, product_factory, tmp_path, monkeypatch, format3):
     """A run grows the arrays for at most RESERVE files at a time; past it, later batches grow
-    them again, and the run ends trimmed to exactly the exposures it committed."""
+    them again, and the run ends trimmed to exactly the exposures it committed (format 3: a
+    format-4 cube grows with each commit)."""
     import importlib
 
     monkeypatch.setattr(importlib.import_module("lrscube.intake.ingest"), "RESERVE", 3)  # lrscube.ingest is the function
@@ -100,7 +101,7 @@ def _copy_with_other_ids(src, dst):
 
 
 @pytest.mark.parametrize("old_cube", [False, True])
-def test_content_hash_is_the_cubes_own(client, product_factory, tmp_path, old_cube):
+def test_content_hash_is_the_cubes_own(client, product_factory, tmp_path, old_cube, format3):
     import hashlib
 
     import xxhash
@@ -432,8 +433,16 @@ def test_ingest_keeps_the_scatter_between_integrations_of_a_rateints_file_only(c
     assert np.median(inside) == pytest.approx(stats_chi2_median(5) / 5, abs=0.05)
     assert inside[200, 30] > 6  # ~ 1 + 6 x 9 / 5
     assert np.isnan(q[1:]).all()
-    shards = sorted(p.name for p in (store / "exposures" / "intscat" / "c").iterdir())
-    assert shards == ["0"]  # slot 0 only: the rate file and the 2-integration file store nothing
+    from zarr.core.sync import sync
+
+    from lrscube.storage import cube as cube_mod, store as st
+
+    async def keys(zs, prefix):
+        return sorted([k async for k in zs.list_prefix(prefix)])
+
+    shards = [k for k in sync(keys(st.zarr_store(cube_mod.cube_url(str(store)), read_only=True), "intscat/"))
+              if "/c/" in k]
+    assert shards == ["intscat/c/0/0/0"]  # slot 0 only: the rate file and the 2-integration file store nothing
     from lrscube.storage.verify import verify
 
     assert verify(str(store)).ok

@@ -28,6 +28,9 @@ from lrscube.masks import maskcube
 from lrscube.storage import store as st
 from lrscube.storage.verify import verify
 
+# format 3's own mechanisms (its files, its commit by group metadata); format 4: tests/storage/test_icechunk.py
+pytestmark = pytest.mark.usefixtures("format3")
+
 
 def _shard(store, var, slot) -> Path:
     return Path(store) / "exposures" / var / "c" / str(slot) / "0" / "0"

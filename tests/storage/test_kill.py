@@ -16,6 +16,9 @@ from conftest import write_product
 
 import lrscube
 
+# format 3's own mechanisms (its files, its commit by group metadata); format 4: tests/storage/test_icechunk.py
+pytestmark = pytest.mark.usefixtures("format3")
+
 N_FILES = 12
 
 

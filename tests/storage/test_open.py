@@ -1,4 +1,4 @@
-"""The cube and the mask open in plain xarray + zarr (no lrscube), one dask chunk per stored
+"""The cube and the mask open with icechunk + xarray (no lrscube), one dask chunk per stored
 exposure or epoch, and lrscube's open_cube reads the same values in time order."""
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from store_factory import intervals_table, make_cube
 #: what docs/notebook.md shows a user without lrscube (the test runs this text)
 XARRAY_ONLY = '''
 import json, sys
+import icechunk
 import numpy as np
 import xarray as xr
-import zarr
 
 store, out = sys.argv[1], sys.argv[2]
-attrs = zarr.open_group(f"{store}/exposures", mode="r").attrs["lrscube"]
+repo = icechunk.Repository.open(icechunk.local_filesystem_storage(f"{store}/exposures"))
+cube = xr.open_zarr(repo.readonly_session("main").store, consolidated=False, chunks={"y": -1, "x": -1})
+attrs = cube.attrs["lrscube"]
 keep = [i for i in range(attrs["n_committed"]) if i not in set(attrs.get("dropped", []))]
-cube = xr.open_zarr(f"{store}/exposures", consolidated=False, chunks={"y": -1, "x": -1}).isel(time=keep)
+cube = cube.isel(time=keep)
 mean = cube.sci.mean("time").compute()
 history = cube.sci.isel(y=slice(640, 661), x=20).sortby("time")
 outputs = json.load(open(f"{store}/detect.json"))["outputs"]
@@ -40,8 +42,9 @@ print(json.dumps({"lrscube_imported": any(k.split(".")[0] == "lrscube" for k in 
                   "n": len(keep), "filenames": sorted(str(f) for f in cube.filename.values)}))
 '''
 #: the lines of XARRAY_ONLY that docs/notebook.md shows (the test checks they are there)
-SHOWN = ['attrs = zarr.open_group(f"{store}/exposures", mode="r").attrs["lrscube"]',
-         'cube = xr.open_zarr(f"{store}/exposures", consolidated=False, chunks={"y": -1, "x": -1}).isel(time=keep)',
+SHOWN = ['repo = icechunk.Repository.open(icechunk.local_filesystem_storage(f"{store}/exposures"))',
+         'cube = xr.open_zarr(repo.readonly_session("main").store, consolidated=False, chunks={"y": -1, "x": -1})',
+         "cube = cube.isel(time=keep)",
          "mask = xr.open_zarr(f\"{store}/{outputs['mask']}\", consolidated=False, chunks={\"y\": -1, \"x\": -1})"]
 
 
@@ -99,15 +102,14 @@ def test_open_cube_sorts_time_and_reads_slices_of_the_store(store, tmp_path):
     rev = tmp_path / "reversed.zarr"
     cube.create(str(rev), lrscube.load_profile("lrs"))
     n = src.sizes["time"]
-    start = cube.begin_append(str(rev), n)
     table = cube.exposure_table(store)
-    metas = []
+    metas, exps = [], []
     for k, i in enumerate(range(n - 1, -1, -1)):
         one = src.isel(time=i)
         e = type("E", (), {"sci": one.sci.values, "err": one.err.values, "dq": one.dq.values, "y0": 0, "x0": 0})
-        cube.write_exposure(str(rev), start + k, e)
+        exps.append(e)
         metas.append({c: table[c].iloc[i] for c in cube.COORDS if c in table})
-    cube.commit(str(rev), start, metas)
+    cube.append_exposures(str(rev), exps, metas)
     ds = lrscube.open_cube(str(rev))
     assert (np.diff(ds.time.values.astype("int64")) > 0).all()
     np.testing.assert_array_equal(ds.sci.values, src.sci.values)
