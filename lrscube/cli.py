@@ -204,6 +204,16 @@ def cmd_drop(a):
     return 0
 
 
+def cmd_migrate(a):
+    from .storage.migrate import migrate
+
+    got = migrate(a.store, a.out, progress=True)
+    print(f"migrated {a.store} -> {a.out}: {got['exposures']} exposures in {got['commits']} commits "
+          f"(format 4, an icechunk repository); copied {', '.join(got['copied']) or 'nothing else'}; "
+          f"{a.store} is unchanged")
+    return 0
+
+
 def cmd_demo(a):
     from .demo import demo
 
@@ -295,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add in (_simulate_parser, _ingest_parser, _exposures_parser, _detect_parser, _intervals_parser,
                 _mask_at_parser, _export_crds_parser, _apply_parser, _evaluate_parser, _report_parser,
-                _spectra_check_parser, _verify_parser, _drop_parser, _demo_parser):  # the order of --help
+                _spectra_check_parser, _verify_parser, _drop_parser, _migrate_parser, _demo_parser):  # the order of --help
         add(sub)
     _add_ops_commands(sub)
     return ap
@@ -455,6 +465,13 @@ def _drop_parser(sub) -> None:
     p.add_argument("names", nargs="+", metavar="NAME",
                    help="file name, source path/URL, exposure key, or slot:N (as `lrscube verify` lists them)")
     p.set_defaults(func=cmd_drop)
+
+
+def _migrate_parser(sub) -> None:
+    p = sub.add_parser("migrate", help="copy a store of format 1-3 into a new format-4 store (icechunk)")
+    _add_store(p)
+    p.add_argument("--out", required=True, help="the new store (must not exist)")
+    p.set_defaults(func=cmd_migrate)
 
 
 def _demo_parser(sub) -> None:

@@ -140,3 +140,32 @@ def test_kill_minus_nine_during_ingest_leaves_whole_batches_then_a_rerun_complet
     table = cube.exposure_table(store)
     assert sorted(table.filename) == sorted(Path(f).name for f in files)  # none lost, none doubled
     assert verify(store).ok
+
+
+def test_migrate_copies_a_format3_store_into_format4_with_nothing_lost(tmp_path, format3, capsys):
+    from store_factory import intervals_table
+
+    from lrscube.masks import maskcube as mc
+
+    old = str(tmp_path / "old")
+    mjd = make_cube(old, n=30, n_full=2)
+    mc.write_mask_cube(old, intervals_table(mjd), "lrs", cube.exposure_table(old))
+    cube.drop(old, ["jw_003_rate.fits"])
+    assert not cube.is_repository(old)
+    files_before = sorted((p.relative_to(old), p.stat().st_mtime_ns) for p in Path(old).rglob("*") if p.is_file()
+                          and not p.name.endswith(".lock"))
+    new = str(tmp_path / "new")
+    assert cli.main(["migrate", "--store", old, "--out", new]) == 0
+    assert "29 exposures" in capsys.readouterr().out
+    assert cube.is_repository(new) and cube.info(new)["format_version"] == 4 and verify(new).ok
+    a, b = lrscube.open_cube(old), lrscube.open_cube(new)
+    assert list(a.filename.values) == list(b.filename.values) and "jw_003_rate.fits" not in b.filename.values
+    for v in ("sci", "err", "dq"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    np.testing.assert_array_equal(lrscube.open_mask(old).dq.values, lrscube.open_mask(new).dq.values)
+    assert len(lrscube.open_intervals(new)) == len(lrscube.open_intervals(old))
+    # the old store is only read
+    assert sorted((p.relative_to(old), p.stat().st_mtime_ns) for p in Path(old).rglob("*") if p.is_file()
+                  and not p.name.endswith(".lock")) == files_before
+    assert cli.main(["migrate", "--store", old, "--out", new]) == 2  # never over an existing store
+    assert "exists" in capsys.readouterr().err
