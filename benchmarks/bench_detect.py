@@ -79,19 +79,23 @@ def write_cube(store: str, n: int, client, seed: int = 0):
     have = cube.n_committed(store)
     if have >= n:
         return
-    start = cube.begin_append(store, n - have)
+    app = cube.Append(store)
+    start = app.room(n - have)
+    arrays = app.data_arrays()
 
     def one(i):
         e, t = make_exposure(i, seed, n_total=n)
-        cube.write_exposure(store, start + (i - have), e)
-        return i, t
+        cube.write_exposure(store, start + (i - have), e, arrays)
+        return i, t, cube.written(arrays)  # format 4: the fork the commit merges
 
-    out = dict(client.gather(client.map(one, range(have, n), pure=False)))
+    got = client.gather(client.map(one, range(have, n), pure=False))
+    out = {i: t for i, t, _ in got}
     metas = [{"mjd": 60000.0 + i * 0.5, "expstart": 60000.0 + i * 0.5 - 0.01, "exptime": out[i], "nints": 1,
               "filename": f"bench_{i:05d}", "subarray": "FULL", "exp_type": "MIR_LRS-FIXEDSLIT",
               "detector": "MIRIMAGE", "bunit": "DN/s", "y0": 0, "x0": 0, "ny": 1024, "nx": 1032}
              for i in range(have, n)]
-    cube.commit(store, start, metas)
+    app.commit(start, metas, [w for *_, w in got])
+    app.close()
 
 
 def _rss_mb():

@@ -55,7 +55,7 @@ def write_zarr(store: str, n: int, client) -> float:
     from lrscube.storage import cube
     from lrscube.config import profiles
 
-    cube.create(store, profiles.load("lrs"))
+    cube.create(store, profiles.load("lrs"), format_version=3)  # lrscube's own commit scheme
     t0 = time.perf_counter()
     app = cube.Append(store)
     end = None
@@ -120,7 +120,7 @@ def write_ice(path: str, n: int, client) -> float:
     st.zarr_store = lambda url, read_only=False: _ice_path(session.store)  # cube.create's arrays, in the repo
     st.seal_metadata = lambda url, names: {}  # reads metadata files by path; the repo has its own checksums
     try:
-        cube.create(path, profiles.load("lrs"))
+        cube.create(path, profiles.load("lrs"), format_version=3)  # the same arrays, inside the session
     finally:
         st.zarr_store, st.seal_metadata = real, real_seal
     session.commit("create the exposure cube")

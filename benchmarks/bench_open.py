@@ -54,15 +54,18 @@ def write_store(store: str, n: int, epochs: int) -> None:
         return
     prof = profiles.load("lrs")
     cube.create(store, prof)
-    start = cube.begin_append(store, n)
+    app = cube.Append(store)
+    start = app.room(n)
+    arrays = app.data_arrays()
     metas = []
     for i in range(n):
         e, t = make_exposure(i, seed=0, n_total=n)
-        cube.write_exposure(store, start + i, e)
+        cube.write_exposure(store, start + i, e, arrays)
         metas.append({"mjd": 60000.0 + i * 0.5, "expstart": 60000.0 + i * 0.5 - 0.01, "exptime": t, "nints": 1,
                       "filename": f"bench_{i:05d}", "subarray": "FULL", "exp_type": "MIR_LRS-FIXEDSLIT",
                       "detector": "MIRIMAGE", "bunit": "DN/s", "y0": 0, "x0": 0, "ny": 1024, "nx": 1032})
-    cube.commit(store, start, metas)
+    app.commit(start, metas, [cube.written(arrays)])
+    app.close()
     rng = np.random.default_rng(1)
     k = 4000
     edges = 60000.0 + np.linspace(0, n * 0.5, epochs + 1)[1:-1]

@@ -1118,7 +1118,7 @@ def _storage_rows(ds, source: str) -> np.ndarray | None:
     import zarr
 
     try:
-        g = zarr.open_group(st.zarr_store(source, read_only=True), mode="r")
+        g = zarr.open_group(cube.zarr_store(source, read_only=True), mode="r")
         n = int(g.attrs["lrscube"]["n_committed"])
         gone = {int(i) for i in g.attrs["lrscube"].get("dropped", ())}
         if tuple(g["sci"].shape[1:]) != (ds.sizes["y"], ds.sizes["x"]) or "filename" not in ds.coords:
@@ -1408,7 +1408,7 @@ def _named(e: st.CorruptDataError, store: str) -> st.CorruptDataError:
         try:
             import zarr
 
-            g = zarr.open_group(st.zarr_store(st.join(store, st.EXPOSURES), read_only=True), mode="r")
+            g = zarr.open_group(cube.zarr_store(st.join(store, st.EXPOSURES), read_only=True), mode="r")
             e.exposure = str(g["filename"][int(e.slot)])
         except Exception:  # noqa: BLE001 - the name is a courtesy; the slot is in the message
             pass

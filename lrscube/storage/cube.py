@@ -127,6 +127,17 @@ def cube_url(store: str) -> str:
     return st.join(store, st.EXPOSURES)
 
 
+def zarr_store(url: str, read_only: bool = False):
+    """The zarr store of the exposure cube at ``url`` (:func:`cube_url`): in format 4 (an icechunk
+    repository) the branch's last commit, read-only (its writes go through a session:
+    :class:`Append`, :func:`drop`); else :func:`lrscube.storage.store.zarr_store`."""
+    if engine.is_repository(url):
+        if not read_only:
+            raise StoreError(f"{url}: an icechunk repository is written through a session, not opened for writing")
+        return engine.read_store(url)
+    return st.zarr_store(url, read_only=read_only)
+
+
 def is_repository(store: str) -> bool:
     """Is the store's cube a format-4 one, an icechunk repository (:mod:`.engine`)?"""
     return engine.is_repository(cube_url(store))
@@ -136,7 +147,7 @@ def _open_group(store: str, mode: str = "r") -> zarr.Group:
     """The cube's group; in a format-4 cube always the last commit, read-only (its writes go
     through a session: :class:`Append`, :func:`drop`)."""
     read_only = mode == "r" or is_repository(store)
-    return zarr.open_group(st.zarr_store(cube_url(store), read_only=read_only), mode="r" if read_only else mode,
+    return zarr.open_group(zarr_store(cube_url(store), read_only=read_only), mode="r" if read_only else mode,
                            zarr_format=3)
 
 
@@ -355,7 +366,7 @@ def n_stored(store: str) -> int:
 def _open_arrays(store: str, names, read_only: bool = True) -> list[zarr.Array]:
     """The cube's arrays ``names``, opened together: on an object store one round trip for all
     of them instead of one after another (24 x ~30 ms on S3)."""
-    return _arrays_on(st.zarr_store(cube_url(store), read_only=read_only), names)
+    return _arrays_on(zarr_store(cube_url(store), read_only=read_only), names)
 
 
 def _arrays_on(zs, names) -> list[zarr.Array]:
@@ -665,7 +676,7 @@ def read_plane(url: str, rows, name: str) -> np.ndarray | None:
     """Plane ``name`` (an :data:`OPTIONAL_VARS` one) of the exposures at storage positions
     ``rows``, whole frames (an exposure without it: the fill value); None when the cube has no
     such array (made before it existed)."""
-    g = zarr.open_group(st.zarr_store(url, read_only=True), mode="r")
+    g = zarr.open_group(zarr_store(url, read_only=True), mode="r")
     if name not in optional_planes(g):
         return None
     return _read_planes(url, g, [name], rows, "fill")[0]
@@ -681,7 +692,7 @@ def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.n
     naming the array, slot and chunk. A slot without a shard reads as the fill value, or with
     ``missing="error"`` (committed exposures, which always have one) raises it too.
     """
-    g = zarr.open_group(st.zarr_store(url, read_only=True), mode="r")
+    g = zarr.open_group(zarr_store(url, read_only=True), mode="r")
     return tuple(_read_planes(url, g, list(DATA_VARS), rows, missing))
 
 
@@ -823,7 +834,7 @@ class _CommittedView(zarr.storage.WrapperStore):
 def committed_store(store: str, n: int):
     """The cube's zarr store as readers open it: arrays cut to the ``n`` committed slots
     (:class:`_CommittedView`)."""
-    return _CommittedView(st.zarr_store(cube_url(store), read_only=True), n)
+    return _CommittedView(zarr_store(cube_url(store), read_only=True), n)
 
 
 def exposure_table(store: str) -> pd.DataFrame:

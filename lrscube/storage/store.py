@@ -106,16 +106,9 @@ def fs_and_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def zarr_store(url: str, read_only: bool = False):
-    """A zarr store object for a local path or fsspec URL; for a format-4 exposure cube (an
-    icechunk repository) its last commit, read-only (writes go through a session:
-    :mod:`lrscube.storage.engine`)."""
+    """A zarr store object for a local path or fsspec URL (the exposure cube's:
+    :func:`lrscube.storage.cube.zarr_store`, which knows format 4)."""
     url = str(url)
-    from . import engine
-
-    if engine.is_repository(url):
-        if not read_only:
-            raise StoreError(f"{url}: an icechunk repository is written through a session, not opened for writing")
-        return engine.read_store(url)
     if is_remote(url):
         return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options(url), read_only=read_only)
     return zarr.storage.LocalStore(url, read_only=read_only)

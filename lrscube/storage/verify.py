@@ -104,7 +104,7 @@ def _verify_cube(store: str, rep: VerifyReport) -> None:
     if version < 3:
         rep.notes.append(f"exposure cube format {version}: its chunks carry no checksum (format 3 does); "
                          "damage is found only where it makes a chunk undecodable")
-    g = zarr.open_group(st.zarr_store(cube.cube_url(store), read_only=True), mode="r")
+    g = zarr.open_group(cube.zarr_store(cube.cube_url(store), read_only=True), mode="r")
     arrays = {}
     for name in (*cube.PLANES, "time", *cube.COORDS, "y", "x"):
         try:
