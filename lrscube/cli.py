@@ -538,6 +538,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     if "lrscube.storage.store" in sys.modules:
         store = sys.modules["lrscube.storage.store"]
         known += [store.StoreError, store.LockedError]
+    if "icechunk" in sys.modules:  # the exposure cube's storage engine (format 4)
+        known.append(sys.modules["icechunk"].IcechunkError)
     return tuple(known)
 
 
@@ -549,6 +551,11 @@ def describe_error(e: BaseException) -> str:
         return f"{path}: {e.strerror}" if path else e.strerror
     if isinstance(e, ValueError) and "checksum" in str(e):  # zarr's crc32c codec on a damaged chunk
         return f"corrupt data in the store ({e}); `lrscube verify --store STORE` lists what is damaged"
+    if "icechunk" in sys.modules and isinstance(e, sys.modules["icechunk"].IcechunkError):
+        from .storage.engine import describe
+
+        return (f"the exposure cube's icechunk repository failed ({describe(e)}); nothing was committed; "
+                "`lrscube verify --store STORE` lists what is damaged")
     return str(e) or type(e).__name__
 
 

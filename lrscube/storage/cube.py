@@ -71,7 +71,7 @@ from zarr.codecs import Crc32cCodec
 
 from . import engine
 from . import store as st
-from .shards import buffer_prototype, get_all, shard_layout, sync, together
+from .shards import Unreadable, buffer_prototype, get_all, shard_layout, sync, together
 
 COORD_CHUNK = 4096
 #: 1: one object per (1, *geometry.chunk) chunk, zstd level 1. 2: one shard object per exposure and
@@ -158,8 +158,14 @@ def exists(store: str) -> bool:
     try:
         g = _open_group(store)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        if not is_repository(store):  # format 4: a repository without a commit holds no data
+        if not is_repository(store):
             _refuse_orphaned_arrays(store, "is missing")
+        elif engine.has_commits(cube_url(store)):  # only a repository without a commit holds no cube
+            raise st.CorruptDataError(
+                f"the branch's last commit holds no exposure cube: a damaged snapshot or branch ref "
+                f"(exposures/snapshots/, exposures/refs/). Nothing was written; restore them from a backup "
+                f"of the store, or move {store} aside and ingest the files its ingest log lists into a new "
+                "store", url=cube_url(store)) from None
         return False
     except (ValueError, TypeError, KeyError) as e:  # zarr.json there but not readable metadata
         raise _missing_metadata(store, f"is unreadable ({type(e).__name__}: {e})") from None
@@ -305,6 +311,8 @@ def create(store: str, profile, bunit: str | None = None, format_version: int | 
              "content_hash": DEFAULT_CONTENT_HASH}
     if format_version == 3:  # every array's metadata but its shape, checked by open_cube and verify
         attrs["metadata_crc"] = {k: v for k, v in st.seal_metadata(cube_url(store), list(specs)).items() if k}
+    elif format_version >= 4:  # the same, read from the session (icechunk's snapshots carry no checksum)
+        attrs["metadata_crc"] = st.metadata_crcs(_metadata_docs(cube_url(store), zs, list(specs)))
     g.attrs["lrscube"] = seal(attrs)
     if session is not None:  # format 4: the arrays, their metadata and the attributes in one commit
         session.commit("create the exposure cube")
@@ -313,9 +321,19 @@ def create(store: str, profile, bunit: str | None = None, format_version: int | 
 
 
 def check_metadata(store: str, attrs: dict) -> None:
-    """The arrays' metadata against the checksums recorded at creation (format 3)."""
-    if attrs.get("metadata_crc"):
-        st.check_metadata(cube_url(store), attrs["metadata_crc"])
+    """The arrays' metadata against the checksums recorded at creation (formats 3 and 4)."""
+    crcs = attrs.get("metadata_crc")
+    if not crcs:
+        return
+    url = cube_url(store)
+    docs = _metadata_docs(url, zarr_store(url, read_only=True), list(crcs)) if is_repository(store) else None
+    st.check_metadata(url, crcs, docs=docs)
+
+
+def _metadata_docs(url: str, zs, names) -> dict[str, dict]:
+    """The zarr.json documents of the arrays ``names`` as the zarr store ``zs`` gives them."""
+    blobs = sync(get_all([zarr.storage.StorePath(zs, f"{n}/zarr.json") for n in names]))
+    return {n: st.parse_metadata(url, n, b) for n, b in zip(names, blobs, strict=True)}
 
 
 def seal(attrs: dict) -> dict:
@@ -710,6 +728,8 @@ def _read_planes(url: str, g: zarr.Group, names, rows, missing: str) -> list[np.
             try:
                 if blob is None and missing == "error":
                     raise CorruptDataError("shard missing: a committed exposure's data is not in the store")
+                if isinstance(blob, Unreadable):
+                    raise CorruptDataError(f"shard unreadable ({blob})")
                 layout.decode_into(blob, frames[k])
             except CorruptDataError as e:
                 e.url, e.array, e.slot = url, name, int(rows[k])

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+import zarr
+
 from . import store as st
 
 #: the branch every lrscube commit goes to
@@ -68,7 +70,7 @@ def open_repository(url: str):
         return _icechunk().Repository.open(storage(url))
     except Exception as e:  # icechunk raises its own error types for an unreadable repository
         raise st.MissingMetadataError(f"{url}: the exposure cube's icechunk repository cannot be opened "
-                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                                      f"({describe(e)})") from None
 
 
 def read_store(url: str, snapshot: str | None = None):
@@ -77,9 +79,65 @@ def read_store(url: str, snapshot: str | None = None):
     try:
         session = repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session(BRANCH)
     except Exception as e:  # a snapshot the branch names is missing or unreadable
-        raise st.CorruptDataError(f"the icechunk commit cannot be read ({type(e).__name__}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})", url=url) from None
-    return session.store
+        raise st.CorruptDataError(f"the icechunk commit cannot be read ({describe(e)})", url=url) from None
+    return _Reads(session.store, url)
+
+
+def is_engine_error(e: BaseException) -> bool:
+    """Is ``e`` icechunk's own error (damaged or missing repository objects, a failed commit)?"""
+    return any(c.__name__ == "IcechunkError" for c in type(e).__mro__)
+
+
+def describe(e: BaseException) -> str:
+    """icechunk's error in one line (its message carries a multi-line context)."""
+    lines = [ln.strip(" x|`->") for ln in str(e).strip().splitlines()]
+    return next((ln for ln in lines if ln), type(e).__name__)
+
+
+class _Reads(zarr.storage.WrapperStore):
+    """A read-only session's store whose errors are :class:`~lrscube.storage.store.CorruptDataError`
+    naming the key: a snapshot or manifest that is damaged or gone is damage in the store, and
+    every reader (lrscube's, xarray's, a dask task's) reports it as such."""
+
+    def __init__(self, store, url: str):
+        super().__init__(store)
+        self.url = url
+
+    def _with_store(self, store):
+        return type(self)(store, self.url)
+
+    def _damage(self, e: Exception, key: str) -> Exception:
+        if not is_engine_error(e):
+            return e
+        return st.CorruptDataError(f"the icechunk repository cannot give {key} ({describe(e)})", url=self.url)
+
+    async def get(self, key, prototype, byte_range=None):
+        try:
+            return await self._store.get(key, prototype, byte_range)
+        except Exception as e:
+            raise self._damage(e, key) from None
+
+    async def get_partial_values(self, prototype, key_ranges):
+        try:
+            return await self._store.get_partial_values(prototype, key_ranges)
+        except Exception as e:
+            raise self._damage(e, ", ".join(k for k, _ in key_ranges)[:200]) from None
+
+    async def exists(self, key):
+        try:
+            return await self._store.exists(key)
+        except Exception as e:
+            raise self._damage(e, key) from None
+
+
+def has_commits(url: str) -> bool:
+    """Has the branch a commit of lrscube's (one beyond the repository's own first, empty one)?
+    A history that cannot be read counts as one: it is damage, not an empty cube."""
+    try:
+        history = open_repository(url).ancestry(branch=BRANCH)
+        return next(history, None) is not None and next(history, None) is not None
+    except Exception:  # noqa: BLE001 - any unreadable snapshot
+        return True
 
 
 def writable_session(url: str):

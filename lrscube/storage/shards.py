@@ -51,11 +51,24 @@ async def together(coros) -> list:
     return await asyncio.gather(*coros)
 
 
+class Unreadable(str):
+    """Why the storage engine could not give a stored object (its text): what :func:`get_all`
+    returns for it, so that a reader names the exposure instead of failing without a name."""
+
+
+async def _get(path, proto):
+    try:
+        b = await path.get(prototype=proto)
+    except CorruptDataError as e:  # the storage engine's damage (lrscube.storage.engine); OS errors go on up
+        return Unreadable(e.reason)
+    return None if b is None else b.to_bytes()
+
+
 async def get_all(paths) -> list:
-    """The bytes of each store path (``None`` where absent), fetched concurrently."""
+    """The bytes of each store path (``None`` where absent, :class:`Unreadable` where the
+    storage engine cannot give them), fetched concurrently."""
     proto = buffer_prototype()
-    got = await asyncio.gather(*(path.get(prototype=proto) for path in paths))
-    return [None if b is None else b.to_bytes() for b in got]
+    return list(await asyncio.gather(*(_get(path, proto) for path in paths)))
 
 
 @functools.lru_cache(maxsize=16)

@@ -207,16 +207,22 @@ def _read_metadata(url: str, names) -> dict[str, dict]:
     fs, path = fs_and_path(url)
     keys = {n: f"{path}/{n}/zarr.json" if n else f"{path}/zarr.json" for n in names}
     got = fs.cat(list(keys.values()), on_error="return")
-    out = {}
-    for n, k in keys.items():
-        data = got.get(k)
-        if isinstance(data, Exception) or data is None:
-            raise CorruptDataError(f"metadata {n or '(group)'}/zarr.json unreadable ({data})", url=url)
-        try:
-            out[n] = json.loads(data)
-        except ValueError as e:
-            raise CorruptDataError(f"metadata {n or '(group)'}/zarr.json is not JSON ({e})", url=url) from None
-    return out
+    return {n: parse_metadata(url, n, got.get(k)) for n, k in keys.items()}
+
+
+def metadata_crcs(docs: dict[str, dict], volatile=("shape",)) -> dict[str, int]:
+    """:func:`seal_metadata` of documents already read."""
+    return {n: _metadata_crc(d, volatile) for n, d in docs.items()}
+
+
+def parse_metadata(url: str, n: str, data) -> dict:
+    """One zarr.json document, or :class:`CorruptDataError` naming it."""
+    if isinstance(data, Exception) or data is None or not isinstance(data, bytes):
+        raise CorruptDataError(f"metadata {n or '(group)'}/zarr.json unreadable ({data})", url=url)
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise CorruptDataError(f"metadata {n or '(group)'}/zarr.json is not JSON ({e})", url=url) from None
 
 
 def seal_metadata(url: str, names, volatile=("shape",)) -> dict[str, int]:
@@ -229,9 +235,10 @@ def seal_metadata(url: str, names, volatile=("shape",)) -> dict[str, int]:
     return {n: _metadata_crc(d, volatile) for n, d in docs.items()}
 
 
-def check_metadata(url: str, crcs: dict, volatile=("shape",)) -> None:
-    """Raise :class:`CorruptDataError` naming the first zarr.json whose checksum differs."""
-    docs = _read_metadata(url, list(crcs))
+def check_metadata(url: str, crcs: dict, volatile=("shape",), docs: dict | None = None) -> None:
+    """Raise :class:`CorruptDataError` naming the first zarr.json whose checksum differs
+    (``docs``: the documents, where they are not files under ``url``)."""
+    docs = _read_metadata(url, list(crcs)) if docs is None else docs
     for n, want in crcs.items():
         if _metadata_crc(docs[n], volatile) != int(want):
             raise CorruptDataError(f"metadata {n + '/' if n else ''}zarr.json fails its checksum (crc32c): "

@@ -30,7 +30,7 @@ import zarr
 
 from . import cube
 from . import store as st
-from .shards import get_all, shard_layout, sync
+from .shards import Unreadable, get_all, shard_layout, sync
 
 #: slots whose shards are fetched together
 BATCH = 64
@@ -204,6 +204,9 @@ def _shards(a: zarr.Array, name: str, slots: np.ndarray, names, footprints, rep:
             if blob is None:
                 if required is None or required[i]:
                     add(i, "shard missing: a committed exposure's data is not in the store")
+                continue
+            if isinstance(blob, Unreadable):
+                add(i, f"shard unreadable ({blob})")
                 continue
             for chunk, what in layout.check(blob):
                 add(i, what if chunk is None else f"chunk {chunk}: {what}")

@@ -169,3 +169,17 @@ def test_migrate_copies_a_format3_store_into_format4_with_nothing_lost(tmp_path,
                   and not p.name.endswith(".lock")) == files_before
     assert cli.main(["migrate", "--store", old, "--out", new]) == 2  # never over an existing store
     assert "exists" in capsys.readouterr().err
+
+
+def test_a_damaged_last_snapshot_is_an_error_not_an_empty_store(tmp_path, product_factory, client, capsys):
+    store = tmp_path / "s"
+    make_cube(str(store), n=3, n_full=0)
+    newest = max((store / "exposures" / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    b = bytearray(newest.read_bytes())
+    b[len(b) // 2] ^= 0x5A
+    newest.write_bytes(bytes(b))
+    assert not verify(str(store)).ok
+    path, *_ = product_factory("jw_new_rate.fits", mjd_start=60100.0)
+    assert cli.main(["ingest", str(path), "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt data" in err and "snapshot" in err and "Traceback" not in err
