@@ -15,6 +15,11 @@ Layout of ``STORE/exposures`` (written with zarr directly, read with xarray)::
     absent), exposure_key, nints, bunit,
     y0, x0, ny, nx (the footprint: 0-based first row and column, rows, columns)   (time,)
 
+Engine (format version 4, the default): ``STORE/exposures`` is an icechunk repository whose root
+group is the cube, with the layout below; every append and drop is one commit
+(:class:`_RepositoryAppend`, :func:`drop`, :mod:`.engine`). Formats 1-3 keep the cube as a plain
+zarr v3 group with the commit protocol at the end of this docstring.
+
 Storage (format version 3, ``lrscube.format_version`` in the group attributes): each exposure
 is one zarr shard per plane, ``sci/c/<slot>/0/0``, holding the frame as chunks of the mode
 profile's ``geometry.chunk`` (MIRI: 16 chunks of (1, 256, 258); NIRSpec: 64 of (1, 256, 256)), each compressed with blosc lz4 + byte shuffle and followed by its crc32c (zarr's
@@ -34,7 +39,7 @@ appends in their own layout (zarr reads each array's layout from its metadata);
 ``create(..., format_version=1)`` still makes one. Storage order is arrival order;
 :func:`open_cube` returns the time axis sorted.
 
-Commit protocol (what makes a kill -9 harmless): the group attribute
+Commit protocol of formats 1-3 (what makes a kill -9 harmless): the group attribute
 ``lrscube.n_committed`` counts the exposures whose append completed. An append (1) truncates
 every array to ``n_committed``, deleting whatever a killed append left beyond it, (2) grows
 the arrays and writes the new exposures' shards and coordinates, (3) rewrites the group's

@@ -2,8 +2,10 @@
 
 Layout (``STORE`` is a local path or an fsspec URL such as ``s3://bucket/cube.zarr``)::
 
-    STORE/                     zarr v3 group
-      exposures/               exposure cube: sci, err, dq (time, y, x) + per-exposure coords
+    STORE/
+      exposures/               exposure cube: sci, err, dq (time, y, x) + per-exposure coords;
+                               an icechunk repository (format 4, lrscube.storage.engine) or a
+                               zarr v3 group (format 3 and before)
       detect.json              the last detect run: parameters, figures, and where its outputs are
       detect/RUN/              one detect run's outputs, written before detect.json names them:
         intervals.parquet      defect intervals, one row per pixel and bad interval
