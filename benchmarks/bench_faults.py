@@ -55,6 +55,17 @@ import numpy as np
 ENV = dict(os.environ, DASK_LRSCUBE__LOCAL__PROCESSES="false", PYTHONWARNINGS="ignore")
 
 
+def _flip_kind(path: Path) -> str:
+    """What a flipped object is: a chunk (format 3: under ``c/``; format 4: the repository's
+    ``chunks/``), icechunk's own objects (snapshots, manifests, refs, ...), a table, or metadata."""
+    parts = path.parts
+    if "c" in parts or "chunks" in parts:
+        return "chunk"
+    if {"snapshots", "manifests", "refs", "transactions"} & set(parts) or path.name == "config.yaml":
+        return "repository"
+    return "table" if path.suffix == ".parquet" else "metadata"
+
+
 def cli(*args, limit: int | None = None) -> subprocess.Popen:
     pre = None
     if limit:
@@ -249,7 +260,7 @@ def byte_flips(t: Table, store: str, trials: int, rng) -> None:
         off = rng.randrange(len(b))
         b[off] ^= rng.randrange(1, 256)
         path.write_bytes(bytes(b))
-        kind = "chunk" if "/c/" in str(path) else ("table" if path.suffix == ".parquet" else "metadata")
+        kind = _flip_kind(path)
         try:
             try:
                 found = not verify(store).ok
