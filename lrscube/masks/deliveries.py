@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import flags, profiles
+from ..storage import cube, engine
 from ..storage import store as st
 from .. import plots
 from ..plots import class_order
@@ -74,7 +75,13 @@ def sparse_rows(k: int, frame: np.ndarray) -> pd.DataFrame:
 
 
 def write_delivery(store: str, name: str, record: dict, masks: pd.DataFrame) -> str:
-    """Record a delivery in the store: its manifest and its files' masks. Returns the record's URL."""
+    """Record a delivery in the store: its manifest and its files' masks. Returns the record's URL.
+    In a format-4 store the cube's last commit is also tagged ``delivery-NAME`` (its snapshot id
+    in the record as ``cube_snapshot``): the exposures the delivery was made from stay readable
+    as they were (``readonly_session(tag="delivery-NAME")``)."""
+    if cube.is_repository(store):
+        record = {**record, "cube_snapshot": engine.tag_last_commit(cube.cube_url(store), f"delivery-{name}"),
+                  "cube_tag": f"delivery-{name}"}
     buf = io.BytesIO()
     masks.to_parquet(buf, index=False)
     st.write_bytes_atomic(_url(store, name, "parquet"), buf.getvalue())

@@ -140,6 +140,15 @@ def has_commits(url: str) -> bool:
         return True
 
 
+def tag_last_commit(url: str, tag: str) -> str:
+    """Tag the branch's last commit ``tag`` (kept if the tag exists already); its snapshot id."""
+    repo = open_repository(url)
+    snapshot = repo.lookup_branch(BRANCH)
+    if tag not in repo.list_tags():
+        repo.create_tag(tag, snapshot_id=snapshot)
+    return snapshot
+
+
 def writable_session(url: str):
     """A writable session on the branch: its changes become visible at ``session.commit``."""
     return open_repository(url).writable_session(BRANCH)

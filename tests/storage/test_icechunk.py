@@ -183,3 +183,20 @@ def test_a_damaged_last_snapshot_is_an_error_not_an_empty_store(tmp_path, produc
     assert cli.main(["ingest", str(path), "--store", str(store)]) == 2
     err = capsys.readouterr().err
     assert "corrupt data" in err and "snapshot" in err and "Traceback" not in err
+
+
+def test_a_recorded_delivery_tags_the_commit_it_was_made_from(tmp_path):
+    from store_factory import intervals_table
+
+    from lrscube.masks import deliveries, maskcube as mc
+
+    store = str(tmp_path / "s")
+    mjd = make_cube(store, n=30, n_full=2)
+    mc.write_mask_cube(store, intervals_table(mjd), "lrs", cube.exposure_table(store))
+    lrscube.export_crds(store, str(tmp_path / "out"), author="test", name="d1")
+    rec = deliveries.read_delivery(store, "d1")
+    repo = icechunk.Repository.open(engine.storage(cube.cube_url(store)))
+    assert rec["cube_tag"] == "delivery-d1" and repo.lookup_tag("delivery-d1") == rec["cube_snapshot"]
+    cube.drop(store, ["jw_004_rate.fits"])  # the cube moves on; the delivery's commit stays
+    then = zarr.open_group(repo.readonly_session(tag="delivery-d1").store, mode="r")
+    assert "jw_004_rate.fits" in list(then["filename"][:]) and cube.n_stored(store) == 29
