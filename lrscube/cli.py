@@ -552,8 +552,11 @@ def describe_error(e: BaseException) -> str:
     if isinstance(e, ValueError) and "checksum" in str(e):  # zarr's crc32c codec on a damaged chunk
         return f"corrupt data in the store ({e}); `lrscube verify --store STORE` lists what is damaged"
     if "icechunk" in sys.modules and isinstance(e, sys.modules["icechunk"].IcechunkError):
-        from .storage.engine import describe
+        from .storage.engine import describe, os_error
 
+        system = os_error(e, "")
+        if system is not None:  # a full disk, a permission
+            return f"the exposure cube's icechunk repository: {system.strerror}; nothing was committed"
         return (f"the exposure cube's icechunk repository failed ({describe(e)}); nothing was committed; "
                 "`lrscube verify --store STORE` lists what is damaged")
     return str(e) or type(e).__name__

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import dask
 import pandas as pd
 
-from ..storage import cube
+from ..storage import cube, engine
 from ..config import profiles as prof
 from ..storage import provenance
 from ..storage import store as st
@@ -146,11 +146,15 @@ def _write(xs: list[Exposure | Rejected], slots: list[int | None], store: str, a
     returns what the append's commit takes (:func:`lrscube.storage.cube.written`), or WriteFailed."""
     for x, slot in zip(xs, slots, strict=True):
         if slot is not None:
+            where = f"{cube.cube_url(store)} (exposure slot {slot})"
             try:
                 cube.write_exposure(store, slot, x, arrays)
-            except OSError as e:
-                return WriteFailed(e.filename or f"{cube.cube_url(store)} (exposure slot {slot})", e.errno,
-                                   e.strerror or str(e))
+            except Exception as e:
+                # the system's refusal: an OSError, or in format 4 one inside icechunk's error
+                err = e if isinstance(e, OSError) else engine.os_error(e, where) if engine.is_engine_error(e) else None
+                if err is None:
+                    raise
+                return WriteFailed(err.filename or where, err.errno, err.strerror or str(err))
     return cube.written(arrays)
 
 

@@ -541,7 +541,10 @@ class _RepositoryAppend(Append):
             _write_coords(_arrays_on(session.store, ["time", *COORDS]), start, metas)
         attrs["n_committed"] = start + k
         g.attrs["lrscube"] = seal(attrs)
-        session.commit(f"ingest: {k} exposures, slots {start}..{start + k - 1}" if k else "ingest: no exposures")
+        try:
+            session.commit(f"ingest: {k} exposures, slots {start}..{start + k - 1}" if k else "ingest: no exposures")
+        except Exception as e:  # a full disk, a permission: the system's error, in one line
+            raise (engine.os_error(e, cube_url(self.store)) if engine.is_engine_error(e) else None) or e from None
         self._fork_base()
         return start + k
 

@@ -16,6 +16,7 @@ the store's own writer lock (:func:`lrscube.storage.store.writer_lock`).
 from __future__ import annotations
 
 import os
+import re
 
 import zarr
 
@@ -92,6 +93,16 @@ def describe(e: BaseException) -> str:
     """icechunk's error in one line (its message carries a multi-line context)."""
     lines = [ln.strip(" x|`->") for ln in str(e).strip().splitlines()]
     return next((ln for ln in lines if ln), type(e).__name__)
+
+
+def os_error(e: BaseException, path: str) -> OSError | None:
+    """The operating system's error inside icechunk's (a full disk, a permission), as an
+    OSError on ``path``; None when it is not one."""
+    for line in reversed(str(e).strip().splitlines()):
+        m = re.search(r"([^:>|`]*?)\s*\(os error (\d+)\)\s*$", line)
+        if m:
+            return OSError(int(m.group(2)), m.group(1).strip(" x|`->") or os.strerror(int(m.group(2))), path)
+    return None
 
 
 class _Reads(zarr.storage.WrapperStore):
