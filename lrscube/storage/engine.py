@@ -142,13 +142,21 @@ class _Reads(zarr.storage.WrapperStore):
 
 
 def has_commits(url: str) -> bool:
-    """Has the branch a commit of lrscube's (one beyond the repository's own first, empty one)?
-    A history that cannot be read counts as one: it is damage, not an empty cube."""
+    """Has the repository a commit of lrscube's (one beyond its own first, empty one)? A
+    history that cannot be read counts as one, and so do snapshots the branch does not reach:
+    that is damage, not an empty cube."""
     try:
         history = open_repository(url).ancestry(branch=BRANCH)
-        return next(history, None) is not None and next(history, None) is not None
+        if next(history, None) is not None and next(history, None) is not None:
+            return True
     except Exception:  # noqa: BLE001 - any unreadable snapshot
         return True
+    # a branch that shows none, in a repository holding snapshots besides its first: a damaged ref
+    fs, path = st.fs_and_path(url)
+    try:
+        return len(fs.ls(f"{path.rstrip('/')}/snapshots", detail=False)) > 1
+    except FileNotFoundError:
+        return False
 
 
 def tag_last_commit(url: str, tag: str) -> str:
