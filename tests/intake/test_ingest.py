@@ -435,12 +435,12 @@ def test_ingest_keeps_the_scatter_between_integrations_of_a_rateints_file_only(c
     assert np.isnan(q[1:]).all()
     from zarr.core.sync import sync
 
-    from lrscube.storage import cube as cube_mod, store as st
+    from lrscube.storage import cube as cube_mod
 
     async def keys(zs, prefix):
         return sorted([k async for k in zs.list_prefix(prefix)])
 
-    shards = [k for k in sync(keys(st.zarr_store(cube_mod.cube_url(str(store)), read_only=True), "intscat/"))
+    shards = [k for k in sync(keys(cube_mod.zarr_store(cube_mod.cube_url(str(store)), read_only=True), "intscat/"))
               if "/c/" in k]
     assert shards == ["intscat/c/0/0/0"]  # slot 0 only: the rate file and the 2-integration file store nothing
     from lrscube.storage.verify import verify
