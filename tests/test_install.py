@@ -43,7 +43,8 @@ def test_kernels_of_an_installed_copy_are_cached_outside_it(tmp_path):
     env["PYTHONPATH"] = usersite  # importable although a venv leaves the user site off sys.path
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(tmp_path / "cache" / "lrscube" / "numba")
+    digest = jitcache.kernels_digest(PACKAGE / "detection")
+    assert out.stdout.strip() == str(tmp_path / "cache" / "lrscube" / "numba" / digest)
     cached = list((tmp_path / "cache" / "lrscube" / "numba").rglob("*.nbi"))
     assert cached and all("running" in p.name for p in cached)
     assert not (Path(usersite) / "lrscube" / "__pycache__").exists() or not any(
@@ -54,3 +55,17 @@ def test_kernels_of_an_installed_copy_are_cached_outside_it(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(tmp_path / "mine") and list((tmp_path / "mine").rglob("*.nbi"))
+
+
+def test_a_change_to_any_kernel_source_starts_a_fresh_cache(tmp_path):
+    """numba keys a cached kernel on its own file; a kernel compiled with another file's inside
+    it must not outlive a change to that file (an upgrade): the cache folder follows every source."""
+    for p in (PACKAGE / "detection").glob("*.py"):
+        shutil.copy(p, tmp_path / p.name)
+    before = jitcache.kernels_digest(tmp_path)
+    assert jitcache.kernels_digest(PACKAGE / "detection") == before
+    running = tmp_path / "running.py"
+    running.write_text(running.read_text() + "\n# a change to one kernel file\n")
+    assert jitcache.kernels_digest(tmp_path) != before
+    (tmp_path / "running.py").write_text((PACKAGE / "detection" / "running.py").read_text())
+    assert jitcache.kernels_digest(tmp_path) == before

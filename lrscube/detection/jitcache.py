@@ -7,12 +7,19 @@ folder stays behind holding them, a namespace package named ``lrscube`` that Pyt
 setuptools' editable finder, so ``lrscube`` (the command and the package) then fails to import
 (``cannot import name '__version__' from 'lrscube' (unknown location)``). So an installed lrscube
 caches its kernels in the user's cache folder instead; a source checkout (editable install, or
-the tests) keeps numba's default, ``lrscube/__pycache__`` in the checkout. ``NUMBA_CACHE_DIR``,
+the tests) keeps them in ``__pycache__/numba`` beside the kernels' sources. ``NUMBA_CACHE_DIR``,
 when set, is obeyed as numba obeys it.
+
+numba keys a cached kernel on its own source file only: a kernel compiled with another file's
+kernel inside it (``baseline._fit_pixels`` calls ``running.median_inplace``) would keep the old
+copy after a change to that other file alone, an upgrade of lrscube included, and compute with
+it silently. So the cache folder is named by a digest of every source in the detection package
+(:func:`kernels_digest`): any change starts a fresh cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import site
 import sysconfig
 from pathlib import Path
@@ -35,13 +42,25 @@ def user_cache_dir() -> str:
     return str(Path(AppDirs(appname="lrscube", appauthor=False).user_cache_dir) / "numba")
 
 
+def kernels_digest(folder: str | Path) -> str:
+    """A digest of the Python sources in ``folder`` (names and bytes)."""
+    h = hashlib.blake2b(digest_size=8)
+    for p in sorted(Path(folder).glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
 def configure(module_file: str) -> None:
-    """Call before the kernels of ``module_file`` are decorated: an installed package caches
-    them in :func:`user_cache_dir` (numba's ``config.CACHE_DIR``, which numba reads when a
-    function is decorated and which holds for the whole process: other ``cache=True`` functions
-    decorated later go there too, each under its source file's path), unless the user set
-    ``NUMBA_CACHE_DIR``."""
+    """Call before the kernels of ``module_file`` are decorated: they are cached under a folder
+    named by :func:`kernels_digest` of their package, in :func:`user_cache_dir` for an installed
+    package, else in ``__pycache__/numba`` beside the sources (numba's ``config.CACHE_DIR``,
+    which numba reads when a function is decorated and which holds for the whole process: other
+    ``cache=True`` functions decorated later go there too, each under its source file's path),
+    unless the user set ``NUMBA_CACHE_DIR``."""
     import numba
 
-    if not numba.config.CACHE_DIR and installed(module_file):
-        numba.config.CACHE_DIR = user_cache_dir()
+    if numba.config.CACHE_DIR:
+        return
+    here = Path(module_file).resolve().parent
+    base = Path(user_cache_dir()) if installed(module_file) else here / "__pycache__" / "numba"
+    numba.config.CACHE_DIR = str(base / kernels_digest(here))
