@@ -949,6 +949,13 @@ def median_inplace(v, n):
         if h < e:
             break  # v[h] is p
         lo = e
+    return _selected_median(v, n, h)
+
+
+@numba.njit(cache=True, nogil=True)
+def _selected_median(v, n, h):
+    """The median of ``v[:n]`` once a selection has put its ``h``-th smallest (h = n // 2) in
+    ``v[h]`` with nothing larger before it."""
     if n % 2:
         return v[h]
     below = v[0]
@@ -982,9 +989,4 @@ def median_hoare(v, n):
             lo = i
         else:
             break
-    if n % 2:
-        return v[h]
-    below = v[0]
-    for k in range(1, h):  # everything before v[h] is no larger than it: the (h-1)-th is their maximum
-        below = max(below, v[k])
-    return 0.5 * (below + v[h])
+    return _selected_median(v, n, h)
