@@ -80,8 +80,8 @@ def write_delivery(store: str, name: str, record: dict, masks: pd.DataFrame) -> 
     in the record as ``cube_snapshot``): the exposures the delivery was made from stay readable
     as they were (``readonly_session(tag="delivery-NAME")``)."""
     if cube.is_repository(store):
-        record = {**record, "cube_snapshot": engine.tag_last_commit(cube.cube_url(store), f"delivery-{name}"),
-                  "cube_tag": f"delivery-{name}"}
+        tag, snapshot = engine.tag_last_commit(cube.cube_url(store), f"delivery-{name}")
+        record = {**record, "cube_snapshot": snapshot, "cube_tag": tag}
     buf = io.BytesIO()
     masks.to_parquet(buf, index=False)
     st.write_bytes_atomic(_url(store, name, "parquet"), buf.getvalue())

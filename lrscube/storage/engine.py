@@ -15,6 +15,7 @@ the store's own writer lock (:func:`lrscube.storage.store.writer_lock`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -26,6 +27,7 @@ from . import store as st
 BRANCH = "main"
 
 
+@functools.cache
 def _icechunk():
     import icechunk
 
@@ -159,13 +161,18 @@ def has_commits(url: str) -> bool:
         return False
 
 
-def tag_last_commit(url: str, tag: str) -> str:
-    """Tag the branch's last commit ``tag`` (kept if the tag exists already); its snapshot id."""
+def tag_last_commit(url: str, tag: str) -> tuple[str, str]:
+    """Tag the branch's last commit; returns (the tag, its snapshot id). icechunk's tags never
+    move: where ``tag`` names another commit already (a delivery recorded again under its
+    name), this one is tagged ``tag-SNAPSHOT`` instead."""
     repo = open_repository(url)
     snapshot = repo.lookup_branch(BRANCH)
-    if tag not in repo.list_tags():
+    tags = set(repo.list_tags())
+    if tag in tags and repo.lookup_tag(tag) != snapshot:
+        tag = f"{tag}-{snapshot[:10]}"
+    if tag not in tags:
         repo.create_tag(tag, snapshot_id=snapshot)
-    return snapshot
+    return tag, snapshot
 
 
 def writable_session(url: str):
