@@ -206,8 +206,12 @@ def _refuse_orphaned_arrays(store: str, what: str) -> None:
         return
     if not inside:
         return
-    if {p.rstrip("/").rsplit("/", 1)[-1] for p in inside} & {"snapshots", "manifests", "chunks"}:
-        raise _missing_metadata(store, what, repository=True)
+    if {p.rstrip("/").rsplit("/", 1)[-1] for p in inside} & {"snapshots", "manifests", "chunks", "config.yaml"}:
+        # an icechunk repository without its branch: lost (it had commits), or a create killed
+        # (or still running) before the branch was written, which holds nothing (made again)
+        if engine.snapshot_count(cube_url(store)) > 1:
+            raise _missing_metadata(store, what, repository=True)
+        return
     try:
         shape = json.loads(fs.cat_file(f"{path}/sci/zarr.json"))["shape"]
         written = fs.exists(f"{path}/sci/c")
@@ -278,7 +282,10 @@ def create(store: str, profile, bunit: str | None = None, format_version: int | 
     session = None
     if format_version >= 4:
         url = cube_url(store)
-        # a repository without a commit is what a create killed before its commit leaves
+        # a repository without a commit is what a create killed before its commit leaves; one
+        # killed before its branch existed holds nothing (exists() refuses any with commits)
+        if not engine.is_repository(url) and st.fs_and_path(url)[0].exists(st.fs_and_path(url)[1]):
+            st.fs_and_path(url)[0].rm(st.fs_and_path(url)[1], recursive=True)
         repo = engine.open_repository(url) if engine.is_repository(url) else engine.create(url)
         session = repo.writable_session(engine.BRANCH)
         zs = session.store

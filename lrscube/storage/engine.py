@@ -144,21 +144,24 @@ class _Reads(zarr.storage.WrapperStore):
 
 
 def has_commits(url: str) -> bool:
-    """Has the repository a commit of lrscube's (one beyond its own first, empty one)? A
-    history that cannot be read counts as one, and so do snapshots the branch does not reach:
-    that is damage, not an empty cube."""
+    """Has the branch a commit of lrscube's (one beyond the repository's own first, empty one)?
+    A history that cannot be read counts as one: it is damage, not an empty cube. (Snapshots the
+    branch does not reach are no sign of damage: a commit writes its snapshot before it moves
+    the branch, so a killed or running commit leaves one.)"""
     try:
         history = open_repository(url).ancestry(branch=BRANCH)
-        if next(history, None) is not None and next(history, None) is not None:
-            return True
+        return next(history, None) is not None and next(history, None) is not None
     except Exception:  # noqa: BLE001 - any unreadable snapshot
         return True
-    # a branch that shows none, in a repository holding snapshots besides its first: a damaged ref
+
+
+def snapshot_count(url: str) -> int:
+    """Snapshots stored in the repository folder at ``url`` (0 where there is none)."""
     fs, path = st.fs_and_path(url)
     try:
-        return len(fs.ls(f"{path.rstrip('/')}/snapshots", detail=False)) > 1
+        return len(fs.ls(f"{path.rstrip('/')}/snapshots", detail=False))
     except FileNotFoundError:
-        return False
+        return 0
 
 
 def tag_last_commit(url: str, tag: str) -> tuple[str, str]:
