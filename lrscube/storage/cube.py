@@ -160,23 +160,41 @@ def exists(store: str) -> bool:
     """Does the store hold an exposure cube? False when there is none at all; a cube whose
     metadata is missing or unreadable while its arrays are there is not "none": that raises
     :class:`MissingMetadataError` (an ingest must never create a new cube over it)."""
+    if is_repository(store):
+        return _repository_has_cube(store)
     try:
-        g = _open_group(store)
+        g = zarr.open_group(st.zarr_store(cube_url(store), read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        if not is_repository(store):
-            _refuse_orphaned_arrays(store, "is missing")
-        elif engine.has_commits(cube_url(store)):  # only a repository without a commit holds no cube
-            raise st.CorruptDataError(
-                f"the branch's last commit holds no exposure cube: a damaged snapshot or branch ref "
-                f"(exposures/snapshots/, exposures/refs/). Nothing was written; restore them from a backup "
-                f"of the store, or move {store} aside and ingest the files its ingest log lists into a new "
-                "store", url=cube_url(store)) from None
+        _refuse_orphaned_arrays(store, "is missing")
         return False
     except (ValueError, TypeError, KeyError) as e:  # zarr.json there but not readable metadata
         raise _missing_metadata(store, f"is unreadable ({type(e).__name__}: {e})") from None
     if "lrscube" not in g.attrs:
         _refuse_orphaned_arrays(store, "lacks the lrscube attributes")
         return False
+    return True
+
+
+def _repository_has_cube(store: str) -> bool:
+    """:func:`exists` for a format-4 cube, judged on one commit: the one read, whose history
+    cannot change while another process commits (the branch may move between two reads)."""
+    url = cube_url(store)
+    session = engine.read_session(url)
+    try:
+        g = zarr.open_group(engine.reads(session, url), mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        if engine.has_commits(url, session.snapshot_id):  # only the repository's first commit holds no cube
+            raise st.CorruptDataError(
+                f"the branch's last commit holds no exposure cube: a damaged snapshot or branch ref "
+                f"(exposures/snapshots/, exposures/refs/). Nothing was written; restore them from a backup "
+                f"of the store, or move {store} aside and ingest the files its ingest log lists into a new "
+                "store", url=url) from None
+        return False
+    except (ValueError, TypeError, KeyError) as e:
+        raise st.CorruptDataError(f"the cube's group in the last commit is unreadable ({type(e).__name__}: "
+                                  f"{e})", url=url) from None
+    if "lrscube" not in g.attrs:  # a create commits the group with its attributes
+        raise st.CorruptDataError("the cube's group in the last commit lacks its lrscube attributes", url=url)
     return True
 
 
@@ -209,7 +227,8 @@ def _refuse_orphaned_arrays(store: str, what: str) -> None:
     if {p.rstrip("/").rsplit("/", 1)[-1] for p in inside} & {"snapshots", "manifests", "chunks", "config.yaml"}:
         # an icechunk repository without its branch: lost (it had commits), or a create killed
         # (or still running) before the branch was written, which holds nothing (made again)
-        if engine.snapshot_count(cube_url(store)) > 1:
+        # (a branch there now: a create wrote it since this was first looked at)
+        if engine.snapshot_count(cube_url(store)) > 1 and not is_repository(store):
             raise _missing_metadata(store, what, repository=True)
         return
     try:

@@ -76,13 +76,22 @@ def open_repository(url: str):
                                       f"({describe(e)})") from None
 
 
-def read_store(url: str, snapshot: str | None = None):
-    """A read-only zarr store of the cube at ``url``: the branch's last commit, or ``snapshot``."""
+def read_session(url: str, snapshot: str | None = None):
+    """A read-only session of the repository at ``url``: the branch's last commit, or ``snapshot``."""
     repo = open_repository(url)
     try:
-        session = repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session(BRANCH)
+        return repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session(BRANCH)
     except Exception as e:  # a snapshot the branch names is missing or unreadable
         raise st.CorruptDataError(f"the icechunk commit cannot be read ({describe(e)})", url=url) from None
+
+
+def read_store(url: str, snapshot: str | None = None):
+    """A read-only zarr store of the cube at ``url``: the branch's last commit, or ``snapshot``."""
+    return reads(read_session(url, snapshot), url)
+
+
+def reads(session, url: str):
+    """The zarr store of a read-only ``session``, its errors lrscube's (:class:`_Reads`)."""
     return _Reads(session.store, url)
 
 
@@ -143,13 +152,15 @@ class _Reads(zarr.storage.WrapperStore):
             raise self._damage(e, key) from None
 
 
-def has_commits(url: str) -> bool:
-    """Has the branch a commit of lrscube's (one beyond the repository's own first, empty one)?
-    A history that cannot be read counts as one: it is damage, not an empty cube. (Snapshots the
-    branch does not reach are no sign of damage: a commit writes its snapshot before it moves
-    the branch, so a killed or running commit leaves one.)"""
+def has_commits(url: str, snapshot: str | None = None) -> bool:
+    """Has the branch (or ``snapshot``: a commit once read, whose history cannot change) a commit
+    of lrscube's, one beyond the repository's own first, empty one? A history that cannot be read
+    counts as one: it is damage, not an empty cube. (Snapshots the branch does not reach are no
+    sign of damage: a commit writes its snapshot before it moves the branch, so a killed or
+    running commit leaves one.)"""
     try:
-        history = open_repository(url).ancestry(branch=BRANCH)
+        repo = open_repository(url)
+        history = repo.ancestry(snapshot_id=snapshot) if snapshot else repo.ancestry(branch=BRANCH)
         return next(history, None) is not None and next(history, None) is not None
     except Exception:  # noqa: BLE001 - any unreadable snapshot
         return True
