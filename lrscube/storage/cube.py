@@ -303,8 +303,9 @@ def create(store: str, profile, bunit: str | None = None, format_version: int | 
         url = cube_url(store)
         # a repository without a commit is what a create killed before its commit leaves; one
         # killed before its branch existed holds nothing (exists() refuses any with commits)
-        if not engine.is_repository(url) and st.fs_and_path(url)[0].exists(st.fs_and_path(url)[1]):
-            st.fs_and_path(url)[0].rm(st.fs_and_path(url)[1], recursive=True)
+        fs, path = st.fs_and_path(url)
+        if not engine.is_repository(url) and fs.exists(path):
+            fs.rm(path, recursive=True)
         repo = engine.open_repository(url) if engine.is_repository(url) else engine.create(url)
         session = repo.writable_session(engine.BRANCH)
         zs = session.store

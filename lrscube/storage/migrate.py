@@ -30,7 +30,8 @@ def migrate(store: str, out: str, batch: int = BATCH, progress: bool = False) ->
         raise FileNotFoundError(f"{cube.cube_url(store)}: no exposure cube here")
     if cube.is_repository(store):
         raise st.StoreError(f"{store}: already format 4 (an icechunk repository); nothing to migrate")
-    if st.fs_and_path(out)[0].exists(st.fs_and_path(out)[1]):
+    out_fs, out_path = st.fs_and_path(out)
+    if out_fs.exists(out_path):
         raise st.StoreError(f"{out}: exists; migrate writes a new store")
     with st.writer_lock(store, st.INGEST_LOCK, "ingest"), st.writer_lock(store, st.DETECT_LOCK, "detect"):
         before = verify(store)
