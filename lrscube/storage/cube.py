@@ -76,7 +76,7 @@ from zarr.codecs import Crc32cCodec
 
 from . import engine
 from . import store as st
-from .shards import Unreadable, buffer_prototype, get_all, shard_layout, sync, together
+from .shards import Unreadable, buffer_prototype, get_all, shard_layout, start, sync, together
 
 COORD_CHUNK = 4096
 #: 1: one object per (1, *geometry.chunk) chunk, zstd level 1. 2: one shard object per exposure and
@@ -732,7 +732,7 @@ def read_plane(url: str, rows, name: str) -> np.ndarray | None:
     g = zarr.open_group(zarr_store(url, read_only=True), mode="r")
     if name not in optional_planes(g):
         return None
-    return _read_planes(url, g, [name], rows, "fill")[0]
+    return _read_planes(url, [g[name]], rows, "fill")[0]
 
 
 def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -745,30 +745,47 @@ def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.n
     naming the array, slot and chunk. A slot without a shard reads as the fill value, or with
     ``missing="error"`` (committed exposures, which always have one) raises it too.
     """
-    g = zarr.open_group(zarr_store(url, read_only=True), mode="r")
-    return tuple(_read_planes(url, g, list(DATA_VARS), rows, missing))
+    # the three arrays opened together (no group: nothing of it is needed), their shards then
+    # fetched together: two round trips to the store in all, not one per array and plane
+    return tuple(_read_planes(url, _arrays_on(zarr_store(url, read_only=True), list(DATA_VARS)), rows, missing))
 
 
-def _read_planes(url: str, g: zarr.Group, names, rows, missing: str) -> list[np.ndarray]:
+def _read_planes(url: str, arrays, rows, missing: str) -> list[np.ndarray]:
+    """The frames of ``rows`` of each array; sharded planes fetched one plane ahead of the decode
+    (the next plane's shards are read while this one's are decoded; two planes' bytes in memory
+    at most)."""
+    layouts = [shard_layout(a) for a in arrays]
+
+    def fetch(a):
+        return start(get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in rows]))
+
+    sharded = [k for k, layout in enumerate(layouts) if layout is not None]
+    pending = {sharded[0]: fetch(arrays[sharded[0]])} if sharded else {}
     out = []
-    for name in names:
-        a = g[name]
-        layout = shard_layout(a)
+    for j, (a, layout) in enumerate(zip(arrays, layouts, strict=True)):
         if layout is None:
             out.append(np.stack([a[int(i)] for i in rows]) if len(rows) else np.empty((0, *a.shape[1:]), a.dtype))
             continue
+        blobs = pending.pop(j).result()
+        after = [k for k in sharded if k > j]
+        if after:
+            pending[after[0]] = fetch(arrays[after[0]])
         frames = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
-        blobs = sync(get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in rows]))
-        for k, blob in enumerate(blobs):
-            try:
-                if blob is None and missing == "error":
-                    raise CorruptDataError("shard missing: a committed exposure's data is not in the store")
-                if isinstance(blob, Unreadable):
-                    raise CorruptDataError(f"shard unreadable ({blob})")
-                layout.decode_into(blob, frames[k])
-            except CorruptDataError as e:
-                e.url, e.array, e.slot = url, name, int(rows[k])
-                raise
+        try:
+            for k, blob in enumerate(blobs):
+                try:
+                    if blob is None and missing == "error":
+                        raise CorruptDataError("shard missing: a committed exposure's data is not in the store")
+                    if isinstance(blob, Unreadable):
+                        raise CorruptDataError(f"shard unreadable ({blob})")
+                    layout.decode_into(blob, frames[k])
+                except CorruptDataError as e:
+                    e.url, e.array, e.slot = url, a.basename, int(rows[k])
+                    raise
+        except BaseException:
+            for f in pending.values():  # a read started ahead is not left running unobserved
+                f.cancel()
+            raise
         out.append(frames)
     return out
 

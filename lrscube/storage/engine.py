@@ -68,9 +68,21 @@ def create(url: str):
     return _icechunk().Repository.create(storage(url))
 
 
+@functools.cache
+def _config():
+    """How lrscube opens a repository (nothing of it is stored): no manifest preload. icechunk
+    preloads, on every new session, the manifests of arrays named like coordinates (``time``,
+    ``y``, ``x``), which a read of frames never asks for; each read task opens its own session,
+    and the preload cost it ~5-10 ms of its ~50 (benchmarks/README.md, "Store formats through
+    lrscube's own code"). A coordinate's manifest is fetched when it is read, as any other."""
+    ic = _icechunk()
+    off = ic.ManifestPreloadConfig(max_total_refs=0, preload_if=ic.ManifestPreloadCondition.false())
+    return ic.RepositoryConfig(manifest=ic.ManifestConfig(preload=off))
+
+
 def open_repository(url: str):
     try:
-        return _icechunk().Repository.open(storage(url))
+        return _icechunk().Repository.open(storage(url), config=_config())
     except Exception as e:  # icechunk raises its own error types for an unreadable repository
         raise st.MissingMetadataError(f"{url}: the exposure cube's icechunk repository cannot be opened "
                                       f"({describe(e)})") from None

@@ -7,7 +7,7 @@ zarr's codec pipeline costs about twice the CPU per frame (benchmarks/README.md)
 zarr's own: zarr reads what this writes and the other way round (tests/storage/test_cube.py).
 
 What it takes from zarr beyond the public API (tested on the zarr versions pyproject allows):
-``zarr.core.sync.sync`` (run coroutines on zarr's event loop), ``zarr.core.buffer`` (the buffer
+``zarr.core.sync.sync`` and ``_get_loop`` (run coroutines on zarr's event loop, waiting or not), ``zarr.core.buffer`` (the buffer
 prototype of store ``get``/``set``), ``zarr.core.chunk_grids.RegularChunkGrid``,
 ``zarr.core.indexing.morton_order_iter`` (the order zarr lays chunks out in a shard) and the
 sharding codec's ``MAX_UINT_64`` / ``ShardingCodecIndexLocation``. If a zarr release moves the
@@ -18,6 +18,7 @@ and every read and write goes through zarr's public ``a[region]`` API (slower, s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import struct
 from dataclasses import dataclass
@@ -49,6 +50,19 @@ def buffer_prototype():
 async def together(coros) -> list:
     """Run coroutines concurrently on zarr's event loop (``sync(together([...]))``)."""
     return await asyncio.gather(*coros)
+
+
+def start(coro) -> concurrent.futures.Future:
+    """Run a coroutine on zarr's event loop without waiting for it (``.result()`` waits): I/O
+    that overlaps the caller's work. Where zarr's loop cannot be had, it runs here and now."""
+    try:
+        from zarr.core.sync import _get_loop
+
+        return asyncio.run_coroutine_threadsafe(coro, _get_loop())
+    except ImportError:
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        done.set_result(sync(coro))
+        return done
 
 
 class Unreadable(str):
