@@ -565,7 +565,8 @@ class _RepositoryAppend(Append):
             arrays = _arrays_on(session.store, [*self._planes, "time", *COORDS])
             sync(together([a.async_array.resize((start + k, *a.shape[1:])) for a in arrays
                            if a.shape[0] != start + k]))
-            _write_coords(_arrays_on(session.store, ["time", *COORDS]), start, metas)
+            # zarr's resize updates the array's metadata in place: the coordinates take their writes as opened
+            _write_coords(arrays[len(self._planes):], start, metas)
         attrs["n_committed"] = start + k
         g.attrs["lrscube"] = seal(attrs)
         try:
