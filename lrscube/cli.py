@@ -238,9 +238,9 @@ def _add_delivery_options(p):
 
 
 def cmd_history(a):
-    from .storage.provenance import format_history, read_runs
+    from .storage.provenance import format_history, history
 
-    runs = read_runs(a.store, a.command_filter)
+    runs = history(a.store, a.command_filter)
     if a.json:
         import json
 
@@ -271,11 +271,13 @@ def cmd_diff(a):
 
 
 def _add_ops_commands(sub):
-    p = sub.add_parser("history", help="the runs recorded in the store (ingest, detect, export-crds)")
+    p = sub.add_parser("history", help="the runs recorded in the store (ingest, detect, export-crds) and, in a "
+                                       "format-4 store, the exposure cube's commits (ingest batches, drops, "
+                                       "delivery tags)")
     _add_store(p)
     p.add_argument("--command", dest="command_filter", default=None, choices=["ingest", "detect", "export-crds"],
                    help="only runs of this command")
-    p.add_argument("--last", type=int, default=None, help="only the last N runs")
+    p.add_argument("--last", type=int, default=None, help="only the last N entries (runs, and commits made outside a run)")
     p.add_argument("--json", action="store_true", help="the full records as JSON")
     p.set_defaults(func=cmd_history)
 

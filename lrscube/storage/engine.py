@@ -15,6 +15,7 @@ the store's own writer lock (:func:`lrscube.storage.store.writer_lock`).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import re
@@ -199,6 +200,22 @@ def tag_last_commit(url: str, tag: str) -> tuple[str, str]:
     if tag not in tags:
         repo.create_tag(tag, snapshot_id=snapshot)
     return tag, snapshot
+
+
+def commits(url: str) -> list[dict]:
+    """The branch's commits, oldest first: ``snapshot`` (id), ``written_at`` (UTC ISO, to the
+    millisecond), ``message``, ``parent`` and ``tags`` (the repository's tags naming it)."""
+    repo = open_repository(url)
+    tagged: dict[str, list[str]] = {}
+    for tag in sorted(repo.list_tags()):
+        tagged.setdefault(repo.lookup_tag(tag), []).append(tag)
+    out = []
+    for c in repo.ancestry(branch=BRANCH):
+        out.append({"snapshot": c.id, "parent": c.parent_id, "message": c.message,
+                    "written_at": c.written_at.astimezone(datetime.timezone.utc)
+                    .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    "tags": tagged.get(c.id, [])})
+    return out[::-1]
 
 
 def writable_session(url: str):

@@ -44,7 +44,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import cube, store as st
+from . import cube, engine, store as st
 from .. import __version__
 from ..config import profiles
 from ..times import isot, mjd_to_datetime64
@@ -221,6 +221,44 @@ def read_runs(store: str, command: str | None = None) -> list[dict]:
         except ValueError:
             out.append({"id": p.rsplit("/", 1)[-1], "command": "?", "status": "unreadable record"})
     return out
+
+
+def history(store: str, command: str | None = None) -> list[dict]:
+    """``lrscube history``: every run record, oldest first (:func:`read_runs`); in a format-4
+    store also the exposure cube's commits (:func:`lrscube.storage.engine.commits`). A commit
+    written while a recorded run ran (an ingest's batches, the cube's creation) is listed in that
+    run's ``commits``; one written outside any (a drop, a migration) is an entry of its own,
+    ``command`` "commit", at its time (left out when ``command`` picks one kind of run). An
+    export's ``tags``: the delivery tags it put on the cube's last commit."""
+    runs = read_runs(store)
+    if not cube.is_repository(store):
+        return [r for r in runs if not command or r.get("command") == command]
+    commits = engine.commits(cube.cube_url(store))
+    by_run: dict[int, list[dict]] = {}
+    alone = []
+    for c in commits:
+        t = c["written_at"]
+        inside = [i for i, r in enumerate(runs) if str(r.get("started", "")) <= t <= str(r.get("finished", ""))]
+        if inside:  # runs may overlap (an export beside an ingest): the one started last
+            by_run.setdefault(max(inside, key=lambda i: runs[i]["started"]), []).append(c)
+        else:
+            alone.append({"command": "commit", "started": t, **c})
+    out = []
+    for i, r in enumerate(runs):
+        r = {**r, "commits": by_run.get(i, [])}
+        name = (r.get("result") or {}).get("delivery")
+        if r.get("command") == "export-crds" and name:
+            # tag_last_commit tags the branch's last commit when the export ran: delivery-NAME, or
+            # delivery-NAME-SNAPSHOT where that name was taken by another commit
+            last = next((c for c in reversed(commits) if c["written_at"] <= str(r.get("finished", ""))), None)
+            r["tags"] = [{"tag": t, "snapshot": last["snapshot"]} for t in (last or {}).get("tags", [])
+                         if t in (f"delivery-{name}", f"delivery-{name}-{last['snapshot'][:10]}")]
+        out.append(r)
+    if not command:
+        out += alone
+    else:
+        out = [r for r in out if r.get("command") == command]
+    return sorted(out, key=lambda r: str(r.get("started", "")))
 
 
 def find_run(store: str, run_id: str) -> dict | None:
@@ -403,18 +441,33 @@ def summary_text(command: str, res: dict) -> str:
 
 
 def format_history(records: list[dict]) -> str:
-    """``lrscube history``: a table of the runs, oldest first."""
+    """``lrscube history``: the runs, oldest first (:func:`history`: in a format-4 store with the
+    exposure cube's commits, under the run that wrote them or on their own)."""
     if not records:
         return "no runs recorded"
-    df = runs_table(records)
+    runs = [r for r in records if r.get("command") != "commit"]
+    rows = iter(runs_table(runs).to_dict("records"))
     lines = []
-    for _, r in df.iterrows():
+    for rec in records:
+        if rec.get("command") == "commit":
+            lines.append(f"{str(rec['written_at'])[:19]}Z  {'commit':<11} {rec['snapshot']}  {_commit_text(rec)}")
+            continue
+        r = next(rows)
         secs = "" if r["seconds"] is None or pd.isna(r["seconds"]) else f"{float(r['seconds']):7.1f} s"
         exp = "" if r["exposures"] is None or pd.isna(r["exposures"]) else f"{int(r['exposures'])} exp"
         lines.append(f"{r['started']}  {r['command']:<11} {r['status']:<6} {secs:>9}  {r['id']}  "
                      f"{exp:>9} {r['span']:<22} config {r['config']}  lrscube {r['version']}\n"
                      f"      {r['result']}")
+        for c in rec.get("commits") or ():
+            lines.append(f"      commit {c['snapshot']}  {str(c['written_at'])[:19]}Z  {_commit_text(c)}")
+        for t in rec.get("tags") or ():
+            lines.append(f"      tag {t['tag']} -> commit {t['snapshot']}")
     return "\n".join(lines)
+
+
+def _commit_text(c: dict) -> str:
+    tags = c.get("tags") or []
+    return c.get("message", "") + (f"  [tags: {', '.join(tags)}]" if tags else "")
 
 
 # --------------------------------------------------------------------------- into MASK files

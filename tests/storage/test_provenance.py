@@ -144,3 +144,59 @@ def test_mask_at_file_names_its_detect_run_and_passes_the_checks(flow, tmp_path,
     history = " ".join(" ".join(str(c) for c in fits.getheader(path)["HISTORY"]).split())
     assert f"detect run {det['id']}" in history and f"config digest {det['config_digest']}" in history
     assert validate_delivery([path]).ok
+
+
+def test_history_lists_the_commits_of_a_format_4_store(tmp_path, product_factory, client, capsys):
+    """`lrscube history` on an icechunk store: each ingest batch under the ingest run that wrote
+    it, a drop on its own, a delivery's tag under its export, each with time, message and
+    snapshot id, as the repository itself has them."""
+    import icechunk
+    from store_factory import intervals_table
+
+    from lrscube.masks import deliveries, maskcube as mc
+    from lrscube.storage import engine
+
+    store = str(tmp_path / "s.zarr")
+    paths = [str(product_factory(f"jw_{i:03d}_rate.fits", mjd_start=60000.0 + 3 * i, seed=i)[0]) for i in range(5)]
+    lrscube.ingest(paths[:3], store, scheduler=client.scheduler.address, progress=False)  # format 4, the default
+    lrscube.ingest(paths, store, scheduler=client.scheduler.address, progress=False)  # 3 duplicates, 2 new
+    assert main(["drop", "--store", store, "jw_001_rate.fits"]) == 0
+    table = cube.exposure_table(store)
+    defects = [(700, 40, "HOT", 2, None, 30.0)]  # a mask cube of one defect, written as detect would
+    mc.write_mask_cube(store, intervals_table(table["mjd"].to_numpy(), defects), "lrs", table)
+    lrscube.export_crds(store, str(tmp_path / "out"), author="test", name="d1")
+    capsys.readouterr()
+
+    repo = icechunk.Repository.open(engine.storage(cube.cube_url(store)))
+    snaps = {c.message: c for c in repo.ancestry(branch="main")}
+    assert set(snaps) == {"Repository initialized", "create the exposure cube", "ingest: 3 exposures, slots 0..2",
+                          "ingest: 2 exposures, slots 3..4", "drop: slots 1"}
+    tagged = repo.lookup_tag("delivery-d1")
+    assert tagged == snaps["drop: slots 1"].id  # the delivery was made from the cube after the drop
+
+    assert main(["history", "--store", store]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = provenance.read_runs(store)
+    assert [r["command"] for r in runs] == ["ingest", "ingest", "export-crds"]
+    ingest1, ingest2, export = (next(i for i, ln in enumerate(lines) if r["id"] in ln) for r in runs)
+    drop = next(i for i, ln in enumerate(lines) if "drop: slots 1" in ln)
+    assert ingest1 < ingest2 < drop < export  # in the order they happened
+
+    def commit_line(message):
+        c = snaps[message]
+        (line,) = [ln for ln in lines if c.id in ln and message in ln]
+        assert c.written_at.strftime("%Y-%m-%dT%H:%M:%S") in line  # its time, to the second
+        return lines.index(line)
+
+    # the first ingest's commits (the cube's creation and its batch) under it, the second's under it
+    assert ingest1 < commit_line("create the exposure cube") < commit_line("ingest: 3 exposures, slots 0..2") < ingest2
+    assert ingest2 < commit_line("ingest: 2 exposures, slots 3..4") < drop
+    # a drop is no recorded run: a line of its own, "commit", with its snapshot id and the tag it carries
+    assert lines[drop].split()[1:3] == ["commit", snaps["drop: slots 1"].id] and "[tags: delivery-d1]" in lines[drop]
+    assert f"tag delivery-d1 -> commit {tagged}" in "\n".join(lines[export:])
+
+    assert main(["history", "--store", store, "--command", "ingest", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert [r["command"] for r in recs] == ["ingest", "ingest"]
+    assert [c["message"] for c in recs[1]["commits"]] == ["ingest: 2 exposures, slots 3..4"]
+    assert recs[1]["commits"][0]["snapshot"] == snaps["ingest: 2 exposures, slots 3..4"].id
