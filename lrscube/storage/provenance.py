@@ -233,7 +233,13 @@ def history(store: str, command: str | None = None) -> list[dict]:
     runs = read_runs(store)
     if not cube.is_repository(store):
         return [r for r in runs if not command or r.get("command") == command]
-    commits = engine.commits(cube.cube_url(store))
+    try:
+        commits = engine.commits(cube.cube_url(store))
+    except Exception as e:  # noqa: BLE001 - a damaged repository: the runs are still worth listing
+        note = {"command": "commit", "started": "~", "written_at": "", "snapshot": "", "tags": [],
+                "message": f"the repository's commits cannot be read ({engine.describe(e)}): "
+                           f"lrscube verify --store {store}"}
+        return [r for r in runs if not command or r.get("command") == command] + ([] if command else [note])
     by_run: dict[int, list[dict]] = {}
     alone = []
     for c in commits:
@@ -449,6 +455,9 @@ def format_history(records: list[dict]) -> str:
     rows = iter(runs_table(runs).to_dict("records"))
     lines = []
     for rec in records:
+        if rec.get("command") == "commit" and not rec.get("written_at"):
+            lines.append(rec.get("message", ""))
+            continue
         if rec.get("command") == "commit":
             lines.append(f"{str(rec['written_at'])[:19]}Z  {'commit':<11} {rec['snapshot']}  {_commit_text(rec)}")
             continue

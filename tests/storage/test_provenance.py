@@ -200,3 +200,11 @@ def test_history_lists_the_commits_of_a_format_4_store(tmp_path, product_factory
     assert [r["command"] for r in recs] == ["ingest", "ingest"]
     assert [c["message"] for c in recs[1]["commits"]] == ["ingest: 2 exposures, slots 3..4"]
     assert recs[1]["commits"][0]["snapshot"] == snaps["ingest: 2 exposures, slots 3..4"].id
+
+    # a repository whose snapshots are gone: the runs are still listed, and the damage named
+    for p in (Path(store) / "exposures" / "snapshots").iterdir():
+        p.unlink()
+    assert main(["history", "--store", store]) == 0
+    text = capsys.readouterr().out
+    assert all(r["id"] in text for r in runs)
+    assert "the repository's commits cannot be read" in text and f"lrscube verify --store {store}" in text
