@@ -74,8 +74,8 @@ def _config():
     """How lrscube opens a repository (nothing of it is stored): no manifest preload. icechunk
     preloads, on every new session, the manifests of arrays named like coordinates (``time``,
     ``y``, ``x``), which a read of frames never asks for; each read task opens its own session,
-    and the preload cost it ~5-10 ms of its ~50 (benchmarks/README.md, "Store formats through
-    lrscube's own code"). A coordinate's manifest is fetched when it is read, as any other."""
+    and the preload cost it 5-10 ms (fetching the task's 30 shards: 20-50 ms; benchmarks/README.md,
+    "Format-4 reads"). A coordinate's manifest is fetched when it is read, as any other."""
     ic = _icechunk()
     off = ic.ManifestPreloadConfig(max_total_refs=0, preload_if=ic.ManifestPreloadCondition.false())
     return ic.RepositoryConfig(manifest=ic.ManifestConfig(preload=off))
