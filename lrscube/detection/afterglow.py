@@ -10,12 +10,24 @@ does not relax within hours); a latent falls. So a run of excess that lasts at m
 ``max_hours`` and whose last exposure lies clearly below an earlier one (by ``min_sigma`` in
 their combined noise, and below ``max_ratio`` of it) is not reported.
 
-Pure numpy on one run of one pixel.
+Two more signs of a latent, each with the run lasting at most ``max_hours`` and ending:
+
+- **a hit at its start**: the pipeline's jump step flagged the pixel (JUMP_DET) in the run's
+  first exposure or in one left out between it and the normal exposure before it. A cosmic ray
+  raised it (:func:`follows_hit`); a defect made by a hit (radiation damage) holds its level
+  for longer than hours.
+- **an image**: at least ``min_pixels`` adjacent pixels bad over the same hours
+  (:func:`latent_images`): the latent of a bright source observed before the visit (not in the
+  cube) or of a cosmic-ray shower. A pixel defect is a pixel (a cluster of defects holds for
+  days).
+
+Pure numpy/pandas: one run of one pixel, or the intervals table.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio: float) -> bool:
@@ -34,3 +46,68 @@ def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio:
         drop = (earlier - last) / np.sqrt(se * se + sl * sl)
     ok = (earlier > 0) & (last <= max_ratio * earlier) & np.isfinite(drop)
     return bool(np.any(ok & (drop >= min_sigma)))
+
+
+def follows_hit(h, start: int, stop: int, hits, *, max_hours: float) -> bool:
+    """True when the run ``[start, stop)`` of a pixel's series (``h`` the exposures' mid-times,
+    hours) ends before the series does, begins with a hit (a JUMP_DET exposure at or before its
+    first exposure and after the normal exposure before it; ``hits`` their mid-times, hours) and
+    lasts at most ``max_hours`` from that hit to its last exposure."""
+    h = np.asarray(h, float)
+    hits = np.asarray(hits, float)
+    if hits.size == 0 or stop >= h.size or stop <= start:
+        return False
+    before = h[start - 1] if start > 0 else -np.inf
+    at = hits[(hits > before) & (hits <= h[start])]
+    return bool(at.size and h[stop - 1] - at.min() <= max_hours)
+
+
+def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int) -> np.ndarray:
+    """(len(iv),) bool: the intervals that belong to a latent image: runs that end (a normal
+    exposure follows), last at most ``max_hours`` (first to last bad exposure; the last bad one
+    is the cube's last exposure before the first good one, ``mjd`` every exposure's mid-time,
+    MJD, so a pixel seen by fewer exposures counts as lasting longer, never shorter) and are
+    connected, pixel to adjacent pixel (8 neighbours) over overlapping hours, to at least
+    ``min_pixels`` pixels in all."""
+    n = len(iv)
+    out = np.zeros(n, bool)
+    if n == 0 or min_pixels < 1 or max_hours <= 0:
+        return out
+    mjd = np.sort(np.asarray(mjd, float))
+    first = iv["first_bad_mjd"].to_numpy(float)
+    good = iv["first_good_mjd"].to_numpy(float)
+    ended = np.isfinite(good) & np.isfinite(first)
+    if "carried" in iv:
+        ended &= ~iv["carried"].to_numpy(bool)
+    k = np.searchsorted(mjd, np.where(ended, good, 0.0), side="left") - 1
+    last = np.where(ended & (k >= 0), mjd[np.clip(k, 0, None)], np.nan)
+    short = ended & (last >= first) & ((last - first) * 24.0 <= max_hours)
+    idx = np.flatnonzero(short)
+    if idx.size < min_pixels:
+        return out
+    y = iv["y"].to_numpy(int)[idx]
+    x = iv["x"].to_numpy(int)[idx]
+    a, b = first[idx], last[idx]
+    parent = np.arange(idx.size)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    at: dict[tuple[int, int], list[int]] = {}
+    for i in range(idx.size):
+        at.setdefault((y[i], x[i]), []).append(i)
+    for i in range(idx.size):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                for j in at.get((y[i] + dy, x[i] + dx), ()):
+                    if j > i and a[i] <= b[j] and a[j] <= b[i]:
+                        parent[root(i)] = root(j)
+    roots = np.array([root(i) for i in range(idx.size)])
+    for r in np.unique(roots):
+        m = roots == r
+        if len(set(zip(y[m].tolist(), x[m].tolist()))) >= min_pixels:
+            out[idx[m]] = True
+    return out

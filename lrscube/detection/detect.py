@@ -41,6 +41,7 @@ from ..deploy.cluster import worker_threads
 from .detection_params import DetectionParams
 from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
                         trace_mask, unlit_pixels)
+from .afterglow import latent_images
 from .states import Thresholds, pixel_intervals
 from ..intervals import active
 from .temporal import clipped_z, scan_statistic, transients
@@ -761,7 +762,7 @@ def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> 
     return pixel_intervals(g.r[use, j], g.s[use, j], g.sky[use, j], ctx.params, ctx.thresholds, g.clip[use, j],
                            (g.m1[use, j], g.m2[use, j], g.vc[use, j]), prior=tuple(v[j] for v in g.prior),
                            variance_scale=tn.vscale, lit=bool(tn.lit[k]), hours=ctx.mjd[g.t_idx[use]] * 24.0,
-                           line_response=float(tn.lresp[k]))
+                           line_response=float(tn.lresp[k]), hits=ctx.mjd[g.t_idx[g.jump[:, j]]] * 24.0)
 
 
 def _tile_records(rows_ev: list[dict], rows_meta: list, origin, ctx: TileContext) -> list[dict]:
@@ -1051,7 +1052,10 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     frames += [r[0] for r in results if len(r[0])]
     iv = pd.concat(frames, ignore_index=True) if frames else empty_intervals()
     iv = iv.sort_values(["y", "x", "start_mjd"], na_position="first", kind="stable").reset_index(drop=True)
-    meta = {"profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold,
+    image = latent_images(iv, ctx.mjd, max_hours=p.afterglow_max_hours, min_pixels=p.latent_min_pixels)
+    iv = iv[~image].reset_index(drop=True)
+    meta = {"latent_image_intervals": int(image.sum()),
+            "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold,
             "tiles": [int(ty), int(tx)], "n_tiles": int(n_tasks), "parameters": p.to_dict(),
             **_findings(ds, ctx, results, iv, trace_px),
             "seconds": round(_time.time() - t0, 2), "timing": getattr(ctx, "timing", None)}

@@ -96,6 +96,10 @@ class DetectionParams:
     afterglow_max_hours: float = 6.0
     afterglow_decay_sigma: float = 3.5
     afterglow_max_ratio: float = 0.75
+    #: at least this many adjacent pixels bad over the same hours (a run that ends within
+    #: afterglow_max_hours) are a latent image of a bright source or a shower, not defects
+    #: (lrscube.detection.afterglow.latent_images; 0: off)
+    latent_min_pixels: int = 3
     #: a change point is kept only where the stretch on its normal side lies this many standard
     #: errors (sigma, one-sided) below the defect's level; otherwise the interval extends over it
     boundary_sigma: float = 3.0
@@ -159,6 +163,8 @@ class DetectionParams:
         if not (self.afterglow_max_hours >= 0 and self.afterglow_decay_sigma > 0 and 0 < self.afterglow_max_ratio <= 1):
             raise ValueError("detection.afterglow_max_hours must be >= 0 (0: off), afterglow_decay_sigma > 0 and "
                              "afterglow_max_ratio in (0, 1]")
+        if not (isinstance(self.latent_min_pixels, int) and self.latent_min_pixels >= 0):
+            raise ValueError(f"detection.latent_min_pixels must be an integer >= 0 (0: off), got {self.latent_min_pixels!r}")
         object.__setattr__(self, "classes", classify.class_parameters(self.classes))
 
     @classmethod

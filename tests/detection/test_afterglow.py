@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from lrscube.detection import classify
-from lrscube.detection.afterglow import decays_within
+from lrscube.detection.afterglow import decays_within, follows_hit, latent_images
 from lrscube.detection.detection_params import DetectionParams
 from lrscube.detection.states import pixel_intervals
 
@@ -65,3 +65,64 @@ def test_a_latent_over_one_visit_is_not_a_defect_but_a_warm_pixel_over_it_is():
         assert "WARM" in _flags(r, s, sky, None)
         r, s, sky, hours = _visits(seed, warm)
         assert _flags(r, s, sky, hours) == ["WARM"]
+
+
+def test_a_run_that_begins_with_a_hit_and_ends_within_hours_follows_it():
+    h = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 480.0, 480.2])
+    kw = dict(max_hours=6.0)
+    # run = exposures 1-4; the hit flagged in its first exposure, or in one left out before it
+    assert follows_hit(h, 1, 5, [0.2], **kw)
+    assert follows_hit(h, 1, 5, [0.1], **kw)
+    # no hit, a hit in the normal exposure before the run, a hit after its start: no latent
+    assert not follows_hit(h, 1, 5, [], **kw)
+    assert not follows_hit(h, 1, 5, [0.0], **kw)
+    assert not follows_hit(h, 1, 5, [0.4], **kw)
+    # a run that lasts beyond the hours, or to the end of the series, is not one
+    assert not follows_hit(h, 1, 6, [0.2], **kw)
+    assert not follows_hit(h, 5, 7, [480.0], **kw)
+
+
+def test_a_pixel_raised_by_a_hit_over_one_visit_is_not_a_defect():
+    t0 = 6 * 480.0
+
+    def raised(h):  # a hit in the visit's first exposure leaves 0.3 DN/s, decaying with tau 6 h
+        return np.where(h >= t0, 0.3 * np.exp(-np.maximum(h - t0, 0) / 6.0), 0.0) * (h < t0 + 5)
+
+    for seed in range(5):
+        r, s, sky, hours = _visits(seed, raised)
+        p = DetectionParams()
+        th = p.thresholds(1_000_000, r.size)
+        # over one visit it barely falls: without the hit the run is a warm pixel
+        assert "WARM" in _flags(r, s, sky, hours)
+        ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, hours=hours, hits=[t0]))
+        assert len(ev) == 0 or not classify.passes_floors(ev, p.classes).any()
+        # a warm pixel that appears with a hit (radiation damage) and stays is reported
+        r, s, sky, hours = _visits(seed, lambda h: np.where(h >= t0, 0.3, 0.0))
+        ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, hours=hours, hits=[t0]))
+        assert list(classify.classify(ev[classify.passes_floors(ev, p.classes)], p.classes)) == ["WARM"]
+
+
+def _rows(pixels, first, good):
+    return pd.DataFrame({"y": [p[0] for p in pixels], "x": [p[1] for p in pixels],
+                         "first_bad_mjd": first, "first_good_mjd": good, "carried": False})
+
+
+def test_adjacent_pixels_bad_over_the_same_hours_are_a_latent_image():
+    # exposures: a visit of 4 (15 min apart) at day 100, the next visit at day 130
+    mjd = np.r_[np.arange(4) * 0.25 / 24 + 50.0, 100.0 + np.arange(4) * 0.25 / 24, 130.0, 130.01]
+    blob = [(10 + dy, 20 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    n = len(blob)
+    kw = dict(max_hours=6.0, min_pixels=3)
+    iv = _rows(blob, np.full(n, 100.0), np.full(n, 130.0))
+    assert latent_images(iv, mjd, **kw).all()
+    # a lone pixel, or two, over that visit: a pixel's own behaviour, kept
+    assert not latent_images(iv.iloc[:1], mjd, **kw).any()
+    assert not latent_images(iv.iloc[:2], mjd, **kw).any()
+    # the same pixels bad for a month (a cluster of defects), or to the end: kept
+    assert not latent_images(_rows(blob, np.full(n, 50.0), np.full(n, 130.0)), mjd, **kw).any()
+    assert not latent_images(_rows(blob, np.full(n, 100.0), np.full(n, np.nan)), mjd, **kw).any()
+    # adjacent pixels bad in different visits are not one image
+    iv2 = _rows(blob[:3] + [(40, 40)], [100.0, 50.0, 100.0, 100.0], [130.0, 50.02, 130.0, 130.0])
+    assert latent_images(iv2, mjd, **kw).tolist() == [False, False, False, False]
+    # off
+    assert not latent_images(iv, mjd, max_hours=6.0, min_pixels=0).any()
