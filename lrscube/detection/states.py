@@ -43,7 +43,7 @@ from . import baseline
 from . import changepoints as cp
 from . import classify
 from . import variance
-from .afterglow import decays_within
+from .afterglow import decays_within, follows_hit
 from .residuals import RESPONSE_RANGE, running_median
 from .temporal import clipped_z, weighted_level
 
@@ -439,20 +439,35 @@ def scatter_ends(q, m1, c, i, j, lo, hi, ratio, boundary_sigma) -> tuple[int, in
     exposures of a noisy pixel are not a recovery), the run extends to the end. Onsets are not
     moved back (as for level runs).
     """
+    g = _scatter_loglik(q, m1, c, ratio)
+    for _ in range(2):
+        i = lo + int(np.argmax(g[j] - g[lo:j]))
+        j = i + 1 + int(np.argmax(g[i + 1:hi + 1] - g[i]))
+    n = q.size
+    if hi == n and _no_recovery(g, j, boundary_sigma):
+        j = n
+    return i, j
+
+
+def _scatter_loglik(q, m1, c, ratio) -> np.ndarray:
+    """Cumulative log-likelihood of "scatter ``ratio`` times the noise" against "normal", one
+    term per exposure (:func:`scatter_ends`), with a leading 0: ``g[j] - g[i]`` is [i, j)'s."""
     k = float(min(max(ratio, 1.0 + 1e-3), 1e3))
+    c = np.asarray(c, float)
     g1 = np.array([baseline.gaussian_clipped_moments(1.0, float(cc))[0] for cc in np.unique(c)])
     gmap = dict(zip(np.unique(c).tolist(), g1.tolist()))
     gs = np.array([gmap[float(cc)] for cc in c])
     qn = q * gs / np.maximum(m1, 1e-6)
     ll = -np.log(k) + 0.5 * qn * (1.0 - 1.0 / (k * k))
-    g = np.concatenate([[0.0], np.cumsum(ll)])
-    for _ in range(2):
-        i = lo + int(np.argmax(g[j] - g[lo:j]))
-        j = i + 1 + int(np.argmax(g[i + 1:hi + 1] - g[i]))
-    n = q.size
-    if hi == n and j < n and g[n] - g[j] > -0.5 * boundary_sigma ** 2:
-        j = n
-    return i, j
+    return np.concatenate([[0.0], np.cumsum(ll)])
+
+
+def _no_recovery(g, j: int, boundary_sigma: float) -> bool:
+    """The stretch from ``j`` to the end of the series does not favour "normal" by
+    ``boundary_sigma^2 / 2`` (``g`` from :func:`_scatter_loglik`): a few quiet exposures of a
+    noisy pixel at the end are not a recovery."""
+    n = g.size - 1
+    return bool(j < n and g[n] - g[j] > -0.5 * boundary_sigma ** 2)
 
 
 class _Pixel(NamedTuple):
@@ -501,7 +516,7 @@ def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line)
 
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
                     variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True,
-                    hours=None, line_response: float = 1.0) -> list[dict]:
+                    hours=None, line_response: float = 1.0, hits=None) -> list[dict]:
     """Bad intervals of one pixel against its normal state.
 
     ``r, s, sky`` are 1-D over the pixel's exposures (time order, excluded ones removed);
@@ -516,7 +531,9 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     outside the light (an image slicer's gap, :func:`lrscube.detection.residuals.unlit_pixels`), its
     response is not judged against the physical limit (only its dark level is). ``hours``: the
     exposures' mid-times (hours); with them, a run of excess that decays within
-    ``afterglow_max_hours`` is a latent and not reported (:mod:`lrscube.detection.afterglow`).
+    ``afterglow_max_hours`` is a latent and not reported (:mod:`lrscube.detection.afterglow`);
+    ``hits``: the mid-times (hours) of the pixel's JUMP_DET exposures, those left out of the
+    series included: a run that begins with one and ends within those hours is a latent too.
     ``line_response``: the response the pixel's line across the dispersion shares
     (:func:`lrscube.detection.baseline.line_response`, at most 1); the physical limit on the
     pixel's response is relative to it.
@@ -542,7 +559,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
     out = _merge_noisy(out, noisy_spans, row, n)
     if hours is not None and p.afterglow_max_hours > 0:
-        out = _without_latents(out, e, s, np.asarray(hours, float), p)
+        out = _without_latents(out, e, s, np.asarray(hours, float), p, hits)
     static = _static_interval(px, normal, prior, lit, line_response, row)
     return out if static is None else [static]
 
@@ -580,6 +597,8 @@ def _normal_state(px: _Pixel, prior):
         new = choose_normal(r, s, sky, runs, min_sigma=p.changepoint_sigma, model_preference_chi2=p.boundary_sigma ** 2,
                             min_length=p.min_bad_exposures, min_significance=px.thresholds.level,
                             min_deficit=p.classes["LOW_QE"]["min_deficit"], exclude=noisy0)
+        if not (new == normal).all() and _below_population(px, new, normal, prior):
+            new = normal
         if k and (new == normal).all():
             break
         if any((new == v).all() for v in seen):  # a cycle: the largest of its states is normal
@@ -596,6 +615,34 @@ def _normal_state(px: _Pixel, prior):
     return normal, a, e, z, runs
 
 
+def _below_population(px: _Pixel, new, normal, prior) -> bool:
+    """True when the proposed normal state ``new`` is a dip below a normal one: the exposures of
+    the current ``normal`` state not in ``new`` have a dark level like the neighbours' (within
+    ``changepoint_sigma``), and ``new``, measured at their response, lies below it by
+    ``changepoint_sigma``. A dark current does not fall below the normal one; such a dip is the
+    sky estimate's (beside a latent image) or a noisy pixel's low excursions, not the state the
+    rest is an excess over. A pixel warm from the start that recovers is not stopped: its warm
+    stretch is above the neighbours'."""
+    other = normal & ~new
+    if prior is None or new.sum() < 2 or other.sum() < 3:
+        return False
+    r, s, sky = px.r, px.s, px.sky
+    st = state(r, s, sky, other)
+    if st.a_err is None or not np.isfinite(st.d) or not np.isfinite(st.a):
+        return False
+    md, vd = float(prior[2]), float(prior[3])
+    k = px.p.changepoint_sigma
+    if abs(st.d - md) > k * np.sqrt(st.d_err ** 2 + vd):
+        return False
+    w = new / s ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_new = float(np.sum(w * (r - st.a * sky)) / np.sum(w))
+        sky_new = float(np.sum(w * sky) / np.sum(w))
+        err = np.sqrt(1.0 / np.sum(w) + (st.a_err * sky_new) ** 2 + st.d_err ** 2 + vd)
+    z = (d_new - md) / err
+    return bool(np.isfinite(z) and z < -k)
+
+
 def _scatter_spans(px: _Pixel, e, z, runs, local=False):
     """(q, spans): the clipped squares of the residual about the levels of the runs that are
     defects by themselves (a noisy pixel's excursions are its scatter), and the spans of excess
@@ -608,11 +655,15 @@ def _scatter_spans(px: _Pixel, e, z, runs, local=False):
         zr, levels = _about_level_runs(px, e, z, runs)
     q = np.minimum(zr * zr, px.vc * px.vc)
     spans = _clipped_scatter_spans(px, q)
-    if not local:
-        for w in _weighted_spans(px, zr, e, levels):
-            over = [sp for sp in spans if sp[0] < w[1] and w[0] < sp[1]]
-            if not over or w[2].sigma > max(sp[2].sigma for sp in over):
-                spans = sorted([sp for sp in spans if sp not in over] + [w], key=lambda sp: sp[0])
+    # the exact weighted run too, in the first look as well: the clip-3 runs split a noisy span
+    # wherever a few of its exposures lie near the running median, each piece then too short
+    # for the threshold, and a noisy pixel's low excursions would pass for its normal state
+    for w in _weighted_spans(px, zr, e, levels):
+        if _no_recovery(_scatter_loglik(q, px.m1, px.vc, w[2].ratio), w[1], px.p.boundary_sigma):
+            w = (w[0], px.n, w[2])  # as for the clip-3 runs (scatter_ends)
+        over = [sp for sp in spans if sp[0] < w[1] and w[0] < sp[1]]
+        if not over or w[2].sigma > max(sp[2].sigma for sp in over):
+            spans = sorted([sp for sp in spans if sp not in over] + [w], key=lambda sp: sp[0])
     return q, spans
 
 
@@ -743,16 +794,21 @@ def _merge_noisy(out: list, noisy_spans, row, n: int) -> list:
     return out
 
 
-def _without_latents(out: list, e, s, h, p) -> list:
+def _without_latents(out: list, e, s, h, p, hits=None) -> list:
     """The intervals less the runs of excess that end before the series does and decay within
-    ``afterglow_max_hours`` (latents, :func:`lrscube.detection.afterglow.decays_within`; ``h``:
-    the exposures' mid-times, hours)."""
+    ``afterglow_max_hours`` or begin with a hit and end within them (latents,
+    :func:`lrscube.detection.afterglow.decays_within`, :func:`~lrscube.detection.afterglow.follows_hit`;
+    ``h``: the exposures' mid-times, hours; ``hits``: those of the JUMP_DET exposures)."""
     n = e.size
-    return [w for w in out if not (
-        w["sign"] > 0 and not w["noisy"] and w["stop"] < n
-        and decays_within(e[w["start"]:w["stop"]], s[w["start"]:w["stop"]], h[w["start"]:w["stop"]],
-                          max_hours=p.afterglow_max_hours, min_sigma=p.afterglow_decay_sigma,
-                          max_ratio=p.afterglow_max_ratio))]
+    hits = np.zeros(0) if hits is None else np.asarray(hits, float)
+
+    def latent(w) -> bool:
+        a, b = w["start"], w["stop"]
+        return (decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
+                              min_sigma=p.afterglow_decay_sigma, max_ratio=p.afterglow_max_ratio)
+                or follows_hit(h, a, b, hits, max_hours=p.afterglow_max_hours))
+
+    return [w for w in out if not (w["sign"] > 0 and not w["noisy"] and w["stop"] < n and latent(w))]
 
 
 def _one_state(px: _Pixel, normal) -> bool:

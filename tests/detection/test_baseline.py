@@ -270,3 +270,49 @@ def test_fit_equals_whole_array_method(with_prior):
     want = _fit_reference(r, s, sky, valid, prior=prior)
     for name, g, w in zip(["a", "d", "a_err", "d_err", "leverage", "n"], got, want):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+PRIOR = (0.0, 0.02 ** 2, 0.0, 0.004 ** 2)  # neighbours: a 2 % flat field, dark levels within 0.004 DN/s
+
+
+def _flagged(r, s, sky, prior=PRIOR):
+    p = DetectionParams()
+    ev = pd.DataFrame(pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, N), prior=prior))
+    if not len(ev):
+        return []
+    ev = ev[classify.passes_floors(ev, p.classes)]
+    return list(zip(ev.start, ev.stop, classify.classify(ev, p.classes)))
+
+
+def _dipped(seed):
+    """A normal pixel (1 % flat field, ERR 0.02-0.25 DN/s, sky 3-11 DN/s and sometimes 30-45)
+    whose exposures 35-37 lie 0.25 DN/s low: the sky estimate raised by a latent image beside it."""
+    rng = np.random.default_rng(seed)
+    sky = np.where(rng.random(N) < 0.1, rng.uniform(30, 45, N), rng.uniform(3, 11, N))
+    s = rng.uniform(0.02, 0.25, N)
+    s[35:38] = 0.06
+    r = 0.01 * sky + rng.normal(0, s)
+    r[35:38] -= 0.25
+    return r, s, sky
+
+
+def test_a_dip_below_the_neighbours_is_not_the_normal_state(monkeypatch):
+    # were the dip its normal state, the other 57 exposures would be a warm or noisy pixel's
+    from lrscube.detection import states
+    p = DetectionParams()
+    th = p.thresholds(1_000_000, N)
+
+    def longest_excess(seed):
+        ivs = pixel_intervals(*_dipped(seed), p, th, prior=PRIOR)
+        return max([w["stop"] - w["start"] for w in ivs if w["sign"] > 0], default=0)
+
+    assert all(longest_excess(seed) == 0 for seed in range(12))
+    monkeypatch.setattr(states, "_below_population", lambda *a: False)
+    assert sum(longest_excess(seed) > 20 for seed in range(12)) >= 4  # what the rule prevents
+
+
+def test_a_pixel_warm_from_the_start_that_recovers_keeps_its_warm_stretch():
+    # the normal state is the later, lower one: at the neighbours' dark level
+    d = np.where(np.arange(N) < 20, 0.3, 0.0)
+    r, s, sky = _series(30, a=-0.02, d=d)
+    assert _flagged(r, s, sky) == [(0, 20, "WARM")]

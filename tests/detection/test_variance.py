@@ -151,3 +151,18 @@ def test_terms_compiled_equals_numpy(n):
         for got, want in zip(variance.terms(*args), variance.terms_numpy(*args)):
             assert got.shape == want.shape
             np.testing.assert_array_equal(got, want)
+
+
+def test_a_noisy_pixel_to_the_end_of_the_series_is_bad_to_its_end():
+    # excess scatter from exposure 40 on, its last exposure quiet: not a recovery
+    from lrscube.detection.detection_params import DetectionParams
+    from lrscube.detection.states import pixel_intervals
+    n = 60
+    rng = np.random.default_rng(11)
+    sky = rng.uniform(2.0, 20.0, n)
+    s = np.full(n, 0.05)
+    r = 0.01 * sky + rng.normal(0, 0.05, n)
+    r[40:] += np.array([-8, 1, 0.5, -5, 1, 4, 0, -3, -1, -6.5, 0.5, -9, -5, -2.5, 0.5, 2, -4, 0.3, -6, 0.2]) * 0.05
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, n), prior=(0.0, 4e-4, 0.0, 1.6e-5))
+    assert [(w["start"], w["stop"], w["noisy"]) for w in out] == [(40, n, True)]
