@@ -10,6 +10,7 @@ behaviour and mode; writes the full evaluation of each to ``OUT/<mode>/evaluatio
 
     python benchmarks/bench_modes.py --out /tmp/bench-modes --n 50 --seed 1
     python benchmarks/bench_modes.py --modes mrs-short imager --n 40 --scenario ideal
+    python benchmarks/bench_modes.py --out /tmp/bench-modes --n 50 --seed 1 --redetect   # this code, the same cubes
     python benchmarks/bench_modes.py --modes nirspec-nrs1 nirspec-nrs2 --n 60 --subarray-only --drop-products
 
 ``--subarray-only``: every exposure in the profile's first non-FULL subarray (NIRSpec: SUBS200A1,
@@ -43,13 +44,19 @@ def _num(res: dict, *keys, default=float("nan")):
 
 
 def run_mode(mode: str, out: Path, n: int, seed: int, scheduler: str | None, scenario: str | None = None,
-             evaluate_only: bool = False, subarray_only: bool = False, drop_products: bool = False) -> dict:
+             evaluate_only: bool = False, subarray_only: bool = False, drop_products: bool = False,
+             redetect: bool = False) -> dict:
     work = out / mode
     truth_path = work / "sim" / "truth" / "truth.csv"
     t0 = time.perf_counter()
     if evaluate_only and (work / "cube.zarr").exists():
         t1 = t2 = t3 = t0
         summary = None
+    elif redetect and (work / "cube.zarr").exists():
+        t1 = t2 = t0
+        summary = None
+        lrscube.detect(str(work / "cube.zarr"))
+        t3 = time.perf_counter()
     else:
         if work.exists():
             shutil.rmtree(work)
@@ -85,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scenario", default=None, help="scenario name or YAML (default: the realistic default)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="evaluate the cubes already in OUT (detect times are then not measured)")
+    ap.add_argument("--redetect", action="store_true",
+                    help="detect again on the cubes already in OUT (the same data, this code: a before/after)")
     ap.add_argument("--subarray-only", action="store_true",
                     help="every exposure in the profile's first non-FULL subarray")
     ap.add_argument("--drop-products", action="store_true", help="delete the simulated files once ingested")
@@ -94,7 +103,7 @@ def main(argv=None) -> int:
     rows = []
     for mode in a.modes:
         r = run_mode(mode, out, a.n, a.seed, a.scheduler, a.scenario, a.evaluate_only, a.subarray_only,
-                     a.drop_products)
+                     a.drop_products, a.redetect)
         rows.append(r)
         res = r["res"]
         print(f"== {mode}: precision={_num(res, 'lrscube', 'precision'):.3f} recall={_num(res, 'lrscube', 'recall'):.3f} "
