@@ -70,8 +70,14 @@ def test_detection_block_is_lrs_as_is(name):
 
     The MRS profiles describe where the light falls: an image slicer's slices with dark gaps
     between them (``unlit_fraction``, ``unlit_min_length_px``: lrscube.residuals.unlit_pixels);
-    LRS and the imager have no dark stripes inside their light."""
-    mine, lrs = dict(profiles.load(name).detection), profiles.load("lrs").detection
+    LRS and the imager have no dark stripes inside their light. ``sky_end_regions`` names the
+    regions of the mode's own layout where a dispersed spectrum ends inside a larger frame (LRS:
+    the slitless region and the slit's spectrum in full frames); other layouts have their own
+    or none."""
+    mine, lrs = dict(profiles.load(name).detection), dict(profiles.load("lrs").detection)
+    regions = profiles.load(name).regions
+    assert all(r in regions for r in mine.pop("sky_end_regions", []))
+    lrs.pop("sky_end_regions")
     if name.startswith("mrs"):
         assert 0 < mine.pop("unlit_fraction") < 1 and mine.pop("unlit_min_length_px") >= 15
     assert "unlit_fraction" not in lrs

@@ -16,10 +16,11 @@ Two more signs of a latent, each with the run lasting at most ``max_hours`` and 
   first exposure or in one left out between it and the normal exposure before it. A cosmic ray
   raised it (:func:`follows_hit`); a defect made by a hit (radiation damage) holds its level
   for longer than hours.
-- **an image**: at least ``min_pixels`` adjacent pixels bad over the same hours
-  (:func:`latent_images`): the latent of a bright source observed before the visit (not in the
-  cube) or of a cosmic-ray shower. A pixel defect is a pixel (a cluster of defects holds for
-  days).
+- **an image**: at least ``min_pixels`` adjacent pixels with a dark-current excess over the
+  same hours that fade together, or as many as a point source's image core whether they are
+  seen to fade or not (:func:`latent_images`): the latent of a bright source observed
+  before the visit (not in the cube) or of a cosmic-ray shower. A pixel defect is a pixel, and a
+  cluster of defects holds its level (even where one visit is all that sees it).
 
 Pure numpy/pandas: one run of one pixel, or the intervals table.
 """
@@ -62,13 +63,19 @@ def follows_hit(h, start: int, stop: int, hits, *, max_hours: float) -> bool:
     return bool(at.size and h[stop - 1] - at.min() <= max_hours)
 
 
-def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int) -> np.ndarray:
-    """(len(iv),) bool: the intervals that belong to a latent image: runs that end (a normal
-    exposure follows), last at most ``max_hours`` (first to last bad exposure; the last bad one
-    is the cube's last exposure before the first good one, ``mjd`` every exposure's mid-time,
-    MJD, so a pixel seen by fewer exposures counts as lasting longer, never shorter) and are
-    connected, pixel to adjacent pixel (8 neighbours) over overlapping hours, to at least
-    ``min_pixels`` pixels in all."""
+def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,
+                  min_fall_sigma: float = 0.0, image_pixels: int | None = None) -> np.ndarray:
+    """(len(iv),) bool: the intervals that belong to a latent image: runs of a dark current (not
+    a loss of response: DEAD and LOW_QE are no latent) that end (a normal exposure follows),
+    last at most ``max_hours`` from their first to their last bad exposure (``last_bad_mjd``;
+    where a table has none, the cube's last exposure before the first good one, ``mjd`` every
+    exposure's mid-time, MJD: never shorter than the run), are connected, pixel to adjacent
+    pixel (8 neighbours) over overlapping hours, to at least ``min_pixels`` pixels in all, and
+    fade together: their ``fall_sigma`` (first to last exposure, sigma) summed over the group
+    and divided by the root of its count reaches ``min_fall_sigma``, or they cover at least
+    ``image_pixels`` pixels (the core of a point source's image, 3 x 3 pixels for MIRI, whose
+    PSF is 1.5-3 pixels wide at 5-10 um: an image seen within a visit too short to fade). A
+    cluster of defects seen in one visit holds its level; a latent fades within hours."""
     n = len(iv)
     out = np.zeros(n, bool)
     if n == 0 or min_pixels < 1 or max_hours <= 0:
@@ -76,11 +83,15 @@ def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int) -
     mjd = np.sort(np.asarray(mjd, float))
     first = iv["first_bad_mjd"].to_numpy(float)
     good = iv["first_good_mjd"].to_numpy(float)
-    ended = np.isfinite(good) & np.isfinite(first)
+    ended = np.isfinite(good) & np.isfinite(first) & ~iv["flag"].isin(["DEAD", "LOW_QE"]).to_numpy()
     if "carried" in iv:
         ended &= ~iv["carried"].to_numpy(bool)
     k = np.searchsorted(mjd, np.where(ended, good, 0.0), side="left") - 1
     last = np.where(ended & (k >= 0), mjd[np.clip(k, 0, None)], np.nan)
+    if "last_bad_mjd" in iv:
+        lb = iv["last_bad_mjd"].to_numpy(float)
+        last = np.where(np.isfinite(lb), lb, last)
+    fall = iv["fall_sigma"].to_numpy(float) if "fall_sigma" in iv else np.full(n, np.inf)
     short = ended & (last >= first) & ((last - first) * 24.0 <= max_hours)
     idx = np.flatnonzero(short)
     if idx.size < min_pixels:
@@ -88,6 +99,7 @@ def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int) -
     y = iv["y"].to_numpy(int)[idx]
     x = iv["x"].to_numpy(int)[idx]
     a, b = first[idx], last[idx]
+    f = np.where(np.isfinite(fall[idx]) | np.isinf(fall[idx]), fall[idx], 0.0)
     parent = np.arange(idx.size)
 
     def root(i):
@@ -108,6 +120,8 @@ def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int) -
     roots = np.array([root(i) for i in range(idx.size)])
     for r in np.unique(roots):
         m = roots == r
-        if len(set(zip(y[m].tolist(), x[m].tolist()))) >= min_pixels:
+        size = len(set(zip(y[m].tolist(), x[m].tolist())))
+        fades = np.sum(f[m]) / np.sqrt(m.sum()) >= min_fall_sigma
+        if size >= min_pixels and (fades or (image_pixels is not None and size >= image_pixels)):
             out[idx[m]] = True
     return out

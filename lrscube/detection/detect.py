@@ -53,13 +53,13 @@ log = logging.getLogger(__name__)
 INTERVAL_COLUMNS = [
     "y", "x", "flag", "start_mjd", "end_mjd", "dq", "amplitude", "significance",
     "onset_significance", "recovery_significance", "n_bad", "last_good_mjd", "first_bad_mjd",
-    "first_good_mjd", "reason", "carried",
+    "first_good_mjd", "reason", "carried", "last_bad_mjd", "fall_sigma",
 ]
 _DTYPES = {"y": "int64", "x": "int64", "flag": "object", "start_mjd": "float64", "end_mjd": "float64",
            "dq": "uint32", "amplitude": "float64", "significance": "float64",
            "onset_significance": "float64", "recovery_significance": "float64", "n_bad": "int64",
            "last_good_mjd": "float64", "first_bad_mjd": "float64", "first_good_mjd": "float64",
-           "reason": "object", "carried": "bool"}
+           "reason": "object", "carried": "bool", "last_bad_mjd": "float64", "fall_sigma": "float64"}
 
 #: input DQ bits that make a pixel part of the static mask that is carried into the output
 STATIC_BITS = flags.DO_NOT_USE | sum(flags.value(c) for c in flags.DEFECT_CLASSES)
@@ -118,7 +118,32 @@ def _footprints(sci: np.ndarray):
         yield b, (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
 
 
-def response_stage(sci, err, params: DetectionParams, profile, response=None) -> np.ndarray:
+def sky_pieces(fp: tuple[slice, slice], boxes, origin=(0, 0)) -> list[tuple[slice, slice, list]]:
+    """The parts of a footprint ``fp`` (array slices) whose sky is modelled apart: ``(rows,
+    columns, others)``, ``others`` the slices (relative to the part) of the parts modelled apart
+    inside it. A region of ``boxes`` (full-frame :class:`~lrscube.config.profiles.Box`,
+    ``origin`` the full-frame (y, x) of the array's first pixel) that lies inside the footprint
+    but does not fill it is a part of its own: its sky windows stop at its ends, as at a
+    footprint's edge (``sky_end_regions``). The rest is modelled over the whole footprint as
+    before (the pixels beyond a spectrum's end keep the sky of the fall-off itself) and gives
+    only the pixels outside those parts. A footprint inside a region (a subarray) is one part."""
+    ys, xs = fp
+    rest_holes, parts = [], []
+    for bx in boxes:
+        y0, y1 = max(bx.y0 - origin[0], ys.start), min(bx.y1 - origin[0], ys.stop)
+        x0, x1 = max(bx.x0 - origin[1], xs.start), min(bx.x1 - origin[1], xs.stop)
+        if y0 >= y1 or x0 >= x1 or (y0, y1, x0, x1) == (ys.start, ys.stop, xs.start, xs.stop):
+            continue
+        parts.append((slice(y0, y1), slice(x0, x1), []))
+        rest_holes.append((slice(y0 - ys.start, y1 - ys.start), slice(x0 - xs.start, x1 - xs.start)))
+    return [(ys, xs, rest_holes)] + parts
+
+
+def _sky_end_boxes(params: DetectionParams, profile) -> list:
+    return [profile.regions[r] for r in params.sky_end_regions]
+
+
+def response_stage(sci, err, params: DetectionParams, profile, response=None, origin=(0, 0)) -> np.ndarray:
     """Stage 0 for a few exposures ``(B, y, x)``: each pixel's value over the smooth sky of its
     line (:func:`lrscube.detection.residuals.sky_ratio`, cropped to each footprint), ``(B, y, x)`` float32;
     their stack gives the response pattern (:func:`lrscube.detection.residuals.response_pattern`). With
@@ -128,13 +153,17 @@ def response_stage(sci, err, params: DetectionParams, profile, response=None) ->
     if response is not None:
         sci, err = sci / response, err / response
     out = np.full(sci.shape, np.nan, np.float32)
-    for b, (ys, xs) in _footprints(sci):
-        out[b, ys, xs] = sky_ratio(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
-                                   sky_window=params.sky_window_px, min_sky_pixels=params.min_sky_pixels)[0]
+    boxes = _sky_end_boxes(params, profile)
+    for b, fp in _footprints(sci):
+        for ys, xs, _ in sky_pieces(fp, boxes, origin):  # the rest first, the parts over it
+            out[b, ys, xs] = sky_ratio(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs],
+                                       dispersion_axis=profile.dispersion_axis, sky_window=params.sky_window_px,
+                                       min_sky_pixels=params.min_sky_pixels)[0]
     return out
 
 
-def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None, unlit=None) -> dict:
+def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None, unlit=None,
+                  origin=(0, 0)) -> dict:
     """Residuals of a batch of exposures ``(B, y, x)`` against their local sky, whole frames.
 
     Returns ``r, s, sky`` (float32, DN/s, NaN where the pixel is not usable), ``trace`` (bool,
@@ -147,7 +176,8 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
     ``response`` (y, x): the pixels' response pattern (stage 0), which flat-fields the
     neighbours of each pixel for its sky (:func:`lrscube.detection.residuals.spatial_residuals`); ``unlit``
     (y, x) the pixels outside the light (:func:`illumination_stage`), whose sky comes from
-    their own kind.
+    their own kind. The regions of ``sky_end_regions`` inside a larger footprint are modelled
+    apart (:func:`sky_pieces`; ``origin`` the full-frame (y, x) of the arrays' first pixel).
     """
     p = params
     sci = np.asarray(sci, np.float32)
@@ -162,8 +192,10 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
         else np.full(sci.shape[1:], _ALL_BITS, np.uint32)
     out["n_seen"] = inside.sum(axis=0).astype(np.int32)
     out["trace_pixels"] = np.zeros(B, np.int64)
-    for b, (ys, xs) in _footprints(sci):
-        res = spatial_residuals(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs], dispersion_axis=profile.dispersion_axis,
+    boxes = _sky_end_boxes(p, profile)
+    for b, ys, xs, holes in ((b, *pc) for b, fp in _footprints(sci) for pc in sky_pieces(fp, boxes, origin)):
+        res = spatial_residuals(sci[b:b + 1, ys, xs], err[b:b + 1, ys, xs],
+                                dispersion_axis=profile.dispersion_axis,
                                 sky_window=p.sky_window_px, min_sky_pixels=p.min_sky_pixels,
                                 remove_line_offsets=p.remove_line_offsets, calibrate_noise=False,
                                 cross_window=p.cross_sky_window_px or None,
@@ -172,11 +204,12 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
         tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
                         cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
                         min_length=p.trace_min_length_px, margin=p.trace_margin_px)
-        out["r"][b, ys, xs] = res.resid[0]
-        out["s"][b, ys, xs] = res.sigma[0]
-        out["sky"][b, ys, xs] = res.sky[0]
-        out["trace"][b, ys, xs] = tr[0]
-        out["trace_pixels"][b] = int(tr.sum())
+        keep = np.ones(res.resid.shape[1:], bool)
+        for hy, hx in holes:  # the parts modelled apart are written by their own pass
+            keep[hy, hx] = False
+        for k, v in (("r", res.resid), ("s", res.sigma), ("sky", res.sky), ("trace", tr)):
+            out[k][b, ys, xs] = np.where(keep, v[0], out[k][b, ys, xs])
+        out["trace_pixels"][b] += int((tr[0] & keep).sum())
     return out
 
 
@@ -795,8 +828,9 @@ def analyse_tile(sci, err, dq, ctx: TileContext, core: tuple[slice, slice] | Non
     if core is None:
         core = (slice(None), slice(None))
     idx = response_indices(np.shape(sci)[0], ctx.params.response_exposures)
-    g = response_of(np.asarray(sci)[idx], np.asarray(err)[idx], ctx.params, ctx.profile)
-    st1 = spatial_stage(sci, err, dq, ctx.params, ctx.profile, response=g)
+    at = (origin[0] - (core[0].start or 0), origin[1] - (core[1].start or 0))  # the arrays' first pixel
+    g = response_of(np.asarray(sci)[idx], np.asarray(err)[idx], ctx.params, ctx.profile, origin=at)
+    st1 = spatial_stage(sci, err, dq, ctx.params, ctx.profile, response=g, origin=at)
     cy, cx = core
     sbits = static_bits(st1["and_bits"], st1["n_seen"])[cy, cx]
     ys, xs = origin[0] + np.arange(sbits.shape[0]), origin[1] + np.arange(sbits.shape[1])
@@ -844,7 +878,8 @@ def _record(e, cls: str, amp: float, y: int, x: int, ti: np.ndarray, t_all: np.n
             "last_good_mjd": float(ctx.mjd[last_good]) if last_good is not None else np.nan,
             "first_bad_mjd": float(ctx.mjd[first_bad]),
             "first_good_mjd": float(ctx.mjd[first_good]) if first_good is not None else np.nan,
-            "reason": reason, "carried": False}
+            "reason": reason, "carried": False, "last_bad_mjd": float(ctx.mjd[last_bad]),
+            "fall_sigma": float(e.get("fall_sigma", np.nan))}
 
 
 def _finish(records: list[dict]) -> pd.DataFrame:
@@ -890,10 +925,10 @@ def _context(ds, prof, p) -> TileContext:
                        dof=dof)
 
 
-def _response_task(sci, err, params, profile, source=None, rows=None, response=None):
+def _response_task(sci, err, params, profile, source=None, rows=None, response=None, origin=(0, 0)):
     if source is not None:
         sci, err, _ = read_frames(source, rows, missing="error")
-    return response_stage(sci, err, params, profile, response)
+    return response_stage(sci, err, params, profile, response, origin)
 
 
 def illumination_stage(sci, err) -> np.ndarray:
@@ -924,7 +959,7 @@ def _illumination_task(sci, err, source=None, rows=None):
     return illumination_stage(sci, err)
 
 
-def response_of(sci, err, params, profile) -> np.ndarray | None:
+def response_of(sci, err, params, profile, origin=(0, 0)) -> np.ndarray | None:
     """The response pattern from exposures ``(k, y, x)`` in memory: ``response_passes`` passes of
     :func:`response_stage` and :func:`lrscube.detection.residuals.response_pattern`, each on the images
     flat-fielded by the one before."""
@@ -932,13 +967,13 @@ def response_of(sci, err, params, profile) -> np.ndarray | None:
         return None
     g = None
     for _ in range(max(1, params.response_passes)):
-        q = response_pattern(response_stage(sci, err, params, profile, g))
+        q = response_pattern(response_stage(sci, err, params, profile, g, origin))
         g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
     return g
 
 
 def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None,
-                    unlit=None, intscat=None, dof=None):
+                    unlit=None, intscat=None, dof=None, origin=(0, 0)):
     """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
     stage-2 tile (:mod:`lrscube.storage.workstore`); returns the small reductions.
 
@@ -951,7 +986,7 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
     if source is not None:
         sci, err, dq = read_frames(source, rows, missing="error")
         intscat = read_plane(source, rows, "intscat") if dof is not None else None
-    out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit)
+    out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit, origin=origin)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
     bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
     q = None if intscat is None or dof is None else intscat_screen.calibrate(np.asarray(intscat), dof)
@@ -1052,7 +1087,8 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     frames += [r[0] for r in results if len(r[0])]
     iv = pd.concat(frames, ignore_index=True) if frames else empty_intervals()
     iv = iv.sort_values(["y", "x", "start_mjd"], na_position="first", kind="stable").reset_index(drop=True)
-    image = latent_images(iv, ctx.mjd, max_hours=p.afterglow_max_hours, min_pixels=p.latent_min_pixels)
+    image = latent_images(iv, ctx.mjd, max_hours=p.afterglow_max_hours, min_pixels=p.latent_min_pixels,
+                          min_fall_sigma=p.afterglow_decay_sigma, image_pixels=p.latent_image_pixels)
     iv = iv[~image].reset_index(drop=True)
     meta = {"latent_image_intervals": int(image.sum()),
             "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold,
@@ -1068,11 +1104,12 @@ def _detect_in_memory(ds, prof, p: DetectionParams, ctx: TileContext, spans):
     n_t = ds.sizes["time"]
     ys, xs = ctx.ys, ctx.xs
     idx = response_indices(n_t, p.response_exposures)
-    g = response_of(ds["sci"].values[idx], ds["err"].values[idx], p, prof)
+    g = response_of(ds["sci"].values[idx], ds["err"].values[idx], p, prof, origin=(int(ys[0]), int(xs[0])))
     unlit = unlit_of(illumination_stage(ds["sci"].values[idx], ds["err"].values[idx])[None], p, prof) \
         if idx.size else None
     ctx.unlit = unlit
-    st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g, unlit=unlit)
+    st1 = spatial_stage(ds["sci"].values, ds["err"].values, ds["dq"].values, p, prof, response=g, unlit=unlit,
+                        origin=(int(ys[0]), int(xs[0])))
     sbits = static_bits(st1["and_bits"], st1["n_seen"])
     exclude = excluded_pixels(sbits, prof, xs, ys)
     todo = [sp for sp in spans if (st1["n_seen"][sp[0]:sp[1], sp[2]:sp[3]] > 0).any()]
@@ -1165,7 +1202,7 @@ def balanced_batch(n: int, batch: int, slots: int) -> int:
     return min(range(batch, smallest - 1, -1), key=busiest)
 
 
-def _stage0(ds, prof, p: DetectionParams, rows, source):
+def _stage0(ds, prof, p: DetectionParams, rows, source, origin=(0, 0)):
     """The response pattern (``response_passes`` passes, each on the images flat-fielded by the
     last) and the pixels outside the light, from a few exposures spread over the data set, as
     dask tasks; and the cube's planes as dask arrays when tasks do not read the cube themselves
@@ -1185,9 +1222,11 @@ def _stage0(ds, prof, p: DetectionParams, rows, source):
     for _ in range(max(1, p.response_passes) if groups else 0):
         g_in = _shared(g)
         if rows is None:
-            s0 = [dask.delayed(_response_task, pure=False)(sci[gi], err[gi], p, prof, None, None, g_in) for gi in groups]
+            s0 = [dask.delayed(_response_task, pure=False)(sci[gi], err[gi], p, prof, None, None, g_in, origin)
+                  for gi in groups]
         else:
-            s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in) for gi in groups]
+            s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in, origin)
+                  for gi in groups]
         q = response_pattern(np.concatenate(list(_iter_compute(s0, False))))
         g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
     unlit = None
@@ -1219,7 +1258,8 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     rows = _storage_rows(ds, source) if source is not None else None
     t00 = _time.time()
     # stage 0: the pixels' response pattern, from a few exposures spread over the data set
-    g, unlit, arrays = _stage0(ds, prof, p, rows, source)
+    at = (int(ctx.ys[0]), int(ctx.xs[0]))  # the full-frame (y, x) of the arrays' first pixel
+    g, unlit, arrays = _stage0(ds, prof, p, rows, source, at)
     sci, err, dq = arrays
     ctx.unlit = unlit
     g_node, u_node = _shared(g), _shared(unlit)
@@ -1227,14 +1267,14 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
                                                          rows[a:a + B], g_node, u_node, None,
-                                                         None if dof is None else dof[a:a + B])
+                                                         None if dof is None else dof[a:a + B], at)
               for a in range(0, n_t, B)]
     else:
         qs = _plane_data(ds, "intscat") if dof is not None else None
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, sci[a:a + B], err[a:a + B], dq[a:a + B], p, prof,
                                                          spans, None, None, g_node, u_node,
                                                          None if qs is None else qs[a:a + B],
-                                                         None if dof is None else dof[a:a + B])
+                                                         None if dof is None else dof[a:a + B], at)
               for a in range(0, n_t, B)]
     and_bits = np.full((ny, nx), _ALL_BITS, np.uint32)
     n_seen = np.zeros((ny, nx), np.int32)

@@ -100,6 +100,13 @@ class DetectionParams:
     #: afterglow_max_hours) are a latent image of a bright source or a shower, not defects
     #: (lrscube.detection.afterglow.latent_images; 0: off)
     latent_min_pixels: int = 3
+    #: ... and this many are one whether or not they are seen to fade within the visit (the core
+    #: of a point source's image: MIRI's PSF is 1.5-3 pixels wide at 5-10 um)
+    latent_image_pixels: int = 9
+    #: profile regions whose dispersed light ends at their own rows inside a larger frame (a
+    #: spectrum's blue or red end): the sky windows along the dispersion stop there, as at a
+    #: footprint's edge, so the steep fall-off beyond is not averaged into the pixels inside
+    sky_end_regions: tuple = ()
     #: a change point is kept only where the stretch on its normal side lies this many standard
     #: errors (sigma, one-sided) below the defect's level; otherwise the interval extends over it
     boundary_sigma: float = 3.0
@@ -163,6 +170,8 @@ class DetectionParams:
         if not (self.afterglow_max_hours >= 0 and self.afterglow_decay_sigma > 0 and 0 < self.afterglow_max_ratio <= 1):
             raise ValueError("detection.afterglow_max_hours must be >= 0 (0: off), afterglow_decay_sigma > 0 and "
                              "afterglow_max_ratio in (0, 1]")
+        if not (isinstance(self.latent_image_pixels, int) and self.latent_image_pixels >= 1):
+            raise ValueError(f"detection.latent_image_pixels must be an integer >= 1, got {self.latent_image_pixels!r}")
         if not (isinstance(self.latent_min_pixels, int) and self.latent_min_pixels >= 0):
             raise ValueError(f"detection.latent_min_pixels must be an integer >= 0 (0: off), got {self.latent_min_pixels!r}")
         object.__setattr__(self, "classes", classify.class_parameters(self.classes))
@@ -182,6 +191,8 @@ class DetectionParams:
             v = d[f.name]
             if f.name == "calibration_block_px":
                 v = tuple(int(a) for a in v)
+            elif f.name == "sky_end_regions":
+                v = tuple(str(a) for a in (v or ()))
             elif isinstance(f.default, bool):
                 v = bool(v)
             elif isinstance(f.default, int) and not isinstance(f.default, bool):
@@ -195,7 +206,12 @@ class DetectionParams:
     def from_profile(cls, profile, **overrides) -> DetectionParams:
         """Parameters from a loaded mode profile's ``detection:`` block, with keyword overrides."""
         try:
-            return cls.from_dict({"calibration_block_px": profile.chunk, **profile.detection}, **overrides)
+            p = cls.from_dict({"calibration_block_px": profile.chunk, **profile.detection}, **overrides)
+            unknown = [r for r in p.sky_end_regions if r not in profile.regions]
+            if unknown:
+                raise ValueError(f"detection.sky_end_regions: {unknown} not among the profile's regions "
+                                 f"{sorted(profile.regions)}")
+            return p
         except (ValueError, TypeError) as e:
             raise ValueError(f"{getattr(profile, 'source', 'profile')}: {e}") from None
 

@@ -771,7 +771,17 @@ def _row(px: _Pixel, ag: _Against, start, stop, run_sig, on, rec) -> dict:
             "onset_significance": on, "recovery_significance": rec, "noisy": False, "static": False,
             "switching": False,
             "scatter_sigma": sc.sigma, "scatter_ratio": sc.ratio, "excess_rms_dn_s": sc.excess_rms_dn_s,
-            "response": 1.0 + ag.a, **_evidence(ag.e[sl], px.s[sl], ag.sky_eff[sl], px.p.state_sigma)}
+            "response": 1.0 + ag.a, "fall_sigma": _fall(ag.e[sl], px.s[sl]),
+            **_evidence(ag.e[sl], px.s[sl], ag.sky_eff[sl], px.p.state_sigma)}
+
+
+def _fall(e, s) -> float:
+    """How far the run's level falls towards normal from its first exposure to its last, in the
+    noise of their difference (sigma; positive: it fades, as a latent does)."""
+    if e.size < 2:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.sign(e[0]) * (e[0] - e[-1]) / np.hypot(s[0], s[-1]))
 
 
 def _merge_noisy(out: list, noisy_spans, row, n: int) -> list:

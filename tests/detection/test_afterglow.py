@@ -102,9 +102,9 @@ def test_a_pixel_raised_by_a_hit_over_one_visit_is_not_a_defect():
         assert list(classify.classify(ev[classify.passes_floors(ev, p.classes)], p.classes)) == ["WARM"]
 
 
-def _rows(pixels, first, good):
-    return pd.DataFrame({"y": [p[0] for p in pixels], "x": [p[1] for p in pixels],
-                         "first_bad_mjd": first, "first_good_mjd": good, "carried": False})
+def _rows(pixels, first, good, flag="WARM", fall=4.0):
+    return pd.DataFrame({"y": [p[0] for p in pixels], "x": [p[1] for p in pixels], "flag": flag,
+                         "first_bad_mjd": first, "first_good_mjd": good, "carried": False, "fall_sigma": fall})
 
 
 def test_adjacent_pixels_bad_over_the_same_hours_are_a_latent_image():
@@ -124,5 +124,14 @@ def test_adjacent_pixels_bad_over_the_same_hours_are_a_latent_image():
     # adjacent pixels bad in different visits are not one image
     iv2 = _rows(blob[:3] + [(40, 40)], [100.0, 50.0, 100.0, 100.0], [130.0, 50.02, 130.0, 130.0])
     assert latent_images(iv2, mjd, **kw).tolist() == [False, False, False, False]
+    # a cluster that holds its level over the visit, or that lost its response, is no latent
+    kw = dict(kw, min_fall_sigma=3.5)
+    assert latent_images(iv, mjd, **kw).all()
+    assert not latent_images(_rows(blob, np.full(n, 100.0), np.full(n, 130.0), fall=0.3), mjd, **kw).any()
+    assert not latent_images(_rows(blob, np.full(n, 100.0), np.full(n, 130.0), flag="DEAD"), mjd, **kw).any()
+    # ... unless it covers a point source's image core: seen within a visit too short to fade
+    assert latent_images(_rows(blob, np.full(n, 100.0), np.full(n, 130.0), fall=0.3), mjd, **kw, image_pixels=9).all()
+    assert not latent_images(_rows(blob[:6], np.full(6, 100.0), np.full(6, 130.0), fall=0.3), mjd, **kw,
+                             image_pixels=9).any()
     # off
     assert not latent_images(iv, mjd, max_hours=6.0, min_pixels=0).any()

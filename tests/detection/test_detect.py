@@ -377,3 +377,52 @@ def test_a_full_frame_argument_is_sent_once_not_with_every_task(client):
     import cloudpickle
 
     assert all(len(cloudpickle.dumps(dict(t.__dask_graph__()))) < 100_000 for t in tasks)  # not the 16 MiB
+
+
+def test_sky_pieces_model_a_region_inside_a_larger_footprint_apart():
+    from lrscube.config.profiles import Box
+    from lrscube.detection.detect import sky_pieces
+
+    fp = (slice(0, 120), slice(0, 140))
+    slitless = Box(528, 944, 0, 72)
+    parts = sky_pieces(fp, [slitless], origin=(480, 0))
+    assert parts == [(fp[0], fp[1], [(slice(48, 120), slice(0, 72))]), (slice(48, 120), slice(0, 72), [])]
+    # a subarray exposure inside the region, or a footprint that misses it: one part
+    assert sky_pieces((slice(48, 120), slice(0, 72)), [slitless], origin=(480, 0)) == [
+        (slice(48, 120), slice(0, 72), [])]
+    assert sky_pieces(fp, [slitless], origin=(0, 500)) == [(fp[0], fp[1], [])]
+
+
+def test_a_spectrum_ending_inside_the_frame_gives_its_end_rows_their_own_sky():
+    """The dispersed sky of a region (LRS slitless, rows 528-944 of a full frame) ends at its first
+    row and falls off beyond (e-fold 8 pixels), each pixel with its own response (2 % rms). A
+    15-pixel window across that end averages the fall-off into the sky of the end rows (their
+    residual many times the interior's); with the region in ``sky_end_regions`` the windows stop
+    at the end and the end rows are like the interior."""
+    from lrscube.detection.detect import response_of, spatial_stage
+
+    prof = profiles.load("lrs")
+    rng = np.random.default_rng(3)
+    y = np.arange(480, 600, dtype=float)[:, None]
+    g = 1 + rng.normal(0, 0.02, (120, 140))
+    frames = []
+    for _ in range(8):
+        slope, level = rng.uniform(0.0, 0.1), rng.uniform(3, 30)
+        sky = np.where(y >= 528, level * (1 + slope * (y - 528) / 10), level * np.exp((y - 528) / 8.0))
+        sky = sky * np.ones((1, 140))
+        sky[:, 72:] = 2.0
+        frames.append(sky * g + rng.normal(0, 0.02, sky.shape))
+    sci = np.array(frames, np.float32)
+    err = np.full_like(sci, 0.02)
+    dq = np.zeros(sci.shape, np.uint32)
+
+    def end_over_interior(regions):
+        p = DetectionParams.from_profile(prof, sky_end_regions=regions)
+        resp = response_of(sci, err, p, prof, origin=(480, 0))
+        z = np.abs(spatial_stage(sci, err, dq, p, prof, response=resp, origin=(480, 0))["r"]) / 0.02
+        return float(np.nanmean(z[:, 48:56, 4:68]) / np.nanmean(z[:, 70:110, 4:68]))
+
+    assert end_over_interior(()) > 5
+    assert end_over_interior(("slitless",)) < 1.5
+    with pytest.raises(ValueError, match="sky_end_regions"):
+        DetectionParams.from_profile(prof, sky_end_regions=("nowhere",))
