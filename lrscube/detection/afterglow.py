@@ -49,18 +49,23 @@ def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio:
     return bool(np.any(ok & (drop >= min_sigma)))
 
 
-def follows_hit(h, start: int, stop: int, hits, *, max_hours: float) -> bool:
+def follows_hit(h, start: int, stop: int, hits, *, max_hours: float, last_weak: bool = False) -> bool:
     """True when the run ``[start, stop)`` of a pixel's series (``h`` the exposures' mid-times,
     hours) ends before the series does, begins with a hit (a JUMP_DET exposure at or before its
     first exposure and after the normal exposure before it; ``hits`` their mid-times, hours) and
-    lasts at most ``max_hours`` from that hit to its last exposure."""
+    lasts at most ``max_hours`` from that hit to its last exposure. ``last_weak``: the run's last
+    exposure is within the noise of normal by itself (an ambiguous exposure a run's end took in,
+    often the next visit's first, short one), so the run may end at the one before it."""
     h = np.asarray(h, float)
     hits = np.asarray(hits, float)
     if hits.size == 0 or stop >= h.size or stop <= start:
         return False
     before = h[start - 1] if start > 0 else -np.inf
     at = hits[(hits > before) & (hits <= h[start])]
-    return bool(at.size and h[stop - 1] - at.min() <= max_hours)
+    if not at.size:
+        return False
+    end = stop - 1 if last_weak and stop - start >= 2 else stop
+    return bool(h[end - 1] - at.min() <= max_hours)
 
 
 def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,

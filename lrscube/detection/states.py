@@ -816,7 +816,8 @@ def _without_latents(out: list, e, s, h, p, hits=None) -> list:
         a, b = w["start"], w["stop"]
         return (decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
                               min_sigma=p.afterglow_decay_sigma, max_ratio=p.afterglow_max_ratio)
-                or follows_hit(h, a, b, hits, max_hours=p.afterglow_max_hours))
+                or follows_hit(h, a, b, hits, max_hours=p.afterglow_max_hours,
+                               last_weak=abs(e[b - 1] / s[b - 1]) < p.boundary_sigma))
 
     return [w for w in out if not (w["sign"] > 0 and not w["noisy"] and w["stop"] < n and latent(w))]
 

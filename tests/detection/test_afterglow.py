@@ -80,6 +80,9 @@ def test_a_run_that_begins_with_a_hit_and_ends_within_hours_follows_it():
     # a run that lasts beyond the hours, or to the end of the series, is not one
     assert not follows_hit(h, 1, 6, [0.2], **kw)
     assert not follows_hit(h, 5, 7, [480.0], **kw)
+    # ... unless its last exposure, past the hours, is within the noise by itself
+    assert follows_hit(h, 1, 6, [0.2], **kw, last_weak=True)
+    assert not follows_hit(np.r_[h, 960.0], 1, 7, [0.2], **kw, last_weak=True)  # two past them
 
 
 def test_a_pixel_raised_by_a_hit_over_one_visit_is_not_a_defect():
