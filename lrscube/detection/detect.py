@@ -1022,6 +1022,12 @@ def _add_counts(total: dict, part: dict) -> None:
             total[k] = v.copy()
 
 
+def _sorted(v) -> bool:
+    """Whether ``v`` is in non-decreasing order without NaN (what ``sortby`` would leave as it is)."""
+    v = np.asarray(v)
+    return bool(v.size < 2 or np.all(v[1:] >= v[:-1])) and not (v.dtype.kind == "f" and np.isnan(v).any())
+
+
 def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, tiles: tuple[int, int] | None = None,
                    progress: bool | None = None, work: str | None = None, source: str | None = None,
                    **overrides) -> tuple[pd.DataFrame, dict]:
@@ -1065,8 +1071,8 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     t0 = _time.time()
     prof = profiles.load(profile)
     p = params or DetectionParams.from_profile(prof, **overrides)
-    if "mjd" in ds.coords:
-        ds = ds.sortby("mjd")
+    if "mjd" in ds.coords and not _sorted(ds["mjd"].values):
+        ds = ds.sortby("mjd")  # a copy of every plane: only when the exposures are out of order
     n_t = ds.sizes["time"]
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     ys = np.asarray(ds["y"].values, int) if "y" in ds.coords else np.arange(ny)

@@ -150,6 +150,15 @@ def test_dask_backed_dataset_gives_the_same_intervals():
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_exposures_out_of_order_give_the_intervals_of_the_sorted_cube_and_the_input_is_kept():
+    ds, _ = independent_cube(n=30, ny=96, nx=24, n_def=10)
+    kept = ds.copy(deep=True)
+    a, _ = detect_dataset(ds, "lrs", tiles=(48, 24))  # sorted already: used as it is, not copied
+    xr.testing.assert_identical(ds, kept)
+    b, _ = detect_dataset(ds.isel(time=np.random.default_rng(3).permutation(ds.sizes["time"])), "lrs", tiles=(48, 24))
+    pd.testing.assert_frame_equal(a, b)
+
+
 def test_telegraph_quiet_stretch_probable_for_its_switching_is_bridged():
     # a strong telegraph pixel switching with probability 4/15 ~ 0.27 per exposure, with one
     # quiet stretch of 8 exposures: (1 - 0.27)^8 = 0.08 > 0.001, so the stretch is part of the
