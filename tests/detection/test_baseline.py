@@ -5,11 +5,12 @@ that sky, ``r = a * sky`` (rate files are not flat-fielded); a defect is an addi
 excess ``d`` or a loss of response beyond the physical limits, or a change of either.
 """
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
 
-from lrscube.detection import baseline, classify
+from lrscube.detection import baseline, classify, running
 from lrscube.detection.detection_params import DetectionParams
 from lrscube.detection.states import pixel_intervals
 
@@ -316,3 +317,113 @@ def test_a_pixel_warm_from_the_start_that_recovers_keeps_its_warm_stretch():
     d = np.where(np.arange(N) < 20, 0.3, 0.0)
     r, s, sky = _series(30, a=-0.02, d=d)
     assert _flagged(r, s, sky) == [(0, 20, "WARM")]
+
+
+@numba.njit(cache=True)
+def _fit_every_exposure(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, leverage):
+    """The per-pixel pass over every exposure, the unusable ones with weight 0 (what
+    ``baseline._fit_pixels`` computed before it loaded the usable ones alone)."""
+    T, P = r_in.shape
+    a_out, d_out, ae_out, de_out = np.empty(P), np.empty(P), np.empty(P), np.empty(P)
+    h_out = np.zeros((T, P) if leverage else (0, 0))
+    n_out = np.zeros(P, np.int64)
+    r, s, sky, ok, w0, w, z, buf = (np.empty(T), np.empty(T), np.empty(T), np.empty(T, np.bool_), np.empty(T),
+                                    np.empty(T), np.empty(T), np.empty(T))
+    band, guess = np.empty(T), np.full(1, 0.6745)
+    for j in range(P):
+        n = 0
+        has_sky = False
+        for t in range(T):
+            rv, sv, kv = np.float64(r_in[t, j]), np.float64(s_in[t, j]), np.float64(sky_in[t, j])
+            good = valid[t, j] and np.isfinite(rv) and np.isfinite(sv) and sv > 0 and np.isfinite(kv)
+            ok[t] = good
+            r[t] = rv if good else 0.0
+            s[t] = sv if good else 1.0
+            sky[t] = kv if good else 0.0
+            w0[t] = 1.0 / sv ** 2 if good else 0.0
+            n += good
+            has_sky = has_sky or (good and kv > 0)
+        n_out[j] = n
+        a = baseline._start_response(r, s, sky, ok, w0, w, z, buf, band, guess, ma[j], pa[j], md[j], has_sky)
+        a, d, good, s11r, det, suu, su1 = baseline._solve_reweighted(r, s, sky, ok, w0, w, z, buf, band, guess, a,
+                                                                     ma[j], pa[j], md[j], pd_[j], iterations, ridge)
+        a_out[j], d_out[j] = a, d
+        if good:
+            ae_out[j], de_out[j] = np.sqrt(s11r / det), np.sqrt(suu / det)
+            if leverage:
+                for t in range(T):
+                    h = w[t] * (sky[t] * sky[t] * s11r - 2 * sky[t] * su1 + suu) / det
+                    h_out[t, j] = min(max(h, 0.0), 1.0)
+        else:
+            ae_out[j], de_out[j] = np.inf, np.inf
+    return a_out, d_out, ae_out, de_out, h_out, n_out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_fit_of_the_usable_exposures_alone_is_the_fit_over_all_bit_for_bit(with_prior, dtype):
+    # a mixed cube's full-frame rows: half the exposures unseen (NaN), besides gaps, ERR <= 0,
+    # a constant and a zero sky, outliers, too few exposures, none at all
+    rng = np.random.default_rng(11)
+    T, P = 60, 500
+    sky = rng.uniform(1, 30, (T, 1)) * rng.uniform(0.5, 1.5, (1, P))
+    sky[:, 5] = 7.0
+    sky[:, 6] = 0.0
+    r = 0.02 * sky + 0.01 + rng.normal(0, 0.05, (T, P))
+    r[rng.random(T) < 0.5] = np.nan
+    r[rng.random((T, P)) < 0.05] += 20
+    r[rng.random((T, P)) < 0.02] = np.nan
+    r[:, 7] = np.nan
+    r[3:, 8] = np.nan
+    s = np.full((T, P), 0.05)
+    s[rng.random((T, P)) < 0.01] = 0.0
+    valid = rng.random((T, P)) > 0.1
+    r, s, sky = (v.astype(dtype) for v in (r, s, sky))
+    prior = (rng.normal(0.02, 0.01, P), rng.uniform(1e-5, 1e-3, P), np.full(P, 0.005), np.full(P, 1e-4)) \
+        if with_prior else (np.zeros(P), np.full(P, np.inf), np.zeros(P), np.full(P, np.inf))
+    ma, va, md, vd = prior
+    pa, pd_ = (1 / np.maximum(va, 1e-12), 1 / np.maximum(vd, 1e-12)) if with_prior else (np.zeros(P), np.zeros(P))
+    for iterations, lev in ((4, True), (2, False)):
+        got = baseline._fit_pixels(r, s, sky, valid, ma, pa, md, pd_, iterations, 1e-6, lev)
+        want = _fit_every_exposure(r, s, sky, valid, ma, pa, md, pd_, iterations, 1e-6, lev)
+        for name, g, w in zip(["a", "d", "a_err", "d_err", "leverage", "n"], got, want):
+            assert np.array_equal(np.asarray(g).view(np.uint8), np.asarray(w).view(np.uint8)), name
+
+
+@numba.njit(cache=True)
+def _scale_by_median(z, ok):
+    """The robust scale as the median of every |z| gives it (``baseline._robust_scale_1`` before
+    it skipped or narrowed the selection)."""
+    buf = np.empty(z.size)
+    m = 0
+    for t in range(z.shape[0]):
+        if ok[t]:
+            buf[m] = abs(z[t])
+            m += 1
+    med = baseline.MAD_TO_SIGMA * running.median_inplace(buf, m)
+    return max(med, 1.0) if np.isfinite(med) else 1.0
+
+
+def test_robust_scale_is_that_of_the_median_of_every_value_bit_for_bit():
+    # scales below, at and above 1, every length (odd and even), guesses good, poor, zero, NaN,
+    # values with ties, zeros, NaN and infinities, exposures left out
+    rng = np.random.default_rng(5)
+    n_checked = 0
+    for n in list(range(0, 41)) + [47, 48, 99, 100, 400]:
+        for trial in range(60):
+            k = [0.3, 0.6, 0.6745, 0.7, 1.0, 1.5, 5.0][trial % 7]
+            z = rng.normal(0, k, n)
+            if trial % 5 == 1:
+                z = np.round(z * 4) / 4  # ties, zeros
+            if trial % 11 == 3 and n:
+                z[rng.integers(0, n)] = np.nan
+            if trial % 13 == 4 and n:
+                z[rng.integers(0, n)] = np.inf
+            ok = rng.random(n) > (0.3 if trial % 2 else 0.0)
+            for g in (0.6745 * k, 0.9 * k * 0.6745, 2.0 * k, 0.0, np.nan, 1e-3):
+                buf, band, guess = np.empty(n), np.empty(n), np.array([g])
+                got = baseline._robust_scale_1(z, ok, buf, band, guess)
+                want = _scale_by_median(z, ok)
+                assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (n, trial, g, got, want)
+                n_checked += 1
+    assert n_checked > 10000
