@@ -442,33 +442,45 @@ def calibration(counts: np.ndarray, clip: float | None = 6.0, clips=(4.0,)) -> C
 def gaussian_clipped_moments(k: float, c: float) -> tuple[float, float]:
     """E[min(k^2 Z^2, c^2)] and E[min(k^2 Z^2, c^2)^2] for Z ~ N(0, 1) (k: the noise in units of
     the expected noise; c: the clip)."""
+    return _clipped_moments(float(k), float(c))
+
+
+@numba.njit(cache=True, nogil=True)
+def _clipped_moments(k, c):
+    """:func:`gaussian_clipped_moments` compiled: the same libm calls in the same order (the
+    powers through ``math.pow``, as Python's ``**`` of floats computes them)."""
     b = c / max(k, 1e-12)  # |Z| < b: unclipped
     p_in = math.erf(b / math.sqrt(2.0))
     phi = math.exp(-0.5 * b * b) / math.sqrt(2.0 * math.pi)
     ez2 = p_in - 2 * b * phi  # E[Z^2 ; |Z| < b]
-    ez4 = 3 * p_in - 2 * phi * (b ** 3 + 3 * b)  # E[Z^4 ; |Z| < b]
+    ez4 = 3 * p_in - 2 * phi * (math.pow(b, 3.0) + 3 * b)  # E[Z^4 ; |Z| < b]
     out = 1 - p_in
-    return k * k * ez2 + c * c * out, k ** 4 * ez4 + c ** 4 * out
+    return k * k * ez2 + c * c * out, math.pow(k, 4.0) * ez4 + math.pow(c, 4.0) * out
 
 
 def rms_ratio(mean_clipped_square: float, null_mean: float, c: float) -> float:
     """The scatter (in units of the expected noise) whose clipped squares average
     ``mean_clipped_square``, for noise whose clipped squares average ``null_mean`` (measured);
     by bisection on the Gaussian shape, the measured null scaling it."""
-    g1, _ = gaussian_clipped_moments(1.0, c)
-    target = float(mean_clipped_square) * g1 / max(float(null_mean), 1e-12)
+    return _rms_ratio(float(mean_clipped_square), float(null_mean), float(c))
+
+
+@numba.njit(cache=True, nogil=True)
+def _rms_ratio(mean_clipped_square, null_mean, c):
+    g1 = _clipped_moments(1.0, c)[0]
+    target = mean_clipped_square * g1 / max(null_mean, 1e-12)
     if target <= g1:
-        return float(np.sqrt(max(target / g1, 0.0)))
+        return math.sqrt(max(target / g1, 0.0))
     if target >= c * c * 0.999:
-        return float("inf")
+        return np.inf
     lo, hi = 1.0, 1e4
     for _ in range(50):
-        mid = np.sqrt(lo * hi)
-        if gaussian_clipped_moments(mid, c)[0] < target:
+        mid = math.sqrt(lo * hi)
+        if _clipped_moments(mid, c)[0] < target:
             lo = mid
         else:
             hi = mid
-    return float(np.sqrt(lo * hi))
+    return math.sqrt(lo * hi)
 
 
 def one_sided_sigma(p: float) -> float:

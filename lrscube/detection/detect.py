@@ -640,7 +640,7 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     n_t, P = r2.shape
     cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, origin, shape, n_t, p)
     lit = ~_tile_unlit(ctx, origin, shape).reshape(P)
-    s_all = (e2 * cal_scale[blk].T).astype(np.float32)
+    s_all = (e2 * np.take(cal_scale.T, blk, axis=1)).astype(np.float32)
     use_all = valid & ~tr2
     st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
     disp = 0 if ctx.profile.dispersion_axis == "y" else 1
@@ -648,7 +648,7 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, shape, p.cross_sky_window_px, axis=disp)
     with np.errstate(invalid="ignore", divide="ignore"):
         x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
-    hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), cal_m1[blk][:, :, 0].T,
+    hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), np.take(cal_m1[:, :, 0].T, blk, axis=1),
                                       float(p.variance_clip_sigma), shape, (p.sky_window_px, 5), axis=disp,
                                       groups=lit)
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
@@ -704,15 +704,21 @@ def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Gro
     """The group's :class:`_Group`. The noise: ERR, calibrated per block and exposure, times
     what the neighbours and the pixel's line across the dispersion show beyond it (every screen
     judges against it); JUMP_DET exposures clipped lower, with their own measured null."""
-    ix = np.ix_(t_idx, pix)
+    def ix(v):  # v[np.ix_(t_idx, pix)], the rows taken first (a contiguous copy each)
+        return np.take(v[t_idx], pix, axis=1)
+
     bk = tn.blk[pix]
-    sg = (e2[ix] * tn.cal_scale[bk][:, t_idx].T * np.sqrt(tn.hnoise[pix] * tn.vline[pix])).astype(np.float32)
-    jg = jp2[ix]
+
+    def per_block(v):  # v[bk][:, t_idx].T of a per-block (block, time) array, without a (pixel, time) copy
+        return np.take(v[:, t_idx].T, bk, axis=1)
+
+    sg = (ix(e2) * per_block(tn.cal_scale) * np.sqrt(tn.hnoise[pix] * tn.vline[pix])).astype(np.float32)
+    jg = ix(jp2)
     clip = np.where(jg, p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
     vc = np.where(jg, min(p.jump_clip_sigma, p.variance_clip_sigma), p.variance_clip_sigma)
-    m1 = np.where(jg, tn.cal_m1[bk][:, t_idx, 1].T, tn.cal_m1[bk][:, t_idx, 0].T)
-    m2 = np.where(jg, tn.cal_m2[bk][:, t_idx, 1].T, tn.cal_m2[bk][:, t_idx, 0].T)
-    return _Group(pix, t_idx, r2[ix], sky2[ix], sg, tr2[ix], jg, clip, vc, m1, m2, tuple(v[pix] for v in tn.prior))
+    m1 = np.where(jg, per_block(tn.cal_m1[:, :, 1]), per_block(tn.cal_m1[:, :, 0]))
+    m2 = np.where(jg, per_block(tn.cal_m2[:, :, 1]), per_block(tn.cal_m2[:, :, 0]))
+    return _Group(pix, t_idx, ix(r2), ix(sky2), sg, ix(tr2), jg, clip, vc, m1, m2, tuple(v[pix] for v in tn.prior))
 
 
 def _single_exposure_events(g: _Group, p):

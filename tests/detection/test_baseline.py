@@ -5,6 +5,8 @@ that sky, ``r = a * sky`` (rate files are not flat-fielded); a defect is an addi
 excess ``d`` or a loss of response beyond the physical limits, or a change of either.
 """
 
+import math
+
 import numba
 import numpy as np
 import pandas as pd
@@ -427,3 +429,43 @@ def test_robust_scale_is_that_of_the_median_of_every_value_bit_for_bit():
                 assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (n, trial, g, got, want)
                 n_checked += 1
     assert n_checked > 10000
+
+
+def _moments_python(k, c):
+    """gaussian_clipped_moments as plain Python computes it (math, and ``**`` of floats)."""
+    b = c / max(k, 1e-12)
+    p_in = math.erf(b / math.sqrt(2.0))
+    phi = math.exp(-0.5 * b * b) / math.sqrt(2.0 * math.pi)
+    ez2 = p_in - 2 * b * phi
+    ez4 = 3 * p_in - 2 * phi * (b ** 3 + 3 * b)
+    out = 1 - p_in
+    return k * k * ez2 + c * c * out, k ** 4 * ez4 + c ** 4 * out
+
+
+def _rms_ratio_python(mean_clipped_square, null_mean, c):
+    g1, _ = _moments_python(1.0, c)
+    target = float(mean_clipped_square) * g1 / max(float(null_mean), 1e-12)
+    if target <= g1:
+        return float(np.sqrt(max(target / g1, 0.0)))
+    if target >= c * c * 0.999:
+        return float("inf")
+    lo, hi = 1.0, 1e4
+    for _ in range(50):
+        mid = np.sqrt(lo * hi)
+        if _moments_python(mid, c)[0] < target:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.sqrt(lo * hi))
+
+
+def test_compiled_clipped_moments_and_rms_ratio_are_pythons_bit_for_bit():
+    rng = np.random.default_rng(2)
+    for k, c in zip(np.r_[np.exp(rng.uniform(-5, 10, 20000)), 1.0, 0.0, 1e-13],
+                    np.r_[rng.uniform(0.5, 10, 20000), 4.0, 6, 3.0]):
+        assert baseline.gaussian_clipped_moments(float(k), c) == _moments_python(float(k), float(c))
+    for mean, null, c in zip(np.r_[rng.uniform(0, 40, 3000), np.nan, 0.0, 30.0],
+                             np.r_[rng.uniform(0.3, 1.5, 3000), 1.0, 0.0, 1e-15],
+                             np.r_[rng.choice([3.0, 4.0, 6.0], 3000), 4.0, 4.0, 6.0]):
+        got, want = baseline.rms_ratio(mean, null, c), _rms_ratio_python(mean, null, c)
+        assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (mean, null, c)
