@@ -278,7 +278,7 @@ def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin
     Each pixel's ``r = a * sky + d`` is fitted robustly over its exposures
     (:func:`lrscube.detection.baseline.fit_response_offset`); the residuals, in units of ERR and corrected
     for each exposure's leverage in the fit, are counted per exposure and calibration block
-    (:func:`lrscube.detection.baseline.abs_histogram`). Returns ``{block: counts (time, bins)}``; the
+    (:func:`lrscube.detection.baseline.standardised_histograms`). Returns ``{block: counts (time, bins)}``; the
     blocks' counts over all tiles give each exposure's noise calibration
     (:func:`calibrations`), immune to the pixels' fixed response pattern.
     """
@@ -295,13 +295,11 @@ def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin
     cols = np.flatnonzero(use.any(axis=0))
     if cols.size == 0:
         return out
-    st_ = baseline.fit_response_offset(r2[:, cols], s2[:, cols], k2[:, cols], use[:, cols])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = (r2[:, cols] - st_.a * k2[:, cols] - st_.d) / (s2[:, cols] * np.sqrt(np.maximum(1.0 - st_.leverage, 1e-3)))
-    for b, key in enumerate(blocks):
-        sel = np.flatnonzero(idx[cols] == b)
-        if sel.size:
-            out[key] = baseline.abs_histogram(x[:, sel], use[:, cols[sel]])
+    r2, s2, k2, use = r2[:, cols], s2[:, cols], k2[:, cols], use[:, cols]
+    st_ = baseline.fit_response_offset(r2, s2, k2, use)
+    counts = baseline.standardised_histograms(r2, s2, k2, use, st_, idx[cols], len(blocks))
+    for b in np.unique(idx[cols]):
+        out[blocks[b]] = counts[b]
     return out
 
 
