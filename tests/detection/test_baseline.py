@@ -502,3 +502,11 @@ def test_standardised_histograms_are_those_of_the_whole_array_residuals(dtype):
                                            np.ones((e.size, 1), bool), st._replace(a=np.zeros(1), d=np.zeros(1),
                                            leverage=np.zeros((e.size, 1))), np.zeros(1, int), 1)
     assert np.array_equal(one[0], baseline.abs_histogram(e[:, None]))
+
+
+def test_histogram_bin_is_searchsorteds():
+    e = baseline.HIST_EDGES
+    v = np.r_[0.0, 1e-300, np.exp(np.random.default_rng(6).uniform(-12, 12, 20000)), e, np.nextafter(e, 0),
+              np.nextafter(e, np.inf), 1e300]
+    got = np.array([baseline._bin(e, float(x)) for x in v])
+    assert np.array_equal(got, np.searchsorted(e, v))
