@@ -990,3 +990,33 @@ def median_hoare(v, n):
         else:
             break
     return _selected_median(v, n, h)
+
+
+@numba.njit(cache=True, nogil=True)
+def median_about(v, n, lo, hi, band):
+    """:func:`median_inplace` of ``v[:n]`` (the same bits) when its ranks are likely to lie in
+    ``[lo, hi]`` (about a guess: the median of a neighbouring pixel's similar values): the values
+    in that band are gathered into ``band`` (scratch, at least ``n``) and the median's ranks
+    selected among those few, by insertion sort; where the band does not hold them (or holds
+    more than 32 values), and where any value is NaN or a zero (which define the result of
+    :func:`median_hoare`), :func:`median_inplace` of all of them (the order of ``v`` is lost)."""
+    m = 0
+    under = 0
+    plain = True
+    for t in range(n):
+        x = v[t]
+        plain = plain and x == x and x != 0.0
+        under += x < lo
+        band[m] = x
+        m += (x >= lo) and (x <= hi)
+    h = n // 2
+    if not (plain and n > 0 and m <= 32 and under <= h - 1 + n % 2 and under + m > h):
+        return median_inplace(v, n)
+    for i in range(1, m):
+        x = band[i]
+        k = i - 1
+        while k >= 0 and band[k] > x:
+            band[k + 1] = band[k]
+            k -= 1
+        band[k + 1] = x
+    return band[h - under] if n % 2 else 0.5 * (band[h - 1 - under] + band[h - under])

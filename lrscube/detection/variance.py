@@ -95,11 +95,14 @@ def _nan_max(a, b):
 @numba.njit(cache=True, nogil=True)
 def _terms_columns(x, s, clip, m1, m2):
     """:func:`terms_numpy` over the columns of (T, P) float64 arrays (any strides): per column
-    the median of ``1 / s`` over its usable exposures (quickselect), then the terms."""
+    the median of ``1 / s`` over its usable exposures (:func:`lrscube.detection.running.median_about`
+    the previous pixel's, the same number as a quickselect), then the terms."""
     T, P = x.shape
     u = np.zeros((T, P))
     v = np.zeros((T, P))
     buf = np.empty(T)
+    band = np.empty(T)
+    last = np.nan  # the previous pixel's median: its noise follows the same exposures
     for j in range(P):
         m = 0
         for t in range(T):
@@ -109,7 +112,8 @@ def _terms_columns(x, s, clip, m1, m2):
                 m += 1
         if m == 0:
             continue
-        ref = running.median_inplace(buf, m)
+        ref = running.median_about(buf, m, 0.98 * last, 1.02 * last, band)
+        last = ref
         for t in range(T):
             xv, sv = x[t, j], s[t, j]
             if np.isfinite(xv) and np.isfinite(sv) and sv > 0:

@@ -228,3 +228,23 @@ def test_median_inplace_is_hoares_quickselect_bit_for_bit(n):
             assert got == ref or (np.isnan(got) and np.isnan(ref))
     longer = np.r_[rng.normal(size=n), np.full(5, -1e300)]
     assert running.median_inplace(longer.copy(), n) == _median_both(longer[:n])[2] or n == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 8, 31, 48, 64, 99, 400])
+def test_median_about_a_guess_is_median_inplace_bit_for_bit(n):
+    """Whatever the band (holding the median's ranks or not, empty, NaN): the same bits as
+    median_inplace, on noise, ties, infinities, zeros of both signs and NaN."""
+    rng = np.random.default_rng(100 + n)
+    for trial in range(200):
+        v = [rng.normal(size=n), np.round(rng.normal(size=n) * 2) + 0.5, rng.integers(1, 4, n).astype(float),
+             np.abs(rng.standard_cauchy(n))][trial % 4]
+        if trial % 7 == 3 and n:
+            v[rng.integers(0, n)] = [np.inf, -np.inf, np.nan, 0.0, -0.0][trial % 5]
+        med = np.median(v) if n else 0.0
+        width = [0.0, 0.05, 0.3, 1.0, 5.0][trial % 5] * (np.std(v) if n else 1.0)
+        shift = [0.0, 0.1, -0.5, 2.0][trial % 4] * (np.std(v) if n else 1.0)
+        for lo, hi in ((med + shift - width, med + shift + width), (np.nan, np.nan), (1.0, -1.0)):
+            want = running.median_inplace(v.copy(), n)
+            got = running.median_about(v.copy(), n, lo, hi, np.empty(n))
+            assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64) or \
+                (np.isnan(got) and np.isnan(want)), (trial, lo, hi, got, want)

@@ -166,3 +166,18 @@ def test_a_noisy_pixel_to_the_end_of_the_series_is_bad_to_its_end():
     p = DetectionParams()
     out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, n), prior=(0.0, 4e-4, 0.0, 1.6e-5))
     assert [(w["start"], w["stop"], w["noisy"]) for w in out] == [(40, n, True)]
+
+
+@pytest.mark.parametrize("n", [7, 48, 100])
+def test_terms_compiled_equals_numpy_where_pixels_share_their_exposures_noise(n):
+    """Neighbouring pixels' noise follows the same exposures (the median of the one before is
+    where the next one's is looked for first): still numpy's terms bit for bit."""
+    rng = np.random.default_rng(n)
+    per_exposure = rng.uniform(0.02, 0.2, (n, 1))
+    s = (per_exposure * rng.uniform(0.995, 1.005, (n, 2000))).astype(np.float32)
+    s[:, 1000:1010] *= 3  # a few pixels far from the ones before
+    s[rng.random(s.shape) < 0.01] = np.nan
+    x = rng.normal(size=(n, 2000))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    for got, want in zip(variance.terms(x, s, 6.0, G1, G2), variance.terms_numpy(x, s, 6.0, G1, G2)):
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
