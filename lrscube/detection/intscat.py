@@ -51,16 +51,19 @@ def calibrate(q: np.ndarray, dof: np.ndarray) -> np.ndarray:
     of ``chi2(k) / k`` (float16; exposures with fewer than :data:`MIN_CALIBRATION_PIXELS` finite
     values, or no degrees of freedom, unchanged)."""
     q = np.asarray(q, np.float32)
-    out = q.copy()
+    out = np.empty(q.shape, np.float16)  # each exposure cast once (no float32 copy of the block)
     for b in range(q.shape[0]):
         k = float(dof[b])
+        out[b] = q[b]
+        if k <= 0:
+            continue
         fin = np.isfinite(q[b])
-        if k <= 0 or fin.sum() < MIN_CALIBRATION_PIXELS:
+        if fin.sum() < MIN_CALIBRATION_PIXELS:
             continue
         scale = float(np.median(q[b][fin])) / (stats.chi2.median(k) / k)
         if scale > 0:
             out[b] = q[b] / scale
-    return out.astype(np.float16)
+    return out
 
 
 def terms(q: np.ndarray, dof: np.ndarray, clip_sigma: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
