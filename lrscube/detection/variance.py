@@ -229,6 +229,62 @@ def rms_ratio(x: np.ndarray, s: np.ndarray, clip, m1) -> float:
 SHARED_SIGMA = 5.0
 
 
+def weighted_ratios(x: np.ndarray, s: np.ndarray, clip, m1) -> np.ndarray:
+    """Per pixel (column of the (time, P) arrays), ``sum w q / sum w m1`` over its usable
+    exposures, ``w = 1 / s``, ``q = min(x^2, clip^2)`` (:func:`line_factor`'s ratio). One
+    compiled pass (:func:`_weighted_ratio_columns`; :func:`weighted_ratios_numpy` is the same
+    in numpy, whose float64 temporaries of whole tiles were most of its cost)."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(float)
+    n, P = x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64))
+    cols = lambda a: np.broadcast_to(np.asarray(a, float), x.shape).reshape(n, P)  # noqa: E731
+    s = np.asarray(s)
+    s = np.broadcast_to(s if s.dtype in (np.float32, np.float64) else s.astype(float), x.shape).reshape(n, P)
+    return _weighted_ratio_columns(x.reshape(n, P), s, cols(clip), cols(m1)).reshape(x.shape[1:])
+
+
+def weighted_ratios_numpy(x: np.ndarray, s: np.ndarray, clip, m1) -> np.ndarray:
+    """:func:`weighted_ratios` in numpy (the reference the compiled pass is tested against)."""
+    x = np.asarray(x, float)
+    s = np.asarray(s, float)
+    ok = np.isfinite(x) & np.isfinite(s) & (s > 0)
+    w = np.where(ok, 1.0 / np.where(ok, s, 1.0), 0.0)
+    c = np.broadcast_to(np.asarray(clip, float), x.shape)
+    q = np.minimum(np.where(ok, x * x, 0.0), c * c)
+    m = np.broadcast_to(np.asarray(m1, float), x.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * q).sum(axis=0) / (w * np.where(ok, m, 0.0)).sum(axis=0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _weighted_ratio_columns(x, s, clip, m1):
+    """:func:`weighted_ratios_numpy` per column, the sums in its order (exposure after exposure,
+    the unusable ones adding ``0 * min(0, clip^2)`` and ``0 * 0`` as there), along the rows."""
+    T, P = x.shape
+    num = np.zeros(P)  # no exposures: 0 / 0, as numpy's empty sums
+    den = np.zeros(P)
+    for t in range(T):
+        for j in range(P):
+            xv = np.float64(x[t, j])
+            sv = np.float64(s[t, j])
+            c = clip[t, j]
+            if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
+                w = 1.0 / sv
+                a = w * _nan_min(xv * xv, c * c)
+                b = w * m1[t, j]
+            else:
+                a = 0.0 * _nan_min(0.0, c * c)
+                b = 0.0 * 0.0
+            if t == 0:
+                num[j] = a
+                den[j] = b
+            else:
+                num[j] += a
+                den[j] += b
+    return num / den
+
+
 def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, min_pixels: int = 20,
                 window: int = 7) -> np.ndarray:
     """The excess variance each pixel shares with the pixels of its line across the dispersion
@@ -253,15 +309,7 @@ def line_factor(x: np.ndarray, s: np.ndarray, clip, m1, shape, axis: int = 0, mi
     where the sky model is not cut (the median within its noise of 1) keep the line's median,
     so a defect cluster there never raises its own noise.
     """
-    x = np.asarray(x, float)
-    s = np.asarray(s, float)
-    ok = np.isfinite(x) & np.isfinite(s) & (s > 0)
-    w = np.where(ok, 1.0 / np.where(ok, s, 1.0), 0.0)
-    c = np.broadcast_to(np.asarray(clip, float), x.shape)
-    q = np.minimum(np.where(ok, x * x, 0.0), c * c)
-    m = np.broadcast_to(np.asarray(m1, float), x.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k2 = (w * q).sum(axis=0) / (w * np.where(ok, m, 0.0)).sum(axis=0)
+    k2 = weighted_ratios(x, s, clip, m1)
     img = np.where(np.isfinite(k2), k2, np.nan).reshape(shape)
     lines = img if axis == 0 else img.T  # one line per position along the dispersion
     count = np.isfinite(lines).sum(axis=1)

@@ -181,3 +181,24 @@ def test_terms_compiled_equals_numpy_where_pixels_share_their_exposures_noise(n)
     x[rng.random(x.shape) < 0.05] = np.nan
     for got, want in zip(variance.terms(x, s, 6.0, G1, G2), variance.terms_numpy(x, s, 6.0, G1, G2)):
         assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 8, 100])
+def test_weighted_ratios_compiled_equal_numpy(n):
+    """line_factor's per-pixel ratios, compiled, are the numpy ones bit for bit: NaN, inf, zero
+    and negative noise, float32 noise, pixels no exposure sees, clips and moments per exposure
+    or broadcast, NaN clips and moments."""
+    rng = np.random.default_rng(50 + n)
+    x = rng.normal(size=(n, 400)) * np.exp(rng.uniform(-3, 3, (n, 400)))
+    s = rng.uniform(0.5, 2.0, (n, 400)).astype(np.float32)
+    for a, value, frac in ((x, np.nan, 0.1), (x, np.inf, 0.02), (s, np.nan, 0.05), (s, 0.0, 0.05),
+                           (s, -1.0, 0.02), (s, np.inf, 0.02)):
+        a[rng.random(a.shape) < frac] = value
+    x[:, :3] = np.nan
+    clip = np.where(rng.random((n, 400)) < 0.5, 6.0, 4.0)
+    clip[rng.random(clip.shape) < 0.02] = np.nan
+    m1 = rng.uniform(0.8, 1.0, (n, 400))
+    m1[rng.random(m1.shape) < 0.03] = np.nan
+    for args in ((x, s, clip, m1), (x, s, 6.0, G1), (x, s.astype(float), 4.0, m1[:, :1]), (x.astype(np.float32), s, 6.0, G1)):
+        got, want = variance.weighted_ratios(*args), variance.weighted_ratios_numpy(*args)
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
