@@ -398,6 +398,26 @@ def standardised_histograms(r, s, sky, valid, st: "State", block: np.ndarray, n_
     return out
 
 
+def standardised_residuals(r, s, sky, st: "State") -> np.ndarray:
+    """(time, P) float64: ``(r - a sky - d) / (s sqrt(max(1 - h, 1e-3)))``, the residuals about
+    the fitted states ``st`` (with leverages) in units of ``s`` corrected for the leverage, as
+    that whole-array expression computes them (float32 inputs widened first), in one compiled
+    pass without its temporaries."""
+    f = [np.asarray(v) if np.asarray(v).dtype in (np.float32, np.float64) else np.asarray(v, float) for v in (r, s, sky)]
+    out = np.empty(f[0].shape)
+    _standardised_values(*f, np.asarray(st.a, float), np.asarray(st.d, float), np.asarray(st.leverage, float), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _standardised_values(r, s, sky, a, d, h, out):
+    T, P = r.shape
+    for t in range(T):
+        for j in range(P):
+            out[t, j] = (np.float64(r[t, j]) - a[j] * np.float64(sky[t, j]) - d[j]) / (
+                np.float64(s[t, j]) * np.sqrt(max(1.0 - h[t, j], 1e-3)))
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # x / 0 is inf or NaN, as in numpy
 def _standardised_counts(r, s, sky, valid, a, d, h, block, edges, out):
     T, P = r.shape
@@ -689,6 +709,48 @@ def scatter_scan_scale(n: int, sigma: float, c: float) -> np.ndarray:
     return out
 
 
+def clipped_ratios(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float) -> np.ndarray:
+    """(P,) ``sum min(x^2, c^2) / sum m1`` of each column of the (time, P) arrays over its
+    ``valid`` exposures (:func:`neighbour_noise`'s ratio): one compiled pass in the order of
+    numpy's sums (:func:`clipped_ratios_numpy`, the reference it is tested against)."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(float)
+    m1 = np.broadcast_to(np.asarray(m1, float), x.shape)
+    return _clipped_ratio_columns(x, np.broadcast_to(np.asarray(valid, bool), x.shape), m1, float(c))
+
+
+def clipped_ratios_numpy(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float) -> np.ndarray:
+    q = np.where(valid, np.minimum(np.asarray(x, float) ** 2, c * c), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return q.sum(axis=0) / np.where(valid, m1, 0.0).sum(axis=0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _clipped_ratio_columns(x, valid, m1, c):
+    T, P = x.shape
+    num = np.zeros(P)  # no exposures: 0 / 0, as numpy's empty sums
+    den = np.zeros(P)
+    cc = c * c
+    for t in range(T):
+        for j in range(P):
+            if valid[t, j]:
+                xv = np.float64(x[t, j])
+                xx = xv * xv
+                a = np.nan if (xx != xx or cc != cc) else (xx if xx < cc else cc)  # np.minimum
+                b = m1[t, j]
+            else:
+                a = 0.0
+                b = 0.0
+            if t == 0:
+                num[j] = a
+                den[j] = b
+            else:
+                num[j] += a
+                den[j] += b
+    return num / den
+
+
 def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, shape, window=(15, 5),
                     axis: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
     """Each pixel's noise relative to the calibrated ERR, as its neighbours show it, (P,).
@@ -708,9 +770,7 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
     gap pixel's noise is its read and dark noise about a sky of its own, a lit pixel's beside it
     the sky's photon noise about the slice's sky model; neither says what the other's is.
     """
-    q = np.where(valid, np.minimum(np.asarray(x, float) ** 2, c * c), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = q.sum(axis=0) / np.where(valid, m1, 0.0).sum(axis=0)
+    ratio = clipped_ratios(x, valid, m1, c)
     img = np.where(np.isfinite(ratio), ratio, np.nan).astype(np.float32).reshape(shape)
     along, across = (int(w) | 1 for w in window)
 

@@ -644,8 +644,7 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     disp = 0 if ctx.profile.dispersion_axis == "y" else 1
     pri = baseline.neighbour_prior(st_all, shape, p.sky_window_px, axis=disp)
     lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, shape, p.cross_sky_window_px, axis=disp)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x_all = (r2 - st_all.a * sky2 - st_all.d) / (s_all * np.sqrt(np.maximum(1.0 - st_all.leverage, 1e-3)))
+    x_all = baseline.standardised_residuals(r2, s_all, sky2, st_all)
     hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), np.take(cal_m1[:, :, 0].T, blk, axis=1),
                                       float(p.variance_clip_sigma), shape, (p.sky_window_px, 5), axis=disp,
                                       groups=lit)

@@ -510,3 +510,32 @@ def test_histogram_bin_is_searchsorteds():
               np.nextafter(e, np.inf), 1e300]
     got = np.array([baseline._bin(e, float(x)) for x in v])
     assert np.array_equal(got, np.searchsorted(e, v))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardised_residuals_and_clipped_ratios_are_the_whole_array_ones_bit_for_bit(dtype):
+    rng = np.random.default_rng(8)
+    T, P = 40, 300
+    sky = rng.uniform(1, 30, (T, P))
+    r = 0.02 * sky + rng.normal(0, 0.05, (T, P)) * np.exp(rng.uniform(-4, 4, (T, P)))
+    r[rng.random((T, P)) < 0.03] = np.nan
+    r[rng.random((T, P)) < 0.01] = np.inf
+    s = np.full((T, P), 0.05)
+    s[rng.random((T, P)) < 0.02] = 0.0
+    r, s, sky = (v.astype(dtype) for v in (r, s, sky))
+    valid = rng.random((T, P)) > 0.1
+    st = baseline.fit_response_offset(r, s, sky, valid)
+    lev = st.leverage.copy()
+    lev[rng.random((T, P)) < 0.02] = 1.0
+    st = st._replace(leverage=lev)
+    got = baseline.standardised_residuals(r, s, sky, st)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = (r - st.a * sky - st.d) / (s * np.sqrt(np.maximum(1.0 - st.leverage, 1e-3)))
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
+    m1 = rng.uniform(0.8, 1.0, (T, P))
+    m1[rng.random((T, P)) < 0.02] = np.nan
+    ok = valid & np.isfinite(got)
+    for x, v, m, c in ((got, ok, m1, 4.0), (got, valid, m1, 6.0), (got.astype(np.float32), ok, 0.9, 4.0),
+                       (got[:0], ok[:0], m1[:0], 4.0), (got, ok, m1, np.nan)):
+        a, b = baseline.clipped_ratios(x, v, m, c), baseline.clipped_ratios_numpy(x, v, m, c)
+        assert np.array_equal(a.view(np.int64), b.view(np.int64))
