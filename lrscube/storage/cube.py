@@ -871,6 +871,10 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     return ds
 
 
+#: per-exposure coordinates every append writes, never as their fill value (NaN, "")
+ALWAYS_WRITTEN = frozenset({"time", "mjd", "expstart", "filename"})
+
+
 class _CommittedView(zarr.storage.WrapperStore):
     """A read-only view of the cube's zarr store in which every array along ``time`` has
     exactly ``n`` slots, whatever its stored length.
@@ -890,6 +894,12 @@ class _CommittedView(zarr.storage.WrapperStore):
 
     async def get(self, key, prototype, byte_range=None):
         buf = await self._store.get(key, prototype, byte_range)
+        if buf is None and self.n and key.rpartition("/c/")[0] in ALWAYS_WRITTEN:
+            # every append writes these for its slots, never their fill value (zarr stores no
+            # chunk that is all fill): a chunk not there is damage (a reference lost in a
+            # snapshot), not fill values (NaT times)
+            raise st.CorruptDataError(f"coordinate {key.partition('/')[0]}: chunk {key} is missing from the "
+                                      "committed state", url=str(self._store))
         if buf is None or byte_range is not None or not key.endswith("/zarr.json"):
             return buf
         try:

@@ -228,3 +228,16 @@ def test_a_recorded_delivery_tags_the_commit_it_was_made_from(tmp_path):
     cube.drop(store, ["jw_004_rate.fits"])  # the cube moves on; the delivery's commit stays
     then = zarr.open_group(repo.readonly_session(tag="delivery-d1").store, mode="r")
     assert "jw_004_rate.fits" in list(then["filename"][:]) and cube.n_stored(store) == 29
+
+
+@pytest.mark.parametrize("name", ["time", "filename"])
+def test_a_missing_chunk_of_a_coordinate_every_append_writes_is_damage_not_fill(tmp_path, format3, name):
+    """zarr stores no chunk that is all fill value, so a lost chunk reads as NaN or "" silently;
+    the times and file names of committed exposures are never that (a lost reference in an
+    icechunk snapshot showed as NaT times)."""
+    store = tmp_path / "s"
+    make_cube(str(store), n=3, n_full=0)
+    (chunk,) = [p for p in (store / "exposures" / name / "c").rglob("*") if p.is_file()]
+    chunk.unlink()
+    with pytest.raises(st.CorruptDataError, match=f"coordinate {name}"):
+        lrscube.open_cube(str(store))
