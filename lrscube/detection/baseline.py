@@ -46,7 +46,7 @@ import numpy as np
 from scipy.special import dawsn, log_ndtr, ndtr, ndtri
 
 from .residuals import local_linear, MAD_TO_SIGMA, running_median
-from .running import median_inplace
+from .running import median_about, median_inplace
 
 #: Tukey biweight tuning constant (95 % efficiency for Gaussian noise), in units of the noise
 BIWEIGHT_C = 4.685
@@ -176,15 +176,11 @@ def _robust_scale_1(z, ok, buf, band, guess):
     :data:`_SCALE_ONE`, the median is too and the scale is 1; otherwise the median is selected
     among the few values in a band about ``guess[0]`` (the median the pixel's previous reweight
     found, or the previous pixel's) when that band holds its ranks, and by
-    :func:`median_inplace` of all the values when not. Values holding NaN or a zero always take
+    :func:`median_inplace` of all the values when not (:func:`~lrscube.detection.running.median_about`). Values holding NaN or a zero always take
     :func:`median_inplace` (whose result they define). ``buf`` and ``band`` are scratch (T,)."""
     n = 0
-    m = 0
     low = 0
-    under = 0
     plain = True
-    g = guess[0]
-    lo, hi = _BAND[0] * g, _BAND[1] * g
     for t in range(z.shape[0]):
         if ok[t]:
             x = abs(z[t])
@@ -192,23 +188,9 @@ def _robust_scale_1(z, ok, buf, band, guess):
             n += 1
             plain = plain and x == x and x != 0.0
             low += x <= _SCALE_ONE
-            under += x < lo
-            band[m] = x
-            m += (x >= lo) and (x <= hi)
-    h = n // 2
-    if plain and low > h:  # ranks h - 1 and h at most _SCALE_ONE: so is the median
+    if plain and low > n // 2:  # ranks h - 1 and h at most _SCALE_ONE: so is the median
         return 1.0
-    if plain and m <= 32 and under <= h - 1 + n % 2 and under + m > h:  # the band holds the median's ranks
-        for i in range(1, m):  # insertion sort of the band
-            x = band[i]
-            k = i - 1
-            while k >= 0 and band[k] > x:
-                band[k + 1] = band[k]
-                k -= 1
-            band[k + 1] = x
-        med = band[h - under] if n % 2 else 0.5 * (band[h - 1 - under] + band[h - under])
-    else:
-        med = median_inplace(buf, n)
+    med = median_about(buf, n, _BAND[0] * guess[0], _BAND[1] * guess[0], band)
     if np.isfinite(med) and med > 0:
         guess[0] = med
     med = MAD_TO_SIGMA * med
