@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.special import log_ndtr
 
 from . import baseline
 from . import changepoints as cp
@@ -451,7 +452,11 @@ def scatter_ends(q, m1, c, i, j, lo, hi, ratio, boundary_sigma) -> tuple[int, in
 
 def _scatter_loglik(q, m1, c, ratio) -> np.ndarray:
     """Cumulative log-likelihood of "scatter ``ratio`` times the noise" against "normal", one
-    term per exposure (:func:`scatter_ends`), with a leading 0: ``g[j] - g[i]`` is [i, j)'s."""
+    term per exposure (:func:`scatter_ends`), with a leading 0: ``g[j] - g[i]`` is [i, j)'s.
+
+    An exposure at its clip (``q`` = ``c^2``) says only that ``|z| >= c``: its term is the
+    ratio of the two tail probabilities, not of the densities at the clip (which would make a
+    pixel scattering far beyond the clip in every exposure less likely noisy the noisier it is)."""
     k = float(min(max(ratio, 1.0 + 1e-3), 1e3))
     c = np.asarray(c, float)
     g1 = np.array([baseline.gaussian_clipped_moments(1.0, float(cc))[0] for cc in np.unique(c)])
@@ -459,6 +464,9 @@ def _scatter_loglik(q, m1, c, ratio) -> np.ndarray:
     gs = np.array([gmap[float(cc)] for cc in c])
     qn = q * gs / np.maximum(m1, 1e-6)
     ll = -np.log(k) + 0.5 * qn * (1.0 - 1.0 / (k * k))
+    at_clip = q >= c * c
+    if at_clip.any():
+        ll = np.where(at_clip, log_ndtr(-c / k) - log_ndtr(-c), ll)
     return np.concatenate([[0.0], np.cumsum(ll)])
 
 
@@ -654,7 +662,7 @@ def _scatter_spans(px: _Pixel, e, z, runs, local=False):
     else:
         zr, levels = _about_level_runs(px, e, z, runs)
     q = np.minimum(zr * zr, px.vc * px.vc)
-    spans = _clipped_scatter_spans(px, q)
+    spans = [sp for sp in _clipped_scatter_spans(px, q) if not _level_describes(e, sp[0], sp[1], levels)]
     # the exact weighted run too, in the first look as well: the clip-3 runs split a noisy span
     # wherever a few of its exposures lie near the running median, each piece then too short
     # for the threshold, and a noisy pixel's low excursions would pass for its normal state
@@ -741,13 +749,21 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     if k < p.noisy_rms_ratio:
         return []
     ex = float(np.sqrt(max(k * k - 1.0, 0.0)) * np.median(s[i:j]))
-    if any(a < j and i < b for a, b, _ in levels):
-        # robust: the clip caps the ratio k, so the scatter is measured without it
-        ev = e[i:j]
-        mid = float(np.median(ev))
-        if abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid))):
-            return []
+    if _level_describes(e, i, j, levels):
+        return []
     return [(i, j, Scatter(float(st / px.variance_scale), float(k), ex))]
+
+
+def _level_describes(e, i: int, j: int, levels) -> bool:
+    """The span [i, j) overlaps a level run that is a defect by itself (``levels``) and its
+    median residual (DN/s, about the normal state) exceeds its robust scatter (1.4826 MAD): the
+    level describes the pixel (a HOT or WARM pixel, a drift, a little noisier than its ERR says),
+    not excess scatter. Robust: the clip caps the scatter ratio, so it is measured without it."""
+    if not any(a < j and i < b for a, b, _ in levels):
+        return False
+    ev = e[i:j]
+    mid = float(np.median(ev))
+    return abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid)))
 
 
 class _Against(NamedTuple):

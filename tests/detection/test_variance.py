@@ -168,6 +168,43 @@ def test_a_noisy_pixel_to_the_end_of_the_series_is_bad_to_its_end():
     assert [(w["start"], w["stop"], w["noisy"]) for w in out] == [(40, n, True)]
 
 
+def test_a_pixel_scattering_far_beyond_the_clip_in_each_of_its_last_exposures_is_noisy_from_its_onset():
+    # a simulated noisy pixel of an LRS full frame: the last 6 of its 20 exposures hundreds of
+    # times their noise off, both ways; against the measured null (clip 3) every clipped square
+    # of them sits at the clip, so only the tail probabilities can judge where the span begins
+    from lrscube.detection.detection_params import DetectionParams
+    from lrscube.detection.states import pixel_intervals
+    r = np.array([0.0329, 0.0375, 0.1029, 0.0219, 0.0781, -0.0009, 0.0525, 0.0157, 0.0475, 0.0255, 0.0506,
+                  0.0136, 0.0488, 0.0197, 9.0486, -3.0479, -16.7897, 2.1786, 15.0923, -27.9562])
+    s = np.array([0.0237, 0.0346, 0.0325, 0.0092, 0.054, 0.0216, 0.0179, 0.0095, 0.0272, 0.0129, 0.0154,
+                  0.0072, 0.0381, 0.0193, 0.1379, 0.021, 0.0391, 0.0488, 0.0098, 0.0398])
+    sky = np.array([1.647, 1.194, 1.266, 1.049, 0.892, 1.882, 1.357, 0.977, 0.976, 1.039, 1.125, 0.794, 1.7,
+                    0.716, 0.794, 1.817, 1.552, 1.774, 0.847, 0.98])
+    n = r.size
+    g1, g2 = gaussian_clipped_moments(1.0, 3.0)
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(g1, g2, 3.0),
+                          prior=(-0.0027, 3.1e-4, 0.0039, 1.85e-5))
+    assert [(w["start"], w["stop"], w["noisy"]) for w in out] == [(14, n, True)]
+
+
+def test_an_exposure_at_the_clip_counts_by_its_tail_probability():
+    from scipy.stats import norm
+
+    from lrscube.detection.states import _scatter_loglik
+    c = np.full(4, 3.0)
+    m1 = np.full(4, gaussian_clipped_moments(1.0, 3.0)[0])
+    q = np.array([1.0, 9.0, 9.0, 0.25])
+    for k in (2.0, 50.0, 1e6):
+        g = _scatter_loglik(q, m1, c, k)
+        kk = min(k, 1e3)
+        # below the clip: the density ratio of N(0, k^2) to N(0, 1) at z^2 = q
+        assert g[1] == pytest.approx(-np.log(kk) + 0.5 * (1 - 1 / kk**2))
+        # at the clip: P(|z| >= 3 | scatter k) / P(|z| >= 3 | normal), which grows with k
+        assert g[2] - g[1] == pytest.approx(np.log(norm.sf(3.0 / kk) / norm.sf(3.0)))
+        assert g[2] - g[1] > 0
+
+
 @pytest.mark.parametrize("n", [7, 48, 100])
 def test_terms_compiled_equals_numpy_where_pixels_share_their_exposures_noise(n):
     """Neighbouring pixels' noise follows the same exposures (the median of the one before is
