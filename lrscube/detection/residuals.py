@@ -803,13 +803,37 @@ def trace_mask(
     L = int(min_length)
     kernel_axis = dax
     mean_sig = _running_mean(sig, L, kernel_axis)
-    hit = mean_sig > nsigma
+    hit = mean_sig > nsigma * _bump_scale(mean_sig, np.isfinite(sky) & (noise > 0))
     if not hit.any():
         return hit
     # grow along the dispersion over the averaging length, across it by the margin
     hit = _dilate(hit, L // 2, kernel_axis)
     hit = _dilate(hit, int(margin), cax)
     return hit
+
+
+def _bump_scale(mean_sig: np.ndarray, ok: np.ndarray, stride: int = 3) -> np.ndarray:
+    """Per image (leading axes), the robust scale of the averaged bump significance over its
+    pixels, at least 1 (broadcastable to ``mean_sig``).
+
+    Blank sky has bumps across the dispersion too: the sky of a column is the running median of
+    its own pixels, so it carries that column's mean response over the window, a fixed pattern of
+    a few tenths of a percent for a flat field of a few percent rms (the response pattern
+    flat-fields pixels along a column only). In a deep exposure under a bright sky that pattern
+    is several times the noise of the sky estimate and would pass for source traces in every
+    such exposure, always at the same columns. A trace is a bump that stands out from the
+    image's own bumps: the threshold is raised by their robust scale where it exceeds the noise
+    (a trace covers a few columns: it does not move the scale)."""
+    lead = mean_sig.shape[:-2]
+    flat_sig = mean_sig.reshape(-1, *mean_sig.shape[-2:])[:, ::stride, ::stride]
+    flat_ok = np.broadcast_to(ok, mean_sig.shape).reshape(-1, *mean_sig.shape[-2:])[:, ::stride, ::stride]
+    out = np.ones(flat_sig.shape[0], np.float32)
+    for i in range(flat_sig.shape[0]):
+        v = flat_sig[i][flat_ok[i]]
+        if v.size >= 100:
+            med = np.median(v)
+            out[i] = max(1.0, float(MAD_TO_SIGMA * np.median(np.abs(v - med))))
+    return out.reshape(*lead, 1, 1)
 
 
 def _running_mean(a: np.ndarray, window: int, axis: int) -> np.ndarray:

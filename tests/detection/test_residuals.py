@@ -91,6 +91,25 @@ def test_trace_found_slit_edge_not():
     assert m[0, 50, 32] and m[0, 50, 30] and not m[0, 50, 10]
 
 
+def test_a_flat_fields_column_pattern_under_a_bright_sky_is_no_trace_a_source_still_is():
+    # a deep exposure under a bright sky (15 DN/s, ERR 0.02): each pixel's response 2 % rms,
+    # which leaves every column's running-median sky its own mean response over the window
+    # (~0.4 %, several times the noise of the sky estimate), at the same columns in every exposure
+    rng = np.random.default_rng(3)
+    ny, nx = 400, 60
+    flat = (1 + 0.02 * rng.normal(size=(ny, nx))).astype("f4")
+    err = np.full((1, ny, nx), 0.02, "f4")
+    sci = (15.0 * flat + rng.normal(0, 0.02, (ny, nx)).astype("f4"))[None]
+    g = flat / flat.mean(axis=0)  # the response pattern is relative to the pixel's column
+    blank = spatial_residuals(sci, err, response=g)
+    assert not trace_mask(blank.sky, err).any()
+    # a faint point source's spectrum (1 DN/s at its peak, 7 % of the sky) is still a trace
+    xs = np.arange(nx)
+    src = sci + (1.0 * np.exp(-0.5 * ((xs - 30) / 1.5) ** 2))[None, None, :].astype("f4")
+    m = trace_mask(spatial_residuals(src, err, response=g).sky, err)
+    assert m[0, 200, 30] and not m[0, 200, 10]
+
+
 def _cusp_sky(ny=120, nx=40):
     """A dispersed sky with a sharp end (not the simulator's): rising along y with a 5-pixel
     exponential scale to a peak at row 60, then falling slowly; the same in every column."""
