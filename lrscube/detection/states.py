@@ -620,7 +620,63 @@ def _normal_state(px: _Pixel, prior):
         e, z, runs = _level_runs(px, a, d)
         if len(seen) > MAX_PASSES + 1:
             break
+    at = _at_population(px, normal, runs, prior)
+    if at is not None:
+        normal = at
+        a, d = baseline_state(r, s, sky, normal, prior)
+        e, z, runs = _level_runs(px, a, d)
     return normal, a, e, z, runs
+
+
+def _population_z(px: _Pixel, m, prior) -> tuple[float, float]:
+    """(dark, response): how far the exposures ``m`` lie from the neighbours' population
+    (``prior`` = (ma, va, md, vd)), in standard errors that include its scatter: their dark level
+    at the neighbours' response, and their response at the neighbours' dark level."""
+    ma, va, md, vd = (float(v) for v in prior)
+    r, s, sky = px.r[m], px.s[m], px.sky[m]
+    w = 1.0 / s ** 2
+    W, Wss = float(np.sum(w)), float(np.sum(w * sky * sky))
+    if not (W > 0 and Wss > 0 and np.isfinite(va) and np.isfinite(vd)):
+        return float("nan"), float("nan")
+    sk = float(np.sum(w * sky)) / W
+    dz = (float(np.sum(w * (r - ma * sky))) / W - md) / np.sqrt(1.0 / W + va * sk * sk + vd)
+    az = (float(np.sum(w * sky * (r - md))) / Wss - ma) / np.sqrt(1.0 / Wss + va + vd / max(sk * sk, 1e-12))
+    return dz, az
+
+
+def _at_population(px: _Pixel, normal, runs, prior):
+    """The exposures of a run that is the normal state instead of ``normal``, or None.
+
+    Normal pixels share their neighbours' dark level (rate files are dark-subtracted) and, within
+    the flat field's scatter, their response: the population of :func:`baseline.neighbour_prior`.
+    Where the state taken as normal lies above the population's dark level or below its response
+    by ``changepoint_sigma`` (a loss of response of at least LOW_QE's ``min_deficit``) and a run
+    that is a change by itself lies at the population, the run is the pixel's normal state and
+    the rest its defect: a warm or low-QE pixel whose defect began early, seen in few exposures
+    before it, where the state of most exposures would pass for normal (and a response fitted to
+    both would make the defect's early exposures a deficit)."""
+    if prior is None:
+        return None
+    p, k = px.p, px.p.changepoint_sigma
+    min_deficit = float(p.classes["LOW_QE"]["min_deficit"])
+    best = None
+    for u in runs:
+        if u.stop - u.start < p.min_bad_exposures or u.significance < px.thresholds.level:
+            continue
+        run = np.zeros(px.n, bool)
+        run[u.start:u.stop] = True
+        rest = normal & ~run
+        if rest.sum() < p.min_bad_exposures:
+            continue
+        dz_u, az_u = _population_z(px, run, prior)
+        if not (abs(dz_u) < k and abs(az_u) < k):
+            continue
+        dz_n, az_n = _population_z(px, rest, prior)
+        low = az_n <= -k and 1.0 - (1.0 + baseline_state(px.r, px.s, px.sky, rest, prior)[0]) / (1.0 + float(prior[0])) \
+            >= min_deficit
+        if (dz_n >= k or low) and (best is None or u.stop - u.start > best.sum()):
+            best = run
+    return best
 
 
 def _below_population(px: _Pixel, new, normal, prior) -> bool:
