@@ -46,7 +46,7 @@ from .states import Thresholds, pixel_intervals
 from ..intervals import active
 from .temporal import clipped_z, scan_statistic, transients
 from ..masks.maskcube import write_mask_cube
-from ..storage.cube import cube_url, exposure_table, open_cube, read_frames, read_plane
+from ..storage.cube import cube_url, exposure_table, open_cube, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -987,8 +987,8 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
     per exposure over the whole frame (:func:`lrscube.detection.intscat.calibrate`).
     """
     if source is not None:
-        sci, err, dq = read_frames(source, rows, missing="error")
-        intscat = read_plane(source, rows, "intscat") if dof is not None else None
+        sci, err, dq, *more = read_frames(source, rows, missing="error", planes=("intscat",) if dof is not None else ())
+        intscat = more[0] if more else None
     out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit, origin=origin)
     # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
     bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)

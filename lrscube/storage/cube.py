@@ -72,6 +72,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 import zarr.api.asynchronous
+import zarr.errors
 from zarr.codecs import Crc32cCodec
 
 from . import engine
@@ -419,9 +420,17 @@ def _open_arrays(store: str, names, read_only: bool = True) -> list[zarr.Array]:
     return _arrays_on(zarr_store(cube_url(store), read_only=read_only), names)
 
 
-def _arrays_on(zs, names) -> list[zarr.Array]:
-    opened = sync(together([zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3) for n in names]))
-    return [zarr.Array(a) for a in opened]
+def _arrays_on(zs, names, optional=()) -> list[zarr.Array | None]:
+    """The arrays ``names``, then ``optional`` (None for each the store lacks), opened together."""
+    async def maybe(n):
+        try:
+            return await zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3)
+        except zarr.errors.ArrayNotFoundError:
+            return None
+
+    opened = sync(together([*(zarr.api.asynchronous.open_array(store=zs, path=n, zarr_format=3) for n in names),
+                            *(maybe(n) for n in optional)]))
+    return [None if a is None else zarr.Array(a) for a in opened]
 
 
 class Append:
@@ -736,9 +745,11 @@ def read_plane(url: str, rows, name: str) -> np.ndarray | None:
     return _read_planes(url, [g[name]], rows, "fill")[0]
 
 
-def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_frames(url: str, rows, missing: str = "fill", planes=()) -> tuple[np.ndarray | None, ...]:
     """``sci, err, dq`` (B, y, x) of the exposures at storage positions ``rows`` of the exposure
-    cube at ``url`` (``cube_url(store)``), whole frames.
+    cube at ``url`` (``cube_url(store)``), whole frames, then each of ``planes`` (names of
+    :data:`OPTIONAL_VARS`) as :func:`read_plane` reads it (the fill value for an exposure
+    without it, None where the cube has no such array), all opened and fetched in one pass.
 
     Formats 2 and 3: each plane's shard is fetched as one object and its chunks decoded here
     (through zarr's reader a frame cost 16 chunk reads with their per-chunk machinery, ~3x the
@@ -746,16 +757,23 @@ def read_frames(url: str, rows, missing: str = "fill") -> tuple[np.ndarray, np.n
     naming the array, slot and chunk. A slot without a shard reads as the fill value, or with
     ``missing="error"`` (committed exposures, which always have one) raises it too.
     """
-    # the three arrays opened together (no group: nothing of it is needed), their shards then
+    # the arrays opened together (no group: nothing of it is needed), their shards then
     # fetched together: two round trips to the store in all, not one per array and plane
-    return tuple(_read_planes(url, _arrays_on(zarr_store(url, read_only=True), list(DATA_VARS)), rows, missing))
+    unknown = [n for n in planes if n not in OPTIONAL_VARS]
+    if unknown:
+        raise ValueError(f"read_frames: {unknown} are not optional planes ({list(OPTIONAL_VARS)})")
+    arrays = _arrays_on(zarr_store(url, read_only=True), list(DATA_VARS), optional=planes)
+    have = [a for a in arrays if a is not None]
+    got = iter(_read_planes(url, have, rows, [missing] * len(DATA_VARS) + ["fill"] * (len(have) - len(DATA_VARS))))
+    return tuple(None if a is None else next(got) for a in arrays)
 
 
-def _read_planes(url: str, arrays, rows, missing: str) -> list[np.ndarray]:
+def _read_planes(url: str, arrays, rows, missing) -> list[np.ndarray]:
     """The frames of ``rows`` of each array; sharded planes fetched one plane ahead of the decode
     (the next plane's shards are read while this one's are decoded; two planes' bytes in memory
-    at most)."""
+    at most). ``missing``: as :func:`read_frames` has it, or one such value per array."""
     layouts = [shard_layout(a) for a in arrays]
+    missing = [missing] * len(arrays) if isinstance(missing, str) else list(missing)
 
     def fetch(a):
         return start(get_all([a.store_path / a.metadata.encode_chunk_key((int(i), 0, 0)) for i in rows]))
@@ -775,7 +793,7 @@ def _read_planes(url: str, arrays, rows, missing: str) -> list[np.ndarray]:
         try:
             for k, blob in enumerate(blobs):
                 try:
-                    if blob is None and missing == "error":
+                    if blob is None and missing[j] == "error":
                         raise CorruptDataError("shard missing: a committed exposure's data is not in the store")
                     if isinstance(blob, Unreadable):
                         raise CorruptDataError(f"shard unreadable ({blob})")

@@ -47,11 +47,9 @@ def migrate(store: str, out: str, batch: int = BATCH, progress: bool = False) ->
         names = [*cube.COORDS]
         url = cube.cube_url(store)
         coords = dict(zip(["time", *names], (a[:] for a in cube._open_arrays(store, ["time", *names])), strict=True))
-        with_plane = cube.read_plane(url, [], "intscat") is not None
         for b0 in range(0, len(slots), batch):
             rows = slots[b0:b0 + batch]
-            sci, err, dq = cube.read_frames(url, rows, missing="error")
-            scat = cube.read_plane(url, rows, "intscat") if with_plane else None
+            sci, err, dq, scat = cube.read_frames(url, rows, missing="error", planes=("intscat",))
             exps, metas = [], []
             for k, i in enumerate(rows):
                 meta = {n: _plain(coords[n][i]) for n in names}

@@ -262,6 +262,47 @@ def test_read_frames_equals_zarrs_reader(tmp_path, version):
     assert np.isnan(got[0][2]).all() and int(got[2][2].max()) == 0  # the empty slot: fill value
 
 
+@pytest.mark.parametrize("version", [3, 4])
+def test_read_frames_reads_optional_planes_in_the_same_pass(tmp_path, version, monkeypatch):
+    """read_frames(..., planes=("intscat",)) gives sci, err, dq as without it and the plane as
+    read_plane gives it (fill value for a slot without a shard), on a format-3 store and an
+    icechunk (format-4) one; a cube made without the plane gives None for it."""
+    footprints = [(0, 0, 1024, 1032), SLIT]
+    exps = [_awkward_exposure(i, f) for i, f in enumerate(footprints)]
+    store = str(tmp_path / "s")
+    cube.create(store, profiles.load("lrs"), format_version=version)
+    app = cube.Append(store)
+    start = app.room(len(exps) + 1)  # the last slot stays empty
+    arrays = app.data_arrays()
+    for i, exp in enumerate(exps):
+        cube.write_exposure(store, start + i, exp, arrays)
+    metas = [_exposure(i, ([*footprints, SLIT])[i])[1] for i in range(len(exps) + 1)]
+    app.commit(start, metas, [cube.written(arrays)])
+    app.close()
+    url = cube.cube_url(store)
+    rows = [2, 0, 1, 0]
+    sci, err, dq, scat = cube.read_frames(url, rows, planes=("intscat",))
+    for a, b in zip((sci, err, dq), cube.read_frames(url, rows), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(scat, cube.read_plane(url, rows, "intscat"))
+    assert scat.dtype == np.float16 and np.isnan(scat[0]).all()  # the empty slot: fill value
+    np.testing.assert_array_equal(scat[1], exps[0].intscat)
+    y0, x0, ny, nx = SLIT
+    np.testing.assert_array_equal(scat[2, y0:y0 + ny, x0:x0 + nx], exps[1].intscat)
+    assert np.isnan(scat[2, :y0]).all()
+    with pytest.raises(ValueError, match="not optional planes"):
+        cube.read_frames(url, rows, planes=("sci",))
+
+    monkeypatch.setattr(cube, "OPTIONAL_VARS", {})
+    monkeypatch.setattr(cube, "PLANES", dict(cube.DATA_VARS))
+    old = str(tmp_path / "old")
+    cube.create(old, profiles.load("lrs"), format_version=version)
+    cube.begin_append(old, 1)
+    monkeypatch.undo()
+    got = cube.read_frames(cube.cube_url(old), [0], planes=("intscat",))
+    assert len(got) == 4 and got[3] is None and np.isnan(got[0]).all()
+
+
 def test_shard_encoder_only_takes_layouts_it_knows(tmp_path):
     """Format 1 (no shards) and sharded arrays with other codecs or index placement are written
     by zarr; write_exposure still stores them right."""
