@@ -40,7 +40,7 @@ def main():
     p = DetectionParams.from_profile(prof)
     url = cube.cube_url(a.store)
     table = cube.exposure_table(a.store)
-    g = __import__("zarr").open_group(url, mode="r")
+    g = __import__("zarr").open_group(cube.zarr_store(url, read_only=True), mode="r")
     names = [v.decode() if isinstance(v, bytes) else str(v) for v in g["filename"][:len(table)]]
     where = {n: i for i, n in enumerate(names)}
     ty, tx = D.tile_shape(len(table), p)

@@ -208,7 +208,7 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
         for hy, hx in holes:  # the parts modelled apart are written by their own pass
             keep[hy, hx] = False
         for k, v in (("r", res.resid), ("s", res.sigma), ("sky", res.sky), ("trace", tr)):
-            out[k][b, ys, xs] = np.where(keep, v[0], out[k][b, ys, xs])
+            np.copyto(out[k][b, ys, xs], v[0], where=keep)  # in place, no temporary
         out["trace_pixels"][b] += int((tr[0] & keep).sum())
     return out
 

@@ -229,14 +229,8 @@ def response_scatter(dev: np.ndarray, sky: np.ndarray, err: np.ndarray, max_pixe
         w2 = (e2[b].ravel()[idx] / k2[b].ravel()[idx]).astype(float) ** 2
         if np.median(u2 / w2) <= _CHI2_1_MEDIAN:
             continue
-        lo, hi = 0.0, float(np.sqrt(np.median(u2) / _CHI2_1_MEDIAN)) + 1e-9
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if np.median(u2 / (w2 + mid * mid)) > _CHI2_1_MEDIAN:
-                lo = mid
-            else:
-                hi = mid
-        out[b] = 0.5 * (lo + hi)
+        hi = float(np.sqrt(np.median(u2) / _CHI2_1_MEDIAN)) + 1e-9
+        out[b] = running.response_bisection(u2, w2, _CHI2_1_MEDIAN, hi, 40)  # 40 halvings, compiled
     return out.reshape(lead)
 
 
@@ -319,7 +313,10 @@ def _line_offsets(resid: np.ndarray, disp_axis: int) -> np.ndarray:
     cross_axis = -1 if disp_axis == -2 else -2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        off = bn.nanmedian(resid, axis=cross_axis)
+        if cross_axis == -1 and np.asarray(resid).dtype == np.float32:
+            off = running.row_nanmedians(resid)  # bottleneck's numbers, compiled
+        else:
+            off = bn.nanmedian(resid, axis=cross_axis)
     off = np.where(np.isfinite(off), off, 0.0).astype(np.float32)
     return np.expand_dims(off, cross_axis)
 

@@ -26,6 +26,7 @@ in double precision, with the pixels of a row side by side instead of one column
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numba
@@ -1020,3 +1021,67 @@ def median_about(v, n, lo, hi, band):
             k -= 1
         band[k + 1] = x
     return band[h - under] if n % 2 else 0.5 * (band[h - 1 - under] + band[h - under])
+
+
+# --------------------------------------------------------------------------------------------
+# whole-line medians (stage 1's line offsets) and the response scatter's bisection
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_nanmedians(a, out, signed_zero):
+    """NaN-skipping median of each row of (R, C) ``a`` into ``out`` (NaN for a row without a
+    value); ``signed_zero[r]``: the row holds a -0.0 and its median is zero."""
+    R, C = a.shape
+    buf = np.empty(C, a.dtype)
+    for r in range(R):
+        n = 0
+        neg0 = False
+        for c in range(C):
+            x = a[r, c]
+            buf[n] = x
+            n += x == x
+            neg0 = neg0 or (x == 0 and math.copysign(1.0, x) < 0)
+        m = median_inplace(buf, n)
+        out[r] = m
+        signed_zero[r] = neg0 and m == 0
+
+
+def row_nanmedians(a: np.ndarray) -> np.ndarray:
+    """``bottleneck.nanmedian(a, axis=-1)`` of a float32 array, the same bits, compiled.
+
+    A median is the value of one or two order statistics, which any selection finds; only the
+    sign of a zero result can depend on the algorithm, and only where the values hold both
+    zeros (a row without -0.0 gives +0.0 either way): those rows are taken from bottleneck."""
+    import bottleneck as bn
+
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.size == 0:
+        return bn.nanmedian(a, axis=-1)
+    out = np.empty(a.shape[:-1], np.float32)
+    a2 = a.reshape(-1, a.shape[-1])
+    o1 = out.reshape(-1)
+    signed_zero = np.empty(o1.size, np.bool_)
+    _row_nanmedians(a2, o1, signed_zero)
+    for r in np.flatnonzero(signed_zero):
+        o1[r] = bn.nanmedian(a2[r])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def response_bisection(u2, w2, target, hi, steps):
+    """The bisection of :func:`lrscube.detection.residuals.response_scatter`: ``steps`` halvings
+    of [0, hi] for the ``f`` with ``median(u2 / (w2 + f^2)) = target``, each median over all the
+    values (float64, the same operations as ``np.median`` of the numpy expression)."""
+    n = u2.size
+    buf = np.empty(n, np.float64)
+    lo = 0.0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        m2 = mid * mid
+        for i in range(n):
+            buf[i] = u2[i] / (w2[i] + m2)
+        if median_inplace(buf, n) > target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)

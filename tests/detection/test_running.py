@@ -248,3 +248,88 @@ def test_median_about_a_guess_is_median_inplace_bit_for_bit(n):
             got = running.median_about(v.copy(), n, lo, hi, np.empty(n))
             assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64) or \
                 (np.isnan(got) and np.isnan(want)), (trial, lo, hi, got, want)
+
+
+def _bits(a):
+    return np.ascontiguousarray(a, np.float32).view(np.int32)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (3, 2), (40, 333), (2, 30, 64)])
+def test_row_nanmedians_are_bottlenecks_bit_for_bit(shape):
+    """Stage 1's line offsets: the compiled row medians give bottleneck's nanmedian bit for bit
+    on noise, NaN holes, all-NaN rows, infinities, ties, and rows whose median is a zero of
+    either sign (the rows holding -0.0 are bottleneck's own)."""
+    rng = np.random.default_rng(sum(shape))
+    n = shape[-1]
+    cases = []
+    for k in range(12):
+        a = rng.normal(size=shape).astype(np.float32)
+        if k % 6 == 1:
+            a[rng.random(shape) < 0.3] = np.nan
+        if k % 6 == 2:
+            a.reshape(-1, n)[::2] = np.nan  # rows without a value
+        if k % 6 == 3:
+            a[rng.random(shape) < 0.1] = np.inf
+            a[rng.random(shape) < 0.1] = -np.inf
+        if k % 6 == 4:
+            a = np.round(a * 2).astype(np.float32)  # ties, and many zeros: +0.0 from rounding
+        if k % 6 == 5:
+            a = np.where(rng.random(shape) < 0.6, np.float32(0.0), a).astype(np.float32)
+            a[rng.random(shape) < 0.3] = -0.0
+        cases.append(a)
+    cases.append(np.asfortranarray(cases[0]))  # not contiguous along the rows
+    for a in cases:
+        want = bn.nanmedian(a, axis=-1)
+        got = running.row_nanmedians(a)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def test_line_offsets_compiled_equal_bottleneck():
+    """residuals._line_offsets (compiled along rows) equals its bottleneck formulation on a frame
+    with holes, an empty row and columns, for both dispersion axes."""
+    from lrscube.detection import residuals
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(1, 120, 77)).astype(np.float32)
+    a[rng.random(a.shape) < 0.05] = np.nan
+    a[0, 10] = np.nan
+    a[0, :, 5] = np.nan
+    a[0, 20:30] = np.round(a[0, 20:30])
+    for disp, cross in ((-2, -1), (-1, -2)):
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                off = bn.nanmedian(a, axis=cross)
+        want = np.expand_dims(np.where(np.isfinite(off), off, 0.0).astype(np.float32), cross)
+        np.testing.assert_array_equal(_bits(residuals._line_offsets(a, disp)), _bits(want))
+
+
+def _numpy_bisection(u2, w2, target, hi, steps):
+    """residuals.response_scatter's bisection as numpy had it."""
+    lo = 0.0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if np.median(u2 / (w2 + mid * mid)) > target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 51, 20000])
+def test_response_bisection_equals_numpy(n):
+    """The compiled bisection of the response scatter gives numpy's number bit for bit (even and
+    odd counts, zero deviations, ties, a scatter far above and within ERR)."""
+    rng = np.random.default_rng(n)
+    for scale in (0.0, 0.01, 0.05, 1.0):
+        d = rng.normal(size=n) * np.sqrt(0.04 + scale ** 2)
+        d[rng.random(n) < 0.1] = 0.0
+        u2 = d.astype(float) ** 2
+        w2 = np.full(n, 0.04) if scale != 1.0 else np.round(rng.uniform(0.01, 0.1, n), 2)
+        hi = float(np.sqrt(np.median(u2) / 0.454936423119572)) + 1e-9
+        want = _numpy_bisection(u2, w2, 0.454936423119572, hi, 40)
+        got = running.response_bisection(u2, w2, 0.454936423119572, hi, 40)
+        assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (scale, got, want)
