@@ -147,3 +147,42 @@ def test_a_tile_with_negative_noise_is_written_lossless():
     got = workstore.decode(workstore.encode(r, s, sky, bits, precision=1 / 32))
     for k in range(4):
         np.testing.assert_array_equal(got[k], (r, s, sky, bits)[k])
+
+
+def _noise_of_numpy(q):
+    """workstore.noise_of as numpy computed it before the table."""
+    s = np.exp2(q.astype(np.float32) / workstore.LOG_STEPS)
+    s[q == workstore._NAN16] = np.nan
+    s[q == workstore._ZERO16] = 0.0
+    s[q == workstore._INF16] = np.inf
+    return s
+
+
+def test_noise_table_and_median_from_codes_equal_numpy():
+    """noise_of's table gives numpy's exp2 of every code bit for bit (in one call and element by
+    element), and the median of the finite positive noise found from the codes is numpy's
+    nanmedian of it: odd and even counts, ties, only special codes, one value."""
+    import warnings
+
+    codes = np.arange(-32768, 32768).astype(np.int16)
+    got = workstore.noise_of(codes)
+    np.testing.assert_array_equal(got.view(np.int32), _noise_of_numpy(codes).view(np.int32))
+    rng = np.random.default_rng(9)
+    for k in rng.integers(0, codes.size, 200):  # position within a numpy call does not matter
+        one = codes[k:k + 1]
+        assert workstore.noise_of(one).view(np.int32)[0] == _noise_of_numpy(one).view(np.int32)[0]
+    special = [workstore._NAN16, workstore._ZERO16, workstore._INF16]
+    cases = [rng.integers(-3000, 3000, n).astype(np.int16) for n in (1, 2, 3, 10, 1001, 5000)]
+    cases += [rng.integers(-5, 5, 400).astype(np.int16), np.array(special, np.int16),
+              np.array(special + [7], np.int16), np.array(special + [7, 9], np.int16)]
+    for q in cases:
+        q = q.copy()
+        if q.size > 10:
+            q[rng.random(q.size) < 0.1] = rng.choice(special)
+        sd = _noise_of_numpy(q)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanmedian(np.where(np.isfinite(sd) & (sd > 0), sd, np.nan))
+        got = workstore._positive_median(q)
+        assert type(got) is type(want) or np.isnan(got)
+        assert np.float32(got).view(np.int32) == np.float32(want).view(np.int32) or (np.isnan(got) and np.isnan(want))
