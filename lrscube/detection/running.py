@@ -661,15 +661,21 @@ def _sky_correction_rows(img, med, window, min_count, out):
         if ll > 0:
             _moment_sums_step(wm, mm, size, ll, t)
         for j in range(M):
+            off = offset[ll, j]
+            m = med[ll, j]
+            if not (off - off == 0 and off != 0) and m != 0:
+                # a centred window (or none): the correction is a zero, which leaves a non-zero
+                # median as it is (a zero median takes the sign of slope * 0 below)
+                out[ll, j] = m + np.float32(0.0)
+                continue
             s0 = np.float32(t[0, j] / fs)
             s1 = np.float32(t[1, j] / fs)
             s2 = np.float32(t[2, j] / fs)
             sy = np.float32(t[3, j] / fs)
             sxy = np.float32(t[4, j] / fs)
             slope = (sxy - s1 * sy / s0) / (s2 - s1 * s1 / s0)
-            off = offset[ll, j]
             corr = slope * off if (slope - slope == 0 and off - off == 0) else np.float32(0.0)
-            out[ll, j] = med[ll, j] + corr
+            out[ll, j] = m + corr
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
