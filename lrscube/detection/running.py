@@ -1080,13 +1080,35 @@ def response_bisection(u2, w2, target, hi, steps):
     values (float64, the same operations as ``np.median`` of the numpy expression)."""
     n = u2.size
     buf = np.empty(n, np.float64)
+    h = n // 2
     lo = 0.0
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
         m2 = mid * mid
+        # only the side of the target the median lies on matters: count the values above it,
+        # and keep the nearest on each side, the two middle values when exactly half are above
+        above = 0
+        low_max, high_min = -np.inf, np.inf
+        plain = True
         for i in range(n):
-            buf[i] = u2[i] / (w2[i] + m2)
-        if median_inplace(buf, n) > target:
+            x = u2[i] / (w2[i] + m2)
+            buf[i] = x
+            plain = plain and x == x
+            if x > target:
+                above += 1
+                high_min = min(high_min, x)
+            else:
+                low_max = max(low_max, x)
+        if not plain or n == 0:
+            med = median_inplace(buf, n)
+            up = med > target
+        elif n % 2:
+            up = above >= h + 1  # the middle value, the h-th smallest, is above
+        elif above == h:  # the middle two straddle the target: their mean, as median_inplace takes it
+            up = 0.5 * (low_max + high_min) > target
+        else:  # both middle values on one side: so is their mean (rounding is monotonic)
+            up = above > h
+        if up:
             lo = mid
         else:
             hi = mid
