@@ -933,6 +933,13 @@ def median_inplace(v, n):
         x = v[t]
         if x != x or x == 0.0:
             return median_hoare(v, n)
+    return _median_branch_free(v, n)
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_branch_free(v, n):
+    """:func:`median_inplace`'s partitions, for ``n`` > 0 values without NaN, and zeros of one
+    sign only (their order then cannot change the result)."""
     h = n // 2
     lo, hi = 0, n - 1
     while lo < hi:
@@ -1036,7 +1043,7 @@ def median_about(v, n, lo, hi, band):
 @numba.njit(cache=True, nogil=True)
 def _row_nanmedians(a, out, signed_zero):
     """NaN-skipping median of each row of (R, C) ``a`` into ``out`` (NaN for a row without a
-    value); ``signed_zero[r]``: the row holds a -0.0 and its median is zero."""
+    value); ``signed_zero[r]``: the row holds a -0.0 (its median is left to the caller)."""
     R, C = a.shape
     buf = np.empty(C, a.dtype)
     for r in range(R):
@@ -1047,17 +1054,20 @@ def _row_nanmedians(a, out, signed_zero):
             buf[n] = x
             n += x == x
             neg0 = neg0 or (x == 0 and math.copysign(1.0, x) < 0)
-        m = median_inplace(buf, n)
-        out[r] = m
-        signed_zero[r] = neg0 and m == 0
+        if neg0:  # zeros of both signs may be: the caller asks bottleneck which one it gives
+            out[r] = 0.0
+            signed_zero[r] = True
+        else:
+            out[r] = _median_branch_free(buf, n) if n else np.nan
+            signed_zero[r] = False
 
 
 def row_nanmedians(a: np.ndarray) -> np.ndarray:
     """``bottleneck.nanmedian(a, axis=-1)`` of a float32 array, the same bits, compiled.
 
     A median is the value of one or two order statistics, which any selection finds; only the
-    sign of a zero result can depend on the algorithm, and only where the values hold both
-    zeros (a row without -0.0 gives +0.0 either way): those rows are taken from bottleneck."""
+    sign of a zero can depend on the algorithm, and only where the values hold zeros of both
+    signs: the rows holding a -0.0 (rare) are taken from bottleneck."""
     import bottleneck as bn
 
     a = np.ascontiguousarray(a, dtype=np.float32)
