@@ -6,8 +6,9 @@ store) alone: CPU seconds per exposure, in one process, on a store's exposures o
 
 Runs what ``detect`` runs for these exposures (``detect._stage0``'s tasks, then
 ``detect._stage1_to_work`` batch by batch, each task reading its frames from the cube as on the
-cluster) after one warm-up task (numba compilation), and prints the CPU seconds of this process
-(``time.process_time``) per exposure of each stage. ``--save``: the response pattern, the unlit
+cluster) after one warm-up task (numba compilation), under the workers' malloc settings
+(configs/dask.yaml), and prints the CPU seconds of this process (``time.process_time``) per
+exposure of each stage. ``--save``: the response pattern, the unlit
 pixels and stage 1's outputs (``spatial_stage``: r, s, sky, trace and jump bits) of the first
 ``--save-frames`` exposures, to compare two commits bit for bit (``--compare A.npz B.npz``).
 Works with older commits on ``PYTHONPATH`` (it uses only functions they have).
@@ -16,6 +17,7 @@ Works with older commits on ``PYTHONPATH`` (it uses only functions they have).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -39,7 +41,22 @@ def compare(a_path: str, b_path: str) -> int:
     return bad
 
 
+def as_workers_run() -> None:
+    """Run this script again under the malloc settings lrscube gives its dask workers
+    (configs/dask.yaml, ``pre-spawn-environ``: freed frame-sized blocks stay for reuse instead of
+    being page-faulted in again), unless they are set; glibc reads them at start-up only."""
+    import yaml
+
+    from lrscube.config.profiles import configs_dir
+
+    with open(configs_dir() / "dask.yaml") as f:
+        env = {k: str(v) for k, v in yaml.safe_load(f)["distributed"]["nanny"]["pre-spawn-environ"].items()}
+    if any(os.environ.get(k) != v for k, v in env.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
+
+
 def main():
+    as_workers_run()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store")
     ap.add_argument("--subarray", default="FULL")
