@@ -134,15 +134,26 @@ def quantise(r, s, sky, delta: float):
     sd = noise_of(qs)
     r, sky = np.asarray(r, np.float32), np.asarray(sky, np.float32)
     med = _positive_median(qs)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         step = sd * np.float32(delta)
-        zr, zk = np.rint(r / step), np.rint(sky / step)
-    usable = np.isfinite(step) & (step > 0) & ~(sd > EXACT_ABOVE_MEDIAN_S * med)
-    exact = ((np.isfinite(r) | np.isfinite(sky)) & ~usable) | (np.isfinite(r) & ~(np.abs(zr) < _INF16)) \
-        | (np.isfinite(sky) & ~(np.abs(zk) < -(_NAN32 + 1)))
-    exact |= np.isinf(r) | np.isinf(sky)
-    qr = np.where(np.isfinite(r) & ~exact, zr, _NAN16).astype(np.int16)
-    qk = np.where(np.isfinite(sky) & ~exact, zk, _NAN32).astype(np.int32)
+        zr = np.divide(r, step)
+        np.rint(zr, out=zr)
+        zk = np.divide(sky, step)
+        np.rint(zk, out=zk)
+        # kept exact: a value (finite or not) whose step is unusable (not finite and positive, or
+        # the noise far above the tile's), a multiple beyond its integer type, an infinity
+        exact = ~((step > 0) & (step < np.inf))
+        exact |= sd > EXACT_ABOVE_MEDIAN_S * med
+        nan_r, nan_k = np.isnan(r), np.isnan(sky)
+        exact &= ~(nan_r & nan_k)
+        exact |= np.abs(zr) >= _INF16  # NaN (a NaN value) compares False
+        exact |= np.abs(zk) >= -(_NAN32 + 1)
+        exact |= np.isinf(r)
+        exact |= np.isinf(sky)
+    zr[exact | nan_r] = _NAN16
+    qr = zr.astype(np.int16)
+    zk[exact | nan_k] = _NAN32
+    qk = zk.astype(np.int32)
     i = np.flatnonzero(exact)
     exc = np.empty(i.size, _EXCEPTIONS)
     exc["i"], exc["r"], exc["sky"] = i, r.ravel()[i], sky.ravel()[i]

@@ -186,3 +186,60 @@ def test_noise_table_and_median_from_codes_equal_numpy():
         got = workstore._positive_median(q)
         assert type(got) is type(want) or np.isnan(got)
         assert np.float32(got).view(np.int32) == np.float32(want).view(np.int32) or (np.isnan(got) and np.isnan(want))
+
+
+def _quantise_numpy(r, s, sky, delta):
+    """workstore.quantise in its first numpy formulation (the reference for the current one)."""
+    qs = workstore.quantise_noise(s)
+    if qs is None:
+        return None
+    sd = _noise_of_numpy(qs)
+    r, sky = np.asarray(r, np.float32), np.asarray(sky, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(np.where(np.isfinite(sd) & (sd > 0), sd, np.nan))
+        step = sd * np.float32(delta)
+        zr, zk = np.rint(r / step), np.rint(sky / step)
+    usable = np.isfinite(step) & (step > 0) & ~(sd > workstore.EXACT_ABOVE_MEDIAN_S * med)
+    exact = ((np.isfinite(r) | np.isfinite(sky)) & ~usable) | (np.isfinite(r) & ~(np.abs(zr) < workstore._INF16)) \
+        | (np.isfinite(sky) & ~(np.abs(zk) < -(workstore._NAN32 + 1)))
+    exact |= np.isinf(r) | np.isinf(sky)
+    qr = np.where(np.isfinite(r) & ~exact, zr, workstore._NAN16).astype(np.int16)
+    qk = np.where(np.isfinite(sky) & ~exact, zk, workstore._NAN32).astype(np.int32)
+    i = np.flatnonzero(exact)
+    exc = np.empty(i.size, workstore._EXCEPTIONS)
+    exc["i"], exc["r"], exc["sky"] = i, r.ravel()[i], sky.ravel()[i]
+    return qr, qs, qk, exc
+
+
+def test_quantise_equals_its_numpy_formulation():
+    """quantise (fewer passes, the codes' table and median) gives the parts of its first numpy
+    formulation bit for bit: NaN, +-inf, zero, huge and tiny noise, values beyond int16 and int32
+    steps, a tile without usable noise, views of a larger batch."""
+    rng = np.random.default_rng(12)
+    b, ny, nx = 4, 40, 33
+    s = np.exp(rng.normal(np.log(0.03), 1.0, (b, ny, nx))).astype("f4")
+    r = (rng.standard_t(3, (b, ny, nx)) * s).astype("f4")
+    sky = rng.uniform(-0.1, 50, (b, ny, nx)).astype("f4")
+    r.ravel()[rng.integers(0, r.size, 40)] = np.nan
+    sky.ravel()[rng.integers(0, r.size, 40)] = np.nan
+    r.ravel()[rng.integers(0, r.size, 5)] = np.inf
+    sky.ravel()[rng.integers(0, r.size, 5)] = -np.inf
+    r[0, 0, :4] = [5e4 * s[0, 0, 0], -5e4 * s[0, 0, 1], 0.0, -0.0]
+    sky[0, 1, :2] = [1e9 * s[0, 1, 0], 3e8]
+    s[1, 0, :6] = [1e15, 0.0, np.nan, np.inf, 1e-30, 3e3]
+    s[1, 1, :3] = np.nan
+    r[1, 1, :3] = [1.0, np.nan, np.inf]
+    tiles = [(r, s, sky), (r[:, 5:30, 3:20], s[:, 5:30, 3:20], sky[:, 5:30, 3:20]),
+             (r[2:3], np.full_like(s[2:3], np.nan), sky[2:3]), (r[:1, :1, :1], s[:1, :1, :1], sky[:1, :1, :1])]
+    for tr, ts, tk in tiles:
+        for delta in (1 / 32, 1 / 4):
+            got, want = workstore.quantise(tr, ts, tk, delta), _quantise_numpy(tr, ts, tk, delta)
+            assert (got is None) == (want is None)
+            for g, w in zip(got or (), want or (), strict=True):
+                assert g.dtype == w.dtype and g.shape == w.shape
+                assert g.tobytes() == w.tobytes()
+    assert workstore.quantise(r, -s, sky, 1 / 32) is None  # a negative noise: the tile stays lossless
