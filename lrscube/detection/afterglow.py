@@ -51,15 +51,18 @@ def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio:
 
 def follows_hit(h, start: int, stop: int, hits, *, max_hours: float, last_weak: bool = False) -> bool:
     """True when the run ``[start, stop)`` of a pixel's series (``h`` the exposures' mid-times,
-    hours) ends before the series does, begins with a hit (a JUMP_DET exposure from the normal
-    exposure before its first to its first: the ramp fit removes the jump from the hit
-    exposure's own rate, so the charge the hit left shows from the next exposure on; ``hits``
-    their mid-times, hours) and lasts at most ``max_hours`` from that hit to its last exposure. ``last_weak``: the run's last
+    hours) begins with a hit (a JUMP_DET exposure from the normal exposure before its first to its
+    first: the ramp fit removes the jump from the hit exposure's own rate, so the charge the hit
+    left shows from the next exposure on; ``hits`` their mid-times, hours) and lasts at most
+    ``max_hours`` from that hit to its last exposure. Also when it reaches the series' end:
+    within hours of a hit, charge the hit left is far more likely than a hot pixel it made
+    (radiation damage builds those over months, hits raise pixels every hour), and the next run,
+    with the exposures after it, sees whether the pixel holds its level. ``last_weak``: the run's last
     exposure is within the noise of normal by itself (an ambiguous exposure a run's end took in,
     often the next visit's first, short one), so the run may end at the one before it."""
     h = np.asarray(h, float)
     hits = np.asarray(hits, float)
-    if hits.size == 0 or stop >= h.size or stop <= start:
+    if hits.size == 0 or stop > h.size or stop <= start:
         return False
     before = h[start - 1] if start > 0 else -np.inf
     at = hits[(hits >= before) & (hits <= h[start])]

@@ -541,7 +541,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     exposures' mid-times (hours); with them, a run of excess that decays within
     ``afterglow_max_hours`` is a latent and not reported (:mod:`lrscube.detection.afterglow`);
     ``hits``: the mid-times (hours) of the pixel's JUMP_DET exposures, those left out of the
-    series included: a run that begins with one and ends within those hours is a latent too.
+    series included: a run that begins with one and ends, or reaches the series' end, within
+    those hours is a latent too.
     ``line_response``: the response the pixel's line across the dispersion shares
     (:func:`lrscube.detection.baseline.line_response`, at most 1); the physical limit on the
     pixel's response is relative to it.
@@ -878,7 +879,8 @@ def _merge_noisy(out: list, noisy_spans, row, n: int) -> list:
 
 def _without_latents(out: list, e, s, h, p, hits=None) -> list:
     """The intervals less the runs of excess that end before the series does and decay within
-    ``afterglow_max_hours`` or begin with a hit and end within them (latents,
+    ``afterglow_max_hours``, or begin with a hit and end within them or reach the series' end
+    within them (latents,
     :func:`lrscube.detection.afterglow.decays_within`, :func:`~lrscube.detection.afterglow.follows_hit`;
     ``h``: the exposures' mid-times, hours; ``hits``: those of the JUMP_DET exposures)."""
     n = e.size
@@ -886,12 +888,12 @@ def _without_latents(out: list, e, s, h, p, hits=None) -> list:
 
     def latent(w) -> bool:
         a, b = w["start"], w["stop"]
-        return (decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
-                              min_sigma=p.afterglow_decay_sigma, max_ratio=p.afterglow_max_ratio)
+        return ((b < n and decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
+                                         min_sigma=p.afterglow_decay_sigma, max_ratio=p.afterglow_max_ratio))
                 or follows_hit(h, a, b, hits, max_hours=p.afterglow_max_hours,
                                last_weak=abs(e[b - 1] / s[b - 1]) < p.boundary_sigma))
 
-    return [w for w in out if not (w["sign"] > 0 and not w["noisy"] and w["stop"] < n and latent(w))]
+    return [w for w in out if not (w["sign"] > 0 and not w["noisy"] and latent(w))]
 
 
 def _one_state(px: _Pixel, normal) -> bool:

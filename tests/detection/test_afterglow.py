@@ -80,9 +80,11 @@ def test_a_run_that_begins_with_a_hit_and_ends_within_hours_follows_it():
     assert not follows_hit(h, 1, 5, [], **kw)
     assert not follows_hit(h, 2, 5, [0.0], **kw)
     assert not follows_hit(h, 1, 5, [0.4], **kw)
-    # a run that lasts beyond the hours, or to the end of the series, is not one
+    # a run that lasts beyond the hours is not one; one that reaches the series' end within
+    # them is (the next run, with more exposures, sees whether it holds), one beyond them not
     assert not follows_hit(h, 1, 6, [0.2], **kw)
-    assert not follows_hit(h, 5, 7, [480.0], **kw)
+    assert follows_hit(h, 5, 7, [480.0], **kw)
+    assert not follows_hit(np.r_[h, 487.0], 5, 8, [480.0], **kw)
     # ... unless its last exposure, past the hours, is within the noise by itself
     assert follows_hit(h, 1, 6, [0.2], **kw, last_weak=True)
     assert not follows_hit(np.r_[h, 960.0], 1, 7, [0.2], **kw, last_weak=True)  # two past them
