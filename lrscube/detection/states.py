@@ -621,12 +621,81 @@ def _normal_state(px: _Pixel, prior):
         e, z, runs = _level_runs(px, a, d)
         if len(seen) > MAX_PASSES + 1:
             break
+    one = _step_state(px, ~normal | noisy0)
+    if one is not None:
+        normal = one
+        a, d = baseline_state(r, s, sky, normal, prior)
+        e, z, runs = _level_runs(px, a, d)
     at = _at_population(px, normal, runs, prior)
     if at is not None:
         normal = at
         a, d = baseline_state(r, s, sky, normal, prior)
         e, z, runs = _level_runs(px, a, d)
     return normal, a, e, z, runs
+
+
+def _step_state(px: _Pixel, exclude):
+    """The better side of a significant single step inside the exposures not in ``exclude``
+    (the normal state), or None: a normal state is one state.
+
+    The states the runs show are judged on their levels, each with an error inflated by the
+    scatter its description leaves; a pixel that changed under a sky that follows time even
+    loosely leaves a state of all its exposures whose fitted response took part of the change,
+    so neither side's run reaches the threshold, or the run's level is not "worse by a defect's
+    evidence" than the rest, and the change is absorbed (the residual about the wrong state
+    then scatters like a noisy pixel's over the whole series). Here the normal exposures get
+    one step, shared response, in the dark level (``d`` -> ``d + delta`` from the k-th on) or in
+    the response, for every k leaving ``min_bad_exposures`` on each side (closed form from
+    running sums); where the best reaches the level threshold (its chi^2 gain, in units of the
+    scatter the step model leaves, at least the threshold squared), the side with the lower dark
+    level (or the higher response) is the normal state."""
+    p, thr = px.p, px.thresholds.level
+    L = int(max(p.min_bad_exposures, 2))
+    r, s, sky = px.r, px.s, px.sky
+    idx = np.flatnonzero(~exclude & np.isfinite(r) & np.isfinite(s) & (s > 0) & np.isfinite(sky))
+    m = idx.size
+    if m < 2 * L + 1:
+        return None
+    w, x, y = 1.0 / s[idx] ** 2, sky[idx].astype(float), r[idx].astype(float)
+
+    def suffix(v):  # sums over t >= k for k = 0..m-1
+        return np.cumsum(v[::-1])[::-1]
+
+    Sw, Sx, Sxx, Sy, Sxy, Syy = (float(np.sum(v)) for v in (w, w * x, w * x * x, w * y, w * x * y, w * y * y))
+    A1 = np.array([[Sxx, Sx], [Sx, Sw]])
+    if abs(np.linalg.det(A1)) <= 1e-12 * np.abs(A1).max() ** 2:
+        return None
+    b1 = np.array([Sxy, Sy])
+    chi1 = Syy - b1 @ np.linalg.solve(A1, b1)
+    ks = np.arange(L, m - L + 1)
+    Tw, Tx, Txx, Ty, Txy = (suffix(v)[ks] for v in (w, w * x, w * x * x, w * y, w * x * y))
+    best = None
+    for kind, (Tu, Txu, Tuu, Tyu) in (("add", (Tw, Tx, Tw, Ty)), ("mult", (Tx, Txx, Txx, Txy))):
+        A = np.empty((ks.size, 3, 3))
+        A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1] = Sxx, Sx, Sx, Sw
+        A[:, 0, 2] = A[:, 2, 0] = Txu
+        A[:, 1, 2] = A[:, 2, 1] = Tu
+        A[:, 2, 2] = Tuu
+        b = np.stack([np.full(ks.size, Sxy), np.full(ks.size, Sy), Tyu], axis=1)
+        good = np.abs(np.linalg.det(A)) > 1e-12 * np.abs(A).max(axis=(1, 2)) ** 3
+        if not good.any():
+            continue
+        beta = np.full(b.shape, np.nan)
+        beta[good] = np.linalg.solve(A[good], b[good][..., None])[..., 0]
+        chi = np.where(good, Syy - np.einsum("ki,ki->k", np.nan_to_num(beta), b), np.inf)
+        j = int(np.argmin(chi))
+        if best is None or chi[j] < best[0]:
+            best = (float(chi[j]), kind, int(ks[j]), float(beta[j, 2]))
+    if best is None:
+        return None
+    chi2, kind, k, delta = best
+    gain = (chi1 - chi2) / max(1.0, chi2 / (m - 3))
+    if not gain >= thr * thr:
+        return None
+    low_first = delta > 0 if kind == "add" else delta < 0
+    keep = np.zeros(px.n, bool)
+    keep[idx[:k] if low_first else idx[k:]] = True
+    return keep
 
 
 def _population_z(px: _Pixel, m, prior) -> tuple[float, float]:
