@@ -722,9 +722,9 @@ def response_pattern(ratios: np.ndarray) -> np.ndarray:
     q = np.asarray(ratios, np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        med = bn.nanmedian(q, axis=0)
+        med = running.first_axis_nanmedians(q)  # bottleneck's nanmedian along axis 0, compiled
         n = np.isfinite(q).sum(axis=0)
-        mad = MAD_TO_SIGMA * bn.nanmedian(np.abs(q - med[None]), axis=0)
+        mad = MAD_TO_SIGMA * running.first_axis_nanmedians(np.abs(q - med[None]))
         v = 1.5708 * mad ** 2 / np.maximum(n, 1)
         v = np.where(n >= 3, v, np.inf)
         ok = np.isfinite(med) & np.isfinite(v)

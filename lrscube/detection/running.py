@@ -1123,3 +1123,68 @@ def response_bisection(u2, w2, target, hi, steps):
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_axis_nanmedians(a, pairs, kpad, out, signed_zero):
+    """NaN-skipping median over axis 0 of (K, P) ``a`` for each column into ``out``: blocks of
+    columns copied into lanes, NaN as +inf (after every value) and padding to ``kpad`` rows,
+    sorted by the comparator network ``pairs`` (branch-free across the lanes), then the middle
+    of each column's n values; ``signed_zero[j]``: the column holds a -0.0 (its median left
+    to the caller: a network does not order zeros by sign)."""
+    K, P = a.shape
+    BL = 256
+    inf = np.float32(np.inf)
+    blk = np.empty((kpad, BL), np.float32)
+    cnt = np.empty(BL, np.int64)
+    neg = np.empty(BL, np.bool_)
+    for j0 in range(0, P, BL):
+        nb = min(BL, P - j0)
+        cnt[:] = 0
+        neg[:] = False
+        for k in range(K):
+            for jj in range(nb):
+                x = a[k, j0 + jj]
+                ok = x == x
+                cnt[jj] += ok
+                neg[jj] = neg[jj] or (x == 0 and math.copysign(1.0, x) < 0)
+                blk[k, jj] = x if ok else inf
+        for k in range(K, kpad):
+            for jj in range(nb):
+                blk[k, jj] = inf
+        for q in range(pairs.shape[0]):
+            i, j = pairs[q, 0], pairs[q, 1]
+            for jj in range(nb):
+                u, v = blk[i, jj], blk[j, jj]
+                blk[i, jj] = u if u < v else v
+                blk[j, jj] = v if u < v else u
+        for jj in range(nb):
+            n = cnt[jj]
+            j = j0 + jj
+            signed_zero[j] = neg[jj]
+            if n == 0 or neg[jj]:
+                out[j] = np.nan
+            elif n % 2:
+                out[j] = blk[n // 2, jj]
+            else:
+                out[j] = 0.5 * (blk[n // 2 - 1, jj] + blk[n // 2, jj])
+
+
+def first_axis_nanmedians(a: np.ndarray) -> np.ndarray:
+    """``bottleneck.nanmedian(a, axis=0)`` of a float32 array, the same bits, compiled (see
+    :func:`row_nanmedians`: the columns holding a -0.0 are bottleneck's own)."""
+    import bottleneck as bn
+
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim == 0 or a.size == 0:
+        return bn.nanmedian(a, axis=0)
+    out = np.empty(a.shape[1:], np.float32)
+    a2 = a.reshape(a.shape[0], -1)
+    o1 = out.reshape(-1)
+    signed_zero = np.empty(o1.size, np.bool_)
+    kpad = 1 << max(0, (a.shape[0] - 1).bit_length())
+    pairs = np.array(_oddeven_merge_sort(kpad) or [(0, 0)], np.int64).reshape(-1, 2)
+    _first_axis_nanmedians(a2, pairs, kpad, o1, signed_zero)
+    for j in np.flatnonzero(signed_zero):
+        o1[j] = bn.nanmedian(a2[:, j])
+    return out

@@ -338,3 +338,28 @@ def test_response_bisection_equals_numpy(n):
         want = _numpy_bisection(u2, w2, 0.454936423119572, hi, 40)
         got = running.response_bisection(u2, w2, 0.454936423119572, hi, 40)
         assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (scale, got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (2, 5), (3, 40, 9), (16, 64, 33), (17, 20, 30)])
+def test_first_axis_nanmedians_are_bottlenecks_bit_for_bit(shape):
+    """Stage 0's response pattern: medians over a stack of exposures equal bottleneck's nanmedian
+    along axis 0 bit for bit, on noise, NaN holes, columns without a value, infinities, ties and
+    zeros of both signs (the columns holding -0.0 are bottleneck's own)."""
+    rng = np.random.default_rng(sum(shape))
+    for k in range(10):
+        a = (1.0 + 0.05 * rng.normal(size=shape)).astype(np.float32)
+        if k % 5 == 1:
+            a[rng.random(shape) < 0.4] = np.nan
+            a.reshape(shape[0], -1)[:, ::7] = np.nan  # columns without a value
+        if k % 5 == 2:
+            a[rng.random(shape) < 0.1] = np.inf
+            a[rng.random(shape) < 0.1] = -np.inf
+        if k % 5 == 3:
+            a = np.round(a * 10).astype(np.float32)  # ties
+        if k % 5 == 4:
+            a = np.where(rng.random(shape) < 0.5, np.float32(0.0), a - 1.0).astype(np.float32)
+            a[rng.random(shape) < 0.2] = -0.0
+        want = bn.nanmedian(a, axis=0)
+        got = running.first_axis_nanmedians(a)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(_bits(got), _bits(want))
