@@ -648,7 +648,8 @@ def _step_state(px: _Pixel, exclude):
     the response, for every k leaving ``min_bad_exposures`` on each side (closed form from
     running sums); where the best reaches the level threshold (its chi^2 gain, in units of the
     scatter the step model leaves, at least the threshold squared), the side with the lower dark
-    level (or the higher response) is the normal state."""
+    level (or the higher response) is the normal state, if it is one state (scatters about its
+    own (a, d) by at most :data:`STATIC_MAX_SCATTER`: a noisy stretch's scatter fits a step too)."""
     p, thr = px.p, px.thresholds.level
     L = int(max(p.min_bad_exposures, 2))
     r, s, sky = px.r, px.s, px.sky
@@ -695,7 +696,7 @@ def _step_state(px: _Pixel, exclude):
     low_first = delta > 0 if kind == "add" else delta < 0
     keep = np.zeros(px.n, bool)
     keep[idx[:k] if low_first else idx[k:]] = True
-    return keep
+    return keep if scatter_about_state(r, s, sky, keep) <= STATIC_MAX_SCATTER else None
 
 
 def _population_z(px: _Pixel, m, prior) -> tuple[float, float]:
