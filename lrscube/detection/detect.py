@@ -730,8 +730,16 @@ def _single_exposure_events(g: _Group, p):
         high = e0 / g.s > p.transient_sigma
     trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
     excl = g.on_trace | trans
-    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl, iterations=2, prior=g.prior, leverage=False)
-    return trans, excl, np.where(excl, np.nan, g.r - b0.a * g.sky - b0.d)
+    # refitted where events were left out: elsewhere the exposures, and so the fit, are the same
+    # (each pixel's fit is its own: fit_response_offset over any set of columns gives their bits)
+    a, d = b0.a.copy(), b0.d.copy()
+    redo = np.flatnonzero(trans.any(axis=0))
+    if redo.size:
+        k = g.r.shape[1]
+        b1 = baseline.fit_response_offset(g.r[:, redo], g.s[:, redo], g.sky[:, redo], ~excl[:, redo], iterations=2,
+                                          prior=tuple(np.broadcast_to(v, (k,))[redo] for v in g.prior), leverage=False)
+        a[redo], d[redo] = b1.a, b1.d
+    return trans, excl, np.where(excl, np.nan, g.r - a * g.sky - d)
 
 
 def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):

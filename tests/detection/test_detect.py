@@ -435,3 +435,47 @@ def test_a_spectrum_ending_inside_the_frame_gives_its_end_rows_their_own_sky():
     assert end_over_interior(("slitless",)) < 1.5
     with pytest.raises(ValueError, match="sky_end_regions"):
         DetectionParams.from_profile(prof, sky_end_regions=("nowhere",))
+
+
+def _single_exposure_events_refitting_all(g, p):
+    """``detect._single_exposure_events`` as it was: the second fit over every pixel of the group."""
+    from lrscube.detection import baseline
+    from lrscube.detection.detect import keep_whole_pixels
+    from lrscube.detection.temporal import transients
+    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior, leverage=False)
+    e0 = np.where(g.on_trace, np.nan, g.r - b0.a * g.sky - b0.d)
+    trans = transients(e0, g.s, g.sky, window=p.transient_window, nsigma=p.transient_sigma)
+    with np.errstate(invalid="ignore"):
+        high = e0 / g.s > p.transient_sigma
+    trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
+    excl = g.on_trace | trans
+    b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~excl, iterations=2, prior=g.prior, leverage=False)
+    return trans, excl, np.where(excl, np.nan, g.r - b0.a * g.sky - b0.d)
+
+
+@pytest.mark.parametrize("n_hits", [0, 1, 40])
+def test_single_exposure_events_refit_only_where_events_are_left_out_bit_for_bit(n_hits):
+    # cosmic rays (none, one, many), a trace, a telegraph pixel's own events, NaN, a pixel seen by
+    # one exposure: the residuals after the refit are those of refitting every pixel
+    from lrscube.detection.detect import _Group, _single_exposure_events
+    rng = np.random.default_rng(5 + n_hits)
+    m, k = 40, 300
+    sky = (rng.uniform(2, 20, (m, 1)) * rng.uniform(0.8, 1.2, (1, k))).astype("f4")
+    r = (0.02 * sky + rng.normal(0, 0.05, (m, k))).astype("f4")
+    hits = rng.choice(m * k, n_hits, replace=False)
+    r.reshape(-1)[hits] += rng.uniform(1, 50, n_hits).astype("f4")
+    r[::3, 7] += 2.0                                           # its own high states
+    r[5, 9] = np.nan
+    r[1:, 11] = np.nan
+    s = np.full((m, k), 0.05, "f4")
+    on_trace = np.zeros((m, k), bool)
+    on_trace[12, 100:140] = True
+    prior = (rng.normal(0.02, 0.01, k), rng.uniform(1e-5, 1e-3, k), np.full(k, 0.005), np.full(k, 1e-4))
+    z = np.zeros((m, k))
+    g = _Group(np.arange(k), np.arange(m), r, sky, s, on_trace, on_trace & False, z, z, z, z, prior)
+    p = DetectionParams()
+    got = _single_exposure_events(g, p)
+    want = _single_exposure_events_refitting_all(g, p)
+    assert n_hits == 0 or got[0].any()
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
