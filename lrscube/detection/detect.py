@@ -555,9 +555,10 @@ class _IntScat(NamedTuple):
             return None
         q = np.asarray(intscat, np.float32).reshape(n_t, P)
         q = np.where(valid & ~on_trace, q, np.nan)
-        if not np.isfinite(q[:, has]).any():
+        qh = q[:, has]
+        if not np.isfinite(qh).any():
             return None
-        u, v = intscat_screen.terms(q[:, has], ctx.dof, ctx.params.clip_sigma)
+        u, v = intscat_screen.terms(qh, ctx.dof, ctx.params.clip_sigma)
         return cls(q, np.asarray(ctx.dof, float), intscat_screen.null_scale(u, v))
 
 
@@ -663,7 +664,7 @@ def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
     vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
                                  window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
     ua, va = variance.terms(xa / np.sqrt(vline), s_all, p.clip_sigma, g1, g2)
-    return vline, variance.null_scale(variance.full(ua, va)[has])
+    return vline, variance.null_scale(variance.full(ua, va, np.flatnonzero(has)))
 
 
 def _footprint_groups(valid, has):

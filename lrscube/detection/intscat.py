@@ -121,7 +121,8 @@ def null_scale(u: np.ndarray, v: np.ndarray, min_terms: int = 3) -> float:
     has = (np.asarray(v) > 0).sum(axis=0) >= min_terms
     if not has.any():
         return 1.0
-    return variance.null_scale(variance.full(u[:, has], v[:, has]))
+    # pairwise: the sums numpy made of the copy u[:, has] (Fortran-ordered)
+    return variance.null_scale(variance.full(u, v, np.flatnonzero(has), pairwise=True))
 
 
 def scan(u: np.ndarray, v: np.ndarray, min_length: int = 3) -> np.ndarray:

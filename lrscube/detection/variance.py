@@ -46,15 +46,22 @@ def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.nd
     (:func:`_terms_columns`; :func:`terms_numpy` is the same in numpy): numpy's median along a
     short axis goes through masked arrays and was most of the screen's cost.
     """
-    x = np.asarray(x, float)
+    x = _float(x)
     if x.ndim == 0:
         u, v = terms(x[None], s, clip, m1, m2)
         return u[0], v[0]
     shape = x.shape
     n = shape[0]
-    cols = lambda a: np.broadcast_to(np.asarray(a, float), shape).reshape(n, -1)  # noqa: E731
+    cols = lambda a: np.broadcast_to(_float(a), shape).reshape(n, -1)  # noqa: E731
     u, v = _terms_columns(cols(x), cols(s), cols(clip), cols(m1), cols(m2))
     return u.reshape(shape), v.reshape(shape)
+
+
+def _float(a) -> np.ndarray:
+    """``a`` as float32 or float64 as it is (the kernels widen float32 values exactly, as
+    ``astype(float)`` does, without a float64 copy of a whole tile), else as float64."""
+    a = np.asarray(a)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(float)
 
 
 def terms_numpy(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +101,8 @@ def _nan_max(a, b):
 
 @numba.njit(cache=True, nogil=True)
 def _terms_columns(x, s, clip, m1, m2):
-    """:func:`terms_numpy` over the columns of (T, P) float64 arrays (any strides): per column
+    """:func:`terms_numpy` over the columns of (T, P) float32 or float64 arrays (any strides; every
+    value read widened to float64): per column
     the median of ``1 / s`` over its usable exposures (:func:`lrscube.detection.running.median_about`
     the previous pixel's, the same number as a quickselect), then the terms."""
     T, P = x.shape
@@ -106,7 +114,7 @@ def _terms_columns(x, s, clip, m1, m2):
     for j in range(P):
         m = 0
         for t in range(T):
-            xv, sv = x[t, j], s[t, j]
+            xv, sv = np.float64(x[t, j]), np.float64(s[t, j])
             if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
                 buf[m] = 1.0 / sv
                 m += 1
@@ -115,14 +123,14 @@ def _terms_columns(x, s, clip, m1, m2):
         ref = running.median_about(buf, m, 0.98 * last, 1.02 * last, band)
         last = ref
         for t in range(T):
-            xv, sv = x[t, j], s[t, j]
+            xv, sv = np.float64(x[t, j]), np.float64(s[t, j])
             if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
                 w = (1.0 / sv) / ref
-                c = clip[t, j]
-                a1 = m1[t, j]
+                c = np.float64(clip[t, j])
+                a1 = np.float64(m1[t, j])
                 q = _nan_min(xv * xv, c * c)
                 u[t, j] = w * (q - a1)
-                v[t, j] = w * w * _nan_max(m2[t, j] - a1 * a1, 1e-12)
+                v[t, j] = w * w * _nan_max(np.float64(m2[t, j]) - a1 * a1, 1e-12)
     return u, v
 
 
@@ -146,13 +154,123 @@ def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.
     return flat.reshape(u.shape[1:])
 
 
-def full(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def full(u: np.ndarray, v: np.ndarray, cols=None, pairwise: bool = False) -> np.ndarray:
     """The trimmed statistic over all of each pixel's exposures (axis 0): the one number per
-    pixel whose distribution over the pixels measures the null (:func:`null_scale`)."""
+    pixel whose distribution over the pixels measures the null (:func:`null_scale`).
+
+    ``cols``: of those pixels (columns) alone, without copying them. The sums over exposures
+    are numpy's: exposure after exposure (its axis-0 sums of C-ordered arrays), or ``pairwise``
+    (its sums of a pixel's exposures held contiguous, as in the copy ``u[:, cols]`` makes, which
+    is Fortran-ordered). Two-dimensional terms take one compiled pass (:func:`_full_columns`,
+    tested bit for bit against :func:`full_numpy`)."""
+    u = np.asarray(u, float)
+    v = np.asarray(v, float)
+    if u.ndim == 2 and u.shape == v.shape and u.shape[0] > 0:
+        c = np.arange(u.shape[1]) if cols is None else np.asarray(cols, np.int64).reshape(-1)
+        return _full_columns(u, v, c, bool(pairwise))
+    if cols is not None:
+        u, v = u[:, cols], v[:, cols]
+    return full_numpy(np.asfortranarray(u) if pairwise else u, np.asfortranarray(v) if pairwise else v)
+
+
+def full_numpy(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """:func:`full` in numpy (the reference the compiled pass is tested against; the order of
+    its sums follows the arrays' layout)."""
     u = np.asarray(u, float)
     v = np.asarray(v, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (u.sum(axis=0) - TRIM * np.maximum(u.max(axis=0), 0.0)) / np.sqrt(v.sum(axis=0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a, n):
+    """numpy's sum of the contiguous ``a[:n]``, its pairwise summation: blocks of up to 128
+    values summed with eight running sums, longer runs halved (at a multiple of 8) and the
+    halves' sums added; the halving done with a stack (a recursive kernel would not cache)."""
+    lo_s = np.empty(128, np.int64)
+    n_s = np.empty(128, np.int64)
+    join_s = np.empty(128, np.bool_)
+    vals = np.empty(128)
+    top = 1
+    lo_s[0], n_s[0], join_s[0] = 0, n, False
+    nv = 0
+    while top > 0:
+        top -= 1
+        lo, m, join = lo_s[top], n_s[top], join_s[top]
+        if join:  # both halves done: left + right
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+        elif m <= 128:
+            vals[nv] = _pairwise_block(a, lo, m)
+            nv += 1
+        else:
+            m2 = m // 2
+            m2 -= m2 % 8
+            lo_s[top], n_s[top], join_s[top] = lo, m, True
+            lo_s[top + 1], n_s[top + 1], join_s[top + 1] = lo + m2, m - m2, False
+            lo_s[top + 2], n_s[top + 2], join_s[top + 2] = lo, m2, False  # popped first: the left half
+            top += 3
+    return vals[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_block(a, lo, n):
+    """numpy's pairwise sum of ``a[lo:lo + n]``, n <= 128."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _full_columns(u, v, cols, pairwise):
+    """:func:`full_numpy` of columns ``cols`` of (T, P) arrays, T >= 1: the sums exposure after
+    exposure from the first, or ``pairwise`` (:func:`_pairwise_sum`); the maximum keeping any
+    NaN (``np.maximum``'s)."""
+    T = u.shape[0]
+    out = np.empty(cols.shape[0])
+    bu = np.empty(T)
+    bv = np.empty(T)
+    for k in range(cols.shape[0]):
+        j = cols[k]
+        mu = u[0, j]
+        for t in range(T):
+            x = u[t, j]
+            bu[t] = x
+            bv[t] = v[t, j]
+            if mu == mu and (x != x or x > mu):
+                mu = x
+        if pairwise:
+            su = _pairwise_sum(bu, T)
+            sv = _pairwise_sum(bv, T)
+        else:
+            su = bu[0]
+            sv = bv[0]
+            for t in range(1, T):
+                su += bu[t]
+                sv += bv[t]
+        m = mu if (mu >= 0.0 or mu != mu) else 0.0
+        out[k] = (su - TRIM * m) / np.sqrt(sv)
+    return out
 
 
 def null_scale(stat: np.ndarray, min_pixels: int = 100) -> float:

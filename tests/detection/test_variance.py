@@ -131,7 +131,8 @@ def test_line_factor_follows_cut_windows_along_a_line_that_shares_excess_not_a_c
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 31])
 def test_terms_compiled_equals_numpy(n):
     """The compiled terms are the numpy ones bit for bit: NaN, inf, zero and negative noise, a
-    pixel no exposure sees, clips and moments per exposure or broadcast, NaN moments."""
+    pixel no exposure sees, clips and moments per exposure or broadcast, NaN moments, float32
+    inputs."""
     rng = np.random.default_rng(n)
     x = rng.normal(size=(n, 300))
     s = rng.uniform(0.5, 2.0, (n, 300)).astype(np.float32)
@@ -147,7 +148,10 @@ def test_terms_compiled_equals_numpy(n):
     m2 = rng.uniform(2.0, 3.0, (n, 300))
     for args in ((x, s, clip, m1, m2), (x, s, 6.0, G1, G2), (x[:, 7], s[:, 7], 6.0, G1, G2),
                  (x.reshape(n, 15, 20), s.reshape(n, 15, 20), clip.reshape(n, 15, 20), G1, G2),
-                 (x, s, 6.0, m1[:, :1], m2[:, :1])):
+                 (x, s, 6.0, m1[:, :1], m2[:, :1]),
+                 # float32 inputs as they are, widened value by value (no float64 copies)
+                 (x.astype(np.float32), s, clip.astype(np.float32), m1.astype(np.float32), m2.astype(np.float32)),
+                 (x.astype(np.float32)[:, 7], s[:, 7], np.float32(4.0), G1, G2)):
         for got, want in zip(variance.terms(*args), variance.terms_numpy(*args)):
             assert got.shape == want.shape
             np.testing.assert_array_equal(got, want)
@@ -239,3 +243,38 @@ def test_weighted_ratios_compiled_equal_numpy(n):
     for args in ((x, s, clip, m1), (x, s, 6.0, G1), (x, s.astype(float), 4.0, m1[:, :1]), (x.astype(np.float32), s, 6.0, G1)):
         got, want = variance.weighted_ratios(*args), variance.weighted_ratios_numpy(*args)
         assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 48, 100, 129, 300])
+def test_full_compiled_equals_numpy_bit_for_bit(n, pairwise):
+    """The full-series statistic of the compiled pass is numpy's bit for bit, its sums exposure
+    after exposure (C-ordered terms) or pairwise (Fortran-ordered, as ``u[:, cols]`` copies):
+    NaN and inf terms, signed zeros, all-zero (unused) pixels, terms of widely different sizes
+    (the order of the sums shows), a subset of the pixels, none, one pixel (1-D)."""
+    rng = np.random.default_rng(n)
+    u = rng.normal(size=(n, 400)) * 10.0 ** rng.uniform(-6, 6, (n, 400))
+    v = rng.uniform(0.5, 2.0, (n, 400)) * 10.0 ** rng.uniform(-6, 6, (n, 400))
+    u[rng.random(u.shape) < 0.01] = np.nan
+    u[rng.random(u.shape) < 0.01] = np.inf
+    u[rng.random(u.shape) < 0.01] = -np.inf
+    u[:, 10] = 0.0
+    v[:, 10] = 0.0                                   # a pixel no exposure sees
+    u[:, 11] = -0.0
+    u[:, 12] = -np.abs(u[:, 12])                      # all below zero: the maximum is clipped to 0
+    u[::2, 13] = -0.0
+    u[1::2, 13] = 0.0
+    v[rng.random(v.shape) < 0.01] = 0.0
+    lay = np.asfortranarray if pairwise else np.ascontiguousarray
+    def same(a, b):  # bit for bit; a NaN's sign and payload are not numbers (null_scale drops them)
+        nan = np.isnan(a)
+        return (a.shape == b.shape and np.array_equal(nan, np.isnan(b))
+                and np.array_equal(a[~nan].view(np.int64), b[~nan].view(np.int64)))
+
+    assert same(variance.full(u, v, pairwise=pairwise), variance.full_numpy(lay(u), lay(v)))
+    cols = np.flatnonzero(rng.random(400) < 0.3)
+    assert same(variance.full(u, v, cols, pairwise=pairwise), variance.full_numpy(lay(u[:, cols]), lay(v[:, cols])))
+    if pairwise:
+        assert same(variance.full(u, v, cols, pairwise=True), variance.full_numpy(u[:, cols], v[:, cols]))
+    assert same(variance.full(u, v, cols[:0], pairwise=pairwise), np.empty(0))
+    assert same(variance.full(u[:, 5], v[:, 5], pairwise=pairwise), variance.full_numpy(u[:, 5], v[:, 5]))
