@@ -345,6 +345,59 @@ def _solve_reweighted(r, s, sky, ok, w0, w, z, buf, band, guess, a, ma_j, pa_j, 
     return a, d, good, s11r, det, suu, su1
 
 
+def level_sums(r, s, sky, use, ma, md) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(P,) sums over the exposures ``use`` of the (time, P) arrays, with ``w = 1 / s^2``: ``sum
+    w``, ``sum w sky^2``, ``sum w (r - ma sky)`` and ``sum w sky (r - md)`` (``ma, md`` (P,):
+    the neighbours' response and dark level), what a pixel's level at either description is
+    made of (:func:`lrscube.detection.detect.beyond_either_description`). One compiled pass,
+    the numbers of :func:`level_sums_numpy` (numpy's axis-0 sums add exposure after exposure;
+    unused exposures add their exact zeros, or NaN where ``ma`` or ``md`` is not finite, as there)."""
+    shape = np.shape(r)
+    f = [np.broadcast_to(v if v.dtype in (np.float32, np.float64) else v.astype(float), shape)
+         for v in (np.asarray(x) for x in (r, s, sky))]
+    P = shape[1]
+    ma = np.ascontiguousarray(np.broadcast_to(np.asarray(ma, float), (P,)))
+    md = np.ascontiguousarray(np.broadcast_to(np.asarray(md, float), (P,)))
+    return _level_sums(*f, np.broadcast_to(np.asarray(use, bool), shape), ma, md)
+
+
+def level_sums_numpy(r, s, sky, use, ma, md):
+    """:func:`level_sums` in numpy (the reference the compiled pass is tested against)."""
+    ma, md = np.asarray(ma, float), np.asarray(md, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(use, 1.0 / np.asarray(s, float) ** 2, 0.0)
+        r = np.where(use, np.asarray(r, float), 0.0)
+        k = np.where(use, np.asarray(sky, float), 0.0)
+        return w.sum(axis=0), (w * k * k).sum(axis=0), (w * (r - ma * k)).sum(axis=0), (w * k * (r - md)).sum(axis=0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _level_sums(r, s, sky, use, ma, md):
+    T, P = r.shape
+    sw = np.zeros(P)
+    skk = np.zeros(P)
+    sd = np.zeros(P)
+    sa = np.zeros(P)
+    for t in range(T):
+        for j in range(P):
+            if use[t, j]:
+                sv = np.float64(s[t, j])
+                w = 1.0 / (sv * sv)
+                rv = np.float64(r[t, j])
+                kv = np.float64(sky[t, j])
+            else:
+                w = rv = kv = 0.0
+            a = w
+            b = w * kv * kv
+            c = w * (rv - ma[j] * kv)
+            d = w * kv * (rv - md[j])
+            sw[j] += a  # numpy's sums start from 0 (-0.0 terms sum to 0.0)
+            skk[j] += b
+            sd[j] += c
+            sa[j] += d
+    return sw, skk, sd, sa
+
+
 # --------------------------------------------------------------------------------------------
 # noise calibration from histograms of |residual / ERR|
 

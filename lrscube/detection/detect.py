@@ -355,13 +355,11 @@ def beyond_either_description(r, s, sky, use, prior, min_excess: float, low_qe_r
     the light has no response to lose). ``prior`` as for
     :func:`lrscube.detection.baseline.neighbour_prior`."""
     ma, md = np.asarray(prior[0], float), np.asarray(prior[2], float)
-    w = np.where(use, 1.0 / np.asarray(s, float) ** 2, 0.0)
-    r = np.where(use, np.asarray(r, float), 0.0)
-    k = np.where(use, np.asarray(sky, float), 0.0)
+    sums = baseline.level_sums if np.ndim(r) == 2 and r.shape[0] > 0 else baseline.level_sums_numpy
+    sw, skk, s_d, s_a = sums(r, s, sky, use, ma, md)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sw, skk = w.sum(axis=0), (w * k * k).sum(axis=0)
-        d_lvl = (w * (r - ma * k)).sum(axis=0) / sw - md
-        a_lvl = (w * k * (r - md)).sum(axis=0) / skk
+        d_lvl = s_d / sw - md
+        a_lvl = s_a / skk
         hot = (d_lvl >= min_excess) & (d_lvl * np.sqrt(sw) >= min_sigma) & ~(1.0 + a_lvl <= RESPONSE_RANGE[1])
         low = ((1.0 + a_lvl <= low_qe_response) & (-a_lvl * np.sqrt(skk) >= min_sigma)
                & (-d_lvl >= min_excess) & (-d_lvl * np.sqrt(sw) >= min_sigma) & np.asarray(lit, bool))

@@ -244,7 +244,7 @@ def _pairwise_block(a, lo, n):
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _full_columns(u, v, cols, pairwise):
     """:func:`full_numpy` of columns ``cols`` of (T, P) arrays, T >= 1: the sums exposure after
-    exposure from the first, or ``pairwise`` (:func:`_pairwise_sum`); the maximum keeping any
+    exposure from 0, or ``pairwise`` (:func:`_pairwise_sum`); the maximum keeping any
     NaN (``np.maximum``'s)."""
     T = u.shape[0]
     out = np.empty(cols.shape[0])
@@ -259,13 +259,13 @@ def _full_columns(u, v, cols, pairwise):
             bv[t] = v[t, j]
             if mu == mu and (x != x or x > mu):
                 mu = x
+        su = 0.0  # numpy's sums start from 0 (-0.0 terms sum to 0.0)
+        sv = 0.0
         if pairwise:
-            su = _pairwise_sum(bu, T)
-            sv = _pairwise_sum(bv, T)
+            su += _pairwise_sum(bu, T)
+            sv += _pairwise_sum(bv, T)
         else:
-            su = bu[0]
-            sv = bv[0]
-            for t in range(1, T):
+            for t in range(T):
                 su += bu[t]
                 sv += bv[t]
         m = mu if (mu >= 0.0 or mu != mu) else 0.0

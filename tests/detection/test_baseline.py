@@ -539,3 +539,30 @@ def test_standardised_residuals_and_clipped_ratios_are_the_whole_array_ones_bit_
                        (got[:0], ok[:0], m1[:0], 4.0), (got, ok, m1, np.nan)):
         a, b = baseline.clipped_ratios(x, v, m, c), baseline.clipped_ratios_numpy(x, v, m, c)
         assert np.array_equal(a.view(np.int64), b.view(np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 48, 130])
+def test_level_sums_are_the_whole_array_ones_bit_for_bit(n, dtype):
+    # unused exposures, NaN and inf values, ERR zero or negative, a pixel with none used, a
+    # non-finite prior (NaN terms even where unused, as numpy's products give), broadcast inputs
+    rng = np.random.default_rng(n)
+    P = 300
+    sky = rng.uniform(1, 30, (n, 1)) * rng.uniform(0.5, 1.5, (1, P))
+    r = 0.02 * sky + rng.normal(0, 0.05, (n, P)) * 10.0 ** rng.uniform(-3, 3, (n, P))
+    r[rng.random((n, P)) < 0.03] = np.nan
+    r[rng.random((n, P)) < 0.01] = np.inf
+    s = rng.uniform(0.01, 0.1, (n, P))
+    s[rng.random((n, P)) < 0.02] = 0.0
+    s[rng.random((n, P)) < 0.01] = -0.05
+    use = rng.random((n, P)) > 0.2
+    use[:, 4] = False
+    ma, md = rng.normal(0.02, 0.01, P), rng.normal(0.01, 0.01, P)
+    ma[7], md[8], ma[9] = np.nan, np.inf, -np.inf
+    r, s, sky = (v.astype(dtype) for v in (r, s, sky))
+    bits = lambda a: np.asarray(a, float).view(np.int64)  # noqa: E731
+    for args in ((r, s, sky, use, ma, md), (r, s[:, :1], sky, use, 0.02, md), (r, s, sky, True, ma, 0.0)):
+        got, want = baseline.level_sums(*args), baseline.level_sums_numpy(*args)
+        for g, w in zip(got, want):
+            nan = np.isnan(w)
+            assert np.array_equal(np.isnan(g), nan) and np.array_equal(bits(g)[~nan], bits(w)[~nan])
