@@ -553,7 +553,7 @@ class _IntScat(NamedTuple):
             return None
         q = np.asarray(intscat, np.float32).reshape(n_t, P)
         q = np.where(valid & ~on_trace, q, np.nan)
-        qh = q[:, has]
+        qh = np.take(q, np.flatnonzero(has), axis=1)  # C-ordered, as the row-wise terms pass reads it
         if not np.isfinite(qh).any():
             return None
         u, v = intscat_screen.terms(qh, ctx.dof, ctx.params.clip_sigma)
