@@ -154,20 +154,26 @@ def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.
     return flat.reshape(u.shape[1:])
 
 
-def full(u: np.ndarray, v: np.ndarray, cols=None, pairwise: bool = False) -> np.ndarray:
+def full(u: np.ndarray, v: np.ndarray, cols=None, pairwise: bool | None = None) -> np.ndarray:
     """The trimmed statistic over all of each pixel's exposures (axis 0): the one number per
     pixel whose distribution over the pixels measures the null (:func:`null_scale`).
 
     ``cols``: of those pixels (columns) alone, without copying them. The sums over exposures
     are numpy's: exposure after exposure (its axis-0 sums of C-ordered arrays), or ``pairwise``
-    (its sums of a pixel's exposures held contiguous, as in the copy ``u[:, cols]`` makes, which
-    is Fortran-ordered). Two-dimensional terms take one compiled pass (:func:`_full_columns`,
-    tested bit for bit against :func:`full_numpy`)."""
+    (its sums of a pixel's exposures held contiguous: Fortran-ordered arrays, and the copy
+    ``u[:, cols]`` of C-ordered ones); by default as numpy sums ``u`` itself. C- or
+    Fortran-ordered 2-D terms take one compiled pass (:func:`_full_columns`, tested bit for bit
+    against :func:`full_numpy`), others numpy."""
     u = np.asarray(u, float)
     v = np.asarray(v, float)
     if u.ndim == 2 and u.shape == v.shape and u.shape[0] > 0:
-        c = np.arange(u.shape[1]) if cols is None else np.asarray(cols, np.int64).reshape(-1)
-        return _full_columns(u, v, c, bool(pairwise))
+        if pairwise is None and u.flags.c_contiguous and v.flags.c_contiguous:
+            pairwise = False
+        elif pairwise is None and u.flags.f_contiguous and v.flags.f_contiguous:
+            pairwise = True
+        if pairwise is not None:
+            c = np.arange(u.shape[1]) if cols is None else np.asarray(cols, np.int64).reshape(-1)
+            return _full_columns(u, v, c, bool(pairwise))
     if cols is not None:
         u, v = u[:, cols], v[:, cols]
     return full_numpy(np.asfortranarray(u) if pairwise else u, np.asfortranarray(v) if pairwise else v)

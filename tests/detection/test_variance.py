@@ -277,4 +277,7 @@ def test_full_compiled_equals_numpy_bit_for_bit(n, pairwise):
     if pairwise:
         assert same(variance.full(u, v, cols, pairwise=True), variance.full_numpy(u[:, cols], v[:, cols]))
     assert same(variance.full(u, v, cols[:0], pairwise=pairwise), np.empty(0))
+    # by default in the order numpy sums the arrays as they are laid out (a strided view: numpy's)
+    assert same(variance.full(lay(u), lay(v)), variance.full_numpy(lay(u), lay(v)))
+    assert same(variance.full(u[:, ::3], v[:, ::3]), variance.full_numpy(u[:, ::3], v[:, ::3]))
     assert same(variance.full(u[:, 5], v[:, 5], pairwise=pairwise), variance.full_numpy(u[:, 5], v[:, 5]))
