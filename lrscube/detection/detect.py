@@ -796,7 +796,34 @@ def _candidate_intervals(g: _Group, j: int, trans, excl, static: bool, tn: _Tile
     if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static)):
         use = ~g.on_trace[:, j]
         ivs = _analyse_pixel(g, j, use, tn, ctx)
+    elif any(iv["static"] for iv in ivs):
+        ends = _normal_end_events(g, j, use, ctx.params.changepoint_sigma)
+        if ends.any():
+            use = use | ends
+            ivs = _analyse_pixel(g, j, use, tn, ctx)
     return ivs, g.t_idx[use]
+
+
+def _normal_end_events(g: _Group, j: int, use, k: float) -> np.ndarray:
+    """The single-exposure events of pixel ``j`` before its first exposure in ``use`` (after its
+    last) whose value lies at the neighbours' population (within ``k`` sigma of their
+    level at its sky, in its noise and their scatter): against a dead or low-QE pixel's baseline
+    the exposures before its onset are positive events, which a cosmic ray at the level of a
+    normal pixel would only be by chance. Put back, they let the analysis end the defect there."""
+    u = np.flatnonzero(use)
+    ends = np.zeros(use.size, bool)
+    if u.size == 0:
+        return ends
+    ends[:u[0]] = True
+    ends[u[-1] + 1:] = True
+    ends &= ~use & ~g.on_trace[:, j]
+    if not ends.any():
+        return ends
+    ma, va, md, vd = (float(v[j]) for v in g.prior)
+    r, s, sky = g.r[:, j], g.s[:, j], g.sky[:, j]
+    with np.errstate(invalid="ignore"):
+        near = np.abs(r - ma * sky - md) <= k * np.sqrt(s ** 2 + va * sky ** 2 + vd)
+    return ends & near
 
 
 def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> list[dict]:

@@ -1001,6 +1001,13 @@ def _static_interval(px: _Pixel, normal, prior, lit, line_response, row) -> dict
     both in the free fit and in the level measured at the neighbours' values
     (:func:`_level_at_neighbours`); None where it does not."""
     p, th = px.p, px.thresholds
+    # the exposures at the series' ends that show the pixel's normal state, before the defect
+    # began or after it ended, are neither the defect's state nor in its interval
+    start, stop, on, rec = _static_ends(px, normal, prior)
+    if start > 0 or stop < px.n:
+        normal = normal.copy()
+        normal[:start] = False
+        normal[stop:] = False
     if not _one_state(px, normal):
         return None
     st = state(px.r, px.s, px.sky, normal)
@@ -1026,8 +1033,8 @@ def _static_interval(px: _Pixel, normal, prior, lit, line_response, row) -> dict
         resp = 1.0 + a_lvl
     if not (hot or low):
         return None
-    # bad in every exposure; the evidence is the normal state's own (excess or response)
-    rw = row(0, px.n, None, float("inf"), float("inf"))
+    # bad in every exposure but those ends; the evidence is the defect state's own (excess or response)
+    rw = row(start, stop, None, on, rec)
     chi2 = float(np.sum(((px.r[normal] - st.a * px.sky[normal] - st.d) / px.s[normal]) ** 2))
     rw.update(static=True, response=resp, variance_ratio=chi2 / max(int(normal.sum()) - 2, 1),
               significance=max(dx / d_err if hot else 0.0, -a_st / a_err if low else 0.0))
@@ -1036,6 +1043,69 @@ def _static_interval(px: _Pixel, normal, prior, lit, line_response, row) -> dict
     else:
         rw.update(sign=1, excess_dn_s=dx, excess_err=d_err, chi2_add=0.0, chi2_mult=np.inf)
     return rw
+
+
+def _static_ends(px: _Pixel, normal, prior) -> tuple[int, int, float, float]:
+    """(start, stop, onset, recovery significance) of a defect whose normal state may lie beyond
+    a physical limit: the whole series but the exposures at its ends that show the pixel's normal
+    state, before the defect began or after it ended. Those are the exposures at an end each of
+    which lies at the neighbours' population and off the state of ``normal`` (:func:`_at_normal`),
+    that together lie at the population (:func:`_population_z`) and off the state by the level
+    threshold. Fewer than ``min_bad_exposures`` of them (one exposure before a hot pixel's onset)
+    make no level run, so the majority state stays the normal one and would otherwise cover them."""
+    n, inf = px.n, float("inf")
+    start, stop, on, rec = 0, n, inf, inf
+    if prior is None or normal.sum() < 3:
+        return start, stop, on, rec
+    st = state(px.r, px.s, px.sky, normal)
+    near = _at_normal(px, st, prior)
+    lead = n if near.all() else int(np.argmin(near))
+    trail = n if near.all() else int(np.argmin(near[::-1]))
+    if lead + trail >= n - max(3, px.p.min_bad_exposures):
+        return start, stop, on, rec
+    for lo, hi in ((0, lead), (n - trail, n)):
+        if hi <= lo:
+            continue
+        m = np.zeros(n, bool)
+        m[lo:hi] = True
+        z = _off_state(px, m, st, prior)
+        if z is None:
+            continue
+        if lo == 0:
+            start, on = hi, z
+        else:
+            stop, rec = lo, z
+    return start, stop, on, rec
+
+
+def _at_normal(px: _Pixel, st, prior) -> np.ndarray:
+    """Per exposure: it shows a normal pixel and not the state ``st``: within ``changepoint_sigma``
+    of the neighbours' population (its mean at the exposure's sky; variance the noise plus the
+    population's scatter), beyond it from the state (in the noise), and likelier the former."""
+    ma, va, md, vd = (float(v) for v in prior)
+    k = px.p.changepoint_sigma
+    v_pop = px.s ** 2 + va * px.sky ** 2 + vd
+    d_pop = px.r - ma * px.sky - md
+    d_st = px.r - st.a * px.sky - st.d
+    with np.errstate(invalid="ignore", divide="ignore"):
+        l_pop = -0.5 * (d_pop ** 2 / v_pop + np.log(v_pop))
+        l_st = -0.5 * ((d_st / px.s) ** 2 + np.log(px.s ** 2))
+        return np.asarray((d_pop ** 2 < k * k * v_pop) & (np.abs(d_st) >= k * px.s) & (l_pop > l_st))
+
+
+def _off_state(px: _Pixel, m, st, prior) -> float | None:
+    """How far the exposures ``m`` lie from the state ``st`` (sigma, unclipped: they must also lie
+    at the population, which a cosmic ray's excess does not), or None where they are not at the
+    neighbours' population or not off the state by the level threshold."""
+    k = px.p.changepoint_sigma
+    dz, az = _population_z(px, m, prior)
+    if not (abs(dz) < k and abs(az) < k):
+        return None
+    w = 1.0 / px.s[m] ** 2
+    e = px.r[m] - st.a * px.sky[m] - st.d
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = abs(float(np.sum(w * e))) / float(np.sqrt(np.sum(w)))
+    return z if np.isfinite(z) and z >= px.thresholds.level else None
 
 
 def _level_intervals(runs, *, r, s, z, p, threshold, row) -> list[dict]:

@@ -67,3 +67,49 @@ def test_a_warm_pixel_under_fringes_is_warm_from_its_onset_not_noisy_throughout(
                     3.94, 1.33, 2.09, 1.52, 1.79, 1.61, 3.59, 1.64, 4.2, 4.43, 1.4, 2.42, 1.61, 1.64, 2.0, 1.81, 2.18,
                     1.27, 3.17, 1.17, 1.28, 3.69, 2.99])
     assert _intervals(r, s, sky, prior=(0.01, 2.38e-3, 0.0006, 1.07e-5)) == [(15, 40, 1, False)]
+
+
+# 33 imager exposures (bright sky: 3-12 DN/s) of a pixel HOT (~0.7 DN/s) from its second exposure
+# on, and the neighbours' population there
+HOT_R = np.array([-0.1558, 0.854, 0.8065, 0.6562, 0.6823, 0.6945, 0.655, 0.6797, 0.6333, 0.5217, 0.6942, 0.6261,
+                  0.6776, 0.7818, 0.7278, 1.1152, 0.8037, 0.6083, 0.4775, 0.6958, 0.6444, 0.5484, 0.681, 0.6134,
+                  0.6843, 0.8217, 0.6388, 0.5962, 0.6554, 0.6579, 0.6396, 0.6633, 0.6564])
+HOT_S = np.array([0.029, 0.1989, 0.0761, 0.0621, 0.0445, 0.1163, 0.199, 0.0246, 0.0317, 0.0412, 0.0201, 0.0249,
+                  0.0239, 0.154, 0.0368, 0.2457, 0.1588, 0.1399, 0.1597, 0.0356, 0.1698, 0.0454, 0.0576, 0.0313,
+                  0.0221, 0.1479, 0.0967, 0.0458, 0.0448, 0.0179, 0.091, 0.1101, 0.0527])
+HOT_SKY = np.array([10.6538, 5.9973, 5.9274, 4.2333, 4.7779, 4.2805, 9.7056, 4.1262, 11.5447, 11.6789, 3.771, 6.5253,
+                    4.7922, 4.766, 5.2058, 4.8785, 5.7934, 3.4984, 8.6389, 3.1824, 10.6758, 10.0982, 7.7491, 9.302,
+                    3.8661, 4.8085, 9.5183, 8.9553, 9.5061, 4.8469, 9.7325, 6.599, 8.8637])
+HOT_PRIOR = (-0.0099, 3.23e-4, -0.0023, 2.9e-5)
+
+
+def _static(r, s=HOT_S, sky=HOT_SKY, prior=HOT_PRIOR):
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0), prior=prior)
+    return [(w["start"], w["stop"], w["static"]) for w in out]
+
+
+def test_a_hot_pixel_normal_in_its_first_exposure_is_hot_from_its_second():
+    # one exposure before the onset makes no level run (min_bad_exposures); the hot state is the
+    # majority one and beyond the physical limit, but that exposure is at the neighbours' level
+    assert _static(HOT_R) == [(1, 33, True)]
+
+
+def _hot_series(seed=3):
+    rng = np.random.default_rng(seed)
+    return 0.7 + rng.normal(0.0, HOT_S), 0.005 * HOT_SKY + rng.normal(0.0, HOT_S)  # hot, normal
+
+
+def test_a_hot_pixel_hot_in_every_exposure_is_hot_throughout():
+    hot, normal = _hot_series()
+    assert _static(hot) == [(0, 33, True)]
+    r = hot.copy()
+    r[0] = normal[0]
+    assert _static(r) == [(1, 33, True)]
+
+
+def test_a_hot_pixel_that_recovers_in_its_last_exposure_is_hot_until_then():
+    hot, normal = _hot_series()
+    r = hot.copy()
+    r[-1] = normal[-1]
+    assert _static(r) == [(0, 32, True)]
