@@ -479,3 +479,25 @@ def test_single_exposure_events_refit_only_where_events_are_left_out_bit_for_bit
     assert n_hits == 0 or got[0].any()
     for a, b in zip(got, want):
         assert a.dtype == b.dtype and np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
+
+
+def test_a_pixel_dead_from_its_second_exposure_is_dead_from_there_not_from_the_start():
+    # against a dead pixel's own baseline its one normal exposure, at the series' start, is a
+    # single-exposure event like a cosmic ray; at its neighbours' level it is the pixel before
+    # its onset
+    rng = np.random.default_rng(4)
+    n = 30
+    level = rng.uniform(2.0, 6.0, n)[:, None, None]  # the sky changes from exposure to exposure
+    sci = (level * (1 + 0.01 * np.arange(60)[None, :, None] / 60) + rng.normal(0, 0.03, (n, 60, 30))).astype("f4")
+    err = np.full_like(sci, 0.03)
+    dq = np.zeros(sci.shape, "u4")
+    sci[1:, 25, 10] = rng.normal(0, 0.03, n - 1)  # dead from exposure 1
+    sci[:, 35, 20] = rng.normal(0, 0.03, n)       # dead throughout
+    iv, _ = analyse_tile(sci, err, dq, _ctx(n), origin=(100, 200))
+    iv = iv[~iv.carried]
+
+    def rows(y, x):
+        return [(r.flag, r.start_mjd, r.end_mjd) for r in iv[(iv.y == y) & (iv.x == x)].itertuples()]
+
+    assert rows(125, 210) == [("DEAD", 60001 - 0.01, pytest.approx(np.nan, nan_ok=True))]
+    assert rows(135, 220) == [("DEAD", pytest.approx(np.nan, nan_ok=True), pytest.approx(np.nan, nan_ok=True))]
