@@ -80,9 +80,9 @@ def _population(v: np.ndarray, err: np.ndarray, window: int, min_count: int, axi
     return m, np.full(v.shape, max(var, 1e-12))
 
 
-def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, axis: int = 0):
+def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, axis: int = 0, level=None):
     """The population a pixel's response and dark level are drawn from, from the free fits
-    ``st`` of the pixels of a region (``shape`` (y, x)): ``(ma, va, md, vd)``, per pixel.
+    ``st`` of the pixels of a region (``shape`` (y, x)): ``(ma, va, md, vd, sk, vl)``, per pixel.
 
     Each mean is the smooth local level of the neighbours' values along the dispersion, each
     variance their pixel-to-pixel scatter beyond the fitting noise (:func:`_population`). A flat
@@ -92,11 +92,42 @@ def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, ax
     fraction of a percent different. The dark level of normal pixels scatters by what the dark
     subtraction leaves (a few thousandths of a DN/s) and by sky-model residuals at sharp
     features, which the neighbours along a column share.
+
+    ``level = (sk, W)``: each pixel's precision-weighted mean sky and its sum of weights; ``vl``
+    is then the population's scatter of the level ``a sk + d`` at that sky (beyond its fitting
+    noise ``1 / W``), else inf. Where the sky barely changes (an area the light does not reach
+    but a glow does) response and dark level are each poorly measured, their errors almost
+    perfectly anticorrelated, and ``va sk^2 + vd`` overstates how far normal pixels' levels
+    scatter; the level itself is measured well (:func:`level_variance`).
     """
     w = int(window) | 1
     ma, va = _population(np.asarray(st.a).reshape(shape), np.asarray(st.a_err).reshape(shape), w, min_count, axis)
     md, vd = _population(np.asarray(st.d).reshape(shape), np.asarray(st.d_err).reshape(shape), w, min_count, axis)
-    return ma.reshape(-1), va.reshape(-1), md.reshape(-1), vd.reshape(-1)
+    P = int(np.prod(shape))
+    if level is None:
+        sk, vl = np.full(P, np.nan), np.full(P, np.inf)
+    else:
+        sk = np.asarray(level[0], float).reshape(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lv = np.asarray(st.a, float).reshape(-1) * sk + np.asarray(st.d, float).reshape(-1)
+            le = 1.0 / np.sqrt(np.asarray(level[1], float).reshape(-1))
+        _, vl = _population(lv.reshape(shape), le.reshape(shape), w, min_count, axis)
+        vl = vl.reshape(-1)
+    return ma.reshape(-1), va.reshape(-1), md.reshape(-1), vd.reshape(-1), sk, vl
+
+
+def level_variance(prior, sky):
+    """The population's variance of a normal pixel's level at ``sky`` (DN/s), ``prior`` from
+    :func:`neighbour_prior`: ``va sky^2 + vd``, or where smaller the scatter of the level measured
+    at the pixel's own mean sky ``vl`` plus the response's over the difference of the skies."""
+    ma, va, md, vd = (np.asarray(v, float) for v in prior[:4])
+    full = va * sky * sky + vd
+    if len(prior) < 6:
+        return full
+    sk, vl = np.asarray(prior[4], float), np.asarray(prior[5], float)
+    with np.errstate(invalid="ignore"):
+        near = vl + va * np.abs(sky * sky - sk * sk)
+    return np.where(np.isfinite(near), np.minimum(full, near), full)
 
 
 class State(NamedTuple):
@@ -149,7 +180,7 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
         ma = md = np.zeros(P)
         pa = pd_ = np.zeros(P)
     else:
-        ma, va, md, vd = (np.broadcast_to(np.asarray(v, float), rest).reshape(P) for v in prior)
+        ma, va, md, vd = (np.broadcast_to(np.asarray(v, float), rest).reshape(P) for v in prior[:4])
         ma, md = np.where(np.isfinite(ma), ma, 0.0), np.where(np.isfinite(md), md, 0.0)
         pa, pd_ = 1.0 / np.maximum(va, 1e-12), 1.0 / np.maximum(vd, 1e-12)
     out = _fit_pixels(cols(r), cols(s), cols(sky), ok, np.ascontiguousarray(ma), np.ascontiguousarray(pa),

@@ -617,7 +617,7 @@ class _TileNoise(NamedTuple):
     cal_m2: np.ndarray
     blk: np.ndarray  #: (P,) each pixel's calibration block
     lit: np.ndarray  #: (P,) bool: inside the light
-    prior: tuple  #: (ma, va, md, vd), each (P,): the population of responses and dark levels
+    prior: tuple  #: (ma, va, md, vd, sk, vl), each (P,): the population of responses and dark levels
     lresp: np.ndarray  #: (P,) the response the pixel's line across the dispersion shares
     hnoise: np.ndarray  #: (P,) the variance factor its neighbours show about their baselines
     vline: np.ndarray  #: (P,) the variance factor its line across the dispersion shares
@@ -641,7 +641,11 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     use_all = valid & ~tr2
     st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
     disp = 0 if ctx.profile.dispersion_axis == "y" else 1
-    pri = baseline.neighbour_prior(st_all, shape, p.sky_window_px, axis=disp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_all = np.where(use_all, 1.0 / np.square(s_all, dtype=np.float64), 0.0)
+        w_sum = w_all.sum(axis=0)
+        sk_all = np.einsum("tp,tp->p", w_all, np.where(use_all, sky2, 0.0)) / w_sum
+    pri = baseline.neighbour_prior(st_all, shape, p.sky_window_px, axis=disp, level=(sk_all, w_sum))
     lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, shape, p.cross_sky_window_px, axis=disp)
     x_all = baseline.standardised_residuals(r2, s_all, sky2, st_all)
     hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), np.take(cal_m1[:, :, 0].T, blk, axis=1),
@@ -693,7 +697,7 @@ class _Group(NamedTuple):
     vc: np.ndarray  #: (m, k) the clip of the squares (sigma) ...
     m1: np.ndarray  #: ... and their measured null moments
     m2: np.ndarray
-    prior: tuple  #: (ma, va, md, vd), each (k,)
+    prior: tuple  #: (ma, va, md, vd, sk, vl), each (k,)
 
 
 def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Group:
@@ -819,10 +823,10 @@ def _normal_end_events(g: _Group, j: int, use, k: float) -> np.ndarray:
     ends &= ~use & ~g.on_trace[:, j]
     if not ends.any():
         return ends
-    ma, va, md, vd = (float(v[j]) for v in g.prior)
+    pr = tuple(float(v[j]) for v in g.prior)
     r, s, sky = g.r[:, j], g.s[:, j], g.sky[:, j]
     with np.errstate(invalid="ignore"):
-        near = np.abs(r - ma * sky - md) <= k * np.sqrt(s ** 2 + va * sky ** 2 + vd)
+        near = np.abs(r - pr[0] * sky - pr[2]) <= k * np.sqrt(s ** 2 + baseline.level_variance(pr, sky))
     return ends & near
 
 

@@ -703,15 +703,16 @@ def _population_z(px: _Pixel, m, prior) -> tuple[float, float]:
     """(dark, response): how far the exposures ``m`` lie from the neighbours' population
     (``prior`` = (ma, va, md, vd)), in standard errors that include its scatter: their dark level
     at the neighbours' response, and their response at the neighbours' dark level."""
-    ma, va, md, vd = (float(v) for v in prior)
+    ma, va, md, vd = (float(v) for v in prior[:4])
     r, s, sky = px.r[m], px.s[m], px.sky[m]
     w = 1.0 / s ** 2
     W, Wss = float(np.sum(w)), float(np.sum(w * sky * sky))
     if not (W > 0 and Wss > 0 and np.isfinite(va) and np.isfinite(vd)):
         return float("nan"), float("nan")
     sk = float(np.sum(w * sky)) / W
-    dz = (float(np.sum(w * (r - ma * sky))) / W - md) / np.sqrt(1.0 / W + va * sk * sk + vd)
-    az = (float(np.sum(w * sky * (r - md))) / Wss - ma) / np.sqrt(1.0 / Wss + va + vd / max(sk * sk, 1e-12))
+    vlev = float(baseline.level_variance(prior, sk))  # the population's scatter of the level at that sky
+    dz = (float(np.sum(w * (r - ma * sky))) / W - md) / np.sqrt(1.0 / W + vlev)
+    az = (float(np.sum(w * sky * (r - md))) / Wss - ma) / np.sqrt(1.0 / Wss + vlev / max(sk * sk, 1e-12))
     return dz, az
 
 
@@ -1082,9 +1083,9 @@ def _at_normal(px: _Pixel, st, prior) -> np.ndarray:
     """Per exposure: it shows a normal pixel and not the state ``st``: within ``changepoint_sigma``
     of the neighbours' population (its mean at the exposure's sky; variance the noise plus the
     population's scatter), beyond it from the state (in the noise), and likelier the former."""
-    ma, va, md, vd = (float(v) for v in prior)
+    ma, md = float(prior[0]), float(prior[2])
     k = px.p.changepoint_sigma
-    v_pop = px.s ** 2 + va * px.sky ** 2 + vd
+    v_pop = px.s ** 2 + baseline.level_variance(tuple(float(v) for v in prior), px.sky)
     d_pop = px.r - ma * px.sky - md
     d_st = px.r - st.a * px.sky - st.d
     with np.errstate(invalid="ignore", divide="ignore"):
