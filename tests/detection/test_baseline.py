@@ -566,3 +566,25 @@ def test_level_sums_are_the_whole_array_ones_bit_for_bit(n, dtype):
         for g, w in zip(got, want):
             nan = np.isnan(w)
             assert np.array_equal(np.isnan(g), nan) and np.array_equal(bits(g)[~nan], bits(w)[~nan])
+
+
+def test_the_population_of_the_level_is_measured_where_response_and_dark_level_are_not():
+    # a 40 x 40 region under a constant glow of 0.2 DN/s: each pixel's free fit trades response
+    # against dark level along r = a sky + d (errors anticorrelated, ~0.5 and ~0.1), while the
+    # level a sky + d is measured to its noise; the population's true scatter of that level is
+    # 0.2 * 0.02 (flat) and 0.003 (dark) in quadrature, 0.005 DN/s
+    from lrscube.detection.baseline import State, level_variance, neighbour_prior
+    rng = np.random.default_rng(2)
+    shape, sky, P = (40, 40), 0.2, 1600
+    a_true, d_true = rng.normal(0, 0.02, P), rng.normal(0, 0.003, P)
+    trade = rng.normal(0, 0.5, P)  # the fits' error along the degenerate line
+    noise = rng.normal(0, 0.001, P)  # ... and of the level itself (1 / sqrt(W))
+    st = State(a=a_true + trade, d=d_true - trade * sky + noise, a_err=np.full(P, 0.5), d_err=np.full(P, 0.1),
+               leverage=None, n=np.full(P, 30))
+    prior = neighbour_prior(st, shape, level=(np.full(P, sky), np.full(P, 1e6)))
+    v = level_variance(prior, sky)
+    true = (0.2 * 0.02) ** 2 + 0.003 ** 2
+    assert np.all(v < 2.0 * true) and np.all(v > 0.5 * true)
+    ma, va, md, vd = prior[:4]
+    assert np.all(va * sky ** 2 + vd > 4.0 * true)  # what the two scatters alone say
+    assert np.allclose(level_variance(prior[:4], sky), va * sky ** 2 + vd)  # without the level

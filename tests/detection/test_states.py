@@ -113,3 +113,23 @@ def test_a_hot_pixel_that_recovers_in_its_last_exposure_is_hot_until_then():
     r = hot.copy()
     r[-1] = normal[-1]
     assert _static(r) == [(0, 32, True)]
+
+
+def test_a_warm_pixel_where_the_sky_barely_changes_is_warm_from_its_onset():
+    # MIRIMAGE's dark area (left of the imaging field): a glow of ~0.2 DN/s in every exposure, so
+    # the neighbours' responses and dark levels are each poorly measured (their errors nearly
+    # perfectly anticorrelated) and their scatter (va, vd) says little about how far a normal
+    # pixel's level strays. WARM 0.13 DN/s from exposure 8 on: against va sky^2 + vd the warm
+    # state passed for normal and the first eight exposures became a deficit; the scatter of
+    # the neighbours' level at their own sky (vl) is ~0.003 DN/s
+    r = np.array([-0.0002, 0.0536, 0.0106, -0.0078, -0.0152, 0.0007, -0.0301, -0.0083, 0.1399, 0.1995, 0.1156,
+                  -0.0874, 0.1788, 0.1553, 0.0722, 0.1521, 0.0828, 0.1204, 0.1236, 0.1342, 0.1417, 0.1498, 0.1307,
+                  0.1099, 0.1142, 0.0439, 0.1289])
+    s = np.array([0.0049, 0.1157, 0.0177, 0.0157, 0.0106, 0.0529, 0.0837, 0.0061, 0.0068, 0.0872, 0.0098, 0.1782,
+                  0.0809, 0.0865, 0.0608, 0.0119, 0.058, 0.0091, 0.0134, 0.0064, 0.0212, 0.0096, 0.0093, 0.005,
+                  0.0189, 0.0365, 0.0119])
+    sky = np.array([0.2037, 0.243, 0.2111, 0.203, 0.1945, 0.2103, 0.1922, 0.1946, 0.2006, 0.1503, 0.2044, 0.2653,
+                    0.1985, 0.213, 0.2531, 0.2022, 0.2172, 0.2066, 0.2056, 0.1998, 0.2049, 0.2067, 0.2031, 0.2029,
+                    0.2049, 0.2175, 0.1978])
+    prior = (-0.1468, 0.02566, 0.0302, 0.001037)
+    assert _intervals(r, s, sky, prior=prior + (0.2019, 9.2e-6)) == [(8, 27, 1, False)]
