@@ -76,6 +76,16 @@ def client():
     cluster.close()
 
 
+@pytest.fixture(scope="session")
+def dense16(tmp_path_factory):
+    """16 SLITLESSPRISM rate files (seed 5) with a dense new-defect population, simulated once
+    for the session: the inputs of the run-record and worker-fault tests, which only read them."""
+    import lrscube
+
+    return lrscube.simulate(tmp_path_factory.mktemp("dense16") / "inputs", n=16, seed=5, full_frame=False,
+                            progress=False, scenario={"new": {"events_per_megapixel_per_year": 4000}})
+
+
 def write_product(path, *, subarray="SLITLESSPRISM", mjd_start=60000.0, exptime=100.0, seed=0,
                   nints=None, instrument="MIRI", detector="MIRIMAGE", exp_type=None,
                   time_keys=("EXPSTART", "EXPMID"), program="01234", exposure="00001",

@@ -16,12 +16,10 @@ TILES = (64, 36)  # small tiles: many tasks, so the kill lands while some are ru
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory, client):
+def small_store(tmp_path_factory, client, dense16):
     work = tmp_path_factory.mktemp("faults")
-    sim = lrscube.simulate(work / "inputs", n=16, seed=5, full_frame=False,
-                           scenario={"new": {"events_per_megapixel_per_year": 4000}})
     store = str(work / "store.zarr")
-    lrscube.ingest(sim.files, store, progress=False)
+    lrscube.ingest(dense16.files, store, progress=False)
     return store
 
 

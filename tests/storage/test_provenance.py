@@ -17,11 +17,10 @@ from lrscube.cli import main
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory, client):
+def flow(tmp_path_factory, client, dense16):
     """simulate -> ingest in two runs -> detect -> export, as a user would run them."""
     work = tmp_path_factory.mktemp("prov")
-    sim = lrscube.simulate(work / "inputs", n=16, seed=5, full_frame=False, progress=False,
-                           scenario={"new": {"events_per_megapixel_per_year": 4000}})
+    sim = dense16
     store = str(work / "store.zarr")
     files = sorted(map(str, sim.files))
     first = lrscube.ingest(files[:10], store, progress=False)
