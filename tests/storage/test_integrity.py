@@ -160,7 +160,9 @@ def test_a_lost_cube_with_an_ingest_log_is_not_replaced(tmp_path, product_factor
 _RACER = textwrap.dedent("""
     import os, sys, time
     from lrscube.storage import store as st
-    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    print("ready", flush=True)
+    while not os.path.exists(sys.argv[2]):  # the start signal, once every racer has imported lrscube
+        time.sleep(0.001)
     try:
         with st.writer_lock(sys.argv[1]):
             print("won", flush=True)
@@ -185,10 +187,11 @@ def test_a_dead_writers_lock_goes_to_exactly_one_of_many(tmp_path):
     holder.wait()
     assert (store / st.INGEST_LOCK).exists()
     for trial in range(2):
-        release = tmp_path / f"release-{trial}"
-        t0 = time.time() + 6.0  # after every racer has imported lrscube
-        racers = [subprocess.Popen([sys.executable, "-c", _RACER, str(store), str(t0), str(release)],
+        start, release = tmp_path / f"start-{trial}", tmp_path / f"release-{trial}"
+        racers = [subprocess.Popen([sys.executable, "-c", _RACER, str(store), str(start), str(release)],
                                    stdout=subprocess.PIPE, text=True) for _ in range(6)]
+        assert [p.stdout.readline().strip() for p in racers] == ["ready"] * 6
+        start.touch()  # every racer is waiting on it (polling each millisecond): they start together
         outs = sorted(p.stdout.readline().strip() for p in racers)
         release.touch()
         for p in racers:
