@@ -8,7 +8,6 @@ import time
 
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
 
 import lrscube
 
@@ -29,37 +28,38 @@ def _sorted(iv: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_detect_gives_the_same_intervals(small_store):
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as c:
-        reference = _sorted(lrscube.detect(small_store, tiles=TILES, progress=False, write_mask=False))
+def test_worker_killed_mid_detect_gives_the_same_intervals(small_store, client):
+    # the session's cluster (two worker processes, each under a nanny): the nanny replaces the
+    # killed one, as the end of this test checks, so the tests after it find two workers again
+    c = client
+    reference = _sorted(lrscube.detect(small_store, tiles=TILES, progress=False, write_mask=False))
 
-        result, error = {}, {}
+    result, error = {}, {}
 
-        def run():
-            try:
-                result["iv"] = lrscube.detect(small_store, tiles=TILES, progress=False, write_mask=False)
-            except Exception as e:  # reported below
-                error["e"] = e
+    def run():
+        try:
+            result["iv"] = lrscube.detect(small_store, tiles=TILES, progress=False, write_mask=False)
+        except Exception as e:  # reported below
+            error["e"] = e
 
-        th = threading.Thread(target=run)
-        th.start()
-        killed = None
-        t0 = time.monotonic()
-        while th.is_alive() and time.monotonic() - t0 < 120:
-            busy = {w: ts for w, ts in c.processing().items() if ts}
-            if busy:
-                victim = next(iter(busy))
-                pid = c.run(os.getpid, workers=[victim])[victim]
-                os.kill(pid, signal.SIGKILL)
-                killed = (victim, pid)
-                break
-            time.sleep(0.01)
-        th.join(timeout=300)
-        assert killed, "detect finished before a worker could be killed"
-        assert not error, f"detect failed after the worker was killed: {error.get('e')!r}"
-        # the nanny started a new worker process in place of the killed one
-        c.wait_for_workers(2, timeout=60)
-        pids = set(c.run(os.getpid).values())
-        assert killed[1] not in pids
-        pd.testing.assert_frame_equal(_sorted(result["iv"]), reference)
+    th = threading.Thread(target=run)
+    th.start()
+    killed = None
+    t0 = time.monotonic()
+    while th.is_alive() and time.monotonic() - t0 < 120:
+        busy = {w: ts for w, ts in c.processing().items() if ts}
+        if busy:
+            victim = next(iter(busy))
+            pid = c.run(os.getpid, workers=[victim])[victim]
+            os.kill(pid, signal.SIGKILL)
+            killed = (victim, pid)
+            break
+        time.sleep(0.01)
+    th.join(timeout=300)
+    assert killed, "detect finished before a worker could be killed"
+    assert not error, f"detect failed after the worker was killed: {error.get('e')!r}"
+    # the nanny started a new worker process in place of the killed one
+    c.wait_for_workers(2, timeout=60)
+    pids = set(c.run(os.getpid).values())
+    assert killed[1] not in pids
+    pd.testing.assert_frame_equal(_sorted(result["iv"]), reference)
