@@ -153,9 +153,8 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
     weighted least squares with the final weights; ``leverage`` is each exposure's hat value
     (the residual of a normal pixel has variance ``s^2 (1 - h)``).
 
-    The fit starts from the median of ``(r - md) / sky`` refined by one biweight step of the
-    response alone (``d`` held at its prior mean), then solves the weighted normal
-    equations ``iterations`` times with Tukey biweights of the residual in units of the noise,
+    The fit solves the normal equations weighted by the noise alone, then ``iterations`` times
+    more with Tukey biweights of the residual about the previous solution in units of the noise,
     scaled up by the pixel's own robust scatter. One compiled pass per pixel
     (:func:`_fit_pixels`): the whole-array version made a dozen (time, pixel) float64
     temporaries per step and was half of detect's CPU. The pass reads the (time, pixel) arrays
@@ -198,53 +197,11 @@ _BAND = (0.8, 1.25)
 
 
 @numba.njit(cache=True, nogil=True)
-def _robust_scale_1(z, ok, buf, band, guess):
-    """The MAD-based scale of one pixel's residuals ``z`` (T,) over its usable exposures, at least 1
-    (units of the noise): a noisy pixel's own scatter widens its biweight.
-
-    The number ``max(MAD_TO_SIGMA * median_inplace(|z|), 1)``, found with less work (the median
-    selections were most of the fit's cost): where more than half the values are at most
-    :data:`_SCALE_ONE`, the median is too and the scale is 1; otherwise the median is selected
-    among the few values in a band about ``guess[0]`` (the median the pixel's previous reweight
-    found, or the previous pixel's) when that band holds its ranks, and by
-    :func:`median_inplace` of all the values when not (:func:`~lrscube.detection.running.median_about`). Values holding NaN or a zero always take
-    :func:`median_inplace` (whose result they define). ``buf`` and ``band`` are scratch (T,)."""
-    n = 0
-    low = 0
-    plain = True
-    for t in range(z.shape[0]):
-        if ok[t]:
-            x = abs(z[t])
-            buf[n] = x
-            n += 1
-            plain = plain and x == x and x != 0.0
-            low += x <= _SCALE_ONE
-    if plain and low > n // 2:  # ranks h - 1 and h at most _SCALE_ONE: so is the median
-        return 1.0
-    med = median_about(buf, n, _BAND[0] * guess[0], _BAND[1] * guess[0], band)
-    if np.isfinite(med) and med > 0:
-        guess[0] = med
-    med = MAD_TO_SIGMA * med
-    return max(med, 1.0) if np.isfinite(med) else 1.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _reweight(z, ok, w0, w, buf, band, guess):
-    """w = w0 times the Tukey biweight of ``z`` at the pixel's robust scale
-    (:func:`_robust_scale_1`): zero beyond BIWEIGHT_C scales."""
-    cs = BIWEIGHT_C * _robust_scale_1(z, ok, buf, band, guess)
-    for t in range(z.shape[0]):
-        u = z[t] / cs
-        w[t] = w0[t] * ((1 - u * u) ** 2 if abs(u) < 1 else 0.0)
-
-
-@numba.njit(cache=True, nogil=True)
 def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, leverage):
     """:func:`fit_response_offset` over the columns of (T, P) arrays; returns a, d, a_err, d_err
     (P,), leverage (T, P; (0, 0) without ``leverage``) and the exposures used (P,). Per pixel:
-    its usable exposures (:func:`_load_pixel`), the start (:func:`_start_response`), the
-    reweighted normal equations (:func:`_solve_reweighted`) and the errors and leverages of
-    their solution.
+    its usable exposures (:func:`_load_pixel`), the reweighted normal equations
+    (:func:`_solve_reweighted`) and the errors and leverages of their solution.
 
     Only the usable exposures are loaded, in their order: an unusable one has weight 0 and
     adds exact zeros to every sum (a block of a mixed cube sees a full frame's rows in a
@@ -259,7 +216,6 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, l
     r = np.empty(T)
     s = np.empty(T)
     sky = np.empty(T)
-    ok = np.ones(T, np.bool_)
     w0 = np.empty(T)
     w = np.empty(T)
     z = np.empty(T)
@@ -268,12 +224,10 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, l
     guess = np.full(1, 0.6745)  # the median |z| of Gaussian noise
     at = np.empty(T, np.int64)
     for j in range(P):
-        n, has_sky = _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at)
+        n = _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at)
         n_out[j] = n
-        rj, sj, kj, okj, w0j, wj, zj = r[:n], s[:n], sky[:n], ok[:n], w0[:n], w[:n], z[:n]
-        a = _start_response(rj, sj, kj, okj, w0j, wj, zj, buf, band, guess, ma[j], pa[j], md[j], has_sky)
-        a, d, good, s11r, det, suu, su1 = _solve_reweighted(rj, sj, kj, okj, w0j, wj, zj, buf, band, guess, a, ma[j],
-                                                            pa[j], md[j], pd_[j], iterations, ridge)
+        a, d, good, s11r, det, suu, su1 = _solve_reweighted(r, s, sky, w0, w, z, buf, band, guess, n, ma[j], pa[j],
+                                                            md[j], pd_[j], iterations, ridge)
         a_out[j] = a
         d_out[j] = d
         if good:
@@ -293,9 +247,8 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, l
 def _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at):
     """Pixel ``j``'s usable exposures (finite r, s > 0, finite sky, valid) of the (T, P) inputs,
     in double precision and in order, into the first n values of the buffers ``r, s, sky``, the
-    weights ``w0 = 1 / s^2`` and their time indices ``at``; returns (n, any with sky > 0)."""
+    weights ``w0 = 1 / s^2`` and their time indices ``at``; returns n."""
     n = 0
-    has_sky = False
     for t in range(r_in.shape[0]):
         rv, sv, kv = np.float64(r_in[t, j]), np.float64(s_in[t, j]), np.float64(sky_in[t, j])
         if valid[t, j] and np.isfinite(rv) and np.isfinite(sv) and sv > 0 and np.isfinite(kv):
@@ -305,67 +258,80 @@ def _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at):
             w0[n] = 1.0 / sv ** 2
             at[n] = t
             n += 1
-            has_sky = has_sky or kv > 0
-    return n, has_sky
+    return n
 
 
 @numba.njit(cache=True, nogil=True)
-def _start_response(r, s, sky, ok, w0, w, z, buf, band, guess, ma_j, pa_j, md_j, has_sky):
-    """The start: the median ratio to the sky, then one biweight step of the response alone
-    (``r = a * sky``, the dark level held at its prior mean ``md_j``); the prior's response
-    ``ma_j`` where there is no sky or no finite answer."""
-    T = r.shape[0]
-    m = 0
-    for t in range(T):
-        if ok[t] and sky[t] > 0:
-            buf[m] = (r[t] - md_j) / sky[t]
-            m += 1
-    a = median_inplace(buf, m)
-    if not np.isfinite(a):
-        a = 0.0
-    for t in range(T):
-        z[t] = ((r[t] - md_j) - a * sky[t]) / s[t]
-    _reweight(z, ok, w0, w, buf, band, guess)
-    suu = pa_j
-    sur = pa_j * ma_j
-    for t in range(T):
-        suu += w[t] * sky[t] * sky[t]
-        sur += w[t] * sky[t] * (r[t] - md_j)
-    if suu > 0:
-        a = sur / suu
-    if not has_sky or not np.isfinite(a):
-        a = ma_j
-    return a
+def _residual_scale(r, s, sky, a, d, n, z, buf, band, guess):
+    """The residuals ``z = (r - a sky - d) / s`` of one pixel's ``n`` exposures (into ``z``) and
+    their MAD-based scale, at least 1 (units of the noise): a noisy pixel's own scatter widens
+    its biweight.
+
+    The number ``max(MAD_TO_SIGMA * median_inplace(|z|), 1)``, found with less work (the median
+    selections were most of the fit's cost): where more than half the values are at most
+    :data:`_SCALE_ONE`, the median is too and the scale is 1; otherwise the median is selected
+    among the few values in a band about ``guess[0]`` (the median the pixel's previous reweight
+    found, or the previous pixel's) when that band holds its ranks, and by
+    :func:`median_inplace` of all the values when not
+    (:func:`~lrscube.detection.running.median_about`). Values holding NaN or a zero always take
+    :func:`median_inplace` (whose result they define). ``buf`` and ``band`` are scratch."""
+    low = 0
+    plain = True
+    for t in range(n):
+        zt = (r[t] - a * sky[t] - d) / s[t]
+        z[t] = zt
+        x = abs(zt)
+        buf[t] = x
+        plain = plain and x == x and x != 0.0
+        low += x <= _SCALE_ONE
+    if plain and low > n // 2:  # ranks h - 1 and h at most _SCALE_ONE: so is the median
+        return 1.0
+    med = median_about(buf, n, _BAND[0] * guess[0], _BAND[1] * guess[0], band)
+    if np.isfinite(med) and med > 0:
+        guess[0] = med
+    med = MAD_TO_SIGMA * med
+    return max(med, 1.0) if np.isfinite(med) else 1.0
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_reweighted(r, s, sky, ok, w0, w, z, buf, band, guess, a, ma_j, pa_j, md_j, pd_j, iterations, ridge):
-    """The weighted normal equations of ``r = a sky + d`` with the prior's terms, solved
-    ``iterations + 1`` times, reweighted by Tukey biweights of the residual after each (``w``
-    holds the last weights); returns (a, d, solved, s11r, det, suu, su1), the last four the
-    system's terms the errors and leverages are made of."""
-    T = r.shape[0]
+def _solve_reweighted(r, s, sky, w0, w, z, buf, band, guess, n, ma_j, pa_j, md_j, pd_j, iterations, ridge):
+    """The weighted normal equations of ``r = a sky + d`` over a pixel's ``n`` exposures with the
+    prior's terms, solved ``iterations + 1`` times: first with the noise weights ``w0``, then
+    each time with ``w0`` times the Tukey biweights (zero beyond BIWEIGHT_C robust scales,
+    :func:`_residual_scale`) of the residuals about the previous solution; ``w`` holds the last
+    weights. Returns (a, d, solved, s11r, det, suu, su1), the last four the system's terms the
+    errors and leverages are made of. Each solve is two passes: the residuals and their scale,
+    then the weights with the five sums (added in exposure order)."""
+    a = 0.0
     d = md_j
-    for t in range(T):
-        w[t] = w0[t]
     good = False
     s11r = det = suu = su1 = 0.0
     for k in range(iterations + 1):
-        if k:
-            for t in range(T):
-                z[t] = (r[t] - a * sky[t] - d) / s[t]
-            _reweight(z, ok, w0, w, buf, band, guess)
         s11 = pd_j
         su1 = 0.0
         suu = pa_j
         sur = pa_j * ma_j
         s1r = pd_j * md_j
-        for t in range(T):
-            s11 += w[t]
-            su1 += w[t] * sky[t]
-            suu += w[t] * sky[t] * sky[t]
-            sur += w[t] * sky[t] * r[t]
-            s1r += w[t] * r[t]
+        if k == 0:
+            for t in range(n):
+                wt = w0[t]
+                w[t] = wt
+                s11 += wt
+                su1 += wt * sky[t]
+                suu += wt * sky[t] * sky[t]
+                sur += wt * sky[t] * r[t]
+                s1r += wt * r[t]
+        else:
+            cs = BIWEIGHT_C * _residual_scale(r, s, sky, a, d, n, z, buf, band, guess)
+            for t in range(n):
+                u = z[t] / cs
+                wt = w0[t] * ((1 - u * u) ** 2 if abs(u) < 1 else 0.0)
+                w[t] = wt
+                s11 += wt
+                su1 += wt * sky[t]
+                suu += wt * sky[t] * sky[t]
+                sur += wt * sky[t] * r[t]
+                s1r += wt * r[t]
         s11r = s11 * (1 + ridge) + 1e-30
         det = suu * s11r - su1 * su1
         good = det > 1e-12 * max(suu * s11r, 1e-300)

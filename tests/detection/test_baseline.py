@@ -321,6 +321,159 @@ def test_a_pixel_warm_from_the_start_that_recovers_keeps_its_warm_stretch():
     assert _flagged(r, s, sky) == [(0, 20, "WARM")]
 
 
+# ---------------------------------------------------------------------------------------------
+# The per-pixel fit as it was before its start (the median ratio to the sky and one biweight step
+# of the response alone) was dropped: the first solve of ``_solve_reweighted`` overwrote that
+# start, so it changed nothing but the time taken. The reference the fit is tested against.
+
+@numba.njit(cache=True, nogil=True)
+def _before_robust_scale(z, ok, buf, band, guess):
+    n = 0
+    low = 0
+    plain = True
+    for t in range(z.shape[0]):
+        if ok[t]:
+            x = abs(z[t])
+            buf[n] = x
+            n += 1
+            plain = plain and x == x and x != 0.0
+            low += x <= baseline._SCALE_ONE
+    if plain and low > n // 2:  # ranks h - 1 and h at most baseline._SCALE_ONE: so is the median
+        return 1.0
+    med = running.median_about(buf, n, baseline._BAND[0] * guess[0], baseline._BAND[1] * guess[0], band)
+    if np.isfinite(med) and med > 0:
+        guess[0] = med
+    med = baseline.MAD_TO_SIGMA * med
+    return max(med, 1.0) if np.isfinite(med) else 1.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _before_reweight(z, ok, w0, w, buf, band, guess):
+    cs = baseline.BIWEIGHT_C * _before_robust_scale(z, ok, buf, band, guess)
+    for t in range(z.shape[0]):
+        u = z[t] / cs
+        w[t] = w0[t] * ((1 - u * u) ** 2 if abs(u) < 1 else 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _before_fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, leverage):
+    T, P = r_in.shape
+    a_out = np.empty(P)
+    d_out = np.empty(P)
+    ae_out = np.empty(P)
+    de_out = np.empty(P)
+    h_out = np.zeros((T, P) if leverage else (0, 0))
+    n_out = np.zeros(P, np.int64)
+    r = np.empty(T)
+    s = np.empty(T)
+    sky = np.empty(T)
+    ok = np.ones(T, np.bool_)
+    w0 = np.empty(T)
+    w = np.empty(T)
+    z = np.empty(T)
+    buf = np.empty(T)
+    band = np.empty(T)
+    guess = np.full(1, 0.6745)  # the median |z| of Gaussian noise
+    at = np.empty(T, np.int64)
+    for j in range(P):
+        n, has_sky = _before_load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at)
+        n_out[j] = n
+        rj, sj, kj, okj, w0j, wj, zj = r[:n], s[:n], sky[:n], ok[:n], w0[:n], w[:n], z[:n]
+        a = _before_start_response(rj, sj, kj, okj, w0j, wj, zj, buf, band, guess, ma[j], pa[j], md[j], has_sky)
+        a, d, good, s11r, det, suu, su1 = _before_solve_reweighted(rj, sj, kj, okj, w0j, wj, zj, buf, band, guess, a, ma[j],
+                                                            pa[j], md[j], pd_[j], iterations, ridge)
+        a_out[j] = a
+        d_out[j] = d
+        if good:
+            ae_out[j] = np.sqrt(s11r / det)
+            de_out[j] = np.sqrt(suu / det)
+            if leverage:
+                for k in range(n):
+                    h = w[k] * (sky[k] * sky[k] * s11r - 2 * sky[k] * su1 + suu) / det
+                    h_out[at[k], j] = min(max(h, 0.0), 1.0)
+        else:
+            ae_out[j] = np.inf
+            de_out[j] = np.inf
+    return a_out, d_out, ae_out, de_out, h_out, n_out
+
+
+@numba.njit(cache=True, nogil=True)
+def _before_load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at):
+    n = 0
+    has_sky = False
+    for t in range(r_in.shape[0]):
+        rv, sv, kv = np.float64(r_in[t, j]), np.float64(s_in[t, j]), np.float64(sky_in[t, j])
+        if valid[t, j] and np.isfinite(rv) and np.isfinite(sv) and sv > 0 and np.isfinite(kv):
+            r[n] = rv
+            s[n] = sv
+            sky[n] = kv
+            w0[n] = 1.0 / sv ** 2
+            at[n] = t
+            n += 1
+            has_sky = has_sky or kv > 0
+    return n, has_sky
+
+
+@numba.njit(cache=True, nogil=True)
+def _before_start_response(r, s, sky, ok, w0, w, z, buf, band, guess, ma_j, pa_j, md_j, has_sky):
+    T = r.shape[0]
+    m = 0
+    for t in range(T):
+        if ok[t] and sky[t] > 0:
+            buf[m] = (r[t] - md_j) / sky[t]
+            m += 1
+    a = running.median_inplace(buf, m)
+    if not np.isfinite(a):
+        a = 0.0
+    for t in range(T):
+        z[t] = ((r[t] - md_j) - a * sky[t]) / s[t]
+    _before_reweight(z, ok, w0, w, buf, band, guess)
+    suu = pa_j
+    sur = pa_j * ma_j
+    for t in range(T):
+        suu += w[t] * sky[t] * sky[t]
+        sur += w[t] * sky[t] * (r[t] - md_j)
+    if suu > 0:
+        a = sur / suu
+    if not has_sky or not np.isfinite(a):
+        a = ma_j
+    return a
+
+
+@numba.njit(cache=True, nogil=True)
+def _before_solve_reweighted(r, s, sky, ok, w0, w, z, buf, band, guess, a, ma_j, pa_j, md_j, pd_j, iterations, ridge):
+    T = r.shape[0]
+    d = md_j
+    for t in range(T):
+        w[t] = w0[t]
+    good = False
+    s11r = det = suu = su1 = 0.0
+    for k in range(iterations + 1):
+        if k:
+            for t in range(T):
+                z[t] = (r[t] - a * sky[t] - d) / s[t]
+            _before_reweight(z, ok, w0, w, buf, band, guess)
+        s11 = pd_j
+        su1 = 0.0
+        suu = pa_j
+        sur = pa_j * ma_j
+        s1r = pd_j * md_j
+        for t in range(T):
+            s11 += w[t]
+            su1 += w[t] * sky[t]
+            suu += w[t] * sky[t] * sky[t]
+            sur += w[t] * sky[t] * r[t]
+            s1r += w[t] * r[t]
+        s11r = s11 * (1 + ridge) + 1e-30
+        det = suu * s11r - su1 * su1
+        good = det > 1e-12 * max(suu * s11r, 1e-300)
+        if good:
+            a, d = (s11r * sur - su1 * s1r) / det, (suu * s1r - su1 * sur) / det
+        else:
+            a, d = (sur / max(suu, 1e-300) if suu > 0 else 0.0), md_j
+    return a, d, good, s11r, det, suu, su1
+
+
 @numba.njit(cache=True)
 def _fit_every_exposure(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, leverage):
     """The per-pixel pass over every exposure, the unusable ones with weight 0 (what
@@ -346,8 +499,8 @@ def _fit_every_exposure(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, 
             n += good
             has_sky = has_sky or (good and kv > 0)
         n_out[j] = n
-        a = baseline._start_response(r, s, sky, ok, w0, w, z, buf, band, guess, ma[j], pa[j], md[j], has_sky)
-        a, d, good, s11r, det, suu, su1 = baseline._solve_reweighted(r, s, sky, ok, w0, w, z, buf, band, guess, a,
+        a = _before_start_response(r, s, sky, ok, w0, w, z, buf, band, guess, ma[j], pa[j], md[j], has_sky)
+        a, d, good, s11r, det, suu, su1 = _before_solve_reweighted(r, s, sky, ok, w0, w, z, buf, band, guess, a,
                                                                      ma[j], pa[j], md[j], pd_[j], iterations, ridge)
         a_out[j], d_out[j] = a, d
         if good:
@@ -392,9 +545,59 @@ def test_fit_of_the_usable_exposures_alone_is_the_fit_over_all_bit_for_bit(with_
             assert np.array_equal(np.asarray(g).view(np.uint8), np.asarray(w).view(np.uint8)), name
 
 
+def _fit_cases():
+    """(name, r, s, sky, valid, prior arrays) of the fit's edge cases: a real-looking tile (half the
+    exposures unseen, gaps, NaN, inf, ERR <= 0, a constant and a zero sky, outliers, noisy and
+    warm pixels, too few exposures, none), one exposure, one pixel, every exposure masked, no
+    pixels, no exposures."""
+    rng = np.random.default_rng(23)
+    T, P = 48, 600
+    sky = rng.uniform(1, 30, (T, 1)) * rng.uniform(0.5, 1.5, (1, P))
+    sky[:, 5], sky[:, 6] = 7.0, 0.0
+    sky[rng.random((T, P)) < 0.01] = np.inf
+    r = rng.normal(0.0, 0.02, P) * sky + 0.01 + rng.normal(0, 0.05, (T, P))
+    r[:, 100:150] *= rng.uniform(1, 6, 50)  # noisy: a robust scale above 1
+    r[20:, 200:220] += 0.4
+    r[rng.random(T) < 0.5] = np.nan
+    r[rng.random((T, P)) < 0.05] += 20
+    r[rng.random((T, P)) < 0.02] = np.nan
+    r[rng.random((T, P)) < 0.01] = 0.0
+    r[:, 7] = np.nan
+    r[3:, 8] = np.nan
+    r[1:, 9] = np.nan
+    s = np.full((T, P), 0.05)
+    s[rng.random((T, P)) < 0.01] = 0.0
+    s[rng.random((T, P)) < 0.01] = -1.0
+    s[rng.random((T, P)) < 0.01] = np.nan
+    valid = rng.random((T, P)) > 0.1
+    prior = (rng.normal(0.0, 0.02, P), rng.uniform(1e-5, 1e-3, P), rng.normal(0.0, 0.003, P), np.full(P, 1e-5))
+    yield "tile", r, s, sky, valid, prior
+    yield "one exposure", r[:1], s[:1], sky[:1], valid[:1], prior
+    yield "one pixel", r[:, 20:21], s[:, 20:21], sky[:, 20:21], valid[:, 20:21], tuple(v[20:21] for v in prior)
+    yield "all masked", r, s, sky, np.zeros_like(valid), prior
+    yield "no pixels", r[:, :0], s[:, :0], sky[:, :0], valid[:, :0], tuple(v[:0] for v in prior)
+    yield "no exposures", r[:0], s[:0], sky[:0], valid[:0], prior
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fit_is_the_fit_from_its_former_start_bit_for_bit(dtype):
+    # the fit without the start the first solve overwrote gives every output of the former fit
+    for name, r, s, sky, valid, (ma, va, md, vd) in _fit_cases():
+        r, s, sky = (np.ascontiguousarray(v, dtype) for v in (r, s, sky))
+        valid = np.ascontiguousarray(valid)
+        for pa, pd_ in ((1 / va, 1 / vd), (np.zeros_like(va), np.zeros_like(vd))):
+            for iterations, lev in ((4, True), (2, False), (0, True)):
+                got = baseline._fit_pixels(r, s, sky, valid, ma, pa, md, pd_, iterations, 1e-6, lev)
+                want = _before_fit_pixels(r, s, sky, valid, ma, pa, md, pd_, iterations, 1e-6, lev)
+                for k, g, w in zip(["a", "d", "a_err", "d_err", "leverage", "n"], got, want):
+                    assert g.shape == w.shape and np.array_equal(g.view(np.uint8), w.view(np.uint8)), (name, k)
+    got = baseline.fit_response_offset(r, s, sky, valid)  # the last case through the public function
+    assert got.a.shape == (r.shape[1],) and np.all(got.n == 0)
+
+
 @numba.njit(cache=True)
 def _scale_by_median(z, ok):
-    """The robust scale as the median of every |z| gives it (``baseline._robust_scale_1`` before
+    """The robust scale as the median of every |z| gives it (``baseline._residual_scale`` before
     it skipped or narrowed the selection)."""
     buf = np.empty(z.size)
     m = 0
@@ -423,8 +626,11 @@ def test_robust_scale_is_that_of_the_median_of_every_value_bit_for_bit():
                 z[rng.integers(0, n)] = np.inf
             ok = rng.random(n) > (0.3 if trial % 2 else 0.0)
             for g in (0.6745 * k, 0.9 * k * 0.6745, 2.0 * k, 0.0, np.nan, 1e-3):
-                buf, band, guess = np.empty(n), np.empty(n), np.array([g])
-                got = baseline._robust_scale_1(z, ok, buf, band, guess)
+                zs = z[ok]  # the scale of z = (r - a sky - d) / s with r = z, s = 1, sky = a = d = 0
+                m = zs.size
+                buf, band, zz, guess = np.empty(m), np.empty(m), np.empty(m), np.array([g])
+                got = baseline._residual_scale(zs, np.ones(m), np.zeros(m), 0.0, 0.0, m, zz, buf, band, guess)
+                assert np.array_equal(zz, zs, equal_nan=True)
                 want = _scale_by_median(z, ok)
                 assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (n, trial, g, got, want)
                 n_checked += 1
