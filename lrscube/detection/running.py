@@ -803,10 +803,74 @@ def max_window_sums(c: np.ndarray, lengths, out: np.ndarray, signed: bool = Fals
     return out
 
 
+#: relative margin of :func:`_may_exceed`'s test, far beyond the rounding of either side
+_TIGHT = 1e-9
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _filter(best):
+    """(mode, bb) of :func:`_may_exceed`'s test against the largest ratio so far ``best``: mode 0
+    (no test: ``best`` zero, infinite or NaN), 1 (``best`` > 0) or 2 (``best`` < 0); ``bb`` is
+    ``best^2`` with the margin on the side that keeps the test conservative."""
+    if best == best and best != 0.0 and abs(best) != np.inf:
+        if best > 0.0:
+            return 1, best * best * (1.0 - _TIGHT)
+        return 2, best * best * (1.0 + _TIGHT)
+    return 0, 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _may_exceed(num, den, mode, bb):
+    """False where the window's ratio ``num / sqrt(den)`` is certainly below the ``best`` of
+    :func:`_filter` (or ``den`` is not positive, a window the scan skips), from ``num^2`` against
+    ``best^2 den`` with a margin of 1e-9 (the ratio's rounding is ~1e-16), without the square root
+    and the division; True where it may reach it, and where ``num``, ``den`` or the products are
+    not finite, or near the ends of the exponent range (those windows are computed)."""
+    q = num * num
+    lim = bb * den
+    unsure = (lim <= 1e-290) | (lim >= 1e290) | (q >= 1e290)
+    if mode == 1:  # a ratio above best > 0 needs num > 0 and num^2 > best^2 den
+        return (den > 0.0) & (num > 0.0) & ((q >= lim) | unsure)
+    if mode == 2:  # a ratio below best < 0 needs num < 0 and num^2 > best^2 den
+        return (den > 0.0) & ((num >= 0.0) | (q <= lim) | unsure)
+    return den > 0.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _trimmed_window(U, V, sp, kk, i, uo, uL, trim):
+    """(sum u - trim max(max u, 0), sum v) of the window of length ``uL`` at ``i`` from the prefix
+    sums ``U, V`` and the sparse table ``sp`` (level ``kk``, second block at ``i + uo``); unsigned
+    indices, which numba indexes without the negative-index wrap (contiguous vector loads)."""
+    a = sp[kk, i]
+    b = sp[kk, i + uo]
+    m = a if a > b else b
+    m = 0.0 if m < 0.0 else m
+    return U[i + uL] - U[i] - trim * m, V[i + uL] - V[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _count_may_exceed(U, V, sp, kk, off, L, nw, trim, mode, bb):
+    """How many of the ``nw`` windows of length ``L`` :func:`_may_exceed` keeps (a vectorised pass)."""
+    c = 0
+    uL = np.uint64(L)
+    uo = np.uint64(off)
+    for ii in range(nw):
+        num, den = _trimmed_window(U, V, sp, kk, np.uint64(ii), uo, uL, trim)
+        c += _may_exceed(num, den, mode, bb)
+    return c
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _max_trimmed_ratio(ut, vt, lengths, trim, out):
     """out[p] = max over L in lengths, i of (sum u - trim max(max u, 0)) / sqrt(sum v) over
-    ut[p, i:i + L], vt[p, i:i + L]; the window maxima from a sparse table (O(n log n) per pixel)."""
+    ut[p, i:i + L], vt[p, i:i + L]; the window maxima from a sparse table (O(n log n) per pixel).
+
+    The square root and the division (most of the cost: they share one execution unit) are taken
+    only for the windows whose ratio may exceed the largest so far (:func:`_may_exceed`, a few in
+    a thousand on noise): a length none of whose windows may is passed over after one vectorised
+    count. The largest ratio goes through the same values in the same order as when every window
+    was computed (a window passed over could not have replaced it), so the result has the same
+    bits, the sign of a zero included (tests/detection/test_running.py)."""
     P, n = ut.shape
     K = 1
     while (1 << K) <= n:
@@ -838,18 +902,20 @@ def _max_trimmed_ratio(ut, vt, lengths, trim, out):
             while (1 << (kk + 1)) <= L:
                 kk += 1
             off = L - (1 << kk)
-            for i in range(n - L + 1):
-                den = V[i + L] - V[i]
-                if not den > 0.0:
+            nw = n - L + 1
+            mode, bb = _filter(best)
+            if mode and _count_may_exceed(U, V, sp, kk, off, L, nw, trim, mode, bb) == 0:
+                continue
+            uL = np.uint64(L)
+            uo = np.uint64(off)
+            for ii in range(nw):
+                num, den = _trimmed_window(U, V, sp, kk, np.uint64(ii), uo, uL, trim)
+                if not _may_exceed(num, den, mode, bb):
                     continue
-                a = sp[kk, i]
-                b = sp[kk, i + off]
-                m = a if a > b else b
-                if m < 0.0:
-                    m = 0.0
-                st = (U[i + L] - U[i] - trim * m) / np.sqrt(den)
+                st = num / np.sqrt(den)
                 if st > best:
                     best = st
+                    mode, bb = _filter(best)
         out[p] = best
 
 

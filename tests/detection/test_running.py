@@ -1,6 +1,7 @@
 """The compiled running median equals bottleneck's move_median, the running mean scipy's uniform_filter1d."""
 
 import bottleneck as bn
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -363,3 +364,106 @@ def test_first_axis_nanmedians_are_bottlenecks_bit_for_bit(shape):
         got = running.first_axis_nanmedians(a)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+# ---------------------------------------------------------------------------------------------
+# the trimmed-ratio scan: the kernel that computed every window, the reference of the one that
+# computes only the windows that may exceed the largest ratio so far
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _max_trimmed_ratio_before(ut, vt, lengths, trim, out):
+    P, n = ut.shape
+    K = 1
+    while (1 << K) <= n:
+        K += 1
+    sp = np.empty((K, n))
+    U = np.empty(n + 1)
+    V = np.empty(n + 1)
+    for p in range(P):
+        U[0] = 0.0
+        V[0] = 0.0
+        for t in range(n):
+            U[t + 1] = U[t] + ut[p, t]
+            V[t + 1] = V[t] + vt[p, t]
+            sp[0, t] = ut[p, t]
+        k = 1
+        while (1 << k) <= n:
+            h = 1 << (k - 1)
+            for t in range(n - (1 << k) + 1):
+                a = sp[k - 1, t]
+                b = sp[k - 1, t + h]
+                sp[k, t] = a if a > b else b
+            k += 1
+        best = -np.inf
+        for li in range(lengths.shape[0]):
+            L = lengths[li]
+            if L > n or L < 1:
+                continue
+            kk = 0
+            while (1 << (kk + 1)) <= L:
+                kk += 1
+            off = L - (1 << kk)
+            for i in range(n - L + 1):
+                den = V[i + L] - V[i]
+                if not den > 0.0:
+                    continue
+                a = sp[kk, i]
+                b = sp[kk, i + off]
+                m = a if a > b else b
+                if m < 0.0:
+                    m = 0.0
+                st = (U[i + L] - U[i] - trim * m) / np.sqrt(den)
+                if st > best:
+                    best = st
+        out[p] = best
+
+
+def _trimmed_ratio_cases():
+    """(name, u, v (P, n), lengths) of the scan's cases: noise terms with unused exposures, a
+    run, NaN, inf, -0.0 and ties, non-positive v, maxima at +-0, the ends of the exponent range,
+    one exposure, one pixel, none of either, lengths beyond n."""
+    rng = np.random.default_rng(3)
+    P, n = 400, 48
+    u = rng.normal(-0.1, 1.0, (P, n))
+    v = rng.uniform(0.5, 2.0, (P, n))
+    unused = rng.random((P, n)) < 0.2
+    u[unused], v[unused] = 0.0, 0.0
+    u[10, 20:30] += 3.0  # a run
+    u[11], v[11] = np.nan, 1.0
+    u[12, 5] = np.nan
+    v[13, 7] = np.nan
+    u[14, 9] = np.inf
+    u[15, 9] = -np.inf
+    v[16, 3] = np.inf
+    u[17], v[17] = -0.0, 1.0  # every ratio -0.0 or 0.0
+    u[18] = np.where(rng.random(n) < 0.5, -0.0, 0.0)
+    u[19], v[19] = -1.0, 1.0  # every window below zero, ties
+    u[20], v[20] = 0.0, 0.0  # no window with sum v > 0
+    v[21, ::2] = -1.0
+    u[22] *= 1e-160  # squares below the normal range
+    v[22] *= 1e-160
+    u[23] *= 1e155
+    u[24] *= 1e-300
+    v[25] *= 1e-310  # subnormal
+    u[26] = np.round(u[26])  # ties between windows
+    u[27], v[27] = 1.0, 1.0
+    lengths = np.array([3, 4, 5, 6, 8, 10, 12, 15, 19, 24, 30, 37, 47, 48])
+    yield "tile", u, v, lengths
+    yield "lengths beyond n and of one", u, v, np.array([1, 2, 60, 48, 100, 0])
+    yield "one exposure", u[:, :1], v[:, :1], np.array([1, 3])
+    yield "one pixel", u[10:11], v[10:11], lengths
+    yield "no pixels", u[:0], v[:0], lengths
+    yield "no exposures", u[:, :0], v[:, :0], lengths
+    yield "no lengths", u, v, np.zeros(0, np.int64)
+
+
+def test_trimmed_ratio_scan_is_that_of_every_window_bit_for_bit():
+    for name, u, v, lengths in _trimmed_ratio_cases():
+        for trim in (2.0, 0.0, 1.0):
+            ut, vt = np.ascontiguousarray(u), np.ascontiguousarray(v)
+            lengths = np.asarray(lengths, np.int64)
+            got, want = np.empty(ut.shape[0]), np.empty(ut.shape[0])
+            running._max_trimmed_ratio(ut, vt, lengths, trim, got)
+            _max_trimmed_ratio_before(ut, vt, lengths, trim, want)
+            assert np.array_equal(got.view(np.int64), want.view(np.int64)), (name, trim)
+    assert np.signbit(want[17]) == np.signbit(got[17])  # the zeros' signs, as computed before
