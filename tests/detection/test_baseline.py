@@ -711,11 +711,17 @@ def test_standardised_histograms_are_those_of_the_whole_array_residuals(dtype):
 
 
 def test_histogram_bin_is_searchsorteds():
+    # every cell's ends, the edges and their neighbours, zero, subnormal and huge values
     e = baseline.HIST_EDGES
-    v = np.r_[0.0, 1e-300, np.exp(np.random.default_rng(6).uniform(-12, 12, 20000)), e, np.nextafter(e, 0),
-              np.nextafter(e, np.inf), 1e300]
-    got = np.array([baseline._bin(e, float(x)) for x in v])
+    cells = (np.arange(baseline._BIN_BASE - 2, baseline._BIN_BASE + baseline._BIN_TABLE.size + 2)
+             << baseline._BIN_SHIFT).view(np.float64)
+    v = np.r_[0.0, 5e-324, 1e-300, np.exp(np.random.default_rng(6).uniform(-12, 12, 20000)), e, np.nextafter(e, 0),
+              np.nextafter(e, np.inf), cells, np.nextafter(cells, 0), 1e300, np.finfo(float).max]
+    bits = v.view(np.int64)
+    got = np.array([baseline._bin(e, baseline._BIN_TABLE, baseline._BIN_BASE, float(x), int(b)) for x, b in zip(v, bits)])
     assert np.array_equal(got, np.searchsorted(e, v))
+    with pytest.raises(ValueError):
+        baseline._bin_table(np.geomspace(1.0, 1.01, 5))  # edges closer than a cell
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
