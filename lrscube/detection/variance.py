@@ -51,8 +51,8 @@ def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.nd
         u, v = terms(x[None], s, clip, m1, m2)
         return u[0], v[0]
     shape = x.shape
-    n = shape[0]
-    cols = lambda a: np.broadcast_to(_float(a), shape).reshape(n, -1)  # noqa: E731
+    n, P = shape[0], int(np.prod(shape[1:], dtype=np.int64))  # P: also where n is 0
+    cols = lambda a: np.broadcast_to(_float(a), shape).reshape(n, P)  # noqa: E731
     u, v = _terms_columns(cols(x), cols(s), cols(clip), cols(m1), cols(m2))
     return u.reshape(shape), v.reshape(shape)
 
@@ -102,14 +102,15 @@ def _nan_max(a, b):
 @numba.njit(cache=True, nogil=True)
 def _terms_columns(x, s, clip, m1, m2):
     """:func:`terms_numpy` over the columns of (T, P) float32 or float64 arrays (any strides; every
-    value read widened to float64): per column
-    the median of ``1 / s`` over its usable exposures (:func:`lrscube.detection.running.median_about`
-    the previous pixel's, the same number as a quickselect), then the terms."""
+    value read widened to float64): per column the median of ``1 / s`` over its usable exposures
+    (:func:`lrscube.detection.running.median_about` the previous pixel's, the same number as a
+    quickselect), then the terms row by row (contiguous reads and writes)."""
     T, P = x.shape
-    u = np.zeros((T, P))
-    v = np.zeros((T, P))
+    u = np.empty((T, P))
+    v = np.empty((T, P))
     buf = np.empty(T)
     band = np.empty(T)
+    ref = np.full(P, np.nan)  # NaN: no usable exposure (whose terms are all 0)
     last = np.nan  # the previous pixel's median: its noise follows the same exposures
     for j in range(P):
         m = 0
@@ -120,17 +121,21 @@ def _terms_columns(x, s, clip, m1, m2):
                 m += 1
         if m == 0:
             continue
-        ref = running.median_about(buf, m, 0.98 * last, 1.02 * last, band)
-        last = ref
-        for t in range(T):
+        ref[j] = running.median_about(buf, m, 0.98 * last, 1.02 * last, band)
+        last = ref[j]
+    for t in range(T):
+        for j in range(P):
             xv, sv = np.float64(x[t, j]), np.float64(s[t, j])
             if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
-                w = (1.0 / sv) / ref
+                w = (1.0 / sv) / ref[j]
                 c = np.float64(clip[t, j])
                 a1 = np.float64(m1[t, j])
                 q = _nan_min(xv * xv, c * c)
                 u[t, j] = w * (q - a1)
                 v[t, j] = w * w * _nan_max(np.float64(m2[t, j]) - a1 * a1, 1e-12)
+            else:
+                u[t, j] = 0.0
+                v[t, j] = 0.0
     return u, v
 
 

@@ -154,7 +154,18 @@ def test_terms_compiled_equals_numpy(n):
                  (x.astype(np.float32)[:, 7], s[:, 7], np.float32(4.0), G1, G2)):
         for got, want in zip(variance.terms(*args), variance.terms_numpy(*args)):
             assert got.shape == want.shape
-            np.testing.assert_array_equal(got, want)
+            assert np.array_equal(np.asarray(got).view(np.int64), np.asarray(want).view(np.int64))
+
+
+def test_terms_compiled_equals_numpy_on_empty_masked_and_single_inputs():
+    # no exposures, no pixels, every exposure unusable, one exposure of one pixel
+    rng = np.random.default_rng(2)
+    x, s = rng.normal(size=(12, 40)), rng.uniform(0.5, 2.0, (12, 40))
+    for xs, ss in ((x[:0], s[:0]), (x[:, :0], s[:, :0]), (np.full_like(x, np.nan), s), (x, np.zeros_like(s)),
+                   (x[:1, :1], s[:1, :1])):
+        for got, want in zip(variance.terms(xs, ss, 6.0, G1, G2), variance.terms_numpy(xs, ss, 6.0, G1, G2)):
+            assert got.shape == want.shape
+            assert np.array_equal(got.view(np.int64), want.view(np.int64))
 
 
 def test_a_noisy_pixel_to_the_end_of_the_series_is_bad_to_its_end():
