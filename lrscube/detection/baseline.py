@@ -196,7 +196,7 @@ _SCALE_ONE = 0.999 / MAD_TO_SIGMA
 _BAND = (0.8, 1.25)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, leverage):
     """:func:`fit_response_offset` over the columns of (T, P) arrays; returns a, d, a_err, d_err
     (P,), leverage (T, P; (0, 0) without ``leverage``) and the exposures used (P,). Per pixel:
@@ -243,7 +243,7 @@ def _fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, l
     return a_out, d_out, ae_out, de_out, h_out, n_out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at):
     """Pixel ``j``'s usable exposures (finite r, s > 0, finite sky, valid) of the (T, P) inputs,
     in double precision and in order, into the first n values of the buffers ``r, s, sky``, the
@@ -261,7 +261,7 @@ def _load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at):
     return n
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _residual_scale(r, s, sky, a, d, n, z, buf, band, guess):
     """The residuals ``z = (r - a sky - d) / s`` of one pixel's ``n`` exposures (into ``z``) and
     their MAD-based scale, at least 1 (units of the noise): a noisy pixel's own scatter widens
@@ -282,7 +282,7 @@ def _residual_scale(r, s, sky, a, d, n, z, buf, band, guess):
         z[t] = zt
         x = abs(zt)
         buf[t] = x
-        plain = plain and x == x and x != 0.0
+        plain &= (x == x) & (x != 0.0)  # no branch: the pass vectorises
         low += x <= _SCALE_ONE
     if plain and low > n // 2:  # ranks h - 1 and h at most _SCALE_ONE: so is the median
         return 1.0
@@ -293,15 +293,16 @@ def _residual_scale(r, s, sky, a, d, n, z, buf, band, guess):
     return max(med, 1.0) if np.isfinite(med) else 1.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _solve_reweighted(r, s, sky, w0, w, z, buf, band, guess, n, ma_j, pa_j, md_j, pd_j, iterations, ridge):
     """The weighted normal equations of ``r = a sky + d`` over a pixel's ``n`` exposures with the
     prior's terms, solved ``iterations + 1`` times: first with the noise weights ``w0``, then
     each time with ``w0`` times the Tukey biweights (zero beyond BIWEIGHT_C robust scales,
     :func:`_residual_scale`) of the residuals about the previous solution; ``w`` holds the last
     weights. Returns (a, d, solved, s11r, det, suu, su1), the last four the system's terms the
-    errors and leverages are made of. Each solve is two passes: the residuals and their scale,
-    then the weights with the five sums (added in exposure order)."""
+    errors and leverages are made of. Each solve is three passes: the residuals and their scale,
+    the weights, the five sums (added in exposure order). Numpy's error model (x / 0 is inf or
+    NaN, no check per division) lets the first two vectorise."""
     a = 0.0
     d = md_j
     good = False
@@ -323,10 +324,12 @@ def _solve_reweighted(r, s, sky, w0, w, z, buf, band, guess, n, ma_j, pa_j, md_j
                 s1r += wt * r[t]
         else:
             cs = BIWEIGHT_C * _residual_scale(r, s, sky, a, d, n, z, buf, band, guess)
-            for t in range(n):
+            for t in range(n):  # the weights (a vectorised pass), then their sums in order
                 u = z[t] / cs
-                wt = w0[t] * ((1 - u * u) ** 2 if abs(u) < 1 else 0.0)
-                w[t] = wt
+                b = 1 - u * u
+                w[t] = w0[t] * (b * b if abs(u) < 1 else 0.0)
+            for t in range(n):
+                wt = w[t]
                 s11 += wt
                 su1 += wt * sky[t]
                 suu += wt * sky[t] * sky[t]
