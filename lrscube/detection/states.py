@@ -732,11 +732,11 @@ def _at_population(px: _Pixel, normal, runs, prior):
     p, k = px.p, px.p.changepoint_sigma
     min_deficit = float(p.classes["LOW_QE"]["min_deficit"])
     best = None
-    for u in runs:
-        if u.stop - u.start < p.min_bad_exposures or u.significance < px.thresholds.level:
+    for start, stop, sig in [(u.start, u.stop, u.significance) for u in runs] + _population_blocks(px, normal, prior):
+        if stop - start < p.min_bad_exposures or sig < px.thresholds.level:
             continue
         run = np.zeros(px.n, bool)
-        run[u.start:u.stop] = True
+        run[start:stop] = True
         rest = normal & ~run
         if rest.sum() < p.min_bad_exposures:
             continue
@@ -746,9 +746,28 @@ def _at_population(px: _Pixel, normal, runs, prior):
         dz_n, az_n = _population_z(px, rest, prior)
         low = az_n <= -k and 1.0 - (1.0 + baseline_state(px.r, px.s, px.sky, rest, prior)[0]) / (1.0 + float(prior[0])) \
             >= min_deficit
-        if (dz_n >= k or low) and (best is None or u.stop - u.start > best.sum()):
+        if (dz_n >= k or low) and (best is None or stop - start > best.sum()):
             best = run
     return best
+
+
+def _population_blocks(px: _Pixel, normal, prior) -> list[tuple[int, int, float]]:
+    """(start, stop, significance) of each stretch of consecutive exposures that each lie at the
+    neighbours' population (within ``changepoint_sigma`` of their level at the exposure's sky, in
+    the noise and the population's scatter); the significance of their clipped mean against the
+    state of ``normal``. Against a state fitted to a defect that
+    grew (a drift), the exposures before it and those of its rise are one run at the clip, so
+    the runs do not show the normal stretch apart."""
+    k = px.p.changepoint_sigma
+    pr = tuple(float(v) for v in prior)
+    with np.errstate(invalid="ignore"):
+        at = (px.r - pr[0] * px.sky - pr[2]) ** 2 <= k * k * (px.s ** 2 + baseline.level_variance(pr, px.sky))
+    if at.all() or not at.any():
+        return []
+    a, d = baseline_state(px.r, px.s, px.sky, normal, prior)
+    z = clipped_z(px.r - a * px.sky - d, px.s, px.cap)
+    edges = np.flatnonzero(np.diff(np.r_[0, at.astype(np.int8), 0]))
+    return [(int(i), int(j), float(abs(z[i:j].sum()) / np.sqrt(j - i))) for i, j in zip(edges[::2], edges[1::2])]
 
 
 def _below_population(px: _Pixel, new, normal, prior) -> bool:

@@ -133,3 +133,18 @@ def test_a_warm_pixel_where_the_sky_barely_changes_is_warm_from_its_onset():
                     0.2049, 0.2175, 0.1978])
     prior = (-0.1468, 0.02566, 0.0302, 0.001037)
     assert _intervals(r, s, sky, prior=prior + (0.2019, 9.2e-6)) == [(8, 27, 1, False)]
+
+
+def test_a_hot_pixel_that_grew_over_months_is_bad_from_its_rise():
+    # LRS, 20 exposures: a drift to 4.6 DN/s, three exposures before it, three on its rise (0.85
+    # DN/s). A state fitted to all exposures clips the first six alike at -6 sigma: one run, not
+    # at the neighbours' level, so the first three were not seen as the normal state and were
+    # reported as LOW_QE before a HOT interval
+    r = np.array([-0.007, -0.02, -0.015, 0.807, 0.941, 0.85, 4.557, 4.567, 4.593, 4.599, 4.619, 4.635, 4.554, 4.599,
+                  4.814, 4.59, 4.556, 4.723, 4.647, 4.658])
+    s = np.array([0.016, 0.024, 0.023, 0.01, 0.059, 0.019, 0.035, 0.021, 0.06, 0.027, 0.032, 0.017, 0.065, 0.046,
+                  0.192, 0.033, 0.07, 0.081, 0.023, 0.081])
+    sky = np.array([0.64, 0.499, 0.564, 0.465, 0.461, 0.725, 0.554, 0.442, 0.436, 0.496, 0.538, 0.382, 0.667, 0.379,
+                    0.406, 0.767, 0.649, 0.769, 0.426, 0.457])
+    prior = (-0.00067, 1.98e-4, 0.00135, 1.56e-5, 0.518, 1.1e-4)
+    assert _intervals(r, s, sky, prior=prior) == [(3, 20, 1, False)]
