@@ -755,19 +755,27 @@ def _population_blocks(px: _Pixel, normal, prior) -> list[tuple[int, int, float]
     """(start, stop, significance) of each stretch of consecutive exposures that each lie at the
     neighbours' population (within ``changepoint_sigma`` of their level at the exposure's sky, in
     the noise and the population's scatter); the significance of their clipped mean against the
-    state of ``normal``. Against a state fitted to a defect that
-    grew (a drift), the exposures before it and those of its rise are one run at the clip, so
-    the runs do not show the normal stretch apart."""
+    state of the rest of ``normal``. Against a state fitted to a defect that grew (a drift), the
+    exposures before it and those of its rise are one run at the clip, so the runs do not show
+    the normal stretch apart; against one fitted to all exposures of a pixel whose defect faded,
+    the exposures before its onset lie only a little below it."""
     k = px.p.changepoint_sigma
     pr = tuple(float(v) for v in prior)
     with np.errstate(invalid="ignore"):
         at = (px.r - pr[0] * px.sky - pr[2]) ** 2 <= k * k * (px.s ** 2 + baseline.level_variance(pr, px.sky))
     if at.all() or not at.any():
         return []
-    a, d = baseline_state(px.r, px.s, px.sky, normal, prior)
-    z = clipped_z(px.r - a * px.sky - d, px.s, px.cap)
     edges = np.flatnonzero(np.diff(np.r_[0, at.astype(np.int8), 0]))
-    return [(int(i), int(j), float(abs(z[i:j].sum()) / np.sqrt(j - i))) for i, j in zip(edges[::2], edges[1::2])]
+    out = []
+    for i, j in zip(edges[::2], edges[1::2]):
+        rest = normal.copy()
+        rest[i:j] = False
+        if j - i < px.p.min_bad_exposures or rest.sum() < max(3, px.p.min_bad_exposures):
+            continue
+        a, d = baseline_state(px.r, px.s, px.sky, rest, prior)
+        z = clipped_z(px.r[i:j] - a * px.sky[i:j] - d, px.s[i:j], px.cap[i:j])
+        out.append((int(i), int(j), float(abs(z.sum()) / np.sqrt(j - i))))
+    return out
 
 
 def _below_population(px: _Pixel, new, normal, prior) -> bool:

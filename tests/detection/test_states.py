@@ -148,3 +148,18 @@ def test_a_hot_pixel_that_grew_over_months_is_bad_from_its_rise():
                     0.406, 0.767, 0.649, 0.769, 0.426, 0.457])
     prior = (-0.00067, 1.98e-4, 0.00135, 1.56e-5, 0.518, 1.1e-4)
     assert _intervals(r, s, sky, prior=prior) == [(3, 20, 1, False)]
+
+
+def test_a_pixel_hot_for_a_while_that_faded_is_bad_from_its_onset_not_noisy_throughout():
+    # LRS, 20 exposures: ten normal, four at 1.65 DN/s, then fading (0.28 to 0.07 DN/s, still
+    # bad). A state fitted to all of them sits a little above the first ten (its response
+    # takes part of the excess), so they made a run below the threshold and the series one span
+    # of excess scatter; they are each at the neighbours' level, and far below the rest
+    r = np.array([-0.009, -0.034, 0.056, 0.024, -0.032, 0.042, 0.026, 0.013, 0.066, 0.022, 1.668, 1.645, 1.692,
+                  1.608, 0.277, 0.248, 0.074, 0.13, 0.141, 0.145])
+    s = np.array([0.02, 0.029, 0.029, 0.008, 0.05, 0.018, 0.015, 0.008, 0.024, 0.011, 0.023, 0.011, 0.048, 0.031,
+                  0.139, 0.019, 0.035, 0.044, 0.009, 0.037])
+    sky = np.array([1.121, 0.822, 0.911, 0.73, 0.666, 1.275, 0.921, 0.694, 0.679, 0.768, 0.843, 0.57, 1.159, 0.541,
+                    0.556, 1.285, 1.082, 1.268, 0.633, 0.731])
+    prior = (0.00769, 3.29e-4, -0.00135, 1.56e-5, 0.773, 1.56e-4)
+    assert _intervals(r, s, sky, prior=prior) == [(10, 20, 1, False)]
