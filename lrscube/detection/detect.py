@@ -378,10 +378,12 @@ def _tile_unlit(ctx: TileContext, origin, shape) -> np.ndarray:
 
 def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, window: int) -> np.ndarray:
     """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
-    more than ``max_events`` event exposures, or three exposures above the event threshold
-    (``high``) within ``2 window + 1`` exposures around an event (cosmic rays hit a pixel in
-    ~1e-4 of its exposures: three of them that close in one pixel are a fraction of a pixel
-    of a million over a data set; a telegraph pixel's rare high states look exactly like that).
+    more than ``max_events`` event exposures, or three exposures beyond the event threshold
+    (``high``: above it, or as far below the baseline) within ``2 window + 1`` exposures around
+    an event (cosmic rays hit a pixel in ~1e-4 of its exposures: three of them that close in one
+    pixel are a fraction of a pixel of a million over a data set; a telegraph pixel's rare high
+    states look exactly like that; and a cosmic ray only adds charge, so an exposure as far
+    below the baseline beside the events is the pixel swinging both ways, a noisy one).
     Two close events are still taken for cosmic rays: kept, they would make a run of three
     exposures at 2 x clip_sigma / sqrt(3), above the threshold."""
     trans = np.asarray(trans, bool)
@@ -730,8 +732,8 @@ def _single_exposure_events(g: _Group, p):
     e0 = np.where(g.on_trace, np.nan, g.r - b0.a * g.sky - b0.d)
     trans = transients(e0, g.s, g.sky, window=p.transient_window, nsigma=p.transient_sigma)
     with np.errstate(invalid="ignore"):
-        high = e0 / g.s > p.transient_sigma
-    trans[:, keep_whole_pixels(trans, high, p.max_transients, p.transient_window)] = False
+        beyond = np.abs(e0 / g.s) > p.transient_sigma
+    trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window)] = False
     excl = g.on_trace | trans
     # refitted where events were left out: elsewhere the exposures, and so the fit, are the same
     # (each pixel's fit is its own: fit_response_offset over any set of columns gives their bits)
