@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from . import cube
 from . import store as st
@@ -141,6 +142,11 @@ def _coordinates(arrays: dict, n: int, rep: VerifyReport) -> list[str] | None:
                 break
             chunks += 1
             try:
+                # every append writes these for its slots and zarr stores no all-fill chunk, so
+                # one not there is a reference lost (plain zarr would read it as fill values)
+                if name in cube.ALWAYS_WRITTEN and not sync(a.store_path.store.exists(
+                        f"{a.path}/{a.metadata.encode_chunk_key((k,))}")):
+                    raise st.CorruptDataError("chunk missing from the committed state")
                 a.get_block_selection((k,))
             except Exception as e:  # noqa: BLE001 - crc mismatch (ValueError) or undecodable bytes
                 what = f"chunk {k} (slots {lo}..{hi - 1}) corrupt ({type(e).__name__}: {e})"
