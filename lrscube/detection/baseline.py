@@ -130,6 +130,16 @@ def level_variance(prior, sky):
     return np.where(np.isfinite(near), np.minimum(full, near), full)
 
 
+def at_population(r, s, sky, prior, k: float) -> np.ndarray:
+    """Per exposure: the residual ``r`` lies within ``k`` standard errors of the neighbours'
+    level at the exposure's ``sky`` (``prior`` from :func:`neighbour_prior`; the error: the noise
+    ``s`` and the population's scatter of the level, :func:`level_variance`)."""
+    pr = tuple(float(v) for v in prior)
+    r, s, sky = (np.asarray(v, float) for v in (r, s, sky))
+    with np.errstate(invalid="ignore"):
+        return (r - pr[0] * sky - pr[2]) ** 2 <= k * k * (s * s + level_variance(pr, sky))
+
+
 class State(NamedTuple):
     """A pixel's fitted state over a set of exposures: ``r = a * sky + d``."""
 

@@ -825,11 +825,7 @@ def _normal_end_events(g: _Group, j: int, use, k: float) -> np.ndarray:
     ends &= ~use & ~g.on_trace[:, j]
     if not ends.any():
         return ends
-    pr = tuple(float(v[j]) for v in g.prior)
-    r, s, sky = g.r[:, j], g.s[:, j], g.sky[:, j]
-    with np.errstate(invalid="ignore"):
-        near = np.abs(r - pr[0] * sky - pr[2]) <= k * np.sqrt(s ** 2 + baseline.level_variance(pr, sky))
-    return ends & near
+    return ends & baseline.at_population(g.r[:, j], g.s[:, j], g.sky[:, j], tuple(v[j] for v in g.prior), k)
 
 
 def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> list[dict]:

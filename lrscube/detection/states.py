@@ -701,8 +701,9 @@ def _step_state(px: _Pixel, exclude):
 
 def _population_z(px: _Pixel, m, prior) -> tuple[float, float]:
     """(dark, response): how far the exposures ``m`` lie from the neighbours' population
-    (``prior`` = (ma, va, md, vd)), in standard errors that include its scatter: their dark level
-    at the neighbours' response, and their response at the neighbours' dark level."""
+    (``prior`` = (ma, va, md, vd[, sk, vl]), :func:`lrscube.detection.baseline.neighbour_prior`), in
+    standard errors that include its scatter (:func:`lrscube.detection.baseline.level_variance`):
+    their dark level at the neighbours' response, and their response at the neighbours' dark level."""
     ma, va, md, vd = (float(v) for v in prior[:4])
     r, s, sky = px.r[m], px.s[m], px.sky[m]
     w = 1.0 / s ** 2
@@ -759,10 +760,7 @@ def _population_blocks(px: _Pixel, normal, prior) -> list[tuple[int, int, float]
     exposures before it and those of its rise are one run at the clip, so the runs do not show
     the normal stretch apart; against one fitted to all exposures of a pixel whose defect faded,
     the exposures before its onset lie only a little below it."""
-    k = px.p.changepoint_sigma
-    pr = tuple(float(v) for v in prior)
-    with np.errstate(invalid="ignore"):
-        at = (px.r - pr[0] * px.sky - pr[2]) ** 2 <= k * k * (px.s ** 2 + baseline.level_variance(pr, px.sky))
+    at = baseline.at_population(px.r, px.s, px.sky, prior, px.p.changepoint_sigma)
     if at.all() or not at.any():
         return []
     edges = np.flatnonzero(np.diff(np.r_[0, at.astype(np.int8), 0]))
@@ -1110,15 +1108,14 @@ def _at_normal(px: _Pixel, st, prior) -> np.ndarray:
     """Per exposure: it shows a normal pixel and not the state ``st``: within ``changepoint_sigma``
     of the neighbours' population (its mean at the exposure's sky; variance the noise plus the
     population's scatter), beyond it from the state (in the noise), and likelier the former."""
-    ma, md = float(prior[0]), float(prior[2])
     k = px.p.changepoint_sigma
     v_pop = px.s ** 2 + baseline.level_variance(tuple(float(v) for v in prior), px.sky)
-    d_pop = px.r - ma * px.sky - md
+    d_pop = px.r - float(prior[0]) * px.sky - float(prior[2])
     d_st = px.r - st.a * px.sky - st.d
     with np.errstate(invalid="ignore", divide="ignore"):
         l_pop = -0.5 * (d_pop ** 2 / v_pop + np.log(v_pop))
         l_st = -0.5 * ((d_st / px.s) ** 2 + np.log(px.s ** 2))
-        return np.asarray((d_pop ** 2 < k * k * v_pop) & (np.abs(d_st) >= k * px.s) & (l_pop > l_st))
+        return baseline.at_population(px.r, px.s, px.sky, prior, k) & (np.abs(d_st) >= k * px.s) & (l_pop > l_st)
 
 
 def _off_state(px: _Pixel, m, st, prior) -> float | None:
