@@ -668,7 +668,8 @@ def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
     vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
                                  window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
     ua, va = variance.terms(xa / np.sqrt(vline), s_all, p.clip_sigma, g1, g2)
-    return vline, variance.null_scale(variance.full(ua, va, np.flatnonzero(has)))
+    tr = variance.trims(xa, p.transient_sigma)
+    return vline, variance.null_scale(variance.full(ua, va, np.flatnonzero(has), trim=tr))
 
 
 def _footprint_groups(valid, has):
@@ -766,7 +767,8 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
         wm1 = np.where(g.jump, g.m1, tn.g1)
         wm2 = np.where(g.jump, g.m2, tn.g2)
         uw, vw = variance.terms(e / g.s, g.s, g.clip, wm1, wm2)
-    wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures) / tn.vscale
+        tr = variance.trims(e / g.s, p.transient_sigma)
+    wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
     return c_level, c_scatter, _static_screen(g, excl, tn, p, th)

@@ -862,7 +862,7 @@ def _count_may_exceed(U, V, sp, kk, off, L, nw, trim, mode, bb):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _max_trimmed_ratio(ut, vt, lengths, trim, out):
-    """out[p] = max over L in lengths, i of (sum u - trim max(max u, 0)) / sqrt(sum v) over
+    """out[p] = max over L in lengths, i of (sum u - trim[p] max(max u, 0)) / sqrt(sum v) over
     ut[p, i:i + L], vt[p, i:i + L]; the window maxima from a sparse table (O(n log n) per pixel).
 
     The square root and the division (most of the cost: they share one execution unit) are taken
@@ -904,12 +904,12 @@ def _max_trimmed_ratio(ut, vt, lengths, trim, out):
             off = L - (1 << kk)
             nw = n - L + 1
             mode, bb = _filter(best)
-            if mode and _count_may_exceed(U, V, sp, kk, off, L, nw, trim, mode, bb) == 0:
+            if mode and _count_may_exceed(U, V, sp, kk, off, L, nw, trim[p], mode, bb) == 0:
                 continue
             uL = np.uint64(L)
             uo = np.uint64(off)
             for ii in range(nw):
-                num, den = _trimmed_window(U, V, sp, kk, np.uint64(ii), uo, uL, trim)
+                num, den = _trimmed_window(U, V, sp, kk, np.uint64(ii), uo, uL, trim[p])
                 if not _may_exceed(num, den, mode, bb):
                     continue
                 st = num / np.sqrt(den)
@@ -919,14 +919,16 @@ def _max_trimmed_ratio(ut, vt, lengths, trim, out):
         out[p] = best
 
 
-def max_trimmed_ratio(u: np.ndarray, v: np.ndarray, lengths, trim: float) -> np.ndarray:
+def max_trimmed_ratio(u: np.ndarray, v: np.ndarray, lengths, trim) -> np.ndarray:
     """For terms ``u, v`` (n, P): per pixel, the largest ``(sum u - trim max(max u, 0)) /
     sqrt(sum v)`` over windows of the given ``lengths`` and every start
-    (:func:`lrscube.detection.variance.scan`); ``-inf`` where none fits."""
+    (:func:`lrscube.detection.variance.scan`); ``-inf`` where none fits. ``trim``: one number,
+    or one per pixel (P,)."""
     ut = np.ascontiguousarray(np.asarray(u, np.float64).T)
     vt = np.ascontiguousarray(np.asarray(v, np.float64).T)
     out = np.empty(ut.shape[0], np.float64)
-    _max_trimmed_ratio(ut, vt, np.asarray(lengths, np.int64), float(trim), out)
+    tr = np.ascontiguousarray(np.broadcast_to(np.asarray(trim, np.float64), (ut.shape[0],)))
+    _max_trimmed_ratio(ut, vt, np.asarray(lengths, np.int64), tr, out)
     return out
 
 

@@ -13,8 +13,12 @@ over a run of exposures, ``(sum u - max u) / sqrt(sum v)``: the clip at ``c`` = 
 statistic uses, caps every exposure at the same share whatever its precision), the weight
 ``1 / s`` (between 1, equal shares, and ``1 / s^2``, the locally most powerful weight for an
 additive variance when ERR is exact) keeps one long exposure from dominating the sum, and the
-run's largest term is left out, so a single raised exposure (a cosmic-ray residual, a
-shower, a latent) can never reach the threshold by itself, whatever its size.
+run's largest term is left out twice, so no two raised exposures (cosmic-ray residuals, a
+shower, a latent) reach the threshold by themselves, whatever their size. A pixel that swings
+beyond the event threshold both ways (:func:`trims`) has its largest term left out once: a
+cosmic ray only adds charge, so an exposure as far below the baseline shows the pixel's
+excursions are its own, and trimming twice left a strongly noisy pixel seen in a few
+exposures under the threshold.
 
 Everything here is pure numpy on arrays (time, pixels) or 1-D series; :mod:`lrscube.detection.detect`
 maps it over the tiles, :mod:`lrscube.detection.states` uses the exact run search for the onset and the
@@ -33,6 +37,23 @@ from .temporal import geometric_lengths
 #: the run's largest term is left out this many times: no two exposures (two cosmic-ray
 #: residuals, a latent over two exposures) reach the threshold by themselves, whatever their size
 TRIM = 2
+#: ... and this many times for a pixel that swings both ways (:func:`trims`): no single
+#: exposure reaches it by itself
+TRIM_SWINGING = 1
+
+
+def trims(x: np.ndarray, sigma: float) -> np.ndarray:
+    """(pixels,) how many times each pixel's largest term is left out: ``TRIM_SWINGING`` for a
+    pixel that swings both ways, with exposures beyond ``sigma`` (the single-exposure event
+    threshold) above and below its baseline and at least three in all, else ``TRIM``. ``x``
+    (time, pixels): the normalised residual (NaN: not used). Three exposures that far out in
+    one pixel are a defect's or a telegraph pixel's, not cosmic rays (which hit ~1e-4 of a
+    pixel's exposures and only add charge)."""
+    x = np.asarray(x)
+    with np.errstate(invalid="ignore"):
+        up, down = x > sigma, x < -sigma
+    swings = up.any(axis=0) & down.any(axis=0) & (up.sum(axis=0) + down.sum(axis=0) >= 3)
+    return np.where(swings, float(TRIM_SWINGING), float(TRIM))
 
 
 def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +160,9 @@ def _terms_columns(x, s, clip, m1, m2):
     return u, v
 
 
-def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.25) -> np.ndarray:
-    """Largest trimmed run statistic ``(sum u - TRIM max(max u, 0)) / sqrt(sum v)`` per pixel.
+def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.25, trim=None) -> np.ndarray:
+    """Largest trimmed run statistic ``(sum u - trim max(max u, 0)) / sqrt(sum v)`` per pixel
+    (``trim``: one number or one per pixel, :func:`trims`; default ``TRIM``).
 
     ``u, v`` (time, pixels) from :func:`terms`; runs of every start and of lengths on a
     geometric grid (:func:`lrscube.detection.temporal.geometric_lengths`) of at least ``min_length``:
@@ -150,18 +172,20 @@ def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.
     u = np.asarray(u, float)
     v = np.asarray(v, float)
     if u.ndim == 1:
-        return scan(u[:, None], v[:, None], min_length=min_length, ratio=ratio)[0]
+        return scan(u[:, None], v[:, None], min_length=min_length, ratio=ratio, trim=trim)[0]
     n = u.shape[0]
     lengths = [int(L) for L in geometric_lengths(n, ratio) if max(min_length, 1) <= L <= n]
     if not lengths:
         return np.full(u.shape[1:], -np.inf)
-    flat = running.max_trimmed_ratio(u.reshape(n, -1), v.reshape(n, -1), lengths, TRIM)
+    tr = TRIM if trim is None else np.broadcast_to(np.asarray(trim, float), u.shape[1:]).reshape(-1)
+    flat = running.max_trimmed_ratio(u.reshape(n, -1), v.reshape(n, -1), lengths, tr)
     return flat.reshape(u.shape[1:])
 
 
-def full(u: np.ndarray, v: np.ndarray, cols=None, pairwise: bool | None = None) -> np.ndarray:
+def full(u: np.ndarray, v: np.ndarray, cols=None, pairwise: bool | None = None, trim=None) -> np.ndarray:
     """The trimmed statistic over all of each pixel's exposures (axis 0): the one number per
-    pixel whose distribution over the pixels measures the null (:func:`null_scale`).
+    pixel whose distribution over the pixels measures the null (:func:`null_scale`); ``trim``
+    as for :func:`scan` (per pixel: one for each of all the pixels, not only ``cols``).
 
     ``cols``: of those pixels (columns) alone, without copying them. The sums over exposures
     are numpy's: exposure after exposure (its axis-0 sums of C-ordered arrays), or ``pairwise``
@@ -178,19 +202,23 @@ def full(u: np.ndarray, v: np.ndarray, cols=None, pairwise: bool | None = None) 
             pairwise = True
         if pairwise is not None:
             c = np.arange(u.shape[1]) if cols is None else np.asarray(cols, np.int64).reshape(-1)
-            return _full_columns(u, v, c, bool(pairwise))
+            tr = np.ascontiguousarray(np.broadcast_to(np.asarray(TRIM if trim is None else trim, float), u.shape[1:]))
+            return _full_columns(u, v, tr, c, bool(pairwise))
     if cols is not None:
         u, v = u[:, cols], v[:, cols]
-    return full_numpy(np.asfortranarray(u) if pairwise else u, np.asfortranarray(v) if pairwise else v)
+        trim = None if trim is None or np.ndim(trim) == 0 else np.asarray(trim)[cols]
+    order = np.asfortranarray if pairwise else np.asarray
+    return full_numpy(order(u), order(v), trim)
 
 
-def full_numpy(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def full_numpy(u: np.ndarray, v: np.ndarray, trim=None) -> np.ndarray:
     """:func:`full` in numpy (the reference the compiled pass is tested against; the order of
     its sums follows the arrays' layout)."""
     u = np.asarray(u, float)
     v = np.asarray(v, float)
+    tr = TRIM if trim is None else np.asarray(trim, float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (u.sum(axis=0) - TRIM * np.maximum(u.max(axis=0), 0.0)) / np.sqrt(v.sum(axis=0))
+        return (u.sum(axis=0) - tr * np.maximum(u.max(axis=0), 0.0)) / np.sqrt(v.sum(axis=0))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -253,7 +281,7 @@ def _pairwise_block(a, lo, n):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _full_columns(u, v, cols, pairwise):
+def _full_columns(u, v, trim, cols, pairwise):
     """:func:`full_numpy` of columns ``cols`` of (T, P) arrays, T >= 1: the sums exposure after
     exposure from 0, or ``pairwise`` (:func:`_pairwise_sum`); the maximum keeping any
     NaN (``np.maximum``'s)."""
@@ -280,7 +308,7 @@ def _full_columns(u, v, cols, pairwise):
                 su += bu[t]
                 sv += bv[t]
         m = mu if (mu >= 0.0 or mu != mu) else 0.0
-        out[k] = (su - TRIM * m) / np.sqrt(sv)
+        out[k] = (su - trim[j] * m) / np.sqrt(sv)
     return out
 
 
@@ -302,9 +330,10 @@ def null_scale(stat: np.ndarray, min_pixels: int = 100) -> float:
     return max(1.0, 1.4826 * float(np.median(np.abs(v - med))))
 
 
-def best_run(u: np.ndarray, v: np.ndarray, min_length: int = 3, lo: int = 0, hi: int | None = None
-             ) -> tuple[int, int, float]:
-    """The most significant trimmed run ``[i, j)`` of one pixel's terms (1-D), exactly.
+def best_run(u: np.ndarray, v: np.ndarray, min_length: int = 3, lo: int = 0, hi: int | None = None,
+             trim: float = TRIM) -> tuple[int, int, float]:
+    """The most significant trimmed run ``[i, j)`` of one pixel's terms (1-D), exactly
+    (``trim``: :func:`trims`).
 
     Searched over every start and end between ``lo`` and ``hi`` (O(n^2), for the few candidate
     pixels only). Returns ``(i, j, statistic)``; ``(lo, lo, -inf)`` when no run fits.
@@ -326,7 +355,7 @@ def best_run(u: np.ndarray, v: np.ndarray, min_length: int = 3, lo: int = 0, hi:
     for a in range(m):
         top[a, a + 1:] = np.maximum.accumulate(uu[a:])
     with np.errstate(invalid="ignore", divide="ignore"):
-        st = (U[None, :] - U[:, None] - TRIM * np.maximum(top, 0.0)) / np.sqrt(V[None, :] - V[:, None])
+        st = (U[None, :] - U[:, None] - float(trim) * np.maximum(top, 0.0)) / np.sqrt(V[None, :] - V[:, None])
     st = np.where((j - i >= max(min_length, 1)) & np.isfinite(st), st, -np.inf)
     k = int(np.argmax(st))
     a, b = divmod(k, m + 1)

@@ -163,3 +163,17 @@ def test_a_pixel_hot_for_a_while_that_faded_is_bad_from_its_onset_not_noisy_thro
                     0.556, 1.285, 1.082, 1.268, 0.633, 0.731])
     prior = (0.00769, 3.29e-4, -0.00135, 1.56e-5, 0.773, 1.56e-4)
     assert _intervals(r, s, sky, prior=prior) == [(10, 20, 1, False)]
+
+
+def test_a_strongly_noisy_pixel_seen_in_its_last_five_exposures_is_noisy_from_its_onset():
+    # LRS, 20 exposures: 24 times noisier than its ERR from exposure 15 on, its mean near its
+    # baseline (+6.2, -4.2, -0.4, -17, +24 sigma). Its largest excursion left out twice, the
+    # precise exposures at the clip fell under the threshold: no interval at all
+    r = np.array([0.0017, 0.0203, 0.0064, -0.0014, -0.0122, 0.0017, 0.0359, 0.0138, 0.0135, -0.0023, -0.0104, 0.0061,
+                  0.0237, 0.0055, -0.0255, 0.5785, -0.1317, -0.011, -0.1409, 0.8309])
+    s = np.array([0.0189, 0.0282, 0.0277, 0.0077, 0.0487, 0.0171, 0.0146, 0.0078, 0.0229, 0.0109, 0.0136, 0.006,
+                  0.0307, 0.017, 0.1338, 0.0167, 0.0328, 0.0412, 0.0086, 0.0348])
+    sky = np.array([1.0188, 0.7564, 0.8516, 0.6883, 0.641, 1.1689, 0.8453, 0.6409, 0.6416, 0.735, 0.7983, 0.5387,
+                    1.0706, 0.5194, 0.54, 1.2044, 0.9794, 1.1938, 0.6099, 0.6902])
+    prior = (-0.0015, 3.23e-4, -0.0006, 1.55e-5, 0.694, 1.21e-4)
+    assert _intervals(r, s, sky, prior=prior) == [(15, 20, 1, True)]

@@ -292,3 +292,62 @@ def test_full_compiled_equals_numpy_bit_for_bit(n, pairwise):
     assert same(variance.full(lay(u), lay(v)), variance.full_numpy(lay(u), lay(v)))
     assert same(variance.full(u[:, ::3], v[:, ::3]), variance.full_numpy(u[:, ::3], v[:, ::3]))
     assert same(variance.full(u[:, 5], v[:, 5], pairwise=pairwise), variance.full_numpy(u[:, 5], v[:, 5]))
+
+
+def test_a_pixel_swinging_both_ways_has_its_largest_term_left_out_once():
+    x = np.zeros((10, 5))
+    x[[2, 5], 0] = [8.0, -7.0]             # one each way: two exposures beyond the event threshold
+    x[[2, 5, 7], 1] = [8.0, -7.0, 9.0]     # three, both ways: the pixel's own
+    x[[2, 5, 7], 2] = [8.0, 7.0, 9.0]      # three, all raised (cosmic rays, a latent, a hot run)
+    x[[2, 5, 7], 3] = [-8.0, -7.0, -9.0]   # three, all below
+    x[:, 4] = np.nan
+    x[[2, 5, 7], 4] = [8.0, -7.0, 9.0]     # unused exposures count for nothing
+    assert variance.trims(x, 5.0).tolist() == [variance.TRIM, variance.TRIM_SWINGING, variance.TRIM,
+                                               variance.TRIM, variance.TRIM_SWINGING]
+
+
+def test_scan_full_and_best_run_take_one_trim_per_pixel():
+    rng = np.random.default_rng(4)
+    n = 23
+    u = rng.normal(size=(n, 2)) * 3.0
+    v = rng.uniform(0.5, 2.0, (n, 2))
+    tr = np.array([2.0, 1.0])
+    for k in range(2):
+        best, ab = -np.inf, None
+        for a in range(n):
+            for b in range(a + 3, n + 1):
+                st = (u[a:b, k].sum() - tr[k] * max(u[a:b, k].max(), 0.0)) / np.sqrt(v[a:b, k].sum())
+                if st > best:
+                    best, ab = st, (a, b)
+        i, j, st = variance.best_run(u[:, k], v[:, k], 3, trim=tr[k])
+        assert (i, j) == ab and np.isclose(st, best)
+        assert np.isclose(variance.scan(u, v, min_length=3, ratio=1.0 + 1e-9, trim=tr)[k], best)
+    assert variance.scan(u, v, min_length=3, trim=np.full(2, 2.0)).tolist() == variance.scan(u, v, min_length=3).tolist()
+    for pairwise in (False, True):
+        lay = np.asfortranarray if pairwise else np.ascontiguousarray
+        got = variance.full(lay(u), lay(v), [1], pairwise=pairwise, trim=tr)
+        assert np.isclose(got[0], (u[:, 1].sum() - max(u[:, 1].max(), 0.0)) / np.sqrt(v[:, 1].sum()))
+        assert np.isclose(got[0], variance.full_numpy(lay(u[:, [1]]), lay(v[:, [1]]), tr[[1]])[0])
+
+
+def test_a_strongly_noisy_pixel_seen_in_its_last_five_exposures_is_found_and_no_cosmic_ray_decides():
+    # LRS, 20 exposures: a pixel 24 times noisier than its ERR from exposure 15 on, its excursions
+    # beyond the clip twice above and twice below the baseline. Its largest term trimmed twice,
+    # two precise exposures at the clip left less than the threshold
+    s = np.array([0.0189, 0.0282, 0.0277, 0.0077, 0.0487, 0.0171, 0.0146, 0.0078, 0.0229, 0.0109, 0.0136, 0.006,
+                  0.0307, 0.017, 0.1338, 0.0167, 0.0328, 0.0412, 0.0086, 0.0348])
+    e = np.array([0.0017, 0.0203, 0.0064, -0.0014, -0.0122, 0.0017, 0.0359, 0.0138, 0.0135, -0.0023, -0.0104, 0.0061,
+                  0.0237, 0.0055, -0.0255, 0.5785, -0.1317, -0.011, -0.1409, 0.8309])
+    x = (e / s)[:, None]
+    u, v = variance.terms(x, s[:, None], 6.0, G1, G2)
+    tr = variance.trims(x, 5.0)
+    assert tr[0] == variance.TRIM_SWINGING
+    assert variance.scan(u, v, min_length=3)[0] < 6.3 < variance.scan(u, v, min_length=3, trim=tr)[0]
+    i, j, st = variance.best_run(u[:, 0], v[:, 0], 3, trim=tr[0])
+    assert (i, j) == (15, 20) and st > 10.0
+    # the same pixel with its two raised exposures alone (cosmic rays): nothing
+    x2 = np.clip(x, -1.0, 1.0)
+    x2[[15, 19]] = x[[15, 19]]
+    u2, v2 = variance.terms(x2, s[:, None], 6.0, G1, G2)
+    assert variance.trims(x2, 5.0)[0] == variance.TRIM
+    assert variance.scan(u2, v2, min_length=3, trim=variance.trims(x2, 5.0))[0] < 5.0
