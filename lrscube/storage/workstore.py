@@ -12,15 +12,16 @@ in number with N as they shrink to keep stage 2's memory flat: N^2/B). Objects a
 whole and read by byte range through fsspec, so one code path serves a local folder and an
 object store (``STORE/detect/RUN/work``, removed after the run).
 
-Layout of an object (little-endian): a header (magic ``LRSW``, format 3, B, number of tiles
+Layout of an object (little-endian): a header (magic ``LRSW``, format 4, B, number of tiles
 T), an index of T entries (the tile's first row and column, the start and end of its bytes in
 the object, and their crc32c), then the tiles. A tile: a header (B, ty, tx, codec, the
-precision ``delta``, the byte lengths of its six parts), then its parts, each compressed with blosc
-(zstd level 1, byte shuffle) on its own. A reader first fetches the first ``INDEX_PREFIX`` bytes (the header and an index of up to
-~1600 tiles; the rest of a longer index with a second read), keeps the indexes of the objects
-it has read (per process, for the current run only: ``create`` writes a token ``RUN`` that
-each stage-2 task reads once), then fetches one byte range per tile and checks its crc32c
-(blosc carries no checksum: a damaged tile would otherwise decode to wrong numbers).
+precision ``delta``, the byte lengths of its six parts), then its parts, each compressed with
+blosc (zstd level 1, byte shuffle) on its own. A reader first fetches the first
+``INDEX_PREFIX`` bytes (the header and an index of up to ~1600 tiles; the rest of a longer index
+with a second read), keeps the indexes of the objects it has read (per process, for the current
+run only: ``create`` writes a token ``RUN`` that each stage-2 task reads once), then fetches one
+byte range per tile and checks its crc32c (blosc carries no checksum: a damaged tile would
+otherwise decode to wrong numbers).
 
 Two tile codecs. ``LOSSLESS``: ``r, s, sky`` as float32, then the trace bits. ``QUANTISED``
 (what detect writes; ``precision`` = ``detection.work_precision_sigma``): ``s`` as
@@ -28,10 +29,18 @@ Two tile codecs. ``LOSSLESS``: ``r, s, sky`` as float32, then the trace bits. ``
 of ``delta`` times the pixel's own (decoded) ``s`` in int16 / int32, so each is within
 ``delta / 2`` of its noise; a pixel whose ``s`` is far above its tile's (more than 64 times the
 median: an ERR that marks a value as unusable) or whose multiple does not fit keeps its exact
-``r`` and ``sky``. Stage 2 judges residuals in units of ``s``, so an error of 1/64 of a pixel's
-noise changes no statistic it computes by more than that, while the tile is about a third of
-its float32 size (benchmarks/README.md, "Work store size"). A tile whose ``s`` is negative or
-beyond what int16 holds is written ``LOSSLESS``.
+``r`` and ``sky`` (a part of its own). Stage 2 judges residuals in units of ``s``, so an error
+of 1/64 of a pixel's noise changes no statistic it computes by more than that. The codes are
+then packed losslessly (:func:`pack_codes`), each part in the narrowest unsigned type that
+holds it (its item size in its first byte): the residual codes zigzagged (small magnitudes to
+small numbers whatever their sign); the noise codes differenced along time (a pixel's noise
+changes little between exposures); the sky codes less their prediction from the pixel above
+(the sky is smooth along the columns, but each code counts its own pixel's noise steps, so the
+prediction rescales the code above by the ratio of the two steps, in integers, and decoding
+runs row by row), zigzagged. On full frames of a simulated store that is 1.9 bytes per pixel
+and exposure against 2.8 for the codes compressed as they are and 6.0 for the cube's sci, err
+and dq (benchmarks/README.md, "Work store size"). A tile whose ``s`` is negative or beyond what
+int16 holds is written ``LOSSLESS``.
 
 Why not a zarr array per plane: zarr's per-chunk machinery cost about 1.5 ms per chunk written
 or read against 0.07 ms to decode one (benchmarks/README.md, "Detection").
@@ -53,7 +62,7 @@ _HEADER = struct.Struct("<4Qd6Q")  # a tile: B, ty, tx, codec, delta, byte lengt
 _OBJECT = struct.Struct("<4sIQQ")  # an object: magic, format, B, tiles
 _ENTRY = np.dtype([("ya", "<u8"), ("xa", "<u8"), ("start", "<u8"), ("end", "<u8"), ("crc", "<u8")])
 _MAGIC = b"LRSW"
-_FORMAT = 3
+_FORMAT = 4
 LOSSLESS, QUANTISED = 1, 2
 #: bytes fetched first from an object: its header and (most often all of) its index
 INDEX_PREFIX = 65536
@@ -184,6 +193,93 @@ def _key(path: str, start: int) -> str:
     return f"{path.rstrip('/')}/{start:08d}"
 
 
+def zigzag(v: np.ndarray) -> np.ndarray:
+    """Signed integers as unsigned, small magnitudes to small codes (0, -1, 1, -2 ... to 0, 1, 2,
+    3 ...): the high bytes of a residual near zero are then zero whatever its sign, which the
+    byte shuffle and zstd take to almost nothing (two's complement spends a byte of 0x00 or 0xff)."""
+    v = np.asarray(v)
+    bits = 8 * v.dtype.itemsize
+    u = np.dtype(f"u{v.dtype.itemsize}")
+    return ((v << 1) ^ (v >> (bits - 1))).view(u)
+
+
+def unzigzag(u: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`zigzag`."""
+    u = np.asarray(u)
+    i = np.dtype(f"i{u.dtype.itemsize}")
+    return ((u >> 1) ^ -(u & 1)).view(i)
+
+
+def _narrow(u: np.ndarray) -> np.ndarray:
+    """Unsigned ``u`` in the narrowest unsigned type that holds its largest value."""
+    top = int(u.max()) if u.size else 0
+    return u.astype(next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(t).max))
+
+
+def _pack(u: np.ndarray) -> bytes:
+    """Unsigned codes as (their item size, one byte) + blosc of them in the narrowest type."""
+    u = np.ascontiguousarray(_narrow(u))
+    return bytes([u.dtype.itemsize]) + _SHUFFLED.encode(u)
+
+
+def _unpack(data: bytes, shape) -> np.ndarray:
+    return np.frombuffer(numcodecs.blosc.decompress(data[1:]), np.dtype(f"<u{data[0]}")).reshape(shape)
+
+
+#: the sky code's predictor scales the code above by the ratio of the two pixels' noise steps,
+#: ``2**(dq / LOG_STEPS)`` in 16-bit fixed point, for each difference ``dq`` of two int16 noise
+#: codes (index ``dq + 65535``); 0 beyond a factor 256 (a prediction of 0)
+_RATIO_SPAN = 8 * LOG_STEPS
+_RATIO = np.zeros(2 * 65535 + 1, np.int64)
+_RATIO[65535 - _RATIO_SPAN:65535 + _RATIO_SPAN + 1] = np.rint(
+    np.exp2(np.arange(-_RATIO_SPAN, _RATIO_SPAN + 1) / LOG_STEPS) * 65536).astype(np.int64)
+
+
+def _sky_ratios(qs: np.ndarray) -> np.ndarray:
+    """int64 (B, ty, tx): for each pixel below the first row, the ratio of the noise step of the
+    pixel above to its own (:data:`_RATIO`); 0 in the first row. The codes of NaN, zero and
+    infinite noise take part as any other: the predictor need only be the same on both sides."""
+    dq = np.full(qs.shape, -65535, np.int32)
+    np.subtract(qs[:, :-1], qs[:, 1:], out=dq[:, 1:], dtype=np.int32)
+    dq += 65535
+    return _RATIO[dq]
+
+
+def pack_codes(qr, qs, qk) -> list[bytes]:
+    """:func:`quantise`'s codes as three compact parts, losslessly: the residual codes zigzagged;
+    the noise codes differenced along time (a pixel's noise changes little from one exposure to
+    the next); the sky codes less their prediction from the pixel above (the sky is smooth along
+    the columns; each code is a multiple of its own pixel's noise step, so the prediction rescales
+    the code above to this pixel's step), zigzagged."""
+    ds = np.diff(qs, axis=0, prepend=np.int16(0))  # int16, wrapping: undone by a wrapping sum
+    k = qk.astype(np.int64)
+    # the prediction: the code above times the ratio of the steps, in integers (the encoder and
+    # the decoder get the same bits; 0 where the ratio is); any code above predicts, the NaN code
+    # of an exact value included: a worse guess there costs bytes, never a value
+    pred = np.zeros_like(k)
+    pred[:, 1:] = k[:, :-1]
+    pred *= _sky_ratios(qs)
+    pred += 32768
+    pred >>= 16
+    return [_pack(zigzag(qr)), _pack(zigzag(ds)), _pack(zigzag(k - pred))]
+
+
+def unpack_codes(parts, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(qr int16, qs int16, qk int32) from :func:`pack_codes`'s parts; the sky codes row by row
+    (each row's prediction needs the row above decoded)."""
+    qr = unzigzag(_unpack(parts[0], shape).astype(np.uint16))
+    qs = np.cumsum(unzigzag(_unpack(parts[1], shape).astype(np.uint16)), axis=0, dtype=np.int16)
+    dk = unzigzag(_unpack(parts[2], shape).astype(np.uint64))
+    k, ratio = dk.copy(), _sky_ratios(qs)
+    row = np.empty((shape[0], shape[2]), np.int64)
+    for y in range(1, shape[1]):
+        np.multiply(k[:, y - 1], ratio[:, y], out=row)
+        row += 32768
+        row >>= 16
+        k[:, y] += row
+    return qr, qs, k.astype(np.int32)
+
+
 def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, precision: float | None = None,
            intscat: np.ndarray | None = None) -> bytes:
     """One tile's bytes from (B, ty, tx) arrays: ``QUANTISED`` to ``precision`` (a fraction
@@ -197,7 +293,7 @@ def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, prec
     else:
         codec, delta = QUANTISED, float(precision)
         qr, qs, qk, exc = q
-        parts = [_SHUFFLED.encode(qr), _SHUFFLED.encode(qs), _SHUFFLED.encode(qk), exc.tobytes()]
+        parts = [*pack_codes(qr, qs, qk), exc.tobytes()]
     parts = (parts + [b""] * 4)[:4] + [_BITS.encode(np.ascontiguousarray(bits, dtype=np.uint8))]
     parts.append(b"" if intscat is None else _SHUFFLED.encode(np.ascontiguousarray(intscat, dtype=np.float16)))
     return _HEADER.pack(b, ty, tx, codec, delta, *map(len, parts)) + b"".join(parts)
@@ -217,8 +313,7 @@ def decode(data: bytes, with_intscat: bool = False) -> tuple[np.ndarray, ...]:
         floats = np.frombuffer(numcodecs.blosc.decompress(parts[0]), np.float32).reshape((3, *shape))
         out = (floats[0], floats[1], floats[2], bits)
     else:
-        qr, qs = (np.frombuffer(numcodecs.blosc.decompress(p), np.int16).reshape(shape) for p in parts[:2])
-        qk = np.frombuffer(numcodecs.blosc.decompress(parts[2]), np.int32).reshape(shape)
+        qr, qs, qk = unpack_codes(parts[:3], shape)
         out = (*dequantise(qr, qs, qk, np.frombuffer(parts[3], _EXCEPTIONS), delta), bits)
     if not with_intscat:
         return out
