@@ -250,34 +250,36 @@ def pack_codes(qr, qs, qk) -> list[bytes]:
     the noise codes differenced along time (a pixel's noise changes little from one exposure to
     the next); the sky codes less their prediction from the pixel above (the sky is smooth along
     the columns; each code is a multiple of its own pixel's noise step, so the prediction rescales
-    the code above to this pixel's step), zigzagged."""
-    ds = np.diff(qs, axis=0, prepend=np.int16(0))  # int16, wrapping: undone by a wrapping sum
-    k = qk.astype(np.int64)
+    the code above to this pixel's step), zigzagged. Differences wrap around in the codes' own
+    integer type, as the sums that undo them do."""
+    ds = np.diff(qs, axis=0, prepend=np.int16(0))
     # the prediction: the code above times the ratio of the steps, in integers (the encoder and
     # the decoder get the same bits; 0 where the ratio is); any code above predicts, the NaN code
     # of an exact value included: a worse guess there costs bytes, never a value
-    pred = np.zeros_like(k)
-    pred[:, 1:] = k[:, :-1]
-    pred *= _sky_ratios(qs)
+    pred = np.zeros(qk.shape, np.int64)
+    np.multiply(qk[:, :-1], _sky_ratios(qs)[:, 1:], out=pred[:, 1:])
     pred += 32768
     pred >>= 16
-    return [_pack(zigzag(qr)), _pack(zigzag(ds)), _pack(zigzag(k - pred))]
+    dk = np.subtract(qk, pred, dtype=np.int64).astype(np.int32)
+    return [_pack(zigzag(qr)), _pack(zigzag(ds)), _pack(zigzag(dk))]
 
 
 def unpack_codes(parts, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(qr int16, qs int16, qk int32) from :func:`pack_codes`'s parts; the sky codes row by row
     (each row's prediction needs the row above decoded)."""
     qr = unzigzag(_unpack(parts[0], shape).astype(np.uint16))
-    qs = np.cumsum(unzigzag(_unpack(parts[1], shape).astype(np.uint16)), axis=0, dtype=np.int16)
-    dk = unzigzag(_unpack(parts[2], shape).astype(np.uint64))
-    k, ratio = dk.copy(), _sky_ratios(qs)
+    qs = unzigzag(_unpack(parts[1], shape).astype(np.uint16))
+    for i in range(1, shape[0]):  # faster than cumsum along the first axis
+        qs[i] += qs[i - 1]
+    k = unzigzag(_unpack(parts[2], shape).astype(np.uint32))
+    ratio = _sky_ratios(qs)
     row = np.empty((shape[0], shape[2]), np.int64)
     for y in range(1, shape[1]):
         np.multiply(k[:, y - 1], ratio[:, y], out=row)
         row += 32768
         row >>= 16
-        k[:, y] += row
-    return qr, qs, k.astype(np.int32)
+        np.add(k[:, y], row, out=k[:, y], casting="unsafe")  # wraps in int32, as the difference did
+    return qr, qs, k
 
 
 def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, precision: float | None = None,
