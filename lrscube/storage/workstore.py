@@ -37,10 +37,11 @@ small numbers whatever their sign); the noise codes differenced along time (a pi
 changes little between exposures); the sky codes less their prediction from the pixel above
 (the sky is smooth along the columns, but each code counts its own pixel's noise steps, so the
 prediction rescales the code above by the ratio of the two steps, in integers, and decoding
-runs row by row), zigzagged. On full frames of a simulated store that is 1.9 bytes per pixel
-and exposure against 2.8 for the codes compressed as they are and 6.0 for the cube's sci, err
-and dq (benchmarks/README.md, "Work store size"). A tile whose ``s`` is negative or beyond what
-int16 holds is written ``LOSSLESS``.
+runs row by row), zigzagged. On full frames of simulated stores that is 2.0-2.4 bytes per pixel
+and exposure (the scatter between integrations included) against 2.9-3.3 for the codes
+compressed as they are and 6.0-6.2 for the cube's sci, err and dq (benchmarks/README.md, "Work
+store size"). A tile whose ``s`` is negative or beyond what int16 holds is written
+``LOSSLESS``.
 
 Why not a zarr array per plane: zarr's per-chunk machinery cost about 1.5 ms per chunk written
 or read against 0.07 ms to decode one (benchmarks/README.md, "Detection").
