@@ -606,8 +606,11 @@ def _normal_state(px: _Pixel, prior):
         new = choose_normal(r, s, sky, runs, min_sigma=p.changepoint_sigma, model_preference_chi2=p.boundary_sigma ** 2,
                             min_length=p.min_bad_exposures, min_significance=px.thresholds.level,
                             min_deficit=p.classes["LOW_QE"]["min_deficit"], exclude=noisy0)
-        if not (new == normal).all() and _below_population(px, new, normal, prior):
-            new = normal
+        if not (new == normal).all():
+            if _below_population(px, new, normal, prior):
+                new = normal
+            elif _above_population(px, new, normal, prior):
+                new = normal & ~new  # the rest, at the neighbours' level, is the normal state
         if k and (new == normal).all():
             break
         if any((new == v).all() for v in seen):  # a cycle: the largest of its states is normal
@@ -802,6 +805,33 @@ def _below_population(px: _Pixel, new, normal, prior) -> bool:
         err = np.sqrt(1.0 / np.sum(w) + (st.a_err * sky_new) ** 2 + st.d_err ** 2 + vd)
     z = (d_new - md) / err
     return bool(np.isfinite(z) and z < -k)
+
+
+def _above_population(px: _Pixel, new, normal, prior) -> bool:
+    """True when the proposed normal state ``new`` is a rise above a normal one (which the
+    exposures of the current ``normal`` state not in ``new`` then are): those exposures each lie
+    at the neighbours' level (all but a tenth of them within ``changepoint_sigma``,
+    :func:`lrscube.detection.baseline.at_population`: a noisy stretch's mean may sit there, its
+    exposures do not) and ``new``'s weighted mean lies more than ``changepoint_sigma`` above it
+    (in its noise and the population's scatter of the level,
+    :func:`lrscube.detection.baseline.level_variance`). A raised run chosen for its higher
+    response (where the sky-proportional description fits better) made every other exposure a
+    loss of response: a normal pixel with a cosmic ray's afterglow over three exposures became
+    LOW_QE throughout. A pixel low from the start that recovers is not stopped: its low stretch
+    lies below the neighbours'."""
+    other = normal & ~new
+    if prior is None or new.sum() < 1 or other.sum() < 3:
+        return False
+    k = px.p.changepoint_sigma
+    pr = tuple(float(v) for v in prior)
+    if np.mean(baseline.at_population(px.r[other], px.s[other], px.sky[other], pr, k)) < 0.9:
+        return False
+    w = new / px.s ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev = float(np.sum(w * (px.r - pr[0] * px.sky - pr[2])) / np.sum(w))
+        lv = float(np.sum(w * baseline.level_variance(pr, px.sky)) / np.sum(w))
+        z = dev / np.sqrt(1.0 / np.sum(w) + lv)
+    return bool(np.isfinite(z) and z > k)
 
 
 def _scatter_spans(px: _Pixel, e, z, runs, local=False):

@@ -177,3 +177,61 @@ def test_a_strongly_noisy_pixel_seen_in_its_last_five_exposures_is_noisy_from_it
                     1.0706, 0.5194, 0.54, 1.2044, 0.9794, 1.1938, 0.6099, 0.6902])
     prior = (-0.0015, 3.23e-4, -0.0006, 1.55e-5, 0.694, 1.21e-4)
     assert _intervals(r, s, sky, prior=prior) == [(15, 20, 1, True)]
+
+
+def test_a_normal_pixel_raised_for_three_exposures_is_not_low_qe_everywhere_else():
+    # MIRIFUSHORT, 40 exposures, a normal pixel (response 4 % above its neighbours' under the
+    # fringes) hit by a cosmic ray (JUMP_DET in exposure 16: clipped at 3) that left it raised
+    # for three exposures, a latent. Where the sky-proportional description fits better, the
+    # raised run, a higher response, was taken for the normal state, and every other exposure
+    # became a loss of response of 23 %: LOW_QE in two pieces around it
+    r = np.array([0.03679, 0.03303, 0.02429, 0.01966, 0.01143, 0.03768, 0.07326, -0.01037, 0.03748, 0.12532,
+                  0.04813, 0.05977, 0.02861, 0.053, 0.0658, -0.01069, 0.14651, 0.54456, 0.23109, 0.03745, 0.00601,
+                  0.03662, 0.02029, 0.06552, 0.02827, 0.08292, 0.21919, 0.01316, -0.03029, 0.14082, 0.02681,
+                  0.02454, 0.0369, 0.0413, 0.01683, 0.06723, 0.02432, 0.0238, 0.05951, 0.02458])
+    s = np.array([0.0421, 0.05388, 0.01285, 0.02534, 0.0122, 0.01193, 0.04073, 0.03566, 0.01006, 0.06566, 0.08228,
+                  0.04532, 0.01694, 0.01661, 0.01147, 0.10899, 0.01584, 0.02068, 0.00824, 0.01022, 0.09213, 0.01399,
+                  0.00902, 0.01493, 0.00795, 0.12115, 0.08025, 0.0218, 0.04449, 0.1348, 0.04339, 0.12594, 0.00965,
+                  0.01412, 0.01596, 0.03602, 0.00884, 0.14658, 0.01057, 0.05888])
+    sky = np.array([1.12951, 0.58065, 0.98439, 0.69858, 0.6174, 0.80348, 1.57516, 0.81673, 0.79588, 0.78593,
+                    1.07755, 1.32233, 1.18903, 1.48243, 1.12009, 0.83367, 0.91554, 1.52189, 0.52357, 0.81071,
+                    0.60681, 0.73993, 0.62225, 1.40617, 0.60389, 1.56372, 1.55524, 0.54008, 0.91869, 0.66007,
+                    0.6492, 0.76079, 0.73694, 0.82729, 0.49919, 1.27969, 0.4808, 0.47123, 1.41741, 1.18735])
+    hours = np.array([0.0, 0.05, 0.25, 2263.29, 2263.46, 2662.19, 2662.4, 2662.46, 2662.74, 2677.55, 2886.19,
+                      3912.88, 3913.04, 3913.31, 3913.72, 6674.58, 7672.01, 7672.26, 7672.83, 9404.33, 9404.6,
+                      9404.73, 9405.09, 9811.47, 9811.96, 10977.57, 12297.77, 12297.83, 12297.9, 12297.94,
+                      15315.3, 15315.34, 15315.66, 19303.45, 19303.66, 20111.71, 21226.07, 21226.29, 21226.67,
+                      21227.07])
+    clip = np.full(40, 6.0)
+    clip[16] = 3.0
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), clip=clip, vnull=(G1, G2, 3.0),
+                          prior=(0.0025, 1.035e-3, -0.0008, 5.38e-6, 0.812, 2.96e-4), hours=hours,
+                          hits=np.array([7672.01]))
+    assert out == []
+
+
+def test_a_growing_hot_pixel_under_a_bright_sky_is_hot_from_its_rise_not_low_before_it():
+    # MIRIFULONG, 26 exposures under 4-15 DN/s of sky: a hot pixel growing from exposure 4 on
+    # (+0.8, +1.5, then +6 to +9 DN/s). The population's level scatters by ~0.8 DN/s here (the
+    # fringes), so the first exposures of the rise and those before it both lie at the
+    # neighbours' level; the states further up the rise do not, and when one was refused as the
+    # normal state, the state before it (the exposures before the rise and the first of it) was
+    # kept and split, the exposures before the rise becoming LOW_QE. The rest is the normal state
+    r = np.array([-1.4523, -0.7695, -0.8443, -0.6914, 0.8399, 0.858, 0.7173, 1.5435, 5.6691, 5.9585, 8.3297, 8.0541,
+                  7.3308, 8.1484, 8.9147, 6.6279, 6.8449, 8.4252, 8.1569, 8.3279, 8.1475, 8.0006, 8.625, 7.7558,
+                  8.3006, 7.5254])
+    s = np.array([0.1053, 0.0987, 0.0668, 0.0307, 0.0338, 0.0967, 0.1446, 0.1846, 0.1485, 0.0603, 0.2519, 0.0597,
+                  0.0647, 0.0411, 0.2248, 0.2919, 0.2321, 0.0967, 0.1549, 0.2755, 0.1514, 0.2703, 0.0714, 0.1263,
+                  0.2817, 0.1817])
+    sky = np.array([10.2408, 4.528, 6.6372, 5.3232, 6.7736, 7.1948, 7.2943, 9.9104, 12.0617, 10.2658, 7.0325, 8.2204,
+                    13.2948, 7.0363, 5.4759, 14.0796, 14.7956, 4.6641, 8.2016, 5.5907, 5.4819, 6.5913, 4.2987,
+                    10.7015, 4.1276, 9.9183])
+    hours = np.array([0.0, 0.05, 2263.29, 2263.46, 2662.19, 2662.46, 2677.55, 2886.19, 3912.88, 3913.04, 6674.58,
+                      7672.01, 7672.26, 9404.33, 9404.6, 10977.57, 12297.77, 12297.83, 12297.9, 12297.94, 15315.3,
+                      15315.34, 19303.66, 20111.71, 21226.29, 21227.07])
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0),
+                          prior=(0.024672, 0.019816, -0.001939, 3e-05, 7.165238, 0.577203), hours=hours)
+    assert [(w["start"], w["stop"], w["sign"]) for w in out] == [(4, 26, 1)]
+
