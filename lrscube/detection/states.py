@@ -1131,7 +1131,44 @@ def _static_ends(px: _Pixel, normal, prior) -> tuple[int, int, float, float]:
             start, on = hi, z
         else:
             stop, rec = lo, z
+    if start == 0:
+        start, on = _quiet_end(px, st, prior, True, stop)
+    if stop == n:
+        length, rec = _quiet_end(px, st, prior, False, n - start)
+        stop = n - length
     return start, stop, on, rec
+
+
+def _quiet_end(px: _Pixel, st, prior, first: bool, n_left: int) -> tuple[int, float]:
+    """(length, significance) of the stretch at the series' first (else last) end whose exposures
+    each lie at the neighbours' population and that together lie off the state ``st`` most
+    significantly, by at least ``changepoint_sigma``; (0, inf) where none does. A weak defect's
+    exposures each lie within the noise of both its state and the population (a warm pixel of
+    0.17 DN/s in exposures of 0.03-0.3 DN/s of noise), so :func:`_at_normal` takes none of them;
+    once the pixel is known to be beyond a physical limit, where its defect began is a question
+    of its onset, judged at ``changepoint_sigma`` like every onset, not of a new defect. The
+    stretch must leave ``max(3, min_bad_exposures)`` exposures of ``n_left`` to the defect."""
+    k, inf = px.p.changepoint_sigma, float("inf")
+    idx = np.arange(px.n) if first else np.arange(px.n)[::-1]
+    at = baseline.at_population(px.r[idx], px.s[idx], px.sky[idx], prior, k)
+    top = min(px.n if at.all() else int(np.argmin(at)), n_left - max(3, px.p.min_bad_exposures))
+    if top < 1:
+        return 0, inf
+    w = 1.0 / px.s[idx[:top]] ** 2
+    e = px.r[idx[:top]] - st.a * px.sky[idx[:top]] - st.d
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.abs(np.cumsum(w * e)) / np.sqrt(np.cumsum(w))
+    if not np.isfinite(z).any():
+        return 0, inf
+    length = int(np.nanargmax(z)) + 1
+    if not z[length - 1] >= k:
+        return 0, inf
+    m = np.zeros(px.n, bool)
+    m[idx[:length]] = True
+    dz, az = _population_z(px, m, prior)
+    if not (abs(dz) < k and abs(az) < k):
+        return 0, inf
+    return length, float(z[length - 1])
 
 
 def _at_normal(px: _Pixel, st, prior) -> np.ndarray:

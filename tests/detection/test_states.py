@@ -235,3 +235,25 @@ def test_a_growing_hot_pixel_under_a_bright_sky_is_hot_from_its_rise_not_low_bef
                           prior=(0.024672, 0.019816, -0.001939, 3e-05, 7.165238, 0.577203), hours=hours)
     assert [(w["start"], w["stop"], w["sign"]) for w in out] == [(4, 26, 1)]
 
+
+
+def test_a_weak_warm_pixel_within_the_populations_scatter_is_warm_from_its_onset():
+    # MIRIMAGE, 27 exposures under 3-30 DN/s of sky: WARM 0.17 DN/s from exposure 8 on. The
+    # neighbours' level scatters by 0.09-0.18 DN/s at these skies (a 1.75 % flat field), so
+    # every exposure lies at the population, and each of the first eight lies within the noise
+    # (0.02-0.3 DN/s) of the warm state too: the warm state was the normal one, beyond the
+    # physical limit, and the pixel WARM over the whole series. Together the first eight lie 9
+    # sigma off it: once the pixel is known to be bad, that is its onset
+    r = np.array([-0.1385, 0.0587, 0.0946, -0.0446, -0.1233, -0.0138, -0.0577, -0.0062, 0.1628, 0.0521, 0.1501,
+                  -0.1139, 0.0028, 0.0822, 0.0014, 0.1382, -0.1612, 0.0416, 0.128, -0.0019, 0.105, 0.0597, 0.0214,
+                  0.0946, -0.0174, 0.1893, 0.0806])
+    s = np.array([0.0298, 0.2999, 0.071, 0.06, 0.0436, 0.1103, 0.1962, 0.0242, 0.022, 0.1475, 0.0354, 0.2433, 0.1555,
+                  0.1367, 0.1606, 0.0339, 0.2685, 0.0443, 0.0577, 0.0318, 0.0941, 0.0459, 0.0447, 0.0162, 0.092,
+                  0.1091, 0.0542])
+    sky = np.array([11.4287, 19.54, 5.7671, 4.6795, 5.3484, 4.4307, 10.2374, 4.7206, 4.6538, 4.6711, 5.4178, 5.3654,
+                    5.9974, 3.7322, 9.3399, 3.3052, 30.3268, 9.9819, 8.6088, 10.3274, 9.6215, 9.5577, 10.1561,
+                    4.6424, 10.7802, 7.0296, 10.0943])
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0),
+                          prior=(-0.001459, 0.000306702, 0.000450136, 4.4709e-05, 6.40491, 0.013937))
+    assert [(w["start"], w["stop"], w["sign"]) for w in out] == [(8, 27, 1)]
