@@ -82,49 +82,16 @@ def main():
     ap.add_argument("--max", type=int, default=0, help="at most this many exposures (0: all)")
     a = ap.parse_args()
 
-    import zarr
+    from _stage1_setup import stage0, stage1_setup
 
-    from lrscube.config import profiles
     from lrscube.detection import detect as D
-    from lrscube.detection import intscat as intscat_screen
-    from lrscube.detection.detection_params import DetectionParams
-    from lrscube.detection.residuals import response_pattern
-    from lrscube.storage import cube, workstore
+    from lrscube.storage import workstore
 
-    url = cube.cube_url(a.store)
-    info = cube.info(a.store)
-    prof = profiles.load(info["profile"])
-    p = DetectionParams.from_profile(prof)
-    g = zarr.open_group(cube.zarr_store(url, read_only=True), mode="r")
-    n = cube.n_committed(a.store)
-    sub = np.array([str(v) for v in g["subarray"][:n]])
-    order = np.argsort(np.asarray(g["mjd"][:n], float), kind="stable")
-    kept = set(int(i) for i in cube.kept_slots(info))
-    rows = np.array([i for i in order if sub[i] == a.subarray and i in kept], np.int64)
-    if a.max:
-        rows = rows[:a.max]
-    N = rows.size
-    nints = np.asarray(g["nints"][:n])[rows] if "nints" in g else None
-    dof = None
-    if "intscat" in cube.optional_planes(g) and nints is not None:
-        dof = intscat_screen.degrees_of_freedom(nints)
-        dof = dof if (dof > 0).any() else None
-    ty, tx = D.tile_shape(N, p)
-    fy, fx = prof.frame_shape
-    spans = [(y, min(y + ty, fy), x, min(x + tx, fx)) for y in range(0, fy, ty) for x in range(0, fx, tx)]
-    B = D.balanced_batch(N, int(p.work_batch_exposures), 2)
-    origin = (0, 0)
+    s = stage1_setup(a.store, a.subarray, a.max)
+    url, prof, p, rows, N, dof, spans, B, origin = s.url, s.prof, s.p, s.rows, s.N, s.dof, s.spans, s.B, s.origin
+    ty, tx, fy, fx = s.ty, s.tx, s.fy, s.fx
 
-    idx = D.response_indices(N, p.response_exposures)
-    groups = [idx[k:k + 4] for k in range(0, idx.size, 4)]
-    resp = None
-    for _ in range(max(1, p.response_passes) if groups else 0):
-        q = response_pattern(np.concatenate([D._response_task(None, None, p, prof, url, rows[gi], resp, origin)
-                                             for gi in groups]))
-        resp = q if resp is None else np.clip(resp * q, D.RESPONSE_RANGE[0], D.RESPONSE_RANGE[1]).astype(np.float32)
-    unlit = None
-    if p.unlit_fraction is not None and groups:
-        unlit = D.unlit_of(np.stack([D._illumination_task(None, None, url, rows[gi]) for gi in groups]), p, prof)
+    resp, unlit = stage0(s)
 
     work = tempfile.mkdtemp(prefix="lrscube-wsize-")
     try:
