@@ -255,7 +255,7 @@ def test_mask_commits_by_one_pointer_write_and_plain_xarray_reads_it(small):
 
 def test_sigterm_releases_the_lock_and_keeps_the_committed_state(tmp_path, product_factory):
     files = [product_factory(f"f{i}_rate.fits", seed=i, exposure=f"{i:05d}", mjd_start=60000 + i)[0]
-             for i in range(12)]
+             for i in range(40)]  # 20 batches: the signal lands mid-ingest even on a fast machine
     store = tmp_path / "s"
     env = dict(os.environ, DASK_LRSCUBE__LOCAL__PROCESSES="false")
     p = subprocess.Popen([sys.executable, "-m", "lrscube.cli", "ingest", *map(str, files), "--store", str(store),
@@ -276,7 +276,7 @@ def test_sigterm_releases_the_lock_and_keeps_the_committed_state(tmp_path, produ
     assert "terminated (SIGTERM)" in err and "Traceback" not in err
     assert not (store / st.INGEST_LOCK).exists()
     n = cube.n_stored(str(store))
-    assert lrscube.open_cube(store).sizes["time"] == n < 12
+    assert lrscube.open_cube(store).sizes["time"] == n < 40
     assert verify(str(store)).ok
 
 
