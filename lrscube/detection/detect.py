@@ -376,10 +376,10 @@ def _tile_unlit(ctx: TileContext, origin, shape) -> np.ndarray:
     return np.asarray(u[ya:ya + shape[0], xa:xa + shape[1]], bool)
 
 
-def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, window: int) -> np.ndarray:
+def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, window: int) -> np.ndarray:
     """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
     more than ``max_events`` event exposures, or three exposures beyond the event threshold
-    (``high``: above it, or as far below the baseline) within ``2 window + 1`` exposures around
+    (``beyond``: above it, or as far below the baseline) within ``2 window + 1`` exposures around
     an event (cosmic rays hit a pixel in ~1e-4 of its exposures: three of them that close in one
     pixel are a fraction of a pixel of a million over a data set; a telegraph pixel's rare high
     states look exactly like that; and a cosmic ray only adds charge, so an exposure as far
@@ -387,14 +387,14 @@ def keep_whole_pixels(trans: np.ndarray, high: np.ndarray, max_events: int, wind
     Two close events are still taken for cosmic rays: kept, they would make a run of three
     exposures at 2 x clip_sigma / sqrt(3), above the threshold."""
     trans = np.asarray(trans, bool)
-    high = np.asarray(high, bool)
+    beyond = np.asarray(beyond, bool)
     out = trans.sum(axis=0) > max_events
     w = 2 * int(window) + 1
-    for j in np.flatnonzero(~out & trans.any(axis=0) & (high.sum(axis=0) >= 3)):
-        c = np.concatenate([[0], np.cumsum(high[:, j])])
+    for j in np.flatnonzero(~out & trans.any(axis=0) & (beyond.sum(axis=0) >= 3)):
+        c = np.concatenate([[0], np.cumsum(beyond[:, j])])
         t = np.flatnonzero(trans[:, j])
-        lo = np.clip(t - window, 0, high.shape[0])
-        hi = np.clip(t + window + 1, 0, high.shape[0])
+        lo = np.clip(t - window, 0, beyond.shape[0])
+        hi = np.clip(t + window + 1, 0, beyond.shape[0])
         if np.any(c[hi] - c[lo] >= 3):
             out[j] = True
     return out
@@ -756,18 +756,20 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
     stat = scan_statistic(z, min_length=p.min_bad_exposures)  # a defect lasts min_bad_exposures
     # screen 2: a run of excess scatter (standardised clipped squares, one-sided)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.minimum((e / g.s) ** 2, g.vc * g.vc)
+        x = e / g.s  # the residual in units of the noise, as screens 2 and 2b take it
+        q = np.minimum(x ** 2, g.vc * g.vc)
         yv = (q - g.m1) / np.sqrt(np.maximum(g.m2 - g.m1 * g.m1, 1e-12))
     vstat = scan_statistic(yv, min_length=p.min_bad_exposures, one_sided=True,
                            divisor=_scatter_divisor(g.t_idx.size, p.screen_fraction * th.variance,
                                                     p.variance_clip_sigma))
     # screen 2b: excess variance weighted by each exposure's precision, clipped at
-    # clip_sigma, the run's largest exposure left out twice (lrscube.detection.variance)
+    # clip_sigma, the run's largest exposure left out twice, once for a pixel that swings both
+    # ways (lrscube.detection.variance)
     with np.errstate(invalid="ignore", divide="ignore"):
         wm1 = np.where(g.jump, g.m1, tn.g1)
         wm2 = np.where(g.jump, g.m2, tn.g2)
-        uw, vw = variance.terms(e / g.s, g.s, g.clip, wm1, wm2)
-        tr = variance.trims(e / g.s, p.transient_sigma)
+        uw, vw = variance.terms(x, g.s, g.clip, wm1, wm2)
+        tr = variance.trims(x, p.transient_sigma)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
