@@ -812,9 +812,8 @@ def _above_population(px: _Pixel, new, normal, prior) -> bool:
     exposures of the current ``normal`` state not in ``new`` then are): those exposures each lie
     at the neighbours' level (all but a tenth of them within ``changepoint_sigma``,
     :func:`lrscube.detection.baseline.at_population`: a noisy stretch's mean may sit there, its
-    exposures do not) and ``new``'s weighted mean lies more than ``changepoint_sigma`` above it
-    (in its noise and the population's scatter of the level,
-    :func:`lrscube.detection.baseline.level_variance`). A raised run chosen for its higher
+    exposures do not) and ``new``'s dark level lies more than ``changepoint_sigma`` above theirs
+    (:func:`_population_z`). A raised run chosen for its higher
     response (where the sky-proportional description fits better) made every other exposure a
     loss of response: a normal pixel with a cosmic ray's afterglow over three exposures became
     LOW_QE throughout. A pixel low from the start that recovers is not stopped: its low stretch
@@ -826,12 +825,8 @@ def _above_population(px: _Pixel, new, normal, prior) -> bool:
     pr = tuple(float(v) for v in prior)
     if np.mean(baseline.at_population(px.r[other], px.s[other], px.sky[other], pr, k)) < 0.9:
         return False
-    w = new / px.s ** 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dev = float(np.sum(w * (px.r - pr[0] * px.sky - pr[2])) / np.sum(w))
-        lv = float(np.sum(w * baseline.level_variance(pr, px.sky)) / np.sum(w))
-        z = dev / np.sqrt(1.0 / np.sum(w) + lv)
-    return bool(np.isfinite(z) and z > k)
+    dz, _ = _population_z(px, new, prior)
+    return bool(np.isfinite(dz) and dz > k)
 
 
 def _scatter_spans(px: _Pixel, e, z, runs, local=False):
