@@ -651,7 +651,9 @@ def _step_state(px: _Pixel, exclude):
     the response, for every k leaving ``min_bad_exposures`` on each side (closed form from
     running sums); where the best reaches the level threshold (its chi^2 gain, in units of the
     scatter the step model leaves, at least the threshold squared), the side with the lower dark
-    level (or the higher response) is the normal state, if it is one state (scatters about its
+    level (or the higher response; not for a change of response too small to be a defect that a
+    step of the dark level describes as well, :func:`_small_response_step`) is the normal state,
+    if it is one state (scatters about its
     own (a, d) by at most :data:`STATIC_MAX_SCATTER`: a noisy stretch's scatter fits a step too)."""
     p, thr = px.p, px.thresholds.level
     L = int(max(p.min_bad_exposures, 2))
@@ -673,7 +675,7 @@ def _step_state(px: _Pixel, exclude):
     chi1 = Syy - b1 @ np.linalg.solve(A1, b1)
     ks = np.arange(L, m - L + 1)
     Tw, Tx, Txx, Ty, Txy = (suffix(v)[ks] for v in (w, w * x, w * x * x, w * y, w * x * y))
-    best = None
+    fits = {}
     for kind, (Tu, Txu, Tuu, Tyu) in (("add", (Tw, Tx, Tw, Ty)), ("mult", (Tx, Txx, Txx, Txy))):
         A = np.empty((ks.size, 3, 3))
         A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1] = Sxx, Sx, Sx, Sw
@@ -688,18 +690,34 @@ def _step_state(px: _Pixel, exclude):
         beta[good] = np.linalg.solve(A[good], b[good][..., None])[..., 0]
         chi = np.where(good, Syy - np.einsum("ki,ki->k", np.nan_to_num(beta), b), np.inf)
         j = int(np.argmin(chi))
-        if best is None or chi[j] < best[0]:
-            best = (float(chi[j]), kind, int(ks[j]), float(beta[j, 2]))
-    if best is None:
+        fits[kind] = (float(chi[j]), kind, int(ks[j]), float(beta[j, 2]), float(beta[j, 0]))
+    if not fits:
         return None
-    chi2, kind, k, delta = best
-    gain = (chi1 - chi2) / max(1.0, chi2 / (m - 3))
+    chi2, kind, k, delta, a0 = min(fits.values())
+    unit = max(1.0, chi2 / (m - 3))
+    gain = (chi1 - chi2) / unit
     if not gain >= thr * thr:
         return None
+    if kind == "mult" and "add" in fits and _small_response_step(delta, a0, fits["add"][0] - chi2, unit, p):
+        chi2, kind, k, delta, a0 = fits["add"]
     low_first = delta > 0 if kind == "add" else delta < 0
     keep = np.zeros(px.n, bool)
     keep[idx[:k] if low_first else idx[k:]] = True
     return keep if scatter_about_state(r, s, sky, keep) <= STATIC_MAX_SCATTER else None
+
+
+def _small_response_step(delta: float, a: float, excess_chi2: float, unit: float, p) -> bool:
+    """True when a step fitted best as a change of response is too small to be a defect (a
+    fractional change below LOW_QE's ``min_deficit``, within the flat field's own variations)
+    and a step of the dark level describes the exposures as well (its chi^2 within
+    ``boundary_sigma`` squared, in units of the scatter the step leaves). Over a narrow range of
+    sky the two are one description, and they name opposite sides normal: a rise of the dark
+    level (a warm pixel's onset) leaves the earlier side normal, a rise of the response the
+    later one, and the earlier side's loss of a few percent is then no defect at all. A pixel's
+    dark current steps; its response does not move by a few percent on its own."""
+    frac = abs(delta) / max(1.0 + a, 1e-6)
+    return bool(frac < float(p.classes["LOW_QE"]["min_deficit"])
+                and excess_chi2 <= float(p.boundary_sigma) ** 2 * unit)
 
 
 def _population_z(px: _Pixel, m, prior) -> tuple[float, float]:
