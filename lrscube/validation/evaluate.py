@@ -454,6 +454,7 @@ def evaluate_arrays(ds, intervals: pd.DataFrame, truth: pd.DataFrame, profile=No
     found, onset = _new_defects_found(rows, new, seen, flagged)
     out.update(_new_defect_scores(rows, new, found, onset, seen, flagged))
     out["per_behaviour"] = _per_behaviour(truth, rows, new, found, onset, high, seen, flagged)
+    out["new_defects_by_own_evidence"] = own_evidence(truth, rows, new, found, seen, thr)
     # normal pixels and look-alikes
     order = np.argsort(np.asarray(ds["mjd"].values, float), kind="stable")
     boxes = _footprints(ds, order)
@@ -479,8 +480,8 @@ def _detectable_rows(ds, truth, key_index, mjd, px, dispersion_axis, high, judge
         sky[:, mult_rows] = _sky_at(ds, px.iy[col[mult_rows]], px.ix[col[mult_rows]], dispersion_axis)
     known = high.any(axis=0) if high is not None else np.zeros(len(truth), bool)
     row_bad = detectable_span(row_bad, px.seen[:, col], high, known)
-    ok, _ = judge(truth, px.seen[:, col], row_bad, px.err[:, col], sky)
-    return _TruthRows(ok=ok, col=col, row_bad=row_bad, shape=shape)
+    ok, sig = judge(truth, px.seen[:, col], row_bad, px.err[:, col], sky)
+    return _TruthRows(ok=ok, col=col, row_bad=row_bad, shape=shape, significance=sig)
 
 
 def _new_defect_scores(rows: "_TruthRows", new, found, onset, seen, flagged) -> dict:
@@ -545,6 +546,7 @@ class _TruthRows:
     col: np.ndarray
     row_bad: np.ndarray
     shape: tuple[int, int]
+    significance: np.ndarray  #: the significance its detectability rule uses (:func:`detectable`)
 
     def bad_where(self, rows: np.ndarray) -> np.ndarray:
         """(time, pixel): where the detectable rows among ``rows`` are bad."""
@@ -578,6 +580,33 @@ def _new_defects_found(rows: _TruthRows, new: np.ndarray, seen, flagged) -> tupl
             found[i] = True
             onset[i] = _onset_error(flagged[:, c], tb, seen[:, c])
     return found, onset
+
+
+def own_evidence(truth: pd.DataFrame, rows: _TruthRows, new, found, seen, threshold: float) -> dict:
+    """The detectable new defects binned by the evidence of their change against the pixel's own
+    exposures outside it, per class and in all: ``{class: {bin: {"detectable", "found"}}}``.
+
+    Detectability stacks a defect's bad exposures against the truth's level; a detector sees a
+    change only against the pixel's other exposures (a fixed excess within the physical limits
+    is a normal pixel), so the same significance times ``sqrt(n_good / (n_good + n_bad))``, a
+    two-sample one. Bins: below the detection ``threshold``, up to ``POWER_MARGIN_SIGMA`` above
+    it, beyond. (For noisy rows, whose significance is of excess variance, the scaling is only
+    indicative.)"""
+    edges = (float(threshold), float(threshold) + POWER_MARGIN_SIGMA)
+    names = (f"below {edges[0]:.1f}", f"{edges[0]:.1f}-{edges[1]:.1f}", f"above {edges[1]:.1f}")
+    flag = truth["flag"].astype(str).to_numpy()
+    out: dict = {}
+    for i in np.flatnonzero(rows.ok & new):
+        c = rows.col[i]
+        bad = rows.row_bad[:, i] & seen[:, c]
+        nb, ng = int(bad.sum()), int((seen[:, c] & ~rows.row_bad[:, i]).sum())
+        own = float(rows.significance[i]) * np.sqrt(ng / max(ng + nb, 1))
+        b = names[int(np.searchsorted(edges, own, side="right"))]
+        for cls in (flag[i], "all"):
+            cell = out.setdefault(cls, {n: {"detectable": 0, "found": 0} for n in names})[b]
+            cell["detectable"] += 1
+            cell["found"] += int(found[i])
+    return out
 
 
 def _per_behaviour(truth, rows: _TruthRows, new, found, onset, high, seen, flagged) -> dict:
@@ -749,6 +778,10 @@ def format_report(res: dict) -> str:
                  f"(pixel-exposures {fmt(res['recall_new_pixel_exposures'])})")
     o = res["onset_error_exposures"]
     lines.append(f"onset error (exposures): median {o['median']}, 90th percentile |error| {o['p90_abs']} (n={o['n']})")
+    own = res.get("new_defects_by_own_evidence", {}).get("all")
+    if own:
+        lines.append("new defects found by the change's own evidence (sigma against the pixel's other exposures): "
+                     + ", ".join(f"{b} {v['found']}/{v['detectable']}" for b, v in own.items()))
     if "class_confusion" in res:
         lines.append("class (truth -> detected): " + "; ".join(
             f"{t}: " + ", ".join(f"{d} {n}" for d, n in sorted(v.items())) for t, v in sorted(res["class_confusion"].items())))

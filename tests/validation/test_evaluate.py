@@ -95,8 +95,18 @@ def test_per_behaviour_normal_pixel_and_lookalike_figures_on_a_hand_made_case():
     # look-alikes: the hit on the flagged normal pixel counts, the one on a bad pixel does not
     assert res["lookalikes"]["cosmic_ray"] == {"pixel_exposures": 2, "flagged": 1, "rate": 0.5}
     assert res["lookalikes"]["persistence"]["rate"] == 0.0
+    # the change's own evidence, against the pixel's other exposures: the step 23.2 sigma stacked
+    # over 15 exposures with 5 before it, 11.6; the noisy pixel 20 with 10 of 20 good, 14.1; the
+    # telegraph 7.3 over its 6-exposure span with 14 others, 6.1: below the 6.3-sigma threshold
+    own = res["new_defects_by_own_evidence"]
+    below, at, above = own["all"]
+    assert below.startswith("below 6.3") and above.startswith("above 8.6")
+    assert own["all"][below] == {"detectable": 1, "found": 0} and own["TELEGRAPH"][below]["detectable"] == 1
+    assert own["all"][at] == {"detectable": 0, "found": 0}
+    assert own["all"][above] == {"detectable": 2, "found": 2} and own["HOT"][above] == {"detectable": 1, "found": 1}
     text = format_report(res)
     assert "per behaviour" in text and "rts_inter" in text and "normal pixels flagged: 1 of 96" in text
+    assert f"{below} 0/1" in text
 
 
 def test_noisy_detectability_is_its_excess_variance():
