@@ -43,7 +43,8 @@ from typing import NamedTuple
 import numba
 
 import numpy as np
-from scipy.special import dawsn, log_ndtr, ndtr, ndtri
+from scipy.special import log_ndtr, ndtri
+from scipy.special import cython_special as _special  # scalar entry points of the same functions
 
 from .residuals import local_linear, MAD_TO_SIGMA, running_median
 from .running import median_about, median_inplace
@@ -198,6 +199,28 @@ def fit_response_offset(r, s, sky, valid=None, *, iterations: int = 4, ridge: fl
     a, d, a_err, d_err, h, n = out
     return State(a.reshape(rest), d.reshape(rest), a_err.reshape(rest), d_err.reshape(rest),
                  h.reshape(r.shape) if leverage else None, n.reshape(rest))
+
+
+def fit_one(r, s, sky, use, prior=None, *, iterations: int = 4, ridge: float = 1e-6):
+    """``(a, d, a_err, d_err, n)`` (floats) of :func:`fit_response_offset` (no leverages) for one
+    pixel over its exposures ``use`` (``r, s, sky``: 1-D; ``prior``: 4+ scalars or 1-element
+    arrays). The same compiled fit with the same arguments, without the reshapes for a
+    tile: the per-candidate analysis fits one pixel a dozen times, and the wrapper cost ten times
+    the fit of ~100 exposures."""
+    cols = [np.asarray(v)[use, None] for v in (r, s, sky)]
+    T = cols[0].shape[0]
+    # float32 and float64 as they are, others as float64; read-only (T, 1) views, as
+    # fit_response_offset's broadcast_to passes them (the same compiled kernel)
+    cols = [np.broadcast_to(v if v.dtype in (np.float32, np.float64) else v.astype(float), (T, 1)) for v in cols]
+    if prior is None:
+        ma = md = pa = pd_ = np.zeros(1)
+    else:
+        ma, va, md, vd = (np.asarray(v, float).reshape(1) for v in prior[:4])
+        ma, md = np.where(np.isfinite(ma), ma, 0.0), np.where(np.isfinite(md), md, 0.0)
+        pa, pd_ = 1.0 / np.maximum(va, 1e-12), 1.0 / np.maximum(vd, 1e-12)
+    a, d, a_err, d_err, _, n = _fit_pixels(cols[0], cols[1], cols[2], np.ones((T, 1), bool), ma, pa, md, pd_,
+                                           int(iterations), float(ridge), False)
+    return float(a[0]), float(d[0]), float(a_err[0]), float(d_err[0]), float(n[0])
 
 
 #: a median |residual| at most this (noise units) makes the scale 1 whatever it is exactly
@@ -628,7 +651,7 @@ def one_sided_sigma(p: float) -> float:
 # the tail of a sum of clipped squares (the excess-scatter statistic's null)
 
 
-_LOG_2 = np.log(2.0)
+_LOG_2 = float(np.log(2.0))
 
 
 @functools.lru_cache(maxsize=256)
@@ -637,19 +660,37 @@ def _log_ndtr_neg(c: float) -> float:
     return float(log_ndtr(-c))
 
 
+def _logaddexp(x: float, y: float) -> float:
+    """``np.logaddexp`` of two floats, bit for bit (numpy's ``npy_logaddexp``: the same libm
+    ``exp`` and ``log1p``) at a quarter of the cost of the ufunc on scalars."""
+    if x == y:  # infinities of the same sign
+        return x + _LOG_2
+    tmp = x - y
+    if tmp > 0:
+        return x + math.log1p(math.exp(-tmp))
+    if tmp <= 0:
+        return y + math.log1p(math.exp(tmp))
+    return tmp  # NaN
+
+
 def _log_mgf_clipped_square(theta: float, c: float) -> float:
-    """log E[exp(theta min(Z^2, c^2))], Z ~ N(0, 1)."""
+    """log E[exp(theta min(Z^2, c^2))], Z ~ N(0, 1).
+
+    Scalar code called ~100 times per significance (the tilt's bisections): scipy's scalar
+    ``cython_special`` functions rather than the ufuncs (the same values). ``np.log`` stays: on
+    this machine numpy's own (SIMD) logarithm differs from libm's (``math.log``, and numba's) in
+    the last bit for about one argument in 4,000, and the bisections compare to the last bit."""
     log_out = theta * c * c + _LOG_2 + _log_ndtr_neg(c)  # |Z| > c
     if abs(theta - 0.5) < 1e-9:
         log_in = np.log(2.0 * c / math.sqrt(2.0 * np.pi))
     elif theta < 0.5:
         a = math.sqrt(1.0 - 2.0 * theta)
-        log_in = -np.log(a) + np.log(max(2.0 * float(ndtr(c * a)) - 1.0, 1e-300))
+        log_in = -np.log(a) + np.log(max(2.0 * _special.ndtr(c * a) - 1.0, 1e-300))
     else:  # integral of exp(b z^2) over |z| < c, b = theta - 1/2, through Dawson's function
         b = theta - 0.5
         x = c * math.sqrt(b)
-        log_in = 0.5 * np.log(2.0 / np.pi) + b * c * c + np.log(max(float(dawsn(x)), 1e-300)) - 0.5 * np.log(b)
-    return float(np.logaddexp(log_in, log_out))
+        log_in = 0.5 * np.log(2.0 / np.pi) + b * c * c + np.log(max(_special.dawsn(x), 1e-300)) - 0.5 * np.log(b)
+    return _logaddexp(float(log_in), log_out)
 
 
 def _step(t: float) -> float:

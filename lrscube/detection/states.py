@@ -63,10 +63,7 @@ class Thresholds(NamedTuple):
 def baseline_state(r, s, sky, use, prior=None) -> tuple[float, float]:
     """Robust (a, d) of one pixel over the exposures ``use``, drawn from the population
     ``prior = (ma, va, md, vd)`` (:func:`lrscube.detection.baseline.neighbour_prior`; none: free)."""
-    pr = None if prior is None else tuple(np.atleast_1d(np.asarray(v, float)) for v in prior)
-    st = baseline.fit_response_offset(r[use, None], s[use, None], sky[use, None], iterations=2, prior=pr,
-                                      leverage=False)
-    a, d = float(st.a[0]), float(st.d[0])
+    a, d = baseline.fit_one(r, s, sky, use, prior, iterations=2)[:2]
     if not np.isfinite(a):
         a = float(prior[0]) if prior is not None else 0.0
     if not np.isfinite(d):
@@ -76,8 +73,8 @@ def baseline_state(r, s, sky, use, prior=None) -> tuple[float, float]:
 
 def state(r, s, sky, use) -> baseline.State:
     """Robust (a, d) of r = a * sky + d over the exposures ``use`` (scalars; no leverages)."""
-    st = baseline.fit_response_offset(r[use, None], s[use, None], sky[use, None], leverage=False)
-    return baseline.State(*(None if v is None else float(v[0]) for v in st))
+    a, d, a_err, d_err, n = baseline.fit_one(r, s, sky, use)
+    return baseline.State(a, d, a_err, d_err, None, n)
 
 
 def _cover(runs, n: int) -> np.ndarray:

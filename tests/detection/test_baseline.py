@@ -677,6 +677,95 @@ def test_compiled_clipped_moments_and_rms_ratio_are_pythons_bit_for_bit():
         assert np.float64(got).view(np.int64) == np.float64(want).view(np.int64), (mean, null, c)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_fit_one_is_fit_response_offset_of_one_column_bit_for_bit(dtype):
+    # NaN and infinite residuals, zero and NaN noise, a constant sky; priors with NaN, infinite,
+    # zero and negative variances; no exposure, one, every one unusable, masks and index arrays
+    rng = np.random.default_rng(8)
+    n = 60
+    cases = []
+    for k in range(40):
+        sky = rng.uniform(1, 20, n) if k % 7 else np.full(n, 5.0)
+        r = 0.03 * sky + 0.2 + rng.normal(0, 0.1, n) * (10.0 if k % 5 == 0 else 1.0)
+        s = np.full(n, 0.1)
+        if k % 3 == 0:
+            r[rng.random(n) < 0.1] = np.nan
+            r[rng.integers(n)] = np.inf
+            s[rng.integers(n)] = 0.0
+            s[rng.integers(n)] = np.nan
+        use = rng.random(n) < 0.8
+        cases.append((r, s, sky, use))
+    r, s, sky, _ = cases[1]
+    cases += [(r, s, sky, np.zeros(n, bool)), (r, s, sky, np.eye(1, n, 3, dtype=bool)[0]),
+              (np.full(n, np.nan), s, sky, np.ones(n, bool)), (r, s, sky, np.array([4, 2, 9])),
+              (r[:1], s[:1], sky[:1], np.ones(1, bool)), (r[:0], s[:0], sky[:0], np.ones(0, bool))]
+    priors = [None, (0.02, 1e-4, 0.1, 0.01), (np.nan, 1e-4, 0.1, np.inf), (0.02, 0.0, -1.0, -0.0),
+              (np.array([0.01]), np.array([np.nan]), np.array([0.3]), np.array([1e-3])),
+              (np.float32(0.02), np.float32(1e-4), np.float32(0.1), np.float32(0.01), 3.0, 0.5)]
+    for i, (r, s, sky, use) in enumerate(cases):
+        r, s, sky = (np.round(v).astype(dtype) if dtype is np.int64 else v.astype(dtype) for v in (r, s, sky))
+        for prior in priors:
+            for it in (2, 4):
+                pr = None if prior is None else tuple(np.atleast_1d(np.asarray(v, float)) for v in prior)
+                with np.errstate(all="ignore"):
+                    st = baseline.fit_response_offset(r[use, None], s[use, None], sky[use, None], iterations=it,
+                                                      prior=pr, leverage=False)
+                    got = baseline.fit_one(r, s, sky, use, prior, iterations=it)
+                want = (st.a[0], st.d[0], st.a_err[0], st.d_err[0], st.n[0])
+                assert [_bits(v) for v in got] == [_bits(v) for v in want], (i, prior, it)
+
+
+def _log_mgf_ufuncs(theta, c):
+    """The clipped square's log MGF through scipy's and numpy's ufuncs (the former code)."""
+    from scipy.special import dawsn, log_ndtr, ndtr
+    log_out = theta * c * c + np.log(2.0) + float(log_ndtr(-c))
+    if abs(theta - 0.5) < 1e-9:
+        log_in = np.log(2.0 * c / math.sqrt(2.0 * np.pi))
+    elif theta < 0.5:
+        a = math.sqrt(1.0 - 2.0 * theta)
+        log_in = -np.log(a) + np.log(max(2.0 * float(ndtr(c * a)) - 1.0, 1e-300))
+    else:
+        b = theta - 0.5
+        x = c * math.sqrt(b)
+        log_in = 0.5 * np.log(2.0 / np.pi) + b * c * c + np.log(max(float(dawsn(x)), 1e-300)) - 0.5 * np.log(b)
+    return float(np.logaddexp(log_in, log_out))
+
+
+def _bits(v):
+    return np.float64(v).view(np.int64)
+
+
+def test_scalar_logaddexp_is_numpys_bit_for_bit():
+    rng = np.random.default_rng(5)
+    x = np.r_[rng.normal(0, 30, 20000), np.inf, -np.inf, np.nan, 0.0, -0.0, 5.0, np.inf, -np.inf, 1e308, -745.0]
+    y = np.r_[rng.normal(0, 30, 20000), np.inf, -np.inf, 1.0, -0.0, 0.0, 5.0, -np.inf, np.inf, 1e308, -746.0]
+    y[:5000] = x[:5000] + rng.normal(0, 1e-3, 5000)  # close pairs: log1p of values near 1
+    for a, b in zip(x.tolist(), y.tolist()):
+        got, want = baseline._logaddexp(a, b), float(np.logaddexp(a, b))
+        assert _bits(got) == _bits(want) or (np.isnan(got) and np.isnan(want)), (a, b)
+
+
+def test_log_mgf_and_the_clipped_square_significance_are_the_ufuncs_bit_for_bit(monkeypatch):
+    # tilts on both sides of 1/2 and at it, clips from 0.3 to 50, NaN and infinite ones
+    rng = np.random.default_rng(6)
+    thetas = np.r_[rng.uniform(-3, 30, 30000), 0.5, 0.5 + 1e-10, 0.5 - 2e-9, 0.0, -0.0, 1e-4, np.nan, 0.3, 0.3]
+    cs = np.r_[np.exp(rng.uniform(np.log(0.3), np.log(50), 30000)), 4.0, 4.0, 4.0, 6.0, 3.0, 1e-3, 4.0, np.inf, np.nan]
+    for th, c in zip(thetas.tolist(), cs.tolist()):
+        got, want = baseline._log_mgf_clipped_square(th, c), _log_mgf_ufuncs(th, c)
+        assert _bits(got) == _bits(want) or (np.isnan(got) and np.isnan(want)), (th, c)
+    # the significances through the bisections, against the same code on the ufuncs
+    args = [(float(t), int(n), float(c), float(s)) for t, n, c, s in zip(
+        rng.uniform(0, 40, 150), rng.integers(1, 120, 150), rng.choice([3.0, 4.0, 6.0], 150), rng.uniform(0.7, 1.6, 150))]
+    args = [(t * n, n, c, s) for t, n, c, s in args] + [(0.0, 5, 4.0, 1.0), (1.0, 1, 4.0, 1.0), (80.0, 5, 4.0, 1.0)]
+    got = [baseline.clipped_square_sigma(*a) for a in args]
+    baseline._t_max.cache_clear()
+    monkeypatch.setattr(baseline, "_log_mgf_clipped_square", _log_mgf_ufuncs)
+    want = [baseline.clipped_square_sigma(*a) for a in args]
+    baseline._t_max.cache_clear()
+    assert [_bits(v) for v in got] == [_bits(v) for v in want]
+    assert len(set(got)) > 100  # most of them in the bisection, not at 0 or the tilt's end
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_standardised_histograms_are_those_of_the_whole_array_residuals(dtype):
     # NaN and infinite residuals, ERR 0, leverages at 0, 1 and beyond, values on the bin edges
