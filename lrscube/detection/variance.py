@@ -345,23 +345,46 @@ def best_run(u: np.ndarray, v: np.ndarray, min_length: int = 3, lo: int = 0, hi:
     m = hi - lo
     if m < max(min_length, 1):
         return lo, lo, -np.inf
-    uu, vv = u[lo:hi], v[lo:hi]
-    U = np.concatenate([[0.0], np.cumsum(uu)])
-    V = np.concatenate([[0.0], np.cumsum(vv)])
-    i = np.arange(m + 1)[:, None]
-    j = np.arange(m + 1)[None, :]
-    # the running maximum of u from each start: top[i, j] = max(uu[i:j])
-    top = np.full((m + 1, m + 1), -np.inf)
-    for a in range(m):
-        top[a, a + 1:] = np.maximum.accumulate(uu[a:])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        st = (U[None, :] - U[:, None] - float(trim) * np.maximum(top, 0.0)) / np.sqrt(V[None, :] - V[:, None])
-    st = np.where((j - i >= max(min_length, 1)) & np.isfinite(st), st, -np.inf)
-    k = int(np.argmax(st))
-    a, b = divmod(k, m + 1)
-    if not np.isfinite(st[a, b]):
+    a, b, st = _best_trimmed_run(np.ascontiguousarray(u[lo:hi]), np.ascontiguousarray(v[lo:hi]),
+                                 int(max(min_length, 1)), float(trim))
+    if not np.isfinite(st):
         return lo, lo, -np.inf
-    return lo + a, lo + b, float(st[a, b])
+    return lo + int(a), lo + int(b), float(st)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _best_maximum(x, y):
+    """``np.maximum`` of two floats as numpy computes it here: NaN if either is, else ``x`` where
+    ``x > y``, else ``y`` (of two zeros the second, whatever their signs)."""
+    return x if (x > y or x != x) else y
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _best_trimmed_run(uu, vv, min_length, trim):
+    """:func:`best_run`'s scan, compiled: each run's statistic ``(U_j - U_i - trim max(0,
+    max(uu[i:j]))) / sqrt(V_j - V_i)`` (``U, V``: prefix sums from 0, as ``np.cumsum``), the
+    first largest finite one in (start, end) order as ``np.argmax`` finds it over the (start,
+    end) table it replaces; ``(0, 0, -inf)`` when none is finite."""
+    m = uu.size
+    U = np.zeros(m + 1)
+    V = np.zeros(m + 1)
+    if m:
+        U[1], V[1] = uu[0], vv[0]  # np.cumsum starts from the first term, not 0 + it (-0.0)
+    for k in range(1, m):
+        U[k + 1] = U[k] + uu[k]
+        V[k + 1] = V[k] + vv[k]
+    best, bi, bj = -np.inf, 0, 0
+    for i in range(m):
+        top = uu[i]  # np.maximum.accumulate from the start
+        for j in range(i + 1, m + 1):
+            if j > i + 1:
+                top = _best_maximum(top, uu[j - 1])
+            if j - i < min_length:
+                continue
+            st = (U[j] - U[i] - trim * _best_maximum(top, 0.0)) / np.sqrt(V[j] - V[i])
+            if st > best and np.isfinite(st):
+                best, bi, bj = st, i, j
+    return bi, bj, best
 
 
 def rms_ratio(x: np.ndarray, s: np.ndarray, clip, m1) -> float:

@@ -351,3 +351,65 @@ def test_a_strongly_noisy_pixel_seen_in_its_last_five_exposures_is_found_and_no_
     u2, v2 = variance.terms(x2, s[:, None], 6.0, G1, G2)
     assert variance.trims(x2, 5.0)[0] == variance.TRIM
     assert variance.scan(u2, v2, min_length=3, trim=variance.trims(x2, 5.0))[0] < 5.0
+
+
+def _best_run_numpy(u, v, min_length=3, lo=0, hi=None, trim=variance.TRIM):
+    """best_run as the (start, end) table in numpy computed it (the code the kernel replaces)."""
+    u = np.asarray(u, float)
+    v = np.asarray(v, float)
+    n = u.size
+    hi = n if hi is None else hi
+    m = hi - lo
+    if m < max(min_length, 1):
+        return lo, lo, -np.inf
+    uu, vv = u[lo:hi], v[lo:hi]
+    U = np.concatenate([[0.0], np.cumsum(uu)])
+    V = np.concatenate([[0.0], np.cumsum(vv)])
+    i = np.arange(m + 1)[:, None]
+    j = np.arange(m + 1)[None, :]
+    top = np.full((m + 1, m + 1), -np.inf)
+    for a in range(m):
+        top[a, a + 1:] = np.maximum.accumulate(uu[a:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        st = (U[None, :] - U[:, None] - float(trim) * np.maximum(top, 0.0)) / np.sqrt(V[None, :] - V[:, None])
+    st = np.where((j - i >= max(min_length, 1)) & np.isfinite(st), st, -np.inf)
+    k = int(np.argmax(st))
+    a, b = divmod(k, m + 1)
+    if not np.isfinite(st[a, b]):
+        return lo, lo, -np.inf
+    return lo + a, lo + b, float(st[a, b])
+
+
+def test_compiled_best_run_is_the_numpy_tables_bit_for_bit():
+    # noise, runs, NaN and infinite terms, zero and negative variances, signed zeros, ties,
+    # one exposure, none, lengths beyond the series, windows lo:hi
+    rng = np.random.default_rng(11)
+    cases = []
+    for k in range(300):
+        n = int(rng.integers(1, 90))
+        u = rng.normal(0, 1, n) + (rng.random(n) < 0.2) * rng.uniform(0, 30, n)
+        v = rng.uniform(0.5, 2, n)
+        if k % 4 == 0:
+            u[rng.random(n) < 0.1] = np.nan
+            v[rng.random(n) < 0.1] = 0.0
+        if k % 5 == 0:
+            u[rng.random(n) < 0.1] = np.inf
+            v[rng.random(n) < 0.1] = -1.0
+        if k % 6 == 0:
+            u = np.round(u)  # ties
+            u[rng.random(n) < 0.3] = -0.0
+        if k % 7 == 0:
+            u = np.zeros(n)
+            u[::2] = -0.0
+        cases.append((u, v))
+    cases += [(np.array([5.0]), np.array([1.0])), (np.zeros(0), np.zeros(0)), (np.array([-0.0, -0.0, 0.0]), np.ones(3)),
+              (np.full(10, np.nan), np.ones(10)), (np.ones(10), np.zeros(10))]
+    for u, v in cases:
+        n = u.size
+        for ml in (0, 1, 3, n + 2):
+            for trim in (0.0, variance.TRIM, 1.0):
+                for lo, hi in ((0, None), (min(2, n), max(n - 1, min(2, n)))):
+                    got = variance.best_run(u, v, ml, lo, hi, trim)
+                    want = _best_run_numpy(u, v, ml, lo, hi, trim)
+                    assert got[:2] == want[:2] and np.float64(got[2]).tobytes() == np.float64(want[2]).tobytes(), \
+                        (u, v, ml, trim, lo, hi, got, want)
