@@ -861,9 +861,11 @@ def _count_may_exceed(U, V, sp, kk, off, L, nw, trim, mode, bb):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _max_trimmed_ratio(ut, vt, lengths, trim, out):
+def _max_trimmed_ratio(u, v, lengths, trim, out):
     """out[p] = max over L in lengths, i of (sum u - trim[p] max(max u, 0)) / sqrt(sum v) over
-    ut[p, i:i + L], vt[p, i:i + L]; the window maxima from a sparse table (O(n log n) per pixel).
+    u[i:i + L, p], v[i:i + L, p] ((time, pixel) arrays, read column by column where they are:
+    neighbouring pixels share cache lines, and transposed copies cost a third of the scan);
+    the window maxima from a sparse table (O(n log n) per pixel).
 
     The square root and the division (most of the cost: they share one execution unit) are taken
     only for the windows whose ratio may exceed the largest so far (:func:`_may_exceed`, a few in
@@ -871,7 +873,7 @@ def _max_trimmed_ratio(ut, vt, lengths, trim, out):
     count. The largest ratio goes through the same values in the same order as when every window
     was computed (a window passed over could not have replaced it), so the result has the same
     bits, the sign of a zero included (tests/detection/test_running.py)."""
-    P, n = ut.shape
+    n, P = u.shape
     K = 1
     while (1 << K) <= n:
         K += 1
@@ -882,9 +884,9 @@ def _max_trimmed_ratio(ut, vt, lengths, trim, out):
         U[0] = 0.0
         V[0] = 0.0
         for t in range(n):
-            U[t + 1] = U[t] + ut[p, t]
-            V[t + 1] = V[t] + vt[p, t]
-            sp[0, t] = ut[p, t]
+            U[t + 1] = U[t] + u[t, p]
+            V[t + 1] = V[t] + v[t, p]
+            sp[0, t] = u[t, p]
         k = 1
         while (1 << k) <= n:
             h = 1 << (k - 1)
@@ -924,11 +926,11 @@ def max_trimmed_ratio(u: np.ndarray, v: np.ndarray, lengths, trim) -> np.ndarray
     sqrt(sum v)`` over windows of the given ``lengths`` and every start
     (:func:`lrscube.detection.variance.scan`); ``-inf`` where none fits. ``trim``: one number,
     or one per pixel (P,)."""
-    ut = np.ascontiguousarray(np.asarray(u, np.float64).T)
-    vt = np.ascontiguousarray(np.asarray(v, np.float64).T)
-    out = np.empty(ut.shape[0], np.float64)
-    tr = np.ascontiguousarray(np.broadcast_to(np.asarray(trim, np.float64), (ut.shape[0],)))
-    _max_trimmed_ratio(ut, vt, np.asarray(lengths, np.int64), tr, out)
+    u = np.asarray(u, np.float64)
+    v = np.asarray(v, np.float64)
+    out = np.empty(u.shape[1], np.float64)
+    tr = np.ascontiguousarray(np.broadcast_to(np.asarray(trim, np.float64), (u.shape[1],)))
+    _max_trimmed_ratio(u, v, np.asarray(lengths, np.int64), tr, out)
     return out
 
 

@@ -463,7 +463,11 @@ def test_trimmed_ratio_scan_is_that_of_every_window_bit_for_bit():
             ut, vt = np.ascontiguousarray(u), np.ascontiguousarray(v)
             lengths = np.asarray(lengths, np.int64)
             got, want = np.empty(ut.shape[0]), np.empty(ut.shape[0])
-            running._max_trimmed_ratio(ut, vt, lengths, np.full(ut.shape[0], trim), got)
+            running._max_trimmed_ratio(ut.T, vt.T, lengths, np.full(ut.shape[0], trim), got)  # (time, pixel)
             _max_trimmed_ratio_before(ut, vt, lengths, trim, want)
             assert np.array_equal(got.view(np.int64), want.view(np.int64)), (name, trim)
+            got_c = np.empty(ut.shape[0])  # C-ordered (time, pixel), as variance.scan passes its terms
+            running._max_trimmed_ratio(np.ascontiguousarray(ut.T), np.ascontiguousarray(vt.T), lengths,
+                                       np.full(ut.shape[0], trim), got_c)
+            assert np.array_equal(got_c.view(np.int64), want.view(np.int64)), (name, trim)
     assert np.signbit(want[17]) == np.signbit(got[17])  # the zeros' signs, as computed before
