@@ -207,17 +207,23 @@ def fit_one(r, s, sky, use, prior=None, *, iterations: int = 4, ridge: float = 1
     arrays). The same compiled fit with the same arguments, without the reshapes for a
     tile: the per-candidate analysis fits one pixel a dozen times, and the wrapper cost ten times
     the fit of ~100 exposures."""
-    cols = [np.asarray(v)[use, None] for v in (r, s, sky)]
+    cols = []
+    for v in (r, s, sky):
+        v = np.asarray(v)[use]
+        if v.dtype not in (np.float32, np.float64):  # float32 and float64 as they are
+            v = v.astype(float)
+        v = v.reshape(-1, 1)
+        v.flags.writeable = False  # read-only, as fit_response_offset passes them: the same compiled kernel
+        cols.append(v)
     T = cols[0].shape[0]
-    # float32 and float64 as they are, others as float64; read-only (T, 1) views, as
-    # fit_response_offset's broadcast_to passes them (the same compiled kernel)
-    cols = [np.broadcast_to(v if v.dtype in (np.float32, np.float64) else v.astype(float), (T, 1)) for v in cols]
     if prior is None:
         ma = md = pa = pd_ = np.zeros(1)
-    else:
-        ma, va, md, vd = (np.asarray(v, float).reshape(1) for v in prior[:4])
-        ma, md = np.where(np.isfinite(ma), ma, 0.0), np.where(np.isfinite(md), md, 0.0)
-        pa, pd_ = 1.0 / np.maximum(va, 1e-12), 1.0 / np.maximum(vd, 1e-12)
+    else:  # numpy's values in floats: isfinite, and maximum's NaN
+        ma, va, md, vd = (float(v) if np.ndim(v) == 0 else float(np.asarray(v, float).reshape(-1)[0])
+                          for v in prior[:4])
+        pr = np.array([ma if math.isfinite(ma) else 0.0, 1.0 / (va if (va > 1e-12 or va != va) else 1e-12),
+                       md if math.isfinite(md) else 0.0, 1.0 / (vd if (vd > 1e-12 or vd != vd) else 1e-12)])
+        ma, pa, md, pd_ = pr[0:1], pr[1:2], pr[2:3], pr[3:4]
     a, d, a_err, d_err, _, n = _fit_pixels(cols[0], cols[1], cols[2], np.ones((T, 1), bool), ma, pa, md, pd_,
                                            int(iterations), float(ridge), False)
     return float(a[0]), float(d[0]), float(a_err[0]), float(d_err[0]), float(n[0])

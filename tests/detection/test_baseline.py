@@ -703,7 +703,8 @@ def test_fit_one_is_fit_response_offset_of_one_column_bit_for_bit(dtype):
               (np.array([0.01]), np.array([np.nan]), np.array([0.3]), np.array([1e-3])),
               (np.float32(0.02), np.float32(1e-4), np.float32(0.1), np.float32(0.01), 3.0, 0.5)]
     for i, (r, s, sky, use) in enumerate(cases):
-        r, s, sky = (np.round(v).astype(dtype) if dtype is np.int64 else v.astype(dtype) for v in (r, s, sky))
+        r, s, sky = (np.round(np.nan_to_num(v, posinf=1e6)).astype(dtype) if dtype is np.int64 else v.astype(dtype)
+                     for v in (r, s, sky))
         for prior in priors:
             for it in (2, 4):
                 pr = None if prior is None else tuple(np.atleast_1d(np.asarray(v, float)) for v in prior)
