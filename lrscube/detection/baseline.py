@@ -218,7 +218,8 @@ def fit_one(r, s, sky, use, prior=None, *, iterations: int = 4, ridge: float = 1
     T = cols[0].shape[0]
     if prior is None:
         ma = md = pa = pd_ = np.zeros(1)
-    else:  # numpy's values in floats: isfinite, and maximum's NaN
+    else:  # fit_response_offset's prior rule in floats (numpy's isfinite, and maximum's NaN): a shared
+        # array helper would cost the calls this function saves; tested bit for bit against it
         ma, va, md, vd = (float(v) if np.ndim(v) == 0 else float(np.asarray(v, float).reshape(-1)[0])
                           for v in prior[:4])
         pr = np.array([ma if math.isfinite(ma) else 0.0, 1.0 / (va if (va > 1e-12 or va != va) else 1e-12),
