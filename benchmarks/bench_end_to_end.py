@@ -102,7 +102,7 @@ def main():
     res = {"commit": commit_of_tree(), "n": a.n, "load_average_start": os.getloadavg()[0]}
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=a.memory_limit, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        client.run(lambda: __import__("lrscube.ingest") and __import__("lrscube.detect"))
+        client.run(lambda: __import__("lrscube.intake.ingest") and __import__("lrscube.detection.detect"))
         print(f"code {res['commit']}; {a.n} full frames in ingest runs of {a.batch}; load average "
               f"{res['load_average_start']:.1f}", flush=True)
         t_ing = t_ing_floor = t_gen = 0.0

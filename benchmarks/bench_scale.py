@@ -159,19 +159,21 @@ def task_seconds(ts_data) -> dict:
 class ClientTimer:
     """Time spent in the client's serial per-batch steps of ingest (wraps lrscube functions)."""
 
-    NAMES = (("cube", "begin_append"), ("cube", "commit"), ("cube", "create"), ("ingest", "record"),
-             ("cube", "exposure_table"))
+    # (owner, name): ingest's serial steps on the client, where ingest looks them up
+    NAMES = (("cube", "create"), ("cube", "exposure_table"), ("Append", "room"), ("Append", "commit"),
+             ("_RepositoryAppend", "room"), ("_RepositoryAppend", "commit"),
+             ("_RepositoryAppend", "data_arrays"))
 
     def __init__(self):
-        # the modules (lrscube.ingest the function shadows lrscube.ingest the module)
-        self.mods = {m: importlib.import_module(f"lrscube.{m}") for m in ("cube", "ingest")}
+        cube = importlib.import_module("lrscube.storage.cube")
+        self.owners = {"cube": cube, "Append": cube.Append, "_RepositoryAppend": cube._RepositoryAppend}
         self.orig = {}
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        for mod, name in self.NAMES:
-            fn = getattr(self.mods[mod], name)
-            self.orig[(mod, name)] = fn
-            setattr(self.mods[mod], name, self._wrap(name, fn))
+        for owner, name in self.NAMES:
+            fn = self.owners[owner].__dict__[name]  # the owner's own, not an inherited one
+            self.orig[(owner, name)] = fn
+            setattr(self.owners[owner], name, self._wrap(f"{owner}.{name}", fn))
 
     def _wrap(self, name, fn):
         def timed(*a, **k):
@@ -189,8 +191,8 @@ class ClientTimer:
         return out
 
     def restore(self):
-        for (mod, name), fn in self.orig.items():
-            setattr(self.mods[mod], name, fn)
+        for (owner, name), fn in self.orig.items():
+            setattr(self.owners[owner], name, fn)
 
 
 # ----------------------------------------------------------------------------- inputs
