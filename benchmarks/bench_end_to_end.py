@@ -89,7 +89,8 @@ def main():
     load_dask_defaults()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    need_gb = a.n * (5 + 9) / 1e3 + a.batch * 21.2e-3 + 5  # cube + work store + a batch of inputs + margin
+    # cube (6.3 MB per full frame with intscat) + work store (2.2) + a batch of inputs + margin
+    need_gb = a.n * (6.3 + 2.2) / 1e3 + a.batch * 21.2e-3 + 2
     free_gb = shutil.disk_usage(out).free / 1e9
     if free_gb < need_gb:
         raise SystemExit(f"{out}: {free_gb:.0f} GB free, about {need_gb:.0f} GB needed for {a.n} exposures")
