@@ -667,9 +667,10 @@ def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
     xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
     vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
                                  window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
-    ua, va = variance.terms(xa / np.sqrt(vline), s_all, p.clip_sigma, g1, g2)
     tr = variance.trims(xa, p.transient_sigma)
-    return vline, variance.null_scale(variance.full(ua, va, np.flatnonzero(has), trim=tr))
+    # the statistic of variance.terms(xa / sqrt(vline), ...) without the tile's terms
+    stat = variance.full_terms(xa, s_all, p.clip_sigma, g1, g2, np.flatnonzero(has), trim=tr, div=np.sqrt(vline))
+    return vline, variance.null_scale(stat)
 
 
 def _footprint_groups(valid, has):

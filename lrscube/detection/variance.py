@@ -312,6 +312,80 @@ def _full_columns(u, v, trim, cols, pairwise):
     return out
 
 
+def full_terms(x: np.ndarray, s: np.ndarray, clip, m1, m2, cols=None, trim=None, div=None) -> np.ndarray:
+    """``full(*terms(x / div, s, clip, m1, m2), cols, trim=trim)`` (sums in exposure order, as
+    :func:`full` takes C-ordered terms) in one compiled pass per pixel, without the (time,
+    pixel) float64 terms: the null of a tile needs only each pixel's full-series statistic.
+    ``div`` (pixels,): a divisor of each pixel's ``x`` (default none). Arrays (time, pixels);
+    anything else (no exposures, 1-D) through :func:`terms` and :func:`full`."""
+    x = _float(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        if div is not None:
+            x = x / np.asarray(div, float)
+        u, v = terms(x, s, clip, m1, m2)
+        return full(u, v, cols, pairwise=False, trim=trim)
+    n, P = x.shape
+    b = lambda a: np.broadcast_to(_float(a), (n, P))  # noqa: E731
+    c = np.arange(P) if cols is None else np.asarray(cols, np.int64).reshape(-1)
+    tr = np.ascontiguousarray(np.broadcast_to(np.asarray(TRIM if trim is None else trim, float), (P,)))
+    dv = np.ones(P) if div is None else np.ascontiguousarray(np.broadcast_to(np.asarray(div, float), (P,)))
+    return _full_terms_columns(x, b(s), b(clip), b(m1), b(m2), c, tr, dv, div is not None)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _full_terms_columns(x, s, clip, m1, m2, cols, trim, div, divide):
+    """:func:`_full_columns` (exposure order) of :func:`_terms_columns`' terms of ``x / div``,
+    column by column: the same median of ``1 / s`` per pixel, the same terms, added as they
+    are made. Numpy's error model, as numpy's ``x / div`` and :func:`_full_columns` (the terms'
+    own divisors are never zero)."""
+    T = x.shape[0]
+    out = np.empty(cols.shape[0])
+    buf = np.empty(T)
+    band = np.empty(T)
+    last = np.nan
+    for k in range(cols.shape[0]):
+        j = cols[k]
+        dj = div[j]
+        m = 0
+        for t in range(T):
+            xv, sv = np.float64(x[t, j]), np.float64(s[t, j])
+            if divide:
+                xv = xv / dj
+            if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
+                buf[m] = 1.0 / sv
+                m += 1
+        ref = np.nan
+        if m > 0:
+            ref = running.median_about(buf, m, 0.98 * last, 1.02 * last, band)
+            last = ref
+        su = 0.0  # numpy's sums start from 0 (-0.0 terms sum to 0.0)
+        sv_sum = 0.0
+        mu = 0.0
+        for t in range(T):
+            xv, sv = np.float64(x[t, j]), np.float64(s[t, j])
+            if divide:
+                xv = xv / dj
+            if m > 0 and np.isfinite(xv) and np.isfinite(sv) and sv > 0:
+                w = (1.0 / sv) / ref
+                c = np.float64(clip[t, j])
+                a1 = np.float64(m1[t, j])
+                q = _nan_min(xv * xv, c * c)
+                u = w * (q - a1)
+                v = w * w * _nan_max(np.float64(m2[t, j]) - a1 * a1, 1e-12)
+            else:
+                u = 0.0
+                v = 0.0
+            if t == 0:
+                mu = u
+            elif mu == mu and (u != u or u > mu):
+                mu = u
+            su += u
+            sv_sum += v
+        mx = mu if (mu >= 0.0 or mu != mu) else 0.0
+        out[k] = (su - trim[j] * mx) / np.sqrt(sv_sum)
+    return out
+
+
 def null_scale(stat: np.ndarray, min_pixels: int = 100) -> float:
     """Robust scale (1.4826 MAD) of the full-series statistic over the pixels, at least 1.
 

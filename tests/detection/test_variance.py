@@ -413,3 +413,47 @@ def test_compiled_best_run_is_the_numpy_tables_bit_for_bit():
                     want = _best_run_numpy(u, v, ml, lo, hi, trim)
                     assert got[:2] == want[:2] and np.float64(got[2]).tobytes() == np.float64(want[2]).tobytes(), \
                         (u, v, ml, trim, lo, hi, got, want)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 31, 100])
+def test_full_terms_is_full_of_terms_bit_for_bit(n):
+    """The fused full-series statistic (no (time, pixel) terms) is ``full(terms(x / div, ...))``
+    with its sums in exposure order, bit for bit: NaN, inf, zero and negative noise, pixels no
+    exposure sees, divisors NaN, zero and infinite, per-pixel trims, a subset of the pixels,
+    none, float32 and float64 residuals, clips and moments per exposure or broadcast."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 300)) * 3.0
+    s = rng.uniform(0.5, 2.0, (n, 300)).astype(np.float32)
+    for a, value, frac in ((x, np.nan, 0.1), (x, np.inf, 0.02), (s, np.nan, 0.05), (s, 0.0, 0.05),
+                           (s, -1.0, 0.02), (s, np.inf, 0.02)):
+        a[rng.random(a.shape) < frac] = value
+    x[:, :3] = np.nan                       # pixels no exposure sees (their statistic is 0 / 0)
+    x[:, 9] = -0.0
+    div = rng.uniform(0.5, 2.0, 300)
+    div[[4, 6, 8]] = [np.nan, 0.0, np.inf]
+    trim = np.where(rng.random(300) < 0.5, 1.0, 2.0)
+    clip = np.where(rng.random((n, 300)) < 0.5, 6.0, 4.0)
+    m1 = rng.uniform(0.8, 1.0, (n, 300))
+    m2 = rng.uniform(2.0, 3.0, (n, 300))
+    cols = np.flatnonzero(rng.random(300) < 0.7)
+
+    def same(a, b):  # bit for bit; a NaN's sign and payload are not numbers (null_scale drops them)
+        nan = np.isnan(a)
+        return (a.shape == b.shape and np.array_equal(nan, np.isnan(b))
+                and np.array_equal(a[~nan].view(np.int64), b[~nan].view(np.int64)))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for xx in (x, x.astype(np.float32)):
+            for args in ((xx, s, 6.0, G1, G2), (xx, s, clip, m1, m2), (xx, s, clip.astype(np.float32), G1, m2[:1])):
+                for d in (None, div):
+                    for c, t in ((cols, trim), (None, None), (cols[:0], trim), (cols[:1], 1.0)):
+                        want = variance.full(*variance.terms(xx if d is None else xx / d, *args[1:]), c,
+                                             pairwise=False, trim=t)
+                        assert same(variance.full_terms(*args, cols=c, trim=t, div=d), want)
+            # one pixel (1-D), and no exposures (an error, as there): through terms and full
+            assert same(variance.full_terms(xx[:, 5], s[:, 5], 6.0, G1, G2),
+                        variance.full(*variance.terms(xx[:, 5], s[:, 5], 6.0, G1, G2), pairwise=False))
+            for f in (lambda: variance.full(*variance.terms(xx[:0], s[:0], 6.0, G1, G2)),  # numpy's max of nothing
+                      lambda: variance.full_terms(xx[:0], s[:0], 6.0, G1, G2)):
+                with pytest.raises(ValueError):
+                    f()
