@@ -787,6 +787,36 @@ def _max_abs_window_sum(c, lengths, scale, out, signed=False):
             out[p] = v if v > out[p] else out[p]
 
 
+@numba.njit(cache=True, nogil=True)
+def _column_cumsums(z, cols, c):
+    """c[1:, k] = float32 of np.cumsum(z[:, cols[k]]) (float64, axis 0: the first term as it
+    is, then each added in order); c[0] = 0."""
+    n = z.shape[0]
+    m = cols.shape[0]
+    acc = np.empty(m)
+    c[0, :] = 0.0
+    if n == 0:
+        return
+    for k in range(m):
+        acc[k] = z[0, cols[k]]
+        c[1, k] = acc[k]
+    for t in range(1, n):
+        for k in range(m):
+            acc[k] += z[t, cols[k]]
+            c[t + 1, k] = acc[k]
+
+
+def column_cumsums(z: np.ndarray, cols) -> np.ndarray:
+    """(n + 1, len(cols)) float32: 0, then the float64 running sums of the columns ``cols`` of
+    (n, P) ``z`` along axis 0, rounded to float32: ``c[1:] = np.cumsum(z[:, cols], axis=0)``
+    with ``c[0] = 0``, the same numbers without the column copy and the float64 sums."""
+    z = np.asarray(z, float)
+    cols = np.asarray(cols, np.int64).reshape(-1)
+    c = np.empty((z.shape[0] + 1, cols.size), np.float32)
+    _column_cumsums(z, cols, c)
+    return c
+
+
 def max_window_sums(c: np.ndarray, lengths, out: np.ndarray, signed: bool = False, scale=None) -> np.ndarray:
     """For cumulative sums ``c`` (n + 1, P) float32: ``out = max(out, max_t |c[t+L] - c[t]| /
     float32(sqrt(L)))`` over the run ``lengths``, per pixel, in place; the same float32 numbers as

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from .residuals import running_median
-from .running import block_events, max_window_sums
+from .running import block_events, column_cumsums, max_window_sums
 
 
 
@@ -177,14 +177,16 @@ def scan_statistic(z: np.ndarray, *, min_length: int = 1, ratio: float = 1.25, o
     for cols, counted in ((np.flatnonzero(full), False), (np.flatnonzero(~full), True)):
         if cols.size == 0:
             continue
-        zc = np.where(present[:, cols], z[:, cols], 0.0)
         # float64 running sums, differenced in float32: the error (~1e-3 of a sum of 1e4 values
         # of a few sigma) is far below what separates a candidate from noise
-        c = np.zeros((n + 1, cols.size), np.float32)
-        c[1:] = np.cumsum(zc, axis=0)
         if counted:
+            zc = np.where(present[:, cols], z[:, cols], 0.0)
+            c = np.zeros((n + 1, cols.size), np.float32)
+            c[1:] = np.cumsum(zc, axis=0)
             m = np.zeros((n + 1, cols.size), np.float32)
             m[1:] = np.cumsum(present[:, cols], axis=0)
+        else:  # every value present: the same sums compiled, without the columns' copies
+            c = column_cumsums(z, cols)
         out = np.full(cols.size, -np.inf if one_sided else 0.0, np.float32)
         if not counted:  # compiled, one pass per length, no (n, pixels) temporaries
             ls = [L for L in lengths if L <= n]
