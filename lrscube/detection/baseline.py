@@ -474,6 +474,37 @@ def standardised_histograms(r, s, sky, valid, st: "State", block: np.ndarray, n_
     return out
 
 
+def scaled_noise(e, scale, blk, use) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(s, w, w_sum)`` of a tile: ``s = (e * scale.T[:, blk]).astype(float32)`` (``e`` (T, P)
+    float32, ``scale`` (blocks, T) float32, ``blk`` (P,) each pixel's block), the weights
+    ``w = np.where(use, 1 / s^2, 0)`` (float64, ``s`` widened first) and their sums over axis 0
+    (numpy's: exposure after exposure), in one compiled pass without the whole-tile temporaries
+    of those expressions."""
+    e = np.asarray(e, np.float32)
+    T, P = e.shape
+    s = np.empty((T, P), np.float32)
+    w = np.empty((T, P))
+    w_sum = np.zeros(P)
+    _scaled_noise(e, np.asarray(scale, np.float32), np.asarray(blk, np.int64), np.asarray(use, bool), s, w, w_sum)
+    return s, w, w_sum
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _scaled_noise(e, scale, blk, use, s, w, w_sum):
+    """:func:`scaled_noise` row by row. The float32 product from the exact float64 one (24-bit
+    significands: one rounding, as numpy's float32 multiply); the first row's weights are the
+    sums' start, as numpy's reduction copies them."""
+    T, P = e.shape
+    for t in range(T):
+        for j in range(P):
+            sv = np.float32(np.float64(e[t, j]) * np.float64(scale[blk[j], t]))
+            s[t, j] = sv
+            s2 = np.float64(sv) * np.float64(sv)
+            wv = 1.0 / s2 if use[t, j] else 0.0
+            w[t, j] = wv
+            w_sum[j] = wv if t == 0 else w_sum[j] + wv
+
+
 def standardised_residuals(r, s, sky, st: "State") -> np.ndarray:
     """(time, P) float64: ``(r - a sky - d) / (s sqrt(max(1 - h, 1e-3)))``, the residuals about
     the fitted states ``st`` (with leverages) in units of ``s`` corrected for the leverage, as

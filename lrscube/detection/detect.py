@@ -639,13 +639,12 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     n_t, P = r2.shape
     cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, origin, shape, n_t, p)
     lit = ~_tile_unlit(ctx, origin, shape).reshape(P)
-    s_all = (e2 * np.take(cal_scale.T, blk, axis=1)).astype(np.float32)
     use_all = valid & ~tr2
+    # ERR calibrated (float32), its weights where used and their sums, in one pass
+    s_all, w_all, w_sum = baseline.scaled_noise(e2, cal_scale, blk, use_all)
     st_all = baseline.fit_response_offset(r2, s_all, sky2, use_all, iterations=2)
     disp = 0 if ctx.profile.dispersion_axis == "y" else 1
     with np.errstate(divide="ignore", invalid="ignore"):
-        w_all = np.where(use_all, 1.0 / np.square(s_all, dtype=np.float64), 0.0)
-        w_sum = w_all.sum(axis=0)
         sk_all = np.einsum("tp,tp->p", w_all, np.where(use_all, sky2, 0.0)) / w_sum
     pri = baseline.neighbour_prior(st_all, shape, p.sky_window_px, axis=disp, level=(sk_all, w_sum))
     lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, shape, p.cross_sky_window_px, axis=disp)

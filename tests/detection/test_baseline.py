@@ -890,3 +890,31 @@ def test_the_population_of_the_level_is_measured_where_response_and_dark_level_a
     ma, va, md, vd = prior[:4]
     assert np.all(va * sky ** 2 + vd > 4.0 * true)  # what the two scatters alone say
     assert np.allclose(level_variance(prior[:4], sky), va * sky ** 2 + vd)  # without the level
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (7, 300), (100, 1000), (3, 0)])
+def test_scaled_noise_is_the_whole_array_expressions_bit_for_bit(shape):
+    """ERR times each block's calibration (float32), the weights where used and their sums
+    over exposures are the whole-array expressions' bit for bit: NaN, zero, negative and
+    infinite ERR, a NaN and a zero scale, products beyond float32's range and below its
+    normal range, no exposures, no pixels; a NaN sum's sign and payload aside (it is NaN)."""
+    T, P = shape
+    rng = np.random.default_rng(T + P)
+    e = (rng.uniform(0.1, 3, shape) * 10.0 ** rng.uniform(-40, 38, shape)).astype(np.float32)
+    for value, frac in ((np.nan, 0.05), (0.0, 0.05), (-1.0, 0.02), (np.inf, 0.02)):
+        e[rng.random(shape) < frac] = value
+    scale = rng.uniform(0.5, 2.0, (4, T)).astype(np.float32)
+    if T:
+        scale[0, 0], scale[-1, -1] = np.nan, 0.0
+    blk = rng.integers(0, 4, P)
+    use = rng.random(shape) < 0.8
+    with np.errstate(all="ignore"):
+        s_want = (e * np.take(scale.T, blk, axis=1)).astype(np.float32)
+        w_want = np.where(use, 1.0 / np.square(s_want, dtype=np.float64), 0.0)
+        sum_want = w_want.sum(axis=0)
+    s, w, w_sum = baseline.scaled_noise(e, scale, blk, use)
+    assert s.dtype == np.float32 and np.array_equal(s.view(np.int32), s_want.view(np.int32))
+    assert w.dtype == np.float64 and np.array_equal(w.view(np.int64), w_want.view(np.int64))
+    nan = np.isnan(sum_want)
+    assert np.array_equal(np.isnan(w_sum), nan)
+    assert np.array_equal(w_sum[~nan].view(np.int64), sum_want[~nan].view(np.int64))
