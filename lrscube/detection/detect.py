@@ -295,9 +295,10 @@ def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin
     cols = np.flatnonzero(use.any(axis=0))
     if cols.size == 0:
         return out
-    r2, s2, k2, use = r2[:, cols], s2[:, cols], k2[:, cols], use[:, cols]
+    # every column as it is (no copies of the used ones): a pixel's fit is its own, and one
+    # without a usable exposure fits none and counts none
     st_ = baseline.fit_response_offset(r2, s2, k2, use)
-    counts = baseline.standardised_histograms(r2, s2, k2, use, st_, idx[cols], len(blocks))
+    counts = baseline.standardised_histograms(r2, s2, k2, use, st_, idx, len(blocks))
     for b in np.unique(idx[cols]):
         out[blocks[b]] = counts[b]
     return out

@@ -918,3 +918,33 @@ def test_scaled_noise_is_the_whole_array_expressions_bit_for_bit(shape):
     nan = np.isnan(sum_want)
     assert np.array_equal(np.isnan(w_sum), nan)
     assert np.array_equal(w_sum[~nan].view(np.int64), sum_want[~nan].view(np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histograms_of_every_column_are_those_of_the_used_columns_alone(dtype):
+    """The calibration fits and counts every column of a tile as it is: columns without a
+    usable exposure (all masked, all NaN) fit nothing and count nothing, and the others' fits
+    and counts are those of the used columns copied out (each pixel's fit is its own)."""
+    rng = np.random.default_rng(5)
+    T, P = 40, 200
+    sky = rng.uniform(1, 30, (T, P))
+    r = 0.02 * sky + rng.normal(0, 0.05, (T, P))
+    r[rng.random((T, P)) < 0.03] = np.nan
+    s = np.full((T, P), 0.05)
+    r[:, 7] = np.nan                                  # a column no exposure sees
+    r, s, sky = (v.astype(dtype) for v in (r, s, sky))
+    use = rng.random((T, P)) > 0.1
+    use[:, 20:30] = False                             # excluded columns
+    use[:, 40] = False
+    use[5, 40] = True                                 # one exposure (below four: not used, as there)
+    use[:, use.sum(axis=0) < 4] = False
+    use &= np.isfinite(r)
+    cols = np.flatnonzero(use.any(axis=0))
+    block = rng.integers(0, 3, P)
+    st_all = baseline.fit_response_offset(r, s, sky, use)
+    got = baseline.standardised_histograms(r, s, sky, use, st_all, block, 3)
+    st_c = baseline.fit_response_offset(r[:, cols], s[:, cols], sky[:, cols], use[:, cols])
+    want = baseline.standardised_histograms(r[:, cols], s[:, cols], sky[:, cols], use[:, cols], st_c, block[cols], 3)
+    assert np.array_equal(got, want) and got.sum() == use.sum()
+    for f in ("a", "d", "a_err", "d_err", "leverage", "n"):
+        assert np.array_equal(getattr(st_all, f)[..., cols], getattr(st_c, f))
