@@ -44,7 +44,7 @@ from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern
 from .afterglow import latent_images
 from .states import Thresholds, pixel_intervals
 from ..intervals import active
-from .temporal import clipped_z, scan_statistic, transients
+from .temporal import scan_statistic, transients
 from ..masks.maskcube import write_mask_cube
 from ..storage.cube import cube_url, exposure_table, open_cube, read_frames
 
@@ -752,14 +752,12 @@ def _single_exposure_events(g: _Group, p):
 def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
     """(c_level, c_scatter, static), each (k,) bool: the group's pixels each screen makes
     candidates, at ``screen_fraction`` of its threshold (the static screen at the threshold)."""
+    # the residual in units of the noise (x, as screens 2 and 2b take it), clipped (z, screen 1)
+    # and as standardised clipped squares (yv, screen 2): one compiled pass
+    x, z, yv = variance.screen_values(e, g.s, g.clip, g.vc, g.m1, g.m2)
     # screen 1: a run whose level differs from the baseline
-    z = clipped_z(e, g.s, g.clip)
     stat = scan_statistic(z, min_length=p.min_bad_exposures)  # a defect lasts min_bad_exposures
     # screen 2: a run of excess scatter (standardised clipped squares, one-sided)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = e / g.s  # the residual in units of the noise, as screens 2 and 2b take it
-        q = np.minimum(x ** 2, g.vc * g.vc)
-        yv = (q - g.m1) / np.sqrt(np.maximum(g.m2 - g.m1 * g.m1, 1e-12))
     vstat = scan_statistic(yv, min_length=p.min_bad_exposures, one_sided=True,
                            divisor=_scatter_divisor(g.t_idx.size, p.screen_fraction * th.variance,
                                                     p.variance_clip_sigma))

@@ -160,6 +160,40 @@ def _terms_columns(x, s, clip, m1, m2):
     return u, v
 
 
+def screen_values(e: np.ndarray, s: np.ndarray, clip, vc, m1, m2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, z, y)`` (float64, shaped like ``e``) of the residuals ``e`` about the baselines
+    (float64) and their noise ``s`` (time, pixels): ``x = e / s``, the clipped ``z = np.clip(x,
+    -clip, clip)`` of the level screen and the standardised clipped squares ``y = (min(x^2,
+    vc^2) - m1) / sqrt(max(m2 - m1^2, 1e-12))`` of the scatter screen (``clip, vc, m1, m2``
+    broadcastable; float32 values widened), the numbers of those numpy expressions in one
+    compiled pass, without their dozen whole-group temporaries."""
+    e = np.asarray(e, float)
+    shape = e.shape
+    e2 = e.reshape((shape[0], int(np.prod(shape[1:], dtype=np.int64))) if e.ndim else (1, 1))
+    b = lambda a: np.broadcast_to(_float(a), shape).reshape(e2.shape)  # noqa: E731  (views for 2-D)
+    x = np.empty(e2.shape)
+    z = np.empty(e2.shape)
+    y = np.empty(e2.shape)
+    _screen_values(e2, b(s), b(clip), b(vc), b(m1), b(m2), x, z, y)
+    return x.reshape(shape), z.reshape(shape), y.reshape(shape)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _screen_values(e, s, clip, vc, m1, m2, x, z, y):
+    """:func:`screen_values` row by row (np.clip, np.minimum and np.maximum keep a NaN)."""
+    T, P = e.shape
+    for t in range(T):
+        for j in range(P):
+            xv = np.float64(e[t, j]) / np.float64(s[t, j])
+            x[t, j] = xv
+            c = np.float64(clip[t, j])
+            z[t, j] = _nan_min(_nan_max(xv, -c), c)
+            cv = np.float64(vc[t, j])
+            a1 = np.float64(m1[t, j])
+            q = _nan_min(xv * xv, cv * cv)
+            y[t, j] = (q - a1) / np.sqrt(_nan_max(np.float64(m2[t, j]) - a1 * a1, 1e-12))
+
+
 def scan(u: np.ndarray, v: np.ndarray, *, min_length: int = 3, ratio: float = 1.25, trim=None) -> np.ndarray:
     """Largest trimmed run statistic ``(sum u - trim max(max u, 0)) / sqrt(sum v)`` per pixel
     (``trim``: one number or one per pixel, :func:`trims`; default ``TRIM``).

@@ -457,3 +457,41 @@ def test_full_terms_is_full_of_terms_bit_for_bit(n):
                       lambda: variance.full_terms(xx[:0], s[:0], 6.0, G1, G2)):
                 with pytest.raises(ValueError):
                     f()
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (1, 1), (7, 300), (100, 500)])
+def test_screen_values_are_the_numpy_expressions_bit_for_bit(shape):
+    """x, the level screen's clipped z and the scatter screen's standardised clipped squares
+    are the numpy expressions' (float64 residuals, float32 noise and clips) bit for bit: NaN,
+    inf and -0.0 residuals, zero and NaN noise, NaN moments, per-exposure or broadcast clips and
+    moments, one pixel (1-D); NaN where they are NaN (the screens skip those values)."""
+    rng = np.random.default_rng(sum(shape))
+    e = rng.normal(size=shape) * 10.0 ** rng.uniform(-3, 3, shape)
+    for value, frac in ((np.nan, 0.1), (np.inf, 0.02), (-np.inf, 0.02), (-0.0, 0.02)):
+        e[rng.random(shape) < frac] = value
+    s = rng.uniform(0.1, 2, shape).astype(np.float32)
+    s[rng.random(shape) < 0.05] = 0.0
+    s[rng.random(shape) < 0.02] = np.nan
+    jump = rng.random(shape) < 0.1
+    clip = np.where(jump, 3.0, 6.0).astype(np.float32)
+    vc = np.where(jump, 3.0, 5.0)
+    m1 = rng.uniform(0.8, 1.0, shape)
+    m2 = rng.uniform(0.5, 3.0, shape)
+    m1[rng.random(shape) < 0.02] = np.nan
+
+    def want(e, s, clip, vc, m1, m2):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.clip(e / s, -clip, clip)   # temporal.clipped_z's
+            x = e / s
+            q = np.minimum(x ** 2, vc * vc)
+            return x, z, (q - m1) / np.sqrt(np.maximum(m2 - m1 * m1, 1e-12))
+
+    def same(a, b):
+        nan = np.isnan(a)
+        return (a.shape == b.shape and a.dtype == b.dtype == np.float64 and np.array_equal(nan, np.isnan(b))
+                and np.array_equal(a[~nan].view(np.int64), b[~nan].view(np.int64)))
+
+    for args in ((e, s, clip, vc, m1, m2), (e, s, np.float32(6.0), 5.0, G1, G2), (e, s, clip, vc, m1[:1], m2[:1]),
+                 (e[:, 0], s[:, 0], clip[:, 0], vc[:, 0], 0.9, 2.0)):
+        for got, ref in zip(variance.screen_values(*args), want(*args)):
+            assert same(got, ref)
