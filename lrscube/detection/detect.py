@@ -556,11 +556,11 @@ class _IntScat(NamedTuple):
             return None
         q = np.asarray(intscat, np.float32).reshape(n_t, P)
         q = np.where(valid & ~on_trace, q, np.nan)
-        qh = np.take(q, np.flatnonzero(has), axis=1)  # C-ordered, as the row-wise terms pass reads it
-        if not np.isfinite(qh).any():
+        # the null over the pixels with enough exposures, without their terms (None: no plane)
+        scale = intscat_screen.null_scale_of(q, ctx.dof, ctx.params.clip_sigma, np.flatnonzero(has))
+        if scale is None:
             return None
-        u, v = intscat_screen.terms(qh, ctx.dof, ctx.params.clip_sigma)
-        return cls(q, np.asarray(ctx.dof, float), intscat_screen.null_scale(u, v))
+        return cls(q, np.asarray(ctx.dof, float), scale)
 
 
 def _intscat_records(its: _IntScat, g: _Group, origin, nx: int, ctx: TileContext) -> list[dict]:

@@ -125,6 +125,77 @@ def null_scale(u: np.ndarray, v: np.ndarray, min_terms: int = 3) -> float:
     return variance.null_scale(variance.full(u, v, np.flatnonzero(has), pairwise=True))
 
 
+def null_scale_of(q: np.ndarray, dof: np.ndarray, clip_sigma: float = 6.0, cols=None, min_terms: int = 3):
+    """:func:`null_scale` of the terms of the columns ``cols`` of (time, P) ``q`` (``null_scale(
+    *terms(q[:, cols], dof, clip_sigma), min_terms)``) in one compiled pass per column, without
+    the column copy and the (time, pixel) float64 terms; None where no value of those columns
+    is finite."""
+    q = np.asarray(q)
+    if q.dtype not in (np.float32, np.float64):
+        q = q.astype(float)
+    k = np.asarray(dof, float).reshape(-1)
+    c = np.arange(q.shape[1]) if cols is None else np.asarray(cols, np.int64).reshape(-1)
+    if q.ndim != 2 or k.size != q.shape[0] or q.shape[0] == 0:
+        qc = q[:, c]
+        if not np.isfinite(qc).any():
+            return None
+        return null_scale(*terms(qc, dof, clip_sigma), min_terms=min_terms)
+    stat, keep, finite = _null_columns(q, k, float(clip_sigma), c, int(min_terms), float(variance.TRIM))
+    if not finite:
+        return None
+    if not keep.any():
+        return 1.0
+    return variance.null_scale(stat[keep])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _null_columns(q, k, clip_sigma, cols, min_terms, trim):
+    """Per column ``cols[i]`` of ``q``: :func:`_terms_rows`' terms, whether at least
+    ``min_terms`` of them are used (v > 0) and :func:`lrscube.detection.variance.full` of them with
+    pairwise sums (as of the copy ``u[:, has]``, :func:`null_scale`); and whether any value of
+    the columns is finite."""
+    T = q.shape[0]
+    m = cols.shape[0]
+    out = np.zeros(m)
+    keep = np.zeros(m, np.bool_)
+    finite = False
+    bu = np.empty(T)
+    bv = np.empty(T)
+    for i in range(m):
+        j = cols[i]
+        used = 0
+        mu = 0.0
+        for t in range(T):
+            qv = np.float64(q[t, j])
+            fin = np.isfinite(qv)
+            finite |= fin
+            kt = k[t]
+            u = 0.0
+            v = 0.0
+            if kt > 0 and fin:
+                cap = clip_sigma * np.sqrt(2.0 * kt)
+                x = kt * (qv - 1.0)
+                u = np.nan if (x != x or cap != cap) else (x if x < cap else cap)
+                v = 2.0 * kt
+            bu[t] = u
+            bv[t] = v
+            used += v > 0
+            if t == 0:
+                mu = u
+            elif mu == mu and (u != u or u > mu):
+                mu = u
+        if used < min_terms:
+            continue
+        keep[i] = True
+        su = 0.0  # numpy's sums start from 0 (-0.0 terms sum to 0.0)
+        sv = 0.0
+        su += variance._pairwise_sum(bu, T)
+        sv += variance._pairwise_sum(bv, T)
+        mx = mu if (mu >= 0.0 or mu != mu) else 0.0
+        out[i] = (su - trim * mx) / np.sqrt(sv)
+    return out, keep, finite
+
+
 def scan(u: np.ndarray, v: np.ndarray, min_length: int = 3) -> np.ndarray:
     """(pixels,) the largest trimmed run statistic (:func:`lrscube.detection.variance.scan`);
     ``-inf`` for pixels with fewer than three exposures that have the plane."""

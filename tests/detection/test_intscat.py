@@ -8,7 +8,7 @@ import pytest
 
 import lrscube
 from lrscube.config import profiles
-from lrscube.detection import intscat
+from lrscube.detection import intscat, variance
 from lrscube.detection.detect import TileContext, _with_intscat, detect_dataset
 from lrscube.detection.detection_params import DetectionParams
 from lrscube.intervals import active
@@ -243,3 +243,34 @@ def test_the_mask_covers_a_pixel_noisy_between_integrations_before_its_level_shi
     assert "between integrations" in mine.reason.iloc[0] and "the rest in the pixel's other rows" in mine.reason.iloc[0]
     flagged = [int(lrscube.mask_at(str(store), float(s) + 1e-6).values[NOISY]) != 0 for s in t]
     assert flagged == [i >= ONSET for i in range(N_EXP)]
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (2, 50), (3, 200), (8, 300), (100, 3000), (129, 500), (0, 5)])
+def test_null_scale_of_a_tile_is_that_of_its_terms_bit_for_bit(shape):
+    """The tile's null scale from one compiled pass over the chosen columns is that of the
+    terms of their copy, and so is each pixel's full-series statistic, bit for bit (pairwise
+    sums, pixels with too few terms left out): NaN and infinite values, columns without any,
+    exposures without degrees of freedom, float64, float32 and float16-rounded values, no
+    exposures (None: nothing finite)."""
+    T, P = shape
+    rng = np.random.default_rng(T * P)
+    q = rng.chisquare(4, shape) / 4 * rng.uniform(0.5, 3, P)
+    q[rng.random(shape) < 0.2] = np.nan
+    q[rng.random(shape) < 0.01] = np.inf
+    q[:, :P // 10] = np.nan
+    dof = np.maximum(rng.integers(0, 6, T) - 1.0, 0.0)
+    h = np.flatnonzero(rng.random(P) < 0.8)
+    for qq in (q, q.astype(np.float32), q.astype(np.float16).astype(np.float32)):
+        qh = np.take(qq, h, axis=1)
+        want = intscat.null_scale(*intscat.terms(qh, dof, 6.0)) if T and np.isfinite(qh).any() else None
+        assert intscat.null_scale_of(qq, dof, 6.0, h) == want
+        if T:
+            u, v = intscat.terms(qh, dof, 6.0)
+            has = (v > 0).sum(axis=0) >= 3
+            stat, keep, _ = intscat._null_columns(qq, dof, 6.0, h, 3, 2.0)
+            assert np.array_equal(keep, has)
+            ref = variance.full(u, v, np.flatnonzero(has), pairwise=True)
+            nan = np.isnan(ref)
+            assert np.array_equal(np.isnan(stat[keep]), nan)
+            assert np.array_equal(stat[keep][~nan].view(np.int64), ref[~nan].view(np.int64))
+    assert intscat.null_scale_of(np.full((4, 6), np.nan), np.ones(4), 6.0, np.arange(6)) is None
