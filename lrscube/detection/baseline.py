@@ -505,6 +505,42 @@ def _scaled_noise(e, scale, blk, use, s, w, w_sum):
             w_sum[j] = wv if t == 0 else w_sum[j] + wv
 
 
+def group_noise(e, scale, m1, m2, blk, t_idx, pix, factor, jump) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(s, g1, g2)`` (m, k) of a group of a tile's pixels ``pix`` (k,) over its exposures
+    ``t_idx`` (m,): ERR ``e`` (T, P) float32 times its block's calibration ``scale`` (blocks, T)
+    float32 (each pixel's block ``blk`` (P,)), times ``factor`` (k,) float64, as float32; and the
+    null moments ``m1, m2`` (blocks, T, 2) of the block, exposure and ``jump`` (m, k; index 1
+    where JUMP_DET). The numbers of the numpy expressions (gathers, a float32 product, a
+    float64 one rounded to float32, ``np.where``), in one compiled pass without their
+    temporaries."""
+    t_idx = np.asarray(t_idx, np.int64)
+    pix = np.asarray(pix, np.int64)
+    m, k = t_idx.size, pix.size
+    s = np.empty((m, k), np.float32)
+    g1 = np.empty((m, k))
+    g2 = np.empty((m, k))
+    _group_noise(np.asarray(e, np.float32), np.asarray(scale, np.float32), np.asarray(m1, float),
+                 np.asarray(m2, float), np.asarray(blk, np.int64), t_idx, pix, np.asarray(factor, float),
+                 np.asarray(jump, bool), s, g1, g2)
+    return s, g1, g2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _group_noise(e, scale, m1, m2, blk, t_idx, pix, factor, jump, s, g1, g2):
+    """:func:`group_noise` row by row; the float32 product from the exact float64 one (one
+    rounding, as numpy's float32 multiply)."""
+    for r in range(t_idx.shape[0]):
+        t = t_idx[r]
+        for i in range(pix.shape[0]):
+            j = pix[i]
+            b = blk[j]
+            p32 = np.float32(np.float64(e[t, j]) * np.float64(scale[b, t]))
+            s[r, i] = np.float32(np.float64(p32) * factor[i])
+            c = 1 if jump[r, i] else 0
+            g1[r, i] = m1[b, t, c]
+            g2[r, i] = m2[b, t, c]
+
+
 def standardised_residuals(r, s, sky, st: "State") -> np.ndarray:
     """(time, P) float64: ``(r - a sky - d) / (s sqrt(max(1 - h, 1e-3)))``, the residuals about
     the fitted states ``st`` (with leverages) in units of ``s`` corrected for the leverage, as

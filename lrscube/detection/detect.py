@@ -711,17 +711,12 @@ def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Gro
     def ix(v):  # v[np.ix_(t_idx, pix)], the rows taken first (a contiguous copy each)
         return np.take(v[t_idx], pix, axis=1)
 
-    bk = tn.blk[pix]
-
-    def per_block(v):  # v[bk][:, t_idx].T of a per-block (block, time) array, without a (pixel, time) copy
-        return np.take(v[:, t_idx].T, bk, axis=1)
-
-    sg = (ix(e2) * per_block(tn.cal_scale) * np.sqrt(tn.hnoise[pix] * tn.vline[pix])).astype(np.float32)
     jg = ix(jp2)
+    # ERR times its block's calibration and the pixel's factor; the block's null moments
+    sg, m1, m2 = baseline.group_noise(e2, tn.cal_scale, tn.cal_m1, tn.cal_m2, tn.blk, t_idx, pix,
+                                      np.sqrt(tn.hnoise[pix] * tn.vline[pix]), jg)
     clip = np.where(jg, p.jump_clip_sigma, p.clip_sigma).astype(np.float32)
     vc = np.where(jg, min(p.jump_clip_sigma, p.variance_clip_sigma), p.variance_clip_sigma)
-    m1 = np.where(jg, per_block(tn.cal_m1[:, :, 1]), per_block(tn.cal_m1[:, :, 0]))
-    m2 = np.where(jg, per_block(tn.cal_m2[:, :, 1]), per_block(tn.cal_m2[:, :, 0]))
     return _Group(pix, t_idx, ix(r2), ix(sky2), sg, ix(tr2), jg, clip, vc, m1, m2, tuple(v[pix] for v in tn.prior))
 
 

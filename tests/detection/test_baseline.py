@@ -948,3 +948,38 @@ def test_histograms_of_every_column_are_those_of_the_used_columns_alone(dtype):
     assert np.array_equal(got, want) and got.sum() == use.sum()
     for f in ("a", "d", "a_err", "d_err", "leverage", "n"):
         assert np.array_equal(getattr(st_all, f)[..., cols], getattr(st_c, f))
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (9, 40), (100, 600)])
+def test_group_noise_is_the_gathers_and_products_bit_for_bit(shape):
+    """A group's noise (ERR times its block's calibration and a per-pixel factor, float32) and
+    its null moments per JUMP_DET are the numpy gathers and products' bit for bit: NaN, zero,
+    negative and infinite ERR, NaN and zero scales and factors, products beyond float32's range
+    and below its normal range, no exposures, no pixels, one of each."""
+    T, P = shape
+    rng = np.random.default_rng(T + 7 * P)
+    e = (rng.uniform(0.1, 3, shape) * 10.0 ** rng.uniform(-40, 38, shape)).astype(np.float32)
+    for value, frac in ((np.nan, 0.05), (0.0, 0.05), (-1.0, 0.02), (np.inf, 0.02)):
+        e[rng.random(shape) < frac] = value
+    B = 3
+    scale = rng.uniform(0.5, 2.0, (B, T)).astype(np.float32)
+    if T:
+        scale[0, 0], scale[-1, -1] = np.nan, 0.0
+    m1 = rng.uniform(0.5, 1.0, (B, T, 2))
+    m2 = rng.uniform(1.0, 3.0, (B, T, 2))
+    blk = rng.integers(0, B, P)
+    for t_idx, pix in ((np.arange(T), np.arange(P)), (np.flatnonzero(rng.random(T) < 0.7), np.flatnonzero(rng.random(P) < 0.5)),
+                       (np.arange(min(T, 1)), np.arange(min(P, 1)))):
+        factor = rng.uniform(0.8, 3.0, pix.size) * 10.0 ** rng.uniform(-10, 10, pix.size)
+        if pix.size > 2:
+            factor[:2] = [np.nan, 0.0]
+        jump = rng.random((t_idx.size, pix.size)) < 0.2
+        bk = blk[pix]
+        per_block = lambda v: np.take(v[:, t_idx].T, bk, axis=1)  # noqa: E731
+        with np.errstate(all="ignore"):
+            s_want = (np.take(e[t_idx], pix, axis=1) * per_block(scale) * factor).astype(np.float32)
+        g1_want = np.where(jump, per_block(m1[:, :, 1]), per_block(m1[:, :, 0]))
+        g2_want = np.where(jump, per_block(m2[:, :, 1]), per_block(m2[:, :, 0]))
+        s, g1, g2 = baseline.group_noise(e, scale, m1, m2, blk, t_idx, pix, factor, jump)
+        assert s.dtype == np.float32 and np.array_equal(s.view(np.int32), s_want.view(np.int32))
+        assert np.array_equal(g1, g1_want) and np.array_equal(g2, g2_want)
