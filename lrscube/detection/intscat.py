@@ -50,19 +50,22 @@ def calibrate(q: np.ndarray, dof: np.ndarray) -> np.ndarray:
     """``q`` (B, y, x) divided, per exposure, by its median over the frame relative to the median
     of ``chi2(k) / k`` (float16; exposures with fewer than :data:`MIN_CALIBRATION_PIXELS` finite
     values, or no degrees of freedom, unchanged)."""
-    q = np.asarray(q, np.float32)
+    q = np.asarray(q)
+    if q.dtype not in (np.float16, np.float32):
+        q = q.astype(np.float32)
     out = np.empty(q.shape, np.float16)  # each exposure cast once (no float32 copy of the block)
     for b in range(q.shape[0]):
         k = float(dof[b])
-        out[b] = q[b]
+        out[b] = q[b]  # float16 as it is (through float32 it is the same number)
         if k <= 0:
             continue
         fin = np.isfinite(q[b])
         if fin.sum() < MIN_CALIBRATION_PIXELS:
             continue
-        scale = float(np.median(q[b][fin])) / (stats.chi2.median(k) / k)
+        qb = q[b].astype(np.float32, copy=False)  # the exposure's float32 values (float16 widened exactly)
+        scale = float(np.median(qb[fin])) / (stats.chi2.median(k) / k)
         if scale > 0:
-            out[b] = q[b] / scale
+            out[b] = qb / scale
     return out
 
 

@@ -274,3 +274,44 @@ def test_null_scale_of_a_tile_is_that_of_its_terms_bit_for_bit(shape):
             assert np.array_equal(np.isnan(stat[keep]), nan)
             assert np.array_equal(stat[keep][~nan].view(np.int64), ref[~nan].view(np.int64))
     assert intscat.null_scale_of(np.full((4, 6), np.nan), np.ones(4), 6.0, np.arange(6)) is None
+
+
+def _before_calibrate(q, dof):
+    """intscat.calibrate as it was: the block as float32 first."""
+    from scipy import stats
+    q = np.asarray(q, np.float32)
+    out = np.empty(q.shape, np.float16)
+    for b in range(q.shape[0]):
+        k = float(dof[b])
+        out[b] = q[b]
+        if k <= 0:
+            continue
+        fin = np.isfinite(q[b])
+        if fin.sum() < intscat.MIN_CALIBRATION_PIXELS:
+            continue
+        scale = float(np.median(q[b][fin])) / (stats.chi2.median(k) / k)
+        if scale > 0:
+            out[b] = q[b] / scale
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_calibration_without_a_float32_copy_of_the_block_is_the_same_bit_for_bit(dtype):
+    """Each exposure widened alone gives the block's calibrated planes bit for bit: exposures
+    without the plane (all NaN), with too few values, without degrees of freedom, with a zero
+    median, with values beyond float16's range, an even and an odd count; float16, float32 and
+    float64 planes."""
+    rng = np.random.default_rng(3)
+    B, ny, nx = 7, 30, 40
+    q = (rng.chisquare(4, (B, ny, nx)) / 4 * 1.3).astype(dtype)
+    q[rng.random(q.shape) < 0.05] = np.nan
+    q[0] = np.nan                                     # no plane
+    q[1, 15:] = np.nan                                # 600 values, then fewer than 200
+    q[2, 5:] = np.nan
+    q[3] = 0.0                                        # a zero median: unchanged
+    q[4, :, :20] = np.inf if dtype == np.float16 else 7e4   # beyond float16
+    q[5, 0, 0] = np.nan                               # an odd count
+    dof = np.array([3.0, 3.0, 3.0, 3.0, 3.0, 0.0, 4.0])
+    got, want = intscat.calibrate(q, dof), _before_calibrate(q, dof)
+    assert got.dtype == want.dtype == np.float16
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
