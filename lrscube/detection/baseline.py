@@ -541,6 +541,28 @@ def _group_noise(e, scale, m1, m2, blk, t_idx, pix, factor, jump, s, g1, g2):
             g2[r, i] = m2[b, t, c]
 
 
+def residuals_about(r, sky, a, d, drop) -> np.ndarray:
+    """(time, P) float64: ``np.where(drop, nan, r - a * sky - d)``, the residuals about the
+    states ``a, d`` (P,) (float32 ``r, sky`` widened first), NaN where ``drop``; the numbers of
+    that expression in one compiled pass, without its four whole-array temporaries."""
+    f = [np.asarray(v) if np.asarray(v).dtype in (np.float32, np.float64) else np.asarray(v, float) for v in (r, sky)]
+    shape = f[0].shape
+    out = np.empty(shape)
+    P = shape[1]
+    _residuals_about(f[0], np.broadcast_to(f[1], shape), np.broadcast_to(np.asarray(a, float), (P,)),
+                     np.broadcast_to(np.asarray(d, float), (P,)), np.broadcast_to(np.asarray(drop, bool), shape), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _residuals_about(r, sky, a, d, drop, out):
+    """:func:`residuals_about` row by row, in the expression's order: (r - a sky) - d."""
+    T, P = r.shape
+    for t in range(T):
+        for j in range(P):
+            out[t, j] = np.nan if drop[t, j] else np.float64(r[t, j]) - a[j] * np.float64(sky[t, j]) - d[j]
+
+
 def standardised_residuals(r, s, sky, st: "State") -> np.ndarray:
     """(time, P) float64: ``(r - a sky - d) / (s sqrt(max(1 - h, 1e-3)))``, the residuals about
     the fitted states ``st`` (with leverages) in units of ``s`` corrected for the leverage, as

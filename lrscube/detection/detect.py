@@ -726,7 +726,7 @@ def _single_exposure_events(g: _Group, p):
     traces), and the residual against the baseline refitted without them (NaN where left out)."""
     b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior,
                                       leverage=False)
-    e0 = np.where(g.on_trace, np.nan, g.r - b0.a * g.sky - b0.d)
+    e0 = baseline.residuals_about(g.r, g.sky, b0.a, b0.d, g.on_trace)
     trans = transients(e0, g.s, g.sky, window=p.transient_window, nsigma=p.transient_sigma)
     with np.errstate(invalid="ignore"):
         beyond = np.abs(e0 / g.s) > p.transient_sigma
@@ -741,7 +741,7 @@ def _single_exposure_events(g: _Group, p):
         b1 = baseline.fit_response_offset(g.r[:, redo], g.s[:, redo], g.sky[:, redo], ~excl[:, redo], iterations=2,
                                           prior=tuple(np.broadcast_to(v, (k,))[redo] for v in g.prior), leverage=False)
         a[redo], d[redo] = b1.a, b1.d
-    return trans, excl, np.where(excl, np.nan, g.r - a * g.sky - d)
+    return trans, excl, baseline.residuals_about(g.r, g.sky, a, d, excl)
 
 
 def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):

@@ -983,3 +983,28 @@ def test_group_noise_is_the_gathers_and_products_bit_for_bit(shape):
         s, g1, g2 = baseline.group_noise(e, scale, m1, m2, blk, t_idx, pix, factor, jump)
         assert s.dtype == np.float32 and np.array_equal(s.view(np.int32), s_want.view(np.int32))
         assert np.array_equal(g1, g1_want) and np.array_equal(g2, g2_want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(0, 4), (1, 1), (9, 300)])
+def test_residuals_about_the_states_are_the_whole_array_ones_bit_for_bit(shape, dtype):
+    """The residuals about each pixel's (a, d), NaN where dropped, are the numpy expression's bit
+    for bit: NaN and infinite series and states, signed zeros, everything dropped, nothing."""
+    rng = np.random.default_rng(shape[0] * 11 + shape[1])
+    r = (rng.normal(size=shape) * 10.0 ** rng.uniform(-3, 3, shape)).astype(dtype)
+    sky = rng.uniform(1, 30, shape).astype(dtype)
+    r[rng.random(shape) < 0.05] = np.nan
+    sky[rng.random(shape) < 0.03] = np.inf
+    r[rng.random(shape) < 0.03] = -0.0
+    a = rng.normal(0, 0.05, shape[1])
+    d = rng.normal(0, 1.0, shape[1])
+    if shape[1] > 3:
+        a[:3] = [np.nan, np.inf, -0.0]
+        d[3] = -0.0
+    for drop in (rng.random(shape) < 0.2, np.ones(shape, bool), np.zeros(shape, bool)):
+        with np.errstate(invalid="ignore"):
+            want = np.where(drop, np.nan, r - a * sky - d)
+        got = baseline.residuals_about(r, sky, a, d, drop)
+        nan = np.isnan(want)
+        assert got.dtype == np.float64 and np.array_equal(np.isnan(got), nan)
+        assert np.array_equal(got[~nan].view(np.int64), want[~nan].view(np.int64))
