@@ -10,12 +10,12 @@ does not relax within hours); a latent falls. So a run of excess that lasts at m
 ``max_hours`` and whose last exposure lies clearly below an earlier one (by ``min_sigma`` in
 their combined noise, and below ``max_ratio`` of it) is not reported.
 
-Two more signs of a latent, each with the run lasting at most ``max_hours`` and ending:
+Two more signs of a latent:
 
-- **a hit at its start**: the pipeline's jump step flagged the pixel (JUMP_DET) in the run's
-  first exposure or in one left out between it and the normal exposure before it. A cosmic ray
-  raised it (:func:`follows_hit`); a defect made by a hit (radiation damage) holds its level
-  for longer than hours.
+- **a hit**: the pipeline's jump step flagged the pixel (JUMP_DET) between the normal exposure
+  before the run and its last exposure, and the run's exposures outside the hours after the
+  hit show no excess of their own (:func:`explained_by_hit`). A cosmic ray raised it; a defect
+  made by a hit (radiation damage) holds its level for longer than hours.
 - **an image**: at least ``min_pixels`` adjacent pixels with a dark-current excess over the
   same hours that fade together, or as many as a point source's image core whether they are
   seen to fade or not (:func:`latent_images`): the latent of a bright source observed
@@ -49,27 +49,43 @@ def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio:
     return bool(np.any(ok & (drop >= min_sigma)))
 
 
-def follows_hit(h, start: int, stop: int, hits, *, max_hours: float, last_weak: bool = False) -> bool:
-    """True when the run ``[start, stop)`` of a pixel's series (``h`` the exposures' mid-times,
-    hours) begins with a hit (a JUMP_DET exposure from the normal exposure before its first to its
-    first: the ramp fit removes the jump from the hit exposure's own rate, so the charge the hit
-    left shows from the next exposure on; ``hits`` their mid-times, hours) and lasts at most
-    ``max_hours`` from that hit to its last exposure. Also when it reaches the series' end:
-    within hours of a hit, charge the hit left is far more likely than a hot pixel it made
-    (radiation damage builds those over months, hits raise pixels every hour), and the next run,
-    with the exposures after it, sees whether the pixel holds its level. ``last_weak``: the run's last
-    exposure is within the noise of normal by itself (an ambiguous exposure a run's end took in,
-    often the next visit's first, short one), so the run may end at the one before it."""
-    h = np.asarray(h, float)
+def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, min_sigma: float) -> bool:
+    """True when a hit explains the run ``[start, stop)`` of excess ``e`` (noise ``s``, DN/s;
+    ``h`` the exposures' mid-times and ``hits`` the JUMP_DET exposures', hours): a hit from the
+    normal exposure before the run's first to its last, and the run's exposures outside the
+    ``max_hours`` after it (after any of them: a pixel hit twice) carry no evidence of their own, their excess stacked in its noise
+    below ``min_sigma`` (the level threshold). Their number is not asked: an exposure far
+    beyond the noise just before a hit is no charge of that hit, and a telegraph pixel switching
+    within an exposure is flagged JUMP_DET by the ramp fit as a hit is.
+
+    The hit exposure's own rate does not show the charge (the ramp fit takes the jump out of
+    it): the charge raises the exposures after it, so a hit in the normal exposure just before
+    the run counts. A run's ends are where its level is most ambiguous: an exposure a few sigma
+    high from an earlier visit, or the next visit's short exposures, is taken into the run of a
+    hit's charge as easily as into a defect's, so the run need not begin at the hit nor end
+    within its hours; what the exposures outside them show by themselves decides. A run within
+    the hours that reaches the series' end is a latent too: charge a hit left is far more
+    frequent than a hot pixel it made, and the next detect, with the exposures after it, sees
+    whether the pixel holds its level. A defect that a hit made, or that began beside one,
+    holds its level outside the hours and keeps its run."""
+    e = np.asarray(e, float)[start:stop]
+    s = np.asarray(s, float)[start:stop]
+    hh = np.asarray(h, float)
     hits = np.asarray(hits, float)
-    if hits.size == 0 or stop > h.size or stop <= start:
+    if hits.size == 0 or stop > hh.size or stop <= start:
         return False
-    before = h[start - 1] if start > 0 else -np.inf
-    at = hits[(hits >= before) & (hits <= h[start])]
-    if not at.size:
+    before = hh[start - 1] if start > 0 else -np.inf
+    t = hh[start:stop]
+    inside = np.zeros(t.size, bool)  # within the hours after any of the run's hits
+    for hit in hits[(hits >= before) & (hits <= t[-1])]:
+        inside |= (t >= hit) & (t <= hit + max_hours)
+    if not inside.any():
         return False
-    end = stop - 1 if last_weak and stop - start >= 2 else stop
-    return bool(h[end - 1] - at.min() <= max_hours)
+    rest = ~inside & np.isfinite(e) & np.isfinite(s) & (s > 0)
+    if not rest.any():
+        return True
+    w = 1.0 / (s[rest] * s[rest])
+    return bool(np.sum(w * e[rest]) / np.sqrt(np.sum(w)) < min_sigma)
 
 
 def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,

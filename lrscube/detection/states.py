@@ -44,7 +44,7 @@ from . import baseline
 from . import changepoints as cp
 from . import classify
 from . import variance
-from .afterglow import decays_within, follows_hit
+from .afterglow import decays_within, explained_by_hit
 from .residuals import RESPONSE_RANGE, running_median
 from .temporal import clipped_z, weighted_level
 
@@ -538,8 +538,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     exposures' mid-times (hours); with them, a run of excess that decays within
     ``afterglow_max_hours`` is a latent and not reported (:mod:`lrscube.detection.afterglow`);
     ``hits``: the mid-times (hours) of the pixel's JUMP_DET exposures, those left out of the
-    series included: a run that begins with one and ends, or reaches the series' end, within
-    those hours is a latent too.
+    series included: a run that holds one and shows no excess of its own outside those hours
+    is a latent too.
     ``line_response``: the response the pixel's line across the dispersion shares
     (:func:`lrscube.detection.baseline.line_response`, at most 1); the physical limit on the
     pixel's response is relative to it.
@@ -565,7 +565,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
     out = _merge_noisy(out, noisy_spans, row, n)
     if hours is not None and p.afterglow_max_hours > 0:
-        out = _without_latents(out, e, s, np.asarray(hours, float), p, hits)
+        out = _without_latents(out, e, s, np.asarray(hours, float), p, hits, thresholds.level)
     static = _static_interval(px, normal, prior, lit, line_response, row)
     return out if static is None else [static]
 
@@ -1013,12 +1013,12 @@ def _merge_noisy(out: list, noisy_spans, row, n: int) -> list:
     return out
 
 
-def _without_latents(out: list, e, s, h, p, hits=None) -> list:
+def _without_latents(out: list, e, s, h, p, hits, level: float) -> list:
     """The intervals less the runs of excess that end before the series does and decay within
-    ``afterglow_max_hours``, or begin with a hit and end within them or reach the series' end
-    within them (latents,
-    :func:`lrscube.detection.afterglow.decays_within`, :func:`~lrscube.detection.afterglow.follows_hit`;
-    ``h``: the exposures' mid-times, hours; ``hits``: those of the JUMP_DET exposures)."""
+    ``afterglow_max_hours``, or hold a hit and show no excess of their own (below ``level``)
+    outside its hours (latents, :func:`lrscube.detection.afterglow.decays_within`,
+    :func:`~lrscube.detection.afterglow.explained_by_hit`; ``h``: the exposures' mid-times,
+    hours; ``hits``: those of the JUMP_DET exposures)."""
     n = e.size
     hits = np.zeros(0) if hits is None else np.asarray(hits, float)
 
@@ -1026,8 +1026,7 @@ def _without_latents(out: list, e, s, h, p, hits=None) -> list:
         a, b = w["start"], w["stop"]
         return ((b < n and decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
                                          min_sigma=p.afterglow_decay_sigma, max_ratio=p.afterglow_max_ratio))
-                or follows_hit(h, a, b, hits, max_hours=p.afterglow_max_hours,
-                               last_weak=abs(e[b - 1] / s[b - 1]) < p.boundary_sigma))
+                or explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level))
 
     return [w for w in out if not (w["sign"] > 0 and not w["noisy"] and latent(w))]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from lrscube.detection import classify
-from lrscube.detection.afterglow import decays_within, follows_hit, latent_images
+from lrscube.detection.afterglow import decays_within, explained_by_hit, latent_images
 from lrscube.detection.detection_params import DetectionParams
 from lrscube.detection.states import pixel_intervals
 
@@ -67,27 +67,31 @@ def test_a_latent_over_one_visit_is_not_a_defect_but_a_warm_pixel_over_it_is():
         assert _flags(r, s, sky, hours) == ["WARM"]
 
 
-def test_a_run_that_begins_with_a_hit_and_ends_within_hours_follows_it():
+def test_a_run_that_begins_with_a_hit_and_ends_within_hours_is_explained_by_it():
     h = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 480.0, 480.2])
-    kw = dict(max_hours=6.0)
+    e = np.array([0.0, 0.5, 0.4, 0.3, 0.25, 0.0, 0.0])
+    s = np.full(7, 0.03)
+    kw = dict(max_hours=6.0, min_sigma=6.5)
     # run = exposures 1-4; the hit flagged in its first exposure, in one left out before it, or
     # in the normal exposure before it (the ramp fit took the jump out of that exposure's rate;
     # the charge the hit left raises the next ones)
-    assert follows_hit(h, 1, 5, [0.2], **kw)
-    assert follows_hit(h, 1, 5, [0.1], **kw)
-    assert follows_hit(h, 1, 5, [0.0], **kw)
-    # no hit, a hit two exposures before the run, a hit after its start: no latent
-    assert not follows_hit(h, 1, 5, [], **kw)
-    assert not follows_hit(h, 2, 5, [0.0], **kw)
-    assert not follows_hit(h, 1, 5, [0.4], **kw)
-    # a run that lasts beyond the hours is not one; one that reaches the series' end within
-    # them is (the next run, with more exposures, sees whether it holds), one beyond them not
-    assert not follows_hit(h, 1, 6, [0.2], **kw)
-    assert follows_hit(h, 5, 7, [480.0], **kw)
-    assert not follows_hit(np.r_[h, 487.0], 5, 8, [480.0], **kw)
-    # ... unless its last exposure, past the hours, is within the noise by itself
-    assert follows_hit(h, 1, 6, [0.2], **kw, last_weak=True)
-    assert not follows_hit(np.r_[h, 960.0], 1, 7, [0.2], **kw, last_weak=True)  # two past them
+    assert explained_by_hit(e, s, h, 1, 5, [0.2], **kw)
+    assert explained_by_hit(e, s, h, 1, 5, [0.1], **kw)
+    assert explained_by_hit(e, s, h, 1, 5, [0.0], **kw)
+    # no hit, a hit two exposures before the run, a hit after the charge it would explain
+    assert not explained_by_hit(e, s, h, 1, 5, [], **kw)
+    assert not explained_by_hit(e, s, h, 2, 5, [0.0], **kw)
+    assert not explained_by_hit(e, s, h, 1, 5, [0.4], **kw)
+    # a run that reaches the series' end within the hours is one (the next detect, with more
+    # exposures, sees whether it holds); one that holds its level past them is not
+    e_end = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.4])
+    assert explained_by_hit(e_end, s, h, 5, 7, [480.0], **kw)
+    assert not explained_by_hit(np.r_[e_end, 0.4], np.r_[s, 0.03], np.r_[h, 487.0], 5, 8, [480.0], **kw)
+    # a last exposure past the hours within the noise by itself does not make the run last ...
+    assert explained_by_hit(np.r_[e[:5], 0.05, 0.0], s, h, 1, 6, [0.2], **kw)
+    # ... nor two, while the same two holding the level are a defect's
+    assert explained_by_hit(np.r_[e[:5], 0.05, 0.05, 0.0], np.r_[s, 0.03], np.r_[h, 960.0], 1, 7, [0.2], **kw)
+    assert not explained_by_hit(np.r_[e[:5], 0.3, 0.3, 0.0], np.r_[s, 0.03], np.r_[h, 960.0], 1, 7, [0.2], **kw)
 
 
 def test_a_pixel_raised_by_a_hit_over_one_visit_is_not_a_defect():
@@ -108,6 +112,58 @@ def test_a_pixel_raised_by_a_hit_over_one_visit_is_not_a_defect():
         r, s, sky, hours = _visits(seed, lambda h: np.where(h >= t0, 0.3, 0.0))
         ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, hours=hours, hits=[t0]))
         assert list(classify.classify(ev[classify.passes_floors(ev, p.classes)], p.classes)) == ["WARM"]
+
+
+def test_a_hit_explains_a_run_whose_other_exposures_show_nothing_by_themselves():
+    h = np.array([0.0, 0.2, 480.0, 480.2, 480.4, 480.6, 960.0, 960.2])
+    s = np.full(8, 0.03)
+    kw = dict(max_hours=6.0, min_sigma=6.5)
+    # run = exposures 1-5: the last of a visit 5 sigma high, then a hit's charge over the next visit
+    e = np.array([0.0, 0.16, 0.5, 0.4, 0.3, 0.25, 0.0, 0.0])
+    assert explained_by_hit(e, s, h, 1, 6, [480.0], **kw)
+    assert not explained_by_hit(e, s, h, 1, 6, [0.2], **kw)  # its hours end long before the charge
+    assert not explained_by_hit(e, s, h, 1, 6, [], **kw)
+    assert not explained_by_hit(e, s, h, 1, 6, [960.0], **kw)  # after the run
+    assert not explained_by_hit(e, s, h, 2, 6, [0.0], **kw)  # before the exposure ahead of the run
+    # two exposures at the normal level after the hours are no evidence of a defect
+    assert explained_by_hit(e, s, h, 2, 8, [480.0], **kw)
+    # exposures outside the hours that hold the level by themselves: a defect beside the hit
+    e2 = np.array([0.0, 0.13, 0.5, 0.4, 0.3, 0.25, 0.1, 0.1])  # 4.3, 3.3, 3.3 sigma: 6.35 stacked
+    assert explained_by_hit(e2, s, h, 1, 8, [480.0], **kw)
+    e3 = np.array([0.0, 0.16, 0.5, 0.4, 0.3, 0.25, 0.2, 0.2])  # 5.3, 6.7, 6.7 sigma: 10.8 stacked
+    assert not explained_by_hit(e3, s, h, 1, 8, [480.0], **kw)
+    # two hits, each explaining its own visit
+    e5 = np.array([0.0, 0.0, 0.5, 0.4, 0.3, 0.25, 0.4, 0.3])
+    assert explained_by_hit(e5, s, h, 2, 8, [480.0, 960.0], **kw)
+    assert not explained_by_hit(e5, s, h, 2, 8, [480.0], **kw)
+    # one exposure beyond the threshold just before the hit: charge the hit cannot have left
+    # (a telegraph pixel switching within an exposure is flagged JUMP_DET as a hit is)
+    e4 = np.array([0.0, 0.6, 0.5, 0.4, 0.3, 0.25, 0.0, 0.0])
+    assert not explained_by_hit(e4, s, h, 1, 6, [480.0], **kw)
+
+
+def test_a_hit_s_charge_with_an_ambiguous_exposure_ahead_of_it_is_not_a_defect():
+    """The latent of a hit over one visit, and the last exposure of the visit before it ~4 sigma
+    high (noise, another hit's tail): the run takes that exposure in, so it neither begins with
+    the hit nor lasts hours; nothing outside the hit's hours shows an excess by itself."""
+    t0 = 6 * 480.0
+    for seed in range(5):
+        def raised(h):  # 0.3 DN/s from a hit in the visit's first exposure, decaying with tau 6 h
+            return np.where(h >= t0, 0.3 * np.exp(-np.maximum(h - t0, 0) / 6.0), 0.0) * (h < t0 + 5)
+
+        r, s, sky, hours = _visits(seed, raised)
+        r[29] += 0.13  # the previous visit's last exposure, ~4 sigma high
+        p = DetectionParams()
+        th = p.thresholds(1_000_000, r.size)
+        assert "WARM" in _flags(r, s, sky, hours)  # without the hit: a warm pixel over 6 exposures
+        ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, hours=hours, hits=[t0]))
+        assert len(ev) == 0 or not classify.passes_floors(ev, p.classes).any()
+        # a pixel that appears with the hit and holds 0.1 DN/s (3 sigma an exposure) over the
+        # next two visits is reported (WARM, or TELEGRAPH for the fall of the hit's charge on it)
+        r, s, sky, hours = _visits(seed, lambda h: raised(h) + np.where((h >= t0) & (h < t0 + 961), 0.1, 0.0))
+        ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, hours=hours, hits=[t0]))
+        assert len(ev) and classify.passes_floors(ev, p.classes).any()
+        assert ev["start"].min() <= 30 and ev["stop"].max() >= 44
 
 
 def _rows(pixels, first, good, flag="WARM", fall=4.0):
