@@ -178,8 +178,8 @@ def test_telegraph_detectable_span_starts_at_the_first_high_state():
 def test_simulated_quality_on_a_real_looking_detector(simulated):
     """Quality on the subarray set of the default scenario (each pixel its own response, the
     behaviour zoo, the look-alikes), detectability relative to the detection threshold. Measured
-    (benchmarks/README.md): precision 0.992, recall 0.887, new-defect recall 0.925 (199
-    detectable), onset error median 0 and 90th percentile 1; normal pixels flagged 5 of 27,981;
+    (benchmarks/README.md): precision 0.994, recall 0.887, new-defect recall 0.925 (199
+    detectable), onset error median 0 and 90th percentile 1; normal pixels flagged 4 of 27,981;
     latents (persistence) 0.17 % of their pixel-exposures flagged (1.2 % before the image rule). The goals of issues 14/15 (precision >= 0.998,
     new-defect recall >= 0.98) are not met yet: these bounds hold what is reached."""
     iv, res = simulated
