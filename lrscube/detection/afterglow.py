@@ -53,10 +53,11 @@ def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, 
     """True when a hit explains the run ``[start, stop)`` of excess ``e`` (noise ``s``, DN/s;
     ``h`` the exposures' mid-times and ``hits`` the JUMP_DET exposures', hours): a hit from the
     normal exposure before the run's first to its last, and the run's exposures outside the
-    ``max_hours`` after it (after any of them: a pixel hit twice) carry no evidence of their own, their excess stacked in its noise
-    below ``min_sigma`` (the level threshold). Their number is not asked: an exposure far
-    beyond the noise just before a hit is no charge of that hit, and a telegraph pixel switching
-    within an exposure is flagged JUMP_DET by the ramp fit as a hit is.
+    ``max_hours`` after it (after any of them: a pixel hit twice) carry no evidence of their
+    own, their excess stacked in its noise below ``min_sigma`` (the level threshold). Their
+    number is not asked: an exposure far beyond the noise just before a hit is no charge of that
+    hit, and a telegraph pixel switching within an exposure is flagged JUMP_DET by the ramp fit
+    as a hit is.
 
     The hit exposure's own rate does not show the charge (the ramp fit takes the jump out of
     it): the charge raises the exposures after it, so a hit in the normal exposure just before
