@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import baseline, classify, intscat as intscat_screen, variance
+from . import baseline, classify, intscat as intscat_screen, running, variance
 from ..config import flags, profiles
 from ..storage import cube, provenance
 from ..storage import store as st
@@ -184,13 +184,10 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
     err = np.asarray(err, np.float32)
     dq = np.asarray(dq, np.uint32)
     B = sci.shape[0]
-    inside = np.isfinite(sci) | (dq != 0)
     out = {k: np.full(sci.shape, np.nan, np.float32) for k in ("r", "s", "sky")}
     out["trace"] = np.zeros(sci.shape, bool)
-    out["jump"] = (dq & np.uint32(flags.JUMP_DET)) != 0
-    out["and_bits"] = np.bitwise_and.reduce(np.where(inside, dq, _ALL_BITS), axis=0).astype(np.uint32) if B \
-        else np.full(sci.shape[1:], _ALL_BITS, np.uint32)
-    out["n_seen"] = inside.sum(axis=0).astype(np.int32)
+    # one compiled pass: no block-sized uint32 or bool temporaries (fresh pages, each of them)
+    out["jump"], out["and_bits"], out["n_seen"] = running.coverage(sci, dq, flags.JUMP_DET)
     out["trace_pixels"] = np.zeros(B, np.int64)
     boxes = _sky_end_boxes(p, profile)
     for b, ys, xs, holes in ((b, *pc) for b, fp in _footprints(sci) for pc in sky_pieces(fp, boxes, origin)):
@@ -204,9 +201,11 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
         tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
                         cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
                         min_length=p.trace_min_length_px, margin=p.trace_margin_px)
-        keep = np.ones(res.resid.shape[1:], bool)
-        for hy, hx in holes:  # the parts modelled apart are written by their own pass
-            keep[hy, hx] = False
+        keep = True  # a whole piece is copied as it is (a masked copy is slower)
+        if holes:
+            keep = np.ones(res.resid.shape[1:], bool)
+            for hy, hx in holes:  # the parts modelled apart are written by their own pass
+                keep[hy, hx] = False
         for k, v in (("r", res.resid), ("s", res.sigma), ("sky", res.sky), ("trace", tr)):
             np.copyto(out[k][b, ys, xs], v[0], where=keep)  # in place, no temporary
         out["trace_pixels"][b] += int((tr[0] & keep).sum())

@@ -1288,3 +1288,30 @@ def first_axis_nanmedians(a: np.ndarray) -> np.ndarray:
     for j in np.flatnonzero(signed_zero):
         o1[j] = bn.nanmedian(a2[:, j])
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _coverage(sci, dq, jump_bit, jump, and_bits, n_seen):
+    B, Y, X = sci.shape
+    for b in range(B):
+        for y in range(Y):
+            for x in range(X):
+                d = dq[b, y, x]
+                jump[b, y, x] = (d & jump_bit) != 0
+                if d != 0 or np.isfinite(sci[b, y, x]):
+                    and_bits[y, x] &= d
+                    n_seen[y, x] += 1
+
+
+def coverage(sci: np.ndarray, dq: np.ndarray, jump_bit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stage 1's DQ bookkeeping of a batch ``(B, y, x)`` in one pass, without block-sized
+    temporaries: ``jump`` ((B, y, x) bool, ``dq & jump_bit`` set), ``and_bits`` ((y, x) uint32,
+    the bits set in the DQ of every exposure that covers the pixel, all ones where none does)
+    and ``n_seen`` ((y, x) int32, the exposures that cover it: a finite SCI or a non-zero DQ)."""
+    sci = np.ascontiguousarray(sci, dtype=np.float32)
+    dq = np.ascontiguousarray(dq, dtype=np.uint32)
+    jump = np.empty(dq.shape, np.bool_)
+    and_bits = np.full(dq.shape[1:], 0xFFFFFFFF, np.uint32)
+    n_seen = np.zeros(dq.shape[1:], np.int32)
+    _coverage(sci, dq, np.uint32(jump_bit), jump, and_bits, n_seen)
+    return jump, and_bits, n_seen

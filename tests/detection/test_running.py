@@ -494,3 +494,39 @@ def test_column_cumsums_are_numpys_cumsum_bit_for_bit():
                 got = running.column_cumsums(zz, cols)
                 assert got.shape == want.shape and got.dtype == np.float32
                 assert np.array_equal(got.view(np.int32), want.view(np.int32))
+
+
+def _coverage_numpy(sci, dq, jump_bit):
+    """spatial_stage's DQ bookkeeping as numpy had it."""
+    inside = np.isfinite(sci) | (dq != 0)
+    jump = (dq & np.uint32(jump_bit)) != 0
+    and_bits = np.bitwise_and.reduce(np.where(inside, dq, np.uint32(0xFFFFFFFF)), axis=0).astype(np.uint32) \
+        if sci.shape[0] else np.full(sci.shape[1:], np.uint32(0xFFFFFFFF), np.uint32)
+    return jump, and_bits, inside.sum(axis=0).astype(np.int32)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5), (1, 1, 1), (3, 1, 1), (7, 13, 29), (12, 40, 64)])
+def test_coverage_is_the_numpy_bookkeeping(shape):
+    """Stage 1's jump plane, AND of the DQ bits over the covering exposures and their count, in
+    one compiled pass: numpy's arrays on NaN outside a footprint, DQ set where SCI is NaN,
+    pixels no exposure covers (all ones, zero) and every bit pattern, one pixel and no exposure."""
+    from lrscube.config import flags
+
+    rng = np.random.default_rng(sum(shape))
+    sci = rng.normal(size=shape).astype(np.float32)
+    dq = rng.choice(np.array([0, 1, 4, 5, 2 ** 31, 0xFFFFFFFF, 1 | 2 ** 20], np.uint32), size=shape)
+    sci[rng.random(shape) < 0.3] = np.nan
+    sci[rng.random(shape) < 0.05] = np.inf
+    if shape[0] > 2:
+        sci[:, 0] = np.nan  # a row no exposure covers where DQ is 0
+        dq[:, 0] = np.where(rng.random(dq[:, 0].shape) < 0.5, 0, dq[:, 0])
+        sci[1] = np.nan  # one exposure outside its footprint everywhere
+        dq[1] = 0
+    cases = [(sci, dq), (np.full(shape, np.nan, np.float32), np.zeros(shape, np.uint32)),  # all masked
+             (sci[:, ::-1], dq[:, :, ::-1])]  # not contiguous
+    for s, d in cases:
+        want = _coverage_numpy(s, d, flags.JUMP_DET)
+        got = running.coverage(s, d, flags.JUMP_DET)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
