@@ -1008,6 +1008,15 @@ def response_of(sci, err, params, profile, origin=(0, 0)) -> np.ndarray | None:
     return g
 
 
+def trace_jump_bits(trace: np.ndarray, jump: np.ndarray) -> np.ndarray:
+    """The work store's uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET.
+    A bool array's bytes are 0 or 1: one shifted copy of ``jump``'s bytes, ``trace``'s or-ed
+    in place (no uint8 copies of both)."""
+    bits = np.left_shift(np.ascontiguousarray(jump, bool).view(np.uint8), 1)
+    bits |= np.ascontiguousarray(trace, bool).view(np.uint8)
+    return bits
+
+
 def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None,
                     unlit=None, intscat=None, dof=None, origin=(0, 0)):
     """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
@@ -1023,8 +1032,7 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
         sci, err, dq, *more = read_frames(source, rows, missing="error", planes=("intscat",) if dof is not None else ())
         intscat = more[0] if more else None
     out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit, origin=origin)
-    # one uint8 per pixel and exposure: bit 0 on a source trace, bit 1 JUMP_DET
-    bits = out["trace"].astype(np.uint8) | (out["jump"].astype(np.uint8) << 1)
+    bits = trace_jump_bits(out["trace"], out["jump"])
     q = None if intscat is None or dof is None else intscat_screen.calibrate(np.asarray(intscat), dof)
     workstore.write_batch(work, a, spans, out["r"], out["s"], out["sky"], bits,
                          params.work_precision_sigma or None, intscat=q)

@@ -526,3 +526,19 @@ def test_events_beside_an_exposure_far_below_the_baseline_are_the_pixels_own():
     trans, excl, e = _single_exposure_events(g, DetectionParams())
     assert not excl[:, 0].any()
     assert excl[17, 1]
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (5, 7, 9)])
+def test_trace_jump_bits_are_the_former_expression(shape):
+    """The work store's trace/jump byte: the former uint8 copies' expression, bit for bit, on
+    every combination, one pixel, no exposure, and views that are not contiguous."""
+    from lrscube.detection.detect import trace_jump_bits
+
+    rng = np.random.default_rng(sum(shape))
+    trace = rng.random(shape) < 0.5
+    jump = rng.random(shape) < 0.3
+    for t, j in ((trace, jump), (trace[..., ::-1], jump[::-1]), (np.zeros(shape, bool), np.ones(shape, bool))):
+        want = t.astype(np.uint8) | (j.astype(np.uint8) << 1)
+        got = trace_jump_bits(t, j)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
