@@ -973,7 +973,8 @@ def illumination_stage(sci, err) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         q = np.asarray(sci, np.float32) / np.asarray(err, np.float32)
-        return np.nanmedian(np.where(np.isfinite(q), q, np.nan), axis=0).astype(np.float32)
+        q[~np.isfinite(q)] = np.nan
+        return running.first_axis_nanmedians_numpy(q)  # np.nanmedian's numbers, compiled
 
 
 def unlit_of(levels, params: DetectionParams, profile) -> np.ndarray | None:

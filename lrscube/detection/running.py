@@ -1315,3 +1315,28 @@ def coverage(sci: np.ndarray, dq: np.ndarray, jump_bit: int) -> tuple[np.ndarray
     n_seen = np.zeros(dq.shape[1:], np.int32)
     _coverage(sci, dq, np.uint32(jump_bit), jump, and_bits, n_seen)
     return jump, and_bits, n_seen
+
+
+def first_axis_nanmedians_numpy(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=0)`` of a float32 array, the same bits, compiled.
+
+    numpy takes the middle two of an even count as ``(lo + hi) / 2`` in float32, as the network
+    of :func:`first_axis_nanmedians` does; the middle one of an odd count it takes as
+    ``(m + m) / 2`` (fewer than 600 rows), which overflows for ``|m| >= 2**127``; so the columns
+    holding such a value, or a -0.0 (the sign of a zero median is the sorting algorithm's), are
+    numpy's own."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim == 0 or a.size == 0:
+        return np.nanmedian(a, axis=0)
+    out = np.empty(a.shape[1:], np.float32)
+    a2 = a.reshape(a.shape[0], -1)
+    o1 = out.reshape(-1)
+    signed_zero = np.empty(o1.size, np.bool_)
+    kpad = 1 << max(0, (a.shape[0] - 1).bit_length())
+    pairs = np.array(_oddeven_merge_sort(kpad) or [(0, 0)], np.int64).reshape(-1, 2)
+    _first_axis_nanmedians(a2, pairs, kpad, o1, signed_zero)
+    with np.errstate(invalid="ignore"):
+        own = np.flatnonzero(signed_zero | (np.abs(a2) >= np.float32(2.0 ** 127)).any(axis=0))
+    if own.size:  # the same call on those columns alone: numpy's medians are column by column
+        o1[own] = np.nanmedian(a2[:, own], axis=0)
+    return out

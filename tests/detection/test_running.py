@@ -1,5 +1,7 @@
 """The compiled running median equals bottleneck's move_median, the running mean scipy's uniform_filter1d."""
 
+import warnings
+
 import bottleneck as bn
 import numba
 import numpy as np
@@ -530,3 +532,55 @@ def test_coverage_is_the_numpy_bookkeeping(shape):
         for g, w in zip(got, want):
             assert g.dtype == w.dtype and g.shape == w.shape
             np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 1), (1, 50), (6, 300), (7, 300), (16, 257, 3), (601, 40)])
+def test_first_axis_nanmedians_numpy_are_numpys_bit_for_bit(shape):
+    """Stage 0's illumination: the compiled medians over axis 0 give np.nanmedian's bits (its
+    masked sort below 600 rows, its partition above) on noise, NaN holes, all-NaN columns,
+    ties, zeros of either sign, values near the float32 limit (numpy's m + m overflows)."""
+    rng = np.random.default_rng(sum(shape))
+    cases = []
+    for k in range(10):
+        a = (rng.normal(size=shape) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+        if k % 5 == 1:
+            a[rng.random(shape) < 0.4] = np.nan
+            a.reshape(shape[0], -1)[:, ::3] = np.nan  # columns without a value
+        if k % 5 == 2:
+            a = np.round(a).astype(np.float32)  # ties, zeros
+        if k % 5 == 3:
+            a = np.where(rng.random(shape) < 0.5, np.float32(0.0), a).astype(np.float32)
+            a[rng.random(shape) < 0.3] = -0.0
+        if k % 5 == 4:
+            big = (np.float32(3e38) * np.sign(rng.normal(size=shape))).astype(np.float32)
+            a = np.where(rng.random(shape) < 0.2, big, a).astype(np.float32)
+        cases.append(a)
+    for a in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanmedian(a, axis=0)
+            got = running.first_axis_nanmedians_numpy(a)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def test_illumination_stage_is_numpys_nanmedian():
+    """detect.illumination_stage (compiled medians) against its numpy formulation, with NaN,
+    zero and negative ERR, an empty footprint row and no exposure."""
+    from lrscube.detection.detect import illumination_stage
+
+    rng = np.random.default_rng(5)
+    for k in (0, 1, 4, 9):
+        sci = rng.normal(50, 10, (k, 30, 41)).astype(np.float32)
+        err = rng.uniform(0.5, 2, (k, 30, 41)).astype(np.float32)
+        sci[rng.random(sci.shape) < 0.2] = np.nan
+        sci[:, 3] = np.nan
+        err[rng.random(err.shape) < 0.05] = 0.0
+        err[rng.random(err.shape) < 0.05] = -1.0
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q = sci / err
+            want = np.nanmedian(np.where(np.isfinite(q), q, np.nan), axis=0).astype(np.float32)
+            got = illumination_stage(sci, err)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(_bits(got), _bits(want))
