@@ -1270,6 +1270,21 @@ def _first_axis_nanmedians(a, pairs, kpad, out, signed_zero):
                 out[j] = 0.5 * (blk[n // 2 - 1, jj] + blk[n // 2, jj])
 
 
+def _network_first_axis(a: np.ndarray):
+    """The sorting network's medians along axis 0 of a non-empty contiguous float32 ``a``:
+    ``(out, a2, o1, signed_zero)``, ``out`` the medians (``a.shape[1:]``), ``a2`` and ``o1``
+    ``a`` and ``out`` with the columns flattened, ``signed_zero`` the columns holding a -0.0
+    (the sign of a zero median is the caller's to settle)."""
+    out = np.empty(a.shape[1:], np.float32)
+    a2 = a.reshape(a.shape[0], -1)
+    o1 = out.reshape(-1)
+    signed_zero = np.empty(o1.size, np.bool_)
+    kpad = 1 << max(0, (a.shape[0] - 1).bit_length())
+    pairs = np.array(_oddeven_merge_sort(kpad) or [(0, 0)], np.int64).reshape(-1, 2)
+    _first_axis_nanmedians(a2, pairs, kpad, o1, signed_zero)
+    return out, a2, o1, signed_zero
+
+
 def first_axis_nanmedians(a: np.ndarray) -> np.ndarray:
     """``bottleneck.nanmedian(a, axis=0)`` of a float32 array, the same bits, compiled (see
     :func:`row_nanmedians`: the columns holding a -0.0 are bottleneck's own)."""
@@ -1278,13 +1293,7 @@ def first_axis_nanmedians(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.float32)
     if a.ndim == 0 or a.size == 0:
         return bn.nanmedian(a, axis=0)
-    out = np.empty(a.shape[1:], np.float32)
-    a2 = a.reshape(a.shape[0], -1)
-    o1 = out.reshape(-1)
-    signed_zero = np.empty(o1.size, np.bool_)
-    kpad = 1 << max(0, (a.shape[0] - 1).bit_length())
-    pairs = np.array(_oddeven_merge_sort(kpad) or [(0, 0)], np.int64).reshape(-1, 2)
-    _first_axis_nanmedians(a2, pairs, kpad, o1, signed_zero)
+    out, a2, o1, signed_zero = _network_first_axis(a)
     for j in np.flatnonzero(signed_zero):
         o1[j] = bn.nanmedian(a2[:, j])
     return out
@@ -1328,13 +1337,7 @@ def first_axis_nanmedians_numpy(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.float32)
     if a.ndim == 0 or a.size == 0:
         return np.nanmedian(a, axis=0)
-    out = np.empty(a.shape[1:], np.float32)
-    a2 = a.reshape(a.shape[0], -1)
-    o1 = out.reshape(-1)
-    signed_zero = np.empty(o1.size, np.bool_)
-    kpad = 1 << max(0, (a.shape[0] - 1).bit_length())
-    pairs = np.array(_oddeven_merge_sort(kpad) or [(0, 0)], np.int64).reshape(-1, 2)
-    _first_axis_nanmedians(a2, pairs, kpad, o1, signed_zero)
+    out, a2, o1, signed_zero = _network_first_axis(a)
     with np.errstate(invalid="ignore"):
         own = np.flatnonzero(signed_zero | (np.abs(a2) >= np.float32(2.0 ** 127)).any(axis=0))
     if own.size:  # the same call on those columns alone: numpy's medians are column by column
