@@ -197,7 +197,8 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
                                 remove_line_offsets=p.remove_line_offsets, calibrate_noise=False,
                                 cross_window=p.cross_sky_window_px or None,
                                 response=None if response is None else response[ys, xs],
-                                unlit=None if unlit is None else unlit[ys, xs])
+                                unlit=None if unlit is None else unlit[ys, xs],
+                                cross_apart=_parts_mask(ys, xs, holes))
         tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
                         cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
                         min_length=p.trace_min_length_px, margin=p.trace_margin_px)
@@ -210,6 +211,16 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
             np.copyto(out[k][b, ys, xs], v[0], where=keep)  # in place, no temporary
         out["trace_pixels"][b] += int((tr[0] & keep).sum())
     return out
+
+
+def _parts_mask(ys: slice, xs: slice, holes: list) -> np.ndarray | None:
+    """(y, x) bool over a piece: the parts inside it modelled apart (``holes``); None if none."""
+    if not holes:
+        return None
+    m = np.zeros((ys.stop - ys.start, xs.stop - xs.start), bool)
+    for hy, hx in holes:
+        m[hy, hx] = True
+    return m
 
 
 def static_bits(and_bits: np.ndarray, n_seen: np.ndarray) -> np.ndarray:

@@ -178,7 +178,7 @@ def sky_model(img: np.ndarray, err: np.ndarray, window: int, axis: int = -2, min
     return _sky_parts(img, err, window, axis, min_count, outlier_sigma)[0]
 
 
-def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_window=None):
+def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_window=None, cross_apart=None):
     """:func:`sky_model` and its parts (sky, trend, detrended data with outliers left out, and
     the scatter a normal pixel has about the sky: ERR and the pixel response, :func:`local_scatter`).
 
@@ -191,7 +191,7 @@ def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_windo
     trend = local_linear(sky1, window, axis=axis)
     dev = img - sky1
     if cross_window:
-        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2)
+        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2, apart=cross_apart)
     sloc = local_scatter(dev, sky1, err)
     with np.errstate(invalid="ignore"):
         out = np.abs(dev) > outlier_sigma * sloc
@@ -244,14 +244,20 @@ def local_scatter(dev: np.ndarray, sky: np.ndarray, err: np.ndarray) -> np.ndarr
 
 
 def cross_deviation(resid: np.ndarray, window: int, cross_axis: int, exclude: np.ndarray | None = None,
-                    keep_nan: bool = False) -> np.ndarray:
+                    keep_nan: bool = False, apart: np.ndarray | None = None) -> np.ndarray:
     """``resid`` minus its running median across the dispersion over ``window`` pixels: what a
     pixel does that its neighbouring lines do not (the structure they share is sky).
 
     ``exclude`` leaves pixels out of the median; where it is undefined (fewer than 5 pixels)
-    nothing is subtracted, or the result is NaN with ``keep_nan``."""
+    nothing is subtracted, or the result is NaN with ``keep_nan``. The pixels of ``apart`` and
+    the others are not each other's neighbours: each takes the median of its own kind."""
     src = resid if exclude is None else np.where(exclude, np.nan, resid)
-    loc = running_median(src, window, axis=cross_axis, min_count=min(5, int(window)))
+    mc = min(5, int(window))
+    if apart is None:
+        loc = running_median(src, window, axis=cross_axis, min_count=mc)
+    else:
+        loc = np.where(apart, running_median(np.where(apart, src, np.nan), window, axis=cross_axis, min_count=mc),
+                       running_median(np.where(apart, np.nan, src), window, axis=cross_axis, min_count=mc))
     if keep_nan:
         return resid - loc
     return resid - np.where(np.isfinite(loc), loc, 0.0).astype(np.float32)
@@ -394,6 +400,7 @@ def spatial_residuals(
     cross_window: int | None = None,
     response: np.ndarray | None = None,
     unlit: np.ndarray | None = None,
+    cross_apart: np.ndarray | None = None,
     _empty: np.ndarray | None = None,
 ) -> Residuals:
     """Residual of every pixel against a robust local sky, per exposure.
@@ -450,6 +457,13 @@ def spatial_residuals(
         the unlit ones were holes; an unlit pixel's residual is its own value (less the offset
         of its row), its sky that of the lit pixels around it, its noise its ERR calibrated over
         the unlit pixels (:func:`_unlit_residuals`).
+    cross_apart : array (y, x) of bool, optional
+        A part of the image whose sky is modelled apart (:func:`lrscube.detection.detect.sky_pieces`):
+        its pixels and the others are not each other's neighbours across the dispersion
+        (``cross_window``). They still enter the running medians along the dispersion, so that
+        the sky beyond a spectrum's end follows its fall-off; but their residuals here are
+        against a sky that runs through the spectrum's end, and at the part's side they would
+        be the cross-dispersion sky of the pixels beside them.
 
     Returns
     -------
@@ -463,9 +477,10 @@ def spatial_residuals(
               calibration_block=calibration_block)
     if unlit is not None and np.any(unlit):
         return _lit_and_unlit(sci, err, np.broadcast_to(np.asarray(unlit, bool), sci.shape),
-                              cross_window=cross_window, response=response, **kw)
+                              cross_window=cross_window, response=response, cross_apart=cross_apart, **kw)
     if response is not None:
-        return _flat_fielded(sci, err, response, cross_window=cross_window, _empty=_empty, **kw)
+        return _flat_fielded(sci, err, response, cross_window=cross_window, cross_apart=cross_apart,
+                             _empty=_empty, **kw)
     ax = -2 if dispersion_axis == "y" else -1
     cax = -1 if ax == -2 else -2
     # holes (static bad pixels) take their neighbours' values across the dispersion, so that
@@ -473,15 +488,16 @@ def spatial_residuals(
     sci, holes = fill_holes(sci, cax)
     if _empty is not None:
         sci = np.where(_empty, np.nan, sci)
-    sky, trend, d, sloc = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window)
+    sky, trend, d, sloc = _sky_parts(sci, err, sky_window, ax, min_sky_pixels, cross_window=cross_window,
+                                     cross_apart=cross_apart)
     resid = sci - sky
     if remove_line_offsets:
         sky, resid = _without_line_offsets(sci, err, resid, trend, d, ax, sky_window, min_sky_pixels, cross_window)
     resid = np.where(holes, np.nan, resid).astype(np.float32)
     if cross_window:  # then again without the pixels far from that first estimate
         with np.errstate(invalid="ignore"):
-            far = np.abs(cross_deviation(resid, cross_window, cax, keep_nan=True)) > 5.0 * sloc
-        resid = cross_deviation(resid, cross_window, cax, exclude=far)
+            far = np.abs(cross_deviation(resid, cross_window, cax, keep_nan=True, apart=cross_apart)) > 5.0 * sloc
+        resid = cross_deviation(resid, cross_window, cax, exclude=far, apart=cross_apart)
     good_err = np.isfinite(err) & (err > 0)
     sigma = np.where(good_err, err, np.nan).astype(np.float32)
     if calibrate_noise:
@@ -494,7 +510,8 @@ def spatial_residuals(
 
 
 def _lit_and_unlit(sci, err, u, *, dispersion_axis, sky_window, min_sky_pixels, remove_line_offsets,
-                   calibrate_noise, clip_sigma, calibration_block, cross_window, response) -> Residuals:
+                   calibrate_noise, clip_sigma, calibration_block, cross_window, response,
+                   cross_apart=None) -> Residuals:
     """:func:`spatial_residuals` with pixels outside the light ``u`` (its ``unlit``): the lit
     pixels' residuals as if the unlit ones were holes; an unlit pixel's residual its own value
     (less its row's offset), its sky that of the lit pixels around it, its noise its ERR
@@ -505,7 +522,7 @@ def _lit_and_unlit(sci, err, u, *, dispersion_axis, sky_window, min_sky_pixels, 
     # the unlit pixels are left empty, not filled from their neighbours across the dispersion
     # (which, at a slice's edge, are lit: the edge's column would get the slice's sky)
     lit = spatial_residuals(np.where(u, np.nan, sci), err, cross_window=cross_window, response=response,
-                            _empty=u, **kw)
+                            cross_apart=cross_apart, _empty=u, **kw)
     dark, dark_sigma = _unlit_residuals(np.where(u, sci, np.nan).astype(np.float32), err,
                                         -2 if dispersion_axis == "y" else -1, sky_window, min_sky_pixels,
                                         remove_line_offsets, calibrate_noise, clip_sigma)
@@ -524,14 +541,14 @@ def _lit_and_unlit(sci, err, u, *, dispersion_axis, sky_window, min_sky_pixels, 
                      sky)
 
 
-def _flat_fielded(sci, err, response, *, cross_window, _empty, **kw) -> Residuals:
+def _flat_fielded(sci, err, response, *, cross_window, _empty, cross_apart=None, **kw) -> Residuals:
     """:func:`spatial_residuals` with the pixels' ``response``: the sky from the flat-fielded
     image (a running median then averages the noise instead of taking one pixel's), the residual
     still against the neighbours' sky, so that it keeps the pixel's own response."""
     g = np.asarray(response, np.float32)
     g = np.where(np.isfinite(g), np.clip(g, RESPONSE_RANGE[0], RESPONSE_RANGE[1]), 1.0).astype(np.float32)
     v = sci / g
-    res = spatial_residuals(v, err / g, cross_window=cross_window, _empty=_empty, **kw)
+    res = spatial_residuals(v, err / g, cross_window=cross_window, cross_apart=cross_apart, _empty=_empty, **kw)
     local = v - res.resid  # the neighbours' sky (and what the neighbouring lines share)
     return Residuals((sci - local).astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
 
