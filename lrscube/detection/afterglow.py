@@ -49,7 +49,8 @@ def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio:
     return bool(np.any(ok & (drop >= min_sigma)))
 
 
-def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, min_sigma: float) -> bool:
+def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, min_sigma: float,
+                     scatter_clip: float | None = None) -> bool:
     """True when a hit explains the run ``[start, stop)`` of excess ``e`` (noise ``s``, DN/s;
     ``h`` the exposures' mid-times and ``hits`` the JUMP_DET exposures', hours): a hit from the
     normal exposure before the run's first to its last, and the run's exposures outside the
@@ -68,7 +69,14 @@ def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, 
     the hours that reaches the series' end is a latent too: charge a hit left is far more
     frequent than a hot pixel it made, and the next detect, with the exposures after it, sees
     whether the pixel holds its level. A defect that a hit made, or that began beside one,
-    holds its level outside the hours and keeps its run."""
+    holds its level outside the hours and keeps its run.
+
+    With ``scatter_clip`` the run is a span of excess scatter (a noisy or telegraph pixel's):
+    the exposures outside the hours must carry no excess scatter either, their squared
+    normalised excess (clipped at ``scatter_clip``) summed less its expectation,
+    ``sum(z^2 - 1) / sqrt(2 n)``, below ``min_sigma``. A hit's charge in the exposures of its
+    visit scatters far beyond the noise about any level; a noisy pixel scatters outside the
+    hours as well."""
     e = np.asarray(e, float)[start:stop]
     s = np.asarray(s, float)[start:stop]
     hh = np.asarray(h, float)
@@ -86,7 +94,12 @@ def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, 
     if not rest.any():
         return True
     w = 1.0 / (s[rest] * s[rest])
-    return bool(np.sum(w * e[rest]) / np.sqrt(np.sum(w)) < min_sigma)
+    if np.sum(w * e[rest]) / np.sqrt(np.sum(w)) >= min_sigma:
+        return False
+    if scatter_clip is None:
+        return True
+    z2 = np.minimum((e[rest] / s[rest]) ** 2, float(scatter_clip) ** 2)
+    return bool(np.sum(z2 - 1.0) / np.sqrt(2.0 * z2.size) < min_sigma)
 
 
 def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,

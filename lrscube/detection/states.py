@@ -1018,17 +1018,23 @@ def _without_latents(out: list, e, s, h, p, hits, level: float) -> list:
     ``afterglow_max_hours``, or hold a hit and show no excess of their own (below ``level``)
     outside its hours (latents, :func:`lrscube.detection.afterglow.decays_within`,
     :func:`~lrscube.detection.afterglow.explained_by_hit`; ``h``: the exposures' mid-times,
-    hours; ``hits``: those of the JUMP_DET exposures)."""
+    hours; ``hits``: those of the JUMP_DET exposures). A span of excess scatter (``noisy``) is a
+    latent only by the second rule, its exposures outside the hours scattering by their noise
+    too: a hit's charge over its visit is far beyond the noise about any level, and merged with
+    the exposures around it reads as a pixel that swings."""
     n = e.size
     hits = np.zeros(0) if hits is None else np.asarray(hits, float)
 
     def latent(w) -> bool:
         a, b = w["start"], w["stop"]
+        if w["noisy"]:  # a span of excess scatter: only a hit whose hours hold all of it explains it
+            return explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level,
+                                    scatter_clip=p.clip_sigma)
         return ((b < n and decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
                                          min_sigma=p.afterglow_decay_sigma, max_ratio=p.afterglow_max_ratio))
                 or explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level))
 
-    return [w for w in out if not (w["sign"] > 0 and not w["noisy"] and latent(w))]
+    return [w for w in out if not (w["sign"] > 0 and latent(w))]
 
 
 def _one_state(px: _Pixel, normal) -> bool:

@@ -142,6 +142,51 @@ def test_a_hit_explains_a_run_whose_other_exposures_show_nothing_by_themselves()
     assert not explained_by_hit(e4, s, h, 1, 6, [480.0], **kw)
 
 
+def test_a_hit_explains_a_span_of_scatter_only_where_the_rest_scatters_by_its_noise():
+    """A span of excess scatter that holds a hit: the hit's charge over its visit (10-50 sigma
+    about any level) and, outside its hours, the exposures of the next visits. Noise there
+    leaves the span to the hit; a pixel whose values swing both ways by several times its
+    noise there too is noisy, although their mean is zero."""
+    h = np.array([0.0, 480.0, 480.2, 480.4, 480.6, 960.0, 960.2, 1440.0, 1440.2, 1920.0])
+    s = np.full(10, 0.03)
+    kw = dict(max_hours=6.0, min_sigma=6.5, scatter_clip=6.0)
+    quiet = np.array([0.0, 0.6, 1.5, 0.5, 0.4, -0.04, -0.03, 0.02, -0.05, 0.0])
+    assert explained_by_hit(quiet, s, h, 1, 9, [480.0], **kw)
+    assert not explained_by_hit(quiet, s, h, 1, 9, [], **kw)
+    swings = quiet.copy()
+    swings[5:9] = [0.15, -0.14, 0.16, -0.15]  # 5 sigma each way: its mean is zero
+    assert not explained_by_hit(swings, s, h, 1, 9, [480.0], **kw)
+    # judged by its level alone (a level run's rule), the swings would be the hit's
+    assert explained_by_hit(swings, s, h, 1, 9, [480.0], max_hours=6.0, min_sigma=6.5)
+    # a noisy span without a hit in it stays, whatever the level of the rest
+    assert not explained_by_hit(quiet, s, h, 5, 9, [480.0], **kw)
+
+
+def test_a_hit_s_charge_merged_into_a_span_of_scatter_is_not_a_defect():
+    """A hit's charge over its visit, up and down by tens of sigma from one exposure to the
+    next, and the next visit a little below normal (1.3 sigma an exposure): the screens read
+    the two visits as a pixel swinging both ways. With the hit, nothing outside its hours
+    scatters beyond the noise, so no span of scatter is reported."""
+    t0 = 6 * 480.0
+    charge = {0: 0.6, 1: 1.5, 2: 1.35, 3: 1.4, 4: 0.45}
+
+    def raised(h):
+        k = np.round((h - t0) / 0.25).astype(int)
+        return np.array([charge.get(int(v), 0.0) if 0 <= hh - t0 < 5 else 0.0 for v, hh in zip(k, h)])
+
+    p = DetectionParams()
+    spans_without_hit = 0
+    for seed in range(6):
+        r, s, sky, hours = _visits(seed, raised)
+        r[35:40] -= 0.04
+        th = p.thresholds(1_000_000, r.size)
+        ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, hours=hours, hits=[t0]))
+        assert not (len(ev) and ev["noisy"].astype(bool).any())
+        ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th, hours=hours))
+        spans_without_hit += int(len(ev) and ev["noisy"].astype(bool).any())
+    assert spans_without_hit >= 1
+
+
 def test_a_hit_s_charge_with_an_ambiguous_exposure_ahead_of_it_is_not_a_defect():
     """The latent of a hit over one visit, and the last exposure of the visit before it ~4 sigma
     high (noise, another hit's tail): the run takes that exposure in, so it neither begins with
