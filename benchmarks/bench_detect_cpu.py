@@ -4,6 +4,7 @@ block of a store's cube held in memory: robust to a busy machine where wall time
     python benchmarks/bench_detect_cpu.py --store /work/indep/stores/lrs_small--main \
         --y 528 944 --x 0 72
 
+``--n``: the first N exposures only (stage 2's cost per exposure grows with N).
 Compare two checkouts by running this alternately with each on ``PYTHONPATH`` (a ratio per
 pair). The block is read once, a short warm-up run compiles the kernels, then
 ``detection.detect.detect_dataset`` runs on the whole block with ``temporal_stage`` timed.
@@ -22,11 +23,12 @@ def main():
     ap.add_argument("--y", type=int, nargs=2, required=True, help="rows [start, stop)")
     ap.add_argument("--x", type=int, nargs=2, required=True, help="columns [start, stop)")
     ap.add_argument("--mode", default="lrs")
+    ap.add_argument("--n", type=int, default=None, help="the first N exposures only (default: all)")
     a = ap.parse_args()
     import lrscube
 
     D = importlib.import_module("lrscube.detection.detect")
-    ds = lrscube.open_cube(a.store).isel(y=slice(*a.y), x=slice(*a.x))
+    ds = lrscube.open_cube(a.store).isel(time=slice(0, a.n), y=slice(*a.y), x=slice(*a.x))
     ds = ds[[v for v in ("sci", "err", "dq", "intscat") if v in ds.data_vars]].load()  # intscat: rateints
     D.detect_dataset(ds.isel(time=slice(0, 8)), a.mode, progress=False)  # compile the kernels
     spent = {"stage2": 0.0}

@@ -595,6 +595,69 @@ def test_fit_is_the_fit_from_its_former_start_bit_for_bit(dtype):
     assert got.a.shape == (r.shape[1],) and np.all(got.n == 0)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _in_place_fit_pixels(r_in, s_in, sky_in, valid, ma, pa, md, pd_, iterations, ridge, leverage):
+    """``baseline._fit_pixels`` reading each pixel's column where it is (what it did for every
+    series before it copied the columns of long ones in blocks)."""
+    T, P = r_in.shape
+    a_out, d_out, ae_out, de_out = np.empty(P), np.empty(P), np.empty(P), np.empty(P)
+    h_out = np.zeros((T, P) if leverage else (0, 0))
+    n_out = np.zeros(P, np.int64)
+    r, s, sky, w0, w, z, buf, band = (np.empty(T), np.empty(T), np.empty(T), np.empty(T), np.empty(T), np.empty(T),
+                                      np.empty(T), np.empty(T))
+    guess = np.full(1, 0.6745)
+    at = np.empty(T, np.int64)
+    for j in range(P):
+        n = baseline._load_pixel(r_in, s_in, sky_in, valid, j, r, s, sky, w0, at)
+        n_out[j] = n
+        a, d, good, s11r, det, suu, su1 = baseline._solve_reweighted(r, s, sky, w0, w, z, buf, band, guess, n, ma[j],
+                                                                     pa[j], md[j], pd_[j], iterations, ridge)
+        a_out[j], d_out[j] = a, d
+        if good:
+            ae_out[j], de_out[j] = np.sqrt(s11r / det), np.sqrt(suu / det)
+            if leverage:
+                for k in range(n):
+                    h = w[k] * (sky[k] * sky[k] * s11r - 2 * sky[k] * su1 + suu) / det
+                    h_out[at[k], j] = min(max(h, 0.0), 1.0)
+        else:
+            ae_out[j], de_out[j] = np.inf, np.inf
+    return a_out, d_out, ae_out, de_out, h_out, n_out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fit_of_long_series_copied_in_blocks_is_the_fit_in_place_bit_for_bit(dtype):
+    # series of FIT_COPY_FROM exposures and more are copied FIT_BLOCK columns at a time first:
+    # the edge cases repeated along time past that length (pixels not a multiple of the block,
+    # one pixel, all masked, none), a broadcast (stride-0) sky, and the short cases as they are
+    reps = -(-baseline.FIT_COPY_FROM // 48) + 1
+    for name, r, s, sky, valid, (ma, va, md, vd) in _fit_cases():
+        long = [np.tile(v, (reps, 1)) for v in (r, s, sky, valid)]
+        for case in ((r, s, sky, valid), long, [v[:, :37] for v in long]):
+            rr, ss, kk = (np.ascontiguousarray(v, dtype) for v in case[:3])
+            vv = np.ascontiguousarray(case[3])
+            P = rr.shape[1]
+            prior = [np.ascontiguousarray(v[:P]) for v in (ma, va, md, vd)]
+            for pa, pd_ in ((1 / prior[1], 1 / prior[3]), (np.zeros(P), np.zeros(P))):
+                for iterations, lev in ((4, True), (2, False)):
+                    got = baseline._fit_pixels(rr, ss, kk, vv, prior[0], pa, prior[2], pd_, iterations, 1e-6, lev)
+                    want = _in_place_fit_pixels(rr, ss, kk, vv, prior[0], pa, prior[2], pd_, iterations, 1e-6, lev)
+                    for k, g, w in zip(["a", "d", "a_err", "d_err", "leverage", "n"], got, want):
+                        assert g.shape == w.shape and np.array_equal(g.view(np.uint8), w.view(np.uint8)), (name, k)
+    T = baseline.FIT_COPY_FROM + 5  # the sky of every pixel one column (a broadcast view), NaN in it
+    rng = np.random.default_rng(3)
+    sky = rng.uniform(1, 20, (T, 1)).astype(dtype)
+    sky[7] = np.nan
+    r = (0.02 * sky + rng.normal(0, 0.05, (T, 40))).astype(dtype)
+    s = np.full((T, 40), 0.05, dtype)
+    got = baseline.fit_response_offset(r, s, sky, iterations=2)
+    ok = np.ones((T, 40), bool)
+    want = _in_place_fit_pixels(r, s, np.broadcast_to(sky, r.shape), ok, np.zeros(40), np.zeros(40), np.zeros(40),
+                                np.zeros(40), 2, 1e-6, True)
+    for g, w in zip((got.a, got.d, got.a_err, got.d_err, got.leverage, got.n), want):
+        assert np.array_equal(np.asarray(g).view(np.uint8), np.asarray(w).view(np.uint8))
+    assert np.all(got.n == T - 1)
+
+
 @numba.njit(cache=True)
 def _scale_by_median(z, ok):
     """The robust scale as the median of every |z| gives it (``baseline._residual_scale`` before
