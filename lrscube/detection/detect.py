@@ -770,9 +770,8 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
     # clip_sigma, the run's largest exposure left out twice, once for a pixel that swings both
     # ways (lrscube.detection.variance)
     with np.errstate(invalid="ignore", divide="ignore"):
-        wm1 = np.where(g.jump, g.m1, tn.g1)
-        wm2 = np.where(g.jump, g.m2, tn.g2)
-        uw, vw = variance.terms(x, g.s, g.clip, wm1, wm2)
+        # the measured null moments in JUMP_DET exposures, the Gaussian ones elsewhere
+        uw, vw = variance.terms(x, g.s, g.clip, g.m1, g.m2, jump=g.jump, null=(tn.g1, tn.g2))
         tr = variance.trims(x, p.transient_sigma)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level

@@ -56,7 +56,7 @@ def trims(x: np.ndarray, sigma: float) -> np.ndarray:
     return np.where(swings, float(TRIM_SWINGING), float(TRIM))
 
 
-def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.ndarray]:
+def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2, *, jump=None, null=None) -> tuple[np.ndarray, np.ndarray]:
     """Weighted terms ``(u, v)`` of the excess-variance statistic, shaped like ``x``.
 
     ``x`` the normalised residual about the pixel's baseline (NaN: not used), ``s`` its noise
@@ -66,15 +66,22 @@ def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2) -> tuple[np.ndarray, np.nd
     sigma. Unused exposures get ``u = v = 0``. One compiled pass per pixel
     (:func:`_terms_columns`; :func:`terms_numpy` is the same in numpy): numpy's median along a
     short axis goes through masked arrays and was most of the screen's cost.
+
+    ``jump`` (bool, broadcastable) and ``null`` (two floats): the moments ``m1, m2`` where
+    ``jump``, ``null`` elsewhere, i.e. the terms of ``np.where(jump, m1, null[0])`` and
+    ``np.where(jump, m2, null[1])`` without those two float64 arrays.
     """
     x = _float(x)
     if x.ndim == 0:
-        u, v = terms(x[None], s, clip, m1, m2)
+        u, v = terms(x[None], s, clip, m1, m2, jump=jump, null=null)
         return u[0], v[0]
     shape = x.shape
     n, P = shape[0], int(np.prod(shape[1:], dtype=np.int64))  # P: also where n is 0
     cols = lambda a: np.broadcast_to(_float(a), shape).reshape(n, P)  # noqa: E731
-    u, v = _terms_columns(cols(x), cols(s), cols(clip), cols(m1), cols(m2))
+    if jump is None:
+        jump, null = np.ones(1, bool), (0.0, 0.0)  # m1, m2 everywhere
+    jc = np.broadcast_to(np.asarray(jump, bool), shape).reshape(n, P)
+    u, v = _terms_columns(cols(x), cols(s), cols(clip), cols(m1), cols(m2), jc, float(null[0]), float(null[1]))
     return u.reshape(shape), v.reshape(shape)
 
 
@@ -121,11 +128,12 @@ def _nan_max(a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _terms_columns(x, s, clip, m1, m2):
+def _terms_columns(x, s, clip, m1, m2, jump, g1, g2):
     """:func:`terms_numpy` over the columns of (T, P) float32 or float64 arrays (any strides; every
     value read widened to float64): per column the median of ``1 / s`` over its usable exposures
     (:func:`lrscube.detection.running.median_about` the previous pixel's, the same number as a
-    quickselect), then the terms row by row (contiguous reads and writes)."""
+    quickselect), then the terms row by row (contiguous reads and writes); the moments ``m1, m2``
+    where ``jump``, ``g1, g2`` elsewhere."""
     T, P = x.shape
     u = np.empty((T, P))
     v = np.empty((T, P))
@@ -150,10 +158,12 @@ def _terms_columns(x, s, clip, m1, m2):
             if np.isfinite(xv) and np.isfinite(sv) and sv > 0:
                 w = (1.0 / sv) / ref[j]
                 c = np.float64(clip[t, j])
-                a1 = np.float64(m1[t, j])
+                jt = jump[t, j]
+                a1 = np.float64(m1[t, j]) if jt else g1
+                a2 = np.float64(m2[t, j]) if jt else g2
                 q = _nan_min(xv * xv, c * c)
                 u[t, j] = w * (q - a1)
-                v[t, j] = w * w * _nan_max(np.float64(m2[t, j]) - a1 * a1, 1e-12)
+                v[t, j] = w * w * _nan_max(a2 - a1 * a1, 1e-12)
             else:
                 u[t, j] = 0.0
                 v[t, j] = 0.0

@@ -168,6 +168,39 @@ def test_terms_compiled_equals_numpy_on_empty_masked_and_single_inputs():
             assert np.array_equal(got.view(np.int64), want.view(np.int64))
 
 
+@pytest.mark.parametrize("n", [1, 2, 8, 31])
+def test_terms_with_null_moments_outside_jumps_are_the_terms_of_the_chosen_moments_bit_for_bit(n):
+    """``terms(..., jump=, null=)`` (the screen's moments: measured in JUMP_DET exposures, Gaussian
+    elsewhere) is ``terms`` of ``np.where(jump, m1, g1)`` and ``np.where(jump, m2, g2)``: NaN,
+    inf and zero noise, NaN moments, a pixel no exposure sees, every exposure or none a jump,
+    float32 inputs; and on no exposures, no pixels, all unusable and one value."""
+    rng = np.random.default_rng(40 + n)
+    x = rng.normal(size=(n, 200))
+    s = rng.uniform(0.5, 2.0, (n, 200)).astype(np.float32)
+    for a, value, frac in ((x, np.nan, 0.1), (x, np.inf, 0.02), (s, np.nan, 0.05), (s, 0.0, 0.05)):
+        a[rng.random(a.shape) < frac] = value
+    x[:, :3] = np.nan
+    clip = np.where(rng.random((n, 200)) < 0.5, 6.0, 4.0).astype(np.float32)
+    m1 = rng.uniform(0.3, 0.9, (n, 200))
+    m1[rng.random(m1.shape) < 0.05] = np.nan
+    m2 = rng.uniform(1.0, 3.0, (n, 200))
+    g = gaussian_clipped_moments(1.0, 5.0)
+    for jump in (rng.random((n, 200)) < 0.3, np.zeros((n, 200), bool), np.ones((n, 200), bool)):
+        for xs in (x, x.astype(np.float32)):
+            got = variance.terms(xs, s, clip, m1, m2, jump=jump, null=g)
+            want = variance.terms(xs, s, clip, np.where(jump, m1, g[0]), np.where(jump, m2, g[1]))
+            for a, b in zip(got, want):
+                assert a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
+    jump = rng.random((n, 200)) < 0.3
+    for sl in (np.s_[:0], np.s_[:, :0], np.s_[:1, :1]):
+        got = variance.terms(x[sl], s[sl], 6.0, m1[sl], m2[sl], jump=jump[sl], null=g)
+        want = variance.terms(x[sl], s[sl], 6.0, np.where(jump[sl], m1[sl], g[0]), np.where(jump[sl], m2[sl], g[1]))
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
+    got = variance.terms(np.full_like(x, np.nan), s, 6.0, m1, m2, jump=jump, null=g)  # all unusable
+    assert not got[0].any() and not got[1].any()
+
+
 def test_a_noisy_pixel_to_the_end_of_the_series_is_bad_to_its_end():
     # excess scatter from exposure 40 on, its last exposure quiet: not a recovery
     from lrscube.detection.detection_params import DetectionParams
