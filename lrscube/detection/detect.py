@@ -714,12 +714,21 @@ class _Group(NamedTuple):
     prior: tuple  #: (ma, va, md, vd, sk, vl), each (k,)
 
 
+def group_values(v: np.ndarray, t_idx: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """``v[np.ix_(t_idx, pix)]`` of a (time, P) array, a contiguous copy: the rows taken first,
+    then the columns, without the copy of the rows where ``t_idx`` holds every exposure (a
+    footprint group of full frames: the tile's whole time axis). ``t_idx`` sorted and unique
+    (:func:`_footprint_groups`)."""
+    rows = v if t_idx.size == v.shape[0] else v[t_idx]
+    return np.take(rows, pix, axis=1)
+
+
 def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Group:
     """The group's :class:`_Group`. The noise: ERR, calibrated per block and exposure, times
     what the neighbours and the pixel's line across the dispersion show beyond it (every screen
     judges against it); JUMP_DET exposures clipped lower, with their own measured null."""
-    def ix(v):  # v[np.ix_(t_idx, pix)], the rows taken first (a contiguous copy each)
-        return np.take(v[t_idx], pix, axis=1)
+    def ix(v):
+        return group_values(v, t_idx, pix)
 
     jg = ix(jp2)
     # ERR times its block's calibration and the pixel's factor; the block's null moments

@@ -584,3 +584,21 @@ def test_trace_jump_bits_are_the_former_expression(shape):
         got = trace_jump_bits(t, j)
         assert got.dtype == np.uint8 and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+def test_group_values_are_the_rows_then_columns_copy():
+    # every exposure or some, every pixel, some, one, none; float32, bool; a contiguous copy,
+    # never a view of the tile's array
+    from lrscube.detection.detect import group_values
+    rng = np.random.default_rng(5)
+    for v in (rng.normal(size=(30, 50)).astype(np.float32), rng.random((30, 50)) < 0.3):
+        for t_idx in (np.arange(30), np.flatnonzero(rng.random(30) < 0.6), np.array([4]), np.arange(0)):
+            for pix in (np.arange(50), np.flatnonzero(rng.random(50) < 0.5), np.array([7]), np.arange(0)):
+                got = group_values(v, t_idx, pix)
+                want = np.take(v[t_idx], pix, axis=1)
+                assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+                assert got.flags.c_contiguous and not np.shares_memory(got, v)
+    v = np.full((3, 4), np.nan, np.float32)
+    v[1, 2] = -0.0
+    got = group_values(v, np.arange(3), np.arange(4))
+    assert np.array_equal(got.view(np.int32), v.view(np.int32))
