@@ -256,11 +256,24 @@ def cross_deviation(resid: np.ndarray, window: int, cross_axis: int, exclude: np
     if apart is None:
         loc = running_median(src, window, axis=cross_axis, min_count=mc)
     else:
-        loc = np.where(apart, running_median(np.where(apart, src, np.nan), window, axis=cross_axis, min_count=mc),
-                       running_median(np.where(apart, np.nan, src), window, axis=cross_axis, min_count=mc))
+        loc = running_median(np.where(apart, np.nan, src), window, axis=cross_axis, min_count=mc)
+        own = _box_of(apart)  # the part's own medians over its bounding box only (a small part of a frame)
+        if own is not None:
+            box = (Ellipsis,) + own
+            loc[box] = np.where(apart[own], running_median(np.where(apart[own], src[box], np.nan), window,
+                                                            axis=cross_axis, min_count=mc), loc[box])
     if keep_nan:
         return resid - loc
     return resid - np.where(np.isfinite(loc), loc, 0.0).astype(np.float32)
+
+
+def _box_of(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box (rows, columns) of a (y, x) mask's True pixels; None if it has none."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if not ys.size:
+        return None
+    xs = np.flatnonzero(mask.any(axis=0))
+    return slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
 def fill_holes(img: np.ndarray, cross_axis: int = -1, max_gap: int = 2) -> tuple[np.ndarray, np.ndarray]:

@@ -279,3 +279,27 @@ def test_dark_pixels_keep_their_level_when_the_narrow_gaps_see_light():
     # the row offsets are still taken out: without that, the dark pixels scatter 2.2x their ERR
     raw = spatial_residuals(sci, err, cross_window=15, unlit=unlit, remove_line_offsets=False, calibrate_noise=False)
     assert np.median(_baseline_chi2(raw, inner)) > 3.0
+
+
+@pytest.mark.parametrize("cross_axis", [-1, -2])
+def test_cross_deviation_apart_takes_each_kind_s_own_median(cross_axis):
+    """With ``apart``, each pixel's cross-dispersion median is of its own kind's pixels only: the
+    whole-array medians of either kind (NaN elsewhere), though the part's is computed over its
+    bounding box; a part of any shape, NaN and edges included, bit for bit."""
+    from lrscube.detection.residuals import cross_deviation, running_median
+
+    rng = np.random.default_rng(2)
+    r = rng.normal(0, 1, (1, 60, 50)).astype("f4")
+    r[0, rng.random((60, 50)) < 0.05] = np.nan
+    apart = np.zeros((60, 50), bool)
+    apart[20:45, 0:18] = True
+    apart[30:33, 18:25] = True  # not a box
+    mc = 5
+    want = np.where(apart, running_median(np.where(apart, r, np.nan), 15, axis=cross_axis, min_count=mc),
+                    running_median(np.where(apart, np.nan, r), 15, axis=cross_axis, min_count=mc))
+    for keep_nan in (False, True):
+        got = cross_deviation(r, 15, cross_axis, keep_nan=keep_nan, apart=apart)
+        ref = r - want if keep_nan else r - np.where(np.isfinite(want), want, 0.0).astype(np.float32)
+        np.testing.assert_array_equal(got, ref)
+    assert np.array_equal(cross_deviation(r, 15, cross_axis, apart=np.zeros((60, 50), bool)),
+                          cross_deviation(r, 15, cross_axis), equal_nan=True)
