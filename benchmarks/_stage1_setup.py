@@ -55,10 +55,11 @@ def stage0(s: SimpleNamespace):
     p, prof, url, rows, origin = s.p, s.prof, s.url, s.rows, s.origin
     idx = D.response_indices(s.N, p.response_exposures)
     groups = [idx[k:k + 4] for k in range(0, idx.size, 4)]
-    resp = None
+    resp = gate = None
     for _ in range(max(1, p.response_passes) if groups else 0):
-        q = response_pattern(np.concatenate([D._response_task(None, None, p, prof, url, rows[gi], resp, origin)
-                                             for gi in groups]))
+        q, gate = response_pattern(np.concatenate([D._response_task(None, None, p, prof, url, rows[gi], resp, origin)
+                                                   for gi in groups]), **D._pattern_kw(p, prof),
+                                   gate_variance=gate, return_gate=True)
         resp = q if resp is None else np.clip(resp * q, D.RESPONSE_RANGE[0], D.RESPONSE_RANGE[1]).astype(np.float32)
     unlit = None
     if p.unlit_fraction is not None and groups:

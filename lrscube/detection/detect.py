@@ -1015,15 +1015,22 @@ def _illumination_task(sci, err, source=None, rows=None):
     return illumination_stage(sci, err)
 
 
+def _pattern_kw(params: DetectionParams, profile) -> dict:
+    """:func:`lrscube.detection.residuals.response_pattern`'s axis and window (its local level
+    across the dispersion, over the residuals' cross-dispersion window)."""
+    return dict(dispersion_axis=profile.dispersion_axis, window=params.cross_sky_window_px or params.sky_window_px)
+
+
 def response_of(sci, err, params, profile, origin=(0, 0)) -> np.ndarray | None:
     """The response pattern from exposures ``(k, y, x)`` in memory: ``response_passes`` passes of
     :func:`response_stage` and :func:`lrscube.detection.residuals.response_pattern`, each on the images
     flat-fielded by the one before."""
     if np.shape(sci)[0] == 0:
         return None
-    g = None
+    g = gate = None  # every pass's level stands out from the first pass's response spread
     for _ in range(max(1, params.response_passes)):
-        q = response_pattern(response_stage(sci, err, params, profile, g, origin))
+        q, gate = response_pattern(response_stage(sci, err, params, profile, g, origin), **_pattern_kw(params, profile),
+                                   gate_variance=gate, return_gate=True)
         g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
     return g
 
@@ -1288,7 +1295,7 @@ def _stage0(ds, prof, p: DetectionParams, rows, source, origin=(0, 0)):
             import dask.array as da
 
             sci, err, dq = (da.from_array(np.asarray(v), chunks=(1, -1, -1)) for v in (sci, err, dq))
-    g = None
+    g = gate = None  # every pass's level stands out from the first pass's response spread
     for _ in range(max(1, p.response_passes) if groups else 0):
         g_in = _shared(g)
         if rows is None:
@@ -1297,7 +1304,8 @@ def _stage0(ds, prof, p: DetectionParams, rows, source, origin=(0, 0)):
         else:
             s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in, origin)
                   for gi in groups]
-        q = response_pattern(np.concatenate(list(_iter_compute(s0, False))))
+        q, gate = response_pattern(np.concatenate(list(_iter_compute(s0, False))), **_pattern_kw(p, prof),
+                                   gate_variance=gate, return_gate=True)
         g = q if g is None else np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
     unlit = None
     if p.unlit_fraction is not None and groups:  # the pixels outside the light, from the same exposures

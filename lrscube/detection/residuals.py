@@ -736,18 +736,28 @@ def _dark_islands(lit: np.ndarray, unlit: np.ndarray, min_length: int) -> np.nda
     return out
 
 
-def response_pattern(ratios: np.ndarray) -> np.ndarray:
+def response_pattern(ratios: np.ndarray, *, dispersion_axis: str = "y", window: int | None = 15,
+                     gate_variance: float | None = None, return_gate: bool = False):
     """The pixels' response relative to their neighbours, (y, x), from a stack of :func:`sky_ratio`
     samples ``(k, y, x)`` (exposures spread over the data set).
 
-    The median over the samples, shrunk towards 1 by its own noise: ``1 + w (median - 1)`` with
-    ``w = F / (F + v)``, ``v`` the variance of the median (from the samples' MAD) and ``F`` the
-    spread of the pattern itself over the frame (robust variance of the medians minus the typical
-    ``v``). Bright pixels (small ``v``) keep their measured response; faint ones, whose ratios
-    are noise, stay near 1 (there the pattern is smaller than the noise anyway). Bounded to
-    :data:`RESPONSE_RANGE`; 1 where no sample exists. Its errors do not matter downstream: the
-    pattern only flat-fields the neighbours of each pixel for its sky, and a fixed error is a
-    fixed multiple of the sky, part of each pixel's fitted response.
+    The median over the samples, shrunk by its own noise towards the pattern's local level
+    ``L`` (:func:`_stable_level`: the level the pixels across the dispersion share, where it is
+    the same in every exposure): ``L (1 + w (median / L - 1))`` with ``w = F / (F + v)``, ``v`` the variance of ``median / L``
+    (from the samples' MAD) and ``F`` the spread of the medians over the frame (their robust
+    variance minus the typical variance of a median). Bright pixels (small ``v``) keep their measured response;
+    faint ones, whose ratios are noise, stay near their neighbours'. ``L`` is what the smooth sky
+    of a line cannot follow (a spectrum's steep end, MRS fringes), the same in every exposure and
+    measured by many pixels at once: shrunk towards 1 instead, each faint pixel there would keep
+    a share of it set by its own noise, and the flat-fielded neighbours of every pixel would
+    scatter by that much (their running medians then pick a pixel by the noise). Bounded to
+    :data:`RESPONSE_RANGE`; ``L`` (or 1) where no sample exists. Its errors do not matter
+    downstream otherwise: the pattern only flat-fields the neighbours of each pixel for its sky,
+    and a fixed error is a fixed multiple of the sky, part of each pixel's fitted response.
+    ``window`` None: no level (``L`` = 1). ``gate_variance``: the spread of the pixels' responses
+    the level must stand out from (:func:`_stable_level`), by default measured on these samples;
+    a pass on images an earlier pattern flat-fielded passes the first pass's, since what is left
+    of the responses there no longer measures it. ``return_gate``: also return the spread used.
     """
     q = np.asarray(ratios, np.float32)
     with warnings.catch_warnings():
@@ -759,12 +769,60 @@ def response_pattern(ratios: np.ndarray) -> np.ndarray:
         v = np.where(n >= 3, v, np.inf)
         ok = np.isfinite(med) & np.isfinite(v)
         if ok.sum() < 50:
-            return np.ones(q.shape[1:], np.float32)
+            ones = np.ones(q.shape[1:], np.float32)
+            return (ones, gate_variance) if return_gate else ones
+        # the spread of the pixels' own responses over the frame (a level shared by many pixels
+        # covers a small part of it and leaves this robust spread as it is)
         spread = (MAD_TO_SIGMA * np.median(np.abs(med[ok] - np.median(med[ok])))) ** 2
         F = max(float(spread - np.median(v[ok])), 0.0)
+        level, gate = ((np.ones(med.shape, np.float32), gate_variance) if window is None
+                       else _stable_level(q, int(window) | 1, -1 if dispersion_axis == "y" else -2, med, v, gate_variance))
+        u = med / level
+        v = v / (level.astype(np.float64) ** 2)
         w = np.where(ok, F / (F + v), 0.0)
-        g = 1.0 + w * (np.where(ok, med, 1.0) - 1.0)
-    return np.clip(np.where(np.isfinite(g), g, 1.0), RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+        g = level * (1.0 + w * (np.where(ok, u, 1.0) - 1.0))
+    out = np.clip(np.where(np.isfinite(g), g, 1.0), RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+    return (out, gate) if return_gate else out
+
+
+def _stable_level(q: np.ndarray, window: int, cross_axis: int, med: np.ndarray | None = None,
+                  v: np.ndarray | None = None, gate_variance: float | None = None) -> tuple[np.ndarray, float]:
+    """The pattern's local level (y, x) from the samples ``q`` (k, y, x): each sample's running
+    median over ``window`` pixels across the dispersion, ``l``; their median over the samples,
+    ``L``, shrunk towards 1 by how much ``l`` changes from sample to sample (``sd``, from their
+    MAD) and by the spread ``F`` of the pixels' own responses about it (the robust variance of
+    the samples' medians ``med`` over ``L``, less the typical variance ``v`` of a median; none
+    without ``med``; ``gate_variance`` when given): ``1 + w (L - 1)``
+    with ``w = (L - 1)^2 / ((L - 1)^2 + sd^2 + 9 F)`` where ``w`` exceeds 0.5, exactly 1
+    elsewhere (a level that is not firm leaves the pattern as it was). A level within three times the spread of the
+    pixels' responses is what a flat field's large scales do, which the sky of each pixel's
+    neighbours already follows; only a structure beyond them is the sky's. A level that is a fixed multiple of
+    the sky (the fall-off beyond a spectrum's end that the smooth sky of a column cannot
+    follow, fringes) is the same in every exposure; one that a light of its own makes (the
+    stray light of an IFU's gap, a constant floor under a sky that changes fourfold) is a
+    different ratio in each, and flat-fielding by it would give each exposure a different
+    error. 1 where no sample has a level. Returns the level and ``F``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q = np.asarray(q, np.float32)
+        if cross_axis % q.ndim == q.ndim - 1:  # along rows: lanes of the transposed copy (one compiled pass)
+            lk = np.ascontiguousarray(running_median(np.ascontiguousarray(np.swapaxes(q, -1, -2)), window, axis=-2,
+                                                     min_count=min(5, window)).swapaxes(-1, -2))
+        else:
+            lk = running_median(q, window, axis=cross_axis, min_count=min(5, window))
+        L = running.first_axis_nanmedians(lk)
+        sd = MAD_TO_SIGMA * running.first_axis_nanmedians(np.abs(lk - L[None]))
+        F = 0.0 if gate_variance is None else float(gate_variance)
+        if gate_variance is None and med is not None:  # about the level: a structure over much of a small frame is not a response
+            u = med / L
+            vu = (np.inf if v is None else v) / (L.astype(np.float64) ** 2)
+            ok = np.isfinite(u) & np.isfinite(vu)
+            if ok.sum() >= 50:
+                F = max(float((MAD_TO_SIGMA * np.median(np.abs(u[ok] - np.median(u[ok])))) ** 2 - np.median(vu[ok])), 0.0)
+        d2 = (L.astype(np.float64) - 1.0) ** 2
+        w = np.where(d2 > 0, d2 / (d2 + np.where(np.isfinite(sd), sd, np.inf) ** 2 + 9.0 * F), 0.0)
+        level = np.where(w > 0.5, 1.0 + w * (L - 1.0), 1.0)  # exactly 1 unless the level is firm
+    return np.where(np.isfinite(level) & (level > 0), level, 1.0).astype(np.float32), F
 
 
 def estimate_response(sci: np.ndarray, err: np.ndarray, *, iterations: int = 2, dispersion_axis: str = "y",
@@ -776,10 +834,12 @@ def estimate_response(sci: np.ndarray, err: np.ndarray, *, iterations: int = 2, 
     sci = np.asarray(sci, np.float32)
     err = np.asarray(err, np.float32)
     g = np.ones(sci.shape[1:], np.float32)
+    gate = None
     for _ in range(max(1, int(iterations))):
         q = sky_ratio(sci / g, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
                       min_sky_pixels=min_sky_pixels)
-        g = np.clip(g * response_pattern(q), RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
+        q, gate = response_pattern(q, dispersion_axis=dispersion_axis, gate_variance=gate, return_gate=True)
+        g = np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
     return g
 
 

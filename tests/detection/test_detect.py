@@ -444,8 +444,9 @@ def test_the_light_past_a_regions_side_and_end_is_no_excess_scatter():
     exposures of different sky levels and depths (ERR over 30x). A normal pixel scatters about
     its own line ``r = a sky + d`` by its noise. Past the side, the pixels beside the region
     used to take the region's pixels (modelled through the spectrum's end by the rest of the
-    frame) as their neighbours across the dispersion: their scatter changed with the noise of
-    each exposure, which the screens read as a noisy pixel."""
+    frame) as their neighbours across the dispersion; beyond the end, the faint pixels' response
+    was shrunk towards 1, not towards the fall-off their neighbours share: either scatter
+    changes with the noise of each exposure, which the screens read as a noisy pixel."""
     from lrscube.detection.detect import response_of, spatial_stage
 
     prof = profiles.load("lrs")
@@ -476,6 +477,7 @@ def test_the_light_past_a_regions_side_and_end_is_no_excess_scatter():
     chi = ((b - ca * a1 - cd * a2) ** 2).mean(0)
     plain = np.mean(chi[80:110, 80:130])
     assert np.max(chi[48:60, 72]) < 3 * plain          # column 72, rows 528-539
+    assert np.mean(chi[20:40, 4:72]) < 1.2 * plain      # rows 500-519, past the end
     assert np.max(chi[80:110, 80:130]) < 3 * plain
 
 

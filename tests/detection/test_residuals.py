@@ -303,3 +303,31 @@ def test_cross_deviation_apart_takes_each_kind_s_own_median(cross_axis):
         np.testing.assert_array_equal(got, ref)
     assert np.array_equal(cross_deviation(r, 15, cross_axis, apart=np.zeros((60, 50), bool)),
                           cross_deviation(r, 15, cross_axis), equal_nan=True)
+
+
+def test_response_pattern_keeps_a_level_that_holds_in_every_exposure_and_only_that():
+    """Ratio samples (16 exposures) of a frame (300 rows) whose rows 20-40 share a level 0.7 (a fall-off the
+    smooth sky of a column does not follow) in every exposure, and whose rows 60-80 share a level
+    that changes from exposure to exposure (0.4-1.6: a light of its own under a changing sky);
+    each pixel its own response (2 % rms); half the pixels faint (ratio noise 10 %), half bright
+    (0.5 %). Faint pixels of the fixed level take the level, not 1; those of the changing one
+    stay near 1; bright pixels keep what they measure where the level holds."""
+    from lrscube.detection.residuals import response_pattern
+
+    rng = np.random.default_rng(4)
+    k, ny, nx = 16, 300, 80  # the structure covers 40 of the 300 rows
+    g = 1 + rng.normal(0, 0.02, (ny, nx))
+    level = np.ones((k, ny, 1))
+    level[:, 20:40] = 0.7
+    level[:, 60:80] = rng.uniform(0.4, 1.6, (k, 1, 1))
+    noise = np.where(rng.random((ny, nx)) < 0.5, 0.10, 0.005)
+    q = (level * g + rng.normal(0, 1, (k, ny, nx)) * noise).astype("f4")
+    pat = response_pattern(q)
+    faint, bright = noise >= 0.1, noise < 0.1
+    fixed = np.zeros((ny, nx), bool)
+    fixed[22:38, 8:72] = True
+    assert np.median(np.abs(pat[fixed & faint] / 0.7 - 1)) < 0.04  # shrunk towards 1: 0.24
+    assert np.median(np.abs(pat[fixed & bright] / (0.7 * g[fixed & bright]) - 1)) < 0.01
+    changing = np.zeros((ny, nx), bool)
+    changing[62:78, 8:72] = True
+    assert np.median(np.abs(pat[changing] - 1)) < 0.1
