@@ -176,6 +176,26 @@ def _level_and_scatter(w, u):
 STEADY_VARIANCE_RATIO = 4.0
 
 
+def boundary_log_prior(hours: np.ndarray) -> np.ndarray:
+    """(n + 1,): the log prior of a change just before each exposure of a series at mid-times
+    ``hours`` (time order), up to a constant; index ``n``: no change inside the series.
+
+    A pixel goes bad (or recovers) at a random time, so a change lies in the stretch between two
+    exposures with a probability that grows with its length: between two visits weeks apart
+    it is thousands of times likelier than between two exposures of one visit minutes apart.
+    The log of each stretch, relative to the series' mean stretch, which also stands for the
+    unseen stretches before the first exposure and after the last. Stretches shorter than a
+    minute count as one (two products of one exposure have the same time)."""
+    h = np.asarray(hours, float)
+    n = h.size
+    out = np.zeros(n + 1)
+    if n < 2 or not np.all(np.isfinite(h)):
+        return out
+    mean = max((h[-1] - h[0]) / (n - 1), 1.0 / 60.0)
+    out[1:n] = np.log(np.maximum(np.diff(h), 1.0 / 60.0) / mean)
+    return out
+
+
 def refine_ends(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, raw=None) -> list[tuple[int, int]]:
     """Onset and end of each steady run [i, j) by likelihood with the defect's level in every exposure.
 
@@ -199,6 +219,29 @@ def refine_ends(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, r
             i = lo + int(np.argmax(g[j] - g[lo:j]))
             j = i + 1 + int(np.argmax(g[i + 1:hi + 1] - g[i]))
         out.append((i, j))
+    return out
+
+
+def date_onsets(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, raw=None,
+                log_prior: np.ndarray | None = None) -> list[int]:
+    """The most probable onset of each steady run [i, j): where the log-likelihood of "bad" over
+    [onset, j) (:func:`refine_ends`) plus the log prior of a change just before the onset
+    (:func:`boundary_log_prior`: a change falls between visits, not between the exposures of
+    one) is largest, after the previous run. An exposure that cannot tell the two levels apart
+    (a short one at the end of a visit, before the next visit shows the defect) then stays
+    normal with its visit. Switching runs keep their onsets; so do all without ``log_prior``."""
+    if log_prior is None:
+        return [i for i, _ in found]
+    lp = np.asarray(log_prior, float)
+    out = []
+    for k, (i, j) in enumerate(found):
+        lo = found[k - 1][1] if k else 0
+        mu = expected_levels(z, i, j, shapes, cap, raw)
+        if mu is None or j <= lo:
+            out.append(i)
+            continue
+        g = np.concatenate([[0.0], np.cumsum(z * mu - 0.5 * mu * mu)])
+        out.append(lo + int(np.argmax(g[j] - g[lo:j] + lp[lo:j])))
     return out
 
 
@@ -300,7 +343,8 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
 
 
 def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max_runs: int = 64,
-              boundary_sigma: float | None = None, shapes=None, cap=None, raw=None, split: bool = True) -> list[Run]:
+              boundary_sigma: float | None = None, shapes=None, cap=None, raw=None, split: bool = True,
+              log_prior: np.ndarray | None = None) -> list[Run]:
     """Runs of ``z`` whose mean differs from zero, by recursive :func:`best_run`, in time order.
 
     Parameters
@@ -321,6 +365,10 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         see :func:`expected_levels`); the ends are then placed by :func:`refine_ends` and the
         boundaries settled with those levels. ``cap``: the clip of ``z`` (scalar or array);
         ``raw``: ``z`` before clipping (for the levels).
+    log_prior : (n + 1,) array, optional
+        The log prior of a change before each exposure (:func:`boundary_log_prior`): each
+        steady run's onset is then its most probable one (:func:`date_onsets`), its evidence
+        (the run found, its significance) the likelihood's.
     """
     z = np.asarray(z, float)
     found: list[tuple[int, int, float, int]] = []
@@ -360,13 +408,17 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         for i, j in spans:
             v = z[i:j]
             found.append((i, j, float(abs(v.sum()) / np.sqrt(v.size)), 1 if v.sum() >= 0 else -1))
+    # the evidence is the likelihood's (the runs, their significances); the onsets are the most
+    # probable ones: the exposures the prior moves into or out of a run carry little of its evidence
+    onsets = (date_onsets([(i, j) for i, j, _, _ in found], z, shapes, cap, raw, log_prior)
+              if shapes is not None else [i for i, _, _, _ in found])
     runs = []
-    for k, (i, j, st, sign) in enumerate(found):
+    for k, ((i, j, st, sign), di) in enumerate(zip(found, onsets)):
         prev_end = found[k - 1][1] if k > 0 else 0
         next_start = found[k + 1][0] if k + 1 < len(found) else z.size
         on = _change_stat(z, prev_end, i, j) if i > 0 else float("inf")
         rec = _change_stat(z[::-1], z.size - next_start, z.size - j, z.size - i) if j < z.size else float("inf")
-        runs.append(Run(i, j, sign, st, on, rec))
+        runs.append(Run(di, j, sign, st, on, rec))
     return runs
 
 

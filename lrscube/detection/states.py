@@ -493,13 +493,14 @@ class _Pixel(NamedTuple):
     thresholds: Thresholds
     variance_scale: float
     variance_line: float
+    log_prior: np.ndarray | None = None  #: of a change before each exposure (:func:`~lrscube.detection.changepoints.boundary_log_prior`)
 
     @property
     def n(self) -> int:
         return self.r.size
 
 
-def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line) -> _Pixel:
+def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours=None) -> _Pixel:
     """The series with their clips, null moments (default: Gaussian, ``variance_clip_sigma``) and
     the shapes of a level change, as :func:`pixel_intervals` takes them."""
     n = r.size
@@ -516,7 +517,7 @@ def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line)
     wm1 = np.where(cap == vc, m1, g1)  # JUMP_DET exposures: clipped like the scatter, measured null
     wm2 = np.where(cap == vc, m2, g2)
     return _Pixel(r, s, sky, cap, m1, m2, vc, wm1, wm2, excess, deficit, p, thresholds,
-                  variance_scale, variance_line)
+                  variance_scale, variance_line, None if hours is None else cp.boundary_log_prior(hours))
 
 
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
@@ -558,7 +559,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     n = r.size
     if n < p.min_bad_exposures:
         return []
-    px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line)
+    px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours)
     normal, a, e, z, runs = _normal_state(px, prior)
     q, noisy_spans = _scatter_spans(px, e, z, runs)
     row = functools.partial(_row, px, _Against(a, e, z, q, (1.0 + a) * sky))
@@ -577,7 +578,7 @@ def _level_runs(px: _Pixel, a, d=0.0):
     e = px.r - a * px.sky - d
     z = clipped_z(e, px.s, px.cap)
     return e, z, cp.find_runs(z, min_sigma=p.changepoint_sigma, min_length=1, boundary_sigma=p.boundary_sigma,
-                              shapes=(px.excess, px.deficit), cap=px.cap, raw=e * px.excess)
+                              shapes=(px.excess, px.deficit), cap=px.cap, raw=e * px.excess, log_prior=px.log_prior)
 
 
 def _normal_state(px: _Pixel, prior):

@@ -82,3 +82,31 @@ def test_onset_is_not_moved_back_to_the_start_of_the_series():
     z[8:] = 1.2
     (run,) = find_runs(z, min_sigma=4.0, boundary_sigma=3.0)
     assert run.start == 8 and run.stop == 80
+
+
+def test_an_onset_falls_between_visits_not_inside_one():
+    """Ten visits a month apart, three exposures each a few minutes apart. A weak defect (2 sigma
+    per exposure) appears between visits 5 and 6; the last exposure of visit 5 happens to lie
+    nearer the defect's level (+1.6) than normal. By likelihood alone the onset is that exposure;
+    a change between two exposures minutes apart is ~10^4 times less likely than in the month
+    before the next visit, so with the exposures' times it is the next visit's first. A strong
+    defect that appears inside a visit is dated there all the same. The run's significance (its
+    evidence) stays the likelihood's."""
+    from lrscube.detection.changepoints import boundary_log_prior
+
+    hours = (24.0 * 30.0 * np.arange(10)[:, None] + np.array([0.0, 0.1, 0.2])[None, :]).ravel()
+    lp = boundary_log_prior(hours)
+    ones = np.ones(30)
+    z = np.r_[np.zeros(18), np.full(12, 2.0)]
+    z[17] = 1.6
+    kw = dict(min_sigma=4.0, shapes=(ones, ones), cap=np.full(30, 10.0), raw=z)
+    (plain,) = find_runs(z, **kw)
+    assert plain.start == 17
+    (run,) = find_runs(z, log_prior=lp, **kw)
+    assert (run.start, run.stop) == (18, 30)
+    # the evidence is the likelihood's: the run's significance is that of the likelihood's run,
+    # whatever exposure the prior leaves out of it or takes in
+    assert run.significance == plain.significance
+    strong = np.r_[np.zeros(19), np.full(11, 9.0)]
+    (run,) = find_runs(strong, log_prior=lp, **dict(kw, raw=strong))
+    assert run.start == 19
