@@ -222,6 +222,19 @@ def refine_ends(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, r
     return out
 
 
+def _matched_significance(z, i, j, shapes, cap, raw, plain: float) -> float:
+    """The significance of the steady run [i, j) with each exposure weighed by the defect's level
+    in it (:func:`expected_levels`): ``|sum z mu| / sqrt(sum mu^2)``, the likelihood ratio's; a
+    level seen at 2 sigma in deep exposures and 0.2 in short ones is not averaged with equal
+    weights. ``plain`` (the unweighted ``|sum z| / sqrt(n)``) for switching runs."""
+    mu = expected_levels(z, i, j, shapes, cap, raw)
+    if mu is None:
+        return plain
+    m = np.abs(mu[i:j])
+    den = float(np.sqrt(np.sum(m * m)))
+    return float(abs(np.sum(z[i:j] * m)) / den) if den > 0 else plain
+
+
 def date_onsets(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, raw=None,
                 log_prior: np.ndarray | None = None) -> list[int]:
     """The most probable onset of each steady run [i, j): where the log-likelihood of "bad" over
@@ -408,6 +421,8 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         for i, j in spans:
             v = z[i:j]
             found.append((i, j, float(abs(v.sum()) / np.sqrt(v.size)), 1 if v.sum() >= 0 else -1))
+    if shapes is not None and found:  # a steady run's evidence weighs each exposure by the level it sees there
+        found = [(i, j, _matched_significance(z, i, j, shapes, cap, raw, st), sg) for i, j, st, sg in found]
     # the evidence is the likelihood's (the runs, their significances); the onsets are the most
     # probable ones: the exposures the prior moves into or out of a run carry little of its evidence
     onsets = (date_onsets([(i, j) for i, j, _, _ in found], z, shapes, cap, raw, log_prior)

@@ -110,3 +110,19 @@ def test_an_onset_falls_between_visits_not_inside_one():
     strong = np.r_[np.zeros(19), np.full(11, 9.0)]
     (run,) = find_runs(strong, log_prior=lp, **dict(kw, raw=strong))
     assert run.start == 19
+
+
+def test_a_steady_run_s_evidence_weighs_each_exposure_by_the_level_it_sees():
+    """A constant excess over exposures of very different depths: 2 sigma in the deep ones, 0.2
+    in the short ones (ten times the noise). The run's significance is the likelihood ratio's,
+    ``sum z mu / sqrt(sum mu^2)`` = sqrt(sum mu^2) for a noise-free series, not the plain mean's
+    ``sum z / sqrt(n)``, which the short exposures dilute: 4.9 sigma plain, 6.4 weighed."""
+    s = np.tile([1.0, 10.0], 10)  # the noise (DN/s) of each exposure: deep, short, ...
+    excess = 1.0 / s  # the shape of an additive level in units of the noise
+    z = np.r_[np.zeros(20), 2.0 * excess]
+    shapes = (np.r_[np.ones(20), excess], np.r_[np.ones(20), excess])
+    kw = dict(min_sigma=4.0, cap=np.full(40, 6.0))
+    (run,) = find_runs(z, shapes=shapes, raw=z, **kw)
+    assert (run.start, run.stop) == (20, 40)
+    plain = z[20:].sum() / np.sqrt(20)  # 4.92
+    assert abs(run.significance - np.sqrt(10 * 4.0 + 10 * 0.04)) < 1e-9 and run.significance > plain + 1.4
