@@ -1018,7 +1018,8 @@ def _illumination_task(sci, err, source=None, rows=None):
 def _pattern_kw(params: DetectionParams, profile) -> dict:
     """:func:`lrscube.detection.residuals.response_pattern`'s axis and window (its local level
     across the dispersion, over the residuals' cross-dispersion window)."""
-    return dict(dispersion_axis=profile.dispersion_axis, window=params.cross_sky_window_px or params.sky_window_px)
+    return dict(dispersion_axis=profile.dispersion_axis, window=params.cross_sky_window_px or params.sky_window_px,
+                edge=int(params.sky_window_px))
 
 
 def response_of(sci, err, params, profile, origin=(0, 0)) -> np.ndarray | None:

@@ -737,7 +737,7 @@ def _dark_islands(lit: np.ndarray, unlit: np.ndarray, min_length: int) -> np.nda
 
 
 def response_pattern(ratios: np.ndarray, *, dispersion_axis: str = "y", window: int | None = 15,
-                     gate_variance: float | None = None, return_gate: bool = False):
+                     gate_variance: float | None = None, return_gate: bool = False, edge: int = 15):
     """The pixels' response relative to their neighbours, (y, x), from a stack of :func:`sky_ratio`
     samples ``(k, y, x)`` (exposures spread over the data set).
 
@@ -754,7 +754,9 @@ def response_pattern(ratios: np.ndarray, *, dispersion_axis: str = "y", window: 
     :data:`RESPONSE_RANGE`; ``L`` (or 1) where no sample exists. Its errors do not matter
     downstream otherwise: the pattern only flat-fields the neighbours of each pixel for its sky,
     and a fixed error is a fixed multiple of the sky, part of each pixel's fitted response.
-    ``window`` None: no level (``L`` = 1). ``gate_variance``: the spread of the pixels' responses
+    ``window`` None: no level (``L`` = 1). ``edge``: no level within this many pixels of the
+    ends of a sample's data along the dispersion, where its smooth sky (:func:`sky_ratio`'s running
+    mean over twice ``sky_window``) is cut short: what the ratio holds there is the cut, not the sky. ``gate_variance``: the spread of the pixels' responses
     the level must stand out from (:func:`_stable_level`), by default measured on these samples;
     a pass on images an earlier pattern flat-fielded passes the first pass's, since what is left
     of the responses there no longer measures it. ``return_gate``: also return the spread used.
@@ -776,7 +778,8 @@ def response_pattern(ratios: np.ndarray, *, dispersion_axis: str = "y", window: 
         spread = (MAD_TO_SIGMA * np.median(np.abs(med[ok] - np.median(med[ok])))) ** 2
         F = max(float(spread - np.median(v[ok])), 0.0)
         level, gate = ((np.ones(med.shape, np.float32), gate_variance) if window is None
-                       else _stable_level(q, int(window) | 1, -1 if dispersion_axis == "y" else -2, med, v, gate_variance))
+                       else _stable_level(q, int(window) | 1, -1 if dispersion_axis == "y" else -2, med, v, gate_variance,
+                                          edge))
         u = med / level
         v = v / (level.astype(np.float64) ** 2)
         w = np.where(ok, F / (F + v), 0.0)
@@ -786,7 +789,8 @@ def response_pattern(ratios: np.ndarray, *, dispersion_axis: str = "y", window: 
 
 
 def _stable_level(q: np.ndarray, window: int, cross_axis: int, med: np.ndarray | None = None,
-                  v: np.ndarray | None = None, gate_variance: float | None = None) -> tuple[np.ndarray, float]:
+                  v: np.ndarray | None = None, gate_variance: float | None = None,
+                  edge: int = 0) -> tuple[np.ndarray, float]:
     """The pattern's local level (y, x) from the samples ``q`` (k, y, x): each sample's running
     median over ``window`` pixels across the dispersion, ``l``; their median over the samples,
     ``L``, shrunk towards 1 by how much ``l`` changes from sample to sample (``sd``, from their
@@ -810,7 +814,10 @@ def _stable_level(q: np.ndarray, window: int, cross_axis: int, med: np.ndarray |
                                                      min_count=min(5, window)).swapaxes(-1, -2))
         else:
             lk = running_median(q, window, axis=cross_axis, min_count=min(5, window))
-        L = running.first_axis_nanmedians(lk)
+        if edge > 0:  # not where a sample's smooth sky along the dispersion is cut short by its data's end
+            lk = np.where(_inside_ends(np.isfinite(q), -2 if cross_axis % q.ndim == q.ndim - 1 else -1, int(edge)),
+                          lk, np.nan).astype(np.float32)
+        L = running.first_axis_nanmedians(np.ascontiguousarray(lk))
         sd = MAD_TO_SIGMA * running.first_axis_nanmedians(np.abs(lk - L[None]))
         F = 0.0 if gate_variance is None else float(gate_variance)
         if gate_variance is None and med is not None:  # about the level: a structure over much of a small frame is not a response
@@ -823,6 +830,18 @@ def _stable_level(q: np.ndarray, window: int, cross_axis: int, med: np.ndarray |
         w = np.where(d2 > 0, d2 / (d2 + np.where(np.isfinite(sd), sd, np.inf) ** 2 + 9.0 * F), 0.0)
         level = np.where(w > 0.5, 1.0 + w * (L - 1.0), 1.0)  # exactly 1 unless the level is firm
     return np.where(np.isfinite(level) & (level > 0), level, 1.0).astype(np.float32), F
+
+
+def _inside_ends(finite: np.ndarray, axis: int, edge: int) -> np.ndarray:
+    """``finite``'s shape, bool: at least ``edge`` pixels inside the first and the last finite
+    pixel of its line along ``axis``."""
+    f = np.moveaxis(np.asarray(finite, bool), axis, -1)
+    n = f.shape[-1]
+    idx = np.arange(n)
+    first = np.argmax(f, axis=-1)[..., None]
+    last = (n - 1 - np.argmax(f[..., ::-1], axis=-1))[..., None]
+    ok = f.any(axis=-1)[..., None] & (idx >= first + edge) & (idx <= last - edge)
+    return np.moveaxis(ok, -1, axis)
 
 
 def estimate_response(sci: np.ndarray, err: np.ndarray, *, iterations: int = 2, dispersion_axis: str = "y",

@@ -331,3 +331,28 @@ def test_response_pattern_keeps_a_level_that_holds_in_every_exposure_and_only_th
     changing = np.zeros((ny, nx), bool)
     changing[62:78, 8:72] = True
     assert np.median(np.abs(pat[changing] - 1)) < 0.1
+
+
+def test_response_pattern_takes_no_level_where_the_smooth_sky_is_cut_by_the_data_s_end():
+    """Ratio samples whose first and last 10 rows along the dispersion (LRS: y) read 0.8 in every
+    exposure: the smooth sky there is cut short by the data's end (a frame's or a subarray's),
+    the same bias in every exposure, so it looks like a firm level. It is not the sky's, and
+    flat-fielding by it flags the pixels beside the end (NIRSpec's columns next to the reference
+    border). A fall-off in the middle of the lines (rows 100-120 at 0.75) is still taken."""
+    from lrscube.detection.residuals import response_pattern
+
+    rng = np.random.default_rng(8)
+    k, ny, nx = 16, 300, 80
+    g = 1 + rng.normal(0, 0.02, (ny, nx))
+    level = np.ones((k, ny, 1))
+    level[:, :10] = level[:, -10:] = 0.8
+    level[:, 100:120] = 0.75
+    q = (level * g + rng.normal(0, 0.10, (k, ny, nx))).astype("f4")  # faint pixels: the level decides
+    pat = response_pattern(q, dispersion_axis="y", edge=15)
+    plain = response_pattern(q, dispersion_axis="y", window=None)  # no level anywhere
+    np.testing.assert_array_equal(pat[:15], plain[:15])  # within the edge: each pixel's own, shrunk towards 1
+    np.testing.assert_array_equal(pat[-15:], plain[-15:])
+    assert np.median(np.abs(pat[102:118, 8:72] / (0.75 * g[102:118, 8:72]) - 1)) < 0.04
+    assert np.median(np.abs(plain[102:118, 8:72] / (0.75 * g[102:118, 8:72]) - 1)) > 0.1
+    cut = response_pattern(q, dispersion_axis="y", edge=0)  # taken as a level without the rule
+    assert np.median(np.abs(cut[:10, 8:72] / (0.8 * g[:10, 8:72]) - 1)) < 0.04
