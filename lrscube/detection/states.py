@@ -842,7 +842,26 @@ def _above_population(px: _Pixel, new, normal, prior) -> bool:
     if np.mean(baseline.at_population(px.r[other], px.s[other], px.sky[other], pr, k)) < 0.9:
         return False
     dz, _ = _population_z(px, new, prior)
-    return bool(np.isfinite(dz) and dz > k)
+    if not (np.isfinite(dz) and dz > k):
+        return False
+    return not _a_response(px, new, prior, k)
+
+
+def _a_response(px: _Pixel, m, prior, k: float) -> bool:
+    """True when the exposures ``m``, which lie above the neighbours at their response, are a
+    response above theirs, not a dark rise: their own fit ``r = a sky + d`` separates the two
+    (its ``d`` known to better than the rise over ``k``) and puts ``d`` at the neighbours' dark
+    level (within ``k`` standard errors). A pixel a few percent more responsive than its
+    neighbours is normal however significant (issue 14), and a WARM onset later in its series is
+    a rise above *it*; a short raised run (a hit's afterglow) has no such fit and stays a rise."""
+    ma, md, vd = float(prior[0]), float(prior[2]), float(prior[3])
+    r, s, sky = px.r[m], px.s[m], px.sky[m]
+    st = state(px.r, px.s, px.sky, m)
+    if not (np.isfinite(st.d) and np.isfinite(st.d_err) and st.d_err > 0):
+        return False
+    w = 1.0 / s ** 2
+    rise = float(np.sum(w * (r - ma * sky)) / np.sum(w)) - md  # the dark level at the neighbours' response
+    return bool(rise > k * st.d_err and abs(st.d - md) <= k * np.sqrt(st.d_err ** 2 + vd))
 
 
 def _scatter_spans(px: _Pixel, e, z, runs, local=False):

@@ -288,3 +288,24 @@ def test_a_warm_onset_that_a_small_rise_of_response_describes_as_well_is_warm_fr
     out = pixel_intervals(low, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0),
                           prior=(-0.002243, 0.000493037, -0.002687, 1.56975e-05, 2.4605, 0.000134907))
     assert [(w["start"], w["stop"], w["sign"]) for w in out] == [(24, 40, -1)]
+
+
+def test_a_pixel_more_responsive_than_its_neighbours_that_turns_warm_is_warm_from_its_onset():
+    """150 exposures of skies 2.6-9.8 DN/s; the pixel's response 3 % above its neighbours'
+    (within what a flat field does; the population: response 0.004 +- 0.019, dark level
+    0.0015 +- 0.002 DN/s, a level scatter of 0.017 DN/s at a sky of 4.5), then a WARM onset of
+    0.12 DN/s at exposure 125. Measured at the neighbours' response, the first 125 exposures sit
+    0.14 DN/s above them, which reads as a dark rise, and the last 25 lie inside the
+    population's band: the onset's state was taken as the normal one and the whole series
+    flagged. The pixel's own fit separates the two (dark level 0.001 +- 0.009): it is a response,
+    and the defect is the last 25 exposures."""
+    rng = np.random.default_rng(11)
+    n = 150
+    sky = np.exp(rng.uniform(np.log(2.6), np.log(9.8), n))
+    s = 0.05 * np.sqrt(sky / 4.6)
+    r = 0.031 * sky + rng.normal(0, 1, n) * s
+    r[125:] += 0.12
+    p = DetectionParams()
+    prior = (0.0038, 3.8e-4, 0.0015, 4.3e-6, 4.5, 2.8e-4)
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, n), vnull=(G1, G2, 3.0), prior=prior)
+    assert [(w["start"], w["stop"], w["sign"], w["static"]) for w in out] == [(125, 150, 1, False)]
