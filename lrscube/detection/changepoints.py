@@ -196,6 +196,12 @@ def boundary_log_prior(hours: np.ndarray) -> np.ndarray:
     return out
 
 
+def _bad_loglik(z: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """(n + 1,): the cumulative log-likelihood ratio of "bad at level ``mu``" against normal,
+    ``sum z mu - mu^2 / 2`` over the first k exposures, k = 0 .. n."""
+    return np.concatenate([[0.0], np.cumsum(z * mu - 0.5 * mu * mu)])
+
+
 def refine_ends(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, raw=None) -> list[tuple[int, int]]:
     """Onset and end of each steady run [i, j) by likelihood with the defect's level in every exposure.
 
@@ -215,19 +221,19 @@ def refine_ends(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, r
             mu = expected_levels(z, i, j, shapes, cap, raw)
             if mu is None:
                 break
-            g = np.concatenate([[0.0], np.cumsum(z * mu - 0.5 * mu * mu)])
+            g = _bad_loglik(z, mu)
             i = lo + int(np.argmax(g[j] - g[lo:j]))
             j = i + 1 + int(np.argmax(g[i + 1:hi + 1] - g[i]))
         out.append((i, j))
     return out
 
 
-def _matched_significance(z, i, j, shapes, cap, raw, plain: float) -> float:
+def _matched_significance(z, i, j, mu, plain: float) -> float:
     """The significance of the steady run [i, j) with each exposure weighed by the defect's level
-    in it (:func:`expected_levels`): ``|sum z mu| / sqrt(sum mu^2)``, the likelihood ratio's; a
-    level seen at 2 sigma in deep exposures and 0.2 in short ones is not averaged with equal
-    weights. ``plain`` (the unweighted ``|sum z| / sqrt(n)``) for switching runs."""
-    mu = expected_levels(z, i, j, shapes, cap, raw)
+    ``mu`` in it (:func:`expected_levels`): ``|sum z mu| / sqrt(sum mu^2)``, the likelihood
+    ratio's; a level seen at 2 sigma in deep exposures and 0.2 in short ones is not averaged
+    with equal weights. ``plain`` (the unweighted ``|sum z| / sqrt(n)``) for switching runs
+    (``mu`` None)."""
     if mu is None:
         return plain
     m = np.abs(mu[i:j])
@@ -235,25 +241,25 @@ def _matched_significance(z, i, j, shapes, cap, raw, plain: float) -> float:
     return float(abs(np.sum(z[i:j] * m)) / den) if den > 0 else plain
 
 
-def date_onsets(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, raw=None,
+def date_onsets(found: list[tuple[int, int]], z: np.ndarray, levels: list,
                 log_prior: np.ndarray | None = None) -> list[int]:
     """The most probable onset of each steady run [i, j): where the log-likelihood of "bad" over
     [onset, j) (:func:`refine_ends`) plus the log prior of a change just before the onset
     (:func:`boundary_log_prior`: a change falls between visits, not between the exposures of
     one) is largest, after the previous run. An exposure that cannot tell the two levels apart
     (a short one at the end of a visit, before the next visit shows the defect) then stays
-    normal with its visit. Switching runs keep their onsets; so do all without ``log_prior``."""
+    normal with its visit. ``levels``: each run's :func:`expected_levels`. Switching runs (None)
+    keep their onsets; so do all without ``log_prior``."""
     if log_prior is None:
         return [i for i, _ in found]
     lp = np.asarray(log_prior, float)
     out = []
-    for k, (i, j) in enumerate(found):
+    for k, ((i, j), mu) in enumerate(zip(found, levels)):
         lo = found[k - 1][1] if k else 0
-        mu = expected_levels(z, i, j, shapes, cap, raw)
         if mu is None or j <= lo:
             out.append(i)
             continue
-        g = np.concatenate([[0.0], np.cumsum(z * mu - 0.5 * mu * mu)])
+        g = _bad_loglik(z, mu)
         out.append(lo + int(np.argmax(g[j] - g[lo:j] + lp[lo:j])))
     return out
 
@@ -421,12 +427,13 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         for i, j in spans:
             v = z[i:j]
             found.append((i, j, float(abs(v.sum()) / np.sqrt(v.size)), 1 if v.sum() >= 0 else -1))
+    onsets = [i for i, _, _, _ in found]
     if shapes is not None and found:  # a steady run's evidence weighs each exposure by the level it sees there
-        found = [(i, j, _matched_significance(z, i, j, shapes, cap, raw, st), sg) for i, j, st, sg in found]
-    # the evidence is the likelihood's (the runs, their significances); the onsets are the most
-    # probable ones: the exposures the prior moves into or out of a run carry little of its evidence
-    onsets = (date_onsets([(i, j) for i, j, _, _ in found], z, shapes, cap, raw, log_prior)
-              if shapes is not None else [i for i, _, _, _ in found])
+        levels = [expected_levels(z, i, j, shapes, cap, raw) for i, j, _, _ in found]
+        found = [(i, j, _matched_significance(z, i, j, mu, st), sg) for (i, j, st, sg), mu in zip(found, levels)]
+        # the evidence is the likelihood's (the runs, their significances); the onsets are the most
+        # probable ones: the exposures the prior moves into or out of a run carry little of its evidence
+        onsets = date_onsets([(i, j) for i, j, _, _ in found], z, levels, log_prior)
     runs = []
     for k, ((i, j, st, sign), di) in enumerate(zip(found, onsets)):
         prev_end = found[k - 1][1] if k > 0 else 0

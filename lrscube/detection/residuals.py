@@ -775,8 +775,7 @@ def response_pattern(ratios: np.ndarray, *, dispersion_axis: str = "y", window: 
             return (ones, gate_variance) if return_gate else ones
         # the spread of the pixels' own responses over the frame (a level shared by many pixels
         # covers a small part of it and leaves this robust spread as it is)
-        spread = (MAD_TO_SIGMA * np.median(np.abs(med[ok] - np.median(med[ok])))) ** 2
-        F = max(float(spread - np.median(v[ok])), 0.0)
+        F = _spread_beyond_noise(med[ok], v[ok])
         level, gate = ((np.ones(med.shape, np.float32), gate_variance) if window is None
                        else _stable_level(q, int(window) | 1, -1 if dispersion_axis == "y" else -2, med, v, gate_variance,
                                           edge))
@@ -809,13 +808,14 @@ def _stable_level(q: np.ndarray, window: int, cross_axis: int, med: np.ndarray |
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         q = np.asarray(q, np.float32)
-        if cross_axis % q.ndim == q.ndim - 1:  # along rows: lanes of the transposed copy (one compiled pass)
+        across_rows = cross_axis % q.ndim == q.ndim - 1
+        if across_rows:  # lanes of the transposed copy (one compiled pass)
             lk = np.ascontiguousarray(running_median(np.ascontiguousarray(np.swapaxes(q, -1, -2)), window, axis=-2,
                                                      min_count=min(5, window)).swapaxes(-1, -2))
         else:
             lk = running_median(q, window, axis=cross_axis, min_count=min(5, window))
         if edge > 0:  # not where a sample's smooth sky along the dispersion is cut short by its data's end
-            lk = np.where(_inside_ends(np.isfinite(q), -2 if cross_axis % q.ndim == q.ndim - 1 else -1, int(edge)),
+            lk = np.where(_inside_ends(np.isfinite(q), -2 if across_rows else -1, int(edge)),
                           lk, np.nan).astype(np.float32)
         L = running.first_axis_nanmedians(np.ascontiguousarray(lk))
         sd = MAD_TO_SIGMA * running.first_axis_nanmedians(np.abs(lk - L[None]))
@@ -825,11 +825,16 @@ def _stable_level(q: np.ndarray, window: int, cross_axis: int, med: np.ndarray |
             vu = (np.inf if v is None else v) / (L.astype(np.float64) ** 2)
             ok = np.isfinite(u) & np.isfinite(vu)
             if ok.sum() >= 50:
-                F = max(float((MAD_TO_SIGMA * np.median(np.abs(u[ok] - np.median(u[ok])))) ** 2 - np.median(vu[ok])), 0.0)
+                F = _spread_beyond_noise(u[ok], vu[ok])
         d2 = (L.astype(np.float64) - 1.0) ** 2
         w = np.where(d2 > 0, d2 / (d2 + np.where(np.isfinite(sd), sd, np.inf) ** 2 + 9.0 * F), 0.0)
         level = np.where(w > 0.5, 1.0 + w * (L - 1.0), 1.0)  # exactly 1 unless the level is firm
     return np.where(np.isfinite(level) & (level > 0), level, 1.0).astype(np.float32), F
+
+
+def _spread_beyond_noise(values: np.ndarray, var: np.ndarray) -> float:
+    """The robust (MAD) variance of ``values`` less the typical variance ``var`` of each, at least 0."""
+    return max(float((MAD_TO_SIGMA * np.median(np.abs(values - np.median(values)))) ** 2 - np.median(var)), 0.0)
 
 
 def _inside_ends(finite: np.ndarray, axis: int, edge: int) -> np.ndarray:
@@ -857,7 +862,8 @@ def estimate_response(sci: np.ndarray, err: np.ndarray, *, iterations: int = 2, 
     for _ in range(max(1, int(iterations))):
         q = sky_ratio(sci / g, err / g, dispersion_axis=dispersion_axis, sky_window=sky_window,
                       min_sky_pixels=min_sky_pixels)
-        q, gate = response_pattern(q, dispersion_axis=dispersion_axis, gate_variance=gate, return_gate=True)
+        q, gate = response_pattern(q, dispersion_axis=dispersion_axis, gate_variance=gate, return_gate=True,
+                                   edge=sky_window)
         g = np.clip(g * q, RESPONSE_RANGE[0], RESPONSE_RANGE[1]).astype(np.float32)
     return g
 

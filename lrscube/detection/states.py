@@ -731,7 +731,7 @@ def _population_z(px: _Pixel, m, prior) -> tuple[float, float]:
         return float("nan"), float("nan")
     sk = float(np.sum(w * sky)) / W
     vlev = float(baseline.level_variance(prior, sk))  # the population's scatter of the level at that sky
-    dz = (float(np.sum(w * (r - ma * sky))) / W - md) / np.sqrt(1.0 / W + vlev)
+    dz = _dark_rise(r, s, sky, ma, md) / np.sqrt(1.0 / W + vlev)
     az = (float(np.sum(w * sky * (r - md))) / Wss - ma) / np.sqrt(1.0 / Wss + vlev / max(sk * sk, 1e-12))
     return dz, az
 
@@ -855,13 +855,18 @@ def _a_response(px: _Pixel, m, prior, k: float) -> bool:
     neighbours is normal however significant (issue 14), and a WARM onset later in its series is
     a rise above *it*; a short raised run (a hit's afterglow) has no such fit and stays a rise."""
     ma, md, vd = float(prior[0]), float(prior[2]), float(prior[3])
-    r, s, sky = px.r[m], px.s[m], px.sky[m]
     st = state(px.r, px.s, px.sky, m)
     if not (np.isfinite(st.d) and np.isfinite(st.d_err) and st.d_err > 0):
         return False
-    w = 1.0 / s ** 2
-    rise = float(np.sum(w * (r - ma * sky)) / np.sum(w)) - md  # the dark level at the neighbours' response
+    rise = _dark_rise(px.r[m], px.s[m], px.sky[m], ma, md)
     return bool(rise > k * st.d_err and abs(st.d - md) <= k * np.sqrt(st.d_err ** 2 + vd))
+
+
+def _dark_rise(r, s, sky, ma: float, md: float) -> float:
+    """The weighted dark level of exposures ``r, s, sky`` at the neighbours' response ``ma``, over
+    their dark level ``md`` (DN/s)."""
+    w = 1.0 / s ** 2
+    return float(np.sum(w * (r - ma * sky))) / float(np.sum(w)) - md
 
 
 def _scatter_spans(px: _Pixel, e, z, runs, local=False):
