@@ -320,6 +320,26 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
     return [tuple(r) for r in runs]
 
 
+def _at_normal(v: np.ndarray, mu: float, min_sigma: float) -> bool:
+    """Whether the stretch ``v`` (clipped z) is consistent with the normal level: not beyond
+    ``min_sigma`` on the run's side of zero (``mu``: the run's level)."""
+    return float(np.sum(v)) * (1.0 if mu >= 0 else -1.0) / np.sqrt(max(v.size, 1)) < min_sigma
+
+
+def _quiet_hole(d: np.ndarray, high: np.ndarray, v: np.ndarray, mu: float, min_hole: int,
+                min_sigma: float) -> tuple[int, int]:
+    """The most significant hole (``d``'s ``sum / sqrt(n)``) among the maximal stretches free
+    of ``high`` states, of ``min_hole`` exposures, at ``min_sigma`` and consistent with normal
+    (``v``: the clipped z); (0, 0) if none."""
+    edges = np.flatnonzero(np.diff(np.r_[0, (~high).astype(np.int8), 0]))
+    best, out = min_sigma, (0, 0)
+    for a, b in zip(edges[::2], edges[1::2]):
+        st = float(d[a:b].sum()) / np.sqrt(b - a)
+        if b - a >= min_hole and st >= best and _at_normal(v[a:b], mu, min_sigma):
+            best, out = st, (int(a), int(b))
+    return out
+
+
 def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, min_hole: int = 2,
                 max_splits: int = 32, shapes=None, cap=None, raw=None) -> list[tuple[int, int]]:
     """Split each run [i, j) at stretches inside it where the pixel is back to normal.
@@ -329,8 +349,12 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
     exposures outweigh a short stretch at zero). A stretch [h0, h1) strictly inside a run, of
     at least ``min_hole`` exposures, whose values lie below the run's typical level (its median
     ``mu``) by ``min_sigma`` standard errors (``sum(mu - z) sign(mu) / sqrt(n)``, each exposure
-    counting at most ``|mu|``: one far below zero is noise, not more normal), is normal:
-    the run is split there, and the pieces are examined again. Telegraph pieces are merged back
+    counting at most ``|mu|``: one far below zero is noise, not more normal), is normal if it
+    is also consistent with zero (:func:`_at_normal`) once its ends are moved inside the
+    exposures nearer the level than zero (high states). A stretch below the level but not at
+    normal (a telegraph pixel's mixed high and low states) gives its most significant stretch
+    free of high states instead (:func:`_quiet_hole`). The run is split at the hole, and the
+    pieces are examined again. Telegraph pieces are merged back
     where the pixel's switching makes the stretch probable (detect's telegraph grouping).
     With ``shapes`` (see :func:`expected_levels`), a steady run's typical level is the defect's
     level in each exposure: a constant current seen in a noisy exposure is a small z, not a hole.
@@ -352,7 +376,21 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
             out.append((i, j))
             continue
         h0, h1, st = best_run(d, min_hole)
-        if st >= min_sigma and d[h0:h1].sum() > 0 and h1 - h0 >= min_hole:
+        if not (st >= min_sigma and d[h0:h1].sum() > 0 and h1 - h0 >= min_hole):
+            out.append((i, j))
+            continue
+        v = z[i + 1:j - 1]
+        high = v * (1.0 if mu >= 0 else -1.0) >= 0.5 * np.abs(m)  # nearer the level than normal
+        while h0 < h1 and high[h0]:  # a hole ends at the pixel's high states, not beyond them
+            h0 += 1
+        while h1 > h0 and high[h1 - 1]:
+            h1 -= 1
+        if not (h1 - h0 >= min_hole and d[h0:h1].sum() / np.sqrt(h1 - h0) >= min_sigma
+                and _at_normal(v[h0:h1], mu, min_sigma)):
+            # below the run's level but not back to normal (a telegraph pixel's stretch of mixed
+            # high and low states): its holes are the stretches free of high states
+            h0, h1 = _quiet_hole(d, high, v, mu, min_hole, min_sigma)
+        if h1 > h0:
             h0, h1 = h0 + i + 1, h1 + i + 1
             todo[:0] = [(i, h0), (h1, j)]
             splits += 1

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lrscube.detection.changepoints import best_run, find_runs, merge_close
+from lrscube.detection.changepoints import best_run, find_runs, merge_close, split_holes
 
 
 def test_best_run_locates_a_step_exactly():
@@ -52,6 +52,40 @@ def test_merge_close():
     assert len(merge_close(runs, z, max_gap=8)) == 2
     merged = merge_close(runs, z, max_gap=15)
     assert [(u.start, u.stop) for u in merged] == [(10, 37)]
+
+
+def _telegraph_series(seed=5):
+    """A pixel normal for 20 exposures, then switching: high (clipped at 6 sigma) for 15,
+    then high in a random 60 % of 36 exposures, then high again for 4."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1, 75)
+    z[20:35] = 6.0
+    mixed = rng.random(36) < 0.6
+    z[35:71] = np.where(mixed, 6.0, rng.normal(0, 1, 36))
+    z[71:] = 6.0
+    return z
+
+
+def test_a_stretch_of_mixed_high_and_low_states_is_not_a_hole():
+    # below the median of a run whose high states are clipped, but 20 sigma above normal: the
+    # pixel is still switching there, not back to normal; only its stretches free of high states
+    # are holes, and every high state stays in a piece of the run
+    z = _telegraph_series()
+    high = np.flatnonzero(z == 6.0)
+    for pieces in (split_holes([(20, 75)], z, min_sigma=4.0),
+                   [(u.start, u.stop) for u in find_runs(z, min_sigma=4.0, boundary_sigma=3.0)]):
+        covered = np.zeros(z.size, bool)
+        for a, b in pieces:
+            covered[a:b] = True
+        assert covered[high].all() and not covered[:20].any()
+
+
+def test_a_stretch_back_at_normal_splits_the_run():
+    rng = np.random.default_rng(6)
+    z = rng.normal(0, 1, 70)
+    z[20:35] = 6.0
+    z[45:60] = 6.0  # normal from 35 to 45: a recovery and a re-onset
+    assert split_holes([(20, 60)], z, min_sigma=4.0) == [(20, 35), (45, 60)]
 
 
 def test_weak_defect_still_bad_at_the_end_is_not_cut_by_a_noise_dip():
