@@ -20,6 +20,7 @@ from conftest import REALDATA, write_product
 from lrscube import cli
 from lrscube.config import profiles
 from lrscube.intake.products import Exposure, Rejected, read_product
+from lrscube.masks import maskcube
 
 LRS = profiles.load("lrs")
 
@@ -172,7 +173,7 @@ def check_outcome(path) -> str:
     assert np.isnan(m["exptime"]) or 0 < m["exptime"] <= 1e6
     assert 1 <= m["nints"] <= 1_000_000 and isinstance(m["nints"], int)
     assert 0 <= e.y0 and e.y0 + m["ny"] <= 1024 and 0 <= e.x0 and e.x0 + m["nx"] <= 1032
-    np.datetime64(lrscube.masks.maskcube.mjd_to_datetime64(m["mjd"]), "ns")  # fits datetime64[ns]
+    np.datetime64(maskcube.mjd_to_datetime64(m["mjd"]), "ns")  # fits datetime64[ns]
     return "exposure"
 
 
