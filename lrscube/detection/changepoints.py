@@ -320,23 +320,25 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
     return [tuple(r) for r in runs]
 
 
-def _at_normal(v: np.ndarray, mu: float, min_sigma: float) -> bool:
-    """Whether the stretch ``v`` (clipped z) is consistent with the normal level: not beyond
-    ``min_sigma`` on the run's side of zero (``mu``: the run's level)."""
-    return float(np.sum(v)) * (1.0 if mu >= 0 else -1.0) / np.sqrt(max(v.size, 1)) < min_sigma
+def _is_hole(d: np.ndarray, v: np.ndarray, a: int, b: int, sign: float, min_hole: int,
+             min_sigma: float) -> bool:
+    """Whether [a, b) is a hole: ``min_hole`` exposures, below the run's level at ``min_sigma``
+    (``d``'s ``sum / sqrt(n)``) and consistent with normal: its clipped z ``v`` not beyond
+    ``min_sigma`` on the run's side (``sign``) of zero."""
+    n = b - a
+    return bool(n >= min_hole and d[a:b].sum() / np.sqrt(n) >= min_sigma
+                and sign * float(np.sum(v[a:b])) / np.sqrt(n) < min_sigma)
 
 
-def _quiet_hole(d: np.ndarray, high: np.ndarray, v: np.ndarray, mu: float, min_hole: int,
+def _quiet_hole(d: np.ndarray, high: np.ndarray, v: np.ndarray, sign: float, min_hole: int,
                 min_sigma: float) -> tuple[int, int]:
-    """The most significant hole (``d``'s ``sum / sqrt(n)``) among the maximal stretches free
-    of ``high`` states, of ``min_hole`` exposures, at ``min_sigma`` and consistent with normal
-    (``v``: the clipped z); (0, 0) if none."""
+    """The most significant hole (:func:`_is_hole`) among the maximal stretches free of
+    ``high`` states; (0, 0) if none."""
     edges = np.flatnonzero(np.diff(np.r_[0, (~high).astype(np.int8), 0]))
-    best, out = min_sigma, (0, 0)
+    best, out = -np.inf, (0, 0)
     for a, b in zip(edges[::2], edges[1::2]):
-        st = float(d[a:b].sum()) / np.sqrt(b - a)
-        if b - a >= min_hole and st >= best and _at_normal(v[a:b], mu, min_sigma):
-            best, out = st, (int(a), int(b))
+        if _is_hole(d, v, a, b, sign, min_hole, min_sigma) and d[a:b].sum() / np.sqrt(b - a) >= best:
+            best, out = d[a:b].sum() / np.sqrt(b - a), (int(a), int(b))
     return out
 
 
@@ -350,7 +352,7 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
     at least ``min_hole`` exposures, whose values lie below the run's typical level (its median
     ``mu``) by ``min_sigma`` standard errors (``sum(mu - z) sign(mu) / sqrt(n)``, each exposure
     counting at most ``|mu|``: one far below zero is noise, not more normal), is normal if it
-    is also consistent with zero (:func:`_at_normal`) once its ends are moved inside the
+    is also consistent with zero (:func:`_is_hole`) once its ends are moved inside the
     exposures nearer the level than zero (high states). A stretch below the level but not at
     normal (a telegraph pixel's mixed high and low states) gives its most significant stretch
     free of high states instead (:func:`_quiet_hole`). The run is split at the hole, and the
@@ -368,10 +370,11 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
             out.append((i, j))
             continue
         mu = float(np.median(z[i:j]))
+        sign = 1.0 if mu >= 0 else -1.0
         lv = expected_levels(z, i, j, shapes, cap, raw) if shapes is not None else None
         m = np.full(j - i - 2, mu) if lv is None else lv[i + 1:j - 1]
         # evidence for "back to normal", each exposure counting at most as much as one at zero
-        d = np.minimum((m - z[i + 1:j - 1]) * (1.0 if mu >= 0 else -1.0), np.abs(m))
+        d = np.minimum((m - z[i + 1:j - 1]) * sign, np.abs(m))
         if mu == 0 or d.size < min_hole:
             out.append((i, j))
             continue
@@ -380,16 +383,15 @@ def split_holes(found: list[tuple[int, int]], z: np.ndarray, min_sigma: float, m
             out.append((i, j))
             continue
         v = z[i + 1:j - 1]
-        high = v * (1.0 if mu >= 0 else -1.0) >= 0.5 * np.abs(m)  # nearer the level than normal
+        high = v * sign >= 0.5 * np.abs(m)  # nearer the level than normal
         while h0 < h1 and high[h0]:  # a hole ends at the pixel's high states, not beyond them
             h0 += 1
         while h1 > h0 and high[h1 - 1]:
             h1 -= 1
-        if not (h1 - h0 >= min_hole and d[h0:h1].sum() / np.sqrt(h1 - h0) >= min_sigma
-                and _at_normal(v[h0:h1], mu, min_sigma)):
+        if not _is_hole(d, v, h0, h1, sign, min_hole, min_sigma):
             # below the run's level but not back to normal (a telegraph pixel's stretch of mixed
             # high and low states): its holes are the stretches free of high states
-            h0, h1 = _quiet_hole(d, high, v, mu, min_hole, min_sigma)
+            h0, h1 = _quiet_hole(d, high, v, sign, min_hole, min_sigma)
         if h1 > h0:
             h0, h1 = h0 + i + 1, h1 + i + 1
             todo[:0] = [(i, h0), (h1, j)]
