@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import baseline, classify, intscat as intscat_screen, running, variance
+from . import baseline, classify, companions, intscat as intscat_screen, running, variance
 from ..config import flags, profiles
 from ..storage import cube, provenance
 from ..storage import store as st
@@ -42,7 +42,7 @@ from .detection_params import DetectionParams
 from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
                         trace_mask, unlit_pixels)
 from .afterglow import latent_images
-from .states import Thresholds, pixel_intervals
+from .states import Thresholds, companion_interval, pixel_intervals
 from ..intervals import active
 from .temporal import scan_statistic, transients
 from ..masks.maskcube import write_mask_cube
@@ -438,7 +438,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     p = ctx.params
     n_t, ny, nx = r.shape
     diag = {"transient_pixels": np.zeros(n_t, np.int64), "candidates": 0, "pixels": 0,
-            "candidates_level": 0, "candidates_scatter": 0, "candidates_static": 0}
+            "candidates_level": 0, "candidates_scatter": 0, "candidates_static": 0, "companions": 0}
     P = ny * nx
     r2 = np.asarray(r, np.float32).reshape(n_t, P)
     e2 = np.asarray(s, np.float32).reshape(n_t, P)
@@ -465,18 +465,72 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         diag["candidates_level"] += int(c_level.sum())
         diag["candidates_scatter"] += int(c_scatter.sum())
         diag["candidates_static"] += int(static.sum())
+        found = []  # (column, evidence, exposures used) of the group's intervals
         for j in cand:
             ivs, ti = _candidate_intervals(g, j, trans, excl, static[j], tn, ctx)
             yy, xx = divmod(int(pix[j]), nx)
             for iv in ivs:
                 rows_ev.append(iv)
                 rows_meta.append((yy, xx, ti, t_idx))
+                found.append((j, iv, ti))
+        if p.companion_test and found:
+            for iv, meta in _companion_rows(g, found, excl, ctx, (ny, nx), origin):
+                rows_ev.append(iv)
+                rows_meta.append(meta)
+                diag["companions"] += 1
         if its is not None:
             got = _intscat_records(its, g, origin, nx, ctx)
             diag["candidates_intscat"] += len(got)
             extra += got
     records = _tile_records(rows_ev, rows_meta, origin, ctx)
     return _finish(_with_intscat(extra, records, ctx)), diag
+
+
+def _companion_rows(g: _Group, found: list, excl, ctx: TileContext, shape, origin):
+    """(evidence, meta) of the group's pixels beside its found intervals that changed with them
+    (:mod:`lrscube.detection.companions`); ``found``: (column, evidence, exposures used) of each
+    interval of the group's candidates, classified here as :func:`_tile_records` will."""
+    p = ctx.params
+    ny, nx = shape
+    ev = pd.DataFrame([iv for _, iv, _ in found])
+    cls = classify.classify(ev, p.classes)
+    keep = classify.passes_floors(ev, p.classes).to_numpy()
+    amp = classify.amplitude(ev, cls)
+    defects, spans = [], {}
+    for k in np.flatnonzero(keep):
+        j, iv, ti = found[k]
+        yy, xx = divmod(int(g.pix[j]), nx)
+        first, last = int(ti[iv["start"]]), int(ti[iv["stop"] - 1])
+        spans.setdefault((yy, xx), []).append((first, last))
+        defects.append({"y": yy, "x": xx, "flag": cls.iloc[k], "first": first, "last": last, "amplitude": amp[k],
+                        "hours": float(ctx.mjd[last] - ctx.mjd[first]) * 24.0,
+                        **{f: bool(iv.get(f, False)) for f in ("static", "noisy", "switching")}})
+    column = np.full(ny * nx, -1, np.int64)
+    column[g.pix] = np.arange(g.pix.size)
+    todo = companions.to_test(defects, column.reshape(ny, nx), spans, shape, origin, p.afterglow_max_hours)
+    if not todo:
+        return
+    thr = companions.threshold(ctx.thresholds.static, g.pix.size, len(todo), p.changepoint_sigma)
+    taken: dict = {}  # the spans of each pixel's companion intervals: one over any exposure
+    for t in sorted(todo, key=lambda t: t.first - t.last):  # the longest interval first
+        j = t.j
+        if any(a <= t.last and t.first <= b for a, b in taken.get(j, ())):
+            continue
+        use = ~excl[:, j]
+        ti = g.t_idx[use]
+        start, stop = int(np.searchsorted(ti, t.first)), int(np.searchsorted(ti, t.last, side="right"))
+        yy, xx = divmod(int(g.pix[j]), nx)
+        own = np.zeros(ti.size, bool)  # the pixel's own intervals elsewhere: not its normal state
+        for a, b in spans.get((yy, xx), ()):
+            own |= (ti >= a) & (ti <= b)
+        row = companion_interval(g.r[use, j], g.s[use, j], g.sky[use, j], p, start, stop, t.sign, thr,
+                                 clip=g.clip[use, j], vnull=(g.m1[use, j], g.m2[use, j], g.vc[use, j]),
+                                 prior=tuple(v[j] for v in g.prior), exclude=own)
+        if row is not None and companions.shares_change(row, classify.classify(pd.DataFrame([row]), p.classes).iloc[0],
+                                                        t, p.companion_min_ratio):
+            taken.setdefault(j, []).append((t.first, t.last))
+            row["beside"] = t.beside
+            yield row, (yy, xx, ti, g.t_idx)
 
 
 def _with_intscat(runs: list[dict], records: list[dict], ctx: TileContext) -> list[dict]:
@@ -921,6 +975,9 @@ def _record(e, cls: str, amp: float, y: int, x: int, ti: np.ndarray, t_all: np.n
         else ("additive excess" if e["sign"] > 0 else "deficit"))
     if static:
         model = "normal state beyond its physical limit: " + ("response" if cls in ("DEAD", "LOW_QE") else model)
+    beside = e.get("beside")
+    if isinstance(beside, tuple):  # lrscube.detection.companions
+        model = f"{model} with the defect beside it at (y, x) = {beside}, over its exposures,"
     reason = (f"{model} {amp:.3g}{unit}, {e['significance']:.1f} sigma over {n_bad} exposures; "
               f"onset {e['onset_significance']:.1f} sigma, recovery {e['recovery_significance']:.1f} sigma; "
               f"chi2 additive {e['chi2_add']:.1f} / sky-proportional {e['chi2_mult']:.1f} (n={int(e['n'])}); "
@@ -1224,6 +1281,7 @@ def _findings(ds, ctx: TileContext, results: list, iv: pd.DataFrame, trace_px) -
         "thresholds_sigma": dict(ctx.thresholds._asdict()),
         "candidates_by_screen": {k: int(sum(r[1].get("candidates_" + k, 0) for r in results))
                                  for k in ("level", "scatter", "static", "intscat")},
+        "companion_intervals": int(sum(r[1].get("companions", 0) for r in results)),
         "intervals": int(len(iv)), "carried_static": int(iv["carried"].sum()) if len(iv) else 0,
         "by_class": {k: int(v) for k, v in iv.loc[~iv["carried"], "flag"].value_counts().items()} if len(iv) else {},
         "non_blank_exposures": nonblank,

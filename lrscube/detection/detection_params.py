@@ -117,6 +117,12 @@ class DetectionParams:
     telegraph_level_ratio: float = 0.25
     #: state threshold for the telegraph evidence (sigma)
     state_sigma: float = 3.0
+    #: a pixel beside a found HOT, WARM, DEAD or LOW_QE interval is tested over its exposures
+    #: (lrscube.detection.companions) ...
+    companion_test: bool = True
+    #: ... and is a defect when it changed by at least this fraction of its neighbour's change
+    #: (inter-pixel coupling passes on a few per cent)
+    companion_min_ratio: float = 0.1
     # --- physical limits of a pixel's normal state, and of excess scatter ----------------------
     #: a normal state whose response is at most this fraction of its neighbours' is LOW_QE (or
     #: DEAD, below the DEAD class's max_response) in every exposure (jwst_reffiles: 0.5)
@@ -157,6 +163,8 @@ class DetectionParams:
                 raise ValueError(f"detection.{name} must be a positive number, got {v!r}")
         if not 0 <= self.telegraph_gap_probability < 1:
             raise ValueError("detection.telegraph_gap_probability must be in [0, 1)")
+        if not 0 <= self.companion_min_ratio <= 1:
+            raise ValueError(f"detection.companion_min_ratio must be in [0, 1], got {self.companion_min_ratio!r}")
         if not 0 <= self.telegraph_level_ratio <= 1:
             raise ValueError("detection.telegraph_level_ratio must be in [0, 1]")
         if self.unlit_fraction is not None and not 0 < self.unlit_fraction < 1:

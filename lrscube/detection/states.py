@@ -99,33 +99,34 @@ def _wls(X: np.ndarray, y: np.ndarray, w: np.ndarray):
     return coef, cov, chi2
 
 
-def step_models(r, s, sky, normal, run) -> dict:
+def step_models(r, s, sky, normal, run, which=("add", "mult")) -> dict:
     """Two descriptions of a run against the normal exposures, fitted jointly over both:
 
-    * additive: ``r = a * sky + d_normal`` (normal) ``+ d_run`` (run), one response: the run
-      differs by a dark current ``d_run - d_normal`` (DN/s);
-    * multiplicative: ``r = a_normal * sky`` (normal), ``a_run * sky`` (run), no dark current:
-      the run differs by a response ``a_run - a_normal``.
+    * additive (``"add"``): ``r = a * sky + d_normal`` (normal) ``+ d_run`` (run), one response:
+      the run differs by a dark current ``d_run - d_normal`` (DN/s);
+    * multiplicative (``"mult"``): ``r = a_normal * sky`` (normal), ``a_run * sky`` (run), no
+      dark current: the run differs by a response ``a_run - a_normal``.
 
-    Returns the steps, their standard errors and each model's chi^2.
+    Returns the steps, their standard errors and each model's chi^2 (of the models in
+    ``which``; the others NaN, with infinite errors and chi^2).
     """
     use = normal | run
     w = 1.0 / s[use] ** 2
     y = r[use]
     k = sky[use]
     isr = run[use].astype(float)
-    X_add = np.column_stack([k, 1.0 - isr, isr])
-    c_add, v_add, chi_add = _wls(X_add, y, w)
-    X_mul = np.column_stack([k * (1.0 - isr), k * isr])
-    c_mul, v_mul, chi_mul = _wls(X_mul, y, w)
-    out = {"chi2_add": chi_add, "chi2_mult": chi_mul, "step_add": np.nan, "step_add_err": np.inf,
+    out = {"chi2_add": np.inf, "chi2_mult": np.inf, "step_add": np.nan, "step_add_err": np.inf,
            "step_mult": np.nan, "step_mult_err": np.inf}
-    if c_add is not None:
-        out["step_add"] = float(c_add[2] - c_add[1])
-        out["step_add_err"] = float(np.sqrt(max(v_add[1, 1] + v_add[2, 2] - 2 * v_add[1, 2], 0.0)))
-    if c_mul is not None:
-        out["step_mult"] = float(c_mul[1] - c_mul[0])
-        out["step_mult_err"] = float(np.sqrt(max(v_mul[0, 0] + v_mul[1, 1] - 2 * v_mul[0, 1], 0.0)))
+    if "add" in which:
+        c_add, v_add, out["chi2_add"] = _wls(np.column_stack([k, 1.0 - isr, isr]), y, w)
+        if c_add is not None:
+            out["step_add"] = float(c_add[2] - c_add[1])
+            out["step_add_err"] = float(np.sqrt(max(v_add[1, 1] + v_add[2, 2] - 2 * v_add[1, 2], 0.0)))
+    if "mult" in which:
+        c_mul, v_mul, out["chi2_mult"] = _wls(np.column_stack([k * (1.0 - isr), k * isr]), y, w)
+        if c_mul is not None:
+            out["step_mult"] = float(c_mul[1] - c_mul[0])
+            out["step_mult_err"] = float(np.sqrt(max(v_mul[0, 0] + v_mul[1, 1] - 2 * v_mul[0, 1], 0.0)))
     return out
 
 
@@ -569,6 +570,52 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
         out = _without_latents(out, e, s, np.asarray(hours, float), p, hits, thresholds.level)
     static = _static_interval(px, normal, prior, lit, line_response, row)
     return out if static is None else [static]
+
+
+def companion_interval(r, s, sky, params, start: int, stop: int, sign: int, threshold: float, clip=None,
+                       vnull=None, prior=None, exclude=None) -> dict | None:
+    """The evidence dict of exposures ``[start, stop)`` of a pixel beside a defect with that
+    interval (:mod:`lrscube.detection.companions`), or None: whether the pixel changed over the
+    same exposures, in the same direction (``sign`` +1: an additive excess, -1: a loss of
+    response), against its state in the others.
+
+    No run is searched: the interval is given, so the test is one comparison, not a scan.
+    Its significance is the smaller of two: the weighted step of the description ``sign``
+    names (:func:`step_models`, the baseline's own uncertainty in its error) and the clipped
+    residual against the baseline fitted outside, stacked over the interval, its variance
+    grown by the baseline's share (``1 + n_in / n_out``: robust to an exposure far beyond its
+    noise, which the weighted step is not). ``exclude``: exposures outside the interval that are
+    not the pixel's normal state (its own defects). Arguments as :func:`pixel_intervals` takes them.
+    """
+    p = params
+    r = np.asarray(r, float)
+    s = np.asarray(s, float)
+    sky = np.asarray(sky, float)
+    n = r.size
+    run = np.zeros(n, bool)
+    run[start:stop] = True
+    normal = ~run if exclude is None else ~run & ~np.asarray(exclude, bool)
+    n_in, n_out = int(run.sum()), int(normal.sum())
+    if n_in < p.min_bad_exposures or n_out < 2:
+        return None
+    kind = "add" if sign > 0 else "mult"
+    m = step_models(r, s, sky, normal, run, which=(kind,))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weighted = sign * m["step_" + kind] / m["step_" + kind + "_err"]
+    if not weighted >= threshold:  # most neighbours: the rest is not needed
+        return None
+    px = _pixel(r, s, sky, p, None, clip, vnull, 1.0, 1.0)
+    a, d = baseline_state(r, s, sky, normal, prior)
+    e = r - a * sky - d
+    z = clipped_z(e, s, px.cap)
+    robust = sign * float(np.sum(z[run])) / np.sqrt(n_in * (1.0 + n_in / n_out))
+    sig = float(min(weighted, robust))
+    if not sig >= threshold:
+        return None
+    q = np.minimum((e * px.excess) ** 2, px.vc * px.vc)
+    row = _row(px, _Against(a, e, z, q, (1.0 + a) * sky), start, stop, sig, float("nan"), float("nan"))
+    row["sign"] = int(sign)
+    return row
 
 
 def _level_runs(px: _Pixel, a, d=0.0):
