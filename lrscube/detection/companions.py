@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
-from .detection_params import norm_sf
+from .detection_params import static_alpha
 
 #: classes whose change a neighbour may share: an additive excess or a loss of response
 ADDITIVE = ("HOT", "WARM")
@@ -100,8 +100,7 @@ def threshold(static_sigma: float, n_pixels: int, n_tests: int, floor: float) ->
     >>> threshold(5.6, 10000, 8, 4.5)
     4.5
     """
-    alpha = 2.0 * norm_sf(float(static_sigma))
-    per_test = min(alpha * max(int(n_pixels), 1) / max(int(n_tests), 1), 0.5)
+    per_test = min(static_alpha(static_sigma) * max(int(n_pixels), 1) / max(int(n_tests), 1), 0.5)
     return max(float(-ndtri(per_test)), float(floor))
 
 

@@ -29,6 +29,12 @@ def norm_sf(x: float) -> float:
     return float(ndtr(-float(x)))
 
 
+def static_alpha(static_sigma: float) -> float:
+    """The per-pixel false-alarm rate a static threshold implies: the inverse of
+    :meth:`DetectionParams.thresholds`' ``static`` (one-sided, over two tests)."""
+    return 2.0 * norm_sf(float(static_sigma))
+
+
 @dataclass(frozen=True)
 class DetectionParams:
     # --- spatial residual (per exposure) ---------------------------------------------------
@@ -245,7 +251,7 @@ class DetectionParams:
             alpha = float(self.false_alarm_pixels) / 3.0 / max(int(n_pixels), 1)
             level = float(-ndtri(min(alpha / (2.0 * runs), 0.5)))
         variance = float(-ndtri(min(alpha / runs, 0.5)))
-        static = float(-ndtri(min(alpha / 2.0, 0.5)))
+        static = float(-ndtri(min(alpha / 2.0, 0.5)))  # static_alpha inverts it
         return Thresholds(level, variance, static)
 
     def to_dict(self) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 from lrscube.config import profiles
 from lrscube.detection import companions
 from lrscube.detection.detect import TileContext, analyse_tile
-from lrscube.detection.detection_params import DetectionParams
+from lrscube.detection.detection_params import DetectionParams, static_alpha
 from lrscube.detection.states import companion_interval
 
 
@@ -49,6 +49,13 @@ def test_threshold_spends_the_groups_false_alarm_rate_on_its_tests():
     # every pixel tested: the per-pixel rate itself
     assert abs(companions.threshold(static, 100, 100, 0.0) - 5.4786) < 1e-3
     assert companions.threshold(static, 30000, 1, 4.0) == 4.0  # never below the floor
+
+
+
+def test_static_alpha_is_the_per_pixel_rate_the_thresholds_were_made_from():
+    p = DetectionParams(false_alarm_pixels=0.1)
+    th = p.thresholds(1_000_000, 150)
+    assert abs(static_alpha(th.static) / (0.1 / 3 / 1_000_000) - 1) < 1e-6
 
 
 def test_coupling_of_a_few_percent_or_another_kind_of_change_is_not_sharing_it():
