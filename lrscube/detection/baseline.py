@@ -73,15 +73,70 @@ def _population(v: np.ndarray, err: np.ndarray, window: int, min_count: int, axi
     ok = np.isfinite(dev) & np.isfinite(e)
     if ok.sum() < 20:
         return m, np.full(v.shape, np.inf)
-    good = ok & (e <= np.median(e[ok]))
+    return m, np.full(v.shape, _scatter_beyond_noise(dev[ok], e[ok], window))
+
+
+def _scatter_beyond_noise(dev: np.ndarray, e: np.ndarray, window: int) -> float:
+    """The robust scatter of the deviations ``dev`` (finite, with errors ``e``) beyond their
+    measurement noise, on the better-measured half, plus the uncertainty of a mean over ``window``."""
+    good = e <= np.median(e)
     d = dev[good]
     spread = (MAD_TO_SIGMA * np.median(np.abs(d - np.median(d)))) ** 2
     var = max(float(spread - np.median(e[good] ** 2)), 0.0)
-    var += 1.5708 * (var + float(np.median(e[ok] ** 2))) / window
-    return m, np.full(v.shape, max(var, 1e-12))
+    var += 1.5708 * (var + float(np.median(e ** 2))) / window
+    return max(var, 1e-12)
 
 
-def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, axis: int = 0, level=None):
+#: lit pixels whose skies lie in one bin of this width (a factor, on a log scale centred on the
+#: median sky of the lit pixels) share one scatter of the level
+LEVEL_BIN_FACTOR = 4.0
+#: the fewest pixels a bin of sky needs for a scatter of its own (else the region's)
+LEVEL_BIN_MIN = 200
+
+
+def _level_population(v: np.ndarray, err: np.ndarray, sky: np.ndarray, lit: np.ndarray, window: int,
+                      min_count: int, axis: int) -> np.ndarray:
+    """The population variance of a per-pixel level ``v`` (y, x) measured with errors ``err``
+    beyond its noise (:func:`_population`) for the ``lit`` pixels per bin of their mean ``sky``
+    (bins a factor :data:`LEVEL_BIN_FACTOR` wide about their median sky, each with at least
+    :data:`LEVEL_BIN_MIN` pixels), and the region's scatter for the others and where every pixel
+    is lit and the skies lie within a factor 2 of their median (an LRS tile).
+
+    A flat field scatters levels in proportion to the light, and the structure a sky model leaves
+    (an MRS slice's fringes) more where the light is bright: on a MIRIFULONG tile the levels of
+    pixels under 0.03 DN/s of scattered light scatter by 0.002 DN/s about their neighbours' and
+    those of the slices (12 DN/s) by 2 DN/s. One scatter for the region was the slices': a dead
+    pixel between the channels lay 0.03 DN/s below its neighbours, 3 of that scatter and 12 of
+    its own population's. Pixels outside the light keep the region's: their level is the
+    scattered light they see, which the model of it (a fraction of the sky around) leaves to
+    change by a third between visits; with their own tight population such a change was a rise
+    (two false WARM pixels past the left edge of the 40-exposure MIRIFUSHORT set)."""
+    m, whole = _population(v, err, window, min_count, axis)
+    out = whole.ravel().astype(float)
+    if not np.isfinite(out).any():
+        return whole
+    dev = (np.asarray(v, np.float32) - m).ravel()
+    e = np.asarray(err, float).ravel()
+    sk = np.asarray(sky, float).ravel()
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(dev) & np.isfinite(e) & np.isfinite(sk) & (sk > 0) & np.asarray(lit, bool).ravel()
+    if ok.sum() < LEVEL_BIN_MIN:
+        return whole
+    centre = float(np.median(sk[ok]))  # bin 0 holds the skies within a factor 2 of the lit pixels' median
+    b = np.full(out.size, np.iinfo(np.int64).min, np.int64)
+    b[ok] = np.floor(np.log(sk[ok] / centre) / np.log(LEVEL_BIN_FACTOR) + 0.5).astype(np.int64)
+    bins = np.unique(b[ok])
+    if bins.size == 1 and np.asarray(lit, bool).all():
+        return whole
+    for k in bins:
+        sel = ok & (b == k)
+        if sel.sum() >= LEVEL_BIN_MIN:
+            out[sel] = _scatter_beyond_noise(dev[sel], e[sel], window)
+    return out.reshape(np.shape(v))
+
+
+def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, axis: int = 0, level=None,
+                    lit=None):
     """The population a pixel's response and dark level are drawn from, from the free fits
     ``st`` of the pixels of a region (``shape`` (y, x)): ``(ma, va, md, vd, sk, vl)``, per pixel.
 
@@ -99,7 +154,9 @@ def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, ax
     noise ``1 / W``), else inf. Where the sky barely changes (an area the light does not reach
     but a glow does) response and dark level are each poorly measured, their errors almost
     perfectly anticorrelated, and ``va sk^2 + vd`` overstates how far normal pixels' levels
-    scatter; the level itself is measured well (:func:`level_variance`).
+    scatter; the level itself is measured well (:func:`level_variance`). A ``lit`` pixel's (per
+    pixel: inside the light; default all) population is that of the lit pixels under as much
+    light (:func:`_level_population`).
     """
     w = int(window) | 1
     ma, va = _population(np.asarray(st.a).reshape(shape), np.asarray(st.a_err).reshape(shape), w, min_count, axis)
@@ -112,8 +169,9 @@ def neighbour_prior(st: "State", shape, window: int = 15, min_count: int = 3, ax
         with np.errstate(divide="ignore", invalid="ignore"):
             lv = np.asarray(st.a, float).reshape(-1) * sk + np.asarray(st.d, float).reshape(-1)
             le = 1.0 / np.sqrt(np.asarray(level[1], float).reshape(-1))
-        _, vl = _population(lv.reshape(shape), le.reshape(shape), w, min_count, axis)
-        vl = vl.reshape(-1)
+        lit = np.ones(shape, bool) if lit is None else np.asarray(lit, bool).reshape(shape)
+        vl = _level_population(lv.reshape(shape), le.reshape(shape), sk.reshape(shape), lit, w, min_count,
+                               axis).reshape(-1)
     return ma.reshape(-1), va.reshape(-1), md.reshape(-1), vd.reshape(-1), sk, vl
 
 

@@ -711,7 +711,7 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     disp = 0 if ctx.profile.dispersion_axis == "y" else 1
     with np.errstate(divide="ignore", invalid="ignore"):
         sk_all = np.einsum("tp,tp->p", w_all, np.where(use_all, sky2, 0.0)) / w_sum
-    pri = baseline.neighbour_prior(st_all, shape, p.sky_window_px, axis=disp, level=(sk_all, w_sum))
+    pri = baseline.neighbour_prior(st_all, shape, p.sky_window_px, axis=disp, level=(sk_all, w_sum), lit=lit)
     lresp = baseline.line_response(st_all.a, use_all.any(axis=0) & lit, shape, p.cross_sky_window_px, axis=disp)
     x_all = baseline.standardised_residuals(r2, s_all, sky2, st_all)
     hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), np.take(cal_m1[:, :, 0].T, blk, axis=1),

@@ -200,7 +200,7 @@ def segment_levels(r, s, sky, segs) -> dict:
 
 
 def choose_normal(r, s, sky, runs, *, min_sigma: float, model_preference_chi2: float, min_length: int,
-                  min_significance: float, min_deficit: float = 0.0, exclude=None) -> np.ndarray:
+                  min_significance: float, min_deficit: float = 0.0, exclude=None, lit: bool = True) -> np.ndarray:
     """The exposures of the pixel's normal state: its least-bad state, given the runs found
     against the current baseline. (n,) bool.
 
@@ -222,6 +222,10 @@ def choose_normal(r, s, sky, runs, *, min_sigma: float, model_preference_chi2: f
     (not a defect), so if it is a lower dark level by ``min_significance`` standard errors it is
     the normal state (the stretches being a warm pixel's): a weak excess that appeared early
     under a faint sky. Exposures in ``exclude`` (a span of excess scatter) are in no state.
+    Where the sky-proportional description is preferred, a run more responsive than the
+    stretches is their normal state only if they lack ``min_deficit`` of its response (a
+    ``lit`` pixel's: outside the light the "response" is the fraction of the sky around that
+    the pixel's scattered light is, and any state of it may be normal).
     """
     n = r.size
     ex = np.zeros(n, bool) if exclude is None else np.asarray(exclude, bool)
@@ -229,12 +233,13 @@ def choose_normal(r, s, sky, runs, *, min_sigma: float, model_preference_chi2: f
     gaps = _between_runs(segs, n) & ~ex
     if not runs:
         return ~ex if (~ex).sum() >= 2 else np.ones(n, bool)
-    level, err = _preferred_level(segment_levels(r, s, sky, segs), model_preference_chi2)
+    level, err, response = _preferred_level(segment_levels(r, s, sky, segs), model_preference_chi2)
     eligible = _eligible_segments(segs, runs, ex, min_length, min_significance)
     evidence = max(min_sigma, min_significance)
     keep = None
     if level is not None and eligible:
-        keep = _least_bad_segment(segs, level, err, eligible, gaps, ex, min_sigma, evidence)
+        keep = _least_bad_segment(segs, level, err, eligible, gaps, ex, min_sigma, evidence,
+                                  min_loss=min_deficit if response and lit else 0.0)
     if keep is None and level is None and eligible and gaps.sum() >= 2 and min_deficit > 0:
         keep = _lower_dark_run(r, s, sky, segs, runs, eligible, gaps, evidence, min_deficit)
         keep = None if keep is None else keep & ~ex
@@ -261,15 +266,16 @@ def _between_runs(segs, n: int) -> np.ndarray:
 
 
 def _preferred_level(m: dict, model_preference_chi2: float):
-    """(level, err) per segment, lower is better, from the description the segments prefer by
-    ``model_preference_chi2`` (a dark level, or minus a response), errors inflated by the scatter
-    it leaves; (None, None) where neither is preferred (a switching pixel fits neither)."""
+    """(level, err, response) per segment, lower is better, from the description the segments
+    prefer by ``model_preference_chi2`` (a dark level, or minus a response: ``response`` True),
+    errors inflated by the scatter it leaves; (None, None, False) where neither is preferred (a
+    switching pixel fits neither)."""
     over = max(1.0, min(m["chi2_add"], m["chi2_mult"]) / m["dof"])
     if "c" in m and (m["chi2_mult"] - m["chi2_add"]) / over >= model_preference_chi2:
-        return m["c"], m["c_err"] * np.sqrt(over)
+        return m["c"], m["c_err"] * np.sqrt(over), False
     if "a" in m and (m["chi2_add"] - m["chi2_mult"]) / over >= model_preference_chi2:
-        return -m["a"], m["a_err"] * np.sqrt(over)
-    return None, None
+        return -m["a"], m["a_err"] * np.sqrt(over), True
+    return None, None, False
 
 
 def _eligible_segments(segs, runs, ex, min_length: int, min_significance: float) -> list[int]:
@@ -281,26 +287,35 @@ def _eligible_segments(segs, runs, ex, min_length: int, min_significance: float)
             and (not is_run or by_run[(i0, i1)].significance >= min_significance)]
 
 
-def _least_bad_segment(segs, level, err, eligible, gaps, ex, min_sigma: float, evidence: float):
+def _least_bad_segment(segs, level, err, eligible, gaps, ex, min_sigma: float, evidence: float,
+                       min_loss: float = 0.0):
     """Where one description is preferred: a run clearly better than the stretches' level (by
     ``evidence`` standard errors) with every segment at its level; else the stretches with every
-    run not worse than they are by a defect's evidence. None: fewer than two exposures."""
+    run not worse than they are by a defect's evidence. None: fewer than two exposures.
+    ``min_loss`` (the levels are minus responses): a run is better only if the stretches' response
+    is below its own by at least that fraction (a loss of response that can be a defect: a
+    response does not rise on its own, and a few percent less is what a flat field does)."""
     # the level of the stretches between the runs, as one state
     if gaps.sum() >= 2:
         ref = float(np.average([level[j] for j, sg in enumerate(segs) if not sg[2]],
                                weights=[sg[1] - sg[0] for sg in segs if not sg[2]]))
     else:
         ref = np.inf
+    def rise(k) -> bool:  # clearly above the stretches, by a response gain no loss of which is a defect
+        return (min_loss > 0 and np.isfinite(ref) and ref - level[k] >= evidence * err[k]
+                and 1.0 - (1.0 - ref) / (1.0 - level[k]) < min_loss)
+
     j = min(eligible, key=lambda j: level[j])
-    if segs[j][2] and ref - level[j] >= evidence * err[j]:
+    better = segs[j][2] and ref - level[j] >= evidence * err[j] and not rise(j)
+    if better:
         return np.array([abs(level[k] - level[j]) <= min_sigma * max(err[k], err[j]) for k in range(len(segs))
                          for _ in range(segs[k][1] - segs[k][0])]) & ~ex
-    if not segs[j][2] or ref - level[j] < evidence * err[j]:
+    if not better:
         # the stretches are (as good as) the best state: with them, every run that is not
-        # worse than they are by a defect's evidence
+        # worse than they are by a defect's evidence, nor a rise above them
         keep = gaps.copy()
         for k, (i0, i1, is_run) in enumerate(segs):
-            if is_run and level[k] - ref < evidence * err[k]:
+            if is_run and level[k] - ref < evidence * err[k] and not rise(k):
                 keep[i0:i1] = True
         keep &= ~ex
         if keep.sum() >= 2:
@@ -561,7 +576,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     if n < p.min_bad_exposures:
         return []
     px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours)
-    normal, a, e, z, runs = _normal_state(px, prior)
+    normal, a, e, z, runs = _normal_state(px, prior, lit)
     q, noisy_spans = _scatter_spans(px, e, z, runs)
     row = functools.partial(_row, px, _Against(a, e, z, q, (1.0 + a) * sky))
     out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
@@ -628,7 +643,7 @@ def _level_runs(px: _Pixel, a, d=0.0):
                               shapes=(px.excess, px.deficit), cap=px.cap, raw=e * px.excess, log_prior=px.log_prior)
 
 
-def _normal_state(px: _Pixel, prior):
+def _normal_state(px: _Pixel, prior, lit: bool = True):
     """(normal, a, e, z, runs): the exposures of the pixel's normal state, its response ``a`` and
     the level runs against it (:func:`_level_runs`).
 
@@ -636,7 +651,8 @@ def _normal_state(px: _Pixel, prior):
     of the series is not described by a response alone), and the spans of excess scatter about
     a running median, which belong to no level state. Then the least-bad of the states the runs
     against it show (:func:`choose_normal`), refitted until it does not change; in a cycle, the
-    largest of its states is normal."""
+    largest of its states is normal. ``lit``: the pixel is inside the light
+    (:func:`choose_normal`)."""
     r, s, sky, p, n = px.r, px.s, px.sky, px.p, px.n
     normal = np.ones(n, bool)
     st0 = state(r, s, sky, normal)
@@ -650,7 +666,7 @@ def _normal_state(px: _Pixel, prior):
     for k in range(MAX_PASSES + 1):
         new = choose_normal(r, s, sky, runs, min_sigma=p.changepoint_sigma, model_preference_chi2=p.boundary_sigma ** 2,
                             min_length=p.min_bad_exposures, min_significance=px.thresholds.level,
-                            min_deficit=p.classes["LOW_QE"]["min_deficit"], exclude=noisy0)
+                            min_deficit=p.classes["LOW_QE"]["min_deficit"], exclude=noisy0, lit=lit)
         if not (new == normal).all():
             if _below_population(px, new, normal, prior):
                 new = normal
@@ -811,11 +827,22 @@ def _at_population(px: _Pixel, normal, runs, prior):
         if not (abs(dz_u) < k and abs(az_u) < k):
             continue
         dz_n, az_n = _population_z(px, rest, prior)
-        low = az_n <= -k and 1.0 - (1.0 + baseline_state(px.r, px.s, px.sky, rest, prior)[0]) / (1.0 + float(prior[0])) \
-            >= min_deficit
+        low = az_n <= -k and _deficit(px, rest, prior) >= min_deficit
         if (dz_n >= k or low) and (best is None or stop - start > best.sum()):
             best = run
     return best
+
+
+def _deficit(px: _Pixel, m, prior) -> float:
+    """The fraction of the neighbours' response the exposures ``m`` lack: the larger of their
+    free fit's and their response at the neighbours' dark level (:func:`_level_at_neighbours`).
+    Where the sky barely changes the free fit gives part of a loss of response to a dark level
+    below the neighbours', which a dark current cannot be: a dead pixel under 0.03 DN/s of
+    scattered light lost 1.0 of its response at the neighbours' dark level and 0.12 in the free fit."""
+    one = 1.0 + float(prior[0])
+    free = 1.0 - (1.0 + baseline_state(px.r, px.s, px.sky, m, prior)[0]) / one
+    at_dark = 1.0 - (1.0 + _level_at_neighbours(px, m, prior)[0]) / one
+    return float(np.nanmax([free, at_dark]))
 
 
 def _population_blocks(px: _Pixel, normal, prior) -> list[tuple[int, int, float]]:

@@ -1071,3 +1071,33 @@ def test_residuals_about_the_states_are_the_whole_array_ones_bit_for_bit(shape, 
         nan = np.isnan(want)
         assert got.dtype == np.float64 and np.array_equal(np.isnan(got), nan)
         assert np.array_equal(got[~nan].view(np.int64), want[~nan].view(np.int64))
+
+
+def test_the_population_of_the_level_is_that_of_pixels_under_as_much_light():
+    # an MRS tile: a band of pixels under 0.03 DN/s of scattered light between slices under
+    # 12 DN/s. The slices' levels scatter by 2 DN/s about their neighbours' (fringes the sky
+    # model leaves), the band's by 0.002: each pixel's population is that of its own light
+    from lrscube.detection.baseline import State, level_variance, neighbour_prior
+    rng = np.random.default_rng(4)
+    shape = (64, 64)
+    P = shape[0] * shape[1]
+    sky = np.full(shape, 12.0)
+    sky[:, 20:40] = 0.03
+    scatter = np.where(sky > 1, 2.0, 0.002)
+    level = rng.normal(0, scatter)
+    noise = np.full(shape, 0.001)
+    st = State(a=np.zeros(P), d=(level + rng.normal(0, noise)).ravel(), a_err=np.full(P, 0.5),
+               d_err=noise.ravel(), leverage=None, n=np.full(P, 40))
+    prior = neighbour_prior(st, shape, level=(sky.ravel(), 1.0 / noise.ravel() ** 2))
+    v = level_variance(prior, sky.ravel()).reshape(shape)
+    dim, bright = v[:, 20:40], v[:, np.r_[0:20, 40:64]]
+    assert np.all(dim < 2.0 * 0.002 ** 2) and np.all(dim > 0.5 * 0.002 ** 2)
+    assert np.all(bright > 0.5 * 2.0 ** 2)
+    # one light: the region's scatter, as for a quantity without a sky
+    one = neighbour_prior(st, shape, level=(np.full(P, 12.0), 1.0 / noise.ravel() ** 2))
+    region = baseline._population((st.d).reshape(shape), noise, 15, 3, 0)[1].ravel()
+    assert np.array_equal(one[5], region)
+    # the band outside the light (an image slicer's gap): the region's scatter, not its own
+    gap = neighbour_prior(st, shape, level=(sky.ravel(), 1.0 / noise.ravel() ** 2), lit=sky > 1)
+    assert np.array_equal(gap[5].reshape(shape)[:, 20:40], region.reshape(shape)[:, 20:40])
+    assert np.array_equal(gap[5].reshape(shape)[:, :20], prior[5].reshape(shape)[:, :20])

@@ -1,6 +1,7 @@
 """One pixel's normal state and intervals (lrscube.detection.states): pure numpy, one series."""
 
 import numpy as np
+import pytest
 
 from lrscube.detection.baseline import gaussian_clipped_moments
 from lrscube.detection.detection_params import DetectionParams
@@ -309,3 +310,78 @@ def test_a_pixel_more_responsive_than_its_neighbours_that_turns_warm_is_warm_fro
     prior = (0.0038, 3.8e-4, 0.0015, 4.3e-6, 4.5, 2.8e-4)
     out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, n), vnull=(G1, G2, 3.0), prior=prior)
     assert [(w["start"], w["stop"], w["sign"], w["static"]) for w in out] == [(125, 150, 1, False)]
+
+
+# MIRIFULONG, 40 exposures, between the channels: 0.02-0.05 DN/s of scattered light that barely
+# changes, noise 0.003-0.14 DN/s. The neighbours' levels there scatter by 0.002 DN/s (level
+# variance 4.45e-6); the slices' fringes on the same tile scatter theirs by 2 DN/s. A response
+# and a dark level cannot be told apart under light that does not change, so only the
+# population says which state of a pixel that changed is the normal one
+VA, VD, VL = 0.01692, 6.56e-5, 4.45e-6
+FAINT = {
+    # DEAD from exposure 19 on: its level falls 0.03 DN/s below its neighbours', 14 times their
+    # scatter. With the tile's one scatter of the level (the slices', 0.88 (DN/s)^2) the
+    # exposures before the onset were a WARM excess over a normal dead state
+    "dead": dict(
+        r=[-0.0334, -0.047, -0.0091, -0.0036, -0.0061, -0.0159, 0.0075, -0.0229, -0.0014, -0.0817, 0.0161, 0.0406,
+           -0.0005, -0.0064, -0.0035, -0.0895, -0.0079, 0.0062, -0.0023, -0.0317, -0.0236, -0.0357, -0.0288, -0.032,
+           -0.0299, 0.0061, 0.0017, -0.0456, -0.0192, -0.0525, -0.0157, -0.0403, -0.0333, -0.0336, -0.0333, -0.0368,
+           -0.0253, -0.0179, -0.0317, -0.0576],
+        s=[0.0202, 0.0427, 0.0047, 0.011, 0.0057, 0.0047, 0.0137, 0.0188, 0.004, 0.0495, 0.0622, 0.0203, 0.0053,
+           0.0046, 0.0037, 0.0952, 0.0052, 0.0056, 0.004, 0.0035, 0.0807, 0.0047, 0.0034, 0.0039, 0.0029, 0.0952,
+           0.0512, 0.0087, 0.0248, 0.1238, 0.0288, 0.1133, 0.0029, 0.0049, 0.0072, 0.0115, 0.0038, 0.1389, 0.0035,
+           0.0352],
+        sky=[0.0451, 0.0276, 0.0309, 0.0277, 0.0273, 0.0328, 0.03, 0.0344, 0.0312, 0.0497, 0.0423, 0.0262, 0.0294,
+             0.0312, 0.0305, 0.0, 0.0334, 0.0281, 0.0286, 0.025, 0.0262, 0.0283, 0.0296, 0.0289, 0.0284, 0.0767,
+             0.0534, 0.0307, 0.0248, 0.0242, 0.0379, 0.0366, 0.0291, 0.0277, 0.0328, 0.0287, 0.0278, -0.0404,
+             0.0491, 0.0215],
+        ma_md_sk=(-0.0974, 0.00198, 0.0306), found=(19, 40, -1)),
+    # LOW_QE (a loss of 0.58) from exposure 11 on (healed and back between two exposures; the
+    # fall is within the noise of exposure 11, so found from 12), beside the pixel above. Its
+    # level fell 0.017 DN/s below its neighbours', eight times their scatter; the free fit of the
+    # low state gave most of the fall to a dark level below the neighbours' (its response 0.13
+    # lower), which a dark current cannot be: at the neighbours' dark level it lost 0.85
+    "low_qe": dict(
+        r=[-0.0451, -0.0842, 0.0044, -0.0153, -0.0071, -0.0001, 0.0053, 0.0194, -0.0051, 0.0176, -0.0382, 0.0019,
+           -0.014, -0.0165, -0.0175, -0.0462, -0.0219, -0.0216, -0.0173, -0.0133, 0.0158, -0.009, -0.0246, -0.0129,
+           -0.0176, -0.0739, 0.0067, -0.0083, -0.0041, -0.3075, -0.0403, 0.0991, -0.0204, -0.027, -0.009, -0.0042,
+           -0.0167, 0.0673, -0.014, 0.0114],
+        s=[0.0202, 0.0427, 0.0047, 0.0111, 0.0057, 0.0047, 0.0137, 0.0188, 0.004, 0.0495, 0.0622, 0.0198, 0.0049,
+           0.0043, 0.0034, 0.095, 0.0048, 0.0053, 0.0037, 0.0037, 0.0809, 0.005, 0.0036, 0.0041, 0.0031, 0.0955,
+           0.0515, 0.0092, 0.0252, 0.1242, 0.0292, 0.1136, 0.003, 0.0051, 0.0075, 0.012, 0.004, 0.1389, 0.0037,
+           0.0355],
+        sky=[0.0478, 0.0442, 0.0301, 0.03, 0.0344, 0.0322, 0.0349, 0.0393, 0.0351, 0.0144, 0.0262, 0.021, 0.0282,
+             0.0288, 0.0298, 0.0215, 0.0305, 0.0305, 0.0275, 0.0339, 0.0263, 0.0333, 0.0315, 0.0279, 0.031, -0.0062,
+             0.0218, 0.0336, 0.0318, 0.0809, 0.0394, 0.0367, 0.0316, 0.0314, 0.0276, 0.0256, 0.0303, 0.0583,
+             0.0159, 0.0137],
+        ma_md_sk=(-0.2625, 0.00933, 0.03), found=(12, 40, -1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAINT))
+def test_a_pixel_that_lost_its_response_under_faint_light_is_bad_from_its_onset_not_before(case):
+    c = FAINT[case]
+    (ma, md, sk), arrays = c["ma_md_sk"], [np.array(c[k]) for k in ("r", "s", "sky")]
+    assert [w[:3] for w in _intervals(*arrays, prior=(ma, VA, md, VD, sk, VL))] == [c["found"]]
+    if case == "dead":  # what one scatter for the tile said
+        assert [w[:3] for w in _intervals(*arrays, prior=(ma, VA, md, VD, sk, 0.88))] == [(2, 19, 1)]
+
+
+def test_a_rise_of_response_too_small_to_leave_a_defect_behind_is_not_the_normal_state():
+    # MIRIMAGE, 27 exposures under 3-38 DN/s of sky: a HOT pixel growing (drift_grow) over the
+    # last ten. The raised exposures are described better as a response 2.6 % above the rest
+    # than as a dark level (chi^2 51 against 78), and the neighbours' levels at 6 DN/s scatter by
+    # 0.11 DN/s (a 1.8 % flat), so the raised state lies within their population: it was taken as
+    # the normal state, and the first 21 exposures as a loss of response too small to be a defect
+    # (the pixel went unflagged). A response does not rise on its own, and 2.6 % less is what a
+    # flat field does: the first exposures are the normal state
+    r = np.array([0.1403, 0.2248, 0.1371, -0.0234, 0.0951, 0.1748, 0.5046, 0.0837, 0.0803, -0.2608, 0.0814, -0.1181,
+                  0.2627, 0.2182, 0.1171, -0.0054, 0.5651, 0.0153, 0.0858, 0.1591, -0.0535, 0.3557, 0.2903, 0.1508,
+                  0.6308, 0.1389, 0.5619])
+    s = np.array([0.0295, 0.2763, 0.07, 0.0607, 0.0436, 0.112, 0.1943, 0.0247, 0.0212, 0.1441, 0.0353, 0.2421, 0.156,
+                  0.1341, 0.1561, 0.0335, 0.3019, 0.0432, 0.0576, 0.032, 0.0924, 0.0456, 0.0445, 0.0163, 0.0933,
+                  0.1104, 0.0566])
+    sky = np.array([10.689, 15.541, 5.469, 4.566, 5.195, 4.58, 9.626, 4.721, 4.34, 4.43, 5.344, 5.238, 6.027, 3.605,
+                    8.791, 3.284, 38.062, 9.71, 8.353, 10.36, 9.087, 9.159, 9.749, 4.374, 10.67, 6.976, 10.467])
+    prior = (0.000137, 0.000359, 0.000741, 4.99e-05, 6.18, 0.0126)
+    assert [w[:3] for w in _intervals(r, s, sky, prior=prior)] == [(17, 27, 1)]
