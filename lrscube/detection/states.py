@@ -583,8 +583,27 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     out = _merge_noisy(out, noisy_spans, row, n)
     if hours is not None and p.afterglow_max_hours > 0:
         out = _without_latents(out, e, s, np.asarray(hours, float), p, hits, thresholds.level)
+    if not lit:
+        out = _outside_light(out, a, p)
     static = _static_interval(px, normal, prior, lit, line_response, row)
     return out if static is None else [static]
+
+
+def _outside_light(out: list, a: float, p) -> list:
+    """The rows of a pixel outside the light (an image slicer's gap), whose baseline's ``a`` is
+    the fraction of the sky around that its scattered light is: a loss is measured against that
+    light (the row's ``deficit`` was against the sky around, ``1 + a`` of it), and only the loss
+    of (nearly) all of it, DEAD's ``max_response`` left, is a defect; the model of that light
+    lets it change by a third between visits. Excesses, excess scatter and static rows stay."""
+    keep, max_left = [], float(p.classes["DEAD"]["max_response"])
+    for w in out:
+        if w["sign"] < 0 and not w.get("noisy") and not w.get("static"):
+            own = (1.0 + a) / a if a > 0 else float("nan")
+            w = dict(w, deficit=w["deficit"] * own, deficit_err=w["deficit_err"] * own)
+            if not 1.0 - w["deficit"] <= max_left:  # (NaN: no light to lose)
+                continue
+        keep.append(w)
+    return keep
 
 
 def companion_interval(r, s, sky, params, start: int, stop: int, sign: int, threshold: float, clip=None,

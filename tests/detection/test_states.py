@@ -1,9 +1,11 @@
 """One pixel's normal state and intervals (lrscube.detection.states): pure numpy, one series."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lrscube.detection.baseline import gaussian_clipped_moments
+from lrscube.detection.classify import classify
 from lrscube.detection.detection_params import DetectionParams
 from lrscube.detection.states import pixel_intervals
 
@@ -385,3 +387,35 @@ def test_a_rise_of_response_too_small_to_leave_a_defect_behind_is_not_the_normal
                     8.791, 3.284, 38.062, 9.71, 8.353, 10.36, 9.087, 9.159, 9.749, 4.374, 10.67, 6.976, 10.467])
     prior = (0.000137, 0.000359, 0.000741, 4.99e-05, 6.18, 0.0126)
     assert [w[:3] for w in _intervals(r, s, sky, prior=prior)] == [(17, 27, 1)]
+
+
+def test_a_pixel_outside_the_light_that_loses_all_of_it_is_dead_and_one_losing_a_third_is_not():
+    # MIRIFULONG, 40 exposures: a pixel at the frame's lit edge sees 0.18 of the slice's light
+    # beside it (0.4-1.4 DN/s) and is outside the light (below 0.3 of it). DEAD from exposure 15.
+    # Against the sky around, its loss was 0.15 of that sky, too small to be a defect, and the
+    # pixel went unflagged; against its own light it lost 0.97 of it
+    r = np.array([0.9397, 0.4095, 0.9341, 0.5453, 0.5379, 0.6975, 1.4264, 0.7565, 0.6865, 0.6933, 0.8727, 1.1451,
+                  1.0579, 1.3321, 0.9826, -0.0869, 0.0452, 0.087, 0.0379, 0.0363, 0.1032, 0.0481, 0.0172, 0.0737,
+                  0.0346, 0.1596, 0.0641, 0.026, 0.0919, -0.0811, 0.1489, -0.0258, 0.0476, 0.0579, 0.0403, 0.1025,
+                  0.0336, 0.2114, 0.0602, 0.1071])
+    s = np.array([0.0473, 0.0631, 0.0149, 0.0276, 0.0139, 0.0134, 0.0456, 0.0407, 0.011, 0.0765, 0.0948, 0.0509,
+                  0.0191, 0.0188, 0.0127, 0.1148, 0.0068, 0.0079, 0.0032, 0.005, 0.0975, 0.0068, 0.0047, 0.0062,
+                  0.0042, 0.1159, 0.0639, 0.0118, 0.0318, 0.1495, 0.0357, 0.1364, 0.0042, 0.007, 0.0095, 0.017,
+                  0.0051, 0.1673, 0.0043, 0.0443])
+    sky = np.array([5.115, 2.486, 4.806, 2.899, 2.812, 3.796, 7.462, 3.701, 3.66, 3.734, 4.979, 6.137, 5.639, 7.245,
+                    5.197, 3.978, 4.167, 7.218, 2.438, 3.851, 2.82, 3.527, 2.846, 6.714, 2.633, 7.252, 7.128, 2.411,
+                    4.313, 2.994, 3.163, 3.521, 3.551, 3.849, 2.174, 6.22, 2.253, 2.442, 6.658, 5.646])
+    p = DetectionParams()
+    prior = (0.209355, 0.016004, 0.026322, 4.9e-05, 3.754715, 0.077598)
+
+    def rows(r, lit):
+        return pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0), prior=prior, lit=lit)
+
+    (dead,) = rows(r, lit=False)
+    assert (dead["start"], dead["stop"], dead["sign"]) == (15, 40, -1) and dead["deficit"] > 0.95
+    assert classify(pd.DataFrame([dead]), p.classes).tolist() == ["DEAD"]
+    # its scattered light falling by a third (what the model of that light does between visits)
+    # is no defect outside the light, though a third is more than LOW_QE's loss of response
+    rng = np.random.default_rng(3)
+    third = (0.18 * sky + 0.025) * np.where(np.arange(40) < 15, 1.0, 0.67) + rng.normal(0, s)
+    assert rows(third, lit=False) == []
