@@ -118,15 +118,16 @@ def _level_population(v: np.ndarray, err: np.ndarray, sky: np.ndarray, lit: np.n
     dev = (np.asarray(v, np.float32) - m).ravel()
     e = np.asarray(err, float).ravel()
     sk = np.asarray(sky, float).ravel()
+    lit = np.asarray(lit, bool).ravel()
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(dev) & np.isfinite(e) & np.isfinite(sk) & (sk > 0) & np.asarray(lit, bool).ravel()
+        ok = np.isfinite(dev) & np.isfinite(e) & np.isfinite(sk) & (sk > 0) & lit
     if ok.sum() < LEVEL_BIN_MIN:
         return whole
     centre = float(np.median(sk[ok]))  # bin 0 holds the skies within a factor 2 of the lit pixels' median
     b = np.full(out.size, np.iinfo(np.int64).min, np.int64)
     b[ok] = np.floor(np.log(sk[ok] / centre) / np.log(LEVEL_BIN_FACTOR) + 0.5).astype(np.int64)
     bins = np.unique(b[ok])
-    if bins.size == 1 and np.asarray(lit, bool).all():
+    if bins.size == 1 and lit.all():
         return whole
     for k in bins:
         sel = ok & (b == k)

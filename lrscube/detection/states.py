@@ -301,26 +301,23 @@ def _least_bad_segment(segs, level, err, eligible, gaps, ex, min_sigma: float, e
                                weights=[sg[1] - sg[0] for sg in segs if not sg[2]]))
     else:
         ref = np.inf
+
     def rise(k) -> bool:  # clearly above the stretches, by a response gain no loss of which is a defect
         return (min_loss > 0 and np.isfinite(ref) and ref - level[k] >= evidence * err[k]
                 and 1.0 - (1.0 - ref) / (1.0 - level[k]) < min_loss)
 
     j = min(eligible, key=lambda j: level[j])
-    better = segs[j][2] and ref - level[j] >= evidence * err[j] and not rise(j)
-    if better:
+    if segs[j][2] and ref - level[j] >= evidence * err[j] and not rise(j):
         return np.array([abs(level[k] - level[j]) <= min_sigma * max(err[k], err[j]) for k in range(len(segs))
                          for _ in range(segs[k][1] - segs[k][0])]) & ~ex
-    if not better:
-        # the stretches are (as good as) the best state: with them, every run that is not
-        # worse than they are by a defect's evidence, nor a rise above them
-        keep = gaps.copy()
-        for k, (i0, i1, is_run) in enumerate(segs):
-            if is_run and level[k] - ref < evidence * err[k] and not rise(k):
-                keep[i0:i1] = True
-        keep &= ~ex
-        if keep.sum() >= 2:
-            return keep
-    return None
+    # the stretches are (as good as) the best state: with them, every run that is not worse than
+    # they are by a defect's evidence, nor a rise above them
+    keep = gaps.copy()
+    for k, (i0, i1, is_run) in enumerate(segs):
+        if is_run and level[k] - ref < evidence * err[k] and not rise(k):
+            keep[i0:i1] = True
+    keep &= ~ex
+    return keep if keep.sum() >= 2 else None
 
 
 def _lower_dark_run(r, s, sky, segs, runs, eligible, gaps, evidence: float, min_deficit: float):
