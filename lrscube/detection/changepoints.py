@@ -117,7 +117,8 @@ def _change_stat(z: np.ndarray, a: int, i: int, j: int) -> float:
     return float(abs(left.mean() - right.mean()) * np.sqrt(left.size * right.size / (left.size + right.size)))
 
 
-def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=None) -> np.ndarray | None:
+def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=None,
+                    steady: bool = True) -> np.ndarray | None:
     """The level in every exposure (z units) of the defect that is the run ``z[i:j]``.
 
     Without ``shapes``, the run's mean in every exposure. With ``shapes`` = (excess, deficit),
@@ -128,7 +129,8 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
     current, or the fraction of the sky, of each exposure), capped at ``cap`` (the clip of
     ``z``). A run whose exposures scatter about that level by more than
     :data:`STEADY_VARIANCE_RATIO` (robust variance in units of the noise: a switching,
-    telegraph-like run) has no single level: None.
+    telegraph-like run) has no single level: None, unless ``steady`` is False (the level about
+    which the run's own scatter is measured).
     """
     v = z[i:j]
     if shapes is None:
@@ -138,7 +140,7 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
     level, scat = _level_and_scatter(w[i:j], u[i:j])
     if not np.isfinite(level):
         return np.full(z.size, float(v.mean()))
-    if j - i > 1 and scat > STEADY_VARIANCE_RATIO:
+    if steady and j - i > 1 and scat > STEADY_VARIANCE_RATIO:
         return None
     mu = level * u
     if cap is not None:

@@ -419,3 +419,20 @@ def test_a_pixel_outside_the_light_that_loses_all_of_it_is_dead_and_one_losing_a
     rng = np.random.default_rng(3)
     third = (0.18 * sky + 0.025) * np.where(np.arange(40) < 15, 1.0, 0.67) + rng.normal(0, s)
     assert rows(third, lit=False) == []
+
+
+def test_a_dead_pixel_whose_response_follows_the_sky_a_little_is_dead_from_its_onset_not_noisy_throughout():
+    # imager, 27 exposures under 4-38 DN/s: normal, then DEAD from exposure 20 (6 % of the sky
+    # left). Its residual is that 6 % of the sky less the sky, which follows the sky model to
+    # half a percent (0.933-0.944) where its noise, with no photons left, is 0.005-0.04 DN/s:
+    # 4.3 times its noise about its level, so no steady level, and about zero it made the whole
+    # series one span of excess scatter (TELEGRAPH from the first exposure)
+    r = np.array([0.06, 0.053, -0.055, -0.044, 0.069, -0.12, -0.045, -0.046, -0.042, -0.11, -0.058, -0.24, 0.0,
+                  -0.036, -0.309, -0.024, -0.343, 0.095, -0.019, -0.034, -9.31, -9.308, -9.897, -4.514, -10.746,
+                  -7.031, -10.521])
+    s = np.array([0.031, 0.275, 0.073, 0.063, 0.045, 0.116, 0.202, 0.026, 0.022, 0.149, 0.037, 0.248, 0.161, 0.138,
+                  0.162, 0.035, 0.301, 0.045, 0.06, 0.033, 0.027, 0.012, 0.012, 0.005, 0.026, 0.039, 0.016])
+    sky = np.array([11.57, 15.4, 6.07, 4.95, 5.55, 4.87, 10.68, 5.07, 4.76, 4.77, 5.81, 5.49, 6.61, 3.83, 9.51, 3.57,
+                    38.05, 10.6, 8.95, 11.15, 9.86, 9.87, 10.51, 4.81, 11.51, 7.55, 11.19])
+    prior = (-0.003859, 3.59e-4, 0.002308, 4.99e-5, 6.589, 0.012565)
+    assert _intervals(r, s, sky, prior=prior) == [(20, 27, -1, False)]
