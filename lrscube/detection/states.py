@@ -1175,13 +1175,24 @@ def _without_latents(out: list, e, s, h, p, hits, level: float) -> list:
     return [w for w in out if not (w["sign"] > 0 and latent(w))]
 
 
-def _one_state(px: _Pixel, normal) -> bool:
+def _one_state(px: _Pixel, normal, prior=None) -> bool:
     """The normal state is one state (judged against the physical limits only then): enough
     exposures, scattering about their own (a, d) by at most :data:`STATIC_MAX_SCATTER` or by no
-    more than chance allows at 1e-3."""
+    more than chance allows at 1e-3, or keeping to it within :data:`STEADY_FRACTION` (rms) of
+    its distance from the neighbours' state (``prior``; a dead pixel's response follows the sky
+    model a little more than its own tiny noise allows: :func:`_proportionally_steady`)."""
     k = int(normal.sum())
-    return bool(normal.sum() >= max(3, px.p.min_bad_exposures) and scatter_about_state(px.r, px.s, px.sky, normal)
-                <= max(STATIC_MAX_SCATTER, _chi2_isf(1e-3, k - 2) / max(k - 2, 1)))
+    if k < max(3, px.p.min_bad_exposures):
+        return False
+    if scatter_about_state(px.r, px.s, px.sky, normal) <= max(STATIC_MAX_SCATTER, _chi2_isf(1e-3, k - 2) / max(k - 2, 1)):
+        return True
+    if prior is None:
+        return False
+    st = state(px.r, px.s, px.sky, normal)
+    r, sky = px.r[normal], px.sky[normal]
+    dev = r - st.a * sky - st.d
+    off = (st.a - float(prior[0])) * sky + (st.d - float(prior[2]))
+    return bool(np.sum(dev * dev) <= STEADY_FRACTION ** 2 * np.sum(off * off))
 
 
 def _level_at_neighbours(px: _Pixel, normal, prior):
@@ -1217,7 +1228,7 @@ def _static_interval(px: _Pixel, normal, prior, lit, line_response, row) -> dict
         normal = normal.copy()
         normal[:start] = False
         normal[stop:] = False
-    if not _one_state(px, normal):
+    if not _one_state(px, normal, prior):
         return None
     st = state(px.r, px.s, px.sky, normal)
     resp = 1.0 + st.a

@@ -436,3 +436,24 @@ def test_a_dead_pixel_whose_response_follows_the_sky_a_little_is_dead_from_its_o
                     38.05, 10.6, 8.95, 11.15, 9.86, 9.87, 10.51, 4.81, 11.51, 7.55, 11.19])
     prior = (-0.003859, 3.59e-4, 0.002308, 4.99e-5, 6.589, 0.012565)
     assert _intervals(r, s, sky, prior=prior) == [(20, 27, -1, False)]
+
+
+def test_a_pixel_dead_from_its_second_exposure_is_dead_from_it():
+    # imager, 27 exposures: normal in the first, DEAD from the second (2.7 % of the sky left).
+    # Its dead state is the normal one (26 of 27) and lies beyond DEAD's limit, but the
+    # response follows the sky model to a few tenths of a percent (0.962-0.977 of it lost, 1.03
+    # in two short exposures) where its noise, with no photons left, is 0.003-0.02 DN/s: 3 times
+    # its noise about the state, so not "one state" in noise units, and no interval at all
+    r = np.array([0.1319, -16.86, -5.59, -4.435, -5.133, -4.51, -9.725, -4.516, -4.525, -4.495, -5.229, -5.316,
+                  -5.806, -3.646, -8.941, -3.157, -26.76, -9.693, -8.203, -9.869, -9.291, -9.175, -9.729, -4.511,
+                  -10.31, -6.586, -9.617])
+    s = np.array([0.03, 0.121, 0.0167, 0.014, 0.0095, 0.0512, 0.0858, 0.00514, 0.00487, 0.0828, 0.00735, 0.176,
+                  0.0781, 0.0824, 0.0596, 0.00764, 0.0655, 0.00857, 0.0118, 0.00603, 0.0198, 0.00862, 0.00881,
+                  0.00343, 0.018, 0.0332, 0.0111])
+    sky = np.array([11.23, 17.33, 5.754, 4.569, 5.269, 4.389, 9.991, 4.654, 4.653, 4.66, 5.354, 5.161, 6.007, 3.791,
+                    9.156, 3.262, 27.47, 9.945, 8.419, 10.12, 9.56, 9.405, 9.994, 4.643, 10.61, 6.815, 9.889])
+    prior = (-0.002004, 3.396e-4, 1.017e-4, 4.786e-5, 6.162, 0.0126)
+    p = DetectionParams()
+    (w,) = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0), prior=prior)
+    assert (w["start"], w["stop"], w["sign"], w["static"]) == (1, 27, -1, True)
+    assert classify(pd.DataFrame([w]), p.classes).iloc[0] == "DEAD"
