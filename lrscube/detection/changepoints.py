@@ -117,8 +117,7 @@ def _change_stat(z: np.ndarray, a: int, i: int, j: int) -> float:
     return float(abs(left.mean() - right.mean()) * np.sqrt(left.size * right.size / (left.size + right.size)))
 
 
-def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=None,
-                    steady: bool = True) -> np.ndarray | None:
+def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=None) -> np.ndarray | None:
     """The level in every exposure (z units) of the defect that is the run ``z[i:j]``.
 
     Without ``shapes``, the run's mean in every exposure. With ``shapes`` = (excess, deficit),
@@ -129,8 +128,10 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
     current, or the fraction of the sky, of each exposure), capped at ``cap`` (the clip of
     ``z``). A run whose exposures scatter about that level by more than
     :data:`STEADY_VARIANCE_RATIO` (robust variance in units of the noise: a switching,
-    telegraph-like run) has no single level: None, unless ``steady`` is False (the level about
-    which the run's own scatter is measured).
+    telegraph-like run) and by more than :data:`STEADY_FRACTION` of the level (rms) has
+    no single level: None. (A dead pixel's level is its lost response times the sky, which
+    follows the sky model to half a percent where its own noise, with no photons left, is a
+    tenth of that: beyond its noise, one level all the same.)
     """
     v = z[i:j]
     if shapes is None:
@@ -140,9 +141,9 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
     level, scat = _level_and_scatter(w[i:j], u[i:j])
     if not np.isfinite(level):
         return np.full(z.size, float(v.mean()))
-    if steady and j - i > 1 and scat > STEADY_VARIANCE_RATIO:
-        return None
     mu = level * u
+    if j - i > 1 and scat > STEADY_VARIANCE_RATIO and not _within_fraction(w[i:j], mu[i:j]):
+        return None
     if cap is not None:
         mu = np.clip(mu, -np.asarray(cap, float), np.asarray(cap, float))
     return mu
@@ -173,9 +174,20 @@ def _level_and_scatter(w, u):
     return level, (1.4826 * median_inplace(buf, n)) ** 2
 
 
+def _within_fraction(w: np.ndarray, mu: np.ndarray) -> bool:
+    """The values ``w`` keep to the levels ``mu`` within :data:`STEADY_FRACTION` of them (rms over
+    rms, not robust: three exposures of a noisy pixel can share a median deviation of nothing)."""
+    ok = np.isfinite(w) & np.isfinite(mu)
+    d, m = w[ok] - mu[ok], mu[ok]
+    return bool(ok.any() and np.sum(d * d) <= STEADY_FRACTION ** 2 * np.sum(m * m))
+
+
 #: a run scattering more than this (chi^2 / dof) about its level is switching, not steady: its
 #: ends stay those of the most significant run (the TELEGRAPH class test uses the same figure)
 STEADY_VARIANCE_RATIO = 4.0
+#: ... unless it keeps to its level within this fraction of it (a strong steady defect whose
+#: level follows the sky model a little more than its noise allows)
+STEADY_FRACTION = 0.1
 
 
 def boundary_log_prior(hours: np.ndarray) -> np.ndarray:

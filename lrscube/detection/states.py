@@ -140,9 +140,9 @@ CLEAN_RATIO = 4.0
 #: a switching pixel or a mixture of states does more), or by no more than chance allows at
 #: 1e-3 over few exposures
 STATIC_MAX_SCATTER = 2.0
-#: a run beyond STEADY_VARIANCE is still one state if it keeps to its level within this
-#: fraction of it (rms): a strong steady defect whose level follows the sky model a little
-STEADY_FRACTION = 0.1
+#: a state beyond STEADY_VARIANCE is still one state if it keeps to its level within this
+#: fraction of its distance from the neighbours' (rms; the run's own figure)
+STEADY_FRACTION = cp.STEADY_FRACTION
 
 
 def _chi2_isf(p: float, dof: int) -> float:
@@ -1012,27 +1012,9 @@ def _about_level_runs(px: _Pixel, e, z, runs):
             continue
         levels.append((u.start, u.stop, None))
         mu = cp.expected_levels(z, u.start, u.stop, (px.excess, px.deficit), None, zu)
-        if mu is None:
-            mu = _proportionally_steady(zu, u, cp.expected_levels(z, u.start, u.stop, (px.excess, px.deficit),
-                                                                   None, zu, steady=False))
         if mu is not None:
             zr[u.start:u.stop] -= mu[u.start:u.stop]
     return zr, levels
-
-
-def _proportionally_steady(zu, u, mu):
-    """``mu`` where the run keeps to it within :data:`STEADY_FRACTION` of its level (rms), else
-    None. A strong defect can scatter about its level by more than its noise and still be one
-    steady state: a dead pixel's residual is its response times the sky, which follows the sky
-    model to half a percent where its own noise (no photons left) is a tenth of that; about zero
-    it would be a noisy pixel everywhere. A noisy or switching run is not within a tenth."""
-    if mu is None:
-        return None
-    v, m = zu[u.start:u.stop], mu[u.start:u.stop]
-    ok = np.isfinite(v) & np.isfinite(m)
-    if not ok.any():
-        return None
-    return mu if np.sum((v[ok] - m[ok]) ** 2) <= STEADY_FRACTION ** 2 * np.sum(m[ok] ** 2) else None
 
 
 def _clipped_scatter_spans(px: _Pixel, q) -> list:
@@ -1180,7 +1162,7 @@ def _one_state(px: _Pixel, normal, prior=None) -> bool:
     exposures, scattering about their own (a, d) by at most :data:`STATIC_MAX_SCATTER` or by no
     more than chance allows at 1e-3, or keeping to it within :data:`STEADY_FRACTION` (rms) of
     its distance from the neighbours' state (``prior``; a dead pixel's response follows the sky
-    model a little more than its own tiny noise allows: :func:`_proportionally_steady`)."""
+    model a little more than its own tiny noise allows: :func:`lrscube.detection.changepoints.expected_levels`)."""
     k = int(normal.sum())
     if k < max(3, px.p.min_bad_exposures):
         return False
