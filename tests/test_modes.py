@@ -73,14 +73,17 @@ def test_detection_block_is_lrs_as_is(name):
     LRS and the imager have no dark stripes inside their light. ``sky_end_regions`` names the
     regions of the mode's own layout where a dispersed spectrum ends inside a larger frame (LRS:
     the slitless region and the slit's spectrum in full frames); other layouts have their own
-    or none."""
+    or none. The imager has no spectra, so no source traces to search (``source_traces``: a
+    source there is a compact image, and the trace search found column offsets)."""
     mine, lrs = dict(profiles.load(name).detection), dict(profiles.load("lrs").detection)
     regions = profiles.load(name).regions
     assert all(r in regions for r in mine.pop("sky_end_regions", []))
     lrs.pop("sky_end_regions")
     if name.startswith("mrs"):
         assert 0 < mine.pop("unlit_fraction") < 1 and mine.pop("unlit_min_length_px") >= 15
-    assert "unlit_fraction" not in lrs
+    if name == "imager":
+        assert mine.pop("source_traces") is False
+    assert "unlit_fraction" not in lrs and "source_traces" not in lrs
     assert mine == lrs, (f"configs/{name}.yaml's detection: block differs from configs/lrs.yaml's in "
                          f"{sorted(k for k in set(mine) | set(lrs) if mine.get(k) != lrs.get(k))}: copy it "
                          "again, or give the physical reason for the difference in both the profile and this test")

@@ -199,9 +199,12 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
                                 response=None if response is None else response[ys, xs],
                                 unlit=None if unlit is None else unlit[ys, xs],
                                 cross_apart=_parts_mask(ys, xs, holes))
-        tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
-                        cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
-                        min_length=p.trace_min_length_px, margin=p.trace_margin_px)
+        if p.source_traces:
+            tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
+                            cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
+                            min_length=p.trace_min_length_px, margin=p.trace_margin_px)
+        else:
+            tr = np.zeros(res.sky.shape, bool)
         keep = True  # a whole piece is copied as it is (a masked copy is slower)
         if holes:
             keep = np.ones(res.resid.shape[1:], bool)

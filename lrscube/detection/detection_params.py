@@ -61,6 +61,9 @@ class DetectionParams:
     #: (pixels): a slice gap runs the length of the spectrum, a cluster of dead pixels does not
     unlit_min_length_px: int = 64
     # --- non-blank exposures (source traces, their latents) ---------------------------------
+    #: the mode's exposures can hold a source's spectrum, a long bump of the sky along the
+    #: dispersion, whose exposures are left out (false: no trace is searched)
+    source_traces: bool = True
     #: running-median width across the dispersion that defines a bump-free sky profile (pixels)
     trace_cross_window_px: int = 9
     #: threshold on the sky bump, averaged along the dispersion, in sigma of the sky estimate

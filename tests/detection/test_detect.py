@@ -604,3 +604,30 @@ def test_group_values_are_the_rows_then_columns_copy():
     v[1, 2] = -0.0
     got = group_values(v, np.arange(3), np.arange(4))
     assert np.array_equal(got.view(np.int32), v.view(np.int32))
+
+
+def test_a_column_offset_is_a_trace_where_spectra_are_searched_and_nothing_on_the_imager():
+    """One exposure of blank sky (2 % pixel response) with column 70 offset by 0.2 DN/s over its
+    whole height (row and column offsets of MIRI frames): averaged over the trace length it is
+    a bump along the dispersion, which an LRS exposure leaves out as a source's spectrum. The
+    imager has no spectra (its profile: no source traces), so none of it is left out; the sky
+    along the column takes the offset out of the residual in either mode."""
+    from lrscube.detection.detect import response_of, spatial_stage
+
+    rng = np.random.default_rng(9)
+    ny, nx = 200, 140
+    g = (1 + rng.normal(0, 0.02, (ny, nx))).astype(np.float32)
+    sci = (5.0 * g + rng.normal(0, 0.02, (ny, nx))).astype(np.float32)[None]
+    sci[0, :, 70] += 0.2
+    err = np.full(sci.shape, 0.02, np.float32)
+    dq = np.zeros(sci.shape, np.uint32)
+    out = {}
+    for mode in ("lrs", "imager"):
+        prof = profiles.load(mode)
+        p = DetectionParams.from_profile(prof)
+        resp = response_of(np.repeat(sci, 3, axis=0), np.repeat(err, 3, axis=0), p, prof, origin=(400, 400))
+        out[mode] = spatial_stage(sci, err, dq, p, prof, response=resp, origin=(400, 400))
+    assert out["lrs"]["trace"][0, 50:150, 70].all()
+    assert not out["imager"]["trace"].any()
+    for mode in ("lrs", "imager"):
+        assert abs(float(np.nanmedian(out[mode]["r"][0, 50:150, 70]))) < 0.02
