@@ -142,7 +142,7 @@ def expected_levels(z: np.ndarray, i: int, j: int, shapes=None, cap=None, raw=No
     if not np.isfinite(level):
         return np.full(z.size, float(v.mean()))
     mu = level * u
-    if j - i > 1 and scat > STEADY_VARIANCE_RATIO and not _within_fraction(w[i:j], mu[i:j]):
+    if j - i > 1 and scat > STEADY_VARIANCE_RATIO and not within_fraction(w[i:j], mu[i:j]):
         return None
     if cap is not None:
         mu = np.clip(mu, -np.asarray(cap, float), np.asarray(cap, float))
@@ -174,9 +174,11 @@ def _level_and_scatter(w, u):
     return level, (1.4826 * median_inplace(buf, n)) ** 2
 
 
-def _within_fraction(w: np.ndarray, mu: np.ndarray) -> bool:
+def within_fraction(w: np.ndarray, mu: np.ndarray) -> bool:
     """The values ``w`` keep to the levels ``mu`` within :data:`STEADY_FRACTION` of them (rms over
-    rms, not robust: three exposures of a noisy pixel can share a median deviation of nothing)."""
+    rms, not robust: three exposures of a noisy pixel can share a median deviation of nothing):
+    one steady level (a run's, :func:`expected_levels`; a state's, the states module's) though
+    beyond its noise."""
     ok = np.isfinite(w) & np.isfinite(mu)
     d, m = w[ok] - mu[ok], mu[ok]
     return bool(ok.any() and np.sum(d * d) <= STEADY_FRACTION ** 2 * np.sum(m * m))

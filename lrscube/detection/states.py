@@ -140,9 +140,6 @@ CLEAN_RATIO = 4.0
 #: a switching pixel or a mixture of states does more), or by no more than chance allows at
 #: 1e-3 over few exposures
 STATIC_MAX_SCATTER = 2.0
-#: a state beyond STEADY_VARIANCE is still one state if it keeps to its level within this
-#: fraction of its distance from the neighbours' (rms; the run's own figure)
-STEADY_FRACTION = cp.STEADY_FRACTION
 
 
 def _chi2_isf(p: float, dof: int) -> float:
@@ -1160,9 +1157,9 @@ def _without_latents(out: list, e, s, h, p, hits, level: float) -> list:
 def _one_state(px: _Pixel, normal, prior=None) -> bool:
     """The normal state is one state (judged against the physical limits only then): enough
     exposures, scattering about their own (a, d) by at most :data:`STATIC_MAX_SCATTER` or by no
-    more than chance allows at 1e-3, or keeping to it within :data:`STEADY_FRACTION` (rms) of
-    its distance from the neighbours' state (``prior``; a dead pixel's response follows the sky
-    model a little more than its own tiny noise allows: :func:`lrscube.detection.changepoints.expected_levels`)."""
+    more than chance allows at 1e-3, or keeping to it within a tenth (rms) of its distance from
+    the neighbours' state (``prior``; a dead pixel's response follows the sky model a little more
+    than its own tiny noise allows: :func:`lrscube.detection.changepoints.within_fraction`)."""
     k = int(normal.sum())
     if k < max(3, px.p.min_bad_exposures):
         return False
@@ -1172,9 +1169,9 @@ def _one_state(px: _Pixel, normal, prior=None) -> bool:
         return False
     st = state(px.r, px.s, px.sky, normal)
     r, sky = px.r[normal], px.sky[normal]
-    dev = r - st.a * sky - st.d
-    off = (st.a - float(prior[0])) * sky + (st.d - float(prior[2]))
-    return bool(np.sum(dev * dev) <= STEADY_FRACTION ** 2 * np.sum(off * off))
+    ma, md = float(prior[0]), float(prior[2])
+    # about the neighbours' state, the pixel's state is its distance from it
+    return cp.within_fraction(r - ma * sky - md, (st.a - ma) * sky + (st.d - md))
 
 
 def _level_at_neighbours(px: _Pixel, normal, prior):
