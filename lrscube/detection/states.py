@@ -972,7 +972,7 @@ def _scatter_spans(px: _Pixel, e, z, runs, local=False):
     else:
         zr, levels = _about_level_runs(px, e, z, runs)
     q = np.minimum(zr * zr, px.vc * px.vc)
-    spans = [sp for sp in _clipped_scatter_spans(px, q) if not _level_describes(e, sp[0], sp[1], levels)]
+    spans = [sp for sp in _clipped_scatter_spans(px, q) if not _level_describes(px, e, sp[0], sp[1], levels)]
     # the exact weighted run too, in the first look as well: the clip-3 runs split a noisy span
     # wherever a few of its exposures lie near the running median, each piece then too short
     # for the threshold, and a noisy pixel's low excursions would pass for its normal state
@@ -1059,18 +1059,27 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     if k < p.noisy_rms_ratio:
         return []
     ex = float(np.sqrt(max(k * k - 1.0, 0.0)) * np.median(s[i:j]))
-    if _level_describes(e, i, j, levels):
+    if _level_describes(px, e, i, j, levels):
         return []
     return [(i, j, Scatter(float(st / px.variance_scale), float(k), ex))]
 
 
-def _level_describes(e, i: int, j: int, levels) -> bool:
+def _level_describes(px: _Pixel, e, i: int, j: int, levels) -> bool:
     """The span [i, j) overlaps a level run that is a defect by itself (``levels``) and its
     median residual (DN/s, about the normal state) exceeds its robust scatter (1.4826 MAD): the
     level describes the pixel (a HOT or WARM pixel, a drift, a little noisier than its ERR says),
-    not excess scatter. Robust: the clip caps the scatter ratio, so it is measured without it."""
+    not excess scatter. Robust: the clip caps the scatter ratio, so it is measured without it.
+    A span that swings both ways, two exposures or more beyond the single-exposure event
+    threshold on each side of the normal state, is not one level, whatever its median: a
+    defect's level lies on one side (one exposure on the other is a misfit of the state or a
+    hit), and a noisy pixel's median over a few exposures sits on either side by chance."""
     if not any(a < j and i < b for a, b, _ in levels):
         return False
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = e[i:j] / px.s[i:j]
+        k = px.p.transient_sigma
+        if min(int((x > k).sum()), int((x < -k).sum())) >= 2:
+            return False
     ev = e[i:j]
     mid = float(np.median(ev))
     return abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid)))

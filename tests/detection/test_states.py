@@ -457,3 +457,30 @@ def test_a_pixel_dead_from_its_second_exposure_is_dead_from_it():
     (w,) = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0), prior=prior)
     assert (w["start"], w["stop"], w["sign"], w["static"]) == (1, 27, -1, True)
     assert classify(pd.DataFrame([w]), p.classes).iloc[0] == "DEAD"
+
+
+# an mrs-long pixel of the simulator (40 exposures): noisy from exposure 33, its excursions 20-67
+# times its noise both ways, five of its seven below the baseline
+NB_R = np.array([-1.7044, -0.6393, -1.2137, -1.1861, -0.8486, -1.0390, -2.1784, -1.1534, -1.0647, -1.2111, -1.4969,
+                 -1.9284, -1.5811, -1.8648, -1.6130, -1.0882, -1.3063, -1.9946, -0.6932, -1.0683, -0.7530, -0.9021,
+                 -0.8587, -1.7820, -0.8989, -2.2079, -2.3617, -0.7675, -1.4523, -1.2023, -0.8413, -1.0452, -0.8959,
+                 -2.8376, 0.4209, -5.1731, -0.3810, -1.7653, -2.6698, -2.4991])
+NB_S = np.array([0.0755, 0.0744, 0.0229, 0.0492, 0.0217, 0.0207, 0.0750, 0.0616, 0.0178, 0.0972, 0.1226, 0.0816,
+                 0.0308, 0.0296, 0.0214, 0.1394, 0.0286, 0.0335, 0.0113, 0.0188, 0.1178, 0.0236, 0.0166, 0.0268,
+                 0.0149, 0.1759, 0.1340, 0.0385, 0.0746, 0.1604, 0.0660, 0.1545, 0.0147, 0.0252, 0.0277, 0.0617,
+                 0.0146, 0.1643, 0.0196, 0.0924])
+NB_SKY = np.array([6.1034, 2.5716, 4.4005, 4.1994, 3.0631, 3.7668, 8.1756, 4.1231, 3.9775, 4.3052, 5.7961, 7.0366,
+                   5.8066, 6.9461, 5.9392, 3.8628, 4.8459, 7.5622, 2.5270, 3.9912, 3.1154, 3.2588, 3.1385, 6.7708,
+                   3.3200, 8.3322, 8.9387, 2.7290, 4.7838, 3.2218, 3.0649, 3.8641, 3.3058, 4.2604, 2.5271, 5.8403,
+                   2.1284, 2.3573, 7.1053, 5.4945])
+NB_PRIOR = (-0.0002536, 0.0137949, -0.0028549, 2.06e-05)
+
+
+def test_a_noisy_pixel_whose_few_excursions_sit_mostly_below_is_noisy_not_a_level():
+    # its last three exposures make a level run below the normal state, and the median of its
+    # seven exceeds their robust scatter by chance: a level does not describe a span that goes
+    # beyond the event threshold twice on each side (as a small deficit it passed no physical
+    # limit, and the pixel had no interval)
+    p = DetectionParams()
+    out = pixel_intervals(NB_R, NB_S, NB_SKY, p, p.thresholds(1_000_000, 40), prior=NB_PRIOR)
+    assert [(w["start"], w["stop"], w["noisy"]) for w in out] == [(33, 40, True)]
