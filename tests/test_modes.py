@@ -69,7 +69,8 @@ def test_detection_block_is_lrs_as_is(name):
     """The detection parameters are not tuned per mode: any difference must come with a reason here.
 
     The MRS profiles describe where the light falls: an image slicer's slices with dark gaps
-    between them (``unlit_fraction``, ``unlit_min_length_px``: lrscube.residuals.unlit_pixels);
+    between them (``unlit_fraction``, ``unlit_min_length_px``: lrscube.residuals.unlit_pixels),
+    the narrow ones seeing the slices' wings (``gap_max_width_px``: residuals.gap_pixels);
     LRS and the imager have no dark stripes inside their light. ``sky_end_regions`` names the
     regions of the mode's own layout where a dispersed spectrum ends inside a larger frame (LRS:
     the slitless region and the slit's spectrum in full frames); other layouts have their own
@@ -81,9 +82,10 @@ def test_detection_block_is_lrs_as_is(name):
     lrs.pop("sky_end_regions")
     if name.startswith("mrs"):
         assert 0 < mine.pop("unlit_fraction") < 1 and mine.pop("unlit_min_length_px") >= 15
+        assert 1 <= mine.pop("gap_max_width_px") <= 5
     if name == "imager":
         assert mine.pop("source_traces") is False
-    assert "unlit_fraction" not in lrs and "source_traces" not in lrs
+    assert not {"unlit_fraction", "gap_max_width_px", "source_traces"} & set(lrs)
     assert mine == lrs, (f"configs/{name}.yaml's detection: block differs from configs/lrs.yaml's in "
                          f"{sorted(k for k in set(mine) | set(lrs) if mine.get(k) != lrs.get(k))}: copy it "
                          "again, or give the physical reason for the difference in both the profile and this test")

@@ -1076,10 +1076,11 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
     never lowers it below the calibration: over few exposures the residuals about a fitted
     baseline are too few to say less); 1 where nothing is known.
 
-    ``groups`` (P,) bool: pixels pooled only with their own group (the lit pixels with the lit,
-    those outside the light with each other, :func:`lrscube.detection.residuals.unlit_pixels`): a
-    gap pixel's noise is its read and dark noise about a sky of its own, a lit pixel's beside it
-    the sky's photon noise about the slice's sky model; neither says what the other's is.
+    ``groups`` (P,) bool or integer labels: pixels pooled only with their own group (the lit
+    pixels with the lit, those outside the light with each other, and those of the narrow gaps
+    between slices apart, :func:`lrscube.detection.residuals.unlit_codes`): a gap pixel's noise
+    is its read and dark noise about a sky of its own, a lit pixel's beside it the sky's photon
+    noise about the slice's sky model; neither says what the other's is.
     """
     ratio = clipped_ratios(x, valid, m1, c)
     img = np.where(np.isfinite(ratio), ratio, np.nan).astype(np.float32).reshape(shape)
@@ -1091,11 +1092,14 @@ def neighbour_noise(x: np.ndarray, valid: np.ndarray, m1: np.ndarray, c: float, 
             h = np.where(sel, h, np.nan)
         return running_median(h, across, axis=1 - axis, min_count=1)
 
-    if groups is None or np.all(groups):
+    labels = None if groups is None else np.unique(np.asarray(groups))
+    if labels is None or labels.size == 1:
         h = pooled(True)
     else:
-        g = np.asarray(groups, bool).reshape(shape)
-        h = np.where(g, pooled(g), pooled(~g))
+        g = np.asarray(groups).reshape(shape)
+        h = np.full(shape, np.nan, np.float32)
+        for k in labels:
+            h = np.where(g == k, pooled(g == k), h)
     h = np.where(np.isfinite(h), h, 1.0)
     return np.clip(h, 1.0, 100.0).reshape(-1)
 

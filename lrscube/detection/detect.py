@@ -39,8 +39,8 @@ from ..storage import store as st
 from ..storage import workstore
 from ..deploy.cluster import worker_threads
 from .detection_params import DetectionParams
-from .residuals import (MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
-                        trace_mask, unlit_pixels)
+from .residuals import (GAP, MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
+                        trace_mask, unlit_codes, unlit_pixels)
 from .afterglow import latent_images
 from .states import Thresholds, companion_interval, pixel_intervals
 from ..intervals import active
@@ -273,19 +273,30 @@ def _usable(r, s, trace, exclude, params):
     return valid, tr2 & (tr_frac <= params.trace_max_fraction)[None, :]
 
 
-def pixel_blocks(origin, shape, block) -> tuple[list[tuple[int, int]], np.ndarray]:
+#: the calibration "block" of the pixels of the narrow gaps between slices: one per exposure
+#: over the frame (:func:`pixel_blocks`)
+GAP_BLOCK = (-1, -1)
+
+
+def pixel_blocks(origin, shape, block, gap=None) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Calibration blocks (full-frame (row, column) block indices) of a tile's pixels:
-    (the blocks, the index of each pixel's block (ty * tx,))."""
+    (the blocks, the index of each pixel's block (ty * tx,)). ``gap`` (ty, tx) bool: pixels of
+    the narrow gaps between slices, calibrated together apart from the others (:data:`GAP_BLOCK`):
+    their residuals are against their gap's light (:func:`lrscube.detection.residuals.gap_pixels`),
+    whose profile across the gap changes with the light's colour from exposure to exposure, a
+    scatter beyond ERR that the gaps share and the slices' pixels do not."""
     ty, tx = shape
     by, bx = (int(v) for v in block)
     yb = (int(origin[0]) + np.arange(ty)) // by
     xb = (int(origin[1]) + np.arange(tx)) // bx
     keys = yb[:, None] * 100000 + xb[None, :]
+    if gap is not None and np.any(gap):
+        keys = np.where(np.asarray(gap, bool).reshape(ty, tx), -1, keys)
     uniq, inv = np.unique(keys.ravel(), return_inverse=True)
-    return [(int(k) // 100000, int(k) % 100000) for k in uniq], inv.reshape(-1)
+    return [GAP_BLOCK if k < 0 else (int(k) // 100000, int(k) % 100000) for k in uniq], inv.reshape(-1)
 
 
-def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin=(0, 0)) -> dict:
+def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin=(0, 0), gap=None) -> dict:
     """Stage 2a of a tile: histograms of the residual about each pixel's own baseline.
 
     Each pixel's ``r = a * sky + d`` is fitted robustly over its exposures
@@ -293,7 +304,8 @@ def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin
     for each exposure's leverage in the fit, are counted per exposure and calibration block
     (:func:`lrscube.detection.baseline.standardised_histograms`). Returns ``{block: counts (time, bins)}``; the
     blocks' counts over all tiles give each exposure's noise calibration
-    (:func:`calibrations`), immune to the pixels' fixed response pattern.
+    (:func:`calibrations`), immune to the pixels' fixed response pattern. ``gap``: the pixels
+    calibrated apart (:func:`pixel_blocks`).
     """
     n_t, ny, nx = r.shape
     P = ny * nx
@@ -303,7 +315,7 @@ def calibration_stage(r, s, sky, trace, exclude, params: DetectionParams, origin
     valid, on_trace = _usable(r2, s2, trace, exclude, params)
     use = valid & ~on_trace
     use[:, use.sum(axis=0) < 4] = False  # a 2-parameter fit needs more exposures than that
-    blocks, idx = pixel_blocks(origin, (ny, nx), params.calibration_block_px)
+    blocks, idx = pixel_blocks(origin, (ny, nx), params.calibration_block_px, gap)
     out = {}
     cols = np.flatnonzero(use.any(axis=0))
     if cols.size == 0:
@@ -332,12 +344,12 @@ def calibrations(block_counts: dict, params: DetectionParams) -> dict:
     return out
 
 
-def _calibration_arrays(cal: dict | None, origin, shape, n_t, params):
+def _calibration_arrays(cal: dict | None, origin, shape, n_t, params, gap=None):
     """Per pixel and exposure of a tile: the factor on ERR and the null moments of the clipped
     squares (normal and JUMP_DET exposures), from the blocks' calibrations (1 and Gaussian
     without them)."""
     P = shape[0] * shape[1]
-    blocks, idx = pixel_blocks(origin, shape, params.calibration_block_px)
+    blocks, idx = pixel_blocks(origin, shape, params.calibration_block_px, gap)
     scale = np.ones((len(blocks), n_t), np.float32)
     c1 = float(params.variance_clip_sigma)
     c2 = float(min(params.jump_clip_sigma, params.variance_clip_sigma))
@@ -381,13 +393,19 @@ def beyond_either_description(r, s, sky, use, prior, min_excess: float, low_qe_r
 
 
 def _tile_unlit(ctx: TileContext, origin, shape) -> np.ndarray:
-    """(ty, tx) bool: the tile's pixels outside the light (none without ``ctx.unlit``)."""
+    """(ty, tx) uint8: the codes of the tile's pixels outside the light (0: lit; all 0 without
+    ``ctx.unlit``; :func:`unlit_of`)."""
     u = getattr(ctx, "unlit", None)
     if u is None:
-        return np.zeros(shape, bool)
+        return np.zeros(shape, np.uint8)
     ya = int(np.searchsorted(ctx.ys, origin[0])) if ctx.ys is not None else int(origin[0])
     xa = int(np.searchsorted(ctx.xs, origin[1])) if ctx.xs is not None else int(origin[1])
-    return np.asarray(u[ya:ya + shape[0], xa:xa + shape[1]], bool)
+    return np.asarray(u[ya:ya + shape[0], xa:xa + shape[1]]).astype(np.uint8)
+
+
+def _tile_gap(ctx: TileContext, origin, shape) -> np.ndarray:
+    """(ty, tx) bool: the tile's pixels in the narrow gaps between slices (:func:`_tile_unlit`)."""
+    return _tile_unlit(ctx, origin, shape) == GAP
 
 
 def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, window: int) -> np.ndarray:
@@ -687,6 +705,7 @@ class _TileNoise(NamedTuple):
     cal_m2: np.ndarray
     blk: np.ndarray  #: (P,) each pixel's calibration block
     lit: np.ndarray  #: (P,) bool: inside the light
+    gap: np.ndarray  #: (P,) bool: in a narrow gap between slices, its sky the gap's own light
     prior: tuple  #: (ma, va, md, vd, sk, vl), each (P,): the population of responses and dark levels
     lresp: np.ndarray  #: (P,) the response the pixel's line across the dispersion shares
     hnoise: np.ndarray  #: (P,) the variance factor its neighbours show about their baselines
@@ -705,8 +724,10 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     see); and the null of the excess-variance statistic (:func:`_variance_null`)."""
     p = ctx.params
     n_t, P = r2.shape
-    cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, origin, shape, n_t, p)
-    lit = ~_tile_unlit(ctx, origin, shape).reshape(P)
+    codes = _tile_unlit(ctx, origin, shape)
+    cal_scale, cal_m1, cal_m2, blk = _calibration_arrays(calibration, origin, shape, n_t, p, codes == GAP)
+    codes = codes.reshape(P)
+    lit = codes == 0
     use_all = valid & ~tr2
     # ERR calibrated (float32), its weights where used and their sums, in one pass
     s_all, w_all, w_sum = baseline.scaled_noise(e2, cal_scale, blk, use_all)
@@ -719,10 +740,10 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     x_all = baseline.standardised_residuals(r2, s_all, sky2, st_all)
     hnoise = baseline.neighbour_noise(x_all, use_all & np.isfinite(x_all), np.take(cal_m1[:, :, 0].T, blk, axis=1),
                                       float(p.variance_clip_sigma), shape, (p.sky_window_px, 5), axis=disp,
-                                      groups=lit)
+                                      groups=codes)
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
     vline, vscale = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp)
-    return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, pri, lresp, hnoise, vline, vscale, g1, g2)
+    return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, codes == GAP, pri, lresp, hnoise, vline, vscale, g1, g2)
 
 
 def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
@@ -906,8 +927,8 @@ def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> 
     k = g.pix[j]
     return pixel_intervals(g.r[use, j], g.s[use, j], g.sky[use, j], ctx.params, ctx.thresholds, g.clip[use, j],
                            (g.m1[use, j], g.m2[use, j], g.vc[use, j]), prior=tuple(v[j] for v in g.prior),
-                           variance_scale=tn.vscale, lit=bool(tn.lit[k]), hours=ctx.mjd[g.t_idx[use]] * 24.0,
-                           line_response=float(tn.lresp[k]), hits=ctx.mjd[g.t_idx[g.jump[:, j]]] * 24.0)
+                           variance_scale=tn.vscale, lit=bool(tn.lit[k]), gap=bool(tn.gap[k]),
+                           hours=ctx.mjd[g.t_idx[use]] * 24.0, line_response=float(tn.lresp[k]), hits=ctx.mjd[g.t_idx[g.jump[:, j]]] * 24.0)
 
 
 def _tile_records(rows_ev: list[dict], rows_meta: list, origin, ctx: TileContext) -> list[dict]:
@@ -1058,15 +1079,18 @@ def illumination_stage(sci, err) -> np.ndarray:
 
 def unlit_of(levels, params: DetectionParams, profile) -> np.ndarray | None:
     """The pixels outside the light (:func:`lrscube.detection.residuals.unlit_pixels`) from the
-    :func:`illumination_stage` of groups of exposures ``(k, y, x)``; None where the profile
-    has no ``unlit_fraction`` (every pixel lit) or no pixel is unlit."""
+    :func:`illumination_stage` of groups of exposures ``(k, y, x)``, as (y, x) codes
+    (:func:`lrscube.detection.residuals.unlit_codes`: those of the narrow gaps between slices
+    apart); None where the profile has no ``unlit_fraction`` (every pixel lit) or no pixel is unlit."""
     if params.unlit_fraction is None or np.shape(levels)[0] == 0:
         return None
     u = unlit_pixels(np.asarray(levels, np.float32), fraction=params.unlit_fraction,
                      dispersion_axis=profile.dispersion_axis, window=params.sky_window_px,
                      cross_window=params.cross_sky_window_px or params.sky_window_px,
                      min_length=params.unlit_min_length_px)
-    return u if u.any() else None
+    if not u.any():
+        return None
+    return unlit_codes(u, dispersion_axis=profile.dispersion_axis, gap_max_width=params.gap_max_width_px)
 
 
 def _illumination_task(sci, err, source=None, rows=None):
@@ -1129,7 +1153,9 @@ def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, 
 
 def _calibration_from_work(work, starts, ya, yb, xa, xb, exclude, ctx):
     r, s, sky, bits = workstore.read_tile(work, starts, ya, xa)
-    return calibration_stage(r, s, sky, (bits & 1) != 0, exclude, ctx.params, (int(ctx.ys[ya]), int(ctx.xs[xa])))
+    origin = (int(ctx.ys[ya]), int(ctx.xs[xa]))
+    return calibration_stage(r, s, sky, (bits & 1) != 0, exclude, ctx.params, origin,
+                             _tile_gap(ctx, origin, exclude.shape))
 
 
 def _stage2_from_work(work, starts, ya, yb, xa, xb, exclude, ctx, cal):
@@ -1140,9 +1166,9 @@ def _stage2_from_work(work, starts, ya, yb, xa, xb, exclude, ctx, cal):
                           calibration=cal, intscat=q[0] if q else None)
 
 
-def _tile_calibration(cal: dict, origin, shape, params) -> dict:
+def _tile_calibration(cal: dict, origin, shape, params, gap=None) -> dict:
     """The blocks' calibrations a tile needs."""
-    blocks, _ = pixel_blocks(origin, shape, params.calibration_block_px)
+    blocks, _ = pixel_blocks(origin, shape, params.calibration_block_px, gap)
     return {k: cal[k] for k in blocks if k in cal}
 
 
@@ -1254,8 +1280,9 @@ def _detect_in_memory(ds, prof, p: DetectionParams, ctx: TileContext, spans):
     counts: dict = {}
     for ya, yb, xa, xb in todo:
         sl = (slice(None), slice(ya, yb), slice(xa, xb))
+        at = (int(ys[ya]), int(xs[xa]))
         _add_counts(counts, calibration_stage(st1["r"][sl], st1["s"][sl], st1["sky"][sl], st1["trace"][sl],
-                                              exclude[ya:yb, xa:xb], p, (int(ys[ya]), int(xs[xa]))))
+                                              exclude[ya:yb, xa:xb], p, at, _tile_gap(ctx, at, (yb - ya, xb - xa))))
     cal = calibrations(counts, p)
     q = intscat_screen.calibrate(ds["intscat"].values, ctx.dof) if ctx.dof is not None else None
     results = []
@@ -1441,7 +1468,8 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     t2 = _time.time()
     s2 = [dask.delayed(_stage2_from_work, pure=False)(
               work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx_node,
-              _tile_calibration(cal, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa), p))
+              _tile_calibration(cal, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa), p,
+                                _tile_gap(ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa))))
           for ya, yb, xa, xb in todo]
     results = list(_iter_compute(s2, progress))
     ctx.timing = {"stage0_s": round(t0 - t00, 2), "stage1_s": round(t1 - t0, 2), "stage2a_s": round(t2 - t1, 2), "stage2_s": round(_time.time() - t2, 2),

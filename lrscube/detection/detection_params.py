@@ -60,6 +60,10 @@ class DetectionParams:
     #: a dark stretch is outside the light only when it runs this far along the dispersion
     #: (pixels): a slice gap runs the length of the spectrum, a cluster of dead pixels does not
     unlit_min_length_px: int = 64
+    #: unlit runs across the dispersion at most this wide (pixels) are narrow gaps between
+    #: slices, which see the slices' wings: their pixels are judged against the light of their
+    #: gap along the dispersion, not the sky around (residuals.gap_pixels; None: none is)
+    gap_max_width_px: int | None = None
     # --- non-blank exposures (source traces, their latents) ---------------------------------
     #: the mode's exposures can hold a source's spectrum, a long bump of the sky along the
     #: dispersion, whose exposures are left out (false: no trace is searched)
@@ -178,6 +182,9 @@ class DetectionParams:
             raise ValueError("detection.telegraph_level_ratio must be in [0, 1]")
         if self.unlit_fraction is not None and not 0 < self.unlit_fraction < 1:
             raise ValueError(f"detection.unlit_fraction must be in (0, 1) or null, got {self.unlit_fraction!r}")
+        if self.gap_max_width_px is not None and not (isinstance(self.gap_max_width_px, int)
+                                                     and self.gap_max_width_px >= 1):
+            raise ValueError(f"detection.gap_max_width_px must be an integer >= 1 or null, got {self.gap_max_width_px!r}")
         if not (isinstance(self.work_precision_sigma, (int, float)) and 0 <= self.work_precision_sigma <= 0.5):
             raise ValueError(f"detection.work_precision_sigma must be in [0, 0.5] (0: float32), got {self.work_precision_sigma!r}")
         if self.work_batch_exposures < 1:

@@ -37,6 +37,9 @@ from . import running
 MAD_TO_SIGMA = 1.482602218505602
 #: fewest pixels for a block's own noise calibration (the MAD of 2000 values is good to ~2 %)
 MIN_CALIBRATION_PIXELS = 2000
+#: codes of :func:`unlit_codes`: outside the light, and in a narrow gap between slices that sees
+#: the slices' wings (its sky is the gap's own light, :func:`_gap_light`)
+DARK, GAP = 1, 2
 #: fewest unlit pixels of an exposure that calibrate their noise (a robust scale to ~8 %)
 MIN_UNLIT_CALIBRATION_PIXELS = 200
 
@@ -460,7 +463,7 @@ def spatial_residuals(
         values scatter by their noise only and the median averages it. The residual is still
         against the sky of the neighbours, ``sci - local``, so it keeps the pixel's own
         response (its flat-field deviation, and any defect of response).
-    unlit : array (y, x) of bool, optional
+    unlit : array (y, x) of bool, or of codes (0 lit, :data:`DARK`, :data:`GAP`), optional
         Pixels outside the light (:func:`unlit_pixels`: the gaps between an image slicer's
         slices). The lit and the unlit pixels each get a sky from their own kind only, as if the
         other were holes: a column that runs from a slice into a gap would otherwise give its
@@ -469,7 +472,9 @@ def spatial_residuals(
         off, would give the dark pixels the lit ones' deficit. The lit pixels are treated as if
         the unlit ones were holes; an unlit pixel's residual is its own value (less the offset
         of its row), its sky that of the lit pixels around it, its noise its ERR calibrated over
-        the unlit pixels (:func:`_unlit_residuals`).
+        the unlit pixels (:func:`_unlit_residuals`). A :data:`GAP` pixel (a narrow gap between
+        two slices, :func:`gap_pixels`) is against the light of its gap instead
+        (:func:`_gap_light`).
     cross_apart : array (y, x) of bool, optional
         A part of the image whose sky is modelled apart (:func:`lrscube.detection.detect.sky_pieces`):
         its pixels and the others are not each other's neighbours across the dispersion
@@ -489,8 +494,10 @@ def spatial_residuals(
               remove_line_offsets=remove_line_offsets, calibrate_noise=calibrate_noise, clip_sigma=clip_sigma,
               calibration_block=calibration_block)
     if unlit is not None and np.any(unlit):
-        return _lit_and_unlit(sci, err, np.broadcast_to(np.asarray(unlit, bool), sci.shape),
-                              cross_window=cross_window, response=response, cross_apart=cross_apart, **kw)
+        codes = np.asarray(unlit)
+        return _lit_and_unlit(sci, err, np.broadcast_to(codes != 0, sci.shape),
+                              cross_window=cross_window, response=response, cross_apart=cross_apart,
+                              gap=np.broadcast_to(codes == GAP, sci.shape) if codes.dtype != bool else None, **kw)
     if response is not None:
         return _flat_fielded(sci, err, response, cross_window=cross_window, cross_apart=cross_apart,
                              _empty=_empty, **kw)
@@ -524,7 +531,7 @@ def spatial_residuals(
 
 def _lit_and_unlit(sci, err, u, *, dispersion_axis, sky_window, min_sky_pixels, remove_line_offsets,
                    calibrate_noise, clip_sigma, calibration_block, cross_window, response,
-                   cross_apart=None) -> Residuals:
+                   cross_apart=None, gap=None) -> Residuals:
     """:func:`spatial_residuals` with pixels outside the light ``u`` (its ``unlit``): the lit
     pixels' residuals as if the unlit ones were holes; an unlit pixel's residual its own value
     (less its row's offset), its sky that of the lit pixels around it, its noise its ERR
@@ -549,9 +556,60 @@ def _lit_and_unlit(sci, err, u, *, dispersion_axis, sky_window, min_sky_pixels, 
     near = fill_holes(near, cax, max_gap=max(int(cross_window or 0), int(sky_window)))[0]
     near = fill_holes(near, -3 - cax, max_gap=int(sky_window))[0]  # past the slices' ends
     sky = np.where(u, np.where(np.isfinite(near), near, 0.0), lit.sky).astype(np.float32)
+    if gap is not None and gap.any():
+        dark, sky = _gap_light(dark, sky, gap, -2 if dispersion_axis == "y" else -1, sky_window, min_sky_pixels)
     return Residuals(np.where(u, dark, lit.resid).astype(np.float32),
                      np.where(u, dark_sigma, lit.sigma).astype(np.float32),
                      sky)
+
+
+def _gap_light(dark, sky, gap, disp_axis: int, window: int, min_count: int):
+    """``(resid, sky)`` with the pixels of the narrow gaps ``gap`` against the light of their gap:
+    the running median along the dispersion over ``window`` pixels of the gap's own values
+    (``dark``, each less its line's offset) is their sky, their residual the value less it
+    (NaN where the window holds fewer than ``min_count`` gap pixels).
+
+    A narrow gap between two slices takes the slices' wings and scattered light, which change
+    from exposure to exposure by more than the lit sky around does (the wings widen with
+    wavelength, the thermal background's share of the light changes): against the sky around,
+    a gap pixel's residual carries that light, many times its noise in some exposures, and a
+    normal gap pixel becomes an excess. That light is smooth along the gap, as a slice's sky is
+    along the slice; a defect of one pixel is not. Its baseline ``r = a sky + d`` then says how
+    it differs from the gap, and a loss of all its light is ``a = -1``, as for a lit pixel."""
+    light = running_median(np.where(gap, dark, np.nan).astype(np.float32), int(window) | 1, axis=disp_axis,
+                           min_count=min_count)
+    return np.where(gap, dark - light, dark), np.where(gap, light, sky)
+
+
+def gap_pixels(unlit: np.ndarray, *, dispersion_axis: str = "y", max_width: int = 3) -> np.ndarray:
+    """(y, x) bool: the pixels of ``unlit`` (y, x) in runs across the dispersion at most
+    ``max_width`` pixels wide: the narrow gaps between an image slicer's slices, which see the
+    slices' wings, as opposed to the wide dark bands (between the channels, past the slices'
+    ends, at the frame's edges) that see almost nothing."""
+    from scipy import ndimage
+
+    u = np.asarray(unlit, bool)
+    line = np.zeros((3, 3), bool)
+    if dispersion_axis == "y":
+        line[1, :] = True  # runs along x, the axis across the dispersion
+    else:
+        line[:, 1] = True
+    lab, n = ndimage.label(u, structure=line)
+    if not n:
+        return u
+    width = np.bincount(lab.ravel())
+    width[0] = 0
+    return u & (width[lab] <= int(max_width))
+
+
+def unlit_codes(unlit: np.ndarray, *, dispersion_axis: str = "y", gap_max_width: int | None = None) -> np.ndarray:
+    """(y, x) uint8: 0 lit, :data:`DARK` outside the light, :data:`GAP` in a narrow gap between
+    slices (:func:`gap_pixels`, runs at most ``gap_max_width`` wide; None: no pixel is)."""
+    u = np.asarray(unlit, bool)
+    codes = np.where(u, DARK, 0).astype(np.uint8)
+    if gap_max_width:
+        codes[gap_pixels(u, dispersion_axis=dispersion_axis, max_width=gap_max_width)] = GAP
+    return codes
 
 
 def _flat_fielded(sci, err, response, *, cross_window, _empty, cross_apart=None, **kw) -> Residuals:

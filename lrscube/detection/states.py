@@ -536,7 +536,7 @@ def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line,
 
 
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
-                    variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True,
+                    variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True, gap: bool = False,
                     hours=None, line_response: float = 1.0, hits=None) -> list[dict]:
     """Bad intervals of one pixel against its normal state.
 
@@ -550,7 +550,9 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     ``variance_line``: the variance factor the pixel's line across the dispersion shares
     (:func:`lrscube.detection.variance.line_factor`), divided out of it. ``lit`` False: the pixel is
     outside the light (an image slicer's gap, :func:`lrscube.detection.residuals.unlit_pixels`), its
-    response is not judged against the physical limit (only its dark level is). ``hours``: the
+    response is not judged against the physical limit (only its dark level is); ``gap`` True:
+    it is in a narrow gap between slices and its ``sky`` is the gap's own light
+    (:func:`lrscube.detection.residuals.gap_pixels`), not the sky around. ``hours``: the
     exposures' mid-times (hours); with them, a run of excess that decays within
     ``afterglow_max_hours`` is a latent and not reported (:mod:`lrscube.detection.afterglow`);
     ``hits``: the mid-times (hours) of the pixel's JUMP_DET exposures, those left out of the
@@ -583,21 +585,23 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     if hours is not None and p.afterglow_max_hours > 0:
         out = _without_latents(out, e, s, np.asarray(hours, float), p, hits, thresholds.level)
     if not lit:
-        out = _outside_light(out, a, p)
+        out = _outside_light(out, a, p, gap)
     static = _static_interval(px, normal, prior, lit, line_response, row)
     return out if static is None else [static]
 
 
-def _outside_light(out: list, a: float, p) -> list:
+def _outside_light(out: list, a: float, p, gap: bool = False) -> list:
     """The rows of a pixel outside the light (an image slicer's gap), whose baseline's ``a`` is
     the fraction of the sky around that its scattered light is: a loss is measured against that
     light (the row's ``deficit`` was against the sky around, ``1 + a`` of it), and only the loss
     of (nearly) all of it, DEAD's ``max_response`` left, is a defect; the model of that light
-    lets it change by a third between visits. Excesses, excess scatter and static rows stay."""
+    lets it change by a third between visits. Excesses, excess scatter and static rows stay.
+    ``gap``: the pixel's sky is its narrow gap's own light, so the deficit is already against
+    the light the pixel sees (``1 + a`` of its gap's)."""
     keep, max_left = [], float(p.classes["DEAD"]["max_response"])
     for w in out:
         if w["sign"] < 0 and not w.get("noisy") and not w.get("static"):
-            own = (1.0 + a) / a if a > 0 else float("nan")
+            own = 1.0 if gap else (1.0 + a) / a if a > 0 else float("nan")
             w = dict(w, deficit=w["deficit"] * own, deficit_err=w["deficit_err"] * own)
             if not 1.0 - w["deficit"] <= max_left:  # (NaN: no light to lose)
                 continue

@@ -205,6 +205,12 @@ def test_neighbour_noise_pools_the_lit_and_the_unlit_pixels_apart():
     # without groups the function is what it was
     assert np.array_equal(pooled, baseline.neighbour_noise(x, valid, m1, 6.0, shape, (15, 5), axis=0,
                                                            groups=np.ones(lit.size, bool)).reshape(shape))
+    # three groups (unlit_codes: lit 0, dark 1, narrow gap 2): each keeps its own noise
+    codes = np.where(lit, 0, 2).astype(np.uint8)
+    codes[:, 12:14] = 1
+    three = baseline.neighbour_noise(x, valid, m1, 6.0, shape, (15, 5), axis=0, groups=codes.ravel()).reshape(shape)
+    assert np.median(three[:, 9:11]) == pytest.approx(3.0, rel=0.15)
+    assert np.median(three[:, 12:14]) == pytest.approx(1.0, abs=0.1)
 
 
 def _fit_reference(r, s, sky, valid=None, *, iterations=4, ridge=1e-6, prior=None):

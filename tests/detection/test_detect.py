@@ -631,3 +631,31 @@ def test_a_column_offset_is_a_trace_where_spectra_are_searched_and_nothing_on_th
     assert not out["imager"]["trace"].any()
     for mode in ("lrs", "imager"):
         assert abs(float(np.nanmedian(out[mode]["r"][0, 50:150, 70]))) < 0.02
+
+
+def test_the_pixels_of_the_narrow_gaps_are_calibrated_apart_from_the_slices():
+    """A narrow gap's pixels are against their gap's light, whose profile across the gap changes
+    with the light's colour: in some exposures they scatter beyond their ERR where the slices'
+    pixels do not. Their noise per exposure is calibrated over the gaps' pixels of the whole
+    frame (one block), the slices' over their own blocks."""
+    from lrscube.detection.detect import GAP_BLOCK, _calibration_arrays, calibration_stage, calibrations, pixel_blocks
+
+    rng = np.random.default_rng(6)
+    n_t, ny, nx = 30, 240, 120
+    gap = np.zeros((ny, nx), bool)
+    gap[:, 8::9] = True  # 13 columns: 3,120 pixels
+    extra = np.where(np.arange(n_t) % 3 == 0, 2.5, 1.0)  # every third exposure the gaps scatter 2.5x ERR
+    sky = rng.uniform(1.0, 4.0, n_t)[:, None, None] * np.ones((n_t, ny, nx))
+    s = np.full((n_t, ny, nx), 0.05, np.float32)
+    r = rng.normal(0, 1, (n_t, ny, nx)) * s * np.where(gap, extra[:, None, None], 1.0)
+    none = np.zeros((n_t, ny, nx), bool)
+    p = DetectionParams(calibration_block_px=(256, 258))
+    blocks, idx = pixel_blocks((0, 0), (ny, nx), p.calibration_block_px, gap)
+    assert sorted(blocks) == [GAP_BLOCK, (0, 0)] and np.array_equal(np.array(blocks)[idx][:, 0] == -1, gap.ravel())
+    cal = calibrations(calibration_stage(r, s, sky, none, np.zeros((ny, nx), bool), p, (0, 0), gap), p)
+    scale, *_, blk = _calibration_arrays(cal, (0, 0), (ny, nx), n_t, p, gap)
+    gap_scale, lit_scale = scale[blk[gap.ravel()][0]], scale[blk[~gap.ravel()][0]]
+    assert np.allclose(gap_scale, extra, rtol=0.1) and np.allclose(lit_scale, 1.0, rtol=0.05)
+    # without the gaps apart the slices' pixels take part of the gaps' excess
+    together = calibrations(calibration_stage(r, s, sky, none, np.zeros((ny, nx), bool), p, (0, 0)), p)
+    assert np.all(together[(0, 0)].scale[extra > 1] > 1.05)

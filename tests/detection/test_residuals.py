@@ -281,6 +281,62 @@ def test_dark_pixels_keep_their_level_when_the_narrow_gaps_see_light():
     assert np.median(_baseline_chi2(raw, inner)) > 3.0
 
 
+@pytest.mark.parametrize("dispersion_axis", ["y", "x"])
+def test_gap_pixels_are_the_unlit_runs_at_most_so_wide_across_the_dispersion(dispersion_axis):
+    from lrscube.detection.residuals import DARK, GAP, gap_pixels, unlit_codes
+
+    u = np.zeros((80, 120), bool)
+    u[:, 0:4] = True      # the frame's edge, 4 columns
+    u[:, 30] = True       # a slicer gap, 1 column
+    u[:, 60:63] = True    # one of 3
+    u[:, 90:102] = True   # the band between two channels, 12
+    u[:10, 40:44] = True  # the end of a slice, 4 wide (and a run of 10 along the dispersion)
+    if dispersion_axis == "x":
+        u = u.T.copy()
+    g = gap_pixels(u, dispersion_axis=dispersion_axis, max_width=3)
+    want = np.zeros((80, 120), bool)
+    want[:, 30] = want[:, 60:63] = True
+    assert np.array_equal(g, want if dispersion_axis == "y" else want.T)
+    codes = unlit_codes(u, dispersion_axis=dispersion_axis, gap_max_width=3)
+    assert codes.dtype == np.uint8 and np.array_equal(codes == GAP, g) and np.array_equal(codes == DARK, u & ~g)
+    assert not (unlit_codes(u, dispersion_axis=dispersion_axis) == GAP).any()  # None: no pixel is in a gap
+
+
+def test_a_narrow_gap_is_judged_against_its_own_light_when_that_light_changes_colour():
+    # the narrow gaps see the slices' wings, which widen with wavelength: how much of the slices'
+    # light reaches a gap changes from exposure to exposure with the light's colour (here 4-12 %
+    # where _two_channel_frames' gaps take 8 %),
+    # not in proportion to the slices' sky. Against the sky around, the gap pixels' residuals carry
+    # that change, many times their noise; against their gap's own light they are noise, and a
+    # gap pixel that loses its light is minus that light
+    from lrscube.detection.residuals import unlit_codes
+
+    sci, err, unlit, band = _two_channel_frames()
+    k = sci.shape[0]
+    rng = np.random.default_rng(4)
+    unlit = unlit[0] if unlit.ndim == 3 else unlit
+    gap = unlit & ~band
+    colour = rng.uniform(0.5, 1.5, k)[:, None, None]
+    sci = np.where(gap, sci * colour, sci).astype("f4")
+    dead = (np.array([50, 90, 91]), np.array([62, 62, 62]))  # gap pixels that lost their light
+    sci[:, dead[0], dead[1]] *= 0.02
+    codes = unlit_codes(unlit, gap_max_width=3)
+    inner = gap.copy()
+    inner[:8] = inner[-8:] = False
+    inner[40:100, 62] = False
+    around = spatial_residuals(sci, err, cross_window=15, unlit=unlit)
+    own = spatial_residuals(sci, err, cross_window=15, unlit=codes)
+    assert np.median(_baseline_chi2(around, inner)) > 20
+    assert np.median(_baseline_chi2(own, inner)) < 1.5
+    lost = own.resid[:, dead[0], dead[1]] / own.sky[:, dead[0], dead[1]]  # its noise: 0.03-0.3 of the light
+    assert np.all(np.abs(np.median(lost, axis=0) + 0.98) < 0.03) and np.all(lost < -0.5)
+    # the lit pixels and the dark band between the channels are as they were
+    lit = ~unlit
+    assert np.array_equal(np.isnan(own.resid[:, lit]), np.isnan(around.resid[:, lit]))
+    assert np.allclose(own.resid[:, lit], around.resid[:, lit], equal_nan=True)
+    assert np.allclose(own.resid[:, band], around.resid[:, band], equal_nan=True)
+
+
 @pytest.mark.parametrize("cross_axis", [-1, -2])
 def test_cross_deviation_apart_takes_each_kind_s_own_median(cross_axis):
     """With ``apart``, each pixel's cross-dispersion median is of its own kind's pixels only: the

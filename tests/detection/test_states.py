@@ -421,6 +421,31 @@ def test_a_pixel_outside_the_light_that_loses_all_of_it_is_dead_and_one_losing_a
     assert rows(third, lit=False) == []
 
 
+def test_a_pixel_of_a_narrow_gap_that_loses_its_gap_s_light_is_dead_and_one_losing_a_third_is_not():
+    # MIRIFULONG, 40 exposures: a pixel in a narrow gap between two slices, its sky the gap's own
+    # light (0.4-1.4 DN/s, the sky of the test above; residuals.gap_pixels) of which it sees 0.17
+    # more than its gap's median. DEAD from exposure 15: its residual is then minus the light it saw
+    rng = np.random.default_rng(8)
+    s = np.full(40, 0.02)
+    sky = np.array([0.875, 0.398, 0.662, 0.636, 0.444, 0.564, 1.171, 0.624, 0.59, 0.662, 0.842, 1.108, 0.847, 1.01,
+                    0.866, 0.616, 0.701, 1.098, 0.388, 0.568, 0.519, 0.483, 0.457, 1.001, 0.507, 1.218, 1.4, 0.408,
+                    0.724, 0.509, 0.469, 0.587, 0.497, 0.64, 0.393, 0.854, 0.333, 0.399, 1.04, 0.818])
+    own = 1.17 * sky
+    lost = np.where(np.arange(40) < 15, 1.0, 0.02)
+    p = DetectionParams()
+    prior = (0.0, 0.01, 0.0, 1e-4, 0.7, 0.01)
+
+    def rows(r, gap):
+        return pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0), prior=prior,
+                               lit=False, gap=gap)
+
+    (dead,) = rows(own * lost - sky + rng.normal(0, s), gap=True)
+    assert (dead["start"], dead["stop"], dead["sign"]) == (15, 40, -1) and dead["deficit"] > 0.95
+    assert classify(pd.DataFrame([dead]), p.classes).tolist() == ["DEAD"]
+    # a third of it lost is no defect outside the light
+    assert rows(own * np.where(np.arange(40) < 15, 1.0, 0.67) - sky + rng.normal(0, s), gap=True) == []
+
+
 def test_a_dead_pixel_whose_response_follows_the_sky_a_little_is_dead_from_its_onset_not_noisy_throughout():
     # imager, 27 exposures under 4-38 DN/s: normal, then DEAD from exposure 20 (6 % of the sky
     # left). Its residual is that 6 % of the sky less the sky, which follows the sky model to
