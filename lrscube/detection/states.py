@@ -577,7 +577,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     if n < p.min_bad_exposures:
         return []
     px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours)
-    normal, a, e, z, runs = _normal_state(px, prior, lit)
+    normal, a, e, z, runs = _normal_state(px, prior, lit, gap)
     q, noisy_spans = _scatter_spans(px, e, z, runs)
     row = functools.partial(_row, px, _Against(a, e, z, q, (1.0 + a) * sky))
     out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
@@ -665,7 +665,7 @@ def _level_runs(px: _Pixel, a, d=0.0):
                               shapes=(px.excess, px.deficit), cap=px.cap, raw=e * px.excess, log_prior=px.log_prior)
 
 
-def _normal_state(px: _Pixel, prior, lit: bool = True):
+def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False):
     """(normal, a, e, z, runs): the exposures of the pixel's normal state, its response ``a`` and
     the level runs against it (:func:`_level_runs`).
 
@@ -674,7 +674,7 @@ def _normal_state(px: _Pixel, prior, lit: bool = True):
     a running median, which belong to no level state. Then the least-bad of the states the runs
     against it show (:func:`choose_normal`), refitted until it does not change; in a cycle, the
     largest of its states is normal. ``lit``: the pixel is inside the light
-    (:func:`choose_normal`)."""
+    (:func:`choose_normal`); ``gap``: in a narrow gap, its sky its gap's light (:func:`_step_state`)."""
     r, s, sky, p, n = px.r, px.s, px.sky, px.p, px.n
     normal = np.ones(n, bool)
     st0 = state(r, s, sky, normal)
@@ -707,7 +707,7 @@ def _normal_state(px: _Pixel, prior, lit: bool = True):
         e, z, runs = _level_runs(px, a, d)
         if len(seen) > MAX_PASSES + 1:
             break
-    one = _step_state(px, ~normal | noisy0)
+    one = _step_state(px, ~normal | noisy0, None if lit or gap else prior)
     if one is not None:
         normal = one
         a, d = baseline_state(r, s, sky, normal, prior)
@@ -720,7 +720,7 @@ def _normal_state(px: _Pixel, prior, lit: bool = True):
     return normal, a, e, z, runs
 
 
-def _step_state(px: _Pixel, exclude):
+def _step_state(px: _Pixel, exclude, outside=None):
     """The better side of a significant single step inside the exposures not in ``exclude``
     (the normal state), or None: a normal state is one state.
 
@@ -737,7 +737,15 @@ def _step_state(px: _Pixel, exclude):
     level (or the higher response; not for a change of response too small to be a defect that a
     step of the dark level describes as well, :func:`_small_response_step`) is the normal state,
     if it is one state (scatters about its
-    own (a, d) by at most :data:`STATIC_MAX_SCATTER`: a noisy stretch's scatter fits a step too)."""
+    own (a, d) by at most :data:`STATIC_MAX_SCATTER`: a noisy stretch's scatter fits a step too).
+
+    ``outside``: the neighbours' population (``prior``) of a pixel outside the light (not of a
+    narrow gap, whose sky is its own light), whose whole level is the light it sees: what its
+    neighbours share above zero is a glow (the rate is dark-subtracted), so a step of its dark
+    level down is as much a loss (DEAD) as a step up is an excess, and of the two sides of such
+    a step the one nearer the population's dark level is its normal state. A dead pixel between
+    MIRIFUSHORT's channels, seen dead in its last 5 exposures 0.03 DN/s below its neighbours,
+    was otherwise normal there and WARM in its 35 healthy exposures."""
     p, thr = px.p, px.thresholds.level
     L = int(max(p.min_bad_exposures, 2))
     r, s, sky = px.r, px.s, px.sky
@@ -784,6 +792,12 @@ def _step_state(px: _Pixel, exclude):
     if kind == "mult" and "add" in fits and _small_response_step(delta, a0, fits["add"][0] - chi2, unit, p):
         chi2, kind, k, delta, a0 = fits["add"]
     low_first = delta > 0 if kind == "add" else delta < 0
+    if outside is not None and kind == "add":
+        first, later = np.zeros(px.n, bool), np.zeros(px.n, bool)
+        first[idx[:k]], later[idx[k:]] = True, True
+        z_first, z_later = (abs(_population_z(px, v, outside)[0]) for v in (first, later))
+        if np.isfinite(z_first) and np.isfinite(z_later):
+            low_first = z_first < z_later
     keep = np.zeros(px.n, bool)
     keep[idx[:k] if low_first else idx[k:]] = True
     return keep if scatter_about_state(r, s, sky, keep) <= STATIC_MAX_SCATTER else None

@@ -421,6 +421,31 @@ def test_a_pixel_outside_the_light_that_loses_all_of_it_is_dead_and_one_losing_a
     assert rows(third, lit=False) == []
 
 
+def test_a_pixel_between_the_channels_that_went_dead_late_keeps_its_healthy_exposures_normal():
+    # MIRIFUSHORT, 40 exposures, (655, 506): outside the light between the two channels, where its
+    # neighbours share a glow of 0.029 DN/s (md of the prior) under 0.2-0.8 DN/s of sky around.
+    # DEAD from exposure 35: its level falls to ~0. A step of the dark level, and the lower side
+    # was taken as normal: the 35 healthy exposures at the neighbours' level became WARM. Outside
+    # the light the whole level is light, so the side at the population's level is normal (the
+    # five dead exposures, 6.2 sigma, are below the threshold: no interval at all)
+    r = np.array([0.0597, 0.1022, 0.0323, 0.0347, 0.03, 0.0343, 0.0142, 0.0073, 0.0368, 0.0753, 0.0765, 0.0354,
+                  0.0251, 0.0274, 0.0315, 0.0679, 0.0306, 0.035, 0.0415, 0.0263, -0.029, 0.0364, 0.0237, 0.0313,
+                  0.0309, 0.1605, -0.0288, 0.0322, 0.0332, -0.1947, 0.0105, -0.1399, 0.0356, 0.0364, 0.0446, 0.0066,
+                  0.0016, -0.139, -0.0003, 0.0633])
+    s = np.array([0.0227, 0.0479, 0.0051, 0.0124, 0.0064, 0.0053, 0.0155, 0.021, 0.0045, 0.0556, 0.0696, 0.0227,
+                  0.0057, 0.0053, 0.0042, 0.1067, 0.0058, 0.0064, 0.0035, 0.0044, 0.0913, 0.0061, 0.0044, 0.0049,
+                  0.0038, 0.1077, 0.0584, 0.0112, 0.0289, 0.14, 0.0333, 0.1282, 0.004, 0.0062, 0.009, 0.013, 0.0044,
+                  0.1565, 0.003, 0.0394])
+    sky = np.array([0.5582, 0.2596, 0.4551, 0.3523, 0.2999, 0.3797, 0.7608, 0.3949, 0.3844, 0.4119, 0.5533, 0.6421,
+                    0.5552, 0.6899, 0.5489, 0.3981, 0.4493, 0.7134, 0.2623, 0.3917, 0.3376, 0.3427, 0.3062, 0.6554,
+                    0.3076, 0.713, 0.7817, 0.2614, 0.479, 0.3489, 0.2993, 0.3791, 0.3481, 0.4054, 0.2463, 0.5914,
+                    0.2332, 0.2018, 0.6752, 0.5516])
+    prior = (0.00417, 0.000773, 0.028867, 5e-06, 0.438783, 0.000221)
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0), prior=prior, lit=False)
+    assert not any(w["start"] < 35 for w in out)
+
+
 def test_a_pixel_of_a_narrow_gap_that_loses_its_gap_s_light_is_dead_and_one_losing_a_third_is_not():
     # MIRIFULONG, 40 exposures: a pixel in a narrow gap between two slices, its sky the gap's own
     # light (0.4-1.4 DN/s, the sky of the test above; residuals.gap_pixels) of which it sees 0.17
