@@ -594,8 +594,9 @@ def _outside_light(out: list, a: float, p, gap: bool = False) -> list:
     """The rows of a pixel outside the light (an image slicer's gap), whose baseline's ``a`` is
     the fraction of the sky around that its scattered light is: a loss is measured against that
     light (the row's ``deficit`` was against the sky around, ``1 + a`` of it), and only the loss
-    of (nearly) all of it, DEAD's ``max_response`` left, is a defect; the model of that light
-    lets it change by a third between visits. Excesses, excess scatter and static rows stay.
+    of (nearly) all of it, DEAD's ``max_response`` left within ``changepoint_sigma`` of the
+    loss's error, is a defect; the model of that light lets it change by a third between visits.
+    Excesses, excess scatter and static rows stay.
     ``gap``: the pixel's sky is its narrow gap's own light, so the deficit is already against
     the light the pixel sees (``1 + a`` of its gap's)."""
     keep, max_left = [], float(p.classes["DEAD"]["max_response"])
@@ -603,7 +604,7 @@ def _outside_light(out: list, a: float, p, gap: bool = False) -> list:
         if w["sign"] < 0 and not w.get("noisy") and not w.get("static"):
             own = 1.0 if gap else (1.0 + a) / a if a > 0 else float("nan")
             w = dict(w, deficit=w["deficit"] * own, deficit_err=w["deficit_err"] * own)
-            if not 1.0 - w["deficit"] <= max_left:  # (NaN: no light to lose)
+            if not 1.0 - w["deficit"] <= max_left + p.changepoint_sigma * w["deficit_err"]:  # (NaN: no light)
                 continue
         keep.append(w)
     return keep

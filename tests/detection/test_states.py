@@ -421,6 +421,30 @@ def test_a_pixel_outside_the_light_that_loses_all_of_it_is_dead_and_one_losing_a
     assert rows(third, lit=False) == []
 
 
+def test_a_gap_pixel_that_lost_all_but_a_twentieth_of_its_light_within_its_error_is_dead():
+    # MIRIFULONG, 40 exposures, (669, 538): in a narrow gap between slices, its sky the gap's own
+    # light (0.19-0.83 DN/s). DEAD from exposure 35 (12 sigma): it lost 0.947 +- 0.006 of its
+    # light, 0.053 left where DEAD's limit is 0.05. A limit that ignores the loss's error
+    # dropped it; within changepoint_sigma of it, it is kept
+    r = np.array([-0.0052, -0.0062, 0.0, -0.0462, -0.0251, -0.0319, -0.0038, -0.0837, -0.0002, 0.0037, -0.0869,
+                  -0.096, -0.0464, -0.0152, -0.0387, -0.0561, -0.0172, -0.0377, -0.0284, -0.0096, -0.197, -0.0023,
+                  -0.0208, -0.0238, -0.0161, -0.0176, -0.0109, -0.0305, -0.0899, -0.2444, 0.0341, -0.031, -0.014,
+                  -0.0279, -0.015, -0.6006, -0.24, -0.2915, -0.6809, -0.6324])
+    s = np.array([0.0381, 0.051, 0.0163, 0.0231, 0.0115, 0.0112, 0.0356, 0.032, 0.0107, 0.0626, 0.0802, 0.0409,
+                  0.0163, 0.0147, 0.0105, 0.1086, 0.0173, 0.0167, 0.014, 0.0155, 0.091, 0.0128, 0.0116, 0.0154,
+                  0.0079, 0.119, 0.0779, 0.0187, 0.04, 0.1347, 0.0412, 0.1255, 0.0082, 0.0131, 0.0151, 0.0149, 0.0052,
+                  0.141, 0.0041, 0.0407])
+    sky = np.array([0.592, 0.2808, 0.4732, 0.3964, 0.3189, 0.4095, 0.7988, 0.4322, 0.4047, 0.4215, 0.6081, 0.6905,
+                    0.6033, 0.7277, 0.5846, 0.4029, 0.4845, 0.7666, 0.2796, 0.4197, 0.3322, 0.3672, 0.3307, 0.6966,
+                    0.3318, 0.71, 0.825, 0.2768, 0.4919, 0.3413, 0.3296, 0.3681, 0.3629, 0.4383, 0.2653, 0.6233,
+                    0.2498, 0.1928, 0.7162, 0.5656])
+    prior = (-0.006476, 0.012877, -0.001058, 1.9e-05, 0.478524, 0.151713)
+    p = DetectionParams()
+    (dead,) = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0), prior=prior,
+                              lit=False, gap=True)
+    assert (dead["start"], dead["stop"], dead["sign"]) == (35, 40, -1) and 0.9 < dead["deficit"] < 0.95
+
+
 def test_a_pixel_between_the_channels_that_went_dead_late_keeps_its_healthy_exposures_normal():
     # MIRIFUSHORT, 40 exposures, (655, 506): outside the light between the two channels, where its
     # neighbours share a glow of 0.029 DN/s (md of the prior) under 0.2-0.8 DN/s of sky around.
