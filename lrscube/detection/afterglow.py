@@ -72,9 +72,9 @@ def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, 
     holds its level outside the hours and keeps its run.
 
     With ``scatter_clip`` the run is a span of excess scatter (a noisy or telegraph pixel's):
-    the exposures outside the hours must carry no excess scatter either, their squared
-    normalised excess (clipped at ``scatter_clip``) summed less its expectation,
-    ``sum(z^2 - 1) / sqrt(2 n)``, below ``min_sigma``. A hit's charge in the exposures of its
+    the exposures outside the hours must carry no excess scatter either: their squared
+    normalised excess (clipped at ``scatter_clip``) summed, its chi^2 tail (n degrees) below
+    ``min_sigma`` in Gaussian sigma. A hit's charge in the exposures of its
     visit scatters far beyond the noise about any level; a noisy pixel scatters outside the
     hours as well."""
     e = np.asarray(e, float)[start:stop]
@@ -98,8 +98,13 @@ def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, 
         return False
     if scatter_clip is None:
         return True
+    # the sum's own tail (chi^2 with one degree per exposure; the clip only lowers it), in
+    # Gaussian sigma: over the few exposures of a visit or two the Gaussian approximation of the
+    # sum, (sum - n) / sqrt(2 n), puts a chance 4-sigma excess at 7
+    from scipy.stats import chi2, norm
+
     z2 = np.minimum((e[rest] / s[rest]) ** 2, float(scatter_clip) ** 2)
-    return bool(np.sum(z2 - 1.0) / np.sqrt(2.0 * z2.size) < min_sigma)
+    return bool(norm.isf(chi2.sf(float(np.sum(z2)), z2.size)) < min_sigma)
 
 
 def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,

@@ -244,3 +244,19 @@ def test_adjacent_pixels_bad_over_the_same_hours_are_a_latent_image():
                              image_pixels=9).any()
     # off
     assert not latent_images(iv, mjd, max_hours=6.0, min_pixels=0).any()
+
+
+def test_a_span_of_scatter_holding_a_hit_is_judged_outside_its_hours_by_the_chi2_tail():
+    # imager (351, 230): a normal pixel a hit left raised over one visit (13, 3.6, 3.6 and 21.5
+    # sigma), found as a span of excess scatter with two exposures of the visit before and three
+    # of the visit after (-2.9, -0.8; -2.7, 2.4, -2.1 sigma). Those five sum to 26.5 in squares:
+    # chi^2 with 5 degrees is exceeded with probability 7e-5 (3.8 sigma), while the Gaussian
+    # approximation of the sum, (26.5 - 5) / sqrt(10), said 6.8 and kept the span as a defect
+    h = np.array([1167.15, 1167.23, 2535.03, 2535.12, 2535.16, 2535.38, 4300.45, 4300.71, 4300.84])
+    z = np.array([-2.9, -0.8, 13.0, 3.6, 3.6, 21.5, -2.7, 2.4, -2.1])
+    s = np.full(9, 0.02)
+    kw = dict(max_hours=6.0, min_sigma=6.43, scatter_clip=6.0)
+    assert explained_by_hit(z * s, s, h, 0, 9, [2535.03], **kw)
+    # a noisy pixel scatters outside the hours too: the same visits at 4-5 sigma are not a hit's
+    noisy = np.where(np.abs(z) < 3.5, np.sign(z) * 4.5, z)
+    assert not explained_by_hit(noisy * s, s, h, 0, 9, [2535.03], **kw)
