@@ -928,7 +928,8 @@ def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> 
     return pixel_intervals(g.r[use, j], g.s[use, j], g.sky[use, j], ctx.params, ctx.thresholds, g.clip[use, j],
                            (g.m1[use, j], g.m2[use, j], g.vc[use, j]), prior=tuple(v[j] for v in g.prior),
                            variance_scale=tn.vscale, lit=bool(tn.lit[k]), gap=bool(tn.gap[k]),
-                           hours=ctx.mjd[g.t_idx[use]] * 24.0, line_response=float(tn.lresp[k]), hits=ctx.mjd[g.t_idx[g.jump[:, j]]] * 24.0)
+                           hours=ctx.mjd[g.t_idx[use]] * 24.0, line_response=float(tn.lresp[k]),
+                           hits=ctx.mjd[g.t_idx[g.jump[:, j]]] * 24.0)
 
 
 def _tile_records(rows_ev: list[dict], rows_meta: list, origin, ctx: TileContext) -> list[dict]:
@@ -1466,10 +1467,12 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
         _add_counts(counts, res)
     cal = calibrations(counts, p)
     t2 = _time.time()
+    def tile_cal(ya, yb, xa, xb):  # the calibrations of the tile's blocks (its gap pixels' apart)
+        at, shape = (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa)
+        return _tile_calibration(cal, at, shape, p, _tile_gap(ctx, at, shape))
+
     s2 = [dask.delayed(_stage2_from_work, pure=False)(
-              work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx_node,
-              _tile_calibration(cal, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa), p,
-                                _tile_gap(ctx, (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa))))
+              work, starts, ya, yb, xa, xb, exclude[ya:yb, xa:xb], ctx_node, tile_cal(ya, yb, xa, xb))
           for ya, yb, xa, xb in todo]
     results = list(_iter_compute(s2, progress))
     ctx.timing = {"stage0_s": round(t0 - t00, 2), "stage1_s": round(t1 - t0, 2), "stage2a_s": round(t2 - t1, 2), "stage2_s": round(_time.time() - t2, 2),

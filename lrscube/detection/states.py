@@ -602,7 +602,10 @@ def _outside_light(out: list, a: float, p, gap: bool = False) -> list:
     keep, max_left = [], float(p.classes["DEAD"]["max_response"])
     for w in out:
         if w["sign"] < 0 and not w.get("noisy") and not w.get("static"):
-            own = 1.0 if gap else (1.0 + a) / a if a > 0 else float("nan")
+            if gap:
+                own = 1.0
+            else:
+                own = (1.0 + a) / a if a > 0 else float("nan")
             w = dict(w, deficit=w["deficit"] * own, deficit_err=w["deficit_err"] * own)
             if not 1.0 - w["deficit"] <= max_left + p.changepoint_sigma * w["deficit_err"]:  # (NaN: no light)
                 continue
