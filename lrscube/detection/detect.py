@@ -888,12 +888,15 @@ def _candidate_intervals(g: _Group, j: int, trans, excl, static: bool, tn: _Tile
     (:func:`lrscube.detection.states.pixel_intervals`). A pixel with an excess: its isolated high
     states are more likely its own (a telegraph pixel's) than cosmic rays, which hit one
     pixel-exposure in ~1e4; the single-exposure events are put back and the pixel analysed
-    again (they join an interval only as telegraph pieces or next to its ends). So is a pixel
-    beyond a physical limit in all its exposures whose analysis without them had too few
-    exposures left (a short series: its baseline is poorly known)."""
+    again (they join an interval only as telegraph pieces, as a defect's returns at its own level
+    or next to its ends). So is a pixel beyond a physical limit in all its exposures whose
+    analysis without them had too few exposures left (a short series: its baseline is poorly
+    known), and a pixel with no interval and two or more events (a telegraph's short high states
+    at one level, the first taken for events, the last too short alone)."""
     use = ~excl[:, j]
     ivs = _analyse_pixel(g, j, use, tn, ctx)
-    if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs) or (not ivs and static)):
+    if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs)
+                              or (not ivs and (static or trans[:, j].sum() >= 2))):
         use = ~g.on_trace[:, j]
         ivs = _analyse_pixel(g, j, use, tn, ctx)
     elif any(iv["static"] for iv in ivs):

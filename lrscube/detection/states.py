@@ -1411,7 +1411,33 @@ def _level_intervals(runs, *, r, s, z, p, threshold, row) -> list[dict]:
     out = []
     for g, sw in zip(groups, switching):
         out.extend(_group_intervals(g, sw, p, threshold, row))
-    return out
+    return sorted(out + _recurrences(pos, out, r=r, z=z, p=p, threshold=threshold, row=row), key=lambda w: w["start"])
+
+
+def _recurrences(pos, out, *, r, z, p, threshold, row) -> list[dict]:
+    """The short excess runs (two exposures, up to ``min_bad_exposures``) in which a defect of
+    this pixel shows again: each reaches ``threshold``, is in the high state, and lies at the
+    high-state level (DN/s, within ``telegraph_level_ratio``) of the pixel's other high-state
+    runs, which together hold at least ``min_bad_exposures`` exposures. ``min_bad_exposures``
+    keeps a cosmic ray's afterglow from being a defect, and one exposure is a cosmic ray's
+    signature (on a defective pixel too); a switching pixel whose quiet stretch is not bridged
+    (nothing else in its series tells its switching rate) returns at its own level for two
+    exposures or so at a time, often at the series' end, where no run can be longer yet."""
+    def free(u):
+        return not any(w["start"] < u.stop and u.start < w["stop"] for w in out)
+
+    short = [u for u in pos if 2 <= u.stop - u.start < p.min_bad_exposures and u.significance >= threshold and free(u)]
+    if not short:
+        return []
+    high = [(u, _high_level([u], r, z, p)) for u in pos if _in_high_state([u], z, p, row)]
+    rows = []
+    for u, lu in high:
+        if not any(u is v for v in short) or lu <= 0:
+            continue
+        same = [v for v, lv in high if lv > 0 and min(lu, lv) >= p.telegraph_level_ratio * max(lu, lv)]
+        if len(same) > 1 and sum(v.stop - v.start for v in same) >= p.min_bad_exposures:
+            rows.append(row(u.start, u.stop, u.significance, u.onset_significance, u.recovery_significance))
+    return rows
 
 
 def _indices(pieces) -> np.ndarray:
