@@ -1169,20 +1169,34 @@ def _without_latents(out: list, e, s, h, p, hits, level: float) -> list:
     hours; ``hits``: those of the JUMP_DET exposures). A span of excess scatter (``noisy``) is a
     latent only by the second rule, its exposures outside the hours scattering by their noise
     too: a hit's charge over its visit is far beyond the noise about any level, and merged with
-    the exposures around it reads as a pixel that swings."""
+    the exposures around it reads as a pixel that swings.
+
+    A run that only decays is not a latent when the pixel shows an excess at its level (DN/s,
+    within ``telegraph_level_ratio``) in an interval that is not a latent: a latent needs a
+    bright exposure before it each time, a defect (a telegraph whose rate within an exposure
+    falls 0.47, 0.41, 0.15 DN/s over a visit) shows itself again."""
     n = e.size
     hits = np.zeros(0) if hits is None else np.asarray(hits, float)
 
-    def latent(w) -> bool:
+    def latent(w) -> str:
         a, b = w["start"], w["stop"]
         if w["noisy"]:  # a span of excess scatter: only a hit whose hours hold all of it explains it
-            return explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level,
-                                    scatter_clip=p.clip_sigma)
-        return ((b < n and decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
-                                         min_sigma=p.afterglow_decay_sigma, max_ratio=p.afterglow_max_ratio))
-                or explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level))
+            return "hit" if explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level,
+                                             scatter_clip=p.clip_sigma) else ""
+        if explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level):
+            return "hit"
+        return "decays" if b < n and decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
+                                                   min_sigma=p.afterglow_decay_sigma,
+                                                   max_ratio=p.afterglow_max_ratio) else ""
 
-    return [w for w in out if not (w["sign"] > 0 and latent(w))]
+    why = [latent(w) if w["sign"] > 0 else "" for w in out]
+    levels = [w["high_level_dn_s"] for w, y in zip(out, why) if w["sign"] > 0 and not y]
+
+    def again(w) -> bool:
+        lw = w["high_level_dn_s"]
+        return lw > 0 and any(v > 0 and min(lw, v) >= p.telegraph_level_ratio * max(lw, v) for v in levels)
+
+    return [w for w, y in zip(out, why) if not y or (y == "decays" and again(w))]
 
 
 def _one_state(px: _Pixel, normal, prior=None) -> bool:

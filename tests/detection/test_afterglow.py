@@ -260,3 +260,28 @@ def test_a_span_of_scatter_holding_a_hit_is_judged_outside_its_hours_by_the_chi2
     # a noisy pixel scatters outside the hours too: the same visits at 4-5 sigma are not a hit's
     noisy = np.where(np.abs(z) < 3.5, np.sign(z) * 4.5, z)
     assert not explained_by_hit(noisy * s, s, h, 0, 9, [2535.03], **kw)
+
+
+def test_a_fall_within_a_visit_is_no_latent_when_the_pixel_shows_that_excess_again():
+    # a telegraph switching within exposures: its rate falls over a visit (0.5 to 0.33 DN/s) as a
+    # latent's would, and it is back at that level over a later visit; a latent needs a bright
+    # exposure before it each time, so both visits are the defect. Back at ten times the level
+    # (another defect), the fall stays a latent.
+    t0, t1 = 6 * 480.0, 9 * 480.0
+    fall = np.array([0.5, 0.45, 0.40, 0.36, 0.33])
+
+    def pixel(level):
+        def excess(h):
+            out = np.zeros(h.size)
+            out[30:35] = fall
+            out[(h >= t1) & (h < t1 + 2)] = level
+            return out
+        return excess
+
+    p = DetectionParams()
+    for level, runs in ((0.3, [(30, 35), (45, 50)]), (3.0, [(45, 50)])):
+        for seed in range(3):
+            r, s, sky, hours = _visits(seed, pixel(level))
+            got = [(w["start"], w["stop"]) for w in pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, r.size),
+                                                                     hours=hours)]
+            assert got == runs, (level, seed, got)
