@@ -1194,7 +1194,7 @@ def _without_latents(out: list, e, s, h, p, hits, level: float) -> list:
 
     def again(w) -> bool:
         lw = w["high_level_dn_s"]
-        return lw > 0 and any(v > 0 and min(lw, v) >= p.telegraph_level_ratio * max(lw, v) for v in levels)
+        return any(_same_level(lw, v, p) for v in levels)
 
     return [w for w, y in zip(out, why) if not y or (y == "decays" and again(w))]
 
@@ -1446,9 +1446,9 @@ def _recurrences(pos, out, *, r, z, p, threshold, row) -> list[dict]:
     high = [(u, _high_level([u], r, z, p)) for u in pos if _in_high_state([u], z, p, row)]
     rows = []
     for u, lu in high:
-        if not any(u is v for v in short) or lu <= 0:
+        if not any(u is v for v in short):
             continue
-        same = [v for v, lv in high if lv > 0 and min(lu, lv) >= p.telegraph_level_ratio * max(lu, lv)]
+        same = [v for v, lv in high if _same_level(lu, lv, p)]
         if len(same) > 1 and sum(v.stop - v.start for v in same) >= p.min_bad_exposures:
             rows.append(row(u.start, u.stop, u.significance, u.onset_significance, u.recovery_significance))
     return rows
@@ -1463,6 +1463,12 @@ def _high_level(pieces, r, z, p) -> float:
     idx = _indices(pieces)
     hi = idx[z[idx] > p.state_sigma]
     return float(np.mean(r[hi if hi.size else idx]))
+
+
+def _same_level(a: float, b: float, p) -> bool:
+    """Two excess levels (DN/s) are one defect's high state: both positive, within a factor
+    1 / ``telegraph_level_ratio`` of each other."""
+    return a > 0 and b > 0 and min(a, b) >= p.telegraph_level_ratio * max(a, b)
 
 
 def _is_telegraph(rw: dict, p) -> bool:
@@ -1510,7 +1516,7 @@ def _joins(g, u, rate: _SwitchRate, *, r, z, p, row) -> tuple[bool, bool]:
     same = False
     if not stronger:
         lu, lg = _high_level([u], r, z, p), _high_level(g, r, z, p)
-        same = (lu > 0 and lg > 0 and min(lu, lg) >= p.telegraph_level_ratio * max(lu, lg)
+        same = (_same_level(lu, lg, p)
                 and _in_high_state([u], z, p, row) and _in_high_state(g, z, p, row))
     return bool(stronger or same), bool(same)
 
