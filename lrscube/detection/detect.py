@@ -488,7 +488,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         diag["candidates_static"] += int(static.sum())
         found = []  # (column, evidence, exposures used) of the group's intervals
         for j in cand:
-            ivs, ti = _candidate_intervals(g, j, trans, excl, static[j], tn, ctx)
+            ivs, ti = _candidate_intervals(g, j, trans, excl, tn, ctx)
             yy, xx = divmod(int(pix[j]), nx)
             for iv in ivs:
                 rows_ev.append(iv)
@@ -883,20 +883,21 @@ def _static_screen(g: _Group, excl, tn: _TileNoise, p, th) -> np.ndarray:
     return static
 
 
-def _candidate_intervals(g: _Group, j: int, trans, excl, static: bool, tn: _TileNoise, ctx: TileContext):
+def _candidate_intervals(g: _Group, j: int, trans, excl, tn: _TileNoise, ctx: TileContext):
     """(intervals, exposures used) of the group's candidate pixel ``j``
     (:func:`lrscube.detection.states.pixel_intervals`). A pixel with an excess: its isolated high
     states are more likely its own (a telegraph pixel's) than cosmic rays, which hit one
     pixel-exposure in ~1e4; the single-exposure events are put back and the pixel analysed
     again (they join an interval only as telegraph pieces, as a defect's returns at its own level
-    or next to its ends). So is a pixel beyond a physical limit in all its exposures whose
-    analysis without them had too few exposures left (a short series: its baseline is poorly
-    known), and a pixel with no interval and two or more events (a telegraph's short high states
-    at one level, the first taken for events, the last too short alone)."""
+    or next to its ends). So is a candidate with no interval: a screen found its excess, and an
+    event may be part of it (a defect's first exposure above the rest of its run; a telegraph's
+    short high states at one level, the first taken for events, the last too short alone; a
+    pixel beyond a physical limit in all its exposures whose series without them was too short
+    to know its baseline)."""
     use = ~excl[:, j]
     ivs = _analyse_pixel(g, j, use, tn, ctx)
     if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs)
-                              or (not ivs and (static or trans[:, j].sum() >= 2))):
+                              or not ivs):
         use = ~g.on_trace[:, j]
         ivs = _analyse_pixel(g, j, use, tn, ctx)
     elif any(iv["static"] for iv in ivs):

@@ -221,6 +221,25 @@ def test_two_pairs_of_high_exposures_at_one_level_are_a_defect_not_cosmic_rays()
     assert set(iv.y * 100 + iv.x) == {3012}
 
 
+def test_a_defect_whose_first_exposure_is_taken_for_a_cosmic_ray_is_found_from_there():
+    # a pixel raised by 2 sigma from exposure 50 to the series' end, its first exposure 10 sigma
+    # higher still: that exposure alone is a single-exposure event (a cosmic ray's signature),
+    # and without it the run falls short of the threshold. The pixel passed a screen and no
+    # interval came out, so it is analysed with the event put back: bad from 50. A pixel hit in
+    # exposure 50 alone is not flagged.
+    rng = np.random.default_rng(4)
+    n = 60
+    lvl = rng.uniform(1.0, 5.0, n)[:, None, None]
+    sci = (4 * lvl + rng.normal(0, 0.05, (n, 60, 30))).astype("f4")
+    sci[50:, 30, 12] += 0.1
+    sci[50, 30, 12] += 0.5
+    sci[50, 20, 8] += 0.5
+    iv, _ = analyse_tile(sci, np.full_like(sci, 0.05), np.zeros(sci.shape, "u4"), _ctx(n))
+    px = iv[(iv.y == 30) & (iv.x == 12)]
+    assert px.first_bad_mjd.tolist() == [60050] and np.isnan(px.first_good_mjd.iloc[0])
+    assert set(iv.y * 100 + iv.x) == {3012}
+
+
 def test_stage1_batches_share_the_exposures_evenly_between_workers():
     from lrscube.detection.detect import balanced_batch
 
