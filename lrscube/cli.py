@@ -104,13 +104,18 @@ def _write_table(df, out: str, command: str) -> None:
 def cmd_detect(a):
     from .deploy.cluster import get_client
     from .detection.detect import detect
+    from .storage import store as st
 
     overrides = {k: v for k, v in (("false_alarm_pixels", a.false_alarm_pixels),
                                    ("detection_sigma", a.detection_sigma),
                                    ("tile_memory_mb", a.tile_memory_mb)) if v is not None}
+    before = (st.detect_meta(a.store) or {}).get("run")
     with get_client(a.scheduler):
         iv = detect(a.store, mode=a.mode, min_epoch_days=a.min_epoch_days, write_mask=not a.no_mask,
-                    tiles=tuple(a.tiles) if a.tiles else None, **overrides)
+                    tiles=tuple(a.tiles) if a.tiles else None, full=a.full, **overrides)
+    if before is not None and (st.detect_meta(a.store) or {}).get("run") == before:
+        print(f"nothing changed since detect run {before} (the same exposures, settings, code and "
+              "libraries): its intervals and mask are kept (--full recomputes)")
     print(_summarize_intervals(iv))
     return 0
 
@@ -364,6 +369,8 @@ def _detect_parser(sub) -> None:
     p.add_argument("--tile-memory-mb", type=float, default=None, help="memory budget of one tile (MB)")
     p.add_argument("--tiles", type=int, nargs=2, metavar=("TY", "TX"), default=None, help="tile size (pixels)")
     p.add_argument("--no-mask", action="store_true", help="write the intervals only, not the mask cube")
+    p.add_argument("--full", action="store_true",
+                   help="recompute even when the exposures, settings and code are those of the committed run")
     p.set_defaults(func=cmd_detect)
 
 

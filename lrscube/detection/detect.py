@@ -1541,7 +1541,7 @@ def _iter_compute(tasks, progress):
 
 def _run_config(a: dict) -> dict:
     mode = provenance.store_mode(a["store"], a.get("mode"))
-    known = {"store", "mode", "tiles", "progress", "write_mask", "min_epoch_days"}
+    known = {"store", "mode", "tiles", "progress", "write_mask", "min_epoch_days", "full"}
     overrides = {k: v for k, v in a.items() if k not in known and v is not None}
     params = DetectionParams.from_profile(profiles.load(mode), **overrides).to_dict()
     return {"mode": mode, "parameters": params, "overrides": overrides, "tiles": a.get("tiles"),
@@ -1560,10 +1560,29 @@ def _run_summary(run: provenance.Run, a: dict, iv) -> None:
                   "recovered": int(new["end_mjd"].notna().sum()) if len(new) else 0})
 
 
+def _basis(exposures: pd.DataFrame, config: dict) -> dict:
+    """What a detect run's outputs follow from: the exposures (their content digest), the
+    effective configuration (:func:`_run_config`'s digest) and the whole mode profile (its
+    regions and geometry too), the code and the libraries."""
+    return {"content_digest": provenance.content_digest(exposures["content_hash"]) if len(exposures) else "",
+            "config_digest": provenance.config_digest(provenance._jsonable(config)),
+            "profile_digest": provenance.config_digest(provenance._jsonable(provenance.profile_config(config["mode"]))),
+            "code_digest": provenance.code_digest(), "software": provenance.software()}
+
+
+def _committed_with(store: str, basis: dict) -> str | None:
+    """The committed detect run if it was made from ``basis`` (same exposures, configuration,
+    code and libraries: it would come out the same), else None."""
+    meta = st.detect_meta(store) or {}
+    if meta.get("basis") != basis or not isinstance(meta.get("outputs"), dict):
+        return None
+    return meta.get("run")
+
+
 @provenance.recorded("detect", _run_config, _run_summary)
 def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None = None,
            progress: bool | None = None, write_mask: bool = True, min_epoch_days: float = 0.0,
-           **overrides) -> pd.DataFrame:
+           full: bool = False, **overrides) -> pd.DataFrame:
     """Detect defects in a store's exposure cube; write intervals, mask cube and detect.json.
 
     Parameters
@@ -1578,13 +1597,16 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         Also write the mask cube (lrscube.masks.maskcube.write_mask_cube).
     min_epoch_days : float
         Merge mask-cube epochs shorter than this (days), choosing the least costly merges.
+    full : bool
+        Recompute even when nothing changed since the committed run.
     **overrides
         Detection parameters, e.g. ``false_alarm_pixels=1.0`` or ``detection_sigma=7``.
 
     Returns
     -------
-    The intervals table (also in the store: ``lrscube.open_intervals``). Every run recomputes everything
-    from the whole cube (see docs/detection.md).
+    The intervals table (also in the store: ``lrscube.open_intervals``). A run recomputes everything
+    from the whole cube (see docs/detection.md), unless the committed run was made from the same
+    exposures, configuration, code and libraries: its intervals and mask are kept as they are.
     """
     # One detect at a time per store (STORE/detect.lock). The run writes everything into its
     # own folder STORE/detect/RUN and commits by rewriting detect.json to name it: a killed run
@@ -1598,6 +1620,15 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
                 mode = mode.get("name", profiles.DEFAULT_MODE)
         prof = profiles.load(mode)
         exposures = exposure_table(store)  # the exposures ds holds: read before the frames
+        basis = _basis(exposures, _run_config({"store": store, "mode": mode, "tiles": tiles,
+                                                      "write_mask": write_mask,
+                                                      "min_epoch_days": min_epoch_days, **overrides}))
+        kept = None if full else _committed_with(store, basis)
+        if kept is not None:  # a detect run is deterministic: the same inputs give these outputs
+            record = provenance.current()
+            if record is not None:
+                record.result["unchanged_since"] = kept
+            return open_intervals(store)
         run = st.new_run_id()
         work = st.run_url(store, run, "work")
         try:
@@ -1616,6 +1647,7 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
                 record.result.update(mask_epochs=int(mask.sizes['time']),
                                      mask_epochs_unmerged=int(mask.attrs.get('n_raw_epochs', mask.sizes['time'])))
             meta["mask_cube"] = st.run_url(store, run, st.MASK)
+        meta["basis"] = basis
         st.publish_detect(store, run, meta, mask=write_mask)  # the commit point
         st.clean_detect_runs(store)
     return iv

@@ -127,6 +127,23 @@ def source_revision() -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 (16 hex digits) of the running package's Python sources: two runs with the same
+    digest ran the same code, whether installed or from a checkout with uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for base, dirs, files in sorted(os.walk(root)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(base, name)
+                h.update(os.path.relpath(path, root).encode() + b"\0")
+                with open(path, "rb") as f:
+                    h.update(f.read() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def exposure_summary(exposures: pd.DataFrame) -> dict[str, Any]:
     """Count, date range, programs and content digest of an exposure table."""
     if exposures is None or not len(exposures):

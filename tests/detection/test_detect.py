@@ -257,6 +257,82 @@ def test_stage1_batches_share_the_exposures_evenly_between_workers():
     assert balanced_batch(5, 16, 2) == 3                           # both workers get some
 
 
+def test_detect_again_with_nothing_changed_keeps_the_committed_run(tmp_path):
+    """A second detect on the same exposures, settings and code keeps the committed intervals
+    and mask (the same run; the run record says so); ``full=True``, other settings or one more
+    exposure recompute."""
+    from lrscube.storage import cube, provenance
+    from lrscube.storage import store as st
+    from lrscube.detection.detect import detect, open_intervals
+
+    ds, _ = independent_cube(n=25, ny=64, nx=40, n_def=8)
+    prof = profiles.load("lrs")
+    store = str(tmp_path / "s")
+    cube.create(store, prof)
+
+    class E:  # what write_exposure needs
+        pass
+
+    def add(idx):
+        exps, metas = [], []
+        for i in idx:
+            e = E()
+            e.sci, e.err, e.dq = (ds[v].values[i] for v in ("sci", "err", "dq"))
+            e.y0, e.x0 = 300, 300
+            exps.append(e)
+            metas.append({"mjd": float(ds.mjd[i]), "expstart": float(ds.expstart[i]), "exptime": 100.0, "nints": 1,
+                          "filename": f"f{i}", "y0": 300, "x0": 300, "ny": 64, "nx": 40})
+        cube.append_exposures(store, exps, metas)
+
+    add(range(24))
+    first = detect(store, progress=False)
+    run = st.detect_meta(store)["run"]
+    again = detect(store, progress=False)
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)  # parquet reads strings back as str
+    assert st.detect_meta(store)["run"] == run
+    assert provenance.read_runs(store)[-1]["result"]["unchanged_since"] == run
+    forced = detect(store, progress=False, full=True)
+    assert st.detect_meta(store)["run"] != run
+    pd.testing.assert_frame_equal(first, forced, check_dtype=False)
+    run = st.detect_meta(store)["run"]
+    detect(store, progress=False, false_alarm_pixels=1.0)      # other settings
+    assert st.detect_meta(store)["run"] != run
+    run = st.detect_meta(store)["run"]
+    add([24])                                                 # one more exposure
+    detect(store, progress=False, false_alarm_pixels=1.0)
+    assert st.detect_meta(store)["run"] != run
+    assert len(open_intervals(store)) > 0
+
+
+def test_detect_command_says_when_nothing_changed(tmp_path, client, capsys):
+    from lrscube.cli import main
+    from lrscube.storage import cube
+
+    ds, _ = independent_cube(n=16, ny=64, nx=40, n_def=8)
+    store = str(tmp_path / "s")
+    cube.create(store, profiles.load("lrs"))
+
+    class E:  # what write_exposure needs
+        pass
+
+    exps, metas = [], []
+    for i in range(ds.sizes["time"]):
+        e = E()
+        e.sci, e.err, e.dq = (ds[v].values[i] for v in ("sci", "err", "dq"))
+        e.y0, e.x0 = 300, 300
+        exps.append(e)
+        metas.append({"mjd": float(ds.mjd[i]), "expstart": float(ds.expstart[i]), "exptime": 100.0, "nints": 1,
+                      "filename": f"f{i}", "y0": 300, "x0": 300, "ny": 64, "nx": 40})
+    cube.append_exposures(store, exps, metas)
+    args = ["detect", "--store", store, "--scheduler", client.scheduler.address]
+    assert main(args) == 0
+    assert "nothing changed" not in capsys.readouterr().out
+    assert main(args) == 0
+    assert "nothing changed since detect run" in capsys.readouterr().out
+    assert main(args + ["--full"]) == 0
+    assert "nothing changed" not in capsys.readouterr().out
+
+
 def test_store_two_stage_run_equals_in_memory(tmp_path):
     """detect(store) (stage 1 to a work store, stage 2 per tile) gives the in-memory result."""
     from lrscube.storage import cube

@@ -38,7 +38,8 @@ def test_worker_killed_mid_detect_gives_the_same_intervals(small_store, client):
 
     def run():
         try:
-            result["iv"] = lrscube.detect(small_store, tiles=TILES, progress=False, write_mask=False)
+            # full: the same exposures and settings would keep the committed run, not recompute it
+            result["iv"] = lrscube.detect(small_store, tiles=TILES, progress=False, write_mask=False, full=True)
         except Exception as e:  # reported below
             error["e"] = e
 
