@@ -257,6 +257,26 @@ def test_stage1_batches_share_the_exposures_evenly_between_workers():
     assert balanced_batch(5, 16, 2) == 3                           # both workers get some
 
 
+def _append(store, ds, idx):
+    """Store exposures ``idx`` of a simulated cube (:func:`independent_cube`) at (300, 300), in
+    that order, as ingest would."""
+    from lrscube.storage import cube
+
+    class E:  # what write_exposure needs
+        pass
+
+    exps, metas = [], []
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    for i in idx:
+        e = E()
+        e.sci, e.err, e.dq = (ds[v].values[i] for v in ("sci", "err", "dq"))
+        e.y0, e.x0 = 300, 300
+        exps.append(e)
+        metas.append({"mjd": float(ds.mjd[i]), "expstart": float(ds.expstart[i]), "exptime": 100.0, "nints": 1,
+                      "filename": f"f{i}", "y0": 300, "x0": 300, "ny": ny, "nx": nx})
+    cube.append_exposures(store, exps, metas)
+
+
 def test_detect_again_with_nothing_changed_keeps_the_committed_run(tmp_path):
     """A second detect on the same exposures, settings and code keeps the committed intervals
     and mask (the same run; the run record says so); ``full=True``, other settings or one more
@@ -266,25 +286,9 @@ def test_detect_again_with_nothing_changed_keeps_the_committed_run(tmp_path):
     from lrscube.detection.detect import detect, open_intervals
 
     ds, _ = independent_cube(n=25, ny=64, nx=40, n_def=8)
-    prof = profiles.load("lrs")
     store = str(tmp_path / "s")
-    cube.create(store, prof)
-
-    class E:  # what write_exposure needs
-        pass
-
-    def add(idx):
-        exps, metas = [], []
-        for i in idx:
-            e = E()
-            e.sci, e.err, e.dq = (ds[v].values[i] for v in ("sci", "err", "dq"))
-            e.y0, e.x0 = 300, 300
-            exps.append(e)
-            metas.append({"mjd": float(ds.mjd[i]), "expstart": float(ds.expstart[i]), "exptime": 100.0, "nints": 1,
-                          "filename": f"f{i}", "y0": 300, "x0": 300, "ny": 64, "nx": 40})
-        cube.append_exposures(store, exps, metas)
-
-    add(range(24))
+    cube.create(store, profiles.load("lrs"))
+    _append(store, ds, range(24))
     first = detect(store, progress=False)
     run = st.detect_meta(store)["run"]
     again = detect(store, progress=False)
@@ -298,7 +302,7 @@ def test_detect_again_with_nothing_changed_keeps_the_committed_run(tmp_path):
     detect(store, progress=False, false_alarm_pixels=1.0)      # other settings
     assert st.detect_meta(store)["run"] != run
     run = st.detect_meta(store)["run"]
-    add([24])                                                 # one more exposure
+    _append(store, ds, [24])                                  # one more exposure
     detect(store, progress=False, false_alarm_pixels=1.0)
     assert st.detect_meta(store)["run"] != run
     assert len(open_intervals(store)) > 0
@@ -311,19 +315,7 @@ def test_detect_command_says_when_nothing_changed(tmp_path, client, capsys):
     ds, _ = independent_cube(n=16, ny=64, nx=40, n_def=8)
     store = str(tmp_path / "s")
     cube.create(store, profiles.load("lrs"))
-
-    class E:  # what write_exposure needs
-        pass
-
-    exps, metas = [], []
-    for i in range(ds.sizes["time"]):
-        e = E()
-        e.sci, e.err, e.dq = (ds[v].values[i] for v in ("sci", "err", "dq"))
-        e.y0, e.x0 = 300, 300
-        exps.append(e)
-        metas.append({"mjd": float(ds.mjd[i]), "expstart": float(ds.expstart[i]), "exptime": 100.0, "nints": 1,
-                      "filename": f"f{i}", "y0": 300, "x0": 300, "ny": 64, "nx": 40})
-    cube.append_exposures(store, exps, metas)
+    _append(store, ds, range(ds.sizes["time"]))
     args = ["detect", "--store", store, "--scheduler", client.scheduler.address]
     assert main(args) == 0
     assert "nothing changed" not in capsys.readouterr().out
@@ -339,24 +331,10 @@ def test_store_two_stage_run_equals_in_memory(tmp_path):
     from lrscube.detection.detect import detect, open_intervals
 
     ds, _ = independent_cube(n=24, ny=96, nx=40, n_def=10)
-    prof = profiles.load("lrs")
     store = str(tmp_path / "s")
-    cube.create(store, prof)
-
-    class E:  # what write_exposure needs
-        pass
-
-    metas, exps = [], []
+    cube.create(store, profiles.load("lrs"))
     # stored out of time order (files arrive in any order): stage 1 reads its frames by position
-    order = np.random.default_rng(3).permutation(ds.sizes["time"])
-    for i in order:
-        e = E()
-        e.sci, e.err, e.dq = (ds[v].values[i] for v in ("sci", "err", "dq"))
-        e.y0, e.x0 = 300, 300
-        exps.append(e)
-        metas.append({"mjd": float(ds.mjd[i]), "expstart": float(ds.expstart[i]), "exptime": 100.0, "nints": 1,
-                      "filename": f"f{i}", "y0": 300, "x0": 300, "ny": 96, "nx": 40})
-    cube.append_exposures(store, exps, metas)
+    _append(store, ds, np.random.default_rng(3).permutation(ds.sizes["time"]))
     a, _ = detect_dataset(cube.open_cube(store), "lrs", tiles=(128, 129))
     detect(store, progress=False, write_mask=False, tiles=(128, 129), work_precision_sigma=0)
     b = open_intervals(store)
