@@ -1565,8 +1565,8 @@ def _basis(exposures: pd.DataFrame, config: dict) -> dict:
     effective configuration (:func:`_run_config`'s digest) and the whole mode profile (its
     regions and geometry too), the code and the libraries."""
     return {"content_digest": provenance.content_digest(exposures["content_hash"]) if len(exposures) else "",
-            "config_digest": provenance.config_digest(provenance._jsonable(config)),
-            "profile_digest": provenance.config_digest(provenance._jsonable(provenance.profile_config(config["mode"]))),
+            "config_digest": provenance.config_digest(config),
+            "profile_digest": provenance.config_digest(provenance.profile_config(config["mode"])),
             "code_digest": provenance.code_digest(), "software": provenance.software()}
 
 

@@ -133,7 +133,7 @@ def code_digest() -> str:
     digest ran the same code, whether installed or from a checkout with uncommitted changes."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     h = hashlib.sha256()
-    for base, dirs, files in sorted(os.walk(root)):
+    for base, dirs, files in os.walk(root):  # top-down, each folder's entries in name order
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             if name.endswith(".py"):
