@@ -1604,7 +1604,7 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
 
     Returns
     -------
-    The intervals table (also in the store: ``lrscube.open_intervals``). A run recomputes everything
+    The intervals table as the store holds it (``lrscube.open_intervals``). A run recomputes everything
     from the whole cube (see docs/detection.md), unless the committed run was made from the same
     exposures, configuration, code and libraries: its intervals and mask are kept as they are.
     """
@@ -1650,7 +1650,8 @@ def detect(store: str, mode: str | None = None, *, tiles: tuple[int, int] | None
         meta["basis"] = basis
         st.publish_detect(store, run, meta, mask=write_mask)  # the commit point
         st.clean_detect_runs(store)
-    return iv
+    # the table as stored (parquet's column types), the same whether computed or kept
+    return open_intervals(store)
 
 
 def _named(e: st.CorruptDataError, store: str) -> st.CorruptDataError:

@@ -292,12 +292,12 @@ def test_detect_again_with_nothing_changed_keeps_the_committed_run(tmp_path):
     first = detect(store, progress=False)
     run = st.detect_meta(store)["run"]
     again = detect(store, progress=False)
-    pd.testing.assert_frame_equal(first, again, check_dtype=False)  # parquet reads strings back as str
+    pd.testing.assert_frame_equal(first, again)  # the same table, column types too
     assert st.detect_meta(store)["run"] == run
     assert provenance.read_runs(store)[-1]["result"]["unchanged_since"] == run
     forced = detect(store, progress=False, full=True)
     assert st.detect_meta(store)["run"] != run
-    pd.testing.assert_frame_equal(first, forced, check_dtype=False)
+    pd.testing.assert_frame_equal(first, forced)
     run = st.detect_meta(store)["run"]
     detect(store, progress=False, false_alarm_pixels=1.0)      # other settings
     assert st.detect_meta(store)["run"] != run
