@@ -281,7 +281,7 @@ def date_onsets(found: list[tuple[int, int]], z: np.ndarray, levels: list,
 
 
 def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigma: float, shapes=None,
-                      cap=None, raw=None) -> list[tuple[int, int]]:
+                      cap=None, raw=None, log_prior: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Keep a recovery only where the normal side after it rejects the defect's level.
 
     ``found`` are runs [i, j) in time order. The most significant run puts its ends where the
@@ -296,6 +296,13 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
     statistic is ``sum mu_t (mu_t - z_t) / sqrt(sum mu_t^2)``. Otherwise the run is extended over the stretch
     (to the series end, or merged with the next run of the same sign). Long normal stretches
     always pass, so the likelihood location of real steps is kept.
+
+    A normal stretch between two runs of one sign is two changes, a recovery and a return: with
+    ``log_prior`` (:func:`boundary_log_prior`) the stretch must also be the more probable
+    reading once their places are counted, ``sum (mu_t^2 / 2 - z_t mu_t) + log_prior[j] +
+    log_prior[next] > 0``. A steady defect does not recover and come back between the exposures
+    of one visit, minutes apart, on a 3-sigma dip (a telegraph pixel's pieces are grouped by
+    its own switching later).
 
     Onsets are not moved: a run is never extended back to the start of the series. The run's
     start is already the likelihood estimate (:func:`best_run` extends a run backwards as long
@@ -321,6 +328,9 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
                 mu = (expected_levels(z, i, j) if mu is None else mu)[j:nxt]
                 norm = float(np.sqrt(np.sum(mu * mu)))
                 ev = float(np.sum(mu * (mu - z[j:nxt]))) / norm if norm > 0 else 0.0
+                if (ev >= boundary_sigma and log_prior is not None and k + 1 < len(runs)
+                        and norm * ev - 0.5 * norm * norm + log_prior[j] + log_prior[nxt] <= 0):
+                    ev = -np.inf  # a recovery and a return there are less probable than no change
                 if ev < boundary_sigma:
                     if k + 1 < len(runs):
                         nmu = float(z[runs[k + 1][0]:runs[k + 1][1]].mean())
@@ -478,7 +488,8 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         spans = refine_ends([(i, j) for i, j, _, _ in found], z, shapes, cap, raw)
         found = [(i, j, float(abs(z[i:j].sum()) / np.sqrt(j - i)), 1 if z[i:j].sum() >= 0 else -1) for i, j in spans]
     if boundary_sigma is not None and found:
-        spans = settle_boundaries([(i, j) for i, j, _, _ in found], z, boundary_sigma, shapes, cap, raw)
+        spans = settle_boundaries([(i, j) for i, j, _, _ in found], z, boundary_sigma, shapes, cap, raw,
+                                  log_prior)
         found = []
         for i, j in spans:
             v = z[i:j]

@@ -146,6 +146,28 @@ def test_an_onset_falls_between_visits_not_inside_one():
     assert run.start == 19
 
 
+def test_a_steady_defect_does_not_recover_and_return_inside_one_visit():
+    """Ten visits a month apart, four exposures each minutes apart; a defect at 3 sigma per
+    exposure from visit 4 on. Two exposures inside visit 6 dip to normal: 4.2 sigma below the
+    defect's level, so by the boundary test alone the pixel recovered and came back within
+    minutes. Two changes between exposures minutes apart are ~10^7 times less likely than none:
+    with the exposures' times the run is one. The same dip over a whole visit, its changes in
+    the months between visits, splits the run."""
+    from lrscube.detection.changepoints import boundary_log_prior
+
+    hours = (24.0 * 30.0 * np.arange(10)[:, None] + np.array([0.0, 0.05, 0.1, 0.15])[None, :]).ravel()
+    lp = boundary_log_prior(hours)
+    n = hours.size
+    kw = dict(min_sigma=4.0, boundary_sigma=3.0, shapes=(np.ones(n), np.ones(n)), cap=np.full(n, 10.0))
+    inside = np.r_[np.zeros(16), np.full(24, 3.0)]
+    inside[25:27] = 0.0
+    assert [(r.start, r.stop) for r in find_runs(inside, raw=inside, **kw)] == [(16, 25), (27, 40)]
+    assert [(r.start, r.stop) for r in find_runs(inside, raw=inside, log_prior=lp, **kw)] == [(16, 40)]
+    whole = np.r_[np.zeros(16), np.full(24, 3.0)]
+    whole[28:32] = 0.0
+    assert [(r.start, r.stop) for r in find_runs(whole, raw=whole, log_prior=lp, **kw)] == [(16, 28), (32, 40)]
+
+
 def test_a_steady_run_s_evidence_weighs_each_exposure_by_the_level_it_sees():
     """A constant excess over exposures of very different depths: 2 sigma in the deep ones, 0.2
     in the short ones (ten times the noise). The run's significance is the likelihood ratio's,
