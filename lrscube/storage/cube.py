@@ -889,8 +889,11 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     return ds
 
 
-#: per-exposure coordinates every append writes, never as their fill value (NaN, "")
-ALWAYS_WRITTEN = frozenset({"time", "mjd", "expstart", "filename"})
+#: coordinates always stored, never as their fill value (NaN, "", 0), so a chunk not there is
+#: a reference lost, not fill values: the per-exposure ones every append writes (a product has
+#: at least one integration: ingest writes ``nints or 1``, and zeros would tell verify an
+#: exposure needs no ``intscat`` shard) and the full frame's rows and columns, written at creation
+ALWAYS_WRITTEN = frozenset({"time", "mjd", "expstart", "filename", "nints", "y", "x"})
 
 
 class _CommittedView(zarr.storage.WrapperStore):
@@ -913,9 +916,9 @@ class _CommittedView(zarr.storage.WrapperStore):
     async def get(self, key, prototype, byte_range=None):
         buf = await self._store.get(key, prototype, byte_range)
         if buf is None and self.n and key.rpartition("/c/")[0] in ALWAYS_WRITTEN:
-            # every append writes these for its slots, never their fill value (zarr stores no
-            # chunk that is all fill): a chunk not there is damage (a reference lost in a
-            # snapshot), not fill values (NaT times)
+            # these are always written, never as their fill value (zarr stores no chunk that
+            # is all fill): a chunk not there is damage (a reference lost in a snapshot), not
+            # fill values (NaT times, zero integrations, every row 0)
             raise st.CorruptDataError(f"coordinate {key.partition('/')[0]}: chunk {key} is missing from the "
                                       "committed state", url=str(self._store))
         if buf is None or byte_range is not None or not key.endswith("/zarr.json"):
