@@ -385,6 +385,47 @@ def _checked(store: str, attrs) -> dict:
     return attrs
 
 
+def coords_crc(values: dict) -> dict[str, int]:
+    """crc32c of each per-exposure coordinate's values over the stored slots (``values``: name ->
+    the slots' values, as read): sealed into the attributes at every commit, so a coordinate
+    chunk whose reference a damaged snapshot lost (read as fill values) or changed is an error,
+    not other file names, footprints or times."""
+    out = {}
+    for name, v in values.items():
+        dtype = COORDS.get(name)
+        if dtype is None:
+            continue
+        if dtype == "str":
+            blob = "\x1f".join(str(x) for x in np.asarray(v, dtype=object).ravel()).encode()
+        else:
+            blob = np.ascontiguousarray(np.asarray(v, dtype=dtype)).tobytes()
+        out[name] = int(google_crc32c.value(blob))
+    return out
+
+
+def check_coords(store: str, attrs: dict, values: dict) -> None:
+    """Raise :class:`CorruptDataError` naming the coordinates whose values (over the stored
+    slots) differ from the checksums of the last commit (stores committed before there were
+    any have none to check)."""
+    want = attrs.get("coords_crc")
+    if not want:
+        return
+    got = coords_crc({k: v for k, v in values.items() if k in want})
+    bad = sorted(k for k in got if got[k] != int(want[k]))
+    if bad:
+        raise st.CorruptDataError(f"coordinate{'s' if len(bad) > 1 else ''} {', '.join(bad)}: the values fail "
+                                  "the checksum (crc32c) of the last commit: a chunk reference lost or changed "
+                                  "in the committed state", url=cube_url(store))
+
+
+def _sealed_coords(attrs: dict, arrays, n: int) -> None:
+    """``attrs["coords_crc"]`` from the coordinate ``arrays`` as written, read back over the
+    ``n`` stored slots (one read each, together)."""
+    arrays = [a for a in arrays if a.basename in COORDS]
+    values = sync(together([a.async_array.getitem(slice(0, n)) for a in arrays]))
+    attrs["coords_crc"] = coords_crc({a.basename: v for a, v in zip(arrays, values, strict=True)})
+
+
 def info(store: str) -> dict:
     """The cube's bookkeeping attributes (n_committed, profile, bunit, ...)."""
     g = _open_group(store)
@@ -500,6 +541,8 @@ class Append:
             _write_coords(self.arrays[len(DATA_VARS):], start, metas)
         attrs = dict(self.group.attrs["lrscube"])
         attrs["n_committed"] = start + k
+        if k:
+            _sealed_coords(attrs, self.arrays[len(DATA_VARS):], start + k)
         self.group.attrs["lrscube"] = seal(attrs)  # the commit point: one atomic write of the group metadata
         self._committed = start + k
         return start + k
@@ -576,6 +619,7 @@ class _RepositoryAppend(Append):
                            if a.shape[0] != start + k]))
             # zarr's resize updates the array's metadata in place: the coordinates take their writes as opened
             _write_coords(arrays[len(self._planes):], start, metas)
+            _sealed_coords(attrs, arrays[len(self._planes):], start + k)
         attrs["n_committed"] = start + k
         g.attrs["lrscube"] = seal(attrs)
         try:
@@ -865,6 +909,7 @@ def open_cube(store: str, sort: bool = True, chunks: dict | None = None) -> xr.D
     n = int(attrs["n_committed"])
     # the arrays cut to the committed slots: a killed append may leave them of unequal lengths
     ds = xr.open_zarr(committed_store(store, n), consolidated=False, zarr_format=3, chunks={"y": -1, "x": -1})
+    check_coords(store, attrs, {k: ds[k].values for k in attrs.get("coords_crc", {}) if k in ds.coords})
     slots = np.arange(n)  # storage slot of each exposure of ds
     if dropped_slots(attrs):
         slots = np.asarray(kept_slots(attrs), dtype=np.int64)
@@ -953,6 +998,7 @@ def exposure_table(store: str) -> pd.DataFrame:
     # opened and read together: on an object store two round trips, not two per coordinate
     arrays = _open_arrays(store, names)
     values = sync(together([a.async_array.getitem(slice(0, n)) for a in arrays]))
+    check_coords(store, attrs, dict(zip(names, values, strict=True)))
     df = pd.DataFrame({name: _as_str(v) if COORDS[name] == "str" else v for name, v in zip(names, values, strict=True)})
     if dropped_slots(attrs):
         df = df.iloc[kept_slots(attrs)]

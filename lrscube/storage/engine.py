@@ -108,9 +108,14 @@ def reads(session, url: str):
     return _Reads(session.store, url)
 
 
+#: icechunk's own errors, and its Rust code panicking through pyo3 (a damaged snapshot's
+#: flatbuffer can make it panic instead of returning an error)
+_ENGINE_ERRORS = frozenset({"IcechunkError", "RustPanic", "PanicException"})
+
+
 def is_engine_error(e: BaseException) -> bool:
     """Is ``e`` icechunk's own error (damaged or missing repository objects, a failed commit)?"""
-    return any(c.__name__ == "IcechunkError" for c in type(e).__mro__)
+    return any(c.__name__ in _ENGINE_ERRORS for c in type(e).__mro__)
 
 
 def describe(e: BaseException) -> str:

@@ -115,7 +115,7 @@ def _verify_cube(store: str, rep: VerifyReport) -> None:
                 rep.problems.append(Problem(f"exposures/{name}", "array missing"))
         except Exception as e:  # noqa: BLE001 - unreadable metadata of any kind
             rep.problems.append(Problem(f"exposures/{name}/zarr.json", f"unreadable ({type(e).__name__}: {e})"))
-    names = _coordinates(arrays, n, rep)
+    names = _coordinates(arrays, n, rep, attrs)
     kept = cube.kept_slots(attrs)
     for name in cube.PLANES:
         a = arrays.get(name)
@@ -129,8 +129,9 @@ def _verify_cube(store: str, rep: VerifyReport) -> None:
     rep.checked["exposures"] = len(kept)
 
 
-def _coordinates(arrays: dict, n: int, rep: VerifyReport) -> list[str] | None:
-    """Check every chunk of the 1-D arrays; returns the file names (None if unreadable)."""
+def _coordinates(arrays: dict, n: int, rep: VerifyReport, attrs: dict) -> list[str] | None:
+    """Check every chunk of the 1-D arrays, and their values against the checksums of the last
+    commit; returns the file names (None if unreadable)."""
     names = None
     chunks = 0
     for name, a in arrays.items():
@@ -155,6 +156,15 @@ def _coordinates(arrays: dict, n: int, rep: VerifyReport) -> list[str] | None:
                     rep.problems += [Problem(f"exposures/{name}", "coordinate unreadable", slot=i)
                                      for i in range(lo, min(hi, n))]
     rep.checked["coordinate chunks"] = chunks
+    for name in sorted(attrs.get("coords_crc") or {}):
+        try:
+            cube.check_coords(rep.store, {"coords_crc": {name: attrs["coords_crc"][name]}}, {name: arrays[name][:n]})
+        except KeyError:
+            rep.problems.append(Problem(f"exposures/{name}", "array missing"))
+        except st.CorruptDataError as e:
+            rep.problems.append(Problem(f"exposures/{name}", e.reason))
+        except Exception:  # noqa: BLE001 - an unreadable chunk, reported above
+            pass
     try:
         names = [str(v) for v in arrays["filename"][:n]]
     except Exception:  # noqa: BLE001 - reported above

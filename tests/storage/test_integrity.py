@@ -119,6 +119,26 @@ def test_a_lost_coordinate_chunk_is_named_by_verify_and_by_the_reader(small, nam
         lrscube.open_cube(store).load()
 
 
+def test_coordinates_that_read_other_values_fail_their_checksum(small):
+    """A coordinate chunk whose reference is lost reads as fill values (zarr stores no chunk that
+    is all fill, so plain zarr cannot tell), and one replaced by another valid chunk reads other
+    values: both fail the checksums the last commit sealed, in open_cube, exposure_table and verify."""
+    import zarr
+
+    store, _ = small
+    assert verify(store).ok and cube.info(store)["coords_crc"]["exptime"]
+    (Path(store) / "exposures" / "exptime" / "c" / "0").unlink()  # reads NaN
+    g = zarr.open_group(str(Path(store) / "exposures"), mode="r+")
+    program = g["program"][:]
+    program[2] = "09999"
+    g["program"][:program.size] = program  # a valid chunk, other values
+    rep = verify(store)
+    assert not rep.ok and "exposures/exptime" in str(rep) and "exposures/program" in str(rep)
+    for read in (lambda: lrscube.open_cube(store), lambda: cube.exposure_table(store)):
+        with pytest.raises(st.CorruptDataError, match="coordinates exptime, program: the values fail the checksum"):
+            read()
+
+
 def test_detect_on_corrupt_data_is_a_named_error_not_exit_0(small, client, capsys):
     store, _ = small
     _flip(_shard(store, "sci", 2), 100)
