@@ -755,7 +755,7 @@ def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
     xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
     vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
                                  window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
-    tr = variance.trims(xa, p.transient_sigma)
+    tr = variance.trims(xa, p.transient_sigma, p.transient_window)
     # the statistic of variance.terms(xa / sqrt(vline), ...) without the tile's terms
     stat = variance.full_terms(xa, s_all, p.clip_sigma, g1, g2, np.flatnonzero(has), trim=tr, div=np.sqrt(vline))
     return vline, variance.null_scale(stat)
@@ -859,7 +859,7 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
     with np.errstate(invalid="ignore", divide="ignore"):
         # the measured null moments in JUMP_DET exposures, the Gaussian ones elsewhere
         uw, vw = variance.terms(x, g.s, g.clip, g.m1, g.m2, jump=g.jump, null=(tn.g1, tn.g2))
-        tr = variance.trims(x, p.transient_sigma)
+        tr = variance.trims(x, p.transient_sigma, p.transient_window)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)

@@ -1074,7 +1074,8 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     p, s, cap = px.p, px.s, px.cap
     x = x / np.sqrt(px.variance_line)
     u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
-    i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=float(variance.trims(x[:, None], p.transient_sigma)[0]))
+    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window)[0])
+    i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=trim)
     if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
         return []
     k = variance.rms_ratio(x[i:j], s[i:j], cap[i:j], px.wm1[i:j])

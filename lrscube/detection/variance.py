@@ -15,10 +15,10 @@ statistic uses, caps every exposure at the same share whatever its precision), t
 additive variance when ERR is exact) keeps one long exposure from dominating the sum, and the
 run's largest term is left out twice, so no two raised exposures (cosmic-ray residuals, a
 shower, a latent) reach the threshold by themselves, whatever their size. A pixel that swings
-beyond the event threshold both ways (:func:`trims`) has its largest term left out once: a
-cosmic ray only adds charge, so an exposure as far below the baseline shows the pixel's
-excursions are its own, and trimming twice left a strongly noisy pixel seen in a few
-exposures under the threshold.
+beyond the event threshold both ways, or has three exposures beyond it within a few of each
+other (:func:`trims`), has its largest term left out once: a cosmic ray only adds charge and
+hits a pixel in ~1e-4 of its exposures, so such excursions are the pixel's own, and trimming
+twice left a strongly noisy pixel seen in a few exposures under the threshold.
 
 Everything here is pure numpy on arrays (time, pixels) or 1-D series; :mod:`lrscube.detection.detect`
 maps it over the tiles, :mod:`lrscube.detection.states` uses the exact run search for the onset and the
@@ -42,18 +42,27 @@ TRIM = 2
 TRIM_SWINGING = 1
 
 
-def trims(x: np.ndarray, sigma: float) -> np.ndarray:
+def trims(x: np.ndarray, sigma: float, window: int | None = None) -> np.ndarray:
     """(pixels,) how many times each pixel's largest term is left out: ``TRIM_SWINGING`` for a
-    pixel that swings both ways, with exposures beyond ``sigma`` (the single-exposure event
-    threshold) above and below its baseline and at least three in all, else ``TRIM``. ``x``
-    (time, pixels): the normalised residual (NaN: not used). Three exposures that far out in
-    one pixel are a defect's or a telegraph pixel's, not cosmic rays (which hit ~1e-4 of a
+    pixel whose excursions are its own, else ``TRIM``. Its own: exposures beyond ``sigma`` (the
+    single-exposure event threshold) above and below its baseline and at least three in all, or
+    (``window`` given) three beyond it either way within ``2 window + 1`` consecutive exposures,
+    as :func:`lrscube.detection.detect.keep_whole_pixels` keeps a pixel's events as its own.
+    ``x`` (time, pixels): the normalised residual (NaN: not used). Three exposures that far out
+    in one pixel are a defect's or a telegraph pixel's, not cosmic rays (which hit ~1e-4 of a
     pixel's exposures and only add charge)."""
     x = np.asarray(x)
     with np.errstate(invalid="ignore"):
         up, down = x > sigma, x < -sigma
-    swings = up.any(axis=0) & down.any(axis=0) & (up.sum(axis=0) + down.sum(axis=0) >= 3)
-    return np.where(swings, float(TRIM_SWINGING), float(TRIM))
+    n_out = up.sum(axis=0) + down.sum(axis=0)
+    own = up.any(axis=0) & down.any(axis=0) & (n_out >= 3)
+    if window is not None and x.shape[0]:
+        w = min(2 * int(window) + 1, x.shape[0])
+        cols = np.flatnonzero((n_out >= 3) & ~own)  # a few pixels of a tile: only theirs are counted
+        beyond = (up | down)[:, cols]
+        c = np.concatenate([np.zeros((1, cols.size), np.int64), np.cumsum(beyond, axis=0)])
+        own[cols] = (c[w:] - c[:-w]).max(axis=0) >= 3
+    return np.where(own, float(TRIM_SWINGING), float(TRIM))
 
 
 def terms(x: np.ndarray, s: np.ndarray, clip, m1, m2, *, jump=None, null=None) -> tuple[np.ndarray, np.ndarray]:

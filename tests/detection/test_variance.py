@@ -339,6 +339,22 @@ def test_a_pixel_swinging_both_ways_has_its_largest_term_left_out_once():
                                                variance.TRIM, variance.TRIM_SWINGING]
 
 
+def test_three_excursions_close_together_are_the_pixel_s_own_whatever_their_signs():
+    """Cosmic rays hit a pixel in ~1e-4 of its exposures: three exposures beyond the event
+    threshold within 2 window + 1 exposures of each other are the pixel's own (as detect keeps
+    such a pixel's events whole), so its largest term is left out once, not twice; the same three
+    spread over the series may be hits."""
+    x = np.zeros((40, 4))
+    x[[30, 33, 36], 0] = [8.0, 7.0, 9.0]      # a noisy pixel's last visits, all raised
+    x[[30, 33, 36], 1] = [-8.0, -7.0, -9.0]   # ... all below
+    x[[2, 20, 38], 2] = [8.0, 7.0, 9.0]       # far apart
+    x[[30, 36], 3] = [8.0, 9.0]               # two only
+    own, hit = variance.TRIM_SWINGING, variance.TRIM
+    assert variance.trims(x, 5.0, 5).tolist() == [own, own, hit, hit]
+    assert variance.trims(x, 5.0).tolist() == [hit, hit, hit, hit]  # no window: both signs needed
+    assert variance.trims(x[:5], 5.0, 5).tolist() == [hit] * 4      # a series shorter than the window
+
+
 def test_scan_full_and_best_run_take_one_trim_per_pixel():
     rng = np.random.default_rng(4)
     n = 23
