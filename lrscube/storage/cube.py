@@ -385,22 +385,23 @@ def _checked(store: str, attrs) -> dict:
     return attrs
 
 
+def _coord_bytes(name: str, values, first: bool) -> bytes:
+    """The bytes a coordinate's checksum runs over, for ``values`` of consecutive slots
+    (``first``: starting at slot 0): strings joined by 0x1f, numbers as their stored dtype."""
+    dtype = COORDS[name]
+    if dtype == "str":
+        text = "\x1f".join(str(x) for x in np.asarray(values, dtype=object).ravel())
+        return (text if first else "\x1f" + text).encode()
+    return np.ascontiguousarray(np.asarray(values, dtype=dtype)).tobytes()
+
+
 def coords_crc(values: dict) -> dict[str, int]:
     """crc32c of each per-exposure coordinate's values over the stored slots (``values``: name ->
     the slots' values, as read): sealed into the attributes at every commit, so a coordinate
     chunk whose reference a damaged snapshot lost (read as fill values) or changed is an error,
     not other file names, footprints or times."""
-    out = {}
-    for name, v in values.items():
-        dtype = COORDS.get(name)
-        if dtype is None:
-            continue
-        if dtype == "str":
-            blob = "\x1f".join(str(x) for x in np.asarray(v, dtype=object).ravel()).encode()
-        else:
-            blob = np.ascontiguousarray(np.asarray(v, dtype=dtype)).tobytes()
-        out[name] = int(google_crc32c.value(blob))
-    return out
+    return {name: int(google_crc32c.value(_coord_bytes(name, v, True)))
+            for name, v in values.items() if name in COORDS}
 
 
 def check_coords(store: str, attrs: dict, values: dict) -> None:
@@ -418,12 +419,21 @@ def check_coords(store: str, attrs: dict, values: dict) -> None:
                                   "in the committed state", url=cube_url(store))
 
 
-def _sealed_coords(attrs: dict, arrays, n: int) -> None:
-    """``attrs["coords_crc"]`` from the coordinate ``arrays`` as written, read back over the
-    ``n`` stored slots (one read each, together)."""
-    arrays = [a for a in arrays if a.basename in COORDS]
-    values = sync(together([a.async_array.getitem(slice(0, n)) for a in arrays]))
-    attrs["coords_crc"] = coords_crc({a.basename: v for a, v in zip(arrays, values, strict=True)})
+def _sealed_coords(attrs: dict, arrays, start: int, new: dict) -> None:
+    """``attrs["coords_crc"]`` after the coordinates ``new`` (name -> values, as
+    :func:`_write_coords` wrote them) of slots ``start ..``: the last commit's checksums
+    extended by them (crc32c extends over appended bytes), or, where the last commit has none
+    for a coordinate (a store committed before there were any), the ``arrays`` read back over
+    every stored slot (one read each, together)."""
+    have = dict(attrs.get("coords_crc") or {})
+    names = [a.basename for a in arrays if a.basename in COORDS]
+    if start > 0 and any(n not in have for n in names):
+        arrays = [a for a in arrays if a.basename in COORDS]
+        values = sync(together([a.async_array.getitem(slice(0, start)) for a in arrays]))
+        have = coords_crc({a.basename: v for a, v in zip(arrays, values, strict=True)})
+    attrs["coords_crc"] = {n: int(google_crc32c.extend(have[n], _coord_bytes(n, new[n], False)))
+                           if start > 0 else int(google_crc32c.value(_coord_bytes(n, new[n], True)))
+                           for n in names}
 
 
 def info(store: str) -> dict:
@@ -538,11 +548,11 @@ class Append:
                              "append started from: another process wrote to the cube meanwhile")
         k = len(metas)
         if k:
-            _write_coords(self.arrays[len(DATA_VARS):], start, metas)
+            new = _write_coords(self.arrays[len(DATA_VARS):], start, metas)
         attrs = dict(self.group.attrs["lrscube"])
         attrs["n_committed"] = start + k
         if k:
-            _sealed_coords(attrs, self.arrays[len(DATA_VARS):], start + k)
+            _sealed_coords(attrs, self.arrays[len(DATA_VARS):], start, new)
         self.group.attrs["lrscube"] = seal(attrs)  # the commit point: one atomic write of the group metadata
         self._committed = start + k
         return start + k
@@ -618,8 +628,8 @@ class _RepositoryAppend(Append):
             sync(together([a.async_array.resize((start + k, *a.shape[1:])) for a in arrays
                            if a.shape[0] != start + k]))
             # zarr's resize updates the array's metadata in place: the coordinates take their writes as opened
-            _write_coords(arrays[len(self._planes):], start, metas)
-            _sealed_coords(attrs, arrays[len(self._planes):], start + k)
+            new = _write_coords(arrays[len(self._planes):], start, metas)
+            _sealed_coords(attrs, arrays[len(self._planes):], start, new)
         attrs["n_committed"] = start + k
         g.attrs["lrscube"] = seal(attrs)
         try:
@@ -639,8 +649,9 @@ def written(arrays) -> object | None:
     return engine.session_of(arrays[0]) if arrays else None
 
 
-def _write_coords(coords, start: int, metas: list[dict]) -> None:
-    """The per-exposure coordinates of slots ``start .. start+len(metas)`` into the arrays ``coords``."""
+def _write_coords(coords, start: int, metas: list[dict]) -> dict:
+    """The per-exposure coordinates of slots ``start .. start+len(metas)`` into the arrays
+    ``coords``; returns the values written (name -> array)."""
     sl = slice(start, start + len(metas))
     values = {"time": np.array([m["mjd"] for m in metas], dtype="float64")}
     for name, dtype in COORDS.items():
@@ -651,6 +662,7 @@ def _write_coords(coords, start: int, metas: list[dict]) -> None:
             values[name] = np.array([np.nan if v is None else v for v in vals], dtype=dtype)
     # the 22 small writes (one chunk each, read-modify-write) go out together
     sync(together([a.async_array.setitem(sl, values[a.basename]) for a in coords]))
+    return values
 
 
 def append_exposures(store: str, exposures, metas: list[dict]) -> int:
