@@ -328,10 +328,11 @@ def settle_boundaries(found: list[tuple[int, int]], z: np.ndarray, boundary_sigm
                 mu = (expected_levels(z, i, j) if mu is None else mu)[j:nxt]
                 norm = float(np.sqrt(np.sum(mu * mu)))
                 ev = float(np.sum(mu * (mu - z[j:nxt]))) / norm if norm > 0 else 0.0
-                if (ev >= boundary_sigma and log_prior is not None and k + 1 < len(runs)
-                        and norm * ev - 0.5 * norm * norm + log_prior[j] + log_prior[nxt] <= 0):
-                    ev = -np.inf  # a recovery and a return there are less probable than no change
-                if ev < boundary_sigma:
+                supported = ev >= boundary_sigma
+                if supported and log_prior is not None and k + 1 < len(runs):
+                    # a recovery and a return: the stretch's log-likelihood ratio plus both priors
+                    supported = norm * ev - 0.5 * norm * norm + log_prior[j] + log_prior[nxt] > 0
+                if not supported:
                     if k + 1 < len(runs):
                         nmu = float(z[runs[k + 1][0]:runs[k + 1][1]].mean())
                         if np.sign(nmu) == sign:

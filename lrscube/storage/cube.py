@@ -404,15 +404,17 @@ def coords_crc(values: dict) -> dict[str, int]:
             for name, v in values.items() if name in COORDS}
 
 
-def check_coords(store: str, attrs: dict, values: dict) -> None:
-    """Raise :class:`CorruptDataError` naming the coordinates whose values (over the stored
-    slots) differ from the checksums of the last commit (stores committed before there were
-    any have none to check)."""
-    want = attrs.get("coords_crc")
-    if not want:
-        return
+def failed_coords(attrs: dict, values: dict) -> list[str]:
+    """The coordinates among ``values`` (name -> values over the stored slots) whose checksums
+    differ from the last commit's (stores committed before there were any have none)."""
+    want = attrs.get("coords_crc") or {}
     got = coords_crc({k: v for k, v in values.items() if k in want})
-    bad = sorted(k for k in got if got[k] != int(want[k]))
+    return sorted(k for k in got if got[k] != int(want[k]))
+
+
+def check_coords(store: str, attrs: dict, values: dict) -> None:
+    """Raise :class:`CorruptDataError` naming the coordinates that fail :func:`failed_coords`."""
+    bad = failed_coords(attrs, values)
     if bad:
         raise st.CorruptDataError(f"coordinate{'s' if len(bad) > 1 else ''} {', '.join(bad)}: the values fail "
                                   "the checksum (crc32c) of the last commit: a chunk reference lost or changed "

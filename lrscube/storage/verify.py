@@ -134,9 +134,13 @@ def _coordinates(arrays: dict, n: int, rep: VerifyReport, attrs: dict) -> list[s
     commit; returns the file names (None if unreadable)."""
     names = None
     chunks = 0
+    read: dict[str, list] = {}  # each coordinate's chunks as read, for its checksum
+    whole = set()  # ... where every one of them read
     for name, a in arrays.items():
         if name in cube.PLANES:
             continue
+        read[name] = []
+        whole.add(name)
         for k in range(a.cdata_shape[0]):
             lo, hi = k * a.chunks[0], min((k + 1) * a.chunks[0], a.shape[0])
             if name not in ("y", "x") and lo >= n:
@@ -148,27 +152,21 @@ def _coordinates(arrays: dict, n: int, rep: VerifyReport, attrs: dict) -> list[s
                 if name in cube.ALWAYS_WRITTEN and not sync(a.store_path.store.exists(
                         f"{a.path}/{a.metadata.encode_chunk_key((k,))}")):
                     raise st.CorruptDataError("chunk missing from the committed state")
-                a.get_block_selection((k,))
+                read[name].append(a.get_block_selection((k,)))
             except Exception as e:  # noqa: BLE001 - crc mismatch (ValueError) or undecodable bytes
+                whole.discard(name)
                 what = f"chunk {k} (slots {lo}..{hi - 1}) corrupt ({type(e).__name__}: {e})"
                 rep.problems.append(Problem(f"exposures/{name}", what))
                 if name in ("filename", "time", "mjd"):  # the exposures of this chunk lose their identity
                     rep.problems += [Problem(f"exposures/{name}", "coordinate unreadable", slot=i)
                                      for i in range(lo, min(hi, n))]
     rep.checked["coordinate chunks"] = chunks
-    for name in sorted(attrs.get("coords_crc") or {}):
-        try:
-            cube.check_coords(rep.store, {"coords_crc": {name: attrs["coords_crc"][name]}}, {name: arrays[name][:n]})
-        except KeyError:
-            rep.problems.append(Problem(f"exposures/{name}", "array missing"))
-        except st.CorruptDataError as e:
-            rep.problems.append(Problem(f"exposures/{name}", e.reason))
-        except Exception:  # noqa: BLE001 - an unreadable chunk, reported above
-            pass
-    try:
-        names = [str(v) for v in arrays["filename"][:n]]
-    except Exception:  # noqa: BLE001 - reported above
-        names = None
+    values = {k: np.concatenate(v)[:n] if v else np.array([]) for k, v in read.items() if k in whole}
+    for name in cube.failed_coords(attrs, values):
+        rep.problems.append(Problem(f"exposures/{name}", "the values fail the checksum (crc32c) of the last "
+                                    "commit: a chunk reference lost or changed in the committed state"))
+    if "filename" in whole:
+        names = [str(v) for v in values["filename"]]
     for p in rep.problems:
         if p.slot is not None and names is not None and p.exposure is None:
             p.exposure = names[p.slot]
