@@ -8,7 +8,8 @@ exposures of additive excess: long enough to pass ``min_bad_exposures``, which o
 exposures and pairs (transients) fail. A defect holds its level (a warm pixel's dark current
 does not relax within hours); a latent falls. So a run of excess that lasts at most
 ``max_hours`` and whose last exposure lies clearly below an earlier one (by ``min_sigma`` in
-their combined noise, and below ``max_ratio`` of it) is not reported.
+their combined noise, and below ``max_ratio`` of it), and that nowhere rises by as much (a
+latent only decays), is not reported.
 
 Two more signs of a latent:
 
@@ -35,7 +36,12 @@ def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio:
     """True when the excess run ``e`` (DN/s per exposure, time order; noise ``s``, DN/s;
     ``hours`` the exposures' mid-times in hours) lasts at most ``max_hours`` and falls: its last
     exposure is below ``max_ratio`` of an earlier exposure's excess and below it by at least
-    ``min_sigma`` in the noise of their difference."""
+    ``min_sigma`` in the noise of their difference; and nowhere rises by as much.
+
+    A latent's charge only decays, so its mean rate over an exposure is below that over any
+    earlier one whatever their lengths (the exposures do not overlap). An exposure clearly in
+    excess followed by a later one higher by the same measure (``min_sigma``, and beyond
+    ``1 / max_ratio`` of it) is a pixel whose excess comes and goes, not a latent."""
     e = np.asarray(e, float)
     s = np.asarray(s, float)
     h = np.asarray(hours, float)
@@ -46,7 +52,20 @@ def decays_within(e, s, hours, *, max_hours: float, min_sigma: float, max_ratio:
     with np.errstate(invalid="ignore", divide="ignore"):
         drop = (earlier - last) / np.sqrt(se * se + sl * sl)
     ok = (earlier > 0) & (last <= max_ratio * earlier) & np.isfinite(drop)
-    return bool(np.any(ok & (drop >= min_sigma)))
+    return bool(np.any(ok & (drop >= min_sigma))) and not _rises(e, s, min_sigma, max_ratio)
+
+
+def _rises(e, s, min_sigma: float, max_ratio: float) -> bool:
+    """Whether an exposure in excess by ``min_sigma`` is followed by one above it by ``min_sigma``
+    in the noise of their difference and beyond ``1 / max_ratio`` of it (the reverse of a fall)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raised = np.isfinite(e) & np.isfinite(s) & (s > 0) & (e >= min_sigma * s)
+        for i in np.flatnonzero(raised[:-1]):
+            later, sl = e[i + 1:], s[i + 1:]
+            up = (later - e[i]) / np.sqrt(s[i] * s[i] + sl * sl)
+            if np.any(np.isfinite(up) & (up >= min_sigma) & (max_ratio * later >= e[i])):
+                return True
+    return False
 
 
 def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, min_sigma: float,

@@ -29,6 +29,20 @@ def test_a_steady_excess_or_a_slow_one_does_not():
     assert not decays_within(np.array([0.2, 0.18, 0.15]), np.full(3, 0.05), h[:3], **KW)
 
 
+def test_an_excess_that_rises_within_the_visit_is_no_latent():
+    # mrs-short (484, 1003) of the 40-exposure set: noisy over one visit, 0.70, 2.47 and 0.92
+    # DN/s above its sky (26, 78 and 91 sigma): it ends below its peak, but a latent's charge
+    # never climbs from one exposure to the next
+    h = np.array([0.0, 0.25, 0.85])
+    s = np.array([0.027, 0.031, 0.010])
+    assert not decays_within(np.array([0.70, 2.47, 0.92]), s, h, **KW)
+    # the same exposures falling from the first are a latent
+    assert decays_within(np.array([2.47, 0.70, 0.30]), s, h, **KW)
+    # a rise within the noise, or from an exposure not itself in excess, does not count
+    assert decays_within(np.array([0.40, 0.42, 0.10]), np.full(3, 0.02), h, **KW)
+    assert decays_within(np.array([0.02, 0.40, 0.10]), np.full(3, 0.02), h, **KW)
+
+
 def _visits(seed, excess_of_hours):
     """60 exposures in visits of 5 exposures 15 min apart, visits ~20 days apart; sky 2-20 DN/s,
     ERR 0.03 DN/s; ``excess_of_hours(h)`` the additive excess in DN/s at time h (hours)."""
