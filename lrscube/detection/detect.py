@@ -408,27 +408,40 @@ def _tile_gap(ctx: TileContext, origin, shape) -> np.ndarray:
     return _tile_unlit(ctx, origin, shape) == GAP
 
 
-def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, window: int) -> np.ndarray:
+def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, window: int,
+                      rise: np.ndarray | None = None, fall: np.ndarray | None = None) -> np.ndarray:
     """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
-    more than ``max_events`` event exposures, or three exposures beyond the event threshold
-    (``beyond``: above it, or as far below the baseline) within ``2 window + 1`` exposures around
-    an event (cosmic rays hit a pixel in ~1e-4 of its exposures: three of them that close in one
-    pixel are a fraction of a pixel of a million over a data set; a telegraph pixel's rare high
-    states look exactly like that; and a cosmic ray only adds charge, so an exposure as far
-    below the baseline beside the events is the pixel swinging both ways, a noisy one).
-    Two close events are still taken for cosmic rays: kept, they would make a run of three
-    exposures at 2 x clip_sigma / sqrt(3), above the threshold."""
+    more than ``max_events`` event exposures, or within ``2 window + 1`` exposures around an
+    event three exposures beyond the event threshold (``beyond``: above it, or as far below the
+    baseline), or an event that is a ``rise`` with a ``fall`` within ``2 window + 1``
+    consecutive exposures (both beyond the tile's :func:`lrscube.detection.variance.swing_level`).
+    Cosmic rays hit a pixel in ~1e-4 of its exposures: three of them that close in one pixel
+    are a fraction of a pixel of a million over a data set; a telegraph pixel's rare high states
+    look exactly like that; and a cosmic ray only adds charge, so a fall beside an event is the
+    pixel swinging both ways, a noisy one, where the data show such pairs to be rare (as
+    :func:`lrscube.detection.variance.trims` judges it). Two close events are still taken for
+    cosmic rays: kept, they would make a run of three exposures at 2 x clip_sigma / sqrt(3),
+    above the threshold."""
     trans = np.asarray(trans, bool)
     beyond = np.asarray(beyond, bool)
     out = trans.sum(axis=0) > max_events
-    w = 2 * int(window) + 1
-    for j in np.flatnonzero(~out & trans.any(axis=0) & (beyond.sum(axis=0) >= 3)):
+    n = beyond.shape[0]
+    swings = np.zeros(trans.shape[1], bool)
+    if rise is not None and fall is not None:
+        rise = np.asarray(rise, bool) & trans
+        fall = np.asarray(fall, bool)
+        swings = rise.any(axis=0) & fall.any(axis=0)
+    for j in np.flatnonzero(~out & trans.any(axis=0) & ((beyond.sum(axis=0) >= 3) | swings)):
         c = np.concatenate([[0], np.cumsum(beyond[:, j])])
         t = np.flatnonzero(trans[:, j])
-        lo = np.clip(t - window, 0, beyond.shape[0])
-        hi = np.clip(t + window + 1, 0, beyond.shape[0])
+        lo = np.clip(t - window, 0, n)
+        hi = np.clip(t + window + 1, 0, n)
         if np.any(c[hi] - c[lo] >= 3):
             out[j] = True
+        elif swings[j]:  # a fall within 2 window + 1 consecutive exposures of a rising event
+            cf = np.concatenate([[0], np.cumsum(fall[:, j])])
+            t = np.flatnonzero(rise[:, j])
+            out[j] = bool(np.any(cf[np.clip(t + 2 * window + 1, 0, n)] - cf[np.clip(t - 2 * window, 0, n)] >= 1))
     return out
 
 
@@ -473,12 +486,13 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         return empty_intervals(), diag
     tn = _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx, origin, (ny, nx))
     diag["variance_null_scale"] = tn.vscale
+    diag["swing_level"] = tn.swing
     its = _IntScat.of(intscat, ctx, valid, tr2, has, n_t, P)
     diag["candidates_intscat"] = 0
     rows_ev, rows_meta, extra = [], [], []
     for pix, t_idx in _footprint_groups(valid, has):
         g = _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn, p)
-        trans, excl, e = _single_exposure_events(g, p)
+        trans, excl, e = _single_exposure_events(g, p, tn.swing)
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
         c_level, c_scatter, static = _screens(g, e, excl, tn, p, ctx.thresholds)
         cand = np.flatnonzero(c_level | c_scatter | static)
@@ -713,6 +727,7 @@ class _TileNoise(NamedTuple):
     vscale: float  #: the measured null scale of the excess-variance statistic
     g1: float  #: Gaussian null moments of squares clipped at ``clip_sigma``
     g2: float
+    swing: float = np.inf  #: :func:`lrscube.detection.variance.swing_level` of the tile
 
 
 def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, origin, shape) -> _TileNoise:
@@ -742,23 +757,28 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
                                       float(p.variance_clip_sigma), shape, (p.sky_window_px, 5), axis=disp,
                                       groups=codes)
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
-    vline, vscale = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp)
-    return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, codes == GAP, pri, lresp, hnoise, vline, vscale, g1, g2)
+    vline, vscale, swing = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp,
+                                          ctx.thresholds.alpha)
+    return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, codes == GAP, pri, lresp, hnoise, vline, vscale, g1, g2,
+                      swing)
 
 
-def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp):
-    """(vline, vscale): the variance factor each line across the dispersion shares (an end of
-    the sky model), and the measured null of the excess-variance statistic after it: its robust
-    scale over the tile's pixels (``x_all``: residuals about each pixel's baseline in units of
-    the noise; ``g``: Gaussian null moments at ``clip_sigma``)."""
+def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp, alpha=float("nan")):
+    """(vline, vscale, swing): the variance factor each line across the dispersion shares (an
+    end of the sky model), the measured null of the excess-variance statistic after it (its
+    robust scale over the tile's pixels) and the level beyond which a rise and a fall are a
+    pixel's own (:func:`lrscube.detection.variance.swing_level` at the false-alarm rate
+    ``alpha``). ``x_all``: residuals about each pixel's baseline in units of the noise; ``g``:
+    Gaussian null moments at ``clip_sigma``."""
     g1, g2 = g
     xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
     vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
                                  window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
-    tr = variance.trims(xa, p.transient_sigma, p.transient_window)
+    swing = variance.swing_level(xa[:, has], p.transient_sigma, p.transient_window, alpha)
+    tr = variance.trims(xa, p.transient_sigma, p.transient_window, swing)
     # the statistic of variance.terms(xa / sqrt(vline), ...) without the tile's terms
     stat = variance.full_terms(xa, s_all, p.clip_sigma, g1, g2, np.flatnonzero(has), trim=tr, div=np.sqrt(vline))
-    return vline, variance.null_scale(stat)
+    return vline, variance.null_scale(stat), swing
 
 
 def _footprint_groups(valid, has):
@@ -817,17 +837,20 @@ def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Gro
     return _Group(pix, t_idx, ix(r2), ix(sky2), sg, ix(tr2), jg, clip, vc, m1, m2, tuple(v[pix] for v in tn.prior))
 
 
-def _single_exposure_events(g: _Group, p):
+def _single_exposure_events(g: _Group, p, swing: float = np.inf):
     """(trans, excl, e): single-exposure events against each pixel's own baseline (cosmic rays,
-    unless the pixel's own: :func:`keep_whole_pixels`), the exposures left out (events and
-    traces), and the residual against the baseline refitted without them (NaN where left out)."""
+    unless the pixel's own: :func:`keep_whole_pixels`, ``swing`` the tile's
+    :func:`lrscube.detection.variance.swing_level`), the exposures left out (events and traces),
+    and the residual against the baseline refitted without them (NaN where left out)."""
     b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior,
                                       leverage=False)
     e0 = baseline.residuals_about(g.r, g.sky, b0.a, b0.d, g.on_trace)
     trans = transients(e0, g.s, g.sky, window=p.transient_window, nsigma=p.transient_sigma)
     with np.errstate(invalid="ignore"):
-        beyond = np.abs(e0 / g.s) > p.transient_sigma
-    trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window)] = False
+        x0 = e0 / g.s
+        beyond = np.abs(x0) > p.transient_sigma
+        rise, fall = x0 > swing, x0 < -swing
+    trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window, rise, fall)] = False
     excl = g.on_trace | trans
     # refitted where events were left out: elsewhere the exposures, and so the fit, are the same
     # (each pixel's fit is its own: fit_response_offset over any set of columns gives their bits)
@@ -859,7 +882,7 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
     with np.errstate(invalid="ignore", divide="ignore"):
         # the measured null moments in JUMP_DET exposures, the Gaussian ones elsewhere
         uw, vw = variance.terms(x, g.s, g.clip, g.m1, g.m2, jump=g.jump, null=(tn.g1, tn.g2))
-        tr = variance.trims(x, p.transient_sigma, p.transient_window)
+        tr = variance.trims(x, p.transient_sigma, p.transient_window, tn.swing)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
@@ -929,7 +952,8 @@ def _normal_end_events(g: _Group, j: int, use, k: float) -> np.ndarray:
 def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> list[dict]:
     """:func:`lrscube.detection.states.pixel_intervals` of pixel ``j`` over its exposures ``use``."""
     k = g.pix[j]
-    return pixel_intervals(g.r[use, j], g.s[use, j], g.sky[use, j], ctx.params, ctx.thresholds, g.clip[use, j],
+    th = ctx.thresholds._replace(swing=tn.swing)
+    return pixel_intervals(g.r[use, j], g.s[use, j], g.sky[use, j], ctx.params, th, g.clip[use, j],
                            (g.m1[use, j], g.m2[use, j], g.vc[use, j]), prior=tuple(v[j] for v in g.prior),
                            variance_scale=tn.vscale, lit=bool(tn.lit[k]), gap=bool(tn.gap[k]),
                            hours=ctx.mjd[g.t_idx[use]] * 24.0, line_response=float(tn.lresp[k]),
@@ -1313,7 +1337,7 @@ def _findings(ds, ctx: TileContext, results: list, iv: pd.DataFrame, trace_px) -
     return {
         "pixels_analysed": int(sum(r[1]["pixels"] for r in results)),
         "candidates": int(sum(r[1]["candidates"] for r in results)),
-        "thresholds_sigma": dict(ctx.thresholds._asdict()),
+        "thresholds_sigma": {k: getattr(ctx.thresholds, k) for k in ("level", "variance", "static")},
         "candidates_by_screen": {k: int(sum(r[1].get("candidates_" + k, 0) for r in results))
                                  for k in ("level", "scatter", "static", "intscat")},
         "companion_intervals": int(sum(r[1].get("companions", 0) for r in results)),

@@ -262,7 +262,7 @@ class DetectionParams:
             level = float(-ndtri(min(alpha / (2.0 * runs), 0.5)))
         variance = float(-ndtri(min(alpha / runs, 0.5)))
         static = float(-ndtri(min(alpha / 2.0, 0.5)))  # static_alpha inverts it
-        return Thresholds(level, variance, static)
+        return Thresholds(level, variance, static, alpha)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

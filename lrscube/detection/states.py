@@ -58,6 +58,10 @@ class Thresholds(NamedTuple):
     level: float  #: a run whose mean differs from the normal state (two-sided)
     variance: float  #: a run of excess scatter (one-sided)
     static: float  #: a normal state beyond a physical limit (one-sided)
+    alpha: float = float("nan")  #: the false-alarm rate per pixel each screen is given
+    #: a rise and a fall beyond this (sigma) within a few exposures are the pixel's own
+    #: (:func:`lrscube.detection.variance.swing_level`, measured per tile; inf: never)
+    swing: float = float("inf")
 
 
 def baseline_state(r, s, sky, use, prior=None) -> tuple[float, float]:
@@ -1074,7 +1078,7 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     p, s, cap = px.p, px.s, px.cap
     x = x / np.sqrt(px.variance_line)
     u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
-    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window)[0])
+    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing)[0])
     i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=trim)
     if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
         return []

@@ -772,3 +772,21 @@ def test_the_pixels_of_the_narrow_gaps_are_calibrated_apart_from_the_slices():
     # without the gaps apart the slices' pixels take part of the gaps' excess
     together = calibrations(calibration_stage(r, s, sky, none, np.zeros((ny, nx), bool), p, (0, 0)), p)
     assert np.all(together[(0, 0)].scale[extra > 1] > 1.05)
+
+
+def test_an_event_beside_an_exposure_far_below_is_the_pixel_s_own():
+    """A cosmic ray only adds charge: imager (308, 741) of the 40-exposure set, noisy over its
+    last seven exposures, reads 30 sigma above its baseline in one and 21 below six exposures
+    later; where such pairs are rare (both beyond the tile's swing level), its event is its own,
+    not a hit. The same event alone, or with the fall far from it, or a swing level above the
+    fall, may be a hit."""
+    from lrscube.detection.detect import keep_whole_pixels
+    x = np.zeros((33, 3))
+    x[[26, 32], 0] = [30.0, -21.0]
+    x[[26], 1] = [30.0]
+    x[[5, 32], 2] = [30.0, -21.0]     # further apart than 2 window + 1
+    trans = x > 5.0
+    beyond = np.abs(x) > 5.0
+    for swing, first in ((8.0, True), (25.0, False), (np.inf, False)):
+        got = keep_whole_pixels(trans, beyond, 2, 5, x > swing, x < -swing)
+        assert got.tolist() == [first, False, False]

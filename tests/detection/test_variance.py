@@ -355,6 +355,48 @@ def test_three_excursions_close_together_are_the_pixel_s_own_whatever_their_sign
     assert variance.trims(x[:5], 5.0, 5).tolist() == [hit] * 4      # a series shorter than the window
 
 
+def test_one_excursion_below_beside_one_above_is_the_pixel_s_own_where_such_pairs_are_rare():
+    """A cosmic ray only adds charge: an exposure 9 sigma below the baseline within a few
+    exposures of one 27 sigma above (lrs (547, 790) of the 40-exposure set, noisy over its last
+    six full frames) is a pixel swinging both ways, not a hit, where both lie beyond the swing
+    level; two above, or the two far apart, may be hits."""
+    x = np.zeros((20, 4))
+    x[[15, 18, 19], 0] = [-9.1, 26.9, 4.4]
+    x[[15, 18], 1] = [9.1, 26.9]              # both above
+    x[[2, 18], 2] = [-9.1, 26.9]              # further apart than the window
+    x[[15, 18], 3] = [-6.0, 26.9]             # the fall short of the swing level
+    own, hit = variance.TRIM_SWINGING, variance.TRIM
+    assert variance.trims(x, 5.0, 5, swing=8.0).tolist() == [own, hit, hit, hit]
+    assert variance.trims(x, 5.0, 5).tolist() == [hit] * 4          # no swing level: never
+    assert variance.trims(x, 5.0, swing=8.0).tolist() == [hit] * 4  # no window: three beyond as well
+
+
+def test_the_swing_level_is_where_the_data_make_such_pairs_rarer_than_the_false_alarm_rate():
+    """Gaussian noise: a rise and a fall beyond 5 sigma within 11 exposures are rare (about
+    40 x 11 x 3e-7 x 3e-7 per pixel): the level is the event threshold; Student-t noise (3
+    degrees of freedom, unit variance) falls beyond 5 sigma in ~2e-3 of its exposures: such
+    pairs arise in ~1e-4 of its pixels and the level must rise far; too few values to measure a
+    rarity: none. The tails are the single excursions': defects that swing often do not count."""
+    rng = np.random.default_rng(2)
+    alpha = 0.1 / 3 / 1e6
+    g = rng.normal(size=(40, 60000))
+    assert variance.swing_level(g, 5.0, 5, alpha) == 5.0
+    t = rng.standard_t(3, size=(40, 60000)) / np.sqrt(3.0)
+    f = variance.swing_level(t, 5.0, 5, alpha)
+    assert f > 10.0
+    # at that level the pairs are as rare as asked, by the tails of the single excursions
+    single = t[:, (np.abs(t) > 5.0).sum(axis=0) == 1]
+    n_up, n_down = (single > f).sum(), (single < -f).sum()
+    assert 40 * 11 * max(n_up, 1) / t.size * max(n_down, 1) / t.size <= alpha
+    # a noisy pixel's own swings do not raise the level: 50 pixels swinging by 20 sigma
+    g2 = g.copy()
+    g2[::4, :50] = 20.0
+    g2[1::4, :50] = -20.0
+    assert variance.swing_level(g2, 5.0, 5, alpha) == 5.0
+    assert variance.swing_level(g[:, :100], 5.0, 5, alpha) == np.inf
+    assert variance.swing_level(np.full((5, 5), np.nan), 5.0, 5, alpha) == np.inf
+
+
 def test_scan_full_and_best_run_take_one_trim_per_pixel():
     rng = np.random.default_rng(4)
     n = 23
