@@ -849,7 +849,7 @@ def _single_exposure_events(g: _Group, p, swing: float = np.inf):
     with np.errstate(invalid="ignore"):
         x0 = e0 / g.s
         beyond = np.abs(x0) > p.transient_sigma
-        rise, fall = x0 > swing, x0 < -swing
+        rise, fall = (x0 > swing, x0 < -swing) if np.isfinite(swing) else (None, None)
     trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window, rise, fall)] = False
     excl = g.on_trace | trans
     # refitted where events were left out: elsewhere the exposures, and so the fit, are the same

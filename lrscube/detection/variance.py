@@ -56,20 +56,23 @@ def trims(x: np.ndarray, sigma: float, window: int | None = None, swing: float =
     x = np.asarray(x)
     with np.errstate(invalid="ignore"):
         up, down = x > sigma, x < -sigma
-        rise, fall = x > swing, x < -swing
     n_out = up.sum(axis=0) + down.sum(axis=0)
-    own = up.any(axis=0) & down.any(axis=0) & (n_out >= 3)
+    both = up.any(axis=0) & down.any(axis=0)
+    own = both & (n_out >= 3)
     if window is not None and x.shape[0]:
         w = min(2 * int(window) + 1, x.shape[0])
-        # a few pixels of a tile: only theirs are counted
-        cols = np.flatnonzero(((n_out >= 3) | (rise.any(axis=0) & fall.any(axis=0))) & ~own)
+        # a few pixels of a tile: only theirs are counted (a swing needs both signs beyond sigma)
+        cols = np.flatnonzero(((n_out >= 3) | (both & np.isfinite(swing))) & ~own)
 
         def in_window(b):  # (windows, cols): exposures of b in each window of w
-            c = np.concatenate([np.zeros((1, cols.size), np.int64), np.cumsum(b[:, cols], axis=0)])
+            c = np.concatenate([np.zeros((1, cols.size), np.int64), np.cumsum(b, axis=0)])
             return c[w:] - c[:-w]
 
-        own[cols] = ((in_window(up) + in_window(down)).max(axis=0) >= 3) | (
-            (in_window(rise) > 0) & (in_window(fall) > 0)).any(axis=0)
+        xc = x[:, cols]
+        with np.errstate(invalid="ignore"):
+            rise, fall = in_window(xc > swing), in_window(xc < -swing)
+        own[cols] = ((in_window(up[:, cols]) + in_window(down[:, cols])).max(axis=0) >= 3) | (
+            (rise > 0) & (fall > 0)).any(axis=0)
     return np.where(own, float(TRIM_SWINGING), float(TRIM))
 
 
