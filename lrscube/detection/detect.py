@@ -727,7 +727,7 @@ class _TileNoise(NamedTuple):
     vscale: float  #: the measured null scale of the excess-variance statistic
     g1: float  #: Gaussian null moments of squares clipped at ``clip_sigma``
     g2: float
-    swing: float = np.inf  #: :func:`lrscube.detection.variance.swing_level` of the tile
+    swing: float  #: :func:`lrscube.detection.variance.swing_level` of the tile
 
 
 def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, origin, shape) -> _TileNoise:
@@ -763,7 +763,7 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
                       swing)
 
 
-def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp, alpha=float("nan")):
+def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp, alpha):
     """(vline, vscale, swing): the variance factor each line across the dispersion shares (an
     end of the sky model), the measured null of the excess-variance statistic after it (its
     robust scale over the tile's pixels) and the level beyond which a rise and a fall are a

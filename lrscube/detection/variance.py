@@ -16,7 +16,8 @@ additive variance when ERR is exact) keeps one long exposure from dominating the
 run's largest term is left out twice, so no two raised exposures (cosmic-ray residuals, a
 shower, a latent) reach the threshold by themselves, whatever their size. A pixel that swings
 beyond the event threshold both ways, or has three exposures beyond it within a few of each
-other (:func:`trims`), has its largest term left out once: a cosmic ray only adds charge and
+other, or a rise and a fall beyond the tile's measured swing level (:func:`swing_level`) within
+a few (:func:`trims`), has its largest term left out once: a cosmic ray only adds charge and
 hits a pixel in ~1e-4 of its exposures, so such excursions are the pixel's own, and trimming
 twice left a strongly noisy pixel seen in a few exposures under the threshold.
 
