@@ -36,5 +36,5 @@ class QuietTaskFailures(WorkerPlugin):
     def setup(self, worker):
         logging.getLogger("distributed.worker").addFilter(_FILTER)  # once per process (addFilter dedups)
 
-    def teardown(self, worker):
-        logging.getLogger("distributed.worker").removeFilter(_FILTER)
+    # No teardown: a closing worker removes its plugins before it stops its heartbeat, and a beat
+    # already under way then finds the scheduler gone; the filter stays for the process's life.

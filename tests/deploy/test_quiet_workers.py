@@ -33,3 +33,26 @@ def test_a_command_s_workers_log_what_the_client_does_not_report(tmp_path):
     assert "a worker's own warning" in res.stderr
     assert "heartbeat" not in res.stderr and "Compute Failed" not in res.stderr
     assert "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_closing_worker_s_last_heartbeat_stays_off_the_terminal():
+    # a worker closing removes its plugins before it stops its heartbeat (distributed's
+    # Worker.close): a beat under way then logs the scheduler gone, after the plugin's teardown
+    import logging
+
+    from lrscube.deploy.quiet_workers import QuietTaskFailures
+
+    log = logging.getLogger("distributed.worker")
+    plugin = QuietTaskFailures()
+    plugin.setup(worker=None)
+    try:
+        plugin.teardown(worker=None)
+        rec = log.makeRecord(log.name, logging.ERROR, __file__, 0,
+                             "Failed to communicate with scheduler during heartbeat.", (), None)
+        assert not log.filter(rec)
+        own = log.makeRecord(log.name, logging.WARNING, __file__, 0, "a worker's own warning", (), None)
+        assert log.filter(own)
+    finally:
+        for f in list(log.filters):
+            if type(f).__name__ == "_DropReported":
+                log.removeFilter(f)
