@@ -409,7 +409,8 @@ def _tile_gap(ctx: TileContext, origin, shape) -> np.ndarray:
 
 
 def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, window: int,
-                      rise: np.ndarray | None = None, fall: np.ndarray | None = None) -> np.ndarray:
+                      rise: np.ndarray | None = None, fall: np.ndarray | None = None,
+                      scattered: np.ndarray | None = None) -> np.ndarray:
     """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
     more than ``max_events`` event exposures, or within ``2 window + 1`` exposures around an
     event three exposures beyond the event threshold (``beyond``: above it, or as far below the
@@ -421,10 +422,15 @@ def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, wi
     pixel swinging both ways, a noisy one, where the data show such pairs to be rare (as
     :func:`lrscube.detection.variance.trims` judges it). Two close events are still taken for
     cosmic rays: kept, they would make a run of three exposures at 2 x clip_sigma / sqrt(3),
-    above the threshold."""
+    above the threshold. So is a pixel with an event in an exposure whose integrations
+    ``scattered`` beyond chance (:func:`lrscube.detection.intscat.beyond`): a cosmic ray hits one
+    integration, which ingest leaves out of that scatter; a pixel switching within the exposure
+    (a telegraph dwelling seconds to minutes) raises its mean and its scatter alike."""
     trans = np.asarray(trans, bool)
     beyond = np.asarray(beyond, bool)
     out = trans.sum(axis=0) > max_events
+    if scattered is not None:
+        out |= (trans & scattered).any(axis=0)
     n = beyond.shape[0]
     swings = np.zeros(trans.shape[1], bool)
     if rise is not None and fall is not None:
@@ -492,9 +498,17 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     rows_ev, rows_meta, extra = [], [], []
     for pix, t_idx in _footprint_groups(valid, has):
         g = _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn, p)
-        trans, excl, e = _single_exposure_events(g, p, tn.swing)
+        scattered = None if its is None else intscat_screen.beyond(its.q[np.ix_(t_idx, pix)], its.dof[t_idx],
+                                                                   p.transient_sigma, its.scale)
+        trans, excl, e = _single_exposure_events(g, p, tn.swing, scattered)
+        # an exposure beyond the event threshold whose integrations scatter beyond chance: the
+        # pixel's own excursion, not a hit (which ingest leaves out of that scatter)
+        own = None
+        if scattered is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                own = (scattered & (np.abs(e / g.s) > p.transient_sigma)).any(axis=0)
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
-        c_level, c_scatter, static = _screens(g, e, excl, tn, p, ctx.thresholds)
+        c_level, c_scatter, static = _screens(g, e, excl, tn, p, ctx.thresholds, own)
         cand = np.flatnonzero(c_level | c_scatter | static)
         diag["candidates"] += int(cand.size)
         diag["candidates_level"] += int(c_level.sum())
@@ -502,7 +516,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
         diag["candidates_static"] += int(static.sum())
         found = []  # (column, evidence, exposures used) of the group's intervals
         for j in cand:
-            ivs, ti = _candidate_intervals(g, j, trans, excl, tn, ctx)
+            ivs, ti = _candidate_intervals(g, j, trans, excl, tn, ctx, own is not None and bool(own[j]))
             yy, xx = divmod(int(pix[j]), nx)
             for iv in ivs:
                 rows_ev.append(iv)
@@ -837,11 +851,12 @@ def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Gro
     return _Group(pix, t_idx, ix(r2), ix(sky2), sg, ix(tr2), jg, clip, vc, m1, m2, tuple(v[pix] for v in tn.prior))
 
 
-def _single_exposure_events(g: _Group, p, swing: float = np.inf):
+def _single_exposure_events(g: _Group, p, swing: float = np.inf, scattered=None):
     """(trans, excl, e): single-exposure events against each pixel's own baseline (cosmic rays,
     unless the pixel's own: :func:`keep_whole_pixels`, ``swing`` the tile's
-    :func:`lrscube.detection.variance.swing_level`), the exposures left out (events and traces),
-    and the residual against the baseline refitted without them (NaN where left out)."""
+    :func:`lrscube.detection.variance.swing_level`; ``scattered`` (m, k) bool or None: exposures
+    whose integrations scatter beyond chance), the exposures left out (events and traces), and
+    the residual against the baseline refitted without them (NaN where left out)."""
     b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior,
                                       leverage=False)
     e0 = baseline.residuals_about(g.r, g.sky, b0.a, b0.d, g.on_trace)
@@ -850,7 +865,7 @@ def _single_exposure_events(g: _Group, p, swing: float = np.inf):
         x0 = e0 / g.s
         beyond = np.abs(x0) > p.transient_sigma
         rise, fall = (x0 > swing, x0 < -swing) if np.isfinite(swing) else (None, None)
-    trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window, rise, fall)] = False
+    trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window, rise, fall, scattered)] = False
     excl = g.on_trace | trans
     # refitted where events were left out: elsewhere the exposures, and so the fit, are the same
     # (each pixel's fit is its own: fit_response_offset over any set of columns gives their bits)
@@ -864,7 +879,7 @@ def _single_exposure_events(g: _Group, p, swing: float = np.inf):
     return trans, excl, baseline.residuals_about(g.r, g.sky, a, d, excl)
 
 
-def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
+def _screens(g: _Group, e, excl, tn: _TileNoise, p, th, own=None):
     """(c_level, c_scatter, static), each (k,) bool: the group's pixels each screen makes
     candidates, at ``screen_fraction`` of its threshold (the static screen at the threshold)."""
     # the residual in units of the noise (x, as screens 2 and 2b take it), clipped (z, screen 1)
@@ -883,6 +898,8 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th):
         # the measured null moments in JUMP_DET exposures, the Gaussian ones elsewhere
         uw, vw = variance.terms(x, g.s, g.clip, g.m1, g.m2, jump=g.jump, null=(tn.g1, tn.g2))
         tr = variance.trims(x, p.transient_sigma, p.transient_window, tn.swing)
+        if own is not None:
+            tr = np.where(own, float(variance.TRIM_SWINGING), tr)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
@@ -906,7 +923,7 @@ def _static_screen(g: _Group, excl, tn: _TileNoise, p, th) -> np.ndarray:
     return static
 
 
-def _candidate_intervals(g: _Group, j: int, trans, excl, tn: _TileNoise, ctx: TileContext):
+def _candidate_intervals(g: _Group, j: int, trans, excl, tn: _TileNoise, ctx: TileContext, own: bool = False):
     """(intervals, exposures used) of the group's candidate pixel ``j``
     (:func:`lrscube.detection.states.pixel_intervals`). A pixel with an excess: its isolated high
     states are more likely its own (a telegraph pixel's) than cosmic rays, which hit one
@@ -916,18 +933,18 @@ def _candidate_intervals(g: _Group, j: int, trans, excl, tn: _TileNoise, ctx: Ti
     event may be part of it (a defect's first exposure above the rest of its run; a telegraph's
     short high states at one level, the first taken for events, the last too short alone; a
     pixel beyond a physical limit in all its exposures whose series without them was too short
-    to know its baseline)."""
+    to know its baseline). ``own``: its excursions are its own (:func:`temporal_stage`)."""
     use = ~excl[:, j]
-    ivs = _analyse_pixel(g, j, use, tn, ctx)
+    ivs = _analyse_pixel(g, j, use, tn, ctx, own)
     if trans[:, j].any() and (any(iv["sign"] > 0 or iv["noisy"] for iv in ivs)
                               or not ivs):
         use = ~g.on_trace[:, j]
-        ivs = _analyse_pixel(g, j, use, tn, ctx)
+        ivs = _analyse_pixel(g, j, use, tn, ctx, own)
     elif any(iv["static"] for iv in ivs):
         ends = _normal_end_events(g, j, use, ctx.params.changepoint_sigma)
         if ends.any():
             use = use | ends
-            ivs = _analyse_pixel(g, j, use, tn, ctx)
+            ivs = _analyse_pixel(g, j, use, tn, ctx, own)
     return ivs, g.t_idx[use]
 
 
@@ -949,7 +966,7 @@ def _normal_end_events(g: _Group, j: int, use, k: float) -> np.ndarray:
     return ends & baseline.at_population(g.r[:, j], g.s[:, j], g.sky[:, j], tuple(v[j] for v in g.prior), k)
 
 
-def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> list[dict]:
+def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext, own: bool = False) -> list[dict]:
     """:func:`lrscube.detection.states.pixel_intervals` of pixel ``j`` over its exposures ``use``."""
     k = g.pix[j]
     th = ctx.thresholds._replace(swing=tn.swing)
@@ -957,7 +974,7 @@ def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext) -> 
                            (g.m1[use, j], g.m2[use, j], g.vc[use, j]), prior=tuple(v[j] for v in g.prior),
                            variance_scale=tn.vscale, lit=bool(tn.lit[k]), gap=bool(tn.gap[k]),
                            hours=ctx.mjd[g.t_idx[use]] * 24.0, line_response=float(tn.lresp[k]),
-                           hits=ctx.mjd[g.t_idx[g.jump[:, j]]] * 24.0)
+                           hits=ctx.mjd[g.t_idx[g.jump[:, j]]] * 24.0, own=own)
 
 
 def _tile_records(rows_ev: list[dict], rows_meta: list, origin, ctx: TileContext) -> list[dict]:

@@ -69,6 +69,20 @@ def calibrate(q: np.ndarray, dof: np.ndarray) -> np.ndarray:
     return out
 
 
+def beyond(q: np.ndarray, dof: np.ndarray, sigma: float, scale: float = 1.0) -> np.ndarray:
+    """bool like ``q`` (time, ...): exposures whose integrations scatter beyond chance at the
+    one-sided Gaussian tail of ``sigma``: ``k q`` beyond the quantile of ``chi2(k)`` (``k`` =
+    ``dof`` per exposure), its excess over 1 widened by the tile's measured null ``scale``.
+    A cosmic ray hits one integration, which ingest leaves out of ``q`` (docs/storage.md), so
+    an exposure raised by a hit does not scatter so."""
+    q = np.asarray(q, float)
+    k = np.asarray(dof, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        thr = np.where(k > 0, stats.chi2.isf(stats.norm.sf(sigma), np.maximum(k, 1.0)) / np.maximum(k, 1.0), np.inf)
+        thr = 1.0 + (thr - 1.0) * max(float(scale), 1.0)
+        return np.nan_to_num(q, nan=-np.inf) > thr.reshape((-1,) + (1,) * (q.ndim - 1))
+
+
 def terms(q: np.ndarray, dof: np.ndarray, clip_sigma: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
     """``(u, v)`` shaped like ``q`` (time, pixels): ``k (q - 1)``, capped at ``clip_sigma`` times
     its null standard deviation ``sqrt(2 k)`` (a pixel's significance comes from several

@@ -513,13 +513,16 @@ class _Pixel(NamedTuple):
     variance_scale: float
     variance_line: float
     log_prior: np.ndarray | None = None  #: of a change before each exposure (:func:`~lrscube.detection.changepoints.boundary_log_prior`)
+    #: the pixel's excursions are its own (an event in an exposure whose integrations scatter
+    #: beyond chance): a span's largest term is left out once
+    own: bool = False
 
     @property
     def n(self) -> int:
         return self.r.size
 
 
-def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours=None) -> _Pixel:
+def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours=None, own=False) -> _Pixel:
     """The series with their clips, null moments (default: Gaussian, ``variance_clip_sigma``) and
     the shapes of a level change, as :func:`pixel_intervals` takes them."""
     n = r.size
@@ -536,12 +539,12 @@ def _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line,
     wm1 = np.where(cap == vc, m1, g1)  # JUMP_DET exposures: clipped like the scatter, measured null
     wm2 = np.where(cap == vc, m2, g2)
     return _Pixel(r, s, sky, cap, m1, m2, vc, wm1, wm2, excess, deficit, p, thresholds,
-                  variance_scale, variance_line, None if hours is None else cp.boundary_log_prior(hours))
+                  variance_scale, variance_line, None if hours is None else cp.boundary_log_prior(hours), bool(own))
 
 
 def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=None, prior=None,
                     variance_scale: float = 1.0, variance_line: float = 1.0, lit: bool = True, gap: bool = False,
-                    hours=None, line_response: float = 1.0, hits=None) -> list[dict]:
+                    hours=None, line_response: float = 1.0, hits=None, own: bool = False) -> list[dict]:
     """Bad intervals of one pixel against its normal state.
 
     ``r, s, sky`` are 1-D over the pixel's exposures (time order, excluded ones removed);
@@ -562,6 +565,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     ``hits``: the mid-times (hours) of the pixel's JUMP_DET exposures, those left out of the
     series included: a run that holds one and shows no excess of its own outside those hours
     is a latent too.
+    ``own``: the pixel's excursions are its own, not cosmic rays (an event in an exposure whose
+    integrations scatter beyond chance, :func:`lrscube.detection.intscat.beyond`).
     ``line_response``: the response the pixel's line across the dispersion shares
     (:func:`lrscube.detection.baseline.line_response`, at most 1); the physical limit on the
     pixel's response is relative to it.
@@ -580,7 +585,7 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     n = r.size
     if n < p.min_bad_exposures:
         return []
-    px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours)
+    px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours, own)
     normal, a, e, z, runs = _normal_state(px, prior, lit, gap)
     q, noisy_spans = _scatter_spans(px, e, z, runs)
     row = functools.partial(_row, px, _Against(a, e, z, q, (1.0 + a) * sky))
@@ -1078,7 +1083,8 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     p, s, cap = px.p, px.s, px.cap
     x = x / np.sqrt(px.variance_line)
     u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
-    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing)[0])
+    trim = float(variance.TRIM_SWINGING) if px.own else float(
+        variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing)[0])
     i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=trim)
     if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
         return []

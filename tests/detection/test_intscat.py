@@ -65,6 +65,32 @@ def test_the_run_statistic_finds_a_noisy_span_with_its_ends_and_not_two_enormous
     assert intscat.best_run(u[:, 0], v[:, 0], boundary_sigma=3.0)[1] == b  # recovered: supported
 
 
+def test_an_exposure_scatters_beyond_chance_where_chi2_of_its_dof_puts_the_event_threshold():
+    """``beyond``: k q past the quantile of chi2(k) at the one-sided Gaussian tail of sigma,
+    per exposure's k; no plane (NaN) or no degrees of freedom: never; a null scale above 1
+    widens the excess over 1 (never narrows it)."""
+    from scipy import stats
+
+    dof = np.array([2.0, 5.0, 0.0, 30.0])
+    thr = stats.chi2.isf(stats.norm.sf(5.0), dof[[0, 1, 3]]) / dof[[0, 1, 3]]
+    assert np.all(thr > 1.0)
+    q = np.zeros((4, 3))
+    q[[0, 1, 3], 0] = thr * 1.01          # just beyond
+    q[[0, 1, 3], 1] = thr * 0.99          # just short
+    q[2, :] = 1e6                         # an exposure without degrees of freedom
+    q[:, 2] = np.nan                      # no plane
+    got = intscat.beyond(q, dof, 5.0)
+    assert got[:, 0].tolist() == [True, True, False, True]
+    assert not got[:, 1:].any()
+    wide = intscat.beyond(q, dof, 5.0, scale=2.0)
+    assert not wide[:, 0].any()
+    assert intscat.beyond(np.array([[1.0 + (thr[1] - 1.0) * 2.0 * 1.01]]), dof[[1]], 5.0, scale=2.0).all()
+    assert (intscat.beyond(q, dof, 5.0, scale=0.5) == got).all()
+    # chance: pure chi2 noise crosses it about as often as a Gaussian crosses 5 sigma
+    rng = np.random.default_rng(3)
+    assert intscat.beyond(_chi2_q(rng, 5, (1, 2_000_000)), np.array([5.0]), 5.0).sum() <= 3
+
+
 def test_calibration_takes_out_an_exposures_err_that_overstates_the_scatter():
     rng = np.random.default_rng(2)
     q = np.stack([_chi2_q(rng, 3, (60, 60)), _chi2_q(rng, 3, (60, 60)) * 0.2]).astype(np.float32)
