@@ -498,15 +498,21 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     rows_ev, rows_meta, extra = [], [], []
     for pix, t_idx in _footprint_groups(valid, has):
         g = _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn, p)
-        scattered = None if its is None else intscat_screen.beyond(its.q[np.ix_(t_idx, pix)], its.dof[t_idx],
-                                                                   p.transient_sigma, its.scale)
+        # the exposures whose integrations scatter beyond chance (only those with the plane can)
+        scattered = own = None
+        rows = np.empty(0, np.int64) if its is None else np.flatnonzero(its.dof[t_idx] > 0)
+        if rows.size:
+            sc = intscat_screen.beyond(its.q[np.ix_(t_idx[rows], pix)], its.dof[t_idx[rows]], p.transient_sigma,
+                                       its.scale)
+            if sc.any():
+                scattered = np.zeros((t_idx.size, pix.size), bool)
+                scattered[rows] = sc
         trans, excl, e = _single_exposure_events(g, p, tn.swing, scattered)
-        # an exposure beyond the event threshold whose integrations scatter beyond chance: the
-        # pixel's own excursion, not a hit (which ingest leaves out of that scatter)
-        own = None
         if scattered is not None:
+            # an exposure beyond the event threshold there: the pixel's own excursion, not a hit
+            # (which ingest leaves out of that scatter)
             with np.errstate(invalid="ignore", divide="ignore"):
-                own = (scattered & (np.abs(e / g.s) > p.transient_sigma)).any(axis=0)
+                own = (sc & (np.abs(e[rows] / g.s[rows]) > p.transient_sigma)).any(axis=0)
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
         c_level, c_scatter, static = _screens(g, e, excl, tn, p, ctx.thresholds, own)
         cand = np.flatnonzero(c_level | c_scatter | static)
