@@ -498,21 +498,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     rows_ev, rows_meta, extra = [], [], []
     for pix, t_idx in _footprint_groups(valid, has):
         g = _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn, p)
-        # the exposures whose integrations scatter beyond chance (only those with the plane can)
-        scattered = own = None
-        rows = np.empty(0, np.int64) if its is None else np.flatnonzero(its.dof[t_idx] > 0)
-        if rows.size:
-            sc = intscat_screen.beyond(its.q[np.ix_(t_idx[rows], pix)], its.dof[t_idx[rows]], p.transient_sigma,
-                                       its.scale)
-            if sc.any():
-                scattered = np.zeros((t_idx.size, pix.size), bool)
-                scattered[rows] = sc
+        scattered = _scattered(its, t_idx, pix, p)
         trans, excl, e = _single_exposure_events(g, p, tn.swing, scattered)
-        if scattered is not None:
-            # an exposure beyond the event threshold there: the pixel's own excursion, not a hit
-            # (which ingest leaves out of that scatter)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                own = (sc & (np.abs(e[rows] / g.s[rows]) > p.transient_sigma)).any(axis=0)
+        own = None if scattered is None else _own_excursions(scattered, e, g.s, p.transient_sigma)
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
         c_level, c_scatter, static = _screens(g, e, excl, tn, p, ctx.thresholds, own)
         cand = np.flatnonzero(c_level | c_scatter | static)
@@ -539,6 +527,30 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
             extra += got
     records = _tile_records(rows_ev, rows_meta, origin, ctx)
     return _finish(_with_intscat(extra, records, ctx)), diag
+
+
+def _scattered(its, t_idx, pix, p) -> np.ndarray | None:
+    """(m, k) bool: the group's exposures whose integrations scatter beyond chance
+    (:func:`lrscube.detection.intscat.beyond` at ``transient_sigma``); None where none does. Only
+    the exposures with the plane can: the others are not looked at."""
+    rows = np.empty(0, np.int64) if its is None else np.flatnonzero(its.dof[t_idx] > 0)
+    if not rows.size:
+        return None
+    sc = intscat_screen.beyond(its.q[np.ix_(t_idx[rows], pix)], its.dof[t_idx[rows]], p.transient_sigma, its.scale)
+    if not sc.any():
+        return None
+    out = np.zeros((t_idx.size, pix.size), bool)
+    out[rows] = sc
+    return out
+
+
+def _own_excursions(scattered: np.ndarray, e, s, sigma: float) -> np.ndarray:
+    """(k,) bool: pixels with an exposure beyond ``sigma`` (about their baseline, ``e / s``) whose
+    integrations scatter beyond chance: their own excursion, not a hit (a cosmic ray hits one
+    integration, which ingest leaves out of that scatter)."""
+    rows = np.flatnonzero(scattered.any(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (scattered[rows] & (np.abs(e[rows] / s[rows]) > sigma)).any(axis=0)
 
 
 def _companion_rows(g: _Group, found: list, excl, ctx: TileContext, shape, origin):
