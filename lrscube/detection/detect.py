@@ -202,7 +202,8 @@ def spatial_stage(sci, err, dq, params: DetectionParams, profile, response=None,
         if p.source_traces:
             tr = trace_mask(res.sky, res.sigma, dispersion_axis=profile.dispersion_axis, sky_window=p.sky_window_px,
                             cross_window=p.trace_cross_window_px, nsigma=p.trace_sigma,
-                            min_length=p.trace_min_length_px, margin=p.trace_margin_px)
+                            min_length=p.trace_min_length_px, margin=p.trace_margin_px,
+                            max_length=p.trace_max_length_px)
         else:
             tr = np.zeros(res.sky.shape, bool)
         keep = True  # a whole piece is copied as it is (a masked copy is slower)

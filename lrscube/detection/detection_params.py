@@ -74,6 +74,10 @@ class DetectionParams:
     trace_sigma: float = 5.0
     #: length along the dispersion over which the bump is averaged (pixels)
     trace_min_length_px: int = 21
+    #: a source's spectrum runs at most this far along the dispersion (pixels); a bump longer
+    #: than that is a detector pattern (column offsets, EMI striping), which the running sky
+    #: along the dispersion follows anyway, not a source (None: any length is a trace)
+    trace_max_length_px: int | None = None
     #: pixels excluded on each side of a trace across the dispersion
     trace_margin_px: int = 2
     #: a pixel on a "trace" in more than this fraction of its exposures is a defect, not a source
@@ -182,6 +186,10 @@ class DetectionParams:
             raise ValueError("detection.telegraph_level_ratio must be in [0, 1]")
         if self.unlit_fraction is not None and not 0 < self.unlit_fraction < 1:
             raise ValueError(f"detection.unlit_fraction must be in (0, 1) or null, got {self.unlit_fraction!r}")
+        if self.trace_max_length_px is not None and not (isinstance(self.trace_max_length_px, int)
+                                                        and self.trace_max_length_px >= self.trace_min_length_px):
+            raise ValueError("detection.trace_max_length_px must be an integer >= trace_min_length_px or null, "
+                             f"got {self.trace_max_length_px!r}")
         if self.gap_max_width_px is not None and not (isinstance(self.gap_max_width_px, int)
                                                      and self.gap_max_width_px >= 1):
             raise ValueError(f"detection.gap_max_width_px must be an integer >= 1 or null, got {self.gap_max_width_px!r}")

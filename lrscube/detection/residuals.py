@@ -936,6 +936,7 @@ def trace_mask(
     nsigma: float = 5.0,
     min_length: int = 21,
     margin: int = 2,
+    max_length: int | None = None,
 ) -> np.ndarray:
     """Pixels covered by a source trace: a narrow, long bump of the sky across the dispersion.
 
@@ -958,6 +959,12 @@ def trace_mask(
         Length (pixels) along the dispersion over which the bump is averaged.
     margin : int
         Pixels added on each side of the trace across the dispersion.
+    max_length : int, optional
+        The longest a source's spectrum runs along the dispersion (pixels). A bump over a longer
+        stretch of a line along the dispersion is a detector pattern (a column offset, EMI
+        striping: the whole column of a full frame), not a source: the running sky along the
+        dispersion follows it, and masking it left the exposures of the defects on those
+        columns out of their analysis.
 
     Returns
     -------
@@ -974,12 +981,36 @@ def trace_mask(
     kernel_axis = dax
     mean_sig = _running_mean(sig, L, kernel_axis)
     hit = mean_sig > nsigma * _bump_scale(mean_sig, np.isfinite(sky) & (noise > 0))
+    if max_length is not None and hit.any():
+        hit = _without_long_runs(hit, int(max_length), kernel_axis, L)
     if not hit.any():
         return hit
     # grow along the dispersion over the averaging length, across it by the margin
     hit = _dilate(hit, L // 2, kernel_axis)
     hit = _dilate(hit, int(margin), cax)
     return hit
+
+
+def _without_long_runs(hit: np.ndarray, max_length: int, axis: int, gap: int) -> np.ndarray:
+    """``hit`` without its runs along ``axis`` longer than ``max_length``, a run going on over
+    gaps of at most ``gap`` (a bump at the threshold comes and goes with the noise)."""
+    from scipy import ndimage
+
+    h = np.moveaxis(hit, axis, -1)
+    n = h.shape[-1]
+    c = np.concatenate([np.zeros(h.shape[:-1] + (1,), np.int64), np.cumsum(h, axis=-1)], axis=-1)
+    i = np.arange(n)
+    before = c[..., i] - c[..., np.clip(i - gap, 0, n)]           # hits in [i - gap, i)
+    after = c[..., np.clip(i + gap + 1, 0, n)] - c[..., i + 1]     # hits in (i, i + gap]
+    joined = h | ((before > 0) & (after > 0))
+    structure = np.zeros((3,) * h.ndim, bool)
+    structure[(1,) * (h.ndim - 1) + (slice(None),)] = True          # runs along the last axis only
+    labels, k = ndimage.label(joined, structure=structure)
+    if k == 0:
+        return hit
+    long = np.bincount(labels.ravel()) > max_length
+    long[0] = False
+    return np.moveaxis(h & ~long[labels], -1, axis)
 
 
 def _bump_scale(mean_sig: np.ndarray, ok: np.ndarray, stride: int = 3) -> np.ndarray:

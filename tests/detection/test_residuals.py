@@ -94,6 +94,31 @@ def test_trace_found_slit_edge_not():
     assert m[0, 50, 32] and m[0, 50, 30] and not m[0, 50, 10]
 
 
+def test_a_column_offset_the_length_of_a_full_frame_is_no_trace_a_spectrum_still_is():
+    """A source's spectrum runs at most ~500 rows along the dispersion (LRS); a bump along a
+    whole 1024-row column is a detector pattern (a column offset, EMI striping: lrs (283, 572)
+    of the 40-exposure set, a new HOT pixel beside a column offset, lost three of its four
+    exposures as "on a trace"). In a subarray no longer than a spectrum the same bump is still
+    taken for a trace (a slitless spectrum fills it)."""
+    rng = np.random.default_rng(4)
+    ny, nx = 1024, 60
+    err = np.full((1, ny, nx), 0.02, "f4")
+    sci = (1.0 + rng.normal(0, 0.02, (1, ny, nx))).astype("f4")
+    sci[..., 40:42] += 0.05                       # an even/odd column pair, the whole column
+    xs = np.arange(nx)
+    spec = np.zeros(ny, "f4")
+    spec[100:500] = np.linspace(2.0, 6.0, 400)    # a spectrum over 400 rows
+    sci += (spec[:, None] * np.exp(-0.5 * ((xs - 15) / 1.2) ** 2)[None, :])[None].astype("f4")
+    sky = spatial_residuals(sci, err).sky
+    m = trace_mask(sky, err, max_length=600)
+    assert m[0, 300, 15] and m[0, 300, 13] and not m[0, 700, 15]
+    assert not m[..., 36:46].any()
+    every = trace_mask(sky, err)                  # no longest spectrum: any length is a trace
+    assert every[0, 300, 15] and every[0, 300, 40] and every[0, 800, 41]
+    sub = trace_mask(sky[:, 100:516], err[:, 100:516], max_length=600)
+    assert sub[0, 200, 15] and sub[0, 200, 40]
+
+
 def test_a_flat_fields_column_pattern_under_a_bright_sky_is_no_trace_a_source_still_is():
     # a deep exposure under a bright sky (15 DN/s, ERR 0.02): each pixel's response 2 % rms,
     # which leaves every column's running-median sky its own mean response over the window
