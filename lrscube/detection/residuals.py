@@ -993,24 +993,27 @@ def trace_mask(
 
 def _without_long_runs(hit: np.ndarray, max_length: int, axis: int, gap: int) -> np.ndarray:
     """``hit`` without its runs along ``axis`` longer than ``max_length``, a run going on over
-    gaps of at most ``gap`` (a bump at the threshold comes and goes with the noise)."""
+    gaps of at most ``gap`` (a bump at the threshold comes and goes with the noise). Only the
+    lines along ``axis`` that hold a hit are looked at (a few dozen of a frame's)."""
     from scipy import ndimage
 
     h = np.moveaxis(hit, axis, -1)
-    n = h.shape[-1]
-    c = np.concatenate([np.zeros(h.shape[:-1] + (1,), np.int64), np.cumsum(h, axis=-1)], axis=-1)
+    lanes = h.any(axis=-1)
+    sub = h[lanes]  # (lines, n)
+    n = sub.shape[-1]
+    c = np.concatenate([np.zeros((sub.shape[0], 1), np.int32), np.cumsum(sub, axis=-1, dtype=np.int32)], axis=-1)
     i = np.arange(n)
-    before = c[..., i] - c[..., np.clip(i - gap, 0, n)]           # hits in [i - gap, i)
-    after = c[..., np.clip(i + gap + 1, 0, n)] - c[..., i + 1]     # hits in (i, i + gap]
-    joined = h | ((before > 0) & (after > 0))
-    structure = np.zeros((3,) * h.ndim, bool)
-    structure[(1,) * (h.ndim - 1) + (slice(None),)] = True          # runs along the last axis only
-    labels, k = ndimage.label(joined, structure=structure)
+    before = c[:, i] - c[:, np.clip(i - gap, 0, n)]           # hits in [i - gap, i)
+    after = c[:, np.clip(i + gap + 1, 0, n)] - c[:, i + 1]     # hits in (i, i + gap]
+    joined = sub | ((before > 0) & (after > 0))
+    labels, k = ndimage.label(joined, structure=[[0, 0, 0], [1, 1, 1], [0, 0, 0]])  # runs along a line
     if k == 0:
         return hit
     long = np.bincount(labels.ravel()) > max_length
     long[0] = False
-    return np.moveaxis(h & ~long[labels], -1, axis)
+    out = h.copy()
+    out[lanes] = sub & ~long[labels]
+    return np.moveaxis(out, -1, axis)
 
 
 def _bump_scale(mean_sig: np.ndarray, ok: np.ndarray, stride: int = 3) -> np.ndarray:
