@@ -75,7 +75,10 @@ def test_detection_block_is_lrs_as_is(name):
     regions of the mode's own layout where a dispersed spectrum ends inside a larger frame (LRS:
     the slitless region and the slit's spectrum in full frames); other layouts have their own
     or none. The imager has no spectra, so no source traces to search (``source_traces``: a
-    source there is a compact image, and the trace search found column offsets)."""
+    source there is a compact image, and the trace search found column offsets). An LRS
+    spectrum runs at most ~500 rows of a 1024-row frame, so a bump along more of a column is a
+    detector pattern (``trace_max_length_px``); an MRS point source's spectrum runs the length of
+    the slices, the whole detector along the dispersion, so no length tells the two apart there."""
     mine, lrs = dict(profiles.load(name).detection), dict(profiles.load("lrs").detection)
     regions = profiles.load(name).regions
     assert all(r in regions for r in mine.pop("sky_end_regions", []))
@@ -83,6 +86,7 @@ def test_detection_block_is_lrs_as_is(name):
     if name.startswith("mrs"):
         assert 0 < mine.pop("unlit_fraction") < 1 and mine.pop("unlit_min_length_px") >= 15
         assert 1 <= mine.pop("gap_max_width_px") <= 5
+        assert mine.pop("trace_max_length_px") is None and lrs.pop("trace_max_length_px") >= 500
     if name == "imager":
         assert mine.pop("source_traces") is False
     assert not {"unlit_fraction", "gap_max_width_px", "source_traces"} & set(lrs)
