@@ -586,20 +586,25 @@ def gap_pixels(unlit: np.ndarray, *, dispersion_axis: str = "y", max_width: int 
     ``max_width`` pixels wide: the narrow gaps between an image slicer's slices, which see the
     slices' wings, as opposed to the wide dark bands (between the channels, past the slices'
     ends, at the frame's edges) that see almost nothing."""
+    u = np.asarray(unlit, bool)
+    # runs along the axis across the dispersion (x where the light is dispersed along y)
+    return u & (_run_lengths(u, 1 if dispersion_axis == "y" else 0) <= int(max_width))
+
+
+def _run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
+    """int like ``mask``: the length of the run of True along ``axis`` each pixel is in (0
+    where False)."""
     from scipy import ndimage
 
-    u = np.asarray(unlit, bool)
-    line = np.zeros((3, 3), bool)
-    if dispersion_axis == "y":
-        line[1, :] = True  # runs along x, the axis across the dispersion
-    else:
-        line[:, 1] = True
-    lab, n = ndimage.label(u, structure=line)
-    if not n:
-        return u
-    width = np.bincount(lab.ravel())
-    width[0] = 0
-    return u & (width[lab] <= int(max_width))
+    m = np.asarray(mask, bool)
+    line = np.zeros((3,) * m.ndim, bool)
+    centre = [1] * m.ndim
+    centre[axis] = slice(None)
+    line[tuple(centre)] = True  # neighbours along the axis only
+    lab, n = ndimage.label(m, structure=line)
+    size = np.bincount(lab.ravel(), minlength=1)
+    size[0] = 0
+    return size[lab]
 
 
 def unlit_codes(unlit: np.ndarray, *, dispersion_axis: str = "y", gap_max_width: int | None = None) -> np.ndarray:
@@ -995,8 +1000,6 @@ def _without_long_runs(hit: np.ndarray, max_length: int, axis: int, gap: int) ->
     """``hit`` without its runs along ``axis`` longer than ``max_length``, a run going on over
     gaps of at most ``gap`` (a bump at the threshold comes and goes with the noise). Only the
     lines along ``axis`` that hold a hit are looked at (a few dozen of a frame's)."""
-    from scipy import ndimage
-
     h = np.moveaxis(hit, axis, -1)
     lanes = h.any(axis=-1)
     sub = h[lanes]  # (lines, n)
@@ -1006,13 +1009,8 @@ def _without_long_runs(hit: np.ndarray, max_length: int, axis: int, gap: int) ->
     before = c[:, i] - c[:, np.clip(i - gap, 0, n)]           # hits in [i - gap, i)
     after = c[:, np.clip(i + gap + 1, 0, n)] - c[:, i + 1]     # hits in (i, i + gap]
     joined = sub | ((before > 0) & (after > 0))
-    labels, k = ndimage.label(joined, structure=[[0, 0, 0], [1, 1, 1], [0, 0, 0]])  # runs along a line
-    if k == 0:
-        return hit
-    long = np.bincount(labels.ravel()) > max_length
-    long[0] = False
     out = h.copy()
-    out[lanes] = sub & ~long[labels]
+    out[lanes] = sub & (_run_lengths(joined, -1) <= max_length)
     return np.moveaxis(out, -1, axis)
 
 
