@@ -411,7 +411,7 @@ def _tile_gap(ctx: TileContext, origin, shape) -> np.ndarray:
 
 def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, window: int,
                       rise: np.ndarray | None = None, fall: np.ndarray | None = None,
-                      scattered: np.ndarray | None = None) -> np.ndarray:
+                      own: np.ndarray | None = None) -> np.ndarray:
     """(P,) bool: pixels whose single-exposure events are more likely their own than cosmic rays:
     more than ``max_events`` event exposures, or within ``2 window + 1`` exposures around an
     event three exposures beyond the event threshold (``beyond``: above it, or as far below the
@@ -423,15 +423,13 @@ def keep_whole_pixels(trans: np.ndarray, beyond: np.ndarray, max_events: int, wi
     pixel swinging both ways, a noisy one, where the data show such pairs to be rare (as
     :func:`lrscube.detection.variance.trims` judges it). Two close events are still taken for
     cosmic rays: kept, they would make a run of three exposures at 2 x clip_sigma / sqrt(3),
-    above the threshold. So is a pixel with an event in an exposure whose integrations
-    ``scattered`` beyond chance (:func:`lrscube.detection.intscat.beyond`): a cosmic ray hits one
-    integration, which ingest leaves out of that scatter; a pixel switching within the exposure
-    (a telegraph dwelling seconds to minutes) raises its mean and its scatter alike."""
+    above the threshold. ``own`` (P,) bool: pixels whose excursions are their own by the
+    scatter between integrations (:func:`own_excursions`), kept whole too."""
     trans = np.asarray(trans, bool)
     beyond = np.asarray(beyond, bool)
     out = trans.sum(axis=0) > max_events
-    if scattered is not None:
-        out |= (trans & scattered).any(axis=0)
+    if own is not None:
+        out |= own
     n = beyond.shape[0]
     swings = np.zeros(trans.shape[1], bool)
     if rise is not None and fall is not None:
@@ -500,8 +498,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     for pix, t_idx in _footprint_groups(valid, has):
         g = _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn, p)
         scattered = _scattered(its, t_idx, pix, p)
-        trans, excl, e = _single_exposure_events(g, p, tn.swing, scattered)
-        own = None if scattered is None else _own_excursions(scattered, e, g.s, p.transient_sigma)
+        trans, excl, e, own = _single_exposure_events(g, p, tn.swing, scattered)
         np.add.at(diag["transient_pixels"], t_idx, trans.sum(axis=1))
         c_level, c_scatter, static = _screens(g, e, excl, tn, p, ctx.thresholds, own)
         cand = np.flatnonzero(c_level | c_scatter | static)
@@ -545,13 +542,16 @@ def _scattered(its, t_idx, pix, p) -> np.ndarray | None:
     return out
 
 
-def _own_excursions(scattered: np.ndarray, e, s, sigma: float) -> np.ndarray:
-    """(k,) bool: pixels with an exposure beyond ``sigma`` (about their baseline, ``e / s``) whose
-    integrations scatter beyond chance: their own excursion, not a hit (a cosmic ray hits one
-    integration, which ingest leaves out of that scatter)."""
-    rows = np.flatnonzero(scattered.any(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (scattered[rows] & (np.abs(e[rows] / s[rows]) > sigma)).any(axis=0)
+def own_excursions(scattered: np.ndarray | None, beyond: np.ndarray) -> np.ndarray | None:
+    """(k,) bool: pixels with an exposure ``beyond`` the single-exposure event threshold (either
+    way about their baseline) whose integrations ``scattered`` beyond chance
+    (:func:`lrscube.detection.intscat.beyond`): their own excursion, not a hit. A cosmic ray hits
+    one integration, which ingest leaves out of that scatter; a pixel switching within the
+    exposure (a telegraph dwelling seconds to minutes) moves its mean and raises its scatter
+    alike. None where no exposure scatters."""
+    if scattered is None:
+        return None
+    return (np.asarray(scattered, bool) & np.asarray(beyond, bool)).any(axis=0)
 
 
 def _companion_rows(g: _Group, found: list, excl, ctx: TileContext, shape, origin):
@@ -871,11 +871,13 @@ def _group_series(pix, t_idx, r2, e2, sky2, tr2, jp2, tn: _TileNoise, p) -> _Gro
 
 
 def _single_exposure_events(g: _Group, p, swing: float = np.inf, scattered=None):
-    """(trans, excl, e): single-exposure events against each pixel's own baseline (cosmic rays,
-    unless the pixel's own: :func:`keep_whole_pixels`, ``swing`` the tile's
+    """(trans, excl, e, own): single-exposure events against each pixel's own baseline (cosmic
+    rays, unless the pixel's own: :func:`keep_whole_pixels`, ``swing`` the tile's
     :func:`lrscube.detection.variance.swing_level`; ``scattered`` (m, k) bool or None: exposures
-    whose integrations scatter beyond chance), the exposures left out (events and traces), and
-    the residual against the baseline refitted without them (NaN where left out)."""
+    whose integrations scatter beyond chance), the exposures left out (events and traces), the
+    residual against the baseline refitted without them (NaN where left out), and the pixels
+    whose excursions are their own by that scatter (:func:`own_excursions`; None: no exposure
+    scatters)."""
     b0 = baseline.fit_response_offset(g.r, g.s, g.sky, ~g.on_trace, iterations=2, prior=g.prior,
                                       leverage=False)
     e0 = baseline.residuals_about(g.r, g.sky, b0.a, b0.d, g.on_trace)
@@ -884,7 +886,8 @@ def _single_exposure_events(g: _Group, p, swing: float = np.inf, scattered=None)
         x0 = e0 / g.s
         beyond = np.abs(x0) > p.transient_sigma
         rise, fall = (x0 > swing, x0 < -swing) if np.isfinite(swing) else (None, None)
-    trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window, rise, fall, scattered)] = False
+    own = own_excursions(scattered, beyond)
+    trans[:, keep_whole_pixels(trans, beyond, p.max_transients, p.transient_window, rise, fall, own)] = False
     excl = g.on_trace | trans
     # refitted where events were left out: elsewhere the exposures, and so the fit, are the same
     # (each pixel's fit is its own: fit_response_offset over any set of columns gives their bits)
@@ -895,7 +898,7 @@ def _single_exposure_events(g: _Group, p, swing: float = np.inf, scattered=None)
         b1 = baseline.fit_response_offset(g.r[:, redo], g.s[:, redo], g.sky[:, redo], ~excl[:, redo], iterations=2,
                                           prior=tuple(np.broadcast_to(v, (k,))[redo] for v in g.prior), leverage=False)
         a[redo], d[redo] = b1.a, b1.d
-    return trans, excl, baseline.residuals_about(g.r, g.sky, a, d, excl)
+    return trans, excl, baseline.residuals_about(g.r, g.sky, a, d, excl), own
 
 
 def _screens(g: _Group, e, excl, tn: _TileNoise, p, th, own=None):

@@ -634,7 +634,8 @@ def test_single_exposure_events_refit_only_where_events_are_left_out_bit_for_bit
     got = _single_exposure_events(g, p)
     want = _single_exposure_events_refitting_all(g, p)
     assert n_hits == 0 or got[0].any()
-    for a, b in zip(got, want):
+    assert got[3] is None  # no exposure scatters between its integrations
+    for a, b in zip(got[:3], want):
         assert a.dtype == b.dtype and np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
 
 
@@ -680,7 +681,7 @@ def test_events_beside_an_exposure_far_below_the_baseline_are_the_pixels_own():
     off = np.zeros(rr.shape, bool)
     prior = (np.full(2, 0.008), np.full(2, 3e-4), np.full(2, -0.001), np.full(2, 1.6e-5))
     g = _Group(np.arange(2), np.arange(20), rr, kk, ss, off, off, z, z, z, z, prior)
-    trans, excl, e = _single_exposure_events(g, DetectionParams())
+    trans, excl, e, _ = _single_exposure_events(g, DetectionParams())
     assert not excl[:, 0].any()
     assert excl[17, 1]
 
@@ -782,16 +783,22 @@ def test_an_event_whose_integrations_scatter_beyond_chance_is_the_pixel_s_own():
     scatter alike. Such an event is the pixel's own: kept, not left out as a hit, and a span's
     largest term left out once. The same two events without the plane, or with integrations
     that scatter as chance has it, are two hits and no defect."""
-    from lrscube.detection.detect import keep_whole_pixels, temporal_stage
+    from lrscube.detection.detect import keep_whole_pixels, own_excursions, temporal_stage
 
-    x = np.zeros((10, 3))
+    x = np.zeros((10, 4))
     x[[3, 6], :] = [[15.0], [23.0]]
+    x[[6, 8], 3] = [0.0, -9.0]    # one event, and a fall far below the baseline in a scattering exposure
     trans = x > 5.0
+    beyond = np.abs(x) > 5.0
     scattered = np.zeros(x.shape, bool)
     scattered[6, 0] = True        # the event's exposure scatters
-    scattered[8, 1] = True        # an exposure without an event scatters
-    assert keep_whole_pixels(trans, np.abs(x) > 5.0, 2, 5, scattered=scattered).tolist() == [True, False, False]
-    assert keep_whole_pixels(trans, np.abs(x) > 5.0, 2, 5).tolist() == [False] * 3
+    scattered[8, 1] = True        # an exposure without an excursion scatters
+    scattered[8, 3] = True        # the fall's exposure scatters
+    own = own_excursions(scattered, beyond)
+    assert own.tolist() == [True, False, False, True]
+    assert own_excursions(None, beyond) is None
+    assert keep_whole_pixels(trans, beyond, 2, 5, own=own).tolist() == [True, False, False, True]
+    assert keep_whole_pixels(trans, beyond, 2, 5).tolist() == [False] * 4
 
     def run(plane, q_event, seed=3):
         rng = np.random.default_rng(seed)
