@@ -1102,10 +1102,13 @@ def _level_describes(px: _Pixel, e, i: int, j: int, levels) -> bool:
     median residual (DN/s, about the normal state) exceeds its robust scatter (1.4826 MAD): the
     level describes the pixel (a HOT or WARM pixel, a drift, a little noisier than its ERR says),
     not excess scatter. Robust: the clip caps the scatter ratio, so it is measured without it.
-    A span that swings both ways, two exposures or more beyond the single-exposure event
-    threshold on each side of the normal state, is not one level, whatever its median: a
-    defect's level lies on one side (one exposure on the other is a misfit of the state or a
-    hit), and a noisy pixel's median over a few exposures sits on either side by chance."""
+    A span that swings both ways is not one level, whatever its median: two exposures or more
+    beyond the single-exposure event threshold on each side of the normal state, or, outside
+    the level runs, a rise and a fall beyond the tile's swing level within
+    ``2 transient_window + 1`` exposures (as :func:`lrscube.detection.variance.trims` judges a
+    pixel's excursions its own). A defect's level lies on one side (one exposure on the other
+    is a misfit of the state or a hit, or chance where the noise falls that far), and a noisy
+    pixel's median over a few exposures sits on either side by chance."""
     if not any(a < j and i < b for a, b, _ in levels):
         return False
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -1113,9 +1116,24 @@ def _level_describes(px: _Pixel, e, i: int, j: int, levels) -> bool:
         k = px.p.transient_sigma
         if min(int((x > k).sum()), int((x < -k).sum())) >= 2:
             return False
+        outside = np.ones(j - i, bool)
+        for a, b, _ in levels:
+            outside[max(a - i, 0):max(b - i, 0)] = False
+        if _swings(np.where(outside, x, np.nan), px.thresholds.swing, px.p.transient_window):
+            return False
     ev = e[i:j]
     mid = float(np.median(ev))
     return abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid)))
+
+
+def _swings(x, swing: float, window: int) -> bool:
+    """A rise above ``swing`` and a fall below ``-swing`` within ``2 window + 1`` consecutive
+    exposures of ``x`` (the residual in units of its noise; NaN: not used)."""
+    if not np.isfinite(swing):
+        return False
+    with np.errstate(invalid="ignore"):
+        rise, fall = np.flatnonzero(x > swing), np.flatnonzero(x < -swing)
+    return bool(rise.size and fall.size and np.abs(rise[:, None] - fall[None, :]).min() <= 2 * int(window))
 
 
 class _Against(NamedTuple):

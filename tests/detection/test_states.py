@@ -558,3 +558,27 @@ def test_a_noisy_pixel_whose_few_excursions_sit_mostly_below_is_noisy_not_a_leve
     p = DetectionParams()
     out = pixel_intervals(NB_R, NB_S, NB_SKY, p, p.thresholds(1_000_000, 40), prior=NB_PRIOR)
     assert [(w["start"], w["stop"], w["noisy"]) for w in out] == [(33, 40, True)]
+
+
+def test_a_noisy_span_with_one_huge_rise_and_falls_is_not_one_low_level():
+    """lrs-slit (182, 741) of the 40-exposure set, noisy over its last seven exposures: -29,
+    -21 and -26 sigma, then +87, 0, -13 and -5.5 about its baseline. The first three make a
+    low-QE run; the span of excess scatter over all seven was taken for that one level (its
+    median below its robust scatter, one exposure only above the event threshold) and the
+    exposures after the run were left unflagged. A rise and a fall beyond the tile's swing
+    level within a few exposures are the pixel swinging both ways (a cosmic ray only adds
+    charge): the span is noisy to the series' end. Where the noise itself makes such falls
+    (a swing level above them), the level still describes it."""
+    rng = np.random.default_rng(7)
+    n = 40
+    sky = rng.uniform(0.6, 1.5, n)
+    s = rng.uniform(0.01, 0.06, n)
+    r = rng.normal(0, 1, n) * s
+    s[33:] = [0.0153, 0.0182, 0.0365, 0.0097, 0.1535, 0.0111, 0.0607]  # DN/s, as the pixel's
+    r[33:] = np.array([-29.0, -21.0, -26.0, 87.0, 0.2, -13.0, -5.5]) * s[33:]
+    p = DetectionParams()
+    th = p.thresholds(1_000_000, n)
+    for swing, noisy_to_end in ((11.5, True), (np.inf, False)):
+        ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th._replace(swing=swing)))
+        assert len(ev) >= 1 and ev.start.min() == 33
+        assert (ev.stop.max() == n and bool(ev.noisy.any())) == noisy_to_end, (swing, ev[["start", "stop", "noisy"]])
