@@ -919,9 +919,7 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th, own=None):
     with np.errstate(invalid="ignore", divide="ignore"):
         # the measured null moments in JUMP_DET exposures, the Gaussian ones elsewhere
         uw, vw = variance.terms(x, g.s, g.clip, g.m1, g.m2, jump=g.jump, null=(tn.g1, tn.g2))
-        tr = variance.trims(x, p.transient_sigma, p.transient_window, tn.swing)
-        if own is not None:
-            tr = np.where(own, float(variance.TRIM_SWINGING), tr)
+        tr = variance.trims(x, p.transient_sigma, p.transient_window, tn.swing, own)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)

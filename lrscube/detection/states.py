@@ -513,8 +513,8 @@ class _Pixel(NamedTuple):
     variance_scale: float
     variance_line: float
     log_prior: np.ndarray | None = None  #: of a change before each exposure (:func:`~lrscube.detection.changepoints.boundary_log_prior`)
-    #: the pixel's excursions are its own (an event in an exposure whose integrations scatter
-    #: beyond chance): a span's largest term is left out once
+    #: the pixel's excursions are its own (an exposure beyond the event threshold whose
+    #: integrations scatter beyond chance): a span's largest term is left out once
     own: bool = False
 
     @property
@@ -565,8 +565,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     ``hits``: the mid-times (hours) of the pixel's JUMP_DET exposures, those left out of the
     series included: a run that holds one and shows no excess of its own outside those hours
     is a latent too.
-    ``own``: the pixel's excursions are its own, not cosmic rays (an event in an exposure whose
-    integrations scatter beyond chance, :func:`lrscube.detection.intscat.beyond`).
+    ``own``: the pixel's excursions are its own, not cosmic rays (an exposure beyond the event
+    threshold whose integrations scatter beyond chance, :func:`lrscube.detection.detect.own_excursions`).
     ``line_response``: the response the pixel's line across the dispersion shares
     (:func:`lrscube.detection.baseline.line_response`, at most 1); the physical limit on the
     pixel's response is relative to it.
@@ -1083,8 +1083,8 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     p, s, cap = px.p, px.s, px.cap
     x = x / np.sqrt(px.variance_line)
     u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
-    trim = float(variance.TRIM_SWINGING) if px.own else float(
-        variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing)[0])
+    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing,
+                                [px.own])[0])
     i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=trim)
     if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
         return []
@@ -1119,21 +1119,11 @@ def _level_describes(px: _Pixel, e, i: int, j: int, levels) -> bool:
         outside = np.ones(j - i, bool)
         for a, b, _ in levels:
             outside[max(a - i, 0):max(b - i, 0)] = False
-        if _swings(np.where(outside, x, np.nan), px.thresholds.swing, px.p.transient_window):
+        if variance.swings(np.where(outside, x, np.nan)[:, None], px.thresholds.swing, px.p.transient_window)[0]:
             return False
     ev = e[i:j]
     mid = float(np.median(ev))
     return abs(mid) > 1.4826 * float(np.median(np.abs(ev - mid)))
-
-
-def _swings(x, swing: float, window: int) -> bool:
-    """A rise above ``swing`` and a fall below ``-swing`` within ``2 window + 1`` consecutive
-    exposures of ``x`` (the residual in units of its noise; NaN: not used)."""
-    if not np.isfinite(swing):
-        return False
-    with np.errstate(invalid="ignore"):
-        rise, fall = np.flatnonzero(x > swing), np.flatnonzero(x < -swing)
-    return bool(rise.size and fall.size and np.abs(rise[:, None] - fall[None, :]).min() <= 2 * int(window))
 
 
 class _Against(NamedTuple):

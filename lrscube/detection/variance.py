@@ -43,7 +43,8 @@ TRIM = 2
 TRIM_SWINGING = 1
 
 
-def trims(x: np.ndarray, sigma: float, window: int | None = None, swing: float = np.inf) -> np.ndarray:
+def trims(x: np.ndarray, sigma: float, window: int | None = None, swing: float = np.inf,
+          own_known=None) -> np.ndarray:
     """(pixels,) how many times each pixel's largest term is left out: ``TRIM_SWINGING`` for a
     pixel whose excursions are its own, else ``TRIM``. Its own: exposures beyond ``sigma`` (the
     single-exposure event threshold) above and below its baseline and at least three in all, or
@@ -53,28 +54,43 @@ def trims(x: np.ndarray, sigma: float, window: int | None = None, swing: float =
     ``x`` (time, pixels): the normalised residual (NaN: not used). Three exposures that far out
     in one pixel are a defect's or a telegraph pixel's, not cosmic rays (which hit ~1e-4 of a
     pixel's exposures and only add charge); so is a fall beside a rise where the data show such
-    pairs to be rarer than the false-alarm rate."""
+    pairs to be rarer than the false-alarm rate. ``own_known`` (pixels,) bool or None: pixels known to
+    be their own otherwise (:func:`lrscube.detection.detect.own_excursions`)."""
     x = np.asarray(x)
     with np.errstate(invalid="ignore"):
         up, down = x > sigma, x < -sigma
     n_out = up.sum(axis=0) + down.sum(axis=0)
     both = up.any(axis=0) & down.any(axis=0)
     own = both & (n_out >= 3)
+    if own_known is not None:
+        own |= np.asarray(own_known, bool)
     if window is not None and x.shape[0]:
         w = min(2 * int(window) + 1, x.shape[0])
         # a few pixels of a tile: only theirs are counted (a swing needs both signs beyond sigma)
         cols = np.flatnonzero(((n_out >= 3) | (both & np.isfinite(swing))) & ~own)
-
-        def in_window(b):  # (windows, cols): exposures of b in each window of w
-            c = np.concatenate([np.zeros((1, cols.size), np.int64), np.cumsum(b, axis=0)])
-            return c[w:] - c[:-w]
-
-        xc = x[:, cols]
-        with np.errstate(invalid="ignore"):
-            rise, fall = in_window(xc > swing), in_window(xc < -swing)
-        own[cols] = ((in_window(up[:, cols]) + in_window(down[:, cols])).max(axis=0) >= 3) | (
-            (rise > 0) & (fall > 0)).any(axis=0)
+        own[cols] = ((_in_window(up[:, cols], w) + _in_window(down[:, cols], w)).max(axis=0) >= 3) | swings(
+            x[:, cols], swing, window)
     return np.where(own, float(TRIM_SWINGING), float(TRIM))
+
+
+def swings(x: np.ndarray, swing: float, window: int) -> np.ndarray:
+    """(pixels,) bool: a rise above ``swing`` and a fall below ``-swing`` within ``2 window + 1``
+    consecutive exposures (``x`` (time, pixels): the normalised residual, NaN not used; ``swing``:
+    :func:`swing_level`, inf: never)."""
+    x = np.asarray(x)
+    if not np.isfinite(swing) or not x.shape[0]:
+        return np.zeros(x.shape[1:], bool)
+    w = min(2 * int(window) + 1, x.shape[0])
+    with np.errstate(invalid="ignore"):
+        rise, fall = _in_window(x > swing, w), _in_window(x < -swing, w)
+    return ((rise > 0) & (fall > 0)).any(axis=0)
+
+
+def _in_window(b: np.ndarray, w: int) -> np.ndarray:
+    """(windows, pixels): how many exposures of ``b`` (time, pixels) each window of ``w``
+    consecutive exposures holds."""
+    c = np.concatenate([np.zeros((1,) + b.shape[1:], np.int64), np.cumsum(b, axis=0)])
+    return c[w:] - c[:-w]
 
 
 def swing_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: float = 0.5,
