@@ -44,7 +44,6 @@ import numba
 
 import numpy as np
 from scipy.special import log_ndtr, ndtri
-from scipy.special import cython_special as _special  # scalar entry points of the same functions
 
 from .residuals import local_linear, MAD_TO_SIGMA, running_median
 from .running import median_about, median_inplace
@@ -848,18 +847,30 @@ def one_sided_sigma(p: float) -> float:
 # the tail of a sum of clipped squares (the excess-scatter statistic's null)
 
 
-_LOG_2 = float(np.log(2.0))
+def _scipy_scalar(name: str):
+    """scipy's scalar ``double f(double)`` special function ``name`` (``cython_special``'s C
+    entry point, the code behind the ufunc) for compiled code: bound by a symbol name, not an
+    address, so that the kernels calling it stay in numba's cache."""
+    import llvmlite.binding as llvm
+    from numba.extending import get_cython_function_address
+
+    symbol = f"lrscube_scipy_{name}"
+    llvm.add_symbol(symbol, get_cython_function_address("scipy.special.cython_special", f"__pyx_fuse_1{name}"))
+    # the second argument is Cython's skip_dispatch flag
+    return numba.types.ExternalFunction(symbol, numba.types.float64(numba.types.float64, numba.types.int32))
 
 
-@functools.lru_cache(maxsize=256)
-def _log_ndtr_neg(c: float) -> float:
-    """log P(Z < -c): the same for every tilt of one clip."""
-    return float(log_ndtr(-c))
+_c_ndtr = _scipy_scalar("ndtr")
+_c_log_ndtr = _scipy_scalar("log_ndtr")
+_c_dawsn = _scipy_scalar("dawsn")
+_LOG_2 = math.log(2.0)
+_LOG_2PI = math.log(2 * math.pi)
 
 
-def _logaddexp(x: float, y: float) -> float:
-    """``np.logaddexp`` of two floats, bit for bit (numpy's ``npy_logaddexp``: the same libm
-    ``exp`` and ``log1p``) at a quarter of the cost of the ufunc on scalars."""
+@numba.njit(cache=True, nogil=True)
+def _logaddexp(x, y):
+    """``np.logaddexp`` of two floats, bit for bit (numpy's ``npy_logaddexp``: libm's ``exp``
+    and ``log1p``)."""
     if x == y:  # infinities of the same sign
         return x + _LOG_2
     tmp = x - y
@@ -870,45 +881,54 @@ def _logaddexp(x: float, y: float) -> float:
     return tmp  # NaN
 
 
-def _log_mgf_clipped_square(theta: float, c: float) -> float:
-    """log E[exp(theta min(Z^2, c^2))], Z ~ N(0, 1).
-
-    Scalar code called ~100 times per significance (the tilt's bisections): scipy's scalar
-    ``cython_special`` functions rather than the ufuncs (the same values). ``np.log`` stays: on
-    this machine numpy's own (SIMD) logarithm differs from libm's (``math.log``, and numba's) in
-    the last bit for about one argument in 4,000, and the bisections compare to the last bit."""
-    log_out = theta * c * c + _LOG_2 + _log_ndtr_neg(c)  # |Z| > c
+@numba.njit(cache=True, nogil=True)
+def _log_mgf_at(theta, c, log_tail):
+    """log E[exp(theta min(Z^2, c^2))], Z ~ N(0, 1), given ``log_tail`` = log P(Z < -c) (the
+    same for every tilt of one clip, so the bisections take it once)."""
+    log_out = theta * c * c + _LOG_2 + log_tail  # |Z| > c
     if abs(theta - 0.5) < 1e-9:
-        log_in = np.log(2.0 * c / math.sqrt(2.0 * np.pi))
+        log_in = math.log(2.0 * c / math.sqrt(2.0 * math.pi))
     elif theta < 0.5:
         a = math.sqrt(1.0 - 2.0 * theta)
-        log_in = -np.log(a) + np.log(max(2.0 * _special.ndtr(c * a) - 1.0, 1e-300))
+        log_in = -math.log(a) + math.log(max(2.0 * _c_ndtr(c * a, 0) - 1.0, 1e-300))
     else:  # integral of exp(b z^2) over |z| < c, b = theta - 1/2, through Dawson's function
         b = theta - 0.5
         x = c * math.sqrt(b)
-        log_in = 0.5 * np.log(2.0 / np.pi) + b * c * c + np.log(max(_special.dawsn(x), 1e-300)) - 0.5 * np.log(b)
-    return _logaddexp(float(log_in), log_out)
+        log_in = 0.5 * math.log(2.0 / math.pi) + b * c * c + math.log(max(_c_dawsn(x, 0), 1e-300)) - 0.5 * math.log(b)
+    return _logaddexp(log_in, log_out)
 
 
-def _step(t: float) -> float:
+@numba.njit(cache=True, nogil=True)
+def _log_mgf_clipped_square(theta, c):
+    """log E[exp(theta min(Z^2, c^2))], Z ~ N(0, 1): libm's logarithm and exponential and
+    scipy's special functions (not numpy's SIMD logarithm, which differs from libm's in the last
+    bit for about one argument in 4,000), so that the compiled bisections below give the numbers
+    of the same code run in Python."""
+    return _log_mgf_at(theta, c, _c_log_ndtr(-c, 0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _step(t):
     """The step of the numerical derivatives of the log MGF at tilt ``t``."""
     return 1e-4 * (1.0 + t)
 
 
-def _mean_per_term(t: float, cz: float) -> float:
+@numba.njit(cache=True, nogil=True)
+def _mean_per_term(t, cz, lt):
     """The mean per term that tilt ``t`` describes (the first element of :func:`_lr_log_tail`,
     which does not depend on the number of terms): what the tilt's bisections compare."""
     h = _step(t)
-    return (_log_mgf_clipped_square(t + h, cz) - _log_mgf_clipped_square(t - h, cz)) / (2 * h)
+    return (_log_mgf_at(t + h, cz, lt) - _log_mgf_at(t - h, cz, lt)) / (2 * h)
 
 
-def _lr_log_tail(t: float, n: int, cz: float) -> tuple[float, float]:
+@numba.njit(cache=True, nogil=True)
+def _lr_log_tail(t, n, cz, lt):
     """Saddlepoint at tilt ``t`` > 0 for a sum of ``n`` independent ``min(Z^2, cz^2)``: (the mean
     per term it describes, the Lugannani-Rice log tail probability of that sum)."""
     h = _step(t)
-    k0 = _log_mgf_clipped_square(t, cz)
-    kp = _log_mgf_clipped_square(t + h, cz)
-    km = _log_mgf_clipped_square(t - h, cz)
+    k0 = _log_mgf_at(t, cz, lt)
+    kp = _log_mgf_at(t + h, cz, lt)
+    km = _log_mgf_at(t - h, cz, lt)
     k1 = (kp - km) / (2 * h)
     k2 = (kp - 2 * k0 + km) / (h * h)
     w2 = 2.0 * n * (t * k1 - k0)
@@ -916,27 +936,67 @@ def _lr_log_tail(t: float, n: int, cz: float) -> tuple[float, float]:
         return k1, 0.0
     w = math.sqrt(w2)
     u = t * math.sqrt(n * k2)
-    mills = math.exp(float(log_ndtr(-w)) + 0.5 * w * w + 0.5 * math.log(2 * math.pi))
+    mills = math.exp(_c_log_ndtr(-w, 0) + 0.5 * w * w + 0.5 * _LOG_2PI)
     corr = mills + 1.0 / u - 1.0 / w
     if not corr > 0:
         corr = mills
-    return k1, -0.5 * w * w - 0.5 * math.log(2 * math.pi) + math.log(corr)
+    return k1, -0.5 * w * w - 0.5 * _LOG_2PI + math.log(corr)
+
+
+@numba.njit(cache=True, nogil=True)
+def _t_max_of(cz):
+    lt = _c_log_ndtr(-cz, 0)
+    lo, hi = 0.0, 1.0
+    while _mean_per_term(hi, cz, lt) < 0.98 * cz * cz and hi < 1e5:
+        lo, hi = hi, 2 * hi
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if _mean_per_term(mid, cz, lt) < 0.98 * cz * cz:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 @functools.lru_cache(maxsize=256)
 def _t_max(cz: float) -> float:
     """The largest tilt used: there the mean per term is ~98 % of the clip (the saddlepoint is
     numerically delicate beyond; a sum closer to the clip is taken as this one: conservative)."""
-    lo, hi = 0.0, 1.0
-    while _mean_per_term(hi, cz) < 0.98 * cz * cz and hi < 1e5:
-        lo, hi = hi, 2 * hi
-    for _ in range(40):
+    return _t_max_of(cz)
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_tail_of_mean(xbar, n, cz, t_max):
+    """The log tail probability of a sum of ``n`` clipped squares averaging ``xbar`` per term:
+    the tilt whose mean is ``xbar`` by bisection below ``t_max``."""
+    lt = _c_log_ndtr(-cz, 0)
+    lo, hi = 0.0, t_max
+    if _mean_per_term(hi, cz, lt) <= xbar:
+        return _lr_log_tail(hi, n, cz, lt)[1]
+    for _ in range(50):
         mid = 0.5 * (lo + hi)
-        if _mean_per_term(mid, cz) < 0.98 * cz * cz:
+        if _mean_per_term(mid, cz, lt) < xbar:
             lo = mid
         else:
             hi = mid
-    return hi
+    return _lr_log_tail(0.5 * (lo + hi), n, cz, lt)[1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_of_log_tail(target, n, cz, t_max):
+    """The mean per term of a sum of ``n`` clipped squares whose log tail probability is
+    ``target``; NaN if no mean below ``t_max``'s is that improbable."""
+    lt = _c_log_ndtr(-cz, 0)
+    lo, hi = 1e-9, t_max
+    if _lr_log_tail(hi, n, cz, lt)[1] > target:
+        return np.nan
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if _lr_log_tail(mid, n, cz, lt)[1] > target:
+            lo = mid
+        else:
+            hi = mid
+    return _lr_log_tail(0.5 * (lo + hi), n, cz, lt)[0]
 
 
 def clipped_square_sigma(total: float, n: int, c: float, scale: float = 1.0) -> float:
@@ -953,16 +1013,7 @@ def clipped_square_sigma(total: float, n: int, c: float, scale: float = 1.0) -> 
     m1, _ = gaussian_clipped_moments(1.0, cz)
     if xbar <= m1:
         return 0.0
-    lo, hi = 0.0, _t_max(cz)
-    if _mean_per_term(hi, cz) <= xbar:
-        return _sigma_from_log_p(_lr_log_tail(hi, n, cz)[1])
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if _mean_per_term(mid, cz) < xbar:
-            lo = mid
-        else:
-            hi = mid
-    return _sigma_from_log_p(_lr_log_tail(0.5 * (lo + hi), n, cz)[1])
+    return _sigma_from_log_p(_log_tail_of_mean(xbar, n, cz, _t_max(cz)))
 
 
 def clipped_square_total(sigma: float, n: int, c: float) -> float:
@@ -970,17 +1021,8 @@ def clipped_square_total(sigma: float, n: int, c: float) -> float:
     (:func:`clipped_square_sigma`) is ``sigma``; ``n c^2`` (every term at the clip) if no sum
     below that is as significant."""
     cz = float(c)
-    target = _log_p_from_sigma(sigma)
-    lo, hi = 1e-9, _t_max(cz)
-    if _lr_log_tail(hi, n, cz)[1] > target:
-        return n * cz * cz
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if _lr_log_tail(mid, n, cz)[1] > target:
-            lo = mid
-        else:
-            hi = mid
-    return n * _lr_log_tail(0.5 * (lo + hi), n, cz)[0]
+    mean = _mean_of_log_tail(_log_p_from_sigma(sigma), int(n), cz, _t_max(cz))
+    return n * cz * cz if np.isnan(mean) else n * mean
 
 
 def _log_p_from_sigma(sigma: float) -> float:
