@@ -54,6 +54,7 @@ import struct
 import uuid
 
 import google_crc32c
+import numba
 import numcodecs
 import numpy as np
 
@@ -283,6 +284,59 @@ def unpack_codes(parts, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return qr, qs, k
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unzigzag(u):
+    """:func:`unzigzag` of one code, in int64 (the caller narrows it to its integer type)."""
+    v = np.int64(u)
+    return (v >> 1) ^ -(v & 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_codes(ur, us, uk, ratio, table, delta, exc_i, exc_r, exc_sky, r, s, sky):
+    """:func:`unpack_codes` then :func:`dequantise` in one compiled pass over a tile, into the
+    float32 (B, ty, tx) ``r, s, sky``, from the parts as unpacked (``ur, us, uk``: unsigned, in
+    their narrowest types): the same integer arithmetic, wrapping where numpy's does, and the
+    same float32 and float64 products, so the same bits (tests/storage/test_workstore.py)."""
+    b, ty, tx = r.shape
+    step_of = np.float32(delta)
+    qs = np.empty((ty, tx), np.int16)  # the noise codes of the exposure being decoded
+    k_up = np.empty(tx, np.int32)  # the sky codes of the row above
+    for t in range(b):
+        for y in range(ty):
+            for x in range(tx):
+                d = _unzigzag(us[t, y, x])
+                q = np.int16(d) if t == 0 else np.int16(np.int64(qs[y, x]) + d)  # int16 sums wrap
+                k = np.int64(np.int32(_unzigzag(uk[t, y, x])))
+                if y > 0:  # the prediction from the pixel above, rescaled to this pixel's step
+                    k += (np.int64(k_up[x]) * ratio[np.int64(qs[y - 1, x]) - np.int64(q) + 65535] + 32768) >> 16
+                qk = np.int32(k)  # wraps as the difference did
+                qs[y, x] = q
+                k_up[x] = qk
+                sd = table[np.int64(q) + 32768]
+                step = sd * step_of
+                qr = np.int16(_unzigzag(ur[t, y, x]))
+                s[t, y, x] = sd
+                r[t, y, x] = np.float32(np.nan) if qr == _NAN16 else np.float32(qr) * step
+                # numpy multiplies int32 by float32 in float64
+                sky[t, y, x] = np.float32(np.nan) if qk == _NAN32 else np.float32(np.float64(qk) * np.float64(step))
+    for j in range(exc_i.shape[0]):
+        t, rest = divmod(np.int64(exc_i[j]), ty * tx)
+        y, x = divmod(rest, tx)
+        r[t, y, x] = exc_r[j]
+        sky[t, y, x] = exc_sky[j]
+
+
+def decode_quantised(parts, shape, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(r, s, sky) float32 of a ``QUANTISED`` tile's first four parts: :func:`dequantise` of
+    :func:`unpack_codes`, compiled."""
+    r, s, sky = (np.empty(shape, np.float32) for _ in range(3))
+    exc = np.frombuffer(parts[3], _EXCEPTIONS)
+    _decode_codes(*(_unpack(p, shape) for p in parts[:3]), _RATIO, _noise_table(), float(delta),
+                  np.ascontiguousarray(exc["i"]), np.ascontiguousarray(exc["r"]), np.ascontiguousarray(exc["sky"]),
+                  r, s, sky)
+    return r, s, sky
+
+
 def encode(r: np.ndarray, s: np.ndarray, sky: np.ndarray, bits: np.ndarray, precision: float | None = None,
            intscat: np.ndarray | None = None) -> bytes:
     """One tile's bytes from (B, ty, tx) arrays: ``QUANTISED`` to ``precision`` (a fraction
@@ -316,8 +370,7 @@ def decode(data: bytes, with_intscat: bool = False) -> tuple[np.ndarray, ...]:
         floats = np.frombuffer(numcodecs.blosc.decompress(parts[0]), np.float32).reshape((3, *shape))
         out = (floats[0], floats[1], floats[2], bits)
     else:
-        qr, qs, qk = unpack_codes(parts[:3], shape)
-        out = (*dequantise(qr, qs, qk, np.frombuffer(parts[3], _EXCEPTIONS), delta), bits)
+        out = (*decode_quantised(parts, shape, delta), bits)
     if not with_intscat:
         return out
     q = (np.frombuffer(numcodecs.blosc.decompress(parts[5]), np.float16).reshape(shape) if parts[5]

@@ -266,6 +266,38 @@ def test_packed_codes_decode_to_the_codes_bit_for_bit():
             assert g.dtype == w.dtype and g.tobytes() == w.tobytes()
 
 
+def test_the_compiled_decoder_is_the_numpy_decoding_bit_for_bit():
+    """decode_quantised (one compiled pass) gives dequantise(unpack_codes(...))'s bits: codes at
+    the extremes of int16 and int32 (the sums and the sky's prediction wrap), the codes of NaN,
+    zero and infinite noise, residual and sky codes at their NaN codes, exceptions (first and last
+    value of the tile), parts narrowed to uint8, one-row, one-column and one-exposure tiles."""
+    rng = np.random.default_rng(15)
+    b, ny, nx = 4, 9, 7
+    qr = rng.integers(-32768, 32768, (b, ny, nx)).astype(np.int16)
+    qs = rng.integers(-32768, 32768, (b, ny, nx)).astype(np.int16)
+    qk = rng.integers(-2**31, 2**31, (b, ny, nx), dtype=np.int64).astype(np.int32)
+    qs[0, :, 0] = [workstore._NAN16, workstore._INF16, workstore._ZERO16, 32767, -32768, 0, 1, -1, 5000]
+    qk[0, :, 0] = [np.iinfo(np.int32).min, np.iinfo(np.int32).max, 0, -1, 1, np.iinfo(np.int32).min,
+                   np.iinfo(np.int32).max, np.iinfo(np.int32).max, np.iinfo(np.int32).min]
+    qr[1, :, 0] = workstore._NAN16
+    qs[1:, :, 1] = -1500 + np.arange(ny)  # close noises: the predictor's ratio is used
+    small = (rng.integers(-3, 4, (b, ny, nx)).astype(np.int16), np.full((b, ny, nx), -1400, np.int16),
+             rng.integers(-3, 4, (b, ny, nx)).astype(np.int32))  # every part narrowed to uint8
+    for codes in [(qr, qs, qk), small]:
+        for sl in [np.s_[:], np.s_[:, :1], np.s_[:1], np.s_[:, :, :1], np.s_[:, 3:5, 2:3]]:
+            c = tuple(np.ascontiguousarray(v[sl]) for v in codes)
+            n = c[0].size
+            exc = np.zeros(min(n, 3), workstore._EXCEPTIONS)
+            exc["i"] = [0, n - 1, n // 2][:exc.size]
+            exc["r"], exc["sky"] = [1.5, np.nan, -np.inf][:exc.size], [np.inf, 2.5, np.nan][:exc.size]
+            for delta in (1 / 32, 0.3):
+                parts = workstore.pack_codes(*c) + [exc.tobytes()]
+                got = workstore.decode_quantised(parts, c[0].shape, delta)
+                want = workstore.dequantise(*workstore.unpack_codes(parts[:3], c[0].shape), exc, delta)
+                for g, w in zip(got, want, strict=True):
+                    assert g.dtype == w.dtype == np.float32 and g.tobytes() == w.tobytes()
+
+
 def test_a_quantised_tile_decodes_to_the_dequantised_codes_and_a_smooth_sky_packs_small():
     """decode(encode(...)) is dequantise(quantise(...)) bit for bit; a sky smooth along the
     columns (in steps of each pixel's own noise, which is not smooth) takes a fraction of the
