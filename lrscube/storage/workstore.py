@@ -247,7 +247,50 @@ def _sky_ratios(qs: np.ndarray) -> np.ndarray:
     return _RATIO[dq]
 
 
+@numba.njit(cache=True, nogil=True)
+def _zigzag_codes(qr, qs, qk, ratio, zr, zs, zk):
+    """:func:`pack_codes_numpy`'s zigzagged differences in one compiled pass, into ``zr, zs``
+    (uint16) and ``zk`` (uint32); returns their largest values."""
+    b, ty, tx = qr.shape
+    mr = ms = mk = 0
+    for t in range(b):
+        for y in range(ty):
+            for x in range(tx):
+                v = np.int64(qr[t, y, x])
+                z = ((v << 1) ^ (v >> 63)) & 0xFFFF
+                zr[t, y, x] = z
+                mr = max(mr, z)
+                q = np.int64(qs[t, y, x])
+                d = np.int64(np.int16(q - np.int64(qs[t - 1, y, x]))) if t > 0 else q  # int16 differences wrap
+                z = ((d << 1) ^ (d >> 63)) & 0xFFFF
+                zs[t, y, x] = z
+                ms = max(ms, z)
+                pred = 0
+                if y > 0:
+                    pred = (np.int64(qk[t, y - 1, x]) * ratio[np.int64(qs[t, y - 1, x]) - q + 65535] + 32768) >> 16
+                d = np.int64(np.int32(np.int64(qk[t, y, x]) - pred))  # wraps in int32
+                z = ((d << 1) ^ (d >> 63)) & 0xFFFFFFFF
+                zk[t, y, x] = z
+                mk = max(mk, z)
+    return mr, ms, mk
+
+
+def _narrowed(u: np.ndarray, top: int) -> np.ndarray:
+    """Unsigned ``u`` in the narrowest unsigned type that holds ``top``, its largest value."""
+    return u.astype(next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(t).max), copy=False)
+
+
 def pack_codes(qr, qs, qk) -> list[bytes]:
+    """:func:`quantise`'s codes as three compact parts, losslessly: :func:`pack_codes_numpy`'s
+    bytes from one compiled pass."""
+    qr, qs, qk = (np.ascontiguousarray(v) for v in (qr, qs, qk))
+    zr, zs, zk = np.empty(qr.shape, np.uint16), np.empty(qr.shape, np.uint16), np.empty(qr.shape, np.uint32)
+    tops = _zigzag_codes(qr, qs, qk, _RATIO, zr, zs, zk) if qr.size else (0, 0, 0)
+    return [bytes([u.dtype.itemsize]) + _SHUFFLED.encode(np.ascontiguousarray(u))
+            for u in (_narrowed(z, int(top)) for z, top in zip((zr, zs, zk), tops))]
+
+
+def pack_codes_numpy(qr, qs, qk) -> list[bytes]:
     """:func:`quantise`'s codes as three compact parts, losslessly: the residual codes zigzagged;
     the noise codes differenced along time (a pixel's noise changes little from one exposure to
     the next); the sky codes less their prediction from the pixel above (the sky is smooth along

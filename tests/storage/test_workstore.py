@@ -266,8 +266,9 @@ def test_packed_codes_decode_to_the_codes_bit_for_bit():
             assert g.dtype == w.dtype and g.tobytes() == w.tobytes()
 
 
-def test_the_compiled_decoder_is_the_numpy_decoding_bit_for_bit():
-    """decode_quantised (one compiled pass) gives dequantise(unpack_codes(...))'s bits: codes at
+def test_the_compiled_coder_is_the_numpy_coding_bit_for_bit():
+    """pack_codes gives pack_codes_numpy's bytes, and decode_quantised (one compiled pass)
+    dequantise(unpack_codes(...))'s bits: codes at
     the extremes of int16 and int32 (the sums and the sky's prediction wrap), the codes of NaN,
     zero and infinite noise, residual and sky codes at their NaN codes, exceptions (first and last
     value of the tile), parts narrowed to uint8, one-row, one-column and one-exposure tiles."""
@@ -290,6 +291,7 @@ def test_the_compiled_decoder_is_the_numpy_decoding_bit_for_bit():
             exc = np.zeros(min(n, 3), workstore._EXCEPTIONS)
             exc["i"] = [0, n - 1, n // 2][:exc.size]
             exc["r"], exc["sky"] = [1.5, np.nan, -np.inf][:exc.size], [np.inf, 2.5, np.nan][:exc.size]
+            assert workstore.pack_codes(*c) == workstore.pack_codes_numpy(*c)  # the encoder's bytes too
             for delta in (1 / 32, 0.3):
                 parts = workstore.pack_codes(*c) + [exc.tobytes()]
                 got = workstore.decode_quantised(parts, c[0].shape, delta)
