@@ -245,12 +245,11 @@ def test_quantise_equals_its_numpy_formulation():
     assert workstore.quantise(r, -s, sky, 1 / 32) is None  # a negative noise: the tile stays lossless
 
 
-def test_packed_codes_decode_to_the_codes_bit_for_bit():
-    """The QUANTISED tile's parts (residual codes zigzagged, noise codes differenced along time,
-    sky codes less their prediction from the pixel above) give back quantise's codes exactly:
-    the extremes of int16 and int32 side by side, the codes of NaN, zero and infinite noise,
-    noises a factor 1e6 apart, one-row and one-exposure tiles."""
-    rng = np.random.default_rng(13)
+def _extreme_codes(seed):
+    """(qr, qs, qk) of a (4, 9, 7) tile: random codes over the whole of int16 and int32, a column
+    holding the codes of NaN, zero and infinite noise and the types' extremes side by side, and a
+    column of close noises (the sky predictor's ratio is used)."""
+    rng = np.random.default_rng(seed)
     b, ny, nx = 4, 9, 7
     qr = rng.integers(-32768, 32768, (b, ny, nx)).astype(np.int16)
     qs = rng.integers(-32768, 32768, (b, ny, nx)).astype(np.int16)
@@ -258,7 +257,16 @@ def test_packed_codes_decode_to_the_codes_bit_for_bit():
     qs[0, :, 0] = [workstore._NAN16, workstore._INF16, workstore._ZERO16, 32767, -32768, 0, 1, -1, 5000]
     qk[0, :, 0] = [np.iinfo(np.int32).min, np.iinfo(np.int32).max, 0, -1, 1, np.iinfo(np.int32).min,
                    np.iinfo(np.int32).max, np.iinfo(np.int32).max, np.iinfo(np.int32).min]
-    qs[1:, :, 1] = -1500 + np.arange(ny)  # close noises: the predictor's ratio is used
+    qs[1:, :, 1] = -1500 + np.arange(ny)
+    return qr, qs, qk
+
+
+def test_packed_codes_decode_to_the_codes_bit_for_bit():
+    """The QUANTISED tile's parts (residual codes zigzagged, noise codes differenced along time,
+    sky codes less their prediction from the pixel above) give back quantise's codes exactly:
+    the extremes of int16 and int32 side by side, the codes of NaN, zero and infinite noise,
+    noises a factor 1e6 apart, one-row and one-exposure tiles."""
+    qr, qs, qk = _extreme_codes(13)
     for sl in [np.s_[:], np.s_[:, :1], np.s_[:1], np.s_[:, 3:5, 2:3]]:
         want = (qr[sl], qs[sl], qk[sl])
         got = workstore.unpack_codes(workstore.pack_codes(*want), want[0].shape)
@@ -272,16 +280,10 @@ def test_the_compiled_coder_is_the_numpy_coding_bit_for_bit():
     the extremes of int16 and int32 (the sums and the sky's prediction wrap), the codes of NaN,
     zero and infinite noise, residual and sky codes at their NaN codes, exceptions (first and last
     value of the tile), parts narrowed to uint8, one-row, one-column and one-exposure tiles."""
-    rng = np.random.default_rng(15)
-    b, ny, nx = 4, 9, 7
-    qr = rng.integers(-32768, 32768, (b, ny, nx)).astype(np.int16)
-    qs = rng.integers(-32768, 32768, (b, ny, nx)).astype(np.int16)
-    qk = rng.integers(-2**31, 2**31, (b, ny, nx), dtype=np.int64).astype(np.int32)
-    qs[0, :, 0] = [workstore._NAN16, workstore._INF16, workstore._ZERO16, 32767, -32768, 0, 1, -1, 5000]
-    qk[0, :, 0] = [np.iinfo(np.int32).min, np.iinfo(np.int32).max, 0, -1, 1, np.iinfo(np.int32).min,
-                   np.iinfo(np.int32).max, np.iinfo(np.int32).max, np.iinfo(np.int32).min]
+    qr, qs, qk = _extreme_codes(15)
     qr[1, :, 0] = workstore._NAN16
-    qs[1:, :, 1] = -1500 + np.arange(ny)  # close noises: the predictor's ratio is used
+    b, ny, nx = qr.shape
+    rng = np.random.default_rng(16)
     small = (rng.integers(-3, 4, (b, ny, nx)).astype(np.int16), np.full((b, ny, nx), -1400, np.int16),
              rng.integers(-3, 4, (b, ny, nx)).astype(np.int32))  # every part narrowed to uint8
     for codes in [(qr, qs, qk), small]:
