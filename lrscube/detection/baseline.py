@@ -850,12 +850,23 @@ def one_sided_sigma(p: float) -> float:
 def _scipy_scalar(name: str):
     """scipy's scalar ``double f(double)`` special function ``name`` (``cython_special``'s C
     entry point, the code behind the ufunc) for compiled code: bound by a symbol name, not an
-    address, so that the kernels calling it stay in numba's cache."""
+    address, so that the kernels calling it stay in numba's cache. Of the function's fused
+    variants, the one whose C signature takes and returns a double (the others are complex)."""
+    import ctypes
+
     import llvmlite.binding as llvm
     from numba.extending import get_cython_function_address
+    from scipy.special import cython_special
 
+    capsule_name = ctypes.pythonapi.PyCapsule_GetName
+    capsule_name.restype, capsule_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    capi = cython_special.__pyx_capi__
+    real = [k for k in capi if k.endswith(name) and k in (name, *(f"__pyx_fuse_{i}{name}" for i in range(4)))
+            and capsule_name(capi[k]).decode().startswith("double (double, int")]
+    if len(real) != 1:
+        raise ImportError(f"scipy.special.cython_special: no single double {name}(double) entry point ({real})")
     symbol = f"lrscube_scipy_{name}"
-    llvm.add_symbol(symbol, get_cython_function_address("scipy.special.cython_special", f"__pyx_fuse_1{name}"))
+    llvm.add_symbol(symbol, get_cython_function_address("scipy.special.cython_special", real[0]))
     # the second argument is Cython's skip_dispatch flag
     return numba.types.ExternalFunction(symbol, numba.types.float64(numba.types.float64, numba.types.int32))
 
