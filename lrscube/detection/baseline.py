@@ -861,8 +861,8 @@ def _scipy_scalar(name: str):
     capsule_name = ctypes.pythonapi.PyCapsule_GetName
     capsule_name.restype, capsule_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
     capi = cython_special.__pyx_capi__
-    real = [k for k in capi if k.endswith(name) and k in (name, *(f"__pyx_fuse_{i}{name}" for i in range(4)))
-            and capsule_name(capi[k]).decode().startswith("double (double, int")]
+    real = [k for k in (name, *(f"__pyx_fuse_{i}{name}" for i in range(4)))
+            if k in capi and capsule_name(capi[k]).decode().startswith("double (double, int")]
     if len(real) != 1:
         raise ImportError(f"scipy.special.cython_special: no single double {name}(double) entry point ({real})")
     symbol = f"lrscube_scipy_{name}"

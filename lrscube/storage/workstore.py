@@ -212,15 +212,13 @@ def unzigzag(u: np.ndarray) -> np.ndarray:
     return ((u >> 1) ^ -(u & 1)).view(i)
 
 
-def _narrow(u: np.ndarray) -> np.ndarray:
-    """Unsigned ``u`` in the narrowest unsigned type that holds its largest value."""
-    top = int(u.max()) if u.size else 0
-    return u.astype(next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(t).max))
-
-
-def _pack(u: np.ndarray) -> bytes:
-    """Unsigned codes as (their item size, one byte) + blosc of them in the narrowest type."""
-    u = np.ascontiguousarray(_narrow(u))
+def _pack(u: np.ndarray, top: int | None = None) -> bytes:
+    """Unsigned codes as (their item size, one byte) + blosc of them in the narrowest unsigned
+    type that holds ``top``, their largest value (found here when None)."""
+    if top is None:
+        top = int(u.max()) if u.size else 0
+    narrow = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(t).max)
+    u = np.ascontiguousarray(u.astype(narrow, copy=False))
     return bytes([u.dtype.itemsize]) + _SHUFFLED.encode(u)
 
 
@@ -247,6 +245,12 @@ def _sky_ratios(qs: np.ndarray) -> np.ndarray:
     return _RATIO[dq]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _zigzag(v, mask):
+    """:func:`zigzag` of one code given in int64, within ``mask`` (its integer type's bits)."""
+    return ((v << 1) ^ (v >> 63)) & mask
+
+
 @numba.njit(cache=True, nogil=True)
 def _zigzag_codes(qr, qs, qk, ratio, zr, zs, zk):
     """:func:`pack_codes_numpy`'s zigzagged differences in one compiled pass, into ``zr, zs``
@@ -256,28 +260,22 @@ def _zigzag_codes(qr, qs, qk, ratio, zr, zs, zk):
     for t in range(b):
         for y in range(ty):
             for x in range(tx):
-                v = np.int64(qr[t, y, x])
-                z = ((v << 1) ^ (v >> 63)) & 0xFFFF
+                z = _zigzag(np.int64(qr[t, y, x]), 0xFFFF)
                 zr[t, y, x] = z
                 mr = max(mr, z)
                 q = np.int64(qs[t, y, x])
                 d = np.int64(np.int16(q - np.int64(qs[t - 1, y, x]))) if t > 0 else q  # int16 differences wrap
-                z = ((d << 1) ^ (d >> 63)) & 0xFFFF
+                z = _zigzag(d, 0xFFFF)
                 zs[t, y, x] = z
                 ms = max(ms, z)
                 pred = 0
                 if y > 0:
                     pred = (np.int64(qk[t, y - 1, x]) * ratio[np.int64(qs[t, y - 1, x]) - q + 65535] + 32768) >> 16
                 d = np.int64(np.int32(np.int64(qk[t, y, x]) - pred))  # wraps in int32
-                z = ((d << 1) ^ (d >> 63)) & 0xFFFFFFFF
+                z = _zigzag(d, 0xFFFFFFFF)
                 zk[t, y, x] = z
                 mk = max(mk, z)
     return mr, ms, mk
-
-
-def _narrowed(u: np.ndarray, top: int) -> np.ndarray:
-    """Unsigned ``u`` in the narrowest unsigned type that holds ``top``, its largest value."""
-    return u.astype(next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(t).max), copy=False)
 
 
 def pack_codes(qr, qs, qk) -> list[bytes]:
@@ -286,8 +284,7 @@ def pack_codes(qr, qs, qk) -> list[bytes]:
     qr, qs, qk = (np.ascontiguousarray(v) for v in (qr, qs, qk))
     zr, zs, zk = np.empty(qr.shape, np.uint16), np.empty(qr.shape, np.uint16), np.empty(qr.shape, np.uint32)
     tops = _zigzag_codes(qr, qs, qk, _RATIO, zr, zs, zk) if qr.size else (0, 0, 0)
-    return [bytes([u.dtype.itemsize]) + _SHUFFLED.encode(np.ascontiguousarray(u))
-            for u in (_narrowed(z, int(top)) for z, top in zip((zr, zs, zk), tops))]
+    return [_pack(z, int(top)) for z, top in zip((zr, zs, zk), tops)]
 
 
 def pack_codes_numpy(qr, qs, qk) -> list[bytes]:

@@ -820,17 +820,19 @@ def _lr_python(t, n, cz, log):
     return k1, -0.5 * w * w - 0.5 * math.log(2 * math.pi) + math.log(corr)
 
 
+def _mean_python(t, cz, log):
+    h = 1e-4 * (1.0 + t)
+    return (_log_mgf_python(t + h, cz, log) - _log_mgf_python(t - h, cz, log)) / (2 * h)
+
+
 def _t_max_python(cz, log):
-    def mean(t):
-        h = 1e-4 * (1.0 + t)
-        return (_log_mgf_python(t + h, cz, log) - _log_mgf_python(t - h, cz, log)) / (2 * h)
     lo, hi = 0.0, 1.0
-    while mean(hi) < 0.98 * cz * cz and hi < 1e5:
+    while _mean_python(hi, cz, log) < 0.98 * cz * cz and hi < 1e5:
         lo, hi = hi, 2 * hi
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if mean(mid) < 0.98 * cz * cz else (lo, mid)
-    return hi, mean
+        lo, hi = (mid, hi) if _mean_python(mid, cz, log) < 0.98 * cz * cz else (lo, mid)
+    return hi
 
 
 def _clipped_square_sigma_python(total, n, c, scale, log=math.log):
@@ -842,21 +844,21 @@ def _clipped_square_sigma_python(total, n, c, scale, log=math.log):
     xbar = float(total) / n / s2
     if xbar <= baseline.gaussian_clipped_moments(1.0, cz)[0]:
         return 0.0
-    hi, mean = _t_max_python(cz, log)
-    lo = 0.0
-    if mean(hi) <= xbar:
+    lo, hi = 0.0, _t_max_python(cz, log)
+    if _mean_python(hi, cz, log) <= xbar:
         return baseline._sigma_from_log_p(_lr_python(hi, n, cz, log)[1])
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if mean(mid) < xbar else (lo, mid)
+        lo, hi = (mid, hi) if _mean_python(mid, cz, log) < xbar else (lo, mid)
     return baseline._sigma_from_log_p(_lr_python(0.5 * (lo + hi), n, cz, log)[1])
 
 
 def _clipped_square_total_python(sigma, n, c):
+    """clipped_square_total's bisection in Python."""
+    from scipy.special import log_ndtr
     cz = float(c)
-    target = float(__import__("scipy.special").special.log_ndtr(-float(sigma)))
-    hi, _ = _t_max_python(cz, math.log)
-    lo = 1e-9
+    target = float(log_ndtr(-float(sigma)))
+    lo, hi = 1e-9, _t_max_python(cz, math.log)
     if _lr_python(hi, n, cz, math.log)[1] > target:
         return n * cz * cz
     for _ in range(50):
