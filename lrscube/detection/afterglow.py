@@ -127,18 +127,23 @@ def explained_by_hit(e, s, h, start: int, stop: int, hits, *, max_hours: float, 
 
 
 def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,
-                  min_fall_sigma: float = 0.0, image_pixels: int | None = None) -> np.ndarray:
+                  min_fall_sigma: float = 0.0, image_pixels: int | None = None, join_px: int = 1) -> np.ndarray:
     """(len(iv),) bool: the intervals that belong to a latent image: runs of a dark current (not
-    a loss of response: DEAD and LOW_QE are no latent) that end (a normal exposure follows),
-    last at most ``max_hours`` from their first to their last bad exposure (``last_bad_mjd``;
-    where a table has none, the cube's last exposure before the first good one, ``mjd`` every
-    exposure's mid-time, MJD: never shorter than the run), are connected, pixel to adjacent
-    pixel (8 neighbours) over overlapping hours, to at least ``min_pixels`` pixels in all, and
-    fade together: their ``fall_sigma`` (first to last exposure, sigma) summed over the group
-    and divided by the root of its count reaches ``min_fall_sigma``, or they cover at least
-    ``image_pixels`` pixels (the core of a point source's image, 3 x 3 pixels for MIRI, whose
-    PSF is 1.5-3 pixels wide at 5-10 um: an image seen within a visit too short to fade). A
-    cluster of defects seen in one visit holds its level; a latent fades within hours."""
+    a loss of response: DEAD and LOW_QE are no latent) that last at most ``max_hours`` from their
+    first to their last bad exposure (``last_bad_mjd``; where a table has none, the cube's last
+    exposure before the first good one, ``mjd`` every exposure's mid-time, MJD: never shorter
+    than the run), are connected, pixel to pixel within ``join_px`` (1: the 8 neighbours) over
+    overlapping hours, to at least ``min_pixels`` pixels in all, and fade together: their
+    ``fall_sigma`` (first to last exposure, sigma) summed over the group and divided by the root
+    of its count reaches ``min_fall_sigma``, or they cover at least ``image_pixels`` pixels (the
+    core of a point source's image, 3 x 3 pixels for MIRI, whose PSF is 1.5-3 pixels wide at
+    5-10 um: an image seen within a visit too short to fade). A cluster of defects seen in one
+    visit holds its level; a latent fades within hours.
+
+    A run either ends (a normal exposure follows) or reaches the series' last exposure: such a
+    run's group is a latent only by fading, since nothing shows that it ends. ``join_px`` 2:
+    the local sky takes in the interior of an image wider than its window, so what is flagged of
+    it is its rim, whose pixels may lie a pixel apart."""
     n = len(iv)
     out = np.zeros(n, bool)
     if n == 0 or min_pixels < 1 or max_hours <= 0:
@@ -146,23 +151,27 @@ def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,
     mjd = np.sort(np.asarray(mjd, float))
     first = iv["first_bad_mjd"].to_numpy(float)
     good = iv["first_good_mjd"].to_numpy(float)
-    ended = np.isfinite(good) & np.isfinite(first) & ~iv["flag"].isin(["DEAD", "LOW_QE"]).to_numpy()
+    dark = np.isfinite(first) & ~iv["flag"].isin(["DEAD", "LOW_QE"]).to_numpy()
     if "carried" in iv:
-        ended &= ~iv["carried"].to_numpy(bool)
+        dark &= ~iv["carried"].to_numpy(bool)
+    ended = dark & np.isfinite(good)
+    open_ = dark & ~np.isfinite(good)
     k = np.searchsorted(mjd, np.where(ended, good, 0.0), side="left") - 1
-    last = np.where(ended & (k >= 0), mjd[np.clip(k, 0, None)], np.nan)
+    last = np.where(ended & (k >= 0), mjd[np.clip(k, 0, None)], np.where(open_, mjd[-1], np.nan))
     if "last_bad_mjd" in iv:
         lb = iv["last_bad_mjd"].to_numpy(float)
         last = np.where(np.isfinite(lb), lb, last)
     fall = iv["fall_sigma"].to_numpy(float) if "fall_sigma" in iv else np.full(n, np.inf)
-    short = ended & (last >= first) & ((last - first) * 24.0 <= max_hours)
+    short = (ended | open_) & (last >= first) & ((last - first) * 24.0 <= max_hours)
     idx = np.flatnonzero(short)
     if idx.size < min_pixels:
         return out
     y = iv["y"].to_numpy(int)[idx]
     x = iv["x"].to_numpy(int)[idx]
     a, b = first[idx], last[idx]
-    f = np.where(np.isfinite(fall[idx]) | np.isinf(fall[idx]), fall[idx], 0.0)
+    still = open_[idx]
+    # a table without falls: every ended run fades; a run to the end must be seen to
+    f = np.where(np.isfinite(fall[idx]) | (np.isinf(fall[idx]) & ~still), fall[idx], 0.0)
     parent = np.arange(idx.size)
 
     def root(i):
@@ -174,9 +183,10 @@ def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,
     at: dict[tuple[int, int], list[int]] = {}
     for i in range(idx.size):
         at.setdefault((y[i], x[i]), []).append(i)
+    reach = range(-int(join_px), int(join_px) + 1)
     for i in range(idx.size):
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
+        for dy in reach:
+            for dx in reach:
                 for j in at.get((y[i] + dy, x[i] + dx), ()):
                     if j > i and a[i] <= b[j] and a[j] <= b[i]:
                         parent[root(i)] = root(j)
@@ -185,6 +195,7 @@ def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,
         m = roots == r
         size = len(set(zip(y[m].tolist(), x[m].tolist())))
         fades = np.sum(f[m]) / np.sqrt(m.sum()) >= min_fall_sigma
-        if size >= min_pixels and (fades or (image_pixels is not None and size >= image_pixels)):
+        all_ended = not still[m].any()
+        if size >= min_pixels and (fades or (all_ended and image_pixels is not None and size >= image_pixels)):
             out[idx[m]] = True
     return out

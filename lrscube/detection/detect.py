@@ -1318,7 +1318,8 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     iv = pd.concat(frames, ignore_index=True) if frames else empty_intervals()
     iv = iv.sort_values(["y", "x", "start_mjd"], na_position="first", kind="stable").reset_index(drop=True)
     image = latent_images(iv, ctx.mjd, max_hours=p.afterglow_max_hours, min_pixels=p.latent_min_pixels,
-                          min_fall_sigma=p.afterglow_decay_sigma, image_pixels=p.latent_image_pixels)
+                          min_fall_sigma=p.afterglow_decay_sigma, image_pixels=p.latent_image_pixels,
+                          join_px=p.latent_join_px)
     iv = iv[~image].reset_index(drop=True)
     meta = {"latent_image_intervals": int(image.sum()),
             "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold,

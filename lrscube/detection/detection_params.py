@@ -120,6 +120,9 @@ class DetectionParams:
     #: ... and this many are one whether or not they are seen to fade within the visit (the core
     #: of a point source's image: MIRI's PSF is 1.5-3 pixels wide at 5-10 um)
     latent_image_pixels: int = 9
+    #: pixels of one image may lie this far apart (Chebyshev, pixels): the local sky takes in
+    #: the interior of an image wider than its window, leaving its rim
+    latent_join_px: int = 2
     #: profile regions whose dispersed light ends at their own rows inside a larger frame (a
     #: spectrum's blue or red end): the sky windows along the dispersion stop there, as at a
     #: footprint's edge, so the steep fall-off beyond is not averaged into the pixels inside
@@ -204,6 +207,8 @@ class DetectionParams:
                              "afterglow_max_ratio in (0, 1]")
         if not (isinstance(self.latent_image_pixels, int) and self.latent_image_pixels >= 1):
             raise ValueError(f"detection.latent_image_pixels must be an integer >= 1, got {self.latent_image_pixels!r}")
+        if not (isinstance(self.latent_join_px, int) and self.latent_join_px >= 1):
+            raise ValueError(f"detection.latent_join_px must be an integer >= 1, got {self.latent_join_px!r}")
         if not (isinstance(self.latent_min_pixels, int) and self.latent_min_pixels >= 0):
             raise ValueError(f"detection.latent_min_pixels must be an integer >= 0 (0: off), got {self.latent_min_pixels!r}")
         object.__setattr__(self, "classes", classify.class_parameters(self.classes))

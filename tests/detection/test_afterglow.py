@@ -260,6 +260,32 @@ def test_adjacent_pixels_bad_over_the_same_hours_are_a_latent_image():
     assert not latent_images(iv, mjd, max_hours=6.0, min_pixels=0).any()
 
 
+def test_a_wide_latent_image_is_its_rim_and_one_in_the_last_visit_is_judged_by_its_fade():
+    # exposures: a visit of 4 at day 100, the next at day 130; the series ends with a visit at 200
+    mjd = np.r_[100.0 + np.arange(4) * 0.25 / 24, 130.0, 130.01, 200.0 + np.arange(3) * 0.25 / 24]
+    kw = dict(max_hours=6.0, min_pixels=3, min_fall_sigma=3.5, image_pixels=9)
+    # the rim of an image 7 pixels wide (its interior taken in by the local sky): rows of the rim
+    # a pixel apart, neither fading within the visit
+    rim = [(10, x) for x in range(20, 27)] + [(12, 20), (12, 26)] + [(14, x) for x in range(20, 27, 2)]
+    n = len(rim)
+    iv = _rows(rim, np.full(n, 100.0), np.full(n, 130.0), fall=0.3)
+    assert not latent_images(iv, mjd, **kw).any()  # adjacent pixels only: pieces of 7, 2, 2, 1, ...
+    assert latent_images(iv, mjd, **kw, join_px=2).all()
+    # pixels three apart are not one image
+    apart = [(10, 20 + 3 * i) for i in range(9)]
+    assert not latent_images(_rows(apart, np.full(9, 100.0), np.full(9, 130.0), fall=0.3), mjd, **kw, join_px=2).any()
+    # the last visit: nothing shows the runs end, so only a fade makes them a latent, whatever
+    # their number (a cluster of defects that appeared in that visit holds its level)
+    blob = [(40 + dy, 40 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    last = _rows(blob, np.full(9, 200.0), np.full(9, np.nan), fall=1.5)
+    assert latent_images(last, mjd, **kw, join_px=2).all()
+    held = _rows(blob, np.full(9, 200.0), np.full(9, np.nan), fall=0.3)
+    assert not latent_images(held, mjd, **kw, join_px=2).any()
+    assert latent_images(held.assign(first_good_mjd=np.nan, fall_sigma=np.inf), mjd, **kw).sum() == 0
+    # a run to the end that began in an earlier visit lasts longer than hours: kept
+    assert not latent_images(_rows(blob, np.full(9, 130.0), np.full(9, np.nan), fall=4.0), mjd, **kw).any()
+
+
 def test_a_span_of_scatter_holding_a_hit_is_judged_outside_its_hours_by_the_chi2_tail():
     # imager (351, 230): a normal pixel a hit left raised over one visit (13, 3.6, 3.6 and 21.5
     # sigma), found as a span of excess scatter with two exposures of the visit before and three
