@@ -362,10 +362,11 @@ def _weighted_line_median(values: np.ndarray, weights: np.ndarray, cross_axis: i
 
 def _unlit_residuals(dark: np.ndarray, err: np.ndarray, disp_axis: int, window: int, min_count: int,
                      remove_line_offsets: bool, calibrate_noise: bool, clip_sigma: float | None):
-    """The values and the noise of the pixels outside the light (NaN elsewhere in ``dark``):
+    """(values, noise, offsets) of the pixels outside the light (NaN elsewhere in ``dark``):
     each value less the offset of its line across the dispersion, and ERR scaled per exposure
     (``calibrate_noise``) to the scatter of the values about their running median along the
-    dispersion over ``window`` pixels.
+    dispersion over ``window`` pixels; the offsets (DN/s, one per line, NaN where the line has
+    no unlit pixel; None without ``remove_line_offsets``).
 
     An offset of a row's electronics is common to the row; what each unlit pixel sees of the
     light is not: the centre of a narrow gap between two slices takes the slices' wings, which
@@ -380,8 +381,9 @@ def _unlit_residuals(dark: np.ndarray, err: np.ndarray, disp_axis: int, window: 
     calibrated about theirs (a pattern the exposure's dark pixels share, EMI stripes, weighs
     that exposure down)."""
     sigma = np.where(np.isfinite(err) & (err > 0) & np.isfinite(dark), err, np.nan).astype(np.float32)
+    off = None
     if not (remove_line_offsets or calibrate_noise):
-        return dark, sigma
+        return dark, sigma, off
     def about_smooth(v):
         return v - running_median(v, int(window) | 1, axis=disp_axis, min_count=min_count)
 
@@ -395,11 +397,12 @@ def _unlit_residuals(dark: np.ndarray, err: np.ndarray, disp_axis: int, window: 
         off = _weighted_line_median(about_smooth(dark - off) + off, sigma ** -2.0, cross)
         dark = dark - off
         detrended = about_smooth(dark)
+        off = np.where(np.isfinite(dark).any(axis=cross, keepdims=True), off, np.nan)
     if calibrate_noise:
         n = np.isfinite(detrended / sigma).reshape(dark.shape[:-2] + (-1,)).sum(axis=-1)
         scale = np.where(n >= MIN_UNLIT_CALIBRATION_PIXELS, _noise_scale(detrended, sigma, clip_sigma), 1.0)
         sigma = sigma * scale[..., None, None].astype(np.float32)
-    return dark, sigma
+    return dark, sigma, off
 
 
 def spatial_residuals(
@@ -418,6 +421,7 @@ def spatial_residuals(
     unlit: np.ndarray | None = None,
     cross_apart: np.ndarray | None = None,
     _empty: np.ndarray | None = None,
+    _offsets: np.ndarray | None = None,
 ) -> Residuals:
     """Residual of every pixel against a robust local sky, per exposure.
 
@@ -500,7 +504,7 @@ def spatial_residuals(
                               gap=np.broadcast_to(codes == GAP, sci.shape) if codes.dtype != bool else None, **kw)
     if response is not None:
         return _flat_fielded(sci, err, response, cross_window=cross_window, cross_apart=cross_apart,
-                             _empty=_empty, **kw)
+                             _empty=_empty, _offsets=_offsets, **kw)
     ax = -2 if dispersion_axis == "y" else -1
     cax = -1 if ax == -2 else -2
     # holes (static bad pixels) take their neighbours' values across the dispersion, so that
@@ -541,11 +545,12 @@ def _lit_and_unlit(sci, err, u, *, dispersion_axis, sky_window, min_sky_pixels, 
               calibration_block=calibration_block)
     # the unlit pixels are left empty, not filled from their neighbours across the dispersion
     # (which, at a slice's edge, are lit: the edge's column would get the slice's sky)
+    dark, dark_sigma, off = _unlit_residuals(np.where(u, sci, np.nan).astype(np.float32), err,
+                                             -2 if dispersion_axis == "y" else -1, sky_window, min_sky_pixels,
+                                             remove_line_offsets, calibrate_noise, clip_sigma)
+    # a line's offset as its dark pixels show it: no light, so none of the sky's structure
     lit = spatial_residuals(np.where(u, np.nan, sci), err, cross_window=cross_window, response=response,
-                            cross_apart=cross_apart, _empty=u, **kw)
-    dark, dark_sigma = _unlit_residuals(np.where(u, sci, np.nan).astype(np.float32), err,
-                                        -2 if dispersion_axis == "y" else -1, sky_window, min_sky_pixels,
-                                        remove_line_offsets, calibrate_noise, clip_sigma)
+                            cross_apart=cross_apart, _empty=u, _offsets=off, **kw)
     # what an unlit pixel sees is its dark level plus a little scattered light, in
     # proportion to the sky of the lit pixels around it (filled across the gap from both
     # sides, or along the dispersion past the slices' ends): its residual is its value, its
@@ -617,7 +622,7 @@ def unlit_codes(unlit: np.ndarray, *, dispersion_axis: str = "y", gap_max_width:
     return codes
 
 
-def _flat_fielded(sci, err, response, *, cross_window, _empty, cross_apart=None, **kw) -> Residuals:
+def _flat_fielded(sci, err, response, *, cross_window, _empty, cross_apart=None, _offsets=None, **kw) -> Residuals:
     """:func:`spatial_residuals` with the pixels' ``response``: the sky from the flat-fielded
     image (a running median then averages the noise instead of taking one pixel's), the residual
     still against the neighbours' sky, so that it keeps the pixel's own response."""
@@ -626,7 +631,63 @@ def _flat_fielded(sci, err, response, *, cross_window, _empty, cross_apart=None,
     v = sci / g
     res = spatial_residuals(v, err / g, cross_window=cross_window, cross_apart=cross_apart, _empty=_empty, **kw)
     local = v - res.resid  # the neighbours' sky (and what the neighbouring lines share)
-    return Residuals((sci - local).astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
+    resid = sci - local
+    if kw.get("remove_line_offsets", True):
+        resid = resid - _offset_left(sci, g, res.sky, -2 if kw.get("dispersion_axis", "y") == "y" else -1,
+                                     cross_window, _offsets)
+    return Residuals(resid.astype(np.float32), (res.sigma * g).astype(np.float32), res.sky)
+
+
+def _offset_left(sci, g, sky, ax: int, cross_window: int | None, offsets=None) -> np.ndarray:
+    """What a line's offset leaves in ``sci - local`` when the sky is built from the flat-fielded
+    image ``sci / g``. The offset ``o`` is additive: ``o / g`` there, so the line's median and
+    the running median across the dispersion take out about ``o / g_loc``, ``g_loc`` the median
+    response of the pixels around (the line's, without ``cross_window``), and ``o (1 - 1 / g_loc)``
+    is left in every pixel: a tenth of the offset along a row at a trough of the MRS fringes, a dark
+    change of the whole row over the exposures the offset lasts. ``o``: the line's ``offsets``
+    as its pixels outside the light show them (no sky there, so no structure of the sky's that
+    the line shares is taken for one), else the line's median of ``sci - g sky``."""
+    cross = -1 if ax == -2 else -2
+    with np.errstate(invalid="ignore"):
+        o = _line_offsets((sci - g * sky).astype(np.float32), ax)
+    if offsets is not None:
+        o = np.where(np.isfinite(offsets), offsets, o).astype(np.float32)
+    seen = np.isfinite(sci).reshape((-1,) + sci.shape[-2:]).any(axis=0)
+    g_loc = _local_response(g, seen, cross, cross_window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        left = o * (1.0 - 1.0 / g_loc)
+    return np.where(np.isfinite(left), left, 0.0).astype(np.float32)
+
+
+#: the last few local-response maps: stage 1 asks for the same one exposure after exposure
+_LOCAL_RESPONSE: dict = {}
+
+
+def _local_response(g, seen, cross: int, cross_window: int | None) -> np.ndarray:
+    """The median response of the pixels ``seen`` around each pixel across the dispersion, over
+    ``cross_window`` (else the whole line): a median, as the offsets' are, so a dead pixel's
+    response does not move it. Kept for the next exposure with the same response and footprint
+    (a NaN-aware running median over a frame costs tens of milliseconds)."""
+    import xxhash
+
+    g = np.ascontiguousarray(g, np.float32)
+    seen = np.ascontiguousarray(seen)
+    key = (g.shape, cross, cross_window, xxhash.xxh3_128_hexdigest(memoryview(g)),
+           xxhash.xxh3_128_hexdigest(memoryview(np.packbits(seen))))
+    got = _LOCAL_RESPONSE.get(key)
+    if got is not None:
+        return got
+    gl = np.where(seen, g, np.nan).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if cross_window:
+            out = running_median(gl, int(cross_window) | 1, axis=cross)
+        else:
+            out = np.nanmedian(gl, axis=cross, keepdims=True)
+    if len(_LOCAL_RESPONSE) >= 4:
+        _LOCAL_RESPONSE.pop(next(iter(_LOCAL_RESPONSE)))
+    _LOCAL_RESPONSE[key] = out
+    return out
 
 
 def _without_line_offsets(sci, err, resid, trend, d, ax, sky_window, min_sky_pixels, cross_window):

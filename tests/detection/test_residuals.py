@@ -79,6 +79,66 @@ def test_hot_pixel_kept_and_row_offsets_removed():
     assert 0.8 < np.nanstd(z[1]) < 1.2  # noise calibrated
 
 
+def test_a_row_offset_leaves_nothing_where_the_row_s_response_is_low():
+    # MRS fringes put whole rows at a trough of response (here 0.88 across the row, between
+    # rows at 1.0); an electronics offset of that row (-0.5 DN/s, additive) is 0.5 / 0.88 in the
+    # flat-fielded image: it must leave the row's residuals at their response's share of the
+    # sky, (g - 1) sky, not 0.5 (1 - 1 / 0.88) = -0.07 DN/s lower, which over the few exposures
+    # the offset lasts is a dark change of every pixel of the row
+    rng = np.random.default_rng(3)
+    ny, nx, sky = 64, 200, 2.0
+    g = (1.0 + rng.normal(0, 0.02, (ny, nx))).astype("f4")
+    g[30] *= 0.88
+    sci = (g * sky + rng.normal(0, 0.01, (2, ny, nx))).astype("f4")
+    sci[1, 30] -= 0.5
+    err = np.full(sci.shape, 0.01, "f4")
+    res = spatial_residuals(sci, err, response=g)
+    own = (g - 1.0) * res.sky
+    for t in (0, 1):
+        left = res.resid[t, 30] - own[t, 30]
+        assert abs(np.nanmedian(left)) < 0.005, t
+    # the exposure with the offset against the one without: the same residuals, pixel by pixel
+    assert np.nanstd(res.resid[1, 30] - res.resid[0, 30]) < 0.03
+    assert abs(np.nanmedian(res.resid[1, 30] - res.resid[0, 30])) < 0.005
+    # the trough over part of the row only (another slice's fringes are at a crest), the sky's
+    # structure across the dispersion taken out as in detect (cross_window): each part is left
+    # at its own share of the sky
+    g[30] = np.where(np.arange(nx) < 100, 0.88, 1.06) * (1.0 + rng.normal(0, 0.02, nx))
+    sci = (g * sky + rng.normal(0, 0.01, (2, ny, nx))).astype("f4")
+    sci[1, 30] -= 0.5
+    res = spatial_residuals(sci, err, response=g, cross_window=15)
+    step = res.resid[1, 30] - res.resid[0, 30]
+    for part in (slice(10, 90), slice(110, 190)):
+        assert abs(np.nanmedian(step[part])) < 0.006, part
+
+
+def test_a_row_s_offset_is_read_from_its_dark_pixels_not_from_a_line_of_the_sky_spectrum():
+    # MRS: a row crosses slices (lit) and the dark bands between them; a sky emission line puts
+    # the whole row 10 % above the rows around in the light (the column's running median does
+    # not follow a one-row feature), which is light, not an offset. The row's electronics
+    # offset (-0.5 DN/s in the second exposure) is what its dark pixels show.
+    rng = np.random.default_rng(4)
+    ny, nx, sky = 64, 200, 2.0
+    unlit = np.zeros((ny, nx), bool)
+    unlit[:, :20] = unlit[:, 100:110] = True
+    g = (1.0 + rng.normal(0, 0.02, (ny, nx))).astype("f4")
+    g[30] *= 0.88
+    light = np.full((ny, nx), sky, "f4")
+    light[30] *= 1.10
+    sci = (np.where(unlit, 0.0, g * light) + rng.normal(0, 0.01, (2, ny, nx))).astype("f4")
+    sci[1, 30] -= 0.5
+    err = np.full(sci.shape, 0.01, "f4")
+    res = spatial_residuals(sci, err, response=g, unlit=unlit, cross_window=15)
+    lit = ~unlit[30]
+    for t in (0, 1):  # each exposure at the response's share of its light
+        left = (res.resid[t, 30] - (g[30] - 1.0) * light[30])[lit]
+        assert abs(np.nanmedian(left)) < 0.008, t
+    step = (res.resid[1, 30] - res.resid[0, 30])[lit]
+    assert abs(np.nanmedian(step)) < 0.006
+    dark = res.resid[:, 30, :20]
+    assert abs(np.nanmedian(dark[1] - dark[0])) < 0.006  # the dark pixels lose the offset too
+
+
 def test_trace_found_slit_edge_not():
     rng = np.random.default_rng(2)
     sky = np.zeros((1, 100, 60), "f4")
