@@ -25,11 +25,13 @@ Example
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import NamedTuple
 
 import bottleneck as bn
 import numpy as np
+import xxhash
 
 from . import running
 
@@ -648,10 +650,13 @@ def _offset_left(sci, g, sky, ax: int, cross_window: int | None, offsets=None) -
     as its pixels outside the light show them (no sky there, so no structure of the sky's that
     the line shares is taken for one), else the line's median of ``sci - g sky``."""
     cross = -1 if ax == -2 else -2
-    with np.errstate(invalid="ignore"):
-        o = _line_offsets((sci - g * sky).astype(np.float32), ax)
-    if offsets is not None:
-        o = np.where(np.isfinite(offsets), offsets, o).astype(np.float32)
+    if offsets is not None and np.isfinite(offsets).all():
+        o = np.asarray(offsets, np.float32)
+    else:
+        with np.errstate(invalid="ignore"):
+            o = _line_offsets((sci - g * sky).astype(np.float32), ax)
+        if offsets is not None:
+            o = np.where(np.isfinite(offsets), offsets, o).astype(np.float32)
     seen = np.isfinite(sci).reshape((-1,) + sci.shape[-2:]).any(axis=0)
     g_loc = _local_response(g, seen, cross, cross_window)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -659,8 +664,10 @@ def _offset_left(sci, g, sky, ax: int, cross_window: int | None, offsets=None) -
     return np.where(np.isfinite(left), left, 0.0).astype(np.float32)
 
 
-#: the last few local-response maps: stage 1 asks for the same one exposure after exposure
+#: the last few local-response maps (read-only): stage 1 asks for the same one exposure after
+#: exposure; a worker's threads share them
 _LOCAL_RESPONSE: dict = {}
+_LOCAL_RESPONSE_LOCK = threading.Lock()
 
 
 def _local_response(g, seen, cross: int, cross_window: int | None) -> np.ndarray:
@@ -668,13 +675,12 @@ def _local_response(g, seen, cross: int, cross_window: int | None) -> np.ndarray
     ``cross_window`` (else the whole line): a median, as the offsets' are, so a dead pixel's
     response does not move it. Kept for the next exposure with the same response and footprint
     (a NaN-aware running median over a frame costs tens of milliseconds)."""
-    import xxhash
-
     g = np.ascontiguousarray(g, np.float32)
     seen = np.ascontiguousarray(seen)
     key = (g.shape, cross, cross_window, xxhash.xxh3_128_hexdigest(memoryview(g)),
            xxhash.xxh3_128_hexdigest(memoryview(np.packbits(seen))))
-    got = _LOCAL_RESPONSE.get(key)
+    with _LOCAL_RESPONSE_LOCK:
+        got = _LOCAL_RESPONSE.get(key)
     if got is not None:
         return got
     gl = np.where(seen, g, np.nan).astype(np.float32)
@@ -684,9 +690,11 @@ def _local_response(g, seen, cross: int, cross_window: int | None) -> np.ndarray
             out = running_median(gl, int(cross_window) | 1, axis=cross)
         else:
             out = np.nanmedian(gl, axis=cross, keepdims=True)
-    if len(_LOCAL_RESPONSE) >= 4:
-        _LOCAL_RESPONSE.pop(next(iter(_LOCAL_RESPONSE)))
-    _LOCAL_RESPONSE[key] = out
+    out.flags.writeable = False
+    with _LOCAL_RESPONSE_LOCK:
+        if len(_LOCAL_RESPONSE) >= 4:
+            _LOCAL_RESPONSE.pop(next(iter(_LOCAL_RESPONSE)))
+        _LOCAL_RESPONSE[key] = out
     return out
 
 
