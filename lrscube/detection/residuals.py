@@ -137,8 +137,9 @@ def local_sky(img: np.ndarray, window: int, axis: int = -2, min_count: int = 5) 
         mm = np.where(wm > 0, med, 0.0).astype(np.float32)
         s0, s1, s2, sy, sxy = running.line_moments(wm, mm, 2 * window + 1, ax)
         slope = (sxy - s1 * sy / s0) / (s2 - s1 * s1 / s0)
+        line = s0 * (2 * window + 1) >= 1.5  # two centred medians at least: through one, a slope is 0 / 0
     with np.errstate(invalid="ignore"):
-        corr = np.where(np.isfinite(slope) & np.isfinite(offset), slope * offset, 0.0)
+        corr = np.where(line & np.isfinite(slope) & np.isfinite(offset), slope * offset, 0.0)
     return (med + corr).astype(np.float32)
 
 
@@ -194,14 +195,60 @@ def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_windo
     """
     sky1 = local_sky(img, window, axis=axis, min_count=min_count)
     trend = local_linear(sky1, window, axis=axis)
-    dev = img - sky1
-    if cross_window:
-        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2, apart=cross_apart)
+    dev = _first_deviation(img, sky1, cross_window, cross_apart, axis)
     sloc = local_scatter(dev, sky1, err)
     with np.errstate(invalid="ignore"):
         out = np.abs(dev) > outlier_sigma * sloc
+        # Where the sky is steep along the dispersion a window's values are ordered by the
+        # slope, so one outlier moves the median of every window holding it by a step of the
+        # slope: the pixels on one side of it are that step off the first sky without being
+        # outliers. Gross outliers stand out beyond that step too; a line holding pixels
+        # that do not is judged again about its first sky with the gross ones replaced by the
+        # line between their neighbours (a hole would move its windows' medians off their
+        # pixels), and its trend is the line through that sky.
+        step = np.abs(np.gradient(trend, axis=axis)) if trend.shape[axis] > 1 else np.zeros_like(trend)
+        gross = np.abs(dev) > outlier_sigma * np.sqrt(sloc ** 2 + np.where(np.isfinite(step), step, 0.0) ** 2)
+    with np.errstate(invalid="ignore"):  # only where the slope's step exceeds the noise: on a flatter sky the order is the noise's
+        lanes = (out & ~gross & (step > sloc)).any(axis=axis, keepdims=True)
+    if lanes.any():
+        shared = (img - sky1) - dev  # what the lines across share (it barely moves with one line's sky)
+        out, trend = _lines_again(img, sky1, gross, lanes, shared, outlier_sigma * sloc, out, trend, window, axis,
+                                  min_count)
     d = np.where(out, np.nan, img) - trend
     return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d, sloc
+
+
+def _lines_again(img, sky1, gross, lanes, shared, limit, out, trend, window, axis, min_count):
+    """(outliers, trend) with the ``lanes`` (lines along the dispersion, ``keepdims``) judged
+    again about the first sky of their data with the ``gross`` outliers replaced by the line
+    between their neighbours along the dispersion (their first sky where none is within 2
+    pixels): only those lines are computed."""
+    out, trend = out.copy(), np.array(trend, np.float32)
+    last = axis % img.ndim == img.ndim - 1  # the dispersion along the last axis: its lines are rows
+    im, s1, gr, sh, lim, o, tr = (np.swapaxes(a, -1, -2) if last else a
+                                  for a in (img, sky1, gross, shared, np.broadcast_to(limit, img.shape), out, trend))
+    ln = (np.swapaxes(lanes, -1, -2) if last else lanes)[..., 0, :]
+    for lead in np.ndindex(im.shape[:-2]):
+        cols = np.flatnonzero(ln[lead])
+        if not cols.size:
+            continue
+        x = im[lead][:, cols]
+        g = gr[lead][:, cols]
+        filled = fill_holes(np.where(g, np.nan, x), 0, 2)[0]
+        first = local_sky(np.where(g, np.where(np.isfinite(filled), filled, s1[lead][:, cols]), x), window, axis=0,
+                          min_count=min_count)
+        with np.errstate(invalid="ignore"):
+            o[lead][:, cols] = np.abs(x - first - sh[lead][:, cols]) > lim[lead][:, cols]
+        tr[lead][:, cols] = local_linear(first, window, axis=0)
+    return out, trend
+
+
+def _first_deviation(img, sky1, cross_window, cross_apart, axis):
+    """``img`` less its first sky, less what the neighbouring lines across the dispersion share."""
+    dev = img - sky1
+    if cross_window:
+        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2, apart=cross_apart)
+    return dev
 
 
 #: median of a chi-square variable with one degree of freedom

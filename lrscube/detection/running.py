@@ -674,7 +674,8 @@ def _sky_correction_rows(img, med, window, min_count, out):
             sy = np.float32(t[3, j] / fs)
             sxy = np.float32(t[4, j] / fs)
             slope = (sxy - s1 * sy / s0) / (s2 - s1 * s1 / s0)
-            corr = slope * off if (slope - slope == 0 and off - off == 0) else np.float32(0.0)
+            line = t[0, j] >= 1.5  # two centred medians at least: through one, a slope is 0 / 0
+            corr = slope * off if (line and slope - slope == 0 and off - off == 0) else np.float32(0.0)
             out[ll, j] = m + corr
 
 

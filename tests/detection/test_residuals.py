@@ -20,6 +20,18 @@ def test_local_sky_unbiased_on_a_ramp_with_edges_and_holes():
     assert np.abs(sky - y)[ok].max() < 1e-3
 
 
+def test_local_sky_near_an_edge_without_a_slope_from_one_median():
+    # a hole 14 pixels from the footprint's edge leaves one window between them centred on its
+    # pixel; a line through one median is 0 / 0, which moved the edge's sky by ten times the
+    # noise in one of these columns; without a slope the cut windows keep their medians
+    rng = np.random.default_rng(1)
+    truth = (3.8 - 0.02 * np.arange(60))[:, None]
+    y = (truth + rng.normal(0, 0.02, (60, 40))).astype("f4")
+    y[14] = np.nan
+    for sky in (local_sky(y, 15, axis=0), local_sky(np.ascontiguousarray(y.T), 15, axis=-1).T):
+        assert np.abs(sky - truth)[:14].max() < 0.15  # a cut window's median: 3.5 pixels of slope and noise
+
+
 def _frame_with_structure(rng, shape):
     """A sloped, curved sky with noise, NaN holes, a NaN run and a cut footprint edge."""
     y = np.arange(shape[-2], dtype="f4")[:, None]
@@ -64,6 +76,27 @@ def test_sky_model_neighbours_of_a_dead_pixel_unbiased_on_a_steep_sky():
     # which stacking over ~100 exposures turns into false detections; the sky model does not
     assert np.abs(plain).max() > 0.4
     assert np.abs(bias).max() < 0.2
+
+
+@pytest.mark.parametrize("along_rows", [False, True])
+def test_sky_model_neighbours_of_a_hot_pixel_unbiased_on_a_sky_many_sigma_steep(along_rows):
+    # the fall-off beyond a spectrum's end: the sky climbs 8 sigma per row, so the running median
+    # of a column is the middle value of its window, and a hot pixel moves it by a whole row's
+    # step in every window that holds it; the neighbours must not inherit that step, whether as
+    # false outliers left out of the second median or through the trend
+    rng = np.random.default_rng(0)
+    n = 600
+    truth = (2 + 0.8 * np.arange(60))[None, :, None] * np.ones((n, 1, 5))
+    err = np.full(truth.shape, 0.1, "f4")
+    sci = (truth + rng.normal(0, 0.1, truth.shape)).astype("f4")
+    sci[:, 30, 2] += 30.0  # hot
+    if along_rows:  # the dispersion along x (NIRSpec): the same lines, transposed
+        sky = np.swapaxes(sky_model(np.swapaxes(sci, 1, 2).copy(), np.swapaxes(err, 1, 2).copy(), 15, axis=2), 1, 2)
+    else:
+        sky = sky_model(sci, err, 15, axis=1)
+    bias = np.delete((sci - sky)[:, 16:45, 2].mean(axis=0) / 0.1, 14)  # the hot pixel left out
+    assert np.abs(bias).max() < 0.2  # 1.9 sigma per exposure when the neighbours were outliers
+    assert abs(float(np.mean((sci - sky)[:, 30, 2])) - 30.0) < 0.1  # the hot pixel keeps its excess
 
 
 def test_hot_pixel_kept_and_row_offsets_removed():
