@@ -208,7 +208,8 @@ def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_windo
         # pixels), and its trend is the line through that sky.
         step = np.abs(np.gradient(trend, axis=axis)) if trend.shape[axis] > 1 else np.zeros_like(trend)
         gross = np.abs(dev) > outlier_sigma * np.sqrt(sloc ** 2 + np.where(np.isfinite(step), step, 0.0) ** 2)
-    with np.errstate(invalid="ignore"):  # only where the slope's step exceeds the noise: on a flatter sky the order is the noise's
+    # only where the step exceeds the scatter: on a flatter sky a window's order is the noise's
+    with np.errstate(invalid="ignore"):
         lanes = (out & ~gross & (step > sloc)).any(axis=axis, keepdims=True)
     if lanes.any():
         shared = (img - sky1) - dev  # what the lines across share (it barely moves with one line's sky)
