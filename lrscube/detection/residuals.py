@@ -208,38 +208,37 @@ def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_windo
         # pixels), and its trend is the line through that sky.
         step = np.abs(np.gradient(trend, axis=axis)) if trend.shape[axis] > 1 else np.zeros_like(trend)
         gross = np.abs(dev) > outlier_sigma * np.sqrt(sloc ** 2 + np.where(np.isfinite(step), step, 0.0) ** 2)
-    # only where the step exceeds the scatter: on a flatter sky a window's order is the noise's
-    with np.errstate(invalid="ignore"):
+        # only where the step exceeds the scatter: on a flatter sky a window's order is the noise's
         lanes = (out & ~gross & (step > sloc)).any(axis=axis, keepdims=True)
     if lanes.any():
-        shared = (img - sky1) - dev  # what the lines across share (it barely moves with one line's sky)
-        out, trend = _lines_again(img, sky1, gross, lanes, shared, outlier_sigma * sloc, out, trend, window, axis,
+        out, trend = _lines_again(img, sky1, dev, gross, lanes, outlier_sigma, sloc, out, trend, window, axis,
                                   min_count)
     d = np.where(out, np.nan, img) - trend
     return trend + local_sky(d, window, axis=axis, min_count=min_count), trend, d, sloc
 
 
-def _lines_again(img, sky1, gross, lanes, shared, limit, out, trend, window, axis, min_count):
+def _lines_again(img, sky1, dev, gross, lanes, outlier_sigma, sloc, out, trend, window, axis, min_count):
     """(outliers, trend) with the ``lanes`` (lines along the dispersion, ``keepdims``) judged
     again about the first sky of their data with the ``gross`` outliers replaced by the line
     between their neighbours along the dispersion (their first sky where none is within 2
-    pixels): only those lines are computed."""
+    pixels), less what the lines across shared about the first sky (``img - sky1 - dev``: it
+    barely moves with one line's sky): only those lines are computed."""
     out, trend = out.copy(), np.array(trend, np.float32)
     last = axis % img.ndim == img.ndim - 1  # the dispersion along the last axis: its lines are rows
-    im, s1, gr, sh, lim, o, tr = (np.swapaxes(a, -1, -2) if last else a
-                                  for a in (img, sky1, gross, shared, np.broadcast_to(limit, img.shape), out, trend))
+    im, s1, dv, gr, sc, o, tr = (np.swapaxes(a, -1, -2) if last else a
+                                 for a in (img, sky1, dev, gross, np.broadcast_to(sloc, img.shape), out, trend))
     ln = (np.swapaxes(lanes, -1, -2) if last else lanes)[..., 0, :]
     for lead in np.ndindex(im.shape[:-2]):
         cols = np.flatnonzero(ln[lead])
         if not cols.size:
             continue
-        x = im[lead][:, cols]
-        g = gr[lead][:, cols]
+        x, s1x, g = im[lead][:, cols], s1[lead][:, cols], gr[lead][:, cols]
         filled = fill_holes(np.where(g, np.nan, x), 0, 2)[0]
-        first = local_sky(np.where(g, np.where(np.isfinite(filled), filled, s1[lead][:, cols]), x), window, axis=0,
+        first = local_sky(np.where(g, np.where(np.isfinite(filled), filled, s1x), x), window, axis=0,
                           min_count=min_count)
         with np.errstate(invalid="ignore"):
-            o[lead][:, cols] = np.abs(x - first - sh[lead][:, cols]) > lim[lead][:, cols]
+            shared = (x - s1x) - dv[lead][:, cols]
+            o[lead][:, cols] = np.abs(x - first - shared) > outlier_sigma * sc[lead][:, cols]
         tr[lead][:, cols] = local_linear(first, window, axis=0)
     return out, trend
 
