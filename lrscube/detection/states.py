@@ -586,7 +586,8 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     if n < p.min_bad_exposures:
         return []
     px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours, own)
-    normal, a, e, z, runs = _normal_state(px, prior, lit, gap)
+    hits_h = None if hours is None or p.afterglow_max_hours <= 0 else (np.asarray(hours, float), hits)
+    normal, a, e, z, runs = _normal_state(px, prior, lit, gap, hits_h)
     q, noisy_spans = _scatter_spans(px, e, z, runs)
     row = functools.partial(_row, px, _Against(a, e, z, q, (1.0 + a) * sky))
     out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
@@ -678,7 +679,7 @@ def _level_runs(px: _Pixel, a, d=0.0):
                               shapes=(px.excess, px.deficit), cap=px.cap, raw=e * px.excess, log_prior=px.log_prior)
 
 
-def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False):
+def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False, hits=None):
     """(normal, a, e, z, runs): the exposures of the pixel's normal state, its response ``a`` and
     the level runs against it (:func:`_level_runs`).
 
@@ -687,12 +688,18 @@ def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False):
     a running median, which belong to no level state. Then the least-bad of the states the runs
     against it show (:func:`choose_normal`), refitted until it does not change; in a cycle, the
     largest of its states is normal. ``lit``: the pixel is inside the light
-    (:func:`choose_normal`); ``gap``: in a narrow gap, its sky its gap's light (:func:`_step_state`)."""
+    (:func:`choose_normal`); ``gap``: in a narrow gap, its sky its gap's light (:func:`_step_state`).
+    ``hits``: (hours, JUMP_DET hours) as :func:`pixel_intervals` takes them; a first-guess span
+    that a hit's charge explains (:func:`_hit_explains`) stays in the normal state: a hit that
+    leaves a pixel raised over its visit makes the running median of that visit scatter, and
+    left out with the span, the normal state would be the few exposures outside it."""
     r, s, sky, p, n = px.r, px.s, px.sky, px.p, px.n
     normal = np.ones(n, bool)
     st0 = state(r, s, sky, normal)
     e, z, runs = _level_runs(px, st0.a, st0.d)
     _, spans0 = _scatter_spans(px, e, z, runs, local=True)
+    if hits is not None:
+        spans0 = [sp for sp in spans0 if not _hit_explains(px, e, sp[0], sp[1], hits)]
     noisy0 = np.zeros(n, bool)
     for i, j, _ in spans0:
         noisy0[i:j] = True
@@ -731,6 +738,15 @@ def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False):
         a, d = baseline_state(r, s, sky, normal, prior)
         e, z, runs = _level_runs(px, a, d)
     return normal, a, e, z, runs
+
+
+def _hit_explains(px: _Pixel, e, a: int, b: int, hits) -> bool:
+    """The span [a, b) of excess scatter holds a JUMP_DET hit and its exposures outside the hit's
+    hours scatter by their noise about the residual ``e`` (:func:`explained_by_hit`, the rule a
+    span of scatter is left out by as a latent); ``hits`` = (hours, JUMP_DET hours)."""
+    hours, jump = hits
+    return jump is not None and explained_by_hit(e, px.s, hours, a, b, jump, max_hours=px.p.afterglow_max_hours,
+                                                 min_sigma=px.thresholds.level, scatter_clip=px.p.clip_sigma)
 
 
 def _step_state(px: _Pixel, exclude, outside=None):

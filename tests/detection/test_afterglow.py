@@ -325,3 +325,39 @@ def test_a_fall_within_a_visit_is_no_latent_when_the_pixel_shows_that_excess_aga
             got = [(w["start"], w["stop"]) for w in pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, r.size),
                                                                      hours=hours)]
             assert got == runs, (level, seed, got)
+
+
+def test_a_hit_s_charge_over_a_visit_leaves_the_normal_state_whole():
+    """A normal pixel of the 40-exposure mrs-long set (707, 813), on a fringe's crest (its
+    residual 0.17 of the flat-fielded sky), that a hit (JUMP_DET in exposure 16) left raised over
+    its visit: 26, 25 and 60 sigma. About a running median of exposures whose noise differs
+    tenfold the first look finds a span of scatter over exposures 4-39; taken out with it, the
+    normal state would be the few exposures outside, against which every other one is off, and
+    the pixel reported over 37 exposures (or two runs around the visit without the population).
+    The hit explains that span: the normal state is every other exposure, and nothing is
+    reported; without the JUMP_DET flag the charge is the pixel's own."""
+    r = np.array([1.2057, 0.5784, 0.98, 0.9238, 0.7458, 0.9061, 1.7624, 0.9072, 0.9533, 1.1626, 1.0736, 1.6392,
+                  1.3878, 1.6282, 1.3966, 1.1111, 2.2726, 3.0453, 1.6428, 0.939, 0.5869, 0.74, 0.6989, 1.5796,
+                  0.7757, 1.8147, 2.0557, 0.6089, 1.1263, 0.7493, 0.6781, 1.102, 0.7966, 1.0179, 0.6058, 1.4314,
+                  0.5313, 0.9275, 1.6386, 1.5005])
+    s = np.array([0.1092, 0.1005, 0.0333, 0.0711, 0.0315, 0.0304, 0.1102, 0.089, 0.0259, 0.1333, 0.1682, 0.1186,
+                  0.0452, 0.0438, 0.0314, 0.1786, 0.0445, 0.0518, 0.0175, 0.027, 0.1502, 0.0349, 0.0236, 0.0395,
+                  0.0217, 0.2385, 0.1893, 0.056, 0.1069, 0.1948, 0.093, 0.1931, 0.0217, 0.0369, 0.0402, 0.0912,
+                  0.0212, 0.1915, 0.0286, 0.1321])
+    sky = np.array([8.29, 3.467, 6.183, 5.594, 4.22, 5.244, 11.237, 5.672, 5.463, 5.914, 7.967, 9.641, 8.025, 9.669,
+                    8.103, 5.449, 6.61, 10.477, 3.473, 5.523, 4.3, 4.6, 4.306, 9.404, 4.498, 11.268, 12.073, 3.719,
+                    6.437, 4.406, 4.214, 5.229, 4.613, 5.862, 3.449, 8.241, 2.97, 3.141, 9.814, 7.697])
+    hours = np.array([0.0, 0.05, 0.25, 2263.29, 2263.46, 2662.19, 2662.4, 2662.46, 2662.74, 2677.55, 2886.19, 3912.88,
+                      3913.04, 3913.31, 3913.72, 6674.58, 7672.01, 7672.26, 7672.83, 9404.33, 9404.6, 9404.73,
+                      9405.09, 9811.47, 9811.96, 10977.57, 12297.77, 12297.83, 12297.9, 12297.94, 15315.3, 15315.34,
+                      15315.66, 19303.45, 19303.66, 20111.71, 21226.07, 21226.29, 21226.67, 21227.07])
+    clip = np.full(40, 6.0)
+    clip[16] = 3.0  # a JUMP_DET exposure is clipped like the scatter
+    p = DetectionParams()
+    th = p.thresholds(1_000_000, r.size)
+    # the neighbours' population as detect measured it, and none
+    for prior in ((0.0137, 0.0139, -0.0019, 2e-05, 5.344, 0.1924), None):
+        ev = pixel_intervals(r, s, sky, p, th, clip=clip, hours=hours, hits=[7672.01], prior=prior)
+        assert ev == [], [(w["start"], w["stop"]) for w in ev]
+        ev = pixel_intervals(r, s, sky, p, th, clip=clip, hours=hours, prior=prior)
+        assert any(w["start"] <= 16 and w["stop"] >= 19 for w in ev)
