@@ -195,7 +195,9 @@ def _sky_parts(img, err, window, axis, min_count, outlier_sigma=5.0, cross_windo
     """
     sky1 = local_sky(img, window, axis=axis, min_count=min_count)
     trend = local_linear(sky1, window, axis=axis)
-    dev = _first_deviation(img, sky1, cross_window, cross_apart, axis)
+    dev = img - sky1
+    if cross_window:
+        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2, apart=cross_apart)
     sloc = local_scatter(dev, sky1, err)
     with np.errstate(invalid="ignore"):
         out = np.abs(dev) > outlier_sigma * sloc
@@ -241,14 +243,6 @@ def _lines_again(img, sky1, dev, gross, lanes, outlier_sigma, sloc, out, trend, 
             o[lead][:, cols] = np.abs(x - first - shared) > outlier_sigma * sc[lead][:, cols]
         tr[lead][:, cols] = local_linear(first, window, axis=0)
     return out, trend
-
-
-def _first_deviation(img, sky1, cross_window, cross_apart, axis):
-    """``img`` less its first sky, less what the neighbouring lines across the dispersion share."""
-    dev = img - sky1
-    if cross_window:
-        dev = cross_deviation(dev, cross_window, -1 if axis in (-2, img.ndim - 2) else -2, apart=cross_apart)
-    return dev
 
 
 #: median of a chi-square variable with one degree of freedom

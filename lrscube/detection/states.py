@@ -586,14 +586,14 @@ def pixel_intervals(r, s, sky, params, thresholds: Thresholds, clip=None, vnull=
     if n < p.min_bad_exposures:
         return []
     px = _pixel(r, s, sky, p, thresholds, clip, vnull, variance_scale, variance_line, hours, own)
-    hits_h = None if hours is None or p.afterglow_max_hours <= 0 else (np.asarray(hours, float), hits)
-    normal, a, e, z, runs = _normal_state(px, prior, lit, gap, hits_h)
+    h = None if hours is None or p.afterglow_max_hours <= 0 else np.asarray(hours, float)
+    normal, a, e, z, runs = _normal_state(px, prior, lit, gap, None if h is None else (h, hits))
     q, noisy_spans = _scatter_spans(px, e, z, runs)
     row = functools.partial(_row, px, _Against(a, e, z, q, (1.0 + a) * sky))
     out = _level_intervals(runs, r=e, s=s, z=z, p=p, threshold=thresholds.level, row=row)
     out = _merge_noisy(out, noisy_spans, row, n)
-    if hours is not None and p.afterglow_max_hours > 0:
-        out = _without_latents(out, e, s, np.asarray(hours, float), p, hits, thresholds.level)
+    if h is not None:
+        out = _without_latents(out, e, s, h, p, hits, thresholds.level)
     if not lit:
         out = _outside_light(out, a, p, gap)
     static = _static_interval(px, normal, prior, lit, line_response, row)
@@ -690,7 +690,7 @@ def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False, hits=N
     largest of its states is normal. ``lit``: the pixel is inside the light
     (:func:`choose_normal`); ``gap``: in a narrow gap, its sky its gap's light (:func:`_step_state`).
     ``hits``: (hours, JUMP_DET hours) as :func:`pixel_intervals` takes them; a first-guess span
-    that a hit's charge explains (:func:`_hit_explains`) stays in the normal state: a hit that
+    that a hit's charge explains (:func:`_scatter_of_hit`) stays in the normal state: a hit that
     leaves a pixel raised over its visit makes the running median of that visit scatter, and
     left out with the span, the normal state would be the few exposures outside it."""
     r, s, sky, p, n = px.r, px.s, px.sky, px.p, px.n
@@ -699,7 +699,7 @@ def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False, hits=N
     e, z, runs = _level_runs(px, st0.a, st0.d)
     _, spans0 = _scatter_spans(px, e, z, runs, local=True)
     if hits is not None:
-        spans0 = [sp for sp in spans0 if not _hit_explains(px, e, sp[0], sp[1], hits)]
+        spans0 = [sp for sp in spans0 if not _scatter_of_hit(e, px.s, *hits, sp[0], sp[1], p, px.thresholds.level)]
     noisy0 = np.zeros(n, bool)
     for i, j, _ in spans0:
         noisy0[i:j] = True
@@ -740,13 +740,13 @@ def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False, hits=N
     return normal, a, e, z, runs
 
 
-def _hit_explains(px: _Pixel, e, a: int, b: int, hits) -> bool:
-    """The span [a, b) of excess scatter holds a JUMP_DET hit and its exposures outside the hit's
-    hours scatter by their noise about the residual ``e`` (:func:`explained_by_hit`, the rule a
-    span of scatter is left out by as a latent); ``hits`` = (hours, JUMP_DET hours)."""
-    hours, jump = hits
-    return jump is not None and explained_by_hit(e, px.s, hours, a, b, jump, max_hours=px.p.afterglow_max_hours,
-                                                 min_sigma=px.thresholds.level, scatter_clip=px.p.clip_sigma)
+def _scatter_of_hit(e, s, h, hits, a: int, b: int, p, level: float) -> bool:
+    """The span [a, b) of excess scatter holds a JUMP_DET hit (``hits``, hours; ``h`` the
+    exposures' hours) and its exposures outside the hit's hours scatter by their noise about the
+    residual ``e``: the hit's charge (:func:`explained_by_hit`, judged by its chi^2 tail below
+    ``level``). A span of scatter is left out as a latent by this rule only."""
+    return hits is not None and explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours,
+                                                 min_sigma=level, scatter_clip=p.clip_sigma)
 
 
 def _step_state(px: _Pixel, exclude, outside=None):
@@ -1216,8 +1216,7 @@ def _without_latents(out: list, e, s, h, p, hits, level: float) -> list:
     def latent(w) -> str:
         a, b = w["start"], w["stop"]
         if w["noisy"]:  # a span of excess scatter: only a hit whose hours hold all of it explains it
-            return "hit" if explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level,
-                                             scatter_clip=p.clip_sigma) else ""
+            return "hit" if _scatter_of_hit(e, s, h, hits, a, b, p, level) else ""
         if explained_by_hit(e, s, h, a, b, hits, max_hours=p.afterglow_max_hours, min_sigma=level):
             return "hit"
         return "decays" if b < n and decays_within(e[a:b], s[a:b], h[a:b], max_hours=p.afterglow_max_hours,
