@@ -728,6 +728,8 @@ def _normal_state(px: _Pixel, prior, lit: bool = True, gap: bool = False, hits=N
         if len(seen) > MAX_PASSES + 1:
             break
     one = _step_state(px, ~normal | noisy0, None if lit or gap else prior)
+    if one is not None and _below_population(px, one, normal & ~noisy0, prior):
+        one = None  # the step's lower side is a dip below the neighbours, the higher at them
     if one is not None:
         normal = one
         a, d = baseline_state(r, s, sky, normal, prior)
@@ -938,19 +940,29 @@ def _below_population(px: _Pixel, new, normal, prior) -> bool:
     """True when the proposed normal state ``new`` is a dip below a normal one: the exposures of
     the current ``normal`` state not in ``new`` have a dark level like the neighbours' (within
     ``changepoint_sigma``), and ``new``, measured at their response, lies below it by
-    ``changepoint_sigma``. A dark current does not fall below the normal one; such a dip is the
-    sky estimate's (beside a latent image) or a noisy pixel's low excursions, not the state the
-    rest is an excess over. A pixel warm from the start that recovers is not stopped: its warm
-    stretch is above the neighbours'."""
+    ``changepoint_sigma``; or (the mirror of :func:`_above_population`) those exposures each
+    lie at the neighbours' level and ``new``'s dark level, at the neighbours' response, lies
+    ``changepoint_sigma`` below the population's and is no lower response (:func:`_a_response`:
+    a pixel a few percent less responsive than its neighbours whose WARM excess later brings it
+    to their level keeps its earlier exposures normal). A dark current does not fall below the
+    normal one; such a dip is the sky estimate's (beside a latent image) or a noisy pixel's low
+    excursions, not the state the rest is an excess over. The second test holds where the rest's
+    own response and dark level are poorly separated (a sky that barely changes) and the
+    population knows them better. A pixel warm from the start that recovers is not stopped: its
+    warm stretch is above the neighbours'."""
     other = normal & ~new
     if prior is None or new.sum() < 2 or other.sum() < 3:
         return False
+    k = px.p.changepoint_sigma
+    if _rest_at_population(px, other, prior):
+        dz, _ = _population_z(px, new, prior)
+        if np.isfinite(dz) and dz < -k and not _a_response(px, new, prior, k, sign=-1):
+            return True
     r, s, sky = px.r, px.s, px.sky
     st = state(r, s, sky, other)
     if st.a_err is None or not np.isfinite(st.d) or not np.isfinite(st.a):
         return False
     md, vd = float(prior[2]), float(prior[3])
-    k = px.p.changepoint_sigma
     if abs(st.d - md) > k * np.sqrt(st.d_err ** 2 + vd):
         return False
     w = new / s ** 2
@@ -977,8 +989,7 @@ def _above_population(px: _Pixel, new, normal, prior) -> bool:
     if prior is None or new.sum() < 1 or other.sum() < 3:
         return False
     k = px.p.changepoint_sigma
-    pr = tuple(float(v) for v in prior)
-    if np.mean(baseline.at_population(px.r[other], px.s[other], px.sky[other], pr, k)) < 0.9:
+    if not _rest_at_population(px, other, prior):
         return False
     dz, _ = _population_z(px, new, prior)
     if not (np.isfinite(dz) and dz > k):
@@ -986,18 +997,27 @@ def _above_population(px: _Pixel, new, normal, prior) -> bool:
     return not _a_response(px, new, prior, k)
 
 
-def _a_response(px: _Pixel, m, prior, k: float) -> bool:
-    """True when the exposures ``m``, which lie above the neighbours at their response, are a
-    response above theirs, not a dark rise: their own fit ``r = a sky + d`` separates the two
-    (its ``d`` known to better than the rise over ``k``) and puts ``d`` at the neighbours' dark
-    level (within ``k`` standard errors). A pixel a few percent more responsive than its
-    neighbours is normal however significant (issue 14), and a WARM onset later in its series is
-    a rise above *it*; a short raised run (a hit's afterglow) has no such fit and stays a rise."""
+def _rest_at_population(px: _Pixel, m, prior) -> bool:
+    """All but a tenth of the exposures ``m`` lie at the neighbours' level (within
+    ``changepoint_sigma``, :func:`lrscube.detection.baseline.at_population`): a noisy stretch's
+    mean may sit there, its exposures do not."""
+    pr = tuple(float(v) for v in prior)
+    return bool(np.mean(baseline.at_population(px.r[m], px.s[m], px.sky[m], pr, px.p.changepoint_sigma)) >= 0.9)
+
+
+def _a_response(px: _Pixel, m, prior, k: float, sign: int = 1) -> bool:
+    """True when the exposures ``m``, which lie above (``sign`` -1: below) the neighbours at
+    their response, are a response above (below) theirs, not a dark rise (fall): their own fit
+    ``r = a sky + d`` separates the two (its ``d`` known to better than the rise over ``k``) and
+    puts ``d`` at the neighbours' dark level (within ``k`` standard errors). A pixel a few percent
+    more (or less) responsive than its neighbours is normal however significant (issue 14), and a
+    WARM onset later in its series is a rise above *it*; a short raised run (a hit's afterglow)
+    has no such fit and stays a rise."""
     ma, md, vd = float(prior[0]), float(prior[2]), float(prior[3])
     st = state(px.r, px.s, px.sky, m)
     if not (np.isfinite(st.d) and np.isfinite(st.d_err) and st.d_err > 0):
         return False
-    rise = _dark_rise(px.r[m], px.s[m], px.sky[m], ma, md)
+    rise = sign * _dark_rise(px.r[m], px.s[m], px.sky[m], ma, md)
     return bool(rise > k * st.d_err and abs(st.d - md) <= k * np.sqrt(st.d_err ** 2 + vd))
 
 

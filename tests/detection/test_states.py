@@ -582,3 +582,28 @@ def test_a_noisy_span_with_one_huge_rise_and_falls_is_not_one_low_level():
         ev = pd.DataFrame(pixel_intervals(r, s, sky, p, th._replace(swing=swing)))
         assert len(ev) >= 1 and ev.start.min() == 33
         assert (ev.stop.max() == n and bool(ev.noisy.any())) == noisy_to_end, (swing, ev[["start", "stop", "noisy"]])
+
+
+def test_a_noisy_pixel_s_low_excursions_are_not_the_state_its_healthy_exposures_are_an_excess_over():
+    # LRS slit, 40 full frames: a pixel at its neighbours' level, noisy from exposure 33 with its
+    # largest excursions below (-10 and -9.7 sigma at 36 and 38). The four exposures from 36 on
+    # were taken for the normal state (the lowest dark level; a step's lower side), and the 36
+    # healthy ones for a WARM excess over it. Those 36 each lie at the neighbours' level and the
+    # four 4.8 standard errors below it at the neighbours' response: a dark current does not fall
+    # below the normal one, so the healthy exposures are normal and the excursions a run below them
+    r = np.array([0.0337, -0.0079, -0.0195, -0.024, -0.0182, -0.0184, -0.0503, 0.0232, -0.0185, 0.0769,
+                  -0.0772, 0.0445, -0.029, -0.0598, -0.0408, -0.1032, -0.05, -0.0596, -0.0177, -0.0245,
+                  -0.0205, 0.002, -0.0338, -0.0617, -0.0187, 0.0067, -0.0788, -0.0357, -0.0627, -0.0055,
+                  -0.1216, -0.1095, -0.0156, -0.0315, 0.0601, -0.0087, -0.1001, -0.2419, -0.1057, -0.1697])
+    s = np.array([0.0447, 0.0558, 0.0132, 0.0286, 0.0133, 0.0126, 0.0423, 0.0379, 0.0106, 0.0681, 0.0845,
+                  0.0472, 0.0177, 0.0168, 0.0121, 0.1107, 0.0161, 0.0189, 0.0067, 0.0108, 0.0951, 0.0146,
+                  0.0098, 0.0151, 0.0089, 0.1234, 0.0838, 0.0241, 0.0467, 0.1379, 0.0457, 0.1281, 0.009,
+                  0.0149, 0.0177, 0.036, 0.0095, 0.1491, 0.0109, 0.0595])
+    sky = np.array([1.377, 0.687, 1.127, 0.98, 0.811, 0.961, 1.824, 1.02, 0.991, 1.046, 1.344, 1.59, 1.372,
+                  1.638, 1.371, 1.052, 1.151, 1.722, 0.704, 1.001, 0.816, 0.877, 0.815, 1.583, 0.837, 1.834,
+                  1.904, 0.713, 1.161, 0.849, 0.838, 0.943, 0.882, 1.047, 0.686, 1.426, 0.631, 0.649, 1.63,
+                  1.3])
+    p = DetectionParams()
+    out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0),
+                          prior=(-0.00222, 0.000322, -0.00212, 8.1e-06, 0.995, 0.000288))
+    assert [(w["start"], w["stop"], w["sign"]) for w in out] == [(36, 40, -1)]
