@@ -244,15 +244,25 @@ def refine_ends(found: list[tuple[int, int]], z: np.ndarray, shapes, cap=None, r
     return out
 
 
-def _matched_significance(z, i, j, mu, plain: float) -> float:
+def _matched_significance(z, i, j, mu, plain: float, isolated: bool = False) -> float:
     """The significance of the steady run [i, j) with each exposure weighed by the defect's level
     ``mu`` in it (:func:`expected_levels`): ``|sum z mu| / sqrt(sum mu^2)``, the likelihood
     ratio's; a level seen at 2 sigma in deep exposures and 0.2 in short ones is not averaged
     with equal weights. ``plain`` (the unweighted ``|sum z| / sqrt(n)``) for switching runs
-    (``mu`` None)."""
+    (``mu`` None).
+
+    ``isolated``: the run has normal exposures on both sides, and at most one of its exposures
+    reaches its clip by itself. Its largest weight is then no larger than its next: a level that one deep
+    exposure alone carries, among short ones that cannot tell it from zero, rises from normal
+    and falls back as a hit the jump step missed does (two exposures beyond the clip are no one
+    hit), and a run that ends holds no later exposure to show the level persists."""
     if mu is None:
         return plain
     m = np.abs(mu[i:j])
+    if isolated and m.size > 1:
+        k = int(np.argmax(m))
+        m = m.copy()
+        m[k] = min(m[k], float(np.max(np.delete(m, k))))
     den = float(np.sqrt(np.sum(m * m)))
     return float(abs(np.sum(z[i:j] * m)) / den) if den > 0 else plain
 
@@ -498,7 +508,13 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
     onsets = [i for i, _, _, _ in found]
     if shapes is not None and found:  # a steady run's evidence weighs each exposure by the level it sees there
         levels = [expected_levels(z, i, j, shapes, cap, raw) for i, j, _, _ in found]
-        found = [(i, j, _matched_significance(z, i, j, mu, st), sg) for (i, j, st, sg), mu in zip(found, levels)]
+        ends = [0] + [j for _, j, _, _ in found]
+        starts = [i for i, _, _, _ in found[1:]] + [z.size]
+        w = np.asarray(z if raw is None else raw, float)
+        c = np.broadcast_to(np.inf if cap is None else np.asarray(cap, float), w.shape)
+        found = [(i, j, _matched_significance(
+                      z, i, j, mu, st, isolated=prev < i and j < nxt and int(np.sum(sg * w[i:j] >= c[i:j])) < 2), sg)
+                 for (i, j, st, sg), mu, prev, nxt in zip(found, levels, ends, starts)]
         # the evidence is the likelihood's (the runs, their significances); the onsets are the most
         # probable ones: the exposures the prior moves into or out of a run carry little of its evidence
         onsets = date_onsets([(i, j) for i, j, _, _ in found], z, levels, log_prior)

@@ -607,3 +607,43 @@ def test_a_noisy_pixel_s_low_excursions_are_not_the_state_its_healthy_exposures_
     out = pixel_intervals(r, s, sky, p, p.thresholds(1_000_000, 40), vnull=(G1, G2, 3.0),
                           prior=(-0.00222, 0.000322, -0.00212, 8.1e-06, 0.995, 0.000288))
     assert [(w["start"], w["stop"], w["sign"]) for w in out] == [(36, 40, -1)]
+
+
+
+def test_a_level_one_deep_exposure_carries_between_short_ones_is_a_hit_not_a_defect():
+    # LRS slit, 40 full frames: a normal pixel hit by a cosmic ray the jump step missed in
+    # exposure 24 (2,042 s, 7.4 sigma), followed by two short ones (47 s and 72 s, noise 14 and
+    # 9 times larger) at +1.5 and +2.1 sigma, then normal. Weighed by the level each exposure
+    # sees, the deep one carried the run 24-26 to 6.6 sigma (threshold 6.4): a WARM pixel for
+    # three exposures. Seven pixels of that set held such a run over the same three exposures.
+    r = np.array([0.0756, 0.0341, 0.0148, 0.0003, 0.0107, -0.0025, 0.1075, 0.0258, -0.005, 0.0062, 0.1465,
+                  -0.0451, 0.0073, 0.0244, -0.0171, 0.3299, 0.0266, 0.0247, 0.0164, 0.0001, 0.0137, 0.0013,
+                  -0.0023, 0.0219, 0.0744, 0.21, 0.1929, 0.009, -0.0102, 0.0657, 0.0111, 0.0388, 0.0071,
+                  -0.0122, 0.0049, 0.0327, -0.0199, 0.0088, 0.0202, -0.0474])
+    s = np.array([0.0441, 0.0568, 0.0139, 0.0271, 0.0135, 0.013, 0.0423, 0.0381, 0.0108, 0.0682, 0.0844,
+                  0.0471, 0.018, 0.0176, 0.012, 0.1129, 0.0161, 0.0192, 0.0068, 0.011, 0.0949, 0.0153,
+                  0.0098, 0.0157, 0.0087, 0.1235, 0.0822, 0.0242, 0.0472, 0.1374, 0.047, 0.1281, 0.0096,
+                  0.0148, 0.0179, 0.0379, 0.0099, 0.1498, 0.0111, 0.0617])
+    sky = np.array([1.309, 0.735, 1.222, 0.844, 0.811, 1.012, 1.814, 1.021, 0.997, 1.001, 1.309, 1.538,
+                    1.411, 1.755, 1.333, 0.99, 1.117, 1.76, 0.725, 1.035, 0.829, 0.959, 0.811, 1.643, 0.781,
+                    1.818, 1.741, 0.719, 1.129, 0.81, 0.86, 0.932, 0.961, 1.028, 0.683, 1.544, 0.685, 0.71,
+                    1.669, 1.451])
+    p = DetectionParams()
+    th = p.thresholds(1_000_000, 40)
+
+    def runs(r, s, sky):
+        out = pixel_intervals(r, s, sky, p, th, vnull=(G1, G2, 3.0),
+                              prior=(0.00239, 0.000337, -0.00031, 8.21e-06, 1.02, 0.000336))
+        return [(w["start"], w["stop"], w["sign"]) for w in out]
+
+    assert runs(r, s, sky) == []
+    # the next deep exposure (27, 0.024 DN/s noise) shows the same excess: two carry the level
+    seen_twice = r.copy()
+    seen_twice[27] += 0.1
+    assert runs(seen_twice, s, sky) == [(24, 28, 1)]
+    # the excess holds from 24 on: a step
+    step = r.copy()
+    step[27:] += 0.07
+    assert runs(step, s, sky) == [(24, 40, 1)]
+    # the series ends after 26: nothing shows that the level fell back, and the run stays
+    assert runs(r[:27], s[:27], sky[:27]) == [(24, 27, 1)]
