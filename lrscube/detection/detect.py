@@ -1115,6 +1115,36 @@ def tile_shape(n_exposures: int, params: DetectionParams, chunk: tuple[int, int]
     return best
 
 
+def seen_box(ds, tile: tuple[int, int]) -> tuple[slice, slice] | None:
+    """Index slices (y, x) of ``ds`` holding every exposure's footprint (the cube's ``y0, x0,
+    ny, nx`` coordinates), widened to the stage-2 tile grid of ``ds`` (``tile`` (ty, tx)): the
+    tiles detect analyses are then the same as over the whole of ``ds``, and what lies outside
+    (never seen: NaN in every exposure) is not read into frames, response samples or work store.
+    None when the box is all of ``ds`` or the coordinates do not say where the exposures lie.
+    A set of subarray exposures (SLITLESSPRISM, NIRSpec's SUBS200A1) costs its own size."""
+    if ds.sizes["time"] == 0 or any(k not in ds.coords for k in ("y0", "x0", "ny", "nx")):
+        return None
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    ys = np.asarray(ds["y"].values, int) if "y" in ds.coords else np.arange(ny)
+    xs = np.asarray(ds["x"].values, int) if "x" in ds.coords else np.arange(nx)
+    if (np.diff(ys) != 1).any() or (np.diff(xs) != 1).any():
+        return None
+    y0, x0, h, w = (np.asarray(ds[k].values, np.int64) for k in ("y0", "x0", "ny", "nx"))
+    if (y0 < 0).any() or (x0 < 0).any() or (h <= 0).any() or (w <= 0).any():
+        return None
+    out = []
+    for lo, hi, start, size, step in ((y0.min(), (y0 + h).max(), ys[0], ny, tile[0]),
+                                      (x0.min(), (x0 + w).max(), xs[0], nx, tile[1])):
+        a = max(int(lo) - int(start), 0) // step * step  # on the grid of the tiles of ds
+        b = min(-(-(int(hi) - int(start)) // step) * step, size)
+        if a >= b:
+            return None
+        out.append(slice(a, b))
+    if (out[0].start, out[0].stop, out[1].start, out[1].stop) == (0, ny, 0, nx):
+        return None
+    return out[0], out[1]
+
+
 def _context(ds, prof, p) -> TileContext:
     mjd = np.asarray(ds["mjd"].values, float)
     expstart = np.asarray(ds["expstart"].values, float) if "expstart" in ds.coords else mjd.copy()
@@ -1127,9 +1157,9 @@ def _context(ds, prof, p) -> TileContext:
                        dof=dof)
 
 
-def _response_task(sci, err, params, profile, source=None, rows=None, response=None, origin=(0, 0)):
+def _response_task(sci, err, params, profile, source=None, rows=None, response=None, origin=(0, 0), crop=None):
     if source is not None:
-        sci, err, _ = read_frames(source, rows, missing="error")
+        sci, err, _ = read_frames(source, rows, missing="error", region=crop)
     return response_stage(sci, err, params, profile, response, origin)
 
 
@@ -1159,9 +1189,9 @@ def unlit_of(levels, params: DetectionParams, profile) -> np.ndarray | None:
     return unlit_codes(u, dispersion_axis=profile.dispersion_axis, gap_max_width=params.gap_max_width_px)
 
 
-def _illumination_task(sci, err, source=None, rows=None):
+def _illumination_task(sci, err, source=None, rows=None, crop=None):
     if source is not None:
-        sci, err, _ = read_frames(source, rows, missing="error")
+        sci, err, _ = read_frames(source, rows, missing="error", region=crop)
     return illumination_stage(sci, err)
 
 
@@ -1196,18 +1226,20 @@ def trace_jump_bits(trace: np.ndarray, jump: np.ndarray) -> np.ndarray:
 
 
 def _stage1_to_work(work, a, sci, err, dq, params, profile, spans, source=None, rows=None, response=None,
-                    unlit=None, intscat=None, dof=None, origin=(0, 0)):
+                    unlit=None, intscat=None, dof=None, origin=(0, 0), crop=None):
     """Stage 1 for exposures [a, a + B) written into the work store, one object holding every
     stage-2 tile (:mod:`lrscube.storage.workstore`); returns the small reductions.
 
     With ``source`` (the exposure cube's zarr URL) and ``rows`` (their storage positions), the
-    task reads its exposures itself, whole frames, instead of receiving them from dask.
+    task reads its exposures itself (the part ``crop`` of their frames, :func:`seen_box`; None:
+    whole frames) instead of receiving them from dask.
     ``dof`` (B,): the degrees of freedom of the exposures' scatter between integrations (None:
     the cube has none); ``intscat`` that plane when not read from ``source``; it is calibrated
     per exposure over the whole frame (:func:`lrscube.detection.intscat.calibrate`).
     """
     if source is not None:
-        sci, err, dq, *more = read_frames(source, rows, missing="error", planes=("intscat",) if dof is not None else ())
+        sci, err, dq, *more = read_frames(source, rows, missing="error", planes=("intscat",) if dof is not None else (),
+                                        region=crop)
         intscat = more[0] if more else None
     out = spatial_stage(sci, err, dq, params, profile, response=response, unlit=unlit, origin=origin)
     bits = trace_jump_bits(out["trace"], out["jump"])
@@ -1302,16 +1334,22 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     ys = np.asarray(ds["y"].values, int) if "y" in ds.coords else np.arange(ny)
     xs = np.asarray(ds["x"].values, int) if "x" in ds.coords else np.arange(nx)
     ctx = _context(ds, prof, p)
-    ctx.ys, ctx.xs = ys, xs
     ty, tx = tiles or tile_shape(n_t, p, prof.chunk)
     ty, tx = min(ty, ny), min(tx, nx)
+    # tasks read the frames of the cube (positions ``rows``) themselves, only the part in the box
+    rows = _storage_rows(ds, source) if work is not None and source is not None else None
+    crop = seen_box(ds, (ty, tx))
+    if crop is not None:
+        ds = ds.isel(y=crop[0], x=crop[1])
+        ny, nx, ys, xs = ds.sizes["y"], ds.sizes["x"], ys[crop[0]], xs[crop[1]]
+    ctx.ys, ctx.xs = ys, xs
     spans = [(a, min(a + ty, ny), b, min(b + tx, nx)) for a in range(0, ny, ty) for b in range(0, nx, tx)]
 
     if work is None:
         results, sbits, n_seen, trace_px, n_tasks = _detect_in_memory(ds, prof, p, ctx, spans)
     else:
         results, sbits, n_seen, trace_px, n_tasks = _detect_two_stage(ds, prof, p, ctx, work, (ty, tx), spans,
-                                                                      progress, source)
+                                                                      progress, source, rows, crop)
     records = carried_records(sbits, n_seen, (int(ys[0]), int(xs[0])))
     frames = [_finish(records)] if records else []
     frames += [r[0] for r in results if len(r[0])]
@@ -1324,6 +1362,8 @@ def detect_dataset(ds, profile=None, *, params: DetectionParams | None = None, t
     meta = {"latent_image_intervals": int(image.sum()),
             "profile": prof.name, "n_exposures": int(n_t), "threshold_sigma": ctx.threshold,
             "tiles": [int(ty), int(tx)], "n_tiles": int(n_tasks), "parameters": p.to_dict(),
+            # the full-frame rows and columns analysed (seen_box): [start, stop)
+            "region": {"y": [int(ys[0]), int(ys[-1]) + 1], "x": [int(xs[0]), int(xs[-1]) + 1]},
             **_findings(ds, ctx, results, iv, trace_px),
             "seconds": round(_time.time() - t0, 2), "timing": getattr(ctx, "timing", None)}
     return iv, meta
@@ -1435,7 +1475,7 @@ def balanced_batch(n: int, batch: int, slots: int) -> int:
     return min(range(batch, smallest - 1, -1), key=busiest)
 
 
-def _stage0(ds, prof, p: DetectionParams, rows, source, origin=(0, 0)):
+def _stage0(ds, prof, p: DetectionParams, rows, source, origin=(0, 0), crop=None):
     """The response pattern (``response_passes`` passes, each on the images flat-fielded by the
     last) and the pixels outside the light, from a few exposures spread over the data set, as
     dask tasks; and the cube's planes as dask arrays when tasks do not read the cube themselves
@@ -1458,7 +1498,7 @@ def _stage0(ds, prof, p: DetectionParams, rows, source, origin=(0, 0)):
             s0 = [dask.delayed(_response_task, pure=False)(sci[gi], err[gi], p, prof, None, None, g_in, origin)
                   for gi in groups]
         else:
-            s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in, origin)
+            s0 = [dask.delayed(_response_task, pure=False)(None, None, p, prof, source, rows[gi], g_in, origin, crop)
                   for gi in groups]
         q, gate = response_pattern(np.concatenate(list(_iter_compute(s0, False))), **_pattern_kw(p, prof),
                                    gate_variance=gate, return_gate=True)
@@ -1468,7 +1508,7 @@ def _stage0(ds, prof, p: DetectionParams, rows, source, origin=(0, 0)):
         if rows is None:
             s0 = [dask.delayed(_illumination_task, pure=False)(sci[gi], err[gi]) for gi in groups]
         else:
-            s0 = [dask.delayed(_illumination_task, pure=False)(None, None, source, rows[gi]) for gi in groups]
+            s0 = [dask.delayed(_illumination_task, pure=False)(None, None, source, rows[gi], crop) for gi in groups]
         unlit = unlit_of(np.stack(list(_iter_compute(s0, False))), p, prof)
     return g, unlit, (sci, err, dq)
 
@@ -1481,19 +1521,20 @@ def _plane_data(ds, name: str):
     return data if hasattr(data, "dask") else da.from_array(np.asarray(data), chunks=(1, -1, -1))
 
 
-def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None):
-    """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask)."""
+def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None, rows=None, crop=None):
+    """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask). With
+    ``rows`` (storage positions in the cube at ``source``) tasks read their frames themselves and
+    cut them to ``crop``, the part of the frame ``ds`` holds (:func:`seen_box`)."""
     import dask
 
     n_t = ds.sizes["time"]
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     B = balanced_batch(n_t, int(p.work_batch_exposures), worker_threads())
     workstore.create(work)
-    rows = _storage_rows(ds, source) if source is not None else None
     t00 = _time.time()
     # stage 0: the pixels' response pattern, from a few exposures spread over the data set
     at = (int(ctx.ys[0]), int(ctx.xs[0]))  # the full-frame (y, x) of the arrays' first pixel
-    g, unlit, arrays = _stage0(ds, prof, p, rows, source, at)
+    g, unlit, arrays = _stage0(ds, prof, p, rows, source, at, crop)
     sci, err, dq = arrays
     ctx.unlit = unlit
     g_node, u_node = _shared(g), _shared(unlit)
@@ -1501,7 +1542,7 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     if rows is not None:  # each task reads its whole frames from the cube: no chunk tasks, no transfers
         s1 = [dask.delayed(_stage1_to_work, pure=False)(work, a, None, None, None, p, prof, spans, source,
                                                          rows[a:a + B], g_node, u_node, None,
-                                                         None if dof is None else dof[a:a + B], at)
+                                                         None if dof is None else dof[a:a + B], at, crop)
               for a in range(0, n_t, B)]
     else:
         qs = _plane_data(ds, "intscat") if dof is not None else None

@@ -803,11 +803,14 @@ def read_plane(url: str, rows, name: str) -> np.ndarray | None:
     return _read_planes(url, [g[name]], rows, "fill")[0]
 
 
-def read_frames(url: str, rows, missing: str = "fill", planes=()) -> tuple[np.ndarray | None, ...]:
+def read_frames(url: str, rows, missing: str = "fill", planes=(),
+                region: tuple[slice, slice] | None = None) -> tuple[np.ndarray | None, ...]:
     """``sci, err, dq`` (B, y, x) of the exposures at storage positions ``rows`` of the exposure
     cube at ``url`` (``cube_url(store)``), whole frames, then each of ``planes`` (names of
     :data:`OPTIONAL_VARS`) as :func:`read_plane` reads it (the fill value for an exposure
     without it, None where the cube has no such array), all opened and fetched in one pass.
+    ``region`` (rows, columns: slices with steps of 1): that part of the frames only (a shard
+    is still fetched whole; only the chunks under the region are decoded).
 
     Formats 2 and 3: each plane's shard is fetched as one object and its chunks decoded here
     (through zarr's reader a frame cost 16 chunk reads with their per-chunk machinery, ~3x the
@@ -822,15 +825,20 @@ def read_frames(url: str, rows, missing: str = "fill", planes=()) -> tuple[np.nd
         raise ValueError(f"read_frames: {unknown} are not optional planes ({list(OPTIONAL_VARS)})")
     arrays = _arrays_on(zarr_store(url, read_only=True), list(DATA_VARS), optional=planes)
     have = [a for a in arrays if a is not None]
-    got = iter(_read_planes(url, have, rows, [missing] * len(DATA_VARS) + ["fill"] * (len(have) - len(DATA_VARS))))
+    got = iter(_read_planes(url, have, rows, [missing] * len(DATA_VARS) + ["fill"] * (len(have) - len(DATA_VARS)),
+                            region))
     return tuple(None if a is None else next(got) for a in arrays)
 
 
-def _read_planes(url: str, arrays, rows, missing) -> list[np.ndarray]:
-    """The frames of ``rows`` of each array; sharded planes fetched one plane ahead of the decode
-    (the next plane's shards are read while this one's are decoded; two planes' bytes in memory
-    at most). ``missing``: as :func:`read_frames` has it, or one such value per array."""
+def _read_planes(url: str, arrays, rows, missing, region=None) -> list[np.ndarray]:
+    """The frames of ``rows`` of each array (``region`` of them: :func:`read_frames`); sharded
+    planes fetched one plane ahead of the decode (the next plane's shards are read while this
+    one's are decoded; two planes' bytes in memory at most). ``missing``: as
+    :func:`read_frames` has it, or one such value per array."""
     layouts = [shard_layout(a) for a in arrays]
+    if region is not None:
+        region = tuple(slice(*sl.indices(n)[:2]) for sl, n in zip(region, arrays[0].shape[1:], strict=True))
+    cut = region if region is not None else (slice(None), slice(None))
     missing = [missing] * len(arrays) if isinstance(missing, str) else list(missing)
 
     def fetch(a):
@@ -841,13 +849,15 @@ def _read_planes(url: str, arrays, rows, missing) -> list[np.ndarray]:
     out = []
     for j, (a, layout) in enumerate(zip(arrays, layouts, strict=True)):
         if layout is None:
-            out.append(np.stack([a[int(i)] for i in rows]) if len(rows) else np.empty((0, *a.shape[1:]), a.dtype))
+            out.append(np.stack([a[(int(i), *cut)] for i in rows]) if len(rows)
+                       else np.empty((0, *a[(0, *cut)].shape), a.dtype))
             continue
         blobs = pending.pop(j).result()
         after = [k for k in sharded if k > j]
         if after:
             pending[after[0]] = fetch(arrays[after[0]])
-        frames = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
+        shape = a.shape[1:] if region is None else tuple(sl.stop - sl.start for sl in region)
+        frames = np.empty((len(rows), *shape), dtype=a.dtype)
         try:
             for k, blob in enumerate(blobs):
                 try:
@@ -855,7 +865,7 @@ def _read_planes(url: str, arrays, rows, missing) -> list[np.ndarray]:
                         raise CorruptDataError("shard missing: a committed exposure's data is not in the store")
                     if isinstance(blob, Unreadable):
                         raise CorruptDataError(f"shard unreadable ({blob})")
-                    layout.decode_into(blob, frames[k])
+                    layout.decode_into(blob, frames[k], region)
                 except CorruptDataError as e:
                     e.url, e.array, e.slot = url, a.basename, int(rows[k])
                     raise

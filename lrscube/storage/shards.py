@@ -209,34 +209,40 @@ class _ShardLayout:
             raise CorruptDataError(f"chunk decompresses to {len(raw)} bytes, not {cy * cx * self.dtype.itemsize}")
         return np.frombuffer(raw, dtype=self.dtype).reshape(cy, cx)
 
-    def decode_into(self, blob, frame: np.ndarray) -> None:
+    def decode_into(self, blob, frame: np.ndarray, region: tuple[slice, slice] | None = None) -> None:
         """Fill ``frame`` (the array's (y, x), native byte order) from a shard object's bytes
         (``None``: no shard stored, all fill value). The index's crc32c and (format 3) each
         chunk's are checked, as zarr does: damage raises :class:`CorruptDataError` (its
-        ``chunk`` says which), never wrong numbers."""
+        ``chunk`` says which), never wrong numbers. ``region`` (rows, columns of the array,
+        slices with steps of 1): ``frame`` is that part only, and only the chunks under it are
+        decoded."""
         if blob is None:
             frame.fill(self.fill)
             return
         mv = memoryview(blob)
         index = self._index(blob)
         cy, cx = self.chunk
-        ny, nx = frame.shape
+        ry, rx = region if region is not None else (slice(0, frame.shape[0]), slice(0, frame.shape[1]))
+        y0, x0 = ry.start, rx.start
+        ny, nx = ry.stop, rx.stop
         for coords in np.ndindex(*self.chunks_per_shard):
             _, iy, ix = coords
             ys, xs = iy * cy, ix * cx
-            if ys >= ny or xs >= nx:
-                continue
             ye, xe = min(ys + cy, ny), min(xs + cx, nx)
+            ya, xa = max(ys, y0), max(xs, x0)  # the part of the chunk inside the region
+            if ya >= ye or xa >= xe:
+                continue
+            out = frame[ya - y0:ye - y0, xa - x0:xe - x0]
             off, length = (int(v) for v in index[coords])
             if off == MAX_UINT_64:
-                frame[ys:ye, xs:xe] = self.fill
+                out[...] = self.fill
                 continue
             try:
                 chunk = self._chunk(mv, off, length)
             except CorruptDataError as e:
                 e.chunk = (iy, ix)
                 raise
-            frame[ys:ye, xs:xe] = chunk[:ye - ys, :xe - xs]
+            out[...] = chunk[ya - ys:ye - ys, xa - xs:xe - xs]
 
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}

@@ -352,6 +352,52 @@ def test_store_two_stage_run_equals_in_memory(tmp_path):
     assert not list((tmp_path / "s" / "detect").glob("*/work"))  # this run's scratch folder removed
 
 
+def test_a_set_of_subarray_exposures_is_analysed_in_its_box_with_the_whole_frames_intervals(tmp_path):
+    """Exposures that all lie in one part of the frame (subarrays) are read and analysed there
+    alone, on the tile grid of the whole frame: the intervals are those of the whole frames, bit
+    for bit, in memory and through the work store."""
+    from lrscube.storage import cube
+    from lrscube.detection.detect import detect, open_intervals
+
+    ds, _ = independent_cube(n=24, ny=96, nx=40, n_def=10)
+    store = str(tmp_path / "s")
+    cube.create(store, profiles.load("lrs"))
+    _append(store, ds, np.arange(ds.sizes["time"]))
+    stored = cube.open_cube(store)
+    whole, meta_whole = detect_dataset(stored.drop_vars(["y0", "x0", "ny", "nx"]), "lrs", tiles=(128, 129))
+    box, meta = detect_dataset(stored, "lrs", tiles=(128, 129))
+    assert meta_whole["region"] == {"y": [0, 1024], "x": [0, 1032]}
+    assert meta["region"] == {"y": [256, 512], "x": [258, 387]}  # rows 300-396, columns 300-340, on the grid
+    pd.testing.assert_frame_equal(box, whole)
+    assert len(box[~box.carried]) >= 5
+    detect(store, progress=False, write_mask=False, tiles=(128, 129), work_precision_sigma=0)
+    pd.testing.assert_frame_equal(open_intervals(store), whole, check_dtype=False)
+
+
+@pytest.mark.parametrize("ys, xs, tile, want", [
+    ((300, 96), (300, 40), (128, 129), ((256, 512), (258, 387))),
+    ((0, 1024), (0, 1032), (128, 129), None),        # the whole frame: nothing to cut
+    ((528, 416), (0, 72), (256, 258), ((512, 1024), (0, 258))),  # SLITLESSPRISM
+    ((900, 124), (1000, 32), (256, 258), ((768, 1024), (774, 1032))),  # to the frame's corner
+])
+def test_seen_box_holds_every_footprint_on_the_tile_grid(ys, xs, tile, want):
+    from lrscube.detection.detect import seen_box
+
+    n = 3
+    ds = xr.Dataset({"sci": (("time", "y", "x"), np.zeros((n, 1024, 1032), "f4"))},
+                    coords={"y0": ("time", [ys[0]] * n), "ny": ("time", [ys[1]] * n),
+                            "x0": ("time", [xs[0], xs[0] + 5, xs[0]]), "nx": ("time", [xs[1], xs[1] - 5, xs[1]])})
+    got = seen_box(ds, tile)
+    assert (got if got is None else ((got[0].start, got[0].stop), (got[1].start, got[1].stop))) == want
+    # a Dataset that is already a part of the frame: the grid of its own tiles
+    part = ds.assign_coords(y=np.arange(1024), x=np.arange(1032)).isel(y=slice(100, None), x=slice(3, None))
+    got = seen_box(part, tile)
+    if want is not None:
+        for sl, at, lo, t in ((got[0], 100, ys[0], tile[0]), (got[1], 3, xs[0], tile[1])):
+            assert sl.start % t == 0 and sl.start + at <= max(lo, at) < sl.start + at + t
+    assert seen_box(ds.drop_vars("y0"), tile) is None
+
+
 def test_exposure_with_a_flagged_cosmic_ray_counts_at_most_jump_clip_sigma():
     # three exposures at 3, 3 and 5 sigma (plus noise), the last with JUMP_DET (a corrected cosmic ray
     # whose residual is not in ERR): 7.7 sigma stacked without the flag, 5.5 with it

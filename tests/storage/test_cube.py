@@ -260,6 +260,12 @@ def test_read_frames_equals_zarrs_reader(tmp_path, version):
         assert frames.dtype == want.dtype and frames.dtype.isnative
         np.testing.assert_array_equal(frames, want)
     assert np.isnan(got[0][2]).all() and int(got[2][2].max()) == 0  # the empty slot: fill value
+    # a region (detect's box of a subarray set): the same pixels, only the chunks under it decoded;
+    # one inside a chunk, one across chunk edges to the frame's corner
+    for region in ((slice(300, 310), slice(5, 9)), (slice(200, 1024), slice(250, 1032))):
+        part = cube.read_frames(cube.cube_url(store), rows, region=region)
+        for a, b in zip(part, got, strict=True):
+            np.testing.assert_array_equal(a, b[:, region[0], region[1]])
 
 
 @pytest.mark.parametrize("version", [3, 4])
@@ -285,6 +291,9 @@ def test_read_frames_reads_optional_planes_in_the_same_pass(tmp_path, version, m
     for a, b in zip((sci, err, dq), cube.read_frames(url, rows), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(scat, cube.read_plane(url, rows, "intscat"))
+    region = (slice(500, 700), slice(0, 300))
+    for a, b in zip(cube.read_frames(url, rows, planes=("intscat",), region=region), (sci, err, dq, scat), strict=True):
+        np.testing.assert_array_equal(a, b[:, 500:700, 0:300])
     assert scat.dtype == np.float16 and np.isnan(scat[0]).all()  # the empty slot: fill value
     np.testing.assert_array_equal(scat[1], exps[0].intscat)
     y0, x0, ny, nx = SLIT
