@@ -267,6 +267,14 @@ def _matched_significance(z, i, j, mu, plain: float, isolated: bool = False) -> 
     return float(abs(np.sum(z[i:j] * m)) / den) if den > 0 else plain
 
 
+def _isolated(i: int, j: int, sign: int, prev_end: int, next_start: int, raw: np.ndarray, cap: np.ndarray) -> bool:
+    """Whether the run [i, j) of ``sign`` is :func:`_matched_significance`'s ``isolated``: normal
+    exposures on both sides (the run before ends before ``i``, the next begins after ``j``; the
+    series' ends count as runs) and fewer than two of its exposures at or beyond their clip
+    ``cap`` in the series before clipping, ``raw``."""
+    return prev_end < i and j < next_start and int(np.sum(sign * raw[i:j] >= cap[i:j])) < 2
+
+
 def date_onsets(found: list[tuple[int, int]], z: np.ndarray, levels: list,
                 log_prior: np.ndarray | None = None) -> list[int]:
     """The most probable onset of each steady run [i, j): where the log-likelihood of "bad" over
@@ -512,8 +520,7 @@ def find_runs(z: np.ndarray, *, min_sigma: float = 4.0, min_length: int = 1, max
         starts = [i for i, _, _, _ in found[1:]] + [z.size]
         w = np.asarray(z if raw is None else raw, float)
         c = np.broadcast_to(np.inf if cap is None else np.asarray(cap, float), w.shape)
-        found = [(i, j, _matched_significance(
-                      z, i, j, mu, st, isolated=prev < i and j < nxt and int(np.sum(sg * w[i:j] >= c[i:j])) < 2), sg)
+        found = [(i, j, _matched_significance(z, i, j, mu, st, isolated=_isolated(i, j, sg, prev, nxt, w, c)), sg)
                  for (i, j, st, sg), mu, prev, nxt in zip(found, levels, ends, starts)]
         # the evidence is the likelihood's (the runs, their significances); the onsets are the most
         # probable ones: the exposures the prior moves into or out of a run carry little of its evidence
