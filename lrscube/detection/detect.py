@@ -1523,8 +1523,8 @@ def _plane_data(ds, name: str):
 
 def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None, rows=None, crop=None):
     """Stage 1 over batches of exposures into ``work``, then stage 2 over tiles (dask). With
-    ``rows`` (storage positions in the cube at ``source``) tasks read their frames themselves and
-    cut them to ``crop``, the part of the frame ``ds`` holds (:func:`seen_box`)."""
+    ``rows`` (storage positions in the cube at ``source``) tasks read their frames themselves,
+    only the part ``crop`` that ``ds`` holds (:func:`seen_box`)."""
     import dask
 
     n_t = ds.sizes["time"]

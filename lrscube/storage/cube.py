@@ -839,6 +839,7 @@ def _read_planes(url: str, arrays, rows, missing, region=None) -> list[np.ndarra
     if region is not None:
         region = tuple(slice(*sl.indices(n)[:2]) for sl, n in zip(region, arrays[0].shape[1:], strict=True))
     cut = region if region is not None else (slice(None), slice(None))
+    shape = arrays[0].shape[1:] if region is None else tuple(sl.stop - sl.start for sl in region)
     missing = [missing] * len(arrays) if isinstance(missing, str) else list(missing)
 
     def fetch(a):
@@ -849,14 +850,12 @@ def _read_planes(url: str, arrays, rows, missing, region=None) -> list[np.ndarra
     out = []
     for j, (a, layout) in enumerate(zip(arrays, layouts, strict=True)):
         if layout is None:
-            out.append(np.stack([a[(int(i), *cut)] for i in rows]) if len(rows)
-                       else np.empty((0, *a[(0, *cut)].shape), a.dtype))
+            out.append(np.stack([a[(int(i), *cut)] for i in rows]) if len(rows) else np.empty((0, *shape), a.dtype))
             continue
         blobs = pending.pop(j).result()
         after = [k for k in sharded if k > j]
         if after:
             pending[after[0]] = fetch(arrays[after[0]])
-        shape = a.shape[1:] if region is None else tuple(sl.stop - sl.start for sl in region)
         frames = np.empty((len(rows), *shape), dtype=a.dtype)
         try:
             for k, blob in enumerate(blobs):
