@@ -1572,7 +1572,7 @@ def _detect_two_stage(ds, prof, p, ctx, work, tile, spans, progress, source=None
     counts: dict = {}
     for res in _iter_compute(s2a, progress):
         _add_counts(counts, res)
-    cal = calibrations(counts, p)
+    cal = _shared_parts(calibrations(counts, p))
     t2 = _time.time()
     def tile_cal(ya, yb, xa, xb):  # the calibrations of the tile's blocks (its gap pixels' apart)
         at, shape = (int(ctx.ys[ya]), int(ctx.xs[xa])), (yb - ya, xb - xa)
@@ -1610,6 +1610,19 @@ def _shared(obj):
     if client is not None:
         return client.scatter(obj, broadcast=True, hash=False)
     return dask.delayed(obj, pure=True)
+
+
+def _shared_parts(parts: dict) -> dict:
+    """``parts`` (a dict of arguments, each needed by some tasks) with each value sent once:
+    scattered to the cluster (a worker fetches a value when a task of its needs it) when a
+    distributed client runs the tasks, else as it is. A block's noise calibration holds a few
+    bytes per exposure and every stage-2 tile inside the block needs it: carried in each task's
+    graph, stage 2's graph would grow as tiles x N, i.e. as N^2 (the tile shrinks as N grows)."""
+    client = _active_client()
+    if client is None or not parts:
+        return parts
+    keys = list(parts)
+    return dict(zip(keys, client.scatter([parts[k] for k in keys], hash=False)))
 
 
 def _iter_compute(tasks, progress):

@@ -352,6 +352,53 @@ def test_store_two_stage_run_equals_in_memory(tmp_path):
     assert not list((tmp_path / "s" / "detect").glob("*/work"))  # this run's scratch folder removed
 
 
+def _pickled_types(obj) -> set[str]:
+    """The names of the types of every object pickling ``obj`` writes."""
+    import io
+    import pickle
+
+    seen: set[str] = set()
+
+    class P(pickle.Pickler):
+        def persistent_id(self, o):
+            seen.add(type(o).__name__)
+            return None
+
+    P(io.BytesIO()).dump(obj)
+    return seen
+
+
+def test_on_a_cluster_the_noise_calibration_is_sent_once_not_with_every_tile(tmp_path, client, monkeypatch):
+    """On a distributed cluster each block's noise calibration (arrays over the exposures) is
+    scattered once; a stage-2 task's graph names it, so the graphs grow with the tiles, not with
+    tiles x exposures. The intervals are the in-memory ones, bit for bit."""
+    from lrscube.storage import cube
+    from lrscube.detection import detect as D
+
+    ds, _ = independent_cube(n=24, ny=96, nx=40, n_def=10)
+    store = str(tmp_path / "s")
+    cube.create(store, profiles.load("lrs"))
+    _append(store, ds, np.arange(ds.sizes["time"]))
+    want, _ = detect_dataset(cube.open_cube(store), "lrs", tiles=(32, 40))
+    graphs = []
+    orig = D._iter_compute
+
+    def recording(tasks, progress):
+        graphs.extend((str(t.key), dict(t.__dask_graph__())) for t in tasks)
+        return orig(tasks, progress)
+
+    monkeypatch.setattr(D, "_iter_compute", recording)
+    D.detect(store, progress=False, write_mask=False, tiles=(32, 40), work_precision_sigma=0)
+    stage2 = [g for key, g in graphs if "_stage2_from_work" in key]
+    assert len(stage2) >= 4  # the 96 x 40 pixels on the frame's grid of 32 x 40 tiles
+    for g in stage2:
+        assert "Calibration" not in _pickled_types(g)
+    from lrscube.detection.baseline import Calibration
+
+    assert "Calibration" in _pickled_types({(0, 0): Calibration(*(np.ones(24),) * 4)})  # what it would see
+    pd.testing.assert_frame_equal(want, D.open_intervals(store), check_dtype=False)
+
+
 def test_a_set_of_subarray_exposures_is_analysed_in_its_box_with_the_whole_frames_intervals(tmp_path):
     """Exposures that all lie in one part of the frame (subarrays) are read and analysed there
     alone, on the tile grid of the whole frame: the intervals are those of the whole frames, bit
