@@ -370,8 +370,8 @@ def _pickled_types(obj) -> set[str]:
 
 def test_on_a_cluster_the_noise_calibration_is_sent_once_not_with_every_tile(tmp_path, client, monkeypatch):
     """On a distributed cluster each block's noise calibration (arrays over the exposures) is
-    scattered once; a stage-2 task's graph names it, so the graphs grow with the tiles, not with
-    tiles x exposures. The intervals are the in-memory ones, bit for bit."""
+    scattered once; a stage-2 task's graph names it, so the tasks' messages do not grow with
+    the exposures. The intervals are the in-memory ones, bit for bit."""
     from lrscube.storage import cube
     from lrscube.detection import detect as D
 
