@@ -146,10 +146,7 @@ CLEAN_RATIO = 4.0
 STATIC_MAX_SCATTER = 2.0
 
 
-@functools.lru_cache(maxsize=4096)
 def _chi2_isf(p: float, dof: int) -> float:
-    """chi^2 quantile; cached: scipy's distributions cost ~0.1 ms a scalar call, and candidates
-    ask for the same few (probability, degrees of freedom) pairs over and over."""
     from scipy.stats import chi2
 
     return float(chi2.isf(p, max(dof, 1)))
