@@ -1616,8 +1616,9 @@ def _shared_parts(parts: dict) -> dict:
     """``parts`` (a dict of arguments, each needed by some tasks) with each value sent once:
     scattered to the cluster (a worker fetches a value when a task of its needs it) when a
     distributed client runs the tasks, else as it is. A block's noise calibration holds a few
-    bytes per exposure and every stage-2 tile inside the block needs it: carried in each task's
-    graph, stage 2's graph would grow as tiles x N, i.e. as N^2 (the tile shrinks as N grows)."""
+    bytes per exposure and every stage-2 tile inside the block needs it: carried in each task,
+    stage 2's messages to the workers would sum to tiles x N bytes, i.e. grow as N^2 (the tile
+    shrinks as N grows)."""
     client = _active_client()
     if client is None or not parts:
         return parts

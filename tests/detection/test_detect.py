@@ -374,6 +374,7 @@ def test_on_a_cluster_the_noise_calibration_is_sent_once_not_with_every_tile(tmp
     the exposures. The intervals are the in-memory ones, bit for bit."""
     from lrscube.storage import cube
     from lrscube.detection import detect as D
+    from lrscube.detection.baseline import Calibration
 
     ds, _ = independent_cube(n=24, ny=96, nx=40, n_def=10)
     store = str(tmp_path / "s")
@@ -393,8 +394,6 @@ def test_on_a_cluster_the_noise_calibration_is_sent_once_not_with_every_tile(tmp
     assert len(stage2) >= 4  # the 96 x 40 pixels on the frame's grid of 32 x 40 tiles
     for g in stage2:
         assert "Calibration" not in _pickled_types(g)
-    from lrscube.detection.baseline import Calibration
-
     assert "Calibration" in _pickled_types({(0, 0): Calibration(*(np.ones(24),) * 4)})  # what it would see
     pd.testing.assert_frame_equal(want, D.open_intervals(store), check_dtype=False)
 
