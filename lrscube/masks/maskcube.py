@@ -687,12 +687,35 @@ def _dq_frames(plan: EpochPlan, frame_shape: tuple[int, int]):
     import dask.array as da
 
     ny, nx = frame_shape
-    # one small task per epoch; the pixel lists are one shared graph key, not copied per task
-    shared = dask.delayed((plan.static_ys, plan.static_xs, plan.static_values, plan.ys, plan.xs),
-                          pure=True, traverse=False)
-    frames = [da.from_delayed(dask.delayed(_render_epoch, pure=True)(frame_shape, shared, plan.values[s]),
+    # One shared graph key holds the pixel lists and each pixel's changes (epoch, value): a few
+    # per flagged pixel, where the (epochs x pixels) values grow as both (16 MB, and dask's
+    # "large graph" warning, at 1,600 exposures). A task names its epoch.
+    shared = dask.delayed((plan.static_ys, plan.static_xs, plan.static_values, plan.ys, plan.xs,
+                           *value_changes(plan.values)), pure=True, traverse=False)
+    frames = [da.from_delayed(dask.delayed(_render_epoch, pure=True)(frame_shape, shared, s),
                               shape=(ny, nx), dtype="uint32") for s in range(plan.n_epochs)]
     return da.stack(frames) if plan.n_epochs else da.zeros((0, ny, nx), "uint32")
+
+
+def value_changes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(epoch, pixel, value)`` where each pixel's value in the (S, P) ``values`` changes, every
+    pixel's first epoch included; sorted by epoch. :func:`values_at` inverts it."""
+    values = np.asarray(values)
+    changed = np.ones(values.shape, bool)
+    changed[1:] = values[1:] != values[:-1]
+    epoch, pixel = np.nonzero(changed)
+    return epoch, pixel, values[epoch, pixel]
+
+
+def values_at(s: int, epoch: np.ndarray, pixel: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Epoch ``s``'s values of every pixel from :func:`value_changes`: each pixel's last change at
+    or before ``s``."""
+    k = int(np.searchsorted(epoch, s, side="right"))
+    # the last change per pixel: the first occurrence in the reversed prefix
+    pix, first = np.unique(pixel[:k][::-1], return_index=True)
+    out = np.zeros(int(pixel.max()) + 1 if pixel.size else 0, value.dtype)
+    out[pix] = value[:k][::-1][first]
+    return out
 
 
 def _epoch_variables(plan: EpochPlan, frame_shape: tuple[int, int]) -> tuple[list[str], dict]:
@@ -744,9 +767,9 @@ def _exposure_variables(plan: EpochPlan) -> dict:
     }
 
 
-def _render_epoch(frame_shape, shared, values):
-    sy, sx, sv, ys, xs = shared
-    return render_frame(frame_shape, sy, sx, sv, ys, xs, values)
+def _render_epoch(frame_shape, shared, s):
+    sy, sx, sv, ys, xs, epoch, pixel, value = shared
+    return render_frame(frame_shape, sy, sx, sv, ys, xs, values_at(s, epoch, pixel, value))
 
 
 def write_mask_cube(store: str, intervals: pd.DataFrame, profile=None, exposures: pd.DataFrame | None = None,

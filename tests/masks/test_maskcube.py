@@ -247,3 +247,33 @@ def test_footprints_weight_only_covered_pixels():
     plan = mc.plan_epochs(iv, exp, None, max_epochs=2)
     assert plan.cost["pixel_exposures"]["total"] == 0
     assert [a for a, _ in plan.segments] == [0, 1]
+
+
+def test_many_epochs_render_their_own_masks_from_a_graph_without_the_epoch_by_pixel_values():
+    # 300 exposures, 2,000 pixels each bad over its own span: ~300 epochs x 2,000 changing pixels
+    # (2.4 MB of values). Each epoch's task must render that epoch's mask, and the graph carry
+    # each pixel's few changes, not the values of every epoch (dask warns of a "large graph"
+    # at 10 MB: 1,600 real exposures).
+    import pickle
+
+    rng = np.random.default_rng(3)
+    exp = exposures(300, spacing=1.0)
+    s = exp["expstart"].to_numpy()
+    P = 2000
+    a = rng.integers(0, 300, P)
+    b = a + rng.integers(1, 100, P)
+    iv = pd.DataFrame({"y": rng.permutation(1024 * 1032)[:P] // 1032, "x": 0, "flag": "WARM",
+                       "start_mjd": s[a], "end_mjd": np.where(b < 300, s[np.minimum(b, 299)], np.nan)})
+    iv["x"] = rng.integers(0, 1032, P)
+    iv = iv.drop_duplicates(["y", "x"])
+    iv["dq"] = np.uint32(WARM)
+    plan = mc.plan_epochs(iv, exp, None)
+    assert plan.n_epochs > 250 and plan.values.nbytes > 2_000_000
+    dq = mc._dq_frames(plan, (1024, 1032))
+    graph_bytes = len(pickle.dumps(dict(dq.__dask_graph__())))
+    assert graph_bytes < plan.values.nbytes / 10, graph_bytes
+    for e in range(0, plan.n_epochs, 12):
+        frame = dq[e].compute(scheduler="sync")
+        np.testing.assert_array_equal(frame, plan.frame(e, (1024, 1032)), str(e))
+        want = truth_at(iv, exp["mjd"][plan.raw.first_exposure[plan.segments[e][0]]])
+        assert {(int(y), int(x)): int(frame[y, x]) for y, x in zip(*np.nonzero(frame))} == want, e
