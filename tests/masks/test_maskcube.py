@@ -277,3 +277,14 @@ def test_many_epochs_render_their_own_masks_from_a_graph_without_the_epoch_by_pi
         np.testing.assert_array_equal(frame, plan.frame(e, (1024, 1032)), str(e))
         want = truth_at(iv, exp["mjd"][plan.raw.first_exposure[plan.segments[e][0]]])
         assert {(int(y), int(x)): int(frame[y, x]) for y, x in zip(*np.nonzero(frame))} == want, e
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (7, 1), (30, 40), (4, 0)])
+def test_value_changes_give_back_every_epochs_values(shape):
+    rng = np.random.default_rng(shape[0])
+    values = np.where(rng.random(shape) < 0.8, 0, rng.choice([HOT, WARM | DNU], shape)).astype("uint32")
+    values = np.maximum.accumulate(values, axis=0) * (rng.random(shape[1]) < 0.9)  # runs of one state
+    changes = mc.value_changes(values)
+    assert len(changes[0]) <= shape[1] + np.count_nonzero(values[1:] != values[:-1])
+    for s in range(shape[0]):
+        np.testing.assert_array_equal(mc.values_at(s, *changes), values[s])
