@@ -39,17 +39,6 @@ def realdata_file(key: str) -> Path:
     return path
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (the README's ``-n 2``; ``--dist loadgroup`` in pyproject.toml), the
-    tests that share a module-scoped fixture run in one process: the fixture (a simulated,
-    ingested and detected set) is built once, not in each process the module's tests go to."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope == "module" for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture
 def rateints_real() -> Path:
     return realdata_file("rateints")
