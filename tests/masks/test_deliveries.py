@@ -91,9 +91,21 @@ def store(tmp_path_factory):
     return root, root / "store", exp
 
 
-def test_default_export_is_the_cheapest_cut_the_rule_allows(store):
+@pytest.fixture(scope="module")
+def exported(store):
+    """The store's deliveries, delivery-001 to -005 in this order (each test may run alone)."""
+    root, s, _ = store
+    kw = dict(author="T. Ester", pedigree="SIMULATION")
+    return {"default": export_crds(s, root / "default", **kw),
+            "every": export_crds(s, root / "every", every_epoch=True, **kw),
+            "two": export_crds(s, root / "two", min_changed_pixels=2, **kw),
+            "slow": export_crds(s, root / "slow", min_epoch_days=100, **kw),
+            "one": export_crds(s, root / "one", min_epoch_days=200, **kw)}
+
+
+def test_default_export_is_the_cheapest_cut_the_rule_allows(store, exported):
     root, s, exp = store
-    man = export_crds(s, root / "default", author="T. Ester", pedigree="SIMULATION")
+    man = exported["default"]
     states = truth(INTERVALS, exp)
     starts_w = [int(np.searchsorted(exp["expstart"].to_numpy(), mc.datetime64_to_mjd(np.datetime64(f["epoch_start"])) - 1e-6))
                 for f in man["files"]]
@@ -130,29 +142,29 @@ def test_default_export_is_the_cheapest_cut_the_rule_allows(store):
     assert px["missed"] == len(missed) and px["missed_in_regions"] == len({j for j in missed if IN_REGION[j]})
 
 
-def test_every_epoch_and_a_higher_materiality_threshold(store):
+def test_every_epoch_and_a_higher_materiality_threshold(store, exported):
     root, s, exp = store
-    every = export_crds(s, root / "every", author="T. Ester", pedigree="SIMULATION", every_epoch=True)
+    every = exported["every"]
     assert len(every["files"]) == mc.open_mask(s).sizes["time"] == 7  # weeks 0, 5, 8, 20, 22, 31, 40
-    two = export_crds(s, root / "two", author="T. Ester", pedigree="SIMULATION", min_changed_pixels=2)
+    two = exported["two"]
     # HOT alone (week 8) and the DEAD recovery (week 40) change one pixel of a class: folded
     assert [f["useafter"][:10] for f in two["files"]] == ["2023-02-25", "2023-07-15"]
     frames = [np.array(fits.getdata(root / "two" / f["file"], "DQ")) for f in two["files"]]
     region = DeliveryRule.from_profile(LRS).region_frame((1024, 1032))
     changes = class_changes(frames[0][region], frames[1][region])
     assert max(changes.values()) >= 2 and changes["WARM"] == 2
-    slow = export_crds(s, root / "slow", author="T. Ester", pedigree="SIMULATION", min_epoch_days=100)
+    slow = exported["slow"]
     starts = [mc.datetime64_to_mjd(np.datetime64(f["epoch_start"])) for f in slow["files"]]
     assert len(starts) >= 2 and all(b - a >= 100 for a, b in zip(starts, starts[1:]))
     assert {round((t - T0) / 7) for t in starts[1:]} <= {20, 22, 40}
     # 200 days: a file could start at week 40 (the DEAD recovery), but its mask would equal the
     # first one's in the regions (the DEAD, bad for 18 of the first 40 weeks, is not flagged
     # there): folded into one file, the DEAD missed
-    one = export_crds(s, root / "one", author="T. Ester", pedigree="SIMULATION", min_epoch_days=200)
+    one = exported["one"]
     assert len(one["files"]) == 1 and one["merge_cost"]["pixels"]["missed_in_regions"] >= 1
 
 
-def test_deliveries_are_recorded_listed_and_names_unique(store, capsys):
+def test_deliveries_are_recorded_listed_and_names_unique(store, exported, capsys):
     root, s, _ = store
     recs = dl.list_deliveries(s)
     assert [r["delivery"] for r in recs][:4] == ["delivery-001", "delivery-002", "delivery-003", "delivery-004"]
@@ -196,7 +208,7 @@ def test_diff_of_two_deliveries_names_every_changed_pixel(tmp_path):
     del exp
 
 
-def test_diff_of_two_dates_from_the_mask_cube_and_from_a_delivery(store, tmp_path, capsys):
+def test_diff_of_two_dates_from_the_mask_cube_and_from_a_delivery(store, exported, tmp_path, capsys):
     root, s, exp = store
     res = dl.diff(str(s), "2023-03-01", str(week(45)))
     ch = res.changes.drop_duplicates(["y", "x", "class", "change"])
