@@ -711,11 +711,10 @@ def values_at(s: int, epoch: np.ndarray, pixel: np.ndarray, value: np.ndarray) -
     """Epoch ``s``'s values of every pixel from :func:`value_changes`: each pixel's last change at
     or before ``s``."""
     k = int(np.searchsorted(epoch, s, side="right"))
-    # the last change per pixel: the first occurrence in the reversed prefix
-    pix, first = np.unique(pixel[:k][::-1], return_index=True)
-    out = np.zeros(int(pixel.max()) + 1 if pixel.size else 0, value.dtype)
-    out[pix] = value[:k][::-1][first]
-    return out
+    # the last change per pixel is its first occurrence in the reversed prefix; every pixel has
+    # one (its first epoch's), so np.unique's pixels are 0..P-1 in order
+    _, first = np.unique(pixel[:k][::-1], return_index=True)
+    return value[:k][::-1][first]
 
 
 def _epoch_variables(plan: EpochPlan, frame_shape: tuple[int, int]) -> tuple[list[str], dict]:

@@ -262,11 +262,9 @@ def test_many_epochs_render_their_own_masks_from_a_graph_without_the_epoch_by_pi
     P = 2000
     a = rng.integers(0, 300, P)
     b = a + rng.integers(1, 100, P)
-    iv = pd.DataFrame({"y": rng.permutation(1024 * 1032)[:P] // 1032, "x": 0, "flag": "WARM",
-                       "start_mjd": s[a], "end_mjd": np.where(b < 300, s[np.minimum(b, 299)], np.nan)})
-    iv["x"] = rng.integers(0, 1032, P)
-    iv = iv.drop_duplicates(["y", "x"])
-    iv["dq"] = np.uint32(WARM)
+    yx = rng.permutation(1024 * 1032)[:P]  # distinct pixels
+    iv = pd.DataFrame({"y": yx // 1032, "x": yx % 1032, "flag": "WARM", "start_mjd": s[a],
+                       "end_mjd": np.where(b < 300, s[np.minimum(b, 299)], np.nan), "dq": np.uint32(WARM)})
     plan = mc.plan_epochs(iv, exp, None)
     assert plan.n_epochs > 250 and plan.values.nbytes > 2_000_000
     dq = mc._dq_frames(plan, (1024, 1032))
