@@ -248,8 +248,9 @@ class Manifest(dict):
         for f in files:
             add = sum(v for k, v in f["added"].items() if k != "DO_NOT_USE")
             rem = sum(v for k, v in f["removed"].items() if k != "DO_NOT_USE")
-            lines.append(f"  {f['file']}  USEAFTER {f['useafter']}  {f['n_flagged']:7d} flagged  "
-                         f"+{add} -{rem}  ({f['n_exposures']} exposures)")
+            # class flags gained and lost since the previous file (a pixel may change two)
+            lines.append(f"  {f['file']}  USEAFTER {f['useafter']}  {f['n_flagged']:7d} pixels flagged, "
+                         f"class flags +{add} -{rem}  ({f['n_exposures']} exposures)")
         lines.append(f"manifest: {self.get('manifest_json')}, {self.get('manifest_csv')}")
         return "\n".join(lines)
 

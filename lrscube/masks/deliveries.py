@@ -34,7 +34,7 @@ from ..storage import store as st
 from .. import plots
 from ..plots import class_order
 from .delivery_rule import DeliveryRule
-from .maskcube import default_frame, isot, mask_at, open_mask, to_datetime64
+from .maskcube import BeforeValidity, default_frame, isot, mask_at, open_mask, to_datetime64
 
 DELIVERIES = st.DELIVERIES
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -193,7 +193,10 @@ def date_mask(store: str, time, delivery: str | None, frame_shape) -> Masks:
         if i is None:
             raise ValueError(f"{t} is before the first file of delivery {delivery} (USEAFTER {d.useafters[0]})")
         return Masks(label=f"{t} ({delivery}: {d.files[i]})", useafters=[t], frames=[d.frames[i]], files=[d.files[i]])
-    m = mask_at(store, time)
+    try:
+        m = mask_at(store, time, extrapolate=False)
+    except BeforeValidity as e:  # a diff compares known masks: none is known before the first epoch
+        raise BeforeValidity(e.reason, "the mask cube holds no mask before then") from None
     return Masks(label=f"{t} (mask cube epoch {m.attrs['epoch']})", useafters=[t],
                  frames=[np.asarray(m.values, "uint32")], files=[f"epoch {m.attrs['epoch']}"])
 

@@ -882,10 +882,23 @@ def _open_mask_url(url: str, store: str) -> xr.Dataset:
     return ds
 
 
+class BeforeValidity(ValueError):
+    """A time before the mask's validity. ``reason`` says so; each caller adds what its user can
+    do instead (``hint``)."""
+
+    def __init__(self, reason: str, hint: str = ""):
+        super().__init__(f"{reason}; {hint}" if hint else reason)
+        self.reason = reason
+
+
+#: how a caller that can extrapolate says so (the API's keyword and the commands' option)
+EXTRAPOLATE_HINT = "extrapolate=True (--extrapolate) uses the first epoch's mask"
+
+
 def select_epoch(ds: xr.Dataset, time: Any, extrapolate: bool = False) -> tuple[int, bool]:
     """Index of the epoch for an exposure STARTING at ``time`` and whether time < first epoch.
 
-    Raises ValueError before ``valid_from`` unless ``extrapolate``.
+    Raises :class:`BeforeValidity` (a ValueError) before ``valid_from`` unless ``extrapolate``.
     """
     t = to_datetime64(time)
     times = ds["time"].values.astype("datetime64[us]")
@@ -895,8 +908,8 @@ def select_epoch(ds: xr.Dataset, time: Any, extrapolate: bool = False) -> tuple[
     vf = np.datetime64(ds.attrs.get("valid_from", str(times[0])), "us")
     if t >= vf or extrapolate:
         return 0, True
-    raise ValueError(f"time {isot(t)} is before the mask's validity (valid_from {ds.attrs.get('valid_from')}, "
-                     f"first exposure {ds.attrs.get('first_exposure')}); pass extrapolate=True to use the first epoch")
+    raise BeforeValidity(f"time {isot(t)} is before the mask's validity (valid_from {ds.attrs.get('valid_from')}, "
+                         f"first exposure {ds.attrs.get('first_exposure')})")
 
 
 def useafter_of(ds: xr.Dataset, i: int) -> str:
@@ -924,7 +937,10 @@ def mask_at(store: str | xr.Dataset, time: Any, extrapolate: bool = False) -> xr
         raise ValueError(f"time {time!r} ({isot(t)}) is after now + 1 day: no exposure starts then, and the "
                          "mask of a later time is not known yet")
     ds = store if isinstance(store, xr.Dataset) else open_mask(store)
-    i, before = select_epoch(ds, t, extrapolate)
+    try:
+        i, before = select_epoch(ds, t, extrapolate)
+    except BeforeValidity as e:
+        raise BeforeValidity(e.reason, EXTRAPOLATE_HINT) from None
     da_ = ds["dq"].isel(time=i).load()
     da_.attrs = {
         "epoch": i,

@@ -137,6 +137,7 @@ def test_bad_inputs_are_named_and_the_others_go_on(store, tmp_path, rateints_rea
     assert "raw ramp" in by[ramp_real.name]["reason"]
     assert by["missing_rate.fits"]["reason"] == "no such file or directory"
     assert by["early_rate.fits"]["status"] == "skipped" and "valid_from" in by["early_rate.fits"]["reason"]
+    assert "--extrapolate" in by["early_rate.fits"]["reason"]  # what the user can do about it
     assert by["good_rate.fits"]["status"] == "applied"
     with fits.open(by["good_rate.fits"]["output"]) as h:
         assert h["DQ"].data[100, 500] == HOT | DNU and h["DQ"].data[528, 0] == HOT | DNU

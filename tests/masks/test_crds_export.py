@@ -85,6 +85,9 @@ def test_manifest_json_and_csv(exported):
     assert j["merge_cost"]["pixel_exposures"]["total"] == 0
     assert j["data"]["n_exposures"] == 10
     assert [f["n_exposures"] for f in j["files"]] == [2, 1, 1, 2, 2, 2]
+    # the summary's line per file: its pixels flagged, then the class flags gained and lost
+    line = next(t for t in str(man).splitlines() if t.strip().startswith(j["files"][4]["file"]))
+    assert f"{j['files'][4]['n_flagged']} pixels flagged, class flags +1 -0" in line
 
 
 def _ramp(subarray):

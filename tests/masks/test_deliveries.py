@@ -221,6 +221,11 @@ def test_diff_of_two_dates_from_the_mask_cube_and_from_a_delivery(store, exporte
     assert "delivery-001" in out and list(tmp_path.glob("diff_*.png"))
     with pytest.raises(ValueError, match="two deliveries or two dates"):
         dl.diff(str(s), "delivery-001", "2023-03-01")
+    # a date before the mask cube's first epoch: nothing to compare, and no option offered that
+    # diff does not have
+    assert main(["diff", "--store", str(s), "2000-01-01", str(week(45)), "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "before the mask's validity" in err and "holds no mask before then" in err and "extrapolate" not in err
 
 
 def test_report_shows_the_delivery_history(store, tmp_path):
