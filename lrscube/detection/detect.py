@@ -492,6 +492,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     tn = _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx, origin, (ny, nx))
     diag["variance_null_scale"] = tn.vscale
     diag["swing_level"] = tn.swing
+    diag["fall_level"] = tn.fall
     its = _IntScat.of(intscat, ctx, valid, tr2, has, n_t, P)
     diag["candidates_intscat"] = 0
     rows_ev, rows_meta, extra = [], [], []
@@ -761,6 +762,7 @@ class _TileNoise(NamedTuple):
     g1: float  #: Gaussian null moments of squares clipped at ``clip_sigma``
     g2: float
     swing: float  #: :func:`lrscube.detection.variance.swing_level` of the tile
+    fall: float  #: :func:`lrscube.detection.variance.fall_level` of the tile
 
 
 def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, origin, shape) -> _TileNoise:
@@ -790,28 +792,29 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
                                       float(p.variance_clip_sigma), shape, (p.sky_window_px, 5), axis=disp,
                                       groups=codes)
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
-    vline, vscale, swing = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp,
-                                          ctx.thresholds.alpha)
+    vline, vscale, swing, fall = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp,
+                                                ctx.thresholds.alpha)
     return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, codes == GAP, pri, lresp, hnoise, vline, vscale, g1, g2,
-                      swing)
+                      swing, fall)
 
 
 def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp, alpha):
-    """(vline, vscale, swing): the variance factor each line across the dispersion shares (an
-    end of the sky model), the measured null of the excess-variance statistic after it (its
-    robust scale over the tile's pixels) and the level beyond which a rise and a fall are a
-    pixel's own (:func:`lrscube.detection.variance.swing_level` at the false-alarm rate
-    ``alpha``). ``x_all``: residuals about each pixel's baseline in units of the noise; ``g``:
+    """(vline, vscale, swing, fall): the variance factor each line across the dispersion shares
+    (an end of the sky model), the measured null of the excess-variance statistic after it (its
+    robust scale over the tile's pixels) and the levels beyond which a rise and a fall, or two
+    falls, are a pixel's own (:func:`lrscube.detection.variance.swing_level`,
+    :func:`lrscube.detection.variance.fall_level`, at the false-alarm rate ``alpha``). ``x_all``: residuals about each pixel's baseline in units of the noise; ``g``:
     Gaussian null moments at ``clip_sigma``."""
     g1, g2 = g
     xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
     vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
                                  window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
     swing = variance.swing_level(xa[:, has], p.transient_sigma, p.transient_window, alpha)
-    tr = variance.trims(xa, p.transient_sigma, p.transient_window, swing)
+    fall = variance.fall_level(xa[:, has], p.transient_sigma, p.transient_window, alpha)
+    tr = variance.trims(xa, p.transient_sigma, p.transient_window, swing, fall=fall)
     # the statistic of variance.terms(xa / sqrt(vline), ...) without the tile's terms
     stat = variance.full_terms(xa, s_all, p.clip_sigma, g1, g2, np.flatnonzero(has), trim=tr, div=np.sqrt(vline))
-    return vline, variance.null_scale(stat), swing
+    return vline, variance.null_scale(stat), swing, fall
 
 
 def _footprint_groups(valid, has):
@@ -919,7 +922,7 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th, own=None):
     with np.errstate(invalid="ignore", divide="ignore"):
         # the measured null moments in JUMP_DET exposures, the Gaussian ones elsewhere
         uw, vw = variance.terms(x, g.s, g.clip, g.m1, g.m2, jump=g.jump, null=(tn.g1, tn.g2))
-        tr = variance.trims(x, p.transient_sigma, p.transient_window, tn.swing, own)
+        tr = variance.trims(x, p.transient_sigma, p.transient_window, tn.swing, own, fall=tn.fall)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
@@ -989,7 +992,7 @@ def _normal_end_events(g: _Group, j: int, use, k: float) -> np.ndarray:
 def _analyse_pixel(g: _Group, j: int, use, tn: _TileNoise, ctx: TileContext, own: bool = False) -> list[dict]:
     """:func:`lrscube.detection.states.pixel_intervals` of pixel ``j`` over its exposures ``use``."""
     k = g.pix[j]
-    th = ctx.thresholds._replace(swing=tn.swing)
+    th = ctx.thresholds._replace(swing=tn.swing, fall=tn.fall)
     return pixel_intervals(g.r[use, j], g.s[use, j], g.sky[use, j], ctx.params, th, g.clip[use, j],
                            (g.m1[use, j], g.m2[use, j], g.vc[use, j]), prior=tuple(v[j] for v in g.prior),
                            variance_scale=tn.vscale, lit=bool(tn.lit[k]), gap=bool(tn.gap[k]),

@@ -62,6 +62,9 @@ class Thresholds(NamedTuple):
     #: a rise and a fall beyond this (sigma) within a few exposures are the pixel's own
     #: (:func:`lrscube.detection.variance.swing_level`, measured per tile; inf: never)
     swing: float = float("inf")
+    #: two falls beyond this (sigma) within a few exposures are the pixel's own
+    #: (:func:`lrscube.detection.variance.fall_level`, measured per tile; inf: never)
+    fall: float = float("inf")
 
 
 def baseline_state(r, s, sky, use, prior=None) -> tuple[float, float]:
@@ -1120,7 +1123,7 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     x = x / np.sqrt(px.variance_line)
     u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
     trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing,
-                                [px.own])[0])
+                                [px.own], fall=px.thresholds.fall)[0])
     i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=trim)
     if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
         return []

@@ -17,8 +17,9 @@ run's largest term is left out twice, so no two raised exposures (cosmic-ray res
 shower, a latent) reach the threshold by themselves, whatever their size. A pixel that swings
 beyond the event threshold both ways, or has three exposures beyond it within a few of each
 other, or a rise and a fall beyond the tile's measured swing level (:func:`swing_level`) within
-a few (:func:`trims`), has its largest term left out once: a cosmic ray only adds charge and
-hits a pixel in ~1e-4 of its exposures, so such excursions are the pixel's own, and trimming
+a few, or two falls beyond its fall level (:func:`fall_level`) within a few (:func:`trims`), has
+its largest term left out once: a cosmic ray only adds charge and hits a pixel in ~1e-4 of its
+exposures (a latent only decays from an excess), so such excursions are the pixel's own, and trimming
 twice left a strongly noisy pixel seen in a few exposures under the threshold.
 
 Everything here is pure numpy on arrays (time, pixels) or 1-D series; :mod:`lrscube.detection.detect`
@@ -44,12 +45,13 @@ TRIM_SWINGING = 1
 
 
 def trims(x: np.ndarray, sigma: float, window: int | None = None, swing: float = np.inf,
-          own_known=None) -> np.ndarray:
+          own_known=None, fall: float = np.inf) -> np.ndarray:
     """(pixels,) how many times each pixel's largest term is left out: ``TRIM_SWINGING`` for a
     pixel whose excursions are its own, else ``TRIM``. Its own: exposures beyond ``sigma`` (the
     single-exposure event threshold) above and below its baseline and at least three in all, or
     (``window`` given) within ``2 window + 1`` consecutive exposures three beyond it either way,
-    or one above ``swing`` and one below ``-swing`` (:func:`swing_level`), as
+    or one above ``swing`` and one below ``-swing`` (:func:`swing_level`), or two below ``-fall``
+    (:func:`fall_level`), as
     :func:`lrscube.detection.detect.keep_whole_pixels` keeps a pixel's events as its own.
     ``x`` (time, pixels): the normalised residual (NaN: not used). Three exposures that far out
     in one pixel are a defect's or a telegraph pixel's, not cosmic rays (which hit ~1e-4 of a
@@ -67,9 +69,10 @@ def trims(x: np.ndarray, sigma: float, window: int | None = None, swing: float =
     if window is not None and x.shape[0]:
         w = min(2 * int(window) + 1, x.shape[0])
         # a few pixels of a tile: only theirs are counted (a swing needs both signs beyond sigma)
-        cols = np.flatnonzero(((n_out >= 3) | (both & np.isfinite(swing))) & ~own)
+        cols = np.flatnonzero(((n_out >= 3) | (both & np.isfinite(swing))
+                               | ((down.sum(axis=0) >= 2) & np.isfinite(fall))) & ~own)
         own[cols] = ((_in_window(up[:, cols], w) + _in_window(down[:, cols], w)).max(axis=0) >= 3) | swings(
-            x[:, cols], swing, window)
+            x[:, cols], swing, window) | falls(x[:, cols], fall, window)
     return np.where(own, float(TRIM_SWINGING), float(TRIM))
 
 
@@ -84,6 +87,18 @@ def swings(x: np.ndarray, swing: float, window: int) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         rise, fall = _in_window(x > swing, w), _in_window(x < -swing, w)
     return ((rise > 0) & (fall > 0)).any(axis=0)
+
+
+def falls(x: np.ndarray, fall: float, window: int) -> np.ndarray:
+    """(pixels,) bool: two exposures below ``-fall`` within ``2 window + 1`` consecutive
+    exposures (``x`` (time, pixels): the normalised residual, NaN not used; ``fall``:
+    :func:`fall_level`, inf: never)."""
+    x = np.asarray(x)
+    if not np.isfinite(fall) or not x.shape[0]:
+        return np.zeros(x.shape[1:], bool)
+    w = min(2 * int(window) + 1, x.shape[0])
+    with np.errstate(invalid="ignore"):
+        return (_in_window(x < -fall, w) >= 2).any(axis=0)
 
 
 def _in_window(b: np.ndarray, w: int) -> np.ndarray:
@@ -108,10 +123,29 @@ def swing_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: fl
     swinging both ways, unless the noise itself makes such falls: Gaussian noise falls 5 sigma
     in 3e-7 of its exposures, the simulated sets' residuals in ~4e-6, Student-t noise with 3
     degrees of freedom in ~2e-3 (where such pairs are then everywhere and the level is high)."""
+    t = _single_tails(x, sigma, step, top)
+    return _least_level(t, window, alpha, lambda up, down: up * down)
+
+
+def fall_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: float = 0.5,
+               top: float = 100.0) -> float:
+    """As :func:`swing_level`, for two exposures below the baseline within ``2 window + 1``
+    consecutive exposures: ``n (2 window + 1) P(x < -f)^2``, by the tail of the pixels with one
+    exposure beyond ``sigma``. Neither a cosmic ray nor a latent takes charge away, so where the
+    data show such pairs to be rarer than the false-alarm rate, two falls that far within a few
+    exposures are the pixel's own (a noisy pixel in a visit, swinging below its baseline
+    twice), as a rise beside a fall is."""
+    t = _single_tails(x, sigma, step, top)
+    return _least_level(t, window, alpha, lambda up, down: down * down)
+
+
+def _single_tails(x, sigma: float, step: float, top: float):
+    """(levels, P(x > level), P(x < -level), exposures) over the pixels of ``x`` (time, pixels)
+    with one exposure beyond ``sigma`` (a count of none taken as one); None without values."""
     x = np.asarray(x)
     n_values = int(np.isfinite(x).sum())
-    if n_values == 0 or not alpha > 0:
-        return float("inf")
+    if n_values == 0:
+        return None
     with np.errstate(invalid="ignore"):
         out = np.abs(x) > sigma
     single = x[:, out.sum(axis=0) == 1]
@@ -121,7 +155,16 @@ def swing_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: fl
     levels = np.arange(float(sigma), float(top) + step / 2, step)
     n_up = np.maximum(ups.size - np.searchsorted(ups, levels, side="right"), 1)
     n_down = np.maximum(downs.size - np.searchsorted(downs, levels, side="right"), 1)
-    chance = x.shape[0] * (2 * int(window) + 1) * (n_up / n_values) * (n_down / n_values)
+    return levels, n_up / n_values, n_down / n_values, x.shape[0]
+
+
+def _least_level(tails, window: int, alpha: float, pair) -> float:
+    """The least of ``tails``' levels at which ``n (2 window + 1) pair(P_up, P_down) <= alpha``
+    (:func:`_single_tails`); inf where none is."""
+    if tails is None or not alpha > 0:
+        return float("inf")
+    levels, p_up, p_down, n = tails
+    chance = n * (2 * int(window) + 1) * pair(p_up, p_down)
     ok = np.flatnonzero(chance <= alpha)
     return float(levels[ok[0]]) if ok.size else float("inf")
 

@@ -778,6 +778,34 @@ def test_events_beside_an_exposure_far_below_the_baseline_are_the_pixels_own():
     assert excl[17, 1]
 
 
+def test_a_pixel_noisy_for_three_exposures_falling_twice_far_below_is_found():
+    """Full size (333, 392), noisy over one visit, reads +4.2, -15.8 and -6.2 sigma about its
+    baseline: no rise beyond the event threshold, so nothing said its excursions were its own,
+    and the span of excess variance, its largest term left out twice against cosmic rays, fell
+    short. Neither a cosmic ray nor a latent takes charge away: two falls that far within a few
+    exposures, where the tile's data make such pairs rare (the fall level), are the pixel's own.
+    The same two falls 30 exposures apart, one fall alone, or two rises (hits) are not flagged."""
+    rng = np.random.default_rng(12)
+    n = 75  # a tile large enough for its data to show such pairs rare (120 x 100 pixels)
+    lvl = rng.uniform(1.0, 5.0, n)[:, None, None]
+    err = (0.05 * np.sqrt(1000.0 / rng.uniform(60, 2000, n)))[:, None, None] * np.ones((1, 120, 100))
+    sci = (4 * lvl + rng.normal(0, 1, (n, 120, 100)) * err).astype("f4")
+
+    def put(y, x, idx, k):  # k sigma about the pixel's baseline (its noise drawn over)
+        sci[idx, y, x] = (4 * lvl[idx, 0, 0] + np.asarray(k) * err[idx, y, x]).astype("f4")
+    put(30, 12, [40, 41, 42], [4.2, -15.8, -6.2])   # the noisy visit
+    put(20, 5, [10, 40], [-15.8, -6.2])             # two falls far apart
+    put(40, 20, [41], [-15.8])                      # one fall
+    put(10, 25, [41, 42], [15.8, 6.2])              # two rises: cosmic rays
+    iv, _ = analyse_tile(sci, err.astype("f4"), np.zeros(sci.shape, "u4"), _ctx(n, threshold=6.67))
+    noisy = iv[(iv.y == 30) & (iv.x == 12)]
+    assert len(noisy) == 1 and noisy.flag.iloc[0] in ("TELEGRAPH", "OTHER_BAD_PIXEL")
+    assert 60040 <= noisy.first_bad_mjd.iloc[0] <= 60041 and noisy.last_bad_mjd.iloc[0] == 60042
+    for y, x in ((20, 5), (40, 20), (10, 25)):
+        assert iv[(iv.y == y) & (iv.x == x)].empty, (y, x)
+    assert len(iv[~iv.carried]) == 1
+
+
 @pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (5, 7, 9)])
 def test_trace_jump_bits_are_the_former_expression(shape):
     """The work store's trace/jump byte: the former uint8 copies' expression, bit for bit, on

@@ -397,6 +397,46 @@ def test_the_swing_level_is_where_the_data_make_such_pairs_rarer_than_the_false_
     assert variance.swing_level(np.full((5, 5), np.nan), 5.0, 5, alpha) == np.inf
 
 
+def test_two_falls_far_below_the_baseline_within_a_few_exposures_are_the_pixel_s_own():
+    """Neither a cosmic ray nor a latent takes charge away: two exposures 15.8 and 6.2 sigma
+    below the baseline next to each other (full size (333, 392), noisy over one visit, +4.2 just
+    before them) are the pixel swinging, where both lie beyond the tile's fall level; one fall,
+    two rises, or two falls further apart than the window may be chance or hits."""
+    x = np.zeros((20, 5))
+    x[[14, 15, 16], 0] = [4.2, -15.8, -6.2]
+    x[[15, 16], 1] = [15.8, 6.2]              # both above: hits, a latent
+    x[[2, 16], 2] = [-15.8, -6.2]             # further apart than the window
+    x[[15, 16], 3] = [-15.8, -5.5]            # the second short of the fall level
+    x[15, 4] = -15.8                          # one fall
+    own, hit = variance.TRIM_SWINGING, variance.TRIM
+    assert variance.trims(x, 5.0, 5, fall=6.0).tolist() == [own, hit, hit, hit, hit]
+    assert variance.falls(x, 6.0, 5).tolist() == [True, False, False, False, False]
+    assert variance.trims(x, 5.0, 5).tolist() == [hit] * 5          # no fall level: never
+    assert variance.trims(x, 5.0, fall=6.0).tolist() == [hit] * 5   # no window: never
+    assert variance.falls(x, np.inf, 5).tolist() == [False] * 5
+
+
+def test_the_fall_level_is_where_the_data_make_two_falls_rarer_than_the_false_alarm_rate():
+    """Gaussian noise: two falls beyond 5 sigma within 11 exposures are rare (40 x 11 x
+    (3e-7)^2 per pixel): the level is the event threshold. Student-t noise (3 degrees of
+    freedom) falls beyond 5 sigma in ~2e-3 of its exposures: the level must rise far, and at
+    it the pairs are as rare as asked by the single excursions' tail; too few values: none."""
+    rng = np.random.default_rng(3)
+    alpha = 0.1 / 3 / 1e6
+    g = rng.normal(size=(40, 60000))
+    assert variance.fall_level(g, 5.0, 5, alpha) == 5.0
+    t = rng.standard_t(3, size=(40, 60000)) / np.sqrt(3.0)
+    f = variance.fall_level(t, 5.0, 5, alpha)
+    assert f > 10.0
+    single = t[:, (np.abs(t) > 5.0).sum(axis=0) == 1]
+    assert 40 * 11 * (max((single < -f).sum(), 1) / t.size) ** 2 <= alpha
+    # a level below it would not be: the tail there is measured, not assumed
+    f0 = f - 0.5
+    assert 40 * 11 * (max((single < -f0).sum(), 1) / t.size) ** 2 > alpha
+    assert variance.fall_level(g[:, :100], 5.0, 5, alpha) == np.inf
+    assert variance.fall_level(np.full((5, 5), np.nan), 5.0, 5, alpha) == np.inf
+
+
 def test_scan_full_and_best_run_take_one_trim_per_pixel():
     rng = np.random.default_rng(4)
     n = 23
