@@ -1046,7 +1046,7 @@ def _scatter_spans(px: _Pixel, e, z, runs, local=False):
     # the exact weighted run too, in the first look as well: the clip-3 runs split a noisy span
     # wherever a few of its exposures lie near the running median, each piece then too short
     # for the threshold, and a noisy pixel's low excursions would pass for its normal state
-    for w in _weighted_spans(px, zr, e, levels):
+    for w in _weighted_spans(px, zr, e, levels, falls=not local):
         if _no_recovery(_scatter_loglik(q, px.m1, px.vc, w[2].ratio), w[1], px.p.boundary_sigma):
             w = (w[0], px.n, w[2])  # as for the clip-3 runs (scatter_ends)
         over = [sp for sp in spans if sp[0] < w[1] and w[0] < sp[1]]
@@ -1108,7 +1108,7 @@ def _clipped_scatter_spans(px: _Pixel, q) -> list:
     return spans
 
 
-def _weighted_spans(px: _Pixel, x, e, levels) -> list:
+def _weighted_spans(px: _Pixel, x, e, levels, falls: bool = True) -> list:
     """The most significant run of excess variance weighted by precision (clip ``cap``, its
     largest exposures left out: :mod:`lrscube.detection.variance`) of ``x``, the residual in
     units of its noise about the level runs (``e``: about the normal state, DN/s); its ends
@@ -1122,8 +1122,12 @@ def _weighted_spans(px: _Pixel, x, e, levels) -> list:
     p, s, cap = px.p, px.s, px.cap
     x = x / np.sqrt(px.variance_line)
     u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
-    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing,
-                                [px.own], fall=px.thresholds.fall)[0])
+    # two falls far below are the pixel's own about its level runs, not about a running median
+    # (``falls`` False: the first look), which a step down leaves two exposures below at its edge
+    own = px.own
+    if falls and not own:
+        own = bool(variance.falls(x[:, None], px.thresholds.fall, p.transient_window)[0])
+    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing, [own])[0])
     i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=trim)
     if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
         return []

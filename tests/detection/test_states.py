@@ -647,3 +647,42 @@ def test_a_level_one_deep_exposure_carries_between_short_ones_is_a_hit_not_a_def
     assert runs(step, s, sky) == [(24, 40, 1)]
     # the series ends after 26: nothing shows that the level fell back, and the run stays
     assert runs(r[:27], s[:27], sky[:27]) == [(24, 27, 1)]
+
+def test_a_step_down_is_no_pair_of_falls_about_the_running_median():
+    """Stressed lrs (841, 428), 20 exposures as its tile gives them to the analysis: normal, then
+    from exposure 13 a loss of 18-77 sigma (LOW_QE, following the sky). About the first look's
+    running median of 5 the step's edge leaves two exposures far below, which the two-falls rule
+    (a pixel's excursions its own, ``Thresholds.fall``) must not take for a swing: the pixel is
+    one low level from 13, as without the rule, not a span of scatter from exposure 2."""
+    from lrscube.config import profiles
+    from lrscube.detection.states import Thresholds
+
+    f32 = lambda v: np.array(v, np.float32)  # noqa: E731
+    r = f32([-0.0013962605, 0.0077169738, -0.057073973, -0.032256648, -0.016136646, -0.047562212, -0.065374404,
+             -0.16343059, -0.0060177594, -0.05090607, 0.079329938, -0.0058872397, -0.014668901, -0.33823141,
+             -0.79988563, -0.27307445, -0.2885828, -1.0125192, -0.3435666, -0.42542261])
+    s = f32([0.0096670296, 0.013412945, 0.018699873, 0.020831395, 0.012209255, 0.0375790, 0.20104824, 0.16593166,
+             0.010021764, 0.010612955, 0.11301699, 0.017510591, 0.018017106, 0.0090500256, 0.018778732, 0.011006000,
+             0.0039345687, 0.055041533, 0.016674282, 0.019301418])
+    sky = f32([0.44184244, 0.40292999, 0.86798239, 0.54926401, 1.0221208, 2.2660131, 0.3502149, 0.36951262,
+               0.39561415, 1.1389105, 0.35299596, 0.32276809, 0.61232418, 0.35583627, 0.87462556, 0.33273083,
+               0.31288189, 1.2376041, 0.40071818, 0.47068682])
+    hours = np.array([1435369.22457254, 1435369.5896609, 1435369.8237057, 1435370.00841645, 1435762.86147868,
+                      1435763.23967139, 1435763.32455779, 1437193.24191009, 1437193.46863186, 1437194.08732804,
+                      1437194.51100057, 1444121.71392128, 1444121.88360057, 1449038.16523278, 1449038.28403634,
+                      1449038.39358976, 1449038.81687687, 1451687.2261162, 1451687.28633558, 1453896.07991225])
+    m1, m2 = gaussian_clipped_moments(1.0, 3.0)
+    n = r.size
+    vnull = (np.full(n, m1), np.full(n, m2), np.full(n, 3.0))
+    prior = (0.009451421909034252, 0.0012968393499921955, -0.0004102825769223273, 4.422977681173957e-06,
+             0.464888317973596, 0.000350316319721532)
+    p = DetectionParams.from_profile(profiles.load("lrs"))
+    got = {}
+    for fall in (np.inf, 5.0):
+        th = Thresholds(6.425510161555801, 6.319238126711501, 5.532650737146643, 3.154271640826873e-08, swing=15.0,
+                        fall=fall)
+        rows = pixel_intervals(r, s, sky, p, th, np.full(n, 6.0), vnull, prior=prior, hours=hours,
+                               line_response=0.9975892305374146, hits=np.array([]))
+        got[fall] = [(w["start"], w["stop"], bool(w.get("noisy"))) for w in rows]
+    assert got[np.inf] == [(13, 20, False)]
+    assert got[5.0] == got[np.inf]
