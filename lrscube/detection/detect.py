@@ -802,15 +802,14 @@ def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp, alpha)
     """(vline, vscale, swing, fall): the variance factor each line across the dispersion shares
     (an end of the sky model), the measured null of the excess-variance statistic after it (its
     robust scale over the tile's pixels) and the levels beyond which a rise and a fall, or two
-    falls, are a pixel's own (:func:`lrscube.detection.variance.swing_level`,
-    :func:`lrscube.detection.variance.fall_level`, at the false-alarm rate ``alpha``). ``x_all``: residuals about each pixel's baseline in units of the noise; ``g``:
-    Gaussian null moments at ``clip_sigma``."""
+    falls, are a pixel's own (:func:`lrscube.detection.variance.pair_levels`, at the false-alarm
+    rate ``alpha``). ``x_all``: residuals about each pixel's baseline in units of the noise;
+    ``g``: Gaussian null moments at ``clip_sigma``."""
     g1, g2 = g
     xa = np.where(use_all, x_all / np.sqrt(hnoise), np.nan)
     vline = variance.line_factor(xa, s_all, p.clip_sigma, g1, shape, axis=disp,
                                  window=max(3, (p.cross_sky_window_px or 0) // 2) | 1)
-    swing = variance.swing_level(xa[:, has], p.transient_sigma, p.transient_window, alpha)
-    fall = variance.fall_level(xa[:, has], p.transient_sigma, p.transient_window, alpha)
+    swing, fall = variance.pair_levels(xa[:, has], p.transient_sigma, p.transient_window, alpha)
     tr = variance.trims(xa, p.transient_sigma, p.transient_window, swing, fall=fall)
     # the statistic of variance.terms(xa / sqrt(vline), ...) without the tile's terms
     stat = variance.full_terms(xa, s_all, p.clip_sigma, g1, g2, np.flatnonzero(has), trim=tr, div=np.sqrt(vline))

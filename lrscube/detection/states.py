@@ -1124,10 +1124,8 @@ def _weighted_spans(px: _Pixel, x, e, levels, falls: bool = True) -> list:
     u, v = variance.terms(x, s, cap, px.wm1, px.wm2)
     # two falls far below are the pixel's own about its level runs, not about a running median
     # (``falls`` False: the first look), which a step down leaves two exposures below at its edge
-    own = px.own
-    if falls and not own:
-        own = bool(variance.falls(x[:, None], px.thresholds.fall, p.transient_window)[0])
-    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing, [own])[0])
+    trim = float(variance.trims(x[:, None], p.transient_sigma, p.transient_window, px.thresholds.swing,
+                                [px.own], fall=px.thresholds.fall if falls else np.inf)[0])
     i, j, st = variance.best_run(u, v, p.min_bad_exposures, trim=trim)
     if not np.isfinite(st) or st / px.variance_scale < px.thresholds.variance:
         return []

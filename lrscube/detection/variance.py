@@ -139,6 +139,13 @@ def fall_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: flo
     return _least_level(t, window, alpha, lambda up, down: down * down)
 
 
+def pair_levels(x: np.ndarray, sigma: float, window: int, alpha: float) -> tuple[float, float]:
+    """(:func:`swing_level`, :func:`fall_level`) of ``x`` from one count of its tails."""
+    t = _single_tails(x, sigma, 0.5, 100.0)
+    return (_least_level(t, window, alpha, lambda up, down: up * down),
+            _least_level(t, window, alpha, lambda up, down: down * down))
+
+
 def _single_tails(x, sigma: float, step: float, top: float):
     """(levels, P(x > level), P(x < -level), exposures) over the pixels of ``x`` (time, pixels)
     with one exposure beyond ``sigma`` (a count of none taken as one); None without values."""

@@ -211,7 +211,7 @@ def apply_one(path: str, ds, frames: dict, *, out: str | None = None, in_place: 
     try:
         epoch, before = mc.select_epoch(ds, t_start, extrapolate)
     except mc.BeforeValidity as e:
-        raise _Skipped(str(mc.BeforeValidity(e.reason, mc.EXTRAPOLATE_HINT))) from None
+        raise _Skipped(str(e)) from None
     if epoch not in frames:
         frames.clear()  # keep one epoch in memory
         frames[epoch] = np.asarray(ds["dq"].isel(time=epoch).values, "uint32")

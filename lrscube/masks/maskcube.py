@@ -891,7 +891,7 @@ class BeforeValidity(ValueError):
         self.reason = reason
 
 
-#: how a caller that can extrapolate says so (the API's keyword and the commands' option)
+#: what a caller of :func:`select_epoch` can do (the API's keyword and the commands' option)
 EXTRAPOLATE_HINT = "extrapolate=True (--extrapolate) uses the first epoch's mask"
 
 
@@ -909,7 +909,7 @@ def select_epoch(ds: xr.Dataset, time: Any, extrapolate: bool = False) -> tuple[
     if t >= vf or extrapolate:
         return 0, True
     raise BeforeValidity(f"time {isot(t)} is before the mask's validity (valid_from {ds.attrs.get('valid_from')}, "
-                         f"first exposure {ds.attrs.get('first_exposure')})")
+                         f"first exposure {ds.attrs.get('first_exposure')})", EXTRAPOLATE_HINT)
 
 
 def useafter_of(ds: xr.Dataset, i: int) -> str:
@@ -937,10 +937,7 @@ def mask_at(store: str | xr.Dataset, time: Any, extrapolate: bool = False) -> xr
         raise ValueError(f"time {time!r} ({isot(t)}) is after now + 1 day: no exposure starts then, and the "
                          "mask of a later time is not known yet")
     ds = store if isinstance(store, xr.Dataset) else open_mask(store)
-    try:
-        i, before = select_epoch(ds, t, extrapolate)
-    except BeforeValidity as e:
-        raise BeforeValidity(e.reason, EXTRAPOLATE_HINT) from None
+    i, before = select_epoch(ds, t, extrapolate)
     da_ = ds["dq"].isel(time=i).load()
     da_.attrs = {
         "epoch": i,
