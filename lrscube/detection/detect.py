@@ -937,7 +937,7 @@ def _static_screen(g: _Group, excl, tn: _TileNoise, p, th) -> np.ndarray:
     lit = tn.lit[g.pix]
     with np.errstate(invalid="ignore", divide="ignore"):
         dx = sta.d - g.prior[2]  # the dark excess over that of the neighbours
-        static = (((dx >= p.static_excess_dn_s) & (dx / sta.d_err >= th.static))
+        static = (((dx >= p.static_warm_dn_s) & (dx / sta.d_err >= th.static))
                   | ((1 + sta.a <= p.low_qe_response * tn.lresp[g.pix]) & (-sta.a / sta.a_err >= th.static)
                      & lit))
         static |= beyond_either_description(g.r, g.s, g.sky, ~excl, g.prior, p.static_excess_dn_s,

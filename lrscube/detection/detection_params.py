@@ -147,8 +147,13 @@ class DetectionParams:
     #: a normal state whose response is at most this fraction of its neighbours' is LOW_QE (or
     #: DEAD, below the DEAD class's max_response) in every exposure (jwst_reffiles: 0.5)
     low_qe_response: float = 0.5
-    #: a normal state whose additive dark excess is at least this (DN/s) is WARM (HOT above the
-    #: HOT class's threshold) in every exposure
+    #: a normal state whose additive dark excess, measured apart from its response, is at least
+    #: this (DN/s) over its neighbours' is WARM (HOT above the HOT class's threshold) in every
+    #: exposure: rate files are dark-subtracted, and this is the weakest WARM that matters
+    static_warm_dn_s: float = 0.02
+    #: a level that is a defect whichever description fits, where the sky does not separate the
+    #: two: an excess of at least this (DN/s) that as a response would be more than twice the
+    #: neighbours', or a response loss to LOW_QE that as a dark level would be this far below
     static_excess_dn_s: float = 0.1
     #: excess scatter is a defect (TELEGRAPH) when its rms is at least this many times the
     #: noise expected from ERR and the pixel's neighbours
@@ -177,7 +182,7 @@ class DetectionParams:
                 raise ValueError(f"detection.{name} must be a positive integer (pixels/exposures), got {v!r}")
         for name in ("clip_sigma", "jump_clip_sigma", "transient_sigma", "changepoint_sigma", "trace_sigma",
                      "screen_fraction", "tile_memory_mb", "false_alarm_pixels", "boundary_sigma",
-                     "low_qe_response", "static_excess_dn_s", "noisy_rms_ratio", "variance_clip_sigma"):
+                     "low_qe_response", "static_warm_dn_s", "static_excess_dn_s", "noisy_rms_ratio", "variance_clip_sigma"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ValueError(f"detection.{name} must be a positive number, got {v!r}")

@@ -19,7 +19,7 @@ the normal state and everything is measured against it again.
 state, significant at the detection threshold; a change of response must also reach LOW_QE's
 ``min_deficit``. A pixel whose normal state itself lies beyond a physical limit (in the spirit
 of the jwst_reffiles bad-pixel criteria: response below ``low_qe_response`` of its neighbours',
-an additive dark excess above ``static_excess_dn_s``), significantly, is bad in every exposure.
+an additive dark excess above ``static_warm_dn_s``), significantly, is bad in every exposure.
 A response a few percent off its neighbours is the flat field, however significant.
 
 **Scatter as well as level.** About its levels, a pixel's residual has the noise its ERR and
@@ -1316,11 +1316,15 @@ def _static_interval(px: _Pixel, normal, prior, lit, line_response, row) -> dict
     st = state(px.r, px.s, px.sky, normal)
     resp = 1.0 + st.a
     dx = st.d - (float(prior[2]) if prior is not None else 0.0)  # over the neighbours' dark level
-    hot = (dx >= p.static_excess_dn_s and np.isfinite(st.d_err) and dx / st.d_err >= th.static)
+    # the neighbours' own scatter of dark level joins the error: where the dark subtraction
+    # leaves normal pixels scattered, an excess within that scatter is theirs, not a defect's
+    vd = float(prior[3]) if prior is not None and np.isfinite(prior[3]) else 0.0
+    warm = _warm_floor(p, st, prior)
+    hot = (dx >= warm and np.isfinite(st.d_err) and dx / np.sqrt(st.d_err ** 2 + vd) >= th.static)
     low_limit = p.low_qe_response * min(float(line_response), 1.0)
     low = (lit and resp <= low_limit and np.isfinite(st.a_err) and -st.a / st.a_err >= th.static)
     a_lvl, a_lvl_err, d_lvl, d_lvl_err = _level_at_neighbours(px, normal, prior)
-    hot = hot and d_lvl >= p.static_excess_dn_s and d_lvl / d_lvl_err >= th.static
+    hot = hot and d_lvl >= warm and d_lvl / np.sqrt(d_lvl_err ** 2 + vd) >= th.static
     low = low and 1.0 + a_lvl <= low_limit and -a_lvl / a_lvl_err >= th.static
     # an excess no response can explain (more than twice the neighbours'): a defect
     # whichever description, also where the sky does not separate them
@@ -1346,6 +1350,19 @@ def _static_interval(px: _Pixel, normal, prior, lit, line_response, row) -> dict
     else:
         rw.update(sign=1, excess_dn_s=dx, excess_err=d_err, chi2_add=0.0, chi2_mult=np.inf)
     return rw
+
+
+def _warm_floor(p, st, prior) -> float:
+    """The dark excess (DN/s) a normal state must reach to be WARM: ``static_warm_dn_s`` where the
+    pixel's response is one of its neighbours' (within ``changepoint_sigma`` of their population),
+    else ``static_excess_dn_s``. Light its response does not scale as the sky model assumes
+    (stray light under an MRS fringe pattern) reads as a dark level in proportion to how far
+    its response is off theirs: a stressed MIRIFUSHORT pixel at 1.27 of its neighbours'
+    response showed 0.025 DN/s of it, 8 sigma."""
+    if prior is None or not np.isfinite(prior[1]):
+        return p.static_warm_dn_s
+    off = abs(float(st.a) - float(prior[0])) / np.sqrt(float(prior[1]) + float(st.a_err) ** 2)
+    return p.static_warm_dn_s if off <= p.changepoint_sigma else p.static_excess_dn_s
 
 
 def _static_ends(px: _Pixel, normal, prior) -> tuple[int, int, float, float]:
@@ -1376,14 +1393,29 @@ def _static_ends(px: _Pixel, normal, prior) -> tuple[int, int, float, float]:
             continue
         if lo == 0:
             start, on = hi, z
+            # the defect's state is that of its exposures, after its onset: a state fitted over
+            # the normal ones too misjudges the other end (a warm pixel's last exposures under
+            # another sky read as a recovery where its response is off its neighbours')
+            st = _after(px, normal, start, st)
         else:
             stop, rec = lo, z
     if start == 0:
         start, on = _quiet_end(px, st, prior, True, stop)
+        st = _after(px, normal, start, st)
     if stop == n:
         length, rec = _quiet_end(px, st, prior, False, n - start)
         stop = n - length
     return start, stop, on, rec
+
+
+def _after(px: _Pixel, normal, start: int, st):
+    """The state of the exposures ``normal`` from ``start`` on (``st`` where that leaves fewer
+    than three)."""
+    if start <= 0:
+        return st
+    m = normal.copy()
+    m[:start] = False
+    return state(px.r, px.s, px.sky, m) if m.sum() >= 3 else st
 
 
 def _quiet_end(px: _Pixel, st, prior, first: bool, n_left: int) -> tuple[int, float]:
