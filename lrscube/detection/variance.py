@@ -123,8 +123,7 @@ def swing_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: fl
     swinging both ways, unless the noise itself makes such falls: Gaussian noise falls 5 sigma
     in 3e-7 of its exposures, the simulated sets' residuals in ~4e-6, Student-t noise with 3
     degrees of freedom in ~2e-3 (where such pairs are then everywhere and the level is high)."""
-    t = _single_tails(x, sigma, step, top)
-    return _least_level(t, window, alpha, lambda up, down: up * down)
+    return pair_levels(x, sigma, window, alpha, step, top)[0]
 
 
 def fall_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: float = 0.5,
@@ -135,13 +134,13 @@ def fall_level(x: np.ndarray, sigma: float, window: int, alpha: float, step: flo
     data show such pairs to be rarer than the false-alarm rate, two falls that far within a few
     exposures are the pixel's own (a noisy pixel in a visit, swinging below its baseline
     twice), as a rise beside a fall is."""
-    t = _single_tails(x, sigma, step, top)
-    return _least_level(t, window, alpha, lambda up, down: down * down)
+    return pair_levels(x, sigma, window, alpha, step, top)[1]
 
 
-def pair_levels(x: np.ndarray, sigma: float, window: int, alpha: float) -> tuple[float, float]:
+def pair_levels(x: np.ndarray, sigma: float, window: int, alpha: float, step: float = 0.5,
+                top: float = 100.0) -> tuple[float, float]:
     """(:func:`swing_level`, :func:`fall_level`) of ``x`` from one count of its tails."""
-    t = _single_tails(x, sigma, 0.5, 100.0)
+    t = _single_tails(x, sigma, step, top)
     return (_least_level(t, window, alpha, lambda up, down: up * down),
             _least_level(t, window, alpha, lambda up, down: down * down))
 
