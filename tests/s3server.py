@@ -8,11 +8,18 @@ it like to any S3 endpoint: nothing is mocked inside the client libraries, so da
 processes reach it too, once they have the endpoint (see ``lrscube.deploy.cluster_specs.forward_env``).
 
 Use it from a test module with ``from s3server import s3  # noqa: F401``.
+
+moto checks a PUT's ``If-None-Match``/``If-Match`` condition and stores the object in two
+steps with nothing between them, so on a loaded machine two concurrent conditional creates can
+both succeed. S3 makes them atomic, and lrscube's writer lock relies on that; the fixture
+therefore serialises moto's PUT handler (one lock around ``S3Response.put_object``) while
+the server runs. Nothing on the client side is touched.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -53,6 +60,14 @@ def s3(tmp_path_factory):
     server_mod = pytest.importorskip("moto.server", reason="moto[server] is needed to run the S3 test server")
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    from moto.s3.responses import S3Response
+
+    unguarded, guard = S3Response.put_object, threading.Lock()
+
+    def atomic_put_object(self, *args, **kwargs):  # a conditional PUT is atomic on S3
+        with guard:
+            return unguarded(self, *args, **kwargs)
+
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -69,6 +84,7 @@ def s3(tmp_path_factory):
         "AWS_SHARED_CREDENTIALS_FILE": nowhere,
     }
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S3Response, "put_object", atomic_put_object)
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             mp.delenv(name, raising=False)
         for name, value in env.items():
