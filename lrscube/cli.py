@@ -117,6 +117,8 @@ def cmd_detect(a):
         print(f"nothing changed since detect run {before} (the same exposures, settings, code and "
               "libraries): its intervals and mask are kept (--full recomputes)")
     print(_summarize_intervals(iv))
+    for c in (st.detect_meta(a.store) or {}).get("cautions", []):
+        print("caution: " + c)
     return 0
 
 

@@ -199,3 +199,29 @@ def latent_images(iv: pd.DataFrame, mjd, *, max_hours: float, min_pixels: int,
         if size >= min_pixels and (fades or (all_ended and image_pixels is not None and size >= image_pixels)):
             out[idx[m]] = True
     return out
+
+
+def busiest_hours(mjd, max_hours: float) -> int:
+    """The most exposures (mid-times ``mjd``, days, any order) within any ``max_hours`` of each
+    other: the exposures one latent can cover."""
+    m = np.sort(np.asarray(mjd, float))
+    if m.size == 0 or max_hours <= 0:
+        return int(m.size > 0)
+    end = np.searchsorted(m, m + max_hours / 24.0, side="right")
+    return int(np.max(end - np.arange(m.size)))
+
+
+def latent_cautions(footprints: dict, max_hours: float) -> list[str]:
+    """Cautions on series a latent can dominate: ``footprints`` maps a name to the mid-times of
+    the exposures that see it. A pixel's normal state is the level most of its exposures show
+    (and its neighbours'); where one span of ``max_hours`` holds at least half of a footprint's
+    exposures (two at least), a latent over that span (of a bright target observed just before
+    the visit) can be taken for the normal state, and the exposures outside it for a defect."""
+    out = []
+    for name, mjd in footprints.items():
+        n = int(np.size(mjd))
+        k = busiest_hours(mjd, max_hours)
+        if k >= 2 and 2 * k >= n:  # one exposure is no state
+            out.append(f"{name}: {k} of its {n} exposures lie within {max_hours:g} h: a latent over those "
+                       f"hours can be taken for the pixels' normal state (docs/detection.md, *Short series*)")
+    return out

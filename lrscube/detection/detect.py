@@ -41,7 +41,7 @@ from ..deploy.cluster import worker_threads
 from .detection_params import DetectionParams
 from .residuals import (GAP, MIN_CALIBRATION_PIXELS, RESPONSE_RANGE, response_pattern, sky_ratio, spatial_residuals,
                         trace_mask, unlit_codes, unlit_pixels)
-from .afterglow import latent_images
+from .afterglow import latent_cautions, latent_images
 from .states import Thresholds, companion_interval, pixel_intervals
 from ..intervals import active
 from .temporal import scan_statistic, transients
@@ -1424,8 +1424,29 @@ def _findings(ds, ctx: TileContext, results: list, iv: pd.DataFrame, trace_px) -
         "intervals": int(len(iv)), "carried_static": int(iv["carried"].sum()) if len(iv) else 0,
         "by_class": {k: int(v) for k, v in iv.loc[~iv["carried"], "flag"].value_counts().items()} if len(iv) else {},
         "non_blank_exposures": nonblank,
+        "cautions": latent_cautions(_footprint_series(ds, mjd), ctx.params.afterglow_max_hours),
         "transient_pixels_per_exposure": {str(names[i]): int(trans_px[i]) for i in range(n_t) if trans_px[i]},
     }
+
+
+def _footprint_series(ds, mjd) -> dict:
+    """Mid-times (``mjd``, per exposure of ``ds``) of the exposures that see each footprint of the
+    cube, by the footprint's subarray name: a subarray's pixels are seen by the full frames too."""
+    keys = ("y0", "x0", "ny", "nx")
+    mjd = np.asarray(mjd, float)
+    if not all(k in ds.coords for k in keys):
+        return {"the cube": mjd}
+    box = np.stack([np.asarray(ds[k].values, np.int64) for k in keys], axis=1)
+    names = ds["subarray"].values if "subarray" in ds.coords else None
+    out = {}
+    for b in np.unique(box, axis=0):
+        y0, x0, ny, nx = (int(v) for v in b)
+        sees = ((box[:, 0] <= y0) & (box[:, 1] <= x0) & (box[:, 0] + box[:, 2] >= y0 + ny)
+                & (box[:, 1] + box[:, 3] >= x0 + nx))
+        own = np.flatnonzero((box == b).all(axis=1))[0]
+        name = str(names[own]) if names is not None else f"rows {y0}-{y0 + ny - 1}, columns {x0}-{x0 + nx - 1}"
+        out[name] = mjd[sees]
+    return out
 
 
 def _storage_rows(ds, source: str) -> np.ndarray | None:

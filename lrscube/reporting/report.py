@@ -672,6 +672,8 @@ def _summary_section(inp: Inputs) -> str:
     for key in ("exposures", "profile", "intervals", "mask", "ingest_log"):
         if key in inp.notes:
             parts.append(_note(inp.notes[key]))
+    for caution in (inp.detect_meta or {}).get("cautions", []):
+        parts.append(_note("Caution: " + caution))
     if inp.intervals is not None and len(inp.intervals):
         last = float(inp.exposures["mjd"].max()) if inp.exposures is not None and len(inp.exposures) else None
         parts.append("<h3>Defects per class</h3>" + _table(class_summary(inp.intervals, last)))

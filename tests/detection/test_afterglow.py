@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from lrscube.detection import classify
-from lrscube.detection.afterglow import decays_within, explained_by_hit, latent_images
+from lrscube.detection.afterglow import busiest_hours, decays_within, explained_by_hit, latent_cautions, latent_images
 from lrscube.detection.detection_params import DetectionParams
 from lrscube.detection.states import pixel_intervals
 
@@ -361,3 +361,19 @@ def test_a_hit_s_charge_over_a_visit_leaves_the_normal_state_whole():
         assert ev == [], [(w["start"], w["stop"]) for w in ev]
         ev = pixel_intervals(r, s, sky, p, th, clip=clip, hours=hours, prior=prior)
         assert any(w["start"] <= 16 and w["stop"] >= 19 for w in ev)
+
+
+def test_a_series_that_one_visit_holds_half_of_is_cautioned():
+    """A latent lasts hours: where one span of afterglow_max_hours holds half a footprint's
+    exposures, the latent of a bright target seen before that visit can pass for the normal
+    state (a 6-exposure SLITLESSPRISM set with 4 exposures in its first hour flagged 27 normal
+    pixels, benchmarks/README.md, *Short series*). Longer series are not cautioned."""
+    visit = 60285.39 + np.array([0.0, 0.014, 0.033, 0.042])     # 4 exposures in one hour
+    later = np.array([60291.26, 60425.70])
+    assert busiest_hours(np.r_[later, visit], 6.0) == 4
+    assert busiest_hours(visit, 0.5) == 2                       # 20 min: two of them at most
+    assert busiest_hours([], 6.0) == 0
+    six = latent_cautions({"SLITLESSPRISM": np.r_[visit, later]}, 6.0)
+    assert len(six) == 1 and "SLITLESSPRISM: 4 of its 6 exposures lie within 6 h" in six[0]
+    ten = np.r_[visit, later, 60500.0 + 30 * np.arange(4)]
+    assert latent_cautions({"SLITLESSPRISM": ten, "FULL": later}, 6.0) == []

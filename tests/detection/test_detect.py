@@ -141,6 +141,7 @@ def test_independent_data_not_tuned_to_the_simulator():
     assert res["lrscube"]["recall"] >= 0.85
     assert res["onset_error_exposures"]["median"] == 0
     assert meta["non_blank_exposures"], "the source trace exposures are recorded"
+    assert meta["cautions"] == [], "no one visit holds half of a 60-exposure series"
 
 
 def test_dask_backed_dataset_gives_the_same_intervals():
@@ -960,3 +961,23 @@ def test_an_event_beside_an_exposure_far_below_is_the_pixel_s_own():
     for swing, first in ((8.0, True), (25.0, False), (np.inf, False)):
         got = keep_whole_pixels(trans, beyond, 2, 5, x > swing, x < -swing)
         assert got.tolist() == [first, False, False]
+
+
+def test_each_footprint_s_series_is_the_exposures_that_see_it():
+    """A subarray's pixels are seen by the full frames too, the rest of the frame by the full
+    frames only: the series a latent caution is judged on (detect.json ``cautions``)."""
+    import xarray as xr
+
+    from lrscube.detection.detect import _footprint_series
+
+    mjd = np.array([60000.0, 60000.01, 60000.02, 60010.0, 60020.0])
+    sub = np.array(["SLITLESSPRISM"] * 3 + ["FULL"] * 2)
+    box = {"y0": [528, 528, 528, 0, 0], "x0": [0, 0, 0, 0, 0], "ny": [416, 416, 416, 1024, 1024],
+           "nx": [72, 72, 72, 1032, 1032]}
+    ds = xr.Dataset(coords={"time": np.arange(5), "subarray": ("time", sub),
+                            **{k: ("time", np.array(v)) for k, v in box.items()}})
+    series = _footprint_series(ds, mjd)
+    assert sorted(series) == ["FULL", "SLITLESSPRISM"]
+    np.testing.assert_array_equal(series["SLITLESSPRISM"], mjd)
+    np.testing.assert_array_equal(series["FULL"], mjd[3:])
+    assert list(_footprint_series(xr.Dataset(coords={"time": np.arange(5)}), mjd)) == ["the cube"]
