@@ -23,6 +23,10 @@ Two more signs of a latent:
   before the visit (not in the cube) or of a cosmic-ray shower. A pixel defect is a pixel, and a
   cluster of defects holds its level (even where one visit is all that sees it).
 
+Where one span of those hours holds half of a short series, a latent over it can pass for the
+pixels' normal state; nothing in a pixel's series tells the two apart, so detect only records a
+caution (:func:`latent_cautions`).
+
 Pure numpy/pandas: one run of one pixel, or the intervals table.
 """
 
