@@ -402,7 +402,8 @@ def epoch_timeline_figure(epochs: pd.DataFrame, exposure_times=None, exposure_ep
     top = float(epochs[cols].to_numpy(float).max()) if cols else 1.0
     ax.set_ylim(0, top * 1.08 + 0.5)
     ax.set_title(f"{title}: {len(t)} epochs (dotted lines: epoch starts)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    if cols:  # a mask with no class has nothing to name
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     if et is not None:
         ep = np.asarray(exposure_epoch) if exposure_epoch is not None else np.searchsorted(t, et, side="right") - 1

@@ -319,11 +319,34 @@ def test_detect_command_says_when_nothing_changed(tmp_path, client, capsys):
     _append(store, ds, range(ds.sizes["time"]))
     args = ["detect", "--store", store, "--scheduler", client.scheduler.address]
     assert main(args) == 0
-    assert "nothing changed" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing changed" not in out and "caution" not in out  # 16 exposures over 1000 days
     assert main(args) == 0
     assert "nothing changed since detect run" in capsys.readouterr().out
     assert main(args + ["--full"]) == 0
     assert "nothing changed" not in capsys.readouterr().out
+
+
+def test_detect_command_cautions_a_series_one_visit_holds_half_of(tmp_path, client, capsys):
+    """Three of five exposures within an hour: a latent over that visit could pass for the
+    pixels' normal state, and the command, detect.json and the report say so."""
+    from lrscube.cli import main
+    from lrscube.reporting.report import report
+    from lrscube.storage import cube
+    from lrscube.storage import store as st
+
+    ds, _ = independent_cube(n=16, ny=64, nx=40, n_def=8)
+    mjd = 60000.0 + np.r_[0.0, 0.01, 0.03, 40.0, 90.0, 100.0 + np.arange(11)]  # five of them stored
+    ds = ds.assign_coords(mjd=("time", mjd), expstart=("time", mjd - 0.005))
+    store = str(tmp_path / "s")
+    cube.create(store, profiles.load("lrs"))
+    _append(store, ds, range(5))
+    assert main(["detect", "--store", store, "--scheduler", client.scheduler.address]) == 0
+    out = capsys.readouterr().out
+    assert "caution: " in out and "3 of its 5 exposures lie within 6 h" in out
+    assert len(st.detect_meta(store)["cautions"]) == 1
+    page = report(store, tmp_path / "report").read_text()
+    assert "Caution: " in page and "3 of its 5 exposures" in page
 
 
 def test_store_two_stage_run_equals_in_memory(tmp_path):
