@@ -897,7 +897,10 @@ def _single_exposure_events(g: _Group, p, swing: float = np.inf, scattered=None)
     redo = np.flatnonzero(trans.any(axis=0))
     if redo.size:
         k = g.r.shape[1]
-        b1 = baseline.fit_response_offset(g.r[:, redo], g.s[:, redo], g.sky[:, redo], ~excl[:, redo], iterations=2,
+        # take, not [:, redo]: numpy's fancy index along the columns gives a Fortran-ordered copy,
+        # a layout the compiled fit would compile for again (a first run's seconds)
+        b1 = baseline.fit_response_offset(g.r.take(redo, 1), g.s.take(redo, 1), g.sky.take(redo, 1),
+                                          ~excl.take(redo, 1), iterations=2,
                                           prior=tuple(np.broadcast_to(v, (k,))[redo] for v in g.prior), leverage=False)
         a[redo], d[redo] = b1.a, b1.d
     return trans, excl, baseline.residuals_about(g.r, g.sky, a, d, excl), own

@@ -957,10 +957,10 @@ def max_trimmed_ratio(u: np.ndarray, v: np.ndarray, lengths, trim) -> np.ndarray
     sqrt(sum v)`` over windows of the given ``lengths`` and every start
     (:func:`lrscube.detection.variance.scan`); ``-inf`` where none fits. ``trim``: one number,
     or one per pixel (P,)."""
-    u = np.asarray(u, np.float64)
-    v = np.asarray(v, np.float64)
+    # writable C-order arrays always: another layout (or a read-only view) is another compile
+    u, v = (np.require(a, np.float64, ["C", "W"]) for a in (u, v))
     out = np.empty(u.shape[1], np.float64)
-    tr = np.ascontiguousarray(np.broadcast_to(np.asarray(trim, np.float64), (u.shape[1],)))
+    tr = np.require(np.broadcast_to(np.asarray(trim, np.float64), (u.shape[1],)), requirements=["C", "W"])
     _max_trimmed_ratio(u, v, np.asarray(lengths, np.int64), tr, out)
     return out
 
