@@ -13,12 +13,12 @@ from lrscube.detection.detection_params import DetectionParams
 from lrscube.validation.evaluate import evaluate_arrays
 
 
-def independent_cube(n=70, ny=200, nx=40, y0=300, x0=300, seed=11, n_def=45):
+def independent_cube(n=70, ny=200, nx=40, y0=300, x0=300, seed=11, n_def=45, dof=3.0):
     """A cube made with assumptions unlike the simulator's.
 
     Sky: linear plus a sinusoidal ripple along the dispersion and a tilt across it; per-exposure
-    level from a gamma law. Noise: Student t with 3 degrees of freedom (heavy tails), ERR giving
-    its standard deviation. Defects: HOT 0.5-50 DN/s, WARM 0.02-0.5 DN/s, DEAD (deficit 1.0),
+    level from a gamma law. Noise: Student t with ``dof`` degrees of freedom (3: heavy tails; inf:
+    Gaussian), ERR giving its standard deviation. Defects: HOT 0.5-50 DN/s, WARM 0.02-0.5 DN/s, DEAD (deficit 1.0),
     LOW_QE (deficit 0.2-0.8), TELEGRAPH (independent states each exposure, duty 0.3-0.7);
     onsets clustered in three "events" (a third each), some recover and come back.
     Cosmic rays in 0.05 % of pixel-exposures, a bright source trace in three exposures.
@@ -61,7 +61,10 @@ def independent_cube(n=70, ny=200, nx=40, y0=300, x0=300, seed=11, n_def=45):
                 else:
                     sig[t, py, px] += amp
             rows.append({"y": py + y0, "x": px + x0, "flag": cls, "s": a, "e": b, "amplitude": amp})
-    noise = rng.standard_t(3, sig.shape) / np.sqrt(3.0)
+    if np.isinf(dof):
+        noise = rng.standard_normal(sig.shape)
+    else:
+        noise = rng.standard_t(dof, sig.shape) / np.sqrt(dof / (dof - 2.0))
     sci = sig + noise * err
     cr = rng.random(sci.shape) < 5e-4
     sci[cr] += rng.uniform(20, 2000, cr.sum()) / exptime[np.nonzero(cr)[0]]
