@@ -103,6 +103,7 @@ def _write_table(df, out: str, command: str) -> None:
 
 def cmd_detect(a):
     from .deploy.cluster import get_client
+    from .detection import noise_law
     from .detection.detect import detect
     from .storage import store as st
 
@@ -117,8 +118,12 @@ def cmd_detect(a):
         print(f"nothing changed since detect run {before} (the same exposures, settings, code and "
               "libraries): its intervals and mask are kept (--full recomputes)")
     print(_summarize_intervals(iv))
-    for c in (st.detect_meta(a.store) or {}).get("cautions", []):
+    meta = st.detect_meta(a.store) or {}
+    for c in meta.get("cautions", []):
         print("caution: " + c)
+    line = noise_law.describe(meta.get("noise_law"))
+    if line:
+        print(line)
     return 0
 
 

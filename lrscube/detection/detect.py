@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import baseline, classify, companions, intscat as intscat_screen, running, variance
+from . import baseline, classify, companions, intscat as intscat_screen, noise_law, running, variance
 from ..config import flags, profiles
 from ..storage import cube, provenance
 from ..storage import store as st
@@ -493,6 +493,7 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     diag["variance_null_scale"] = tn.vscale
     diag["swing_level"] = tn.swing
     diag["fall_level"] = tn.fall
+    diag["noise_tail"], diag["noise_dof"] = tn.law.tail, tn.law.dof
     its = _IntScat.of(intscat, ctx, valid, tr2, has, n_t, P)
     diag["candidates_intscat"] = 0
     rows_ev, rows_meta, extra = [], [], []
@@ -763,6 +764,7 @@ class _TileNoise(NamedTuple):
     g2: float
     swing: float  #: :func:`lrscube.detection.variance.swing_level` of the tile
     fall: float  #: :func:`lrscube.detection.variance.fall_level` of the tile
+    law: noise_law.NoiseLaw = noise_law.GAUSSIAN  #: the noise's law about the baselines
 
 
 def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, origin, shape) -> _TileNoise:
@@ -794,8 +796,12 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
     vline, vscale, swing, fall = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp,
                                                 ctx.thresholds.alpha)
+    cols = np.flatnonzero(has)  # a strided subset of the pixels is enough for three percentiles
+    cols = cols[::max(1, -(-n_t * cols.size // noise_law.MAX_VALUES))]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        law = noise_law.measure(x_all[:, cols] / np.sqrt(hnoise[cols] * vline[cols]), use_all[:, cols])
     return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, codes == GAP, pri, lresp, hnoise, vline, vscale, g1, g2,
-                      swing, fall)
+                      swing, fall, law)
 
 
 def _variance_null(x_all, s_all, use_all, hnoise, has, g, p, shape, disp, alpha):
@@ -911,7 +917,12 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th, own=None):
     candidates, at ``screen_fraction`` of its threshold (the static screen at the threshold)."""
     # the residual in units of the noise (x, as screens 2 and 2b take it), clipped (z, screen 1)
     # and as standardised clipped squares (yv, screen 2): one compiled pass
-    x, z, yv = variance.screen_values(e, g.s, g.clip, g.vc, g.m1, g.m2)
+    m1, m2 = g.m1, g.m2
+    if not tn.law.gaussian:  # judged as the Gaussian values of their tail probabilities, against Gaussian moments
+        with np.errstate(invalid="ignore", divide="ignore"):
+            e = noise_law.gaussianise(e / g.s, tn.law) * g.s
+        m1, m2 = _gaussian_moments(g.vc)
+    x, z, yv = variance.screen_values(e, g.s, g.clip, g.vc, m1, m2)
     # screen 1: a run whose level differs from the baseline
     stat = scan_statistic(z, min_length=p.min_bad_exposures)  # a defect lasts min_bad_exposures
     # screen 2: a run of excess scatter (standardised clipped squares, one-sided)
@@ -923,12 +934,21 @@ def _screens(g: _Group, e, excl, tn: _TileNoise, p, th, own=None):
     # ways (lrscube.detection.variance)
     with np.errstate(invalid="ignore", divide="ignore"):
         # the measured null moments in JUMP_DET exposures, the Gaussian ones elsewhere
-        uw, vw = variance.terms(x, g.s, g.clip, g.m1, g.m2, jump=g.jump, null=(tn.g1, tn.g2))
+        uw, vw = variance.terms(x, g.s, g.clip, m1, m2, jump=g.jump, null=(tn.g1, tn.g2))
         tr = variance.trims(x, p.transient_sigma, p.transient_window, tn.swing, own, fall=tn.fall)
     wstat = variance.scan(uw, vw, min_length=p.min_bad_exposures, trim=tr) / tn.vscale
     c_level = stat >= p.screen_fraction * th.level
     c_scatter = (vstat >= p.screen_fraction * th.variance) | (wstat >= p.screen_fraction * th.variance)
     return c_level, c_scatter, _static_screen(g, excl, tn, p, th)
+
+
+def _gaussian_moments(vc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian null moments of squares clipped at ``vc`` (an array of a few values)."""
+    m1 = np.empty(np.shape(vc))
+    m2 = np.empty(np.shape(vc))
+    for c in np.unique(vc):
+        m1[vc == c], m2[vc == c] = baseline.gaussian_clipped_moments(1.0, float(c))
+    return m1, m2
 
 
 def _static_screen(g: _Group, excl, tn: _TileNoise, p, th) -> np.ndarray:
@@ -1424,12 +1444,26 @@ def _findings(ds, ctx: TileContext, results: list, iv: pd.DataFrame, trace_px) -
         "candidates_by_screen": {k: int(sum(r[1].get("candidates_" + k, 0) for r in results))
                                  for k in ("level", "scatter", "static", "intscat")},
         "companion_intervals": int(sum(r[1].get("companions", 0) for r in results)),
+        "noise_law": _noise_law_summary(results),
         "intervals": int(len(iv)), "carried_static": int(iv["carried"].sum()) if len(iv) else 0,
         "by_class": {k: int(v) for k, v in iv.loc[~iv["carried"], "flag"].value_counts().items()} if len(iv) else {},
         "non_blank_exposures": nonblank,
         "cautions": latent_cautions(_footprint_series(ds, mjd), ctx.params.afterglow_max_hours),
         "transient_pixels_per_exposure": {str(names[i]): int(trans_px[i]) for i in range(n_t) if trans_px[i]},
     }
+
+
+def _noise_law_summary(results: list) -> dict:
+    """The tiles' measured noise laws (:mod:`lrscube.detection.noise_law`): how many, the largest
+    tail ratio, and the tiles whose tails are heavier than Gaussian noise gives (their residuals
+    judged by their tail probabilities under a Student t) with the fewest degrees of freedom."""
+    tails = np.array([r[1].get("noise_tail", np.nan) for r in results], float)
+    dofs = np.array([r[1].get("noise_dof", np.inf) for r in results], float)
+    heavy = np.isfinite(dofs)
+    return {"tiles": int(len(results)), "tail_ratio_max": float(np.nanmax(tails)) if np.isfinite(tails).any() else None,
+            "tail_ratio_gaussian_input": noise_law.GAUSSIAN_INPUT_TAIL,
+            "tiles_heavier_than_gaussian": int(heavy.sum()),
+            "student_t_dof_min": float(dofs[heavy].min()) if heavy.any() else None}
 
 
 def _footprint_series(ds, mjd) -> dict:

@@ -39,6 +39,7 @@ from ..config import flags, profiles
 from .. import __version__, plots
 from ..storage import store as st
 from ..masks.deliveries import deliveries_table, history_frame, list_deliveries
+from ..detection import noise_law
 from ..masks.maskcube import default_frame
 from ..storage.cube import exists as cube_exists, exposure_table, info, open_cube
 from ..storage.provenance import read_runs, runs_table
@@ -674,6 +675,9 @@ def _summary_section(inp: Inputs) -> str:
             parts.append(_note(inp.notes[key]))
     for caution in (inp.detect_meta or {}).get("cautions", []):
         parts.append(_note("Caution: " + caution))
+    noise = noise_law.describe((inp.detect_meta or {}).get("noise_law"))
+    if noise:
+        parts.append(_note(noise[0].upper() + noise[1:]))
     if inp.intervals is not None and len(inp.intervals):
         last = float(inp.exposures["mjd"].max()) if inp.exposures is not None and len(inp.exposures) else None
         parts.append("<h3>Defects per class</h3>" + _table(class_summary(inp.intervals, last)))

@@ -1,0 +1,112 @@
+"""The law of a tile's noise about each pixel's baseline, measured on the data at hand.
+
+Every threshold assumes that a pixel's residual about its baseline, in units of its noise, has
+the law Gaussian noise gives it: a run of two values at 5 sigma is then as rare as a 7-sigma
+event. Where the noise has heavier tails (a Student t with few degrees of freedom), such pairs
+are common and short runs of level or scatter pass the screens in normal pixels.
+
+Gaussian noise does not give Gaussian residuals: the local sky is a running median whose window
+holds the pixel, so a value near the median moves it and the core of the residuals is narrower
+than their tails (the ratio of the 90th to the 50th percentile of ``|x|`` is 2.8-2.9 against
+the Gaussian 2.44). Their tail is near the Gaussian's: the ratio of the 99th to the 90th
+percentile, :data:`GAUSSIAN_INPUT_TAIL` (1.64 against the Gaussian 1.57; 1.86-1.88 with Student-t
+noise of 8 degrees of freedom, 2.04-2.05 with 5, 2.52-2.55 with 3: benchmarks/README.md, *Noise
+with heavier tails than Gaussian*). That ratio, over the pixels without three values beyond
+:data:`DEFECT_SIGMA` (defects, whose values would be the tail), measures the tail: within
+:data:`HEAVY_TAIL_FACTOR` of the Gaussian input's the law is the one every threshold was made
+for, and nothing changes. Beyond it the law is the Student t whose ratio of the 90th to the 50th
+percentile is the measured one, scaled to the measured median, and each residual is judged by the
+Gaussian value of the same tail probability (:func:`gaussianise`): the screens' thresholds then
+keep their false-alarm rate. Amplitudes stay in DN/s.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import optimize, special, stats
+
+#: the two percentiles of |x| whose ratio gives the Student t's degrees of freedom
+LOW_Q, HIGH_Q = 0.5, 0.9
+#: the percentile whose ratio to HIGH_Q's measures the tail
+TAIL_Q = 0.99
+#: that ratio for Gaussian noise through stage 1 (benchmarks/bench_noise_tails.py --null)
+GAUSSIAN_INPUT_TAIL = 1.64
+#: a tail ratio more than this factor above GAUSSIAN_INPUT_TAIL is heavier than Gaussian noise gives
+HEAVY_TAIL_FACTOR = 1.15
+#: pixels with MIN_DEFECT_VALUES values beyond DEFECT_SIGMA are defects: their values are not the noise's
+DEFECT_SIGMA = 5.0
+MIN_DEFECT_VALUES = 3
+#: at most this many values are read for the percentiles (a strided subset of the pixels)
+MAX_VALUES = 1_000_000
+#: fewer values than this: too few to tell, the law is Gaussian
+MIN_VALUES = 2_000
+
+
+class NoiseLaw(NamedTuple):
+    dof: float  #: degrees of freedom of the Student t; inf: the law of Gaussian noise
+    scale: float  #: its scale (units of the noise)
+    tail: float  #: the measured ratio of the 99th to the 90th percentile of |x| (NaN: not measured)
+    core: float  #: the measured ratio of the 90th to the 50th percentile
+
+    @property
+    def gaussian(self) -> bool:
+        return not np.isfinite(self.dof)
+
+
+GAUSSIAN = NoiseLaw(np.inf, 1.0, np.nan, np.nan)
+
+
+def t_ratio(dof: float) -> float:
+    """The percentile ratio of ``|T|`` for a Student t of ``dof`` degrees of freedom."""
+    return float(stats.t.ppf(0.5 + HIGH_Q / 2, dof) / stats.t.ppf(0.5 + LOW_Q / 2, dof))
+
+
+def measure(x: np.ndarray, use: np.ndarray | None = None) -> NoiseLaw:
+    """The law of the residuals ``x`` (time, pixels; units of the noise) where ``use``."""
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+        use = None if use is None else np.asarray(use)[:, None]
+    if x.size > MAX_VALUES:
+        step = int(np.ceil(x.size / MAX_VALUES))
+        x = x[:, ::step]
+        use = None if use is None else np.asarray(use)[:, ::step]
+    ok = np.isfinite(x) if use is None else (np.asarray(use, bool) & np.isfinite(x))
+    v = np.abs(np.where(ok, x, 0.0))
+    clean = (v > DEFECT_SIGMA).sum(axis=0) < MIN_DEFECT_VALUES
+    v = v[:, clean][ok[:, clean]]
+    if v.size < MIN_VALUES:
+        return GAUSSIAN
+    lo, hi, top = np.quantile(v, [LOW_Q, HIGH_Q, TAIL_Q])
+    if not lo > 0:
+        return GAUSSIAN
+    tail, core = float(top / hi), float(hi / lo)
+    if tail <= HEAVY_TAIL_FACTOR * GAUSSIAN_INPUT_TAIL:
+        return NoiseLaw(np.inf, 1.0, tail, core)
+    dof = float(optimize.brentq(lambda d: t_ratio(d) - core, 1.05, 1e6)) if core < t_ratio(1.05) else 1.05
+    scale = float(lo / stats.t.ppf(0.5 + LOW_Q / 2, dof))
+    return NoiseLaw(dof, scale, tail, core)
+
+
+def gaussianise(x: np.ndarray, law: NoiseLaw) -> np.ndarray:
+    """``x`` as the Gaussian values of the same two-sided tail probability under ``law`` (``x``
+    itself for a Gaussian law); NaN stays NaN."""
+    if law.gaussian:
+        return x
+    x = np.asarray(x, float)
+    with np.errstate(invalid="ignore"):
+        p = stats.t.sf(np.abs(x) / law.scale, law.dof)
+        return np.copysign(-special.ndtri(p), x)
+
+
+def describe(summary: dict | None) -> str | None:
+    """One line on a run's noise laws (``detect.json``'s ``noise_law``), or None where every tile's
+    noise was judged Gaussian."""
+    if not summary or not summary.get("tiles_heavier_than_gaussian"):
+        return None
+    return (f"noise: tails heavier than Gaussian noise gives in {summary['tiles_heavier_than_gaussian']} of "
+            f"{summary['tiles']} tiles (tail ratio up to {summary['tail_ratio_max']:.2f} against "
+            f"{summary['tail_ratio_gaussian_input']:.2f}; Student t down to {summary['student_t_dof_min']:.1f} "
+            "degrees of freedom): the screens judged residuals there by their tail probabilities")

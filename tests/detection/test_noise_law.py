@@ -1,0 +1,56 @@
+"""The noise's law measured on the data: Gaussian noise judged as before, heavy tails by their
+tail probabilities (lrscube.detection.noise_law)."""
+
+import numpy as np
+import pytest
+from scipy import special
+
+from lrscube.detection import noise_law
+
+
+def test_gaussian_residuals_keep_the_gaussian_law_and_are_left_as_they_are():
+    x = np.random.default_rng(0).standard_normal((100, 5000))
+    law = noise_law.measure(x)
+    assert law.gaussian
+    assert law.tail == pytest.approx(special.ndtri(0.995) / special.ndtri(0.95), abs=0.02)
+    assert noise_law.gaussianise(x, law) is x
+
+
+def test_student_t_residuals_are_heavier_and_gaussianised_to_gaussian_tails():
+    rng = np.random.default_rng(1)
+    x = rng.standard_t(3, (100, 5000)) / np.sqrt(3.0)
+    law = noise_law.measure(x)
+    assert not law.gaussian
+    assert 2.5 < law.dof < 3.5  # the percentiles of a t with 3 degrees of freedom
+    g = noise_law.gaussianise(x, law)
+    # Gaussian tails after the map: the fraction beyond 2 and 3 sigma as a Gaussian's, beyond 4
+    # (~30 of the 500,000 values) within a factor 2 of it
+    for b in (2.0, 3.0):
+        assert np.mean(np.abs(g) > b) == pytest.approx(2 * special.ndtr(-b), rel=0.15)
+    assert 0.5 < np.mean(np.abs(g) > 4.0) / (2 * special.ndtr(-4.0)) < 2.0
+    assert np.mean(np.abs(x) > 4.0) > 5 * 2 * special.ndtr(-4.0)  # as the raw values are not
+    order = np.argsort(x.ravel()[:1000])
+    assert np.all(np.diff(g.ravel()[:1000][order]) >= 0)  # monotone: a larger residual stays larger
+    assert np.array_equal(np.sign(g), np.sign(x))
+
+
+def test_defects_among_gaussian_pixels_do_not_make_the_law_heavy():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((80, 20000))
+    x[40:, :400] += 20.0  # 2 % of the pixels hot from half-way: their values are not the noise
+    x[rng.random(x.shape) < 5e-4] += 30.0  # cosmic rays: single values
+    assert noise_law.measure(x).gaussian
+
+
+def test_nan_and_unused_values_are_left_out_and_nan_stays_nan():
+    rng = np.random.default_rng(3)
+    x = rng.standard_t(3, (60, 4000)) / np.sqrt(3.0)
+    use = rng.random(x.shape) > 0.3
+    law = noise_law.measure(np.where(use, x, np.nan))
+    assert law == noise_law.measure(x, use)
+    g = noise_law.gaussianise(np.array([np.nan, 0.0, -2.0, 2.0]), law)
+    assert np.isnan(g[0]) and g[1] == 0 and g[2] == -g[3] and g[3] > 0
+
+
+def test_too_few_values_are_taken_as_gaussian():
+    assert noise_law.measure(np.random.default_rng(4).standard_t(2, (10, 50))).gaussian
