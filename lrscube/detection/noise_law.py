@@ -14,10 +14,12 @@ noise of 8 degrees of freedom, 2.04-2.05 with 5, 2.52-2.55 with 3: benchmarks/RE
 with heavier tails than Gaussian*). That ratio, over the pixels without three values beyond
 :data:`DEFECT_SIGMA` (defects, whose values would be the tail), measures the tail: within
 :data:`HEAVY_TAIL_FACTOR` of the Gaussian input's the law is the one every threshold was made
-for, and nothing changes. Beyond it the law is the Student t whose ratio of the 90th to the 50th
-percentile is the measured one, scaled to the measured median, and each residual is judged by the
-Gaussian value of the same tail probability (:func:`gaussianise`): the screens' thresholds then
-keep their false-alarm rate. Amplitudes stay in DN/s.
+for, and nothing changes. Beyond it the law is the Student t with the measured tail ratio, scaled
+to the measured 90th percentile (the tail is what the core's narrowing leaves nearly as the
+noise's: Student-t noise of 5 degrees of freedom reads 4.6-4.9), and each residual is judged by
+the Gaussian value of the same tail probability (:func:`gaussianise`): the 90th and 99th
+percentiles go to the Gaussian's and the core stays near where Gaussian noise leaves it, so the
+screens' thresholds keep their false-alarm rate. Amplitudes stay in DN/s.
 """
 
 from __future__ import annotations
@@ -27,10 +29,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, special, stats
 
-#: the two percentiles of |x| whose ratio gives the Student t's degrees of freedom
-LOW_Q, HIGH_Q = 0.5, 0.9
-#: the percentile whose ratio to HIGH_Q's measures the tail
-TAIL_Q = 0.99
+#: the percentiles of |x| read: the median (recorded), and the two whose ratio measures the tail
+LOW_Q, HIGH_Q, TAIL_Q = 0.5, 0.9, 0.99
 #: that ratio for Gaussian noise through stage 1 (benchmarks/bench_noise_tails.py --null)
 GAUSSIAN_INPUT_TAIL = 1.64
 #: a tail ratio more than this factor above GAUSSIAN_INPUT_TAIL is heavier than Gaussian noise gives
@@ -58,9 +58,10 @@ class NoiseLaw(NamedTuple):
 GAUSSIAN = NoiseLaw(np.inf, 1.0, np.nan, np.nan)
 
 
-def t_ratio(dof: float) -> float:
-    """The percentile ratio of ``|T|`` for a Student t of ``dof`` degrees of freedom."""
-    return float(stats.t.ppf(0.5 + HIGH_Q / 2, dof) / stats.t.ppf(0.5 + LOW_Q / 2, dof))
+def t_tail(dof: float) -> float:
+    """The ratio of the :data:`TAIL_Q` to the :data:`HIGH_Q` percentile of ``|T|``, ``T`` a Student t
+    of ``dof`` degrees of freedom (Gaussian: 1.566)."""
+    return float(stats.t.ppf(0.5 + TAIL_Q / 2, dof) / stats.t.ppf(0.5 + HIGH_Q / 2, dof))
 
 
 def measure(x: np.ndarray, use: np.ndarray | None = None) -> NoiseLaw:
@@ -85,8 +86,8 @@ def measure(x: np.ndarray, use: np.ndarray | None = None) -> NoiseLaw:
     tail, core = float(top / hi), float(hi / lo)
     if tail <= HEAVY_TAIL_FACTOR * GAUSSIAN_INPUT_TAIL:
         return NoiseLaw(np.inf, 1.0, tail, core)
-    dof = float(optimize.brentq(lambda d: t_ratio(d) - core, 1.05, 1e6)) if core < t_ratio(1.05) else 1.05
-    scale = float(lo / stats.t.ppf(0.5 + LOW_Q / 2, dof))
+    dof = float(optimize.brentq(lambda d: t_tail(d) - tail, 1.05, 1e6)) if tail < t_tail(1.05) else 1.05
+    scale = float(hi / stats.t.ppf(0.5 + HIGH_Q / 2, dof))
     return NoiseLaw(dof, scale, tail, core)
 
 
