@@ -9,8 +9,8 @@ Gaussian noise does not give Gaussian residuals: the local sky is a running medi
 holds the pixel, so a value near the median moves it and the core of the residuals is narrower
 than their tails (the ratio of the 90th to the 50th percentile of ``|x|`` is 2.8-2.9 against
 the Gaussian 2.44). Their tail is near the Gaussian's: the ratio of the 99th to the 90th
-percentile, :data:`GAUSSIAN_INPUT_TAIL` (1.64 against the Gaussian 1.57; 1.86-1.88 with Student-t
-noise of 8 degrees of freedom, 2.04-2.05 with 5, 2.52-2.55 with 3: benchmarks/README.md, *Noise
+percentile, :data:`GAUSSIAN_INPUT_TAIL` (1.64 against the Gaussian 1.57; 1.84-1.86 with Student-t
+noise of 8 degrees of freedom, 2.02-2.05 with 5, 2.48-2.51 with 3: benchmarks/README.md, *Noise
 with heavier tails than Gaussian*). That ratio, over the pixels without three values beyond
 :data:`DEFECT_SIGMA` (defects, whose values would be the tail), measures the tail: within
 :data:`HEAVY_TAIL_FACTOR` of the Gaussian input's the law is the one every threshold was made
