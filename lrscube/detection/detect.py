@@ -796,8 +796,7 @@ def _tile_noise(r2, e2, sky2, valid, tr2, has, calibration, ctx: TileContext, or
     g1, g2 = baseline.gaussian_clipped_moments(1.0, float(p.clip_sigma))
     vline, vscale, swing, fall = _variance_null(x_all, s_all, use_all, hnoise, has, (g1, g2), p, shape, disp,
                                                 ctx.thresholds.alpha)
-    cols = np.flatnonzero(has)  # a strided subset of the pixels is enough for three percentiles
-    cols = cols[::max(1, -(-n_t * cols.size // noise_law.MAX_VALUES))]
+    cols = noise_law.sample_columns(np.flatnonzero(has), n_t)
     with np.errstate(invalid="ignore", divide="ignore"):
         law = noise_law.measure(x_all[:, cols] / np.sqrt(hnoise[cols] * vline[cols]), use_all[:, cols])
     return _TileNoise(cal_scale, cal_m1, cal_m2, blk, lit, codes == GAP, pri, lresp, hnoise, vline, vscale, g1, g2,

@@ -29,7 +29,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, special, stats
 
-#: the percentiles of |x| read: the median (recorded), and the two whose ratio measures the tail
+#: the percentiles of |x| read: the median (a sample half of whose values are 0 is not measured),
+#: and the two whose ratio measures the tail
 LOW_Q, HIGH_Q, TAIL_Q = 0.5, 0.9, 0.99
 #: that ratio for Gaussian noise through stage 1 (benchmarks/bench_noise_tails.py --null)
 GAUSSIAN_INPUT_TAIL = 1.64
@@ -38,7 +39,7 @@ HEAVY_TAIL_FACTOR = 1.15
 #: pixels with MIN_DEFECT_VALUES values beyond DEFECT_SIGMA are defects: their values are not the noise's
 DEFECT_SIGMA = 5.0
 MIN_DEFECT_VALUES = 3
-#: at most this many values are read for the percentiles (a strided subset of the pixels)
+#: at most about this many values are read for the percentiles (:func:`sample_columns`)
 MAX_VALUES = 1_000_000
 #: fewer values than this: too few to tell, the law is Gaussian
 MIN_VALUES = 2_000
@@ -48,14 +49,13 @@ class NoiseLaw(NamedTuple):
     dof: float  #: degrees of freedom of the Student t; inf: the law of Gaussian noise
     scale: float  #: its scale (units of the noise)
     tail: float  #: the measured ratio of the 99th to the 90th percentile of |x| (NaN: not measured)
-    core: float  #: the measured ratio of the 90th to the 50th percentile
 
     @property
     def gaussian(self) -> bool:
         return not np.isfinite(self.dof)
 
 
-GAUSSIAN = NoiseLaw(np.inf, 1.0, np.nan, np.nan)
+GAUSSIAN = NoiseLaw(np.inf, 1.0, np.nan)
 
 
 def t_tail(dof: float) -> float:
@@ -64,16 +64,19 @@ def t_tail(dof: float) -> float:
     return float(stats.t.ppf(0.5 + TAIL_Q / 2, dof) / stats.t.ppf(0.5 + HIGH_Q / 2, dof))
 
 
+def sample_columns(cols: np.ndarray, n_rows: int) -> np.ndarray:
+    """A strided subset of the pixel columns ``cols`` whose ``n_rows`` values each come to about
+    :data:`MAX_VALUES`: enough for three percentiles, without copying a whole tile to find them."""
+    return cols[::max(1, -(-int(n_rows) * cols.size // MAX_VALUES))]
+
+
 def measure(x: np.ndarray, use: np.ndarray | None = None) -> NoiseLaw:
-    """The law of the residuals ``x`` (time, pixels; units of the noise) where ``use``."""
+    """The law of the residuals ``x`` (time, pixels; units of the noise) where ``use``; all of
+    them are read (a tile's caller passes :func:`sample_columns`)."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
         use = None if use is None else np.asarray(use)[:, None]
-    if x.size > MAX_VALUES:
-        step = int(np.ceil(x.size / MAX_VALUES))
-        x = x[:, ::step]
-        use = None if use is None else np.asarray(use)[:, ::step]
     ok = np.isfinite(x) if use is None else (np.asarray(use, bool) & np.isfinite(x))
     v = np.abs(np.where(ok, x, 0.0))
     clean = (v > DEFECT_SIGMA).sum(axis=0) < MIN_DEFECT_VALUES
@@ -83,12 +86,12 @@ def measure(x: np.ndarray, use: np.ndarray | None = None) -> NoiseLaw:
     lo, hi, top = np.quantile(v, [LOW_Q, HIGH_Q, TAIL_Q])
     if not lo > 0:
         return GAUSSIAN
-    tail, core = float(top / hi), float(hi / lo)
+    tail = float(top / hi)
     if tail <= HEAVY_TAIL_FACTOR * GAUSSIAN_INPUT_TAIL:
-        return NoiseLaw(np.inf, 1.0, tail, core)
+        return NoiseLaw(np.inf, 1.0, tail)
     dof = float(optimize.brentq(lambda d: t_tail(d) - tail, 1.05, 1e6)) if tail < t_tail(1.05) else 1.05
     scale = float(hi / stats.t.ppf(0.5 + HIGH_Q / 2, dof))
-    return NoiseLaw(dof, scale, tail, core)
+    return NoiseLaw(dof, scale, tail)
 
 
 def gaussianise(x: np.ndarray, law: NoiseLaw) -> np.ndarray:
