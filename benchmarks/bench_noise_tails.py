@@ -2,6 +2,7 @@
 and Student-t noise.
 
     python benchmarks/bench_noise_tails.py --seeds 11 12 13 14 15 --dof inf 8 5 4 3
+    python benchmarks/bench_noise_tails.py --seeds 11 12 13 14 15 --dof inf --faint-hits 0.01 5
     python benchmarks/bench_noise_tails.py --null
 
 ``tests/detection/test_detect.py::independent_cube`` (made with assumptions unlike the
@@ -10,9 +11,11 @@ noise drawn from a Student t of ``dof`` degrees of freedom scaled to ERR (``inf`
 the same sky, defects and hits for each ``dof`` of a seed; ``detect_dataset`` with the lrs
 profile's defaults; ``evaluate_arrays``. Prints, per noise law and seed, the normal pixels flagged
 (of 7,955), what their rows say they are (the reason's first words), precision, recall and the
-recall of new defects, then the totals per noise law.
+recall of new defects, then the totals per noise law. ``--faint-hits FRACTION MEAN``: hits
+below the jump step's threshold on top of that noise, raising that fraction of the
+pixel-exposures by an exponential amount of that mean (units of ERR) and lowering none.
 
-``--null``: the tail ratio of the residuals (:mod:`lrscube.detection.noise_law`) that Gaussian
+``--null``: the tail ratio of the residuals on each side (:mod:`lrscube.detection.noise_law`) that Gaussian
 noise gives after stage 1, on cubes of pure Gaussian noise (no defect, no hit) under a flat sky,
 exposure times of 100-1500 s, sky levels from a gamma law, a structured sky, and all three:
 ``noise_law.GAUSSIAN_INPUT_TAIL``.
@@ -34,6 +37,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15])
     ap.add_argument("--dof", nargs="+", default=["inf", "8", "5", "4", "3"])
+    ap.add_argument("--faint-hits", type=float, nargs=2, default=(0.0, 5.0), metavar=("FRACTION", "MEAN"),
+                    help="hits below the jump threshold: a fraction of the pixel-exposures raised by an exponential")
     ap.add_argument("--null", action="store_true", help="the tail ratio of Gaussian noise after stage 1")
     a = ap.parse_args()
     if a.null:
@@ -45,12 +50,13 @@ def main():
 
     warnings.simplefilter("ignore", RuntimeWarning)
     totals = {}
-    print(f"{'noise':>8} {'seed':>4} {'tail ratio':>10} {'t dof':>5} {'normal px':>9} {'precision':>9} {'recall':>7} {'new rec.':>8}  normal pixels' rows")
+    print(f"{'noise':>14} {'seed':>4} {'tail ratio':>10} {'t dof':>5} {'normal px':>9} {'precision':>9} {'recall':>7} {'new rec.':>8}  normal pixels' rows")
     for dof in a.dof:
         nu = float(dof)
-        label = "Gaussian" if np.isinf(nu) else f"t{dof}"
+        label = ("Gaussian" if np.isinf(nu) else f"t{dof}") + (
+            f"+{100 * a.faint_hits[0]:g}%x{a.faint_hits[1]:g}" if a.faint_hits[0] > 0 else "")
         for seed in a.seeds:
-            ds, truth = independent_cube(seed=seed, dof=nu)
+            ds, truth = independent_cube(seed=seed, dof=nu, faint_hits=tuple(a.faint_hits))
             iv, meta = detect_dataset(ds, "lrs", tiles=(100, 40))
             res = evaluate_arrays(ds, iv, truth, "lrs", baselines=False)
             bad = set(zip(truth.y, truth.x))
@@ -63,11 +69,11 @@ def main():
             t[2].append(res["lrscube"]["precision"])
             law = meta["noise_law"]
             dof_min = law["student_t_dof_min"]
-            print(f"{label:>8} {seed:>4} {law['tail_ratio_max']:>10.3f} {'-' if dof_min is None else f'{dof_min:.1f}':>5} {n:>9} {res['lrscube']['precision']:>9.4f} {res['lrscube']['recall']:>7.4f} "
+            print(f"{label:>14} {seed:>4} {law['tail_ratio_max']:>10.3f} {'-' if dof_min is None else f'{dof_min:.1f}':>5} {n:>9} {res['lrscube']['precision']:>9.4f} {res['lrscube']['recall']:>7.4f} "
                   f"{res['recall_new_defects']:>8.4f}  {kinds}", flush=True)
     print()
     for label, (n, pixels, prec) in totals.items():
-        print(f"{label:>8}: {n} of {pixels} normal pixels flagged ({100 * n / pixels:.3f} %), "
+        print(f"{label:>14}: {n} of {pixels} normal pixels flagged ({100 * n / pixels:.3f} %), "
               f"precision {min(prec):.4f}-{max(prec):.4f}")
 
 
@@ -77,7 +83,7 @@ def null_tails(seeds):
     from lrscube.detection.detect import detect_dataset
 
     n, ny, nx = 70, 200, 40
-    print(f"{'sky':>16} {'seed':>4} {'largest tail ratio':>14} {'tiles heavier':>6}")
+    print(f"{'sky':>16} {'seed':>4} {'largest tail ratio: upper':>25} {'lower':>6} {'tiles heavier':>6}")
     for variant in ("flat", "exposure times", "levels", "structured", "all three"):
         for seed in seeds:
             rng = np.random.default_rng(seed)
@@ -97,7 +103,8 @@ def null_tails(seeds):
                                     "y": np.arange(ny) + 300, "x": np.arange(nx) + 300})
             _, meta = detect_dataset(ds, "lrs", tiles=(100, 40))
             law = meta["noise_law"]
-            print(f"{variant:>16} {seed:>4} {law['tail_ratio_max']:>14.3f} {law['tiles_heavier_than_gaussian']:>6}", flush=True)
+            print(f"{variant:>16} {seed:>4} {law['upper']['tail_ratio_max']:>25.3f} {law['lower']['tail_ratio_max']:>6.3f} "
+                  f"{law['tiles_heavier_than_gaussian']:>6}", flush=True)
 
 
 if __name__ == "__main__":

@@ -493,7 +493,9 @@ def temporal_stage(r, s, sky, trace, exclude, ctx: TileContext, origin=(0, 0), j
     diag["variance_null_scale"] = tn.vscale
     diag["swing_level"] = tn.swing
     diag["fall_level"] = tn.fall
-    diag["noise_tail"], diag["noise_dof"] = tn.law.tail, tn.law.dof
+    for side in ("upper", "lower"):  # the noise law, each side apart
+        tail = getattr(tn.law, side)
+        diag[f"noise_tail_{side}"], diag[f"noise_dof_{side}"] = tail.ratio, tail.dof
     its = _IntScat.of(intscat, ctx, valid, tr2, has, n_t, P)
     diag["candidates_intscat"] = 0
     rows_ev, rows_meta, extra = [], [], []
@@ -1453,16 +1455,26 @@ def _findings(ds, ctx: TileContext, results: list, iv: pd.DataFrame, trace_px) -
 
 
 def _noise_law_summary(results: list) -> dict:
-    """The tiles' measured noise laws (:mod:`lrscube.detection.noise_law`): how many, the largest
-    tail ratio, and the tiles whose tails are heavier than Gaussian noise gives (their residuals
-    judged by their tail probabilities under a Student t) with the fewest degrees of freedom."""
-    tails = np.array([r[1].get("noise_tail", np.nan) for r in results], float)
-    dofs = np.array([r[1].get("noise_dof", np.inf) for r in results], float)
-    heavy = np.isfinite(dofs)
-    return {"tiles": int(len(results)), "tail_ratio_max": float(np.nanmax(tails)) if np.isfinite(tails).any() else None,
-            "tail_ratio_gaussian_input": noise_law.GAUSSIAN_INPUT_TAIL,
-            "tiles_heavier_than_gaussian": int(heavy.sum()),
-            "student_t_dof_min": float(dofs[heavy].min()) if heavy.any() else None}
+    """The tiles' measured noise laws (:mod:`lrscube.detection.noise_law`), each side apart: how
+    many tiles, the largest tail ratio, and the tiles whose tail on that side is heavier than
+    Gaussian noise gives (their residuals there judged by their tail probabilities under a
+    Student t) with the fewest degrees of freedom."""
+    out = {"tiles": int(len(results)), "tail_ratio_gaussian_input": noise_law.GAUSSIAN_INPUT_TAIL}
+    heavy_any = np.zeros(len(results), bool)
+    for side in ("upper", "lower"):
+        tails = np.array([r[1].get(f"noise_tail_{side}", np.nan) for r in results], float)
+        dofs = np.array([r[1].get(f"noise_dof_{side}", np.inf) for r in results], float)
+        heavy = np.isfinite(dofs)
+        heavy_any |= heavy
+        out[side] = {"tail_ratio_max": float(np.nanmax(tails)) if np.isfinite(tails).any() else None,
+                     "tiles_heavier_than_gaussian": int(heavy.sum()),
+                     "student_t_dof_min": float(dofs[heavy].min()) if heavy.any() else None}
+    sides = [out[k] for k in ("upper", "lower")]
+    tails = [d["tail_ratio_max"] for d in sides if d["tail_ratio_max"] is not None]
+    dofs = [d["student_t_dof_min"] for d in sides if d["student_t_dof_min"] is not None]
+    out.update({"tail_ratio_max": max(tails) if tails else None, "tiles_heavier_than_gaussian": int(heavy_any.sum()),
+                "student_t_dof_min": min(dofs) if dofs else None})
+    return out
 
 
 def _footprint_series(ds, mjd) -> dict:

@@ -9,7 +9,7 @@ Gaussian noise does not give Gaussian residuals: the local sky is a running medi
 holds the pixel, so a value near the median moves it and the core of the residuals is narrower
 than their tails (the ratio of the 90th to the 50th percentile of ``|x|`` is 2.8-2.9 against
 the Gaussian 2.44). Their tail is near the Gaussian's: the ratio of the 99th to the 90th
-percentile, :data:`GAUSSIAN_INPUT_TAIL` (1.64 against the Gaussian 1.57; 1.84-1.86 with Student-t
+percentile of the values' size on either side, :data:`GAUSSIAN_INPUT_TAIL` (1.64 against the Gaussian 1.57; 1.84-1.86 with Student-t
 noise of 8 degrees of freedom, 2.02-2.05 with 5, 2.48-2.51 with 3: benchmarks/README.md, *Noise
 with heavier tails than Gaussian*). That ratio, over the pixels without three values beyond
 :data:`DEFECT_SIGMA` (defects, whose values would be the tail), measures the tail: within
@@ -20,6 +20,9 @@ noise's: Student-t noise of 5 degrees of freedom reads 4.6-4.9), and each residu
 the Gaussian value of the same tail probability (:func:`gaussianise`): the 90th and 99th
 percentiles go to the Gaussian's and the core stays near where Gaussian noise leaves it, so the
 screens' thresholds keep their false-alarm rate. Amplitudes stay in DN/s.
+
+Each side is measured and mapped apart (:class:`NoiseLaw`): hits below the jump step's threshold
+raise a pixel's rate and never lower it, a heavy upper tail beside a Gaussian lower one.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, special, stats
 
-#: the percentiles of |x| read: the median (a sample half of whose values are 0 is not measured),
-#: and the two whose ratio measures the tail
+#: the percentiles of a side's |x| read: the median (a sample half of whose values are 0 is not
+#: measured), and the two whose ratio measures the tail
 LOW_Q, HIGH_Q, TAIL_Q = 0.5, 0.9, 0.99
 #: that ratio for Gaussian noise through stage 1 (benchmarks/bench_noise_tails.py --null)
 GAUSSIAN_INPUT_TAIL = 1.64
@@ -41,21 +44,49 @@ DEFECT_SIGMA = 5.0
 MIN_DEFECT_VALUES = 3
 #: at most about this many values are read for the percentiles (:func:`sample_columns`)
 MAX_VALUES = 1_000_000
-#: fewer values than this: too few to tell, the law is Gaussian
-MIN_VALUES = 2_000
+#: fewer values than this on a side: too few to tell, that side's law is Gaussian
+MIN_VALUES = 1_000
 
 
-class NoiseLaw(NamedTuple):
+class Tail(NamedTuple):
+    """The law of one side of the residuals: ``|x|`` of the values on that side."""
+
     dof: float  #: degrees of freedom of the Student t; inf: the law of Gaussian noise
     scale: float  #: its scale (units of the noise)
-    tail: float  #: the measured ratio of the 99th to the 90th percentile of |x| (NaN: not measured)
+    ratio: float  #: the measured ratio of the 99th to the 90th percentile (NaN: not measured)
 
     @property
     def gaussian(self) -> bool:
         return not np.isfinite(self.dof)
 
 
-GAUSSIAN = NoiseLaw(np.inf, 1.0, np.nan)
+GAUSSIAN_TAIL = Tail(np.inf, 1.0, np.nan)
+
+
+class NoiseLaw(NamedTuple):
+    """The law of the residuals, each side apart: hits below the jump step's threshold raise a
+    pixel's rate now and then and never lower it, so a detector's upper tail can be heavy where
+    its lower one is Gaussian."""
+
+    upper: Tail = GAUSSIAN_TAIL
+    lower: Tail = GAUSSIAN_TAIL
+
+    @property
+    def gaussian(self) -> bool:
+        return self.upper.gaussian and self.lower.gaussian
+
+    @property
+    def tail(self) -> float:
+        """The larger side's tail ratio (NaN: not measured)."""
+        return float(np.fmax(self.upper.ratio, self.lower.ratio))
+
+    @property
+    def dof(self) -> float:
+        """The heavier side's degrees of freedom (inf: both Gaussian)."""
+        return float(min(self.upper.dof, self.lower.dof))
+
+
+GAUSSIAN = NoiseLaw()
 
 
 def t_tail(dof: float) -> float:
@@ -71,38 +102,49 @@ def sample_columns(cols: np.ndarray, n_rows: int) -> np.ndarray:
 
 
 def measure(x: np.ndarray, use: np.ndarray | None = None) -> NoiseLaw:
-    """The law of the residuals ``x`` (time, pixels; units of the noise) where ``use``; all of
-    them are read (a tile's caller passes :func:`sample_columns`)."""
+    """The law of the residuals ``x`` (time, pixels; units of the noise) where ``use``, each side
+    apart; all of them are read (a tile's caller passes :func:`sample_columns`)."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
         use = None if use is None else np.asarray(use)[:, None]
     ok = np.isfinite(x) if use is None else (np.asarray(use, bool) & np.isfinite(x))
-    v = np.abs(np.where(ok, x, 0.0))
-    clean = (v > DEFECT_SIGMA).sum(axis=0) < MIN_DEFECT_VALUES
-    v = v[:, clean][ok[:, clean]]
+    xv = np.where(ok, x, 0.0)
+    clean = (np.abs(xv) > DEFECT_SIGMA).sum(axis=0) < MIN_DEFECT_VALUES
+    v, ok = xv[:, clean], ok[:, clean]
+    # a value exactly 0 (the pixel was its window's median) belongs to both sides, as to |x|
+    return NoiseLaw(_tail(v[ok & (v >= 0)]), _tail(-v[ok & (v <= 0)]))
+
+
+def _tail(v: np.ndarray) -> Tail:
+    """The :class:`Tail` of the magnitudes ``v`` of one side's values."""
     if v.size < MIN_VALUES:
-        return GAUSSIAN
+        return GAUSSIAN_TAIL
     lo, hi, top = np.quantile(v, [LOW_Q, HIGH_Q, TAIL_Q])
     if not lo > 0:
-        return GAUSSIAN
-    tail = float(top / hi)
-    if tail <= HEAVY_TAIL_FACTOR * GAUSSIAN_INPUT_TAIL:
-        return NoiseLaw(np.inf, 1.0, tail)
-    dof = float(optimize.brentq(lambda d: t_tail(d) - tail, 1.05, 1e6)) if tail < t_tail(1.05) else 1.05
-    scale = float(hi / stats.t.ppf(0.5 + HIGH_Q / 2, dof))
-    return NoiseLaw(dof, scale, tail)
+        return GAUSSIAN_TAIL
+    ratio = float(top / hi)
+    if ratio <= HEAVY_TAIL_FACTOR * GAUSSIAN_INPUT_TAIL:
+        return Tail(np.inf, 1.0, ratio)
+    dof = float(optimize.brentq(lambda d: t_tail(d) - ratio, 1.05, 1e6)) if ratio < t_tail(1.05) else 1.05
+    return Tail(dof, float(hi / stats.t.ppf(0.5 + HIGH_Q / 2, dof)), ratio)
 
 
 def gaussianise(x: np.ndarray, law: NoiseLaw) -> np.ndarray:
-    """``x`` as the Gaussian values of the same two-sided tail probability under ``law`` (``x``
-    itself for a Gaussian law); NaN stays NaN."""
+    """``x`` as the Gaussian values of the same tail probability under its side's law of ``law``
+    (``x`` itself for a Gaussian law; a Gaussian side's values as they are); NaN stays NaN."""
     if law.gaussian:
         return x
     x = np.asarray(x, float)
+    out = x.copy()
     with np.errstate(invalid="ignore"):
-        p = stats.t.sf(np.abs(x) / law.scale, law.dof)
-        return np.copysign(-special.ndtri(p), x)
+        for side, sign in ((law.upper, 1.0), (law.lower, -1.0)):
+            if side.gaussian:
+                continue
+            on = sign * x > 0
+            p = stats.t.sf(sign * x[on] / side.scale, side.dof)
+            out[on] = sign * -special.ndtri(p)
+    return out
 
 
 def describe(summary: dict | None) -> str | None:
@@ -110,7 +152,10 @@ def describe(summary: dict | None) -> str | None:
     noise was judged Gaussian."""
     if not summary or not summary.get("tiles_heavier_than_gaussian"):
         return None
+    sides = [f"{side} in {summary[side]['tiles_heavier_than_gaussian']}" for side in ("upper", "lower")
+             if (summary.get(side) or {}).get("tiles_heavier_than_gaussian")]
     return (f"noise: tails heavier than Gaussian noise gives in {summary['tiles_heavier_than_gaussian']} of "
-            f"{summary['tiles']} tiles (tail ratio up to {summary['tail_ratio_max']:.2f} against "
-            f"{summary['tail_ratio_gaussian_input']:.2f}; Student t down to {summary['student_t_dof_min']:.1f} "
-            "degrees of freedom): the screens judged residuals there by their tail probabilities")
+            f"{summary['tiles']} tiles ({', '.join(sides)}; tail ratio up to {summary['tail_ratio_max']:.2f} "
+            f"against {summary['tail_ratio_gaussian_input']:.2f}; Student t down to "
+            f"{summary['student_t_dof_min']:.1f} degrees of freedom): the screens judged residuals there by their "
+            "tail probabilities")

@@ -1,5 +1,5 @@
-"""The noise's law measured on the data: Gaussian noise judged as before, heavy tails by their
-tail probabilities (lrscube.detection.noise_law)."""
+"""The noise's law measured on the data, each side apart: Gaussian noise judged as before, heavy
+tails by their tail probabilities (lrscube.detection.noise_law)."""
 
 import numpy as np
 import pytest
@@ -12,7 +12,8 @@ def test_gaussian_residuals_keep_the_gaussian_law_and_are_left_as_they_are():
     x = np.random.default_rng(0).standard_normal((100, 5000))
     law = noise_law.measure(x)
     assert law.gaussian
-    assert law.tail == pytest.approx(special.ndtri(0.995) / special.ndtri(0.95), abs=0.02)
+    for side in law:
+        assert side.ratio == pytest.approx(special.ndtri(0.995) / special.ndtri(0.95), abs=0.02)
     assert noise_law.gaussianise(x, law) is x
 
 
@@ -21,7 +22,8 @@ def test_student_t_residuals_are_heavier_and_gaussianised_to_gaussian_tails():
     x = rng.standard_t(3, (100, 5000)) / np.sqrt(3.0)
     law = noise_law.measure(x)
     assert not law.gaussian
-    assert 2.5 < law.dof < 3.5  # the percentiles of a t with 3 degrees of freedom
+    for side in law:
+        assert 2.5 < side.dof < 3.5  # the percentiles of a t with 3 degrees of freedom
     g = noise_law.gaussianise(x, law)
     # Gaussian tails after the map: the fraction beyond 2 and 3 sigma as a Gaussian's, beyond 4
     # (~30 of the 500,000 values) within a factor 2 of it
@@ -49,7 +51,27 @@ def test_nan_and_unused_values_are_left_out_and_nan_stays_nan():
     law = noise_law.measure(np.where(use, x, np.nan))
     assert law == noise_law.measure(x, use)
     g = noise_law.gaussianise(np.array([np.nan, 0.0, -2.0, 2.0]), law)
-    assert np.isnan(g[0]) and g[1] == 0 and g[2] == -g[3] and g[3] > 0
+    assert np.isnan(g[0]) and g[1] == 0 and g[3] > 0
+    assert g[2] == pytest.approx(-g[3], rel=0.02)  # each side its own fit of the same law
+
+
+def test_hits_that_only_raise_make_the_upper_side_heavy_and_leave_the_lower_as_it_is():
+    # hits below the jump step's threshold: 1 % of the values raised by an exponential of mean 5
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((100, 5000))
+    x += (rng.random(x.shape) < 0.01) * rng.exponential(5.0, x.shape)
+    law = noise_law.measure(x)
+    assert not law.upper.gaussian and law.lower.gaussian
+    assert law.tail == law.upper.ratio > noise_law.HEAVY_TAIL_FACTOR * noise_law.GAUSSIAN_INPUT_TAIL
+    g = noise_law.gaussianise(x, law)
+    low = x < 0
+    assert np.array_equal(g[low], x[low])  # the Gaussian side as it is
+    # the upper side's core as a Gaussian's; its far tail, which the hits make 10,000 times the
+    # Gaussian's beyond 5, brought within a factor 100 of it (a Student t of two percentiles does
+    # not follow a mixture's shape further)
+    assert np.mean(g > 2.0) == pytest.approx(special.ndtr(-2.0), rel=0.25)
+    assert np.mean(x > 5.0) > 1e4 * special.ndtr(-5.0)
+    assert np.mean(g > 5.0) < 1e2 * special.ndtr(-5.0)
 
 
 def test_too_few_values_are_taken_as_gaussian():
