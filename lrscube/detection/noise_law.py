@@ -9,14 +9,15 @@ Gaussian noise does not give Gaussian residuals: the local sky is a running medi
 holds the pixel, so a value near the median moves it and the core of the residuals is narrower
 than their tails (the ratio of the 90th to the 50th percentile of ``|x|`` is 2.8-2.9 against
 the Gaussian 2.44). Their tail is near the Gaussian's: the ratio of the 99th to the 90th
-percentile of the values' size on either side, :data:`GAUSSIAN_INPUT_TAIL` (1.64 against the Gaussian 1.57; 1.84-1.86 with Student-t
-noise of 8 degrees of freedom, 2.02-2.05 with 5, 2.48-2.51 with 3: benchmarks/README.md, *Noise
-with heavier tails than Gaussian*). That ratio, over the pixels without three values beyond
+percentile of the values' size on either side, :data:`GAUSSIAN_INPUT_TAIL` (1.63-1.65 on each
+side against the Gaussian 1.57; the larger side's 1.86-1.88 with Student-t noise of 8 degrees of
+freedom, 2.05-2.07 with 5, 2.53-2.57 with 3: benchmarks/README.md, *Noise with heavier tails than
+Gaussian* and *Hits below the jump threshold*). That ratio, over the pixels without three values beyond
 :data:`DEFECT_SIGMA` (defects, whose values would be the tail), measures the tail: within
 :data:`HEAVY_TAIL_FACTOR` of the Gaussian input's the law is the one every threshold was made
 for, and nothing changes. Beyond it the law is the Student t with the measured tail ratio, scaled
 to the measured 90th percentile (the tail is what the core's narrowing leaves nearly as the
-noise's: Student-t noise of 5 degrees of freedom reads 4.6-4.9), and each residual is judged by
+noise's: Student-t noise of 5 degrees of freedom reads 4.5-4.8), and each residual is judged by
 the Gaussian value of the same tail probability (:func:`gaussianise`): the 90th and 99th
 percentiles go to the Gaussian's and the core stays near where Gaussian noise leaves it, so the
 screens' thresholds keep their false-alarm rate. Amplitudes stay in DN/s.
