@@ -153,10 +153,10 @@ def describe(summary: dict | None) -> str | None:
     noise was judged Gaussian."""
     if not summary or not summary.get("tiles_heavier_than_gaussian"):
         return None
-    sides = [f"{side} in {summary[side]['tiles_heavier_than_gaussian']}" for side in ("upper", "lower")
-             if (summary.get(side) or {}).get("tiles_heavier_than_gaussian")]
+    parts = [f"the {side} side in {n}" for side in ("upper", "lower")
+             if (n := (summary.get(side) or {}).get("tiles_heavier_than_gaussian"))]
+    parts += [f"tail ratio up to {summary['tail_ratio_max']:.2f} against {summary['tail_ratio_gaussian_input']:.2f}",
+              f"Student t down to {summary['student_t_dof_min']:.1f} degrees of freedom"]
     return (f"noise: tails heavier than Gaussian noise gives in {summary['tiles_heavier_than_gaussian']} of "
-            f"{summary['tiles']} tiles ({', '.join(sides)}; tail ratio up to {summary['tail_ratio_max']:.2f} "
-            f"against {summary['tail_ratio_gaussian_input']:.2f}; Student t down to "
-            f"{summary['student_t_dof_min']:.1f} degrees of freedom): the screens judged residuals there by their "
-            "tail probabilities")
+            f"{summary['tiles']} tiles ({'; '.join(parts)}): the screens judged residuals there by their tail "
+            "probabilities")

@@ -76,3 +76,17 @@ def test_hits_that_only_raise_make_the_upper_side_heavy_and_leave_the_lower_as_i
 
 def test_too_few_values_are_taken_as_gaussian():
     assert noise_law.measure(np.random.default_rng(4).standard_t(2, (10, 50))).gaussian
+
+
+def test_the_line_on_a_run_names_the_heavier_side_and_reads_a_summary_without_sides():
+    summary = {"tiles": 4, "tail_ratio_gaussian_input": 1.64, "tail_ratio_max": 2.3, "tiles_heavier_than_gaussian": 3,
+               "student_t_dof_min": 3.4,
+               "upper": {"tail_ratio_max": 2.3, "tiles_heavier_than_gaussian": 3, "student_t_dof_min": 3.4},
+               "lower": {"tail_ratio_max": 1.65, "tiles_heavier_than_gaussian": 0, "student_t_dof_min": None}}
+    line = noise_law.describe(summary)
+    assert line.startswith("noise: tails heavier than Gaussian noise gives in 3 of 4 tiles (the upper side in 3; ")
+    assert "lower side" not in line and "2.30 against 1.64" in line and "3.4 degrees" in line
+    # a detect.json written before the sides were measured apart
+    old = {k: v for k, v in summary.items() if k not in ("upper", "lower")}
+    assert noise_law.describe(old).startswith("noise: tails heavier than Gaussian noise gives in 3 of 4 tiles (tail ratio")
+    assert noise_law.describe({**summary, "tiles_heavier_than_gaussian": 0}) is None
