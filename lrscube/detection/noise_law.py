@@ -76,16 +76,6 @@ class NoiseLaw(NamedTuple):
     def gaussian(self) -> bool:
         return self.upper.gaussian and self.lower.gaussian
 
-    @property
-    def tail(self) -> float:
-        """The larger side's tail ratio (NaN: not measured)."""
-        return float(np.fmax(self.upper.ratio, self.lower.ratio))
-
-    @property
-    def dof(self) -> float:
-        """The heavier side's degrees of freedom (inf: both Gaussian)."""
-        return float(min(self.upper.dof, self.lower.dof))
-
 
 GAUSSIAN = NoiseLaw()
 
